@@ -1,0 +1,160 @@
+"""The REST API under /1.0/: HTTP in, service calls out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from fastapi import APIRouter, FastAPI, Query, Response, WebSocket
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from cumulo import __version__
+from cumulo.api import errors, exec_ws
+from cumulo.api import schemas as s
+from cumulo.api.convert import image_out, instance_out, limits_from, limits_in, operation_out
+from cumulo.domain.lifecycle import Action, State
+from cumulo.domain.models import Operation
+from cumulo.drivers.base import ExecRequest
+from cumulo.services.host import Services
+from cumulo.services.instances import CreateRequest
+
+API = "1.0"
+ERR = {400: {"model": s.ErrorOut}, 404: {"model": s.ErrorOut}, 409: {"model": s.ErrorOut},
+       422: {"model": s.ErrorOut}, 500: {"model": s.ErrorOut}}
+PROJECT = Query("default", description="project (tenant) the resource belongs to")
+FOLLOW_POLL = 0.2
+
+
+def accepted(op: Operation) -> JSONResponse:
+    return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/{API}/operations/{op.id}"})
+
+
+def create_app(svc: Services) -> FastAPI:
+    app = FastAPI(title="Cumulo", version=__version__,
+                  description="Containers and virtual machines on one host, through one API.")
+    errors.install(app)
+    r = APIRouter(prefix=f"/{API}", responses=ERR)  # type: ignore[arg-type]
+
+    @r.get("", response_model=s.ServerOut, summary="Server information")
+    def server() -> s.ServerOut:
+        return s.ServerOut(api_version=API, version=__version__,
+                           instance_types=sorted(svc.instances.drivers))
+
+    @r.get("/host", summary="What this host can do (the host probe)")
+    def host() -> dict[str, object]:
+        return svc.host.to_dict()
+
+    @r.get("/instances", response_model=list[s.InstanceOut], summary="List instances")
+    def list_instances(project: str = PROJECT) -> list[s.InstanceOut]:
+        return [instance_out(i) for i in svc.instances.list(project)]
+
+    @r.post("/instances", status_code=202, response_model=s.OperationOut,
+            summary="Create (and with start=true, launch) an instance")
+    def create_instance(body: s.InstanceCreate, project: str = PROJECT) -> JSONResponse:
+        req = CreateRequest(name=body.name, image=body.image, type=body.type,
+                            limits=limits_from(body.limits), privileged=body.privileged,
+                            command=body.command, start=body.start)
+        return accepted(svc.instances.create(project, req))
+
+    @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")
+    def get_instance(name: str, project: str = PROJECT) -> s.InstanceOut:
+        inst = svc.instances.get(project, name)
+        return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst))
+
+    @r.patch("/instances/{name}", response_model=s.InstanceOut,
+             summary="Change limits (applied live to a running instance)")
+    def patch_instance(name: str, body: s.InstancePatch, project: str = PROJECT
+                       ) -> s.InstanceOut:
+        return instance_out(svc.instances.update_limits(project, name, limits_in(body.limits)))
+
+    @r.delete("/instances/{name}", status_code=202, response_model=s.OperationOut,
+              summary="Delete an instance (force: also a running one)")
+    def delete_instance(name: str, force: bool = False, project: str = PROJECT
+                        ) -> JSONResponse:
+        return accepted(svc.instances.delete(project, name, force))
+
+    @r.put("/instances/{name}/state", status_code=202, response_model=s.OperationOut,
+           summary="Start, stop, restart, pause or resume")
+    def change_state(name: str, body: s.InstanceStateChange, project: str = PROJECT
+                     ) -> JSONResponse:
+        op = svc.instances.change_state(project, name, Action(body.action), body.timeout,
+                                        body.force)
+        return accepted(op)
+
+    @r.post("/instances/{name}/exec", response_model=s.ExecOut,
+            summary="Run a command and return its output (the websocket streams instead)")
+    def exec_once(name: str, body: s.ExecIn, project: str = PROJECT) -> s.ExecOut:
+        req = ExecRequest(command=body.command, env=body.env, cwd=body.cwd, tty=False)
+        code, out, err = exec_ws.run_collect(
+            svc.instances.exec(project, name, req), body.stdin.encode(), body.timeout)
+        return s.ExecOut(exit_code=code, stdout=out.decode(errors="replace"),
+                         stderr=err.decode(errors="replace"))
+
+    @r.get("/instances/{name}/console", summary="PID 1's output (follow=true streams it)",
+           response_class=Response)
+    def console(name: str, offset: int = Query(0, ge=0), follow: bool = False,
+                project: str = PROJECT) -> Response:
+        data, new_offset, _ = svc.instances.console(project, name, offset)
+        if not follow:
+            return Response(data, media_type="application/octet-stream",
+                            headers={"X-Cumulo-Offset": str(new_offset)})
+
+        def stream() -> Iterator[bytes]:
+            yield data
+            pos = new_offset
+            while True:
+                chunk, pos, inst = svc.instances.console(project, name, pos)
+                if chunk:
+                    yield chunk
+                elif inst.state not in (State.RUNNING, State.PAUSED):
+                    return
+                else:
+                    time.sleep(FOLLOW_POLL)
+
+        return StreamingResponse(stream(), media_type="application/octet-stream")
+
+    @r.get("/images", response_model=list[s.ImageOut], summary="List images")
+    def list_images() -> list[s.ImageOut]:
+        return [image_out(i) for i in svc.images.list()]
+
+    @r.post("/images", status_code=202, response_model=s.OperationOut,
+            summary="Build an image with a named builder (busybox)")
+    def build_image(body: s.ImageBuild) -> JSONResponse:
+        return accepted(svc.images.build(body.builder, body.alias))
+
+    @r.get("/images/{ref:path}", response_model=s.ImageOut,
+           summary="Image by alias or fingerprint")
+    def get_image(ref: str) -> s.ImageOut:
+        return image_out(svc.images.get(ref))
+
+    @r.delete("/images/{ref:path}", status_code=204, summary="Delete an unused image")
+    def delete_image(ref: str) -> Response:
+        svc.images.delete(ref)
+        return Response(status_code=204)
+
+    @r.post("/image-aliases", response_model=s.ImageOut, summary="Point an alias at an image")
+    def set_alias(body: s.AliasIn) -> s.ImageOut:
+        return image_out(svc.images.set_alias(body.name, body.target))
+
+    @r.delete("/image-aliases/{name:path}", status_code=204, summary="Remove an alias")
+    def delete_alias(name: str) -> Response:
+        svc.images.delete_alias(name)
+        return Response(status_code=204)
+
+    @r.get("/operations", response_model=list[s.OperationOut], summary="Recent operations")
+    def list_operations() -> list[s.OperationOut]:
+        return [operation_out(o) for o in svc.store.list_operations()]
+
+    @r.get("/operations/{op_id}", response_model=s.OperationOut,
+           summary="An operation; wait=SECONDS blocks until it ends")
+    def get_operation(op_id: str, wait: float = Query(0, ge=0, le=600)) -> s.OperationOut:
+        return operation_out(svc.ops.get(op_id, wait))
+
+    app.include_router(r)
+
+    @app.websocket(f"/{API}/instances/{{name}}/exec-ws")
+    async def exec_stream(ws: WebSocket, name: str, project: str = "default") -> None:
+        await exec_ws.serve(ws, svc, project, name)
+
+    return app

@@ -1,0 +1,54 @@
+"""Domain records to wire schemas, and wire input to domain values."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from cumulo.api import schemas as s
+from cumulo.domain.limits import Limits, parse_limit
+from cumulo.domain.models import Image, Instance, Operation
+from cumulo.domain.units import parse_size
+from cumulo.drivers.base import Usage
+
+
+def limits_in(data: dict[str, Any]) -> dict[str, Any]:
+    """Limit values from the wire: sizes may be strings, text values are parsed."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            out[key] = None
+        elif key in ("memory", "memory_swap"):
+            out[key] = parse_size(value)
+        elif isinstance(value, str):
+            out[key] = parse_limit(key, value)
+        else:
+            parse_limit(key, str(value))  # refuses unknown keys with a clear message
+            out[key] = value
+    return out
+
+
+def limits_from(model: s.LimitsIn) -> Limits:
+    return Limits.from_dict({k: v for k, v in limits_in(model.model_dump()).items()
+                             if v is not None})
+
+
+def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = None
+                 ) -> s.InstanceOut:
+    return s.InstanceOut(
+        name=inst.name, project=inst.project, type=inst.type, image=inst.image,
+        state=inst.state.value, limits=inst.limits.to_dict(), privileged=inst.privileged,
+        command=inst.command, exit_code=inst.exit_code, last_error=inst.last_error,
+        created_at=inst.created_at, pid=pid,
+        usage=s.Usage(**asdict(usage)) if usage is not None else None,
+    )
+
+
+def image_out(img: Image) -> s.ImageOut:
+    return s.ImageOut(**asdict(img))
+
+
+def operation_out(op: Operation) -> s.OperationOut:
+    d = asdict(op)
+    d["status"] = op.status.value
+    return s.OperationOut(**d)

@@ -1,0 +1,128 @@
+"""Wire schemas of the REST API (pydantic). Unknown fields are refused."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsIn(Strict):
+    cpu: float | None = Field(None, description="CPUs worth of time, fractions allowed")
+    cpu_weight: int | None = Field(None, description="relative CPU share, 1..10000")
+    cpuset: str | None = Field(None, description="CPUs it may run on, e.g. 0-1")
+    memory: int | str | None = Field(None, description="bytes or a size like 256MiB")
+    memory_swap: int | str | None = Field(None, description="memory+swap, bytes or a size")
+    pids: int | None = Field(None, description="max processes")
+    io_weight: int | None = Field(None, description="relative block I/O share, 10..1000")
+
+
+class InstanceCreate(Strict):
+    name: str
+    image: str
+    type: str = "container"
+    limits: LimitsIn = LimitsIn()
+    privileged: bool = False
+    command: list[str] | None = None
+    start: bool = False
+
+
+class InstanceStateChange(Strict):
+    action: Literal["start", "stop", "restart", "pause", "resume"]
+    timeout: float = Field(30.0, ge=0, le=3600)
+    force: bool = False
+
+
+class InstancePatch(Strict):
+    limits: dict[str, Any]
+
+
+class Usage(BaseModel):
+    cpu_time_ns: int | None = None
+    memory_bytes: int | None = None
+    memory_peak_bytes: int | None = None
+    pids: int | None = None
+
+
+class InstanceOut(BaseModel):
+    name: str
+    project: str
+    type: str
+    image: str
+    state: str
+    limits: dict[str, Any]
+    privileged: bool
+    command: list[str]
+    exit_code: int | None
+    last_error: str | None
+    created_at: datetime | None
+    pid: int | None = None
+    usage: Usage | None = None
+
+
+class ExecIn(Strict):
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = {}
+    cwd: str = "/"
+    tty: bool = False
+    rows: int = Field(24, ge=1, le=1000)
+    cols: int = Field(80, ge=1, le=1000)
+    stdin: str = Field("", description="bytes sent to the command's stdin (non-streaming exec)")
+    timeout: float = Field(60.0, gt=0, le=3600)
+
+
+class ExecOut(BaseModel):
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class ImageBuild(Strict):
+    builder: str
+    alias: str | None = None
+
+
+class ImageOut(BaseModel):
+    fingerprint: str
+    kind: str
+    os: str
+    release: str
+    architecture: str
+    description: str
+    size: int
+    command: list[str]
+    aliases: list[str]
+    created_at: datetime | None
+
+
+class AliasIn(Strict):
+    name: str
+    target: str
+
+
+class OperationOut(BaseModel):
+    id: str
+    description: str
+    status: str
+    progress: float
+    message: str
+    error: str | None
+    resources: dict[str, Any]
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class ErrorOut(BaseModel):
+    error: str
+    type: str
+
+
+class ServerOut(BaseModel):
+    api_version: str
+    version: str
+    instance_types: list[str]

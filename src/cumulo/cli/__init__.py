@@ -1,0 +1,1 @@
+"""The `cumulo` command line: a client of the public REST API only."""

@@ -1,0 +1,290 @@
+"""cumulo: launch and manage containers through the cumulod REST API."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn
+
+from cumulo.cli import output as o
+from cumulo.cli.exec_client import run_exec
+from cumulo.client import Client
+from cumulo.domain.units import format_size
+from cumulo.errors import CumuloError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
+                  pretty_exceptions_enable=False)
+image_app = typer.Typer(no_args_is_help=True, help="Build, list and delete images.")
+alias_app = typer.Typer(no_args_is_help=True, help="Point names at images.")
+host_app = typer.Typer(no_args_is_help=True, help="What this host can do.")
+config_app = typer.Typer(no_args_is_help=True, help="Change an instance's limits.")
+op_app = typer.Typer(no_args_is_help=True, help="Long-running operations.")
+app.add_typer(image_app, name="image")
+image_app.add_typer(alias_app, name="alias")
+app.add_typer(host_app, name="host")
+app.add_typer(config_app, name="config")
+app.add_typer(op_app, name="operation")
+
+FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
+ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
+Cpu = Annotated[float | None, typer.Option(help="CPUs worth of time (0.5 = half a CPU)")]
+CpuWeight = Annotated[int | None, typer.Option(help="relative CPU share 1..10000 (100 default)")]
+Cpuset = Annotated[str | None, typer.Option(help="CPUs it may run on, e.g. 0-1")]
+Memory = Annotated[str | None, typer.Option(help="memory limit, e.g. 256MiB")]
+MemorySwap = Annotated[str | None, typer.Option(help="memory+swap limit, e.g. 512MiB")]
+Pids = Annotated[int | None, typer.Option(help="max processes")]
+IoWeight = Annotated[int | None, typer.Option(help="relative block I/O share 10..1000")]
+Type = Annotated[str, typer.Option("--type", help="instance type")]
+Privileged = Annotated[bool, typer.Option(help="no user namespace: root inside is host root")]
+
+
+def client() -> Client:
+    return Client()
+
+
+def _limits(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
+            command: list[str] | None, project: str, **limits: Any) -> None:
+    with client() as c:
+        c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
+                 command=command or None, start=start, project=project)
+    o.err.print(f"{'Launched' if start else 'Created'} {name}")
+
+
+@app.command()
+def launch(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
+           cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
+           memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
+           privileged: Privileged = False,
+           command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
+           project: ProjectOpt = "default") -> None:
+    """Create and start an instance from IMAGE."""
+    _create(image, name, True, type_, privileged, command, project, cpu=cpu,
+            cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
+            pids=pids, io_weight=io_weight)
+
+
+@app.command()
+def create(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
+           cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
+           memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
+           privileged: Privileged = False,
+           command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
+           project: ProjectOpt = "default") -> None:
+    """Create an instance from IMAGE without starting it."""
+    _create(image, name, False, type_, privileged, command, project, cpu=cpu,
+            cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
+            pids=pids, io_weight=io_weight)
+
+
+def _state(name: str, action: str, project: str, timeout: float = 30, force: bool = False
+           ) -> None:
+    with client() as c:
+        c.set_state(name, action, timeout=timeout, force=force, project=project)
+
+
+@app.command()
+def start(name: str, project: ProjectOpt = "default") -> None:
+    """Start a stopped instance."""
+    _state(name, "start", project)
+
+
+@app.command()
+def stop(name: str,
+         timeout: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 30,
+         force: Annotated[bool, typer.Option(help="kill at once")] = False,
+         project: ProjectOpt = "default") -> None:
+    """Stop an instance: SIGTERM, then SIGKILL after --timeout."""
+    _state(name, "stop", project, timeout, force)
+
+
+@app.command()
+def restart(name: str, timeout: Annotated[float, typer.Option()] = 30,
+            project: ProjectOpt = "default") -> None:
+    """Stop (if running) and start again."""
+    _state(name, "restart", project, timeout)
+
+
+@app.command()
+def pause(name: str, project: ProjectOpt = "default") -> None:
+    """Freeze every process of an instance."""
+    _state(name, "pause", project)
+
+
+@app.command()
+def resume(name: str, project: ProjectOpt = "default") -> None:
+    """Thaw a paused instance."""
+    _state(name, "resume", project)
+
+
+@app.command()
+def delete(name: str, force: Annotated[bool, typer.Option(help="also a running one")] = False,
+           project: ProjectOpt = "default") -> None:
+    """Delete an instance and everything it left on the host."""
+    with client() as c:
+        c.delete(name, force=force, project=project)
+
+
+@app.command("list")
+def list_(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
+    """List instances."""
+    with client() as c:
+        rows = c.instances(project)
+    for r in rows:
+        r["limits_text"] = o.limits_text(r["limits"])
+        r["image_short"] = r["image"][:12]
+    o.table(rows, [("NAME", "name"), ("TYPE", "type"), ("STATE", "state"),
+                   ("IMAGE", "image_short"), ("LIMITS", "limits_text"),
+                   ("EXIT", "exit_code")], fmt)
+
+
+@app.command()
+def info(name: str, fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
+    """State, pid, limits and live usage of an instance."""
+    with client() as c:
+        inst = c.instance(name, project)
+    if fmt == o.Format.json:
+        o.emit_json(inst)
+        return
+    usage = inst.get("usage") or {}
+    cpu_ns = usage.get("cpu_time_ns")
+    o.key_values({
+        "name": inst["name"], "project": inst["project"], "type": inst["type"],
+        "state": inst["state"], "pid": inst["pid"], "image": inst["image"][:12],
+        "privileged": inst["privileged"], "command": inst["command"],
+        "limits": o.limits_text(inst["limits"]) or "none",
+        "cpu time": f"{cpu_ns / 1e9:.2f}s" if cpu_ns is not None else None,
+        "memory": format_size(usage.get("memory_bytes")),
+        "memory peak": format_size(usage.get("memory_peak_bytes")),
+        "processes": usage.get("pids"), "exit code": inst["exit_code"],
+        "last error": inst["last_error"],
+    }, fmt)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def exec(name: str,
+         command: Annotated[list[str], typer.Argument(help="the command, after --")],
+         tty: Annotated[bool, typer.Option("-t", "--tty", help="allocate a terminal")] = False,
+         env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE")] = None,
+         cwd: Annotated[str, typer.Option(help="working directory")] = "/",
+         project: ProjectOpt = "default") -> None:
+    """Run a command in a running instance; its exit code becomes ours."""
+    env_map = dict(e.split("=", 1) for e in env or [] if "=" in e)
+    with client() as c:
+        code = run_exec(c, name, command, tty_mode=tty, env=env_map, cwd=cwd, project=project)
+    raise typer.Exit(code)
+
+
+@app.command()
+def logs(name: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+         project: ProjectOpt = "default") -> None:
+    """The console output of PID 1."""
+    with client() as c:
+        if follow:
+            for chunk in c.console_follow(name, project):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+        else:
+            data, _ = c.console(name, 0, project)
+            sys.stdout.buffer.write(data)
+
+
+@config_app.command("set")
+def config_set(name: str, key: str, value: str, project: ProjectOpt = "default") -> None:
+    """Set a limit (cpu, cpu_weight, cpuset, memory, memory_swap, pids, io_weight);
+    a running instance gets it at once. Value 'none' removes it."""
+    key = key.replace("-", "_")
+    with client() as c:
+        c.set_limits(name, {key: None if value == "none" else value}, project)
+
+
+@config_app.command("show")
+def config_show(name: str, fmt: FormatOpt = o.Format.table,
+                project: ProjectOpt = "default") -> None:
+    """Show an instance's limits."""
+    with client() as c:
+        o.key_values(c.instance(name, project)["limits"], fmt)
+
+
+@image_app.command("build")
+def image_build(builder: str, alias: Annotated[str | None, typer.Option()] = None) -> None:
+    """Build an image locally (builders: busybox)."""
+    with client() as c, Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.percentage:>3.0f}%"),
+                                 console=o.err, transient=True) as bar:
+        task = bar.add_task(f"building {builder}", total=1.0)
+        op = c.build_image(builder, alias, on_progress=lambda op: bar.update(
+            task, completed=op["progress"],
+            description=f"{builder}: {op['message']}" if op["message"] else builder))
+        fp = op["resources"]["images"][0]
+        img = c.image(fp)
+    o.err.print(f"Built {', '.join(img['aliases'])} {fp[:12]} ({format_size(img['size'])})")
+
+
+@image_app.command("list")
+def image_list(fmt: FormatOpt = o.Format.table) -> None:
+    """List images."""
+    with client() as c:
+        rows = c.images()
+    for r in rows:
+        r["fp"], r["size_text"] = r["fingerprint"][:12], format_size(r["size"])
+    o.table(rows, [("ALIAS", "aliases"), ("FINGERPRINT", "fp"), ("OS", "os"),
+                   ("RELEASE", "release"), ("ARCH", "architecture"), ("SIZE", "size_text")],
+            fmt)
+
+
+@image_app.command("info")
+def image_info(ref: str, fmt: FormatOpt = o.Format.table) -> None:
+    """Details of an image."""
+    with client() as c:
+        o.key_values(c.image(ref), fmt)
+
+
+@image_app.command("delete")
+def image_delete(ref: str) -> None:
+    """Delete an image no instance uses."""
+    with client() as c:
+        c.delete_image(ref)
+
+
+@alias_app.command("set")
+def alias_set(alias: str, target: str) -> None:
+    """Point ALIAS at the image TARGET (alias or fingerprint)."""
+    with client() as c:
+        c.set_alias(alias, target)
+
+
+@alias_app.command("delete")
+def alias_delete(alias: str) -> None:
+    """Remove an alias (the image stays)."""
+    with client() as c:
+        c.delete_alias(alias)
+
+
+@host_app.command("info")
+def host_info(fmt: FormatOpt = o.Format.table) -> None:
+    """Kernel, cgroups, KVM, runtimes and tools of the daemon's host."""
+    with client() as c:
+        o.key_values(c.host_info(), fmt)
+
+
+@op_app.command("list")
+def op_list(fmt: FormatOpt = o.Format.table) -> None:
+    """Recent operations."""
+    with client() as c:
+        rows = c.operations()
+    o.table(rows, [("ID", "id"), ("DESCRIPTION", "description"), ("STATUS", "status"),
+                   ("ERROR", "error")], fmt)
+
+
+def main() -> None:
+    try:
+        app()
+    except CumuloError as err:
+        o.err.print(f"Error: {err}", markup=False)
+        sys.exit(1)

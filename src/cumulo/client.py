@@ -1,0 +1,216 @@
+"""The Python client of the public REST API; the CLI, tests and benchmarks use only this.
+
+The daemon is found through ``CUMULO_SOCKET`` (a unix socket path) or
+``CUMULO_URL`` (http://host:port), else the default socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection, connect, unix_connect
+
+from cumulo import errors as e
+
+DEFAULT_SOCKET = "/run/cumulo/cumulo.sock"
+API = "/1.0"
+
+_BY_NAME: dict[str, type[e.CumuloError]] = {
+    cls.__name__: cls for cls in (
+        e.InvalidInputError, e.LimitExceedsHostError, e.NotFoundError, e.ConflictError,
+        e.InvalidStateError, e.UnsupportedError, e.DriverError, e.RuntimeToolError,
+        e.StoreError)
+}
+
+
+class APIError(e.CumuloError):
+    """An error answered by the daemon, with its HTTP status and error type."""
+
+    def __init__(self, message: str, status: int, kind: str) -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+class DaemonUnreachable(e.CumuloError):
+    pass
+
+
+class Client:
+    def __init__(self, socket: str | None = None, url: str | None = None,
+                 timeout: float = 60.0) -> None:
+        url = url if url is not None else (None if socket else os.environ.get("CUMULO_URL"))
+        if url:
+            self.base, self.socket = url.rstrip("/"), None
+            transport = None
+        else:
+            self.socket = socket or os.environ.get("CUMULO_SOCKET", DEFAULT_SOCKET)
+            self.base = "http://cumulo"
+            transport = httpx.HTTPTransport(uds=self.socket)
+        self.http = httpx.Client(base_url=self.base, transport=transport, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def where(self) -> str:
+        return self.socket or self.base
+
+    # transport
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self.http.request(method, API + path, **kw)
+        except httpx.TransportError as err:
+            raise DaemonUnreachable(
+                f"cannot reach cumulod at {self.where()}: {err}. Is it running? "
+                "(start it with `cumulod`, or set CUMULO_SOCKET / CUMULO_URL)") from err
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+                msg, kind = body.get("error", resp.text), body.get("type", "")
+            except ValueError:
+                msg, kind = resp.text or resp.reason_phrase, ""
+            raise APIError(msg, resp.status_code, kind)
+        return resp
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw).json()
+
+    # operations
+    def wait(self, op: dict[str, Any], on_progress: Callable[[dict[str, Any]], None] | None = None,
+             timeout: float = 600.0) -> dict[str, Any]:
+        """Block until the operation ends; raise APIError with its error on failure."""
+        deadline = time.monotonic() + timeout
+        while op["status"] not in ("success", "failure"):
+            if time.monotonic() > deadline:
+                raise e.DriverError(f"operation {op['id']} still running after {timeout:.0f}s")
+            op = self.get(f"/operations/{op['id']}", params={"wait": 1 if on_progress else 10},
+                          timeout=30)
+            if on_progress:
+                on_progress(op)
+        if op["status"] == "failure":
+            raise APIError(op.get("error") or "operation failed", 500, "OperationError")
+        return op
+
+    def _op(self, method: str, path: str, wait: bool = True, **kw: Any) -> dict[str, Any]:
+        op = self.request(method, path, **kw).json()
+        return self.wait(op) if wait else op
+
+    # server
+    def server(self) -> dict[str, Any]:
+        return self.get("")  # type: ignore[no-any-return]
+
+    def host_info(self) -> dict[str, Any]:
+        return self.get("/host")  # type: ignore[no-any-return]
+
+    # instances
+    def instances(self, project: str = "default") -> list[dict[str, Any]]:
+        return self.get("/instances", params={"project": project})  # type: ignore[no-any-return]
+
+    def instance(self, name: str, project: str = "default") -> dict[str, Any]:
+        return self.get(f"/instances/{name}", params={"project": project})  # type: ignore[no-any-return]
+
+    def create(self, name: str, image: str, *, type: str = "container",
+               limits: dict[str, Any] | None = None, privileged: bool = False,
+               command: list[str] | None = None, start: bool = False,
+               project: str = "default", wait: bool = True) -> dict[str, Any]:
+        body = {"name": name, "image": image, "type": type, "limits": limits or {},
+                "privileged": privileged, "command": command, "start": start}
+        return self._op("POST", "/instances", wait, json=body, params={"project": project})
+
+    def set_state(self, name: str, action: str, *, timeout: float = 30, force: bool = False,
+                  project: str = "default", wait: bool = True) -> dict[str, Any]:
+        return self._op("PUT", f"/instances/{name}/state", wait, params={"project": project},
+                        json={"action": action, "timeout": timeout, "force": force})
+
+    def delete(self, name: str, *, force: bool = False, project: str = "default",
+               wait: bool = True) -> dict[str, Any]:
+        return self._op("DELETE", f"/instances/{name}", wait,
+                        params={"project": project, "force": force})
+
+    def set_limits(self, name: str, limits: dict[str, Any], project: str = "default"
+                   ) -> dict[str, Any]:
+        return self.request("PATCH", f"/instances/{name}", params={"project": project},  # type: ignore[no-any-return]
+                            json={"limits": limits}).json()
+
+    def exec(self, name: str, command: list[str], *, stdin: bytes = b"",
+             env: dict[str, str] | None = None, cwd: str = "/", timeout: float = 60,
+             project: str = "default") -> dict[str, Any]:
+        """Run to completion and collect output: {exit_code, stdout, stderr}."""
+        body = {"command": command, "stdin": stdin.decode(), "env": env or {}, "cwd": cwd,
+                "timeout": timeout}
+        return self.request("POST", f"/instances/{name}/exec", params={"project": project},  # type: ignore[no-any-return]
+                            json=body, timeout=timeout + 10).json()
+
+    def exec_stream(self, name: str, request: dict[str, Any], project: str = "default"
+                    ) -> ClientConnection:
+        """A websocket running the command (protocol in api/exec_ws.py)."""
+        path = f"{API}/instances/{name}/exec-ws?project={project}"
+        try:
+            if self.socket:
+                ws = unix_connect(self.socket, uri=f"ws://cumulo{path}", max_size=None)
+            else:
+                ws = connect(self.base.replace("http", "ws", 1) + path, max_size=None)
+            ws.send(json.dumps(request))
+        except (OSError, WebSocketException) as err:
+            raise DaemonUnreachable(f"cannot open exec stream at {self.where()}: {err}") from err
+        return ws
+
+    def console(self, name: str, offset: int = 0, project: str = "default"
+                ) -> tuple[bytes, int]:
+        resp = self.request("GET", f"/instances/{name}/console",
+                            params={"project": project, "offset": offset})
+        return resp.content, int(resp.headers.get("X-Cumulo-Offset", offset))
+
+    def console_follow(self, name: str, project: str = "default") -> Iterator[bytes]:
+        params = {"project": project, "follow": "true"}
+        try:
+            with self.http.stream("GET", f"{API}/instances/{name}/console", params=params,
+                                  timeout=httpx.Timeout(10, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    body = resp.json()
+                    raise APIError(body.get("error", ""), resp.status_code, body.get("type", ""))
+                yield from resp.iter_raw()
+        except httpx.TransportError as err:
+            raise DaemonUnreachable(f"lost cumulod at {self.where()}: {err}") from err
+
+    # images
+    def images(self) -> list[dict[str, Any]]:
+        return self.get("/images")  # type: ignore[no-any-return]
+
+    def image(self, ref: str) -> dict[str, Any]:
+        return self.get(f"/images/{ref}")  # type: ignore[no-any-return]
+
+    def build_image(self, builder: str, alias: str | None = None, wait: bool = True,
+                    on_progress: Callable[[dict[str, Any]], None] | None = None
+                    ) -> dict[str, Any]:
+        op = self.request("POST", "/images", json={"builder": builder, "alias": alias}).json()
+        return self.wait(op, on_progress) if wait else op
+
+    def delete_image(self, ref: str) -> None:
+        self.request("DELETE", f"/images/{ref}")
+
+    def set_alias(self, alias: str, target: str) -> dict[str, Any]:
+        return self.request("POST", "/image-aliases",  # type: ignore[no-any-return]
+                            json={"name": alias, "target": target}).json()
+
+    def delete_alias(self, alias: str) -> None:
+        self.request("DELETE", f"/image-aliases/{alias}")
+
+    def operations(self) -> list[dict[str, Any]]:
+        return self.get("/operations")  # type: ignore[no-any-return]
+
+
+def error_from(kind: str) -> type[e.CumuloError]:
+    return _BY_NAME.get(kind, e.CumuloError)

@@ -1,0 +1,136 @@
+"""cumulod: the per-host daemon. Runs in the foreground; stop it with SIGTERM or Ctrl-C.
+
+Instances keep running when it stops; on start it reconciles the store with
+what really runs on the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from cumulo import __version__
+from cumulo.api.app import create_app
+from cumulo.errors import CumuloError
+from cumulo.host.probe import probe
+from cumulo.services.host import build_services
+
+DEFAULT_STATE = Path("/var/lib/cumulo")
+DEFAULT_RUNTIME = Path("/run/cumulo")
+log = logging.getLogger("cumulod")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="cumulod", description=__doc__.splitlines()[0])
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE,
+                   help="persistent state: database, images, instances (default %(default)s)")
+    p.add_argument("--runtime-dir", type=Path, default=None,
+                   help="volatile state: sockets, runtime state "
+                        "(default /run/cumulo, or STATE_DIR/run for another state dir)")
+    p.add_argument("--socket", type=Path, default=None,
+                   help="unix socket to serve on, mode 0660 (default RUNTIME_DIR/cumulo.sock)")
+    p.add_argument("--listen", metavar="HOST:PORT", default=None,
+                   help="also serve HTTP on this TCP address (no authentication yet: "
+                        "use loopback)")
+    p.add_argument("--database", default=None,
+                   help="SQLAlchemy URL (default sqlite:///STATE_DIR/cumulo.db)")
+    p.add_argument("--cgroup-parent", default=None,
+                   help="cgroup under which instances live (default cumulo, or cumulo-HASH "
+                        "for another state dir)")
+    p.add_argument("--runtime", choices=["runc", "crun"], default=None,
+                   help="OCI runtime for containers (default: chosen from the host probe)")
+    p.add_argument("--driver", action="append", default=[], metavar="TYPE=DRIVER",
+                   help="map an instance type to a driver, e.g. container=fake (tests)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"cumulod {__version__}")
+    return p.parse_args(argv)
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        probe_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe_sock.connect(str(path))
+            raise CumuloError(f"another cumulod is already serving {path}")
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)  # stale socket of a dead daemon
+        finally:
+            probe_sock.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o660)
+    sock.listen(128)
+    return sock
+
+
+def _bind_tcp(addr: str) -> socket.socket:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise CumuloError(f"invalid --listen {addr!r}: use HOST:PORT")
+    sock = socket.create_server((host.strip("[]"), int(port)), reuse_port=False)
+    return sock
+
+
+def run(args: argparse.Namespace) -> None:
+    state_dir = args.state_dir.resolve()
+    custom = state_dir != DEFAULT_STATE
+    runtime_dir = (args.runtime_dir or (state_dir / "run" if custom else DEFAULT_RUNTIME))
+    sock_path = args.socket or runtime_dir / "cumulo.sock"
+    tag = hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]
+    cgroup_parent = args.cgroup_parent or (f"cumulo-{tag}" if custom else "cumulo")
+    kinds = dict(item.split("=", 1) for item in args.driver) if args.driver else None
+
+    sockets = [_bind_unix(sock_path)]
+    if args.listen:
+        sockets.append(_bind_tcp(args.listen))
+    host = probe()
+    for note in host.notes:
+        log.info("host: %s", note)
+    svc = build_services(state_dir, runtime_dir.resolve(), host, db_url=args.database,
+                         driver_kinds=kinds, cgroup_parent=cgroup_parent,
+                         oci_runtime=args.runtime)
+    app = create_app(svc)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False,
+                            ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    log.info("cumulod %s serving %s (state %s)", __version__, sock_path, state_dir)
+    try:
+        asyncio.run(server.serve(sockets=sockets))
+    finally:
+        svc.close()
+        for s in sockets:
+            s.close()
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except CumuloError as err:
+        print(f"cumulod: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pure data and state machines: no I/O, no imports from other layers."""

@@ -1,0 +1,76 @@
+"""Plain records the services pass around; the store maps them to rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from cumulo.domain.lifecycle import State
+from cumulo.domain.limits import Limits
+
+
+@dataclass
+class Project:
+    name: str
+    description: str = ""
+    created_at: datetime | None = None
+
+
+@dataclass
+class Image:
+    fingerprint: str                 # sha256 of the root filesystem tree
+    kind: str = "container"          # container rootfs; later: vm-disk, kernel, app
+    os: str = ""
+    release: str = ""
+    architecture: str = ""
+    description: str = ""
+    size: int = 0
+    command: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    created_at: datetime | None = None
+
+
+@dataclass
+class Instance:
+    project: str
+    name: str
+    type: str
+    image: str                       # fingerprint
+    state: State = State.CREATING
+    limits: Limits = field(default_factory=Limits)
+    privileged: bool = False
+    command: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def host_id(self) -> str:
+        """Unique on the host: names are [a-z0-9-], so '_' cannot be ambiguous."""
+        return f"{self.project}_{self.name}"
+
+
+class OpStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@dataclass
+class Operation:
+    id: str
+    description: str
+    status: OpStatus = OpStatus.PENDING
+    progress: float = 0.0
+    message: str = ""
+    error: str | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in (OpStatus.SUCCESS, OpStatus.FAILURE)

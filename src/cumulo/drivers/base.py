@@ -1,0 +1,122 @@
+"""The instance driver contract every kind (container, fake, later vm) implements.
+
+Drivers act on the host and never touch the store. Each instance is known to a
+driver by ``host_id`` (unique on the host, ``[a-z0-9_-]``), and everything a driver
+creates for it lives under ``instance_dir`` or in kernel objects named after it,
+so ``delete`` can remove all of it, even after a half-finished ``create``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from cumulo.domain.limits import Limits
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What a driver needs to build an instance."""
+
+    host_id: str                     # e.g. "default_web": project + "_" + name
+    hostname: str                    # the instance name
+    instance_dir: Path               # driver-owned directory for this instance
+    rootfs: Path                     # the image's root filesystem (never written to)
+    command: list[str]               # PID 1 and its arguments
+    limits: Limits = field(default_factory=Limits)
+    privileged: bool = False         # no user namespace: root inside is root outside
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"      # prepared (or exited): can be started
+    MISSING = "missing"      # the driver knows nothing of it
+
+
+@dataclass(frozen=True)
+class RunState:
+    status: RunStatus
+    pid: int | None = None           # host pid of PID 1 while running
+    exit_code: int | None = None     # set once stopped after running
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_time_ns: int | None = None
+    memory_bytes: int | None = None
+    memory_peak_bytes: int | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    tty: bool = False
+    rows: int = 24
+    cols: int = 80
+
+
+class ExecSession(Protocol):
+    """A process started inside an instance; the caller pumps its fds.
+
+    The session owns every fd: callers read and write them but never close them;
+    ``close_stdin`` sends end-of-input and ``kill`` releases everything.
+    """
+
+    stdin_fd: int | None     # write here; with tty, the pty master
+    stdout_fd: int           # read here; with tty, the pty master (stdout and stderr merged)
+    stderr_fd: int | None    # None with tty
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Exit code (128+signal for a signal), or None if still running after timeout."""
+
+    def close_stdin(self) -> None:
+        """End of input: close the stdin pipe, or send ^D on a tty; safe to call twice."""
+
+    def resize(self, rows: int, cols: int) -> None: ...
+
+    def kill(self) -> None:
+        """Stop the process and release every fd; safe to call twice."""
+
+
+class InstanceDriver(Protocol):
+    """One kind of instance. Methods are synchronous and may take seconds."""
+
+    kind: str
+
+    def create(self, spec: InstanceSpec) -> None:
+        """Prepare everything to start; on failure leave nothing behind."""
+
+    def start(self, spec: InstanceSpec) -> RunState:
+        """Run PID 1; returns once it is running. On failure leave it stopped."""
+
+    def stop(self, host_id: str, timeout: float, force: bool) -> RunState:
+        """SIGTERM, then SIGKILL after ``timeout`` (at once with ``force``)."""
+
+    def pause(self, host_id: str) -> None: ...
+
+    def resume(self, host_id: str) -> None: ...
+
+    def delete(self, host_id: str, instance_dir: Path) -> None:
+        """Kill if running and remove every trace; idempotent."""
+
+    def state(self, host_id: str) -> RunState: ...
+
+    def update_limits(self, host_id: str, limits: Limits) -> None:
+        """Apply limits to a running instance (a stopped one takes them at next start)."""
+
+    def usage(self, host_id: str) -> Usage: ...
+
+    def exec(self, host_id: str, request: ExecRequest) -> ExecSession: ...
+
+    def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
+        """PID 1's output from ``offset`` on, and the offset to continue from."""
+
+    def list_host_ids(self) -> list[str]:
+        """Every instance this driver has on the host (for reconciliation)."""

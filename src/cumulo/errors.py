@@ -1,0 +1,77 @@
+"""Typed errors: one root, subclasses that carry context.
+
+Hierarchy::
+
+    CumuloError
+    ├── InvalidInputError        bad name, size, limit, argument (HTTP 400)
+    │   └── LimitExceedsHostError    a limit beyond what the host has
+    ├── NotFoundError            unknown instance, image, operation (404)
+    ├── ConflictError            duplicate name, image in use (409)
+    │   └── InvalidStateError        action not allowed in the current state
+    ├── UnsupportedError         the host lacks a capability (422)
+    ├── DriverError              a host tool or the kernel failed (500, message shown)
+    │   └── RuntimeToolError         an external command exited non-zero
+    └── StoreError               the database failed (500)
+
+Foreign exceptions are wrapped where they enter: ``raise DriverError(...) from err``.
+The API maps these classes to HTTP statuses in one table (api/errors.py).
+"""
+
+from __future__ import annotations
+
+
+class CumuloError(Exception):
+    """Root of every error Cumulo raises on purpose; ``str()`` is one line for users."""
+
+
+class InvalidInputError(CumuloError):
+    """The caller gave something we cannot accept."""
+
+
+class LimitExceedsHostError(InvalidInputError):
+    """A resource limit asks for more than the host has."""
+
+    def __init__(self, what: str, asked: object, available: object) -> None:
+        super().__init__(f"{what} {asked} exceeds what this host has ({available})")
+        self.what, self.asked, self.available = what, asked, available
+
+
+class NotFoundError(CumuloError):
+    """A named object does not exist."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name!r} not found")
+        self.kind, self.name = kind, name
+
+
+class ConflictError(CumuloError):
+    """The request collides with existing state."""
+
+
+class InvalidStateError(ConflictError):
+    """An action is not allowed in the instance's current state."""
+
+    def __init__(self, name: str, current: str, action: str) -> None:
+        super().__init__(f"cannot {action} instance {name!r}: it is {current}")
+        self.name, self.current, self.action = name, current, action
+
+
+class UnsupportedError(CumuloError):
+    """The host cannot do what was asked (missing tool, kernel feature, cgroup file)."""
+
+
+class DriverError(CumuloError):
+    """Something on the host failed while a driver was acting."""
+
+
+class RuntimeToolError(DriverError):
+    """An external tool (runc, crun, conmon, ...) failed."""
+
+    def __init__(self, tool: str, args: list[str], code: int, stderr: str) -> None:
+        msg = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {code}"
+        super().__init__(f"{tool} {args[0] if args else ''} failed: {msg}")
+        self.tool, self.args_, self.code, self.stderr = tool, args, code, stderr
+
+
+class StoreError(CumuloError):
+    """The store could not read or write."""

@@ -1,0 +1,1 @@
+"""Use cases: turn API requests into operations that drivers carry out."""

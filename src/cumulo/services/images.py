@@ -1,0 +1,65 @@
+"""Image use cases: build, list, alias, delete (refused while an instance uses it)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from cumulo.domain.models import Image, Operation
+from cumulo.errors import ConflictError, InvalidInputError
+from cumulo.images import builders
+from cumulo.images.files import ImageFiles
+from cumulo.services.operations import Operations, Progress
+from cumulo.store.repo import Store
+
+ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})*$")
+
+
+class ImageService:
+    def __init__(self, store: Store, ops: Operations, root: Path) -> None:
+        self.store, self.ops = store, ops
+        self.files = ImageFiles(root)
+        self.files.cleanup_staging()
+
+    def build(self, name: str, alias: str | None = None) -> Operation:
+        if name not in builders.BUILDERS:
+            raise InvalidInputError(
+                f"no builder for image {name!r}: known are {', '.join(sorted(builders.BUILDERS))}")
+        alias = alias or name
+        if not ALIAS_RE.match(alias):
+            raise InvalidInputError(f"invalid alias {alias!r}")
+
+        def work(progress: Progress) -> dict[str, Any]:
+            rec = builders.build(name, self.files, progress)
+            image = self.store.put_image(Image(
+                fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
+                architecture=rec.architecture, description=rec.description, size=rec.size,
+                command=list(rec.command), aliases=[alias]))
+            return {"images": [image.fingerprint]}
+
+        return self.ops.submit(f"build image {name}", work)
+
+    def list(self) -> list[Image]:
+        return self.store.list_images()
+
+    def get(self, ref: str) -> Image:
+        return self.store.get_image(ref)
+
+    def delete(self, ref: str) -> None:
+        image = self.store.get_image(ref)
+        users = self.store.image_users(image.fingerprint)
+        if users:
+            raise ConflictError(
+                f"image {ref!r} is used by {', '.join(users)}: delete those instances first")
+        self.store.delete_image(image.fingerprint)
+        self.files.delete(image.fingerprint)
+
+    def set_alias(self, alias: str, ref: str) -> Image:
+        if not ALIAS_RE.match(alias):
+            raise InvalidInputError(
+                f"invalid alias {alias!r}: use a-z, 0-9, '.', '_', '-' and '/' (like debian/12)")
+        return self.store.set_alias(alias, ref)
+
+    def delete_alias(self, alias: str) -> None:
+        self.store.delete_alias(alias)

@@ -1,0 +1,293 @@
+"""Instance use cases: create, start, stop, delete, exec, limits, reconciliation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cumulo.domain.lifecycle import Action, State, guard
+from cumulo.domain.limits import Limits, validate_limits
+from cumulo.domain.models import Instance, Operation
+from cumulo.domain.units import validate_name
+from cumulo.drivers.base import (
+    ExecRequest,
+    ExecSession,
+    InstanceDriver,
+    InstanceSpec,
+    RunStatus,
+    Usage,
+)
+from cumulo.errors import (
+    ConflictError,
+    CumuloError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
+from cumulo.host.info import HostInfo
+from cumulo.services.operations import Operations, Progress
+from cumulo.store.repo import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    name: str
+    image: str
+    type: str = "container"
+    limits: Limits = Limits()
+    privileged: bool = False
+    command: list[str] | None = None
+    start: bool = False
+
+
+class InstanceService:
+    """Keeps the store and the host in agreement about instances."""
+
+    def __init__(self, store: Store, ops: Operations, drivers: dict[str, InstanceDriver],
+                 host: HostInfo, state_dir: Path, image_root: Path) -> None:
+        self.store, self.ops, self.drivers, self.host = store, ops, drivers, host
+        self.instances_dir = state_dir / "instances"
+        self.instances_dir.mkdir(parents=True, exist_ok=True)
+        self.image_root = image_root
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    # helpers
+    @contextmanager
+    def _locked(self, inst: Instance) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks[inst.host_id]
+        with lock:
+            yield
+
+    def _driver(self, type_: str) -> InstanceDriver:
+        try:
+            return self.drivers[type_]
+        except KeyError:
+            raise InvalidInputError(
+                f"unknown instance type {type_!r}: this host offers "
+                f"{', '.join(sorted(self.drivers))}") from None
+
+    def _spec(self, inst: Instance) -> InstanceSpec:
+        return InstanceSpec(
+            host_id=inst.host_id, hostname=inst.name,
+            instance_dir=self.instances_dir / inst.host_id,
+            rootfs=self.image_root / inst.image / "rootfs",
+            command=list(inst.command), limits=inst.limits, privileged=inst.privileged,
+        )
+
+    def check_limits(self, limits: Limits) -> Limits:
+        validate_limits(limits, self.host.cpus, self.host.memory_bytes)
+        if limits.io_weight is not None and not self.host.cgroup_io_weight:
+            raise UnsupportedError(
+                "io_weight cannot be enforced on this host: its block I/O cgroup has no weight"
+                " file (needs the BFQ I/O scheduler on cgroup v1, or io.weight on cgroup v2)")
+        return limits
+
+    # reads
+    def get(self, project: str, name: str) -> Instance:
+        return self.refresh(self.store.get_instance(project, name))
+
+    def list(self, project: str | None) -> list[Instance]:
+        return [self.refresh(i) for i in self.store.list_instances(project)]
+
+    def refresh(self, inst: Instance) -> Instance:
+        """Notice a PID 1 that exited on its own since we last looked."""
+        if inst.state not in (State.RUNNING, State.PAUSED):
+            return inst
+        try:
+            run = self._driver(inst.type).state(inst.host_id)
+        except CumuloError as err:
+            log.warning("cannot read state of %s: %s", inst.host_id, err)
+            return inst
+        if run.status == RunStatus.RUNNING and inst.state != State.RUNNING:
+            return self.store.update_instance(inst.project, inst.name, state=State.RUNNING)
+        if run.status == RunStatus.PAUSED and inst.state != State.PAUSED:
+            return self.store.update_instance(inst.project, inst.name, state=State.PAUSED)
+        if run.status in (RunStatus.STOPPED, RunStatus.MISSING):
+            return self.store.update_instance(
+                inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code)
+        return inst
+
+    def usage(self, inst: Instance) -> Usage:
+        if inst.state not in (State.RUNNING, State.PAUSED):
+            return Usage()
+        try:
+            return self._driver(inst.type).usage(inst.host_id)
+        except CumuloError:
+            return Usage()
+
+    def pid(self, inst: Instance) -> int | None:
+        if inst.state not in (State.RUNNING, State.PAUSED):
+            return None
+        return self._driver(inst.type).state(inst.host_id).pid
+
+    # create / delete
+    def create(self, project: str, req: CreateRequest) -> Operation:
+        """Validate everything first, then do the host work as an operation."""
+        validate_name(req.name)
+        driver = self._driver(req.type)
+        image = self.store.get_image(req.image)
+        limits = self.check_limits(req.limits)
+        command = list(req.command) if req.command else list(image.command)
+        if not command:
+            raise InvalidInputError(f"image {req.image!r} has no default command: give one")
+        inst = self.store.add_instance(Instance(
+            project=project, name=req.name, type=req.type, image=image.fingerprint,
+            state=State.CREATING, limits=limits, privileged=req.privileged, command=command))
+
+        def work(progress: Progress) -> dict[str, Any]:
+            spec = self._spec(inst)
+            try:
+                with self._locked(inst):
+                    progress(0.2, "preparing root filesystem")
+                    driver.create(spec)
+                    self.store.update_instance(project, inst.name, state=State.STOPPED)
+                    if req.start:
+                        progress(0.7, "starting")
+                        driver.start(spec)
+                        self.store.update_instance(project, inst.name, state=State.RUNNING)
+            except BaseException:
+                self._undo_create(driver, inst)
+                raise
+            return {}
+
+        verb = "launch" if req.start else "create"
+        return self.ops.submit(f"{verb} instance {req.name}", work,
+                               {"instances": [f"{project}/{req.name}"]})
+
+    def _undo_create(self, driver: InstanceDriver, inst: Instance) -> None:
+        """A failed create or launch leaves nothing: not on the host, not in the store."""
+        try:
+            driver.delete(inst.host_id, self.instances_dir / inst.host_id)
+        except CumuloError as err:
+            log.error("cleanup of %s failed: %s", inst.host_id, err)
+        shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
+        with contextlib.suppress(NotFoundError):
+            self.store.delete_instance(inst.project, inst.name)
+
+    def delete(self, project: str, name: str, force: bool = False) -> Operation:
+        inst = self.get(project, name)
+        if inst.state == State.CREATING:
+            raise ConflictError(f"instance {name!r} is still being created")
+        if not force:
+            guard(name, inst.state, Action.DELETE)
+        driver = self._driver(inst.type)
+
+        def work(progress: Progress) -> None:
+            with self._locked(inst):
+                progress(0.3, "removing from host")
+                driver.delete(inst.host_id, self.instances_dir / inst.host_id)
+                shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
+                self.store.delete_instance(project, name)
+
+        return self.ops.submit(f"delete instance {name}", work,
+                               {"instances": [f"{project}/{name}"]})
+
+    # state changes
+    def change_state(self, project: str, name: str, action: Action, timeout: float = 30.0,
+                     force: bool = False) -> Operation:
+        inst = self.get(project, name)
+        guard(name, inst.state, action)
+        driver = self._driver(inst.type)
+
+        def work(progress: Progress) -> None:
+            with self._locked(inst):
+                current = self.get(project, name)
+                guard(name, current.state, action)
+                spec = self._spec(current)
+                if action in (Action.STOP, Action.RESTART) and current.state != State.STOPPED:
+                    progress(0.2, "stopping")
+                    run = driver.stop(inst.host_id, timeout, force)
+                    self.store.update_instance(project, name, state=State.STOPPED,
+                                               exit_code=run.exit_code)
+                if action in (Action.START, Action.RESTART):
+                    progress(0.6, "starting")
+                    try:
+                        driver.start(spec)
+                    except CumuloError as err:
+                        self.store.update_instance(project, name, state=State.STOPPED,
+                                                   last_error=str(err))
+                        raise
+                    self.store.update_instance(project, name, state=State.RUNNING,
+                                               exit_code=None, last_error=None)
+                elif action == Action.PAUSE:
+                    driver.pause(inst.host_id)
+                    self.store.update_instance(project, name, state=State.PAUSED)
+                elif action == Action.RESUME:
+                    driver.resume(inst.host_id)
+                    self.store.update_instance(project, name, state=State.RUNNING)
+
+        return self.ops.submit(f"{action.value} instance {name}", work,
+                               {"instances": [f"{project}/{name}"]})
+
+    def update_limits(self, project: str, name: str, changes: dict[str, Any]) -> Instance:
+        """Change limits; a running instance gets them at once (runc update)."""
+        inst = self.get(project, name)
+        guard(name, inst.state, Action.UPDATE)
+        current = inst.limits.to_dict()
+        for key, value in changes.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+        limits = self.check_limits(Limits.from_dict(current))
+        with self._locked(inst):
+            if inst.state in (State.RUNNING, State.PAUSED):
+                self._driver(inst.type).update_limits(inst.host_id, limits)
+            return self.store.update_instance(project, name, limits=limits)
+
+    # exec and console
+    def exec(self, project: str, name: str, request: ExecRequest) -> ExecSession:
+        inst = self.get(project, name)
+        guard(name, inst.state, Action.EXEC)
+        if not request.command:
+            raise InvalidInputError("exec needs a command")
+        return self._driver(inst.type).exec(inst.host_id, request)
+
+    def console(self, project: str, name: str, offset: int) -> tuple[bytes, int, Instance]:
+        inst = self.get(project, name)
+        if inst.state == State.CREATING:
+            return b"", offset, inst
+        data, new_offset = self._driver(inst.type).read_console(inst.host_id, offset)
+        return data, new_offset, inst
+
+    # daemon start
+    def reconcile(self) -> None:
+        """Make the store agree with what really runs on the host."""
+        known: set[tuple[str, str]] = set()
+        for inst in self.store.list_instances():
+            driver = self.drivers.get(inst.type)
+            if driver is None:
+                continue
+            known.add((inst.type, inst.host_id))
+            if inst.state == State.CREATING:  # the daemon died mid-create: roll it back
+                log.warning("removing half-created instance %s", inst.host_id)
+                self._undo_create(driver, inst)
+                continue
+            run = driver.state(inst.host_id)
+            if run.status == RunStatus.MISSING:
+                self.store.update_instance(inst.project, inst.name, state=State.ERROR,
+                                           last_error="its files are missing on this host")
+            elif run.status == RunStatus.RUNNING:
+                self.store.update_instance(inst.project, inst.name, state=State.RUNNING)
+            elif run.status == RunStatus.PAUSED:
+                self.store.update_instance(inst.project, inst.name, state=State.PAUSED)
+            elif inst.state in (State.RUNNING, State.PAUSED):
+                self.store.update_instance(inst.project, inst.name, state=State.STOPPED,
+                                           exit_code=run.exit_code)
+        for type_, driver in self.drivers.items():
+            for host_id in driver.list_host_ids():
+                if (type_, host_id) not in known:  # on the host, unknown to the store
+                    log.warning("removing orphaned %s %s", type_, host_id)
+                    driver.delete(host_id, self.instances_dir / host_id)

@@ -1,0 +1,68 @@
+"""Long-running work as operations with id, status, progress and error (like Incus)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from cumulo.domain.models import Operation, OpStatus
+from cumulo.errors import CumuloError
+from cumulo.store.repo import Store
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+Work = Callable[[Progress], dict[str, Any] | None]
+
+
+class Operations:
+    """Runs work in a bounded thread pool and records its course in the store."""
+
+    def __init__(self, store: Store, workers: int = 8) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
+        self._done = threading.Condition()
+
+    def submit(self, description: str, work: Work, resources: dict[str, Any] | None = None
+               ) -> Operation:
+        op = self.store.add_operation(Operation(
+            id=str(uuid.uuid4()), description=description, resources=resources or {}))
+        self._pool.submit(self._run, op.id, work)
+        return op
+
+    def _run(self, op_id: str, work: Work) -> None:
+        def progress(fraction: float, message: str = "") -> None:
+            self.store.update_operation(op_id, progress=max(0.0, min(1.0, fraction)),
+                                        message=message)
+
+        self.store.update_operation(op_id, status=OpStatus.RUNNING)
+        try:
+            extra = work(progress) or {}
+            op = self.store.get_operation(op_id)
+            self.store.update_operation(op_id, status=OpStatus.SUCCESS, progress=1.0,
+                                        resources={**op.resources, **extra})
+        except CumuloError as err:
+            self.store.update_operation(op_id, status=OpStatus.FAILURE, error=str(err))
+        except Exception as err:  # a bug: keep the daemon alive, say what happened
+            log.exception("operation %s crashed", op_id)
+            self.store.update_operation(
+                op_id, status=OpStatus.FAILURE, error=f"internal error: {err!r}")
+        finally:
+            with self._done:
+                self._done.notify_all()
+
+    def get(self, op_id: str, wait: float = 0.0) -> Operation:
+        """The operation; with ``wait`` > 0, block up to that many seconds for it to end."""
+        op = self.store.get_operation(op_id)
+        if wait <= 0 or op.done:
+            return op
+        with self._done:
+            self._done.wait_for(lambda: self.store.get_operation(op_id).done, timeout=wait)
+        return self.store.get_operation(op_id)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

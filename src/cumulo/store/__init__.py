@@ -1,0 +1,1 @@
+"""Persistence: the only place SQL lives. SQLite by default, portable to PostgreSQL."""

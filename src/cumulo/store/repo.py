@@ -1,0 +1,274 @@
+"""Typed reads and writes of projects, images, instances and operations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cumulo.domain.lifecycle import State
+from cumulo.domain.limits import Limits
+from cumulo.domain.models import Image, Instance, Operation, OpStatus, Project
+from cumulo.errors import ConflictError, NotFoundError, StoreError
+from cumulo.store.db import Database
+from cumulo.store.tables import (
+    ImageAliasRow,
+    ImageRow,
+    InstanceRow,
+    OperationRow,
+    ProjectRow,
+    utcnow,
+)
+
+DEFAULT_PROJECT = "default"
+
+
+class Store:
+    """The daemon's state. Each method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database(url)
+        self.ensure_project(DEFAULT_PROJECT, "Default project")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # projects
+    def ensure_project(self, name: str, description: str = "") -> Project:
+        with self.db.session() as s:
+            row = s.scalar(select(ProjectRow).where(ProjectRow.name == name))
+            if row is None:
+                row = ProjectRow(name=name, description=description)
+                s.add(row)
+                s.flush()
+            return Project(row.name, row.description, row.created_at)
+
+    def list_projects(self) -> list[Project]:
+        with self.db.session() as s:
+            rows = s.scalars(select(ProjectRow).order_by(ProjectRow.name))
+            return [Project(r.name, r.description, r.created_at) for r in rows]
+
+    def _project_id(self, s: Session, name: str) -> int:
+        pid = s.scalar(select(ProjectRow.id).where(ProjectRow.name == name))
+        if pid is None:
+            raise NotFoundError("project", name)
+        return pid
+
+    # images
+    def _image_row(self, s: Session, ref: str) -> ImageRow:
+        row = s.scalar(
+            select(ImageRow).join(ImageAliasRow, ImageAliasRow.image_id == ImageRow.id)
+            .where(ImageAliasRow.name == ref)
+        )
+        if row is None and len(ref) >= 12:
+            rows = list(s.scalars(select(ImageRow).where(ImageRow.fingerprint.startswith(ref))))
+            if len(rows) > 1:
+                raise ConflictError(f"image prefix {ref!r} is ambiguous")
+            row = rows[0] if rows else None
+        if row is None:
+            raise NotFoundError("image", ref)
+        return row
+
+    def _image(self, s: Session, row: ImageRow) -> Image:
+        aliases = list(s.scalars(
+            select(ImageAliasRow.name).where(ImageAliasRow.image_id == row.id)
+            .order_by(ImageAliasRow.name)
+        ))
+        return Image(
+            fingerprint=row.fingerprint, kind=row.kind, os=row.os, release=row.release,
+            architecture=row.architecture, description=row.description, size=row.size,
+            command=list(row.command), aliases=aliases, created_at=row.created_at,
+        )
+
+    def put_image(self, image: Image) -> Image:
+        """Insert or refresh an image by fingerprint and point its aliases at it."""
+        with self.db.session() as s:
+            row = s.scalar(select(ImageRow).where(ImageRow.fingerprint == image.fingerprint))
+            if row is None:
+                row = ImageRow(fingerprint=image.fingerprint)
+                s.add(row)
+            row.kind, row.os, row.release = image.kind, image.os, image.release
+            row.architecture, row.description = image.architecture, image.description
+            row.size, row.command = image.size, list(image.command)
+            s.flush()
+            for alias in image.aliases:
+                a = s.get(ImageAliasRow, alias)
+                if a is None:
+                    s.add(ImageAliasRow(name=alias, image_id=row.id))
+                else:
+                    a.image_id = row.id
+            s.flush()
+            return self._image(s, row)
+
+    def get_image(self, ref: str) -> Image:
+        """By alias, full fingerprint, or a fingerprint prefix of 12+ characters."""
+        with self.db.session() as s:
+            return self._image(s, self._image_row(s, ref))
+
+    def list_images(self) -> list[Image]:
+        with self.db.session() as s:
+            return [self._image(s, r) for r in s.scalars(select(ImageRow).order_by(ImageRow.id))]
+
+    def image_users(self, fingerprint: str) -> list[str]:
+        with self.db.session() as s:
+            q = (select(ProjectRow.name, InstanceRow.name)
+                 .join(ImageRow, InstanceRow.image_id == ImageRow.id)
+                 .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
+                 .where(ImageRow.fingerprint == fingerprint))
+            return [f"{p}/{n}" for p, n in s.execute(q)]
+
+    def delete_image(self, fingerprint: str) -> None:
+        with self.db.session() as s:
+            row = self._image_row(s, fingerprint)
+            for a in s.scalars(select(ImageAliasRow).where(ImageAliasRow.image_id == row.id)):
+                s.delete(a)
+            s.delete(row)
+
+    def set_alias(self, alias: str, ref: str) -> Image:
+        with self.db.session() as s:
+            row = self._image_row(s, ref)
+            a = s.get(ImageAliasRow, alias)
+            if a is None:
+                s.add(ImageAliasRow(name=alias, image_id=row.id))
+            else:
+                a.image_id = row.id
+            s.flush()
+            return self._image(s, row)
+
+    def delete_alias(self, alias: str) -> None:
+        with self.db.session() as s:
+            a = s.get(ImageAliasRow, alias)
+            if a is None:
+                raise NotFoundError("image alias", alias)
+            s.delete(a)
+
+    # instances
+    def _instance_row(self, s: Session, project: str, name: str) -> InstanceRow:
+        row = s.scalar(select(InstanceRow).where(
+            InstanceRow.project_id == self._project_id(s, project), InstanceRow.name == name))
+        if row is None:
+            raise NotFoundError("instance", name)
+        return row
+
+    def _instance(self, s: Session, row: InstanceRow) -> Instance:
+        project = s.get(ProjectRow, row.project_id)
+        image = s.get(ImageRow, row.image_id)
+        if project is None or image is None:
+            raise StoreError(f"instance {row.name} has a dangling reference")
+        return Instance(
+            project=project.name, name=row.name, type=row.type, image=image.fingerprint,
+            state=State(row.state), limits=Limits.from_dict(dict(row.limits)),
+            privileged=row.privileged, command=list(row.command), exit_code=row.exit_code,
+            last_error=row.last_error, created_at=row.created_at,
+        )
+
+    def add_instance(self, inst: Instance) -> Instance:
+        """Insert a new instance; a duplicate name in the project is a ConflictError."""
+        try:
+            with self.db.session() as s:
+                image = s.scalar(select(ImageRow).where(ImageRow.fingerprint == inst.image))
+                if image is None:
+                    raise NotFoundError("image", inst.image)
+                row = InstanceRow(
+                    project_id=self._project_id(s, inst.project), name=inst.name,
+                    type=inst.type, image_id=image.id, state=inst.state.value,
+                    limits=inst.limits.to_dict(), privileged=inst.privileged,
+                    command=list(inst.command),
+                )
+                s.add(row)
+                s.flush()
+                return self._instance(s, row)
+        except StoreError as err:
+            if isinstance(err.__cause__, IntegrityError):
+                raise ConflictError(f"instance {inst.name!r} already exists") from err
+            raise
+
+    def get_instance(self, project: str, name: str) -> Instance:
+        with self.db.session() as s:
+            return self._instance(s, self._instance_row(s, project, name))
+
+    def list_instances(self, project: str | None = None) -> list[Instance]:
+        with self.db.session() as s:
+            q = select(InstanceRow).order_by(InstanceRow.project_id, InstanceRow.name)
+            if project is not None:
+                q = q.where(InstanceRow.project_id == self._project_id(s, project))
+            return [self._instance(s, r) for r in s.scalars(q)]
+
+    def update_instance(self, project: str, name: str, **fields: Any) -> Instance:
+        """Set columns: state, limits (Limits), exit_code, last_error."""
+        with self.db.session() as s:
+            row = self._instance_row(s, project, name)
+            for key, value in fields.items():
+                if key == "state":
+                    value = State(value).value
+                elif key == "limits":
+                    value = value.to_dict()
+                elif key not in ("exit_code", "last_error"):
+                    raise StoreError(f"cannot update instance field {key}")
+                setattr(row, key, value)
+            s.flush()
+            return self._instance(s, row)
+
+    def delete_instance(self, project: str, name: str) -> None:
+        with self.db.session() as s:
+            s.delete(self._instance_row(s, project, name))
+
+    # operations
+    @staticmethod
+    def _operation(row: OperationRow) -> Operation:
+        return Operation(
+            id=row.id, description=row.description, status=OpStatus(row.status),
+            progress=row.progress, message=row.message, error=row.error,
+            resources=dict(row.resources), created_at=row.created_at, updated_at=row.updated_at,
+        )
+
+    def add_operation(self, op: Operation) -> Operation:
+        with self.db.session() as s:
+            row = OperationRow(
+                id=op.id, description=op.description, status=op.status.value,
+                progress=op.progress, message=op.message, error=op.error,
+                resources=op.resources,
+            )
+            s.add(row)
+            s.flush()
+            return self._operation(row)
+
+    def update_operation(self, op_id: str, **fields: Any) -> Operation:
+        with self.db.session() as s:
+            row = s.get(OperationRow, op_id)
+            if row is None:
+                raise NotFoundError("operation", op_id)
+            for key, value in fields.items():
+                if key == "status":
+                    value = OpStatus(value).value
+                elif key == "error" and value is not None:
+                    value = str(value)[:2048]
+                elif key == "message":
+                    value = str(value)[:255]
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            s.flush()
+            return self._operation(row)
+
+    def get_operation(self, op_id: str) -> Operation:
+        with self.db.session() as s:
+            row = s.get(OperationRow, op_id)
+            if row is None:
+                raise NotFoundError("operation", op_id)
+            return self._operation(row)
+
+    def list_operations(self, limit: int = 100) -> list[Operation]:
+        with self.db.session() as s:
+            q = select(OperationRow).order_by(OperationRow.created_at.desc()).limit(limit)
+            return [self._operation(r) for r in s.scalars(q)]
+
+    def fail_unfinished_operations(self, reason: str) -> int:
+        """Operations cut off by a daemon stop can never finish: mark them failed."""
+        with self.db.session() as s:
+            rows = list(s.scalars(select(OperationRow).where(
+                OperationRow.status.in_([OpStatus.PENDING.value, OpStatus.RUNNING.value]))))
+            for row in rows:
+                row.status, row.error, row.updated_at = OpStatus.FAILURE.value, reason, utcnow()
+            return len(rows)

@@ -1,0 +1,85 @@
+"""ORM tables (SQLAlchemy 2). Change them only together with a new alembic revision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ProjectRow(Base):
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    os: Mapped[str] = mapped_column(String(63), default="")
+    release: Mapped[str] = mapped_column(String(63), default="")
+    architecture: Mapped[str] = mapped_column(String(32), default="")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    command: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ImageAliasRow(Base):
+    __tablename__ = "image_aliases"
+    name: Mapped[str] = mapped_column(String(127), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+
+
+class InstanceRow(Base):
+    __tablename__ = "instances"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_instance_project_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    type: Mapped[str] = mapped_column(String(32))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    state: Mapped[str] = mapped_column(String(16))
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    privileged: Mapped[bool] = mapped_column(Boolean, default=False)
+    command: Mapped[list[str]] = mapped_column(JSON, default=list)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OperationRow(Base):
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    description: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(String(255), default="")
+    error: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

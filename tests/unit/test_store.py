@@ -1,0 +1,89 @@
+"""The store on SQLite: migrations, uniqueness, aliases, operations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cumulo.domain.lifecycle import State
+from cumulo.domain.limits import Limits
+from cumulo.domain.models import Image, Instance, Operation, OpStatus
+from cumulo.errors import ConflictError, NotFoundError
+from cumulo.store.repo import Store
+
+FP = "b" * 64
+
+
+@pytest.fixture
+def store() -> Store:
+    s = Store("sqlite://")
+    s.put_image(Image(fingerprint=FP, os="busybox", command=["/bin/sh"], aliases=["busybox"]))
+    return s
+
+
+def test_default_project_exists(store: Store) -> None:
+    assert [p.name for p in store.list_projects()] == ["default"]
+
+
+def test_reopen_file_database_keeps_data(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    s = Store(url)
+    s.put_image(Image(fingerprint=FP, aliases=["x"]))
+    s.close()
+    s2 = Store(url)  # migrations run again: must be a no-op
+    assert s2.get_image("x").fingerprint == FP
+    assert len(s2.list_projects()) == 1
+
+
+def test_instance_name_unique_per_project(store: Store) -> None:
+    inst = Instance(project="default", name="web", type="container", image=FP,
+                    limits=Limits(memory=64 << 20))
+    store.add_instance(inst)
+    with pytest.raises(ConflictError, match="already exists"):
+        store.add_instance(inst)
+    store.ensure_project("other")
+    store.add_instance(Instance(project="other", name="web", type="container", image=FP))
+    assert len(store.list_instances()) == 2
+    assert store.get_instance("default", "web").limits.memory == 64 << 20
+
+
+def test_instance_update_and_delete(store: Store) -> None:
+    store.add_instance(Instance(project="default", name="a", type="container", image=FP))
+    got = store.update_instance("default", "a", state=State.RUNNING, exit_code=None)
+    assert got.state == State.RUNNING
+    store.delete_instance("default", "a")
+    with pytest.raises(NotFoundError, match="instance 'a' not found"):
+        store.get_instance("default", "a")
+
+
+def test_image_by_alias_fingerprint_and_prefix(store: Store) -> None:
+    assert store.get_image("busybox").fingerprint == FP
+    assert store.get_image(FP).aliases == ["busybox"]
+    assert store.get_image(FP[:12]).fingerprint == FP
+    with pytest.raises(NotFoundError):
+        store.get_image(FP[:6])  # too short to be a prefix
+    store.put_image(Image(fingerprint="b" * 20 + "c" * 44))
+    with pytest.raises(ConflictError, match="ambiguous"):
+        store.get_image("b" * 12)
+
+
+def test_image_users(store: Store) -> None:
+    store.add_instance(Instance(project="default", name="u", type="container", image=FP))
+    assert store.image_users(FP) == ["default/u"]
+
+
+def test_unknown_project_and_image(store: Store) -> None:
+    with pytest.raises(NotFoundError, match="project"):
+        store.list_instances("nope")
+    with pytest.raises(NotFoundError, match="image"):
+        store.add_instance(Instance(project="default", name="x", type="c", image="f" * 64))
+
+
+def test_operations(store: Store) -> None:
+    store.add_operation(Operation(id="op1", description="test"))
+    store.update_operation("op1", status=OpStatus.RUNNING, progress=0.5, message="half")
+    assert store.get_operation("op1").progress == 0.5
+    assert store.fail_unfinished_operations("daemon stopped") == 1
+    op = store.get_operation("op1")
+    assert op.status == OpStatus.FAILURE and op.error == "daemon stopped"
