@@ -44,6 +44,12 @@ def client() -> Client:
     return Client()
 
 
+def _argv(command: list[str] | None) -> list[str]:
+    """The command after ``--``; click may hand the separator through."""
+    args = list(command or [])
+    return args[1:] if args[:1] == ["--"] else args
+
+
 def _limits(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
@@ -52,7 +58,7 @@ def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
             command: list[str] | None, project: str, **limits: Any) -> None:
     with client() as c:
         c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
-                 command=command or None, start=start, project=project)
+                 command=_argv(command) or None, start=start, project=project)
     o.err.print(f"{'Launched' if start else 'Created'} {name}")
 
 
@@ -175,8 +181,11 @@ def exec(name: str,
          project: ProjectOpt = "default") -> None:
     """Run a command in a running instance; its exit code becomes ours."""
     env_map = dict(e.split("=", 1) for e in env or [] if "=" in e)
+    argv = _argv(command)
+    if not argv:
+        raise typer.BadParameter("give the command after --, e.g. cumulo exec web -- ps")
     with client() as c:
-        code = run_exec(c, name, command, tty_mode=tty, env=env_map, cwd=cwd, project=project)
+        code = run_exec(c, name, argv, tty_mode=tty, env=env_map, cwd=cwd, project=project)
     raise typer.Exit(code)
 
 
@@ -286,5 +295,5 @@ def main() -> None:
     try:
         app()
     except CumuloError as err:
-        o.err.print(f"Error: {err}", markup=False)
+        print(f"Error: {err}", file=sys.stderr)  # one line, never wrapped
         sys.exit(1)

@@ -63,4 +63,9 @@ def key_values(data: dict[str, Any], fmt: Format) -> None:
         return
     width = max((len(k) for k in data), default=0)
     for k, v in data.items():
+        if isinstance(v, list) and any(" " in str(x) for x in v):  # sentences: one a line
+            out.print(f"[bold]{k + ':'}[/bold]", markup=True)
+            for item in v:
+                out.print(f"  - {item}", markup=False)
+            continue
         out.print(f"[bold]{k + ':':<{width + 1}}[/bold] {cell(v)}")

@@ -99,13 +99,17 @@ class FakeDriver:
         return self.state(host_id)
 
     def pause(self, host_id: str) -> None:
+        current = self.state(host_id).status
+        if current != RunStatus.RUNNING:
+            raise InvalidStateError(host_id, current.value, "pause")
         item = self._get(host_id)
-        if not self._running(item):
-            raise InvalidStateError(host_id, "stopped", "pause")
         self._signal(item, signal.SIGSTOP)
         item.paused = True
 
     def resume(self, host_id: str) -> None:
+        current = self.state(host_id).status
+        if current != RunStatus.PAUSED:
+            raise InvalidStateError(host_id, current.value, "resume")
         item = self._get(host_id)
         self._signal(item, signal.SIGCONT)
         item.paused = False

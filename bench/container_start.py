@@ -1,0 +1,155 @@
+"""Container start cost: `cumulo launch` + first exec against raw runc, side by side.
+
+Raw path: `runc run -d` + `runc exec` on the very config.json (namespaces, user
+namespace, cgroups, seccomp) and root filesystem our driver generated, so the
+difference is what Cumulo adds: API, store, conmon, overlay mount.
+
+Also: containers created per second (N in a row) and host memory per idle
+container (PSS of its monitor and its processes).
+
+    .venv/bin/python -m bench.container_start [--repeat 10] [--density 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.daemon import BIN, bench_daemon
+from cumulo.client import Client
+
+
+def timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def ours_api(c: Client, name: str) -> None:
+    c.create(name, "busybox", start=True)
+    r = c.exec(name, ["true"])
+    assert r["exit_code"] == 0, r
+
+
+def ours_cli(sock: str, name: str) -> None:
+    env = {"CUMULO_SOCKET": sock, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    subprocess.run([str(BIN / "cumulo"), "launch", "busybox", name], env=env, check=True,
+                   capture_output=True)
+    subprocess.run([str(BIN / "cumulo"), "exec", name, "--", "true"], env=env, check=True,
+                   capture_output=True)
+
+
+def raw_bundle(state: Path, template: str, parent: str, work: Path) -> Path:
+    """A bundle with our generated config, its own id and cgroup, on the same rootfs."""
+    inst = state / "container" / template if (state / "container" / template).exists() \
+        else next(p for p in (state / "container").rglob("config.json")).parent
+    cfg = json.loads((inst / "config.json").read_text())
+    if not Path(cfg["root"]["path"]).is_absolute():
+        cfg["root"]["path"] = str(inst / cfg["root"]["path"])
+    bundle = work / "bundle"
+    bundle.mkdir(parents=True)
+    cfg["linux"]["cgroupsPath"] = f"/{parent}/raw"
+    cfg["process"]["terminal"] = False
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    return bundle
+
+
+def raw_runc(root: Path, bundle: Path, cid: str) -> None:
+    runc = shutil.which("runc") or "runc"
+    subprocess.run([runc, "--root", str(root), "run", "-d", "-b", str(bundle), cid], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    subprocess.run([runc, "--root", str(root), "exec", cid, "true"], check=True)
+
+
+def raw_cleanup(root: Path, cid: str) -> None:
+    subprocess.run([shutil.which("runc") or "runc", "--root", str(root), "delete", "-f", cid],
+                   capture_output=True)
+
+
+def idle_pss(pid: int) -> int:
+    """PSS of the container's processes plus its conmon (the parent of PID 1)."""
+    total = 0
+    try:
+        init = psutil.Process(pid)
+        procs = [init, *init.children(recursive=True)]
+        if init.parent() is not None:
+            procs.append(init.parent())
+        for p in procs:
+            total += p.memory_full_info().pss
+    except psutil.Error:
+        pass
+    return total
+
+
+def summary(xs: list[float]) -> str:
+    med = statistics.median(xs)
+    spread = (max(xs) - min(xs)) / 2
+    return f"{med * 1000:7.1f} ms (±{spread * 1000:.1f}, n={len(xs)})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--density", type=int, default=50, help="idle containers to start")
+    args = ap.parse_args()
+    results: dict[str, Any] = {}
+    with bench_daemon() as (c, state, parent):
+        c.build_image("busybox")
+        ours_api(c, "warmup")
+        api_t, cli_t, raw_t = [], [], []
+        work = Path(tempfile.mkdtemp(prefix="raw-runc-"))
+        try:
+            bundle = raw_bundle(state, "default_warmup", parent, work)
+            for i in range(args.repeat):  # interleaved, so drift hits both sides alike
+                raw_t.append(timed(lambda i=i: raw_runc(work / "root", bundle, f"raw{i}")))
+                raw_cleanup(work / "root", f"raw{i}")
+                api_t.append(timed(lambda i=i: ours_api(c, f"api{i}")))
+                c.delete(f"api{i}", force=True)
+                cli_t.append(timed(lambda i=i: ours_cli(str(c.socket), f"cli{i}")))
+                c.delete(f"cli{i}", force=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            for cg in Path("/sys/fs/cgroup").glob(f"*/{parent}/raw"):
+                cg.rmdir()
+        c.delete("warmup", force=True)
+        raw_med = statistics.median(raw_t)
+        print("launch + first exec (median, ± half range):")
+        print(f"  raw runc run -d + exec : {summary(raw_t)}")
+        print(f"  cumulo API             : {summary(api_t)}  "
+              f"ratio {statistics.median(api_t) / raw_med:.2f}x")
+        print(f"  cumulo CLI             : {summary(cli_t)}  "
+              f"ratio {statistics.median(cli_t) / raw_med:.2f}x")
+        results["launch_exec_s"] = {"raw": raw_t, "api": api_t, "cli": cli_t}
+
+        t0 = time.perf_counter()
+        for i in range(args.density):
+            c.create(f"idle{i}", "busybox", start=True)
+        elapsed = time.perf_counter() - t0
+        time.sleep(2)
+        pss = [idle_pss(c.instance(f"idle{i}")["pid"]) for i in range(args.density)]
+        host_used = psutil.virtual_memory().used
+        print(f"density: {args.density} containers in {elapsed:.1f}s "
+              f"= {args.density / elapsed:.1f} containers/s")
+        print(f"idle container host memory (PSS, container + conmon): median "
+              f"{statistics.median(pss) / 1024:.0f} KiB; host memory used now "
+              f"{host_used / 2**30:.2f} GiB")
+        results["density"] = {"n": args.density, "seconds": elapsed, "pss_bytes": pss}
+    out = Path("bench/results/container_start.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"raw samples in {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""OS-level containers: an OCI bundle per instance, run by runc/crun under conmon."""

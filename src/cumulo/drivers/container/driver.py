@@ -1,0 +1,296 @@
+"""Containers on a standard OCI runtime (runc or crun), each supervised by conmon.
+
+Nothing is kept in memory: the driver may be recreated after a daemon restart
+and finds its instances from disk. A small record per instance lives under
+``<state_dir>/container/``; the bundle (``config.json``, overlay rootfs, console
+log, conmon's ``exit`` file) lives in the instance dir; pid files and the
+runtime's state live under ``<runtime_dir>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from cumulo.domain.limits import Limits
+from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState, RunStatus, Usage
+from cumulo.drivers.container import monitor, rootfs
+from cumulo.drivers.container.exec_session import RuntimeExecSession
+from cumulo.drivers.container.oci_spec import build_config, resources, update_resources
+from cumulo.drivers.container.runtime import OciRuntime, choose
+from cumulo.drivers.registry import DriverContext
+from cumulo.errors import (
+    ConflictError,
+    CumuloError,
+    DriverError,
+    InvalidStateError,
+    NotFoundError,
+    UnsupportedError,
+)
+from cumulo.host import cgroups
+
+KILL_WAIT = 10.0
+POLL = 0.02
+
+
+class ContainerDriver:
+    """``InstanceDriver`` for OS-level containers."""
+
+    kind = "container"
+
+    def __init__(self, ctx: DriverContext) -> None:
+        self.ctx = ctx
+        self.runtime: OciRuntime = choose(
+            ctx.oci_runtime, ctx.host.oci_runtime_default, ctx.runtime_dir
+        )
+        self._records = ctx.state_dir / "container"
+        self._run = ctx.runtime_dir / "container"
+
+    # --- where things are -------------------------------------------------
+    def _record_path(self, host_id: str) -> Path:
+        return self._records / f"{host_id}.json"
+
+    def _record(self, host_id: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self._record_path(host_id).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise DriverError(f"unreadable record of instance {host_id!r}: {err}") from err
+        return data
+
+    def _instance_dir(self, host_id: str) -> Path:
+        rec = self._record(host_id)
+        if rec is None:
+            raise NotFoundError("instance", host_id)
+        return Path(rec["instance_dir"])
+
+    def _paths(self, host_id: str, instance_dir: Path) -> monitor.ConmonPaths:
+        return monitor.ConmonPaths(
+            run_dir=self._run / host_id,
+            persist_dir=instance_dir / "conmon",
+            log_path=instance_dir / "console.log",
+        )
+
+    def _cgroup(self, host_id: str) -> str:
+        return f"/{self.ctx.cgroup_parent}/{host_id}"
+
+    def _check_limits(self, limits: Limits) -> None:
+        if limits.io_weight is not None and not self.ctx.host.cgroup_io_weight:
+            raise UnsupportedError(
+                "io_weight cannot be enforced on this host: no writable blkio/io weight file"
+                " (needs the BFQ scheduler on v1, or io.weight on v2)"
+            )
+
+    # --- lifecycle --------------------------------------------------------
+    def create(self, spec: InstanceSpec) -> None:
+        self._check_limits(spec.limits)
+        if self._record(spec.host_id) is not None:
+            raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
+        if not spec.rootfs.is_dir():
+            raise NotFoundError("root filesystem", str(spec.rootfs))
+        try:
+            spec.instance_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(spec.instance_dir, 0o711)
+            self._records.mkdir(parents=True, exist_ok=True)
+            record = {"instance_dir": str(spec.instance_dir), "rootfs": str(spec.rootfs),
+                      "privileged": spec.privileged}
+            tmp = self._record_path(spec.host_id).with_suffix(".tmp")
+            tmp.write_text(json.dumps(record))
+            tmp.rename(self._record_path(spec.host_id))
+            self._prepare(spec)
+        except BaseException as err:
+            with contextlib.suppress(CumuloError):
+                self.delete(spec.host_id, spec.instance_dir)
+            if isinstance(err, OSError):
+                raise DriverError(f"cannot create instance {spec.host_id!r}: {err}") from err
+            raise
+
+    def _prepare(self, spec: InstanceSpec) -> None:
+        """Mount the rootfs and write config.json unless already there (idempotent)."""
+        rootfs.mount_overlay(spec.rootfs, spec.instance_dir, spec.privileged)
+        config = spec.instance_dir / "config.json"
+        if not config.exists():
+            data = build_config(spec, self._cgroup(spec.host_id))
+            tmp = config.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.rename(config)
+
+    def start(self, spec: InstanceSpec) -> RunState:
+        host_id = spec.host_id
+        current = self.state(host_id)
+        if current.status == RunStatus.MISSING:
+            raise NotFoundError("instance", host_id)
+        if current.status != RunStatus.STOPPED:
+            raise InvalidStateError(host_id, current.status.value, "start")
+        instance_dir = self._instance_dir(host_id)
+        paths = self._paths(host_id, instance_dir)
+        self.runtime.delete(host_id)
+        try:
+            self._prepare(spec)
+        except OSError as err:
+            raise DriverError(f"cannot prepare instance {host_id!r}: {err}") from err
+        for stale in (paths.exit_file, paths.exit_dir / host_id):
+            stale.unlink(missing_ok=True)
+        try:
+            pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths)
+            self.runtime.start(host_id)
+        except BaseException:
+            with contextlib.suppress(CumuloError):
+                self.runtime.delete(host_id)
+            raise
+        return RunState(RunStatus.RUNNING, pid=pid)
+
+    def _exit_code(self, paths: monitor.ConmonPaths) -> int | None:
+        try:
+            return int(paths.exit_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def state(self, host_id: str) -> RunState:
+        rec = self._record(host_id)
+        if rec is None:
+            return RunState(RunStatus.MISSING)
+        data = self.runtime.state_json(host_id)
+        status = None if data is None else data.get("status")
+        pid = None if data is None else data.get("pid")
+        if status == "running":
+            return RunState(RunStatus.RUNNING, pid=pid)
+        if status == "paused":
+            return RunState(RunStatus.PAUSED, pid=pid)
+        paths = self._paths(host_id, Path(rec["instance_dir"]))
+        return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
+
+    def _wait_stopped(self, host_id: str, paths: monitor.ConmonPaths, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if paths.exit_file.exists():
+                return True
+            if self.runtime.state(host_id) not in ("running", "paused", "created"):
+                # PID 1 is gone; give conmon a moment to record the exit code
+                end = time.monotonic() + 2.0
+                while not paths.exit_file.exists() and time.monotonic() < end:
+                    if monitor.conmon_pid(paths) is None:
+                        break
+                    time.sleep(POLL)
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL)
+
+    def stop(self, host_id: str, timeout: float, force: bool) -> RunState:
+        current = self.state(host_id)
+        if current.status == RunStatus.MISSING:
+            raise NotFoundError("instance", host_id)
+        paths = self._paths(host_id, self._instance_dir(host_id))
+        if current.status in (RunStatus.RUNNING, RunStatus.PAUSED):
+            self.runtime.kill(host_id, "KILL" if force else "TERM")
+            if current.status == RunStatus.PAUSED:
+                self.runtime.resume(host_id)  # frozen tasks cannot act on signals
+            if not self._wait_stopped(host_id, paths, 0 if force else timeout):
+                self.runtime.kill(host_id, "KILL")
+                if not self._wait_stopped(host_id, paths, KILL_WAIT):
+                    raise DriverError(f"instance {host_id!r} did not die after SIGKILL")
+        self.runtime.delete(host_id)
+        return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
+
+    def pause(self, host_id: str) -> None:
+        current = self.state(host_id)
+        if current.status != RunStatus.RUNNING:
+            raise InvalidStateError(host_id, current.status.value, "pause")
+        self.runtime.pause(host_id)
+
+    def resume(self, host_id: str) -> None:
+        current = self.state(host_id)
+        if current.status != RunStatus.PAUSED:
+            raise InvalidStateError(host_id, current.status.value, "resume")
+        self.runtime.resume(host_id)
+
+    def delete(self, host_id: str, instance_dir: Path) -> None:
+        rec = self._record(host_id)
+        dirs = {instance_dir} | ({Path(rec["instance_dir"])} if rec else set())
+        self.runtime.delete(host_id)
+        for d in dirs:
+            self._reap_conmon(self._paths(host_id, d))
+        left = cgroups.remove(self._cgroup(host_id), self.ctx.cgroup_parent)
+        if left:
+            raise DriverError(f"cgroups of {host_id!r} still hold processes: {', '.join(left)}")
+        try:
+            for d in dirs:
+                rootfs.unmount(d)
+                if d.exists():
+                    shutil.rmtree(d)
+            shutil.rmtree(self._run / host_id, ignore_errors=True)
+            self._record_path(host_id).unlink(missing_ok=True)
+        except OSError as err:
+            raise DriverError(f"cannot remove instance {host_id!r}: {err}") from err
+
+    def _reap_conmon(self, paths: monitor.ConmonPaths) -> None:
+        """conmon exits once PID 1 is gone; make sure it has before removing its files."""
+        deadline = time.monotonic() + 5.0
+        while (pid := monitor.conmon_pid(paths)) is not None:
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+                break
+            time.sleep(POLL)
+
+    # --- limits and usage ---------------------------------------------------
+    def update_limits(self, host_id: str, limits: Limits) -> None:
+        self._check_limits(limits)
+        current = self.state(host_id)
+        if current.status == RunStatus.MISSING:
+            raise NotFoundError("instance", host_id)
+        instance_dir = self._instance_dir(host_id)
+        res = resources(limits)
+        if current.status in (RunStatus.RUNNING, RunStatus.PAUSED):
+            run_dir = self._run / host_id
+            run_dir.mkdir(parents=True, exist_ok=True)
+            res_file = run_dir / "resources.json"
+            res_file.write_text(json.dumps(update_resources(limits, self.ctx.host.cpus)))
+            self.runtime.update(host_id, res_file)
+        config = instance_dir / "config.json"
+        try:
+            data = json.loads(config.read_text())
+            old = data["linux"].get("resources", {})
+            data["linux"]["resources"] = {"devices": old.get("devices", []), **res}
+            tmp = config.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.rename(config)
+        except (OSError, ValueError, KeyError) as err:
+            raise DriverError(f"cannot rewrite config of {host_id!r}: {err}") from err
+
+    def usage(self, host_id: str) -> Usage:
+        if self._record(host_id) is None:
+            raise NotFoundError("instance", host_id)
+        u = cgroups.read_usage(self._cgroup(host_id))
+        return Usage(u.cpu_time_ns, u.memory_bytes, u.memory_peak_bytes, u.pids)
+
+    # --- processes and console ----------------------------------------------
+    def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
+        current = self.state(host_id)
+        if current.status != RunStatus.RUNNING:
+            raise InvalidStateError(host_id, current.status.value, "exec")
+        work = self._run / host_id
+        work.mkdir(parents=True, exist_ok=True)
+
+        def argv(pid_file: Path, tty: bool) -> list[str]:
+            return self.runtime.exec_argv(
+                host_id, request.command, request.env, request.cwd, pid_file, tty
+            )
+
+        return RuntimeExecSession(argv, work, request.tty, request.rows, request.cols)
+
+    def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
+        paths = self._paths(host_id, self._instance_dir(host_id))
+        return monitor.read_log(paths.log_path, offset)
+
+    def list_host_ids(self) -> list[str]:
+        if not self._records.is_dir():
+            return []
+        return sorted(p.stem for p in self._records.glob("*.json"))

@@ -1,0 +1,156 @@
+"""conmon, the per-container supervisor: its command line and its start.
+
+conmon daemonizes, runs ``<runtime> create``, reports PID 1's host pid on a sync
+pipe, keeps PID 1's console in a k8s-file log, and writes the exit code to
+``exit_dir/<id>`` and ``persist_dir/exit`` when PID 1 ends. Because it outlives
+the daemon, every fact about a container is read back from these files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cumulo.drivers.container.runtime import OciRuntime
+from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
+
+SYNC_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class ConmonPaths:
+    """Where conmon keeps what it knows about one container."""
+
+    run_dir: Path       # volatile: pid files, exit dir, attach socket
+    persist_dir: Path   # persistent: ``exit``
+    log_path: Path      # PID 1's console, k8s-file format
+
+    @property
+    def exit_dir(self) -> Path:
+        return self.run_dir / "exits"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.run_dir / "sock"
+
+    @property
+    def conmon_pidfile(self) -> Path:
+        return self.run_dir / "conmon.pid"
+
+    @property
+    def exit_file(self) -> Path:
+        return self.persist_dir / "exit"
+
+
+def conmon_binary() -> str:
+    found = shutil.which("conmon") or shutil.which("conmon", path="/usr/bin:/usr/libexec/podman")
+    if found is None:
+        raise UnsupportedError("conmon is not installed on this host")
+    return found
+
+
+def command_line(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths) -> list[str]:
+    argv = [
+        conmon_binary(), "--api-version", "1", "-c", cid, "-u", cid,
+        "-r", runtime.binary, "-b", str(bundle), "-p", str(bundle / "pidfile"), "-n", cid,
+        "--exit-dir", str(paths.exit_dir), "--persist-dir", str(paths.persist_dir),
+        "-l", f"k8s-file:{paths.log_path}", "--log-level", "info",
+        "--conmon-pidfile", str(paths.conmon_pidfile),
+        "--socket-dir-path", str(paths.socket_dir), "--syslog",
+    ]
+    for arg in runtime.global_args():
+        argv += ["--runtime-arg", arg]
+    return argv
+
+
+def _read_sync(fd: int, deadline: float) -> dict[str, object]:
+    buf = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+        try:
+            msg: dict[str, object] = json.loads(buf)
+            return msg
+        except ValueError:
+            continue
+    raise DriverError(f"conmon gave no pid on its sync pipe (got {buf[:200]!r})")
+
+
+def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths) -> int:
+    """Run conmon (which runs ``create``); PID 1's host pid, created but not started."""
+    for d in (paths.exit_dir, paths.socket_dir, paths.persist_dir, runtime.root):
+        d.mkdir(parents=True, exist_ok=True)
+    argv = command_line(runtime, cid, bundle, paths)
+    rfd, wfd = os.pipe()
+    try:
+        env = {**os.environ, "_OCI_SYNCPIPE": str(wfd)}
+        try:
+            proc = subprocess.run(
+                argv, env=env, pass_fds=(wfd,), stdin=subprocess.DEVNULL,
+                capture_output=True, text=True, timeout=SYNC_TIMEOUT, check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise DriverError(f"conmon failed to start: {err}") from err
+        os.close(wfd)
+        wfd = -1
+        if proc.returncode != 0:
+            raise RuntimeToolError("conmon", argv[1:], proc.returncode, proc.stderr)
+        msg = _read_sync(rfd, time.monotonic() + SYNC_TIMEOUT)
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+    pid = msg.get("data")
+    if not isinstance(pid, int) or pid <= 0:
+        detail = str(msg.get("message") or msg).removeprefix(f"{runtime.name} create failed: ")
+        raise RuntimeToolError(runtime.name, ["create", cid], 1, detail)
+    return pid
+
+
+def conmon_pid(paths: ConmonPaths) -> int | None:
+    """The pid of the conmon supervising this container, if it is still alive."""
+    try:
+        pid = int(paths.conmon_pidfile.read_text().strip())
+        with open(f"/proc/{pid}/comm") as f:
+            alive = f.read().strip() == "conmon"  # not a recycled pid
+    except (OSError, ValueError):
+        return None
+    return pid if alive else None
+
+
+def read_log(log_path: Path, offset: int) -> tuple[bytes, int]:
+    """Payload bytes of the complete k8s-file records from byte ``offset`` on.
+
+    A record is ``<time> <stream> <F|P> <payload>\\n``; ``P`` (partial) payloads are
+    joined to what follows, ``F`` ends a line. Returns the next offset to read from.
+    """
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            raw = f.read()
+    except FileNotFoundError:
+        return b"", offset
+    except OSError as err:
+        raise DriverError(f"cannot read console log {log_path}: {err}") from err
+    end = raw.rfind(b"\n")
+    if end < 0:
+        return b"", offset
+    out = bytearray()
+    for record in raw[:end].split(b"\n"):
+        parts = record.split(b" ", 3)
+        if len(parts) < 3:
+            continue
+        payload = parts[3] if len(parts) == 4 else b""
+        out += payload if parts[2] == b"P" else payload + b"\n"
+    return bytes(out), offset + end + 1

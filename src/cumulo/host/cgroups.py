@@ -1,0 +1,135 @@
+"""Reading an instance's cgroup usage and removing its cgroup dirs, on v1 and v2.
+
+The version is detected at runtime: a ``cgroup.controllers`` file at the root of
+``/sys/fs/cgroup`` means the unified (v2) hierarchy; otherwise each v1
+controller has its own mount (a hybrid host may add a v2 mount for some).
+Paths given here are cgroup paths such as ``/cumulo/default_web``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class CgroupUsage:
+    cpu_time_ns: int | None = None
+    memory_bytes: int | None = None
+    memory_peak_bytes: int | None = None
+    pids: int | None = None
+
+
+def version() -> int:
+    """2 for a unified-only host, 1 for v1 or hybrid, 0 without cgroups."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return 2
+    return 1 if hierarchies() else 0
+
+
+def hierarchies() -> list[tuple[Path, set[str]]]:
+    """Every mounted cgroup hierarchy: (mount point, its v1 controllers or {"v2"})."""
+    found: list[tuple[Path, set[str]]] = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.readlines()
+    except OSError:
+        return found
+    for line in lines:
+        pre, _, post = line.partition(" - ")
+        fields, rest = pre.split(), post.split()
+        if len(fields) < 5 or len(rest) < 3:
+            continue
+        if rest[0] == "cgroup2":
+            found.append((Path(fields[4]), {"v2"}))
+        elif rest[0] == "cgroup":
+            opts = set(rest[2].split(","))
+            found.append((Path(fields[4]), opts - {"rw", "ro"}))
+    return found
+
+
+def controller_dir(controller: str, path: str) -> Path | None:
+    """The directory of ``path`` in the hierarchy carrying ``controller`` (v1), or v2's."""
+    rel = path.strip("/")
+    if version() == 2:
+        return CGROUP_ROOT / rel
+    for mount, controllers in hierarchies():
+        if controller in controllers:
+            return mount / rel
+    return None
+
+
+def _read_int(path: Path | None, key: str | None = None) -> int | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    try:
+        if key is None:
+            return int(text.strip())
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except ValueError:
+        return None
+    return None
+
+
+def read_usage(path: str) -> CgroupUsage:
+    """CPU time, memory now and at peak, and process count; None where unreadable."""
+    if version() == 2:
+        d = CGROUP_ROOT / path.strip("/")
+        usec = _read_int(d / "cpu.stat", "usage_usec")
+        return CgroupUsage(
+            cpu_time_ns=None if usec is None else usec * 1000,
+            memory_bytes=_read_int(d / "memory.current"),
+            memory_peak_bytes=_read_int(d / "memory.peak"),
+            pids=_read_int(d / "pids.current"),
+        )
+    cpu = controller_dir("cpuacct", path)
+    mem = controller_dir("memory", path)
+    pids = controller_dir("pids", path)
+    return CgroupUsage(
+        cpu_time_ns=_read_int(cpu / "cpuacct.usage" if cpu else None),
+        memory_bytes=_read_int(mem / "memory.usage_in_bytes" if mem else None),
+        memory_peak_bytes=_read_int(mem / "memory.max_usage_in_bytes" if mem else None),
+        pids=_read_int(pids / "pids.current" if pids else None),
+    )
+
+
+def _rmdir_tree(top: Path) -> None:
+    """Remove a cgroup dir and its child cgroups, deepest first (cgroupfs only rmdirs)."""
+    for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(dirpath)
+
+
+def remove(path: str, parent: str | None = None) -> list[str]:
+    """Remove ``path`` in every hierarchy, then ``parent`` where it is left empty.
+
+    Returns the dirs that could not be removed (still holding processes).
+    """
+    left: list[str] = []
+    seen: set[Path] = set()
+    for mount, _controllers in hierarchies():
+        real = mount.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        target = mount / path.strip("/")
+        if target.is_dir():
+            try:
+                _rmdir_tree(target)
+            except OSError:
+                left.append(str(target))
+        if parent:
+            with contextlib.suppress(OSError):  # absent, or holds other instances
+                os.rmdir(mount / parent.strip("/"))
+    return left

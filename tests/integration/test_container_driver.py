@@ -1,0 +1,243 @@
+"""The container driver on the real kernel: limits enforced, isolation, cleanup, survival.
+
+Needs root, runc and conmon. Each test has its own temp dir and cgroup parent
+(``cumulo-test-<random>``), removed by a finaliser even when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cumulo.domain.limits import Limits
+from cumulo.drivers.base import ExecRequest, InstanceSpec, RunStatus
+from cumulo.drivers.container.driver import ContainerDriver
+from cumulo.drivers.container.oci_spec import IDMAP_BASE
+from cumulo.drivers.registry import DriverContext
+from cumulo.errors import UnsupportedError
+from cumulo.host import cgroups
+from cumulo.host.info import HostInfo
+
+pytestmark = [pytest.mark.root, pytest.mark.runtime]
+
+APPLETS = ("sh", "cat", "echo", "sleep", "ps", "id", "hostname", "head", "dd", "yes", "true",
+           "ls", "mount", "seq", "wc")
+IDLE = ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("runc", "conmon"):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            return f"needs {tool}"
+    return None
+
+
+if (_reason := _skip_reason()) is not None:
+    pytestmark.append(pytest.mark.skip(reason=_reason))
+
+
+@dataclass
+class Env:
+    driver: ContainerDriver
+    ctx: DriverContext
+    top: Path
+    rootfs: Path
+
+    def spec(self, command: list[str] | None = None, **kw: object) -> InstanceSpec:
+        host_id = f"it-{uuid.uuid4().hex[:8]}"
+        return InstanceSpec(host_id=host_id, hostname=f"box-{host_id[3:]}",
+                            instance_dir=self.top / "instances" / host_id, rootfs=self.rootfs,
+                            command=command or IDLE, **kw)  # type: ignore[arg-type]
+
+    def run(self, command: list[str] | None = None, **kw: object) -> InstanceSpec:
+        spec = self.spec(command, **kw)
+        self.driver.create(spec)
+        self.driver.start(spec)
+        return spec
+
+    def exec(self, host_id: str, command: list[str], timeout: float = 30) -> tuple[int, str, str]:
+        session = self.driver.exec(host_id, ExecRequest(command=command))
+        try:
+            code = session.wait(timeout)
+            out = os.read(session.stdout_fd, 1 << 20).decode()
+            assert session.stderr_fd is not None
+            err = os.read(session.stderr_fd, 1 << 20).decode()
+        finally:
+            session.kill()
+        assert code is not None, f"{command} still running after {timeout}s"
+        return code, out, err
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("image") / "rootfs"
+    for d in ("bin", "proc", "sys", "dev", "tmp", "etc"):
+        (root / d).mkdir(parents=True)
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", root / "bin" / "busybox")
+    for applet in APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    return root
+
+
+def host_info() -> HostInfo:
+    return HostInfo(cgroup_version=cgroups.version(), cpus=os.cpu_count() or 1,
+                    memory_bytes=os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
+                    userns=True, oci_runtimes={"runc": "1.1.5"}, oci_runtime_default="runc",
+                    conmon="2.1.6")
+
+
+def make_ctx(top: Path, parent: str) -> DriverContext:
+    return DriverContext(state_dir=top / "state", runtime_dir=top / "run", cgroup_parent=parent,
+                         host=host_info())
+
+
+@pytest.fixture
+def env(tmp_path: Path, image: Path) -> Iterator[Env]:
+    parent = f"cumulo-test-{uuid.uuid4().hex[:8]}"
+    ctx = make_ctx(tmp_path, parent)
+    driver = ContainerDriver(ctx)
+    yield Env(driver, ctx, tmp_path, image)
+    for host_id in ContainerDriver(ctx).list_host_ids():
+        driver.delete(host_id, tmp_path / "instances" / host_id)
+    cgroups.remove(f"/{parent}/-", parent)
+
+
+def cgroup_file(ctx: DriverContext, host_id: str, controller: str, name: str) -> Path:
+    d = cgroups.controller_dir(controller, f"/{ctx.cgroup_parent}/{host_id}")
+    assert d is not None
+    return d / name
+
+
+def test_memory_limit_oom_kills(env: Env) -> None:
+    spec = env.run(limits=Limits(memory=32 << 20))
+    code, _out, _err = env.exec(spec.host_id, ["dd", "if=/dev/zero", "of=/dev/null",
+                                               "bs=64M", "count=1"])
+    assert code == 137
+    if cgroups.version() == 2:
+        events = cgroup_file(env.ctx, spec.host_id, "memory", "memory.events").read_text()
+        assert "oom_kill 0" not in events
+    else:
+        control = cgroup_file(env.ctx, spec.host_id, "memory", "memory.oom_control").read_text()
+        assert "oom_kill 0" not in control
+    assert env.driver.state(spec.host_id).status == RunStatus.RUNNING  # only the hog died
+
+
+def test_cpu_quota_holds_half_a_cpu(env: Env) -> None:
+    spec = env.run(["sh", "-c", "while :; do :; done"], limits=Limits(cpu=0.5))
+    time.sleep(0.5)
+    first, t0 = env.driver.usage(spec.host_id).cpu_time_ns, time.monotonic()
+    time.sleep(3.0)
+    last, t1 = env.driver.usage(spec.host_id).cpu_time_ns, time.monotonic()
+    assert first is not None and last is not None
+    share = (last - first) / 1e9 / (t1 - t0)
+    print(f"cpu share with cpu=0.5: {share:.3f}")
+    assert abs(share - 0.5) <= 0.05
+
+
+def test_pids_limit_stops_fork_bomb(env: Env) -> None:
+    spec = env.run(limits=Limits(pids=20))
+    # background children must not hold the exec's pipes, or the runtime waits for them
+    bomb = "for i in $(seq 100); do sleep 30 </dev/null >/dev/null 2>&1 & done; echo done"
+    code, _out, err = env.exec(spec.host_id, ["sh", "-c", bomb])
+    pids = env.driver.usage(spec.host_id).pids
+    assert pids is not None and pids <= 20
+    assert code != 0 or "fork" in err
+    env.driver.stop(spec.host_id, timeout=0, force=True)
+
+
+def test_isolation_unprivileged(env: Env) -> None:
+    spec = env.run()
+    code, out, _ = env.exec(spec.host_id, ["ps", "-o", "pid,comm"])
+    assert code == 0
+    comms = [line.split()[1] for line in out.strip().splitlines()[1:]]
+    assert set(comms) <= {"sh", "sleep", "ps"}, out
+    assert env.exec(spec.host_id, ["hostname"])[1].strip() == spec.hostname
+    pid = env.driver.state(spec.host_id).pid
+    assert host_uid(pid) == IDMAP_BASE
+    code, _, err = env.exec(spec.host_id, ["mount", "-t", "tmpfs", "none", "/tmp"])
+    assert code != 0  # denied by seccomp / the user namespace
+
+
+def test_isolation_privileged(env: Env) -> None:
+    spec = env.run(privileged=True)
+    assert host_uid(env.driver.state(spec.host_id).pid) == 0
+    assert env.exec(spec.host_id, ["id", "-u"])[1].strip() == "0"
+
+
+def host_uid(pid: int | None) -> int:
+    assert pid is not None
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    raise AssertionError("no Uid line")
+
+
+def test_delete_leaves_nothing(env: Env) -> None:
+    spec = env.run()
+    assert env.exec(spec.host_id, ["true"])[0] == 0
+    env.driver.delete(spec.host_id, spec.instance_dir)
+    for mount, _ in cgroups.hierarchies():
+        assert not (mount / env.ctx.cgroup_parent / spec.host_id).exists()
+        assert not (mount / env.ctx.cgroup_parent).exists()
+    with open("/proc/self/mountinfo") as f:
+        assert str(spec.instance_dir) not in f.read()
+    for proc in psutil.process_iter(["cmdline"]):
+        assert spec.host_id not in " ".join(proc.info["cmdline"] or [])
+    assert not spec.instance_dir.exists()
+    assert spec.host_id not in env.driver.list_host_ids()
+
+
+def test_survives_a_new_driver_object(env: Env) -> None:
+    spec = env.run()
+    pid = env.driver.state(spec.host_id).pid
+    del env.driver
+    fresh = ContainerDriver(env.ctx)
+    env.driver = fresh
+    assert spec.host_id in fresh.list_host_ids()
+    state = fresh.state(spec.host_id)
+    assert state.status == RunStatus.RUNNING and state.pid == pid
+    assert env.exec(spec.host_id, ["echo", "still here"])[1] == "still here\n"
+    stopped = fresh.stop(spec.host_id, timeout=0.5, force=False)
+    assert stopped.status == RunStatus.STOPPED and stopped.exit_code == 137
+
+
+def test_update_memory_limit_of_running_instance(env: Env) -> None:
+    spec = env.run(limits=Limits(memory=64 << 20))
+    env.driver.update_limits(spec.host_id, Limits(memory=48 << 20))
+    if cgroups.version() == 2:
+        value = cgroup_file(env.ctx, spec.host_id, "memory", "memory.max").read_text()
+    else:
+        value = cgroup_file(env.ctx, spec.host_id, "memory", "memory.limit_in_bytes").read_text()
+    assert int(value) == 48 << 20
+    env.driver.stop(spec.host_id, timeout=0, force=True)
+    env.driver.start(spec)  # the next start keeps the updated limit
+    name = "memory.max" if cgroups.version() == 2 else "memory.limit_in_bytes"
+    value = cgroup_file(env.ctx, spec.host_id, "memory", name)
+    assert int(value.read_text()) == 48 << 20
+    env.driver.update_limits(spec.host_id, Limits(pids=50))  # memory left out: unlimited again
+    text = value.read_text().strip()
+    assert text == "max" or int(text) > 1 << 40
+    pids = cgroup_file(env.ctx, spec.host_id, "pids", "pids.max").read_text().strip()
+    assert pids == "50"
+
+
+def test_io_weight_refused_when_host_cannot_enforce(env: Env) -> None:
+    if env.ctx.host.cgroup_io_weight:
+        pytest.skip("this host can enforce io_weight")
+    spec = env.spec(limits=Limits(io_weight=500))
+    with pytest.raises(UnsupportedError, match="io_weight"):
+        env.driver.create(spec)
+    assert not spec.instance_dir.exists()

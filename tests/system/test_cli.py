@@ -1,0 +1,133 @@
+"""The CLI against a running daemon with the real container driver, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from tests.system.conftest import BIN, Daemon, leftovers
+
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime]
+
+
+def test_user_flow(daemon: Daemon) -> None:
+    out = daemon.cli("image", "build", "busybox")
+    assert "Built busybox" in out.stderr
+    imgs = json.loads(daemon.cli("image", "list", "--format", "json").stdout)
+    assert imgs[0]["aliases"] == ["busybox"] and imgs[0]["size"] > 1_000_000
+
+    daemon.cli("launch", "busybox", "web", "--memory", "64MiB", "--cpu", "0.5", "--pids", "64")
+    r = daemon.cli("exec", "web", "--", "sh", "-c", "echo hello from $(hostname); exit 5",
+                   check=False)
+    assert (r.returncode, r.stdout) == (5, "hello from web\n")
+    r = daemon.cli("exec", "web", "--", "cat", input="piped in\n")
+    assert r.stdout == "piped in\n"
+    r = daemon.cli("exec", "web", "--", "sh", "-c", "echo oops >&2; exit 0")
+    assert r.stderr == "oops\n" and r.stdout == ""
+
+    rows = json.loads(daemon.cli("list", "--format", "json").stdout)
+    assert [(i["name"], i["state"]) for i in rows] == [("web", "running")]
+    assert "web" in daemon.cli("list").stdout
+
+    info = json.loads(daemon.cli("info", "web", "--format", "json").stdout)
+    assert info["pid"] > 1 and info["limits"]["memory"] == 64 << 20
+    assert info["usage"]["memory_bytes"] > 0 and info["usage"]["pids"] >= 1
+    assert psutil.Process(info["pid"]).uids().real != 0  # root inside is not root outside
+    assert "memory" in daemon.cli("info", "web").stdout
+
+    daemon.cli("config", "set", "web", "memory", "128MiB")
+    info = json.loads(daemon.cli("info", "web", "--format", "json").stdout)
+    assert info["limits"]["memory"] == 128 << 20
+    r = daemon.cli("exec", "web", "--", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                   check=False)
+    if r.returncode == 0:  # cgroup v1 host: the limit is visible inside
+        assert r.stdout.strip() == str(128 << 20)
+
+    daemon.cli("launch", "busybox", "talker", "--", "sh", "-c",
+               "echo to-console; echo err-console >&2; sleep 300")
+    deadline = time.monotonic() + 10
+    while "err-console" not in (logs := daemon.cli("logs", "talker").stdout):
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.1)
+    assert logs == "to-console\nerr-console\n"
+    follow = subprocess.Popen([str(BIN / "cumulo"), "logs", "--follow", "talker"],
+                              env=daemon.env, stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    daemon.cli("stop", "talker", "--force")
+    assert follow.communicate(timeout=10)[0] == "to-console\nerr-console\n"
+    assert follow.returncode == 0  # --follow ends when the instance stops
+    daemon.cli("delete", "talker")
+
+    daemon.cli("pause", "web")
+    assert json.loads(daemon.cli("info", "web", "--format", "json").stdout)["state"] == "paused"
+    daemon.cli("resume", "web")
+    daemon.cli("stop", "web", "--timeout", "5")
+    assert json.loads(daemon.cli("info", "web", "--format", "json").stdout)["state"] == "stopped"
+    daemon.cli("start", "web")
+    daemon.cli("restart", "web", "--timeout", "5")
+    assert daemon.cli("exec", "web", "--", "hostname").stdout == "web\n"
+
+    r = daemon.cli("delete", "web", check=False)
+    assert r.returncode != 0 and "cannot delete instance 'web': it is running" in r.stderr
+    daemon.cli("delete", "web", "--force")
+    assert json.loads(daemon.cli("list", "--format", "json").stdout) == []
+    assert not list((daemon.state_dir / "instances").iterdir())
+    assert not leftovers(daemon.cgroup_parent)
+
+
+def test_bad_input_is_one_line_error_and_creates_nothing(daemon: Daemon) -> None:
+    daemon.cli("image", "build", "busybox")
+    daemon.cli("launch", "busybox", "one")
+    cases = [
+        (["launch", "nosuchimage", "x"], "image 'nosuchimage' not found"),
+        (["launch", "busybox", "Bad_Name"], "invalid instance name"),
+        (["launch", "busybox", "../../etc"], "invalid instance name"),
+        (["launch", "busybox", "x", "--memory", "12XB"], "invalid size '12XB'"),
+        (["launch", "busybox", "x", "--cpu", "99"], "exceeds what this host has"),
+        (["launch", "busybox", "x", "--memory", "100TiB"], "exceeds what this host has"),
+        (["launch", "busybox", "one"], "instance 'one' already exists"),
+        (["start", "one"], "cannot start instance 'one': it is running"),
+        (["delete", "one"], "it is running"),
+        (["info", "ghost"], "instance 'ghost' not found"),
+        (["config", "set", "one", "memory", "lots"], "invalid size 'lots'"),
+        (["config", "set", "one", "disk", "1"], "unknown limit"),
+    ]
+    for args, message in cases:
+        r = daemon.cli(*args, check=False)
+        assert r.returncode != 0, args
+        assert message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    daemon.cli("stop", "one", "--force")
+    r = daemon.cli("exec", "one", "--", "true", check=False)
+    assert r.returncode != 0 and "cannot exec instance 'one': it is stopped" in r.stderr
+    names = [i["name"] for i in json.loads(daemon.cli("list", "--format", "json").stdout)]
+    assert names == ["one"]
+    assert [p.name for p in (daemon.state_dir / "instances").iterdir()] == ["default_one"]
+
+
+def test_unreachable_daemon_is_a_clear_error(daemon: Daemon) -> None:
+    env = {**daemon.env, "CUMULO_SOCKET": str(daemon.state_dir / "nope.sock")}
+    r = subprocess.run([str(BIN / "cumulo"), "list"], capture_output=True,
+                       text=True, env=env, timeout=30)
+    assert r.returncode == 1 and "cannot reach cumulod" in r.stderr
+
+
+def test_container_survives_daemon_crash_and_restart(daemon: Daemon) -> None:
+    daemon.cli("image", "build", "busybox")
+    daemon.cli("launch", "busybox", "keep")
+    daemon.cli("launch", "busybox", "dies", "--", "sh", "-c", "sleep 2; exit 3")
+    pid = json.loads(daemon.cli("info", "keep", "--format", "json").stdout)["pid"]
+    daemon.stop(signal.SIGKILL)  # a crash, not a clean stop
+    time.sleep(3)  # "dies" exits while no daemon watches
+    assert psutil.pid_exists(pid)
+    daemon.start()
+    info = json.loads(daemon.cli("info", "keep", "--format", "json").stdout)
+    assert (info["state"], info["pid"]) == ("running", pid)
+    assert daemon.cli("exec", "keep", "--", "echo", "still here").stdout == "still here\n"
+    dead = json.loads(daemon.cli("info", "dies", "--format", "json").stdout)
+    assert (dead["state"], dead["exit_code"]) == ("stopped", 3)
