@@ -97,7 +97,8 @@ def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths
         env = {**os.environ, "_OCI_SYNCPIPE": str(wfd)}
         try:
             proc = subprocess.run(
-                argv, env=env, pass_fds=(wfd,), stdin=subprocess.DEVNULL,
+                # cwd: conmon writes a relative "oom" file there after an OOM kill
+                argv, env=env, pass_fds=(wfd,), stdin=subprocess.DEVNULL, cwd=bundle,
                 capture_output=True, text=True, timeout=SYNC_TIMEOUT, check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as err:
