@@ -51,8 +51,7 @@ def ours_cli(sock: str, name: str) -> None:
 
 def raw_bundle(state: Path, template: str, parent: str, work: Path) -> Path:
     """A bundle with our generated config, its own id and cgroup, on the same rootfs."""
-    inst = state / "container" / template if (state / "container" / template).exists() \
-        else next(p for p in (state / "container").rglob("config.json")).parent
+    inst = state / "instances" / template
     cfg = json.loads((inst / "config.json").read_text())
     if not Path(cfg["root"]["path"]).is_absolute():
         cfg["root"]["path"] = str(inst / cfg["root"]["path"])

@@ -23,6 +23,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync per commit
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
 

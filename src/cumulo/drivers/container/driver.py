@@ -214,6 +214,9 @@ class ContainerDriver:
     def delete(self, host_id: str, instance_dir: Path) -> None:
         rec = self._record(host_id)
         dirs = {instance_dir} | ({Path(rec["instance_dir"])} if rec else set())
+        if rec is not None and self.state(host_id).status in (RunStatus.RUNNING,
+                                                              RunStatus.PAUSED):
+            self.stop(host_id, 0, force=True)  # faster than runc's own kill-and-poll
         self.runtime.delete(host_id)
         for d in dirs:
             self._reap_conmon(self._paths(host_id, d))

@@ -123,10 +123,14 @@ def conmon_pid(paths: ConmonPaths) -> int | None:
     """The pid of the conmon supervising this container, if it is still alive."""
     try:
         pid = int(paths.conmon_pidfile.read_text().strip())
-        with open(f"/proc/{pid}/comm") as f:
-            alive = f.read().strip() == "conmon"  # not a recycled pid
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
     except (OSError, ValueError):
         return None
+    # "pid (comm) state ...": not a recycled pid, and not a zombie that the host's
+    # init has yet to reap (conmon daemonizes, so init is its parent)
+    comm, _, rest = stat.partition("(")[2].rpartition(")")
+    alive = comm == "conmon" and rest.split()[:1] != ["Z"]
     return pid if alive else None
 
 
