@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,50 +12,7 @@ import pytest
 from cumulo.drivers.base import InstanceDriver
 from cumulo.drivers.registry import DriverContext, create_driver
 from cumulo.host import cgroups
-from cumulo.host.info import HostInfo
-
-APPLETS = (
-    "sh", "cat", "echo", "sleep", "ps", "id", "hostname", "head", "dd", "yes", "true",
-    "ls", "mount", "seq", "tr", "wc", "grep", "stty",
-)
-
-
-def build_busybox_rootfs(top: Path) -> Path:
-    """A minimal root filesystem: static busybox plus applet symlinks."""
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    root = top / "rootfs"
-    for d in ("bin", "proc", "sys", "dev", "tmp", "etc", "root"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    os.chmod(root / "tmp", 0o1777)
-    shutil.copy2(busybox, root / "bin" / "busybox")
-    for applet in APPLETS:
-        (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\n")
-    return root
-
-
-def host_info() -> HostInfo:
-    """What the host probe would report, enough for the drivers under test."""
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) * 1024
-    return HostInfo(
-        cgroup_version=cgroups.version(), cpus=os.cpu_count() or 1, memory_bytes=mem,
-        userns=True, oci_runtimes={"runc": "1.1.5"}, oci_runtime_default="runc",
-        conmon="2.1.6",
-    )
-
-
-def container_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "container driver needs root"
-    for tool in ("runc", "conmon"):
-        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-            return f"container driver needs {tool}"
-    return None
+from tests.helpers import build_busybox_rootfs, container_skip_reason, host_info
 
 
 @pytest.fixture(scope="session")

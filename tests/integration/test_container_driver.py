@@ -7,7 +7,6 @@ Needs root, runc and conmon. Each test has its own temp dir and cgroup parent
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,25 +23,14 @@ from cumulo.drivers.container.oci_spec import IDMAP_BASE
 from cumulo.drivers.registry import DriverContext
 from cumulo.errors import UnsupportedError
 from cumulo.host import cgroups
-from cumulo.host.info import HostInfo
+from tests.helpers import build_busybox_rootfs, container_skip_reason, host_info
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime]
 
-APPLETS = ("sh", "cat", "echo", "sleep", "ps", "id", "hostname", "head", "dd", "yes", "true",
-           "ls", "mount", "seq", "wc")
 IDLE = ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("runc", "conmon"):
-        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-            return f"needs {tool}"
-    return None
-
-
-if (_reason := _skip_reason()) is not None:
+if (_reason := container_skip_reason()) is not None:
     pytestmark.append(pytest.mark.skip(reason=_reason))
 
 
@@ -80,22 +68,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("image") / "rootfs"
-    for d in ("bin", "proc", "sys", "dev", "tmp", "etc"):
-        (root / d).mkdir(parents=True)
-    shutil.copy2(shutil.which("busybox") or "/bin/busybox", root / "bin" / "busybox")
-    for applet in APPLETS:
-        (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\n")
-    return root
-
-
-def host_info() -> HostInfo:
-    return HostInfo(cgroup_version=cgroups.version(), cpus=os.cpu_count() or 1,
-                    memory_bytes=os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
-                    userns=True, oci_runtimes={"runc": "1.1.5"}, oci_runtime_default="runc",
-                    conmon="2.1.6")
+    return build_busybox_rootfs(tmp_path_factory.mktemp("image"))
 
 
 def make_ctx(top: Path, parent: str) -> DriverContext:

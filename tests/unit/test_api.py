@@ -6,9 +6,21 @@ import json
 import time
 
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketTestSession
 
 from cumulo.services.host import Services
 from tests.unit.conftest import launch, wait_op
+
+
+def read_exec(ws: WebSocketTestSession) -> tuple[bytes, int]:
+    """All output of an exec stream and its exit code."""
+    out = b""
+    while True:
+        msg = ws.receive()
+        if msg.get("bytes"):
+            out += msg["bytes"][1:]
+        elif msg.get("text"):
+            return out, int(json.loads(msg["text"])["exit_code"])
 
 
 def state(api: TestClient, name: str) -> str:
@@ -53,13 +65,7 @@ def test_exec_websocket_streams_stdin_and_exit(api: TestClient) -> None:
         ws.send_text(json.dumps({"command": ["sh", "-c", "read l; echo got $l; exit 3"]}))
         ws.send_bytes(b"hello\n")
         ws.send_text(json.dumps({"eof": True}))
-        out, code = b"", None
-        while code is None:
-            msg = ws.receive()
-            if msg.get("bytes"):
-                out += msg["bytes"][1:]
-            elif msg.get("text"):
-                code = json.loads(msg["text"])["exit_code"]
+        out, code = read_exec(ws)
     assert out == b"got hello\n" and code == 3
 
 
@@ -68,13 +74,7 @@ def test_exec_websocket_tty(api: TestClient) -> None:
     with api.websocket_connect("/1.0/instances/tty/exec-ws") as ws:
         ws.send_text(json.dumps({"command": ["sh", "-c", "tty -s && echo isatty"],
                                  "tty": True}))
-        out, code = b"", None
-        while code is None:
-            msg = ws.receive()
-            if msg.get("bytes"):
-                out += msg["bytes"][1:]
-            elif msg.get("text"):
-                code = json.loads(msg["text"])["exit_code"]
+        out, code = read_exec(ws)
     assert b"isatty" in out and code == 0
 
 

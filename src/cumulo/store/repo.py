@@ -94,13 +94,17 @@ class Store:
             row.size, row.command = image.size, list(image.command)
             s.flush()
             for alias in image.aliases:
-                a = s.get(ImageAliasRow, alias)
-                if a is None:
-                    s.add(ImageAliasRow(name=alias, image_id=row.id))
-                else:
-                    a.image_id = row.id
+                self._point_alias(s, alias, row.id)
             s.flush()
             return self._image(s, row)
+
+    @staticmethod
+    def _point_alias(s: Session, alias: str, image_id: int) -> None:
+        a = s.get(ImageAliasRow, alias)
+        if a is None:
+            s.add(ImageAliasRow(name=alias, image_id=image_id))
+        else:
+            a.image_id = image_id
 
     def get_image(self, ref: str) -> Image:
         """By alias, full fingerprint, or a fingerprint prefix of 12+ characters."""
@@ -129,11 +133,7 @@ class Store:
     def set_alias(self, alias: str, ref: str) -> Image:
         with self.db.session() as s:
             row = self._image_row(s, ref)
-            a = s.get(ImageAliasRow, alias)
-            if a is None:
-                s.add(ImageAliasRow(name=alias, image_id=row.id))
-            else:
-                a.image_id = row.id
+            self._point_alias(s, alias, row.id)
             s.flush()
             return self._image(s, row)
 

@@ -189,9 +189,9 @@ class ContainerDriver:
             raise NotFoundError("instance", host_id)
         paths = self._paths(host_id, self._instance_dir(host_id))
         if current.status in (RunStatus.RUNNING, RunStatus.PAUSED):
-            self.runtime.kill(host_id, "KILL" if force else "TERM")
             if current.status == RunStatus.PAUSED:
                 self.runtime.resume(host_id)  # frozen tasks cannot act on signals
+            self.runtime.kill(host_id, "KILL" if force else "TERM")
             if not self._wait_stopped(host_id, paths, 0 if force else timeout):
                 self.runtime.kill(host_id, "KILL")
                 if not self._wait_stopped(host_id, paths, KILL_WAIT):
