@@ -232,7 +232,7 @@ class InstanceService:
                                {"instances": [f"{project}/{name}"]})
 
     def update_limits(self, project: str, name: str, changes: dict[str, Any]) -> Instance:
-        """Change limits; a running instance gets them at once (runc update)."""
+        """Change limits: at once on a running instance, at next start on a stopped one."""
         inst = self.get(project, name)
         guard(name, inst.state, Action.UPDATE)
         current = inst.limits.to_dict()
@@ -243,8 +243,7 @@ class InstanceService:
                 current[key] = value
         limits = self.check_limits(Limits.from_dict(current))
         with self._locked(inst):
-            if inst.state in (State.RUNNING, State.PAUSED):
-                self._driver(inst.type).update_limits(inst.host_id, limits)
+            self._driver(inst.type).update_limits(inst.host_id, limits)
             return self.store.update_instance(project, name, limits=limits)
 
     # exec and console
