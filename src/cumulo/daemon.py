@@ -78,12 +78,11 @@ def _bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def _bind_tcp(addr: str) -> socket.socket:
+def _parse_listen(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit():
-        raise CumuloError(f"invalid --listen {addr!r}: use HOST:PORT")
-    sock = socket.create_server((host.strip("[]"), int(port)), reuse_port=False)
-    return sock
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CumuloError(f"invalid --listen {addr!r}: use HOST:PORT, e.g. 127.0.0.1:8443")
+    return host.strip("[]"), int(port)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -94,25 +93,32 @@ def run(args: argparse.Namespace) -> None:
     tag = hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]
     cgroup_parent = args.cgroup_parent or (f"cumulo-{tag}" if custom else "cumulo")
     kinds = dict(item.split("=", 1) for item in args.driver) if args.driver else None
+    listen = _parse_listen(args.listen) if args.listen else None
+    if os.geteuid() != 0 and kinds is None:
+        raise CumuloError("cumulod must run as root: containers need namespaces, cgroups and"
+                          " mounts (only test drivers, --driver TYPE=fake, run without it)")
 
     sockets = [_bind_unix(sock_path)]
-    if args.listen:
-        sockets.append(_bind_tcp(args.listen))
-    host = probe()
-    for note in host.notes:
-        log.info("host: %s", note)
-    svc = build_services(state_dir, runtime_dir.resolve(), host, db_url=args.database,
-                         driver_kinds=kinds, cgroup_parent=cgroup_parent,
-                         oci_runtime=args.runtime)
-    app = create_app(svc)
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=False,
-                            ws="websockets-sansio")
-    server = uvicorn.Server(config)
-    log.info("cumulod %s serving %s (state %s)", __version__, sock_path, state_dir)
     try:
-        asyncio.run(server.serve(sockets=sockets))
+        if listen:
+            try:
+                sockets.append(socket.create_server(listen))
+            except OSError as err:
+                raise CumuloError(f"cannot listen on {args.listen}: {err.strerror}") from err
+        host = probe()
+        for note in host.notes:
+            log.info("host: %s", note)
+        svc = build_services(state_dir, runtime_dir.resolve(), host, db_url=args.database,
+                             driver_kinds=kinds, cgroup_parent=cgroup_parent,
+                             oci_runtime=args.runtime)
+        try:
+            config = uvicorn.Config(create_app(svc), log_level=args.log_level,
+                                    access_log=False, ws="websockets-sansio")
+            log.info("cumulod %s serving %s (state %s)", __version__, sock_path, state_dir)
+            asyncio.run(uvicorn.Server(config).serve(sockets=sockets))
+        finally:
+            svc.close()
     finally:
-        svc.close()
         for s in sockets:
             s.close()
         with contextlib.suppress(FileNotFoundError):

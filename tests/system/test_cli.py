@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -139,3 +141,42 @@ def test_container_survives_daemon_crash_and_restart(daemon: Daemon) -> None:
     assert daemon.cli("exec", "keep", "--", "echo", "still here").stdout == "still here\n"
     dead = json.loads(daemon.cli("info", "dies", "--format", "json").stdout)
     assert (dead["state"], dead["exit_code"]) == ("stopped", 3)
+
+
+def test_daemon_refuses_bad_start(tmp_path: Path) -> None:
+    cumulod = str(BIN / "cumulod")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        cumulod, "--state-dir", str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "cumulod must run as root" in r.stderr
+    r = subprocess.run([cumulod, "--state-dir", str(tmp_path / "s"), "--socket",
+                        str(tmp_path / "s.sock"), "--listen", "nonsense"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "invalid --listen 'nonsense'" in r.stderr
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_cli_over_tcp_with_cumulo_url(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = subprocess.Popen(
+        [str(BIN / "cumulod"), "--state-dir", str(tmp_path / "s"), "--socket",
+         str(tmp_path / "s.sock"), "--listen", f"127.0.0.1:{port}", "--driver",
+         "container=fake"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"PATH": "/usr/bin:/bin", "CUMULO_URL": f"http://127.0.0.1:{port}"}
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            r = subprocess.run([str(BIN / "cumulo"), "list", "--format", "json"], env=env,
+                               capture_output=True, text=True, timeout=30)
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
+        r = subprocess.run([str(BIN / "cumulo"), "info", "nope"], env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and r.stderr == "Error: instance 'nope' not found\n"
+    finally:
+        daemon.terminate()
+        daemon.wait(30)

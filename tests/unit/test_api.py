@@ -214,3 +214,15 @@ def test_projects_are_separate(api: TestClient, svc: Services) -> None:
     assert [i["name"] for i in api.get("/1.0/instances", params={"project": "team"}).json()
             ] == ["same"]
     assert api.get("/1.0/instances", params={"project": "ghost"}).status_code == 404
+
+
+def test_protocol_errors_use_the_error_format(api: TestClient) -> None:
+    r = api.get("/1.0/nothing-here")
+    assert r.status_code == 404 and r.json() == {"error": "Not Found", "type": "HTTPError"}
+    r = api.patch("/1.0/instances")
+    assert r.status_code == 405 and r.json()["type"] == "HTTPError"
+    r = api.post("/1.0/instances", content=b"{not json", headers={"content-type":
+                                                                  "application/json"})
+    assert r.status_code == 400 and r.json()["error"].startswith("invalid request")
+    r = api.get("/1.0/operations/x", params={"wait": "soon"})
+    assert r.status_code == 400 and "wait" in r.json()["error"]

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from cumulo import errors as e
 
@@ -46,6 +47,11 @@ def install(app: FastAPI) -> None:
     async def bad_request(_req: Request, err: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": _one_line(err), "type": "InvalidInputError"},
                             status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_req: Request, err: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(err.detail), "type": "HTTPError"},
+                            status_code=err.status_code, headers=err.headers)
 
     @app.exception_handler(Exception)
     async def internal(_req: Request, err: Exception) -> JSONResponse:
