@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -226,3 +227,13 @@ def test_protocol_errors_use_the_error_format(api: TestClient) -> None:
     assert r.status_code == 400 and r.json()["error"].startswith("invalid request")
     r = api.get("/1.0/operations/x", params={"wait": "soon"})
     assert r.status_code == 400 and "wait" in r.json()["error"]
+
+
+def test_no_user_namespaces_means_explicit_privileged(api: TestClient, svc: Services) -> None:
+    svc.instances.host = dataclasses.replace(svc.instances.host, userns=False)
+    r = api.post("/1.0/instances", json={"name": "u", "image": "testimg"})
+    assert r.status_code == 422 and "--privileged" in r.json()["error"]
+    assert api.get("/1.0/instances").json() == []
+    op = wait_op(api, api.post("/1.0/instances", json={"name": "u", "image": "testimg",
+                                                       "privileged": True}))
+    assert op["status"] == "success"

@@ -139,6 +139,11 @@ class InstanceService:
         driver = self._driver(req.type)
         image = self.store.get_image(req.image)
         limits = self.check_limits(req.limits)
+        if not req.privileged and not self.host.userns:
+            raise UnsupportedError(
+                "this host does not allow user namespaces (user.max_user_namespaces is 0),"
+                " so root in a container would be root on the host: enable them, or launch"
+                " with --privileged if that is what you want")
         command = list(req.command) if req.command else list(image.command)
         if not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
