@@ -51,7 +51,7 @@ if [ -n "$kver" ] && [ ! -f "$KERNEL_CACHE/$kver/vmlinuz" ]; then
 import lzma, pathlib, re, shutil, sys
 src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 want = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio-rng", "virtio_balloon",
-        "virtio_console", "ata_piix", "ata_generic", "sd_mod", "e1000", "crct10dif_generic"]
+        "virtio_console", "ata_piix", "ahci", "evdev", "button", "ata_generic", "sd_mod", "e1000", "crct10dif_generic"]
 files = {re.sub(r"\.ko(\.xz)?$", "", p.name).replace("-", "_"): p for p in src.rglob("*.ko*")}
 seen: set[str] = set()
 while want:
