@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import time
 import uuid
@@ -75,6 +76,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         driver.delete(host_id, top / "i" / host_id)
     assert not [p for p in psutil.process_iter(["cmdline"])
                 if str(top) in " ".join(p.info["cmdline"] or [])], "QEMU left running"
+    shutil.rmtree(top)   # disk images, initramfs cache, records: nothing stays in /tmp
 
 
 def wait_gone(pid: int, timeout: float = 30.0) -> None:
