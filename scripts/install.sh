@@ -16,6 +16,7 @@ PACKAGES=(
   runc crun conmon                   # OCI runtimes and the per-container monitor
   busybox-static                     # the local busybox image, no internet needed
   iproute2 nftables uidmap procps    # kernel networking tools, id maps, ps
+  qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -25,6 +26,50 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "==> apt-get install ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The guest kernel for VMs: Debian's, unpacked once into a cache (never committed).
+# Keep vmlinuz, modules.builtin and the virtio drivers the initramfs loads.
+KERNEL_CACHE=/var/cache/cumulo/kernel
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+kver=${kpkg#linux-image-}
+if [ -n "$kver" ] && [ ! -f "$KERNEL_CACHE/$kver/vmlinuz" ]; then
+  echo "==> fetching guest kernel $kpkg"
+  work=$(mktemp -d)
+  chmod 755 "$work"                  # apt-get download drops to the _apt user
+  dest="$KERNEL_CACHE/$kver.tmp"
+  trap 'rm -rf "$work" "$dest"' EXIT
+  (cd "$work" && apt-get download -qq "$kpkg" >/dev/null)
+  dpkg-deb -x "$work"/"$kpkg"_*.deb "$work/root"
+  rm -rf "$dest"
+  mkdir -p "$dest/modules"
+  cp "$work/root/boot/vmlinuz-$kver" "$dest/vmlinuz"
+  mods="$work/root/lib/modules/$kver"
+  cp "$mods"/modules.builtin "$dest/modules/"   # no modules.dep: depmod makes it at install
+  # the drivers for --io paravirt (virtio) and --io emulated (IDE disk, e1000), with their deps
+  python3 - "$mods" "$dest/modules" <<'PY'
+import lzma, pathlib, re, shutil, sys
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+want = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio-rng", "virtio_balloon",
+        "virtio_console", "ata_piix", "ahci", "evdev", "button", "ata_generic", "sd_mod", "e1000", "crct10dif_generic"]
+files = {re.sub(r"\.ko(\.xz)?$", "", p.name).replace("-", "_"): p for p in src.rglob("*.ko*")}
+seen: set[str] = set()
+while want:
+    name = want.pop().replace("-", "_")
+    if name in seen or name not in files:
+        continue
+    seen.add(name)
+    path = files[name]
+    (dst / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, dst / path.relative_to(src))
+    data = path.read_bytes()
+    data = lzma.decompress(data) if path.name.endswith(".xz") else data
+    m = re.search(rb"\0depends=([^\0]*)", data)
+    want += [d.decode() for d in (m.group(1).split(b",") if m else []) if d]
+PY
+  mv "$dest" "$KERNEL_CACHE/$kver"
+  rm -rf "$work"
+  trap - EXIT
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     is_root = os.geteuid() == 0
     have_runtime = bool(shutil.which("runc") or shutil.which("crun")) and bool(
         shutil.which("conmon"))
+    qemu_reason = qemu_skip_reason()
     for item in items:
+        if "qemu" in item.keywords and qemu_reason:
+            item.add_marker(pytest.mark.skip(reason=qemu_reason))
         if "root" in item.keywords and not is_root:
             item.add_marker(pytest.mark.skip(reason="needs root (namespaces, cgroups)"))
         if "runtime" in item.keywords and not have_runtime:
             item.add_marker(pytest.mark.skip(reason="needs runc or crun, and conmon"))
+
+
+def qemu_skip_reason() -> str | None:
+    """Why real QEMU guests cannot boot here, or None."""
+    if shutil.which("qemu-system-x86_64") is None:
+        return "needs qemu-system-x86_64 (scripts/install.sh installs qemu-system-x86)"
+    if not any(Path("/var/cache/cumulo/kernel").glob("*/vmlinuz")):
+        return "needs the guest kernel in /var/cache/cumulo/kernel (run scripts/install.sh)"
+    if shutil.which("busybox") is None:
+        return "needs busybox (busybox-static) for the guest initramfs"
+    return None

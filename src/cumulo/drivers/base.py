@@ -28,6 +28,7 @@ class InstanceSpec:
     limits: Limits = field(default_factory=Limits)
     privileged: bool = False         # no user namespace: root inside is root outside
     env: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)  # kind-specific, e.g. vm: accel, machine
 
 
 class RunStatus(StrEnum):

@@ -37,7 +37,13 @@ def _fake(ctx: DriverContext) -> InstanceDriver:
     return FakeDriver(ctx)
 
 
-FACTORIES: dict[str, DriverFactory] = {"container": _container, "fake": _fake}
+def _vm(ctx: DriverContext) -> InstanceDriver:
+    from cumulo.drivers.vm.driver import VmDriver
+
+    return VmDriver(ctx)
+
+
+FACTORIES: dict[str, DriverFactory] = {"container": _container, "fake": _fake, "vm": _vm}
 
 
 def create_driver(kind: str, ctx: DriverContext) -> InstanceDriver:

@@ -1,0 +1,1 @@
+"""Virtual machines on QEMU (KVM where the host can, TCG otherwise)."""

@@ -1,0 +1,353 @@
+"""Virtual machines on QEMU: a daemonized ``qemu-system-x86_64`` per instance, driven by QMP.
+
+Nothing is kept in memory: a record per instance under ``<state_dir>/vm/`` holds the
+QEMU spec; the pid file and QMP socket live under ``<runtime_dir>/vm/<host_id>/``;
+the serial console log lives in the instance dir. QEMU outlives the daemon, and a
+new driver object finds it again through the pid file and the socket.
+
+The guest boots Debian's kernel with our busybox initramfs (see ``initramfs``):
+PID 1 prints ``CUMULO-READY``, runs the instance command and prints
+``CUMULO-EXIT <code>`` before powering off, which is how the exit code gets out.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from cumulo.domain.limits import Limits
+from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState, RunStatus, Usage
+from cumulo.drivers.registry import DriverContext
+from cumulo.drivers.vm import initramfs, qmp
+from cumulo.drivers.vm.accel import choose_accel
+from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, Io, Machine, VmSpec, build_argv
+from cumulo.errors import (
+    ConflictError,
+    CumuloError,
+    DriverError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    RuntimeToolError,
+    UnsupportedError,
+)
+
+DEFAULT_MEMORY = 256 * MIB
+START_TIMEOUT = 30.0
+KILL_WAIT = 5.0
+POLL = 0.05
+CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
+# disk: an existing raw or .qcow2 file to attach; nic: "on" adds a NIC on an isolated hub
+OPTIONS = {"accel": "auto", "machine": "microvm", "io": "paravirt", "disk": "", "nic": "off"}
+EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
+
+
+def kernel_append(spec: InstanceSpec) -> str:
+    """The guest kernel command line: console, hostname and the command for our /init."""
+    script = "".join(f"export {k}={shlex.quote(v)}; " for k, v in spec.env.items())
+    script += "exec " + shlex.join(spec.command) if spec.command else ""
+    parts = ["console=ttyS0", "quiet", "panic=-1", f"cumulo.hostname={spec.hostname}"]
+    if script:
+        parts.append("cumulo.cmd=" + base64.b64encode(script.encode()).decode())
+    append = " ".join(parts)
+    if len(append) > CMDLINE_MAX:
+        raise InvalidInputError(f"the command and environment are too long for a VM"
+                                f" ({len(append)} bytes on the kernel command line,"
+                                f" at most {CMDLINE_MAX})")
+    return append
+
+
+class VmDriver:
+    """``InstanceDriver`` for QEMU virtual machines (KVM or TCG)."""
+
+    kind = "vm"
+
+    def __init__(self, ctx: DriverContext) -> None:
+        self.ctx = ctx
+        self._records = ctx.state_dir / "vm"
+        self._run = ctx.runtime_dir / "vm"
+        self.qemu = shutil.which(QEMU) or QEMU
+
+    # --- where things are -------------------------------------------------
+    def _record_path(self, host_id: str) -> Path:
+        return self._records / f"{host_id}.json"
+
+    def _record(self, host_id: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self._record_path(host_id).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise DriverError(f"unreadable record of VM {host_id!r}: {err}") from err
+        return data
+
+    def _write_record(self, host_id: str, record: dict[str, Any]) -> None:
+        self._records.mkdir(parents=True, exist_ok=True)
+        tmp = self._record_path(host_id).with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.rename(self._record_path(host_id))
+
+    def _vmspec(self, host_id: str) -> VmSpec:
+        rec = self._record(host_id)
+        if rec is None:
+            raise NotFoundError("instance", host_id)
+        return VmSpec.from_dict(rec["vm"])
+
+    def _pid(self, vm: VmSpec) -> int | None:
+        """QEMU's pid if it is alive and really the QEMU of this VM (pid files can go stale)."""
+        try:
+            pid = int(vm.pidfile.read_text().strip())
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE or str(vm.pidfile) not in proc.cmdline():
+                return None
+        except (OSError, ValueError, psutil.Error):
+            return None
+        return pid
+
+    def _wait_gone(self, pid: int, timeout: float) -> bool:
+        try:
+            psutil.Process(pid).wait(timeout)
+        except psutil.TimeoutExpired:
+            return False
+        except psutil.Error:
+            pass
+        return True
+
+    # --- lifecycle --------------------------------------------------------
+    def create(self, spec: InstanceSpec) -> None:
+        if self._record(spec.host_id) is not None:
+            raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
+        unknown = set(spec.options) - set(OPTIONS)
+        if unknown:
+            raise InvalidInputError(f"unknown VM option(s): {', '.join(sorted(unknown))}")
+        opts = {**OPTIONS, **spec.options}
+        choice = choose_accel(opts["accel"], self.ctx.host)
+        try:
+            machine, io = Machine(opts["machine"]), Io(opts["io"])
+        except ValueError as err:
+            raise InvalidInputError(f"{err}: machine is pc, q35 or microvm;"
+                                    " io is paravirt or emulated") from None
+        kernel = initramfs.find_kernel()
+        append = kernel_append(spec)
+        run = self._run / spec.host_id
+        try:
+            spec.instance_dir.mkdir(parents=True, exist_ok=True)
+            initrd = initramfs.ensure(kernel, self._records / "initramfs")
+            vm = VmSpec(
+                name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY,
+                vcpus=max(1, math.ceil(spec.limits.cpu or 1)), accel=choice.accel,
+                machine=machine, io=io, kernel=kernel.vmlinuz, initrd=initrd, append=append,
+                serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
+                pidfile=run / "qemu.pid", disk=Path(opts["disk"]) if opts["disk"] else None,
+                disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
+                nic=opts["nic"] == "on",
+            )
+            self._write_record(spec.host_id, {"instance_dir": str(spec.instance_dir),
+                                              "vm": vm.to_dict(), "notice": choice.notice})
+        except BaseException as err:
+            with contextlib.suppress(CumuloError):
+                self.delete(spec.host_id, spec.instance_dir)
+            if isinstance(err, OSError):
+                raise DriverError(f"cannot create VM {spec.host_id!r}: {err}") from err
+            raise
+
+    def notice(self, host_id: str) -> str | None:
+        """What the user should know about this VM (e.g. TCG because KVM is unusable)."""
+        rec = self._record(host_id)
+        return None if rec is None else rec.get("notice")
+
+    def start(self, spec: InstanceSpec) -> RunState:
+        host_id = spec.host_id
+        current = self.state(host_id)
+        if current.status == RunStatus.MISSING:
+            raise NotFoundError("instance", host_id)
+        if current.status != RunStatus.STOPPED:
+            raise InvalidStateError(host_id, current.status.value, "start")
+        vm = self._vmspec(host_id)
+        for path in (vm.kernel, vm.initrd):
+            if not path.is_file():
+                raise NotFoundError("VM boot file", str(path))
+        vm.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
+        vm.pidfile.unlink(missing_ok=True)
+        vm.qmp_socket.unlink(missing_ok=True)
+        argv = build_argv(vm, self.qemu)
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT,
+                                 stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            self._kill(vm)
+            raise DriverError(f"cannot start QEMU for {host_id!r}: {err}") from err
+        if res.returncode != 0:
+            raise RuntimeToolError(QEMU, argv[1:], res.returncode, res.stderr)
+        pid = self._pid(vm)
+        if pid is None:
+            raise DriverError(f"QEMU of {host_id!r} exited at once; see its console log")
+        deadline = time.monotonic() + START_TIMEOUT
+        while not qmp.reachable(vm.qmp_socket):
+            if time.monotonic() >= deadline or self._pid(vm) is None:
+                self._kill(vm)
+                raise DriverError(f"QMP socket of {host_id!r} never answered")
+            time.sleep(POLL)
+        return RunState(RunStatus.RUNNING, pid=pid)
+
+    def _exit_code(self, vm: VmSpec) -> int | None:
+        """The guest command's exit code, if /init reported one on the console."""
+        try:
+            data = vm.serial_log.read_bytes()
+        except OSError:
+            return None
+        found = EXIT_RE.findall(data)
+        return int(found[-1]) if found else None
+
+    def state(self, host_id: str) -> RunState:
+        if self._record(host_id) is None:
+            return RunState(RunStatus.MISSING)
+        vm = self._vmspec(host_id)
+        pid = self._pid(vm)
+        if pid is None:
+            return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
+        try:
+            status = qmp.query_status(vm.qmp_socket)
+        except DriverError:
+            status = "running"   # alive but busy or starting: QEMU is still the VM
+        if status in ("paused", "suspended"):
+            return RunState(RunStatus.PAUSED, pid=pid)
+        return RunState(RunStatus.RUNNING, pid=pid)
+
+    def _kill(self, vm: VmSpec) -> None:
+        """QMP quit, then SIGKILL; returns once QEMU is gone."""
+        pid = self._pid(vm)
+        if pid is None:
+            return
+        with contextlib.suppress(DriverError):
+            qmp.quit(vm.qmp_socket)
+        if self._wait_gone(pid, 2.0):
+            return
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        if not self._wait_gone(pid, KILL_WAIT):
+            raise DriverError(f"QEMU pid {pid} of {vm.name!r} did not die after SIGKILL")
+
+    def stop(self, host_id: str, timeout: float, force: bool) -> RunState:
+        """ACPI power button, wait ``timeout``, then quit and SIGKILL (at once with ``force``)."""
+        current = self.state(host_id)
+        if current.status == RunStatus.MISSING:
+            raise NotFoundError("instance", host_id)
+        vm = self._vmspec(host_id)
+        pid = current.pid
+        if pid is not None and not force:
+            with contextlib.suppress(DriverError):
+                if current.status == RunStatus.PAUSED:
+                    qmp.cont(vm.qmp_socket)   # a paused guest cannot see the button
+                qmp.system_powerdown(vm.qmp_socket)
+                self._wait_gone(pid, timeout)
+        self._kill(vm)
+        vm.qmp_socket.unlink(missing_ok=True)
+        return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
+
+    def pause(self, host_id: str) -> None:
+        current = self.state(host_id)
+        if current.status != RunStatus.RUNNING:
+            raise InvalidStateError(host_id, current.status.value, "pause")
+        qmp.stop(self._vmspec(host_id).qmp_socket)
+
+    def resume(self, host_id: str) -> None:
+        current = self.state(host_id)
+        if current.status != RunStatus.PAUSED:
+            raise InvalidStateError(host_id, current.status.value, "resume")
+        qmp.cont(self._vmspec(host_id).qmp_socket)
+
+    def delete(self, host_id: str, instance_dir: Path) -> None:
+        rec = self._record(host_id)
+        dirs = {instance_dir} | ({Path(rec["instance_dir"])} if rec else set())
+        if rec is not None:
+            vm = VmSpec.from_dict(rec["vm"])
+            pid = self._pid(vm)
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)   # delete is not graceful
+                if not self._wait_gone(pid, KILL_WAIT):
+                    raise DriverError(f"QEMU pid {pid} of {host_id!r} did not die")
+        try:
+            for d in dirs:
+                if d.exists():
+                    shutil.rmtree(d)
+            shutil.rmtree(self._run / host_id, ignore_errors=True)
+            self._record_path(host_id).unlink(missing_ok=True)
+        except OSError as err:
+            raise DriverError(f"cannot remove VM {host_id!r}: {err}") from err
+
+    # --- limits and usage ---------------------------------------------------
+    def update_limits(self, host_id: str, limits: Limits) -> None:
+        current = self.state(host_id)
+        if current.status == RunStatus.MISSING:
+            raise NotFoundError("instance", host_id)
+        rec = self._record(host_id)
+        assert rec is not None
+        vm = VmSpec.from_dict(rec["vm"])
+        memory = limits.memory or DEFAULT_MEMORY
+        vcpus = max(1, math.ceil(limits.cpu or 1))
+        if (memory, vcpus) == (vm.memory, vm.vcpus):
+            return
+        if current.status != RunStatus.STOPPED:
+            raise UnsupportedError("changing the vCPUs or memory of a running VM is not supported"
+                                   " yet: stop it first")
+        rec["vm"] = {**rec["vm"], "memory": memory, "vcpus": vcpus}
+        VmSpec.from_dict(rec["vm"])   # validate before writing
+        try:
+            self._write_record(host_id, rec)
+        except OSError as err:
+            raise DriverError(f"cannot rewrite the record of {host_id!r}: {err}") from err
+
+    def usage(self, host_id: str) -> Usage:
+        vm = self._vmspec(host_id)
+        pid = self._pid(vm)
+        if pid is None:
+            return Usage()
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                t = proc.cpu_times()
+                rss = proc.memory_info().rss
+                threads = proc.num_threads()
+        except psutil.Error:
+            return Usage()
+        return Usage(cpu_time_ns=int((t.user + t.system) * 1e9), memory_bytes=rss,
+                     pids=threads)
+
+    # --- processes and console ----------------------------------------------
+    def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
+        raise UnsupportedError("exec into a VM needs the guest agent (not yet)")
+
+    def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
+        vm = self._vmspec(host_id)
+        try:
+            with open(vm.serial_log, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if offset > size:
+                    offset = 0      # a new boot truncated the log
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return b"", offset
+        except OSError as err:
+            raise DriverError(f"cannot read console log {vm.serial_log}: {err}") from err
+        return data, offset + len(data)
+
+    def list_host_ids(self) -> list[str]:
+        if not self._records.is_dir():
+            return []
+        return sorted(p.stem for p in self._records.glob("*.json"))

@@ -1,0 +1,197 @@
+"""The guest's initramfs: static busybox, the needed kernel modules and our ``/init``.
+
+Written in the cpio "newc" format directly (no cpio binary on the host), gzipped, and
+cached by content hash, so every VM on the same kernel shares one file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import lzma
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cumulo.errors import DriverError, NotFoundError
+
+KERNEL_CACHE = Path("/var/cache/cumulo/kernel")
+READY = "CUMULO-READY"
+EXIT = "CUMULO-EXIT"
+
+# What /init loads, in this order after their dependencies; built-ins are skipped.
+WANTED_MODULES = (
+    "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_rng", "virtio_balloon",
+    "crct10dif_generic", "ata_piix", "ahci", "sd_mod", "e1000", "button", "evdev",
+)
+
+INIT = f"""#!/bin/sh
+# PID 1 of a Cumulo VM: mount, load drivers, run the instance command, power off.
+/bin/busybox --install -s /bin
+export PATH=/bin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /tmp /run
+for m in $(cat /etc/modules.order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+cmd=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    cumulo.hostname=*) hostname "${{arg#*=}}" ;;
+    cumulo.cmd=*) cmd=$(echo "${{arg#*=}}" | base64 -d) ;;
+  esac
+done
+# ACPI power button (QMP system_powerdown): stop the command, then power off
+acpid -c /etc/acpi -l /dev/null
+echo {READY}
+if [ -n "$cmd" ]; then
+  sh -c "$cmd" </dev/console &
+else
+  sh -c 'while :; do sleep 3600; done' &
+fi
+echo $! > /run/app.pid
+wait $!
+code=$?
+echo "{EXIT} $code"
+sync
+poweroff -f
+"""
+
+POWER_BUTTON = """#!/bin/sh
+kill -TERM $(cat /run/app.pid) 2>/dev/null
+"""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An unpacked Debian kernel: ``vmlinuz`` and a ``modules/`` tree."""
+
+    version: str
+    root: Path
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "vmlinuz"
+
+    @property
+    def modules(self) -> Path:
+        return self.root / "modules"
+
+
+def find_kernel(cache: Path = KERNEL_CACHE) -> Kernel:
+    """The newest cached kernel; NotFoundError tells how to get one."""
+    found = sorted(p for p in cache.glob("*") if (p / "vmlinuz").is_file()) if cache.is_dir() \
+        else []
+    if not found:
+        raise NotFoundError("guest kernel", f"{cache}/<version>/vmlinuz (run scripts/install.sh)")
+    return Kernel(found[-1].name, found[-1])
+
+
+def _modname(path: Path) -> str:
+    return re.sub(r"\.ko(\.xz|\.zst)?$", "", path.name).replace("-", "_")
+
+
+def _module_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return lzma.decompress(data) if path.name.endswith(".xz") else data
+
+
+def module_order(kernel: Kernel, wanted: tuple[str, ...] = WANTED_MODULES
+                 ) -> list[tuple[str, bytes]]:
+    """(name, uncompressed .ko) for every wanted loadable module, dependencies first."""
+    files = {_modname(p): p for p in kernel.modules.rglob("*.ko*")}
+    builtin_file = kernel.modules / "modules.builtin"
+    builtin = {_modname(Path(line.strip())) for line in builtin_file.read_text().splitlines()
+               } if builtin_file.exists() else set()
+    order: list[tuple[str, bytes]] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done or name in builtin or name not in files:
+            return
+        done.add(name)
+        data = _module_bytes(files[name])
+        m = re.search(rb"\0depends=([^\0]*)", data)
+        for dep in (m.group(1).split(b",") if m else []):
+            if dep:
+                visit(dep.decode().replace("-", "_"))
+        order.append((name, data))
+
+    for name in wanted:
+        visit(name)
+    return order
+
+
+class _Cpio:
+    """A minimal writer of the newc format the kernel unpacks."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.ino = 1
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)
+               ) -> None:
+        encoded = name.encode() + b"\0"
+        fields = (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1],
+                  len(encoded), 0)
+        self.buf.write(b"070701" + b"".join(b"%08X" % f for f in fields) + encoded)
+        self.buf.write(b"\0" * (-(110 + len(encoded)) % 4))
+        self.buf.write(data + b"\0" * (-len(data) % 4))
+        self.ino += 1
+
+    def dir(self, name: str) -> None:
+        self._entry(name, stat.S_IFDIR | 0o755)
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self._entry(name, stat.S_IFREG | mode, data)
+
+    def symlink(self, name: str, target: str) -> None:
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def chardev(self, name: str, major: int, minor: int) -> None:
+        self._entry(name, stat.S_IFCHR | 0o600, rdev=(major, minor))
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return self.buf.getvalue()
+
+
+def build(kernel: Kernel, busybox: Path | None = None) -> bytes:
+    """The gzipped cpio archive for ``kernel``."""
+    bb = busybox or Path(shutil.which("busybox") or "/bin/busybox")
+    if not bb.is_file():
+        raise NotFoundError("busybox", str(bb))
+    mods = module_order(kernel)
+    c = _Cpio()
+    for d in ("bin", "dev", "etc", "etc/acpi", "etc/acpi/PWRF", "lib", "lib/modules", "proc",
+              "sys", "root", "run", "tmp"):
+        c.dir(d)
+    c.chardev("dev/console", 5, 1)
+    c.file("bin/busybox", bb.read_bytes(), 0o755)
+    c.symlink("bin/sh", "busybox")
+    c.file("init", INIT.encode(), 0o755)
+    c.file("etc/acpi/PWRF/00000080", POWER_BUTTON.encode(), 0o755)
+    c.file("etc/modules.order", "".join(f"{name}\n" for name, _ in mods).encode())
+    for name, data in mods:
+        c.file(f"lib/modules/{name}.ko", data)
+    return gzip.compress(c.finish(), compresslevel=6, mtime=0)
+
+
+def ensure(kernel: Kernel, cache_dir: Path, busybox: Path | None = None) -> Path:
+    """Build (once per content) and return the path of the initramfs for ``kernel``."""
+    try:
+        data = build(kernel, busybox)
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        path = cache_dir / f"initramfs-{kernel.version}-{digest}.cpio.gz"
+        if not path.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(data)
+            tmp.rename(path)
+        return path
+    except OSError as err:
+        raise DriverError(f"cannot build the VM initramfs: {err}") from err

@@ -1,0 +1,182 @@
+"""The VM driver booting real QEMU guests on TCG: console marker, devices, lifecycle, cleanup.
+
+Each test boots at most one VM (128 MiB, TCG) in its own temp dir, deleted by a
+finaliser even on failure; no guest has a network beyond an isolated QEMU hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cumulo.domain.limits import Limits
+from cumulo.drivers.base import InstanceSpec, RunStatus
+from cumulo.drivers.registry import DriverContext
+from cumulo.drivers.vm.driver import VmDriver
+from cumulo.drivers.vm.qemu_cmd import MIB
+from cumulo.errors import UnsupportedError
+from cumulo.host.info import HostInfo
+from cumulo.host.probe import probe
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+
+BOOT_TIMEOUT = 60.0
+# the host these tests run on: PVM-only KVM, so auto means TCG (see HOST-NOTES.md)
+HOST = HostInfo(kvm="pvm", kvm_usable=False, cpus=os.cpu_count() or 1)
+SHOW_DEVICES = ("ls /sys/class/block; echo virtio=$(ls /sys/bus/virtio/devices | wc -l);"
+                " echo nic=$(basename $(readlink /sys/class/net/eth0/device/driver));"
+                " echo host=$(hostname); exit 7")
+
+
+@dataclass
+class Env:
+    ctx: DriverContext
+    driver: VmDriver
+    top: Path
+
+    def spec(self, command: list[str] | None = None, **options: str) -> InstanceSpec:
+        host_id = f"vm-{uuid.uuid4().hex[:6]}"
+        return InstanceSpec(host_id=host_id, hostname=f"g{host_id[3:]}",
+                            instance_dir=self.top / "i" / host_id, rootfs=self.top,
+                            command=command or [], limits=Limits(memory=128 * MIB),
+                            options={"accel": "auto", **options})
+
+    def console_until(self, host_id: str, marker: bytes, timeout: float = BOOT_TIMEOUT
+                      ) -> bytes:
+        data, offset = b"", 0
+        deadline = time.monotonic() + timeout
+        while marker not in data:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no {marker!r} on the console; got {data[-2000:]!r}")
+            chunk, offset = self.driver.read_console(host_id, offset)
+            data += chunk
+            time.sleep(0.05)
+        return data
+
+
+@pytest.fixture
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    top = Path(str(tmp_path_factory.mktemp("vm")))   # short paths: QMP sockets max 107 bytes
+    ctx = DriverContext(state_dir=top / "state", runtime_dir=top / "run",
+                        cgroup_parent="cumulo-test", host=HOST)
+    driver = VmDriver(ctx)
+    yield Env(ctx, driver, top)
+    for host_id in driver.list_host_ids():
+        driver.delete(host_id, top / "i" / host_id)
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if str(top) in " ".join(p.info["cmdline"] or [])], "QEMU left running"
+    shutil.rmtree(top)   # disk images, initramfs cache, records: nothing stays in /tmp
+
+
+def wait_gone(pid: int, timeout: float = 30.0) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).wait(timeout)
+
+
+@pytest.mark.parametrize(("machine", "io", "disk", "nic", "virtio"), [
+    ("microvm", "paravirt", "vda", "virtio_net", "4"),
+    ("pc", "emulated", "sda", "e1000", "0"),
+])
+def test_guest_boots_sees_its_device_family_and_returns_the_exit_code(
+        env: Env, machine: str, io: str, disk: str, nic: str, virtio: str) -> None:
+    image = env.top / "disk.raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(image), "8M"], check=True)
+    spec = env.spec(["sh", "-c", SHOW_DEVICES], machine=machine, io=io, disk=str(image),
+                    nic="on")
+    env.driver.create(spec)
+    assert env.driver.notice(spec.host_id) and "TCG" in env.driver.notice(spec.host_id)
+    started = time.monotonic()
+    state = env.driver.start(spec)
+    assert state.status == RunStatus.RUNNING and state.pid
+    env.console_until(spec.host_id, b"CUMULO-READY")
+    print(f"{machine}/{io}: CUMULO-READY after {time.monotonic() - started:.2f}s (TCG)")
+    out = env.console_until(spec.host_id, b"CUMULO-EXIT").decode(errors="replace")
+    assert re.search(rf"^{disk}\r?$", out, re.M), out
+    assert f"virtio={virtio}" in out and f"nic={nic}" in out
+    assert f"host={spec.hostname}" in out
+    wait_gone(state.pid)
+    final = env.driver.state(spec.host_id)
+    assert final.status == RunStatus.STOPPED and final.exit_code == 7
+
+
+def test_pause_resume_restart_of_the_daemon_and_graceful_stop(env: Env) -> None:
+    spec = env.spec(machine="pc")          # no command: /init idles until powered down
+    env.driver.create(spec)
+    pid = env.driver.start(spec).pid
+    assert pid is not None
+    env.console_until(spec.host_id, b"CUMULO-READY")
+    usage = env.driver.usage(spec.host_id)
+    assert usage.memory_bytes and usage.memory_bytes > 10 * MIB and usage.pids and usage.pids > 1
+    print(f"idle pc VM (TCG, 128M): QEMU RSS {usage.memory_bytes / MIB:.0f} MiB,"
+          f" {usage.pids} threads")
+    env.driver.pause(spec.host_id)
+    assert env.driver.state(spec.host_id).status == RunStatus.PAUSED
+    cpu = env.driver.usage(spec.host_id).cpu_time_ns or 0
+    time.sleep(0.5)
+    assert (env.driver.usage(spec.host_id).cpu_time_ns or 0) - cpu < 0.2e9  # vCPU stopped
+    # a new driver object (as after a daemon restart) finds the VM through its files
+    again = VmDriver(env.ctx)
+    assert again.state(spec.host_id).status == RunStatus.PAUSED
+    assert again.state(spec.host_id).pid == pid
+    again.resume(spec.host_id)
+    assert again.state(spec.host_id).status == RunStatus.RUNNING
+    with pytest.raises(UnsupportedError, match="stop it first"):
+        again.update_limits(spec.host_id, Limits(memory=256 * MIB))
+    started = time.monotonic()
+    state = again.stop(spec.host_id, timeout=30, force=False)
+    assert state.status == RunStatus.STOPPED and not psutil.pid_exists(pid)
+    # the power button reached /init: it stopped the idle loop and reported it
+    assert state.exit_code == 143, env.driver.read_console(spec.host_id, 0)[0][-500:]
+    assert time.monotonic() - started < 30
+    again.update_limits(spec.host_id, Limits(memory=256 * MIB, cpu=2))
+
+
+def test_forced_stop_and_delete_leave_nothing(env: Env) -> None:
+    spec = env.spec(["sh", "-c", "trap '' TERM; while :; do sleep 1; done"], machine="microvm")
+    env.driver.create(spec)
+    pid = env.driver.start(spec).pid
+    assert pid is not None
+    env.console_until(spec.host_id, b"CUMULO-READY")
+    started = time.monotonic()
+    state = env.driver.stop(spec.host_id, timeout=30, force=True)
+    assert state.status == RunStatus.STOPPED and state.exit_code is None
+    assert time.monotonic() - started < 5 and not psutil.pid_exists(pid)
+    assert env.driver.start(replace(spec)).status == RunStatus.RUNNING
+    env.driver.delete(spec.host_id, spec.instance_dir)
+    assert env.driver.state(spec.host_id).status == RunStatus.MISSING
+    assert not spec.instance_dir.exists()
+    assert not (env.ctx.runtime_dir / "vm" / spec.host_id).exists()
+    assert env.driver.list_host_ids() == []
+
+
+def test_kvm_where_unusable_is_refused_at_create(env: Env) -> None:
+    real = probe()
+    if real.kvm_usable:
+        pytest.skip("this host has usable KVM: --accel kvm is allowed")
+    driver = VmDriver(replace(env.ctx, host=real))
+    spec = replace(env.spec(), options={"accel": "kvm"})
+    started = time.monotonic()
+    with pytest.raises(UnsupportedError, match="PVM" if real.kvm == "pvm" else "kvm"):
+        driver.create(spec)
+    assert time.monotonic() - started < 1
+    assert env.driver.list_host_ids() == [] and not spec.instance_dir.exists()
+
+
+def test_exec_needs_the_guest_agent(env: Env) -> None:
+    from cumulo.drivers.base import ExecRequest
+
+    spec = env.spec()
+    env.driver.create(spec)
+    with pytest.raises(UnsupportedError, match="guest agent"):
+        env.driver.exec(spec.host_id, ExecRequest(["true"]))

@@ -1,0 +1,101 @@
+"""VM accelerator choice and the QEMU command line: pure, no QEMU needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cumulo.drivers.vm.accel import Accel, choose_accel
+from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, build_argv
+from cumulo.errors import InvalidInputError, UnsupportedError
+from cumulo.host.info import HostInfo
+
+PVM = HostInfo(kvm="pvm", kvm_usable=False)
+VMX = HostInfo(kvm="vmx", kvm_usable=True)
+NONE = HostInfo(kvm="none", kvm_usable=False)
+
+
+def test_auto_uses_kvm_only_when_usable() -> None:
+    assert choose_accel("auto", VMX).accel == Accel.KVM
+    assert choose_accel("auto", VMX).notice is None
+    fallback = choose_accel("auto", PVM)
+    assert fallback.accel == Accel.TCG and fallback.notice and "PVM" in fallback.notice
+    assert choose_accel("auto", NONE).accel == Accel.TCG
+
+
+def test_kvm_on_a_pvm_host_fails_at_once_with_the_reason() -> None:
+    with pytest.raises(UnsupportedError, match="PVM.*stock guest kernel"):
+        choose_accel("kvm", PVM)
+    with pytest.raises(UnsupportedError, match="no hardware virtualization"):
+        choose_accel("kvm", NONE)
+    assert choose_accel("kvm", VMX).accel == Accel.KVM
+    assert choose_accel("tcg", VMX).accel == Accel.TCG
+
+
+def test_unknown_accel_is_bad_input() -> None:
+    with pytest.raises(InvalidInputError):
+        choose_accel("xen", VMX)
+
+
+def spec(machine: Machine, io: Io, **kw: object) -> VmSpec:
+    t = Path("/t")
+    return VmSpec(name="vm1", memory=128 * MIB, vcpus=2, accel=Accel.TCG, machine=machine,
+                  io=io, kernel=t / "vmlinuz", initrd=t / "initrd", append="console=ttyS0",
+                  serial_log=t / "console.log", qmp_socket=t / "qmp.sock",
+                  pidfile=t / "qemu.pid", **kw)  # type: ignore[arg-type]
+
+
+def opt(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_microvm_uses_virtio_mmio_and_no_pci() -> None:
+    argv = build_argv(spec(Machine.MICROVM, Io.PARAVIRT, disk=Path("/d.raw"), nic=True))
+    assert opt(argv, "-M")[0].startswith("microvm")
+    devices = opt(argv, "-device")
+    assert devices and all("-pci" not in d for d in devices)
+    assert {"virtio-blk-device,drive=disk0", "virtio-net-device,netdev=net0",
+            "virtio-rng-device"} <= set(devices)
+    assert "virtio-balloon-device,id=balloon0" in devices
+
+
+def test_pc_paravirt_uses_pci_virtio_and_emulated_uses_ide_and_e1000() -> None:
+    para = opt(build_argv(spec(Machine.PC, Io.PARAVIRT, disk=Path("/d.raw"), nic=True)),
+               "-device")
+    assert {"virtio-blk-pci,drive=disk0", "virtio-net-pci,netdev=net0", "virtio-rng-pci",
+            "virtio-balloon-pci,id=balloon0"} <= set(para)
+    emu = opt(build_argv(spec(Machine.Q35, Io.EMULATED, disk=Path("/d.raw"), nic=True)),
+              "-device")
+    assert emu == ["ide-hd,drive=disk0,bus=ide.0", "e1000,netdev=net0"]
+
+
+def test_common_flags_daemonize_console_qmp_and_no_network() -> None:
+    argv = build_argv(spec(Machine.PC, Io.PARAVIRT))
+    assert argv[0] == "qemu-system-x86_64"
+    for flag in ("-nodefaults", "-no-user-config", "-daemonize", "-no-reboot"):
+        assert flag in argv
+    assert opt(argv, "-accel") == ["tcg"] and opt(argv, "-m") == ["128M"]
+    assert opt(argv, "-smp") == ["2"] and opt(argv, "-nic") == ["none"]
+    assert opt(argv, "-serial") == ["file:/t/console.log"]
+    assert opt(argv, "-qmp") == ["unix:/t/qmp.sock,server=on,wait=off"]
+    assert opt(argv, "-pidfile") == ["/t/qemu.pid"]
+    assert opt(argv, "-display") == ["none"]
+
+
+def test_nic_is_on_an_isolated_hub_only() -> None:
+    argv = build_argv(spec(Machine.PC, Io.EMULATED, nic=True))
+    assert opt(argv, "-netdev") == ["hubport,id=net0,hubid=0"]
+    assert "-nic" not in argv
+
+
+def test_bad_specs_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="microvm"):
+        spec(Machine.MICROVM, Io.EMULATED)
+    with pytest.raises(InvalidInputError, match="memory"):
+        VmSpec.from_dict({**spec(Machine.PC, Io.PARAVIRT).to_dict(), "memory": 1024})
+
+
+def test_spec_round_trips_through_json_form() -> None:
+    s = spec(Machine.Q35, Io.EMULATED, disk=Path("/d.qcow2"), disk_format="qcow2", nic=True)
+    assert VmSpec.from_dict(s.to_dict()) == s
