@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import Image, Instance, Operation, OpStatus
-from cumulo.errors import ConflictError, NotFoundError
+from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.repo import Store
 
 FP = "b" * 64
@@ -87,3 +88,12 @@ def test_operations(store: Store) -> None:
     assert store.fail_unfinished_operations("daemon stopped") == 1
     op = store.get_operation("op1")
     assert op.status == OpStatus.FAILURE and op.error == "daemon stopped"
+
+
+def test_database_from_a_newer_version_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    Store(url).close()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(StoreError, match="written by a newer version"):
+        Store(url)

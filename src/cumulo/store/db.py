@@ -9,6 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,6 +53,11 @@ def migrate(engine: Engine) -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+    except CommandError as err:  # e.g. a revision this version does not know
+        raise StoreError(
+            f"the database {engine.url!r} has a schema this cumulod does not know ({err});"
+            " it was written by a newer version: run that version, or use another state dir"
+        ) from err
     except SQLAlchemyError as err:
         raise StoreError(f"database migration failed: {err}") from err
 
