@@ -122,10 +122,12 @@ class Client:
 
     def create(self, name: str, image: str, *, type: str = "container",
                limits: dict[str, Any] | None = None, privileged: bool = False,
-               command: list[str] | None = None, start: bool = False,
-               project: str = "default", wait: bool = True) -> dict[str, Any]:
+               command: list[str] | None = None, options: dict[str, str] | None = None,
+               start: bool = False, project: str = "default", wait: bool = True
+               ) -> dict[str, Any]:
         body = {"name": name, "image": image, "type": type, "limits": limits or {},
-                "privileged": privileged, "command": command, "start": start}
+                "privileged": privileged, "command": command, "options": options or {},
+                "start": start}
         return self._op("POST", "/instances", wait, json=body, params={"project": project})
 
     def set_state(self, name: str, action: str, *, timeout: float = 30, force: bool = False,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
-from cumulo.services.host import Services
-from tests.unit.conftest import launch, wait_op
+from cumulo.api.app import create_app
+from cumulo.services.host import Services, build_services
+from tests.unit.conftest import HOST, add_test_image, launch, wait_op
 
 
 def read_exec(ws: WebSocketTestSession) -> tuple[bytes, int]:
@@ -237,3 +239,29 @@ def test_no_user_namespaces_means_explicit_privileged(api: TestClient, svc: Serv
     op = wait_op(api, api.post("/1.0/instances", json={"name": "u", "image": "testimg",
                                                        "privileged": True}))
     assert op["status"] == "success"
+
+
+def test_options_are_per_type(tmp_path: Path) -> None:
+    svc = build_services(tmp_path / "state", tmp_path / "run", HOST,
+                         driver_kinds={"container": "fake", "vm": "vm"})
+    add_test_image(svc)
+    try:
+        with TestClient(create_app(svc)) as api:
+            cases = [
+                ({"type": "container", "options": {"accel": "tcg"}}, "does not apply to a"
+                 " container"),
+                ({"type": "vm", "options": {"accel": "warp"}}, "invalid accel 'warp'"),
+                ({"type": "vm", "options": {"disk": "/etc/shadow"}}, "option 'disk' does not"
+                 " apply to a vm"),
+                ({"type": "vm", "options": {"machine": "isapc"}}, "use one of pc, q35, microvm"),
+            ]
+            for extra, message in cases:
+                r = api.post("/1.0/instances", json={"name": "o", "image": "testimg", **extra})
+                assert r.status_code == 400 and message in r.json()["error"], r.text
+            assert api.get("/1.0/instances").json() == []
+            op = wait_op(api, api.post("/1.0/instances", json={
+                "name": "o", "image": "testimg", "type": "container"}))
+            assert op["status"] == "success"
+            assert api.get("/1.0/instances/o").json()["options"] == {}
+    finally:
+        svc.close()

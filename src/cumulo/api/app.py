@@ -54,7 +54,7 @@ def create_app(svc: Services) -> FastAPI:
     def create_instance(body: s.InstanceCreate, project: str = PROJECT) -> JSONResponse:
         req = CreateRequest(name=body.name, image=body.image, type=body.type,
                             limits=limits_from(body.limits), privileged=body.privileged,
-                            command=body.command, start=body.start)
+                            command=body.command, options=body.options, start=body.start)
         return accepted(svc.instances.create(project, req))
 
     @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")

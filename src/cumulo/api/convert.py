@@ -38,7 +38,8 @@ def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = N
     return s.InstanceOut(
         name=inst.name, project=inst.project, type=inst.type, image=inst.image,
         state=inst.state.value, limits=inst.limits.to_dict(), privileged=inst.privileged,
-        command=inst.command, exit_code=inst.exit_code, last_error=inst.last_error,
+        command=inst.command, options=inst.options, exit_code=inst.exit_code,
+        last_error=inst.last_error,
         created_at=inst.created_at, pid=pid,
         usage=s.Usage(**asdict(usage)) if usage is not None else None,
     )

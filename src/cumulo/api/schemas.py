@@ -29,6 +29,9 @@ class InstanceCreate(Strict):
     limits: LimitsIn = LimitsIn()
     privileged: bool = False
     command: list[str] | None = None
+    options: dict[str, str] = Field(
+        {}, description="per type: a vm takes accel (auto|kvm|tcg), machine (microvm|pc|q35)"
+                        " and io (paravirt|emulated)")
     start: bool = False
 
 
@@ -58,6 +61,7 @@ class InstanceOut(BaseModel):
     limits: dict[str, Any]
     privileged: bool
     command: list[str]
+    options: dict[str, str]
     exit_code: int | None
     last_error: str | None
     created_at: datetime | None

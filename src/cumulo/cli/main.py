@@ -38,6 +38,11 @@ Pids = Annotated[int | None, typer.Option(help="max processes")]
 IoWeight = Annotated[int | None, typer.Option(help="relative block I/O share 10..1000")]
 Type = Annotated[str, typer.Option("--type", help="instance type")]
 Privileged = Annotated[bool, typer.Option(help="no user namespace: root inside is host root")]
+Accel = Annotated[str | None, typer.Option(help="vm: auto, kvm (hardware) or tcg (emulation)")]
+Machine = Annotated[str | None, typer.Option(
+    help="vm: pc (default), q35, or microvm (no firmware or PCI; can hang on TCG)")]
+IoFamily = Annotated[str | None, typer.Option(
+    "--io", help="vm: paravirt (virtio) or emulated (IDE disk, e1000 NIC)")]
 
 
 def client() -> Client:
@@ -55,10 +60,12 @@ def _limits(**kw: Any) -> dict[str, Any]:
 
 
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
-            command: list[str] | None, project: str, **limits: Any) -> None:
+            command: list[str] | None, project: str, options: dict[str, str | None],
+            **limits: Any) -> None:
     with client() as c:
         c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
-                 command=_argv(command) or None, start=start, project=project)
+                 command=_argv(command) or None, start=start, project=project,
+                 options={k: v for k, v in options.items() if v is not None})
     o.err.print(f"{'Launched' if start else 'Created'} {name}")
 
 
@@ -66,11 +73,13 @@ def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
 def launch(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
-           privileged: Privileged = False,
+           privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
+           io: IoFamily = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create and start an instance from IMAGE."""
-    _create(image, name, True, type_, privileged, command, project, cpu=cpu,
+    _create(image, name, True, type_, privileged, command, project,
+            {"accel": accel, "machine": machine, "io": io}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
 
@@ -79,11 +88,13 @@ def launch(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
 def create(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
-           privileged: Privileged = False,
+           privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
+           io: IoFamily = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create an instance from IMAGE without starting it."""
-    _create(image, name, False, type_, privileged, command, project, cpu=cpu,
+    _create(image, name, False, type_, privileged, command, project,
+            {"accel": accel, "machine": machine, "io": io}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
 
@@ -163,6 +174,7 @@ def info(name: str, fmt: FormatOpt = o.Format.table, project: ProjectOpt = "defa
         "name": inst["name"], "project": inst["project"], "type": inst["type"],
         "state": inst["state"], "pid": inst["pid"], "image": inst["image"][:12],
         "privileged": inst["privileged"], "command": inst["command"],
+        "options": inst["options"] or None,
         "limits": o.limits_text(inst["limits"]) or "none",
         "cpu time": f"{cpu_ns / 1e9:.2f}s" if cpu_ns is not None else None,
         "memory": format_size(usage.get("memory_bytes")),

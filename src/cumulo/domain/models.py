@@ -42,6 +42,7 @@ class Instance:
     limits: Limits = field(default_factory=Limits)
     privileged: bool = False
     command: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)   # per type, e.g. vm: accel
     exit_code: int | None = None
     last_error: str | None = None
     created_at: datetime | None = None

@@ -90,6 +90,8 @@ class InstanceDriver(Protocol):
     """One kind of instance. Methods are synchronous and may take seconds."""
 
     kind: str
+    # options users may set through the API, with their allowed values
+    option_choices: dict[str, tuple[str, ...]]
 
     def create(self, spec: InstanceSpec) -> None:
         """Prepare everything to start; on failure leave nothing behind."""

@@ -42,6 +42,7 @@ class _Fake:
 
 class FakeDriver:
     kind = "fake"
+    option_choices: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, ctx: DriverContext) -> None:
         self.ctx = ctx

@@ -9,7 +9,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class CreateRequest:
     limits: Limits = Limits()
     privileged: bool = False
     command: list[str] | None = None
+    options: dict[str, str] = field(default_factory=dict)
     start: bool = False
 
 
@@ -84,7 +85,21 @@ class InstanceService:
             instance_dir=self.instances_dir / inst.host_id,
             rootfs=self.image_root / inst.image / "rootfs",
             command=list(inst.command), limits=inst.limits, privileged=inst.privileged,
+            options=dict(inst.options),
         )
+
+    def check_options(self, type_: str, options: dict[str, str]) -> dict[str, str]:
+        """Only the options this type's driver offers, with their allowed values."""
+        choices = self._driver(type_).option_choices
+        for key, value in options.items():
+            if key not in choices:
+                offered = ", ".join(sorted(choices)) or "none"
+                raise InvalidInputError(
+                    f"option {key!r} does not apply to a {type_} (its options: {offered})")
+            if value not in choices[key]:
+                raise InvalidInputError(
+                    f"invalid {key} {value!r}: use one of {', '.join(choices[key])}")
+        return dict(options)
 
     def check_limits(self, limits: Limits) -> Limits:
         validate_limits(limits, self.host.cpus, self.host.memory_bytes)
@@ -139,6 +154,7 @@ class InstanceService:
         driver = self._driver(req.type)
         image = self.store.get_image(req.image)
         limits = self.check_limits(req.limits)
+        options = self.check_options(req.type, req.options)
         if not req.privileged and not self.host.userns:
             raise UnsupportedError(
                 "this host does not allow user namespaces (user.max_user_namespaces is 0),"
@@ -149,7 +165,8 @@ class InstanceService:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
         inst = self.store.add_instance(Instance(
             project=project, name=req.name, type=req.type, image=image.fingerprint,
-            state=State.CREATING, limits=limits, privileged=req.privileged, command=command))
+            state=State.CREATING, limits=limits, privileged=req.privileged, command=command,
+            options=options))
 
         def work(progress: Progress) -> dict[str, Any]:
             spec = self._spec(inst)

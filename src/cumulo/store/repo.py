@@ -160,7 +160,8 @@ class Store:
         return Instance(
             project=project.name, name=row.name, type=row.type, image=image.fingerprint,
             state=State(row.state), limits=Limits.from_dict(dict(row.limits)),
-            privileged=row.privileged, command=list(row.command), exit_code=row.exit_code,
+            privileged=row.privileged, command=list(row.command),
+            options=dict(row.options or {}), exit_code=row.exit_code,
             last_error=row.last_error, created_at=row.created_at,
         )
 
@@ -175,7 +176,7 @@ class Store:
                     project_id=self._project_id(s, inst.project), name=inst.name,
                     type=inst.type, image_id=image.id, state=inst.state.value,
                     limits=inst.limits.to_dict(), privileged=inst.privileged,
-                    command=list(inst.command),
+                    command=list(inst.command), options=dict(inst.options),
                 )
                 s.add(row)
                 s.flush()

@@ -67,6 +67,7 @@ class InstanceRow(Base):
     limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     privileged: Mapped[bool] = mapped_column(Boolean, default=False)
     command: Mapped[list[str]] = mapped_column(JSON, default=list)
+    options: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -42,6 +42,7 @@ class ContainerDriver:
     """``InstanceDriver`` for OS-level containers."""
 
     kind = "container"
+    option_choices: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, ctx: DriverContext) -> None:
         self.ctx = ctx

@@ -51,7 +51,8 @@ KILL_WAIT = 5.0
 POLL = 0.05
 CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 # disk: an existing raw or .qcow2 file to attach; nic: "on" adds a NIC on an isolated hub
-OPTIONS = {"accel": "auto", "machine": "microvm", "io": "paravirt", "disk": "", "nic": "off"}
+# machine: pc by default; microvm can hang calibrating its timers on TCG (no HPET/PM timer)
+OPTIONS = {"accel": "auto", "machine": "pc", "io": "paravirt", "disk": "", "nic": "off"}
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
 
 
@@ -74,6 +75,13 @@ class VmDriver:
     """``InstanceDriver`` for QEMU virtual machines (KVM or TCG)."""
 
     kind = "vm"
+
+    # "disk" and "nic" stay internal: a host path must never come from an API user
+    option_choices: dict[str, tuple[str, ...]] = {
+        "accel": ("auto", "kvm", "tcg"),
+        "machine": ("pc", "q35", "microvm"),
+        "io": ("paravirt", "emulated"),
+    }
 
     def __init__(self, ctx: DriverContext) -> None:
         self.ctx = ctx
@@ -130,6 +138,10 @@ class VmDriver:
     def create(self, spec: InstanceSpec) -> None:
         if self._record(spec.host_id) is not None:
             raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
+        if not Path(self.qemu).is_file():
+            raise UnsupportedError(
+                "qemu-system-x86_64 is not installed: run scripts/install.sh"
+                " (apt-get install qemu-system-x86)")
         unknown = set(spec.options) - set(OPTIONS)
         if unknown:
             raise InvalidInputError(f"unknown VM option(s): {', '.join(sorted(unknown))}")

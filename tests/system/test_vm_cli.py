@@ -1,0 +1,57 @@
+"""VMs through the CLI and a real daemon: QEMU (TCG on hosts without usable KVM)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from cumulo.host.probe import probe
+from tests.system.conftest import Daemon
+
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
+
+
+def wait_logs(daemon: Daemon, name: str, text: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (logs := daemon.cli("logs", name).stdout):
+        assert time.monotonic() < deadline, logs[-2000:]
+        time.sleep(0.3)
+    return logs
+
+
+def test_vm_lifecycle_from_the_cli(daemon: Daemon) -> None:
+    daemon.cli("image", "build", "busybox")
+    daemon.cli("launch", "busybox", "vm1", "--type", "vm", "--machine", "pc",
+               "--memory", "128MiB", "--", "sh", "-c", "echo hello-from-vm; sleep 600")
+    wait_logs(daemon, "vm1", "hello-from-vm")
+    info = json.loads(daemon.cli("info", "vm1", "--format", "json").stdout)
+    assert info["type"] == "vm" and info["state"] == "running" and info["pid"] > 0
+    assert info["options"] == {"machine": "pc"}
+    assert info["usage"]["memory_bytes"] > 0
+
+    r = daemon.cli("exec", "vm1", "--", "true", check=False)
+    assert r.returncode != 0 and "guest agent" in r.stderr
+
+    daemon.cli("pause", "vm1")
+    assert json.loads(daemon.cli("info", "vm1", "--format", "json").stdout)["state"] == \
+        "paused"
+    daemon.cli("resume", "vm1")
+    daemon.cli("stop", "vm1", "--timeout", "30")
+    assert json.loads(daemon.cli("info", "vm1", "--format", "json").stdout)["state"] == \
+        "stopped"
+    daemon.cli("delete", "vm1")
+    assert json.loads(daemon.cli("list", "--format", "json").stdout) == []
+
+
+def test_vm_bad_input(daemon: Daemon) -> None:
+    daemon.cli("image", "build", "busybox")
+    r = daemon.cli("launch", "busybox", "x", "--type", "vm", "--machine", "isapc", check=False)
+    assert r.returncode == 1 and "invalid machine 'isapc'" in r.stderr
+    r = daemon.cli("launch", "busybox", "x", "--accel", "tcg", check=False)
+    assert r.returncode == 1 and "does not apply to a container" in r.stderr
+    if not probe().kvm_usable:
+        r = daemon.cli("launch", "busybox", "x", "--type", "vm", "--accel", "kvm", check=False)
+        assert r.returncode == 1 and "kvm" in r.stderr.lower()
+    assert json.loads(daemon.cli("list", "--format", "json").stdout) == []
