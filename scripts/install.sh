@@ -16,6 +16,8 @@ PACKAGES=(
   runc crun conmon                   # OCI runtimes and the per-container monitor
   busybox-static                     # the local busybox image, no internet needed
   iproute2 nftables uidmap procps    # kernel networking tools, id maps, ps
+  dnsmasq-base                       # DHCP and DNS per virtual network
+  iperf3                             # throughput of virtual networks (bench, bandwidth tests)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
