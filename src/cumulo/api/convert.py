@@ -7,7 +7,7 @@ from typing import Any
 
 from cumulo.api import schemas as s
 from cumulo.domain.limits import Limits, parse_limit
-from cumulo.domain.models import Image, Instance, Operation
+from cumulo.domain.models import Image, Instance, Network, Operation
 from cumulo.domain.units import parse_size
 from cumulo.drivers.base import Usage
 
@@ -41,7 +41,12 @@ def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = N
         command=inst.command, exit_code=inst.exit_code, last_error=inst.last_error,
         created_at=inst.created_at, pid=pid,
         usage=s.Usage(**asdict(usage)) if usage is not None else None,
+        nics=[s.NicOut(**asdict(n)) for n in inst.nics],
     )
+
+
+def network_out(net: Network, used_by: list[str] | None = None) -> s.NetworkOut:
+    return s.NetworkOut(**asdict(net), used_by=used_by or [])
 
 
 def image_out(img: Image) -> s.ImageOut:

@@ -28,6 +28,8 @@ class InstanceSpec:
     limits: Limits = field(default_factory=Limits)
     privileged: bool = False         # no user namespace: root inside is root outside
     env: dict[str, str] = field(default_factory=dict)
+    # join this network namespace (wired by the service) instead of a new, loopback-only one
+    netns_path: Path | None = None
 
 
 class RunStatus(StrEnum):

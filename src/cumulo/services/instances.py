@@ -33,6 +33,7 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.host.info import HostInfo
+from cumulo.services.networks import NetworkService, NicRequest
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
 
@@ -48,14 +49,17 @@ class CreateRequest:
     privileged: bool = False
     command: list[str] | None = None
     start: bool = False
+    networks: tuple[NicRequest, ...] = ()
 
 
 class InstanceService:
     """Keeps the store and the host in agreement about instances."""
 
     def __init__(self, store: Store, ops: Operations, drivers: dict[str, InstanceDriver],
-                 host: HostInfo, state_dir: Path, image_root: Path) -> None:
+                 host: HostInfo, state_dir: Path, image_root: Path,
+                 networks: NetworkService) -> None:
         self.store, self.ops, self.drivers, self.host = store, ops, drivers, host
+        self.networks = networks
         self.instances_dir = state_dir / "instances"
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.image_root = image_root
@@ -84,6 +88,7 @@ class InstanceService:
             instance_dir=self.instances_dir / inst.host_id,
             rootfs=self.image_root / inst.image / "rootfs",
             command=list(inst.command), limits=inst.limits, privileged=inst.privileged,
+            netns_path=self.networks.netns_path(inst),
         )
 
     def check_limits(self, limits: Limits) -> Limits:
@@ -142,9 +147,11 @@ class InstanceService:
         command = list(req.command) if req.command else list(image.command)
         if not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
+        nics = self.networks.plan_nics(project, f"{project}_{req.name}", list(req.networks))
         inst = self.store.add_instance(Instance(
             project=project, name=req.name, type=req.type, image=image.fingerprint,
-            state=State.CREATING, limits=limits, privileged=req.privileged, command=command))
+            state=State.CREATING, limits=limits, privileged=req.privileged, command=command,
+            nics=nics))
 
         def work(progress: Progress) -> dict[str, Any]:
             spec = self._spec(inst)
@@ -154,6 +161,8 @@ class InstanceService:
                     driver.create(spec)
                     self.store.update_instance(project, inst.name, state=State.STOPPED)
                     if req.start:
+                        progress(0.6, "wiring network")
+                        self.networks.attach(inst)
                         progress(0.7, "starting")
                         driver.start(spec)
                         self.store.update_instance(project, inst.name, state=State.RUNNING)
@@ -172,6 +181,10 @@ class InstanceService:
             driver.delete(inst.host_id, self.instances_dir / inst.host_id)
         except CumuloError as err:
             log.error("cleanup of %s failed: %s", inst.host_id, err)
+        try:
+            self.networks.detach(inst)
+        except CumuloError as err:
+            log.error("network cleanup of %s failed: %s", inst.host_id, err)
         shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
         with contextlib.suppress(NotFoundError):
             self.store.delete_instance(inst.project, inst.name)
@@ -188,6 +201,7 @@ class InstanceService:
             with self._locked(inst):
                 progress(0.3, "removing from host")
                 driver.delete(inst.host_id, self.instances_dir / inst.host_id)
+                self.networks.detach(inst)
                 shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
                 self.store.delete_instance(project, name)
 
@@ -214,6 +228,7 @@ class InstanceService:
                 if action in (Action.START, Action.RESTART):
                     progress(0.6, "starting")
                     try:
+                        self.networks.attach(current)
                         driver.start(spec)
                     except CumuloError as err:
                         self.store.update_instance(project, name, state=State.STOPPED,
