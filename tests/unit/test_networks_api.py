@@ -59,7 +59,9 @@ def test_nics_get_addresses_and_block_network_delete(api: TestClient, svc: Servi
     b = api.get("/1.0/instances/b").json()["nics"][0]
     assert (a["ip"], b["ip"]) == ("10.50.0.2", "10.50.0.77")
     assert a["mac"] != b["mac"]
-    assert len(fake(svc).namespaces) == 2
+    assert {p.host_name for _, p in fake(svc).nics.values()} == {a["host_name"], b["host_name"]}
+    assert {str(ns) for ns, _ in fake(svc).nics.values()} == {
+        f"/proc/{api.get('/1.0/instances/' + n).json()['pid']}/ns/net" for n in "ab"}
     r = api.delete("/1.0/networks/blue")
     assert r.status_code == 409 and "used by a, b" in r.json()["error"]
     assert api.get("/1.0/networks/blue").json()["used_by"] == ["a", "b"]
@@ -68,7 +70,7 @@ def test_nics_get_addresses_and_block_network_delete(api: TestClient, svc: Servi
     assert api.get("/1.0/instances/a").json()["nics"][0] == a
     for name in ("a", "b"):
         wait_op(api, api.delete("/1.0/instances/" + name, params={"force": True}))
-    assert fake(svc).namespaces == {}
+    assert fake(svc).nics == {}
     assert api.delete("/1.0/networks/blue").status_code == 204
     assert fake(svc).bridges == {} and fake(svc).isolated == []
 
@@ -93,4 +95,4 @@ def test_bad_nic_requests_change_nothing(api: TestClient, svc: Services) -> None
 def test_no_network_means_no_netns(api: TestClient, svc: Services) -> None:
     launch(api, "plain")
     assert api.get("/1.0/instances/plain").json()["nics"] == []
-    assert fake(svc).namespaces == {}
+    assert fake(svc).nics == {}

@@ -119,3 +119,4 @@ def test_network_namespace_is_joined_when_given() -> None:
     joined = build_config(spec(netns_path=Path("/run/cumulo/netns/default_web")), "/c/x")
     assert {"type": "network", "path": "/run/cumulo/netns/default_web"} in \
         joined["linux"]["namespaces"]
+

@@ -79,6 +79,8 @@ class FakeDriver:
                          "HOSTNAME": spec.hostname, **spec.env})
             except OSError as err:
                 raise DriverError(f"cannot start {spec.command[0]}: {err.strerror}") from err
+        if spec.on_created is not None:
+            spec.on_created(item.proc.pid)
         return self.state(spec.host_id)
 
     def _signal(self, item: _Fake, sig: signal.Signals) -> None:

@@ -40,7 +40,7 @@ class HostNetwork(Protocol):
         """Traffic between any two of ``bridges`` is dropped; none removes our table."""
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
-        """Create ``netns`` if needed and wire every NIC into it."""
+        """Wire every NIC into the existing namespace ``netns`` (a /proc/PID/ns/net path)."""
 
-    def detach(self, netns: Path, host_names: list[str]) -> None:
-        """Remove the NICs and the namespace's bind mount."""
+    def detach(self, host_names: list[str]) -> None:
+        """Remove the NICs' host ends (gone already is fine)."""

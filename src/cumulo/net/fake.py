@@ -13,7 +13,7 @@ class FakeNetwork:
         self.host = list(host or [])
         self.bridges: dict[str, IPv4Interface] = {}
         self.isolated: list[str] = []
-        self.namespaces: dict[Path, list[NicPlan]] = {}
+        self.nics: dict[str, tuple[Path, NicPlan]] = {}  # by host name
 
     def addresses(self) -> list[IPv4Interface]:
         return [*self.host, *self.bridges.values()]
@@ -28,7 +28,8 @@ class FakeNetwork:
         self.isolated = sorted(bridges)
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
-        self.namespaces[netns] = list(nics)
+        self.nics.update({n.host_name: (netns, n) for n in nics})
 
-    def detach(self, netns: Path, host_names: list[str]) -> None:
-        self.namespaces.pop(netns, None)
+    def detach(self, host_names: list[str]) -> None:
+        for name in host_names:
+            self.nics.pop(name, None)

@@ -28,5 +28,5 @@ class LinuxNetwork:
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         nic.attach(netns, nics)
 
-    def detach(self, netns: Path, host_names: list[str]) -> None:
-        nic.detach(netns, host_names)
+    def detach(self, host_names: list[str]) -> None:
+        nic.detach(host_names)

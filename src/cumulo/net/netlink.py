@@ -1,30 +1,26 @@
 """Thin typed netlink calls: the only module that imports pyroute2.
 
 Everything runs in the caller's network namespace unless a ``netns`` path is
-given (``/proc/PID/ns/net``, ``/run/netns/NAME``, or a bind mount of our own);
-pyroute2 then opens its socket inside that namespace. Errors from the kernel
+given (``/proc/PID/ns/net`` or ``/run/netns/NAME``); pyroute2 then opens its
+socket inside that namespace. Errors from the kernel
 come out as ``DriverError`` with the object's name in the message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cumulo.errors import DriverError
 
 IFNAMSIZ = 15
-TOOL_TIMEOUT = 10.0
 
 
 @contextlib.contextmanager
@@ -51,53 +47,6 @@ def _index(ipr: Any, name: str) -> int | None:
 def _check_name(name: str) -> None:
     if not name or len(name) > IFNAMSIZ or "/" in name:
         raise DriverError(f"invalid interface name {name!r}")
-
-
-# --- network namespaces ------------------------------------------------------
-def create_netns(path: Path) -> None:
-    """A new, empty network namespace kept alive by a bind mount on ``path``."""
-    if netns_exists(path):
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(exist_ok=True)
-    try:
-        subprocess.run(["unshare", f"--net={path}", "true"], check=True,
-                       capture_output=True, text=True, timeout=TOOL_TIMEOUT)
-    except (OSError, subprocess.SubprocessError) as err:
-        path.unlink(missing_ok=True)
-        detail = getattr(err, "stderr", "") or err
-        raise DriverError(f"cannot create network namespace {path}: {detail}") from err
-    with _ipr(path, f"network namespace {path}") as ipr:
-        ipr.link("set", index=_index(ipr, "lo"), state="up")
-
-
-def netns_exists(path: Path) -> bool:
-    """True if ``path`` is a bind mount of a network namespace (not just a file)."""
-    try:
-        return os.stat(path).st_dev != os.stat(path.parent).st_dev
-    except FileNotFoundError:
-        return False
-
-
-def remove_netns(path: Path) -> None:
-    """Unmount and remove ``path``; the namespace goes when nothing else holds it."""
-    if netns_exists(path):
-        try:
-            pr_netns.remove(str(path))
-        except OSError as err:
-            if err.errno != errno.ENOENT:
-                raise DriverError(f"cannot remove network namespace {path}: {err}") from err
-    path.unlink(missing_ok=True)
-
-
-def set_sysctl(netns: Path, key: str, value: str) -> None:
-    """Write a per-namespace sysctl (``net.ipv4...``) inside ``netns``."""
-    try:
-        subprocess.run(["nsenter", f"--net={netns}", "sysctl", "-q", "-w", f"{key}={value}"],
-                       check=True, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
-    except (OSError, subprocess.SubprocessError) as err:
-        raise DriverError(f"cannot set {key} in {netns}: "
-                          f"{getattr(err, 'stderr', '') or err}") from err
 
 
 # --- links -------------------------------------------------------------------
@@ -152,9 +101,8 @@ def create_veth_into(host_name: str, bridge: str, netns: Path, peer_name: str, m
             br = _index(ipr, bridge)
             if br is None:
                 raise DriverError(f"bridge {bridge} does not exist")
-            if _index(ipr, host_name) is None:
-                ipr.link("add", ifname=host_name, kind="veth",
-                         peer={"ifname": peer_name, "address": mac, "net_ns_fd": fd})
+            ipr.link("add", ifname=host_name, kind="veth",
+                     peer={"ifname": peer_name, "address": mac, "net_ns_fd": fd})
             idx = _index(ipr, host_name)
             ipr.link("set", index=idx, master=br, state="up")
     finally:

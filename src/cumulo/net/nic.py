@@ -1,4 +1,10 @@
-"""A container NIC: a veth pair, host end on the bridge, inside end in the instance's netns."""
+"""A container NIC: a veth pair, host end on the bridge, inside end in the instance's netns.
+
+The namespace is the instance's own (``/proc/PID/ns/net`` right after the runtime
+created it), owned by its user namespace: root inside may use raw sockets and
+mount its /sys, and exec can join it. It goes away with PID 1, and the veth
+with it; the next start wires a new pair with the same MAC and IP.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +13,18 @@ from pathlib import Path
 from cumulo.net import netlink
 from cumulo.net.base import NicPlan
 
-# Unprivileged containers do not own their netns: let any group use ICMP echo sockets.
-PING_GROUPS = ("net.ipv4.ping_group_range", "0 2147483647")
-
 
 def attach(netns: Path, nics: list[NicPlan]) -> None:
-    fresh = not netlink.netns_exists(netns)
-    netlink.create_netns(netns)
     try:
-        if fresh:
-            netlink.set_sysctl(netns, *PING_GROUPS)
         for nic in nics:
+            netlink.delete_link(nic.host_name)  # a stale end whose netns is still dying
             netlink.create_veth_into(nic.host_name, nic.bridge, netns, nic.inside_name, nic.mac)
             netlink.configure_nic(netns, nic.inside_name, nic.address, nic.gateway)
     except BaseException:
-        if fresh:
-            detach(netns, [n.host_name for n in nics])
+        detach([n.host_name for n in nics])
         raise
 
 
-def detach(netns: Path, host_names: list[str]) -> None:
+def detach(host_names: list[str]) -> None:
     for name in host_names:
         netlink.delete_link(name)
-    netlink.remove_netns(netns)

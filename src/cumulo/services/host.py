@@ -53,7 +53,7 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
         drivers[type_] = create_driver(kind, ctx)
     image_root = state_dir / "images"
     images = ImageService(store, ops, image_root)
-    networks = NetworkService(store, _host_network(net_kind, state_dir), runtime_dir)
+    networks = NetworkService(store, _host_network(net_kind, state_dir))
     networks.reconcile()
     instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks)
     instances.reconcile()

@@ -88,7 +88,7 @@ class InstanceService:
             instance_dir=self.instances_dir / inst.host_id,
             rootfs=self.image_root / inst.image / "rootfs",
             command=list(inst.command), limits=inst.limits, privileged=inst.privileged,
-            netns_path=self.networks.netns_path(inst),
+            on_created=(lambda pid: self.networks.attach(inst, pid)) if inst.nics else None,
         )
 
     def check_limits(self, limits: Limits) -> Limits:
@@ -161,8 +161,6 @@ class InstanceService:
                     driver.create(spec)
                     self.store.update_instance(project, inst.name, state=State.STOPPED)
                     if req.start:
-                        progress(0.6, "wiring network")
-                        self.networks.attach(inst)
                         progress(0.7, "starting")
                         driver.start(spec)
                         self.store.update_instance(project, inst.name, state=State.RUNNING)
@@ -225,10 +223,10 @@ class InstanceService:
                     run = driver.stop(inst.host_id, timeout, force)
                     self.store.update_instance(project, name, state=State.STOPPED,
                                                exit_code=run.exit_code)
+                    self.networks.detach(current)
                 if action in (Action.START, Action.RESTART):
                     progress(0.6, "starting")
                     try:
-                        self.networks.attach(current)
                         driver.start(spec)
                     except CumuloError as err:
                         self.store.update_instance(project, name, state=State.STOPPED,

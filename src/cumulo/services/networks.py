@@ -31,9 +31,8 @@ class NicRequest:
 
 
 class NetworkService:
-    def __init__(self, store: Store, host_net: HostNetwork, runtime_dir: Path) -> None:
+    def __init__(self, store: Store, host_net: HostNetwork) -> None:
         self.store, self.host_net = store, host_net
-        self.netns_dir = runtime_dir / "netns"
         self._lock = threading.Lock()  # one network change at a time: subnets, addresses
 
     # networks
@@ -119,14 +118,9 @@ class NetworkService:
             raise InvalidInputError("give each network at most once")
         return nics
 
-    def netns_path(self, inst: Instance) -> Path | None:
-        """Where the instance's network namespace is mounted; None without NICs."""
-        return self.netns_dir / inst.host_id if inst.nics else None
-
-    def attach(self, inst: Instance) -> None:
-        """Wire the instance's NICs (idempotent: also after a host reboot)."""
-        path = self.netns_path(inst)
-        if path is None:
+    def attach(self, inst: Instance, pid: int) -> None:
+        """Wire the instance's NICs into the netns of its PID 1 (created, not yet running)."""
+        if not inst.nics:
             return
         plans = []
         for nic in inst.nics:
@@ -139,12 +133,11 @@ class NetworkService:
                 bridge=network.bridge, mac=nic.mac,
                 address=IPv4Interface(f"{nic.ip}/{prefix}"),
                 gateway=IPv4Address(network.gateway)))
-        self.host_net.attach(path, plans)
+        self.host_net.attach(Path(f"/proc/{pid}/ns/net"), plans)
 
     def detach(self, inst: Instance) -> None:
-        path = self.netns_path(inst)
-        if path is not None:
-            self.host_net.detach(path, [n.host_name for n in inst.nics])
+        if inst.nics:
+            self.host_net.detach([n.host_name for n in inst.nics])
 
     # daemon start
     def reconcile(self) -> None:
