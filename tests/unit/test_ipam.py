@@ -75,3 +75,19 @@ def test_mac_is_stable_local_unicast() -> None:
     assert mac == ipam.mac_for(b"default_web/0") != ipam.mac_for(b"default_db/0")
     first = int(mac.split(":")[0], 16)
     assert first & 0x02 and not first & 0x01
+
+
+@pytest.mark.parametrize("text, bits", [
+    ("20Mbit", 20_000_000), ("500kbit", 500_000), ("1G", 10**9), ("1.5mbit", 1_500_000)])
+def test_rates_parse_to_bits(text: str, bits: int) -> None:
+    from cumulo.net import tc
+
+    assert tc.parse_rate(text) == bits
+
+
+@pytest.mark.parametrize("text", ["fast", "20MB", "1bit", "100Gbit"])
+def test_bad_rates_are_refused(text: str) -> None:
+    from cumulo.net import tc
+
+    with pytest.raises(InvalidInputError, match="rate"):
+        tc.parse_rate(text)

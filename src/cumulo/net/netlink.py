@@ -9,6 +9,7 @@ come out as ``DriverError`` with the object's name in the message.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface
@@ -128,3 +129,27 @@ def host_addresses(netns: Path | None = None) -> list[IPv4Interface]:
     with _ipr(netns, "list addresses") as ipr:
         return [IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
                 for a in ipr.get_addr(family=2)]
+
+
+def set_tbf(name: str, bits: int, burst: int, latency_ms: int = 50,
+            netns: Path | None = None) -> None:
+    """A token bucket of ``bits``/s and ``burst`` bytes as the root qdisc of ``name``."""
+    with _ipr(netns, f"rate limit on {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            raise DriverError(f"link {name} does not exist")
+        ipr.tc("replace", "tbf", index=idx, handle=0x10000, rate=f"{bits}bit", burst=burst,
+               latency=f"{latency_ms}ms")
+
+
+def clear_root_qdisc(name: str, netns: Path | None = None) -> None:
+    """Remove ``name``'s root qdisc (none set, or link gone, is fine)."""
+    with _ipr(netns, f"rate limit on {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return
+        try:
+            ipr.tc("del", index=idx, root=True)
+        except NetlinkError as err:
+            if err.code != errno.EINVAL:  # EINVAL: only the default qdisc is there
+                raise
