@@ -82,6 +82,7 @@ def netd(tmp_path: Path) -> Iterator[NetDaemon]:
                 cg.rmdir()
             shutil.rmtree(d.state_dir, ignore_errors=True)
     assert not leftovers(d.cgroup_parent)
+    assert ns not in sh("ip", "netns", "list").stdout
 
 
 def nic(d: NetDaemon, name: str) -> dict[str, object]:

@@ -96,3 +96,18 @@ def test_no_network_means_no_netns(api: TestClient, svc: Services) -> None:
     launch(api, "plain")
     assert api.get("/1.0/instances/plain").json()["nics"] == []
     assert fake(svc).nics == {}
+
+
+def test_concurrent_launches_get_distinct_addresses(api: TestClient, svc: Services) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    api.post("/1.0/networks", json={"name": "blue", "subnet": "10.70.0.0/24"})
+
+    def create(i: int) -> int:
+        return api.post("/1.0/instances", json={
+            "name": f"c{i}", "image": "testimg", "networks": [{"network": "blue"}]}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(create, range(16))) == {202}
+    ips = [api.get(f"/1.0/instances/c{i}").json()["nics"][0]["ip"] for i in range(16)]
+    assert len(set(ips)) == 16

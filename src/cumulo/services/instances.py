@@ -147,11 +147,13 @@ class InstanceService:
         command = list(req.command) if req.command else list(image.command)
         if not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
-        nics = self.networks.plan_nics(project, f"{project}_{req.name}", list(req.networks))
-        inst = self.store.add_instance(Instance(
-            project=project, name=req.name, type=req.type, image=image.fingerprint,
-            state=State.CREATING, limits=limits, privileged=req.privileged, command=command,
-            nics=nics))
+        with self.networks.lock:
+            nics = self.networks.plan_nics(project, f"{project}_{req.name}",
+                                           list(req.networks))
+            inst = self.store.add_instance(Instance(
+                project=project, name=req.name, type=req.type, image=image.fingerprint,
+                state=State.CREATING, limits=limits, privileged=req.privileged,
+                command=command, nics=nics))
 
         def work(progress: Progress) -> dict[str, Any]:
             spec = self._spec(inst)

@@ -33,7 +33,8 @@ class NicRequest:
 class NetworkService:
     def __init__(self, store: Store, host_net: HostNetwork) -> None:
         self.store, self.host_net = store, host_net
-        self._lock = threading.Lock()  # one network change at a time: subnets, addresses
+        # one change at a time: subnets, and addresses from plan_nics to the stored NIC
+        self.lock = threading.RLock()
 
     # networks
     def list_in(self, project: str) -> list[Network]:
@@ -48,7 +49,7 @@ class NetworkService:
     def create(self, project: str, name: str, subnet: str | None = None) -> Network:
         """Validate, record, then build the bridge; a failure leaves nothing."""
         validate_name(name)
-        with self._lock:
+        with self.lock:
             others = {f"{n.project}/{n.name}": IPv4Network(n.subnet)
                       for n in self.store.list_networks()}
             if any(n.name == name for n in self.store.list_networks(project)):
@@ -75,7 +76,7 @@ class NetworkService:
             return network
 
     def delete(self, project: str, name: str) -> None:
-        with self._lock:
+        with self.lock:
             network = self.store.get_network(project, name)
             users = self.store.network_users(project, name)
             if users:
@@ -96,7 +97,10 @@ class NetworkService:
 
     # NICs
     def plan_nics(self, project: str, host_id: str, requests: list[NicRequest]) -> list[Nic]:
-        """MAC and IP for each requested NIC, checked now so bad input changes nothing."""
+        """MAC and IP for each requested NIC, checked now so bad input changes nothing.
+
+        Hold ``lock`` until the NICs are stored, or two instances may get one address.
+        """
         nics: list[Nic] = []
         taken: dict[str, list[IPv4Address]] = {}
         for index, req in enumerate(requests):

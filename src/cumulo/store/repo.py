@@ -196,7 +196,7 @@ class Store:
                 return self._instance(s, row)
         except StoreError as err:
             if isinstance(err.__cause__, IntegrityError):
-                if "nics" in str(err):
+                if "nic" in str(err.__cause__):  # nics.ip (SQLite), uq_nic_... (PostgreSQL)
                     raise ConflictError(
                         f"an address of instance {inst.name!r} was just taken: retry") from err
                 raise ConflictError(f"instance {inst.name!r} already exists") from err
