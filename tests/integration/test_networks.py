@@ -133,6 +133,10 @@ def test_networks_connect_isolate_and_leave_nothing(netd: NetDaemon) -> None:
     assert d.ping("a", "10.210.0.50")
     assert not d.ping("c", a_ip)
     assert not d.ping("a", c_ip)
+    counters = nic(d, "a")["counters"]
+    assert isinstance(counters, dict)
+    assert counters["rx_packets"] >= 1 and counters["tx_packets"] >= 1
+    assert "packets" in d.cli("info", "a").stdout
     links = d.cli("exec", "plain", "--", "ls", "/sys/class/net").stdout.split()
     assert links == ["lo"]  # no network given: loopback only, as before
 

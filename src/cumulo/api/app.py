@@ -69,7 +69,8 @@ def create_app(svc: Services) -> FastAPI:
     @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")
     def get_instance(name: str, project: str = PROJECT) -> s.InstanceOut:
         inst = svc.instances.get(project, name)
-        return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst))
+        return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst),
+                            svc.networks.counters(inst))
 
     @r.patch("/instances/{name}", response_model=s.InstanceOut,
              summary="Change limits (applied live to a running instance)")

@@ -10,6 +10,7 @@ from cumulo.domain.limits import Limits, parse_limit
 from cumulo.domain.models import Image, Instance, Network, Operation
 from cumulo.domain.units import parse_size
 from cumulo.drivers.base import Usage
+from cumulo.net.base import NicCounters
 
 
 def limits_in(data: dict[str, Any]) -> dict[str, Any]:
@@ -33,15 +34,17 @@ def limits_from(model: s.LimitsIn) -> Limits:
                              if v is not None})
 
 
-def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = None
-                 ) -> s.InstanceOut:
+def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = None,
+                 counters: dict[str, NicCounters] | None = None) -> s.InstanceOut:
+    counters = counters or {}
     return s.InstanceOut(
         name=inst.name, project=inst.project, type=inst.type, image=inst.image,
         state=inst.state.value, limits=inst.limits.to_dict(), privileged=inst.privileged,
         command=inst.command, exit_code=inst.exit_code, last_error=inst.last_error,
         created_at=inst.created_at, pid=pid,
         usage=s.Usage(**asdict(usage)) if usage is not None else None,
-        nics=[s.NicOut(**asdict(n)) for n in inst.nics],
+        nics=[s.NicOut(**asdict(n), counters=s.NicCounters(**asdict(counters[n.host_name]))
+                       if n.host_name in counters else None) for n in inst.nics],
     )
 
 

@@ -55,12 +55,23 @@ class Usage(BaseModel):
     pids: int | None = None
 
 
+class NicCounters(BaseModel):
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+    rx_dropped: int
+    tx_dropped: int
+
+
 class NicOut(BaseModel):
     network: str
     index: int
     mac: str
     ip: str
     host_name: str
+    counters: NicCounters | None = Field(
+        None, description="as the instance sees it; only on a single instance while running")
 
 
 class InstanceOut(BaseModel):

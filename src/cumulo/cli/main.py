@@ -185,9 +185,18 @@ def info(name: str, fmt: FormatOpt = o.Format.table, project: ProjectOpt = "defa
         "memory peak": format_size(usage.get("memory_peak_bytes")),
         "processes": usage.get("pids"), "exit code": inst["exit_code"],
         "last error": inst["last_error"],
-        "nics": [f"eth{n['index']} {n['network']} {n['ip']} {n['mac']}"
-                 for n in inst.get("nics", [])] or "none",
+        "nics": [_nic_text(n) for n in inst.get("nics", [])] or "none",
     }, fmt)
+
+
+def _nic_text(nic: dict[str, Any]) -> str:
+    text = f"eth{nic['index']} {nic['network']} {nic['ip']} {nic['mac']}"
+    c = nic.get("counters")
+    if c:
+        text += (f" rx {format_size(c['rx_bytes'])} ({c['rx_packets']} packets)"
+                 f" tx {format_size(c['tx_bytes'])} ({c['tx_packets']} packets)"
+                 f" dropped {c['rx_dropped'] + c['tx_dropped']}")
+    return text
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

@@ -26,6 +26,18 @@ class NicPlan:
     gateway: IPv4Address
 
 
+@dataclass(frozen=True)
+class NicCounters:
+    """Traffic as the instance sees it (what it received, what it sent)."""
+
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+    rx_dropped: int = 0
+    tx_dropped: int = 0
+
+
 class HostNetwork(Protocol):
     """Bridges, isolation and NICs on this host. Every call is idempotent."""
 
@@ -44,3 +56,6 @@ class HostNetwork(Protocol):
 
     def detach(self, host_names: list[str]) -> None:
         """Remove the NICs' host ends (gone already is fine)."""
+
+    def counters(self, host_name: str) -> NicCounters | None:
+        """Counters of a NIC by its host end; None while it is not wired."""

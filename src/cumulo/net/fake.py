@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Interface
 from pathlib import Path
 
-from cumulo.net.base import NicPlan
+from cumulo.net.base import NicCounters, NicPlan
 
 
 class FakeNetwork:
@@ -29,6 +29,9 @@ class FakeNetwork:
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         self.nics.update({n.host_name: (netns, n) for n in nics})
+
+    def counters(self, host_name: str) -> NicCounters | None:
+        return NicCounters() if host_name in self.nics else None
 
     def detach(self, host_names: list[str]) -> None:
         for name in host_names:

@@ -6,7 +6,7 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 
 from cumulo.net import bridge, netlink, nft, nic
-from cumulo.net.base import NicPlan
+from cumulo.net.base import NicCounters, NicPlan
 
 
 class LinuxNetwork:
@@ -30,3 +30,12 @@ class LinuxNetwork:
 
     def detach(self, host_names: list[str]) -> None:
         nic.detach(host_names)
+
+    def counters(self, host_name: str) -> NicCounters | None:
+        st = netlink.link_stats(host_name)
+        if st is None:
+            return None
+        # the host end receives what the instance sends, and the other way round
+        return NicCounters(rx_bytes=st["tx_bytes"], tx_bytes=st["rx_bytes"],
+                           rx_packets=st["tx_packets"], tx_packets=st["rx_packets"],
+                           rx_dropped=st["tx_dropped"], tx_dropped=st["rx_dropped"])

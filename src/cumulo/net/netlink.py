@@ -124,6 +124,19 @@ def configure_nic(netns: Path, name: str, iface: IPv4Interface, gateway: IPv4Add
             ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
 
 
+STAT_KEYS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_dropped", "tx_dropped")
+
+
+def link_stats(name: str, netns: Path | None = None) -> dict[str, int] | None:
+    """The kernel's 64-bit counters of ``name``; None if the link is gone."""
+    with _ipr(netns, f"counters of {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return None
+        stats = ipr.get_links(idx)[0].get_attr("IFLA_STATS64")
+        return {k: int(stats[k]) for k in STAT_KEYS} if stats is not None else None
+
+
 def host_addresses(netns: Path | None = None) -> list[IPv4Interface]:
     """Every IPv4 address on the links of this (or ``netns``'s) namespace."""
     with _ipr(netns, "list addresses") as ipr:

@@ -35,7 +35,8 @@ def _nft(payload: dict[str, Any] | None, *args: str) -> str:
     except (OSError, subprocess.SubprocessError) as err:
         raise DriverError(f"nft failed: {err}") from err
     if r.returncode != 0:
-        raise DriverError(f"nft failed: {r.stderr.strip().splitlines()[-1:] or r.returncode}")
+        lines = r.stderr.strip().splitlines()
+        raise DriverError(f"nft failed: {lines[0] if lines else f'exit status {r.returncode}'}")
     return r.stdout
 
 

@@ -18,7 +18,7 @@ from cumulo.domain.models import Instance, Network, Nic
 from cumulo.domain.units import validate_name
 from cumulo.errors import ConflictError, CumuloError, InvalidInputError
 from cumulo.net import ipam
-from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicPlan
+from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
 from cumulo.store.repo import Store
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,19 @@ class NetworkService:
                 address=IPv4Interface(f"{nic.ip}/{prefix}"),
                 gateway=IPv4Address(network.gateway)))
         self.host_net.attach(Path(f"/proc/{pid}/ns/net"), plans)
+
+    def counters(self, inst: Instance) -> dict[str, NicCounters]:
+        """Live counters by NIC host name, for the NICs that are wired now."""
+        out: dict[str, NicCounters] = {}
+        for nic in inst.nics:
+            try:
+                found = self.host_net.counters(nic.host_name)
+            except CumuloError as err:
+                log.warning("cannot read counters of %s: %s", nic.host_name, err)
+                continue
+            if found is not None:
+                out[nic.host_name] = found
+        return out
 
     def detach(self, inst: Instance) -> None:
         if inst.nics:
