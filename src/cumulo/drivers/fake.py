@@ -81,7 +81,8 @@ class FakeDriver:
                 raise DriverError(f"cannot start {spec.command[0]}: {err.strerror}") from err
         if spec.on_created is not None:
             spec.on_created(item.proc.pid)
-        return self.state(spec.host_id)
+        # like the real driver: it was running, even if it exits before anyone looks
+        return RunState(RunStatus.RUNNING, pid=item.proc.pid)
 
     def _signal(self, item: _Fake, sig: signal.Signals) -> None:
         if item.proc is not None:
