@@ -18,14 +18,16 @@ BIN = Path(sys.executable).parent
 
 
 @contextmanager
-def bench_daemon() -> Iterator[tuple[Client, Path, str]]:
-    """Yields (client, state dir, cgroup parent); removes everything afterwards."""
+def bench_daemon(wrapper: list[str] | None = None) -> Iterator[tuple[Client, Path, str]]:
+    """Yields (client, state dir, cgroup parent); removes everything afterwards.
+
+    ``wrapper`` prefixes the daemon's command line (e.g. nsenter into a netns)."""
     tmp = Path(tempfile.mkdtemp(prefix="cumulo-bench-"))
     parent = f"cumulo-bench-{uuid.uuid4().hex[:6]}"
     sock = tmp / "cumulo.sock"
     proc = subprocess.Popen(
-        [str(BIN / "cumulod"), "--state-dir", str(tmp / "state"), "--socket", str(sock),
-         "--cgroup-parent", parent, "--log-level", "warning"],
+        [*(wrapper or []), str(BIN / "cumulod"), "--state-dir", str(tmp / "state"),
+         "--socket", str(sock), "--cgroup-parent", parent, "--log-level", "warning"],
         stdout=subprocess.DEVNULL, stderr=open(tmp / "cumulod.log", "wb"))  # noqa: SIM115
     client = Client(socket=str(sock), timeout=120)
     try:
@@ -45,6 +47,8 @@ def bench_daemon() -> Iterator[tuple[Client, Path, str]]:
         try:
             for inst in client.instances():
                 client.delete(inst["name"], force=True)
+            for net in client.networks():
+                client.delete_network(net["name"])
         finally:
             client.close()
             proc.terminate()

@@ -17,6 +17,8 @@ PACKAGES=(
   busybox-static                     # the local busybox image, no internet needed
   iproute2 nftables uidmap procps    # kernel networking tools, id maps, ps
   qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
+  dnsmasq-base                       # DHCP and DNS per virtual network
+  iperf3                             # throughput of virtual networks (bench, bandwidth tests)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

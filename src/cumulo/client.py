@@ -123,11 +123,11 @@ class Client:
     def create(self, name: str, image: str, *, type: str = "container",
                limits: dict[str, Any] | None = None, privileged: bool = False,
                command: list[str] | None = None, options: dict[str, str] | None = None,
-               start: bool = False, project: str = "default", wait: bool = True
-               ) -> dict[str, Any]:
+               start: bool = False, project: str = "default", wait: bool = True,
+               networks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         body = {"name": name, "image": image, "type": type, "limits": limits or {},
                 "privileged": privileged, "command": command, "options": options or {},
-                "start": start}
+                "start": start, "networks": networks or []}
         return self._op("POST", "/instances", wait, json=body, params={"project": project})
 
     def set_state(self, name: str, action: str, *, timeout: float = 30, force: bool = False,
@@ -209,6 +209,21 @@ class Client:
 
     def delete_alias(self, alias: str) -> None:
         self.request("DELETE", f"/image-aliases/{alias}")
+
+    # networks
+    def networks(self, project: str = "default") -> list[dict[str, Any]]:
+        return self.get("/networks", params={"project": project})  # type: ignore[no-any-return]
+
+    def network(self, name: str, project: str = "default") -> dict[str, Any]:
+        return self.get(f"/networks/{name}", params={"project": project})  # type: ignore[no-any-return]
+
+    def create_network(self, name: str, subnet: str | None = None, project: str = "default"
+                       ) -> dict[str, Any]:
+        return self.request("POST", "/networks", params={"project": project},  # type: ignore[no-any-return]
+                            json={"name": name, "subnet": subnet}).json()
+
+    def delete_network(self, name: str, project: str = "default") -> None:
+        self.request("DELETE", f"/networks/{name}", params={"project": project})
 
     def operations(self) -> list[dict[str, Any]]:
         return self.get("/operations")  # type: ignore[no-any-return]

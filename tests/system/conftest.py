@@ -29,12 +29,13 @@ class Daemon:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    wrapper: list[str] = field(default_factory=list)  # e.g. ip netns exec NAME
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(BIN / "cumulod"), "--state-dir", str(self.state_dir), "--socket",
-                 str(self.socket), "--cgroup-parent", self.cgroup_parent, "--log-level",
+                [*self.wrapper, str(BIN / "cumulod"), "--state-dir", str(self.state_dir),
+                 "--socket", str(self.socket), "--cgroup-parent", self.cgroup_parent, "--log-level",
                  "info"], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -30,7 +30,7 @@ def add_test_image(svc: Services, alias: str = "testimg") -> Image:
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Services]:
     services = build_services(tmp_path / "state", tmp_path / "run", HOST,
-                              driver_kinds={"container": "fake"})
+                              driver_kinds={"container": "fake"}, net_kind="fake")
     add_test_image(services)
     yield services
     for inst in services.store.list_instances():

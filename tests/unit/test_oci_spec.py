@@ -111,3 +111,12 @@ def test_update_resets_limits_left_out() -> None:
     assert res["memory"] == {"limit": 64 << 20, "swap": 64 << 20}
     assert res["cpu"] == {"quota": -1, "period": 100000, "shares": 1024, "cpus": "0-1"}
     assert res["pids"] == {"limit": -1}
+
+
+def test_network_namespace_is_joined_when_given() -> None:
+    alone = build_config(spec(), "/c/x")["linux"]["namespaces"]
+    assert {"type": "network"} in alone
+    joined = build_config(spec(netns_path=Path("/run/cumulo/netns/default_web")), "/c/x")
+    assert {"type": "network", "path": "/run/cumulo/netns/default_web"} in \
+        joined["linux"]["namespaces"]
+

@@ -97,3 +97,34 @@ def test_database_from_a_newer_version_is_a_clear_error(tmp_path: Path) -> None:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(StoreError, match="written by a newer version"):
         Store(url)
+
+
+def test_upgrade_from_0001_keeps_instances_and_adds_networks(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from cumulo.domain.models import Network, Nic
+    from cumulo.store.db import MIGRATIONS, make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    engine.dispose()
+    s = Store(url)  # upgrades to head
+    s.put_image(Image(fingerprint=FP, aliases=["x"]))
+    s.add_network(Network(project="default", name="blue", subnet="10.1.0.0/24",
+                          gateway="10.1.0.1", bridge="cu-b00000001"))
+    inst = s.add_instance(Instance(
+        project="default", name="web", type="container", image=FP,
+        nics=[Nic(network="blue", index=0, mac="0a:ce:00:00:00:01", ip="10.1.0.2",
+                  host_name="cu-v00000001")]))
+    assert [n.ip for n in inst.nics] == ["10.1.0.2"]
+    with pytest.raises(ConflictError, match="in use"):
+        s.delete_network("default", "blue")
+    s.delete_instance("default", "web")
+    s.delete_network("default", "blue")
+    assert s.list_networks() == []

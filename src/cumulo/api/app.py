@@ -11,12 +11,20 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from cumulo import __version__
 from cumulo.api import errors, exec_ws
 from cumulo.api import schemas as s
-from cumulo.api.convert import image_out, instance_out, limits_from, limits_in, operation_out
+from cumulo.api.convert import (
+    image_out,
+    instance_out,
+    limits_from,
+    limits_in,
+    network_out,
+    operation_out,
+)
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
 from cumulo.drivers.base import ExecRequest
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
+from cumulo.services.networks import NicRequest
 
 API = "1.0"
 ERR = {400: {"model": s.ErrorOut}, 404: {"model": s.ErrorOut}, 409: {"model": s.ErrorOut},
@@ -54,13 +62,15 @@ def create_app(svc: Services) -> FastAPI:
     def create_instance(body: s.InstanceCreate, project: str = PROJECT) -> JSONResponse:
         req = CreateRequest(name=body.name, image=body.image, type=body.type,
                             limits=limits_from(body.limits), privileged=body.privileged,
-                            command=body.command, options=body.options, start=body.start)
+                            command=body.command, options=body.options, start=body.start,
+                            networks=tuple(NicRequest(n.network, n.ip) for n in body.networks))
         return accepted(svc.instances.create(project, req))
 
     @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")
     def get_instance(name: str, project: str = PROJECT) -> s.InstanceOut:
         inst = svc.instances.get(project, name)
-        return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst))
+        return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst),
+                            svc.networks.counters(inst))
 
     @r.patch("/instances/{name}", response_model=s.InstanceOut,
              summary="Change limits (applied live to a running instance)")
@@ -140,6 +150,27 @@ def create_app(svc: Services) -> FastAPI:
     @r.delete("/image-aliases/{name:path}", status_code=204, summary="Remove an alias")
     def delete_alias(name: str) -> Response:
         svc.images.delete_alias(name)
+        return Response(status_code=204)
+
+    @r.get("/networks", response_model=list[s.NetworkOut], summary="List networks")
+    def list_networks(project: str = PROJECT) -> list[s.NetworkOut]:
+        return [network_out(n, svc.networks.users(project, n.name))
+                for n in svc.networks.list_in(project)]
+
+    @r.post("/networks", status_code=201, response_model=s.NetworkOut,
+            summary="Create a network: a bridge with its own subnet, isolated from others")
+    def create_network(body: s.NetworkCreate, project: str = PROJECT) -> s.NetworkOut:
+        return network_out(svc.networks.create(project, body.name, body.subnet))
+
+    @r.get("/networks/{name}", response_model=s.NetworkOut,
+           summary="A network and the instances on it")
+    def get_network(name: str, project: str = PROJECT) -> s.NetworkOut:
+        return network_out(svc.networks.get(project, name), svc.networks.users(project, name))
+
+    @r.delete("/networks/{name}", status_code=204,
+              summary="Delete a network no instance uses")
+    def delete_network(name: str, project: str = PROJECT) -> Response:
+        svc.networks.delete(project, name)
         return Response(status_code=204)
 
     @r.get("/operations", response_model=list[s.OperationOut], summary="Recent operations")

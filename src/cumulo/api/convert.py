@@ -7,9 +7,10 @@ from typing import Any
 
 from cumulo.api import schemas as s
 from cumulo.domain.limits import Limits, parse_limit
-from cumulo.domain.models import Image, Instance, Operation
+from cumulo.domain.models import Image, Instance, Network, Operation
 from cumulo.domain.units import parse_size
 from cumulo.drivers.base import Usage
+from cumulo.net.base import NicCounters
 
 
 def limits_in(data: dict[str, Any]) -> dict[str, Any]:
@@ -33,8 +34,9 @@ def limits_from(model: s.LimitsIn) -> Limits:
                              if v is not None})
 
 
-def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = None
-                 ) -> s.InstanceOut:
+def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = None,
+                 counters: dict[str, NicCounters] | None = None) -> s.InstanceOut:
+    counters = counters or {}
     return s.InstanceOut(
         name=inst.name, project=inst.project, type=inst.type, image=inst.image,
         state=inst.state.value, limits=inst.limits.to_dict(), privileged=inst.privileged,
@@ -42,7 +44,13 @@ def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = N
         last_error=inst.last_error,
         created_at=inst.created_at, pid=pid,
         usage=s.Usage(**asdict(usage)) if usage is not None else None,
+        nics=[s.NicOut(**asdict(n), counters=s.NicCounters(**asdict(counters[n.host_name]))
+                       if n.host_name in counters else None) for n in inst.nics],
     )
+
+
+def network_out(net: Network, used_by: list[str] | None = None) -> s.NetworkOut:
+    return s.NetworkOut(**asdict(net), used_by=used_by or [])
 
 
 def image_out(img: Image) -> s.ImageOut:

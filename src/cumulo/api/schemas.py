@@ -22,6 +22,11 @@ class LimitsIn(Strict):
     io_weight: int | None = Field(None, description="relative block I/O share, 10..1000")
 
 
+class NicIn(Strict):
+    network: str = Field(description="network name in the same project")
+    ip: str | None = Field(None, description="static IPv4 address; default: the next free one")
+
+
 class InstanceCreate(Strict):
     name: str
     image: str
@@ -33,6 +38,7 @@ class InstanceCreate(Strict):
         {}, description="per type: a vm takes accel (auto|kvm|tcg), machine (microvm|pc|q35)"
                         " and io (paravirt|emulated)")
     start: bool = False
+    networks: list[NicIn] = Field([], description="one NIC per entry; none: loopback only")
 
 
 class InstanceStateChange(Strict):
@@ -52,6 +58,25 @@ class Usage(BaseModel):
     pids: int | None = None
 
 
+class NicCounters(BaseModel):
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+    rx_dropped: int
+    tx_dropped: int
+
+
+class NicOut(BaseModel):
+    network: str
+    index: int
+    mac: str
+    ip: str
+    host_name: str
+    counters: NicCounters | None = Field(
+        None, description="as the instance sees it; only on a single instance while running")
+
+
 class InstanceOut(BaseModel):
     name: str
     project: str
@@ -67,6 +92,7 @@ class InstanceOut(BaseModel):
     created_at: datetime | None
     pid: int | None = None
     usage: Usage | None = None
+    nics: list[NicOut] = []
 
 
 class ExecIn(Strict):
@@ -130,3 +156,19 @@ class ServerOut(BaseModel):
     api_version: str
     version: str
     instance_types: list[str]
+
+
+class NetworkCreate(Strict):
+    name: str
+    subnet: str | None = Field(None, description="IPv4 CIDR; default: a free /24 of the pool")
+
+
+class NetworkOut(BaseModel):
+    name: str
+    project: str
+    subnet: str
+    gateway: str
+    bridge: str
+    isolated: bool
+    created_at: datetime | None
+    used_by: list[str] = []

@@ -21,11 +21,13 @@ alias_app = typer.Typer(no_args_is_help=True, help="Point names at images.")
 host_app = typer.Typer(no_args_is_help=True, help="What this host can do.")
 config_app = typer.Typer(no_args_is_help=True, help="Change an instance's limits.")
 op_app = typer.Typer(no_args_is_help=True, help="Long-running operations.")
+net_app = typer.Typer(no_args_is_help=True, help="Virtual networks: bridges, subnets, isolation.")
 app.add_typer(image_app, name="image")
 image_app.add_typer(alias_app, name="alias")
 app.add_typer(host_app, name="host")
 app.add_typer(config_app, name="config")
 app.add_typer(op_app, name="operation")
+app.add_typer(net_app, name="network")
 
 FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
 ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
@@ -43,6 +45,10 @@ Machine = Annotated[str | None, typer.Option(
     help="vm: pc (default), q35, or microvm (no firmware or PCI; can hang on TCG)")]
 IoFamily = Annotated[str | None, typer.Option(
     "--io", help="vm: paravirt (virtio) or emulated (IDE disk, e1000 NIC)")]
+NetworkOpt = Annotated[list[str] | None, typer.Option(
+    "--network", help="attach a NIC on this network (repeatable); none: loopback only")]
+IpOpt = Annotated[list[str] | None, typer.Option(
+    "--ip", help="static IPv4 address for the NIC of the matching --network")]
 
 
 def client() -> Client:
@@ -59,13 +65,21 @@ def _limits(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
+def _nics(networks: list[str] | None, ips: list[str] | None) -> list[dict[str, Any]]:
+    networks, ips = list(networks or []), list(ips or [])
+    if len(ips) > len(networks):
+        raise typer.BadParameter("each --ip needs a --network before it", param_hint="--ip")
+    return [{"network": n, "ip": ips[i] if i < len(ips) else None}
+            for i, n in enumerate(networks)]
+
+
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
             command: list[str] | None, project: str, options: dict[str, str | None],
-            **limits: Any) -> None:
+            nics: list[dict[str, Any]], **limits: Any) -> None:
     with client() as c:
         c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
                  command=_argv(command) or None, start=start, project=project,
-                 options={k: v for k, v in options.items() if v is not None})
+                 options={k: v for k, v in options.items() if v is not None}, networks=nics)
     o.err.print(f"{'Launched' if start else 'Created'} {name}")
 
 
@@ -74,12 +88,12 @@ def launch(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
-           io: IoFamily = None,
+           io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create and start an instance from IMAGE."""
     _create(image, name, True, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io}, cpu=cpu,
+            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip), cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
 
@@ -89,12 +103,12 @@ def create(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
-           io: IoFamily = None,
+           io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create an instance from IMAGE without starting it."""
     _create(image, name, False, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io}, cpu=cpu,
+            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip), cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
 
@@ -181,7 +195,18 @@ def info(name: str, fmt: FormatOpt = o.Format.table, project: ProjectOpt = "defa
         "memory peak": format_size(usage.get("memory_peak_bytes")),
         "processes": usage.get("pids"), "exit code": inst["exit_code"],
         "last error": inst["last_error"],
+        "nics": [_nic_text(n) for n in inst.get("nics", [])] or "none",
     }, fmt)
+
+
+def _nic_text(nic: dict[str, Any]) -> str:
+    text = f"eth{nic['index']} {nic['network']} {nic['ip']} {nic['mac']}"
+    c = nic.get("counters")
+    if c:
+        text += (f" rx {format_size(c['rx_bytes'])} ({c['rx_packets']} packets)"
+                 f" tx {format_size(c['tx_bytes'])} ({c['tx_packets']} packets)"
+                 f" dropped {c['rx_dropped'] + c['tx_dropped']}")
+    return text
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -301,6 +326,40 @@ def op_list(fmt: FormatOpt = o.Format.table) -> None:
         rows = c.operations()
     o.table(rows, [("ID", "id"), ("DESCRIPTION", "description"), ("STATUS", "status"),
                    ("ERROR", "error")], fmt)
+
+
+@net_app.command("create")
+def network_create(name: str, subnet: Annotated[str | None, typer.Option(
+        help="IPv4 CIDR, e.g. 10.20.30.0/24; default: a free /24 of 10.210.0.0/16")] = None,
+        project: ProjectOpt = "default") -> None:
+    """Create a network: a bridge with its own subnet, isolated from other networks."""
+    with client() as c:
+        net = c.create_network(name, subnet, project)
+    o.err.print(f"Created network {name} {net['subnet']} (gateway {net['gateway']})")
+
+
+@net_app.command("list")
+def network_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
+    """List networks."""
+    with client() as c:
+        rows = c.networks(project)
+    o.table(rows, [("NAME", "name"), ("SUBNET", "subnet"), ("GATEWAY", "gateway"),
+                   ("BRIDGE", "bridge"), ("USED BY", "used_by")], fmt)
+
+
+@net_app.command("info")
+def network_info(name: str, fmt: FormatOpt = o.Format.table,
+                 project: ProjectOpt = "default") -> None:
+    """A network and the instances on it."""
+    with client() as c:
+        o.key_values(c.network(name, project), fmt)
+
+
+@net_app.command("delete")
+def network_delete(name: str, project: ProjectOpt = "default") -> None:
+    """Delete a network no instance uses."""
+    with client() as c:
+        c.delete_network(name, project)
 
 
 def main() -> None:

@@ -33,6 +33,28 @@ class Image:
 
 
 @dataclass
+class Network:
+    project: str
+    name: str
+    subnet: str                      # CIDR, e.g. 10.210.0.0/24
+    gateway: str                     # the bridge's address, first host of the subnet
+    bridge: str                      # host link name, cu-b<hex>
+    isolated: bool = True            # no traffic to other networks (nor, for now, out)
+    created_at: datetime | None = None
+
+
+@dataclass
+class Nic:
+    """One NIC of an instance; MAC and IP are kept for the instance's whole life."""
+
+    network: str                     # network name, in the instance's project
+    index: int                       # eth<index> inside
+    mac: str
+    ip: str
+    host_name: str = ""              # host end of the veth, cu-v<hex>
+
+
+@dataclass
 class Instance:
     project: str
     name: str
@@ -46,6 +68,7 @@ class Instance:
     exit_code: int | None = None
     last_error: str | None = None
     created_at: datetime | None = None
+    nics: list[Nic] = field(default_factory=list)
 
     @property
     def host_id(self) -> str:

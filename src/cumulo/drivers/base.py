@@ -8,6 +8,7 @@ so ``delete`` can remove all of it, even after a half-finished ``create``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -29,6 +30,12 @@ class InstanceSpec:
     privileged: bool = False         # no user namespace: root inside is root outside
     env: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)  # kind-specific, e.g. vm: accel, machine
+    # join this existing network namespace instead of a new one (privileged containers only:
+    # a user-namespaced one could neither mount /sys nor exec into a netns the host owns)
+    netns_path: Path | None = None
+    # called with PID 1's host pid once its namespaces exist and before it runs: the
+    # service wires NICs into /proc/PID/ns/net there (the netns belongs to the instance)
+    on_created: Callable[[int], None] | None = field(default=None, compare=False)
 
 
 class RunStatus(StrEnum):

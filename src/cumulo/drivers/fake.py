@@ -80,7 +80,10 @@ class FakeDriver:
                          "HOSTNAME": spec.hostname, **spec.env})
             except OSError as err:
                 raise DriverError(f"cannot start {spec.command[0]}: {err.strerror}") from err
-        return self.state(spec.host_id)
+        if spec.on_created is not None:
+            spec.on_created(item.proc.pid)
+        # like the real driver: it was running, even if it exits before anyone looks
+        return RunState(RunStatus.RUNNING, pid=item.proc.pid)
 
     def _signal(self, item: _Fake, sig: signal.Signals) -> None:
         if item.proc is not None:

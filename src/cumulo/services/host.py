@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 from cumulo.drivers.base import InstanceDriver
 from cumulo.drivers.registry import DriverContext, create_driver
 from cumulo.host.info import HostInfo
+from cumulo.net.base import HostNetwork
 from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
+from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
 from cumulo.store.repo import Store
 
@@ -24,6 +27,7 @@ class Services:
     host: HostInfo
     instances: InstanceService
     images: ImageService
+    networks: NetworkService
 
     def close(self) -> None:
         self.ops.shutdown()
@@ -32,8 +36,10 @@ class Services:
 
 def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                    db_url: str | None = None, driver_kinds: dict[str, str] | None = None,
-                   cgroup_parent: str = "cumulo", oci_runtime: str | None = None) -> Services:
-    """``driver_kinds`` maps instance type to driver name (tests map container to fake)."""
+                   cgroup_parent: str = "cumulo", oci_runtime: str | None = None,
+                   net_kind: str = "linux") -> Services:
+    """``driver_kinds`` maps instance type to driver name (tests map container to fake);
+    ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     runtime_dir.mkdir(parents=True, exist_ok=True)
     store = Store(db_url or f"sqlite:///{state_dir / 'cumulo.db'}")
@@ -47,6 +53,19 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
         drivers[type_] = create_driver(kind, ctx)
     image_root = state_dir / "images"
     images = ImageService(store, ops, image_root)
-    instances = InstanceService(store, ops, drivers, host, state_dir, image_root)
+    networks = NetworkService(store, _host_network(net_kind, state_dir))
+    networks.reconcile()
+    instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks)
     instances.reconcile()
-    return Services(store, ops, host, instances, images)
+    return Services(store, ops, host, instances, images, networks)
+
+
+def _host_network(kind: str, state_dir: Path) -> HostNetwork:
+    """One nftables table per daemon, named after its state dir (several may coexist)."""
+    if kind == "fake":
+        from cumulo.net.fake import FakeNetwork
+
+        return FakeNetwork()
+    from cumulo.net.linux import LinuxNetwork
+
+    return LinuxNetwork(hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8])

@@ -33,6 +33,7 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.host.info import HostInfo
+from cumulo.services.networks import NetworkService, NicRequest
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
 
@@ -49,14 +50,17 @@ class CreateRequest:
     command: list[str] | None = None
     options: dict[str, str] = field(default_factory=dict)
     start: bool = False
+    networks: tuple[NicRequest, ...] = ()
 
 
 class InstanceService:
     """Keeps the store and the host in agreement about instances."""
 
     def __init__(self, store: Store, ops: Operations, drivers: dict[str, InstanceDriver],
-                 host: HostInfo, state_dir: Path, image_root: Path) -> None:
+                 host: HostInfo, state_dir: Path, image_root: Path,
+                 networks: NetworkService) -> None:
         self.store, self.ops, self.drivers, self.host = store, ops, drivers, host
+        self.networks = networks
         self.instances_dir = state_dir / "instances"
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.image_root = image_root
@@ -86,6 +90,7 @@ class InstanceService:
             rootfs=self.image_root / inst.image / "rootfs",
             command=list(inst.command), limits=inst.limits, privileged=inst.privileged,
             options=dict(inst.options),
+            on_created=(lambda pid: self.networks.attach(inst, pid)) if inst.nics else None,
         )
 
     def check_options(self, type_: str, options: dict[str, str]) -> dict[str, str]:
@@ -163,10 +168,13 @@ class InstanceService:
         command = list(req.command) if req.command else list(image.command)
         if not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
-        inst = self.store.add_instance(Instance(
-            project=project, name=req.name, type=req.type, image=image.fingerprint,
-            state=State.CREATING, limits=limits, privileged=req.privileged, command=command,
-            options=options))
+        with self.networks.lock:
+            nics = self.networks.plan_nics(project, f"{project}_{req.name}",
+                                           list(req.networks))
+            inst = self.store.add_instance(Instance(
+                project=project, name=req.name, type=req.type, image=image.fingerprint,
+                state=State.CREATING, limits=limits, privileged=req.privileged,
+                command=command, options=options, nics=nics))
 
         def work(progress: Progress) -> dict[str, Any]:
             spec = self._spec(inst)
@@ -194,6 +202,10 @@ class InstanceService:
             driver.delete(inst.host_id, self.instances_dir / inst.host_id)
         except CumuloError as err:
             log.error("cleanup of %s failed: %s", inst.host_id, err)
+        try:
+            self.networks.detach(inst)
+        except CumuloError as err:
+            log.error("network cleanup of %s failed: %s", inst.host_id, err)
         shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
         with contextlib.suppress(NotFoundError):
             self.store.delete_instance(inst.project, inst.name)
@@ -210,6 +222,7 @@ class InstanceService:
             with self._locked(inst):
                 progress(0.3, "removing from host")
                 driver.delete(inst.host_id, self.instances_dir / inst.host_id)
+                self.networks.detach(inst)
                 shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
                 self.store.delete_instance(project, name)
 
@@ -233,6 +246,7 @@ class InstanceService:
                     run = driver.stop(inst.host_id, timeout, force)
                     self.store.update_instance(project, name, state=State.STOPPED,
                                                exit_code=run.exit_code)
+                    self.networks.detach(current)
                 if action in (Action.START, Action.RESTART):
                     progress(0.6, "starting")
                     try:

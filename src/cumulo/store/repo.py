@@ -1,4 +1,4 @@
-"""Typed reads and writes of projects, images, instances and operations."""
+"""Typed reads and writes of projects, images, instances, networks and operations."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from sqlalchemy.orm import Session
 
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
-from cumulo.domain.models import Image, Instance, Operation, OpStatus, Project
+from cumulo.domain.models import Image, Instance, Network, Nic, Operation, OpStatus, Project
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
 from cumulo.store.tables import (
     ImageAliasRow,
     ImageRow,
     InstanceRow,
+    NetworkRow,
+    NicRow,
     OperationRow,
     ProjectRow,
     utcnow,
@@ -162,8 +164,15 @@ class Store:
             state=State(row.state), limits=Limits.from_dict(dict(row.limits)),
             privileged=row.privileged, command=list(row.command),
             options=dict(row.options or {}), exit_code=row.exit_code,
-            last_error=row.last_error, created_at=row.created_at,
+            last_error=row.last_error, created_at=row.created_at, nics=self._nics(s, row.id),
         )
+
+    @staticmethod
+    def _nics(s: Session, instance_id: int) -> list[Nic]:
+        q = (select(NicRow, NetworkRow.name).join(NetworkRow, NicRow.network_id == NetworkRow.id)
+             .where(NicRow.instance_id == instance_id).order_by(NicRow.idx))
+        return [Nic(network=net, index=n.idx, mac=n.mac, ip=n.ip, host_name=n.host_name)
+                for n, net in s.execute(q)]
 
     def add_instance(self, inst: Instance) -> Instance:
         """Insert a new instance; a duplicate name in the project is a ConflictError."""
@@ -180,9 +189,17 @@ class Store:
                 )
                 s.add(row)
                 s.flush()
+                for nic in inst.nics:
+                    net = self._network_row(s, inst.project, nic.network)
+                    s.add(NicRow(instance_id=row.id, network_id=net.id, idx=nic.index,
+                                 mac=nic.mac, ip=nic.ip, host_name=nic.host_name))
+                s.flush()
                 return self._instance(s, row)
         except StoreError as err:
             if isinstance(err.__cause__, IntegrityError):
+                if "nic" in str(err.__cause__):  # nics.ip (SQLite), uq_nic_... (PostgreSQL)
+                    raise ConflictError(
+                        f"an address of instance {inst.name!r} was just taken: retry") from err
                 raise ConflictError(f"instance {inst.name!r} already exists") from err
             raise
 
@@ -214,7 +231,77 @@ class Store:
 
     def delete_instance(self, project: str, name: str) -> None:
         with self.db.session() as s:
-            s.delete(self._instance_row(s, project, name))
+            row = self._instance_row(s, project, name)
+            for nic in s.scalars(select(NicRow).where(NicRow.instance_id == row.id)):
+                s.delete(nic)
+            s.flush()
+            s.delete(row)
+
+    # networks
+    def _network_row(self, s: Session, project: str, name: str) -> NetworkRow:
+        row = s.scalar(select(NetworkRow).where(
+            NetworkRow.project_id == self._project_id(s, project), NetworkRow.name == name))
+        if row is None:
+            raise NotFoundError("network", name)
+        return row
+
+    def _network(self, s: Session, row: NetworkRow) -> Network:
+        project = s.get(ProjectRow, row.project_id)
+        if project is None:
+            raise StoreError(f"network {row.name} has a dangling project")
+        return Network(project=project.name, name=row.name, subnet=row.subnet,
+                       gateway=row.gateway, bridge=row.bridge, isolated=row.isolated,
+                       created_at=row.created_at)
+
+    def add_network(self, net: Network) -> Network:
+        """Insert a network; a duplicate name in the project is a ConflictError."""
+        try:
+            with self.db.session() as s:
+                row = NetworkRow(project_id=self._project_id(s, net.project), name=net.name,
+                                 subnet=net.subnet, gateway=net.gateway, bridge=net.bridge,
+                                 isolated=net.isolated)
+                s.add(row)
+                s.flush()
+                return self._network(s, row)
+        except StoreError as err:
+            if isinstance(err.__cause__, IntegrityError):
+                raise ConflictError(f"network {net.name!r} already exists") from err
+            raise
+
+    def get_network(self, project: str, name: str) -> Network:
+        with self.db.session() as s:
+            return self._network(s, self._network_row(s, project, name))
+
+    def list_networks(self, project: str | None = None) -> list[Network]:
+        """Networks of ``project``, or of every project (subnets are per host)."""
+        with self.db.session() as s:
+            q = select(NetworkRow).order_by(NetworkRow.project_id, NetworkRow.name)
+            if project is not None:
+                q = q.where(NetworkRow.project_id == self._project_id(s, project))
+            return [self._network(s, r) for r in s.scalars(q)]
+
+    def network_users(self, project: str, name: str) -> list[str]:
+        """Names of the instances with a NIC on the network."""
+        with self.db.session() as s:
+            row = self._network_row(s, project, name)
+            q = (select(InstanceRow.name).join(NicRow, NicRow.instance_id == InstanceRow.id)
+                 .where(NicRow.network_id == row.id).order_by(InstanceRow.name).distinct())
+            return list(s.scalars(q))
+
+    def network_addresses(self, project: str, name: str) -> list[str]:
+        """The addresses instances hold on the network."""
+        with self.db.session() as s:
+            row = self._network_row(s, project, name)
+            return list(s.scalars(select(NicRow.ip).where(NicRow.network_id == row.id)))
+
+    def delete_network(self, project: str, name: str) -> None:
+        """Remove a network; one still used by an instance is a ConflictError."""
+        with self.db.session() as s:
+            row = self._network_row(s, project, name)
+            users = list(s.scalars(select(NicRow.id).where(NicRow.network_id == row.id)))
+            if users:
+                raise ConflictError(f"network {name!r} is in use by {len(users)} NIC(s)")
+            s.delete(row)
 
     # operations
     @staticmethod

@@ -84,3 +84,31 @@ class OperationRow(Base):
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NetworkRow(Base):
+    __tablename__ = "networks"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_network_project_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    subnet: Mapped[str] = mapped_column(String(43))
+    gateway: Mapped[str] = mapped_column(String(45))
+    bridge: Mapped[str] = mapped_column(String(15), unique=True)
+    isolated: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NicRow(Base):
+    __tablename__ = "nics"
+    __table_args__ = (
+        UniqueConstraint("network_id", "ip", name="uq_nic_network_ip"),
+        UniqueConstraint("instance_id", "idx", name="uq_nic_instance_idx"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id"))
+    idx: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(17))
+    ip: Mapped[str] = mapped_column(String(45))
+    host_name: Mapped[str] = mapped_column(String(15), unique=True)

@@ -140,6 +140,8 @@ class ContainerDriver:
             stale.unlink(missing_ok=True)
         try:
             pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths)
+            if spec.on_created is not None:
+                spec.on_created(pid)
             self.runtime.start(host_id)
         except BaseException:
             with contextlib.suppress(CumuloError):

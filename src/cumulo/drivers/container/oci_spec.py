@@ -104,7 +104,10 @@ def build_config(spec: InstanceSpec, cgroups_path: str, rootfs: str = "rootfs") 
     """The complete ``config.json`` for ``spec``; ``rootfs`` is relative to the bundle."""
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": spec.hostname, "TERM": "xterm", **spec.env}
     caps = list(CAPABILITIES)
-    namespaces = [{"type": t} for t in ("pid", "mount", "uts", "ipc", "network", "cgroup")]
+    namespaces: list[dict[str, str]] = [
+        {"type": t} for t in ("pid", "mount", "uts", "ipc", "network", "cgroup")]
+    if spec.netns_path is not None:
+        namespaces[4]["path"] = str(spec.netns_path)
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "cgroupsPath": cgroups_path,

@@ -1,0 +1,1 @@
+"""Host networking: bridges, veth pairs, network namespaces, nftables, IPAM. Never the store."""

@@ -1,0 +1,61 @@
+"""The host-network contract the services use, and the plan of one NIC.
+
+``LinuxNetwork`` (net/linux.py) does it on the kernel; ``FakeNetwork``
+(net/fake.py) only records, for unit tests without root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Protocol
+
+INSIDE_PREFIX = "eth"
+
+
+@dataclass(frozen=True)
+class NicPlan:
+    """One NIC of an instance: a veth from ``bridge`` into the instance's namespace."""
+
+    host_name: str             # the host end, cu-v<hex>
+    inside_name: str           # eth0, eth1, ...
+    bridge: str
+    mac: str
+    address: IPv4Interface     # the instance's address with the network's prefix
+    gateway: IPv4Address
+
+
+@dataclass(frozen=True)
+class NicCounters:
+    """Traffic as the instance sees it (what it received, what it sent)."""
+
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+    rx_dropped: int = 0
+    tx_dropped: int = 0
+
+
+class HostNetwork(Protocol):
+    """Bridges, isolation and NICs on this host. Every call is idempotent."""
+
+    def addresses(self) -> list[IPv4Interface]:
+        """IPv4 addresses already on the host's links (subnets must not overlap them)."""
+
+    def ensure_bridge(self, bridge: str, gateway: IPv4Interface) -> None: ...
+
+    def remove_bridge(self, bridge: str) -> None: ...
+
+    def isolate(self, bridges: list[str]) -> None:
+        """Traffic between any two of ``bridges`` is dropped; none removes our table."""
+
+    def attach(self, netns: Path, nics: list[NicPlan]) -> None:
+        """Wire every NIC into the existing namespace ``netns`` (a /proc/PID/ns/net path)."""
+
+    def detach(self, host_names: list[str]) -> None:
+        """Remove the NICs' host ends (gone already is fine)."""
+
+    def counters(self, host_name: str) -> NicCounters | None:
+        """Counters of a NIC by its host end; None while it is not wired."""

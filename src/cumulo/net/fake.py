@@ -1,0 +1,38 @@
+"""``HostNetwork`` that only records what it was asked: unit tests, no root."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from cumulo.net.base import NicCounters, NicPlan
+
+
+class FakeNetwork:
+    def __init__(self, host: list[IPv4Interface] | None = None) -> None:
+        self.host = list(host or [])
+        self.bridges: dict[str, IPv4Interface] = {}
+        self.isolated: list[str] = []
+        self.nics: dict[str, tuple[Path, NicPlan]] = {}  # by host name
+
+    def addresses(self) -> list[IPv4Interface]:
+        return [*self.host, *self.bridges.values()]
+
+    def ensure_bridge(self, bridge: str, gateway: IPv4Interface) -> None:
+        self.bridges[bridge] = gateway
+
+    def remove_bridge(self, bridge: str) -> None:
+        self.bridges.pop(bridge, None)
+
+    def isolate(self, bridges: list[str]) -> None:
+        self.isolated = sorted(bridges)
+
+    def attach(self, netns: Path, nics: list[NicPlan]) -> None:
+        self.nics.update({n.host_name: (netns, n) for n in nics})
+
+    def counters(self, host_name: str) -> NicCounters | None:
+        return NicCounters() if host_name in self.nics else None
+
+    def detach(self, host_names: list[str]) -> None:
+        for name in host_names:
+            self.nics.pop(name, None)

@@ -1,0 +1,41 @@
+"""``HostNetwork`` on the real kernel: netlink for links, nftables for isolation."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from cumulo.net import bridge, netlink, nft, nic
+from cumulo.net.base import NicCounters, NicPlan
+
+
+class LinuxNetwork:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag  # names this daemon's nftables table: cumulo_<tag>
+
+    def addresses(self) -> list[IPv4Interface]:
+        return netlink.host_addresses()
+
+    def ensure_bridge(self, bridge_name: str, gateway: IPv4Interface) -> None:
+        bridge.ensure(bridge_name, gateway)
+
+    def remove_bridge(self, bridge_name: str) -> None:
+        bridge.remove(bridge_name)
+
+    def isolate(self, bridges: list[str]) -> None:
+        nft.apply_isolation(self.tag, bridges)
+
+    def attach(self, netns: Path, nics: list[NicPlan]) -> None:
+        nic.attach(netns, nics)
+
+    def detach(self, host_names: list[str]) -> None:
+        nic.detach(host_names)
+
+    def counters(self, host_name: str) -> NicCounters | None:
+        st = netlink.link_stats(host_name)
+        if st is None:
+            return None
+        # the host end receives what the instance sends, and the other way round
+        return NicCounters(rx_bytes=st["tx_bytes"], tx_bytes=st["rx_bytes"],
+                           rx_packets=st["tx_packets"], tx_packets=st["rx_packets"],
+                           rx_dropped=st["tx_dropped"], tx_dropped=st["rx_dropped"])

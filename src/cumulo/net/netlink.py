@@ -1,0 +1,168 @@
+"""Thin typed netlink calls: the only module that imports pyroute2.
+
+Everything runs in the caller's network namespace unless a ``netns`` path is
+given (``/proc/PID/ns/net`` or ``/run/netns/NAME``); pyroute2 then opens its
+socket inside that namespace. Errors from the kernel
+come out as ``DriverError`` with the object's name in the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from cumulo.errors import DriverError
+
+IFNAMSIZ = 15
+
+
+@contextlib.contextmanager
+def _ipr(netns: Path | None = None, what: str = "netlink") -> Iterator[Any]:
+    """An IPRoute socket in ``netns`` (or here); kernel errors become DriverError."""
+    try:
+        ipr = IPRoute(netns=str(netns), flags=0) if netns is not None else IPRoute()
+    except (OSError, NetlinkError) as err:
+        raise DriverError(f"{what}: cannot open netlink in {netns or 'this namespace'}: "
+                          f"{err}") from err
+    try:
+        yield ipr
+    except NetlinkError as err:
+        raise DriverError(f"{what}: {os.strerror(err.code)}") from err
+    finally:
+        ipr.close()
+
+
+def _index(ipr: Any, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > IFNAMSIZ or "/" in name:
+        raise DriverError(f"invalid interface name {name!r}")
+
+
+# --- links -------------------------------------------------------------------
+def link_exists(name: str, netns: Path | None = None) -> bool:
+    with _ipr(netns, f"link {name}") as ipr:
+        return _index(ipr, name) is not None
+
+
+def list_links(prefix: str, netns: Path | None = None) -> list[str]:
+    """Names of the links whose name starts with ``prefix``."""
+    with _ipr(netns, "list links") as ipr:
+        names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+    return sorted(n for n in names if n and n.startswith(prefix))
+
+
+def create_bridge(name: str) -> None:
+    """A Linux bridge named ``name`` (nothing if it exists), set up."""
+    _check_name(name)
+    with _ipr(None, f"bridge {name}") as ipr:
+        if _index(ipr, name) is None:
+            ipr.link("add", ifname=name, kind="bridge")
+        ipr.link("set", index=_index(ipr, name), state="up")
+
+
+def set_address(name: str, iface: IPv4Interface, netns: Path | None = None) -> None:
+    """Give link ``name`` the address ``iface`` (kept if already there)."""
+    with _ipr(netns, f"address of {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            raise DriverError(f"link {name} does not exist")
+        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+        if str(iface.ip) not in have:
+            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+
+def delete_link(name: str, netns: Path | None = None) -> None:
+    """Remove link ``name``; gone already is fine."""
+    with _ipr(netns, f"delete link {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is not None:
+            ipr.link("del", index=idx)
+
+
+def create_veth_into(host_name: str, bridge: str, netns: Path, peer_name: str, mac: str
+                     ) -> None:
+    """A veth pair: ``host_name`` here, enslaved to ``bridge``; ``peer_name`` in ``netns``."""
+    _check_name(host_name)
+    _check_name(peer_name)
+    fd = os.open(netns, os.O_RDONLY)
+    try:
+        with _ipr(None, f"veth {host_name}") as ipr:
+            br = _index(ipr, bridge)
+            if br is None:
+                raise DriverError(f"bridge {bridge} does not exist")
+            ipr.link("add", ifname=host_name, kind="veth",
+                     peer={"ifname": peer_name, "address": mac, "net_ns_fd": fd})
+            idx = _index(ipr, host_name)
+            ipr.link("set", index=idx, master=br, state="up")
+    finally:
+        os.close(fd)
+
+
+def configure_nic(netns: Path, name: str, iface: IPv4Interface, gateway: IPv4Address) -> None:
+    """Inside ``netns``: ``name`` up with ``iface``, default route via ``gateway``."""
+    with _ipr(netns, f"{name} in {netns}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            raise DriverError(f"link {name} is missing in {netns}")
+        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+        if str(iface.ip) not in have:
+            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        ipr.link("set", index=idx, state="up")
+        if not ipr.get_default_routes(family=2):
+            ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
+
+
+STAT_KEYS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_dropped", "tx_dropped")
+
+
+def link_stats(name: str, netns: Path | None = None) -> dict[str, int] | None:
+    """The kernel's 64-bit counters of ``name``; None if the link is gone."""
+    with _ipr(netns, f"counters of {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return None
+        stats = ipr.get_links(idx)[0].get_attr("IFLA_STATS64")
+        return {k: int(stats[k]) for k in STAT_KEYS} if stats is not None else None
+
+
+def host_addresses(netns: Path | None = None) -> list[IPv4Interface]:
+    """Every IPv4 address on the links of this (or ``netns``'s) namespace."""
+    with _ipr(netns, "list addresses") as ipr:
+        return [IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+                for a in ipr.get_addr(family=2)]
+
+
+def set_tbf(name: str, bits: int, burst: int, latency_ms: int = 50,
+            netns: Path | None = None) -> None:
+    """A token bucket of ``bits``/s and ``burst`` bytes as the root qdisc of ``name``."""
+    with _ipr(netns, f"rate limit on {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            raise DriverError(f"link {name} does not exist")
+        ipr.tc("replace", "tbf", index=idx, handle=0x10000, rate=f"{bits}bit", burst=burst,
+               latency=f"{latency_ms}ms")
+
+
+def clear_root_qdisc(name: str, netns: Path | None = None) -> None:
+    """Remove ``name``'s root qdisc (none set, or link gone, is fine)."""
+    with _ipr(netns, f"rate limit on {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return
+        try:
+            ipr.tc("del", index=idx, root=True)
+        except NetlinkError as err:
+            if err.code != errno.EINVAL:  # EINVAL: only the default qdisc is there
+                raise

@@ -1,0 +1,30 @@
+"""A container NIC: a veth pair, host end on the bridge, inside end in the instance's netns.
+
+The namespace is the instance's own (``/proc/PID/ns/net`` right after the runtime
+created it), owned by its user namespace: root inside may use raw sockets and
+mount its /sys, and exec can join it. It goes away with PID 1, and the veth
+with it; the next start wires a new pair with the same MAC and IP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cumulo.net import netlink
+from cumulo.net.base import NicPlan
+
+
+def attach(netns: Path, nics: list[NicPlan]) -> None:
+    try:
+        for nic in nics:
+            netlink.delete_link(nic.host_name)  # a stale end whose netns is still dying
+            netlink.create_veth_into(nic.host_name, nic.bridge, netns, nic.inside_name, nic.mac)
+            netlink.configure_nic(netns, nic.inside_name, nic.address, nic.gateway)
+    except BaseException:
+        detach([n.host_name for n in nics])
+        raise
+
+
+def detach(host_names: list[str]) -> None:
+    for name in host_names:
+        netlink.delete_link(name)

@@ -1,0 +1,168 @@
+"""Network use cases: create, list, delete networks; plan, wire and unwire instance NICs.
+
+The store holds networks and every NIC's MAC and IP; the host side (bridges,
+veth pairs, the netns, nftables) is redone from the store, so it can be
+recreated after a reboot and an instance keeps its addresses across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+from cumulo.domain.models import Instance, Network, Nic
+from cumulo.domain.units import validate_name
+from cumulo.errors import ConflictError, CumuloError, InvalidInputError
+from cumulo.net import ipam
+from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
+from cumulo.store.repo import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NicRequest:
+    network: str
+    ip: str | None = None
+
+
+class NetworkService:
+    def __init__(self, store: Store, host_net: HostNetwork) -> None:
+        self.store, self.host_net = store, host_net
+        # one change at a time: subnets, and addresses from plan_nics to the stored NIC
+        self.lock = threading.RLock()
+
+    # networks
+    def list_in(self, project: str) -> list[Network]:
+        return self.store.list_networks(project)
+
+    def get(self, project: str, name: str) -> Network:
+        return self.store.get_network(project, name)
+
+    def users(self, project: str, name: str) -> list[str]:
+        return self.store.network_users(project, name)
+
+    def create(self, project: str, name: str, subnet: str | None = None) -> Network:
+        """Validate, record, then build the bridge; a failure leaves nothing."""
+        validate_name(name)
+        with self.lock:
+            others = {f"{n.project}/{n.name}": IPv4Network(n.subnet)
+                      for n in self.store.list_networks()}
+            if any(n.name == name for n in self.store.list_networks(project)):
+                raise ConflictError(f"network {name!r} already exists")
+            host = [a for a in self.host_net.addresses()
+                    if not any(a.ip in net for net in others.values())]
+            if subnet is None:
+                net = ipam.pick_subnet(others.values(), host)
+            else:
+                net = ipam.parse_subnet(subnet)
+                ipam.check_free(net, others, host)
+            gateway = ipam.gateway_of(net)
+            network = self.store.add_network(Network(
+                project=project, name=name, subnet=str(net), gateway=str(gateway),
+                bridge=f"cu-b{secrets.token_hex(4)}"))
+            try:
+                self.host_net.ensure_bridge(network.bridge, IPv4Interface(
+                    f"{gateway}/{net.prefixlen}"))
+                self._isolate()
+            except BaseException:
+                self.store.delete_network(project, name)
+                self._remove_bridge(network.bridge)
+                raise
+            return network
+
+    def delete(self, project: str, name: str) -> None:
+        with self.lock:
+            network = self.store.get_network(project, name)
+            users = self.store.network_users(project, name)
+            if users:
+                raise ConflictError(
+                    f"cannot delete network {name!r}: it is used by {', '.join(users)}")
+            self.store.delete_network(project, name)
+            self._isolate()
+            self.host_net.remove_bridge(network.bridge)
+
+    def _isolate(self) -> None:
+        self.host_net.isolate([n.bridge for n in self.store.list_networks()])
+
+    def _remove_bridge(self, bridge: str) -> None:
+        try:
+            self.host_net.remove_bridge(bridge)
+        except CumuloError as err:
+            log.error("cannot remove bridge %s: %s", bridge, err)
+
+    # NICs
+    def plan_nics(self, project: str, host_id: str, requests: list[NicRequest]) -> list[Nic]:
+        """MAC and IP for each requested NIC, checked now so bad input changes nothing.
+
+        Hold ``lock`` until the NICs are stored, or two instances may get one address.
+        """
+        nics: list[Nic] = []
+        taken: dict[str, list[IPv4Address]] = {}
+        for index, req in enumerate(requests):
+            network = self.store.get_network(project, req.network)
+            net = IPv4Network(network.subnet)
+            used = taken.setdefault(req.network, [
+                IPv4Address(a) for a in self.store.network_addresses(project, req.network)])
+            if req.ip is not None:
+                addr = ipam.parse_address(req.ip)
+                ipam.check_address(net, addr, used)
+            else:
+                addr = ipam.next_free(net, used)
+            used.append(addr)
+            nics.append(Nic(network=req.network, index=index, ip=str(addr),
+                            mac=ipam.mac_for(f"{host_id}/{index}/{secrets.token_hex(4)}"
+                                             .encode()),
+                            host_name=f"cu-v{secrets.token_hex(4)}"))
+        if len({n.network for n in nics}) != len(nics):
+            raise InvalidInputError("give each network at most once")
+        return nics
+
+    def attach(self, inst: Instance, pid: int) -> None:
+        """Wire the instance's NICs into the netns of its PID 1 (created, not yet running)."""
+        if not inst.nics:
+            return
+        plans = []
+        for nic in inst.nics:
+            network = self.store.get_network(inst.project, nic.network)
+            prefix = IPv4Network(network.subnet).prefixlen
+            self.host_net.ensure_bridge(network.bridge,
+                                        IPv4Interface(f"{network.gateway}/{prefix}"))
+            plans.append(NicPlan(
+                host_name=nic.host_name, inside_name=f"{INSIDE_PREFIX}{nic.index}",
+                bridge=network.bridge, mac=nic.mac,
+                address=IPv4Interface(f"{nic.ip}/{prefix}"),
+                gateway=IPv4Address(network.gateway)))
+        self.host_net.attach(Path(f"/proc/{pid}/ns/net"), plans)
+
+    def counters(self, inst: Instance) -> dict[str, NicCounters]:
+        """Live counters by NIC host name, for the NICs that are wired now."""
+        out: dict[str, NicCounters] = {}
+        for nic in inst.nics:
+            try:
+                found = self.host_net.counters(nic.host_name)
+            except CumuloError as err:
+                log.warning("cannot read counters of %s: %s", nic.host_name, err)
+                continue
+            if found is not None:
+                out[nic.host_name] = found
+        return out
+
+    def detach(self, inst: Instance) -> None:
+        if inst.nics:
+            self.host_net.detach([n.host_name for n in inst.nics])
+
+    # daemon start
+    def reconcile(self) -> None:
+        """Bridges and isolation back after a reboot; nothing at all without networks."""
+        networks = self.store.list_networks()
+        if not networks:
+            return
+        for n in networks:
+            prefix = IPv4Network(n.subnet).prefixlen
+            self.host_net.ensure_bridge(n.bridge, IPv4Interface(f"{n.gateway}/{prefix}"))
+        self._isolate()

@@ -1,0 +1,165 @@
+"""Virtual networks on the real kernel, through the CLI and a real daemon.
+
+The daemon runs inside a network namespace made for the test (``cu-t-<hex>``),
+so its bridges, veth pairs and nftables table never touch the machine's own
+network; forwarding is switched on inside that namespace only, so that the
+isolation between networks is nftables' doing. A finaliser removes everything
+and the test asserts nothing is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import container_skip_reason
+from tests.system.conftest import Daemon, leftovers
+
+pytestmark = [pytest.mark.root, pytest.mark.runtime]
+if (_reason := container_skip_reason()) is not None:
+    pytestmark.append(pytest.mark.skip(reason=_reason))
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=20)
+
+
+class NetDaemon(Daemon):
+    netns: str = ""
+
+    def inside(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """A command in the daemon's network namespace (never the host's)."""
+        return sh("ip", "netns", "exec", self.netns, *args, check=check)
+
+    def links(self) -> list[str]:
+        out = json.loads(self.inside("ip", "-j", "link").stdout)
+        return sorted(i["ifname"] for i in out if i["ifname"].startswith("cu-"))
+
+    def tables(self) -> list[str]:
+        out = json.loads(self.inside("nft", "-j", "list", "tables").stdout)
+        return [t["table"]["name"] for t in out["nftables"] if "table" in t]
+
+    def ping(self, name: str, ip: str) -> bool:
+        r = self.cli("exec", name, "--", "ping", "-c", "1", "-W", "2", ip, check=False)
+        return r.returncode == 0
+
+
+@pytest.fixture
+def netd(tmp_path: Path) -> Iterator[NetDaemon]:
+    tag = uuid.uuid4().hex[:8]
+    ns = f"cu-t-{tag}"
+    sh("ip", "netns", "add", ns)
+    d = NetDaemon(state_dir=tmp_path / "state", socket=tmp_path / "cumulo.sock",
+                  cgroup_parent=f"cumulo-nettest-{tag}", log=tmp_path / "cumulod.log",
+                  wrapper=["nsenter", f"--net=/run/netns/{ns}"])  # keeps /sys/fs/cgroup
+    d.netns = ns
+    d.env = {**os.environ, "CUMULO_SOCKET": str(d.socket)}
+    d.env.pop("CUMULO_URL", None)
+    try:
+        d.inside("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        d.start()
+        yield d
+    finally:
+        try:
+            if d.proc is not None and d.proc.poll() is None:
+                with d.client() as c:
+                    for inst in c.instances():
+                        c.delete(inst["name"], force=True)
+                    for net in c.networks():
+                        c.delete_network(net["name"])
+        finally:
+            d.stop()
+            sh("ip", "netns", "del", ns, check=False)
+            for cg in Path("/sys/fs/cgroup").glob(f"*/{d.cgroup_parent}"):
+                cg.rmdir()
+            shutil.rmtree(d.state_dir, ignore_errors=True)
+    assert not leftovers(d.cgroup_parent)
+    assert ns not in sh("ip", "netns", "list").stdout
+
+
+def nic(d: NetDaemon, name: str) -> dict[str, object]:
+    nics = json.loads(d.cli("info", name, "--format", "json").stdout)["nics"]
+    assert len(nics) == 1, nics
+    return nics[0]  # type: ignore[no-any-return]
+
+
+def inside_nic(d: NetDaemon, name: str) -> tuple[str, str]:
+    """(MAC, IPv4 address) of eth0 as the container itself sees them."""
+    mac = d.cli("exec", name, "--", "cat", "/sys/class/net/eth0/address").stdout.strip()
+    out = d.cli("exec", name, "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    return mac, out.split()[3].split("/")[0]
+
+
+def test_networks_connect_isolate_and_leave_nothing(netd: NetDaemon) -> None:
+    d = netd
+    d.cli("image", "build", "busybox")
+    blue = d.cli("network", "create", "blue")
+    assert "10.210.0.0/24" in blue.stderr
+    d.cli("network", "create", "red", "--subnet", "10.211.0.0/24")
+
+    # bad input: a clear one-line error, and nothing changes
+    before = d.cli("network", "list", "--format", "json").stdout
+    for args, message in [
+        (["network", "create", "x", "--subnet", "10.9.9.9/33"], "invalid subnet"),
+        (["network", "create", "x", "--subnet", "10.211.0.128/25"], "overlaps"),
+        (["network", "create", "blue"], "already exists"),
+        (["launch", "busybox", "z", "--network", "green"], "network 'green' not found"),
+        (["launch", "busybox", "z", "--network", "blue", "--ip", "10.211.0.5"],
+         "not a usable host address"),
+    ]:
+        r = d.cli(*args, check=False)
+        assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
+    assert d.cli("network", "list", "--format", "json").stdout == before
+    assert json.loads(d.cli("list", "--format", "json").stdout) == []
+
+    d.cli("launch", "busybox", "a", "--network", "blue")
+    d.cli("launch", "busybox", "b", "--network", "blue", "--ip", "10.210.0.50")
+    d.cli("launch", "busybox", "c", "--network", "red")
+    d.cli("launch", "busybox", "plain")
+    a_ip, c_ip = str(nic(d, "a")["ip"]), str(nic(d, "c")["ip"])
+    assert (a_ip, nic(d, "b")["ip"], c_ip) == ("10.210.0.2", "10.210.0.50", "10.211.0.2")
+    assert inside_nic(d, "a") == (nic(d, "a")["mac"], a_ip)
+
+    # same network: reachable; another network: dropped by our nftables table
+    assert d.ping("b", a_ip)
+    assert d.ping("a", "10.210.0.50")
+    assert not d.ping("c", a_ip)
+    assert not d.ping("a", c_ip)
+    counters = nic(d, "a")["counters"]
+    assert isinstance(counters, dict)
+    assert counters["rx_packets"] >= 1 and counters["tx_packets"] >= 1
+    assert "packets" in d.cli("info", "a").stdout
+    links = d.cli("exec", "plain", "--", "ls", "/sys/class/net").stdout.split()
+    assert links == ["lo"]  # no network given: loopback only, as before
+
+    r = d.cli("network", "delete", "blue", check=False)
+    assert r.returncode == 1 and "used by a, b" in r.stderr
+
+    # restart of the instance and of the daemon keep MAC and IP
+    mac_ip = inside_nic(d, "a")
+    d.cli("restart", "a", "--timeout", "1")
+    assert inside_nic(d, "a") == mac_ip
+    d.stop()
+    d.start()
+    assert inside_nic(d, "a") == mac_ip and d.ping("b", a_ip)
+
+    # the isolation really is the table: without it, red reaches blue through the gateways
+    tag = hashlib.sha256(str(d.state_dir.resolve()).encode()).hexdigest()[:8]
+    assert d.tables() == [f"cumulo_{tag}"]
+    d.inside("nft", "delete", "table", "inet", f"cumulo_{tag}")
+    assert d.ping("c", a_ip)
+
+    for name in ("a", "b", "c", "plain"):
+        d.cli("delete", "--force", name)
+    d.cli("network", "delete", "blue")
+    d.cli("network", "delete", "red")
+    assert d.links() == []
+    assert d.tables() == []

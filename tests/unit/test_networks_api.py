@@ -1,0 +1,115 @@
+"""Networks through the API with the fake host network: validation, IPAM, in-use refusal."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from cumulo.net.fake import FakeNetwork
+from cumulo.services.host import Services
+from tests.unit.conftest import launch, wait_op
+
+
+def fake(svc: Services) -> FakeNetwork:
+    net = svc.networks.host_net
+    assert isinstance(net, FakeNetwork)
+    return net
+
+
+def test_create_list_and_isolate(api: TestClient, svc: Services) -> None:
+    r = api.post("/1.0/networks", json={"name": "blue"})
+    assert r.status_code == 201, r.text
+    blue = r.json()
+    assert (blue["subnet"], blue["gateway"]) == ("10.210.0.0/24", "10.210.0.1")
+    assert blue["bridge"].startswith("cu-b") and len(blue["bridge"]) <= 15
+    red = api.post("/1.0/networks", json={"name": "red", "subnet": "10.30.0.0/16"}).json()
+    assert [n["name"] for n in api.get("/1.0/networks").json()] == ["blue", "red"]
+    assert fake(svc).isolated == sorted([blue["bridge"], red["bridge"]])
+
+
+def test_bad_input_changes_nothing(api: TestClient, svc: Services) -> None:
+    api.post("/1.0/networks", json={"name": "blue", "subnet": "10.40.0.0/24"})
+    cases = [
+        ({"name": "x", "subnet": "10.40.0.300/24"}, 400, "invalid subnet"),
+        ({"name": "x", "subnet": "10.40.0.0/23"}, 409, "overlaps 10.40.0.0/24 of network"),
+        ({"name": "blue"}, 409, "already exists"),
+        ({"name": "Bad Name"}, 400, "invalid"),
+    ]
+    for body, status, message in cases:
+        r = api.post("/1.0/networks", json=body)
+        assert r.status_code == status, r.text
+        assert message in r.json()["error"]
+    assert [n["name"] for n in api.get("/1.0/networks").json()] == ["blue"]
+    assert len(fake(svc).bridges) == 1
+
+
+def test_host_addresses_are_avoided(api: TestClient, svc: Services) -> None:
+    from ipaddress import IPv4Interface
+
+    fake(svc).host.append(IPv4Interface("10.210.0.5/24"))
+    assert api.post("/1.0/networks", json={"name": "a"}).json()["subnet"] == "10.210.1.0/24"
+    r = api.post("/1.0/networks", json={"name": "b", "subnet": "10.210.0.0/25"})
+    assert r.status_code == 409 and "in use on this host" in r.json()["error"]
+
+
+def test_nics_get_addresses_and_block_network_delete(api: TestClient, svc: Services) -> None:
+    api.post("/1.0/networks", json={"name": "blue", "subnet": "10.50.0.0/24"})
+    launch(api, "a", networks=[{"network": "blue"}])
+    launch(api, "b", networks=[{"network": "blue", "ip": "10.50.0.77"}])
+    a = api.get("/1.0/instances/a").json()["nics"][0]
+    b = api.get("/1.0/instances/b").json()["nics"][0]
+    assert (a["ip"], b["ip"]) == ("10.50.0.2", "10.50.0.77")
+    assert a.pop("counters")["rx_bytes"] == 0  # wired: the fake counts nothing
+    assert a["mac"] != b["mac"]
+    assert {p.host_name for _, p in fake(svc).nics.values()} == {a["host_name"], b["host_name"]}
+    assert {str(ns) for ns, _ in fake(svc).nics.values()} == {
+        f"/proc/{api.get('/1.0/instances/' + n).json()['pid']}/ns/net" for n in "ab"}
+    r = api.delete("/1.0/networks/blue")
+    assert r.status_code == 409 and "used by a, b" in r.json()["error"]
+    assert api.get("/1.0/networks/blue").json()["used_by"] == ["a", "b"]
+    # restart keeps MAC and IP
+    wait_op(api, api.put("/1.0/instances/a/state", json={"action": "restart", "timeout": 2}))
+    assert {k: v for k, v in api.get("/1.0/instances/a").json()["nics"][0].items()
+            if k != "counters"} == a
+    for name in ("a", "b"):
+        wait_op(api, api.delete("/1.0/instances/" + name, params={"force": True}))
+    assert fake(svc).nics == {}
+    assert api.delete("/1.0/networks/blue").status_code == 204
+    assert fake(svc).bridges == {} and fake(svc).isolated == []
+
+
+def test_bad_nic_requests_change_nothing(api: TestClient, svc: Services) -> None:
+    api.post("/1.0/networks", json={"name": "blue", "subnet": "10.60.0.0/24"})
+    launch(api, "a", networks=[{"network": "blue", "ip": "10.60.0.9"}])
+    cases = [
+        ([{"network": "nope"}], 404, "network 'nope' not found"),
+        ([{"network": "blue", "ip": "10.61.0.9"}], 400, "not a usable host address"),
+        ([{"network": "blue", "ip": "10.60.0.1"}], 400, "gateway"),
+        ([{"network": "blue", "ip": "10.60.0.9"}], 409, "already used"),
+        ([{"network": "blue", "ip": "ten"}], 400, "invalid IP address"),
+    ]
+    for nics, status, message in cases:
+        r = api.post("/1.0/instances", json={"name": "b", "image": "testimg", "networks": nics})
+        assert r.status_code == status, r.text
+        assert message in r.json()["error"]
+    assert [i["name"] for i in api.get("/1.0/instances").json()] == ["a"]
+
+
+def test_no_network_means_no_netns(api: TestClient, svc: Services) -> None:
+    launch(api, "plain")
+    assert api.get("/1.0/instances/plain").json()["nics"] == []
+    assert fake(svc).nics == {}
+
+
+def test_concurrent_launches_get_distinct_addresses(api: TestClient, svc: Services) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    api.post("/1.0/networks", json={"name": "blue", "subnet": "10.70.0.0/24"})
+
+    def create(i: int) -> int:
+        return api.post("/1.0/instances", json={
+            "name": f"c{i}", "image": "testimg", "networks": [{"network": "blue"}]}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(create, range(16))) == {202}
+    ips = [api.get(f"/1.0/instances/c{i}").json()["nics"][0]["ip"] for i in range(16)]
+    assert len(set(ips)) == 16
