@@ -15,7 +15,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState, RunStatus, Usage
@@ -23,6 +22,7 @@ from cumulo.drivers.container import monitor, rootfs
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import build_config, resources, update_resources
 from cumulo.drivers.container.runtime import OciRuntime, choose
+from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.errors import (
     ConflictError,
@@ -49,24 +49,12 @@ class ContainerDriver:
         self.runtime: OciRuntime = choose(
             ctx.oci_runtime, ctx.host.oci_runtime_default, ctx.runtime_dir
         )
-        self._records = ctx.state_dir / "container"
+        self._records = Records(ctx.state_dir / "container")
         self._run = ctx.runtime_dir / "container"
 
     # --- where things are -------------------------------------------------
-    def _record_path(self, host_id: str) -> Path:
-        return self._records / f"{host_id}.json"
-
-    def _record(self, host_id: str) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self._record_path(host_id).read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as err:
-            raise DriverError(f"unreadable record of instance {host_id!r}: {err}") from err
-        return data
-
     def _instance_dir(self, host_id: str) -> Path:
-        rec = self._record(host_id)
+        rec = self._records.get(host_id)
         if rec is None:
             raise NotFoundError("instance", host_id)
         return Path(rec["instance_dir"])
@@ -91,19 +79,16 @@ class ContainerDriver:
     # --- lifecycle --------------------------------------------------------
     def create(self, spec: InstanceSpec) -> None:
         self._check_limits(spec.limits)
-        if self._record(spec.host_id) is not None:
+        if self._records.get(spec.host_id) is not None:
             raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
         if not spec.rootfs.is_dir():
             raise NotFoundError("root filesystem", str(spec.rootfs))
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(spec.instance_dir, 0o711)
-            self._records.mkdir(parents=True, exist_ok=True)
-            record = {"instance_dir": str(spec.instance_dir), "rootfs": str(spec.rootfs),
-                      "privileged": spec.privileged}
-            tmp = self._record_path(spec.host_id).with_suffix(".tmp")
-            tmp.write_text(json.dumps(record))
-            tmp.rename(self._record_path(spec.host_id))
+            self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
+                                             "rootfs": str(spec.rootfs),
+                                             "privileged": spec.privileged})
             self._prepare(spec)
         except BaseException as err:
             with contextlib.suppress(CumuloError):
@@ -156,7 +141,7 @@ class ContainerDriver:
             return None
 
     def state(self, host_id: str) -> RunState:
-        rec = self._record(host_id)
+        rec = self._records.get(host_id)
         if rec is None:
             return RunState(RunStatus.MISSING)
         data = self.runtime.state_json(host_id)
@@ -215,7 +200,7 @@ class ContainerDriver:
         self.runtime.resume(host_id)
 
     def delete(self, host_id: str, instance_dir: Path) -> None:
-        rec = self._record(host_id)
+        rec = self._records.get(host_id)
         dirs = {instance_dir} | ({Path(rec["instance_dir"])} if rec else set())
         if rec is not None and self.state(host_id).status in (RunStatus.RUNNING,
                                                               RunStatus.PAUSED):
@@ -232,7 +217,7 @@ class ContainerDriver:
                 if d.exists():
                     shutil.rmtree(d)
             shutil.rmtree(self._run / host_id, ignore_errors=True)
-            self._record_path(host_id).unlink(missing_ok=True)
+            self._records.remove(host_id)
         except OSError as err:
             raise DriverError(f"cannot remove instance {host_id!r}: {err}") from err
 
@@ -272,7 +257,7 @@ class ContainerDriver:
             raise DriverError(f"cannot rewrite config of {host_id!r}: {err}") from err
 
     def usage(self, host_id: str) -> Usage:
-        if self._record(host_id) is None:
+        if self._records.get(host_id) is None:
             raise NotFoundError("instance", host_id)
         u = cgroups.read_usage(self._cgroup(host_id))
         return Usage(u.cpu_time_ns, u.memory_bytes, u.memory_peak_bytes, u.pids)
@@ -297,6 +282,4 @@ class ContainerDriver:
         return monitor.read_log(paths.log_path, offset)
 
     def list_host_ids(self) -> list[str]:
-        if not self._records.is_dir():
-            return []
-        return sorted(p.stem for p in self._records.glob("*.json"))
+        return self._records.ids()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import math
 import os
 import re
@@ -24,12 +23,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState, RunStatus, Usage
+from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm import initramfs, qmp
 from cumulo.drivers.vm.accel import choose_accel
@@ -85,31 +84,13 @@ class VmDriver:
 
     def __init__(self, ctx: DriverContext) -> None:
         self.ctx = ctx
-        self._records = ctx.state_dir / "vm"
+        self._records = Records(ctx.state_dir / "vm")
         self._run = ctx.runtime_dir / "vm"
         self.qemu = shutil.which(QEMU) or QEMU
 
     # --- where things are -------------------------------------------------
-    def _record_path(self, host_id: str) -> Path:
-        return self._records / f"{host_id}.json"
-
-    def _record(self, host_id: str) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self._record_path(host_id).read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as err:
-            raise DriverError(f"unreadable record of VM {host_id!r}: {err}") from err
-        return data
-
-    def _write_record(self, host_id: str, record: dict[str, Any]) -> None:
-        self._records.mkdir(parents=True, exist_ok=True)
-        tmp = self._record_path(host_id).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.rename(self._record_path(host_id))
-
     def _vmspec(self, host_id: str) -> VmSpec:
-        rec = self._record(host_id)
+        rec = self._records.get(host_id)
         if rec is None:
             raise NotFoundError("instance", host_id)
         return VmSpec.from_dict(rec["vm"])
@@ -136,7 +117,7 @@ class VmDriver:
 
     # --- lifecycle --------------------------------------------------------
     def create(self, spec: InstanceSpec) -> None:
-        if self._record(spec.host_id) is not None:
+        if self._records.get(spec.host_id) is not None:
             raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
         if not Path(self.qemu).is_file():
             raise UnsupportedError(
@@ -157,7 +138,7 @@ class VmDriver:
         run = self._run / spec.host_id
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
-            initrd = initramfs.ensure(kernel, self._records / "initramfs")
+            initrd = initramfs.ensure(kernel, self._records.root / "initramfs")
             vm = VmSpec(
                 name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY,
                 vcpus=max(1, math.ceil(spec.limits.cpu or 1)), accel=choice.accel,
@@ -167,7 +148,7 @@ class VmDriver:
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
                 nic=opts["nic"] == "on",
             )
-            self._write_record(spec.host_id, {"instance_dir": str(spec.instance_dir),
+            self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})
         except BaseException as err:
             with contextlib.suppress(CumuloError):
@@ -178,7 +159,7 @@ class VmDriver:
 
     def notice(self, host_id: str) -> str | None:
         """What the user should know about this VM (e.g. TCG because KVM is unusable)."""
-        rec = self._record(host_id)
+        rec = self._records.get(host_id)
         return None if rec is None else rec.get("notice")
 
     def start(self, spec: InstanceSpec) -> RunState:
@@ -225,7 +206,7 @@ class VmDriver:
         return int(found[-1]) if found else None
 
     def state(self, host_id: str) -> RunState:
-        if self._record(host_id) is None:
+        if self._records.get(host_id) is None:
             return RunState(RunStatus.MISSING)
         vm = self._vmspec(host_id)
         pid = self._pid(vm)
@@ -283,7 +264,7 @@ class VmDriver:
         qmp.cont(self._vmspec(host_id).qmp_socket)
 
     def delete(self, host_id: str, instance_dir: Path) -> None:
-        rec = self._record(host_id)
+        rec = self._records.get(host_id)
         dirs = {instance_dir} | ({Path(rec["instance_dir"])} if rec else set())
         if rec is not None:
             vm = VmSpec.from_dict(rec["vm"])
@@ -298,7 +279,7 @@ class VmDriver:
                 if d.exists():
                     shutil.rmtree(d)
             shutil.rmtree(self._run / host_id, ignore_errors=True)
-            self._record_path(host_id).unlink(missing_ok=True)
+            self._records.remove(host_id)
         except OSError as err:
             raise DriverError(f"cannot remove VM {host_id!r}: {err}") from err
 
@@ -307,7 +288,7 @@ class VmDriver:
         current = self.state(host_id)
         if current.status == RunStatus.MISSING:
             raise NotFoundError("instance", host_id)
-        rec = self._record(host_id)
+        rec = self._records.get(host_id)
         assert rec is not None
         vm = VmSpec.from_dict(rec["vm"])
         memory = limits.memory or DEFAULT_MEMORY
@@ -320,7 +301,7 @@ class VmDriver:
         rec["vm"] = {**rec["vm"], "memory": memory, "vcpus": vcpus}
         VmSpec.from_dict(rec["vm"])   # validate before writing
         try:
-            self._write_record(host_id, rec)
+            self._records.put(host_id, rec)
         except OSError as err:
             raise DriverError(f"cannot rewrite the record of {host_id!r}: {err}") from err
 
@@ -360,6 +341,4 @@ class VmDriver:
         return data, offset + len(data)
 
     def list_host_ids(self) -> list[str]:
-        if not self._records.is_dir():
-            return []
-        return sorted(p.stem for p in self._records.glob("*.json"))
+        return self._records.ids()
