@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cumulo.domain.limits import Limits
+from cumulo.errors import InvalidStateError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,18 @@ class RunState:
     status: RunStatus
     pid: int | None = None           # host pid of PID 1 while running
     exit_code: int | None = None     # set once stopped after running
+
+
+def require(state: RunState, host_id: str, action: str, *allowed: RunStatus) -> RunState:
+    """``state`` if ``action`` may start from it.
+
+    Unknown instances raise NotFoundError; other states not in ``allowed`` InvalidStateError.
+    """
+    if state.status == RunStatus.MISSING:
+        raise NotFoundError("instance", host_id)
+    if allowed and state.status not in allowed:
+        raise InvalidStateError(host_id, state.status.value, action)
+    return state
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from cumulo.drivers.base import (
     RunState,
     RunStatus,
     Usage,
+    require,
 )
 from cumulo.drivers.process_session import ProcessSession, exit_status
 from cumulo.drivers.registry import DriverContext
@@ -103,17 +104,13 @@ class FakeDriver:
         return self.state(host_id)
 
     def pause(self, host_id: str) -> None:
-        current = self.state(host_id).status
-        if current != RunStatus.RUNNING:
-            raise InvalidStateError(host_id, current.value, "pause")
+        require(self.state(host_id), host_id, "pause", RunStatus.RUNNING)
         item = self._get(host_id)
         self._signal(item, signal.SIGSTOP)
         item.paused = True
 
     def resume(self, host_id: str) -> None:
-        current = self.state(host_id).status
-        if current != RunStatus.PAUSED:
-            raise InvalidStateError(host_id, current.value, "resume")
+        require(self.state(host_id), host_id, "resume", RunStatus.PAUSED)
         item = self._get(host_id)
         self._signal(item, signal.SIGCONT)
         item.paused = False

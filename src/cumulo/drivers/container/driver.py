@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 
 from cumulo.domain.limits import Limits
-from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState, RunStatus, Usage
+from cumulo.drivers.base import (
+    ExecRequest,
+    ExecSession,
+    InstanceSpec,
+    RunState,
+    RunStatus,
+    Usage,
+    require,
+)
 from cumulo.drivers.container import monitor, rootfs
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import build_config, resources, update_resources
@@ -28,7 +36,6 @@ from cumulo.errors import (
     ConflictError,
     CumuloError,
     DriverError,
-    InvalidStateError,
     NotFoundError,
     UnsupportedError,
 )
@@ -109,11 +116,7 @@ class ContainerDriver:
 
     def start(self, spec: InstanceSpec) -> RunState:
         host_id = spec.host_id
-        current = self.state(host_id)
-        if current.status == RunStatus.MISSING:
-            raise NotFoundError("instance", host_id)
-        if current.status != RunStatus.STOPPED:
-            raise InvalidStateError(host_id, current.status.value, "start")
+        require(self.state(host_id), host_id, "start", RunStatus.STOPPED)
         instance_dir = self._instance_dir(host_id)
         paths = self._paths(host_id, instance_dir)
         self.runtime.delete(host_id)
@@ -172,9 +175,7 @@ class ContainerDriver:
             time.sleep(POLL)
 
     def stop(self, host_id: str, timeout: float, force: bool) -> RunState:
-        current = self.state(host_id)
-        if current.status == RunStatus.MISSING:
-            raise NotFoundError("instance", host_id)
+        current = require(self.state(host_id), host_id, "stop")
         paths = self._paths(host_id, self._instance_dir(host_id))
         if current.status in (RunStatus.RUNNING, RunStatus.PAUSED):
             if current.status == RunStatus.PAUSED:
@@ -188,15 +189,11 @@ class ContainerDriver:
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
 
     def pause(self, host_id: str) -> None:
-        current = self.state(host_id)
-        if current.status != RunStatus.RUNNING:
-            raise InvalidStateError(host_id, current.status.value, "pause")
+        require(self.state(host_id), host_id, "pause", RunStatus.RUNNING)
         self.runtime.pause(host_id)
 
     def resume(self, host_id: str) -> None:
-        current = self.state(host_id)
-        if current.status != RunStatus.PAUSED:
-            raise InvalidStateError(host_id, current.status.value, "resume")
+        require(self.state(host_id), host_id, "resume", RunStatus.PAUSED)
         self.runtime.resume(host_id)
 
     def delete(self, host_id: str, instance_dir: Path) -> None:
@@ -234,9 +231,7 @@ class ContainerDriver:
     # --- limits and usage ---------------------------------------------------
     def update_limits(self, host_id: str, limits: Limits) -> None:
         self._check_limits(limits)
-        current = self.state(host_id)
-        if current.status == RunStatus.MISSING:
-            raise NotFoundError("instance", host_id)
+        current = require(self.state(host_id), host_id, "update_limits")
         instance_dir = self._instance_dir(host_id)
         res = resources(limits)
         if current.status in (RunStatus.RUNNING, RunStatus.PAUSED):
@@ -264,9 +259,7 @@ class ContainerDriver:
 
     # --- processes and console ----------------------------------------------
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
-        current = self.state(host_id)
-        if current.status != RunStatus.RUNNING:
-            raise InvalidStateError(host_id, current.status.value, "exec")
+        require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
         work = self._run / host_id
         work.mkdir(parents=True, exist_ok=True)
 

@@ -27,7 +27,15 @@ from pathlib import Path
 import psutil
 
 from cumulo.domain.limits import Limits
-from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState, RunStatus, Usage
+from cumulo.drivers.base import (
+    ExecRequest,
+    ExecSession,
+    InstanceSpec,
+    RunState,
+    RunStatus,
+    Usage,
+    require,
+)
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm import initramfs, qmp
@@ -38,7 +46,6 @@ from cumulo.errors import (
     CumuloError,
     DriverError,
     InvalidInputError,
-    InvalidStateError,
     NotFoundError,
     RuntimeToolError,
     UnsupportedError,
@@ -164,11 +171,7 @@ class VmDriver:
 
     def start(self, spec: InstanceSpec) -> RunState:
         host_id = spec.host_id
-        current = self.state(host_id)
-        if current.status == RunStatus.MISSING:
-            raise NotFoundError("instance", host_id)
-        if current.status != RunStatus.STOPPED:
-            raise InvalidStateError(host_id, current.status.value, "start")
+        require(self.state(host_id), host_id, "start", RunStatus.STOPPED)
         vm = self._vmspec(host_id)
         for path in (vm.kernel, vm.initrd):
             if not path.is_file():
@@ -236,9 +239,7 @@ class VmDriver:
 
     def stop(self, host_id: str, timeout: float, force: bool) -> RunState:
         """ACPI power button, wait ``timeout``, then quit and SIGKILL (at once with ``force``)."""
-        current = self.state(host_id)
-        if current.status == RunStatus.MISSING:
-            raise NotFoundError("instance", host_id)
+        current = require(self.state(host_id), host_id, "stop")
         vm = self._vmspec(host_id)
         pid = current.pid
         if pid is not None and not force:
@@ -252,15 +253,11 @@ class VmDriver:
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
 
     def pause(self, host_id: str) -> None:
-        current = self.state(host_id)
-        if current.status != RunStatus.RUNNING:
-            raise InvalidStateError(host_id, current.status.value, "pause")
+        require(self.state(host_id), host_id, "pause", RunStatus.RUNNING)
         qmp.stop(self._vmspec(host_id).qmp_socket)
 
     def resume(self, host_id: str) -> None:
-        current = self.state(host_id)
-        if current.status != RunStatus.PAUSED:
-            raise InvalidStateError(host_id, current.status.value, "resume")
+        require(self.state(host_id), host_id, "resume", RunStatus.PAUSED)
         qmp.cont(self._vmspec(host_id).qmp_socket)
 
     def delete(self, host_id: str, instance_dir: Path) -> None:
@@ -285,9 +282,7 @@ class VmDriver:
 
     # --- limits and usage ---------------------------------------------------
     def update_limits(self, host_id: str, limits: Limits) -> None:
-        current = self.state(host_id)
-        if current.status == RunStatus.MISSING:
-            raise NotFoundError("instance", host_id)
+        current = require(self.state(host_id), host_id, "update_limits")
         rec = self._records.get(host_id)
         assert rec is not None
         vm = VmSpec.from_dict(rec["vm"])
