@@ -104,6 +104,31 @@ def read_usage(path: str) -> CgroupUsage:
     )
 
 
+def frozen(path: str) -> bool:
+    """True if the freezer holds ``path``'s tasks (a paused container)."""
+    if version() == 2:
+        return _read_int(CGROUP_ROOT / path.strip("/") / "cgroup.freeze") == 1
+    d = controller_dir("freezer", path)
+    try:
+        return d is not None and (d / "freezer.state").read_text().strip() != "THAWED"
+    except OSError:
+        return False
+
+
+def holds(pid: int, path: str) -> bool:
+    """True if process ``pid`` lives in cgroup ``path`` or below it, in any hierarchy."""
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    top = "/" + path.strip("/")
+    for line in text.splitlines():
+        where = line.split(":", 2)[-1]
+        if where == top or where.startswith(top + "/"):
+            return True
+    return False
+
+
 def _rmdir_tree(top: Path) -> None:
     """Remove a cgroup dir and its child cgroups, deepest first (cgroupfs only rmdirs)."""
     for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
