@@ -10,13 +10,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from websockets.exceptions import WebSocketException
-from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from cumulo import errors as e
+
+if TYPE_CHECKING:  # websockets costs ~40 ms to import; only exec streams need it
+    from websockets.sync.client import ClientConnection
 
 DEFAULT_SOCKET = "/run/cumulo/cumulo.sock"
 API = "/1.0"
@@ -157,6 +158,9 @@ class Client:
     def exec_stream(self, name: str, request: dict[str, Any], project: str = "default"
                     ) -> ClientConnection:
         """A websocket running the command (protocol in api/exec_ws.py)."""
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect, unix_connect
+
         path = f"{API}/instances/{name}/exec-ws?project={project}"
         try:
             if self.socket:

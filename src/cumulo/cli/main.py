@@ -6,10 +6,8 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn
 
 from cumulo.cli import output as o
-from cumulo.cli.exec_client import run_exec
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 from cumulo.errors import CumuloError
@@ -221,6 +219,8 @@ def exec(name: str,
     argv = _argv(command)
     if not argv:
         raise typer.BadParameter("give the command after --, e.g. cumulo exec web -- ps")
+    from cumulo.cli.exec_client import run_exec  # websockets: only exec pays its import
+
     with client() as c:
         code = run_exec(c, name, argv, tty_mode=tty, env=env_map, cwd=cwd, project=project)
     raise typer.Exit(code)
@@ -260,6 +260,8 @@ def config_show(name: str, fmt: FormatOpt = o.Format.table,
 @image_app.command("build")
 def image_build(builder: str, alias: Annotated[str | None, typer.Option()] = None) -> None:
     """Build an image locally (builders: busybox)."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
     with client() as c, Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.percentage:>3.0f}%"),
                                  console=o.err, transient=True) as bar:
