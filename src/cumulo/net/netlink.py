@@ -144,17 +144,6 @@ def host_addresses(netns: Path | None = None) -> list[IPv4Interface]:
                 for a in ipr.get_addr(family=2)]
 
 
-def set_tbf(name: str, bits: int, burst: int, latency_ms: int = 50,
-            netns: Path | None = None) -> None:
-    """A token bucket of ``bits``/s and ``burst`` bytes as the root qdisc of ``name``."""
-    with _ipr(netns, f"rate limit on {name}") as ipr:
-        idx = _index(ipr, name)
-        if idx is None:
-            raise DriverError(f"link {name} does not exist")
-        ipr.tc("replace", "tbf", index=idx, handle=0x10000, rate=f"{bits}bit", burst=burst,
-               latency=f"{latency_ms}ms")
-
-
 def clear_root_qdisc(name: str, netns: Path | None = None) -> None:
     """Remove ``name``'s root qdisc (none set, or link gone, is fine)."""
     with _ipr(netns, f"rate limit on {name}") as ipr:
@@ -165,4 +154,100 @@ def clear_root_qdisc(name: str, netns: Path | None = None) -> None:
             ipr.tc("del", index=idx, root=True)
         except NetlinkError as err:
             if err.code != errno.EINVAL:  # EINVAL: only the default qdisc is there
+                raise
+
+
+# --- htb shaping and ifb redirection (net/tc.py, net/shaping.py) -------------
+HTB_ROOT, HTB_CLASS = 0x10000, 0x10010   # 1: and 1:10, the class all traffic goes to
+INGRESS = 0xFFFF0000                      # ffff:, the ingress qdisc's handle
+TC_H_ROOT = 0xFFFFFFFF
+ETH_P_ALL = 0x0003
+
+
+def _root_kind(ipr: Any, idx: int) -> str | None:
+    for q in ipr.get_qdiscs(index=idx):
+        if q["parent"] == TC_H_ROOT:
+            return str(q.get_attr("TCA_KIND"))
+    return None
+
+
+def set_htb(name: str, bits: int, burst: int, quantum: int,
+            netns: Path | None = None) -> None:
+    """An htb root with one class of ``bits``/s (rate = ceil) that all traffic of ``name`` takes.
+
+    A live change only replaces the class, so packets queued in it are kept.
+    """
+    with _ipr(netns, f"rate limit on {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            raise DriverError(f"link {name} does not exist")
+        kind = _root_kind(ipr, idx)
+        if kind != "htb":
+            if kind not in (None, "noqueue", "pfifo_fast", "fq_codel", "mq"):
+                ipr.tc("del", index=idx, root=True)
+            ipr.tc("add", "htb", index=idx, handle=HTB_ROOT, default=HTB_CLASS & 0xFFFF)
+        ipr.tc("replace-class", "htb", index=idx, handle=HTB_CLASS, parent=HTB_ROOT,
+               rate=f"{bits}bit", ceil=f"{bits}bit", burst=burst, cburst=burst,
+               quantum=quantum)
+
+
+def htb_rate(name: str, netns: Path | None = None) -> int | None:
+    """The rate in bits/s of ``name``'s htb class; None without one (or without the link)."""
+    with _ipr(netns, f"rate limit on {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return None
+        for c in ipr.get_classes(index=idx):
+            if c["handle"] == HTB_CLASS and c.get_attr("TCA_KIND") == "htb":
+                opts = c.get_attr("TCA_OPTIONS")
+                rate64 = opts.get_attr("TCA_HTB_RATE64") if opts else None
+                parms = opts.get_attr("TCA_HTB_PARMS") if opts else None
+                if rate64:
+                    return int(rate64) * 8
+                return int(parms["rate"]) * 8 if parms else None
+        return None
+
+
+def qdisc_kinds(name: str, netns: Path | None = None) -> list[str]:
+    """Kinds of every qdisc on ``name`` (root, classes' leaves, ingress); [] if gone."""
+    with _ipr(netns, f"qdiscs of {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return []
+        return sorted(str(q.get_attr("TCA_KIND")) for q in ipr.get_qdiscs(index=idx))
+
+
+def create_ifb(name: str) -> None:
+    """An ifb device ``name`` (kept if it exists), set up: the queue for a link's ingress."""
+    _check_name(name)
+    with _ipr(None, f"ifb {name}") as ipr:
+        if _index(ipr, name) is None:
+            ipr.link("add", ifname=name, kind="ifb")
+        ipr.link("set", index=_index(ipr, name), state="up")
+
+
+def redirect_ingress(name: str, target: str) -> None:
+    """Everything ``name`` receives goes through ``target``'s egress queue (ingress + mirred)."""
+    with _ipr(None, f"redirect {name} to {target}") as ipr:
+        idx, to = _index(ipr, name), _index(ipr, target)
+        if idx is None or to is None:
+            raise DriverError(f"link {name if idx is None else target} does not exist")
+        if not any(q["handle"] == INGRESS for q in ipr.get_qdiscs(index=idx)):
+            ipr.tc("add", "ingress", index=idx, handle=INGRESS)
+        ipr.tc("replace-filter", "matchall", index=idx, parent=INGRESS, prio=1,
+               protocol=ETH_P_ALL, handle=1,
+               action={"kind": "mirred", "direction": "egress", "action": "redirect",
+                       "ifindex": to})
+
+
+def clear_ingress(name: str) -> None:
+    """Drop ``name``'s ingress qdisc and its redirect (none, or link gone, is fine)."""
+    with _ipr(None, f"ingress of {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return
+        try:
+            ipr.tc("del", "ingress", index=idx, handle=INGRESS)
+        except NetlinkError as err:
+            if err.code not in (errno.EINVAL, errno.ENOENT):
                 raise
