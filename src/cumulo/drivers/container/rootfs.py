@@ -27,7 +27,9 @@ def shifted_path(rootfs: Path, base: int = IDMAP_BASE) -> Path:
 def _shift_tree(top: Path, base: int) -> None:
     """Add ``base`` to the owner and group of every entry, keeping setuid bits."""
     for dirpath, dirnames, filenames in os.walk(top):
-        for name in [".", *dirnames, *filenames]:
+        # a directory is shifted once, as "." when walked; only links to dirs are not walked
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in [".", *links, *filenames]:
             path = os.path.join(dirpath, name) if name != "." else dirpath
             st = os.lstat(path)
             os.lchown(path, st.st_uid + base, st.st_gid + base)
