@@ -31,8 +31,10 @@ def test_vm_lifecycle_from_the_cli(daemon: Daemon) -> None:
     assert info["options"] == {"machine": "pc"}
     assert info["usage"]["memory_bytes"] > 0
 
-    r = daemon.cli("exec", "vm1", "--", "true", check=False)
-    assert r.returncode != 0 and "guest agent" in r.stderr
+    # exec through the guest agent: stdout, stderr and the exit status reach the CLI
+    r = daemon.cli("exec", "vm1", "--", "sh", "-c", "hostname; echo oops >&2; exit 4",
+                   check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (4, "vm1\n", "oops\n")
 
     daemon.cli("pause", "vm1")
     assert json.loads(daemon.cli("info", "vm1", "--format", "json").stdout)["state"] == \
@@ -41,6 +43,8 @@ def test_vm_lifecycle_from_the_cli(daemon: Daemon) -> None:
     daemon.cli("stop", "vm1", "--timeout", "30")
     assert json.loads(daemon.cli("info", "vm1", "--format", "json").stdout)["state"] == \
         "stopped"
+    r = daemon.cli("exec", "vm1", "--", "true", check=False)
+    assert r.returncode == 1 and "it is stopped" in r.stderr, r.stderr
     daemon.cli("delete", "vm1")
     assert json.loads(daemon.cli("list", "--format", "json").stdout) == []
 

@@ -38,7 +38,7 @@ from cumulo.drivers.base import (
 )
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import initramfs, qmp
+from cumulo.drivers.vm import agent, initramfs, qmp
 from cumulo.drivers.vm.accel import choose_accel
 from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, Io, Machine, VmSpec, build_argv
 from cumulo.errors import (
@@ -153,7 +153,7 @@ class VmDriver:
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", disk=Path(opts["disk"]) if opts["disk"] else None,
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
-                nic=opts["nic"] == "on",
+                nic=opts["nic"] == "on", agent_ports=agent.PORTS,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})
@@ -250,6 +250,8 @@ class VmDriver:
                 self._wait_gone(pid, timeout)
         self._kill(vm)
         vm.qmp_socket.unlink(missing_ok=True)
+        for i in range(vm.agent_ports):
+            agent.port_socket(vm.qmp_socket.parent, i).unlink(missing_ok=True)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
 
     def pause(self, host_id: str) -> None:
@@ -318,7 +320,13 @@ class VmDriver:
 
     # --- processes and console ----------------------------------------------
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
-        raise UnsupportedError("exec into a VM needs the guest agent (not yet)")
+        """Run a command in the guest through our agent over virtio-serial (see agent.py)."""
+        require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        if not vm.agent_ports:
+            raise UnsupportedError(f"VM {host_id!r} was created without the guest agent:"
+                                   " recreate it to exec into it")
+        return agent.AgentSession(vm.qmp_socket.parent, host_id, request)
 
     def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
         vm = self._vmspec(host_id)

@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from cumulo.drivers.vm import agent
 from cumulo.errors import DriverError, NotFoundError
 
 KERNEL_CACHE = Path("/var/cache/cumulo/kernel")
@@ -27,6 +28,7 @@ EXIT = "CUMULO-EXIT"
 WANTED_MODULES = (
     "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_rng", "virtio_balloon",
     "crct10dif_generic", "ata_piix", "ahci", "sd_mod", "e1000", "button", "evdev",
+    "virtio_console",
 )
 
 INIT = f"""#!/bin/sh
@@ -43,6 +45,12 @@ for arg in $(cat /proc/cmdline); do
   case "$arg" in
     cumulo.hostname=*) hostname "${{arg#*=}}" ;;
     cumulo.cmd=*) cmd=$(echo "${{arg#*=}}" | base64 -d) ;;
+  esac
+done
+# the exec agent on each of its virtio-serial ports (drivers/vm/agent.py)
+for p in /sys/class/virtio-ports/*; do
+  case "$(cat $p/name 2>/dev/null)" in
+    org.cumulo.agent.*) setsid cumulo-agent /dev/${{p##*/}} </dev/null >/dev/null 2>&1 & ;;
   esac
 done
 # ACPI power button (QMP system_powerdown): stop the command, then power off
@@ -174,6 +182,7 @@ def build(kernel: Kernel, busybox: Path | None = None) -> bytes:
     c.file("bin/busybox", bb.read_bytes(), 0o755)
     c.symlink("bin/sh", "busybox")
     c.file("init", INIT.encode(), 0o755)
+    c.file("bin/cumulo-agent", agent.GUEST_SCRIPT.encode(), 0o755)
     c.file("etc/acpi/PWRF/00000080", POWER_BUTTON.encode(), 0o755)
     c.file("etc/modules.order", "".join(f"{name}\n" for name, _ in mods).encode())
     for name, data in mods:

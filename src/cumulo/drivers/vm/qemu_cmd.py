@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from cumulo.drivers.vm import agent
 from cumulo.drivers.vm.accel import Accel
 from cumulo.errors import InvalidInputError
 
@@ -44,6 +45,7 @@ class VmSpec:
     disk: Path | None = None
     disk_format: str = "raw"
     nic: bool = False                # a NIC on an isolated hub: the guest sees it, no traffic
+    agent_ports: int = 0             # virtio-serial ports for the exec agent (see agent.py)
 
     def __post_init__(self) -> None:
         if self.machine == Machine.MICROVM and self.io == Io.EMULATED:
@@ -67,6 +69,7 @@ class VmSpec:
             serial_log=Path(d["serial_log"]), qmp_socket=Path(d["qmp_socket"]),
             pidfile=Path(d["pidfile"]), disk=None if disk is None else Path(disk),
             disk_format=str(d.get("disk_format", "raw")), nic=bool(d.get("nic", False)),
+            agent_ports=int(d.get("agent_ports", 0)),
         )
 
 
@@ -88,6 +91,19 @@ def _devices(spec: VmSpec) -> list[str]:
         args += ["-nic", "none"]
     if spec.io == Io.PARAVIRT:
         args += ["-device", f"virtio-rng-{bus}", "-device", f"virtio-balloon-{bus},id=balloon0"]
+    return args + _agent(spec, bus)
+
+
+def _agent(spec: VmSpec, bus: str) -> list[str]:
+    """virtio-serial ports for the exec agent, on every I/O family: the agent's own channel."""
+    if not spec.agent_ports:
+        return []
+    args = ["-device", f"virtio-serial-{bus},id=agent"]
+    for i in range(spec.agent_ports):
+        sock = agent.port_socket(spec.qmp_socket.parent, i)
+        args += ["-chardev", f"socket,id=agent{i},path={sock},server=on,wait=off",
+                 "-device", f"virtserialport,bus=agent.0,chardev=agent{i},"
+                            f"name={agent.PORT_NAME.format(i)}"]
     return args
 
 
