@@ -221,10 +221,11 @@ class Client:
     def network(self, name: str, project: str = "default") -> dict[str, Any]:
         return self.get(f"/networks/{name}", params={"project": project})  # type: ignore[no-any-return]
 
-    def create_network(self, name: str, subnet: str | None = None, project: str = "default"
-                       ) -> dict[str, Any]:
+    def create_network(self, name: str, subnet: str | None = None, project: str = "default",
+                       *, dns_domain: str | None = None, nat: bool = False) -> dict[str, Any]:
         return self.request("POST", "/networks", params={"project": project},  # type: ignore[no-any-return]
-                            json={"name": name, "subnet": subnet}).json()
+                            json={"name": name, "subnet": subnet, "dns_domain": dns_domain,
+                                  "nat": nat}).json()
 
     def delete_network(self, name: str, project: str = "default") -> None:
         self.request("DELETE", f"/networks/{name}", params={"project": project})

@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +59,10 @@ def netd(tmp_path: Path) -> Iterator[NetDaemon]:
     tag = uuid.uuid4().hex[:8]
     ns = f"cu-t-{tag}"
     sh("ip", "netns", "add", ns)
-    d = NetDaemon(state_dir=tmp_path / "state", socket=tmp_path / "cumulo.sock",
+    # a state dir others may search, as /var/lib/cumulo is: dnsmasq drops to its own user
+    state = Path(tempfile.mkdtemp(prefix="cumulo-net-"))
+    os.chmod(state, 0o711)
+    d = NetDaemon(state_dir=state, socket=tmp_path / "cumulo.sock",
                   cgroup_parent=f"cumulo-nettest-{tag}", log=tmp_path / "cumulod.log",
                   wrapper=["nsenter", f"--net=/run/netns/{ns}"])  # keeps /sys/fs/cgroup
     d.netns = ns
@@ -77,12 +82,32 @@ def netd(tmp_path: Path) -> Iterator[NetDaemon]:
                         c.delete_network(net["name"])
         finally:
             d.stop()
+            leaked = dnsmasq_pids(d.state_dir)
+            for pid in leaked:
+                os.kill(pid, signal.SIGKILL)
             sh("ip", "netns", "del", ns, check=False)
             for cg in Path("/sys/fs/cgroup").glob(f"*/{d.cgroup_parent}"):
                 cg.rmdir()
             shutil.rmtree(d.state_dir, ignore_errors=True)
     assert not leftovers(d.cgroup_parent)
     assert ns not in sh("ip", "netns", "list").stdout
+    assert not leaked, f"dnsmasq left running: {leaked}"
+
+
+def dnsmasq_pids(state_dir: Path) -> list[int]:
+    """dnsmasq processes whose config lives under ``state_dir``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"dnsmasq") and any(
+                str(state_dir).encode() in a for a in argv):
+            found.append(int(proc.name))
+    return found
 
 
 def nic(d: NetDaemon, name: str) -> dict[str, object]:

@@ -160,7 +160,8 @@ def create_app(svc: Services) -> FastAPI:
     @r.post("/networks", status_code=201, response_model=s.NetworkOut,
             summary="Create a network: a bridge with its own subnet, isolated from others")
     def create_network(body: s.NetworkCreate, project: str = PROJECT) -> s.NetworkOut:
-        return network_out(svc.networks.create(project, body.name, body.subnet))
+        return network_out(svc.networks.create(project, body.name, body.subnet,
+                                               body.dns_domain, body.nat))
 
     @r.get("/networks/{name}", response_model=s.NetworkOut,
            summary="A network and the instances on it")

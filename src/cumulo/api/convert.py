@@ -50,7 +50,7 @@ def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = N
 
 
 def network_out(net: Network, used_by: list[str] | None = None) -> s.NetworkOut:
-    return s.NetworkOut(**asdict(net), used_by=used_by or [])
+    return s.NetworkOut(**asdict(net), used_by=used_by or [], nat=not net.isolated)
 
 
 def image_out(img: Image) -> s.ImageOut:

@@ -161,6 +161,10 @@ class ServerOut(BaseModel):
 class NetworkCreate(Strict):
     name: str
     subnet: str | None = Field(None, description="IPv4 CIDR; default: a free /24 of the pool")
+    dns_domain: str | None = Field(
+        None, description="instances resolve NAME and NAME.<dns_domain>; default: cumulo")
+    nat: bool = Field(False, description="masquerade traffic out of the subnet; "
+                                         "default: isolated (no traffic out)")
 
 
 class NetworkOut(BaseModel):
@@ -172,3 +176,5 @@ class NetworkOut(BaseModel):
     isolated: bool
     created_at: datetime | None
     used_by: list[str] = []
+    dns_domain: str = "cumulo"
+    nat: bool = False

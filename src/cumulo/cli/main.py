@@ -333,11 +333,17 @@ def op_list(fmt: FormatOpt = o.Format.table) -> None:
 @net_app.command("create")
 def network_create(name: str, subnet: Annotated[str | None, typer.Option(
         help="IPv4 CIDR, e.g. 10.20.30.0/24; default: a free /24 of 10.210.0.0/16")] = None,
-        project: ProjectOpt = "default") -> None:
-    """Create a network: a bridge with its own subnet, isolated from other networks."""
+        project: ProjectOpt = "default",
+        dns_domain: Annotated[str | None, typer.Option(
+            help="instances resolve each other as NAME and NAME.DOMAIN; default: cumulo")] = None,
+        nat: Annotated[bool, typer.Option(
+            "--nat/--isolated", help="masquerade traffic out of the subnet, or keep it inside "
+                                     "(default)")] = False) -> None:
+    """Create a network: a bridge with its own subnet, DHCP and DNS, isolated from others."""
     with client() as c:
-        net = c.create_network(name, subnet, project)
-    o.err.print(f"Created network {name} {net['subnet']} (gateway {net['gateway']})")
+        net = c.create_network(name, subnet, project, dns_domain=dns_domain, nat=nat)
+    o.err.print(f"Created network {name} {net['subnet']} (gateway {net['gateway']}, "
+                f"domain {net['dns_domain']}, {'nat' if net['nat'] else 'isolated'})")
 
 
 @net_app.command("list")
@@ -345,8 +351,11 @@ def network_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default
     """List networks."""
     with client() as c:
         rows = c.networks(project)
+    for row in rows:
+        row.setdefault("mode", "nat" if row.get("nat") else "isolated")
     o.table(rows, [("NAME", "name"), ("SUBNET", "subnet"), ("GATEWAY", "gateway"),
-                   ("BRIDGE", "bridge"), ("USED BY", "used_by")], fmt)
+                   ("BRIDGE", "bridge"), ("MODE", "mode"), ("DOMAIN", "dns_domain"),
+                   ("USED BY", "used_by")], fmt)
 
 
 @net_app.command("info")

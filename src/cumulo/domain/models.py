@@ -39,8 +39,9 @@ class Network:
     subnet: str                      # CIDR, e.g. 10.210.0.0/24
     gateway: str                     # the bridge's address, first host of the subnet
     bridge: str                      # host link name, cu-b<hex>
-    isolated: bool = True            # no traffic to other networks (nor, for now, out)
+    isolated: bool = True            # no traffic to other networks, nor out (else: NAT out)
     created_at: datetime | None = None
+    dns_domain: str = "cumulo"       # instances resolve NAME and NAME.<dns_domain>
 
 
 @dataclass

@@ -37,6 +37,8 @@ class InstanceSpec:
     # called with PID 1's host pid once its namespaces exist and before it runs: the
     # service wires NICs into /proc/PID/ns/net there (the netns belongs to the instance)
     on_created: Callable[[int], None] | None = field(default=None, compare=False)
+    # the instance's /etc/resolv.conf (its network's dnsmasq); None: the image's own
+    resolv_conf: str | None = None
 
 
 class RunStatus(StrEnum):

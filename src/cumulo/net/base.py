@@ -11,6 +11,8 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Protocol
 
+from cumulo.net.dnsmasq import DnsHost, DnsSettings
+
 INSIDE_PREFIX = "eth"
 
 
@@ -59,3 +61,13 @@ class HostNetwork(Protocol):
 
     def counters(self, host_name: str) -> NicCounters | None:
         """Counters of a NIC by its host end; None while it is not wired."""
+
+    # DHCP and DNS, one dnsmasq per network (net/dnsmasq.py)
+    def ensure_dns(self, settings: DnsSettings, hosts: list[DnsHost]) -> None:
+        """The network's dnsmasq runs and serves ``hosts`` (started, or reloaded)."""
+
+    def stop_dns(self, bridge: str) -> None:
+        """No dnsmasq and none of its files left for ``bridge``."""
+
+    def dns_bridges(self) -> list[str]:
+        """Bridges that have dnsmasq state here (to find leftovers of deleted networks)."""

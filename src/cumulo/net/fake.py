@@ -6,6 +6,7 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 
 from cumulo.net.base import NicCounters, NicPlan
+from cumulo.net.dnsmasq import DnsHost, DnsSettings
 
 
 class FakeNetwork:
@@ -14,6 +15,7 @@ class FakeNetwork:
         self.bridges: dict[str, IPv4Interface] = {}
         self.isolated: list[str] = []
         self.nics: dict[str, tuple[Path, NicPlan]] = {}  # by host name
+        self.dns: dict[str, tuple[DnsSettings, list[DnsHost]]] = {}  # by bridge
 
     def addresses(self) -> list[IPv4Interface]:
         return [*self.host, *self.bridges.values()]
@@ -36,3 +38,13 @@ class FakeNetwork:
     def detach(self, host_names: list[str]) -> None:
         for name in host_names:
             self.nics.pop(name, None)
+
+    # DHCP and DNS
+    def ensure_dns(self, settings: DnsSettings, hosts: list[DnsHost]) -> None:
+        self.dns[settings.bridge] = (settings, sorted(hosts, key=lambda h: h.name))
+
+    def stop_dns(self, bridge: str) -> None:
+        self.dns.pop(bridge, None)
+
+    def dns_bridges(self) -> list[str]:
+        return sorted(self.dns)

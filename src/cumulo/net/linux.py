@@ -7,11 +7,13 @@ from pathlib import Path
 
 from cumulo.net import bridge, netlink, nft, nic
 from cumulo.net.base import NicCounters, NicPlan
+from cumulo.net.dnsmasq import DnsHost, Dnsmasq, DnsSettings
 
 
 class LinuxNetwork:
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, dns_dir: Path | None = None) -> None:
         self.tag = tag  # names this daemon's nftables table: cumulo_<tag>
+        self.dnsmasq = Dnsmasq(dns_dir or Path("/run/cumulo/dnsmasq"))
 
     def addresses(self) -> list[IPv4Interface]:
         return netlink.host_addresses()
@@ -39,3 +41,13 @@ class LinuxNetwork:
         return NicCounters(rx_bytes=st["tx_bytes"], tx_bytes=st["rx_bytes"],
                            rx_packets=st["tx_packets"], tx_packets=st["rx_packets"],
                            rx_dropped=st["tx_dropped"], tx_dropped=st["rx_dropped"])
+
+    # DHCP and DNS
+    def ensure_dns(self, settings: DnsSettings, hosts: list[DnsHost]) -> None:
+        self.dnsmasq.ensure(settings, hosts)
+
+    def stop_dns(self, bridge_name: str) -> None:
+        self.dnsmasq.stop(bridge_name)
+
+    def dns_bridges(self) -> list[str]:
+        return self.dnsmasq.bridges()

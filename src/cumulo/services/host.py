@@ -53,14 +53,14 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
         drivers[type_] = create_driver(kind, ctx)
     image_root = state_dir / "images"
     images = ImageService(store, ops, image_root)
-    networks = NetworkService(store, _host_network(net_kind, state_dir))
+    networks = NetworkService(store, _host_network(net_kind, state_dir, runtime_dir))
     networks.reconcile()
     instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks)
     instances.reconcile()
     return Services(store, ops, host, instances, images, networks)
 
 
-def _host_network(kind: str, state_dir: Path) -> HostNetwork:
+def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:
     """One nftables table per daemon, named after its state dir (several may coexist)."""
     if kind == "fake":
         from cumulo.net.fake import FakeNetwork
@@ -68,4 +68,5 @@ def _host_network(kind: str, state_dir: Path) -> HostNetwork:
         return FakeNetwork()
     from cumulo.net.linux import LinuxNetwork
 
-    return LinuxNetwork(hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8])
+    return LinuxNetwork(hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8],
+                        dns_dir=runtime_dir / "dnsmasq" if runtime_dir is not None else None)

@@ -91,6 +91,7 @@ class InstanceService:
             command=list(inst.command), limits=inst.limits, privileged=inst.privileged,
             options=dict(inst.options),
             on_created=(lambda pid: self.networks.attach(inst, pid)) if inst.nics else None,
+            resolv_conf=self.networks.resolv_conf(inst),
         )
 
     def check_options(self, type_: str, options: dict[str, str]) -> dict[str, str]:
@@ -175,6 +176,7 @@ class InstanceService:
                 project=project, name=req.name, type=req.type, image=image.fingerprint,
                 state=State.CREATING, limits=limits, privileged=req.privileged,
                 command=command, options=options, nics=nics))
+            self.networks.refresh_dns(project, [n.network for n in nics])
 
         def work(progress: Progress) -> dict[str, Any]:
             spec = self._spec(inst)
@@ -209,6 +211,7 @@ class InstanceService:
         shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
         with contextlib.suppress(NotFoundError):
             self.store.delete_instance(inst.project, inst.name)
+        self.networks.refresh_dns(inst.project, [n.network for n in inst.nics])
 
     def delete(self, project: str, name: str, force: bool = False) -> Operation:
         inst = self.get(project, name)
@@ -225,6 +228,7 @@ class InstanceService:
                 self.networks.detach(inst)
                 shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
                 self.store.delete_instance(project, name)
+                self.networks.refresh_dns(project, [n.network for n in inst.nics])
 
         return self.ops.submit(f"delete instance {name}", work,
                                {"instances": [f"{project}/{name}"]})

@@ -19,6 +19,7 @@ from cumulo.domain.units import validate_name
 from cumulo.errors import ConflictError, CumuloError, InvalidInputError
 from cumulo.net import ipam
 from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
+from cumulo.net.dnsmasq import DEFAULT_DOMAIN, DnsHost, DnsSettings, check_domain
 from cumulo.store.repo import Store
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ class NetworkService:
     def users(self, project: str, name: str) -> list[str]:
         return self.store.network_users(project, name)
 
-    def create(self, project: str, name: str, subnet: str | None = None) -> Network:
-        """Validate, record, then build the bridge; a failure leaves nothing."""
+    def create(self, project: str, name: str, subnet: str | None = None,
+               dns_domain: str | None = None, nat: bool = False) -> Network:
+        """Validate, record, then build the bridge and its dnsmasq; a failure leaves nothing."""
         validate_name(name)
+        domain = check_domain(dns_domain) if dns_domain is not None else DEFAULT_DOMAIN
         with self.lock:
             others = {f"{n.project}/{n.name}": IPv4Network(n.subnet)
                       for n in self.store.list_networks()}
@@ -64,13 +67,16 @@ class NetworkService:
             gateway = ipam.gateway_of(net)
             network = self.store.add_network(Network(
                 project=project, name=name, subnet=str(net), gateway=str(gateway),
-                bridge=f"cu-b{secrets.token_hex(4)}"))
+                bridge=f"cu-b{secrets.token_hex(4)}", isolated=not nat, dns_domain=domain))
             try:
                 self.host_net.ensure_bridge(network.bridge, IPv4Interface(
                     f"{gateway}/{net.prefixlen}"))
                 self._isolate()
+                self.host_net.ensure_dns(self._dns_settings(network), [])
             except BaseException:
                 self.store.delete_network(project, name)
+                self._stop_dns(network.bridge)
+                self._isolate_quietly()
                 self._remove_bridge(network.bridge)
                 raise
             return network
@@ -84,6 +90,7 @@ class NetworkService:
                     f"cannot delete network {name!r}: it is used by {', '.join(users)}")
             self.store.delete_network(project, name)
             self._isolate()
+            self.host_net.stop_dns(network.bridge)
             self.host_net.remove_bridge(network.bridge)
 
     def _isolate(self) -> None:
@@ -160,9 +167,64 @@ class NetworkService:
     def reconcile(self) -> None:
         """Bridges and isolation back after a reboot; nothing at all without networks."""
         networks = self.store.list_networks()
-        if not networks:
-            return
+        if networks:
+            for n in networks:
+                prefix = IPv4Network(n.subnet).prefixlen
+                self.host_net.ensure_bridge(n.bridge, IPv4Interface(f"{n.gateway}/{prefix}"))
+            self._isolate()
+        self.reconcile_dns()
+
+    # DHCP and DNS: one dnsmasq per network (net/dnsmasq.py)
+    @staticmethod
+    def _dns_settings(network: Network) -> DnsSettings:
+        return DnsSettings(bridge=network.bridge, subnet=IPv4Network(network.subnet),
+                           gateway=IPv4Address(network.gateway), domain=network.dns_domain,
+                           upstream=not network.isolated)
+
+    def _dns_hosts(self, network: Network) -> list[DnsHost]:
+        return [DnsHost(name=inst, mac=nic.mac, ip=IPv4Address(nic.ip))
+                for inst, nic in self.store.network_nics(network.project, network.name)]
+
+    def refresh_dns(self, project: str, networks: list[str]) -> None:
+        """Reload the DHCP and DNS entries of ``networks`` after NICs came or went."""
+        with self.lock:
+            for name in sorted(set(networks)):
+                try:
+                    network = self.store.get_network(project, name)
+                    self.host_net.ensure_dns(self._dns_settings(network),
+                                             self._dns_hosts(network))
+                except CumuloError as err:
+                    log.error("cannot reload DHCP and DNS of network %s: %s", name, err)
+
+    def reconcile_dns(self) -> None:
+        """Every network's dnsmasq runs (found again, or started); none for deleted ones."""
+        networks = self.store.list_networks()
         for n in networks:
-            prefix = IPv4Network(n.subnet).prefixlen
-            self.host_net.ensure_bridge(n.bridge, IPv4Interface(f"{n.gateway}/{prefix}"))
-        self._isolate()
+            try:
+                self.host_net.ensure_dns(self._dns_settings(n), self._dns_hosts(n))
+            except CumuloError as err:
+                log.error("cannot start DHCP and DNS of network %s: %s", n.name, err)
+        known = {n.bridge for n in networks}
+        for bridge in self.host_net.dns_bridges():
+            if bridge not in known:
+                log.warning("stopping the dnsmasq of deleted bridge %s", bridge)
+                self._stop_dns(bridge)
+
+    def resolv_conf(self, inst: Instance) -> str | None:
+        """/etc/resolv.conf for an instance: its first network's dnsmasq, on the gateway."""
+        if not inst.nics:
+            return None
+        network = self.store.get_network(inst.project, inst.nics[0].network)
+        return f"search {network.dns_domain}\nnameserver {network.gateway}\n"
+
+    def _stop_dns(self, bridge: str) -> None:
+        try:
+            self.host_net.stop_dns(bridge)
+        except CumuloError as err:
+            log.error("cannot stop the dnsmasq of %s: %s", bridge, err)
+
+    def _isolate_quietly(self) -> None:
+        try:
+            self._isolate()
+        except CumuloError as err:
+            log.error("cannot update network isolation: %s", err)

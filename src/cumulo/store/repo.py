@@ -251,7 +251,7 @@ class Store:
             raise StoreError(f"network {row.name} has a dangling project")
         return Network(project=project.name, name=row.name, subnet=row.subnet,
                        gateway=row.gateway, bridge=row.bridge, isolated=row.isolated,
-                       created_at=row.created_at)
+                       created_at=row.created_at, dns_domain=row.dns_domain)
 
     def add_network(self, net: Network) -> Network:
         """Insert a network; a duplicate name in the project is a ConflictError."""
@@ -259,7 +259,7 @@ class Store:
             with self.db.session() as s:
                 row = NetworkRow(project_id=self._project_id(s, net.project), name=net.name,
                                  subnet=net.subnet, gateway=net.gateway, bridge=net.bridge,
-                                 isolated=net.isolated)
+                                 isolated=net.isolated, dns_domain=net.dns_domain)
                 s.add(row)
                 s.flush()
                 return self._network(s, row)
@@ -293,6 +293,15 @@ class Store:
         with self.db.session() as s:
             row = self._network_row(s, project, name)
             return list(s.scalars(select(NicRow.ip).where(NicRow.network_id == row.id)))
+
+    def network_nics(self, project: str, name: str) -> list[tuple[str, Nic]]:
+        """(instance name, NIC) of every NIC on the network: its DHCP and DNS entries."""
+        with self.db.session() as s:
+            row = self._network_row(s, project, name)
+            q = (select(InstanceRow.name, NicRow).join(NicRow, NicRow.instance_id == InstanceRow.id)
+                 .where(NicRow.network_id == row.id).order_by(InstanceRow.name))
+            return [(inst, Nic(network=name, index=n.idx, mac=n.mac, ip=n.ip,
+                               host_name=n.host_name)) for inst, n in s.execute(q)]
 
     def delete_network(self, project: str, name: str) -> None:
         """Remove a network; one still used by an instance is a ConflictError."""

@@ -97,6 +97,7 @@ class NetworkRow(Base):
     bridge: Mapped[str] = mapped_column(String(15), unique=True)
     isolated: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    dns_domain: Mapped[str] = mapped_column(String(253), default="cumulo")
 
 
 class NicRow(Base):

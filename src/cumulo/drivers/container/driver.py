@@ -28,7 +28,12 @@ from cumulo.drivers.base import (
 )
 from cumulo.drivers.container import monitor, rootfs
 from cumulo.drivers.container.exec_session import RuntimeExecSession
-from cumulo.drivers.container.oci_spec import build_config, resources, update_resources
+from cumulo.drivers.container.oci_spec import (
+    RESOLV_CONF,
+    build_config,
+    resources,
+    update_resources,
+)
 from cumulo.drivers.container.runtime import OciRuntime, choose
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
@@ -107,6 +112,11 @@ class ContainerDriver:
     def _prepare(self, spec: InstanceSpec) -> None:
         """Mount the rootfs and write config.json unless already there (idempotent)."""
         rootfs.mount_overlay(spec.rootfs, spec.instance_dir, spec.privileged)
+        if spec.resolv_conf is not None:  # rewritten at each start: the network may change
+            resolv = spec.instance_dir / RESOLV_CONF
+            resolv.with_suffix(".tmp").write_text(spec.resolv_conf)
+            os.chmod(resolv.with_suffix(".tmp"), 0o644)
+            os.replace(resolv.with_suffix(".tmp"), resolv)
         config = spec.instance_dir / "config.json"
         if not config.exists():
             data = build_config(spec, self._cgroup(spec.host_id))

@@ -56,6 +56,18 @@ def _mounts() -> list[dict[str, Any]]:
     ]
 
 
+RESOLV_CONF = "resolv.conf"  # in the instance dir, bind-mounted read-only
+
+
+def _dns_mounts(spec: InstanceSpec) -> list[dict[str, Any]]:
+    """/etc/resolv.conf from the instance dir, as Podman does, when the service gave one."""
+    if spec.resolv_conf is None:
+        return []
+    return [{"destination": "/etc/resolv.conf", "type": "bind",
+             "source": str(spec.instance_dir / RESOLV_CONF),
+             "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}]
+
+
 def cpu_shares(weight: int) -> int:
     """cgroup v2 weight (1..10000) to v1 shares (2..262144), the runc/crun formula."""
     return 2 + ((weight - 1) * 262142) // 9999
@@ -135,6 +147,6 @@ def build_config(spec: InstanceSpec, cgroups_path: str, rootfs: str = "rootfs") 
         },
         "root": {"path": rootfs, "readonly": False},
         "hostname": spec.hostname,
-        "mounts": _mounts(),
+        "mounts": [*_mounts(), *_dns_mounts(spec)],
         "linux": linux,
     }
