@@ -125,10 +125,11 @@ class Client:
                limits: dict[str, Any] | None = None, privileged: bool = False,
                command: list[str] | None = None, options: dict[str, str] | None = None,
                start: bool = False, project: str = "default", wait: bool = True,
-               networks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               networks: list[dict[str, Any]] | None = None,
+               storage: dict[str, Any] | None = None) -> dict[str, Any]:
         body = {"name": name, "image": image, "type": type, "limits": limits or {},
                 "privileged": privileged, "command": command, "options": options or {},
-                "start": start, "networks": networks or []}
+                "start": start, "networks": networks or [], **(storage or {})}
         return self._op("POST", "/instances", wait, json=body, params={"project": project})
 
     def set_state(self, name: str, action: str, *, timeout: float = 30, force: bool = False,
@@ -232,6 +233,59 @@ class Client:
 
     def operations(self) -> list[dict[str, Any]]:
         return self.get("/operations")  # type: ignore[no-any-return]
+
+    # storage: pools, volumes, snapshots
+    def pools(self) -> list[dict[str, Any]]:
+        return self.get("/storage-pools")  # type: ignore[no-any-return]
+
+    def pool(self, name: str) -> dict[str, Any]:
+        return self.get(f"/storage-pools/{name}")  # type: ignore[no-any-return]
+
+    def volumes(self, project: str = "default") -> list[dict[str, Any]]:
+        return self.get("/volumes", params={"project": project})  # type: ignore[no-any-return]
+
+    def volume(self, name: str, project: str = "default") -> dict[str, Any]:
+        return self.get(f"/volumes/{name}", params={"project": project})  # type: ignore[no-any-return]
+
+    def create_volume(self, name: str, size: str, pool: str | None = None,
+                      project: str = "default") -> dict[str, Any]:
+        return self.request("POST", "/volumes", params={"project": project},  # type: ignore[no-any-return]
+                            json={"name": name, "size": size, "pool": pool}).json()
+
+    def resize_volume(self, name: str, size: str, project: str = "default") -> dict[str, Any]:
+        return self.request("PATCH", f"/volumes/{name}", params={"project": project},  # type: ignore[no-any-return]
+                            json={"size": size}).json()
+
+    def delete_volume(self, name: str, project: str = "default") -> None:
+        self.request("DELETE", f"/volumes/{name}", params={"project": project})
+
+    def attach_volume(self, name: str, instance: str, path: str = "", shared: bool = False,
+                      project: str = "default") -> dict[str, Any]:
+        return self.request("POST", f"/volumes/{name}/attachments",  # type: ignore[no-any-return]
+                            params={"project": project},
+                            json={"instance": instance, "path": path, "shared": shared}).json()
+
+    def detach_volume(self, name: str, instance: str, project: str = "default"
+                      ) -> dict[str, Any]:
+        return self.request("DELETE", f"/volumes/{name}/attachments/{instance}",  # type: ignore[no-any-return]
+                            params={"project": project}).json()
+
+    def snapshots(self, name: str, volume: bool = False, project: str = "default"
+                  ) -> list[dict[str, Any]]:
+        kind = "volumes" if volume else "instances"
+        return self.get(f"/{kind}/{name}/snapshots", params={"project": project})  # type: ignore[no-any-return]
+
+    def snapshot(self, action: str, name: str, snap: str, volume: bool = False,
+                 project: str = "default") -> None:
+        """``action``: create, restore or delete."""
+        base = f"/{'volumes' if volume else 'instances'}/{name}/snapshots"
+        params = {"project": project}
+        if action == "create":
+            self.request("POST", base, params=params, json={"name": snap})
+        elif action == "restore":
+            self.request("POST", f"{base}/{snap}/restore", params=params)
+        else:
+            self.request("DELETE", f"{base}/{snap}", params=params)
 
 
 def error_from(kind: str) -> type[e.CumuloError]:

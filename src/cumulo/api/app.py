@@ -18,9 +18,12 @@ from cumulo.api.convert import (
     limits_in,
     network_out,
     operation_out,
+    pool_out,
+    volume_out,
 )
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
+from cumulo.domain.units import parse_size
 from cumulo.drivers.base import ExecRequest
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
@@ -63,7 +66,9 @@ def create_app(svc: Services) -> FastAPI:
         req = CreateRequest(name=body.name, image=body.image, type=body.type,
                             limits=limits_from(body.limits), privileged=body.privileged,
                             command=body.command, options=body.options, start=body.start,
-                            networks=tuple(NicRequest(n.network, n.ip) for n in body.networks))
+                            networks=tuple(NicRequest(n.network, n.ip) for n in body.networks),
+                            pool=body.pool, copy=body.full_copy,
+                            disk=None if body.disk is None else parse_size(body.disk))
         return accepted(svc.instances.create(project, req))
 
     @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")
@@ -174,6 +179,57 @@ def create_app(svc: Services) -> FastAPI:
         svc.networks.delete(project, name)
         return Response(status_code=204)
 
+    # storage: pools, volumes, snapshots
+    @r.get("/storage-pools", response_model=list[s.PoolOut], summary="List storage pools")
+    def list_pools() -> list[s.PoolOut]:
+        return [pool_out(p) for p in svc.storage.list_pools()]
+
+    @r.get("/storage-pools/{name}", response_model=s.PoolOut, summary="A pool and its usage")
+    def get_pool(name: str) -> s.PoolOut:
+        return pool_out(svc.storage.info(name))
+
+    @r.get("/volumes", response_model=list[s.VolumeOut], summary="List volumes")
+    def list_volumes(project: str = PROJECT) -> list[s.VolumeOut]:
+        return [volume_out(v) for v in svc.volumes.list_in(project)]
+
+    @r.post("/volumes", status_code=201, response_model=s.VolumeOut,
+            summary="Create a volume: a size-capped filesystem in a pool")
+    def create_volume(body: s.VolumeCreate, project: str = PROJECT) -> s.VolumeOut:
+        vol = svc.volumes.create(project, body.name, body.size, body.pool)
+        return volume_out(vol, svc.volumes.used(vol))
+
+    @r.get("/volumes/{name}", response_model=s.VolumeOut, summary="A volume and its users")
+    def get_volume(name: str, project: str = PROJECT) -> s.VolumeOut:
+        vol = svc.volumes.get(project, name)
+        return volume_out(vol, svc.volumes.used(vol))
+
+    @r.patch("/volumes/{name}", response_model=s.VolumeOut,
+             summary="Resize a volume (grows online; never below what is in use)")
+    def resize_volume(name: str, body: s.VolumeResize, project: str = PROJECT) -> s.VolumeOut:
+        vol = svc.volumes.resize(project, name, body.size)
+        return volume_out(vol, svc.volumes.used(vol))
+
+    @r.delete("/volumes/{name}", status_code=204, summary="Delete a detached volume")
+    def delete_volume(name: str, project: str = PROJECT) -> Response:
+        svc.volumes.delete(project, name)
+        return Response(status_code=204)
+
+    @r.post("/volumes/{name}/attachments", response_model=s.VolumeOut,
+            summary="Attach to an instance: mounted in a container at its next start,"
+                    " hot-plugged into a running VM")
+    def attach_volume(name: str, body: s.AttachmentIn, project: str = PROJECT
+                      ) -> s.VolumeOut:
+        return volume_out(svc.volumes.attach(project, name, body.instance, body.path,
+                                             body.shared))
+
+    @r.delete("/volumes/{name}/attachments/{instance}", response_model=s.VolumeOut,
+              summary="Detach from an instance (hot-unplugged from a running VM)")
+    def detach_volume(name: str, instance: str, project: str = PROJECT) -> s.VolumeOut:
+        return volume_out(svc.volumes.detach(project, name, instance))
+
+    for kind, is_volume in (("instances", False), ("volumes", True)):
+        _snapshot_routes(r, svc, kind, is_volume)
+
     @r.get("/operations", response_model=list[s.OperationOut], summary="Recent operations")
     def list_operations() -> list[s.OperationOut]:
         return [operation_out(o) for o in svc.store.list_operations()]
@@ -190,3 +246,33 @@ def create_app(svc: Services) -> FastAPI:
         await exec_ws.serve(ws, svc, project, name)
 
     return app
+
+
+def _snapshot_routes(r: APIRouter, svc: Services, kind: str, volume: bool) -> None:
+    """Snapshots of instance roots and of volumes: the same four routes under each."""
+    what = "a volume" if volume else "an instance's root"
+
+    @r.get(f"/{kind}/{{name}}/snapshots", response_model=list[s.SnapshotOut],
+           summary=f"Snapshots of {what}", operation_id=f"list_{kind}_snapshots")
+    def list_snapshots(name: str, project: str = PROJECT) -> list[s.SnapshotOut]:
+        return [s.SnapshotOut(name=n) for n in svc.volumes.snapshots(project, name, volume)]
+
+    @r.post(f"/{kind}/{{name}}/snapshots", status_code=201, response_model=s.SnapshotOut,
+            summary=f"Snapshot {what}", operation_id=f"create_{kind}_snapshot")
+    def create_snapshot(name: str, body: s.SnapshotIn, project: str = PROJECT
+                        ) -> s.SnapshotOut:
+        svc.volumes.snapshot(project, name, body.name, volume)
+        return s.SnapshotOut(name=body.name)
+
+    @r.post(f"/{kind}/{{name}}/snapshots/{{snap}}/restore", status_code=204,
+            summary=f"Bring {what} back to a snapshot (stopped instances only)",
+            operation_id=f"restore_{kind}_snapshot")
+    def restore_snapshot(name: str, snap: str, project: str = PROJECT) -> Response:
+        svc.volumes.restore(project, name, snap, volume)
+        return Response(status_code=204)
+
+    @r.delete(f"/{kind}/{{name}}/snapshots/{{snap}}", status_code=204,
+              summary=f"Delete a snapshot of {what}", operation_id=f"delete_{kind}_snapshot")
+    def delete_snapshot(name: str, snap: str, project: str = PROJECT) -> Response:
+        svc.volumes.delete_snapshot(project, name, snap, volume)
+        return Response(status_code=204)

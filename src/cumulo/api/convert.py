@@ -9,8 +9,10 @@ from cumulo.api import schemas as s
 from cumulo.domain.limits import Limits, parse_limit
 from cumulo.domain.models import Image, Instance, Network, Operation
 from cumulo.domain.units import parse_size
+from cumulo.domain.volumes import Volume
 from cumulo.drivers.base import Usage
 from cumulo.net.base import NicCounters
+from cumulo.services.storage import PoolInfo
 
 
 def limits_in(data: dict[str, Any]) -> dict[str, Any]:
@@ -46,6 +48,7 @@ def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = N
         usage=s.Usage(**asdict(usage)) if usage is not None else None,
         nics=[s.NicOut(**asdict(n), counters=s.NicCounters(**asdict(counters[n.host_name]))
                        if n.host_name in counters else None) for n in inst.nics],
+        root=inst.root,
     )
 
 
@@ -61,3 +64,14 @@ def operation_out(op: Operation) -> s.OperationOut:
     d = asdict(op)
     d["status"] = op.status.value
     return s.OperationOut(**d)
+
+
+def volume_out(vol: Volume, used: int | None = None) -> s.VolumeOut:
+    return s.VolumeOut(name=vol.name, project=vol.project, pool=vol.pool, size=vol.size,
+                       used=used, created_at=vol.created_at,
+                       attachments=[s.AttachmentOut(**asdict(a)) for a in vol.attachments])
+
+
+def pool_out(p: PoolInfo) -> s.PoolOut:
+    return s.PoolOut(name=p.name, driver=p.driver, path=str(p.path), used=p.used, free=p.free,
+                     total=p.total, roots=p.roots, volumes=p.volumes)

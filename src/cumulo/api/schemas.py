@@ -39,6 +39,10 @@ class InstanceCreate(Strict):
                         " and io (paravirt|emulated)")
     start: bool = False
     networks: list[NicIn] = Field([], description="one NIC per entry; none: loopback only")
+    pool: str | None = Field(None, description="storage pool of the root (default: default)")
+    full_copy: bool = Field(False, alias="copy",
+                            description="a full copy of the image instead of a clone of it")
+    disk: int | str | None = Field(None, description="root size cap: bytes or a size like 2GiB")
 
 
 class InstanceStateChange(Strict):
@@ -93,6 +97,8 @@ class InstanceOut(BaseModel):
     pid: int | None = None
     usage: Usage | None = None
     nics: list[NicOut] = []
+    root: dict[str, Any] | None = Field(
+        None, description="storage of its root: pool, copy (bool), size (bytes or null)")
 
 
 class ExecIn(Strict):
@@ -178,3 +184,54 @@ class NetworkOut(BaseModel):
     used_by: list[str] = []
     dns_domain: str = "cumulo"
     nat: bool = False
+
+
+class PoolOut(BaseModel):
+    name: str
+    driver: str
+    path: str
+    used: int = Field(description="bytes its files really take on disk")
+    free: int = Field(description="bytes free on the filesystem holding it")
+    total: int
+    roots: int = Field(description="instance roots in it")
+    volumes: int
+
+
+class VolumeCreate(Strict):
+    name: str
+    size: int | str = Field(description="bytes or a size like 1GiB")
+    pool: str | None = Field(None, description="default: the default pool")
+
+
+class VolumeResize(Strict):
+    size: int | str = Field(description="new size; never below what is in use")
+
+
+class AttachmentIn(Strict):
+    instance: str
+    path: str = Field("", description="mount point inside a container; empty for a VM (disk)")
+    shared: bool = Field(False, description="allow several running instances at once")
+
+
+class AttachmentOut(BaseModel):
+    instance: str
+    path: str
+    shared: bool
+
+
+class VolumeOut(BaseModel):
+    name: str
+    project: str
+    pool: str
+    size: int
+    used: int | None = Field(None, description="bytes in use in its filesystem")
+    created_at: datetime | None
+    attachments: list[AttachmentOut]
+
+
+class SnapshotIn(Strict):
+    name: str
+
+
+class SnapshotOut(BaseModel):
+    name: str

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cumulo.cli import output as o
+from cumulo.cli.storage import snapshot_app, storage_app, volume_app
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 from cumulo.errors import CumuloError
@@ -26,6 +27,9 @@ app.add_typer(host_app, name="host")
 app.add_typer(config_app, name="config")
 app.add_typer(op_app, name="operation")
 app.add_typer(net_app, name="network")
+app.add_typer(storage_app, name="storage")
+app.add_typer(volume_app, name="volume")
+app.add_typer(snapshot_app, name="snapshot")
 
 FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
 ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
@@ -47,6 +51,10 @@ NetworkOpt = Annotated[list[str] | None, typer.Option(
     "--network", help="attach a NIC on this network (repeatable); none: loopback only")]
 IpOpt = Annotated[list[str] | None, typer.Option(
     "--ip", help="static IPv4 address for the NIC of the matching --network")]
+PoolOpt = Annotated[str | None, typer.Option("--pool", help="storage pool of the root")]
+CopyOpt = Annotated[bool, typer.Option(
+    "--copy", help="a full copy of the image (default: a copy-on-write clone of it)")]
+DiskOpt = Annotated[str | None, typer.Option("--disk", help="root size cap, e.g. 2GiB")]
 
 
 def client() -> Client:
@@ -73,11 +81,12 @@ def _nics(networks: list[str] | None, ips: list[str] | None) -> list[dict[str, A
 
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
             command: list[str] | None, project: str, options: dict[str, str | None],
-            nics: list[dict[str, Any]], **limits: Any) -> None:
+            nics: list[dict[str, Any]], storage: dict[str, Any], **limits: Any) -> None:
     with client() as c:
         c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
                  command=_argv(command) or None, start=start, project=project,
-                 options={k: v for k, v in options.items() if v is not None}, networks=nics)
+                 options={k: v for k, v in options.items() if v is not None}, networks=nics,
+                 storage=storage)
     o.err.print(f"{'Launched' if start else 'Created'} {name}")
 
 
@@ -87,11 +96,13 @@ def launch(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
            io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
+           pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create and start an instance from IMAGE."""
     _create(image, name, True, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip), cpu=cpu,
+            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip),
+            {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
 
@@ -102,11 +113,13 @@ def create(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
            io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
+           pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create an instance from IMAGE without starting it."""
     _create(image, name, False, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip), cpu=cpu,
+            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip),
+            {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
 
@@ -194,7 +207,15 @@ def info(name: str, fmt: FormatOpt = o.Format.table, project: ProjectOpt = "defa
         "processes": usage.get("pids"), "exit code": inst["exit_code"],
         "last error": inst["last_error"],
         "nics": [_nic_text(n) for n in inst.get("nics", [])] or "none",
+        "root": _root_text(inst.get("root")),
     }, fmt)
+
+
+def _root_text(root: dict[str, Any] | None) -> str:
+    if not root:
+        return "overlay in the instance dir (made before storage pools)"
+    size = f", {format_size(root['size'])} cap" if root.get("size") else ""
+    return f"pool {root['pool']}, {'full copy' if root.get('copy') else 'clone'}{size}"
 
 
 def _nic_text(nic: dict[str, Any]) -> str:

@@ -70,6 +70,9 @@ class Instance:
     last_error: str | None = None
     created_at: datetime | None = None
     nics: list[Nic] = field(default_factory=list)
+    # its root in a storage pool: {"pool": name, "copy": bool, "size": bytes or None};
+    # None for instances made before pools existed (a plain overlay in the instance dir)
+    root: dict[str, Any] | None = None
 
     @property
     def host_id(self) -> str:

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cumulo.domain.limits import Limits
 from cumulo.errors import InvalidStateError, NotFoundError
+from cumulo.storage.base import RootSpec
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class InstanceSpec:
     on_created: Callable[[int], None] | None = field(default=None, compare=False)
     # the instance's /etc/resolv.conf (its network's dnsmasq); None: the image's own
     resolv_conf: str | None = None
+    # the instance's root in a storage pool (clone or copy, size cap); None: the driver's own
+    # overlay in instance_dir (no pool, no cap), as before pools existed
+    root: RootSpec | None = None
+    # volumes to bind-mount into a container: (host dir, path inside), already mounted
+    volumes: tuple[tuple[Path, str], ...] = ()
 
 
 class RunStatus(StrEnum):
@@ -145,3 +151,12 @@ class InstanceDriver(Protocol):
 
     def list_host_ids(self) -> list[str]:
         """Every instance this driver has on the host (for reconciliation)."""
+
+
+@runtime_checkable
+class DiskHotplug(Protocol):
+    """Drivers that can add a block device to a running instance (VMs)."""
+
+    def attach_disk(self, host_id: str, dev_id: str, path: Path, shared: bool) -> None: ...
+
+    def detach_disk(self, host_id: str, dev_id: str) -> None: ...

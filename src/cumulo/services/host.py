@@ -15,7 +15,10 @@ from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
 from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
+from cumulo.services.storage import StorageService
+from cumulo.services.volumes import VolumeService
 from cumulo.store.repo import Store
+from cumulo.store.volumes import VolumeStore
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,8 @@ class Services:
     instances: InstanceService
     images: ImageService
     networks: NetworkService
+    storage: StorageService
+    volumes: VolumeService
 
     def close(self) -> None:
         self.ops.shutdown()
@@ -55,9 +60,12 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     images = ImageService(store, ops, image_root)
     networks = NetworkService(store, _host_network(net_kind, state_dir, runtime_dir))
     networks.reconcile()
-    instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks)
+    storage = StorageService(state_dir, VolumeStore(store.db))
+    instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks,
+                                storage)
     instances.reconcile()
-    return Services(store, ops, host, instances, images, networks)
+    volumes = VolumeService(storage, instances)
+    return Services(store, ops, host, instances, images, networks, storage, volumes)
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:

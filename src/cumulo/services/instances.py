@@ -35,6 +35,7 @@ from cumulo.errors import (
 from cumulo.host.info import HostInfo
 from cumulo.services.networks import NetworkService, NicRequest
 from cumulo.services.operations import Operations, Progress
+from cumulo.services.storage import StorageService
 from cumulo.store.repo import Store
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class CreateRequest:
     options: dict[str, str] = field(default_factory=dict)
     start: bool = False
     networks: tuple[NicRequest, ...] = ()
+    pool: str | None = None          # storage pool of the root; None: the default pool
+    copy: bool = False               # a full copy of the image instead of a clone
+    disk: int | None = None          # root size cap in bytes
 
 
 class InstanceService:
@@ -58,9 +62,10 @@ class InstanceService:
 
     def __init__(self, store: Store, ops: Operations, drivers: dict[str, InstanceDriver],
                  host: HostInfo, state_dir: Path, image_root: Path,
-                 networks: NetworkService) -> None:
+                 networks: NetworkService, storage: StorageService | None = None) -> None:
         self.store, self.ops, self.drivers, self.host = store, ops, drivers, host
         self.networks = networks
+        self.storage = storage
         self.instances_dir = state_dir / "instances"
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.image_root = image_root
@@ -92,6 +97,9 @@ class InstanceService:
             options=dict(inst.options),
             on_created=(lambda pid: self.networks.attach(inst, pid)) if inst.nics else None,
             resolv_conf=self.networks.resolv_conf(inst),
+            root=self.storage.root_spec(inst) if self.storage else None,
+            volumes=self.storage.container_mounts(inst)
+            if self.storage and inst.type == "container" else (),
         )
 
     def check_options(self, type_: str, options: dict[str, str]) -> dict[str, str]:
@@ -166,6 +174,7 @@ class InstanceService:
                 "this host does not allow user namespaces (user.max_user_namespaces is 0),"
                 " so root in a container would be root on the host: enable them, or launch"
                 " with --privileged if that is what you want")
+        root = self.storage.plan_root(req.pool, req.copy, req.disk) if self.storage else None
         command = list(req.command) if req.command else list(image.command)
         if not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
@@ -175,7 +184,7 @@ class InstanceService:
             inst = self.store.add_instance(Instance(
                 project=project, name=req.name, type=req.type, image=image.fingerprint,
                 state=State.CREATING, limits=limits, privileged=req.privileged,
-                command=command, options=options, nics=nics))
+                command=command, options=options, nics=nics, root=root))
             self.networks.refresh_dns(project, [n.network for n in nics])
 
         def work(progress: Progress) -> dict[str, Any]:
@@ -229,6 +238,8 @@ class InstanceService:
                 shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
                 self.store.delete_instance(project, name)
                 self.networks.refresh_dns(project, [n.network for n in inst.nics])
+                if self.storage:
+                    self.storage.release_unused_mounts(project)
 
         return self.ops.submit(f"delete instance {name}", work,
                                {"instances": [f"{project}/{name}"]})

@@ -165,6 +165,7 @@ class Store:
             privileged=row.privileged, command=list(row.command),
             options=dict(row.options or {}), exit_code=row.exit_code,
             last_error=row.last_error, created_at=row.created_at, nics=self._nics(s, row.id),
+            root=dict(row.root) if row.root is not None else None,
         )
 
     @staticmethod
@@ -186,6 +187,7 @@ class Store:
                     type=inst.type, image_id=image.id, state=inst.state.value,
                     limits=inst.limits.to_dict(), privileged=inst.privileged,
                     command=list(inst.command), options=dict(inst.options),
+                    root=dict(inst.root) if inst.root is not None else None,
                 )
                 s.add(row)
                 s.flush()

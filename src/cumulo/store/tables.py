@@ -71,6 +71,8 @@ class InstanceRow(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # pool, copy, size of the instance's root (None: made before storage pools existed)
+    root: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class OperationRow(Base):
@@ -113,3 +115,26 @@ class NicRow(Base):
     mac: Mapped[str] = mapped_column(String(17))
     ip: Mapped[str] = mapped_column(String(45))
     host_name: Mapped[str] = mapped_column(String(15), unique=True)
+
+
+class VolumeRow(Base):
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_volume_project_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    pool: Mapped[str] = mapped_column(String(63))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class VolumeAttachmentRow(Base):
+    __tablename__ = "volume_attachments"
+    __table_args__ = (
+        UniqueConstraint("volume_id", "instance_id", name="uq_attachment_volume_instance"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    volume_id: Mapped[int] = mapped_column(ForeignKey("volumes.id", ondelete="CASCADE"))
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(255))
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)

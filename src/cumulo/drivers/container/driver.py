@@ -31,6 +31,7 @@ from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
     RESOLV_CONF,
     build_config,
+    mounts,
     resources,
     update_resources,
 )
@@ -45,6 +46,8 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.host import cgroups
+from cumulo.storage.base import RootSpec
+from cumulo.storage.pools import pool_of
 
 KILL_WAIT = 10.0
 POLL = 0.02
@@ -100,7 +103,8 @@ class ContainerDriver:
             os.chmod(spec.instance_dir, 0o711)
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                              "rootfs": str(spec.rootfs),
-                                             "privileged": spec.privileged})
+                                             "privileged": spec.privileged,
+                                             "root": spec.root.to_dict() if spec.root else None})
             self._prepare(spec)
         except BaseException as err:
             with contextlib.suppress(CumuloError):
@@ -111,7 +115,7 @@ class ContainerDriver:
 
     def _prepare(self, spec: InstanceSpec) -> None:
         """Mount the rootfs and write config.json unless already there (idempotent)."""
-        rootfs.mount_overlay(spec.rootfs, spec.instance_dir, spec.privileged)
+        rootfs.mount_root(spec)
         if spec.resolv_conf is not None:  # rewritten at each start: the network may change
             resolv = spec.instance_dir / RESOLV_CONF
             resolv.with_suffix(".tmp").write_text(spec.resolv_conf)
@@ -120,9 +124,14 @@ class ContainerDriver:
         config = spec.instance_dir / "config.json"
         if not config.exists():
             data = build_config(spec, self._cgroup(spec.host_id))
-            tmp = config.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            tmp.rename(config)
+        else:   # volumes may have been attached or detached since: refresh the mounts
+            data = json.loads(config.read_text())
+            if data.get("mounts") == mounts(spec):
+                return
+            data["mounts"] = mounts(spec)
+        tmp = config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.rename(config)
 
     def start(self, spec: InstanceSpec) -> RunState:
         host_id = spec.host_id
@@ -234,6 +243,8 @@ class ContainerDriver:
         if left:
             raise DriverError(f"cgroups of {host_id!r} still hold processes: {', '.join(left)}")
         try:
+            if rec is not None and rec.get("root"):
+                pool_of(RootSpec.from_dict(rec["root"])).delete_root(host_id)
             for d in dirs:
                 rootfs.unmount(d)
                 if d.exists():

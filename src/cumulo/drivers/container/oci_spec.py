@@ -112,6 +112,13 @@ def update_resources(limits: Limits, host_cpus: int) -> dict[str, Any]:
     return res
 
 
+def mounts(spec: InstanceSpec) -> list[dict[str, Any]]:
+    """The standard mounts, the network's resolv.conf, then each volume at its path."""
+    binds = [{"destination": path, "type": "bind", "source": str(source),
+              "options": ["rbind", "rw", "nosuid", "nodev"]} for source, path in spec.volumes]
+    return _mounts() + _dns_mounts(spec) + binds
+
+
 def build_config(spec: InstanceSpec, cgroups_path: str, rootfs: str = "rootfs") -> dict[str, Any]:
     """The complete ``config.json`` for ``spec``; ``rootfs`` is relative to the bundle."""
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": spec.hostname, "TERM": "xterm", **spec.env}
@@ -147,6 +154,6 @@ def build_config(spec: InstanceSpec, cgroups_path: str, rootfs: str = "rootfs") 
         },
         "root": {"path": rootfs, "readonly": False},
         "hostname": spec.hostname,
-        "mounts": [*_mounts(), *_dns_mounts(spec)],
+        "mounts": mounts(spec),
         "linux": linux,
     }

@@ -16,8 +16,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from cumulo.drivers.base import InstanceSpec
 from cumulo.drivers.container.oci_spec import IDMAP_BASE
 from cumulo.errors import DriverError, RuntimeToolError
+from cumulo.storage.pools import pool_of
 
 
 def shifted_path(rootfs: Path, base: int = IDMAP_BASE) -> Path:
@@ -111,6 +113,20 @@ def mount_overlay(
     )
     if proc.returncode != 0:
         raise RuntimeToolError("mount", ["overlay", str(target)], proc.returncode, proc.stderr)
+    return target
+
+
+def mount_root(spec: InstanceSpec, base: int = IDMAP_BASE) -> Path:
+    """Mount ``instance_dir/rootfs`` from the spec's storage pool (or the plain overlay)."""
+    if spec.root is None:
+        return mount_overlay(spec.rootfs, spec.instance_dir, spec.privileged, base)
+    lower = spec.rootfs if spec.privileged else ensure_shifted(spec.rootfs, base)
+    if not spec.privileged:
+        make_searchable(spec.instance_dir)
+    target = spec.instance_dir / "rootfs"
+    pool_of(spec.root).mount_container_root(
+        spec.host_id, lower, target, 0 if spec.privileged else base, spec.root.copy,
+        spec.root.size)
     return target
 
 

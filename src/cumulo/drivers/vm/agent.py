@@ -109,6 +109,8 @@ def guest_script(request: ExecRequest) -> str:
     """The sh script the guest runs for ``request``: cwd, environment, then exec argv."""
     lines = [f"cd {shlex.quote(request.cwd or '/')} || exit 126"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in request.env.items()]
+    if request.tty:  # no pty in the guest: one stream, in the order it was written
+        lines.append("exec 2>&1")
     lines.append("exec " + shlex.join(request.command))
     return "\n".join(lines) + "\n"
 

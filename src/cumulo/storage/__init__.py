@@ -1,0 +1,1 @@
+"""Storage pools: where instance roots, VM disks, volumes and snapshots live on the host."""
