@@ -231,6 +231,49 @@ class Client:
     def delete_network(self, name: str, project: str = "default") -> None:
         self.request("DELETE", f"/networks/{name}", params={"project": project})
 
+    # security groups and port forwards
+    def groups(self, project: str = "default") -> list[dict[str, Any]]:
+        return self.get("/security-groups", params={"project": project})  # type: ignore[no-any-return]
+
+    def group(self, name: str, project: str = "default") -> dict[str, Any]:
+        return self.get(f"/security-groups/{name}", params={"project": project})  # type: ignore[no-any-return]
+
+    def create_group(self, name: str, description: str = "",
+                     project: str = "default") -> dict[str, Any]:
+        return self.request("POST", "/security-groups", params={"project": project},  # type: ignore[no-any-return]
+                            json={"name": name, "description": description}).json()
+
+    def delete_group(self, name: str, project: str = "default") -> None:
+        self.request("DELETE", f"/security-groups/{name}", params={"project": project})
+
+    def add_rule(self, name: str, rule: dict[str, Any],
+                 project: str = "default") -> dict[str, Any]:
+        return self.request("POST", f"/security-groups/{name}/rules",  # type: ignore[no-any-return]
+                            params={"project": project}, json=rule).json()
+
+    def remove_rule(self, name: str, index: int, project: str = "default") -> dict[str, Any]:
+        return self.request("DELETE", f"/security-groups/{name}/rules/{index}",  # type: ignore[no-any-return]
+                            params={"project": project}).json()
+
+    def attach_group(self, name: str, instance: str, network: str | None = None,
+                     project: str = "default", detach: bool = False) -> None:
+        self.request("POST", f"/security-groups/{name}/{'detach' if detach else 'attach'}",
+                     params={"project": project},
+                     json={"instance": instance, "network": network})
+
+    def forwards(self, network: str, project: str = "default") -> list[dict[str, Any]]:
+        return self.get(f"/networks/{network}/forwards", params={"project": project})  # type: ignore[no-any-return]
+
+    def add_forward(self, network: str, body: dict[str, Any],
+                    project: str = "default") -> dict[str, Any]:
+        return self.request("POST", f"/networks/{network}/forwards",  # type: ignore[no-any-return]
+                            params={"project": project}, json=body).json()
+
+    def delete_forward(self, network: str, protocol: str, address: str, port: int,
+                       project: str = "default") -> None:
+        self.request("DELETE", f"/networks/{network}/forwards/{protocol}/{address}/{port}",
+                     params={"project": project})
+
     def operations(self) -> list[dict[str, Any]]:
         return self.get("/operations")  # type: ignore[no-any-return]
 

@@ -23,7 +23,8 @@ def test_create_list_and_isolate(api: TestClient, svc: Services) -> None:
     assert blue["bridge"].startswith("cu-b") and len(blue["bridge"]) <= 15
     red = api.post("/1.0/networks", json={"name": "red", "subnet": "10.30.0.0/16"}).json()
     assert [n["name"] for n in api.get("/1.0/networks").json()] == ["blue", "red"]
-    assert fake(svc).isolated == sorted([blue["bridge"], red["bridge"]])
+    bridges = sorted(n.bridge for n in fake(svc).firewall.networks)
+    assert bridges == sorted([blue["bridge"], red["bridge"]])
 
 
 def test_bad_input_changes_nothing(api: TestClient, svc: Services) -> None:
@@ -74,7 +75,7 @@ def test_nics_get_addresses_and_block_network_delete(api: TestClient, svc: Servi
         wait_op(api, api.delete("/1.0/instances/" + name, params={"force": True}))
     assert fake(svc).nics == {}
     assert api.delete("/1.0/networks/blue").status_code == 204
-    assert fake(svc).bridges == {} and fake(svc).isolated == []
+    assert fake(svc).bridges == {} and fake(svc).firewall.empty()
 
 
 def test_bad_nic_requests_change_nothing(api: TestClient, svc: Services) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Query, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cumulo import __version__
-from cumulo.api import errors, exec_ws
+from cumulo.api import errors, exec_ws, firewall_routes
 from cumulo.api import schemas as s
 from cumulo.api.convert import (
     image_out,
@@ -239,6 +239,7 @@ def create_app(svc: Services) -> FastAPI:
     def get_operation(op_id: str, wait: float = Query(0, ge=0, le=600)) -> s.OperationOut:
         return operation_out(svc.ops.get(op_id, wait))
 
+    firewall_routes.add_routes(r, svc)
     app.include_router(r)
 
     @app.websocket(f"/{API}/instances/{{name}}/exec-ws")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cumulo.cli import output as o
+from cumulo.cli.firewall import acl_app, forward_app
 from cumulo.cli.storage import snapshot_app, storage_app, volume_app
 from cumulo.client import Client
 from cumulo.domain.units import format_size
@@ -27,6 +28,8 @@ app.add_typer(host_app, name="host")
 app.add_typer(config_app, name="config")
 app.add_typer(op_app, name="operation")
 app.add_typer(net_app, name="network")
+net_app.add_typer(acl_app, name="acl")
+net_app.add_typer(forward_app, name="forward")
 app.add_typer(storage_app, name="storage")
 app.add_typer(volume_app, name="volume")
 app.add_typer(snapshot_app, name="snapshot")

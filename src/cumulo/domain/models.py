@@ -53,6 +53,8 @@ class Nic:
     mac: str
     ip: str
     host_name: str = ""              # host end of the veth, cu-v<hex>
+    groups: list[str] = field(default_factory=list)       # security groups (domain/acl.py)
+    bandwidth: dict[str, int] = field(default_factory=dict)  # ingress/egress bit/s, burst bytes
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cumulo.net.dnsmasq import DnsHost, DnsSettings
+from cumulo.net.firewall import Firewall
 
 INSIDE_PREFIX = "eth"
 
@@ -50,8 +51,8 @@ class HostNetwork(Protocol):
 
     def remove_bridge(self, bridge: str) -> None: ...
 
-    def isolate(self, bridges: list[str]) -> None:
-        """Traffic between any two of ``bridges`` is dropped; none removes our table."""
+    def apply_firewall(self, fw: Firewall) -> None:
+        """Enforce ``fw`` (isolation, NAT, security groups, forwards); empty removes it."""
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         """Wire every NIC into the existing namespace ``netns`` (a /proc/PID/ns/net path)."""

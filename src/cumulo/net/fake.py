@@ -7,13 +7,14 @@ from pathlib import Path
 
 from cumulo.net.base import NicCounters, NicPlan
 from cumulo.net.dnsmasq import DnsHost, DnsSettings
+from cumulo.net.firewall import Firewall
 
 
 class FakeNetwork:
     def __init__(self, host: list[IPv4Interface] | None = None) -> None:
         self.host = list(host or [])
         self.bridges: dict[str, IPv4Interface] = {}
-        self.isolated: list[str] = []
+        self.firewall = Firewall()
         self.nics: dict[str, tuple[Path, NicPlan]] = {}  # by host name
         self.dns: dict[str, tuple[DnsSettings, list[DnsHost]]] = {}  # by bridge
 
@@ -26,8 +27,8 @@ class FakeNetwork:
     def remove_bridge(self, bridge: str) -> None:
         self.bridges.pop(bridge, None)
 
-    def isolate(self, bridges: list[str]) -> None:
-        self.isolated = sorted(bridges)
+    def apply_firewall(self, fw: Firewall) -> None:
+        self.firewall = fw
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         self.nics.update({n.host_name: (netns, n) for n in nics})

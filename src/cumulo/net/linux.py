@@ -5,9 +5,10 @@ from __future__ import annotations
 from ipaddress import IPv4Interface
 from pathlib import Path
 
-from cumulo.net import bridge, netlink, nft, nic
+from cumulo.net import bridge, netlink, nft, nic, sysctl
 from cumulo.net.base import NicCounters, NicPlan
 from cumulo.net.dnsmasq import DnsHost, Dnsmasq, DnsSettings
+from cumulo.net.firewall import Firewall
 
 
 class LinuxNetwork:
@@ -24,8 +25,12 @@ class LinuxNetwork:
     def remove_bridge(self, bridge_name: str) -> None:
         bridge.remove(bridge_name)
 
-    def isolate(self, bridges: list[str]) -> None:
-        nft.apply_isolation(self.tag, bridges)
+    def apply_firewall(self, fw: Firewall) -> None:
+        if fw.needs_forwarding():
+            sysctl.enable("net/ipv4/ip_forward")
+        if any(n.groups for n in fw.nics):  # bridged traffic through the inet hooks
+            sysctl.enable("net/bridge/bridge-nf-call-iptables", module="br_netfilter")
+        nft.apply(self.tag, fw)
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         nic.attach(netns, nics)

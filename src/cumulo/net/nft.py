@@ -1,9 +1,9 @@
-"""Isolation between networks with nftables: one ``inet cumulo_<tag>`` table per daemon.
+"""Running nft: one ``inet cumulo_<tag>`` table per daemon (see net/firewall.py).
 
-The table is rebuilt in one atomic transaction from the list of bridges each
-time the set of networks changes, fed to ``nft -j -f -`` as structured JSON
-(never a string-built shell pipeline). Only our own table is ever touched:
-the global ruleset is never flushed.
+The table is rebuilt in one atomic transaction each time networks, security
+groups or forwards change, fed to ``nft -j -f -`` as structured JSON (never a
+string-built shell pipeline). Only our own table is ever touched: the global
+ruleset is never flushed.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import subprocess
 from typing import Any
 
 from cumulo.errors import DriverError, UnsupportedError
+from cumulo.net.firewall import FAMILY, Firewall, ruleset
 
-FAMILY = "inet"
-CHAIN = "forward"  # "fwd" is a reserved word in nft
 TIMEOUT = 10.0
 
 
@@ -28,7 +27,7 @@ def _nft(payload: dict[str, Any] | None, *args: str) -> str:
     nft = shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin")
     if nft is None:
         raise UnsupportedError("networks need nftables: install the nftables package")
-    cmd = [nft, "-j", *args] if payload is None else [nft, "-j", "-f", "-"]
+    cmd = [nft, "-j", *args] if payload is None else [nft, "-j", *args, "-f", "-"]
     try:
         r = subprocess.run(cmd, input=None if payload is None else json.dumps(payload),
                            capture_output=True, text=True, timeout=TIMEOUT)
@@ -40,43 +39,17 @@ def _nft(payload: dict[str, Any] | None, *args: str) -> str:
     return r.stdout
 
 
-def _match(key: str, right: Any, op: str = "==") -> dict[str, Any]:
-    return {"match": {"op": op, "left": {"meta": {"key": key}}, "right": right}}
-
-
-def isolation_ruleset(tag: str, bridges: list[str]) -> dict[str, Any]:
-    """The whole table: traffic routed from one of our bridges to another is dropped.
-
-    Within one bridge frames are switched, not routed, so they never reach this chain.
-    """
-    table = {"family": FAMILY, "name": table_name(tag)}
-    cmds: list[dict[str, Any]] = [
-        {"add": {"table": table}},       # so that the delete below cannot fail
-        {"delete": {"table": table}},
-        {"add": {"table": table}},
-        {"add": {"chain": {"family": FAMILY, "table": table["name"], "name": CHAIN,
-                           "type": "filter", "hook": "forward", "prio": 0,
-                           "policy": "accept"}}},
-    ]
-    for br in sorted(bridges):
-        others = sorted(b for b in bridges if b != br)
-        if not others:
-            continue
-        cmds.append({"add": {"rule": {
-            "family": FAMILY, "table": table["name"], "chain": CHAIN,
-            "comment": f"isolate {br}",
-            "expr": [_match("iifname", br), _match("oifname", {"set": others}),
-                     {"counter": None}, {"drop": None}],
-        }}})
-    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *cmds]}
-
-
-def apply_isolation(tag: str, bridges: list[str]) -> None:
-    """Make ``inet cumulo_<tag>`` isolate ``bridges``; no bridges removes the table."""
-    if not bridges:
+def apply(tag: str, fw: Firewall) -> None:
+    """Make ``inet cumulo_<tag>`` enforce ``fw`` in one transaction; nothing left removes it."""
+    if fw.empty():
         delete_table(tag)
         return
-    _nft(isolation_ruleset(tag, bridges))
+    _nft(ruleset(tag, fw))
+
+
+def check(tag: str, fw: Firewall) -> None:
+    """Let nft parse and check ``fw``'s ruleset without applying it (``nft -c``)."""
+    _nft(ruleset(tag, fw), "-c")
 
 
 def table_exists(tag: str) -> bool:

@@ -185,7 +185,7 @@ class InstanceService:
                 project=project, name=req.name, type=req.type, image=image.fingerprint,
                 state=State.CREATING, limits=limits, privileged=req.privileged,
                 command=command, options=options, nics=nics, root=root))
-            self.networks.refresh_dns(project, [n.network for n in nics])
+            self.networks.nics_changed(project, [n.network for n in nics])
 
         def work(progress: Progress) -> dict[str, Any]:
             spec = self._spec(inst)
@@ -220,7 +220,7 @@ class InstanceService:
         shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
         with contextlib.suppress(NotFoundError):
             self.store.delete_instance(inst.project, inst.name)
-        self.networks.refresh_dns(inst.project, [n.network for n in inst.nics])
+        self.networks.nics_changed(inst.project, [n.network for n in inst.nics])
 
     def delete(self, project: str, name: str, force: bool = False) -> Operation:
         inst = self.get(project, name)
@@ -237,7 +237,7 @@ class InstanceService:
                 self.networks.detach(inst)
                 shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
                 self.store.delete_instance(project, name)
-                self.networks.refresh_dns(project, [n.network for n in inst.nics])
+                self.networks.nics_changed(project, [n.network for n in inst.nics])
                 if self.storage:
                     self.storage.release_unused_mounts(project)
 

@@ -20,6 +20,7 @@ from cumulo.errors import ConflictError, CumuloError, InvalidInputError
 from cumulo.net import ipam
 from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
 from cumulo.net.dnsmasq import DEFAULT_DOMAIN, DnsHost, DnsSettings, check_domain
+from cumulo.services.firewall import FirewallService
 from cumulo.store.repo import Store
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class NetworkService:
         self.store, self.host_net = store, host_net
         # one change at a time: subnets, and addresses from plan_nics to the stored NIC
         self.lock = threading.RLock()
+        self.firewall = FirewallService(store, host_net, self.lock)
 
     # networks
     def list_in(self, project: str) -> list[Network]:
@@ -94,7 +96,7 @@ class NetworkService:
             self.host_net.remove_bridge(network.bridge)
 
     def _isolate(self) -> None:
-        self.host_net.isolate([n.bridge for n in self.store.list_networks()])
+        self.firewall.apply()
 
     def _remove_bridge(self, bridge: str) -> None:
         try:
@@ -185,6 +187,12 @@ class NetworkService:
         return [DnsHost(name=inst, mac=nic.mac, ip=IPv4Address(nic.ip))
                 for inst, nic in self.store.network_nics(network.project, network.name)]
 
+    def nics_changed(self, project: str, networks: list[str]) -> None:
+        """NICs came or went: their addresses in the firewall, DHCP and DNS follow."""
+        with self.lock:
+            self.firewall.apply_quietly()
+            self.refresh_dns(project, networks)
+
     def refresh_dns(self, project: str, networks: list[str]) -> None:
         """Reload the DHCP and DNS entries of ``networks`` after NICs came or went."""
         with self.lock:
@@ -224,7 +232,4 @@ class NetworkService:
             log.error("cannot stop the dnsmasq of %s: %s", bridge, err)
 
     def _isolate_quietly(self) -> None:
-        try:
-            self._isolate()
-        except CumuloError as err:
-            log.error("cannot update network isolation: %s", err)
+        self.firewall.apply_quietly()

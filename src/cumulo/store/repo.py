@@ -172,7 +172,8 @@ class Store:
     def _nics(s: Session, instance_id: int) -> list[Nic]:
         q = (select(NicRow, NetworkRow.name).join(NetworkRow, NicRow.network_id == NetworkRow.id)
              .where(NicRow.instance_id == instance_id).order_by(NicRow.idx))
-        return [Nic(network=net, index=n.idx, mac=n.mac, ip=n.ip, host_name=n.host_name)
+        return [Nic(network=net, index=n.idx, mac=n.mac, ip=n.ip, host_name=n.host_name,
+                    groups=list(n.groups or []), bandwidth=dict(n.bandwidth or {}))
                 for n, net in s.execute(q)]
 
     def add_instance(self, inst: Instance) -> Instance:
@@ -194,7 +195,8 @@ class Store:
                 for nic in inst.nics:
                     net = self._network_row(s, inst.project, nic.network)
                     s.add(NicRow(instance_id=row.id, network_id=net.id, idx=nic.index,
-                                 mac=nic.mac, ip=nic.ip, host_name=nic.host_name))
+                                 mac=nic.mac, ip=nic.ip, host_name=nic.host_name,
+                                 groups=list(nic.groups), bandwidth=dict(nic.bandwidth)))
                 s.flush()
                 return self._instance(s, row)
         except StoreError as err:
@@ -303,7 +305,8 @@ class Store:
             q = (select(InstanceRow.name, NicRow).join(NicRow, NicRow.instance_id == InstanceRow.id)
                  .where(NicRow.network_id == row.id).order_by(InstanceRow.name))
             return [(inst, Nic(network=name, index=n.idx, mac=n.mac, ip=n.ip,
-                               host_name=n.host_name)) for inst, n in s.execute(q)]
+                               host_name=n.host_name, groups=list(n.groups or []),
+                               bandwidth=dict(n.bandwidth or {}))) for inst, n in s.execute(q)]
 
     def delete_network(self, project: str, name: str) -> None:
         """Remove a network; one still used by an instance is a ConflictError."""

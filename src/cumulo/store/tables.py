@@ -115,6 +115,33 @@ class NicRow(Base):
     mac: Mapped[str] = mapped_column(String(17))
     ip: Mapped[str] = mapped_column(String(45))
     host_name: Mapped[str] = mapped_column(String(15), unique=True)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)       # security groups
+    bandwidth: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # ingress/egress/burst
+
+
+class SecurityGroupRow(Base):
+    __tablename__ = "security_groups"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_sg_project_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ForwardRow(Base):
+    __tablename__ = "forwards"
+    __table_args__ = (UniqueConstraint("listen_address", "listen_port", "protocol",
+                                       name="uq_forward_listen"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id"))
+    listen_address: Mapped[str] = mapped_column(String(45))
+    listen_port: Mapped[int] = mapped_column(Integer)
+    protocol: Mapped[str] = mapped_column(String(8))
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    target_port: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class VolumeRow(Base):

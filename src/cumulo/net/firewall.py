@@ -1,0 +1,220 @@
+"""The whole firewall of one daemon as data, compiled to one nftables transaction.
+
+`Firewall` holds what the store says: networks (bridge, subnet, NAT or not),
+NICs (address, MAC, security groups), security groups (rules) and port
+forwards. `ruleset` turns it into the JSON input of ``nft -j -f -`` that
+deletes and recreates the daemon's own ``inet cumulo_<tag>`` table in one
+atomic step, so a change applies live and established connections keep their
+conntrack state.
+
+Bridged traffic between two NICs of one network passes the inet ``forward``
+hook through br_netfilter (``net.bridge.bridge-nf-call-iptables``), with
+conntrack, so security groups are plain ip rules on the NIC's address:
+
+- networks never reach each other; an isolated network has no traffic in or
+  out; a NAT network goes out masqueraded, and in only as replies or forwards;
+- a NIC without security groups takes ingress from its own network only; with
+  groups, only what their ingress rules allow (and replies); egress is free
+  unless a group has egress rules, then only what they allow;
+- a forward DNATs ``listen:port`` on the host to an instance's address (for
+  packets from outside in ``prerouting``, from the host itself in ``output``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from cumulo.domain.acl import AclRule
+
+FAMILY = "inet"
+
+
+@dataclass(frozen=True)
+class FwNetwork:
+    bridge: str
+    subnet: IPv4Network
+    nat: bool = False
+
+
+@dataclass(frozen=True)
+class FwNic:
+    ip: IPv4Address
+    bridge: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FwForward:
+    listen: IPv4Address
+    port: int
+    protocol: str            # tcp or udp
+    target: IPv4Address
+    target_port: int
+
+
+@dataclass
+class Firewall:
+    networks: list[FwNetwork] = field(default_factory=list)
+    nics: list[FwNic] = field(default_factory=list)
+    groups: dict[str, tuple[AclRule, ...]] = field(default_factory=dict)
+    forwards: list[FwForward] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not self.networks and not self.forwards
+
+    def needs_forwarding(self) -> bool:
+        """IP forwarding on: a NAT network routes out, a forward routes in."""
+        return any(n.nat for n in self.networks) or bool(self.forwards)
+
+
+# --- nft JSON expressions ------------------------------------------------------
+def _meta(key: str, right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": {"meta": {"key": key}}, "right": right}}
+
+
+def _payload(proto: str, name: str, right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": {"payload": {"protocol": proto, "field": name}},
+                      "right": right}}
+
+
+def _ip(name: str, net: IPv4Network | str, op: str = "==") -> dict[str, Any]:
+    n = IPv4Network(net)
+    right: Any = str(n.network_address) if n.prefixlen == 32 else {
+        "prefix": {"addr": str(n.network_address), "len": n.prefixlen}}
+    return _payload("ip", name, right, op)
+
+
+def _ct(key: str, values: list[str]) -> dict[str, Any]:
+    return {"match": {"op": "in", "left": {"ct": {"key": key}}, "right": {"set": values}}}
+
+
+def _l4(rule_protocol: str, ports: tuple[int, int] | None) -> list[dict[str, Any]]:
+    if rule_protocol == "any":
+        return []
+    proto = "icmp" if rule_protocol == "icmp" else rule_protocol
+    out = [_meta("l4proto", proto)]
+    if ports is not None:
+        right: Any = ports[0] if ports[0] == ports[1] else {"range": list(ports)}
+        out.append({"match": {"op": "==", "left": {"payload": {"protocol": "th",
+                                                                "field": "dport"}},
+                              "right": right}})
+    return out
+
+
+class _Builder:
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.cmds: list[dict[str, Any]] = []
+
+    def chain(self, name: str, **hook: Any) -> None:
+        self.cmds.append({"add": {"chain": {"family": FAMILY, "table": self.table,
+                                            "name": name, **hook}}})
+
+    def rule(self, chain: str, expr: list[dict[str, Any]], comment: str | None = None) -> None:
+        body: dict[str, Any] = {"family": FAMILY, "table": self.table, "chain": chain,
+                                "expr": expr}
+        if comment:
+            body["comment"] = comment[:120]
+        self.cmds.append({"add": {"rule": body}})
+
+    def set(self, name: str, addrs: list[str]) -> None:
+        body: dict[str, Any] = {"family": FAMILY, "table": self.table, "name": name,
+                                "type": "ipv4_addr", "flags": ["interval"]}
+        if addrs:
+            body["elem"] = sorted(addrs)
+        self.cmds.append({"add": {"set": body}})
+
+
+def _group_set(group: str) -> str:
+    """A set name for ``project/group`` (nft names are short and plain)."""
+    return "g_" + hashlib.sha256(group.encode()).hexdigest()[:16]
+
+
+def _peer(rule: AclRule, field_name: str) -> list[dict[str, Any]]:
+    if rule.group is not None:
+        return [_payload("ip", field_name, f"@{_group_set(rule.group)}")]
+    if rule.cidr is not None:
+        return [_ip(field_name, rule.cidr)]
+    return []
+
+
+def ruleset(tag: str, fw: Firewall) -> dict[str, Any]:
+    """The nft JSON that replaces table ``inet cumulo_<tag>`` with ``fw``."""
+    table = f"cumulo_{tag}"
+    b = _Builder(table)
+    t = {"family": FAMILY, "name": table}
+    b.cmds += [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}}]
+    b.chain("forward", type="filter", hook="forward", prio=0, policy="accept")
+    bridges = sorted(n.bridge for n in fw.networks)
+
+    # 1. networks never reach each other, whatever else is allowed
+    for br in bridges:
+        others = [o for o in bridges if o != br]
+        if others:
+            b.rule("forward", [_meta("iifname", br), _meta("oifname", {"set": others}),
+                               {"counter": None}, {"drop": None}], f"isolate {br}")
+    # 2. replies, and what a forward let in
+    b.rule("forward", [_ct("state", ["established", "related"]), {"accept": None}])
+    b.rule("forward", [_ct("status", ["dnat"]), {"accept": None}], "port forwards")
+    # 3. in and out of a network
+    for n in sorted(fw.networks, key=lambda n: n.bridge):
+        b.rule("forward", [_meta("oifname", n.bridge), _meta("iifname", n.bridge, "!="),
+                           {"counter": None}, {"drop": None}], f"nothing into {n.bridge}")
+        if not n.nat:
+            b.rule("forward", [_meta("iifname", n.bridge), _meta("oifname", n.bridge, "!="),
+                               {"counter": None}, {"drop": None}], f"isolated {n.bridge}")
+    # 4. security groups: per-NIC chains by the NIC's address
+    for name in sorted({r.group for rules in fw.groups.values() for r in rules if r.group}):
+        members = [str(n.ip) for n in fw.nics if name in n.groups]
+        b.set(_group_set(name), members)
+    ingress: dict[str, str] = {}
+    egress: dict[str, str] = {}
+    for i, nic in enumerate(sorted(fw.nics, key=lambda n: int(n.ip))):
+        if not nic.groups:
+            continue
+        rules = [r for g in nic.groups for r in fw.groups.get(g, ())]
+        chain = f"in_{i}"
+        b.chain(chain)
+        ingress[str(nic.ip)] = chain
+        for r in rules:
+            if r.direction == "ingress":
+                b.rule(chain, [*_peer(r, "saddr"), *_l4(r.protocol, r.ports),
+                               {"counter": None}, {"accept": None}], r.describe())
+        b.rule(chain, [{"counter": None}, {"drop": None}], f"{nic.ip}: not allowed in")
+        if any(r.direction == "egress" for r in rules):
+            chain = f"out_{i}"
+            b.chain(chain)
+            egress[str(nic.ip)] = chain
+            for r in rules:
+                if r.direction == "egress":
+                    b.rule(chain, [*_peer(r, "daddr"), *_l4(r.protocol, r.ports),
+                                   {"counter": None}, {"accept": None}], r.describe())
+            b.rule(chain, [{"counter": None}, {"drop": None}], f"{nic.ip}: not allowed out")
+    for key, chains in (("daddr", ingress), ("saddr", egress)):
+        if chains:
+            b.rule("forward", [{"vmap": {
+                "key": {"payload": {"protocol": "ip", "field": key}},
+                "data": {"set": [[ip, {"jump": {"target": c}}] for ip, c in chains.items()]},
+            }}])
+    # 5. NAT out, forwards in
+    if any(n.nat for n in fw.networks):
+        b.chain("postrouting", type="nat", hook="postrouting", prio=100, policy="accept")
+        for n in fw.networks:
+            if n.nat:
+                b.rule("postrouting", [_ip("saddr", n.subnet), _ip("daddr", n.subnet, "!="),
+                                       _meta("oifname", n.bridge, "!="), {"masquerade": None}],
+                       f"nat {n.bridge}")
+    if fw.forwards:
+        b.chain("prerouting", type="nat", hook="prerouting", prio=-100, policy="accept")
+        b.chain("output", type="nat", hook="output", prio=-100, policy="accept")
+        for f in fw.forwards:
+            for chain in ("prerouting", "output"):
+                b.rule(chain, [_ip("daddr", f"{f.listen}/32"), _meta("l4proto", f.protocol),
+                               _payload("th", "dport", f.port),
+                               {"dnat": {"family": "ip", "addr": str(f.target),
+                                         "port": f.target_port}}],
+                       f"forward {f.protocol} {f.listen}:{f.port}")
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *b.cmds]}

@@ -1,0 +1,188 @@
+"""Security groups, port forwards and NIC bandwidth: checked, stored, then applied live.
+
+Every change rebuilds the daemon's whole nftables table from the store in one
+transaction (net/firewall.py), so what is enforced is always what is stored;
+if applying fails, the stored change is undone and the old table stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
+from typing import TypeVar
+
+from cumulo.domain.acl import AclRule, SecurityGroup, make_rule
+from cumulo.domain.units import validate_name
+from cumulo.errors import ConflictError, CumuloError, InvalidInputError, NotFoundError
+from cumulo.net.base import HostNetwork
+from cumulo.net.firewall import Firewall, FwForward, FwNetwork, FwNic
+from cumulo.store.firewall import FirewallStore, Forward
+from cumulo.store.repo import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class FirewallService:
+    def __init__(self, store: Store, host_net: HostNetwork, lock: threading.RLock) -> None:
+        self.store, self.host_net, self.lock = store, host_net, lock
+        self.fw = FirewallStore(store.db)
+
+    # --- the whole table ---
+    def desired(self) -> Firewall:
+        networks = self.store.list_networks()
+        by_key = {(n.project, n.name): n for n in networks}
+        nics = [FwNic(ip=IPv4Address(nic.ip), bridge=by_key[(n.project, n.name)].bridge,
+                      groups=tuple(f"{n.project}/{g}" for g in nic.groups))
+                for n in networks for _, nic in self.store.network_nics(n.project, n.name)]
+        groups = {f"{g.project}/{g.name}": tuple(
+            replace(r, group=f"{g.project}/{r.group}") if r.group else r for r in g.rules)
+            for g in self.fw.list_groups()}
+        forwards = [FwForward(listen=IPv4Address(f.listen_address), port=f.listen_port,
+                              protocol=f.protocol, target=IPv4Address(f.target_ip),
+                              target_port=f.target_port) for f in self.fw.list_forwards()]
+        return Firewall(
+            networks=[FwNetwork(bridge=n.bridge, subnet=IPv4Network(n.subnet),
+                                nat=not n.isolated) for n in networks],
+            nics=nics, groups=groups, forwards=forwards)
+
+    def apply(self) -> None:
+        self.host_net.apply_firewall(self.desired())
+
+    def apply_quietly(self) -> None:
+        try:
+            self.apply()
+        except CumuloError as err:
+            log.error("cannot update the firewall: %s", err)
+
+    def _change(self, do: Callable[[], T], undo: Callable[[], object]) -> T:
+        """Store a change, apply it; if applying fails, undo the stored change."""
+        with self.lock:
+            result = do()
+            try:
+                self.apply()
+            except BaseException:
+                undo()
+                self.apply_quietly()
+                raise
+            return result
+
+    # --- security groups ---
+    def list_groups(self, project: str) -> list[SecurityGroup]:
+        return self.fw.list_groups(project)
+
+    def get_group(self, project: str, name: str) -> SecurityGroup:
+        return self.fw.get_group(project, name)
+
+    def users(self, project: str, name: str) -> list[str]:
+        return self.fw.group_users(project, name)
+
+    def create_group(self, project: str, name: str, description: str = "") -> SecurityGroup:
+        validate_name(name)
+        if len(description) > 255:
+            raise InvalidInputError("description is longer than 255 characters")
+        return self.fw.add_group(SecurityGroup(project=project, name=name,
+                                               description=description))
+
+    def delete_group(self, project: str, name: str) -> None:
+        with self.lock:
+            self.fw.get_group(project, name)
+            if users := self.fw.group_users(project, name):
+                raise ConflictError(f"cannot delete security group {name!r}: it is attached to"
+                                    f" {', '.join(users)}")
+            if refs := [g.name for g in self.fw.list_groups(project)
+                        if g.name != name and any(r.group == name for r in g.rules)]:
+                raise ConflictError(f"cannot delete security group {name!r}: rules of"
+                                    f" {', '.join(refs)} name it")
+            self.fw.delete_group(project, name)
+
+    def add_rule(self, project: str, name: str, direction: str, protocol: str,
+                 ports: str | None, cidr: str | None, group: str | None) -> SecurityGroup:
+        rule = make_rule(direction, protocol, ports, cidr, group)
+        with self.lock:
+            old = self.fw.get_group(project, name)
+            if group is not None:
+                self.fw.get_group(project, group)  # NotFoundError for an unknown group
+            if rule in old.rules:
+                raise ConflictError(f"security group {name!r} already has the rule"
+                                    f" {rule.describe()}")
+            return self._change(lambda: self.fw.set_rules(project, name, [*old.rules, rule]),
+                                lambda: self.fw.set_rules(project, name, old.rules))
+
+    def remove_rule(self, project: str, name: str, index: int) -> SecurityGroup:
+        with self.lock:
+            old = self.fw.get_group(project, name)
+            if not 1 <= index <= len(old.rules):
+                raise InvalidInputError(f"security group {name!r} has no rule {index} (it has"
+                                        f" {len(old.rules)}; see acl info)")
+            rules = [r for i, r in enumerate(old.rules, 1) if i != index]
+            return self._change(lambda: self.fw.set_rules(project, name, rules),
+                                lambda: self.fw.set_rules(project, name, old.rules))
+
+    def attach(self, project: str, name: str, instance: str, network: str | None) -> None:
+        with self.lock:
+            self.fw.get_group(project, name)
+            if not self._change(
+                    lambda: self.fw.set_nic_groups(project, instance, network, add=name),
+                    lambda: self.fw.set_nic_groups(project, instance, network, remove=name)):
+                if not self.store.get_instance(project, instance).nics:
+                    raise InvalidInputError(f"instance {instance!r} has no NIC")
+                raise ConflictError(f"security group {name!r} is already attached there")
+
+    def detach(self, project: str, name: str, instance: str, network: str | None) -> None:
+        with self.lock:
+            if not self._change(
+                    lambda: self.fw.set_nic_groups(project, instance, network, remove=name),
+                    lambda: self.fw.set_nic_groups(project, instance, network, add=name)):
+                raise NotFoundError("security group on instance", f"{name} on {instance}")
+
+    # --- port forwards ---
+    def list_forwards(self, project: str, network: str) -> list[Forward]:
+        self.store.get_network(project, network)
+        return self.fw.list_forwards(project, network)
+
+    def add_forward(self, project: str, network: str, listen: str, port: int, protocol: str,
+                    instance: str, target_port: int) -> Forward:
+        if protocol not in ("tcp", "udp"):
+            raise InvalidInputError(f"invalid protocol {protocol!r}: use tcp or udp")
+        for p in (port, target_port):
+            if not 1 <= p <= 65535:
+                raise InvalidInputError(f"invalid port {p}: ports are 1 to 65535")
+        try:
+            addr = IPv4Address(listen)
+        except ValueError:
+            raise InvalidInputError(f"invalid listen address {listen!r}") from None
+        with self.lock:
+            net = self.store.get_network(project, network)
+            host = [a.ip for a in self.host_net.addresses()]
+            if addr not in host or addr == IPv4Address(net.gateway):
+                raise InvalidInputError(
+                    f"{addr} is not an address of this host's own links: forward from one of"
+                    f" {', '.join(sorted({str(a) for a in host if not a.is_loopback}))}")
+            f = Forward(project=project, network=network, listen_address=str(addr),
+                        listen_port=port, protocol=protocol, instance=instance,
+                        target_port=target_port)
+            self._change(lambda: self.fw.add_forward(f),
+                         lambda: self.fw.delete_forward(project, network, str(addr), port,
+                                                        protocol))
+            return next(x for x in self.fw.list_forwards(project, network)
+                        if (x.listen_address, x.listen_port, x.protocol)
+                        == (str(addr), port, protocol))
+
+    def delete_forward(self, project: str, network: str, listen: str, port: int,
+                       protocol: str) -> None:
+        with self.lock:
+            old = [f for f in self.fw.list_forwards(project, network)
+                   if (f.listen_address, f.listen_port, f.protocol) == (listen, port, protocol)]
+            if not old:
+                raise NotFoundError("forward", f"{protocol} {listen}:{port}")
+            self._change(lambda: self.fw.delete_forward(project, network, listen, port,
+                                                        protocol),
+                         lambda: self.fw.add_forward(old[0]))
+
+
+def rules_text(rules: list[AclRule]) -> list[str]:
+    return [f"{i}: {r.describe()}" for i, r in enumerate(rules, 1)]
