@@ -231,6 +231,11 @@ class Client:
     def delete_network(self, name: str, project: str = "default") -> None:
         self.request("DELETE", f"/networks/{name}", params={"project": project})
 
+    def set_bandwidth(self, name: str, body: dict[str, Any],
+                      project: str = "default") -> dict[str, Any]:
+        return self.request("POST", f"/instances/{name}/bandwidth",  # type: ignore[no-any-return]
+                            params={"project": project}, json=body).json()
+
     # security groups and port forwards
     def groups(self, project: str = "default") -> list[dict[str, Any]]:
         return self.get("/security-groups", params={"project": project})  # type: ignore[no-any-return]

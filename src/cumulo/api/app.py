@@ -66,7 +66,9 @@ def create_app(svc: Services) -> FastAPI:
         req = CreateRequest(name=body.name, image=body.image, type=body.type,
                             limits=limits_from(body.limits), privileged=body.privileged,
                             command=body.command, options=body.options, start=body.start,
-                            networks=tuple(NicRequest(n.network, n.ip) for n in body.networks),
+                            networks=tuple(NicRequest(n.network, n.ip, n.limit_ingress,
+                                                      n.limit_egress, n.limit_burst)
+                                           for n in body.networks),
                             pool=body.pool, copy=body.full_copy,
                             disk=None if body.disk is None else parse_size(body.disk))
         return accepted(svc.instances.create(project, req))
@@ -238,6 +240,13 @@ def create_app(svc: Services) -> FastAPI:
            summary="An operation; wait=SECONDS blocks until it ends")
     def get_operation(op_id: str, wait: float = Query(0, ge=0, le=600)) -> s.OperationOut:
         return operation_out(svc.ops.get(op_id, wait))
+
+    @r.post("/instances/{name}/bandwidth", response_model=s.InstanceOut,
+            summary="Change the bandwidth caps of an instance's NICs (live when running)")
+    def set_bandwidth(name: str, body: s.BandwidthIn, project: str = PROJECT) -> s.InstanceOut:
+        svc.networks.set_bandwidth(project, name, body.network, body.ingress, body.egress,
+                                   body.burst)
+        return instance_out(svc.instances.get(project, name))
 
     firewall_routes.add_routes(r, svc)
     app.include_router(r)

@@ -25,6 +25,10 @@ class LimitsIn(Strict):
 class NicIn(Strict):
     network: str = Field(description="network name in the same project")
     ip: str | None = Field(None, description="static IPv4 address; default: the next free one")
+    limit_ingress: str | None = Field(None, description="cap on what the instance receives, "
+                                                        "e.g. 20Mbit")
+    limit_egress: str | None = Field(None, description="cap on what the instance sends")
+    limit_burst: str | None = Field(None, description="bucket size, e.g. 64k (default: 20 ms)")
 
 
 class InstanceCreate(Strict):
@@ -77,6 +81,8 @@ class NicOut(BaseModel):
     mac: str
     ip: str
     host_name: str
+    groups: list[str] = Field([], description="security groups of the NIC")
+    bandwidth: dict[str, int] = Field({}, description="ingress/egress bit/s, burst bytes")
     counters: NicCounters | None = Field(
         None, description="as the instance sees it; only on a single instance while running")
 
@@ -162,6 +168,13 @@ class ServerOut(BaseModel):
     api_version: str
     version: str
     instance_types: list[str]
+
+
+class BandwidthIn(Strict):
+    network: str | None = Field(None, description="only the NIC on this network; default: all")
+    ingress: str | None = Field(None, description='e.g. 20Mbit; "none" lifts the cap')
+    egress: str | None = None
+    burst: str | None = Field(None, description="e.g. 64k")
 
 
 class NetworkCreate(Strict):

@@ -54,6 +54,10 @@ NetworkOpt = Annotated[list[str] | None, typer.Option(
     "--network", help="attach a NIC on this network (repeatable); none: loopback only")]
 IpOpt = Annotated[list[str] | None, typer.Option(
     "--ip", help="static IPv4 address for the NIC of the matching --network")]
+LimitIn = Annotated[str | None, typer.Option(
+    "--limit-ingress", help="cap on what each NIC receives, e.g. 20Mbit")]
+LimitOut = Annotated[str | None, typer.Option(
+    "--limit-egress", help="cap on what each NIC sends, e.g. 50Mbit")]
 PoolOpt = Annotated[str | None, typer.Option("--pool", help="storage pool of the root")]
 CopyOpt = Annotated[bool, typer.Option(
     "--copy", help="a full copy of the image (default: a copy-on-write clone of it)")]
@@ -74,12 +78,15 @@ def _limits(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def _nics(networks: list[str] | None, ips: list[str] | None) -> list[dict[str, Any]]:
+def _nics(networks: list[str] | None, ips: list[str] | None, ingress: str | None = None,
+          egress: str | None = None) -> list[dict[str, Any]]:
     networks, ips = list(networks or []), list(ips or [])
     if len(ips) > len(networks):
         raise typer.BadParameter("each --ip needs a --network before it", param_hint="--ip")
-    return [{"network": n, "ip": ips[i] if i < len(ips) else None}
-            for i, n in enumerate(networks)]
+    if (ingress or egress) and not networks:
+        raise typer.BadParameter("bandwidth limits need a --network", param_hint="--limit-*")
+    return [{"network": n, "ip": ips[i] if i < len(ips) else None, "limit_ingress": ingress,
+             "limit_egress": egress} for i, n in enumerate(networks)]
 
 
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
@@ -99,12 +106,14 @@ def launch(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
            io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
+           limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create and start an instance from IMAGE."""
     _create(image, name, True, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip),
+            {"accel": accel, "machine": machine, "io": io},
+            _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
@@ -116,12 +125,14 @@ def create(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
            io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
+           limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create an instance from IMAGE without starting it."""
     _create(image, name, False, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip),
+            {"accel": accel, "machine": machine, "io": io},
+            _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
@@ -223,6 +234,12 @@ def _root_text(root: dict[str, Any] | None) -> str:
 
 def _nic_text(nic: dict[str, Any]) -> str:
     text = f"eth{nic['index']} {nic['network']} {nic['ip']} {nic['mac']}"
+    bw = nic.get("bandwidth") or {}
+    for key in ("ingress", "egress"):
+        if bw.get(key):
+            text += f" {key} {bw[key] / 1e6:g}Mbit/s"
+    if nic.get("groups"):
+        text += f" groups {','.join(nic['groups'])}"
     c = nic.get("counters")
     if c:
         text += (f" rx {format_size(c['rx_bytes'])} ({c['rx_packets']} packets)"
@@ -388,6 +405,22 @@ def network_info(name: str, fmt: FormatOpt = o.Format.table,
     """A network and the instances on it."""
     with client() as c:
         o.key_values(c.network(name, project), fmt)
+
+
+@net_app.command("limit")
+def network_limit(instance: str, network: Annotated[str | None, typer.Option(
+        help="only the NIC on this network; default: all")] = None,
+        ingress: Annotated[str | None, typer.Option(
+            help='cap on what the instance receives, e.g. 20Mbit; "none" lifts it')] = None,
+        egress: Annotated[str | None, typer.Option(help="cap on what it sends")] = None,
+        burst: Annotated[str | None, typer.Option(help="bucket, e.g. 64k")] = None,
+        project: ProjectOpt = "default") -> None:
+    """Change the bandwidth caps of an instance's NICs (at once if it runs)."""
+    with client() as c:
+        inst = c.set_bandwidth(instance, {"network": network, "ingress": ingress,
+                                          "egress": egress, "burst": burst}, project)
+    for nic in inst["nics"]:
+        o.err.print(_nic_text(nic))
 
 
 @net_app.command("delete")

@@ -60,6 +60,10 @@ class HostNetwork(Protocol):
     def detach(self, host_names: list[str]) -> None:
         """Remove the NICs' host ends (gone already is fine)."""
 
+    def shape(self, host_name: str, ingress: int | None, egress: int | None,
+              burst: int | None) -> None:
+        """Cap what a wired NIC's instance receives and sends (bit/s); None lifts a cap."""
+
     def counters(self, host_name: str) -> NicCounters | None:
         """Counters of a NIC by its host end; None while it is not wired."""
 

@@ -15,6 +15,7 @@ class FakeNetwork:
         self.host = list(host or [])
         self.bridges: dict[str, IPv4Interface] = {}
         self.firewall = Firewall()
+        self.shapes: dict[str, tuple[int | None, int | None, int | None]] = {}
         self.nics: dict[str, tuple[Path, NicPlan]] = {}  # by host name
         self.dns: dict[str, tuple[DnsSettings, list[DnsHost]]] = {}  # by bridge
 
@@ -32,6 +33,10 @@ class FakeNetwork:
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         self.nics.update({n.host_name: (netns, n) for n in nics})
+
+    def shape(self, host_name: str, ingress: int | None, egress: int | None,
+              burst: int | None) -> None:
+        self.shapes[host_name] = (ingress, egress, burst)
 
     def counters(self, host_name: str) -> NicCounters | None:
         return NicCounters() if host_name in self.nics else None

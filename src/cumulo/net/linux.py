@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Interface
 from pathlib import Path
 
-from cumulo.net import bridge, netlink, nft, nic, sysctl
+from cumulo.net import bridge, netlink, nft, nic, shaping, sysctl
 from cumulo.net.base import NicCounters, NicPlan
 from cumulo.net.dnsmasq import DnsHost, Dnsmasq, DnsSettings
 from cumulo.net.firewall import Firewall
@@ -37,6 +37,10 @@ class LinuxNetwork:
 
     def detach(self, host_names: list[str]) -> None:
         nic.detach(host_names)
+
+    def shape(self, host_name: str, ingress: int | None, egress: int | None,
+              burst: int | None) -> None:
+        shaping.shape(host_name, ingress, egress, burst)
 
     def counters(self, host_name: str) -> NicCounters | None:
         st = netlink.link_stats(host_name)

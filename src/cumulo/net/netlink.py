@@ -191,32 +191,6 @@ def set_htb(name: str, bits: int, burst: int, quantum: int,
                quantum=quantum)
 
 
-def htb_rate(name: str, netns: Path | None = None) -> int | None:
-    """The rate in bits/s of ``name``'s htb class; None without one (or without the link)."""
-    with _ipr(netns, f"rate limit on {name}") as ipr:
-        idx = _index(ipr, name)
-        if idx is None:
-            return None
-        for c in ipr.get_classes(index=idx):
-            if c["handle"] == HTB_CLASS and c.get_attr("TCA_KIND") == "htb":
-                opts = c.get_attr("TCA_OPTIONS")
-                rate64 = opts.get_attr("TCA_HTB_RATE64") if opts else None
-                parms = opts.get_attr("TCA_HTB_PARMS") if opts else None
-                if rate64:
-                    return int(rate64) * 8
-                return int(parms["rate"]) * 8 if parms else None
-        return None
-
-
-def qdisc_kinds(name: str, netns: Path | None = None) -> list[str]:
-    """Kinds of every qdisc on ``name`` (root, classes' leaves, ingress); [] if gone."""
-    with _ipr(netns, f"qdiscs of {name}") as ipr:
-        idx = _index(ipr, name)
-        if idx is None:
-            return []
-        return sorted(str(q.get_attr("TCA_KIND")) for q in ipr.get_qdiscs(index=idx))
-
-
 def create_ifb(name: str) -> None:
     """An ifb device ``name`` (kept if it exists), set up: the queue for a link's ingress."""
     _check_name(name)
@@ -227,17 +201,24 @@ def create_ifb(name: str) -> None:
 
 
 def redirect_ingress(name: str, target: str) -> None:
-    """Everything ``name`` receives goes through ``target``'s egress queue (ingress + mirred)."""
+    """Everything ``name`` receives goes through ``target``'s egress queue (ingress + mirred).
+
+    The filter is u32 matching every packet: the matchall classifier is not in
+    every kernel (these hosts lack it), u32 is.
+    """
     with _ipr(None, f"redirect {name} to {target}") as ipr:
         idx, to = _index(ipr, name), _index(ipr, target)
         if idx is None or to is None:
             raise DriverError(f"link {name if idx is None else target} does not exist")
         if not any(q["handle"] == INGRESS for q in ipr.get_qdiscs(index=idx)):
             ipr.tc("add", "ingress", index=idx, handle=INGRESS)
-        ipr.tc("replace-filter", "matchall", index=idx, parent=INGRESS, prio=1,
-               protocol=ETH_P_ALL, handle=1,
-               action={"kind": "mirred", "direction": "egress", "action": "redirect",
-                       "ifindex": to})
+        if any(f.get_attr("TCA_KIND") == "u32" for f in ipr.get_filters(index=idx,
+                                                                         parent=INGRESS)):
+            return
+        ipr.tc("add-filter", "u32", index=idx, parent=INGRESS, prio=1, protocol=ETH_P_ALL,
+               keys=["0x0/0x0+0"], target=0x10001,
+               action=[{"kind": "mirred", "direction": "egress", "action": "redirect",
+                        "ifindex": to}])
 
 
 def clear_ingress(name: str) -> None:

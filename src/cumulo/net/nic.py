@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cumulo.net import netlink
+from cumulo.net import netlink, shaping
 from cumulo.net.base import NicPlan
 
 
@@ -28,3 +28,4 @@ def attach(netns: Path, nics: list[NicPlan]) -> None:
 def detach(host_names: list[str]) -> None:
     for name in host_names:
         netlink.delete_link(name)
+        shaping.unshape(name)

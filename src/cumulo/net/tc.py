@@ -56,13 +56,6 @@ def parse_burst(text: str) -> int:
     return size
 
 
-def format_rate(bits: int) -> str:
-    for unit, size in (("Gbit", 10**9), ("Mbit", 10**6), ("kbit", 10**3)):
-        if bits % size == 0:
-            return f"{bits // size}{unit}"
-    return f"{bits}bit"
-
-
 def default_burst(bits: int) -> int:
     """20 ms worth of traffic, never less than one GSO super-packet."""
     return max(MIN_BURST, int(bits / 8 * BURST_SECONDS))

@@ -14,7 +14,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import TypeVar
 
-from cumulo.domain.acl import AclRule, SecurityGroup, make_rule
+from cumulo.domain.acl import SecurityGroup, make_rule
 from cumulo.domain.units import validate_name
 from cumulo.errors import ConflictError, CumuloError, InvalidInputError, NotFoundError
 from cumulo.net.base import HostNetwork
@@ -182,7 +182,3 @@ class FirewallService:
             self._change(lambda: self.fw.delete_forward(project, network, listen, port,
                                                         protocol),
                          lambda: self.fw.add_forward(old[0]))
-
-
-def rules_text(rules: list[AclRule]) -> list[str]:
-    return [f"{i}: {r.describe()}" for i, r in enumerate(rules, 1)]

@@ -17,7 +17,7 @@ from pathlib import Path
 from cumulo.domain.models import Instance, Network, Nic
 from cumulo.domain.units import validate_name
 from cumulo.errors import ConflictError, CumuloError, InvalidInputError
-from cumulo.net import ipam
+from cumulo.net import ipam, tc
 from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
 from cumulo.net.dnsmasq import DEFAULT_DOMAIN, DnsHost, DnsSettings, check_domain
 from cumulo.services.firewall import FirewallService
@@ -30,6 +30,22 @@ log = logging.getLogger(__name__)
 class NicRequest:
     network: str
     ip: str | None = None
+    limit_ingress: str | None = None     # e.g. 20Mbit: what the instance receives
+    limit_egress: str | None = None      # what it sends
+    limit_burst: str | None = None       # e.g. 64k
+
+
+def parse_bandwidth(ingress: str | None, egress: str | None,
+                    burst: str | None) -> dict[str, int]:
+    """Checked limits; a key left out stays as it is, "" or "none" lifts it (0)."""
+    out: dict[str, int] = {}
+    for key, text, parse in (("ingress", ingress, tc.parse_rate),
+                             ("egress", egress, tc.parse_rate),
+                             ("burst", burst, tc.parse_burst)):
+        if text is None:
+            continue
+        out[key] = 0 if text.strip().lower() in ("", "none", "0") else parse(text)
+    return out
 
 
 class NetworkService:
@@ -123,7 +139,9 @@ class NetworkService:
             else:
                 addr = ipam.next_free(net, used)
             used.append(addr)
-            nics.append(Nic(network=req.network, index=index, ip=str(addr),
+            bandwidth = {k: v for k, v in parse_bandwidth(
+                req.limit_ingress, req.limit_egress, req.limit_burst).items() if v}
+            nics.append(Nic(network=req.network, index=index, ip=str(addr), bandwidth=bandwidth,
                             mac=ipam.mac_for(f"{host_id}/{index}/{secrets.token_hex(4)}"
                                              .encode()),
                             host_name=f"cu-v{secrets.token_hex(4)}"))
@@ -147,6 +165,40 @@ class NetworkService:
                 address=IPv4Interface(f"{nic.ip}/{prefix}"),
                 gateway=IPv4Address(network.gateway)))
         self.host_net.attach(Path(f"/proc/{pid}/ns/net"), plans)
+        for nic in inst.nics:
+            if nic.bandwidth:
+                self._shape(nic.host_name, nic.bandwidth)
+
+    def _shape(self, host_name: str, bw: dict[str, int]) -> None:
+        self.host_net.shape(host_name, bw.get("ingress"), bw.get("egress"), bw.get("burst"))
+
+    def set_bandwidth(self, project: str, instance: str, network: str | None,
+                      ingress: str | None, egress: str | None, burst: str | None) -> Instance:
+        """Change a NIC's limits; a running instance gets them at once."""
+        change = parse_bandwidth(ingress, egress, burst)
+        if not change:
+            raise InvalidInputError("give --ingress, --egress or --burst")
+        with self.lock:
+            inst = self.store.get_instance(project, instance)
+            if not inst.nics:
+                raise InvalidInputError(f"instance {instance!r} has no NIC")
+            fw = self.firewall.fw
+            fw.set_nic_bandwidth(project, instance, network, change)
+            after = self.store.get_instance(project, instance)
+            try:
+                for nic in after.nics:
+                    if network in (None, nic.network) and self.host_net.counters(
+                            nic.host_name) is not None:  # wired: the instance runs
+                        self._shape(nic.host_name, nic.bandwidth)
+            except BaseException:
+                for nic in inst.nics:
+                    fw.set_nic_bandwidth(project, instance, nic.network,
+                                         {k: nic.bandwidth.get(k, 0)
+                                          for k in ("ingress", "egress", "burst")})
+                    if self.host_net.counters(nic.host_name) is not None:
+                        self._shape(nic.host_name, nic.bandwidth)
+                raise
+            return after
 
     def counters(self, inst: Instance) -> dict[str, NicCounters]:
         """Live counters by NIC host name, for the NICs that are wired now."""
