@@ -38,6 +38,10 @@ class InstanceSpec:
     # called with PID 1's host pid once its namespaces exist and before it runs: the
     # service wires NICs into /proc/PID/ns/net there (the netns belongs to the instance)
     on_created: Callable[[int], None] | None = field(default=None, compare=False)
+    # (host end name, MAC) of each NIC in order: a VM's taps, made by before_start
+    nics: tuple[tuple[str, str], ...] = ()
+    # called by drivers that have no PID 1 to wire (VMs) right before the instance starts
+    before_start: Callable[[], None] | None = field(default=None, compare=False)
     # the instance's /etc/resolv.conf (its network's dnsmasq); None: the image's own
     resolv_conf: str | None = None
     # the instance's root in a storage pool (clone or copy, size cap); None: the driver's own

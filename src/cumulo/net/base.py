@@ -57,6 +57,9 @@ class HostNetwork(Protocol):
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         """Wire every NIC into the existing namespace ``netns`` (a /proc/PID/ns/net path)."""
 
+    def attach_taps(self, nics: list[NicPlan]) -> None:
+        """A tap per NIC on its bridge, for a VM (address and gateway come by DHCP)."""
+
     def detach(self, host_names: list[str]) -> None:
         """Remove the NICs' host ends (gone already is fine)."""
 

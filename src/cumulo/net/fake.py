@@ -41,6 +41,9 @@ class FakeNetwork:
     def counters(self, host_name: str) -> NicCounters | None:
         return NicCounters() if host_name in self.nics else None
 
+    def attach_taps(self, nics: list[NicPlan]) -> None:
+        self.nics.update({n.host_name: (Path("tap"), n) for n in nics})
+
     def detach(self, host_names: list[str]) -> None:
         for name in host_names:
             self.nics.pop(name, None)

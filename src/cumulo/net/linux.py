@@ -35,6 +35,9 @@ class LinuxNetwork:
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         nic.attach(netns, nics)
 
+    def attach_taps(self, nics: list[NicPlan]) -> None:
+        nic.attach_taps(nics)
+
     def detach(self, host_names: list[str]) -> None:
         nic.detach(host_names)
 

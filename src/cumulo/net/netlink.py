@@ -91,6 +91,18 @@ def delete_link(name: str, netns: Path | None = None) -> None:
             ipr.link("del", index=idx)
 
 
+def create_tap(name: str, bridge: str) -> None:
+    """A persistent tap ``name`` on ``bridge``, up: QEMU opens it by name (the VM's NIC)."""
+    _check_name(name)
+    with _ipr(None, f"tap {name}") as ipr:
+        if _index(ipr, name) is None:
+            ipr.link("add", ifname=name, kind="tuntap", mode="tap", ifr={"no_pi": True})
+        idx, br = _index(ipr, name), _index(ipr, bridge)
+        if idx is None or br is None:
+            raise DriverError(f"link {name if idx is None else bridge} does not exist")
+        ipr.link("set", index=idx, master=br, state="up")
+
+
 def create_veth_into(host_name: str, bridge: str, netns: Path, peer_name: str, mac: str
                      ) -> None:
     """A veth pair: ``host_name`` here, enslaved to ``bridge``; ``peer_name`` in ``netns``."""

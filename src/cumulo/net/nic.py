@@ -1,4 +1,4 @@
-"""A container NIC: a veth pair, host end on the bridge, inside end in the instance's netns.
+"""Instance NICs: a veth pair into a container's netns, or a tap for a VM, on the bridge.
 
 The namespace is the instance's own (``/proc/PID/ns/net`` right after the runtime
 created it), owned by its user namespace: root inside may use raw sockets and
@@ -20,6 +20,20 @@ def attach(netns: Path, nics: list[NicPlan]) -> None:
             netlink.delete_link(nic.host_name)  # a stale end whose netns is still dying
             netlink.create_veth_into(nic.host_name, nic.bridge, netns, nic.inside_name, nic.mac)
             netlink.configure_nic(netns, nic.inside_name, nic.address, nic.gateway)
+    except BaseException:
+        detach([n.host_name for n in nics])
+        raise
+
+
+def attach_taps(nics: list[NicPlan]) -> None:
+    """A VM's NICs: one tap per NIC on its bridge, named like a veth's host end.
+
+    The guest configures itself by DHCP from the network's dnsmasq, which hands
+    out the address the store gave the NIC's MAC.
+    """
+    try:
+        for nic in nics:
+            netlink.create_tap(nic.host_name, nic.bridge)
     except BaseException:
         detach([n.host_name for n in nics])
         raise

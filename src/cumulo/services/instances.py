@@ -96,6 +96,8 @@ class InstanceService:
             command=list(inst.command), limits=inst.limits, privileged=inst.privileged,
             options=dict(inst.options),
             on_created=(lambda pid: self.networks.attach(inst, pid)) if inst.nics else None,
+            nics=tuple((n.host_name, n.mac) for n in inst.nics),
+            before_start=(lambda: self.networks.attach_taps(inst)) if inst.nics else None,
             resolv_conf=self.networks.resolv_conf(inst),
             root=self.storage.root_spec(inst) if self.storage else None,
             volumes=self.storage.container_mounts(inst)
@@ -269,6 +271,8 @@ class InstanceService:
                     except CumuloError as err:
                         self.store.update_instance(project, name, state=State.STOPPED,
                                                    last_error=str(err))
+                        with contextlib.suppress(CumuloError):
+                            self.networks.detach(current)
                         raise
                     self.store.update_instance(project, name, state=State.RUNNING,
                                                exit_code=None, last_error=None)

@@ -149,10 +149,7 @@ class NetworkService:
             raise InvalidInputError("give each network at most once")
         return nics
 
-    def attach(self, inst: Instance, pid: int) -> None:
-        """Wire the instance's NICs into the netns of its PID 1 (created, not yet running)."""
-        if not inst.nics:
-            return
+    def _plans(self, inst: Instance) -> list[NicPlan]:
         plans = []
         for nic in inst.nics:
             network = self.store.get_network(inst.project, nic.network)
@@ -164,6 +161,26 @@ class NetworkService:
                 bridge=network.bridge, mac=nic.mac,
                 address=IPv4Interface(f"{nic.ip}/{prefix}"),
                 gateway=IPv4Address(network.gateway)))
+        return plans
+
+    def attach_taps(self, inst: Instance) -> None:
+        """A VM's NICs as taps on their bridges, with their caps, before QEMU starts."""
+        if not inst.nics:
+            return
+        self.host_net.attach_taps(self._plans(inst))
+        try:
+            for nic in inst.nics:
+                if nic.bandwidth:
+                    self._shape(nic.host_name, nic.bandwidth)
+        except BaseException:
+            self.detach(inst)
+            raise
+
+    def attach(self, inst: Instance, pid: int) -> None:
+        """Wire the instance's NICs into the netns of its PID 1 (created, not yet running)."""
+        if not inst.nics:
+            return
+        plans = self._plans(inst)
         self.host_net.attach(Path(f"/proc/{pid}/ns/net"), plans)
         for nic in inst.nics:
             if nic.bandwidth:

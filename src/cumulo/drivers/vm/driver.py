@@ -153,7 +153,7 @@ class VmDriver:
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", disk=Path(opts["disk"]) if opts["disk"] else None,
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
-                nic=opts["nic"] == "on", agent_ports=agent.PORTS,
+                nic=opts["nic"] == "on", agent_ports=agent.PORTS, taps=spec.nics,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})
@@ -177,6 +177,8 @@ class VmDriver:
             if not path.is_file():
                 raise NotFoundError("VM boot file", str(path))
         vm.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
+        if spec.before_start is not None:
+            spec.before_start()  # the NICs' taps on their bridges
         vm.pidfile.unlink(missing_ok=True)
         vm.qmp_socket.unlink(missing_ok=True)
         argv = build_argv(vm, self.qemu)

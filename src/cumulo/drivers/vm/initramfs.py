@@ -40,6 +40,11 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mkdir -p /tmp /run
 for m in $(cat /etc/modules.order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+ip link set lo up
+# NICs on Cumulo networks: the network's dnsmasq gives each MAC its stored address
+for n in /sys/class/net/eth*; do
+  [ -e "$n" ] && udhcpc -i "${{n##*/}}" -s /etc/udhcpc.script -t 5 -T 1 -b -S >/dev/null 2>&1
+done
 cmd=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
@@ -67,6 +72,20 @@ code=$?
 echo "{EXIT} $code"
 sync
 poweroff -f
+"""
+
+UDHCPC_SCRIPT = """#!/bin/sh
+# udhcpc's hook: apply the lease (busybox gives $mask as a prefix length)
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
+    : > /etc/resolv.conf
+    [ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done ;;
+esac
 """
 
 POWER_BUTTON = """#!/bin/sh
@@ -184,6 +203,7 @@ def build(kernel: Kernel, busybox: Path | None = None) -> bytes:
     c.file("init", INIT.encode(), 0o755)
     c.file("bin/cumulo-agent", agent.GUEST_SCRIPT.encode(), 0o755)
     c.file("etc/acpi/PWRF/00000080", POWER_BUTTON.encode(), 0o755)
+    c.file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755)
     c.file("etc/modules.order", "".join(f"{name}\n" for name, _ in mods).encode())
     for name, data in mods:
         c.file(f"lib/modules/{name}.ko", data)

@@ -46,6 +46,7 @@ class VmSpec:
     disk_format: str = "raw"
     nic: bool = False                # a NIC on an isolated hub: the guest sees it, no traffic
     agent_ports: int = 0             # virtio-serial ports for the exec agent (see agent.py)
+    taps: tuple[tuple[str, str], ...] = ()   # (tap name, guest MAC): NICs on our networks
 
     def __post_init__(self) -> None:
         if self.machine == Machine.MICROVM and self.io == Io.EMULATED:
@@ -70,6 +71,7 @@ class VmSpec:
             pidfile=Path(d["pidfile"]), disk=None if disk is None else Path(disk),
             disk_format=str(d.get("disk_format", "raw")), nic=bool(d.get("nic", False)),
             agent_ports=int(d.get("agent_ports", 0)),
+            taps=tuple((str(t[0]), str(t[1])) for t in d.get("taps", [])),
         )
 
 
@@ -84,10 +86,13 @@ def _devices(spec: VmSpec) -> list[str]:
             args += ["-device", f"virtio-blk-{bus},drive=disk0"]
         else:
             args += ["-device", "ide-hd,drive=disk0,bus=ide.0"]
+    model = f"virtio-net-{bus}" if spec.io == Io.PARAVIRT else "e1000"
+    for i, (tap, mac) in enumerate(spec.taps):
+        args += ["-netdev", f"tap,id=tap{i},ifname={tap},script=no,downscript=no",
+                 "-device", f"{model},netdev=tap{i},mac={mac}"]
     if spec.nic:
-        model = f"virtio-net-{bus}" if spec.io == Io.PARAVIRT else "e1000"
         args += ["-netdev", "hubport,id=net0,hubid=0", "-device", f"{model},netdev=net0"]
-    else:
+    elif not spec.taps:
         args += ["-nic", "none"]
     if spec.io == Io.PARAVIRT:
         args += ["-device", f"virtio-rng-{bus}", "-device", f"virtio-balloon-{bus},id=balloon0"]
