@@ -27,7 +27,8 @@ def bench_daemon(wrapper: list[str] | None = None) -> Iterator[tuple[Client, Pat
     sock = tmp / "cumulo.sock"
     proc = subprocess.Popen(
         [*(wrapper or []), str(BIN / "cumulod"), "--state-dir", str(tmp / "state"),
-         "--socket", str(sock), "--cgroup-parent", parent, "--log-level", "warning"],
+         "--socket", str(sock), "--cgroup-parent", parent, "--log-level", "warning",
+         "--no-default-network"],
         stdout=subprocess.DEVNULL, stderr=open(tmp / "cumulod.log", "wb"))  # noqa: SIM115
     client = Client(socket=str(sock), timeout=120)
     try:

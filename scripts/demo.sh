@@ -11,7 +11,8 @@ NAME=${DEMO_NAME:-demo}
 daemon=""
 if ! cumulo host info >/dev/null 2>&1; then
   mkdir -p /var/log/cumulo
-  cumulod --log-level warning >>/var/log/cumulo/demo-daemon.log 2>&1 &
+  # no default network: the demo needs none, and leaves the host's links and firewall alone
+  cumulod --no-default-network --log-level warning >>/var/log/cumulo/demo-daemon.log 2>&1 &
   daemon=$!
   for _ in $(seq 100); do
     cumulo host info >/dev/null 2>&1 && break

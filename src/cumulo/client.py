@@ -129,7 +129,7 @@ class Client:
                storage: dict[str, Any] | None = None) -> dict[str, Any]:
         body = {"name": name, "image": image, "type": type, "limits": limits or {},
                 "privileged": privileged, "command": command, "options": options or {},
-                "start": start, "networks": networks or [], **(storage or {})}
+                "start": start, "networks": networks, **(storage or {})}
         return self._op("POST", "/instances", wait, json=body, params={"project": project})
 
     def set_state(self, name: str, action: str, *, timeout: float = 30, force: bool = False,

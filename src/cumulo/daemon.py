@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="OCI runtime for containers (default: chosen from the host probe)")
     p.add_argument("--driver", action="append", default=[], metavar="TYPE=DRIVER",
                    help="map an instance type to a driver, e.g. container=fake (tests)")
+    p.add_argument("--no-default-network", dest="default_network", action="store_false",
+                   help="do not create the NAT network 'default' on the first start")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"cumulod {__version__}")
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> None:
             log.info("host: %s", note)
         svc = build_services(state_dir, runtime_dir.resolve(), host, db_url=args.database,
                              driver_kinds=kinds, cgroup_parent=cgroup_parent,
-                             oci_runtime=args.runtime)
+                             oci_runtime=args.runtime, default_network=args.default_network)
         try:
             config = uvicorn.Config(create_app(svc), log_level=args.log_level,
                                     access_log=False, ws="websockets-sansio")

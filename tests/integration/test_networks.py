@@ -188,3 +188,26 @@ def test_networks_connect_isolate_and_leave_nothing(netd: NetDaemon) -> None:
     d.cli("network", "delete", "red")
     assert d.links() == []
     assert d.tables() == []
+
+
+def test_default_network_on_first_start_only(netd: NetDaemon) -> None:
+    d = netd
+    d.stop()
+    d.extra = []  # as a user starts it: the NAT network "default" comes on the first start
+    d.start()
+    nets = json.loads(d.cli("network", "list", "--format", "json").stdout)
+    assert [(n["name"], n["nat"]) for n in nets] == [("default", True)]
+    d.cli("image", "build", "busybox")
+    d.cli("launch", "busybox", "x")                        # no --network: joins "default"
+    d.cli("launch", "busybox", "y", "--network", "none")   # loopback only
+    assert nic(d, "x")["network"] == "default"
+    assert d.cli("exec", "y", "--", "ls", "/sys/class/net").stdout.split() == ["lo"]
+    r = d.cli("launch", "busybox", "z", "--ip", "10.210.0.9", check=False)
+    assert r.returncode != 0 and "need a --network" in r.stderr
+    for name in ("x", "y"):
+        d.cli("delete", "--force", name)
+    d.cli("network", "delete", "default")
+    d.stop()
+    d.start()  # deleted by the user: not made again
+    assert json.loads(d.cli("network", "list", "--format", "json").stdout) == []
+    assert d.links() == [] and d.tables() == []

@@ -30,13 +30,15 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
     wrapper: list[str] = field(default_factory=list)  # e.g. ip netns exec NAME
+    # no default network: it would be a bridge and NAT in the namespace the daemon runs in
+    extra: list[str] = field(default_factory=lambda: ["--no-default-network"])
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [*self.wrapper, str(BIN / "cumulod"), "--state-dir", str(self.state_dir),
                  "--socket", str(self.socket), "--cgroup-parent", self.cgroup_parent, "--log-level",
-                 "info"], stdout=log, stderr=subprocess.STDOUT)
+                 "info", *self.extra], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -66,9 +66,9 @@ def create_app(svc: Services) -> FastAPI:
         req = CreateRequest(name=body.name, image=body.image, type=body.type,
                             limits=limits_from(body.limits), privileged=body.privileged,
                             command=body.command, options=body.options, start=body.start,
-                            networks=tuple(NicRequest(n.network, n.ip, n.limit_ingress,
-                                                      n.limit_egress, n.limit_burst)
-                                           for n in body.networks),
+                            networks=None if body.networks is None else tuple(
+                                NicRequest(n.network, n.ip, n.limit_ingress, n.limit_egress,
+                                           n.limit_burst) for n in body.networks),
                             pool=body.pool, copy=body.full_copy,
                             disk=None if body.disk is None else parse_size(body.disk))
         return accepted(svc.instances.create(project, req))

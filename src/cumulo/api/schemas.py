@@ -42,7 +42,9 @@ class InstanceCreate(Strict):
         {}, description="per type: a vm takes accel (auto|kvm|tcg), machine (microvm|pc|q35)"
                         " and io (paravirt|emulated)")
     start: bool = False
-    networks: list[NicIn] = Field([], description="one NIC per entry; none: loopback only")
+    networks: list[NicIn] | None = Field(
+        None, description="one NIC per entry; [] loopback only; default: the network "
+                          "'default' if the project has one, else loopback only")
     pool: str | None = Field(None, description="storage pool of the root (default: default)")
     full_copy: bool = Field(False, alias="copy",
                             description="a full copy of the image instead of a clone of it")

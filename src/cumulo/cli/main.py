@@ -51,7 +51,8 @@ Machine = Annotated[str | None, typer.Option(
 IoFamily = Annotated[str | None, typer.Option(
     "--io", help="vm: paravirt (virtio) or emulated (IDE disk, e1000 NIC)")]
 NetworkOpt = Annotated[list[str] | None, typer.Option(
-    "--network", help="attach a NIC on this network (repeatable); none: loopback only")]
+    "--network", help="attach a NIC on this network (repeatable); 'none': loopback only;"
+    " default: the network 'default' if there is one")]
 IpOpt = Annotated[list[str] | None, typer.Option(
     "--ip", help="static IPv4 address for the NIC of the matching --network")]
 LimitIn = Annotated[str | None, typer.Option(
@@ -79,19 +80,24 @@ def _limits(**kw: Any) -> dict[str, Any]:
 
 
 def _nics(networks: list[str] | None, ips: list[str] | None, ingress: str | None = None,
-          egress: str | None = None) -> list[dict[str, Any]]:
-    networks, ips = list(networks or []), list(ips or [])
+          egress: str | None = None) -> list[dict[str, Any]] | None:
+    if networks == ["none"]:
+        return []      # loopback only
+    if not networks:
+        if ips or ingress or egress:
+            raise typer.BadParameter("--ip and --limit-* need a --network",
+                                     param_hint="--network")
+        return None    # the daemon picks: the network "default" if there is one
+    networks, ips = list(networks), list(ips or [])
     if len(ips) > len(networks):
         raise typer.BadParameter("each --ip needs a --network before it", param_hint="--ip")
-    if (ingress or egress) and not networks:
-        raise typer.BadParameter("bandwidth limits need a --network", param_hint="--limit-*")
     return [{"network": n, "ip": ips[i] if i < len(ips) else None, "limit_ingress": ingress,
              "limit_egress": egress} for i, n in enumerate(networks)]
 
 
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
             command: list[str] | None, project: str, options: dict[str, str | None],
-            nics: list[dict[str, Any]], storage: dict[str, Any], **limits: Any) -> None:
+            nics: list[dict[str, Any]] | None, storage: dict[str, Any], **limits: Any) -> None:
     with client() as c:
         c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
                  command=_argv(command) or None, start=start, project=project,

@@ -42,7 +42,7 @@ class Services:
 def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                    db_url: str | None = None, driver_kinds: dict[str, str] | None = None,
                    cgroup_parent: str = "cumulo", oci_runtime: str | None = None,
-                   net_kind: str = "linux") -> Services:
+                   net_kind: str = "linux", default_network: bool = False) -> Services:
     """``driver_kinds`` maps instance type to driver name (tests map container to fake);
     ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only)."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +60,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     images = ImageService(store, ops, image_root)
     networks = NetworkService(store, _host_network(net_kind, state_dir, runtime_dir))
     networks.reconcile()
+    if default_network:
+        networks.ensure_default(state_dir / "default-network.created")
     storage = StorageService(state_dir, VolumeStore(store.db))
     instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks,
                                 storage)

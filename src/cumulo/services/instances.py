@@ -51,7 +51,7 @@ class CreateRequest:
     command: list[str] | None = None
     options: dict[str, str] = field(default_factory=dict)
     start: bool = False
-    networks: tuple[NicRequest, ...] = ()
+    networks: tuple[NicRequest, ...] | None = None   # None: the network "default", if any
     pool: str | None = None          # storage pool of the root; None: the default pool
     copy: bool = False               # a full copy of the image instead of a clone
     disk: int | None = None          # root size cap in bytes
@@ -182,7 +182,8 @@ class InstanceService:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
         with self.networks.lock:
             nics = self.networks.plan_nics(project, f"{project}_{req.name}",
-                                           list(req.networks))
+                                           list(req.networks) if req.networks is not None
+                                           else self.networks.default_nics(project))
             inst = self.store.add_instance(Instance(
                 project=project, name=req.name, type=req.type, image=image.fingerprint,
                 state=State.CREATING, limits=limits, privileged=req.privileged,

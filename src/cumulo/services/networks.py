@@ -21,9 +21,10 @@ from cumulo.net import ipam, tc
 from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
 from cumulo.net.dnsmasq import DEFAULT_DOMAIN, DnsHost, DnsSettings, check_domain
 from cumulo.services.firewall import FirewallService
-from cumulo.store.repo import Store
+from cumulo.store.repo import DEFAULT_PROJECT, Store
 
 log = logging.getLogger(__name__)
+DEFAULT_NETWORK = "default"   # made on the first start; instances without --network join it
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,25 @@ class NetworkService:
             self.host_net.remove_bridge(bridge)
         except CumuloError as err:
             log.error("cannot remove bridge %s: %s", bridge, err)
+
+    def ensure_default(self, marker: Path) -> None:
+        """The NAT network ``default`` on the first start (never again once deleted)."""
+        if marker.exists():
+            return
+        if not self.store.list_networks():
+            try:
+                net = self.create(DEFAULT_PROJECT, DEFAULT_NETWORK, nat=True)
+                log.info("created network %s %s (NAT)", net.name, net.subnet)
+            except CumuloError as err:
+                log.error("cannot create the default network: %s", err)
+                return
+        marker.touch()
+
+    def default_nics(self, project: str) -> list[NicRequest]:
+        """No NIC asked for: one on the project's network ``default`` if it has one."""
+        if any(n.name == DEFAULT_NETWORK for n in self.store.list_networks(project)):
+            return [NicRequest(DEFAULT_NETWORK)]
+        return []
 
     # NICs
     def plan_nics(self, project: str, host_id: str, requests: list[NicRequest]) -> list[Nic]:
