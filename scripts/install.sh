@@ -19,6 +19,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
   dnsmasq-base                       # DHCP and DNS per virtual network
   iperf3                             # throughput of virtual networks (bench, bandwidth tests)
+  qperf                              # request/response latency of virtual networks (bench)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
