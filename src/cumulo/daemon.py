@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="map an instance type to a driver, e.g. container=fake (tests)")
     p.add_argument("--no-default-network", dest="default_network", action="store_false",
                    help="do not create the NAT network 'default' on the first start")
+    p.add_argument("--subnet-pool", metavar="CIDR", default=None,
+                   help="where networks without --subnet get a free /24 (default 10.210.0.0/16)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"cumulod {__version__}")
@@ -112,7 +114,8 @@ def run(args: argparse.Namespace) -> None:
             log.info("host: %s", note)
         svc = build_services(state_dir, runtime_dir.resolve(), host, db_url=args.database,
                              driver_kinds=kinds, cgroup_parent=cgroup_parent,
-                             oci_runtime=args.runtime, default_network=args.default_network)
+                             oci_runtime=args.runtime, default_network=args.default_network,
+                             subnet_pool=args.subnet_pool)
         try:
             config = uvicorn.Config(create_app(svc), log_level=args.log_level,
                                     access_log=False, ws="websockets-sansio")

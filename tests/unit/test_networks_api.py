@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
+from cumulo.errors import CumuloError, InvalidInputError
 from cumulo.net.fake import FakeNetwork
 from cumulo.services.host import Services
+from cumulo.services.networks import NetworkService
 from tests.unit.conftest import launch, wait_op
 
 
@@ -114,3 +117,13 @@ def test_concurrent_launches_get_distinct_addresses(api: TestClient, svc: Servic
         assert set(pool.map(create, range(16))) == {202}
     ips = [api.get(f"/1.0/instances/c{i}").json()["nics"][0]["ip"] for i in range(16)]
     assert len(set(ips)) == 16
+
+
+def test_subnet_pool_is_configurable_and_checked(svc: Services) -> None:
+    nets = NetworkService(svc.store, FakeNetwork(), subnet_pool="172.31.0.0/22")
+    assert [nets.create("default", f"n{i}").subnet for i in range(4)] == \
+        [f"172.31.{i}.0/24" for i in range(4)]
+    with pytest.raises(CumuloError, match="free"):
+        nets.create("default", "n4")
+    with pytest.raises(InvalidInputError, match="invalid subnet"):
+        NetworkService(svc.store, FakeNetwork(), subnet_pool="10.0.0.0/33")

@@ -10,6 +10,7 @@ from pathlib import Path
 from cumulo.drivers.base import InstanceDriver
 from cumulo.drivers.registry import DriverContext, create_driver
 from cumulo.host.info import HostInfo
+from cumulo.net import ipam
 from cumulo.net.base import HostNetwork
 from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
@@ -42,7 +43,8 @@ class Services:
 def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                    db_url: str | None = None, driver_kinds: dict[str, str] | None = None,
                    cgroup_parent: str = "cumulo", oci_runtime: str | None = None,
-                   net_kind: str = "linux", default_network: bool = False) -> Services:
+                   net_kind: str = "linux", default_network: bool = False,
+                   subnet_pool: str | None = None) -> Services:
     """``driver_kinds`` maps instance type to driver name (tests map container to fake);
     ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only)."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
         drivers[type_] = create_driver(kind, ctx)
     image_root = state_dir / "images"
     images = ImageService(store, ops, image_root)
-    networks = NetworkService(store, _host_network(net_kind, state_dir, runtime_dir))
+    networks = NetworkService(store, _host_network(net_kind, state_dir, runtime_dir),
+                              subnet_pool or ipam.DEFAULT_POOL)
     networks.reconcile()
     if default_network:
         networks.ensure_default(state_dir / "default-network.created")

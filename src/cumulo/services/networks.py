@@ -50,8 +50,10 @@ def parse_bandwidth(ingress: str | None, egress: str | None,
 
 
 class NetworkService:
-    def __init__(self, store: Store, host_net: HostNetwork) -> None:
+    def __init__(self, store: Store, host_net: HostNetwork,
+                 subnet_pool: str = ipam.DEFAULT_POOL) -> None:
         self.store, self.host_net = store, host_net
+        self.subnet_pool = str(ipam.parse_subnet(subnet_pool))  # where automatic subnets come from
         # one change at a time: subnets, and addresses from plan_nics to the stored NIC
         self.lock = threading.RLock()
         self.firewall = FirewallService(store, host_net, self.lock)
@@ -79,7 +81,7 @@ class NetworkService:
             host = [a for a in self.host_net.addresses()
                     if not any(a.ip in net for net in others.values())]
             if subnet is None:
-                net = ipam.pick_subnet(others.values(), host)
+                net = ipam.pick_subnet(others.values(), host, pool=self.subnet_pool)
             else:
                 net = ipam.parse_subnet(subnet)
                 ipam.check_free(net, others, host)
