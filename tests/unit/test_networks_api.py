@@ -127,3 +127,17 @@ def test_subnet_pool_is_configurable_and_checked(svc: Services) -> None:
         nets.create("default", "n4")
     with pytest.raises(InvalidInputError, match="invalid subnet"):
         NetworkService(svc.store, FakeNetwork(), subnet_pool="10.0.0.0/33")
+
+
+def test_a_project_uses_only_its_own_networks(api: TestClient, svc: Services) -> None:
+    svc.store.ensure_project("team2")
+    r = api.post("/1.0/networks", params={"project": "team2"}, json={"name": "private"})
+    assert r.status_code == 201, r.text
+    assert [n["name"] for n in api.get("/1.0/networks").json()] == []  # not in default
+    r = api.post("/1.0/instances", json={
+        "name": "x", "image": "testimg", "start": True, "networks": [{"network": "private"}]})
+    assert r.status_code == 404 and r.json()["error"] == "network 'private' not found"
+    assert api.get("/1.0/instances").json() == []
+    r = api.delete("/1.0/networks/private")          # nor can default delete it
+    assert r.status_code == 404
+    assert api.get("/1.0/networks", params={"project": "team2"}).json()[0]["name"] == "private"
