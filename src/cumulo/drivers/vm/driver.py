@@ -22,7 +22,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -36,9 +38,10 @@ from cumulo.drivers.base import (
     Usage,
     require,
 )
+from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import agent, initramfs, qmp
+from cumulo.drivers.vm import agent, initramfs, migration, qmp
 from cumulo.drivers.vm.accel import choose_accel
 from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, Io, Machine, VmSpec, build_argv
 from cumulo.errors import (
@@ -173,15 +176,19 @@ class VmDriver:
         host_id = spec.host_id
         require(self.state(host_id), host_id, "start", RunStatus.STOPPED)
         vm = self._vmspec(host_id)
+        if spec.before_start is not None:
+            spec.before_start()  # the NICs' taps on their bridges
+        return self._launch(vm, build_argv(vm, self.qemu))
+
+    def _launch(self, vm: VmSpec, argv: list[str]) -> RunState:
+        """Run QEMU daemonized with ``argv`` and wait for its QMP socket."""
+        host_id = vm.name
         for path in (vm.kernel, vm.initrd):
             if not path.is_file():
                 raise NotFoundError("VM boot file", str(path))
         vm.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
-        if spec.before_start is not None:
-            spec.before_start()  # the NICs' taps on their bridges
         vm.pidfile.unlink(missing_ok=True)
         vm.qmp_socket.unlink(missing_ok=True)
-        argv = build_argv(vm, self.qemu)
         try:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT,
                                  stdin=subprocess.DEVNULL)
@@ -347,3 +354,83 @@ class VmDriver:
 
     def list_host_ids(self) -> list[str]:
         return self._records.ids()
+
+    # --- checkpoint, restore and live migration (drivers/migratable.py) -----
+    def checkpoint(self, host_id: str, path: Path) -> dict[str, Any]:
+        """Stop the vCPUs, write RAM and device state to ``path``, quit QEMU."""
+        current = require(self.state(host_id), host_id, "checkpoint",
+                          RunStatus.RUNNING, RunStatus.PAUSED)
+        vm = self._vmspec(host_id)
+        try:
+            stats = migration.save(vm.qmp_socket, path)
+        except CumuloError:
+            if current.status == RunStatus.RUNNING:
+                with contextlib.suppress(DriverError):
+                    qmp.cont(vm.qmp_socket)
+            raise
+        self._kill(vm)
+        vm.qmp_socket.unlink(missing_ok=True)
+        return stats.to_dict()
+
+    def restore(self, spec: InstanceSpec, path: Path) -> RunState:
+        host_id = spec.host_id
+        require(self.state(host_id), host_id, "restore", RunStatus.STOPPED)
+        if not path.is_file():
+            raise NotFoundError("checkpoint", str(path))
+        vm = self._vmspec(host_id)
+        if spec.before_start is not None:
+            spec.before_start()
+        run = self._launch(vm, migration.incoming_argv(vm, self.qemu))
+        try:
+            migration.load(vm.qmp_socket, path)
+        except BaseException:
+            self._kill(vm)
+            raise
+        return run
+
+    def signature(self, host_id: str) -> str:
+        vm = self._vmspec(host_id)
+        return (f"{vm.machine.value}/{vm.io.value}/{vm.accel.value}/{vm.kernel.parent.name}/"
+                f"{vm.initrd.name}/{vm.memory}/{vm.vcpus}/{vm.nic}")
+
+    def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
+        host_id = spec.host_id
+        require(self.state(host_id), host_id, "receive", RunStatus.STOPPED)
+        vm = self._vmspec(host_id)
+        if spec.before_start is not None:
+            spec.before_start()
+        self._launch(vm, migration.incoming_argv(vm, self.qemu))
+        try:
+            return migration.listen(vm.qmp_socket, address)
+        except BaseException:
+            self._kill(vm)
+            raise
+
+    def finish_incoming(self, host_id: str, resume: bool) -> RunState:
+        vm = self._vmspec(host_id)
+        if self._pid(vm) is None:
+            raise DriverError(f"the incoming QEMU of {host_id!r} is gone")
+        migration.wait_incoming(vm.qmp_socket, resume)
+        return self.state(host_id)
+
+    def send(self, host_id: str, uri: str, *, live: bool, bandwidth: int | None,
+             progress: Progress, cancelled: Callable[[], bool]) -> dict[str, Any]:
+        current = require(self.state(host_id), host_id, "migrate",
+                          RunStatus.RUNNING, RunStatus.PAUSED)
+        vm = self._vmspec(host_id)
+
+        def report(st: migration.MigrationStats) -> None:
+            progress(st.fraction, f"pass {max(1, st.passes)}: {st.transferred // MIB} MiB sent,"
+                                  f" {st.remaining // MIB} MiB left")
+
+        stats = migration.send(vm.qmp_socket, uri, live=live and current.status ==
+                               RunStatus.RUNNING, bandwidth=bandwidth, on_progress=report,
+                               cancelled=cancelled)
+        return stats.to_dict()
+
+    def resume_after_failed_send(self, host_id: str, was_running: bool) -> None:
+        vm = self._vmspec(host_id)
+        if self._pid(vm) is None:
+            raise DriverError(f"QEMU of {host_id!r} is gone after the failed migration")
+        if was_running and qmp.query_status(vm.qmp_socket) != "running":
+            qmp.cont(vm.qmp_socket)

@@ -7,14 +7,18 @@ nothing is held across daemon restarts; ``asyncio.run`` per call keeps it synchr
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 from qemu.qmp import QMPClient, QMPError
+from qemu.qmp.protocol import ConnectError
+from qemu.qmp.qmp_client import NegotiationError
 
 from cumulo.errors import DriverError
 
 TIMEOUT = 5.0
+NEGOTIATION_RETRIES = 3
 
 
 async def _execute(socket: Path, command: str, args: dict[str, Any] | None) -> Any:
@@ -30,6 +34,15 @@ def execute(socket: Path, command: str, args: dict[str, Any] | None = None,
             timeout: float = TIMEOUT) -> Any:
     """Run one QMP command; every failure (no socket, QEMU gone, error reply) is a DriverError."""
     try:
+        for _ in range(NEGOTIATION_RETRIES):
+            try:
+                return asyncio.run(asyncio.wait_for(_execute(socket, command, args), timeout))
+            except ConnectError as err:
+                # an event can overtake the greeting's reply (seen during an incoming
+                # migration); nothing ran yet, so connecting again is safe
+                if not isinstance(err.exc, NegotiationError):
+                    raise
+                time.sleep(0.05)
         return asyncio.run(asyncio.wait_for(_execute(socket, command, args), timeout))
     except (QMPError, OSError, EOFError, TimeoutError) as err:
         raise DriverError(f"QMP {command} on {socket} failed: {err or type(err).__name__}"
@@ -82,3 +95,33 @@ def balloon(socket: Path, target_bytes: int) -> None:
 
 def query_balloon(socket: Path) -> int:
     return int(execute(socket, "query-balloon")["actual"])
+
+
+# --- migration: checkpoint to a file, restore from one, live migration over TCP ---------------
+def migrate(socket: Path, uri: str) -> None:
+    """Start sending this VM's state to ``uri`` (``tcp:HOST:PORT`` or ``exec:CMD``)."""
+    execute(socket, "migrate", {"uri": uri})
+
+
+def migrate_incoming(socket: Path, uri: str) -> None:
+    """Start receiving state on a QEMU started with ``-incoming defer``."""
+    execute(socket, "migrate-incoming", {"uri": uri})
+
+
+def query_migrate(socket: Path) -> dict[str, Any]:
+    """The migration's status and its figures (ram transferred, downtime, total time)."""
+    res = execute(socket, "query-migrate")
+    return dict(res) if isinstance(res, dict) else {}
+
+
+def migrate_cancel(socket: Path) -> None:
+    execute(socket, "migrate_cancel")
+
+
+def migrate_set_capabilities(socket: Path, caps: dict[str, bool]) -> None:
+    execute(socket, "migrate-set-capabilities",
+            {"capabilities": [{"capability": k, "state": v} for k, v in caps.items()]})
+
+
+def migrate_set_parameters(socket: Path, params: dict[str, Any]) -> None:
+    execute(socket, "migrate-set-parameters", params)

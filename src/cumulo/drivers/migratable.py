@@ -1,0 +1,42 @@
+"""The optional driver contract for saving and moving running instances (VMs today).
+
+A driver offers checkpoint/restore and live migration by having these methods; the
+services check ``isinstance(driver, Migratable)`` and tell the user when a kind cannot.
+Figures come back as a plain dict: ``total_time_ms``, ``downtime_ms``, ``transferred``
+(bytes), ``passes`` and whatever else the driver measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cumulo.drivers.base import InstanceSpec, RunState
+
+Progress = Callable[[float, str], None]
+
+
+@runtime_checkable
+class Migratable(Protocol):
+    def checkpoint(self, host_id: str, path: Path) -> dict[str, Any]:
+        """Save the running (or paused) instance's whole state to ``path`` and stop it."""
+
+    def restore(self, spec: InstanceSpec, path: Path) -> RunState:
+        """Run a stopped instance again from a checkpoint, where it was."""
+
+    def signature(self, host_id: str) -> str:
+        """What must be equal on both ends for the state to load (machine, boot files)."""
+
+    def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
+        """Start a created instance waiting for state on ``address``; returns the URI."""
+
+    def finish_incoming(self, host_id: str, resume: bool) -> RunState:
+        """Wait until the incoming state is complete; ``resume`` runs a paused guest."""
+
+    def send(self, host_id: str, uri: str, *, live: bool, bandwidth: int | None,
+             progress: Progress, cancelled: Callable[[], bool]) -> dict[str, Any]:
+        """Send the state to a ``prepare_incoming`` URI; the source is left paused."""
+
+    def resume_after_failed_send(self, host_id: str, was_running: bool) -> None:
+        """Put the source back as it was after a failed or cancelled ``send``."""
