@@ -231,6 +231,11 @@ class Client:
     def delete_network(self, name: str, project: str = "default") -> None:
         self.request("DELETE", f"/networks/{name}", params={"project": project})
 
+    def checkpoint(self, name: str, file: str | None = None, restore: bool = False,
+                   project: str = "default") -> dict[str, Any]:
+        return self._op("POST", f"/instances/{name}/{'restore' if restore else 'checkpoint'}",
+                        json={"file": file}, params={"project": project})
+
     def set_bandwidth(self, name: str, body: dict[str, Any],
                       project: str = "default") -> dict[str, Any]:
         return self.request("POST", f"/instances/{name}/bandwidth",  # type: ignore[no-any-return]

@@ -241,6 +241,16 @@ def create_app(svc: Services) -> FastAPI:
     def get_operation(op_id: str, wait: float = Query(0, ge=0, le=600)) -> s.OperationOut:
         return operation_out(svc.ops.get(op_id, wait))
 
+    @r.post("/instances/{name}/checkpoint", status_code=202, response_model=s.OperationOut,
+            summary="Save a running VM's memory and device state, then stop it")
+    def checkpoint(name: str, body: s.CheckpointIn, project: str = PROJECT) -> JSONResponse:
+        return accepted(svc.checkpoints.checkpoint(project, name, body.file))
+
+    @r.post("/instances/{name}/restore", status_code=202, response_model=s.OperationOut,
+            summary="Run a stopped VM again from its checkpoint, where it was")
+    def restore(name: str, body: s.CheckpointIn, project: str = PROJECT) -> JSONResponse:
+        return accepted(svc.checkpoints.restore(project, name, body.file))
+
     @r.post("/instances/{name}/bandwidth", response_model=s.InstanceOut,
             summary="Change the bandwidth caps of an instance's NICs (live when running)")
     def set_bandwidth(name: str, body: s.BandwidthIn, project: str = PROJECT) -> s.InstanceOut:

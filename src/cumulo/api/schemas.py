@@ -172,6 +172,11 @@ class ServerOut(BaseModel):
     instance_types: list[str]
 
 
+class CheckpointIn(Strict):
+    file: str | None = Field(None, description="absolute path on the daemon's host; default: "
+                                               "a file in the instance's own dir")
+
+
 class BandwidthIn(Strict):
     network: str | None = Field(None, description="only the NIC on this network; default: all")
     ingress: str | None = Field(None, description='e.g. 20Mbit; "none" lifts the cap')

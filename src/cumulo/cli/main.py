@@ -184,6 +184,28 @@ def resume(name: str, project: ProjectOpt = "default") -> None:
     _state(name, "resume", project)
 
 
+FileOpt = Annotated[str | None, typer.Option(
+    "--file", help="absolute path on the daemon's host (default: in the instance's dir)")]
+
+
+@app.command()
+def checkpoint(name: str, file: FileOpt = None, project: ProjectOpt = "default") -> None:
+    """Save a running VM's memory and device state and stop it (restore resumes it)."""
+    with client() as c:
+        op = c.checkpoint(name, file, project=project)
+    meta = op.get("resources") or {}
+    size = f", {format_size(meta['transferred'])}" if meta.get("transferred") else ""
+    o.err.print(f"Checkpointed {name} to {meta.get('file', '?')}{size}")
+
+
+@app.command()
+def restore(name: str, file: FileOpt = None, project: ProjectOpt = "default") -> None:
+    """Run a checkpointed VM again, where it was."""
+    with client() as c:
+        c.checkpoint(name, file, restore=True, project=project)
+    o.err.print(f"Restored {name}")
+
+
 @app.command()
 def delete(name: str, force: Annotated[bool, typer.Option(help="also a running one")] = False,
            project: ProjectOpt = "default") -> None:

@@ -24,6 +24,8 @@ class Action(StrEnum):
     DELETE = "delete"
     EXEC = "exec"
     UPDATE = "update"
+    CHECKPOINT = "checkpoint"
+    RESTORE = "restore"
 
 
 # action -> states it may start from
@@ -36,6 +38,8 @@ ALLOWED: dict[Action, frozenset[State]] = {
     Action.DELETE: frozenset({State.STOPPED, State.ERROR}),
     Action.EXEC: frozenset({State.RUNNING}),
     Action.UPDATE: frozenset({State.STOPPED, State.RUNNING, State.PAUSED}),
+    Action.CHECKPOINT: frozenset({State.RUNNING, State.PAUSED}),
+    Action.RESTORE: frozenset({State.STOPPED}),
 }
 
 # action -> state reached when it succeeds (None: the instance is gone or unchanged)
@@ -48,6 +52,8 @@ RESULT: dict[Action, State | None] = {
     Action.DELETE: None,
     Action.EXEC: None,
     Action.UPDATE: None,
+    Action.CHECKPOINT: State.STOPPED,
+    Action.RESTORE: State.RUNNING,
 }
 
 

@@ -12,6 +12,7 @@ from cumulo.drivers.registry import DriverContext, create_driver
 from cumulo.host.info import HostInfo
 from cumulo.net import ipam
 from cumulo.net.base import HostNetwork
+from cumulo.services.checkpoints import CheckpointService
 from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
 from cumulo.services.networks import NetworkService
@@ -34,6 +35,7 @@ class Services:
     networks: NetworkService
     storage: StorageService
     volumes: VolumeService
+    checkpoints: CheckpointService
 
     def close(self) -> None:
         self.ops.shutdown()
@@ -70,7 +72,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                                 storage)
     instances.reconcile()
     volumes = VolumeService(storage, instances)
-    return Services(store, ops, host, instances, images, networks, storage, volumes)
+    return Services(store, ops, host, instances, images, networks, storage, volumes,
+                    CheckpointService(instances))
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:
