@@ -44,7 +44,7 @@ class DaemonUnreachable(e.CumuloError):
 
 class Client:
     def __init__(self, socket: str | None = None, url: str | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, token: str | None = None) -> None:
         url = url if url is not None else (None if socket else os.environ.get("CUMULO_URL"))
         if url:
             self.base, self.socket = url.rstrip("/"), None
@@ -53,7 +53,10 @@ class Client:
             self.socket = socket or os.environ.get("CUMULO_SOCKET", DEFAULT_SOCKET)
             self.base = "http://cumulo"
             transport = httpx.HTTPTransport(uds=self.socket)
-        self.http = httpx.Client(base_url=self.base, transport=transport, timeout=timeout)
+        token = token or (os.environ.get("CUMULO_TOKEN") if url else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.base, transport=transport, timeout=timeout,
+                                 headers=headers)
 
     def close(self) -> None:
         self.http.close()
@@ -167,7 +170,9 @@ class Client:
             if self.socket:
                 ws = unix_connect(self.socket, uri=f"ws://cumulo{path}", max_size=None)
             else:
-                ws = connect(self.base.replace("http", "ws", 1) + path, max_size=None)
+                ws = connect(self.base.replace("http", "ws", 1) + path, max_size=None,
+                             additional_headers=dict(self.http.headers.items())
+                             if "authorization" in self.http.headers else None)
             ws.send(json.dumps(request))
         except (OSError, WebSocketException) as err:
             raise DaemonUnreachable(f"cannot open exec stream at {self.where()}: {err}") from err
@@ -235,6 +240,26 @@ class Client:
                    project: str = "default") -> dict[str, Any]:
         return self._op("POST", f"/instances/{name}/{'restore' if restore else 'checkpoint'}",
                         json={"file": file}, params={"project": project})
+
+    # hosts: tokens, remotes, migration
+    def issue_token(self, name: str | None = None) -> dict[str, Any]:
+        return self.request("POST", "/tokens", json={"name": name}).json()  # type: ignore[no-any-return]
+
+    def remotes(self) -> list[dict[str, Any]]:
+        return self.get("/remotes")  # type: ignore[no-any-return]
+
+    def add_remote(self, name: str, url: str, token: str) -> dict[str, Any]:
+        return self.request("POST", "/remotes",  # type: ignore[no-any-return]
+                            json={"name": name, "url": url, "token": token}).json()
+
+    def delete_remote(self, name: str) -> None:
+        self.request("DELETE", f"/remotes/{name}")
+
+    def migrate(self, name: str, remote: str, live: bool = True, project: str = "default",
+                on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        op = self.request("POST", f"/instances/{name}/migrate", params={"project": project},
+                          json={"remote": remote, "live": live}).json()
+        return self.wait(op, on_progress)
 
     def set_bandwidth(self, name: str, body: dict[str, Any],
                       project: str = "default") -> dict[str, Any]:

@@ -115,9 +115,10 @@ def run(args: argparse.Namespace) -> None:
         svc = build_services(state_dir, runtime_dir.resolve(), host, db_url=args.database,
                              driver_kinds=kinds, cgroup_parent=cgroup_parent,
                              oci_runtime=args.runtime, default_network=args.default_network,
-                             subnet_pool=args.subnet_pool)
+                             subnet_pool=args.subnet_pool,
+                             listen_host=listen[0] if listen else None)
         try:
-            config = uvicorn.Config(create_app(svc), log_level=args.log_level,
+            config = uvicorn.Config(create_app(svc, tcp_auth=True), log_level=args.log_level,
                                     access_log=False, ws="websockets-sansio")
             log.info("cumulod %s serving %s (state %s)", __version__, sock_path, state_dir)
             asyncio.run(uvicorn.Server(config).serve(sockets=sockets))

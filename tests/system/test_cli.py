@@ -165,14 +165,26 @@ def test_cli_over_tcp_with_cumulo_url(tmp_path: Path) -> None:
          str(tmp_path / "s.sock"), "--listen", f"127.0.0.1:{port}", "--driver",
          "container=fake"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {"PATH": "/usr/bin:/bin", "CUMULO_URL": f"http://127.0.0.1:{port}"}
+    local = {"PATH": "/usr/bin:/bin", "CUMULO_SOCKET": str(tmp_path / "s.sock")}
     try:
         deadline = time.monotonic() + 20
         while True:
             r = subprocess.run([str(BIN / "cumulo"), "list", "--format", "json"], env=env,
                                capture_output=True, text=True, timeout=30)
-            if r.returncode == 0 or time.monotonic() > deadline:
+            if "needs a token" in r.stderr or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        # over TCP nothing works without a token the daemon issued
+        assert r.returncode == 1 and "needs a token" in r.stderr, r.stderr
+        r = subprocess.run([str(BIN / "cumulo"), "list"], capture_output=True, text=True,
+                           env={**env, "CUMULO_TOKEN": "forged"}, timeout=30)
+        assert r.returncode == 1 and "needs a token" in r.stderr
+        token = subprocess.run([str(BIN / "cumulo"), "remote", "token", "--name", "ci"],
+                               env=local, capture_output=True, text=True, timeout=30,
+                               check=True).stdout.strip()
+        env["CUMULO_TOKEN"] = token
+        r = subprocess.run([str(BIN / "cumulo"), "list", "--format", "json"], env=env,
+                           capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
         r = subprocess.run([str(BIN / "cumulo"), "info", "nope"], env=env,
                            capture_output=True, text=True, timeout=30)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Query, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cumulo import __version__
-from cumulo.api import errors, exec_ws, firewall_routes
+from cumulo.api import errors, exec_ws, firewall_routes, host_routes
 from cumulo.api import schemas as s
 from cumulo.api.convert import (
     image_out,
@@ -41,10 +41,13 @@ def accepted(op: Operation) -> JSONResponse:
                         headers={"Location": f"/{API}/operations/{op.id}"})
 
 
-def create_app(svc: Services) -> FastAPI:
+def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
+    """``tcp_auth``: requests over TCP need a token (the daemon; in-process tests do not)."""
     app = FastAPI(title="Cumulo", version=__version__,
                   description="Containers and virtual machines on one host, through one API.")
     errors.install(app)
+    if tcp_auth:
+        host_routes.install_auth(app, svc)
     r = APIRouter(prefix=f"/{API}", responses=ERR)  # type: ignore[arg-type]
 
     @r.get("", response_model=s.ServerOut, summary="Server information")
@@ -259,10 +262,15 @@ def create_app(svc: Services) -> FastAPI:
         return instance_out(svc.instances.get(project, name))
 
     firewall_routes.add_routes(r, svc)
+    host_routes.add_routes(r, svc)
     app.include_router(r)
 
     @app.websocket(f"/{API}/instances/{{name}}/exec-ws")
     async def exec_stream(ws: WebSocket, name: str, project: str = "default") -> None:
+        if tcp_auth and host_routes.over_tcp(ws.scope) and not host_routes.token_ok(
+                svc, ws.headers.get("authorization")):
+            await ws.close(code=4401, reason="over TCP this cumulod needs a token")
+            return
         await exec_ws.serve(ws, svc, project, name)
 
     return app

@@ -9,6 +9,7 @@ import typer
 
 from cumulo.cli import output as o
 from cumulo.cli.firewall import acl_app, forward_app
+from cumulo.cli.remotes import migrate, remote_app
 from cumulo.cli.storage import snapshot_app, storage_app, volume_app
 from cumulo.client import Client
 from cumulo.domain.units import format_size
@@ -29,6 +30,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(op_app, name="operation")
 app.add_typer(net_app, name="network")
 net_app.add_typer(acl_app, name="acl")
+app.add_typer(remote_app, name="remote")
+app.command("migrate")(migrate)
 net_app.add_typer(forward_app, name="forward")
 app.add_typer(storage_app, name="storage")
 app.add_typer(volume_app, name="volume")

@@ -15,10 +15,12 @@ from cumulo.net.base import HostNetwork
 from cumulo.services.checkpoints import CheckpointService
 from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
+from cumulo.services.migrations import MigrationService
 from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
+from cumulo.store.hosts import HostStore
 from cumulo.store.repo import Store
 from cumulo.store.volumes import VolumeStore
 
@@ -36,6 +38,7 @@ class Services:
     storage: StorageService
     volumes: VolumeService
     checkpoints: CheckpointService
+    migrations: MigrationService
 
     def close(self) -> None:
         self.ops.shutdown()
@@ -46,7 +49,7 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                    db_url: str | None = None, driver_kinds: dict[str, str] | None = None,
                    cgroup_parent: str = "cumulo", oci_runtime: str | None = None,
                    net_kind: str = "linux", default_network: bool = False,
-                   subnet_pool: str | None = None) -> Services:
+                   subnet_pool: str | None = None, listen_host: str | None = None) -> Services:
     """``driver_kinds`` maps instance type to driver name (tests map container to fake);
     ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only)."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +76,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     instances.reconcile()
     volumes = VolumeService(storage, instances)
     return Services(store, ops, host, instances, images, networks, storage, volumes,
-                    CheckpointService(instances))
+                    CheckpointService(instances),
+                    MigrationService(instances, HostStore(store.db), listen_host))
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:

@@ -119,6 +119,25 @@ class NicRow(Base):
     bandwidth: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # ingress/egress/burst
 
 
+class TokenRow(Base):
+    """A token other hosts (or API users over TCP) present: only its sha256 is kept."""
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RemoteRow(Base):
+    """Another cumulod this one trusts, and the token it gave us."""
+    __tablename__ = "remotes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    url: Mapped[str] = mapped_column(String(255))
+    token: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class SecurityGroupRow(Base):
     __tablename__ = "security_groups"
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_sg_project_name"),)

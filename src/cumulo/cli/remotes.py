@@ -1,0 +1,74 @@
+"""cumulo remote ... and cumulo migrate: other hosts, tokens, moving a VM between hosts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from cumulo.cli import output as o
+from cumulo.client import Client
+from cumulo.domain.units import format_size
+
+remote_app = typer.Typer(no_args_is_help=True, help="Other hosts this one trusts.")
+
+FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
+ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
+
+
+@remote_app.command("token")
+def remote_token(name: Annotated[str | None, typer.Option(help="to revoke it by")] = None
+                 ) -> None:
+    """Issue a token for another host (or a TCP client): printed once, kept only hashed."""
+    with Client() as c:
+        t = c.issue_token(name)
+    o.err.print(f"Token {t['name']} (give it to `cumulo remote add` on the other host):")
+    print(t["token"])
+
+
+@remote_app.command("add")
+def remote_add(name: str, url: Annotated[str, typer.Argument(help="http://HOST:PORT")],
+               token: Annotated[str, typer.Option(help="from `cumulo remote token` there")]
+               ) -> None:
+    """Trust another cumulod (checked now: reachable, token accepted)."""
+    with Client() as c:
+        c.add_remote(name, url, token)
+    o.err.print(f"Added remote {name} ({url})")
+
+
+@remote_app.command("list")
+def remote_list(fmt: FormatOpt = o.Format.table) -> None:
+    """Remotes this host trusts."""
+    with Client() as c:
+        rows = c.remotes()
+    o.table(rows, [("NAME", "name"), ("URL", "url")], fmt)
+
+
+@remote_app.command("remove")
+def remote_remove(name: str) -> None:
+    """Forget a remote."""
+    with Client() as c:
+        c.delete_remote(name)
+
+
+def migrate(name: str, to: Annotated[str, typer.Option("--to", help="remote name")],
+            live: Annotated[bool, typer.Option(
+                "--live/--stop-first", help="pre-copy while the guest runs (default)")] = True,
+            project: ProjectOpt = "default") -> None:
+    """Move a running VM to another host; it continues there where it was."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Client() as c, Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.percentage:>3.0f}%"),
+                                 console=o.err, transient=True) as bar:
+        task = bar.add_task(f"migrating {name}", total=1.0)
+
+        def show(op: dict[str, Any]) -> None:
+            bar.update(task, completed=op.get("progress", 0.0),
+                       description=op.get("message") or f"migrating {name}")
+
+        op = c.migrate(name, to, live, project, on_progress=show)
+    r = op.get("resources") or {}
+    o.err.print(f"Migrated {name} to {to}: total {r.get('total_time_ms')} ms, downtime"
+                f" {r.get('downtime_ms')} ms, {format_size(int(r.get('transferred') or 0))}"
+                f" sent in {r.get('passes')} pass(es)")

@@ -1,0 +1,177 @@
+"""Several hosts: tokens, remotes, and moving a running VM to another cumulod.
+
+A host issues tokens (``cumulo remote token``); another host stores one with the
+remote's URL (``cumulo remote add``) and presents it over TCP. A migration is
+driven by the source:
+
+1. ``POST /1.0/migrations/incoming`` on the destination: it records the instance
+   (state ``creating``), creates it with its driver, checks that both QEMUs would
+   be the same machine (the driver's signature) and starts a QEMU waiting for the
+   state on its TCP address; it answers with the URI to send to;
+2. the source sends the state (pre-copy while the guest runs with ``--live``);
+3. ``POST .../finish``: the destination waits for the last pages and runs the guest;
+4. only then the source deletes its copy. Any failure before 4 aborts the
+   destination (``DELETE``) and puts the source back as it was: the instance is on
+   exactly one host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+from typing import Any
+from urllib.parse import urlparse
+
+from cumulo.client import Client
+from cumulo.domain.lifecycle import State
+from cumulo.domain.limits import Limits
+from cumulo.domain.models import Instance, Operation
+from cumulo.domain.units import validate_name
+from cumulo.drivers.migratable import Migratable
+from cumulo.errors import (
+    ConflictError,
+    CumuloError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
+from cumulo.services.instances import InstanceService
+from cumulo.services.operations import Progress
+from cumulo.store.hosts import HostStore, Remote
+
+TIMEOUT = 120.0
+
+
+class MigrationService:
+    def __init__(self, instances: InstanceService, hosts: HostStore,
+                 listen_host: str | None) -> None:
+        self.instances, self.hosts, self.listen_host = instances, hosts, listen_host
+
+    # --- tokens and remotes ---
+    def issue_token(self, name: str | None) -> tuple[str, str]:
+        name = name or f"token-{len(self.hosts.token_names()) + 1}"
+        validate_name(name)
+        token = secrets.token_urlsafe(32)
+        self.hosts.add_token(name, token)
+        return name, token
+
+    def add_remote(self, name: str, url: str, token: str) -> Remote:
+        validate_name(name)
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise InvalidInputError(f"invalid remote URL {url!r}: use http://HOST:PORT")
+        remote = Remote(name=name, url=url.rstrip("/"), token=token)
+        with self._client(remote) as c:
+            c.server()  # reachable, and the token is accepted
+        self.hosts.add_remote(remote)
+        return remote
+
+    @staticmethod
+    def _client(remote: Remote) -> Client:
+        return Client(url=remote.url, token=remote.token, timeout=TIMEOUT)
+
+    # --- the source side ---
+    def _driver(self, type_: str) -> Migratable:
+        driver = self.instances._driver(type_)
+        if not isinstance(driver, Migratable):
+            raise UnsupportedError(f"{type_} instances cannot migrate yet (containers need "
+                                   "CRIU 4.x, not wired yet): stop, copy and start instead")
+        return driver
+
+    def migrate(self, project: str, name: str, remote_name: str, live: bool) -> Operation:
+        inst = self.instances.get(project, name)
+        driver = self._driver(inst.type)
+        if inst.state not in (State.RUNNING, State.PAUSED):
+            raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running or"
+                                " paused VM migrates (a stopped one has only its config)")
+        if inst.nics:
+            raise UnsupportedError(f"instance {name!r} has NICs: moving NICs (same MAC and IP"
+                                   " on the destination's network) is not done yet")
+        remote = self.hosts.get_remote(remote_name)
+        body = {"name": name, "type": inst.type, "image": inst.image,
+                "limits": inst.limits.to_dict(), "command": list(inst.command),
+                "options": dict(inst.options), "privileged": inst.privileged,
+                "signature": driver.signature(inst.host_id)}
+
+        def work(progress: Progress) -> dict[str, Any]:
+            was_running = inst.state == State.RUNNING
+            with self.instances._locked(inst), self._client(remote) as rc:
+                progress(0.02, f"preparing {remote.name}")
+                uri = rc.request("POST", "/migrations/incoming", params={"project": project},
+                                 json=body).json()["uri"]
+                try:
+                    stats = driver.send(inst.host_id, uri, live=live, bandwidth=None,
+                                        progress=progress, cancelled=lambda: False)
+                    progress(0.98, f"starting on {remote.name}")
+                    rc.request("POST", f"/migrations/incoming/{name}/finish",
+                               params={"project": project})
+                except BaseException:
+                    with contextlib.suppress(CumuloError):
+                        rc.request("DELETE", f"/migrations/incoming/{name}",
+                                   params={"project": project})
+                    with contextlib.suppress(CumuloError):
+                        driver.resume_after_failed_send(inst.host_id, was_running)
+                    raise
+                # the guest runs there now: nothing of it stays here
+                self.instances._driver(inst.type).delete(
+                    inst.host_id, self.instances.instances_dir / inst.host_id)
+                shutil.rmtree(self.instances.instances_dir / inst.host_id, ignore_errors=True)
+                with contextlib.suppress(NotFoundError):
+                    self.instances.store.delete_instance(project, name)
+                return {"remote": remote.name, **stats}
+
+        return self.instances.ops.submit(f"migrate instance {name} to {remote.name}", work,
+                                         {"instances": [f"{project}/{name}"]})
+
+    # --- the destination side ---
+    def incoming(self, project: str, body: dict[str, Any]) -> str:
+        if self.listen_host is None:
+            raise UnsupportedError("this cumulod listens on no TCP address (--listen): it"
+                                   " cannot receive migrations")
+        name, type_ = str(body["name"]), str(body["type"])
+        validate_name(name)
+        driver = self._driver(type_)
+        image = self.instances.store.get_image(str(body["image"]))
+        inst = self.instances.store.add_instance(Instance(
+            project=project, name=name, type=type_, image=image.fingerprint,
+            state=State.CREATING, limits=Limits.from_dict(dict(body.get("limits") or {})),
+            privileged=bool(body.get("privileged")), command=list(body.get("command") or []),
+            options=dict(body.get("options") or {})))
+        try:
+            spec = self.instances._spec(inst)
+            self.instances._driver(type_).create(spec)
+            mine = driver.signature(inst.host_id)
+            if mine != body.get("signature"):
+                raise ConflictError(f"the hosts would run different machines ({mine} here,"
+                                    f" {body.get('signature')} there): cannot load the state")
+            return driver.prepare_incoming(spec, self.listen_host)
+        except BaseException:
+            self.incoming_abort(project, name)
+            raise
+
+    def incoming_finish(self, project: str, name: str) -> None:
+        inst = self.instances.store.get_instance(project, name)
+        if inst.state != State.CREATING:
+            raise ConflictError(f"instance {name!r} is not being received")
+        try:
+            self._driver(inst.type).finish_incoming(inst.host_id, resume=True)
+        except BaseException:
+            self.incoming_abort(project, name)
+            raise
+        self.instances.store.update_instance(project, name, state=State.RUNNING)
+
+    def incoming_abort(self, project: str, name: str) -> None:
+        """No trace of an instance that was being received (nothing there is fine)."""
+        try:
+            inst = self.instances.store.get_instance(project, name)
+        except NotFoundError:
+            return
+        if inst.state != State.CREATING:
+            raise ConflictError(f"instance {name!r} is not being received")
+        with contextlib.suppress(CumuloError):
+            self.instances._driver(inst.type).delete(
+                inst.host_id, self.instances.instances_dir / inst.host_id)
+        shutil.rmtree(self.instances.instances_dir / inst.host_id, ignore_errors=True)
+        with contextlib.suppress(NotFoundError):
+            self.instances.store.delete_instance(project, name)
