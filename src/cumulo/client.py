@@ -256,9 +256,10 @@ class Client:
         self.request("DELETE", f"/remotes/{name}")
 
     def migrate(self, name: str, remote: str, live: bool = True, project: str = "default",
-                on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                on_progress: Callable[[dict[str, Any]], None] | None = None,
+                bandwidth: str | None = None) -> dict[str, Any]:
         op = self.request("POST", f"/instances/{name}/migrate", params={"project": project},
-                          json={"remote": remote, "live": live}).json()
+                          json={"remote": remote, "live": live, "bandwidth": bandwidth}).json()
         return self.wait(op, on_progress)
 
     def set_bandwidth(self, name: str, body: dict[str, Any],

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.system.conftest import Daemon, leftovers
+from tests.system.conftest import BIN, Daemon, leftovers
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
 
@@ -107,7 +107,26 @@ def test_live_migration_between_two_hosts(hosts: tuple[Daemon, Daemon]) -> None:
 
     a.cli("launch", "busybox", "vm", "--type", "vm", "--machine", "pc", "--memory", "128MiB",
           "--", "sh", "-c", COUNTER)
-    before = wait_count(a, "vm", 3)
+    wait_count(a, "vm", 2)
+
+    # the destination dies half-way (a slow stream, then its QEMU is killed): the source
+    # keeps running, untouched, and the instance exists only there
+    slow = subprocess.Popen([str(BIN / "cumulo"), "migrate", "vm", "--to", "b",
+                             "--bandwidth", "1MiB"], env=a.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not qemus(b.state_dir):
+        assert time.monotonic() < deadline and slow.poll() is None, slow.communicate()
+        time.sleep(0.1)
+    time.sleep(1.5)  # the stream is under way
+    for pid in qemus(b.state_dir):
+        psutil.Process(pid).kill()
+    _, err = slow.communicate(timeout=120)
+    assert slow.returncode == 1 and "migration failed" in err, err
+    assert json.loads(a.cli("info", "vm", "--format", "json").stdout)["state"] == "running"
+    assert json.loads(b.cli("list", "--format", "json").stdout) == []
+    before = wait_count(a, "vm", counts(a, "vm")[-1])  # still counting here
+
     r = a.cli("migrate", "vm", "--to", "b", timeout=300)
     m = re.search(r"total (\d+) ms, downtime (\d+) ms", r.stderr)
     assert m, r.stderr

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from cumulo.api.convert import operation_out
 from cumulo.api.schemas import OperationOut, Strict
+from cumulo.domain.units import parse_size
 from cumulo.services.host import Services
 from cumulo.services.migrations import MigrationService
 
@@ -43,6 +44,7 @@ class RemoteOut(BaseModel):
 class MigrateIn(Strict):
     remote: str
     live: bool = Field(True, description="pre-copy while the guest runs; false: stop first")
+    bandwidth: str | None = Field(None, description="cap on the stream, bytes/s: 100MiB")
 
 
 class IncomingIn(BaseModel):
@@ -118,7 +120,8 @@ def add_routes(r: APIRouter, svc: Services) -> None:
     @r.post("/instances/{name}/migrate", status_code=202, response_model=OperationOut,
             summary="Move a running VM to a remote (live: pre-copy)")
     def migrate(name: str, body: MigrateIn, project: str = PROJECT) -> JSONResponse:
-        op = mig().migrate(project, name, body.remote, body.live)
+        cap = None if body.bandwidth is None else parse_size(body.bandwidth)
+        op = mig().migrate(project, name, body.remote, body.live, cap)
         return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202)
 
     @r.post("/migrations/incoming", summary="(host to host) get ready to receive an instance")

@@ -54,6 +54,8 @@ def remote_remove(name: str) -> None:
 def migrate(name: str, to: Annotated[str, typer.Option("--to", help="remote name")],
             live: Annotated[bool, typer.Option(
                 "--live/--stop-first", help="pre-copy while the guest runs (default)")] = True,
+            bandwidth: Annotated[str | None, typer.Option(
+                help="cap on the stream per second, e.g. 100MiB (default: none)")] = None,
             project: ProjectOpt = "default") -> None:
     """Move a running VM to another host; it continues there where it was."""
     from rich.progress import BarColumn, Progress, TextColumn
@@ -67,7 +69,7 @@ def migrate(name: str, to: Annotated[str, typer.Option("--to", help="remote name
             bar.update(task, completed=op.get("progress", 0.0),
                        description=op.get("message") or f"migrating {name}")
 
-        op = c.migrate(name, to, live, project, on_progress=show)
+        op = c.migrate(name, to, live, project, on_progress=show, bandwidth=bandwidth)
     r = op.get("resources") or {}
     o.err.print(f"Migrated {name} to {to}: total {r.get('total_time_ms')} ms, downtime"
                 f" {r.get('downtime_ms')} ms, {format_size(int(r.get('transferred') or 0))}"

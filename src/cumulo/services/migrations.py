@@ -79,7 +79,8 @@ class MigrationService:
                                    "CRIU 4.x, not wired yet): stop, copy and start instead")
         return driver
 
-    def migrate(self, project: str, name: str, remote_name: str, live: bool) -> Operation:
+    def migrate(self, project: str, name: str, remote_name: str, live: bool,
+                bandwidth: int | None = None) -> Operation:
         inst = self.instances.get(project, name)
         driver = self._driver(inst.type)
         if inst.state not in (State.RUNNING, State.PAUSED):
@@ -101,7 +102,7 @@ class MigrationService:
                 uri = rc.request("POST", "/migrations/incoming", params={"project": project},
                                  json=body).json()["uri"]
                 try:
-                    stats = driver.send(inst.host_id, uri, live=live, bandwidth=None,
+                    stats = driver.send(inst.host_id, uri, live=live, bandwidth=bandwidth,
                                         progress=progress, cancelled=lambda: False)
                     progress(0.98, f"starting on {remote.name}")
                     rc.request("POST", f"/migrations/incoming/{name}/finish",
