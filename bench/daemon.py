@@ -18,7 +18,8 @@ BIN = Path(sys.executable).parent
 
 
 @contextmanager
-def bench_daemon(wrapper: list[str] | None = None) -> Iterator[tuple[Client, Path, str]]:
+def bench_daemon(wrapper: list[str] | None = None, extra: list[str] | None = None
+                 ) -> Iterator[tuple[Client, Path, str]]:
     """Yields (client, state dir, cgroup parent); removes everything afterwards.
 
     ``wrapper`` prefixes the daemon's command line (e.g. nsenter into a netns)."""
@@ -28,7 +29,7 @@ def bench_daemon(wrapper: list[str] | None = None) -> Iterator[tuple[Client, Pat
     proc = subprocess.Popen(
         [*(wrapper or []), str(BIN / "cumulod"), "--state-dir", str(tmp / "state"),
          "--socket", str(sock), "--cgroup-parent", parent, "--log-level", "warning",
-         "--no-default-network"],
+         "--no-default-network", *(extra or [])],
         stdout=subprocess.DEVNULL, stderr=open(tmp / "cumulod.log", "wb"))  # noqa: SIM115
     client = Client(socket=str(sock), timeout=120)
     try:
