@@ -19,6 +19,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
   dnsmasq-base                       # DHCP and DNS per virtual network
   iperf3                             # throughput of virtual networks (bench, bandwidth tests)
+  e2fsprogs                          # mke2fs -d: VM base disks from image trees, sized ext4 files
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
