@@ -49,6 +49,7 @@ def test_base_disk_holds_the_tree_and_is_cached(tmp_path: Path) -> None:
     # sparse: a 1 GiB disk of a ~2 MiB tree
     assert os.stat(disk).st_blocks * 512 < 16 * MIB
     assert debugfs(disk, tmp_path, "cat /etc/secret") == "only root\n"
+    assert f"Filesystem volume name:   {vmdisk.LABEL}" in debugfs(disk, tmp_path, "stats")
     stat = debugfs(disk, tmp_path, "stat /etc/secret")
     assert "User:     0   Group:    42" in stat and "Mode:  0600" in stat
     assert "Type: symlink" in debugfs(disk, tmp_path, "stat /bin/sh")

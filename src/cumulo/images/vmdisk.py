@@ -29,6 +29,7 @@ RECIPE = 1                        # bump when the way the disk is made changes
 MIB = 1024 * 1024
 DEFAULT_MIN = 1024 * MIB          # virtual size: costs only what the tree fills
 OVERHEAD = 32 * MIB               # journal, inode tables and room for a few files
+LABEL = "cumulo-root"             # the guest's /init finds its root by this ext4 label
 
 
 def min_size(rootfs: Path) -> int:
@@ -79,6 +80,7 @@ def base_disk(rootfs: Path, size: int | None = None) -> Path:
             try:
                 raw = tmp / "root.ext4"
                 ext4.make(raw, size, tree=rootfs)
+                run(["tune2fs", "-L", LABEL, str(raw)])
                 run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw),
                      str(tmp / "base.qcow2")])
                 os.chmod(tmp / "base.qcow2", 0o444)   # a shared backing file: never written

@@ -38,7 +38,7 @@ from cumulo.drivers.base import (
 )
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import agent, initramfs, qmp
+from cumulo.drivers.vm import agent, disks, initramfs, qmp
 from cumulo.drivers.vm.accel import choose_accel
 from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, Io, Machine, VmSpec, build_argv
 from cumulo.errors import (
@@ -50,6 +50,8 @@ from cumulo.errors import (
     RuntimeToolError,
     UnsupportedError,
 )
+from cumulo.storage.base import RootSpec
+from cumulo.storage.pools import pool_of
 
 DEFAULT_MEMORY = 256 * MIB
 START_TIMEOUT = 30.0
@@ -145,6 +147,10 @@ class VmDriver:
         run = self._run / spec.host_id
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
+            # the root disk from the storage pool (none: the initramfs is the whole guest)
+            root_disk = disks.prepare_root(spec)
+            if root_disk is not None:
+                append += " " + disks.root_append()
             initrd = initramfs.ensure(kernel, self._records.root / "initramfs")
             vm = VmSpec(
                 name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY,
@@ -156,10 +162,15 @@ class VmDriver:
                 nic=opts["nic"] == "on", agent_ports=agent.PORTS,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
-                                              "vm": vm.to_dict(), "notice": choice.notice})
+                                              "vm": vm.to_dict(), "notice": choice.notice,
+                                              "root": spec.root.to_dict() if spec.root else None,
+                                              "root_disk": str(root_disk) if root_disk else None})
         except BaseException as err:
             with contextlib.suppress(CumuloError):
                 self.delete(spec.host_id, spec.instance_dir)
+            if spec.root is not None:
+                with contextlib.suppress(CumuloError):
+                    pool_of(spec.root).delete_root(spec.host_id)
             if isinstance(err, OSError):
                 raise DriverError(f"cannot create VM {spec.host_id!r}: {err}") from err
             raise
@@ -180,6 +191,11 @@ class VmDriver:
         vm.pidfile.unlink(missing_ok=True)
         vm.qmp_socket.unlink(missing_ok=True)
         argv = build_argv(vm, self.qemu)
+        # the root disk (checked: a damaged one starts no QEMU) and the attached volumes
+        root_disk = self._root_disk(host_id)
+        if root_disk is not None:
+            disks.check(root_disk)
+        argv += disks.argv(vm.machine, vm.io, root_disk, spec.disks)
         try:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT,
                                  stdin=subprocess.DEVNULL)
@@ -274,6 +290,8 @@ class VmDriver:
                 if not self._wait_gone(pid, KILL_WAIT):
                     raise DriverError(f"QEMU pid {pid} of {host_id!r} did not die")
         try:
+            if rec is not None and rec.get("root"):
+                pool_of(RootSpec.from_dict(rec["root"])).delete_root(host_id)
             for d in dirs:
                 if d.exists():
                     shutil.rmtree(d)
@@ -345,3 +363,21 @@ class VmDriver:
 
     def list_host_ids(self) -> list[str]:
         return self._records.ids()
+
+    # --- disks: the root disk and hot-plugged volumes -------------------------
+    def _root_disk(self, host_id: str) -> Path | None:
+        rec = self._records.get(host_id)
+        disk = rec.get("root_disk") if rec else None
+        return Path(disk) if disk else None
+
+    def attach_disk(self, host_id: str, dev_id: str, path: Path, shared: bool) -> None:
+        """Hot-plug a volume file as a virtio-blk disk (``DiskHotplug``)."""
+        require(self.state(host_id), host_id, "attach a disk to", RunStatus.RUNNING,
+                RunStatus.PAUSED)
+        vm = self._vmspec(host_id)
+        disks.attach(vm.qmp_socket, vm.machine, dev_id, path, shared)
+
+    def detach_disk(self, host_id: str, dev_id: str) -> None:
+        """Hot-unplug it: waits until the guest released it (it must be running)."""
+        require(self.state(host_id), host_id, "detach a disk from", RunStatus.RUNNING)
+        disks.detach(self._vmspec(host_id).qmp_socket, dev_id)
