@@ -185,7 +185,7 @@ def test_damaged_base_disk_is_refused_before_qemu(env: Env) -> None:
     base.chmod(0o644)
     with open(base, "r+b") as f:
         f.truncate(base.stat().st_size // 2)
-    with pytest.raises(DriverError, match="root disk .* is damaged"):
+    with pytest.raises(DriverError, match="image's base disk .* is damaged"):
         env.driver.start(spec)
     assert env.driver.state(spec.host_id).status == RunStatus.STOPPED
     assert not [p for p in psutil.process_iter(["cmdline"])

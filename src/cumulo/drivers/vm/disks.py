@@ -57,14 +57,21 @@ def check(disk: Path) -> None:
     try:
         chain = json.loads(run(["qemu-img", "info", "--backing-chain", "--output=json",
                                 "-U", str(disk)]))
-        for layer in chain:
+    except RuntimeToolError as err:
+        raise DriverError(f"the root disk {disk} cannot be opened ({err}): restore a"
+                          " snapshot or recreate the instance") from err
+    except ValueError as err:
+        raise DriverError(f"cannot read the backing chain of {disk}: {err}") from err
+    for i, layer in enumerate(chain):
+        what = f"the root disk {disk}" if i == 0 else \
+            f"the image's base disk {layer['filename']} (under {disk})"
+        try:
             run(["qemu-img", "check", "-q", "-U", "-f", str(layer["format"]),
                  str(layer["filename"])])
-    except RuntimeToolError as err:
-        raise DriverError(f"the root disk {disk} is damaged ({err}): restore a snapshot"
-                          " or recreate the instance") from err
-    except (ValueError, KeyError, TypeError) as err:
-        raise DriverError(f"cannot read the backing chain of {disk}: {err}") from err
+        except RuntimeToolError as err:
+            fix = "restore a snapshot or recreate the instance" if i == 0 else \
+                "every VM cloned from it is affected: recreate them"
+            raise DriverError(f"{what} is damaged ({err}): {fix}") from err
 
 
 def node_name(dev_id: str) -> str:
