@@ -209,3 +209,16 @@ def test_argv_per_machine_and_family(tmp_path: Path) -> None:
     assert disks.node_name("vol-" + "x" * 40).startswith("d")
     with pytest.raises(UnsupportedError, match="microvm has no hot-plug"):
         disks.attach(tmp_path / "qmp.sock", Machine.MICROVM, "vol-x", vol, False)
+
+
+def test_copy_is_a_standalone_disk(env: Env) -> None:
+    spec = env.spec("copy")
+    spec = InstanceSpec(**{**spec.__dict__, "root": RootSpec(
+        pool=env.pool.name, path=env.pool.path, copy=True, size=64 * MIB)})
+    env.driver.create(spec)
+    disk = env.pool.roots / spec.host_id / "root.qcow2"
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert "backing-filename" not in info and info["virtual-size"] == 64 * MIB
+    env.driver.delete(spec.host_id, spec.instance_dir)
+    assert not (env.pool.roots / spec.host_id).exists()
