@@ -24,8 +24,17 @@ from cumulo.domain.limits import Limits
 from cumulo.drivers.base import ExecRequest, InstanceSpec, RunStatus
 from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm import disks
+from cumulo.drivers.vm.accel import Accel
 from cumulo.drivers.vm.driver import VmDriver
-from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine
+from cumulo.drivers.vm.qemu_cmd import (
+    HOTPLUG_PORTS,
+    MIB,
+    Io,
+    Machine,
+    VmSpec,
+    build_argv,
+    node_name,
+)
 from cumulo.errors import DriverError, UnsupportedError
 from cumulo.images import vmdisk
 from cumulo.storage.base import RootSpec
@@ -194,21 +203,36 @@ def test_damaged_base_disk_is_refused_before_qemu(env: Env) -> None:
     assert not (env.pool.roots / spec.host_id).exists()
 
 
+def vmspec(tmp_path: Path, machine: Machine, io: Io, **kw: object) -> VmSpec:
+    return VmSpec(name="x", memory=128 * MIB, vcpus=1, accel=Accel.TCG, machine=machine, io=io,
+                  kernel=tmp_path / "k", initrd=tmp_path / "i", append="", serial_log=tmp_path
+                  / "log", qmp_socket=tmp_path / "q", pidfile=tmp_path / "p", **kw)  # type: ignore[arg-type]
+
+
+def after(argv: list[str], opt: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == opt]
+
+
 def test_argv_per_machine_and_family(tmp_path: Path) -> None:
-    root, vol = tmp_path / "r,1.qcow2", tmp_path / "v.ext4"
-    argv = disks.argv(Machine.PC, Io.EMULATED, root, [("vol-x", vol, True)])
-    assert f"file.filename={tmp_path}/r,,1.qcow2" in argv[1]
-    assert argv[3] == "ide-hd,drive=root0,id=root0,bus=ide.1"
-    assert argv[5] == ("driver=raw,node-name=vol-x,file.driver=file,"
-                       f"file.filename={vol},file.locking=off")
-    assert argv[7] == "driver=virtio-blk-pci,id=vol-x,drive=vol-x,serial=vol-x,share-rw=on"
-    micro = disks.argv(Machine.MICROVM, Io.PARAVIRT, root, [])
-    assert micro[3] == "virtio-blk-device,drive=root0,id=root0"
-    q35 = disks.argv(Machine.Q35, Io.PARAVIRT, None, [])
-    assert q35.count("-device") == disks.HOTPLUG_PORTS
-    assert disks.node_name("vol-" + "x" * 40).startswith("d")
+    root, vol = tmp_path / "r,1.qcow2", str(tmp_path / "v.ext4")
+    spec = vmspec(tmp_path, Machine.PC, Io.EMULATED, root_disk=root,
+                  volumes=(("vol-x", vol, True),))
+    assert VmSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    argv = build_argv(spec)
+    assert after(argv, "-blockdev") == [
+        f"driver=qcow2,node-name=root0,file.driver=file,file.filename={tmp_path}/r,,1.qcow2",
+        f"driver=raw,node-name=vol-x,file.driver=file,file.filename={vol},file.locking=off"]
+    devices = after(argv, "-device")
+    assert "ide-hd,drive=root0,id=root0,bus=ide.1" in devices
+    assert "driver=virtio-blk-pci,id=vol-x,drive=vol-x,serial=vol-x,share-rw=on" in devices
+    micro = after(build_argv(vmspec(tmp_path, Machine.MICROVM, Io.PARAVIRT, root_disk=root)),
+                  "-device")
+    assert "virtio-blk-device,drive=root0,id=root0" in micro
+    q35 = after(build_argv(vmspec(tmp_path, Machine.Q35, Io.PARAVIRT)), "-device")
+    assert sum(d.startswith("pcie-root-port") for d in q35) == HOTPLUG_PORTS
+    assert node_name("vol-" + "x" * 40).startswith("d")
     with pytest.raises(UnsupportedError, match="microvm has no hot-plug"):
-        disks.attach(tmp_path / "qmp.sock", Machine.MICROVM, "vol-x", vol, False)
+        disks.attach(tmp_path / "qmp.sock", Machine.MICROVM, "vol-x", Path(vol), False)
 
 
 def test_copy_is_a_standalone_disk(env: Env) -> None:

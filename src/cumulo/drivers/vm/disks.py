@@ -7,36 +7,31 @@ corrupted disk is a clear error and no QEMU starts. Attached as virtio-blk with
 the guest's ``/init`` finds it by its ext4 label.
 
 Volumes: raw ext4 files, always virtio-blk (the hot-pluggable family), serial = device
-id so the guest can tell them apart (``/sys/block/vdX/serial``). Cold-plugged at start;
-hot-plugged into a running VM through QMP (blockdev-add + device_add; device_del waits
-for the guest to let go, then blockdev-del). q35's root bus takes no hot-plug, so it gets
-a few PCIe root ports; microvm (virtio-mmio) has no hot-plug at all.
+id so the guest can tell them apart (``/sys/block/vdX/serial``). Cold-plugged at start
+(``qemu_cmd`` builds those arguments); hot-plugged into a running VM through QMP
+(blockdev-add + device_add; device_del waits for the guest to let go, then blockdev-del).
+q35's root bus takes no hot-plug, so it gets a few PCIe root ports; microvm
+(virtio-mmio) has no hot-plug at all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cumulo.drivers.base import InstanceSpec
 from cumulo.drivers.vm import qmp
-from cumulo.drivers.vm.qemu_cmd import Io, Machine
+from cumulo.drivers.vm.qemu_cmd import (
+    HOTPLUG_PORTS,
+    Machine,
+    node_name,
+    volume_device,
+    volume_node,
+)
 from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
 from cumulo.images import vmdisk
 from cumulo.storage.pools import pool_of
 from cumulo.storage.tools import run
-
-ROOT_ID = "root0"
-HOTPLUG_PORTS = 4          # q35: PCIe root ports kept free for hot-plugged volumes
-SERIAL_MAX = 20            # virtio-blk serial length (VIRTIO_BLK_ID_BYTES)
-_NODE_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,30}$")
-
-# (device id, file, shared): a volume as the service hands it to the driver
-Volume = tuple[str, Path, bool]
 
 
 def root_append() -> str:
@@ -74,66 +69,6 @@ def check(disk: Path) -> None:
             raise DriverError(f"{what} is damaged ({err}): {fix}") from err
 
 
-def node_name(dev_id: str) -> str:
-    """A QEMU node/device id for ``dev_id`` (letters first, at most 31 characters)."""
-    if _NODE_RE.match(dev_id):
-        return dev_id
-    return "d" + hashlib.sha256(dev_id.encode()).hexdigest()[:16]
-
-
-def _opt(path: Path) -> str:
-    return str(path).replace(",", ",,")   # QEMU's option syntax escapes commas by doubling
-
-
-def _bus(machine: Machine) -> str:
-    return "device" if machine == Machine.MICROVM else "pci"
-
-
-def _volume_device(machine: Machine, dev_id: str, shared: bool) -> dict[str, Any]:
-    node = node_name(dev_id)
-    dev: dict[str, Any] = {"driver": f"virtio-blk-{_bus(machine)}", "id": node, "drive": node,
-                           "serial": dev_id[:SERIAL_MAX]}
-    if shared:
-        dev["share-rw"] = True
-    return dev
-
-
-def _volume_node(dev_id: str, path: Path, shared: bool) -> dict[str, Any]:
-    file: dict[str, Any] = {"driver": "file", "filename": str(path)}
-    if shared:
-        file["locking"] = "off"
-    return {"driver": "raw", "node-name": node_name(dev_id), "file": file}
-
-
-def _kv(d: dict[str, Any]) -> str:
-    parts = []
-    for k, v in d.items():
-        value = ("on" if v else "off") if isinstance(v, bool) else str(v).replace(",", ",,")
-        parts.append(f"{k}={value}")
-    return ",".join(parts)
-
-
-def argv(machine: Machine, io: Io, root: Path | None, volumes: Sequence[Volume]) -> list[str]:
-    """QEMU arguments for the root disk, the volumes and (q35) the hot-plug ports."""
-    args: list[str] = []
-    if root is not None:
-        args += ["-blockdev", f"driver=qcow2,node-name={ROOT_ID},file.driver=file,"
-                              f"file.filename={_opt(root)}"]
-        if io == Io.PARAVIRT:
-            args += ["-device", f"virtio-blk-{_bus(machine)},drive={ROOT_ID},id={ROOT_ID}"]
-        else:
-            args += ["-device", f"ide-hd,drive={ROOT_ID},id={ROOT_ID},bus=ide.1"]
-    for dev_id, path, shared in volumes:
-        node = _volume_node(dev_id, path, shared)
-        flat = {k: v for k, v in node.items() if k != "file"}
-        flat.update({f"file.{k}": v for k, v in node["file"].items()})
-        args += ["-blockdev", _kv(flat), "-device", _kv(_volume_device(machine, dev_id, shared))]
-    if machine == Machine.Q35:
-        for i in range(HOTPLUG_PORTS):
-            args += ["-device", f"pcie-root-port,id=hp{i},chassis={i + 1},bus=pcie.0"]
-    return args
-
-
 def attach(socket: Path, machine: Machine, dev_id: str, path: Path, shared: bool) -> None:
     """Hot-plug volume ``path`` as virtio-blk ``dev_id`` into the running VM at ``socket``."""
     if machine == Machine.MICROVM:
@@ -142,9 +77,9 @@ def attach(socket: Path, machine: Machine, dev_id: str, path: Path, shared: bool
     node = node_name(dev_id)
     if node in qmp.block_nodes(socket):
         raise DriverError(f"the VM already has a disk {dev_id!r}")
-    qmp.blockdev_add(socket, _volume_node(dev_id, path, shared))
+    qmp.blockdev_add(socket, volume_node(dev_id, str(path), shared))
     try:
-        dev = _volume_device(machine, dev_id, shared)
+        dev = volume_device(machine, dev_id, shared)
         if machine == Machine.Q35:   # the first free root port
             for i in range(HOTPLUG_PORTS):
                 try:

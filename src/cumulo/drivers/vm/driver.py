@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -161,10 +162,10 @@ class VmDriver:
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
                 nic=opts["nic"] == "on", agent_ports=agent.PORTS,
             )
+            vm = replace(vm, root_disk=root_disk)
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice,
-                                              "root": spec.root.to_dict() if spec.root else None,
-                                              "root_disk": str(root_disk) if root_disk else None})
+                                              "root": spec.root.to_dict() if spec.root else None})
         except BaseException as err:
             with contextlib.suppress(CumuloError):
                 self.delete(spec.host_id, spec.instance_dir)
@@ -190,12 +191,8 @@ class VmDriver:
         vm.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
         vm.pidfile.unlink(missing_ok=True)
         vm.qmp_socket.unlink(missing_ok=True)
+        vm = self._with_disks(vm, spec)   # root disk checked, attached volumes recorded
         argv = build_argv(vm, self.qemu)
-        # the root disk (checked: a damaged one starts no QEMU) and the attached volumes
-        root_disk = self._root_disk(host_id)
-        if root_disk is not None:
-            disks.check(root_disk)
-        argv += disks.argv(vm.machine, vm.io, root_disk, spec.disks)
         try:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT,
                                  stdin=subprocess.DEVNULL)
@@ -365,10 +362,23 @@ class VmDriver:
         return self._records.ids()
 
     # --- disks: the root disk and hot-plugged volumes -------------------------
-    def _root_disk(self, host_id: str) -> Path | None:
-        rec = self._records.get(host_id)
-        disk = rec.get("root_disk") if rec else None
-        return Path(disk) if disk else None
+    def _with_disks(self, vm: VmSpec, spec: InstanceSpec) -> VmSpec:
+        """``vm`` with the volumes attached now, recorded (a migration takes the same
+        devices); a damaged root disk raises before any QEMU starts."""
+        if vm.root_disk is not None:
+            disks.check(vm.root_disk)
+        return self._set_volumes(vm, tuple((i, str(p), s) for i, p, s in spec.disks))
+
+    def _set_volumes(self, vm: VmSpec, volumes: tuple[tuple[str, str, bool], ...]) -> VmSpec:
+        rec = self._records.get(vm.name)
+        if rec is None:
+            raise NotFoundError("instance", vm.name)
+        vm = replace(vm, volumes=volumes)
+        try:
+            self._records.put(vm.name, {**rec, "vm": vm.to_dict()})
+        except OSError as err:
+            raise DriverError(f"cannot rewrite the record of {vm.name!r}: {err}") from err
+        return vm
 
     def attach_disk(self, host_id: str, dev_id: str, path: Path, shared: bool) -> None:
         """Hot-plug a volume file as a virtio-blk disk (``DiskHotplug``)."""
@@ -376,8 +386,12 @@ class VmDriver:
                 RunStatus.PAUSED)
         vm = self._vmspec(host_id)
         disks.attach(vm.qmp_socket, vm.machine, dev_id, path, shared)
+        self._set_volumes(vm, (*[v for v in vm.volumes if v[0] != dev_id],
+                               (dev_id, str(path), shared)))
 
     def detach_disk(self, host_id: str, dev_id: str) -> None:
         """Hot-unplug it: waits until the guest released it (it must be running)."""
         require(self.state(host_id), host_id, "detach a disk from", RunStatus.RUNNING)
-        disks.detach(self._vmspec(host_id).qmp_socket, dev_id)
+        vm = self._vmspec(host_id)
+        disks.detach(vm.qmp_socket, dev_id)
+        self._set_volumes(vm, tuple(v for v in vm.volumes if v[0] != dev_id))
