@@ -17,9 +17,9 @@ PACKAGES=(
   busybox-static                     # the local busybox image, no internet needed
   iproute2 nftables uidmap procps    # kernel networking tools, id maps, ps
   qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
+  e2fsprogs                          # mke2fs -d: VM base disks from image trees, sized ext4 files
   dnsmasq-base                       # DHCP and DNS per virtual network
   iperf3                             # throughput of virtual networks (bench, bandwidth tests)
-  e2fsprogs                          # mke2fs -d: VM base disks from image trees, sized ext4 files
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -181,6 +181,41 @@ class VmDriver:
         rec = self._records.get(host_id)
         return None if rec is None else rec.get("notice")
 
+    # --- disks: the root disk and hot-plugged volumes -------------------------
+    def _with_disks(self, vm: VmSpec, spec: InstanceSpec) -> VmSpec:
+        """``vm`` with the volumes attached now, recorded (a migration takes the same
+        devices); a damaged root disk raises before any QEMU starts."""
+        if vm.root_disk is not None:
+            disks.check(vm.root_disk)
+        return self._set_volumes(vm, tuple((i, str(p), s) for i, p, s in spec.disks))
+
+    def _set_volumes(self, vm: VmSpec, volumes: tuple[tuple[str, str, bool], ...]) -> VmSpec:
+        rec = self._records.get(vm.name)
+        if rec is None:
+            raise NotFoundError("instance", vm.name)
+        vm = replace(vm, volumes=volumes)
+        try:
+            self._records.put(vm.name, {**rec, "vm": vm.to_dict()})
+        except OSError as err:
+            raise DriverError(f"cannot rewrite the record of {vm.name!r}: {err}") from err
+        return vm
+
+    def attach_disk(self, host_id: str, dev_id: str, path: Path, shared: bool) -> None:
+        """Hot-plug a volume file as a virtio-blk disk (``DiskHotplug``)."""
+        require(self.state(host_id), host_id, "attach a disk to", RunStatus.RUNNING,
+                RunStatus.PAUSED)
+        vm = self._vmspec(host_id)
+        disks.attach(vm.qmp_socket, vm.machine, dev_id, path, shared)
+        self._set_volumes(vm, (*[v for v in vm.volumes if v[0] != dev_id],
+                               (dev_id, str(path), shared)))
+
+    def detach_disk(self, host_id: str, dev_id: str) -> None:
+        """Hot-unplug it: waits until the guest released it (it must be running)."""
+        require(self.state(host_id), host_id, "detach a disk from", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        disks.detach(vm.qmp_socket, dev_id)
+        self._set_volumes(vm, tuple(v for v in vm.volumes if v[0] != dev_id))
+
     def start(self, spec: InstanceSpec) -> RunState:
         host_id = spec.host_id
         require(self.state(host_id), host_id, "start", RunStatus.STOPPED)
@@ -360,38 +395,3 @@ class VmDriver:
 
     def list_host_ids(self) -> list[str]:
         return self._records.ids()
-
-    # --- disks: the root disk and hot-plugged volumes -------------------------
-    def _with_disks(self, vm: VmSpec, spec: InstanceSpec) -> VmSpec:
-        """``vm`` with the volumes attached now, recorded (a migration takes the same
-        devices); a damaged root disk raises before any QEMU starts."""
-        if vm.root_disk is not None:
-            disks.check(vm.root_disk)
-        return self._set_volumes(vm, tuple((i, str(p), s) for i, p, s in spec.disks))
-
-    def _set_volumes(self, vm: VmSpec, volumes: tuple[tuple[str, str, bool], ...]) -> VmSpec:
-        rec = self._records.get(vm.name)
-        if rec is None:
-            raise NotFoundError("instance", vm.name)
-        vm = replace(vm, volumes=volumes)
-        try:
-            self._records.put(vm.name, {**rec, "vm": vm.to_dict()})
-        except OSError as err:
-            raise DriverError(f"cannot rewrite the record of {vm.name!r}: {err}") from err
-        return vm
-
-    def attach_disk(self, host_id: str, dev_id: str, path: Path, shared: bool) -> None:
-        """Hot-plug a volume file as a virtio-blk disk (``DiskHotplug``)."""
-        require(self.state(host_id), host_id, "attach a disk to", RunStatus.RUNNING,
-                RunStatus.PAUSED)
-        vm = self._vmspec(host_id)
-        disks.attach(vm.qmp_socket, vm.machine, dev_id, path, shared)
-        self._set_volumes(vm, (*[v for v in vm.volumes if v[0] != dev_id],
-                               (dev_id, str(path), shared)))
-
-    def detach_disk(self, host_id: str, dev_id: str) -> None:
-        """Hot-unplug it: waits until the guest released it (it must be running)."""
-        require(self.state(host_id), host_id, "detach a disk from", RunStatus.RUNNING)
-        vm = self._vmspec(host_id)
-        disks.detach(vm.qmp_socket, dev_id)
-        self._set_volumes(vm, tuple(v for v in vm.volumes if v[0] != dev_id))

@@ -75,6 +75,7 @@ if [ -n "$root" ] && [ $B = /bin ]; then
   cp /bin/busybox /bin/cumulo-agent /newroot/run/cumulo/bin/
   cp /init /newroot/run/cumulo/init
   cp -a /etc/acpi /newroot/run/cumulo/etc/
+  [ -e /etc/udhcpc.script ] && cp /etc/udhcpc.script /newroot/run/cumulo/etc/
   umount /proc /sys
   mount --move /dev /newroot/dev
   exec switch_root /newroot /run/cumulo/bin/busybox sh /run/cumulo/init

@@ -61,29 +61,6 @@ def system_powerdown(socket: Path) -> None:
     execute(socket, "system_powerdown")
 
 
-def quit(socket: Path) -> None:
-    """Ask QEMU to exit; the reply may race with the socket closing, which is fine."""
-    try:
-        execute(socket, "quit")
-    except DriverError as err:
-        if not isinstance(err.__cause__, (EOFError, ConnectionError)):
-            raise
-
-
-def query_kvm(socket: Path) -> tuple[bool, bool]:
-    """(present, enabled) of KVM in this QEMU."""
-    res = execute(socket, "query-kvm")
-    return bool(res["present"]), bool(res["enabled"])
-
-
-def balloon(socket: Path, target_bytes: int) -> None:
-    execute(socket, "balloon", {"value": target_bytes})
-
-
-def query_balloon(socket: Path) -> int:
-    return int(execute(socket, "query-balloon")["actual"])
-
-
 # --- block devices: hot-plug and hot-unplug (volumes) ---------------------------------
 async def _device_del(socket: Path, dev_id: str) -> None:
     """device_del, then wait for the guest to release it (DEVICE_DELETED with its id)."""
@@ -128,3 +105,26 @@ def block_nodes(socket: Path) -> list[str]:
     """Node names of the top block nodes (query-named-block-nodes, flat)."""
     return [str(n["node-name"]) for n in
             execute(socket, "query-named-block-nodes", {"flat": True})]
+
+
+def quit(socket: Path) -> None:
+    """Ask QEMU to exit; the reply may race with the socket closing, which is fine."""
+    try:
+        execute(socket, "quit")
+    except DriverError as err:
+        if not isinstance(err.__cause__, (EOFError, ConnectionError)):
+            raise
+
+
+def query_kvm(socket: Path) -> tuple[bool, bool]:
+    """(present, enabled) of KVM in this QEMU."""
+    res = execute(socket, "query-kvm")
+    return bool(res["present"]), bool(res["enabled"])
+
+
+def balloon(socket: Path, target_bytes: int) -> None:
+    execute(socket, "balloon", {"value": target_bytes})
+
+
+def query_balloon(socket: Path) -> int:
+    return int(execute(socket, "query-balloon")["actual"])
