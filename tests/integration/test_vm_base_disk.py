@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +81,21 @@ def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(DriverError, match="mke2fs"):
         vmdisk.base_disk(rootfs, 9 * MIB)
     assert [p.name for p in (rootfs.parent / "vm").iterdir()] == [".lock"]
+
+
+def test_concurrent_builds_make_one_disk(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    rootfs = image(tmp_path)
+    builds = []
+    make = vmdisk.ext4.make
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        builds.append(args)
+        make(*args, **kwargs)
+
+    monkeypatch.setattr(vmdisk.ext4, "make", counted)
+    with ThreadPoolExecutor(4) as pool:
+        disks = list(pool.map(lambda _: vmdisk.base_disk(rootfs, 64 * MIB), range(4)))
+    assert len(set(disks)) == 1 and disks[0].is_file()
+    assert len(builds) == 1      # the others waited on the lock and found it built
+    assert sorted(p.name for p in disks[0].parent.iterdir()) == [".lock", disks[0].name]
