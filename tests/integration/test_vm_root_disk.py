@@ -1,9 +1,9 @@
 """VMs booting their own root disk from a storage pool, and volumes hot-plugged into them.
 
 Real TCG guests (pc, 128 MiB): two clones of one busybox image, one with virtio-blk
-(``--io paravirt``, ``--disk 256MiB``), one with IDE (``--io emulated``); three boots in
-all (the first VM is restarted once). Everything lives in one temp dir the fixture
-deletes, after checking that no QEMU is left.
+(``--io paravirt``, ``--disk 256MiB``), one with IDE (``--io emulated``), one q35 for
+hot-plug into PCIe root ports; four boots in all (the first VM is restarted once).
+Everything lives in one temp dir the fixture deletes, after checking that no QEMU is left.
 """
 
 from __future__ import annotations
@@ -186,6 +186,27 @@ def test_restart_keeps_files_and_cold_plugs_volumes(env: Env, vm_a: InstanceSpec
     assert env.sh(spec, "cat /sys/block/vdb/serial") == "vol-cold"
 
 
+def test_q35_hotplugs_into_its_root_ports(env: Env) -> None:
+    spec = env.spec("q")
+    spec = InstanceSpec(**{**spec.__dict__, "options": {**spec.options, "machine": "q35"}})
+    env.driver.create(spec)
+    env.driver.start(spec)
+    key = "p_q35"
+    env.pool.create_volume(key, 16 * MIB, owner=0)
+    try:
+        for name in ("vol-1", "vol-2"):
+            env.driver.attach_disk(spec.host_id, name, env.pool.volume_file(key), True)
+        out = env.sh(spec, "n=0; while [ ! -e /sys/block/vdc ] && [ $n -lt 100 ]; do"
+                           " sleep 0.1; n=$((n + 1)); done;"
+                           " for s in /sys/block/vd[bc]/serial; do cat $s; echo; done")
+        assert sorted(out.split()) == ["vol-1", "vol-2"]   # shared: one file twice
+        env.driver.detach_disk(spec.host_id, "vol-1")
+        env.driver.detach_disk(spec.host_id, "vol-2")
+        assert env.sh(spec, "ls /sys/block").split() == ["vda"]
+    finally:
+        env.driver.delete(spec.host_id, spec.instance_dir)
+
+
 def test_damaged_base_disk_is_refused_before_qemu(env: Env) -> None:
     other = build_busybox_rootfs(env.top / "img" / ("d" * 64))
     spec = env.spec("bad", rootfs=other)
@@ -228,8 +249,10 @@ def test_argv_per_machine_and_family(tmp_path: Path) -> None:
     micro = after(build_argv(vmspec(tmp_path, Machine.MICROVM, Io.PARAVIRT, root_disk=root)),
                   "-device")
     assert "virtio-blk-device,drive=root0,id=root0" in micro
-    q35 = after(build_argv(vmspec(tmp_path, Machine.Q35, Io.PARAVIRT)), "-device")
-    assert sum(d.startswith("pcie-root-port") for d in q35) == HOTPLUG_PORTS
+    q35 = after(build_argv(vmspec(tmp_path, Machine.Q35, Io.PARAVIRT,
+                                  volumes=(("vol-x", vol, False),))), "-device")
+    assert sum(d.startswith("pcie-root-port") for d in q35) == HOTPLUG_PORTS + 1
+    assert "driver=virtio-blk-pci,id=vol-x,drive=vol-x,serial=vol-x,bus=hp0" in q35
     assert node_name("vol-" + "x" * 40).startswith("d")
     with pytest.raises(UnsupportedError, match="microvm has no hot-plug"):
         disks.attach(tmp_path / "qmp.sock", Machine.MICROVM, "vol-x", Path(vol), False)

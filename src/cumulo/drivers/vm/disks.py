@@ -22,7 +22,6 @@ from pathlib import Path
 from cumulo.drivers.base import InstanceSpec
 from cumulo.drivers.vm import qmp
 from cumulo.drivers.vm.qemu_cmd import (
-    HOTPLUG_PORTS,
     Machine,
     node_name,
     volume_device,
@@ -80,18 +79,23 @@ def attach(socket: Path, machine: Machine, dev_id: str, path: Path, shared: bool
     qmp.blockdev_add(socket, volume_node(dev_id, str(path), shared))
     try:
         dev = volume_device(machine, dev_id, shared)
-        if machine == Machine.Q35:   # the first free root port
-            for i in range(HOTPLUG_PORTS):
-                try:
-                    qmp.device_add(socket, {**dev, "bus": f"hp{i}"})
-                    return
-                except DriverError:
-                    if i == HOTPLUG_PORTS - 1:
-                        raise
+        if machine == Machine.Q35:
+            dev["bus"] = _free_port(socket)
         qmp.device_add(socket, dev)
     except BaseException:
         qmp.blockdev_del(socket, node)
         raise
+
+
+def _free_port(socket: Path) -> str:
+    """The first of q35's hot-plug root ports (``hpN``) with nothing behind it."""
+    for bus in qmp.execute(socket, "query-pci"):
+        for dev in bus.get("devices", []):
+            port = str(dev.get("qdev_id", ""))
+            if port.startswith("hp") and not dev.get("pci_bridge", {}).get("devices"):
+                return port
+    raise DriverError("no free hot-plug port left in this q35 VM: stop it to attach more"
+                      " volumes")
 
 
 def detach(socket: Path, dev_id: str) -> None:

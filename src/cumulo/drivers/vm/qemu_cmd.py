@@ -175,12 +175,14 @@ def _block_devices(spec: VmSpec) -> list[str]:
                                 f"id={ROOT_ID}"]
         else:
             args += ["-device", f"ide-hd,drive={ROOT_ID},id={ROOT_ID},bus=ide.1"]
-    for dev_id, path, shared in spec.volumes:
-        args += ["-blockdev", _kv(volume_node(dev_id, path, shared)),
-                 "-device", _kv(volume_device(spec.machine, dev_id, shared))]
-    if spec.machine == Machine.Q35:
-        for i in range(HOTPLUG_PORTS):
+    q35 = spec.machine == Machine.Q35
+    if q35:   # one port per volume (so it can be unplugged), and free ones
+        for i in range(len(spec.volumes) + HOTPLUG_PORTS):
             args += ["-device", f"pcie-root-port,id=hp{i},chassis={i + 1},bus=pcie.0"]
+    for i, (dev_id, path, shared) in enumerate(spec.volumes):
+        dev = volume_device(spec.machine, dev_id, shared)
+        args += ["-blockdev", _kv(volume_node(dev_id, path, shared)),
+                 "-device", _kv({**dev, "bus": f"hp{i}"} if q35 else dev)]
     return args
 
 
