@@ -17,6 +17,7 @@ PACKAGES=(
   busybox-static                     # the local busybox image, no internet needed
   iproute2 nftables uidmap procps    # kernel networking tools, id maps, ps
   qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
+  e2fsprogs                          # mke2fs -d: VM base disks from image trees, sized ext4 files
   dnsmasq-base                       # DHCP and DNS per virtual network
   iperf3                             # throughput of virtual networks (bench, bandwidth tests)
   qperf                              # request/response latency of virtual networks (bench)
@@ -36,7 +37,9 @@ fi
 KERNEL_CACHE=/var/cache/cumulo/kernel
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 kver=${kpkg#linux-image-}
-if [ -n "$kver" ] && [ ! -f "$KERNEL_CACHE/$kver/vmlinuz" ]; then
+# (fetched again when a cache from before VM root disks lacks ext4)
+if [ -n "$kver" ] && { [ ! -f "$KERNEL_CACHE/$kver/vmlinuz" ] ||
+    [ -z "$(find "$KERNEL_CACHE/$kver/modules" -name 'ext4.ko*' 2>/dev/null)" ]; }; then
   echo "==> fetching guest kernel $kpkg"
   work=$(mktemp -d)
   chmod 755 "$work"                  # apt-get download drops to the _apt user
@@ -54,7 +57,8 @@ if [ -n "$kver" ] && [ ! -f "$KERNEL_CACHE/$kver/vmlinuz" ]; then
 import lzma, pathlib, re, shutil, sys
 src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 want = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio-rng", "virtio_balloon",
-        "virtio_console", "ata_piix", "ahci", "evdev", "button", "ata_generic", "sd_mod", "e1000", "crct10dif_generic"]
+        "virtio_console", "ata_piix", "ahci", "evdev", "button", "ata_generic", "sd_mod", "e1000", "crct10dif_generic",
+        "ext4", "crc32c_generic"]   # root disks: ext4 and the crc32c its checksums ask for
 files = {re.sub(r"\.ko(\.xz)?$", "", p.name).replace("-", "_"): p for p in src.rglob("*.ko*")}
 seen: set[str] = set()
 while want:
@@ -70,7 +74,10 @@ while want:
     m = re.search(rb"\0depends=([^\0]*)", data)
     want += [d.decode() for d in (m.group(1).split(b",") if m else []) if d]
 PY
+  rm -rf "$KERNEL_CACHE/$kver.old"
+  if [ -d "$KERNEL_CACHE/$kver" ]; then mv "$KERNEL_CACHE/$kver" "$KERNEL_CACHE/$kver.old"; fi
   mv "$dest" "$KERNEL_CACHE/$kver"
+  rm -rf "$KERNEL_CACHE/$kver.old"
   rm -rf "$work"
   trap - EXIT
 fi

@@ -26,3 +26,8 @@ class Volume:
     def key(self) -> str:
         """Unique in its pool: names are [a-z0-9-], so '_' cannot be ambiguous."""
         return f"{self.project}_{self.name}"
+
+
+def device_id(vol: Volume) -> str:
+    """The QEMU block node and device id (and disk serial) of a volume in a VM."""
+    return f"vol-{vol.name}"

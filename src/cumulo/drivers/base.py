@@ -49,6 +49,8 @@ class InstanceSpec:
     root: RootSpec | None = None
     # volumes to bind-mount into a container: (host dir, path inside), already mounted
     volumes: tuple[tuple[Path, str], ...] = ()
+    # volumes a VM gets as disks at start: (device id, volume file, shared by several VMs)
+    disks: tuple[tuple[str, Path, bool], ...] = ()
 
 
 class RunStatus(StrEnum):

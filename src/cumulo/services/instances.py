@@ -102,6 +102,7 @@ class InstanceService:
             root=self.storage.root_spec(inst) if self.storage else None,
             volumes=self.storage.container_mounts(inst)
             if self.storage and inst.type == "container" else (),
+            disks=self.storage.vm_disks(inst) if self.storage and inst.type == "vm" else (),
         )
 
     def check_options(self, type_: str, options: dict[str, str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from cumulo.domain.models import Instance
 from cumulo.domain.units import format_size
+from cumulo.domain.volumes import device_id
 from cumulo.errors import InvalidInputError, NotFoundError
 from cumulo.storage.base import RootSpec, StoragePool
 from cumulo.storage.dir import DirPool
@@ -94,6 +95,20 @@ class StorageService:
         for vol in self.volumes.of_instance(inst.project, inst.name):
             att = next(a for a in vol.attachments if a.instance == inst.name)
             out.append((self.pool(vol.pool).mount_volume(vol.key), att.path))
+        return tuple(out)
+
+    def vm_disks(self, inst: Instance) -> tuple[tuple[str, Path, bool], ...]:
+        """The volumes attached to VM ``inst``: (device id, file, shared), none mounted here.
+
+        A host mount left by a stopped container is released first: the guest's kernel
+        and the host's must never both have the filesystem mounted.
+        """
+        out = []
+        for vol in self.volumes.of_instance(inst.project, inst.name):
+            att = next(a for a in vol.attachments if a.instance == inst.name)
+            pool = self.pool(vol.pool)
+            pool.unmount_volume(vol.key)
+            out.append((device_id(vol), pool.volume_file(vol.key), att.shared))
         return tuple(out)
 
     def release_unused_mounts(self, project: str) -> None:

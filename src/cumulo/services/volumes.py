@@ -11,7 +11,7 @@ import posixpath
 from cumulo.domain.lifecycle import State
 from cumulo.domain.models import Instance
 from cumulo.domain.units import format_size, parse_size, validate_name
-from cumulo.domain.volumes import Volume
+from cumulo.domain.volumes import Volume, device_id
 from cumulo.drivers.base import DiskHotplug
 from cumulo.drivers.container.oci_spec import IDMAP_BASE
 from cumulo.errors import ConflictError, CumuloError, InvalidInputError, NotFoundError
@@ -21,11 +21,6 @@ from cumulo.storage.base import StoragePool
 
 LIVE = (State.RUNNING, State.PAUSED)
 FORBIDDEN_PATHS = ("/", "/proc", "/sys", "/dev")
-
-
-def device_id(vol: Volume) -> str:
-    """The QEMU block node and device id of a volume in a VM."""
-    return f"vol-{vol.name}"
 
 
 class VolumeService:
@@ -132,6 +127,7 @@ class VolumeService:
             if not isinstance(driver, DiskHotplug):
                 raise InvalidInputError(f"{inst.type} instances cannot take a disk while"
                                         " running: stop it first")
+            self.storage.pool(vol.pool).unmount_volume(vol.key)   # the VM gets the file
             driver.attach_disk(inst.host_id, device_id(vol),
                                self.storage.pool(vol.pool).volume_file(vol.key), shared)
         try:

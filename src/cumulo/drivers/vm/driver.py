@@ -23,6 +23,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from cumulo.drivers.base import (
 from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import agent, initramfs, migration, qmp
+from cumulo.drivers.vm import agent, disks, initramfs, migration, qmp
 from cumulo.drivers.vm.accel import choose_accel
 from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, Io, Machine, VmSpec, build_argv
 from cumulo.errors import (
@@ -53,6 +54,8 @@ from cumulo.errors import (
     RuntimeToolError,
     UnsupportedError,
 )
+from cumulo.storage.base import RootSpec
+from cumulo.storage.pools import pool_of
 
 DEFAULT_MEMORY = 256 * MIB
 START_TIMEOUT = 30.0
@@ -148,6 +151,10 @@ class VmDriver:
         run = self._run / spec.host_id
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
+            # the root disk from the storage pool (none: the initramfs is the whole guest)
+            root_disk = disks.prepare_root(spec)
+            if root_disk is not None:
+                append += " " + disks.root_append()
             initrd = initramfs.ensure(kernel, self._records.root / "initramfs")
             vm = VmSpec(
                 name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY,
@@ -158,11 +165,16 @@ class VmDriver:
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
                 nic=opts["nic"] == "on", agent_ports=agent.PORTS, taps=spec.nics,
             )
+            vm = replace(vm, root_disk=root_disk)
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
-                                              "vm": vm.to_dict(), "notice": choice.notice})
+                                              "vm": vm.to_dict(), "notice": choice.notice,
+                                              "root": spec.root.to_dict() if spec.root else None})
         except BaseException as err:
             with contextlib.suppress(CumuloError):
                 self.delete(spec.host_id, spec.instance_dir)
+            if spec.root is not None:
+                with contextlib.suppress(CumuloError):
+                    pool_of(spec.root).delete_root(spec.host_id)
             if isinstance(err, OSError):
                 raise DriverError(f"cannot create VM {spec.host_id!r}: {err}") from err
             raise
@@ -172,10 +184,45 @@ class VmDriver:
         rec = self._records.get(host_id)
         return None if rec is None else rec.get("notice")
 
+    # --- disks: the root disk and hot-plugged volumes -------------------------
+    def _with_disks(self, vm: VmSpec, spec: InstanceSpec) -> VmSpec:
+        """``vm`` with the volumes attached now, recorded (a migration takes the same
+        devices); a damaged root disk raises before any QEMU starts."""
+        if vm.root_disk is not None:
+            disks.check(vm.root_disk)
+        return self._set_volumes(vm, tuple((i, str(p), s) for i, p, s in spec.disks))
+
+    def _set_volumes(self, vm: VmSpec, volumes: tuple[tuple[str, str, bool], ...]) -> VmSpec:
+        rec = self._records.get(vm.name)
+        if rec is None:
+            raise NotFoundError("instance", vm.name)
+        vm = replace(vm, volumes=volumes)
+        try:
+            self._records.put(vm.name, {**rec, "vm": vm.to_dict()})
+        except OSError as err:
+            raise DriverError(f"cannot rewrite the record of {vm.name!r}: {err}") from err
+        return vm
+
+    def attach_disk(self, host_id: str, dev_id: str, path: Path, shared: bool) -> None:
+        """Hot-plug a volume file as a virtio-blk disk (``DiskHotplug``)."""
+        require(self.state(host_id), host_id, "attach a disk to", RunStatus.RUNNING,
+                RunStatus.PAUSED)
+        vm = self._vmspec(host_id)
+        disks.attach(vm.qmp_socket, vm.machine, dev_id, path, shared)
+        self._set_volumes(vm, (*[v for v in vm.volumes if v[0] != dev_id],
+                               (dev_id, str(path), shared)))
+
+    def detach_disk(self, host_id: str, dev_id: str) -> None:
+        """Hot-unplug it: waits until the guest released it (it must be running)."""
+        require(self.state(host_id), host_id, "detach a disk from", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        disks.detach(vm.qmp_socket, dev_id)
+        self._set_volumes(vm, tuple(v for v in vm.volumes if v[0] != dev_id))
+
     def start(self, spec: InstanceSpec) -> RunState:
         host_id = spec.host_id
         require(self.state(host_id), host_id, "start", RunStatus.STOPPED)
-        vm = self._vmspec(host_id)
+        vm = self._with_disks(self._vmspec(host_id), spec)  # root disk checked, volumes
         if spec.before_start is not None:
             spec.before_start()  # the NICs' taps on their bridges
         return self._launch(vm, build_argv(vm, self.qemu))
@@ -283,6 +330,8 @@ class VmDriver:
                 if not self._wait_gone(pid, KILL_WAIT):
                     raise DriverError(f"QEMU pid {pid} of {host_id!r} did not die")
         try:
+            if rec is not None and rec.get("root"):
+                pool_of(RootSpec.from_dict(rec["root"])).delete_root(host_id)
             for d in dirs:
                 if d.exists():
                     shutil.rmtree(d)
@@ -377,7 +426,7 @@ class VmDriver:
         require(self.state(host_id), host_id, "restore", RunStatus.STOPPED)
         if not path.is_file():
             raise NotFoundError("checkpoint", str(path))
-        vm = self._vmspec(host_id)
+        vm = self._with_disks(self._vmspec(host_id), spec)
         if spec.before_start is not None:
             spec.before_start()
         run = self._launch(vm, migration.incoming_argv(vm, self.qemu))
@@ -396,7 +445,7 @@ class VmDriver:
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id
         require(self.state(host_id), host_id, "receive", RunStatus.STOPPED)
-        vm = self._vmspec(host_id)
+        vm = self._with_disks(self._vmspec(host_id), spec)
         if spec.before_start is not None:
             spec.before_start()
         self._launch(vm, migration.incoming_argv(vm, self.qemu))

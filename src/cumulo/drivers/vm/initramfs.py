@@ -23,27 +23,67 @@ from cumulo.errors import DriverError, NotFoundError
 KERNEL_CACHE = Path("/var/cache/cumulo/kernel")
 READY = "CUMULO-READY"
 EXIT = "CUMULO-EXIT"
+ROOT_FAILED = "CUMULO-ROOT-FAILED"
 
 # What /init loads, in this order after their dependencies; built-ins are skipped.
 WANTED_MODULES = (
     "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_rng", "virtio_balloon",
     "crct10dif_generic", "ata_piix", "ahci", "sd_mod", "e1000", "button", "evdev",
     "virtio_console",
+    "crc32c_generic", "ext4",   # root disks (cumulo.root=): ext4 asks for crc32c by name
 )
 
 INIT = f"""#!/bin/sh
 # PID 1 of a Cumulo VM: mount, load drivers, run the instance command, power off.
-/bin/busybox --install -s /bin
-export PATH=/bin HOME=/root
+# With a root disk (cumulo.root=LABEL=... or a device) it mounts it, puts busybox, the
+# agent and itself on a tmpfs at /run/cumulo there, switch_roots and runs again from it.
+B=/bin E=/etc
+if [ "$0" = /run/cumulo/init ]; then B=/run/cumulo/bin E=/run/cumulo/etc; fi
+$B/busybox --install -s $B
+export PATH=$B:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
+grep -q "^dev /dev " /proc/mounts || mount -t devtmpfs dev /dev
 mkdir -p /tmp /run
-for m in $(cat /etc/modules.order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+if [ $B = /bin ]; then
+  for m in $(cat /etc/modules.order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+fi
+root=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in cumulo.root=*) root="${{arg#*=}}" ;; esac
+done
+if [ -n "$root" ] && [ $B = /bin ]; then
+  dev="" n=0
+  while [ -z "$dev" ] && [ $n -lt 200 ]; do   # the disk shows up once its driver probed
+    case "$root" in
+      LABEL=*|UUID=*) dev=$(findfs "$root" 2>/dev/null) ;;
+      *) [ -b "$root" ] && dev=$root ;;
+    esac
+    [ -n "$dev" ] || {{ sleep 0.05; n=$((n + 1)); }}
+  done
+  mkdir -p /newroot
+  # noinit_itable: no background zeroing of the inode tables mke2fs left lazy, which
+  # would write megabytes into every clone for nothing
+  if [ -z "$dev" ] || ! mount -t ext4 -o noinit_itable "$dev" /newroot; then
+    echo "{ROOT_FAILED} cannot mount the root disk $root"
+    echo "{EXIT} 125"
+    poweroff -f
+  fi
+  mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/run
+  mount -t tmpfs -o mode=755 run /newroot/run
+  mkdir -p /newroot/run/cumulo/bin /newroot/run/cumulo/etc
+  cp /bin/busybox /bin/cumulo-agent /newroot/run/cumulo/bin/
+  cp /init /newroot/run/cumulo/init
+  cp -a /etc/acpi /newroot/run/cumulo/etc/
+  [ -e /etc/udhcpc.script ] && cp /etc/udhcpc.script /newroot/run/cumulo/etc/
+  umount /proc /sys
+  mount --move /dev /newroot/dev
+  exec switch_root /newroot /run/cumulo/bin/busybox sh /run/cumulo/init
+fi
 ip link set lo up
 # NICs on Cumulo networks: the network's dnsmasq gives each MAC its stored address
 for n in /sys/class/net/eth*; do
-  [ -e "$n" ] && udhcpc -i "${{n##*/}}" -s /etc/udhcpc.script -t 5 -T 1 -b -S >/dev/null 2>&1
+  [ -e "$n" ] && udhcpc -i "${{n##*/}}" -s $E/udhcpc.script -t 5 -T 1 -b -S >/dev/null 2>&1
 done
 cmd=""
 for arg in $(cat /proc/cmdline); do
@@ -55,11 +95,11 @@ done
 # the exec agent on each of its virtio-serial ports (drivers/vm/agent.py)
 for p in /sys/class/virtio-ports/*; do
   case "$(cat $p/name 2>/dev/null)" in
-    org.cumulo.agent.*) setsid cumulo-agent /dev/${{p##*/}} </dev/null >/dev/null 2>&1 & ;;
+    org.cumulo.agent.*) setsid sh $B/cumulo-agent /dev/${{p##*/}} </dev/null >/dev/null 2>&1 & ;;
   esac
 done
 # ACPI power button (QMP system_powerdown): stop the command, then power off
-acpid -c /etc/acpi -l /dev/null
+acpid -c $E/acpi -l /dev/null
 echo {READY}
 if [ -n "$cmd" ]; then
   sh -c "$cmd" </dev/console &
@@ -71,6 +111,7 @@ wait $!
 code=$?
 echo "{EXIT} $code"
 sync
+[ $B = /bin ] || mount -o remount,ro / 2>/dev/null
 poweroff -f
 """
 

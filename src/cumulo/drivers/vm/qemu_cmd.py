@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -42,6 +44,9 @@ class VmSpec:
     serial_log: Path
     qmp_socket: Path
     pidfile: Path
+    # the root disk (a qcow2 in the storage pool) and the volumes, all in drivers/vm/disks.py
+    root_disk: Path | None = None
+    volumes: tuple[tuple[str, str, bool], ...] = ()   # (device id, file, shared)
     disk: Path | None = None
     disk_format: str = "raw"
     nic: bool = False                # a NIC on an isolated hub: the guest sees it, no traffic
@@ -68,6 +73,8 @@ class VmSpec:
             accel=Accel(d["accel"]), machine=Machine(d["machine"]), io=Io(d["io"]),
             kernel=Path(d["kernel"]), initrd=Path(d["initrd"]), append=str(d["append"]),
             serial_log=Path(d["serial_log"]), qmp_socket=Path(d["qmp_socket"]),
+            root_disk=Path(d["root_disk"]) if d.get("root_disk") else None,
+            volumes=tuple((str(v[0]), str(v[1]), bool(v[2])) for v in d.get("volumes", [])),
             pidfile=Path(d["pidfile"]), disk=None if disk is None else Path(disk),
             disk_format=str(d.get("disk_format", "raw")), nic=bool(d.get("nic", False)),
             agent_ports=int(d.get("agent_ports", 0)),
@@ -112,6 +119,78 @@ def _agent(spec: VmSpec, bus: str) -> list[str]:
     return args
 
 
+# --- block devices: the root disk and volumes (hot-plugged ones through disks.py) ---------
+ROOT_ID = "root0"
+HOTPLUG_PORTS = 4          # q35: PCIe root ports kept free for hot-plugged volumes
+SERIAL_MAX = 20            # virtio-blk serial length (VIRTIO_BLK_ID_BYTES)
+_NODE_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,30}$")
+
+
+def node_name(dev_id: str) -> str:
+    """A QEMU node/device id for ``dev_id`` (letter first, at most 31 characters)."""
+    if _NODE_RE.match(dev_id):
+        return dev_id
+    return "d" + hashlib.sha256(dev_id.encode()).hexdigest()[:16]
+
+
+def _blk_bus(machine: Machine) -> str:
+    return "device" if machine == Machine.MICROVM else "pci"
+
+
+def volume_device(machine: Machine, dev_id: str, shared: bool) -> dict[str, Any]:
+    """The virtio-blk device of a volume (QMP device_add arguments)."""
+    node = node_name(dev_id)
+    dev: dict[str, Any] = {"driver": f"virtio-blk-{_blk_bus(machine)}", "id": node,
+                           "drive": node, "serial": dev_id[:SERIAL_MAX]}
+    if shared:
+        dev["share-rw"] = True
+    return dev
+
+
+def volume_node(dev_id: str, path: str, shared: bool) -> dict[str, Any]:
+    """The raw block node of a volume file (QMP blockdev-add arguments)."""
+    file: dict[str, Any] = {"driver": "file", "filename": path}
+    if shared:
+        file["locking"] = "off"   # several VMs write it: the user said they coordinate
+    return {"driver": "raw", "node-name": node_name(dev_id), "file": file}
+
+
+def _kv(d: dict[str, Any], prefix: str = "") -> str:
+    """QMP arguments as a -blockdev/-device option string (nested dicts dotted)."""
+    parts = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            parts.append(_kv(v, f"{prefix}{k}."))
+            continue
+        value = ("on" if v else "off") if isinstance(v, bool) else str(v).replace(",", ",,")
+        parts.append(f"{prefix}{k}={value}")
+    return ",".join(parts)
+
+
+def _block_devices(spec: VmSpec) -> list[str]:
+    """The root disk (virtio-blk, or IDE/AHCI with --io emulated), volumes (virtio-blk)
+    and, on q35, root ports for hot-plug (its root bus takes none)."""
+    args: list[str] = []
+    if spec.root_disk is not None:
+        node = {"driver": "qcow2", "node-name": ROOT_ID,
+                "file": {"driver": "file", "filename": str(spec.root_disk)}}
+        args += ["-blockdev", _kv(node)]
+        if spec.io == Io.PARAVIRT:
+            args += ["-device", f"virtio-blk-{_blk_bus(spec.machine)},drive={ROOT_ID},"
+                                f"id={ROOT_ID}"]
+        else:
+            args += ["-device", f"ide-hd,drive={ROOT_ID},id={ROOT_ID},bus=ide.1"]
+    q35 = spec.machine == Machine.Q35
+    if q35:   # one port per volume (so it can be unplugged), and free ones
+        for i in range(len(spec.volumes) + HOTPLUG_PORTS):
+            args += ["-device", f"pcie-root-port,id=hp{i},chassis={i + 1},bus=pcie.0"]
+    for i, (dev_id, path, shared) in enumerate(spec.volumes):
+        dev = volume_device(spec.machine, dev_id, shared)
+        args += ["-blockdev", _kv(volume_node(dev_id, path, shared)),
+                 "-device", _kv({**dev, "bus": f"hp{i}"} if q35 else dev)]
+    return args
+
+
 def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
     """argv for a daemonized QEMU that outlives the daemon; console to a file, QMP on a socket."""
     machine = spec.machine.value
@@ -131,5 +210,6 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
         "-serial", f"file:{spec.serial_log}",
         "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
         *_devices(spec),
+        *_block_devices(spec),
         "-daemonize", "-pidfile", str(spec.pidfile),
     ]

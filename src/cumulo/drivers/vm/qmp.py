@@ -74,6 +74,52 @@ def system_powerdown(socket: Path) -> None:
     execute(socket, "system_powerdown")
 
 
+# --- block devices: hot-plug and hot-unplug (volumes) ---------------------------------
+async def _device_del(socket: Path, dev_id: str) -> None:
+    """device_del, then wait for the guest to release it (DEVICE_DELETED with its id)."""
+    client = QMPClient("cumulo")
+    try:
+        await client.connect(str(socket))
+        with client.listener("DEVICE_DELETED") as listener:
+            await client.execute("device_del", {"id": dev_id})
+            while True:
+                event: Any = await listener.get()
+                if event.get("data", {}).get("device") == dev_id:
+                    return
+    finally:
+        await client.disconnect()
+
+
+def device_del(socket: Path, dev_id: str, timeout: float = 30.0) -> None:
+    """Unplug device ``dev_id``; returns once the guest let it go (ACPI eject on PCI)."""
+    try:
+        asyncio.run(asyncio.wait_for(_device_del(socket, dev_id), timeout))
+    except TimeoutError:
+        raise DriverError(f"the guest did not release device {dev_id!r} within {timeout:.0f}s"
+                          " (is it still mounted there?)") from None
+    except (QMPError, OSError, EOFError) as err:
+        raise DriverError(f"QMP device_del {dev_id} on {socket} failed:"
+                          f" {err or type(err).__name__}") from err
+
+
+def blockdev_add(socket: Path, args: dict[str, Any]) -> None:
+    execute(socket, "blockdev-add", args)
+
+
+def blockdev_del(socket: Path, node: str) -> None:
+    execute(socket, "blockdev-del", {"node-name": node})
+
+
+def device_add(socket: Path, args: dict[str, Any]) -> None:
+    execute(socket, "device_add", args)
+
+
+def block_nodes(socket: Path) -> list[str]:
+    """Node names of the top block nodes (query-named-block-nodes, flat)."""
+    return [str(n["node-name"]) for n in
+            execute(socket, "query-named-block-nodes", {"flat": True})]
+
+
 def quit(socket: Path) -> None:
     """Ask QEMU to exit; the reply may race with the socket closing, which is fine."""
     try:
