@@ -32,3 +32,26 @@ def qemu_skip_reason() -> str | None:
     if shutil.which("busybox") is None:
         return "needs busybox (busybox-static) for the guest initramfs"
     return None
+
+
+def _host_network_objects() -> set[str]:
+    """Our links and nftables tables in the host's own network namespace."""
+    found = {f"link {p.name}" for p in Path("/sys/class/net").iterdir()
+             if p.name.startswith("cu-")}
+    if shutil.which("nft") and os.geteuid() == 0:
+        import subprocess
+
+        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                             timeout=30).stdout
+        found |= {f"table {line.split()[-1]}" for line in out.splitlines()
+                  if line.split()[-1:] and line.split()[-1].startswith("cumulo_")}
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_network_untouched() -> object:
+    """No test may leave (or make) bridges, veths or tables in the host's namespace."""
+    before = _host_network_objects()
+    yield
+    left = _host_network_objects() - before
+    assert not left, f"tests left these in the host's network namespace: {sorted(left)}"

@@ -163,7 +163,8 @@ def test_cli_over_tcp_with_cumulo_url(tmp_path: Path) -> None:
     daemon = subprocess.Popen(
         [str(BIN / "cumulod"), "--state-dir", str(tmp_path / "s"), "--socket",
          str(tmp_path / "s.sock"), "--listen", f"127.0.0.1:{port}", "--driver",
-         "container=fake"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "container=fake", "--no-default-network"], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
     env = {"PATH": "/usr/bin:/bin", "CUMULO_URL": f"http://127.0.0.1:{port}"}
     local = {"PATH": "/usr/bin:/bin", "CUMULO_SOCKET": str(tmp_path / "s.sock")}
     try:
