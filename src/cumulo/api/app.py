@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Query, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cumulo import __version__
-from cumulo.api import errors, exec_ws
+from cumulo.api import console_ws, errors, exec_ws
 from cumulo.api import schemas as s
 from cumulo.api.convert import (
     image_out,
@@ -244,6 +244,10 @@ def create_app(svc: Services) -> FastAPI:
     @app.websocket(f"/{API}/instances/{{name}}/exec-ws")
     async def exec_stream(ws: WebSocket, name: str, project: str = "default") -> None:
         await exec_ws.serve(ws, svc, project, name)
+
+    @app.websocket(f"/{API}/instances/{{name}}/console-ws")
+    async def console_stream(ws: WebSocket, name: str, project: str = "default") -> None:
+        await console_ws.serve(ws, svc, project, name)
 
     return app
 

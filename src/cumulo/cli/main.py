@@ -261,6 +261,15 @@ def logs(name: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = Fa
             sys.stdout.buffer.write(data)
 
 
+@app.command()
+def console(name: str, project: ProjectOpt = "default") -> None:
+    """Attach to the serial console of a VM (detach: ctrl-a q; ctrl-a a sends ctrl-a)."""
+    from cumulo.cli.console_client import run_console  # websockets: only console pays it
+
+    with client() as c:
+        raise typer.Exit(run_console(c, name, project))
+
+
 @config_app.command("set")
 def config_set(name: str, key: str, value: str, project: ProjectOpt = "default") -> None:
     """Set a limit (cpu, cpu_weight, cpuset, memory, memory_swap, pids, io_weight);

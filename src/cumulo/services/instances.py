@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from cumulo.drivers.base import (
     ExecSession,
     InstanceDriver,
     InstanceSpec,
+    InteractiveConsole,
     RunStatus,
     Usage,
 )
@@ -311,6 +313,15 @@ class InstanceService:
             return b"", offset, inst
         data, new_offset = self._driver(inst.type).read_console(inst.host_id, offset)
         return data, new_offset, inst
+
+    def open_console(self, project: str, name: str) -> socket.socket:
+        """A stream to the instance's interactive console (VMs: the serial port)."""
+        inst = self.get(project, name)
+        driver = self._driver(inst.type)
+        if not isinstance(driver, InteractiveConsole):
+            raise UnsupportedError(f"a {inst.type} has no interactive console: use"
+                                   f" 'cumulo exec {name} -- sh' (and 'cumulo logs' for output)")
+        return driver.open_console(inst.host_id)
 
     # daemon start
     def reconcile(self) -> None:

@@ -20,6 +20,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ DEFAULT_MEMORY = 256 * MIB
 START_TIMEOUT = 30.0
 KILL_WAIT = 5.0
 POLL = 0.05
+CONSOLE_CONNECT_TIMEOUT = 5.0
 CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 # disk: an existing raw or .qcow2 file to attach; nic: "on" adds a NIC on an isolated hub
 # machine: pc by default; microvm can hang calibrating its timers on TCG (no HPET/PM timer)
@@ -154,6 +156,7 @@ class VmDriver:
                 pidfile=run / "qemu.pid", disk=Path(opts["disk"]) if opts["disk"] else None,
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
                 nic=opts["nic"] == "on", agent_ports=agent.PORTS,
+                console_socket=run / "console.sock",
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})
@@ -252,6 +255,8 @@ class VmDriver:
         vm.qmp_socket.unlink(missing_ok=True)
         for i in range(vm.agent_ports):
             agent.port_socket(vm.qmp_socket.parent, i).unlink(missing_ok=True)
+        if vm.console_socket is not None:
+            vm.console_socket.unlink(missing_ok=True)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
 
     def pause(self, host_id: str) -> None:
@@ -345,3 +350,22 @@ class VmDriver:
 
     def list_host_ids(self) -> list[str]:
         return self._records.ids()
+
+    # --- interactive serial console (cumulo console) ------------------------
+    def open_console(self, host_id: str) -> socket.socket:
+        """A connected stream to the guest's ttyS0: bytes written are typed on it."""
+        require(self.state(host_id), host_id, "console", RunStatus.RUNNING,
+                RunStatus.PAUSED)
+        vm = self._vmspec(host_id)
+        if vm.console_socket is None:
+            raise UnsupportedError(f"VM {host_id!r} was created without an interactive console:"
+                                   " recreate it to attach to it")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONSOLE_CONNECT_TIMEOUT)
+        try:
+            sock.connect(str(vm.console_socket))
+        except OSError as err:
+            sock.close()
+            raise DriverError(f"cannot attach to the console of {host_id!r}: {err}") from err
+        sock.settimeout(None)
+        return sock

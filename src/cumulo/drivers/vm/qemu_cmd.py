@@ -46,6 +46,7 @@ class VmSpec:
     disk_format: str = "raw"
     nic: bool = False                # a NIC on an isolated hub: the guest sees it, no traffic
     agent_ports: int = 0             # virtio-serial ports for the exec agent (see agent.py)
+    console_socket: Path | None = None  # interactive serial console (still logged to serial_log)
 
     def __post_init__(self) -> None:
         if self.machine == Machine.MICROVM and self.io == Io.EMULATED:
@@ -70,6 +71,7 @@ class VmSpec:
             pidfile=Path(d["pidfile"]), disk=None if disk is None else Path(disk),
             disk_format=str(d.get("disk_format", "raw")), nic=bool(d.get("nic", False)),
             agent_ports=int(d.get("agent_ports", 0)),
+            console_socket=Path(d["console_socket"]) if d.get("console_socket") else None,
         )
 
 
@@ -107,6 +109,15 @@ def _agent(spec: VmSpec, bus: str) -> list[str]:
     return args
 
 
+def _serial(spec: VmSpec) -> list[str]:
+    """ttyS0: a file, or a unix socket server (``cumulo console``) that also logs to the file."""
+    if spec.console_socket is None:
+        return ["-serial", f"file:{spec.serial_log}"]
+    return ["-chardev", f"socket,id=console,path={spec.console_socket},server=on,wait=off,"
+                        f"logfile={spec.serial_log}",
+            "-serial", "chardev:console"]
+
+
 def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
     """argv for a daemonized QEMU that outlives the daemon; console to a file, QMP on a socket."""
     machine = spec.machine.value
@@ -123,7 +134,7 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initrd),
         "-append", spec.append,
-        "-serial", f"file:{spec.serial_log}",
+        *_serial(spec),
         "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
         *_devices(spec),
         "-daemonize", "-pidfile", str(spec.pidfile),
