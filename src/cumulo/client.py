@@ -218,6 +218,12 @@ class Client:
         op = self.request("POST", "/images", json={"builder": builder, "alias": alias}).json()
         return self.wait(op, on_progress) if wait else op
 
+    def import_app(self, name: str, data: bytes) -> dict[str, Any]:
+        """An app image from one static program (for --type appvm)."""
+        return self.request("POST", "/images/app", params={"name": name},  # type: ignore[no-any-return]
+                            content=data,
+                            headers={"content-type": "application/octet-stream"}).json()
+
     def delete_image(self, ref: str) -> None:
         self.request("DELETE", f"/images/{ref}")
 

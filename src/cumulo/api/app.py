@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
-from fastapi import APIRouter, FastAPI, Query, Response, WebSocket
+from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cumulo import __version__
@@ -25,6 +26,8 @@ from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
 from cumulo.domain.units import parse_size
 from cumulo.drivers.base import ExecRequest
+from cumulo.errors import InvalidInputError
+from cumulo.images import app as app_image
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
@@ -75,7 +78,7 @@ def create_app(svc: Services) -> FastAPI:
     def get_instance(name: str, project: str = PROJECT) -> s.InstanceOut:
         inst = svc.instances.get(project, name)
         return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst),
-                            svc.networks.counters(inst))
+                            svc.networks.counters(inst), svc.instances.details(inst))
 
     @r.patch("/instances/{name}", response_model=s.InstanceOut,
              summary="Change limits (applied live to a running instance)")
@@ -137,6 +140,18 @@ def create_app(svc: Services) -> FastAPI:
             summary="Build an image with a named builder (busybox)")
     def build_image(body: s.ImageBuild) -> JSONResponse:
         return accepted(svc.images.build(body.builder, body.alias))
+
+    @r.post("/images/app", status_code=201, response_model=s.ImageOut,
+            summary="Import one static x86-64 program as an app image (for --type appvm)",
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "format": "binary"}}}}})
+    async def import_app(request: Request, name: str = Query(..., description="program name")
+                         ) -> s.ImageOut:
+        if int(request.headers.get("content-length") or 0) > app_image.MAX_SIZE:
+            raise InvalidInputError(f"an app is at most {app_image.MAX_SIZE} bytes")
+        data = await request.body()
+        return image_out(await asyncio.to_thread(svc.images.import_app, name, data))
 
     @r.get("/images/{ref:path}", response_model=s.ImageOut,
            summary="Image by alias or fingerprint")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cumulo.domain.limits import Limits
 from cumulo.errors import InvalidStateError, NotFoundError
@@ -169,3 +169,10 @@ class InteractiveConsole(Protocol):
 
     def open_console(self, host_id: str) -> socket.socket:
         """A connected stream: read the console's output, write keystrokes to it."""
+
+
+@runtime_checkable
+class Details(Protocol):
+    """Drivers with live facts beyond ``Usage`` for ``cumulo info`` (a VM's footprint)."""
+
+    def details(self, host_id: str) -> dict[str, Any]: ...

@@ -19,6 +19,7 @@ from cumulo.domain.limits import Limits, validate_limits
 from cumulo.domain.models import Instance, Operation
 from cumulo.domain.units import validate_name
 from cumulo.drivers.base import (
+    Details,
     ExecRequest,
     ExecSession,
     InstanceDriver,
@@ -157,6 +158,17 @@ class InstanceService:
             return self._driver(inst.type).usage(inst.host_id)
         except CumuloError:
             return Usage()
+
+    def details(self, inst: Instance) -> dict[str, Any] | None:
+        """Driver-specific live facts (a VM's footprint and balloon); None if it has none."""
+        driver = self._driver(inst.type)
+        if not isinstance(driver, Details):
+            return None
+        try:
+            return driver.details(inst.host_id)
+        except CumuloError as err:
+            log.warning("cannot read details of %s: %s", inst.host_id, err)
+            return None
 
     def pid(self, inst: Instance) -> int | None:
         if inst.state not in (State.RUNNING, State.PAUSED):

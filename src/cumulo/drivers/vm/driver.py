@@ -24,6 +24,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -369,3 +370,28 @@ class VmDriver:
             raise DriverError(f"cannot attach to the console of {host_id!r}: {err}") from err
         sock.settimeout(None)
         return sock
+
+    # --- footprint and balloon (cumulo info) ----------------------------------
+    def details(self, host_id: str) -> dict[str, Any]:
+        """What this VM costs the host (QEMU's RSS, PSS, threads; the initramfs) and,
+        with a balloon, the memory the guest really has."""
+        vm = self._vmspec(host_id)
+        out: dict[str, Any] = {"machine": vm.machine.value, "accel": vm.accel.value,
+                               "io": vm.io.value, "memory_bytes": vm.memory}
+        with contextlib.suppress(OSError):
+            out["initramfs_bytes"] = vm.initrd.stat().st_size
+        pid = self._pid(vm)
+        if pid is None:
+            return out
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                mem = proc.memory_full_info()
+                out |= {"qemu_rss_bytes": mem.rss, "qemu_pss_bytes": mem.pss,
+                        "qemu_threads": proc.num_threads()}
+        except psutil.Error:
+            pass
+        if vm.io == Io.PARAVIRT:
+            with contextlib.suppress(DriverError):
+                out["balloon_actual_bytes"] = qmp.query_balloon(vm.qmp_socket)
+        return out

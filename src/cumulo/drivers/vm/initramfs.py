@@ -204,3 +204,14 @@ def ensure(kernel: Kernel, cache_dir: Path, busybox: Path | None = None) -> Path
         return path
     except OSError as err:
         raise DriverError(f"cannot build the VM initramfs: {err}") from err
+
+
+# --- single-application VMs (appvm) -----------------------------------------
+def build_app(app: bytes) -> bytes:
+    """The gzipped cpio of an app VM: the static program as ``/init``, and ``/dev/console``."""
+    c = _Cpio()
+    for d in ("dev", "proc", "sys", "tmp"):
+        c.dir(d)
+    c.chardev("dev/console", 5, 1)
+    c.file("init", app, 0o755)
+    return gzip.compress(c.finish(), compresslevel=6, mtime=0)

@@ -1,0 +1,126 @@
+"""Single-application VMs (``--type appvm``): one static program as PID 1 on microvm.
+
+The OSv-style deployment: Debian's kernel and an initramfs holding only the program
+(as ``/init``) and ``/dev/console``, booted on QEMU's microvm machine (no firmware, no
+PCI). The program's output is the serial console; its arguments travel on the kernel
+command line after ``--``. When it exits the kernel panics ("Attempted to kill init!
+exitcode=0x..."), reboots by triple fault (``reboot=t``), and ``-no-reboot`` ends QEMU:
+that panic line is how the exit status gets out. Everything else (QMP, pid file,
+console socket, usage) is the VM driver's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
+from cumulo.drivers.vm import initramfs
+from cumulo.drivers.vm.accel import choose_accel
+from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver
+from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec
+from cumulo.errors import (
+    ConflictError,
+    CumuloError,
+    DriverError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
+from cumulo.images import app as app_image
+
+DEFAULT_MEMORY = 128 * MIB      # Debian's kernel does not get to PID 1 in 64 MiB
+MAX_ARGS = 30                   # the kernel passes at most 32 argv entries to init
+PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
+OPTIONS = {"accel": "auto"}
+
+
+def app_append(args: list[str]) -> str:
+    """console, quiet and the reboot policy, then the program's arguments after ``--``."""
+    if len(args) > MAX_ARGS:
+        raise InvalidInputError(f"an app VM takes at most {MAX_ARGS} arguments")
+    quoted = []
+    for a in args:
+        if not a or '"' in a or any(c in a for c in "\n\r\t\0"):
+            raise InvalidInputError(
+                f"app argument {a!r} cannot go on a kernel command line: no empty argument,"
+                " double quote, tab or newline")
+        quoted.append(f'"{a}"' if " " in a else a)
+    # loglevel=1: only emergencies (the panic line that carries the exit status)
+    append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", "--",
+                       *quoted])
+    if len(append) > CMDLINE_MAX:
+        raise InvalidInputError(f"the app's arguments are too long ({len(append)} bytes on"
+                                f" the kernel command line, at most {CMDLINE_MAX})")
+    return append
+
+
+def exit_status(wait_status: int) -> int:
+    """A shell-style exit code from the wait status the kernel printed for init."""
+    signal = wait_status & 0x7F
+    return 128 + signal if signal else (wait_status >> 8) & 0xFF
+
+
+class AppVmDriver(VmDriver):
+    """``InstanceDriver`` for single-application VMs."""
+
+    kind = "appvm"
+    option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg")}
+
+    def create(self, spec: InstanceSpec) -> None:
+        if self._records.get(spec.host_id) is not None:
+            raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
+        if not Path(self.qemu).is_file():
+            raise UnsupportedError(
+                "qemu-system-x86_64 is not installed: run scripts/install.sh"
+                " (apt-get install qemu-system-x86)")
+        unknown = set(spec.options) - set(OPTIONS)
+        if unknown:
+            raise InvalidInputError(f"unknown app VM option(s): {', '.join(sorted(unknown))}")
+        choice = choose_accel({**OPTIONS, **spec.options}["accel"], self.ctx.host)
+        program = spec.rootfs / app_image.APP_PATH
+        if not program.is_file():
+            raise InvalidInputError(
+                "an app VM needs an app image: cumulo launch --type appvm NAME --app PATH")
+        append = app_append(spec.command[1:])
+        kernel = initramfs.find_kernel()
+        run = self._run / spec.host_id
+        try:
+            data = program.read_bytes()
+            app_image.check_static(data, spec.command[0] if spec.command else "app")
+            spec.instance_dir.mkdir(parents=True, exist_ok=True)
+            initrd = spec.instance_dir / "app.cpio.gz"
+            initrd.write_bytes(initramfs.build_app(data))
+            vm = VmSpec(
+                name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY, vcpus=1,
+                accel=choice.accel, machine=Machine.MICROVM, io=Io.PARAVIRT,
+                kernel=kernel.vmlinuz, initrd=initrd, append=append,
+                serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
+                pidfile=run / "qemu.pid", console_socket=run / "console.sock",
+            )
+            self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
+                                              "vm": vm.to_dict(), "notice": choice.notice})
+        except BaseException as err:
+            with contextlib.suppress(CumuloError):
+                self.delete(spec.host_id, spec.instance_dir)
+            if isinstance(err, OSError):
+                raise DriverError(f"cannot create app VM {spec.host_id!r}: {err}") from err
+            raise
+
+    def _exit_code(self, vm: VmSpec) -> int | None:
+        try:
+            found = PANIC_RE.findall(vm.serial_log.read_bytes())
+        except OSError:
+            return None
+        return exit_status(int(found[-1], 16)) if found else None
+
+    def stop(self, host_id: str, timeout: float, force: bool) -> RunState:
+        """The program has no power button to answer: stopping is quitting QEMU."""
+        return super().stop(host_id, timeout, force=True)
+
+    def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
+        if self._records.get(host_id) is None:
+            raise NotFoundError("instance", host_id)
+        raise UnsupportedError("an app VM runs only its program: there is no shell to exec"
+                               " into (see its output with cumulo logs or cumulo console)")

@@ -1,0 +1,65 @@
+"""App VMs without QEMU: the static-program check, the kernel command line, exit status."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cumulo.drivers.vm.appvm import app_append, exit_status
+from cumulo.errors import InvalidInputError
+from cumulo.images.app import check_static
+
+HELLO = '#include <stdio.h>\nint main(void) { puts("hi"); return 7; }\n'
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    d = Path(str(tmp_path_factory.mktemp("apps")))
+    (d / "hello.c").write_text(HELLO)
+    out = {}
+    for kind, flags in (("static", ["-static"]), ("dynamic", []), ("pie", ["-static-pie"])):
+        r = subprocess.run(["gcc", *flags, "-o", str(d / kind), str(d / "hello.c")],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode == 0:
+            out[kind] = (d / kind).read_bytes()
+    return out
+
+
+def test_static_programs_pass_and_dynamic_ones_get_a_clear_error(programs: dict[str, bytes]
+                                                                  ) -> None:
+    check_static(programs["static"], "hello")
+    if "pie" in programs:
+        check_static(programs["pie"], "hello")
+    with pytest.raises(InvalidInputError, match=r"dynamically linked \(it needs /lib64/ld-"
+                                                 r".*gcc -static"):
+        check_static(programs["dynamic"], "hello")
+
+
+def test_not_a_program_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="not an ELF"):
+        check_static(b"#!/bin/sh\necho hi\n", "script.sh")
+    with pytest.raises(InvalidInputError, match="invalid app name"):
+        check_static(b"\x7fELF", "../x")
+    with pytest.raises(InvalidInputError, match="64-bit"):
+        check_static(b"\x7fELF" + b"\x01\x01" + b"\0" * 60, "x32")
+
+
+def test_arguments_go_after_the_double_dash_quoted_when_needed() -> None:
+    assert app_append(["echo", "a b", "c=d"]).endswith(' -- echo "a b" c=d')
+    assert "reboot=t" in app_append([]) and "panic=-1" in app_append([])
+    for bad in ('say "hi"', "", "a\nb"):
+        with pytest.raises(InvalidInputError, match="kernel command line"):
+            app_append([bad])
+    with pytest.raises(InvalidInputError, match="at most 30"):
+        app_append(["x"] * 31)
+
+
+def test_exit_status_from_the_wait_status_of_init() -> None:
+    assert exit_status(0x0700) == 7
+    assert exit_status(0) == 0
+    assert exit_status(0x0009) == 137      # killed by SIGKILL
