@@ -45,18 +45,21 @@ def test_not_a_program_is_refused() -> None:
         check_static(b"#!/bin/sh\necho hi\n", "script.sh")
     with pytest.raises(InvalidInputError, match="invalid app name"):
         check_static(b"\x7fELF", "../x")
+    with pytest.raises(InvalidInputError, match="invalid app name"):
+        check_static(b"\x7fELF", "dev")
     with pytest.raises(InvalidInputError, match="64-bit"):
         check_static(b"\x7fELF" + b"\x01\x01" + b"\0" * 60, "x32")
 
 
 def test_arguments_go_after_the_double_dash_quoted_when_needed() -> None:
-    assert app_append(["echo", "a b", "c=d"]).endswith(' -- echo "a b" c=d')
-    assert "reboot=t" in app_append([]) and "panic=-1" in app_append([])
+    assert app_append("bb", ["echo", "a b", "c=d"]).endswith(' rdinit=/bb -- echo "a b" c=d')
+    assert "reboot=t" in app_append("x", []) and "panic=-1" in app_append("x", [])
     for bad in ('say "hi"', "", "a\nb"):
         with pytest.raises(InvalidInputError, match="kernel command line"):
-            app_append([bad])
+            app_append("x", [bad])
+    assert app_append("x", [], 2445430).endswith(" tsc_early_khz=2445430 rdinit=/x --")
     with pytest.raises(InvalidInputError, match="at most 30"):
-        app_append(["x"] * 31)
+        app_append("x", ["x"] * 31)
 
 
 def test_exit_status_from_the_wait_status_of_init() -> None:

@@ -17,12 +17,13 @@ APP_PATH = "app"               # inside the image's rootfs
 EM_X86_64 = 62
 ET_EXEC, ET_DYN = 2, 3
 PT_INTERP = 3
-NAME_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+RESERVED = {"dev"}             # the app VM's initramfs has /dev/console next to /NAME
 
 
 def check_static(data: bytes, name: str) -> None:
     """InvalidInputError unless ``data`` is a static x86-64 ELF executable."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.match(name) or name in RESERVED:
         raise InvalidInputError(f"invalid app name {name!r}: use letters, digits and ._+-")
     if len(data) > MAX_SIZE:
         raise InvalidInputError(f"app {name!r} is {len(data)} bytes: at most {MAX_SIZE}")

@@ -1,7 +1,8 @@
 """Single-application VMs (``--type appvm``): one static program as PID 1 on microvm.
 
 The OSv-style deployment: Debian's kernel and an initramfs holding only the program
-(as ``/init``) and ``/dev/console``, booted on QEMU's microvm machine (no firmware, no
+(as ``/NAME``, run by ``rdinit=``) and ``/dev/console``, booted on QEMU's microvm
+machine (no firmware, no
 PCI). The program's output is the serial console; its arguments travel on the kernel
 command line after ``--``. When it exits the kernel panics ("Attempted to kill init!
 exitcode=0x..."), reboots by triple fault (``reboot=t``), and ``-no-reboot`` ends QEMU:
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
 from cumulo.drivers.vm import initramfs
-from cumulo.drivers.vm.accel import choose_accel
+from cumulo.drivers.vm.accel import Accel, choose_accel
 from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver
 from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec
 from cumulo.errors import (
@@ -36,8 +37,19 @@ PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
 OPTIONS = {"accel": "auto"}
 
 
-def app_append(args: list[str]) -> str:
-    """console, quiet and the reboot policy, then the program's arguments after ``--``."""
+def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
+    """The host's TSC rate in kHz (what a TCG guest's TSC ticks at), if the host says."""
+    try:
+        m = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return round(float(m.group(1)) * 1000) if m else None
+
+
+def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
+    """console, quiet, the reboot policy and the program as init, then its arguments
+    after ``--``. ``tsc_khz``: on TCG, microvm has no HPET or PM timer, and a loaded host
+    makes the PIT calibration fail and the boot hang; giving the TSC rate skips it."""
     if len(args) > MAX_ARGS:
         raise InvalidInputError(f"an app VM takes at most {MAX_ARGS} arguments")
     quoted = []
@@ -48,8 +60,9 @@ def app_append(args: list[str]) -> str:
                 " double quote, tab or newline")
         quoted.append(f'"{a}"' if " " in a else a)
     # loglevel=1: only emergencies (the panic line that carries the exit status)
-    append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", "--",
-                       *quoted])
+    tsc = [f"tsc_early_khz={tsc_khz}"] if tsc_khz else []
+    append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", *tsc,
+                       f"rdinit=/{name}", "--", *quoted])
     if len(append) > CMDLINE_MAX:
         raise InvalidInputError(f"the app's arguments are too long ({len(append)} bytes on"
                                 f" the kernel command line, at most {CMDLINE_MAX})")
@@ -83,15 +96,17 @@ class AppVmDriver(VmDriver):
         if not program.is_file():
             raise InvalidInputError(
                 "an app VM needs an app image: cumulo launch --type appvm NAME --app PATH")
-        append = app_append(spec.command[1:])
+        name = spec.command[0] if spec.command else "app"
+        append = app_append(name, spec.command[1:],
+                            host_tsc_khz() if choice.accel == Accel.TCG else None)
         kernel = initramfs.find_kernel()
         run = self._run / spec.host_id
         try:
             data = program.read_bytes()
-            app_image.check_static(data, spec.command[0] if spec.command else "app")
+            app_image.check_static(data, name)
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
             initrd = spec.instance_dir / "app.cpio.gz"
-            initrd.write_bytes(initramfs.build_app(data))
+            initrd.write_bytes(initramfs.build_app(data, name))
             vm = VmSpec(
                 name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY, vcpus=1,
                 accel=choice.accel, machine=Machine.MICROVM, io=Io.PARAVIRT,

@@ -207,11 +207,12 @@ def ensure(kernel: Kernel, cache_dir: Path, busybox: Path | None = None) -> Path
 
 
 # --- single-application VMs (appvm) -----------------------------------------
-def build_app(app: bytes) -> bytes:
-    """The gzipped cpio of an app VM: the static program as ``/init``, and ``/dev/console``."""
+def build_app(app: bytes, name: str) -> bytes:
+    """The gzipped cpio of an app VM: the static program as ``/NAME`` (the kernel runs it
+    with ``rdinit=/NAME``, so a multi-call binary like busybox sees its own name) and
+    ``/dev/console``."""
     c = _Cpio()
-    for d in ("dev", "proc", "sys", "tmp"):
-        c.dir(d)
+    c.dir("dev")
     c.chardev("dev/console", 5, 1)
-    c.file("init", app, 0o755)
+    c.file(name, app, 0o755)
     return gzip.compress(c.finish(), compresslevel=6, mtime=0)
