@@ -84,11 +84,13 @@ def test_busybox_static_as_the_app_with_footprint_in_info(module_daemon: Daemon)
     print(f"appvm footprint (TCG): initramfs {d['initramfs_bytes']} B,"
           f" QEMU RSS {d['qemu_rss_bytes'] >> 20} MiB, PSS {d['qemu_pss_bytes'] >> 20} MiB,"
           f" {d['qemu_threads']} threads")
-    # the program reads the console: answer it through the console log's input side
     r = module_daemon.cli("exec", "bb", "--", "true", check=False)
     assert r.returncode == 1 and "no shell" in r.stderr, r.stderr
-    module_daemon.cli("stop", "bb")
+    # the program reads its console: a line typed there is answered, and it exits 3
+    out = module_daemon.cli("console", "bb", input="typed-line\n", timeout=90).stdout
+    assert "got typed-line" in out, out
     info = wait_stopped(module_daemon, "bb")
+    assert info["exit_code"] == 3, info
     module_daemon.cli("delete", "bb")
 
 

@@ -56,6 +56,7 @@ PoolOpt = Annotated[str | None, typer.Option("--pool", help="storage pool of the
 CopyOpt = Annotated[bool, typer.Option(
     "--copy", help="a full copy of the image (default: a copy-on-write clone of it)")]
 DiskOpt = Annotated[str | None, typer.Option("--disk", help="root size cap, e.g. 2GiB")]
+TpmOpt = Annotated[bool, typer.Option("--tpm", help="vm: a TPM 2.0 (one swtpm per VM)")]
 AppOpt = Annotated[str | None, typer.Option(
     "--app", help="appvm: a static program to run as PID 1 (then give only NAME)")]
 
@@ -116,7 +117,7 @@ def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
 
 @app.command()
 def launch(image: str, name: Annotated[str | None, typer.Argument()] = None,
-           type_: Type = "container", app_path: AppOpt = None, cpu: Cpu = None,
+           type_: Type = "container", app_path: AppOpt = None, tpm: TpmOpt = False, cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
@@ -127,7 +128,8 @@ def launch(image: str, name: Annotated[str | None, typer.Argument()] = None,
     """Create and start an instance from IMAGE (with --app: launch --type appvm NAME --app PATH)."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, True, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip),
+            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None},
+            _nics(network, ip),
             {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
@@ -135,7 +137,7 @@ def launch(image: str, name: Annotated[str | None, typer.Argument()] = None,
 
 @app.command()
 def create(image: str, name: Annotated[str | None, typer.Argument()] = None,
-           type_: Type = "container", app_path: AppOpt = None, cpu: Cpu = None,
+           type_: Type = "container", app_path: AppOpt = None, tpm: TpmOpt = False, cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
@@ -146,7 +148,8 @@ def create(image: str, name: Annotated[str | None, typer.Argument()] = None,
     """Create an instance from IMAGE without starting it."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, False, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io}, _nics(network, ip),
+            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None},
+            _nics(network, ip),
             {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)

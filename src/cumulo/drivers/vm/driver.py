@@ -40,7 +40,7 @@ from cumulo.drivers.base import (
 )
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import agent, initramfs, qmp
+from cumulo.drivers.vm import agent, initramfs, qmp, tpm
 from cumulo.drivers.vm.accel import choose_accel
 from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, Io, Machine, VmSpec, build_argv
 from cumulo.errors import (
@@ -58,10 +58,12 @@ START_TIMEOUT = 30.0
 KILL_WAIT = 5.0
 POLL = 0.05
 CONSOLE_CONNECT_TIMEOUT = 5.0
+BALLOON_MIN = 64 * MIB      # below this the Debian kernel and our agent get OOM-killed
 CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 # disk: an existing raw or .qcow2 file to attach; nic: "on" adds a NIC on an isolated hub
 # machine: pc by default; microvm can hang calibrating its timers on TCG (no HPET/PM timer)
 OPTIONS = {"accel": "auto", "machine": "pc", "io": "paravirt", "disk": "", "nic": "off"}
+OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
 
 
@@ -90,6 +92,7 @@ class VmDriver:
         "accel": ("auto", "kvm", "tcg"),
         "machine": ("pc", "q35", "microvm"),
         "io": ("paravirt", "emulated"),
+        "tpm": ("on", "off"),
     }
 
     def __init__(self, ctx: DriverContext) -> None:
@@ -97,6 +100,7 @@ class VmDriver:
         self._records = Records(ctx.state_dir / "vm")
         self._run = ctx.runtime_dir / "vm"
         self.qemu = shutil.which(QEMU) or QEMU
+        self.swtpm = tpm.SWTPM
 
     # --- where things are -------------------------------------------------
     def _vmspec(self, host_id: str) -> VmSpec:
@@ -158,6 +162,7 @@ class VmDriver:
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
                 nic=opts["nic"] == "on", agent_ports=agent.PORTS,
                 console_socket=run / "console.sock",
+                tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})
@@ -174,9 +179,23 @@ class VmDriver:
         return None if rec is None else rec.get("notice")
 
     def start(self, spec: InstanceSpec) -> RunState:
-        host_id = spec.host_id
-        require(self.state(host_id), host_id, "start", RunStatus.STOPPED)
-        vm = self._vmspec(host_id)
+        require(self.state(spec.host_id), spec.host_id, "start", RunStatus.STOPPED)
+        vm = self._vmspec(spec.host_id)
+        if vm.tpm_socket is None:
+            return self._start_qemu(spec.host_id, vm)
+        # the vTPM first (QEMU connects to it at once); no QEMU without it, no swtpm without QEMU
+        tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
+                  spec.instance_dir / "swtpm.log", self.swtpm)
+        try:
+            return self._start_qemu(spec.host_id, vm)
+        except BaseException:
+            with contextlib.suppress(CumuloError):
+                self._kill(vm)
+            with contextlib.suppress(CumuloError):
+                tpm.stop(vm.tpm_socket.parent)
+            raise
+
+    def _start_qemu(self, host_id: str, vm: VmSpec) -> RunState:
         for path in (vm.kernel, vm.initrd):
             if not path.is_file():
                 raise NotFoundError("VM boot file", str(path))
@@ -258,6 +277,8 @@ class VmDriver:
             agent.port_socket(vm.qmp_socket.parent, i).unlink(missing_ok=True)
         if vm.console_socket is not None:
             vm.console_socket.unlink(missing_ok=True)
+        if vm.tpm_socket is not None:
+            tpm.stop(vm.tpm_socket.parent)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
 
     def pause(self, host_id: str) -> None:
@@ -279,6 +300,8 @@ class VmDriver:
                     os.kill(pid, signal.SIGKILL)   # delete is not graceful
                 if not self._wait_gone(pid, KILL_WAIT):
                     raise DriverError(f"QEMU pid {pid} of {host_id!r} did not die")
+            if vm.tpm_socket is not None:
+                tpm.stop(vm.tpm_socket.parent)
         try:
             for d in dirs:
                 if d.exists():
@@ -298,6 +321,9 @@ class VmDriver:
         vcpus = max(1, math.ceil(limits.cpu or 1))
         if (memory, vcpus) == (vm.memory, vm.vcpus):
             return
+        if current.status != RunStatus.STOPPED and vcpus == vm.vcpus:
+            self._balloon(host_id, vm, memory)   # and the next boot gets ``memory`` too
+            current = RunState(RunStatus.STOPPED)
         if current.status != RunStatus.STOPPED:
             raise UnsupportedError("changing the vCPUs or memory of a running VM is not supported"
                                    " yet: stop it first")
@@ -395,3 +421,17 @@ class VmDriver:
             with contextlib.suppress(DriverError):
                 out["balloon_actual_bytes"] = qmp.query_balloon(vm.qmp_socket)
         return out
+
+    def _balloon(self, host_id: str, vm: VmSpec, memory: int) -> None:
+        """Shrink or grow a running guest through virtio-balloon (up to its boot memory)."""
+        if vm.io != Io.PARAVIRT:
+            raise UnsupportedError(f"VM {host_id!r} has no memory balloon (--io emulated):"
+                                   " stop it to change its memory")
+        boot = qmp.memory_size(vm.qmp_socket)
+        if memory > boot:
+            raise InvalidInputError(
+                f"a running VM can get back at most the memory it booted with"
+                f" ({boot // MIB}MiB): stop it to give it {memory // MIB}MiB")
+        if memory < BALLOON_MIN:
+            raise InvalidInputError(f"a running VM keeps at least {BALLOON_MIN // MIB}MiB")
+        qmp.balloon(vm.qmp_socket, memory)

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cumulo.drivers.vm import agent
+from cumulo.drivers.vm import agent, tpm
 from cumulo.drivers.vm.accel import Accel
 from cumulo.errors import InvalidInputError
 
@@ -47,6 +47,7 @@ class VmSpec:
     nic: bool = False                # a NIC on an isolated hub: the guest sees it, no traffic
     agent_ports: int = 0             # virtio-serial ports for the exec agent (see agent.py)
     console_socket: Path | None = None  # interactive serial console (still logged to serial_log)
+    tpm_socket: Path | None = None   # swtpm's control socket: a TPM 2.0 in the guest (tpm.py)
 
     def __post_init__(self) -> None:
         if self.machine == Machine.MICROVM and self.io == Io.EMULATED:
@@ -56,6 +57,9 @@ class VmSpec:
             raise InvalidInputError("a VM needs at least 32MiB of memory")
         if self.vcpus < 1:
             raise InvalidInputError("a VM needs at least one vCPU")
+        if self.tpm_socket is not None and self.machine == Machine.MICROVM:
+            raise InvalidInputError("--tpm needs --machine pc or q35: microvm has no ACPI"
+                                    " table for a TPM")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -72,6 +76,7 @@ class VmSpec:
             disk_format=str(d.get("disk_format", "raw")), nic=bool(d.get("nic", False)),
             agent_ports=int(d.get("agent_ports", 0)),
             console_socket=Path(d["console_socket"]) if d.get("console_socket") else None,
+            tpm_socket=Path(d["tpm_socket"]) if d.get("tpm_socket") else None,
         )
 
 
@@ -137,5 +142,6 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
         *_serial(spec),
         "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
         *_devices(spec),
+        *(tpm.qemu_args(spec.tpm_socket) if spec.tpm_socket is not None else []),
         "-daemonize", "-pidfile", str(spec.pidfile),
     ]

@@ -82,3 +82,8 @@ def balloon(socket: Path, target_bytes: int) -> None:
 
 def query_balloon(socket: Path) -> int:
     return int(execute(socket, "query-balloon")["actual"])
+
+
+def memory_size(socket: Path) -> int:
+    """The RAM the guest booted with (the balloon's ceiling), in bytes."""
+    return int(execute(socket, "query-memory-size-summary")["base-memory"])
