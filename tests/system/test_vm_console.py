@@ -1,7 +1,8 @@
-"""One booted VM shared by the module: its serial console (logs, interactive console).
+"""One booted VM shared by the module: serial console (logs, interactive), vTPM, balloon.
 
-The VM's PID 1 command is an interactive shell on the console, so what the test types
-through ``cumulo console`` (in a pty, as a user would) is answered on the same console.
+The VM (pc, paravirt I/O, 256 MiB, --tpm) has an interactive shell on its console as
+PID 1's command, so what the test types through ``cumulo console`` (in a pty, as a
+user would) is answered on the same console.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from tests.system.conftest import BIN, Daemon
@@ -26,11 +28,26 @@ pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mar
 def vm(module_daemon: Daemon) -> Iterator[str]:
     module_daemon.cli("image", "build", "busybox")
     module_daemon.cli("launch", "busybox", "cvm", "--type", "vm", "--machine", "pc",
-                      "--memory", "256MiB", "--", "sh", "-c",
+                      "--memory", "256MiB", "--tpm", "--", "sh", "-c",
                       "echo console-shell-up; exec sh")
     wait_logs(module_daemon, "cvm", "console-shell-up")
     yield "cvm"
     module_daemon.cli("delete", "cvm", "--force")
+    assert not swtpms(module_daemon), "swtpm left running after delete"
+
+
+def swtpms(daemon: Daemon) -> list[psutil.Process]:
+    """The swtpm processes of this daemon's VMs."""
+    return [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "swtpm"
+            and str(daemon.socket.parent) in " ".join(p.info["cmdline"] or [])]
+
+
+def guest(daemon: Daemon, script: str) -> str:
+    return daemon.cli("exec", "cvm", "--", "sh", "-c", script).stdout
+
+
+def meminfo_total(daemon: Daemon) -> int:
+    return int(guest(daemon, "grep MemTotal /proc/meminfo").split()[1]) * 1024
 
 
 class Pty:
@@ -94,3 +111,38 @@ def test_console_of_an_unknown_name_is_a_clear_error(module_daemon: Daemon
     r = module_daemon.cli("console", "nope", check=False)
     assert r.returncode == 1 and "nope" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_guest_sees_a_tpm2_backed_by_its_own_swtpm(module_daemon: Daemon, vm: str) -> None:
+    out = guest(module_daemon, "ls /dev/tpm0 /dev/tpmrm0;"
+                               " cat /sys/class/tpm/tpm0/tpm_version_major")
+    assert out.split() == ["/dev/tpm0", "/dev/tpmrm0", "2"], out
+    assert len(swtpms(module_daemon)) == 1
+    info = json.loads(module_daemon.cli("info", vm, "--format", "json").stdout)
+    assert info["options"]["tpm"] == "on"
+
+
+def test_balloon_shrinks_the_running_guest_and_info_shows_it(module_daemon: Daemon,
+                                                             vm: str) -> None:
+    mib = 1024 * 1024
+    details = json.loads(module_daemon.cli("info", vm, "--format", "json").stdout)["details"]
+    assert details["balloon_actual_bytes"] == 256 * mib, details
+    before = meminfo_total(module_daemon)
+    module_daemon.cli("config", "set", vm, "memory", "160MiB")
+    deadline = time.monotonic() + 60
+    while True:
+        details = json.loads(module_daemon.cli("info", vm, "--format", "json").stdout
+                             )["details"]
+        if details["balloon_actual_bytes"] <= 160 * mib:
+            break
+        assert time.monotonic() < deadline, details
+        time.sleep(0.5)
+    after = meminfo_total(module_daemon)
+    print(f"balloon: MemTotal {before >> 20} MiB -> {after >> 20} MiB,"
+          f" actual {details['balloon_actual_bytes'] >> 20} MiB")
+    assert before - after >= 90 * mib, (before, after)
+    assert "guest memory" in module_daemon.cli("info", vm).stdout
+    # more than it booted with cannot come from the balloon
+    r = module_daemon.cli("config", "set", vm, "memory", "512MiB", check=False)
+    assert r.returncode == 1 and "booted with (256MiB)" in r.stderr, r.stderr
+    module_daemon.cli("config", "set", vm, "memory", "256MiB")
