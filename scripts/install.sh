@@ -19,6 +19,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
   dnsmasq-base                       # DHCP and DNS per virtual network
   iperf3                             # throughput of virtual networks (bench, bandwidth tests)
+  swtpm swtpm-tools                  # vTPM: one software TPM 2.0 per VM (launch --tpm)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -66,3 +66,29 @@ def test_exit_status_from_the_wait_status_of_init() -> None:
     assert exit_status(0x0700) == 7
     assert exit_status(0) == 0
     assert exit_status(0x0009) == 137      # killed by SIGKILL
+
+
+def test_console_stops_at_the_kernel_panic_that_follows_the_program_s_exit(
+        tmp_path: Path) -> None:
+    from cumulo.drivers.registry import DriverContext
+    from cumulo.drivers.vm.accel import Accel
+    from cumulo.drivers.vm.appvm import AppVmDriver
+    from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec
+    from cumulo.host.info import HostInfo
+
+    driver = AppVmDriver(DriverContext(state_dir=tmp_path / "s", runtime_dir=tmp_path / "r",
+                                       cgroup_parent="x", host=HostInfo()))
+    log = tmp_path / "console.log"
+    vm = VmSpec(name="a", memory=128 * MIB, vcpus=1, accel=Accel.TCG, machine=Machine.MICROVM,
+                io=Io.PARAVIRT, kernel=tmp_path, initrd=tmp_path, append="", serial_log=log,
+                qmp_socket=tmp_path / "q", pidfile=tmp_path / "p")
+    driver._records.put("a", {"instance_dir": str(tmp_path), "vm": vm.to_dict()})
+    log.write_bytes(b"hello\n[    6.42")
+    assert driver.read_console("a", 0) == (b"hello\n", 6)      # the partial "[" line waits
+    log.write_bytes(b"hello\n[    6.424978] Kernel panic - not syncing: Attempted to kill init!"
+                    b" exitcode=0x00000700\n[    6.42] CPU: 0 PID: 1 Comm: hello\n")
+    size = log.stat().st_size
+    assert driver.read_console("a", 6) == (b"", size)
+    assert driver.read_console("a", 0) == (b"hello\n", size)
+    assert driver.read_console("a", size) == (b"", size)
+    assert driver._exit_code(vm) == 7

@@ -34,6 +34,9 @@ from cumulo.images import app as app_image
 DEFAULT_MEMORY = 128 * MIB      # Debian's kernel does not get to PID 1 in 64 MiB
 MAX_ARGS = 30                   # the kernel passes at most 32 argv entries to init
 PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
+# the kernel's report of init's exit starts its line; what follows is the panic's dump
+PANIC_LINE_RE = re.compile(rb"(?m)^\[ *\d+\.\d+\] Kernel panic - not syncing: Attempted to kill")
+LOOK_BACK = 4096
 OPTIONS = {"accel": "auto"}
 
 
@@ -129,6 +132,23 @@ class AppVmDriver(VmDriver):
         except OSError:
             return None
         return exit_status(int(found[-1], 16)) if found else None
+
+    def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
+        """The program's output without the kernel's panic dump that follows its exit
+        (the full text stays in the console log file); the exit status is in ``info``."""
+        start = max(0, offset - LOOK_BACK)
+        data, end = super().read_console(host_id, start)
+        if end - len(data) != start:      # a new boot truncated the log: read from 0
+            start = offset = 0
+        cut = PANIC_LINE_RE.search(data)
+        if cut is not None:
+            return data[max(0, offset - start):cut.start()] if cut.start() > offset - start \
+                else b"", end
+        new = data[offset - start:]
+        nl = new.rfind(b"\n")
+        if new and not new.endswith(b"\n") and new[nl + 1:nl + 2] == b"[":
+            new = new[:nl + 1]            # hold back a kernel line still being written
+        return new, offset + len(new)
 
     def stop(self, host_id: str, timeout: float, force: bool) -> RunState:
         """The program has no power button to answer: stopping is quitting QEMU."""
