@@ -22,7 +22,6 @@ from cumulo.drivers.vm.accel import Accel, choose_accel
 from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver
 from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec
 from cumulo.errors import (
-    ConflictError,
     CumuloError,
     DriverError,
     InvalidInputError,
@@ -85,15 +84,7 @@ class AppVmDriver(VmDriver):
     option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg")}
 
     def create(self, spec: InstanceSpec) -> None:
-        if self._records.get(spec.host_id) is not None:
-            raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
-        if not Path(self.qemu).is_file():
-            raise UnsupportedError(
-                "qemu-system-x86_64 is not installed: run scripts/install.sh"
-                " (apt-get install qemu-system-x86)")
-        unknown = set(spec.options) - set(OPTIONS)
-        if unknown:
-            raise InvalidInputError(f"unknown app VM option(s): {', '.join(sorted(unknown))}")
+        self._check_new(spec, OPTIONS, "app VM")
         choice = choose_accel({**OPTIONS, **spec.options}["accel"], self.ctx.host)
         program = spec.rootfs / app_image.APP_PATH
         if not program.is_file():

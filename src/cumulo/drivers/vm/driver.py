@@ -131,15 +131,7 @@ class VmDriver:
 
     # --- lifecycle --------------------------------------------------------
     def create(self, spec: InstanceSpec) -> None:
-        if self._records.get(spec.host_id) is not None:
-            raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
-        if not Path(self.qemu).is_file():
-            raise UnsupportedError(
-                "qemu-system-x86_64 is not installed: run scripts/install.sh"
-                " (apt-get install qemu-system-x86)")
-        unknown = set(spec.options) - set(OPTIONS)
-        if unknown:
-            raise InvalidInputError(f"unknown VM option(s): {', '.join(sorted(unknown))}")
+        self._check_new(spec, OPTIONS, "VM")
         opts = {**OPTIONS, **spec.options}
         choice = choose_accel(opts["accel"], self.ctx.host)
         try:
@@ -435,3 +427,16 @@ class VmDriver:
         if memory < BALLOON_MIN:
             raise InvalidInputError(f"a running VM keeps at least {BALLOON_MIN // MIB}MiB")
         qmp.balloon(vm.qmp_socket, memory)
+
+    # --- shared by the VM kinds (vm, appvm) ----------------------------------
+    def _check_new(self, spec: InstanceSpec, options: dict[str, str], what: str) -> None:
+        """Refuse a create that cannot work: a taken host id, no QEMU, unknown options."""
+        if self._records.get(spec.host_id) is not None:
+            raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
+        if not Path(self.qemu).is_file():
+            raise UnsupportedError(
+                "qemu-system-x86_64 is not installed: run scripts/install.sh"
+                " (apt-get install qemu-system-x86)")
+        unknown = set(spec.options) - set(options)
+        if unknown:
+            raise InvalidInputError(f"unknown {what} option(s): {', '.join(sorted(unknown))}")
