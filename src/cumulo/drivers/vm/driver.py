@@ -421,9 +421,9 @@ class VmDriver:
                                    " stop it to change its memory")
         boot = qmp.memory_size(vm.qmp_socket)
         if memory > boot:
-            raise InvalidInputError(
+            raise UnsupportedError(   # that would be memory hotplug, not a balloon
                 f"a running VM can get back at most the memory it booted with"
-                f" ({boot // MIB}MiB): stop it to give it {memory // MIB}MiB")
+                f" ({boot // MIB}MiB): stop it first to give it {memory // MIB}MiB")
         if memory < BALLOON_MIN:
             raise InvalidInputError(f"a running VM keeps at least {BALLOON_MIN // MIB}MiB")
         qmp.balloon(vm.qmp_socket, memory)
