@@ -146,3 +146,12 @@ def test_balloon_shrinks_the_running_guest_and_info_shows_it(module_daemon: Daem
     r = module_daemon.cli("config", "set", vm, "memory", "512MiB", check=False)
     assert r.returncode == 1 and "booted with (256MiB)" in r.stderr, r.stderr
     module_daemon.cli("config", "set", vm, "memory", "256MiB")
+
+
+def test_stop_ends_the_swtpm_and_a_stopped_vm_has_no_console(module_daemon: Daemon,
+                                                            vm: str) -> None:
+    module_daemon.cli("stop", vm, "--timeout", "20")
+    assert not swtpms(module_daemon), "swtpm outlived its stopped VM"
+    r = module_daemon.cli("console", vm, check=False)
+    assert r.returncode == 1 and "it is stopped" in r.stderr, r.stderr
+    assert "sum=42" in module_daemon.cli("logs", vm).stdout   # the history stays

@@ -373,7 +373,7 @@ class VmDriver:
     # --- interactive serial console (cumulo console) ------------------------
     def open_console(self, host_id: str) -> socket.socket:
         """A connected stream to the guest's ttyS0: bytes written are typed on it."""
-        require(self.state(host_id), host_id, "console", RunStatus.RUNNING,
+        require(self.state(host_id), host_id, "attach to the console of", RunStatus.RUNNING,
                 RunStatus.PAUSED)
         vm = self._vmspec(host_id)
         if vm.console_socket is None:
