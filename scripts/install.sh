@@ -21,6 +21,7 @@ PACKAGES=(
   dnsmasq-base                       # DHCP and DNS per virtual network
   iperf3                             # throughput of virtual networks (bench, bandwidth tests)
   qperf                              # request/response latency of virtual networks (bench)
+  swtpm swtpm-tools                  # vTPM: one software TPM 2.0 per VM (launch --tpm)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -178,6 +178,19 @@ class Client:
             raise DaemonUnreachable(f"cannot open exec stream at {self.where()}: {err}") from err
         return ws
 
+    def console_stream(self, name: str, project: str = "default") -> ClientConnection:
+        """A websocket on the interactive console (protocol in api/console_ws.py)."""
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect, unix_connect
+
+        path = f"{API}/instances/{name}/console-ws?project={project}"
+        try:
+            if self.socket:
+                return unix_connect(self.socket, uri=f"ws://cumulo{path}", max_size=None)
+            return connect(self.base.replace("http", "ws", 1) + path, max_size=None)
+        except (OSError, WebSocketException) as err:
+            raise DaemonUnreachable(f"cannot open console at {self.where()}: {err}") from err
+
     def console(self, name: str, offset: int = 0, project: str = "default"
                 ) -> tuple[bytes, int]:
         resp = self.request("GET", f"/instances/{name}/console",
@@ -209,6 +222,12 @@ class Client:
                     ) -> dict[str, Any]:
         op = self.request("POST", "/images", json={"builder": builder, "alias": alias}).json()
         return self.wait(op, on_progress) if wait else op
+
+    def import_app(self, name: str, data: bytes) -> dict[str, Any]:
+        """An app image from one static program (for --type appvm)."""
+        return self.request("POST", "/images/app", params={"name": name},  # type: ignore[no-any-return]
+                            content=data,
+                            headers={"content-type": "application/octet-stream"}).json()
 
     def delete_image(self, ref: str) -> None:
         self.request("DELETE", f"/images/{ref}")

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,8 +90,9 @@ def leftovers(cgroup_parent: str) -> list[str]:
     return found
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+@contextmanager
+def running_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A cumulod on ``tmp_path``; on exit every instance is deleted and nothing may be left."""
     tag = uuid.uuid4().hex[:8]
     d = Daemon(state_dir=tmp_path / "state", socket=tmp_path / "cumulo.sock",
                cgroup_parent=f"cumulo-systest-{tag}", log=tmp_path / "cumulod.log")
@@ -110,3 +112,16 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
             cg.rmdir()  # the driver should have done this; the assert below says so
         assert not leftovers(d.cgroup_parent), leftovers(d.cgroup_parent)
         shutil.rmtree(d.state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    with running_daemon(tmp_path) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for a whole module: tests that share a booted VM."""
+    with running_daemon(tmp_path_factory.mktemp("daemon")) as d:
+        yield d

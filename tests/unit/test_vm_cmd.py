@@ -99,3 +99,14 @@ def test_bad_specs_are_refused() -> None:
 def test_spec_round_trips_through_json_form() -> None:
     s = spec(Machine.Q35, Io.EMULATED, disk=Path("/d.qcow2"), disk_format="qcow2", nic=True)
     assert VmSpec.from_dict(s.to_dict()) == s
+
+
+def test_console_socket_is_a_logged_chardev_on_ttys0() -> None:
+    argv = build_argv(spec(Machine.PC, Io.PARAVIRT, console_socket=Path("/t/console.sock")))
+    assert opt(argv, "-serial") == ["chardev:console"]
+    assert opt(argv, "-chardev")[0] == ("socket,id=console,path=/t/console.sock,server=on,"
+                                         "wait=off,logfile=/t/console.log")
+    plain = build_argv(spec(Machine.PC, Io.PARAVIRT))
+    assert opt(plain, "-serial") == ["file:/t/console.log"]
+    s = spec(Machine.PC, Io.PARAVIRT, console_socket=Path("/t/c.sock"))
+    assert VmSpec.from_dict(s.to_dict()) == s

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
-from fastapi import APIRouter, FastAPI, Query, Response, WebSocket
+from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cumulo import __version__
-from cumulo.api import errors, exec_ws, firewall_routes, host_routes
+from cumulo.api import console_ws, errors, exec_ws, firewall_routes, host_routes
 from cumulo.api import schemas as s
 from cumulo.api.convert import (
     image_out,
@@ -25,6 +26,8 @@ from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
 from cumulo.domain.units import parse_size
 from cumulo.drivers.base import ExecRequest
+from cumulo.errors import InvalidInputError
+from cumulo.images import app as app_image
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
@@ -80,7 +83,7 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
     def get_instance(name: str, project: str = PROJECT) -> s.InstanceOut:
         inst = svc.instances.get(project, name)
         return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst),
-                            svc.networks.counters(inst))
+                            svc.networks.counters(inst), svc.instances.details(inst))
 
     @r.patch("/instances/{name}", response_model=s.InstanceOut,
              summary="Change limits (applied live to a running instance)")
@@ -142,6 +145,18 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
             summary="Build an image with a named builder (busybox)")
     def build_image(body: s.ImageBuild) -> JSONResponse:
         return accepted(svc.images.build(body.builder, body.alias))
+
+    @r.post("/images/app", status_code=201, response_model=s.ImageOut,
+            summary="Import one static x86-64 program as an app image (for --type appvm)",
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "format": "binary"}}}}})
+    async def import_app(request: Request, name: str = Query(..., description="program name")
+                         ) -> s.ImageOut:
+        if int(request.headers.get("content-length") or 0) > app_image.MAX_SIZE:
+            raise InvalidInputError(f"an app is at most {app_image.MAX_SIZE} bytes")
+        data = await request.body()
+        return image_out(await asyncio.to_thread(svc.images.import_app, name, data))
 
     @r.get("/images/{ref:path}", response_model=s.ImageOut,
            summary="Image by alias or fingerprint")
@@ -272,6 +287,10 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
             await ws.close(code=4401, reason="over TCP this cumulod needs a token")
             return
         await exec_ws.serve(ws, svc, project, name)
+
+    @app.websocket(f"/{API}/instances/{{name}}/console-ws")
+    async def console_stream(ws: WebSocket, name: str, project: str = "default") -> None:
+        await console_ws.serve(ws, svc, project, name)
 
     return app
 

@@ -37,7 +37,8 @@ def limits_from(model: s.LimitsIn) -> Limits:
 
 
 def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = None,
-                 counters: dict[str, NicCounters] | None = None) -> s.InstanceOut:
+                 counters: dict[str, NicCounters] | None = None,
+                 details: dict[str, Any] | None = None) -> s.InstanceOut:
     counters = counters or {}
     return s.InstanceOut(
         name=inst.name, project=inst.project, type=inst.type, image=inst.image,
@@ -48,7 +49,7 @@ def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = N
         usage=s.Usage(**asdict(usage)) if usage is not None else None,
         nics=[s.NicOut(**asdict(n), counters=s.NicCounters(**asdict(counters[n.host_name]))
                        if n.host_name in counters else None) for n in inst.nics],
-        root=inst.root,
+        root=inst.root, details=details,
     )
 
 

@@ -107,6 +107,9 @@ class InstanceOut(BaseModel):
     nics: list[NicOut] = []
     root: dict[str, Any] | None = Field(
         None, description="storage of its root: pool, copy (bool), size (bytes or null)")
+    details: dict[str, Any] | None = Field(
+        None, description="per type, live: a VM's footprint (qemu_rss_bytes, qemu_pss_bytes,"
+                          " qemu_threads, initramfs_bytes) and balloon_actual_bytes")
 
 
 class ExecIn(Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -66,6 +67,9 @@ PoolOpt = Annotated[str | None, typer.Option("--pool", help="storage pool of the
 CopyOpt = Annotated[bool, typer.Option(
     "--copy", help="a full copy of the image (default: a copy-on-write clone of it)")]
 DiskOpt = Annotated[str | None, typer.Option("--disk", help="root size cap, e.g. 2GiB")]
+TpmOpt = Annotated[bool, typer.Option("--tpm", help="vm: a TPM 2.0 (one swtpm per VM)")]
+AppOpt = Annotated[str | None, typer.Option(
+    "--app", help="appvm: a static program to run as PID 1 (then give only NAME)")]
 
 
 def client() -> Client:
@@ -98,6 +102,27 @@ def _nics(networks: list[str] | None, ips: list[str] | None, ingress: str | None
              "limit_egress": egress} for i, n in enumerate(networks)]
 
 
+def _app_image(image: str, name: str | None, type_: str, app_path: str | None,
+               command: list[str] | None) -> tuple[str, str, str, list[str] | None]:
+    """With --app: upload the program as an app image; the first positional is NAME and
+    the rest (click hands the first one over as ``name``) are the program's arguments."""
+    if app_path is None:
+        if name is None:
+            raise typer.BadParameter("give IMAGE and NAME", param_hint="NAME")
+        return image, name, type_, command
+    args = _argv(([name] if name is not None else []) + list(command or []))
+    if type_ not in ("container", "appvm"):
+        raise typer.BadParameter(f"--app is for --type appvm, not {type_}")
+    path = Path(app_path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CumuloError(f"cannot read app {app_path}: {err.strerror}") from None
+    with client() as c:
+        img = c.import_app(path.name, data)
+    return img["fingerprint"], image, "appvm", [path.name, *args]
+
+
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
             command: list[str] | None, project: str, options: dict[str, str | None],
             nics: list[dict[str, Any]] | None, storage: dict[str, Any], **limits: Any) -> None:
@@ -110,7 +135,8 @@ def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
 
 
 @app.command()
-def launch(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
+def launch(image: str, name: Annotated[str | None, typer.Argument()] = None,
+           type_: Type = "container", app_path: AppOpt = None, tpm: TpmOpt = False, cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
@@ -119,9 +145,10 @@ def launch(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
-    """Create and start an instance from IMAGE."""
+    """Create and start an instance from IMAGE (with --app: launch --type appvm NAME --app PATH)."""
+    image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, True, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io},
+            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
@@ -129,7 +156,8 @@ def launch(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
 
 
 @app.command()
-def create(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
+def create(image: str, name: Annotated[str | None, typer.Argument()] = None,
+           type_: Type = "container", app_path: AppOpt = None, tpm: TpmOpt = False, cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
            privileged: Privileged = False, accel: Accel = None, machine: Machine = None,
@@ -139,8 +167,9 @@ def create(image: str, name: str, type_: Type = "container", cpu: Cpu = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create an instance from IMAGE without starting it."""
+    image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, False, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io},
+            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
@@ -253,7 +282,25 @@ def info(name: str, fmt: FormatOpt = o.Format.table, project: ProjectOpt = "defa
         "last error": inst["last_error"],
         "nics": [_nic_text(n) for n in inst.get("nics", [])] or "none",
         "root": _root_text(inst.get("root")),
+        **_details_text(inst.get("details")),
     }, fmt)
+
+
+def _details_text(d: dict[str, Any] | None) -> dict[str, Any]:
+    """A VM's footprint and balloon, for the info table."""
+    if not d:
+        return {}
+    out: dict[str, Any] = {}
+    if "initramfs_bytes" in d:
+        out["initramfs"] = format_size(d["initramfs_bytes"])
+    if "qemu_rss_bytes" in d:
+        out["qemu memory"] = (f"rss {format_size(d['qemu_rss_bytes'])},"
+                              f" pss {format_size(d['qemu_pss_bytes'])},"
+                              f" {d['qemu_threads']} threads")
+    if "balloon_actual_bytes" in d:
+        out["guest memory"] = (f"{format_size(d['balloon_actual_bytes'])} (balloon;"
+                               f" {format_size(d['memory_bytes'])} configured)")
+    return out
 
 
 def _root_text(root: dict[str, Any] | None) -> str:
@@ -310,6 +357,15 @@ def logs(name: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = Fa
         else:
             data, _ = c.console(name, 0, project)
             sys.stdout.buffer.write(data)
+
+
+@app.command()
+def console(name: str, project: ProjectOpt = "default") -> None:
+    """Attach to the serial console of a VM (detach: ctrl-a q; ctrl-a a sends ctrl-a)."""
+    from cumulo.cli.console_client import run_console  # websockets: only console pays it
+
+    with client() as c:
+        raise typer.Exit(run_console(c, name, project))
 
 
 @config_app.command("set")

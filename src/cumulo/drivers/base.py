@@ -8,11 +8,12 @@ so ``delete`` can remove all of it, even after a half-finished ``create``.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cumulo.domain.limits import Limits
 from cumulo.errors import InvalidStateError, NotFoundError
@@ -166,3 +167,18 @@ class DiskHotplug(Protocol):
     def attach_disk(self, host_id: str, dev_id: str, path: Path, shared: bool) -> None: ...
 
     def detach_disk(self, host_id: str, dev_id: str) -> None: ...
+
+
+@runtime_checkable
+class InteractiveConsole(Protocol):
+    """Drivers whose instances have a console one can type on (a VM's serial port)."""
+
+    def open_console(self, host_id: str) -> socket.socket:
+        """A connected stream: read the console's output, write keystrokes to it."""
+
+
+@runtime_checkable
+class Details(Protocol):
+    """Drivers with live facts beyond ``Usage`` for ``cumulo info`` (a VM's footprint)."""
+
+    def details(self, host_id: str) -> dict[str, Any]: ...

@@ -43,7 +43,14 @@ def _vm(ctx: DriverContext) -> InstanceDriver:
     return VmDriver(ctx)
 
 
-FACTORIES: dict[str, DriverFactory] = {"container": _container, "fake": _fake, "vm": _vm}
+def _appvm(ctx: DriverContext) -> InstanceDriver:
+    from cumulo.drivers.vm.appvm import AppVmDriver
+
+    return AppVmDriver(ctx)
+
+
+FACTORIES: dict[str, DriverFactory] = {"container": _container, "fake": _fake, "vm": _vm,
+                                       "appvm": _appvm}
 
 
 def create_driver(kind: str, ctx: DriverContext) -> InstanceDriver:

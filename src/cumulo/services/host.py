@@ -57,7 +57,7 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     store = Store(db_url or f"sqlite:///{state_dir / 'cumulo.db'}")
     store.fail_unfinished_operations("the daemon stopped while this operation ran")
     ops = Operations(store)
-    kinds = driver_kinds or {"container": "container", "vm": "vm"}
+    kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm"}
     drivers: dict[str, InstanceDriver] = {}
     for type_, kind in kinds.items():
         ctx = DriverContext(state_dir=state_dir / type_, runtime_dir=runtime_dir / type_,

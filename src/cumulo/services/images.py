@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.domain.models import Image, Operation
-from cumulo.errors import ConflictError, InvalidInputError
-from cumulo.images import builders
-from cumulo.images.files import ImageFiles
+from cumulo.errors import ConflictError, DriverError, InvalidInputError
+from cumulo.images import app, builders
+from cumulo.images.files import ImageFiles, ImageMeta, remove_tree
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
 
@@ -63,3 +63,22 @@ class ImageService:
 
     def delete_alias(self, alias: str) -> None:
         self.store.delete_alias(alias)
+
+    def import_app(self, name: str, data: bytes) -> Image:
+        """An app image (for ``--type appvm``) from one static program; same bytes, same image."""
+        app.check_static(data, name)
+        staging = self.files.staging_dir()
+        try:
+            target = staging / "rootfs" / app.APP_PATH
+            target.write_bytes(data)
+            target.chmod(0o755)
+        except OSError as err:
+            remove_tree(staging)
+            raise DriverError(f"cannot stage app {name!r}: {err}") from err
+        rec = self.files.import_tree(staging, ImageMeta(
+            kind="app", architecture="x86_64", description=f"static program {name}",
+            command=[name]))
+        return self.store.put_image(Image(
+            fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
+            architecture=rec.architecture, description=rec.description, size=rec.size,
+            command=list(rec.command), aliases=[]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -18,10 +19,12 @@ from cumulo.domain.limits import Limits, validate_limits
 from cumulo.domain.models import Instance, Operation
 from cumulo.domain.units import validate_name
 from cumulo.drivers.base import (
+    Details,
     ExecRequest,
     ExecSession,
     InstanceDriver,
     InstanceSpec,
+    InteractiveConsole,
     RunStatus,
     Usage,
 )
@@ -158,6 +161,17 @@ class InstanceService:
             return self._driver(inst.type).usage(inst.host_id)
         except CumuloError:
             return Usage()
+
+    def details(self, inst: Instance) -> dict[str, Any] | None:
+        """Driver-specific live facts (a VM's footprint and balloon); None if it has none."""
+        driver = self._driver(inst.type)
+        if not isinstance(driver, Details):
+            return None
+        try:
+            return driver.details(inst.host_id)
+        except CumuloError as err:
+            log.warning("cannot read details of %s: %s", inst.host_id, err)
+            return None
 
     def pid(self, inst: Instance) -> int | None:
         if inst.state not in (State.RUNNING, State.PAUSED):
@@ -317,6 +331,15 @@ class InstanceService:
             return b"", offset, inst
         data, new_offset = self._driver(inst.type).read_console(inst.host_id, offset)
         return data, new_offset, inst
+
+    def open_console(self, project: str, name: str) -> socket.socket:
+        """A stream to the instance's interactive console (VMs: the serial port)."""
+        inst = self.get(project, name)
+        driver = self._driver(inst.type)
+        if not isinstance(driver, InteractiveConsole):
+            raise UnsupportedError(f"a {inst.type} has no interactive console: use"
+                                   f" 'cumulo exec {name} -- sh' (and 'cumulo logs' for output)")
+        return driver.open_console(inst.host_id)
 
     # daemon start
     def reconcile(self) -> None:

@@ -20,6 +20,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -42,7 +43,7 @@ from cumulo.drivers.base import (
 from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import agent, disks, initramfs, migration, qmp
+from cumulo.drivers.vm import agent, disks, initramfs, migration, qmp, tpm
 from cumulo.drivers.vm.accel import choose_accel
 from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, Io, Machine, VmSpec, build_argv
 from cumulo.errors import (
@@ -61,10 +62,13 @@ DEFAULT_MEMORY = 256 * MIB
 START_TIMEOUT = 30.0
 KILL_WAIT = 5.0
 POLL = 0.05
+CONSOLE_CONNECT_TIMEOUT = 5.0
+BALLOON_MIN = 64 * MIB      # below this the Debian kernel and our agent get OOM-killed
 CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 # disk: an existing raw or .qcow2 file to attach; nic: "on" adds a NIC on an isolated hub
 # machine: pc by default; microvm can hang calibrating its timers on TCG (no HPET/PM timer)
 OPTIONS = {"accel": "auto", "machine": "pc", "io": "paravirt", "disk": "", "nic": "off"}
+OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
 
 
@@ -93,6 +97,7 @@ class VmDriver:
         "accel": ("auto", "kvm", "tcg"),
         "machine": ("pc", "q35", "microvm"),
         "io": ("paravirt", "emulated"),
+        "tpm": ("on", "off"),
     }
 
     def __init__(self, ctx: DriverContext) -> None:
@@ -100,6 +105,7 @@ class VmDriver:
         self._records = Records(ctx.state_dir / "vm")
         self._run = ctx.runtime_dir / "vm"
         self.qemu = shutil.which(QEMU) or QEMU
+        self.swtpm = tpm.SWTPM
 
     # --- where things are -------------------------------------------------
     def _vmspec(self, host_id: str) -> VmSpec:
@@ -130,15 +136,7 @@ class VmDriver:
 
     # --- lifecycle --------------------------------------------------------
     def create(self, spec: InstanceSpec) -> None:
-        if self._records.get(spec.host_id) is not None:
-            raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
-        if not Path(self.qemu).is_file():
-            raise UnsupportedError(
-                "qemu-system-x86_64 is not installed: run scripts/install.sh"
-                " (apt-get install qemu-system-x86)")
-        unknown = set(spec.options) - set(OPTIONS)
-        if unknown:
-            raise InvalidInputError(f"unknown VM option(s): {', '.join(sorted(unknown))}")
+        self._check_new(spec, OPTIONS, "VM")
         opts = {**OPTIONS, **spec.options}
         choice = choose_accel(opts["accel"], self.ctx.host)
         try:
@@ -164,6 +162,8 @@ class VmDriver:
                 pidfile=run / "qemu.pid", disk=Path(opts["disk"]) if opts["disk"] else None,
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
                 nic=opts["nic"] == "on", agent_ports=agent.PORTS, taps=spec.nics,
+                console_socket=run / "console.sock",
+                tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
             )
             vm = replace(vm, root_disk=root_disk)
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
@@ -225,7 +225,19 @@ class VmDriver:
         vm = self._with_disks(self._vmspec(host_id), spec)  # root disk checked, volumes
         if spec.before_start is not None:
             spec.before_start()  # the NICs' taps on their bridges
-        return self._launch(vm, build_argv(vm, self.qemu))
+        if vm.tpm_socket is None:
+            return self._launch(vm, build_argv(vm, self.qemu))
+        # the vTPM first (QEMU connects to it at once); no QEMU without it, no swtpm without QEMU
+        tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
+                  spec.instance_dir / "swtpm.log", self.swtpm)
+        try:
+            return self._launch(vm, build_argv(vm, self.qemu))
+        except BaseException:
+            with contextlib.suppress(CumuloError):
+                self._kill(vm)
+            with contextlib.suppress(CumuloError):
+                tpm.stop(vm.tpm_socket.parent)
+            raise
 
     def _launch(self, vm: VmSpec, argv: list[str]) -> RunState:
         """Run QEMU daemonized with ``argv`` and wait for its QMP socket."""
@@ -308,6 +320,10 @@ class VmDriver:
         vm.qmp_socket.unlink(missing_ok=True)
         for i in range(vm.agent_ports):
             agent.port_socket(vm.qmp_socket.parent, i).unlink(missing_ok=True)
+        if vm.console_socket is not None:
+            vm.console_socket.unlink(missing_ok=True)
+        if vm.tpm_socket is not None:
+            tpm.stop(vm.tpm_socket.parent)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
 
     def pause(self, host_id: str) -> None:
@@ -329,6 +345,8 @@ class VmDriver:
                     os.kill(pid, signal.SIGKILL)   # delete is not graceful
                 if not self._wait_gone(pid, KILL_WAIT):
                     raise DriverError(f"QEMU pid {pid} of {host_id!r} did not die")
+            if vm.tpm_socket is not None:
+                tpm.stop(vm.tpm_socket.parent)
         try:
             if rec is not None and rec.get("root"):
                 pool_of(RootSpec.from_dict(rec["root"])).delete_root(host_id)
@@ -350,6 +368,9 @@ class VmDriver:
         vcpus = max(1, math.ceil(limits.cpu or 1))
         if (memory, vcpus) == (vm.memory, vm.vcpus):
             return
+        if current.status != RunStatus.STOPPED and vcpus == vm.vcpus:
+            self._balloon(host_id, vm, memory)   # and the next boot gets ``memory`` too
+            current = RunState(RunStatus.STOPPED)
         if current.status != RunStatus.STOPPED:
             raise UnsupportedError("changing the vCPUs or memory of a running VM is not supported"
                                    " yet: stop it first")
@@ -405,11 +426,18 @@ class VmDriver:
         return self._records.ids()
 
     # --- checkpoint, restore and live migration (drivers/migratable.py) -----
+    @staticmethod
+    def _no_tpm(vm: VmSpec, what: str) -> VmSpec:
+        if vm.tpm_socket is not None:
+            raise UnsupportedError(f"a VM with a vTPM cannot be {what} yet (the swtpm state"
+                                   " does not move with it)")
+        return vm
+
     def checkpoint(self, host_id: str, path: Path) -> dict[str, Any]:
         """Stop the vCPUs, write RAM and device state to ``path``, quit QEMU."""
         current = require(self.state(host_id), host_id, "checkpoint",
                           RunStatus.RUNNING, RunStatus.PAUSED)
-        vm = self._vmspec(host_id)
+        vm = self._no_tpm(self._vmspec(host_id), "checkpointed")
         try:
             stats = migration.save(vm.qmp_socket, path)
         except CumuloError:
@@ -466,7 +494,7 @@ class VmDriver:
              progress: Progress, cancelled: Callable[[], bool]) -> dict[str, Any]:
         current = require(self.state(host_id), host_id, "migrate",
                           RunStatus.RUNNING, RunStatus.PAUSED)
-        vm = self._vmspec(host_id)
+        vm = self._no_tpm(self._vmspec(host_id), "migrated")
 
         def report(st: migration.MigrationStats) -> None:
             progress(st.fraction, f"pass {max(1, st.passes)}: {st.transferred // MIB} MiB sent,"
@@ -483,3 +511,74 @@ class VmDriver:
             raise DriverError(f"QEMU of {host_id!r} is gone after the failed migration")
         if was_running and qmp.query_status(vm.qmp_socket) != "running":
             qmp.cont(vm.qmp_socket)
+
+    # --- interactive serial console (cumulo console) ------------------------
+    def open_console(self, host_id: str) -> socket.socket:
+        """A connected stream to the guest's ttyS0: bytes written are typed on it."""
+        require(self.state(host_id), host_id, "attach to the console of", RunStatus.RUNNING,
+                RunStatus.PAUSED)
+        vm = self._vmspec(host_id)
+        if vm.console_socket is None:
+            raise UnsupportedError(f"VM {host_id!r} was created without an interactive console:"
+                                   " recreate it to attach to it")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONSOLE_CONNECT_TIMEOUT)
+        try:
+            sock.connect(str(vm.console_socket))
+        except OSError as err:
+            sock.close()
+            raise DriverError(f"cannot attach to the console of {host_id!r}: {err}") from err
+        sock.settimeout(None)
+        return sock
+
+    # --- footprint and balloon (cumulo info) ----------------------------------
+    def details(self, host_id: str) -> dict[str, Any]:
+        """What this VM costs the host (QEMU's RSS, PSS, threads; the initramfs) and,
+        with a balloon, the memory the guest really has."""
+        vm = self._vmspec(host_id)
+        out: dict[str, Any] = {"machine": vm.machine.value, "accel": vm.accel.value,
+                               "io": vm.io.value, "memory_bytes": vm.memory}
+        with contextlib.suppress(OSError):
+            out["initramfs_bytes"] = vm.initrd.stat().st_size
+        pid = self._pid(vm)
+        if pid is None:
+            return out
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                mem = proc.memory_full_info()
+                out |= {"qemu_rss_bytes": mem.rss, "qemu_pss_bytes": mem.pss,
+                        "qemu_threads": proc.num_threads()}
+        except psutil.Error:
+            pass
+        if vm.io == Io.PARAVIRT:
+            with contextlib.suppress(DriverError):
+                out["balloon_actual_bytes"] = qmp.query_balloon(vm.qmp_socket)
+        return out
+
+    def _balloon(self, host_id: str, vm: VmSpec, memory: int) -> None:
+        """Shrink or grow a running guest through virtio-balloon (up to its boot memory)."""
+        if vm.io != Io.PARAVIRT:
+            raise UnsupportedError(f"VM {host_id!r} has no memory balloon (--io emulated):"
+                                   " stop it to change its memory")
+        boot = qmp.memory_size(vm.qmp_socket)
+        if memory > boot:
+            raise UnsupportedError(   # that would be memory hotplug, not a balloon
+                f"a running VM can get back at most the memory it booted with"
+                f" ({boot // MIB}MiB): stop it first to give it {memory // MIB}MiB")
+        if memory < BALLOON_MIN:
+            raise InvalidInputError(f"a running VM keeps at least {BALLOON_MIN // MIB}MiB")
+        qmp.balloon(vm.qmp_socket, memory)
+
+    # --- shared by the VM kinds (vm, appvm) ----------------------------------
+    def _check_new(self, spec: InstanceSpec, options: dict[str, str], what: str) -> None:
+        """Refuse a create that cannot work: a taken host id, no QEMU, unknown options."""
+        if self._records.get(spec.host_id) is not None:
+            raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
+        if not Path(self.qemu).is_file():
+            raise UnsupportedError(
+                "qemu-system-x86_64 is not installed: run scripts/install.sh"
+                " (apt-get install qemu-system-x86)")
+        unknown = set(spec.options) - set(options)
+        if unknown:
+            raise InvalidInputError(f"unknown {what} option(s): {', '.join(sorted(unknown))}")

@@ -265,3 +265,15 @@ def ensure(kernel: Kernel, cache_dir: Path, busybox: Path | None = None) -> Path
         return path
     except OSError as err:
         raise DriverError(f"cannot build the VM initramfs: {err}") from err
+
+
+# --- single-application VMs (appvm) -----------------------------------------
+def build_app(app: bytes, name: str) -> bytes:
+    """The gzipped cpio of an app VM: the static program as ``/NAME`` (the kernel runs it
+    with ``rdinit=/NAME``, so a multi-call binary like busybox sees its own name) and
+    ``/dev/console``."""
+    c = _Cpio()
+    c.dir("dev")
+    c.chardev("dev/console", 5, 1)
+    c.file(name, app, 0o755)
+    return gzip.compress(c.finish(), compresslevel=6, mtime=0)

@@ -75,9 +75,13 @@ def incoming_argv(vm: VmSpec, qemu: str) -> list[str]:
     """The VM's own command line, waiting for state (``-incoming defer``), console appended."""
     argv = build_argv(vm, qemu)
     i = argv.index("-serial")
-    path = str(vm.serial_log).replace(",", ",,")
-    argv[i:i + 2] = ["-chardev", f"file,id=serial0,path={path},append=on",
-                     "-serial", "chardev:serial0"]
+    if argv[i + 1].startswith("file:"):
+        path = str(vm.serial_log).replace(",", ",,")
+        argv[i:i + 2] = ["-chardev", f"file,id=serial0,path={path},append=on",
+                         "-serial", "chardev:serial0"]
+    else:  # the interactive console's socket chardev, which logs: append to its log
+        j = next(k for k, a in enumerate(argv) if a.startswith("socket,id=console,"))
+        argv[j] += ",logappend=on"
     i = argv.index("-daemonize")
     argv[i:i] = ["-incoming", "defer"]
     return argv

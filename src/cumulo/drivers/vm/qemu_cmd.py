@@ -9,7 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cumulo.drivers.vm import agent
+from cumulo.drivers.vm import agent, tpm
 from cumulo.drivers.vm.accel import Accel
 from cumulo.errors import InvalidInputError
 
@@ -52,6 +52,8 @@ class VmSpec:
     nic: bool = False                # a NIC on an isolated hub: the guest sees it, no traffic
     agent_ports: int = 0             # virtio-serial ports for the exec agent (see agent.py)
     taps: tuple[tuple[str, str], ...] = ()   # (tap name, guest MAC): NICs on our networks
+    console_socket: Path | None = None  # interactive serial console (still logged to serial_log)
+    tpm_socket: Path | None = None   # swtpm's control socket: a TPM 2.0 in the guest (tpm.py)
 
     def __post_init__(self) -> None:
         if self.machine == Machine.MICROVM and self.io == Io.EMULATED:
@@ -61,6 +63,9 @@ class VmSpec:
             raise InvalidInputError("a VM needs at least 32MiB of memory")
         if self.vcpus < 1:
             raise InvalidInputError("a VM needs at least one vCPU")
+        if self.tpm_socket is not None and self.machine == Machine.MICROVM:
+            raise InvalidInputError("--tpm needs --machine pc or q35: microvm has no ACPI"
+                                    " table for a TPM")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -79,6 +84,8 @@ class VmSpec:
             disk_format=str(d.get("disk_format", "raw")), nic=bool(d.get("nic", False)),
             agent_ports=int(d.get("agent_ports", 0)),
             taps=tuple((str(t[0]), str(t[1])) for t in d.get("taps", [])),
+            console_socket=Path(d["console_socket"]) if d.get("console_socket") else None,
+            tpm_socket=Path(d["tpm_socket"]) if d.get("tpm_socket") else None,
         )
 
 
@@ -191,6 +198,15 @@ def _block_devices(spec: VmSpec) -> list[str]:
     return args
 
 
+def _serial(spec: VmSpec) -> list[str]:
+    """ttyS0: a file, or a unix socket server (``cumulo console``) that also logs to the file."""
+    if spec.console_socket is None:
+        return ["-serial", f"file:{spec.serial_log}"]
+    return ["-chardev", f"socket,id=console,path={spec.console_socket},server=on,wait=off,"
+                        f"logfile={spec.serial_log}",
+            "-serial", "chardev:console"]
+
+
 def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
     """argv for a daemonized QEMU that outlives the daemon; console to a file, QMP on a socket."""
     machine = spec.machine.value
@@ -207,9 +223,10 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initrd),
         "-append", spec.append,
-        "-serial", f"file:{spec.serial_log}",
+        *_serial(spec),
         "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
         *_devices(spec),
         *_block_devices(spec),
+        *(tpm.qemu_args(spec.tpm_socket) if spec.tpm_socket is not None else []),
         "-daemonize", "-pidfile", str(spec.pidfile),
     ]

@@ -171,3 +171,8 @@ def migrate_set_capabilities(socket: Path, caps: dict[str, bool]) -> None:
 
 def migrate_set_parameters(socket: Path, params: dict[str, Any]) -> None:
     execute(socket, "migrate-set-parameters", params)
+
+
+def memory_size(socket: Path) -> int:
+    """The RAM the guest booted with (the balloon's ceiling), in bytes."""
+    return int(execute(socket, "query-memory-size-summary")["base-memory"])

@@ -1,0 +1,152 @@
+"""Single-application VMs (``--type appvm``): one static program as PID 1 on microvm.
+
+The OSv-style deployment: Debian's kernel and an initramfs holding only the program
+(as ``/NAME``, run by ``rdinit=``) and ``/dev/console``, booted on QEMU's microvm
+machine (no firmware, no
+PCI). The program's output is the serial console; its arguments travel on the kernel
+command line after ``--``. When it exits the kernel panics ("Attempted to kill init!
+exitcode=0x..."), reboots by triple fault (``reboot=t``), and ``-no-reboot`` ends QEMU:
+that panic line is how the exit status gets out. Everything else (QMP, pid file,
+console socket, usage) is the VM driver's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
+from cumulo.drivers.vm import initramfs
+from cumulo.drivers.vm.accel import Accel, choose_accel
+from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver
+from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec
+from cumulo.errors import (
+    CumuloError,
+    DriverError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
+from cumulo.images import app as app_image
+
+DEFAULT_MEMORY = 128 * MIB      # Debian's kernel does not get to PID 1 in 64 MiB
+MAX_ARGS = 30                   # the kernel passes at most 32 argv entries to init
+PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
+# the kernel's report of init's exit starts its line; what follows is the panic's dump
+PANIC_LINE_RE = re.compile(rb"(?m)^\[ *\d+\.\d+\] Kernel panic - not syncing: Attempted to kill")
+LOOK_BACK = 4096
+OPTIONS = {"accel": "auto"}
+
+
+def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
+    """The host's TSC rate in kHz (what a TCG guest's TSC ticks at), if the host says."""
+    try:
+        m = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return round(float(m.group(1)) * 1000) if m else None
+
+
+def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
+    """console, quiet, the reboot policy and the program as init, then its arguments
+    after ``--``. ``tsc_khz``: on TCG, microvm has no HPET or PM timer, and a loaded host
+    makes the PIT calibration fail and the boot hang; giving the TSC rate skips it."""
+    if len(args) > MAX_ARGS:
+        raise InvalidInputError(f"an app VM takes at most {MAX_ARGS} arguments")
+    quoted = []
+    for a in args:
+        if not a or '"' in a or any(c in a for c in "\n\r\t\0"):
+            raise InvalidInputError(
+                f"app argument {a!r} cannot go on a kernel command line: no empty argument,"
+                " double quote, tab or newline")
+        quoted.append(f'"{a}"' if " " in a else a)
+    # loglevel=1: only emergencies (the panic line that carries the exit status)
+    tsc = [f"tsc_early_khz={tsc_khz}"] if tsc_khz else []
+    append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", *tsc,
+                       f"rdinit=/{name}", "--", *quoted])
+    if len(append) > CMDLINE_MAX:
+        raise InvalidInputError(f"the app's arguments are too long ({len(append)} bytes on"
+                                f" the kernel command line, at most {CMDLINE_MAX})")
+    return append
+
+
+def exit_status(wait_status: int) -> int:
+    """A shell-style exit code from the wait status the kernel printed for init."""
+    signal = wait_status & 0x7F
+    return 128 + signal if signal else (wait_status >> 8) & 0xFF
+
+
+class AppVmDriver(VmDriver):
+    """``InstanceDriver`` for single-application VMs."""
+
+    kind = "appvm"
+    option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg")}
+
+    def create(self, spec: InstanceSpec) -> None:
+        self._check_new(spec, OPTIONS, "app VM")
+        choice = choose_accel({**OPTIONS, **spec.options}["accel"], self.ctx.host)
+        program = spec.rootfs / app_image.APP_PATH
+        if not program.is_file():
+            raise InvalidInputError(
+                "an app VM needs an app image: cumulo launch --type appvm NAME --app PATH")
+        name = spec.command[0] if spec.command else "app"
+        append = app_append(name, spec.command[1:],
+                            host_tsc_khz() if choice.accel == Accel.TCG else None)
+        kernel = initramfs.find_kernel()
+        run = self._run / spec.host_id
+        try:
+            data = program.read_bytes()
+            app_image.check_static(data, name)
+            spec.instance_dir.mkdir(parents=True, exist_ok=True)
+            initrd = spec.instance_dir / "app.cpio.gz"
+            initrd.write_bytes(initramfs.build_app(data, name))
+            vm = VmSpec(
+                name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY, vcpus=1,
+                accel=choice.accel, machine=Machine.MICROVM, io=Io.PARAVIRT,
+                kernel=kernel.vmlinuz, initrd=initrd, append=append,
+                serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
+                pidfile=run / "qemu.pid", console_socket=run / "console.sock",
+            )
+            self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
+                                              "vm": vm.to_dict(), "notice": choice.notice})
+        except BaseException as err:
+            with contextlib.suppress(CumuloError):
+                self.delete(spec.host_id, spec.instance_dir)
+            if isinstance(err, OSError):
+                raise DriverError(f"cannot create app VM {spec.host_id!r}: {err}") from err
+            raise
+
+    def _exit_code(self, vm: VmSpec) -> int | None:
+        try:
+            found = PANIC_RE.findall(vm.serial_log.read_bytes())
+        except OSError:
+            return None
+        return exit_status(int(found[-1], 16)) if found else None
+
+    def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
+        """The program's output without the kernel's panic dump that follows its exit
+        (the full text stays in the console log file); the exit status is in ``info``."""
+        start = max(0, offset - LOOK_BACK)
+        data, end = super().read_console(host_id, start)
+        if end - len(data) != start:      # a new boot truncated the log: read from 0
+            start = offset = 0
+        cut = PANIC_LINE_RE.search(data)
+        if cut is not None:
+            return data[max(0, offset - start):cut.start()] if cut.start() > offset - start \
+                else b"", end
+        new = data[offset - start:]
+        nl = new.rfind(b"\n")
+        if new and not new.endswith(b"\n") and new[nl + 1:nl + 2] == b"[":
+            new = new[:nl + 1]            # hold back a kernel line still being written
+        return new, offset + len(new)
+
+    def stop(self, host_id: str, timeout: float, force: bool) -> RunState:
+        """The program has no power button to answer: stopping is quitting QEMU."""
+        return super().stop(host_id, timeout, force=True)
+
+    def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
+        if self._records.get(host_id) is None:
+            raise NotFoundError("instance", host_id)
+        raise UnsupportedError("an app VM runs only its program: there is no shell to exec"
+                               " into (see its output with cumulo logs or cumulo console)")
