@@ -45,7 +45,7 @@ from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm import agent, disks, initramfs, migration, qmp, tpm
 from cumulo.drivers.vm.accel import choose_accel
-from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, Io, Machine, VmSpec, build_argv
+from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, ROOT_ID, Io, Machine, VmSpec, build_argv
 from cumulo.errors import (
     ConflictError,
     CumuloError,
@@ -468,7 +468,8 @@ class VmDriver:
     def signature(self, host_id: str) -> str:
         vm = self._vmspec(host_id)
         return (f"{vm.machine.value}/{vm.io.value}/{vm.accel.value}/{vm.kernel.parent.name}/"
-                f"{vm.initrd.name}/{vm.memory}/{vm.vcpus}/{vm.nic}")
+                f"{vm.initrd.name}/{vm.memory}/{vm.vcpus}/{vm.nic}/"
+                f"{'disk' if vm.root_disk else 'nodisk'}")
 
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id
@@ -478,7 +479,10 @@ class VmDriver:
             spec.before_start()
         self._launch(vm, migration.incoming_argv(vm, self.qemu))
         try:
-            return migration.listen(vm.qmp_socket, address)
+            uri = migration.listen(vm.qmp_socket, address)
+            if vm.root_disk is not None:  # not shared: the source mirrors it here first
+                uri += " " + migration.serve_disk(vm.qmp_socket, address, ROOT_ID)
+            return uri
         except BaseException:
             self._kill(vm)
             raise
@@ -487,6 +491,8 @@ class VmDriver:
         vm = self._vmspec(host_id)
         if self._pid(vm) is None:
             raise DriverError(f"the incoming QEMU of {host_id!r} is gone")
+        if vm.root_disk is not None:
+            migration.stop_serving(vm.qmp_socket)
         migration.wait_incoming(vm.qmp_socket, resume)
         return self.state(host_id)
 
@@ -500,9 +506,18 @@ class VmDriver:
             progress(st.fraction, f"pass {max(1, st.passes)}: {st.transferred // MIB} MiB sent,"
                                   f" {st.remaining // MIB} MiB left")
 
-        stats = migration.send(vm.qmp_socket, uri, live=live and current.status ==
-                               RunStatus.RUNNING, bandwidth=bandwidth, on_progress=report,
-                               cancelled=cancelled)
+        ram, _, disk = uri.partition(" ")
+        if vm.root_disk is not None and not disk.startswith("nbd:"):
+            raise ConflictError("the destination offers no disk to mirror the root disk into")
+        try:
+            if vm.root_disk is not None:
+                migration.mirror_disk(vm.qmp_socket, ROOT_ID, disk, progress)
+            stats = migration.send(vm.qmp_socket, ram, live=live and current.status ==
+                                   RunStatus.RUNNING, bandwidth=bandwidth, on_progress=report,
+                                   cancelled=cancelled)
+        finally:
+            if vm.root_disk is not None:
+                migration.end_mirror(vm.qmp_socket)
         return stats.to_dict()
 
     def resume_after_failed_send(self, host_id: str, was_running: bool) -> None:

@@ -15,6 +15,7 @@ not on shared storage, each must be mirrored to the destination over NBD first
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import socket
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.drivers.vm import qmp
-from cumulo.drivers.vm.qemu_cmd import VmSpec, build_argv
+from cumulo.drivers.vm.qemu_cmd import MIB, VmSpec, build_argv
 from cumulo.errors import ConflictError, DriverError
 
 POLL = 0.1
@@ -191,3 +192,72 @@ def listen(sock: Path, address: str, attempts: int = 3) -> str:
         except DriverError as err:   # the port was taken in between: try another
             last = err
     raise DriverError(f"cannot listen for migrations on {address}: {last}")
+
+
+# --- disks that are not shared: mirrored over NBD before the RAM moves -----------------
+# The destination's QEMU (waiting with -incoming) exports its root disk over NBD; the
+# source mirrors its whole root disk into it (sync=full: the two hosts' base disks are
+# built separately and need not be identical), keeps it in step while the guest runs,
+# and after the RAM migration completed ends the job without switching to the target
+# (block-job-cancel on a ready mirror), as QEMU documents for non-shared storage.
+NBD_EXPORT = "cumulo-root"
+MIRROR_JOB = "cumulo-mirror"
+MIRROR_NODE = "cumulo-mirror-target"
+
+
+def serve_disk(sock: Path, address: str, node: str) -> str:
+    """Export ``node`` of an incoming QEMU over NBD on ``address``; returns ``nbd:HOST:PORT``."""
+    port = _free_port(address)
+    qmp.execute(sock, "nbd-server-start",
+                {"addr": {"type": "inet", "data": {"host": address, "port": str(port)}}})
+    qmp.execute(sock, "block-export-add", {"type": "nbd", "id": NBD_EXPORT, "node-name": node,
+                                           "name": NBD_EXPORT, "writable": True})
+    return f"nbd:{address}:{port}"
+
+
+def stop_serving(sock: Path) -> None:
+    qmp.execute(sock, "block-export-del", {"id": NBD_EXPORT})
+    qmp.execute(sock, "nbd-server-stop")
+
+
+def _jobs(sock: Path) -> dict[str, dict[str, Any]]:
+    return {str(j.get("device")): j for j in qmp.execute(sock, "query-block-jobs") or []}
+
+
+def mirror_disk(sock: Path, node: str, target: str, progress: Callable[[float, str], None],
+                timeout: float = INCOMING_TIMEOUT) -> None:
+    """Copy ``node`` into the NBD export ``target`` until source and copy are in step."""
+    _, host, port = target.split(":", 2)
+    qmp.execute(sock, "blockdev-add", {"driver": "nbd", "node-name": MIRROR_NODE,
+                                       "server": {"type": "inet", "host": host, "port": port},
+                                       "export": NBD_EXPORT})
+    qmp.execute(sock, "blockdev-mirror", {"job-id": MIRROR_JOB, "device": node,
+                                          "target": MIRROR_NODE, "sync": "full",
+                                          "copy-mode": "write-blocking"})
+    deadline = time.monotonic() + timeout
+    while True:
+        job = _jobs(sock).get(MIRROR_JOB)
+        if job is None:
+            raise DriverError("the disk mirror stopped before it was in step")
+        if job.get("ready"):
+            return
+        done, total = int(job.get("offset", 0)), int(job.get("len", 0)) or 1
+        progress(0.3 * done / total, f"disk: {done // MIB} of {total // MIB} MiB")
+        if time.monotonic() > deadline:
+            raise DriverError(f"the disk mirror was not in step after {timeout:.0f}s")
+        time.sleep(POLL)
+
+
+def end_mirror(sock: Path) -> None:
+    """Stop the mirror job (the source keeps its own disk) and drop the NBD client."""
+    if MIRROR_JOB in _jobs(sock):
+        # on a ready mirror this ends once the copy is in step: the target is complete
+        qmp.execute(sock, "block-job-cancel", {"device": MIRROR_JOB})
+        deadline = time.monotonic() + 60
+        while MIRROR_JOB in _jobs(sock):
+            if time.monotonic() > deadline:
+                raise DriverError("the disk mirror job did not end")
+            time.sleep(POLL)
+    with contextlib.suppress(DriverError):  # never added
+        qmp.execute(sock, "blockdev-del", {"node-name": MIRROR_NODE})
+
