@@ -142,6 +142,7 @@ class ImageOut(BaseModel):
     command: list[str]
     aliases: list[str]
     created_at: datetime | None
+    properties: dict[str, str] = {}
 
 
 class AliasIn(Strict):
