@@ -102,7 +102,7 @@ def mmdebstrap_argv(spec: DebianSpec, target: Path, cache: Path) -> list[str]:
         "unshare", "--mount", "--propagation", "private", "--fork", "--kill-child",
         MMDEBSTRAP, "--mode=root", "--format=directory", f"--variant={spec.variant}",
         "--skip=essential/unlink",   # keep the essential .debs until sync-out copies them
-        f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
+        "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
         f"--setup-hook=sync-in {cache} /var/cache/apt/archives/",
         f"--customize-hook=sync-out /var/cache/apt/archives {cache}",
     ]

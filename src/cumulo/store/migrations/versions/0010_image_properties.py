@@ -1,7 +1,7 @@
 """image properties (source, variant, packages, disk format, entry point)
 
-Revision ID: 0007
-Revises: 0003
+Revision ID: 0010
+Revises: 0006
 Create Date: 2026-11-23
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0003"
+revision = "0010"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
