@@ -20,6 +20,8 @@ PACKAGES=(
   dnsmasq-base                       # DHCP and DNS per virtual network
   iperf3                             # throughput of virtual networks (bench, bandwidth tests)
   qperf                              # request/response latency of virtual networks (bench)
+  mmdebstrap                         # image build debian/<release>: a rootfs from the Debian mirror
+  umoci                              # image import of OCI image layouts: unpacks layers to a rootfs
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

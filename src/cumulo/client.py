@@ -200,10 +200,18 @@ class Client:
         return self.get(f"/images/{ref}")  # type: ignore[no-any-return]
 
     def build_image(self, builder: str, alias: str | None = None, wait: bool = True,
-                    on_progress: Callable[[dict[str, Any]], None] | None = None
-                    ) -> dict[str, Any]:
-        op = self.request("POST", "/images", json={"builder": builder, "alias": alias}).json()
+                    on_progress: Callable[[dict[str, Any]], None] | None = None, *,
+                    variant: str | None = None, packages: list[str] | None = None,
+                    binary: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"builder": builder, "alias": alias}
+        for key, value in (("variant", variant), ("packages", packages), ("binary", binary)):
+            if value:
+                body[key] = value
+        op = self.request("POST", "/images", json=body).json()
         return self.wait(op, on_progress) if wait else op
+
+    def cancel_operation(self, op_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/operations/{op_id}").json()  # type: ignore[no-any-return]
 
     def delete_image(self, ref: str) -> None:
         self.request("DELETE", f"/images/{ref}")

@@ -25,6 +25,7 @@ from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
 from cumulo.domain.units import parse_size
 from cumulo.drivers.base import ExecRequest
+from cumulo.images.builders import BuildOptions
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
@@ -136,9 +137,11 @@ def create_app(svc: Services) -> FastAPI:
         return [image_out(i) for i in svc.images.list()]
 
     @r.post("/images", status_code=202, response_model=s.OperationOut,
-            summary="Build an image with a named builder (busybox)")
+            summary="Build an image with a named builder (busybox, debian/12, app)")
     def build_image(body: s.ImageBuild) -> JSONResponse:
-        return accepted(svc.images.build(body.builder, body.alias))
+        opts = BuildOptions(variant=body.variant, packages=tuple(body.packages),
+                            binary=body.binary)
+        return accepted(svc.images.build(body.builder, body.alias, opts))
 
     @r.get("/images/{ref:path}", response_model=s.ImageOut,
            summary="Image by alias or fingerprint")
@@ -240,6 +243,11 @@ def create_app(svc: Services) -> FastAPI:
            summary="An operation; wait=SECONDS blocks until it ends")
     def get_operation(op_id: str, wait: float = Query(0, ge=0, le=600)) -> s.OperationOut:
         return operation_out(svc.ops.get(op_id, wait))
+
+    @r.delete("/operations/{op_id}", status_code=202, response_model=s.OperationOut,
+              summary="Cancel a running operation; it ends as a failure, its work undone")
+    def cancel_operation(op_id: str) -> JSONResponse:
+        return accepted(svc.ops.cancel(op_id))
 
     @r.post("/instances/{name}/bandwidth", response_model=s.InstanceOut,
             summary="Change the bandwidth caps of an instance's NICs (live when running)")

@@ -1,9 +1,10 @@
 """Image builders: turn something on the host into a rootfs in the image file store.
 
-`BUILDERS` maps an image name to a builder; `build()` is the entry point. Each
-builder fills a staging dir and hands it to `ImageFiles.import_tree`; on any
-failure (KeyboardInterrupt included) the staging dir is removed, so an
-interrupted build leaves nothing behind. Later: debian/12 via mmdebstrap, apps.
+The registry: `prepare(name, options)` checks a request (``busybox``,
+``debian/<release>``, ``app``) before anything runs and returns the builder bound
+to it; `build()` runs one. Each builder fills a staging dir and hands it to
+`ImageFiles.import_tree`; on any failure (KeyboardInterrupt and operation cancel
+included) the staging dir is removed, so an interrupted build leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
+from cumulo.images import app, debian
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 
 Progress = Callable[[float, str], None]
@@ -161,15 +164,57 @@ def build_busybox(files: ImageFiles, progress: Progress | None = None) -> ImageR
 
 
 BUILDERS: dict[str, Builder] = {"busybox": build_busybox}
+NAMES = ("busybox", "debian/<release>", "app")   # what `prepare` accepts, for messages
 
 
-def build(name: str, files: ImageFiles, progress: Progress | None = None) -> ImageRecord:
-    """Build the image called ``name`` into ``files``."""
-    try:
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a builder may be told besides its name; each builder takes only its own."""
+
+    variant: str | None = None              # debian
+    packages: tuple[str, ...] = ()          # debian
+    binary: str | None = None               # app: a program on the daemon's host
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked build request: the builder bound to its options, and its default alias."""
+
+    name: str
+    alias: str
+    run: Builder
+
+
+def _refuse_options(name: str, opts: BuildOptions, allowed: tuple[str, ...]) -> None:
+    given = {"variant": opts.variant, "packages": opts.packages, "binary": opts.binary}
+    for key, value in given.items():
+        if value and key not in allowed:
+            raise InvalidInputError(f"--{key} does not apply to the {name} builder")
+
+
+def prepare(name: str, opts: BuildOptions | None = None) -> Prepared:
+    """Check ``name`` and ``opts`` (one-line `InvalidInputError`); nothing is started."""
+    opts = opts or BuildOptions()
+    if name in BUILDERS:
+        _refuse_options(name, opts, ())
         builder = BUILDERS[name]
-    except KeyError:
-        raise InvalidInputError(
-            f"unknown image {name!r}: known builders are {', '.join(sorted(BUILDERS))}"
-        ) from None
-    return builder(files, progress)
+        return Prepared(name, name, builder)
+    family, _, release = name.partition("/")
+    if family == "debian":
+        _refuse_options("debian", opts, ("variant", "packages"))
+        spec = debian.parse_spec(release, opts.variant, opts.packages)
+        return Prepared(f"debian/{spec.release}", f"debian/{spec.release}",
+                        lambda files, progress: debian.build_debian(files, spec, progress))
+    if name == "app":
+        _refuse_options("app", opts, ("binary",))
+        program = app.check_binary(opts.binary)
+        return Prepared("app", app.default_alias(program),
+                        lambda files, progress: app.build_app(files, program, progress))
+    raise InvalidInputError(f"unknown image {name!r}: the builders are {', '.join(NAMES)}")
+
+
+def build(name: str, files: ImageFiles, progress: Progress | None = None,
+          opts: BuildOptions | None = None) -> ImageRecord:
+    """Build the image called ``name`` into ``files``."""
+    return prepare(name, opts).run(files, progress)
 

@@ -9,7 +9,7 @@ from typing import Any
 from cumulo.domain.models import Image, Operation
 from cumulo.errors import ConflictError, InvalidInputError
 from cumulo.images import builders
-from cumulo.images.files import ImageFiles
+from cumulo.images.files import ImageFiles, ImageRecord
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
 
@@ -22,23 +22,27 @@ class ImageService:
         self.files = ImageFiles(root)
         self.files.cleanup_staging()
 
-    def build(self, name: str, alias: str | None = None) -> Operation:
-        if name not in builders.BUILDERS:
-            raise InvalidInputError(
-                f"no builder for image {name!r}: known are {', '.join(sorted(builders.BUILDERS))}")
-        alias = alias or name
+    def build(self, name: str, alias: str | None = None,
+              opts: builders.BuildOptions | None = None) -> Operation:
+        """Check the request now (bad input: nothing starts), build in an operation."""
+        prepared = builders.prepare(name, opts)
+        alias = alias or prepared.alias
         if not ALIAS_RE.match(alias):
             raise InvalidInputError(f"invalid alias {alias!r}")
 
         def work(progress: Progress) -> dict[str, Any]:
-            rec = builders.build(name, self.files, progress)
-            image = self.store.put_image(Image(
-                fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
-                architecture=rec.architecture, description=rec.description, size=rec.size,
-                command=list(rec.command), aliases=[alias]))
-            return {"images": [image.fingerprint]}
+            rec = prepared.run(self.files, progress)
+            return {"images": [self._record(rec, alias).fingerprint]}
 
-        return self.ops.submit(f"build image {name}", work)
+        return self.ops.submit(f"build image {prepared.name}", work)
+
+    def _record(self, rec: ImageRecord, alias: str | None) -> Image:
+        """Enter an imported image file in the store (under ``alias`` if given)."""
+        return self.store.put_image(Image(
+            fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
+            architecture=rec.architecture, description=rec.description, size=rec.size,
+            command=list(rec.command), aliases=[alias] if alias else [],
+            properties=dict(rec.properties)))
 
     def list(self) -> list[Image]:
         return self.store.list_images()

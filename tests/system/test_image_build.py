@@ -1,0 +1,111 @@
+"""cumulo image build debian/12 and app, as a user runs them, against a real daemon.
+
+The Debian build downloads from the Debian mirror (the one network source it has).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.system.conftest import BIN, Daemon
+
+pytestmark = [pytest.mark.system, pytest.mark.root]
+
+
+def _staging_left(daemon: Daemon) -> list[Path]:
+    staging = daemon.state_dir / "images" / ".staging"
+    return list(staging.iterdir()) if staging.is_dir() else []
+
+
+def _mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+def _builders_running(daemon: Daemon) -> list[int]:
+    """mmdebstrap / apt / dpkg processes working inside this daemon's state dir."""
+    found = []
+    daemon_pid = daemon.proc.pid if daemon.proc else -1
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        if proc.info["pid"] == daemon_pid:
+            continue
+        text = " ".join(proc.info["cmdline"] or []) + " " + str(proc.info["cwd"] or "")
+        if str(daemon.state_dir) in text:
+            found.append(proc.info["pid"])
+    return found
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["debian/99"], "unknown Debian release '99'"),
+    (["debian/12", "--variant", "tiny"], "unknown variant 'tiny'"),
+    (["debian/12", "--packages", "curl,Bad_Pkg"], "invalid package name 'Bad_Pkg'"),
+    (["debian/12", "--binary", "/bin/true"], "--binary does not apply to the debian builder"),
+    (["ubuntu/24.04"], "unknown image 'ubuntu/24.04'"),
+    (["app"], "the app builder needs --binary PATH"),
+    (["app", "--binary", "/etc/hostname"], "is not an ELF program"),
+    (["app", "--binary", "/nonexistent/prog"], "cannot read --binary"),
+])
+def test_bad_build_input_is_one_line_error_and_starts_nothing(
+        daemon: Daemon, args: list[str], message: str) -> None:
+    r = daemon.cli("image", "build", *args, check=False)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("Error: ") and message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    with daemon.client() as c:
+        assert c.images() == [] and c.operations() == []
+    assert _staging_left(daemon) == []
+
+
+def test_ctrl_c_cancels_a_debian_build_and_leaves_nothing(daemon: Daemon) -> None:
+    cli = subprocess.Popen([str(BIN / "cumulo"), "image", "build", "debian/12"],
+                           env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        deadline = time.monotonic() + 60
+        with daemon.client() as c:   # wait until mmdebstrap is really at work
+            while time.monotonic() < deadline:
+                ops = c.operations()
+                if ops and ops[0]["progress"] >= 0.08 and _builders_running(daemon):
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"the build did not start: {c.operations()}")
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=90)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode == 1 and "building debian/12 cancelled: nothing was kept" in err, err
+    with daemon.client() as c:
+        op = c.operations()[0]
+        assert (op["status"], op["error"]) == ("failure", "cancelled")
+        assert c.images() == []
+    assert _staging_left(daemon) == []
+    assert _mounts_under(daemon.state_dir) == []
+    assert _builders_running(daemon) == []
+
+
+@pytest.mark.slow
+@pytest.mark.runtime
+def test_debian_12_minbase_runs_in_a_container(daemon: Daemon) -> None:
+    r = daemon.cli("image", "build", "debian/12", "--variant", "minbase", timeout=1800)
+    assert "Built debian/12" in r.stderr and "container" in r.stderr
+    info = json.loads(daemon.cli("image", "info", "debian/12", "--format", "json").stdout)
+    assert info["kind"] == "container" and info["os"] == "debian" and info["release"] == "12"
+    assert info["properties"]["variant"] == "minbase"
+    assert info["properties"]["debian_version"].startswith("12.")
+    assert info["size"] > 50_000_000
+    daemon.cli("launch", "debian/12", "deb")
+    r = daemon.cli("exec", "deb", "--", "cat", "/etc/debian_version")
+    assert r.stdout.strip() == info["properties"]["debian_version"]
+    r = daemon.cli("exec", "deb", "--", "sh", "-c", "test ! -e /var/cache/apt/archives/*.deb")
+    assert _staging_left(daemon) == [] and _mounts_under(daemon.state_dir / "images") == []
+    daemon.cli("delete", "deb", "--force")
