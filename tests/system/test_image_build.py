@@ -109,3 +109,66 @@ def test_debian_12_minbase_runs_in_a_container(daemon: Daemon) -> None:
     r = daemon.cli("exec", "deb", "--", "sh", "-c", "test ! -e /var/cache/apt/archives/*.deb")
     assert _staging_left(daemon) == [] and _mounts_under(daemon.state_dir / "images") == []
     daemon.cli("delete", "deb", "--force")
+
+
+HELLO_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static void bye(int sig) { (void)sig; _exit(0); }
+int main(int argc, char **argv) {
+    signal(SIGTERM, bye);
+    printf("hello from %s, %d args\n", argv[0], argc);
+    fflush(stdout);
+    for (;;) pause();
+}
+"""
+
+
+def _wait_logs(daemon: Daemon, name: str, text: str) -> str:
+    deadline = time.monotonic() + 15
+    while text not in (logs := daemon.cli("logs", name).stdout):
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.1)
+    return logs
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
+def test_app_image_of_a_c_program(daemon: Daemon, tmp_path: Path, static: bool) -> None:
+    (tmp_path / "hello.c").write_text(HELLO_C)
+    prog = tmp_path / "hello"
+    subprocess.run(["gcc", "-O2", *(["-static"] if static else []), "-o", str(prog),
+                    str(tmp_path / "hello.c")], check=True, timeout=120)
+    r = daemon.cli("image", "build", "app", "--binary", str(prog))
+    assert "Built hello" in r.stderr and "app" in r.stderr
+    info = json.loads(daemon.cli("image", "info", "hello", "--format", "json").stdout)
+    assert info["kind"] == "app" and info["command"] == ["/bin/hello"]
+    assert info["properties"]["linking"] == ("static" if static else "dynamic")
+    rootfs = daemon.state_dir / "images" / info["fingerprint"] / "rootfs"
+    files = sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*") if p.is_file())
+    if static:
+        assert files == ["bin/hello", "etc/group", "etc/hostname", "etc/hosts", "etc/passwd"]
+    else:
+        assert "bin/hello" in files and any("libc.so" in f for f in files)
+        assert any("ld-linux" in f for f in files) and len(files) <= 8, files
+    daemon.cli("launch", "hello", "h1")
+    assert _wait_logs(daemon, "h1", "hello from") == "hello from /bin/hello, 1 args\n"
+    daemon.cli("stop", "h1", "--timeout", "5")
+    r = daemon.cli("image", "delete", "hello", check=False)
+    assert r.returncode == 1 and "image 'hello' is used by default/h1" in r.stderr
+    daemon.cli("delete", "h1")
+    daemon.cli("image", "delete", "hello")
+    assert not (daemon.state_dir / "images" / info["fingerprint"]).exists()
+
+
+@pytest.mark.runtime
+def test_app_image_of_busybox(daemon: Daemon) -> None:
+    r = daemon.cli("image", "build", "app", "--binary", "/bin/busybox", "--alias", "bb-app")
+    assert "Built bb-app" in r.stderr
+    info = json.loads(daemon.cli("image", "info", "bb-app", "--format", "json").stdout)
+    assert info["command"] == ["/bin/busybox"] and info["properties"]["linking"] == "static"
+    daemon.cli("launch", "bb-app", "b1", "--", "/bin/busybox", "sleep", "300")
+    r = daemon.cli("exec", "b1", "--", "/bin/busybox", "ls", "/bin")
+    assert r.stdout.split() == ["busybox"]
+    daemon.cli("delete", "b1", "--force")
