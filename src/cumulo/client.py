@@ -210,6 +210,34 @@ class Client:
         op = self.request("POST", "/images", json=body).json()
         return self.wait(op, on_progress) if wait else op
 
+    def import_image(self, path: str, filename: str, alias: str | None = None,
+                     sha256: str | None = None) -> dict[str, Any]:
+        """Upload the file at ``path``; returns the import operation (not yet waited for)."""
+        params = {k: v for k, v in (("filename", filename), ("alias", alias),
+                                    ("sha256", sha256)) if v}
+        try:
+            f = open(path, "rb")  # noqa: SIM115
+        except OSError as err:
+            raise e.InvalidInputError(f"cannot read {path}: {err.strerror}") from None
+        with f:
+            return self.request("POST", "/image-imports", params=params,  # type: ignore[no-any-return]
+                                content=f, timeout=None,
+                                headers={"Content-Type": "application/octet-stream"}).json()
+
+    def export_image(self, ref: str) -> Iterator[tuple[str, bytes]]:
+        """(format, chunk) pairs of the image's file: tar.gz for a rootfs, qcow2/raw for a disk."""
+        try:
+            with self.http.stream("GET", f"{API}/image-files/{ref}", timeout=None) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    body = resp.json()
+                    raise APIError(body.get("error", ""), resp.status_code, body.get("type", ""))
+                fmt = resp.headers.get("X-Cumulo-Format", "")
+                for chunk in resp.iter_bytes():
+                    yield fmt, chunk
+        except httpx.TransportError as err:
+            raise DaemonUnreachable(f"lost cumulod at {self.where()}: {err}") from err
+
     def cancel_operation(self, op_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"/operations/{op_id}").json()  # type: ignore[no-any-return]
 

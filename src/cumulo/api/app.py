@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Query, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cumulo import __version__
-from cumulo.api import errors, exec_ws, firewall_routes
+from cumulo.api import errors, exec_ws, firewall_routes, image_routes
 from cumulo.api import schemas as s
 from cumulo.api.convert import (
     image_out,
@@ -257,6 +257,7 @@ def create_app(svc: Services) -> FastAPI:
         return instance_out(svc.instances.get(project, name))
 
     firewall_routes.add_routes(r, svc)
+    image_routes.add_routes(r, svc)
     app.include_router(r)
 
     @app.websocket(f"/{API}/instances/{{name}}/exec-ws")

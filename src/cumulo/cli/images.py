@@ -32,9 +32,15 @@ class Cancelled(CumuloError):
 
 @contextlib.contextmanager
 def progress_bar(title: str) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """A transient bar on stderr; yields the ``on_progress`` callback for `Client.wait`."""
+    """A transient bar on stderr; yields the ``on_progress`` callback for `Client.wait`.
+
+    Only on a terminal: into a pipe or a log it would leave blank lines behind.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if not o.err.is_terminal:
+        yield lambda _op: None
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   console=o.err, transient=True) as bar:
@@ -129,3 +135,64 @@ def alias_delete(alias: str) -> None:
     """Remove an alias (the image stays)."""
     with Client() as c:
         c.delete_alias(alias)
+
+
+def _pack_layout(directory: str, into: str) -> None:
+    """An OCI image layout directory as one uncompressed tar (its blobs are compressed)."""
+    import tarfile
+
+    with tarfile.open(into, "w") as tar:
+        tar.add(directory, arcname=".")
+
+
+@image_app.command("import")
+def image_import(
+    file: Annotated[str, typer.Argument(
+        help="a rootfs tarball (.tar, .tar.gz, .tar.xz), a qcow2 or raw (.raw/.img) disk, "
+             "or an OCI image layout (directory or tar)")],
+    alias: AliasOpt = None,
+    sha256: Annotated[str | None, typer.Option(
+        help="refuse the file unless its sha256 is this (64 hex digits)")] = None,
+) -> None:
+    """Import an image from a file: its kind comes from what the file is."""
+    import os
+    import tempfile
+
+    if not os.path.exists(file):
+        raise CumuloError(f"no such file: {file}")
+    with Client() as c, tempfile.TemporaryDirectory(prefix="cumulo-import-") as tmp:
+        path, name = file, os.path.basename(file.rstrip("/"))
+        if os.path.isdir(file):
+            if not os.path.isfile(os.path.join(file, "oci-layout")):
+                raise CumuloError(f"{file} is a directory but not an OCI image layout "
+                                  "(no oci-layout file)")
+            if sha256:
+                raise CumuloError("--sha256 applies to a file, not to a layout directory")
+            path, name = os.path.join(tmp, "layout.tar"), name + ".tar"
+            _pack_layout(file, path)
+        op = c.import_image(path, name, alias, sha256)
+        _built(c, follow(c, op, f"importing {name}"), "Imported")
+
+
+@image_app.command("export")
+def image_export(image: str, file: Annotated[str, typer.Argument(
+        help="where to write it: a rootfs image as tar.gz, a disk image as its qcow2/raw file")]
+                 ) -> None:
+    """Write an image to a file (written to FILE.part first: FILE is complete or absent)."""
+    import os
+
+    part = file + ".part"
+    fmt, size = "", 0
+    try:
+        with Client() as c, open(part, "wb") as out:
+            for got, chunk in c.export_image(image):
+                fmt = got
+                out.write(chunk)
+                size += len(chunk)
+        os.replace(part, file)
+    except OSError as err:
+        raise CumuloError(f"cannot write {file}: {err.strerror}") from None
+    finally:
+        if os.path.exists(part):
+            os.unlink(part)
+    o.err.print(f"Exported {image} to {file} ({fmt}, {format_size(size)})")

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.domain.models import Image, Operation
-from cumulo.errors import ConflictError, InvalidInputError
-from cumulo.images import builders
-from cumulo.images.files import ImageFiles, ImageRecord
+from cumulo.errors import ConflictError, InvalidInputError, UnsupportedError
+from cumulo.images import builders, importer, kinds
+from cumulo.images.files import ImageFiles, ImageRecord, remove_tree
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
 
@@ -43,6 +43,36 @@ class ImageService:
             architecture=rec.architecture, description=rec.description, size=rec.size,
             command=list(rec.command), aliases=[alias] if alias else [],
             properties=dict(rec.properties)))
+
+    def check_alias(self, alias: str | None) -> None:
+        if alias is not None and not ALIAS_RE.match(alias):
+            raise InvalidInputError(
+                f"invalid alias {alias!r}: use a-z, 0-9, '.', '_', '-' and '/' (like debian/12)")
+
+    def import_upload(self, staging: Path, filename: str, alias: str | None,
+                      sha256: str) -> Operation:
+        """Turn the file received in ``staging`` into an image (an operation)."""
+        self.check_alias(alias)
+
+        def work(progress: Progress) -> dict[str, Any]:
+            rec = importer.import_file(self.files, staging, filename, sha256, progress)
+            return {"images": [self._record(rec, alias).fingerprint]}
+
+        try:
+            return self.ops.submit(f"import image {filename}", work)
+        except BaseException:
+            remove_tree(staging)
+            raise
+
+    def export_source(self, ref: str) -> tuple[str, Path]:
+        """What to send for ``image export``: ("tar.gz", rootfs dir) or (format, disk file)."""
+        image = self.store.get_image(ref)
+        payload = self.files.payload(image.fingerprint)
+        if payload.name == kinds.ROOTFS:
+            return "tar.gz", payload
+        if payload.name in kinds.DISKS:
+            return payload.suffix.lstrip("."), payload
+        raise UnsupportedError(f"exporting a {image.kind} image is not supported yet")
 
     def list(self) -> list[Image]:
         return self.store.list_images()

@@ -1,0 +1,86 @@
+"""REST routes for image import (an upload) and export (a download): services/images.py.
+
+``POST /1.0/image-imports?filename=F[&alias=A][&sha256=HEX]`` takes the file as the
+raw request body, streamed to a staging dir while it is hashed; a wrong checksum
+is a 400 and nothing stays. The unpacking runs as an operation (202).
+``GET /1.0/image-files/{ref}`` streams a rootfs image as tar.gz, a disk image as
+its qcow2/raw file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import subprocess
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+from cumulo.api import schemas as s
+from cumulo.api.convert import operation_out
+from cumulo.errors import DriverError
+from cumulo.images import importer
+from cumulo.images.files import remove_tree
+from cumulo.services.host import Services
+
+_CHUNK = 1 << 20
+
+
+def _stream(argv: list[str]) -> Iterator[bytes]:
+    """The stdout of ``argv`` in chunks; the process is killed if the client goes away."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(_CHUNK):
+            yield chunk
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            if proc.stdout:
+                proc.stdout.close()
+
+
+def add_routes(r: APIRouter, svc: Services) -> None:
+    @r.post("/image-imports", status_code=202, response_model=s.OperationOut,
+            summary="Import an image from the request body: a rootfs or OCI tarball, or a "
+                    "qcow2/raw disk")
+    async def import_image(
+        request: Request,
+        filename: str = Query(..., description="the file's name (.raw/.img marks a raw disk)"),
+        alias: str | None = Query(None),
+        sha256: str | None = Query(None, description="refuse the file unless it has this sha256"),
+    ) -> JSONResponse:
+        expected = importer.check_sha256(sha256)
+        svc.images.check_alias(alias)
+        staging = svc.images.files.staging_dir(rootfs=False)
+        digest = hashlib.sha256()
+        try:
+            with (staging / importer.UPLOAD).open("wb") as f:
+                async for chunk in request.stream():
+                    digest.update(chunk)
+                    f.write(chunk)
+            actual = digest.hexdigest()
+            if expected is not None and actual != expected:
+                raise importer.checksum_error(expected, actual)
+        except BaseException:
+            with contextlib.suppress(DriverError):
+                remove_tree(staging)
+            raise
+        op = svc.images.import_upload(staging, filename, alias, actual)
+        return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202,
+                            headers={"Location": f"/1.0/operations/{op.id}"})
+
+    @r.get("/image-files/{ref:path}", summary="Download an image: a rootfs as tar.gz, a disk "
+                                              "as its qcow2/raw file",
+           response_class=StreamingResponse, response_model=None)
+    def export_image(ref: str) -> Response:
+        fmt, path = svc.images.export_source(ref)
+        headers = {"X-Cumulo-Format": fmt}
+        if fmt == "tar.gz":
+            return StreamingResponse(_stream(importer.export_argv(path)),
+                                     media_type="application/gzip", headers=headers)
+        return FileResponse(path, media_type="application/octet-stream", headers=headers)
