@@ -238,6 +238,11 @@ class Client:
         except httpx.TransportError as err:
             raise DaemonUnreachable(f"lost cumulod at {self.where()}: {err}") from err
 
+    def publish(self, name: str, alias: str, project: str = "default") -> dict[str, Any]:
+        """Start publishing a stopped container as an image; returns the operation."""
+        return self.request("POST", f"/instances/{name}/publish",  # type: ignore[no-any-return]
+                            params={"project": project}, json={"alias": alias}).json()
+
     def cancel_operation(self, op_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"/operations/{op_id}").json()  # type: ignore[no-any-return]
 

@@ -176,3 +176,34 @@ def test_oci_layout_directory_and_tar(daemon: Daemon, tmp_path: Path) -> None:
     daemon.cli("image", "import", str(tar), "--alias", "oci2")
     info2 = json.loads(daemon.cli("image", "info", "oci2", "--format", "json").stdout)
     assert info2["fingerprint"] == info["fingerprint"]
+
+
+@pytest.mark.runtime
+def test_publish_a_stopped_container(daemon: Daemon, tmp_path: Path) -> None:
+    gz = _tarball(tmp_path, "root.tar.gz", "w:gz")
+    daemon.cli("image", "import", str(gz), "--alias", "tiny")
+    daemon.cli("launch", "tiny", "p1")
+    daemon.cli("exec", "p1", "--", "sh", "-c",
+               "echo changed > /etc/marker; echo new > /root-new; rm /bin/ls; "
+               "mkdir -p /home/u && echo mine > /home/u/f")
+    r = daemon.cli("publish", "p1", "--alias", "snap", check=False)
+    assert r.returncode == 1 and "cannot publish instance 'p1': it is running" in r.stderr
+    daemon.cli("stop", "p1", "--timeout", "5")
+    r = daemon.cli("publish", "p1", "--alias", "snap")
+    assert "Published snap" in r.stderr
+    info = json.loads(daemon.cli("image", "info", "snap", "--format", "json").stdout)
+    assert info["properties"]["source"] == "publish"
+    assert info["properties"]["instance"] == "default/p1"
+    rootfs = daemon.state_dir / "images" / info["fingerprint"] / "rootfs"
+    assert (rootfs / "etc/marker").read_text() == "changed\n"
+    assert (rootfs / "root-new").read_text() == "new\n"
+    assert not (rootfs / "bin/ls").is_symlink()   # deleted in the container: gone
+    assert (rootfs / "home/u/f").stat().st_uid == 0 and rootfs.stat().st_uid == 0
+    daemon.cli("launch", "snap", "p2")
+    assert daemon.cli("exec", "p2", "--", "cat", "/etc/marker").stdout == "changed\n"
+    r = daemon.cli("image", "delete", "snap", check=False)
+    assert r.returncode == 1 and "image 'snap' is used by default/p2" in r.stderr
+    _fails(daemon, "publish", "p1", "--alias", "Bad Alias", match="invalid alias")
+    _fails(daemon, "publish", "nosuch", "--alias", "x", match="not found")
+    daemon.cli("delete", "p2", "--force")
+    daemon.cli("delete", "p1")

@@ -16,15 +16,19 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import Field
 
 from cumulo.api import schemas as s
 from cumulo.api.convert import operation_out
+from cumulo.api.schemas import Strict
+from cumulo.domain.models import Operation
 from cumulo.errors import DriverError
 from cumulo.images import importer
 from cumulo.images.files import remove_tree
 from cumulo.services.host import Services
 
 _CHUNK = 1 << 20
+PROJECT = Query("default", description="project (tenant) the resource belongs to")
 
 
 def _stream(argv: list[str]) -> Iterator[bytes]:
@@ -42,6 +46,15 @@ def _stream(argv: list[str]) -> Iterator[bytes]:
         with contextlib.suppress(OSError):
             if proc.stdout:
                 proc.stdout.close()
+
+
+class PublishIn(Strict):
+    alias: str = Field(description="name of the new image")
+
+
+def _accepted(op: Operation) -> JSONResponse:
+    return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/1.0/operations/{op.id}"})
 
 
 def add_routes(r: APIRouter, svc: Services) -> None:
@@ -70,9 +83,12 @@ def add_routes(r: APIRouter, svc: Services) -> None:
             with contextlib.suppress(DriverError):
                 remove_tree(staging)
             raise
-        op = svc.images.import_upload(staging, filename, alias, actual)
-        return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202,
-                            headers={"Location": f"/1.0/operations/{op.id}"})
+        return _accepted(svc.images.import_upload(staging, filename, alias, actual))
+
+    @r.post("/instances/{name}/publish", status_code=202, response_model=s.OperationOut,
+            summary="Make a stopped container's root filesystem a new image")
+    def publish_instance(name: str, body: PublishIn, project: str = PROJECT) -> JSONResponse:
+        return _accepted(svc.images.publish(svc.instances, project, name, body.alias))
 
     @r.get("/image-files/{ref:path}", summary="Download an image: a rootfs as tar.gz, a disk "
                                               "as its qcow2/raw file",

@@ -196,3 +196,12 @@ def image_export(image: str, file: Annotated[str, typer.Argument(
         if os.path.exists(part):
             os.unlink(part)
     o.err.print(f"Exported {image} to {file} ({fmt}, {format_size(size)})")
+
+
+def publish(instance: str, alias: Annotated[str, typer.Option(help="name of the new image")],
+            project: Annotated[str, typer.Option("--project", help="project (tenant)")]
+            = "default") -> None:
+    """Make a stopped container's root filesystem (with its changes) a new image."""
+    with Client() as c:
+        op = c.publish(instance, alias, project)
+        _built(c, follow(c, op, f"publishing {instance}"), "Published")

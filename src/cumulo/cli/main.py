@@ -9,7 +9,7 @@ import typer
 
 from cumulo.cli import output as o
 from cumulo.cli.firewall import acl_app, forward_app
-from cumulo.cli.images import image_app
+from cumulo.cli.images import image_app, publish
 from cumulo.cli.storage import snapshot_app, storage_app, volume_app
 from cumulo.client import Client
 from cumulo.domain.units import format_size
@@ -22,6 +22,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Change an instance's limits
 op_app = typer.Typer(no_args_is_help=True, help="Long-running operations.")
 net_app = typer.Typer(no_args_is_help=True, help="Virtual networks: bridges, subnets, isolation.")
 app.add_typer(image_app, name="image")
+app.command("publish")(publish)
 app.add_typer(host_app, name="host")
 app.add_typer(config_app, name="config")
 app.add_typer(op_app, name="operation")

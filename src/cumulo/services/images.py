@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cumulo.domain.lifecycle import State
 from cumulo.domain.models import Image, Operation
-from cumulo.errors import ConflictError, InvalidInputError, UnsupportedError
-from cumulo.images import builders, importer, kinds
-from cumulo.images.files import ImageFiles, ImageRecord, remove_tree
+from cumulo.errors import ConflictError, InvalidInputError, InvalidStateError, UnsupportedError
+from cumulo.images import builders, importer, kinds, publish
+from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
+
+if TYPE_CHECKING:
+    from cumulo.services.instances import InstanceService
 
 ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})*$")
 
@@ -73,6 +77,32 @@ class ImageService:
         if payload.name in kinds.DISKS:
             return payload.suffix.lstrip("."), payload
         raise UnsupportedError(f"exporting a {image.kind} image is not supported yet")
+
+    def publish(self, instances: InstanceService, project: str, name: str,
+                alias: str) -> Operation:
+        """A stopped container's root (as it sees it) becomes a new image called ``alias``."""
+        self.check_alias(alias)
+        inst = instances.get(project, name)
+        if inst.type != "container":
+            raise UnsupportedError(f"publishing a {inst.type} is not supported yet: "
+                                   "only containers can be published")
+        if inst.state != State.STOPPED:
+            raise InvalidStateError(name, inst.state.value, "publish")
+        parent = self.store.get_image(inst.image)
+
+        def work(progress: Progress) -> dict[str, Any]:
+            with instances.stopped_root(project, name) as (inst_now, root, offset):
+                meta = ImageMeta(
+                    kind=kinds.CONTAINER, os=parent.os, release=parent.release,
+                    architecture=parent.architecture,
+                    description=f"published from {project}/{name} ({parent.description})",
+                    command=list(inst_now.command or parent.command),
+                    properties={"source": "publish", "instance": f"{project}/{name}",
+                                "parent": parent.fingerprint})
+                rec = publish.publish_tree(self.files, root, offset, meta, progress)
+            return {"images": [self._record(rec, alias).fingerprint]}
+
+        return self.ops.submit(f"publish {project}/{name} as {alias}", work)
 
     def list(self) -> list[Image]:
         return self.store.list_images()

@@ -29,6 +29,7 @@ from cumulo.errors import (
     ConflictError,
     CumuloError,
     InvalidInputError,
+    InvalidStateError,
     NotFoundError,
     UnsupportedError,
 )
@@ -346,3 +347,23 @@ class InstanceService:
                 if (type_, host_id) not in known:  # on the host, unknown to the store
                     log.warning("removing orphaned %s %s", type_, host_id)
                     driver.delete(host_id, self.instances_dir / host_id)
+
+    # publish (cumulo publish): read a stopped container's root
+    @contextmanager
+    def stopped_root(self, project: str, name: str) -> Iterator[tuple[Instance, Path, int]]:
+        """A stopped container's root as it sees it, and its uid offset; it cannot start
+        while the caller reads it (the instance lock is held)."""
+        inst = self.get(project, name)
+        if inst.type != "container":
+            raise UnsupportedError(f"publishing a {inst.type} is not supported yet: "
+                                   "only containers can be published")
+        driver = self._driver(inst.type)
+        root_tree = getattr(driver, "root_tree", None)
+        if root_tree is None:
+            raise UnsupportedError(f"the {inst.type} driver cannot publish instances")
+        with self._locked(inst):
+            inst = self.refresh(self.store.get_instance(project, name))
+            if inst.state != State.STOPPED:
+                raise InvalidStateError(name, inst.state.value, "publish")
+            path, offset = root_tree(self._spec(inst))
+            yield inst, path, offset
