@@ -172,3 +172,18 @@ def test_app_image_of_busybox(daemon: Daemon) -> None:
     r = daemon.cli("exec", "b1", "--", "/bin/busybox", "ls", "/bin")
     assert r.stdout.split() == ["busybox"]
     daemon.cli("delete", "b1", "--force")
+
+
+def test_operation_cancel_command(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        op = c.build_image("debian/12", "deb-cancel", wait=False)
+        deadline = time.monotonic() + 60
+        while not _builders_running(daemon):
+            assert time.monotonic() < deadline, c.operations()
+            time.sleep(0.2)
+    r = daemon.cli("operation", "cancel", op["id"])
+    assert f"Operation {op['id']} ended: cancelled" in r.stderr
+    r = daemon.cli("operation", "cancel", op["id"], check=False)
+    assert r.returncode == 1 and "is not running: nothing to cancel" in r.stderr
+    assert _staging_left(daemon) == [] and _builders_running(daemon) == []
+    assert _mounts_under(daemon.state_dir) == []

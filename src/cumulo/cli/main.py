@@ -319,6 +319,17 @@ def op_list(fmt: FormatOpt = o.Format.table) -> None:
                    ("ERROR", "error")], fmt)
 
 
+@op_app.command("cancel")
+def op_cancel(op_id: str) -> None:
+    """Cancel a running operation (an image build or import): its work is undone."""
+    with client() as c:
+        op = c.cancel_operation(op_id)
+        try:
+            c.wait(op, timeout=120)
+        except CumuloError as err:   # the expected end: failed as "cancelled"
+            o.err.print(f"Operation {op_id} ended: {err}")
+
+
 @net_app.command("create")
 def network_create(name: str, subnet: Annotated[str | None, typer.Option(
         help="IPv4 CIDR, e.g. 10.20.30.0/24; default: a free /24 of 10.210.0.0/16")] = None,

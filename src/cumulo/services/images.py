@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cumulo.domain.lifecycle import State
 from cumulo.domain.models import Image, Operation
-from cumulo.errors import ConflictError, InvalidInputError, InvalidStateError, UnsupportedError
+from cumulo.errors import (
+    ConflictError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    UnsupportedError,
+)
 from cumulo.images import builders, importer, kinds, publish
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 from cumulo.services.operations import Operations, Progress
@@ -41,7 +48,13 @@ class ImageService:
         return self.ops.submit(f"build image {prepared.name}", work)
 
     def _record(self, rec: ImageRecord, alias: str | None) -> Image:
-        """Enter an imported image file in the store (under ``alias`` if given)."""
+        """Enter an imported image file in the store (under ``alias`` if given).
+
+        The same content made again (a re-import, an unchanged publish) keeps the
+        image's first metadata and only gains the alias."""
+        with contextlib.suppress(NotFoundError):
+            known = self.store.get_image(rec.sha256)
+            return self.store.set_alias(alias, known.fingerprint) if alias else known
         return self.store.put_image(Image(
             fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
             architecture=rec.architecture, description=rec.description, size=rec.size,
