@@ -96,3 +96,26 @@ def test_debian_spec_and_argv() -> None:
     argv = mmdebstrap_argv(spec, Path("/t/rootfs"), Path("/c"))
     assert argv[-3:] == ["bookworm", "/t/rootfs", "http://deb.debian.org/debian"]
     assert "--include=curl,ca-certificates" in argv and "--variant=minbase" in argv
+
+
+def test_sniff_by_content_not_name(tmp_path: Path) -> None:
+    from cumulo.images.importer import _is_oci_layout, check_sha256, sniff
+
+    f = tmp_path / "x"
+    f.write_bytes(b"QFI\xfb" + b"\0" * 100)
+    assert sniff(f, "disk.tar.gz") == "qcow2"
+    f.write_bytes(b"\x1f\x8b\x08" + b"\0" * 100)
+    assert sniff(f, "disk.qcow2") == "tar"
+    f.write_bytes(b"\0" * 1024)
+    assert sniff(f, "d.img") == "raw"
+    with pytest.raises(InvalidInputError, match="is not a rootfs or OCI tarball"):
+        sniff(f, "d.bin")
+    f.write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="empty"):
+        sniff(f, "d.img")
+    assert _is_oci_layout(["./oci-layout", "./index.json", "./blobs/sha256/ab"])
+    assert _is_oci_layout(["img/oci-layout", "img/index.json"])
+    assert not _is_oci_layout(["etc/passwd", "index.json"])
+    assert check_sha256(" " + "AB" * 32 + "\n") == "ab" * 32 and check_sha256("") is None
+    with pytest.raises(InvalidInputError, match="64 hex digits"):
+        check_sha256("abc")

@@ -178,6 +178,9 @@ def run_mmdebstrap(argv: list[str], progress: Progress, timeout: float = TIMEOUT
     except BaseException:
         _kill_group(proc)
         raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
     if proc.returncode != 0:
         raise DriverError(f"mmdebstrap failed: {_error_line(lines)}")
 
