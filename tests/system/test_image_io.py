@@ -141,8 +141,10 @@ def test_disk_images_import_and_export(daemon: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "out.qcow2"
     r = daemon.cli("image", "export", "disk1", str(out))
     assert "qcow2" in r.stderr and _sha(out) == _sha(qcow)
-    r = daemon.cli("launch", "disk1", "x", check=False)
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    _fails(daemon, "launch", "disk1", "x", match="image 'disk1' is a vm-disk image: a container "
+           "needs a root filesystem image (app, container)")
+    with daemon.client() as c:
+        assert c.instances() == []
 
 
 def _oci_layout(tmp: Path) -> Path:

@@ -38,7 +38,8 @@ def _stream(argv: list[str]) -> Iterator[bytes]:
         assert proc.stdout is not None
         while chunk := proc.stdout.read(_CHUNK):
             yield chunk
-        proc.wait(60)
+        if proc.wait(60) != 0:   # cut the response short: the client sees a broken download
+            raise DriverError(f"{argv[0]} failed with exit status {proc.returncode}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -79,9 +80,11 @@ def add_routes(r: APIRouter, svc: Services) -> None:
             actual = digest.hexdigest()
             if expected is not None and actual != expected:
                 raise importer.checksum_error(expected, actual)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(DriverError):
                 remove_tree(staging)
+            if isinstance(err, OSError):
+                raise DriverError(f"cannot store the upload: {err}") from err
             raise
         return _accepted(svc.images.import_upload(staging, filename, alias, actual))
 

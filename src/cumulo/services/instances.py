@@ -34,6 +34,7 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.host.info import HostInfo
+from cumulo.images import kinds
 from cumulo.services.networks import NetworkService, NicRequest
 from cumulo.services.operations import Operations, Progress
 from cumulo.services.storage import StorageService
@@ -170,6 +171,10 @@ class InstanceService:
         validate_name(req.name)
         driver = self._driver(req.type)
         image = self.store.get_image(req.image)
+        if req.type == "container" and image.kind not in kinds.ROOTFS_KINDS:
+            raise InvalidInputError(
+                f"image {req.image!r} is a {image.kind} image: a container needs a root "
+                f"filesystem image ({', '.join(sorted(kinds.ROOTFS_KINDS))})")
         limits = self.check_limits(req.limits)
         options = self.check_options(req.type, req.options)
         if not req.privileged and not self.host.userns:
