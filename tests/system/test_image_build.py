@@ -187,3 +187,14 @@ def test_operation_cancel_command(daemon: Daemon) -> None:
     assert r.returncode == 1 and "is not running: nothing to cancel" in r.stderr
     assert _staging_left(daemon) == [] and _builders_running(daemon) == []
     assert _mounts_under(daemon.state_dir) == []
+
+
+def test_failed_debian_build_says_why_and_leaves_nothing(daemon: Daemon) -> None:
+    r = daemon.cli("image", "build", "debian/12", "--packages", "no-such-package-cumulo",
+                   check=False, timeout=300)
+    assert r.returncode == 1 and r.stderr.startswith("Error: mmdebstrap failed: "), r.stderr
+    assert "no-such-package-cumulo" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    with daemon.client() as c:
+        assert c.images() == [] and c.operations()[0]["status"] == "failure"
+    assert _staging_left(daemon) == [] and _builders_running(daemon) == []
+    assert _mounts_under(daemon.state_dir) == []
