@@ -198,3 +198,22 @@ def test_failed_debian_build_says_why_and_leaves_nothing(daemon: Daemon) -> None
         assert c.images() == [] and c.operations()[0]["status"] == "failure"
     assert _staging_left(daemon) == [] and _builders_running(daemon) == []
     assert _mounts_under(daemon.state_dir) == []
+
+
+def test_daemon_killed_mid_build_leaves_no_build_behind(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        op = c.build_image("debian/12", "deb-killed", wait=False)
+        deadline = time.monotonic() + 60
+        while not _builders_running(daemon):
+            assert time.monotonic() < deadline, c.operations()
+            time.sleep(0.2)
+    daemon.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while _builders_running(daemon):   # setpriv --pdeathsig, then the pid namespace
+        assert time.monotonic() < deadline, _builders_running(daemon)
+        time.sleep(0.2)
+    daemon.start()   # the next start removes the staging dir and fails the operation
+    with daemon.client() as c:
+        assert c.images() == []
+        assert [o["status"] for o in c.operations() if o["id"] == op["id"]] == ["failure"]
+    assert _staging_left(daemon) == [] and _mounts_under(daemon.state_dir) == []

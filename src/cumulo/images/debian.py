@@ -3,9 +3,12 @@
 The only network source is the Debian mirror (``MIRROR``). Downloaded .debs are
 kept in ``/var/cache/cumulo/debs/<suite>`` (mmdebstrap's sync-in / sync-out
 hooks, under a file lock) so the next build of the same suite downloads only
-what changed. mmdebstrap runs in its own mount namespace (``unshare --mount``):
+what changed. mmdebstrap runs in its own mount and pid namespaces (``unshare``):
 the /proc, /sys and /dev it mounts inside the tree vanish with it, even when it
-is killed, so removing a failed build can never reach into the host's /dev.
+is killed, so removing a failed build can never reach into the host's /dev. It
+dies with the daemon (``setpriv --pdeathsig KILL``), even a SIGKILLed one, and apt
+and dpkg with it (the pid namespace ends with its pid 1); the
+next start removes the staging dir.
 Cancelling (Ctrl-C in the CLI) kills its whole process group and removes the
 staging dir: nothing is left behind.
 """
@@ -99,7 +102,10 @@ def _noop(_fraction: float, _message: str) -> None:
 def mmdebstrap_argv(spec: DebianSpec, target: Path, cache: Path) -> list[str]:
     """The whole command line, in a private mount namespace that dies with it."""
     argv = [
-        "unshare", "--mount", "--propagation", "private", "--fork", "--kill-child",
+        # killed with the daemon's worker thread, even by SIGKILL (no orphaned build)
+        "setpriv", "--pdeathsig", "KILL",
+        # own mount and pid namespaces: when mmdebstrap (pid 1 there) dies, so do apt and dpkg
+        "unshare", "--mount", "--pid", "--propagation", "private", "--fork", "--kill-child",
         MMDEBSTRAP, "--mode=root", "--format=directory", f"--variant={spec.variant}",
         "--skip=essential/unlink",   # keep the essential .debs until sync-out copies them
         "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
@@ -208,7 +214,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
     report = progress or _noop
     if os.geteuid() != 0:
         raise UnsupportedError("building a Debian image needs root (mmdebstrap --mode=root)")
-    for tool in (MMDEBSTRAP, "unshare"):
+    for tool in (MMDEBSTRAP, "unshare", "setpriv"):
         if not any(Path(d, tool).exists() for d in os.get_exec_path()):
             raise UnsupportedError(f"{tool} is not installed: apt-get install {tool}")
     staging = files.staging_dir(rootfs=False)

@@ -45,7 +45,7 @@ class ImageService:
             rec = prepared.run(self.files, progress)
             return {"images": [self._record(rec, alias).fingerprint]}
 
-        return self.ops.submit(f"build image {prepared.name}", work)
+        return self.ops.submit(f"build image {prepared.name}", work, cancel_on_shutdown=True)
 
     def _record(self, rec: ImageRecord, alias: str | None) -> Image:
         """Enter an imported image file in the store (under ``alias`` if given).
@@ -76,7 +76,7 @@ class ImageService:
             return {"images": [self._record(rec, alias).fingerprint]}
 
         try:
-            return self.ops.submit(f"import image {filename}", work)
+            return self.ops.submit(f"import image {filename}", work, cancel_on_shutdown=True)
         except BaseException:
             remove_tree(staging)
             raise

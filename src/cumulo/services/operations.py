@@ -37,12 +37,17 @@ class Operations:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
         self._done = threading.Condition()
         self._cancel: dict[str, threading.Event] = {}
+        self._long: set[str] = set()
 
-    def submit(self, description: str, work: Work, resources: dict[str, Any] | None = None
-               ) -> Operation:
+    def submit(self, description: str, work: Work, resources: dict[str, Any] | None = None,
+               cancel_on_shutdown: bool = False) -> Operation:
+        """Run ``work`` in the pool. ``cancel_on_shutdown``: long work that a daemon stop
+        cancels (an image build) instead of waiting for it to finish."""
         op = self.store.add_operation(Operation(
             id=str(uuid.uuid4()), description=description, resources=resources or {}))
         self._cancel[op.id] = threading.Event()
+        if cancel_on_shutdown:
+            self._long.add(op.id)
         self._pool.submit(self._run, op.id, work)
         return op
 
@@ -81,6 +86,7 @@ class Operations:
                 op_id, status=OpStatus.FAILURE, error=f"internal error: {err!r}")
         finally:
             self._cancel.pop(op_id, None)
+            self._long.discard(op_id)
             with self._done:
                 self._done.notify_all()
 
@@ -94,4 +100,7 @@ class Operations:
         return self.store.get_operation(op_id)
 
     def shutdown(self) -> None:
+        for op_id in list(self._long):
+            if flag := self._cancel.get(op_id):
+                flag.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
