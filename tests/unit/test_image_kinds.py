@@ -119,3 +119,30 @@ def test_sniff_by_content_not_name(tmp_path: Path) -> None:
     assert check_sha256(" " + "AB" * 32 + "\n") == "ab" * 32 and check_sha256("") is None
     with pytest.raises(InvalidInputError, match="64 hex digits"):
         check_sha256("abc")
+
+
+def test_shutdown_cancels_long_work_but_waits_for_the_rest() -> None:
+    store = Store("sqlite://")
+    ops = Operations(store, workers=2)
+    started = threading.Barrier(3)
+
+    def long(progress: Progress) -> None:
+        started.wait(5)
+        for _ in range(3000):
+            progress(0.1, "building")
+            time.sleep(0.01)
+
+    def short(progress: Progress) -> None:
+        started.wait(5)
+        time.sleep(0.3)
+        progress(0.5, "half")
+
+    a = ops.submit("build", long, cancel_on_shutdown=True)
+    b = ops.submit("start", short)
+    started.wait(5)
+    t0 = time.monotonic()
+    ops.shutdown()
+    assert time.monotonic() - t0 < 5
+    assert store.get_operation(a.id).error == "cancelled"
+    assert store.get_operation(b.id).status == OpStatus.SUCCESS
+    store.close()
