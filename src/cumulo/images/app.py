@@ -9,7 +9,6 @@ program. A static program (``gcc -static``, busybox-static) brings nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
 from cumulo.images import kinds
-from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
+from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
 
 Progress = Callable[[float, str], None]
 
@@ -120,8 +119,7 @@ def build_app(files: ImageFiles, program: Path, progress: Progress | None = None
     libs = shared_objects(program)
     name = default_alias(program) if program.name.startswith(".") else program.name
     inside = Path("/bin") / name
-    staging = files.staging_dir()
-    try:
+    with files.staged(f"building the app image of {program}") as staging:
         rootfs = staging / kinds.ROOTFS
         for rel, mode in _DIRS.items():
             (rootfs / rel).mkdir(exist_ok=True)
@@ -146,11 +144,5 @@ def build_app(files: ImageFiles, program: Path, progress: Progress | None = None
         )
         report(0.8, "hashing and importing")
         record = files.import_tree(staging, meta)
-    except BaseException as err:
-        with contextlib.suppress(DriverError):   # keep the original error
-            remove_tree(staging)
-        if isinstance(err, OSError):
-            raise DriverError(f"building the app image of {program} failed: {err}") from err
-        raise
     report(1.0, f"image {record.sha256[:12]} ready")
     return record

@@ -9,7 +9,6 @@ included) the staging dir is removed, so an interrupted build leaves nothing beh
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
 from cumulo.images import app, debian
-from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
+from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
 
 Progress = Callable[[float, str], None]
 Builder = Callable[[ImageFiles, Progress | None], ImageRecord]
@@ -140,8 +139,7 @@ def build_busybox(files: ImageFiles, progress: Progress | None = None) -> ImageR
         description=f"BusyBox {version} from the host's busybox-static",
         command=list(BUSYBOX_COMMAND),
     )
-    staging = files.staging_dir()
-    try:
+    with files.staged("building the busybox image") as staging:
         rootfs = staging / "rootfs"
         report(0.1, "creating directories")
         _make_dirs(rootfs)
@@ -153,12 +151,6 @@ def build_busybox(files: ImageFiles, progress: Progress | None = None) -> ImageR
         _chown_root(rootfs)
         report(0.9, "hashing and importing")
         record = files.import_tree(staging, meta)
-    except BaseException as err:
-        with contextlib.suppress(DriverError):   # keep the original error
-            remove_tree(staging)   # the whole staging dir, whatever step failed
-        if isinstance(err, OSError):
-            raise DriverError(f"building the busybox image failed: {err}") from err
-        raise
     report(1.0, f"image {record.sha256[:12]} ready")
     return record
 

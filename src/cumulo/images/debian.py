@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
 from cumulo.images import kinds
-from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
+from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
 
 Progress = Callable[[float, str], None]
 
@@ -217,8 +217,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
     for tool in (MMDEBSTRAP, "unshare", "setpriv"):
         if not any(Path(d, tool).exists() for d in os.get_exec_path()):
             raise UnsupportedError(f"{tool} is not installed: apt-get install {tool}")
-    staging = files.staging_dir(rootfs=False)
-    try:
+    with files.staged(f"building debian/{spec.release}", rootfs=False) as staging:
         rootfs = staging / kinds.ROOTFS
         cache = CACHE_ROOT / spec.suite
         with _cache_lock(cache):
@@ -238,11 +237,5 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
         )
         report(0.96, "hashing and importing")
         record = files.import_tree(staging, meta)
-    except BaseException as err:
-        with contextlib.suppress(DriverError):   # keep the original error
-            remove_tree(staging)
-        if isinstance(err, OSError):
-            raise DriverError(f"building debian/{spec.release} failed: {err}") from err
-        raise
     report(1.0, f"image {record.sha256[:12]} ready")
     return record

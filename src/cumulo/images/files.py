@@ -22,7 +22,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,20 @@ class ImageFiles:
         except OSError as err:
             raise DriverError(f"cannot create a staging dir in {self.staging_root}: {err}") from err
         return staging
+
+    @contextlib.contextmanager
+    def staged(self, what: str, rootfs: bool = True) -> Iterator[Path]:
+        """A staging dir for a builder: removed, whatever step fails (Ctrl-C and cancel
+        included); an OSError comes out as ``DriverError("<what> failed: ...")``."""
+        staging = self.staging_dir(rootfs)
+        try:
+            yield staging
+        except BaseException as err:
+            with contextlib.suppress(DriverError):   # keep the original error
+                remove_tree(staging)
+            if isinstance(err, OSError):
+                raise DriverError(f"{what} failed: {err}") from err
+            raise
 
     def import_tree(self, staging: Path, meta: ImageMeta | None = None) -> ImageRecord:
         """Hash ``staging/rootfs`` and move ``staging`` to ``<root>/<sha>``; dedup by sha.

@@ -8,16 +8,15 @@ ids, shifted back down so the image is owned by 0:0 like any other.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from cumulo.errors import DriverError, RuntimeToolError
+from cumulo.errors import RuntimeToolError
 from cumulo.images import kinds
-from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
+from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
 
 Progress = Callable[[float, str], None]
 
@@ -39,8 +38,7 @@ def _unshift(top: Path, offset: int) -> None:
 def publish_tree(files: ImageFiles, source: Path, offset: int, meta: ImageMeta,
                  progress: Progress) -> ImageRecord:
     """Copy ``source`` (a mounted root) into the image store as a new image."""
-    staging = files.staging_dir()
-    try:
+    with files.staged(f"publishing {source}") as staging:
         rootfs = staging / kinds.ROOTFS
         progress(0.1, "copying the root filesystem")
         proc = subprocess.run(["cp", "-a", "--one-file-system", f"{source}/.", f"{rootfs}/"],
@@ -53,11 +51,5 @@ def publish_tree(files: ImageFiles, source: Path, offset: int, meta: ImageMeta,
         os.chmod(rootfs, 0o755)
         progress(0.8, "hashing and importing")
         record = files.import_tree(staging, meta)
-    except BaseException as err:
-        with contextlib.suppress(DriverError):
-            remove_tree(staging)
-        if isinstance(err, OSError):
-            raise DriverError(f"cannot publish {source}: {err}") from err
-        raise
     progress(1.0, f"image {record.sha256[:12]} ready")
     return record
