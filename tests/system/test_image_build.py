@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -17,6 +18,17 @@ import pytest
 from tests.system.conftest import BIN, Daemon
 
 pytestmark = [pytest.mark.system, pytest.mark.root]
+
+
+def _start_debian_build(daemon: Daemon, alias: str) -> dict[str, Any]:
+    """Start building debian/12; return its operation once mmdebstrap is at work."""
+    with daemon.client() as c:
+        op = c.build_image("debian/12", alias, wait=False)
+        deadline = time.monotonic() + 60
+        while not _builders_running(daemon):
+            assert time.monotonic() < deadline, c.operations()
+            time.sleep(0.2)
+    return op
 
 
 def _staging_left(daemon: Daemon) -> list[Path]:
@@ -175,12 +187,7 @@ def test_app_image_of_busybox(daemon: Daemon) -> None:
 
 
 def test_operation_cancel_command(daemon: Daemon) -> None:
-    with daemon.client() as c:
-        op = c.build_image("debian/12", "deb-cancel", wait=False)
-        deadline = time.monotonic() + 60
-        while not _builders_running(daemon):
-            assert time.monotonic() < deadline, c.operations()
-            time.sleep(0.2)
+    op = _start_debian_build(daemon, "deb-cancel")
     r = daemon.cli("operation", "cancel", op["id"])
     assert f"Operation {op['id']} ended: cancelled" in r.stderr
     r = daemon.cli("operation", "cancel", op["id"], check=False)
@@ -201,12 +208,7 @@ def test_failed_debian_build_says_why_and_leaves_nothing(daemon: Daemon) -> None
 
 
 def test_daemon_killed_mid_build_leaves_no_build_behind(daemon: Daemon) -> None:
-    with daemon.client() as c:
-        op = c.build_image("debian/12", "deb-killed", wait=False)
-        deadline = time.monotonic() + 60
-        while not _builders_running(daemon):
-            assert time.monotonic() < deadline, c.operations()
-            time.sleep(0.2)
+    op = _start_debian_build(daemon, "deb-killed")
     daemon.stop(signal.SIGKILL)
     deadline = time.monotonic() + 20
     while _builders_running(daemon):   # setpriv --pdeathsig, then the pid namespace
