@@ -209,3 +209,12 @@ def test_publish_a_stopped_container(daemon: Daemon, tmp_path: Path) -> None:
     _fails(daemon, "publish", "nosuch", "--alias", "x", match="not found")
     daemon.cli("delete", "p2", "--force")
     daemon.cli("delete", "p1")
+    daemon.cli("launch", "tiny", "p3", "--privileged")   # no id shift to undo
+    daemon.cli("exec", "p3", "--", "sh", "-c", "echo privileged > /etc/marker")
+    daemon.cli("stop", "p3", "--timeout", "5")
+    daemon.cli("publish", "p3", "--alias", "snap3")
+    fp3 = json.loads(daemon.cli("image", "info", "snap3", "--format", "json").stdout)["fingerprint"]
+    marker = daemon.state_dir / "images" / fp3 / "rootfs/etc/marker"
+    assert marker.read_text() == "privileged\n" and marker.stat().st_uid == 0
+    daemon.cli("start", "p3")   # still starts after being published
+    daemon.cli("delete", "p3", "--force")

@@ -16,7 +16,7 @@ from cumulo.errors import (
     NotFoundError,
     UnsupportedError,
 )
-from cumulo.images import builders, importer, kinds, publish
+from cumulo.images import builders, importer, kinds
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
@@ -104,7 +104,9 @@ class ImageService:
         parent = self.store.get_image(inst.image)
 
         def work(progress: Progress) -> dict[str, Any]:
-            with instances.stopped_root(project, name) as (inst_now, root, offset):
+            with self.files.staged(f"publishing {project}/{name}", rootfs=False) as staging:
+                progress(0.1, "copying the root filesystem")
+                inst_now = instances.copy_root(project, name, staging / kinds.ROOTFS)
                 meta = ImageMeta(
                     kind=kinds.CONTAINER, os=parent.os, release=parent.release,
                     architecture=parent.architecture,
@@ -112,7 +114,8 @@ class ImageService:
                     command=list(inst_now.command or parent.command),
                     properties={"source": "publish", "instance": f"{project}/{name}",
                                 "parent": parent.fingerprint})
-                rec = publish.publish_tree(self.files, root, offset, meta, progress)
+                progress(0.8, "hashing and importing")
+                rec = self.files.import_tree(staging, meta)
             return {"images": [self._record(rec, alias).fingerprint]}
 
         return self.ops.submit(f"publish {project}/{name} as {alias}", work)

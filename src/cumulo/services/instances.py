@@ -353,22 +353,18 @@ class InstanceService:
                     log.warning("removing orphaned %s %s", type_, host_id)
                     driver.delete(host_id, self.instances_dir / host_id)
 
-    # publish (cumulo publish): read a stopped container's root
-    @contextmanager
-    def stopped_root(self, project: str, name: str) -> Iterator[tuple[Instance, Path, int]]:
-        """A stopped container's root as it sees it, and its uid offset; it cannot start
-        while the caller reads it (the instance lock is held)."""
+    # publish (cumulo publish): copy a stopped container's root
+    def copy_root(self, project: str, name: str, dest: Path) -> Instance:
+        """Copy a stopped container's root, as it sees it, to ``dest``; it cannot start
+        meanwhile (the instance lock is held). Returns the instance as it was."""
         inst = self.get(project, name)
-        if inst.type != "container":
+        copy_root = getattr(self._driver(inst.type), "copy_root", None)
+        if inst.type != "container" or copy_root is None:
             raise UnsupportedError(f"publishing a {inst.type} is not supported yet: "
                                    "only containers can be published")
-        driver = self._driver(inst.type)
-        root_tree = getattr(driver, "root_tree", None)
-        if root_tree is None:
-            raise UnsupportedError(f"the {inst.type} driver cannot publish instances")
         with self._locked(inst):
             inst = self.refresh(self.store.get_instance(project, name))
             if inst.state != State.STOPPED:
                 raise InvalidStateError(name, inst.state.value, "publish")
-            path, offset = root_tree(self._spec(inst))
-            yield inst, path, offset
+            copy_root(self._spec(inst), dest)
+        return inst

@@ -29,7 +29,6 @@ from cumulo.drivers.base import (
 from cumulo.drivers.container import monitor, rootfs
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
-    IDMAP_BASE,
     RESOLV_CONF,
     build_config,
     mounts,
@@ -223,10 +222,10 @@ class ContainerDriver:
         self.runtime.delete(host_id)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
 
-    def root_tree(self, spec: InstanceSpec) -> tuple[Path, int]:
-        """The root as the container sees it (its overlay, mounted if it is not) and the
-        uid/gid offset of its files (0 if privileged): what ``cumulo publish`` copies."""
-        return rootfs.mount_root(spec), 0 if spec.privileged else IDMAP_BASE
+    def copy_root(self, spec: InstanceSpec, dest: Path) -> None:
+        """``cumulo publish``: the root as the (stopped) container sees it, copied to
+        ``dest`` with the ids inside it (shifted back down if unprivileged)."""
+        rootfs.copy_out(spec, dest)
 
     def pause(self, host_id: str) -> None:
         require(self.state(host_id), host_id, "pause", RunStatus.RUNNING)
