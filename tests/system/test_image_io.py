@@ -112,6 +112,14 @@ def test_bad_files_and_checksums_leave_nothing(daemon: Daemon, tmp_path: Path) -
     data[4:8] = b"\0\0\0\x63"   # qcow2 version 99
     bad.write_bytes(bytes(data))
     _fails(daemon, "image", "import", str(bad), match="cannot read the qcow2 disk")
+    ext = tmp_path / "ext.qcow2"   # qcow2 disks that point at other files of the host
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                    f"data_file={tmp_path / 'ext.data'}", str(ext), "16M"], check=True)
+    _fails(daemon, "image", "import", str(ext), match="external data file")
+    child = tmp_path / "child.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(qcow), "-F", "qcow2",
+                    str(child)], check=True)
+    _fails(daemon, "image", "import", str(child), match="backing file")
     short = tmp_path / "short.qcow2"
     short.write_bytes(qcow.read_bytes()[:100])
     _fails(daemon, "image", "import", str(short), match="qcow2")

@@ -107,6 +107,9 @@ def _disk(staging: Path, upload: Path, fmt: str, progress: Progress) -> ImageMet
         _run(["qemu-img", "check", "-q", "-f", "qcow2", str(upload)], "check the qcow2 disk")
         if info.get("backing-filename"):
             raise InvalidInputError("a qcow2 disk with a backing file cannot be imported alone")
+        specific = (info.get("format-specific") or {}).get("data") or {}
+        if specific.get("data-file"):   # its data would be a file elsewhere on the host
+            raise InvalidInputError("a qcow2 disk with an external data file cannot be imported")
     elif info.get("virtual-size", 0) % 512 or not info.get("virtual-size"):
         raise InvalidInputError("a raw disk must be a non-empty multiple of 512 bytes")
     upload.rename(staging / f"disk.{fmt}")
