@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Query, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cumulo import __version__
-from cumulo.api import errors, exec_ws, firewall_routes, image_routes
+from cumulo.api import errors, exec_ws, firewall_routes
 from cumulo.api import schemas as s
 from cumulo.api.convert import (
     image_out,
@@ -21,6 +21,7 @@ from cumulo.api.convert import (
     pool_out,
     volume_out,
 )
+from cumulo.api.image_routes import add_routes as add_image_routes
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
 from cumulo.domain.units import parse_size
@@ -244,11 +245,6 @@ def create_app(svc: Services) -> FastAPI:
     def get_operation(op_id: str, wait: float = Query(0, ge=0, le=600)) -> s.OperationOut:
         return operation_out(svc.ops.get(op_id, wait))
 
-    @r.delete("/operations/{op_id}", status_code=202, response_model=s.OperationOut,
-              summary="Cancel a running operation; it ends as a failure, its work undone")
-    def cancel_operation(op_id: str) -> JSONResponse:
-        return accepted(svc.ops.cancel(op_id))
-
     @r.post("/instances/{name}/bandwidth", response_model=s.InstanceOut,
             summary="Change the bandwidth caps of an instance's NICs (live when running)")
     def set_bandwidth(name: str, body: s.BandwidthIn, project: str = PROJECT) -> s.InstanceOut:
@@ -256,8 +252,8 @@ def create_app(svc: Services) -> FastAPI:
                                    body.burst)
         return instance_out(svc.instances.get(project, name))
 
+    add_image_routes(r, svc)
     firewall_routes.add_routes(r, svc)
-    image_routes.add_routes(r, svc)
     app.include_router(r)
 
     @app.websocket(f"/{API}/instances/{{name}}/exec-ws")

@@ -1,4 +1,5 @@
-"""REST routes for image import (an upload) and export (a download): services/images.py.
+"""REST routes for image import (an upload), export (a download), publish and operation
+cancel (Ctrl-C of a build or import): services/images.py.
 
 ``POST /1.0/image-imports?filename=F[&alias=A][&sha256=HEX]`` takes the file as the
 raw request body, streamed to a staging dir while it is hashed; a wrong checksum
@@ -87,6 +88,12 @@ def add_routes(r: APIRouter, svc: Services) -> None:
                 raise DriverError(f"cannot store the upload: {err}") from err
             raise
         return _accepted(svc.images.import_upload(staging, filename, alias, actual))
+
+    @r.delete("/operations/{op_id}", status_code=202, response_model=s.OperationOut,
+              summary="Cancel a running operation (an image build or import); it ends as "
+                      "a failure, its work undone")
+    def cancel_operation(op_id: str) -> JSONResponse:
+        return _accepted(svc.ops.cancel(op_id))
 
     @r.post("/instances/{name}/publish", status_code=202, response_model=s.OperationOut,
             summary="Make a stopped container's root filesystem a new image")
