@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
-from cumulo.images import app, debian
+from cumulo.images import app_rootfs, debian
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
 
 Progress = Callable[[float, str], None]
@@ -199,9 +199,9 @@ def prepare(name: str, opts: BuildOptions | None = None) -> Prepared:
                         lambda files, progress: debian.build_debian(files, spec, progress))
     if name == "app":
         _refuse_options("app", opts, ("binary",))
-        program = app.check_binary(opts.binary)
-        return Prepared("app", app.default_alias(program),
-                        lambda files, progress: app.build_app(files, program, progress))
+        program = app_rootfs.check_binary(opts.binary)
+        return Prepared("app", app_rootfs.default_alias(program),
+                        lambda files, progress: app_rootfs.build_app(files, program, progress))
     raise InvalidInputError(f"unknown image {name!r}: the builders are {', '.join(NAMES)}")
 
 

@@ -1,4 +1,4 @@
-"""The ``app`` builder: an image holding one program and nothing else.
+"""The ``app`` builder (`cumulo image build app --binary`): an image holding one program.
 
 The rootfs has the empty directories a container needs (/proc, /dev, /tmp...), a
 minimal /etc (passwd, group, hosts), the program at ``/bin/<name>`` and, when it
