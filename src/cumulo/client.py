@@ -210,6 +210,16 @@ class Client:
         op = self.request("POST", "/images", json=body).json()
         return self.wait(op, on_progress) if wait else op
 
+    def delete_image(self, ref: str) -> None:
+        self.request("DELETE", f"/images/{ref}")
+
+    def set_alias(self, alias: str, target: str) -> dict[str, Any]:
+        return self.request("POST", "/image-aliases",  # type: ignore[no-any-return]
+                            json={"name": alias, "target": target}).json()
+
+    def delete_alias(self, alias: str) -> None:
+        self.request("DELETE", f"/image-aliases/{alias}")
+
     def import_image(self, path: str, filename: str, alias: str | None = None,
                      sha256: str | None = None) -> dict[str, Any]:
         """Upload the file at ``path``; returns the import operation (not yet waited for)."""
@@ -245,16 +255,6 @@ class Client:
 
     def cancel_operation(self, op_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"/operations/{op_id}").json()  # type: ignore[no-any-return]
-
-    def delete_image(self, ref: str) -> None:
-        self.request("DELETE", f"/images/{ref}")
-
-    def set_alias(self, alias: str, target: str) -> dict[str, Any]:
-        return self.request("POST", "/image-aliases",  # type: ignore[no-any-return]
-                            json={"name": alias, "target": target}).json()
-
-    def delete_alias(self, alias: str) -> None:
-        self.request("DELETE", f"/image-aliases/{alias}")
 
     # networks
     def networks(self, project: str = "default") -> list[dict[str, Any]]:
