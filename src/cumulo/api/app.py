@@ -26,7 +26,6 @@ from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
 from cumulo.domain.units import parse_size
 from cumulo.drivers.base import ExecRequest
-from cumulo.images.builders import BuildOptions
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
@@ -140,9 +139,8 @@ def create_app(svc: Services) -> FastAPI:
     @r.post("/images", status_code=202, response_model=s.OperationOut,
             summary="Build an image with a named builder (busybox, debian/12, app)")
     def build_image(body: s.ImageBuild) -> JSONResponse:
-        opts = BuildOptions(variant=body.variant, packages=tuple(body.packages),
-                            binary=body.binary)
-        return accepted(svc.images.build(body.builder, body.alias, opts))
+        return accepted(svc.images.build(body.builder, body.alias, variant=body.variant,
+                                         packages=tuple(body.packages), binary=body.binary))
 
     @r.get("/images/{ref:path}", response_model=s.ImageOut,
            summary="Image by alias or fingerprint")
