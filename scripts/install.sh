@@ -22,6 +22,8 @@ PACKAGES=(
   iperf3                             # throughput of virtual networks (bench, bandwidth tests)
   qperf                              # request/response latency of virtual networks (bench)
   swtpm swtpm-tools                  # vTPM: one software TPM 2.0 per VM (launch --tpm)
+  mmdebstrap                         # image build debian/<release>: a rootfs from the Debian mirror
+  umoci                              # image import of OCI image layouts: unpacks layers to a rootfs
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

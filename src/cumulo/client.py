@@ -218,9 +218,14 @@ class Client:
         return self.get(f"/images/{ref}")  # type: ignore[no-any-return]
 
     def build_image(self, builder: str, alias: str | None = None, wait: bool = True,
-                    on_progress: Callable[[dict[str, Any]], None] | None = None
-                    ) -> dict[str, Any]:
-        op = self.request("POST", "/images", json={"builder": builder, "alias": alias}).json()
+                    on_progress: Callable[[dict[str, Any]], None] | None = None, *,
+                    variant: str | None = None, packages: list[str] | None = None,
+                    binary: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"builder": builder, "alias": alias}
+        for key, value in (("variant", variant), ("packages", packages), ("binary", binary)):
+            if value:
+                body[key] = value
+        op = self.request("POST", "/images", json=body).json()
         return self.wait(op, on_progress) if wait else op
 
     def import_app(self, name: str, data: bytes) -> dict[str, Any]:
@@ -238,6 +243,42 @@ class Client:
 
     def delete_alias(self, alias: str) -> None:
         self.request("DELETE", f"/image-aliases/{alias}")
+
+    def import_image(self, path: str, filename: str, alias: str | None = None,
+                     sha256: str | None = None) -> dict[str, Any]:
+        """Upload the file at ``path``; returns the import operation (not yet waited for)."""
+        params = {k: v for k, v in (("filename", filename), ("alias", alias),
+                                    ("sha256", sha256)) if v}
+        try:
+            f = open(path, "rb")  # noqa: SIM115
+        except OSError as err:
+            raise e.InvalidInputError(f"cannot read {path}: {err.strerror}") from None
+        with f:
+            return self.request("POST", "/image-imports", params=params,  # type: ignore[no-any-return]
+                                content=f, timeout=None,
+                                headers={"Content-Type": "application/octet-stream"}).json()
+
+    def export_image(self, ref: str) -> Iterator[tuple[str, bytes]]:
+        """(format, chunk) pairs of the image's file: tar.gz for a rootfs, qcow2/raw for a disk."""
+        try:
+            with self.http.stream("GET", f"{API}/image-files/{ref}", timeout=None) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    body = resp.json()
+                    raise APIError(body.get("error", ""), resp.status_code, body.get("type", ""))
+                fmt = resp.headers.get("X-Cumulo-Format", "")
+                for chunk in resp.iter_bytes():
+                    yield fmt, chunk
+        except httpx.TransportError as err:
+            raise DaemonUnreachable(f"lost cumulod at {self.where()}: {err}") from err
+
+    def publish(self, name: str, alias: str, project: str = "default") -> dict[str, Any]:
+        """Start publishing a stopped container as an image; returns the operation."""
+        return self.request("POST", f"/instances/{name}/publish",  # type: ignore[no-any-return]
+                            params={"project": project}, json={"alias": alias}).json()
+
+    def cancel_operation(self, op_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/operations/{op_id}").json()  # type: ignore[no-any-return]
 
     # networks
     def networks(self, project: str = "default") -> list[dict[str, Any]]:

@@ -132,4 +132,4 @@ def test_missing_busybox_is_unsupported(files: ImageFiles, monkeypatch: pytest.M
 
 def test_unknown_builder_lists_known(files: ImageFiles) -> None:
     with pytest.raises(InvalidInputError, match="busybox"):
-        build("debian/13", files)
+        build("ubuntu/24.04", files)

@@ -22,6 +22,7 @@ from cumulo.api.convert import (
     pool_out,
     volume_out,
 )
+from cumulo.api.image_routes import add_routes as add_image_routes
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
 from cumulo.domain.units import parse_size
@@ -142,9 +143,10 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
         return [image_out(i) for i in svc.images.list()]
 
     @r.post("/images", status_code=202, response_model=s.OperationOut,
-            summary="Build an image with a named builder (busybox)")
+            summary="Build an image with a named builder (busybox, debian/12, app)")
     def build_image(body: s.ImageBuild) -> JSONResponse:
-        return accepted(svc.images.build(body.builder, body.alias))
+        return accepted(svc.images.build(body.builder, body.alias, variant=body.variant,
+                                         packages=tuple(body.packages), binary=body.binary))
 
     @r.post("/images/app", status_code=201, response_model=s.ImageOut,
             summary="Import one static x86-64 program as an app image (for --type appvm)",
@@ -276,6 +278,7 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
                                    body.burst)
         return instance_out(svc.instances.get(project, name))
 
+    add_image_routes(r, svc)
     firewall_routes.add_routes(r, svc)
     host_routes.add_routes(r, svc)
     app.include_router(r)

@@ -130,8 +130,11 @@ class ExecOut(BaseModel):
 
 
 class ImageBuild(Strict):
-    builder: str
+    builder: str = Field(description="busybox, debian/<release> (e.g. debian/12) or app")
     alias: str | None = None
+    variant: str | None = Field(None, description="debian: minbase (default), apt, standard...")
+    packages: list[str] = Field([], description="debian: extra packages to install")
+    binary: str | None = Field(None, description="app: absolute path of the program on the host")
 
 
 class ImageOut(BaseModel):
@@ -145,6 +148,7 @@ class ImageOut(BaseModel):
     command: list[str]
     aliases: list[str]
     created_at: datetime | None
+    properties: dict[str, str] = {}
 
 
 class AliasIn(Strict):

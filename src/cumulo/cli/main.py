@@ -10,6 +10,7 @@ import typer
 
 from cumulo.cli import output as o
 from cumulo.cli.firewall import acl_app, forward_app
+from cumulo.cli.images import image_app, publish
 from cumulo.cli.remotes import migrate, remote_app
 from cumulo.cli.storage import snapshot_app, storage_app, volume_app
 from cumulo.client import Client
@@ -18,14 +19,12 @@ from cumulo.errors import CumuloError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
                   pretty_exceptions_enable=False)
-image_app = typer.Typer(no_args_is_help=True, help="Build, list and delete images.")
-alias_app = typer.Typer(no_args_is_help=True, help="Point names at images.")
 host_app = typer.Typer(no_args_is_help=True, help="What this host can do.")
 config_app = typer.Typer(no_args_is_help=True, help="Change an instance's limits.")
 op_app = typer.Typer(no_args_is_help=True, help="Long-running operations.")
 net_app = typer.Typer(no_args_is_help=True, help="Virtual networks: bridges, subnets, isolation.")
 app.add_typer(image_app, name="image")
-image_app.add_typer(alias_app, name="alias")
+app.command("publish")(publish)
 app.add_typer(host_app, name="host")
 app.add_typer(config_app, name="config")
 app.add_typer(op_app, name="operation")
@@ -385,63 +384,6 @@ def config_show(name: str, fmt: FormatOpt = o.Format.table,
         o.key_values(c.instance(name, project)["limits"], fmt)
 
 
-@image_app.command("build")
-def image_build(builder: str, alias: Annotated[str | None, typer.Option()] = None) -> None:
-    """Build an image locally (builders: busybox)."""
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    with client() as c, Progress(TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.percentage:>3.0f}%"),
-                                 console=o.err, transient=True) as bar:
-        task = bar.add_task(f"building {builder}", total=1.0)
-        op = c.build_image(builder, alias, on_progress=lambda op: bar.update(
-            task, completed=op["progress"],
-            description=f"{builder}: {op['message']}" if op["message"] else builder))
-        fp = op["resources"]["images"][0]
-        img = c.image(fp)
-    o.err.print(f"Built {', '.join(img['aliases'])} {fp[:12]} ({format_size(img['size'])})")
-
-
-@image_app.command("list")
-def image_list(fmt: FormatOpt = o.Format.table) -> None:
-    """List images."""
-    with client() as c:
-        rows = c.images()
-    for r in rows:
-        r["fp"], r["size_text"] = r["fingerprint"][:12], format_size(r["size"])
-    o.table(rows, [("ALIAS", "aliases"), ("FINGERPRINT", "fp"), ("OS", "os"),
-                   ("RELEASE", "release"), ("ARCH", "architecture"), ("SIZE", "size_text")],
-            fmt)
-
-
-@image_app.command("info")
-def image_info(ref: str, fmt: FormatOpt = o.Format.table) -> None:
-    """Details of an image."""
-    with client() as c:
-        o.key_values(c.image(ref), fmt)
-
-
-@image_app.command("delete")
-def image_delete(ref: str) -> None:
-    """Delete an image no instance uses."""
-    with client() as c:
-        c.delete_image(ref)
-
-
-@alias_app.command("set")
-def alias_set(alias: str, target: str) -> None:
-    """Point ALIAS at the image TARGET (alias or fingerprint)."""
-    with client() as c:
-        c.set_alias(alias, target)
-
-
-@alias_app.command("delete")
-def alias_delete(alias: str) -> None:
-    """Remove an alias (the image stays)."""
-    with client() as c:
-        c.delete_alias(alias)
-
-
 @host_app.command("info")
 def host_info(fmt: FormatOpt = o.Format.table) -> None:
     """Kernel, cgroups, KVM, runtimes and tools of the daemon's host."""
@@ -456,6 +398,17 @@ def op_list(fmt: FormatOpt = o.Format.table) -> None:
         rows = c.operations()
     o.table(rows, [("ID", "id"), ("DESCRIPTION", "description"), ("STATUS", "status"),
                    ("ERROR", "error")], fmt)
+
+
+@op_app.command("cancel")
+def op_cancel(op_id: str) -> None:
+    """Cancel a running operation (an image build or import): its work is undone."""
+    with client() as c:
+        op = c.cancel_operation(op_id)
+        try:
+            c.wait(op, timeout=120)
+        except CumuloError as err:   # the expected end: failed as "cancelled"
+            o.err.print(f"Operation {op_id} ended: {err}")
 
 
 @net_app.command("create")

@@ -21,7 +21,7 @@ class Project:
 @dataclass
 class Image:
     fingerprint: str                 # sha256 of the root filesystem tree
-    kind: str = "container"          # container rootfs; later: vm-disk, kernel, app
+    kind: str = "container"          # container, app, vm-disk, kernel (images/kinds.py)
     os: str = ""
     release: str = ""
     architecture: str = ""
@@ -30,6 +30,7 @@ class Image:
     command: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     created_at: datetime | None = None
+    properties: dict[str, str] = field(default_factory=dict)   # source, variant, format...
 
 
 @dataclass

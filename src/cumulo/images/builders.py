@@ -1,23 +1,25 @@
 """Image builders: turn something on the host into a rootfs in the image file store.
 
-`BUILDERS` maps an image name to a builder; `build()` is the entry point. Each
-builder fills a staging dir and hands it to `ImageFiles.import_tree`; on any
-failure (KeyboardInterrupt included) the staging dir is removed, so an
-interrupted build leaves nothing behind. Later: debian/12 via mmdebstrap, apps.
+The registry: `prepare(name, options)` checks a request (``busybox``,
+``debian/<release>``, ``app``) before anything runs and returns the builder bound
+to it; `build()` runs one. Each builder fills a staging dir and hands it to
+`ImageFiles.import_tree`; on any failure (KeyboardInterrupt and operation cancel
+included) the staging dir is removed, so an interrupted build leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
-from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
+from cumulo.images import app_rootfs, debian
+from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
 
 Progress = Callable[[float, str], None]
 Builder = Callable[[ImageFiles, Progress | None], ImageRecord]
@@ -137,8 +139,7 @@ def build_busybox(files: ImageFiles, progress: Progress | None = None) -> ImageR
         description=f"BusyBox {version} from the host's busybox-static",
         command=list(BUSYBOX_COMMAND),
     )
-    staging = files.staging_dir()
-    try:
+    with files.staged("building the busybox image") as staging:
         rootfs = staging / "rootfs"
         report(0.1, "creating directories")
         _make_dirs(rootfs)
@@ -150,26 +151,62 @@ def build_busybox(files: ImageFiles, progress: Progress | None = None) -> ImageR
         _chown_root(rootfs)
         report(0.9, "hashing and importing")
         record = files.import_tree(staging, meta)
-    except BaseException as err:
-        with contextlib.suppress(DriverError):   # keep the original error
-            remove_tree(staging)   # the whole staging dir, whatever step failed
-        if isinstance(err, OSError):
-            raise DriverError(f"building the busybox image failed: {err}") from err
-        raise
     report(1.0, f"image {record.sha256[:12]} ready")
     return record
 
 
 BUILDERS: dict[str, Builder] = {"busybox": build_busybox}
+NAMES = ("busybox", "debian/<release>", "app")   # what `prepare` accepts, for messages
 
 
-def build(name: str, files: ImageFiles, progress: Progress | None = None) -> ImageRecord:
-    """Build the image called ``name`` into ``files``."""
-    try:
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a builder may be told besides its name; each builder takes only its own."""
+
+    variant: str | None = None              # debian
+    packages: tuple[str, ...] = ()          # debian
+    binary: str | None = None               # app: a program on the daemon's host
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked build request: the builder bound to its options, and its default alias."""
+
+    name: str
+    alias: str
+    run: Builder
+
+
+def _refuse_options(name: str, opts: BuildOptions, allowed: tuple[str, ...]) -> None:
+    given = {"variant": opts.variant, "packages": opts.packages, "binary": opts.binary}
+    for key, value in given.items():
+        if value and key not in allowed:
+            raise InvalidInputError(f"--{key} does not apply to the {name} builder")
+
+
+def prepare(name: str, opts: BuildOptions | None = None) -> Prepared:
+    """Check ``name`` and ``opts`` (one-line `InvalidInputError`); nothing is started."""
+    opts = opts or BuildOptions()
+    if name in BUILDERS:
+        _refuse_options(name, opts, ())
         builder = BUILDERS[name]
-    except KeyError:
-        raise InvalidInputError(
-            f"unknown image {name!r}: known builders are {', '.join(sorted(BUILDERS))}"
-        ) from None
-    return builder(files, progress)
+        return Prepared(name, name, builder)
+    family, _, release = name.partition("/")
+    if family == "debian":
+        _refuse_options("debian", opts, ("variant", "packages"))
+        spec = debian.parse_spec(release, opts.variant, opts.packages)
+        return Prepared(f"debian/{spec.release}", f"debian/{spec.release}",
+                        lambda files, progress: debian.build_debian(files, spec, progress))
+    if name == "app":
+        _refuse_options("app", opts, ("binary",))
+        program = app_rootfs.check_binary(opts.binary)
+        return Prepared("app", app_rootfs.default_alias(program),
+                        lambda files, progress: app_rootfs.build_app(files, program, progress))
+    raise InvalidInputError(f"unknown image {name!r}: the builders are {', '.join(NAMES)}")
+
+
+def build(name: str, files: ImageFiles, progress: Progress | None = None,
+          opts: BuildOptions | None = None) -> ImageRecord:
+    """Build the image called ``name`` into ``files``."""
+    return prepare(name, opts).run(files, progress)
 

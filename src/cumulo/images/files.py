@@ -1,7 +1,8 @@
-"""Content-addressed image files on disk: ``<root>/<sha256>/{rootfs/,meta.json}``.
+"""Content-addressed image files on disk: ``<root>/<sha256>/{<payload>,meta.json}``.
 
 Only the file side: image names and lifecycle live in the store. A builder fills
-``staging_dir() / "rootfs"``; `ImageFiles.import_tree` hashes that tree and renames
+``staging_dir() / "rootfs"`` (or puts a disk or a ``boot/`` folder there, see
+`cumulo.images.kinds`); `ImageFiles.import_tree` hashes the payload and renames
 the staging dir into place in one step (same filesystem), so ``<root>/<sha>``
 either exists complete or not at all.
 
@@ -19,12 +20,15 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cumulo.errors import DriverError, InvalidInputError, NotFoundError
+from cumulo.images import kinds
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -40,6 +44,7 @@ class ImageMeta:
     kind: str = "container"
     description: str = ""
     command: list[str] = field(default_factory=list)   # default PID 1
+    properties: dict[str, str] = field(default_factory=dict)   # source, variant, format...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +97,22 @@ def _raise(err: OSError) -> None:
     raise err
 
 
+def file_sha256(path: Path, on_chunk: Callable[[int], None] | None = None) -> str:
+    """Hex sha256 of one file's bytes; ``on_chunk(bytes_read)`` after each MiB."""
+    h = hashlib.sha256()
+    done = 0
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+                done += len(chunk)
+                if on_chunk:
+                    on_chunk(done)
+    except OSError as err:
+        raise DriverError(f"cannot read {path}: {err}") from err
+    return h.hexdigest()
+
+
 def _file_digest(path: Path) -> bytes:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -115,8 +136,27 @@ def tree_size(top: Path) -> int:
     return total
 
 
+def mounts_below(top: Path) -> list[str]:
+    """Mount points strictly inside ``top`` (this mount namespace), deepest first."""
+    prefix = os.path.realpath(top).rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4].replace("\\040", " ") for line in f]
+    except OSError:
+        return []
+    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+
 def remove_tree(top: Path) -> None:
-    """rm -rf that also works when read-only directories are inside (non-root)."""
+    """rm -rf that also works when read-only directories are inside (non-root).
+
+    Never descends into a mount: anything still mounted below ``top`` (a build
+    tool killed half-way) is detached first, and if that fails nothing is removed.
+    """
+    for point in mounts_below(top):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    if left := mounts_below(top):
+        raise DriverError(f"cannot remove {top}: {left[0]} is still mounted")
     if not top.is_symlink() and top.is_dir():
         with contextlib.suppress(OSError):
             top.chmod(0o700)
@@ -135,6 +175,20 @@ def remove_tree(top: Path) -> None:
         raise DriverError(f"cannot remove {top}: {err}") from err
 
 
+def _payload_of(staging: Path) -> Path:
+    """The one payload a staging dir holds (see `cumulo.images.kinds`)."""
+    found = [staging / n for n in kinds.PAYLOADS if (staging / n).exists()]
+    if len(found) != 1:
+        raise InvalidInputError(
+            f"{staging} must hold exactly one of {', '.join(kinds.PAYLOADS)} to import")
+    payload = found[0]
+    if payload.name in (kinds.ROOTFS, kinds.BOOT) and not payload.is_dir():
+        raise InvalidInputError(f"{payload} is not a directory")
+    if payload.name in kinds.DISKS and not payload.is_file():
+        raise InvalidInputError(f"{payload} is not a regular file")
+    return payload
+
+
 class ImageFiles:
     """The image file store under one root directory."""
 
@@ -144,15 +198,30 @@ class ImageFiles:
 
     # --- building ---
 
-    def staging_dir(self) -> Path:
-        """A fresh dir on the store's filesystem with an empty ``rootfs/`` to fill."""
+    def staging_dir(self, rootfs: bool = True) -> Path:
+        """A fresh dir on the store's filesystem (with an empty ``rootfs/`` to fill)."""
         try:
             self.staging_root.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=self.staging_root))
-            (staging / "rootfs").mkdir(mode=0o755)
+            if rootfs:
+                (staging / "rootfs").mkdir(mode=0o755)
         except OSError as err:
             raise DriverError(f"cannot create a staging dir in {self.staging_root}: {err}") from err
         return staging
+
+    @contextlib.contextmanager
+    def staged(self, what: str, rootfs: bool = True) -> Iterator[Path]:
+        """A staging dir for a builder: removed, whatever step fails (Ctrl-C and cancel
+        included); an OSError comes out as ``DriverError("<what> failed: ...")``."""
+        staging = self.staging_dir(rootfs)
+        try:
+            yield staging
+        except BaseException as err:
+            with contextlib.suppress(DriverError):   # keep the original error
+                remove_tree(staging)
+            if isinstance(err, OSError):
+                raise DriverError(f"{what} failed: {err}") from err
+            raise
 
     def import_tree(self, staging: Path, meta: ImageMeta | None = None) -> ImageRecord:
         """Hash ``staging/rootfs`` and move ``staging`` to ``<root>/<sha>``; dedup by sha.
@@ -170,15 +239,16 @@ class ImageFiles:
             raise
 
     def _import(self, staging: Path, meta: ImageMeta | None = None) -> ImageRecord:
-        rootfs = staging / "rootfs"
-        if not rootfs.is_dir():
-            raise InvalidInputError(f"{staging} has no rootfs/ directory to import")
-        sha = tree_sha256(rootfs)
+        payload = _payload_of(staging)
+        if payload.is_dir():
+            sha, size = tree_sha256(payload), tree_size(payload)
+        else:
+            sha, size = file_sha256(payload), payload.stat().st_size
         final = self.root / sha
         if final.exists():
             remove_tree(staging)
             return self.record(sha)
-        record = ImageRecord(**asdict(meta or ImageMeta()), sha256=sha, size=tree_size(rootfs))
+        record = ImageRecord(**asdict(meta or ImageMeta()), sha256=sha, size=size)
         try:
             (staging / "meta.json").write_text(json.dumps(record.to_dict(), indent=2) + "\n")
             staging.chmod(0o755)   # mkdtemp made it 0700
@@ -207,18 +277,28 @@ class ImageFiles:
         return self.root / sha
 
     def exists(self, sha: str) -> bool:
-        return (self._dir(sha) / "rootfs").is_dir()
+        top = self._dir(sha)
+        return any((top / name).exists() for name in kinds.PAYLOADS)
+
+    def payload(self, sha: str) -> Path:
+        """The image's content: ``rootfs/``, ``disk.qcow2``, ``disk.raw`` or ``boot/``."""
+        top = self._dir(sha)
+        for name in kinds.PAYLOADS:
+            if (top / name).exists():
+                return top / name
+        raise NotFoundError("image", sha)
 
     def path(self, sha: str) -> Path:
         """The image's rootfs directory."""
-        if not self.exists(sha):
+        if not (self._dir(sha) / kinds.ROOTFS).is_dir():
             raise NotFoundError("image", sha)
-        return self._dir(sha) / "rootfs"
+        return self._dir(sha) / kinds.ROOTFS
 
     def size(self, sha: str) -> int:
-        """Bytes of the rootfs: files and symlinks (own size), hardlinks counted once."""
+        """Bytes of the payload: files and symlinks (own size), hardlinks counted once."""
+        payload = self.payload(sha)
         try:
-            return tree_size(self.path(sha))
+            return tree_size(payload) if payload.is_dir() else payload.stat().st_size
         except OSError as err:
             raise DriverError(f"cannot measure image {sha[:12]}: {err}") from err
 

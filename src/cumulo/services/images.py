@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cumulo.domain.lifecycle import State
 from cumulo.domain.models import Image, Operation
-from cumulo.errors import ConflictError, DriverError, InvalidInputError
-from cumulo.images import app, builders
-from cumulo.images.files import ImageFiles, ImageMeta, remove_tree
+from cumulo.errors import (
+    ConflictError,
+    DriverError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    UnsupportedError,
+)
+from cumulo.images import app, builders, importer, kinds
+from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
+
+if TYPE_CHECKING:
+    from cumulo.services.instances import InstanceService
 
 ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})*$")
 
@@ -22,23 +34,93 @@ class ImageService:
         self.files = ImageFiles(root)
         self.files.cleanup_staging()
 
-    def build(self, name: str, alias: str | None = None) -> Operation:
-        if name not in builders.BUILDERS:
-            raise InvalidInputError(
-                f"no builder for image {name!r}: known are {', '.join(sorted(builders.BUILDERS))}")
-        alias = alias or name
+    def build(self, name: str, alias: str | None = None, *, variant: str | None = None,
+              packages: tuple[str, ...] = (), binary: str | None = None) -> Operation:
+        """Check the request now (bad input: nothing starts), build in an operation."""
+        prepared = builders.prepare(name, builders.BuildOptions(
+            variant=variant, packages=packages, binary=binary))
+        alias = alias or prepared.alias
         if not ALIAS_RE.match(alias):
             raise InvalidInputError(f"invalid alias {alias!r}")
 
         def work(progress: Progress) -> dict[str, Any]:
-            rec = builders.build(name, self.files, progress)
-            image = self.store.put_image(Image(
-                fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
-                architecture=rec.architecture, description=rec.description, size=rec.size,
-                command=list(rec.command), aliases=[alias]))
-            return {"images": [image.fingerprint]}
+            rec = prepared.run(self.files, progress)
+            return {"images": [self._record(rec, alias).fingerprint]}
 
-        return self.ops.submit(f"build image {name}", work)
+        return self.ops.submit(f"build image {prepared.name}", work, cancel_on_shutdown=True)
+
+    def _record(self, rec: ImageRecord, alias: str | None) -> Image:
+        """Enter an imported image file in the store (under ``alias`` if given).
+
+        The same content made again (a re-import, an unchanged publish) keeps the
+        image's first metadata and only gains the alias."""
+        with contextlib.suppress(NotFoundError):
+            known = self.store.get_image(rec.sha256)
+            return self.store.set_alias(alias, known.fingerprint) if alias else known
+        return self.store.put_image(Image(
+            fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
+            architecture=rec.architecture, description=rec.description, size=rec.size,
+            command=list(rec.command), aliases=[alias] if alias else [],
+            properties=dict(rec.properties)))
+
+    def check_alias(self, alias: str | None) -> None:
+        if alias is not None and not ALIAS_RE.match(alias):
+            raise InvalidInputError(
+                f"invalid alias {alias!r}: use a-z, 0-9, '.', '_', '-' and '/' (like debian/12)")
+
+    def import_upload(self, staging: Path, filename: str, alias: str | None,
+                      sha256: str) -> Operation:
+        """Turn the file received in ``staging`` into an image (an operation)."""
+        self.check_alias(alias)
+
+        def work(progress: Progress) -> dict[str, Any]:
+            rec = importer.import_file(self.files, staging, filename, sha256, progress)
+            return {"images": [self._record(rec, alias).fingerprint]}
+
+        try:
+            return self.ops.submit(f"import image {filename}", work, cancel_on_shutdown=True)
+        except BaseException:
+            remove_tree(staging)
+            raise
+
+    def export_source(self, ref: str) -> tuple[str, Path]:
+        """What to send for ``image export``: ("tar.gz", rootfs dir) or (format, disk file)."""
+        image = self.store.get_image(ref)
+        payload = self.files.payload(image.fingerprint)
+        if payload.name == kinds.ROOTFS:
+            return "tar.gz", payload
+        if payload.name in kinds.DISKS:
+            return payload.suffix.lstrip("."), payload
+        raise UnsupportedError(f"exporting a {image.kind} image is not supported yet")
+
+    def publish(self, instances: InstanceService, project: str, name: str,
+                alias: str) -> Operation:
+        """A stopped container's root (as it sees it) becomes a new image called ``alias``."""
+        self.check_alias(alias)
+        inst = instances.get(project, name)
+        if inst.type != "container":
+            raise UnsupportedError(f"publishing a {inst.type} is not supported yet: "
+                                   "only containers can be published")
+        if inst.state != State.STOPPED:
+            raise InvalidStateError(name, inst.state.value, "publish")
+        parent = self.store.get_image(inst.image)
+
+        def work(progress: Progress) -> dict[str, Any]:
+            with self.files.staged(f"publishing {project}/{name}", rootfs=False) as staging:
+                progress(0.1, "copying the root filesystem")
+                inst_now = instances.copy_root(project, name, staging / kinds.ROOTFS)
+                meta = ImageMeta(
+                    kind=kinds.CONTAINER, os=parent.os, release=parent.release,
+                    architecture=parent.architecture,
+                    description=f"published from {project}/{name} ({parent.description})",
+                    command=list(inst_now.command or parent.command),
+                    properties={"source": "publish", "instance": f"{project}/{name}",
+                                "parent": parent.fingerprint})
+                progress(0.8, "hashing and importing")
+                rec = self.files.import_tree(staging, meta)
+            return {"images": [self._record(rec, alias).fingerprint]}
+
+        return self.ops.submit(f"publish {project}/{name} as {alias}", work)
 
     def list(self) -> list[Image]:
         return self.store.list_images()

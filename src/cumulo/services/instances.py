@@ -32,10 +32,12 @@ from cumulo.errors import (
     ConflictError,
     CumuloError,
     InvalidInputError,
+    InvalidStateError,
     NotFoundError,
     UnsupportedError,
 )
 from cumulo.host.info import HostInfo
+from cumulo.images import kinds
 from cumulo.services.networks import NetworkService, NicRequest
 from cumulo.services.operations import Operations, Progress
 from cumulo.services.storage import StorageService
@@ -184,6 +186,10 @@ class InstanceService:
         validate_name(req.name)
         driver = self._driver(req.type)
         image = self.store.get_image(req.image)
+        if req.type == "container" and image.kind not in kinds.ROOTFS_KINDS:
+            raise InvalidInputError(
+                f"image {req.image!r} is a {image.kind} image: a container needs a root "
+                f"filesystem image ({', '.join(sorted(kinds.ROOTFS_KINDS))})")
         limits = self.check_limits(req.limits)
         options = self.check_options(req.type, req.options)
         if not req.privileged and not self.host.userns:
@@ -370,3 +376,19 @@ class InstanceService:
                 if (type_, host_id) not in known:  # on the host, unknown to the store
                     log.warning("removing orphaned %s %s", type_, host_id)
                     driver.delete(host_id, self.instances_dir / host_id)
+
+    # publish (cumulo publish): copy a stopped container's root
+    def copy_root(self, project: str, name: str, dest: Path) -> Instance:
+        """Copy a stopped container's root, as it sees it, to ``dest``; it cannot start
+        meanwhile (the instance lock is held). Returns the instance as it was."""
+        inst = self.get(project, name)
+        copy_root = getattr(self._driver(inst.type), "copy_root", None)
+        if inst.type != "container" or copy_root is None:
+            raise UnsupportedError(f"publishing a {inst.type} is not supported yet: "
+                                   "only containers can be published")
+        with self._locked(inst):
+            inst = self.refresh(self.store.get_instance(project, name))
+            if inst.state != State.STOPPED:
+                raise InvalidStateError(name, inst.state.value, "publish")
+            copy_root(self._spec(inst), dest)
+        return inst

@@ -1,4 +1,10 @@
-"""Long-running work as operations with id, status, progress and error (like Incus)."""
+"""Long-running work as operations with id, status, progress and error (like Incus).
+
+Cancelling (``DELETE /1.0/operations/ID``, like Incus) sets a flag; the work sees it
+the next time it reports progress, which then raises `OperationCancelled`, so the
+work unwinds through its own undo. Work that waits on something slow calls
+``progress`` with an unchanged value to poll: only changes are written.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cumulo.domain.models import Operation, OpStatus
-from cumulo.errors import CumuloError
+from cumulo.errors import ConflictError, CumuloError
 from cumulo.store.repo import Store
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 Work = Callable[[Progress], dict[str, Any] | None]
+
+
+class OperationCancelled(CumuloError):
+    """The operation was cancelled by a client before it finished."""
 
 
 class Operations:
@@ -26,18 +36,41 @@ class Operations:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
         self._done = threading.Condition()
+        self._cancel: dict[str, threading.Event] = {}
+        self._long: set[str] = set()
 
-    def submit(self, description: str, work: Work, resources: dict[str, Any] | None = None
-               ) -> Operation:
+    def submit(self, description: str, work: Work, resources: dict[str, Any] | None = None,
+               cancel_on_shutdown: bool = False) -> Operation:
+        """Run ``work`` in the pool. ``cancel_on_shutdown``: long work that a daemon stop
+        cancels (an image build) instead of waiting for it to finish."""
         op = self.store.add_operation(Operation(
             id=str(uuid.uuid4()), description=description, resources=resources or {}))
+        self._cancel[op.id] = threading.Event()
+        if cancel_on_shutdown:
+            self._long.add(op.id)
         self._pool.submit(self._run, op.id, work)
         return op
 
+    def cancel(self, op_id: str) -> Operation:
+        """Ask a running operation to stop; it ends as a failure saying it was cancelled."""
+        op = self.store.get_operation(op_id)
+        flag = self._cancel.get(op_id)
+        if op.done or flag is None:
+            raise ConflictError(f"operation {op_id} is not running: nothing to cancel")
+        flag.set()
+        return op
+
     def _run(self, op_id: str, work: Work) -> None:
+        flag = self._cancel[op_id]
+        last: list[tuple[float, str]] = []
+
         def progress(fraction: float, message: str = "") -> None:
-            self.store.update_operation(op_id, progress=max(0.0, min(1.0, fraction)),
-                                        message=message)
+            if flag.is_set():
+                raise OperationCancelled("cancelled")
+            now = (max(0.0, min(1.0, fraction)), message)
+            if last[-1:] != [now]:
+                last[:] = [now]
+                self.store.update_operation(op_id, progress=now[0], message=message)
 
         self.store.update_operation(op_id, status=OpStatus.RUNNING)
         try:
@@ -52,6 +85,8 @@ class Operations:
             self.store.update_operation(
                 op_id, status=OpStatus.FAILURE, error=f"internal error: {err!r}")
         finally:
+            self._cancel.pop(op_id, None)
+            self._long.discard(op_id)
             with self._done:
                 self._done.notify_all()
 
@@ -65,4 +100,7 @@ class Operations:
         return self.store.get_operation(op_id)
 
     def shutdown(self) -> None:
+        for op_id in list(self._long):
+            if flag := self._cancel.get(op_id):
+                flag.set()
         self._pool.shutdown(wait=True, cancel_futures=True)

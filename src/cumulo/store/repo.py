@@ -82,6 +82,7 @@ class Store:
             fingerprint=row.fingerprint, kind=row.kind, os=row.os, release=row.release,
             architecture=row.architecture, description=row.description, size=row.size,
             command=list(row.command), aliases=aliases, created_at=row.created_at,
+            properties=dict(row.properties or {}),
         )
 
     def put_image(self, image: Image) -> Image:
@@ -94,6 +95,7 @@ class Store:
             row.kind, row.os, row.release = image.kind, image.os, image.release
             row.architecture, row.description = image.architecture, image.description
             row.size, row.command = image.size, list(image.command)
+            row.properties = dict(image.properties)
             s.flush()
             for alias in image.aliases:
                 self._point_alias(s, alias, row.id)

@@ -47,6 +47,7 @@ class ImageRow(Base):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     command: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    properties: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
 
 
 class ImageAliasRow(Base):

@@ -222,6 +222,11 @@ class ContainerDriver:
         self.runtime.delete(host_id)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
 
+    def copy_root(self, spec: InstanceSpec, dest: Path) -> None:
+        """``cumulo publish``: the root as the (stopped) container sees it, copied to
+        ``dest`` with the ids inside it (shifted back down if unprivileged)."""
+        rootfs.copy_out(spec, dest)
+
     def pause(self, host_id: str) -> None:
         require(self.state(host_id), host_id, "pause", RunStatus.RUNNING)
         self.runtime.pause(host_id)

@@ -130,6 +130,17 @@ def mount_root(spec: InstanceSpec, base: int = IDMAP_BASE) -> Path:
     return target
 
 
+def copy_out(spec: InstanceSpec, dest: Path, base: int = IDMAP_BASE) -> None:
+    """Copy the root as the container sees it (its mount: image below, changes above,
+    deleted files gone) to ``dest`` (not yet there), owned by the ids inside it."""
+    _copy(mount_root(spec, base), dest)
+    if not spec.privileged:
+        try:
+            _shift_tree(dest, -base)
+        except (OverflowError, OSError) as err:
+            raise DriverError(f"cannot shift the ids of {dest} back by {base}: {err}") from err
+
+
 def unmount(instance_dir: Path) -> None:
     """Unmount the instance's rootfs if mounted (lazily, if something holds it)."""
     target = instance_dir / "rootfs"

@@ -1,0 +1,26 @@
+"""image properties (source, variant, packages, disk format, entry point)
+
+Revision ID: 0010
+Revises: 0006
+Create Date: 2026-11-23
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("images") as batch:
+        batch.add_column(sa.Column("properties", sa.JSON(), nullable=False, server_default="{}"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("images") as batch:
+        batch.drop_column("properties")
