@@ -196,7 +196,7 @@ def test_q35_hotplugs_into_its_root_ports(env: Env) -> None:
     try:
         for name in ("vol-1", "vol-2"):
             env.driver.attach_disk(spec.host_id, name, env.pool.volume_file(key), True)
-        out = env.sh(spec, "n=0; while [ ! -e /sys/block/vdc ] && [ $n -lt 100 ]; do"
+        out = env.sh(spec, "n=0; while [ ! -e /sys/block/vdc ] && [ $n -lt 300 ]; do"
                            " sleep 0.1; n=$((n + 1)); done;"
                            " for s in /sys/block/vd[bc]/serial; do cat $s; echo; done")
         assert sorted(out.split()) == ["vol-1", "vol-2"]   # shared: one file twice
