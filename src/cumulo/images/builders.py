@@ -160,7 +160,13 @@ def build_busybox(files: ImageFiles, progress: Progress | None = None) -> ImageR
     return record
 
 
-BUILDERS: dict[str, Builder] = {"busybox": build_busybox}
+def _build_bench(files: ImageFiles, progress: Progress | None = None) -> ImageRecord:
+    from cumulo.images.bench_image import build_bench  # imports this module
+
+    return build_bench(files, progress)
+
+
+BUILDERS: dict[str, Builder] = {"busybox": build_busybox, "bench": _build_bench}
 
 
 def build(name: str, files: ImageFiles, progress: Progress | None = None) -> ImageRecord:
