@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cumulo.cli import output as o
+from cumulo.cli.bench import bench_app
 from cumulo.cli.storage import snapshot_app, storage_app, volume_app
 from cumulo.client import Client
 from cumulo.domain.units import format_size
@@ -30,6 +31,7 @@ app.add_typer(net_app, name="network")
 app.add_typer(storage_app, name="storage")
 app.add_typer(volume_app, name="volume")
 app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(bench_app, name="bench")
 
 FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
 ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]

@@ -1,0 +1,139 @@
+"""Where workloads run: on the bare host (native) or in an instance launched through the
+public API (container, vm, appvm, vm-emulated-io).
+
+Every platform runs the same ``sh -c`` scripts (workloads.py). An instance platform
+records the name of its instance *before* asking for it, so a cleanup after Ctrl-C or a
+failure can delete an instance whose create was still in flight.
+
+VM platforms run on whatever accelerator the host gives (on a host without usable KVM
+that is TCG: their figures measure emulation, and the report says so).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cumulo.client import APIError, Client
+from cumulo.errors import DriverError
+
+BENCH_IMAGE = "bench"
+
+
+@dataclass
+class Exec:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a platform's instance is made (None: native, no instance)."""
+    type: str | None
+    options: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+KINDS: dict[str, Kind] = {
+    "native": Kind(None, description="the bare host"),
+    "container": Kind("container", description="runc container (namespaces + cgroups)"),
+    "vm": Kind("vm", {"machine": "pc", "io": "paravirt"}, {"memory": "512MiB"},
+               "QEMU VM, pc machine, virtio devices"),
+    "appvm": Kind("vm", {"machine": "microvm", "io": "paravirt"}, {"memory": "256MiB"},
+                  "minimal VM (QEMU microvm, no firmware or PCI; a stand-in for a "
+                  "unikernel-style VM: OSv is not packaged in Debian)"),
+    "vm-emulated-io": Kind("vm", {"machine": "pc", "io": "emulated"}, {"memory": "512MiB"},
+                           "QEMU VM with emulated hardware (IDE disk, e1000 NIC)"),
+}
+
+
+class Platform:
+    """The bare host: scripts run with /bin/sh in the lab's own process tree."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.kind = KINDS[name]
+
+    def setup(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
+
+    def run(self, script: str, *, stdin: str = "", env: dict[str, str] | None = None,
+            timeout: float = 600) -> Exec:
+        try:
+            proc = subprocess.run(["/bin/sh", "-c", script], input=stdin, text=True,
+                                  capture_output=True, timeout=timeout, cwd="/tmp",
+                                  env={**os.environ, **(env or {})})
+        except subprocess.TimeoutExpired as err:
+            raise DriverError(f"native: {script.split()[0]} ran over {timeout:.0f}s") from err
+        return Exec(proc.returncode, proc.stdout, proc.stderr)
+
+
+class InstancePlatform(Platform):
+    """An instance of the bench image, launched and deleted through the public API."""
+
+    def __init__(self, name: str, client: Client, instance: str,
+                 launched: list[str]) -> None:
+        super().__init__(name)
+        self.client, self.instance, self.launched = client, instance, launched
+        self.launch_seconds = 0.0
+
+    def setup(self) -> None:
+        assert self.kind.type is not None
+        self.launched.append(self.instance)   # before the request: cleanup must know it
+        t0 = time.perf_counter()
+        self.client.create(self.instance, BENCH_IMAGE, type=self.kind.type,
+                           options=dict(self.kind.options), limits=dict(self.kind.limits),
+                           start=True)
+        self.wait_ready()
+        self.launch_seconds = time.perf_counter() - t0
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        """Until an exec answers (a VM's guest agent starts after its kernel boots)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.client.exec(self.instance, ["true"], timeout=30)["exit_code"] == 0:
+                    return
+            except APIError:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise DriverError(f"{self.instance} did not answer an exec in {timeout:.0f}s")
+            time.sleep(0.5)
+
+    def teardown(self) -> None:
+        delete_instance(self.client, self.instance)
+        if self.instance in self.launched:
+            self.launched.remove(self.instance)
+
+    def run(self, script: str, *, stdin: str = "", env: dict[str, str] | None = None,
+            timeout: float = 600) -> Exec:
+        r = self.client.exec(self.instance, ["/bin/sh", "-c", script], stdin=stdin.encode(),
+                             env=env, cwd="/tmp", timeout=timeout)
+        return Exec(int(r["exit_code"]), r.get("stdout") or "", r.get("stderr") or "")
+
+    def info(self) -> dict[str, Any]:
+        return self.client.instance(self.instance)
+
+
+def delete_instance(client: Client, name: str, timeout: float = 60) -> None:
+    """Force-delete; gone already is fine; retry while a create still holds it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.delete(name, force=True)
+            return
+        except APIError as err:
+            if err.status == 404:
+                return
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

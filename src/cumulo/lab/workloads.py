@@ -1,0 +1,136 @@
+"""The workloads of the lab: the command lines it runs and the parsers of their output.
+
+Every workload is one ``sh -c`` script, the same text on the host and in an instance
+(dash on the host, busybox sh in the bench image), so the only difference between
+platforms is where it runs. Parsers are pure: tool output in, numbers out.
+
+- sysbench cpu: one thread, primes up to 10000, events per second for a fixed time.
+- sysbench memory: one thread, sequential writes of a 64 MiB block (twice the 32 MiB L3
+  of the reference host: main memory, not cache), MiB/s.
+- hpcc: HPL (LINPACK) at several problem sizes N, GFLOPS per N; the same run gives
+  STREAM copy/scale/add/triad (single process) in GB/s, with arrays hpcc sizes from the
+  largest N (STREAM_VectorSize doubles each, recorded with the figures).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from cumulo.errors import DriverError
+
+# hpcc is an MPI program run as one process: allow root, and keep the singleton alone
+# (no orted daemon forked, so the bench image needs no Open MPI launcher).
+HPCC_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_ess_singleton_isolated": "1", "OMPI_MCA_btl": "self",
+}
+HPL_SIZES = {True: [200, 400, 800], False: [500, 1000, 2000]}   # quick -> N values
+STREAM_KERNELS = ("Copy", "Scale", "Add", "Triad")
+MEMORY_BLOCK = "64M"
+
+
+def seconds(quick: bool) -> int:
+    return 1 if quick else 5
+
+
+def sysbench_cpu(quick: bool) -> str:
+    return (f"sysbench cpu --threads=1 --cpu-max-prime=10000 --time={seconds(quick)} "
+            "--events=0 run")
+
+
+def sysbench_memory(quick: bool) -> str:
+    return (f"sysbench memory --threads=1 --memory-block-size={MEMORY_BLOCK} "
+            f"--memory-total-size=1000T --memory-oper=write --time={seconds(quick)} run")
+
+
+def hpcc_script() -> str:
+    """Reads hpccinf.txt on stdin, runs hpcc in a fresh temp dir, prints hpccoutf.txt."""
+    return ('d=$(mktemp -d) && cd "$d" && cat > hpccinf.txt && hpcc >/dev/null 2>&1; '
+            'rc=$?; cat hpccoutf.txt 2>/dev/null; cd / && rm -rf "$d"; exit $rc')
+
+
+def hpcc_input(sizes: list[int], nb: int = 80) -> str:
+    """An hpccinf.txt: HPL at each N on a 1x1 grid (one process), PTRANS kept small."""
+    ns = " ".join(str(n) for n in sizes)
+    return f"""HPLinpack benchmark input file
+Innovative Computing Laboratory, University of Tennessee
+HPL.out      output file name (if any)
+8            device out (6=stdout,7=stderr,file)
+{len(sizes)}            # of problems sizes (N)
+{ns}      Ns
+1            # of NBs
+{nb}           NBs
+0            PMAP process mapping (0=Row-,1=Column-major)
+1            # of process grids (P x Q)
+1            Ps
+1            Qs
+16.0         threshold
+1            # of panel fact
+2            PFACTs (0=left, 1=Crout, 2=Right)
+1            # of recursive stopping criterium
+4            NBMINs (>= 1)
+1            # of panels in recursion
+2            NDIVs
+1            # of recursive panel fact.
+1            RFACTs (0=left, 1=Crout, 2=Right)
+1            # of broadcast
+1            BCASTs (0=1rg,1=1rM,2=2rg,3=2rM,4=Lng,5=LnM)
+1            # of lookahead depth
+1            DEPTHs (>=0)
+2            SWAP (0=bin-exch,1=long,2=mix)
+64           swapping threshold
+0            L1 in (0=transposed,1=no-transposed) form
+0            U  in (0=transposed,1=no-transposed) form
+1            Equilibration (0=no,1=yes)
+8            memory alignment in double (> 0)
+##### This line (no. 32) is ignored (it serves as a separator). ######
+0                               Number of additional problem sizes for PTRANS
+1200 10000 30000                values of N
+0                               number of additional blocking sizes for PTRANS
+40 9 8 13 13 20 16 32 64        values of NB
+"""
+
+
+def _number(pattern: str, text: str, what: str) -> float:
+    m = re.search(pattern, text, re.MULTILINE)
+    if not m:
+        raise DriverError(f"cannot find {what} in the output: {text.strip()[-300:]!r}")
+    return float(m.group(1))
+
+
+def parse_sysbench_cpu(text: str) -> float:
+    """events per second."""
+    return _number(r"events per second:\s*([0-9.]+)", text, "sysbench events per second")
+
+
+def parse_sysbench_memory(text: str) -> float:
+    """MiB/s, from "11136.00 MiB transferred (11070.65 MiB/sec)"."""
+    return _number(r"MiB transferred \(([0-9.]+) MiB/sec\)", text, "sysbench MiB/sec")
+
+
+@dataclass
+class Hpcc:
+    hpl_gflops: dict[int, float] = field(default_factory=dict)   # N -> GFLOPS
+    stream_gbs: dict[str, float] = field(default_factory=dict)   # Copy.. -> GB/s
+    stream_vector: int = 0                                        # doubles per array
+    version: str = ""
+
+
+def parse_hpcc(text: str) -> Hpcc:
+    """hpccoutf.txt: the HPL result lines (WR...) and the summary's SingleSTREAM_*."""
+    out = Hpcc()
+    for row in re.finditer(r"^W[RC]\S+\s+(\d+)\s+\d+\s+\d+\s+\d+\s+[0-9.]+\s+([0-9.eE+-]+)\s*$",
+                         text, re.MULTILINE):
+        out.hpl_gflops[int(row.group(1))] = float(row.group(2))
+    for kernel in STREAM_KERNELS:
+        m = re.search(rf"^SingleSTREAM_{kernel}=([0-9.eE+-]+)", text, re.MULTILINE)
+        if m:
+            out.stream_gbs[kernel] = float(m.group(1))
+    m = re.search(r"^STREAM_VectorSize=(\d+)", text, re.MULTILINE)
+    out.stream_vector = int(m.group(1)) if m else 0
+    m = re.search(r"HPC Challenge Benchmark version (\S+)", text)
+    out.version = m.group(1) if m else ""
+    if not out.hpl_gflops:
+        raise DriverError(f"hpcc printed no HPL result: {text.strip()[-300:]!r}")
+    return out
