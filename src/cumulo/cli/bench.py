@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -68,7 +69,7 @@ def bench_report(
     from cumulo.lab import report, schema
 
     data = schema.load(results)
-    o.out.print(report.text(data), markup=False, highlight=False)
+    sys.stdout.write(report.text(data))   # plain: never wrapped to the terminal width
     if html:
         report.write_html(data, html)
         o.err.print(f"wrote {html}", markup=False)
@@ -83,5 +84,4 @@ def bench_compare(a: Annotated[Path, typer.Argument(help="results JSON (before)"
     """The same figures side by side between two runs (two hosts, two versions)."""
     from cumulo.lab import report, schema
 
-    o.out.print(report.compare_text(schema.load(a), schema.load(b)), markup=False,
-                highlight=False)
+    sys.stdout.write(report.compare_text(schema.load(a), schema.load(b)))

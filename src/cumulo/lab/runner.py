@@ -91,7 +91,7 @@ def environment(client: Client) -> Environment:
     host = client.host_info()
     tools = {
         "cumulo": package_version("cumulo"),
-        "sysbench": _tool_version(["sysbench", "--version"]),
+        "sysbench": _tool_version(["sysbench", "--version"]).removeprefix("sysbench "),
         "hpcc": _tool_version(["dpkg-query", "-W", "-f", "${Version}\n", "hpcc"]),
         "qemu": str(host.get("qemu")), "runc": str((host.get("oci_runtimes") or {}).get("runc")),
     }

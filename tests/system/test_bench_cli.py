@@ -1,0 +1,120 @@
+"""`cumulo bench` against a real daemon: a quick native + container run, its report,
+an interrupted run, and bad arguments refused before anything is launched."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cumulo.lab import report, schema, stats
+from tests.system.conftest import BIN, Daemon
+
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime]
+
+
+def nothing_left(daemon: Daemon) -> None:
+    assert json.loads(daemon.cli("list", "--format", "json").stdout) == []
+    assert json.loads(daemon.cli("image", "list", "--format", "json").stdout) == []
+
+
+@pytest.mark.slow
+def test_quick_run_native_and_container_then_report(daemon: Daemon, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    t0 = time.monotonic()
+    r = daemon.cli("bench", "run", "--quick", "--repeat", "2", "--platforms",
+                   "native,container", "--suites", "cpu,memory,footprint", "--output", str(out),
+                   timeout=110)
+    assert time.monotonic() - t0 < 110
+    assert "container: ready in" in r.stderr and "wrote" in r.stderr, r.stderr
+    nothing_left(daemon)   # its instance and the image it built are gone
+
+    res = schema.load(out)
+    assert res.environment.host["cpus"] >= 1 and res.environment.accel in ("kvm", "tcg")
+    assert res.environment.tools["sysbench"].startswith("1.")
+    for platform in ("native", "container"):
+        for suite, metric, x in [("cpu", "sysbench_cpu", None), ("cpu", "hpl", 800),
+                                 ("memory", "sysbench_memory_write", None)]:
+            s = res.find(platform, suite, metric, x)
+            assert s is not None and len(s.samples) == 2 and min(s.samples) > 0, (platform, s)
+        triad = [s for s in res.series if s.platform == platform and s.metric == "stream_triad"]
+        assert len(triad) == 1 and len(triad[0].samples) == 2 and triad[0].x
+    pss = res.find("container", "footprint", "pss")
+    assert pss is not None and all(2**20 // 4 < v < 256 * 2**20 for v in pss.samples)
+    assert res.find("native", "footprint", "pss") is None
+
+    html = tmp_path / "report.html"
+    md = tmp_path / "report.md"
+    r = daemon.cli("bench", "report", str(out), "--html", str(html), "--markdown", str(md))
+    for name in ("hpl", "stream", "cpu-ratio", "memory-ratio", "footprint"):
+        png = tmp_path / f"report-{name}.png"
+        assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG", name
+        assert f'src="report-{name}.png"' in html.read_text()
+        assert f"(report-{name}.png)" in md.read_text()
+    # the printed ratio is the one computed from the raw samples
+    native = res.find("native", "cpu", "sysbench_cpu")
+    cont = res.find("container", "cpu", "sysbench_cpu")
+    assert native and cont
+    expected = stats.ratio(cont.samples, native.samples)
+    assert report.ratio_text(expected) in r.stdout
+    assert "closest to native" in r.stdout and "Against the published findings" in r.stdout
+
+    r = daemon.cli("bench", "compare", str(out), str(out))
+    assert "sysbench_cpu" in r.stdout and "1.000" in r.stdout
+
+
+@pytest.mark.slow
+def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    with subprocess.Popen(
+            [str(BIN / "cumulo"), "bench", "run", "--repeat", "20", "--platforms", "container",
+             "--suites", "cpu", "--output", str(out)],
+            env=daemon.env, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        seen = []
+        deadline = time.monotonic() + 60
+        for line in proc.stderr:   # half-way: the instance runs its workloads
+            seen.append(line)
+            if "[2/20] sysbench cpu" in line or time.monotonic() > deadline:
+                break
+        with daemon.client() as c:
+            assert [i["name"] for i in c.instances()], seen
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        assert proc.wait(60) == 130, seen + [rest]
+    assert "interrupted: cleaning up" in rest
+    nothing_left(daemon)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--platforms", "native,lxc"], "unknown platform 'lxc': choose from native, container"),
+    (["--suites", "cpu,gpu"], "unknown suite 'gpu'"),
+    (["--suites", "network"], "suite 'network' is not implemented yet"),
+    (["--repeat", "0"], "--repeat must be at least 1"),
+    (["--output", "/proc/cumulo-nope/r.json"], "cannot write the output"),
+    (["--output", "/nonexistent-dir/r.json"], "cannot write the output"),
+])
+def test_bad_arguments_fail_before_launching(daemon: Daemon, tmp_path: Path, args: list[str],
+                                             message: str) -> None:
+    argv = ["bench", "run", "--platforms", "container", "--quick", "--output",
+            str(tmp_path / "r.json")]
+    r = daemon.cli(*argv, *args, check=False)
+    assert r.returncode == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], r.stderr
+    nothing_left(daemon)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_report_of_a_bad_file_is_one_line(daemon: Daemon, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "cumulo-bench", "version": 7}')
+    r = daemon.cli("bench", "report", str(bad), check=False)
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and "version 7" in r.stderr
+    r = daemon.cli("bench", "report", str(tmp_path / "missing.json"), check=False)
+    assert r.returncode == 1 and "cannot read" in r.stderr
