@@ -19,6 +19,8 @@ PACKAGES=(
   qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
   dnsmasq-base                       # DHCP and DNS per virtual network
   iperf3                             # throughput of virtual networks (bench, bandwidth tests)
+  sysbench                           # bench lab: cpu and memory workloads (cumulo bench run)
+  hpcc                               # bench lab: HPL/LINPACK at several sizes and STREAM
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
