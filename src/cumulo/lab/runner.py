@@ -22,7 +22,7 @@ from pathlib import Path
 from cumulo.client import APIError, Client
 from cumulo.errors import CumuloError, DriverError, InvalidInputError
 from cumulo.lab import footprint, workloads
-from cumulo.lab.platforms import BENCH_IMAGE, KINDS, InstancePlatform, Platform
+from cumulo.lab.platforms import BENCH_IMAGE, KINDS, InstancePlatform, Platform, VMPlatform
 from cumulo.lab.schema import PLATFORMS, SUITES, Environment, Results, Settings
 
 IMPLEMENTED_SUITES = ("cpu", "memory", "boot", "footprint", "density")
@@ -136,6 +136,8 @@ class Lab:
     def platform(self, name: str, n: int = 0) -> Platform:
         if KINDS[name].type is None:
             return Platform(name)
+        if KINDS[name].type == "vm":
+            return VMPlatform(name, self.client, f"bench-{self.tag}-{name}-{n}", self.launched)
         return InstancePlatform(name, self.client, f"bench-{self.tag}-{name}-{n}",
                                 self.launched)
 
@@ -156,18 +158,23 @@ class Lab:
                     self.measure_footprint(p, used_before)
             elif suites & {"footprint", "density", "boot"}:
                 r.note(name, "footprint", "native has no instance: no footprint or boot time")
-            for rep in range(self.plan.repeat):
-                self.run_workloads(p, rep)
+            if suites & {"cpu", "memory"}:
+                p.prepare()
+                if isinstance(p, VMPlatform):
+                    self.progress(f"{name}: tools copied into the guest in "
+                                  f"{p.copy_seconds:.1f}s")
+                for rep in range(self.plan.repeat):
+                    self.run_workloads(p, rep)
         finally:
             p.teardown()
         if "boot" in suites and isinstance(p, InstancePlatform):
             for n in range(1, self.plan.repeat):
-                q = self.platform(name, n)
+                q = InstancePlatform(name, self.client, f"bench-{self.tag}-{name}-{n}",
+                                     self.launched)
                 try:
                     q.setup()
                 finally:
                     q.teardown()
-                assert isinstance(q, InstancePlatform)
                 r.add(name, "boot", "launch_to_ready", "s", q.launch_seconds,
                       higher_is_better=False)
                 self.progress(f"{name}: boot {n + 1}/{self.plan.repeat}: "
