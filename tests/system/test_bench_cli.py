@@ -118,3 +118,24 @@ def test_report_of_a_bad_file_is_one_line(daemon: Daemon, tmp_path: Path) -> Non
     assert r.returncode == 1 and r.stderr.startswith("Error: ") and "version 7" in r.stderr
     r = daemon.cli("bench", "report", str(tmp_path / "missing.json"), check=False)
     assert r.returncode == 1 and "cannot read" in r.stderr
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_vm_boot_and_footprint_against_a_container(daemon: Daemon, tmp_path: Path) -> None:
+    """One VM boot: launch-to-ready and idle footprint of a VM beside a container, and a
+    report that says when the VM figures are emulation figures."""
+    out = tmp_path / "vm.json"
+    daemon.cli("bench", "run", "--repeat", "1", "--platforms", "container,vm", "--suites",
+               "boot,footprint", "--output", str(out), timeout=240)
+    nothing_left(daemon)
+    res = schema.load(out)
+    pss = {p: res.find(p, "footprint", "pss") for p in ("container", "vm")}
+    boot = {p: res.find(p, "boot", "launch_to_ready") for p in ("container", "vm")}
+    assert all(s is not None and len(s.samples) == 1 for s in [*pss.values(), *boot.values()])
+    assert pss["vm"].samples[0] > 10 * pss["container"].samples[0]  # type: ignore[union-attr]
+    assert boot["vm"].samples[0] > boot["container"].samples[0]  # type: ignore[union-attr]
+    text = daemon.cli("bench", "report", str(out)).stdout
+    assert "Containers have a smaller footprint than VMs: AGREES" in text
+    if res.environment.accel == "tcg":
+        assert "vm (TCG emulation, no usable KVM)" in text

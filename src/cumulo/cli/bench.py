@@ -34,7 +34,8 @@ def bench_run(
     plan = make_plan(platforms, suites, repeat, quick, output)   # before anything starts
     with Client(timeout=120) as c:
         c.server()   # unreachable daemon: one clear error, nothing launched
-        lab = Lab(c, plan, lambda msg: o.err.print(msg, markup=False, highlight=False))
+        lab = Lab(c, plan, lambda msg: o.err.print(msg, markup=False, highlight=False,
+                                                   soft_wrap=True))
         old_term = signal.signal(signal.SIGTERM, _interrupt)
         try:
             results = lab.run()

@@ -204,7 +204,7 @@ def verdict(st: Standing) -> str:
     if close(st.performance):
         return "AGREES"
     if st.low <= 1 + CLOSE and st.high >= 1 - CLOSE:
-        return "INCONCLUSIVE (the spread reaches native)"
+        return f"INCONCLUSIVE (the spread reaches within {CLOSE:.0%} of native)"
     return "DISAGREES"
 
 
