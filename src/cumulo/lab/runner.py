@@ -111,16 +111,52 @@ class Lab:
 
     # the run
     def run(self) -> Results:
+        """Launch each platform alone (boot time, idle footprint, tools), pause it; then
+        run the workloads repetition by repetition, platform by platform, with every other
+        instance paused, so slow drift of the host spreads over all platforms alike."""
         self.results.environment = environment(self.client)
+        suites = set(self.plan.suites)
         if any(KINDS[p].type for p in self.plan.platforms):
             self.ensure_image()
+        ready: list[Platform] = []
         for name in self.plan.platforms:
+            p = self.platform(name)
             try:
-                self.run_platform(name)
+                self.start_platform(p)
+                self.set_paused(p, True)
+                ready.append(p)
             except (CumuloError, OSError) as err:   # one broken platform: note it, go on
-                self.progress(f"{name}: FAILED: {err}")
-                self.results.note(name, "*", f"failed: {err}")
+                self.failed(p, err)
+        if suites & {"cpu", "memory"}:
+            for rep in range(self.plan.repeat):
+                for p in list(ready):
+                    try:
+                        self.set_paused(p, False)
+                        self.run_workloads(p, rep)
+                        self.set_paused(p, True)
+                    except (CumuloError, OSError) as err:
+                        ready.remove(p)
+                        self.failed(p, err)
+        for p in ready:
+            p.teardown()
+        if "boot" in suites:
+            for p in ready:
+                if isinstance(p, InstancePlatform):
+                    try:
+                        self.boot_repeats(p.name)
+                    except (CumuloError, OSError) as err:
+                        self.progress(f"{p.name}: boot repetition FAILED: {err}")
+                        self.results.note(p.name, "boot", f"failed: {err}")
         return self.results
+
+    def failed(self, p: Platform, err: Exception) -> None:
+        self.progress(f"{p.name}: FAILED: {err}")
+        self.results.note(p.name, "*", f"failed: {err}")
+        p.teardown()
+
+    def set_paused(self, p: Platform, paused: bool) -> None:
+        if isinstance(p, InstancePlatform):
+            self.client.set_state(p.instance, "pause" if paused else "resume")
 
     def ensure_image(self) -> None:
         try:
@@ -141,44 +177,38 @@ class Lab:
         return InstancePlatform(name, self.client, f"bench-{self.tag}-{name}-{n}",
                                 self.launched)
 
-    def run_platform(self, name: str) -> None:
-        suites, r = set(self.plan.suites), self.results
-        p = self.platform(name)
+    def start_platform(self, p: Platform) -> None:
+        suites, r, name = set(self.plan.suites), self.results, p.name
         used_before = self._pool_used()
         self.progress(f"{name}: {'launching' if p.kind.type else 'on the host'}"
                       f"{' (' + p.kind.description + ')' if p.kind.description else ''}")
-        try:
-            p.setup()
-            if isinstance(p, InstancePlatform):
-                self.progress(f"{name}: ready in {p.launch_seconds:.2f}s")
-                if "boot" in suites:
-                    r.add(name, "boot", "launch_to_ready", "s", p.launch_seconds,
-                          higher_is_better=False)
-                if suites & {"footprint", "density"}:
-                    self.measure_footprint(p, used_before)
-            elif suites & {"footprint", "density", "boot"}:
-                r.note(name, "footprint", "native has no instance: no footprint or boot time")
-            if suites & {"cpu", "memory"}:
-                p.prepare()
-                if isinstance(p, VMPlatform):
-                    self.progress(f"{name}: tools copied into the guest in "
-                                  f"{p.copy_seconds:.1f}s")
-                for rep in range(self.plan.repeat):
-                    self.run_workloads(p, rep)
-        finally:
-            p.teardown()
-        if "boot" in suites and isinstance(p, InstancePlatform):
-            for n in range(1, self.plan.repeat):
-                q = InstancePlatform(name, self.client, f"bench-{self.tag}-{name}-{n}",
-                                     self.launched)
-                try:
-                    q.setup()
-                finally:
-                    q.teardown()
-                r.add(name, "boot", "launch_to_ready", "s", q.launch_seconds,
+        p.setup()
+        if isinstance(p, InstancePlatform):
+            self.progress(f"{name}: ready in {p.launch_seconds:.2f}s")
+            if "boot" in suites:
+                r.add(name, "boot", "launch_to_ready", "s", p.launch_seconds,
                       higher_is_better=False)
-                self.progress(f"{name}: boot {n + 1}/{self.plan.repeat}: "
-                              f"{q.launch_seconds:.2f}s")
+            if suites & {"footprint", "density"}:
+                self.measure_footprint(p, used_before)
+        elif suites & {"footprint", "density", "boot"}:
+            r.note(name, "footprint", "native has no instance: no footprint or boot time")
+        if suites & {"cpu", "memory"}:
+            p.prepare()
+            if isinstance(p, VMPlatform):
+                self.progress(f"{name}: tools copied into the guest in {p.copy_seconds:.1f}s")
+
+    def boot_repeats(self, name: str) -> None:
+        """More launch-to-ready samples, each instance alone on the host."""
+        for n in range(1, self.plan.repeat):
+            q = InstancePlatform(name, self.client, f"bench-{self.tag}-{name}-{n}",
+                                 self.launched)
+            try:
+                q.setup()
+            finally:
+                q.teardown()
+            self.results.add(name, "boot", "launch_to_ready", "s", q.launch_seconds,
+                             higher_is_better=False)
+            self.progress(f"{name}: boot {n + 1}/{self.plan.repeat}: {q.launch_seconds:.2f}s")
 
     def run_workloads(self, p: Platform, rep: int) -> None:
         suites, r, quick = set(self.plan.suites), self.results, self.plan.quick
