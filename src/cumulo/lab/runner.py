@@ -169,12 +169,18 @@ class Lab:
         self.built_image = True
         self.client.build_image("bench", BENCH_IMAGE)
 
+    def instance_name(self, platform: str, n: int) -> str:
+        """Short (a VM's QEMU sockets live under the daemon's state dir, and a unix
+        socket path must stay under 108 bytes): bench-TAG-ct0, -vm1, -app0, -emu0."""
+        short = {"container": "ct", "vm": "vm", "appvm": "app", "vm-emulated-io": "emu"}
+        return f"bench-{self.tag}-{short.get(platform, platform)}{n}"
+
     def platform(self, name: str, n: int = 0) -> Platform:
         if KINDS[name].type is None:
             return Platform(name)
         if KINDS[name].type == "vm":
-            return VMPlatform(name, self.client, f"bench-{self.tag}-{name}-{n}", self.launched)
-        return InstancePlatform(name, self.client, f"bench-{self.tag}-{name}-{n}",
+            return VMPlatform(name, self.client, self.instance_name(name, n), self.launched)
+        return InstancePlatform(name, self.client, self.instance_name(name, n),
                                 self.launched)
 
     def start_platform(self, p: Platform) -> None:
@@ -200,7 +206,7 @@ class Lab:
     def boot_repeats(self, name: str) -> None:
         """More launch-to-ready samples, each instance alone on the host."""
         for n in range(1, self.plan.repeat):
-            q = InstancePlatform(name, self.client, f"bench-{self.tag}-{name}-{n}",
+            q = InstancePlatform(name, self.client, self.instance_name(name, n),
                                  self.launched)
             try:
                 q.setup()
