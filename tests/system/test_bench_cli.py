@@ -4,15 +4,20 @@ an interrupted run, and bad arguments refused before anything is launched."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cumulo.lab import report, schema, stats
-from tests.system.conftest import BIN, Daemon
+from tests.system.conftest import BIN, Daemon, leftovers
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime]
 
@@ -94,7 +99,7 @@ def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> N
 @pytest.mark.parametrize(("args", "message"), [
     (["--platforms", "native,lxc"], "unknown platform 'lxc': choose from native, container"),
     (["--suites", "cpu,gpu"], "unknown suite 'gpu'"),
-    (["--suites", "network"], "suite 'network' is not implemented yet"),
+    (["--suites", "disk"], "suite 'disk' is not implemented yet"),
     (["--repeat", "0"], "--repeat must be at least 1"),
     (["--output", "/proc/cumulo-nope/r.json"], "cannot write the output"),
     (["--output", "/nonexistent-dir/r.json"], "cannot write the output"),
@@ -140,3 +145,57 @@ def test_vm_boot(daemon: Daemon, tmp_path: Path) -> None:
     assert "Containers have a smaller footprint than VMs: AGREES" in text
     if res.environment.accel == "tcg":
         assert "vm (TCG emulation, no usable KVM)" in text
+
+
+@pytest.fixture
+def netns_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A daemon inside a network namespace made for the test: its bridge and the traffic
+    between instances stay in there (native traffic uses the host's loopback only)."""
+    tag = uuid.uuid4().hex[:8]
+    ns = f"cu-tb-{tag}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    state = Path(tempfile.mkdtemp(prefix="cumulo-bench-"))
+    os.chmod(state, 0o711)   # dnsmasq drops to its own user and must reach its files
+    d = Daemon(state_dir=state / "state", socket=tmp_path / "cumulo.sock",
+               cgroup_parent=f"cumulo-benchtest-{tag}", log=tmp_path / "cumulod.log",
+               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
+    d.env = {**os.environ, "CUMULO_SOCKET": str(d.socket)}
+    d.env.pop("CUMULO_URL", None)
+    try:
+        d.start()
+        yield d
+    finally:
+        try:
+            if d.proc is not None and d.proc.poll() is None:
+                with d.client() as c:
+                    for inst in c.instances():
+                        c.delete(inst["name"], force=True)
+                    for net in c.networks():
+                        c.delete_network(net["name"])
+            d.stop()
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+            shutil.rmtree(state, ignore_errors=True)
+        assert not leftovers(d.cgroup_parent), leftovers(d.cgroup_parent)
+
+
+@pytest.mark.slow
+def test_network_suite_native_loopback_and_container_pair(netns_daemon: Daemon,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "net.json"
+    r = netns_daemon.cli("bench", "run", "--quick", "--repeat", "2", "--platforms",
+                         "native,container", "--suites", "network", "--output", str(out),
+                         timeout=110)
+    assert "peer bench-" in r.stderr and "iperf3 TCP" in r.stderr, r.stderr
+    nothing_left(netns_daemon)
+    assert json.loads(netns_daemon.cli("network", "list", "--format", "json").stdout) == []
+    res = schema.load(out)
+    for platform in ("native", "container"):
+        tcp = res.find(platform, "network", "iperf3_tcp")
+        assert tcp is not None and len(tcp.samples) == 2 and min(tcp.samples) > 0.1
+        for test in ("tcp_lat", "udp_lat"):
+            lat = res.find(platform, "network", test)
+            assert lat is not None and not lat.higher_is_better
+            assert all(0 < v < 100_000 for v in lat.samples), lat   # microseconds
+    text = netns_daemon.cli("bench", "report", str(out)).stdout
+    assert "network: container is closest to native" in text

@@ -1,7 +1,8 @@
 """The "bench" image: the busybox rootfs plus the host's benchmark tools and their libraries.
 
 The benchmark lab (cumulo.lab) runs the same binaries natively and inside instances, so
-the image carries the host's own ``sysbench`` and ``hpcc`` (Debian packages), every
+the image carries the host's own ``sysbench``, ``hpcc``, ``iperf3`` and ``qperf`` (Debian
+packages), every
 shared library ``ldd`` lists for them, the dynamic loader, and the Open MPI runtime hpcc
 needs even as a single process (its plugin and data directories, with their libraries).
 Same binary, same libraries on every platform: what differs is only the virtualization.
@@ -23,7 +24,7 @@ from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 
 # binary -> Debian package. hpcc runs as one MPI process ("singleton"); the lab sets
 # OMPI_MCA_ess_singleton_isolated=1 so it does not fork Open MPI's orted daemon.
-TOOLS = {"sysbench": "sysbench", "hpcc": "hpcc"}
+TOOLS = {"sysbench": "sysbench", "hpcc": "hpcc", "iperf3": "iperf3", "qperf": "qperf"}
 # What Open MPI loads at run time by path (plugins, help texts, its config).
 TREES = [
     Path("/usr/lib/x86_64-linux-gnu/openmpi"),

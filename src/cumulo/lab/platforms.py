@@ -92,6 +92,14 @@ class InstancePlatform(Platform):
         super().__init__(name)
         self.client, self.instance, self.launched = client, instance, launched
         self.launch_seconds = 0.0
+        self.networks: list[dict[str, Any]] = []   # NICs to create it with
+
+    def ip(self) -> str:
+        """The address of its first NIC."""
+        nics = self.info().get("nics") or []
+        if not nics or not nics[0].get("ip"):
+            raise DriverError(f"{self.instance} has no NIC address")
+        return str(nics[0]["ip"]).split("/")[0]
 
     def setup(self) -> None:
         assert self.kind.type is not None
@@ -99,7 +107,7 @@ class InstancePlatform(Platform):
         t0 = time.perf_counter()
         self.client.create(self.instance, BENCH_IMAGE, type=self.kind.type,
                            options=dict(self.kind.options), limits=dict(self.kind.limits),
-                           start=True)
+                           networks=list(self.networks), start=True)
         self.wait_ready()
         self.launch_seconds = time.perf_counter() - t0
 

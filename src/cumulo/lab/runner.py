@@ -25,7 +25,7 @@ from cumulo.lab import footprint, workloads
 from cumulo.lab.platforms import BENCH_IMAGE, KINDS, InstancePlatform, Platform, VMPlatform
 from cumulo.lab.schema import PLATFORMS, SUITES, Environment, Results, Settings
 
-IMPLEMENTED_SUITES = ("cpu", "memory", "boot", "footprint", "density")
+IMPLEMENTED_SUITES = ("cpu", "memory", "network", "boot", "footprint", "density")
 GIB = 1 << 30
 Progress = Callable[[str], None]
 
@@ -70,7 +70,7 @@ def make_plan(platforms: str, suites: str, repeat: int, quick: bool, output: Pat
     if todo:
         raise InvalidInputError(f"suite {todo[0]!r} is not implemented yet (implemented: "
                                 f"{', '.join(IMPLEMENTED_SUITES)})")
-    missing = hosttools_missing()
+    missing = hosttools_missing("network" in suite_list)
     if "native" in plats and missing:
         raise InvalidInputError(f"native runs need {' and '.join(missing)} on this host: "
                                 f"apt-get install {' '.join(missing)}")
@@ -93,6 +93,8 @@ def environment(client: Client) -> Environment:
         "cumulo": package_version("cumulo"),
         "sysbench": _tool_version(["sysbench", "--version"]).removeprefix("sysbench "),
         "hpcc": _tool_version(["dpkg-query", "-W", "-f", "${Version}\n", "hpcc"]),
+        "iperf3": _tool_version(["iperf3", "--version"]).removeprefix("iperf "),
+        "qperf": _tool_version(["qperf", "--version"]).removeprefix("qperf "),
         "qemu": str(host.get("qemu")), "runc": str((host.get("oci_runtimes") or {}).get("runc")),
     }
     return Environment(host=host, tools=tools, accel="kvm" if host.get("kvm_usable") else "tcg")
@@ -104,6 +106,8 @@ class Lab:
         self.tag = uuid.uuid4().hex[:6]
         self.launched: list[str] = []
         self.built_image = False
+        self.network: str | None = None        # the network the lab made for its instances
+        self.peers: dict[str, InstancePlatform] = {}   # platform -> its network client
         self.results = Results(
             created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             settings=Settings(platforms=plan.platforms, suites=plan.suites,
@@ -118,6 +122,10 @@ class Lab:
         suites = set(self.plan.suites)
         if any(KINDS[p].type for p in self.plan.platforms):
             self.ensure_image()
+        if "network" in suites and "container" in self.plan.platforms:
+            self.network = f"bench-{self.tag}"
+            self.progress(f"creating network {self.network} (instance-to-instance traffic)")
+            self.client.create_network(self.network)
         ready: list[Platform] = []
         for name in self.plan.platforms:
             p = self.platform(name)
@@ -127,7 +135,7 @@ class Lab:
                 ready.append(p)
             except (CumuloError, OSError) as err:   # one broken platform: note it, go on
                 self.failed(p, err)
-        if suites & {"cpu", "memory"}:
+        if suites & {"cpu", "memory", "network"}:
             for rep in range(self.plan.repeat):
                 for p in list(ready):
                     try:
@@ -139,6 +147,8 @@ class Lab:
                         self.failed(p, err)
         for p in ready:
             p.teardown()
+        for peer in self.peers.values():
+            peer.teardown()
         if "boot" in suites:
             for p in ready:
                 if isinstance(p, InstancePlatform):
@@ -153,10 +163,15 @@ class Lab:
         self.progress(f"{p.name}: FAILED: {err}")
         self.results.note(p.name, "*", f"failed: {err}")
         p.teardown()
+        peer = self.peers.pop(p.name, None)
+        if peer:
+            peer.teardown()
 
     def set_paused(self, p: Platform, paused: bool) -> None:
-        if isinstance(p, InstancePlatform):
-            self.client.set_state(p.instance, "pause" if paused else "resume")
+        peer = self.peers.get(p.name)
+        for q in (p, peer):
+            if isinstance(q, InstancePlatform):
+                self.client.set_state(q.instance, "pause" if paused else "resume")
 
     def ensure_image(self) -> None:
         try:
@@ -165,19 +180,25 @@ class Lab:
         except APIError as err:
             if err.status != 404:
                 raise
-        self.progress("building the bench image (busybox + sysbench + hpcc from the host)")
+        self.progress("building the bench image (busybox + sysbench, hpcc, iperf3, qperf "
+                      "from the host)")
         self.built_image = True
         self.client.build_image("bench", BENCH_IMAGE)
 
-    def instance_name(self, platform: str, n: int) -> str:
+    def instance_name(self, platform: str, n: int | str) -> str:
         """Short (a VM's QEMU sockets live under the daemon's state dir, and a unix
         socket path must stay under 108 bytes): bench-TAG-ct0, -vm1, -app0, -emu0."""
         short = {"container": "ct", "vm": "vm", "appvm": "app", "vm-emulated-io": "emu"}
         return f"bench-{self.tag}-{short.get(platform, platform)}{n}"
 
-    def platform(self, name: str, n: int = 0) -> Platform:
+    def platform(self, name: str, n: int | str = 0) -> Platform:
         if KINDS[name].type is None:
             return Platform(name)
+        if KINDS[name].type == "container":
+            q = InstancePlatform(name, self.client, self.instance_name(name, n), self.launched)
+            if self.network:
+                q.networks = [{"network": self.network, "ip": None}]
+            return q
         if KINDS[name].type == "vm":
             return VMPlatform(name, self.client, self.instance_name(name, n), self.launched)
         return InstancePlatform(name, self.client, self.instance_name(name, n),
@@ -198,6 +219,15 @@ class Lab:
                 self.measure_footprint(p, used_before)
         elif suites & {"footprint", "density", "boot"}:
             r.note(name, "footprint", "native has no instance: no footprint or boot time")
+        if "network" in suites:
+            if isinstance(p, VMPlatform):
+                r.note(name, "network", "not implemented for VMs yet (no NIC in the bench VM)")
+            elif isinstance(p, InstancePlatform):
+                peer = self.platform(name, "p")
+                assert isinstance(peer, InstancePlatform)
+                self.peers[name] = peer
+                peer.setup()
+                self.progress(f"{name}: peer {peer.instance} ready; server at {p.ip()}")
         if suites & {"cpu", "memory"}:
             p.prepare()
             if isinstance(p, VMPlatform):
@@ -227,6 +257,8 @@ class Lab:
             v = workloads.parse_sysbench_memory(self._ok(p, workloads.sysbench_memory(quick)))
             r.add(p.name, "memory", "sysbench_memory_write", "MiB/s", v)
             self.progress(f"{step} sysbench memory (64 MiB blocks, write): {v:.0f} MiB/s")
+        if "network" in suites and not isinstance(p, VMPlatform):
+            self.run_network(p, step)
         if suites & {"cpu", "memory"}:
             sizes = workloads.HPL_SIZES[quick]
             h = workloads.parse_hpcc(self._ok(p, workloads.hpcc_script(),
@@ -243,6 +275,28 @@ class Lab:
                           x=h.stream_vector, x_label="doubles per array")
                 self.progress(f"{step} hpcc STREAM: " + ", ".join(
                     f"{k} {v:.1f}" for k, v in h.stream_gbs.items()) + " GB/s")
+
+    def run_network(self, p: Platform, step: str) -> None:
+        """Server in ``p``, client in its peer instance (native: both on loopback)."""
+        r, quick = self.results, self.plan.quick
+        peer = self.peers.get(p.name)
+        client: Platform = peer if peer else p
+        ip = p.ip() if isinstance(p, InstancePlatform) else "127.0.0.1"
+        pid = int(self._ok(p, workloads.iperf3_server(ip)).split()[-1])
+        try:
+            gbits = workloads.parse_iperf3(self._ok(client, workloads.iperf3_client(ip, quick)))
+        finally:
+            p.run(workloads.stop_server(pid), timeout=30)
+        r.add(p.name, "network", "iperf3_tcp", "Gbit/s", gbits)
+        pid = int(self._ok(p, workloads.qperf_server()).split()[-1])
+        try:
+            lat = workloads.parse_qperf(self._ok(client, workloads.qperf_client(ip, quick)))
+        finally:
+            p.run(workloads.stop_server(pid), timeout=30)
+        for test, us in lat.items():
+            r.add(p.name, "network", test, "us", us, higher_is_better=False)
+        self.progress(f"{step} iperf3 TCP {gbits:.2f} Gbit/s; qperf " + ", ".join(
+            f"{k} {v:.1f} us" for k, v in lat.items()))
 
     def measure_footprint(self, p: InstancePlatform, used_before: int | None) -> None:
         r, suites = self.results, set(self.plan.suites)
@@ -301,6 +355,13 @@ class Lab:
                 self.launched.remove(name)
             except CumuloError as err:
                 failed.append(f"{name}: {err}")
+        if self.network:
+            try:
+                self.client.delete_network(self.network)
+                self.network = None
+            except APIError as err:
+                if err.status != 404:   # 404: its create never happened
+                    failed.append(f"network {self.network}: {err}")
         if self.built_image:
             try:
                 self.client.delete_image(BENCH_IMAGE)
@@ -310,6 +371,7 @@ class Lab:
         return failed
 
 
-def hosttools_missing() -> list[str]:
+def hosttools_missing(network: bool = False) -> list[str]:
     """The benchmark tools this host lacks (native runs use them directly)."""
-    return [t for t in ("sysbench", "hpcc") if shutil.which(t) is None]
+    tools = ("sysbench", "hpcc", *(("iperf3", "qperf") if network else ()))
+    return [t for t in tools if shutil.which(t) is None]

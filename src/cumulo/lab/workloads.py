@@ -7,6 +7,10 @@ platforms is where it runs. Parsers are pure: tool output in, numbers out.
 - sysbench cpu: one thread, primes up to 10000, events per second for a fixed time.
 - sysbench memory: one thread, sequential writes of a 64 MiB block (twice the 32 MiB L3
   of the reference host: main memory, not cache), MiB/s.
+- network (iperf3, qperf): a server in one place, the client in another: on the host both
+  on loopback; for instances, instance to instance over a Cumulo network. iperf3 TCP
+  throughput (Gbit/s, one stream); qperf tcp_lat and udp_lat (one-way latency of a
+  request/response ping-pong, microseconds).
 - hpcc: HPL (LINPACK) at several problem sizes N, GFLOPS per N; the same run gives
   STREAM copy/scale/add/triad (single process) in GB/s, with arrays hpcc sizes from the
   largest N (STREAM_VectorSize doubles each, recorded with the figures).
@@ -14,6 +18,7 @@ platforms is where it runs. Parsers are pure: tool output in, numbers out.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -133,4 +138,58 @@ def parse_hpcc(text: str) -> Hpcc:
     out.version = m.group(1) if m else ""
     if not out.hpl_gflops:
         raise DriverError(f"hpcc printed no HPL result: {text.strip()[-300:]!r}")
+    return out
+
+
+IPERF_PORT = 5201
+
+
+def iperf3_server(bind: str) -> str:
+    """Starts a one-shot iperf3 server in the background; prints its pid."""
+    return f"iperf3 -s -1 -B {bind} -p {IPERF_PORT} >/dev/null 2>&1 & echo $!"
+
+
+def qperf_server() -> str:
+    return "qperf >/dev/null 2>&1 & echo $!"
+
+
+def stop_server(pid: int) -> str:
+    return f"kill {pid} 2>/dev/null; true"
+
+
+def _retry(cmd: str) -> str:
+    """The server may need a moment to listen: try up to 20 times, 0.25 s apart."""
+    return (f"i=0; while [ $i -lt 20 ]; do {cmd} && exit 0; i=$((i + 1)); sleep 0.25; done; "
+            "exit 1")
+
+
+def iperf3_client(ip: str, quick: bool) -> str:
+    return _retry(f"iperf3 -c {ip} -p {IPERF_PORT} -t {seconds(quick)} -J 2>/dev/null")
+
+
+def qperf_client(ip: str, quick: bool) -> str:
+    return _retry(f"qperf -t {seconds(quick)} {ip} tcp_lat udp_lat")
+
+
+def parse_iperf3(text: str) -> float:
+    """Gbit/s received, from iperf3 -J (the retry loop may print failed attempts first)."""
+    start = text.rfind('{\n\t"start"')
+    try:
+        data = json.loads(text[start if start >= 0 else 0:])
+        return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+    except (ValueError, KeyError, TypeError) as err:
+        raise DriverError(f"cannot read iperf3 JSON: {text.strip()[-300:]!r}") from err
+
+
+_UNITS = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "sec": 1e6, "s": 1e6}
+
+
+def parse_qperf(text: str) -> dict[str, float]:
+    """{"tcp_lat": us, "udp_lat": us} from qperf's "latency  =  24.9 us" blocks."""
+    out = {}
+    for m in re.finditer(r"^(\w+):\s*\n\s*latency\s*=\s*([0-9.]+)\s*(ns|us|ms|sec|s)\b", text,
+                         re.MULTILINE):
+        out[m.group(1)] = float(m.group(2)) * _UNITS[m.group(3)]
+    if not out:
+        raise DriverError(f"cannot read qperf latencies: {text.strip()[-300:]!r}")
     return out
