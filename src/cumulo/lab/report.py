@@ -381,6 +381,11 @@ def document(results: Results, images: Sequence[tuple[str, str]] = ()) -> Doc:
                          ratio_text(ratio_of(results, s))])
         d.table(["metric", "platform", "unit", "median", "IQR", "min-max", "n",
                  "ratio to native [spread]"], rows)
+        if suite == "network":
+            d.p("Native network figures are the host's loopback (no NIC at all); an "
+                "instance's cross two veth pairs and a bridge between two instances. Their "
+                "ratio is what the virtual network path costs against no network path, not "
+                "against a physical NIC as in the published study.")
         for path, caption in images:
             if Path(path).stem.split("-", 1)[-1].startswith(_plot_prefix(suite)):
                 d.image(path, caption)
