@@ -30,11 +30,9 @@ def nothing_left(daemon: Daemon) -> None:
 @pytest.mark.slow
 def test_quick_run_native_and_container_then_report(daemon: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    t0 = time.monotonic()
     r = daemon.cli("bench", "run", "--quick", "--repeat", "2", "--platforms",
                    "native,container", "--suites", "cpu,memory,footprint", "--output", str(out),
-                   timeout=110)
-    assert time.monotonic() - t0 < 110
+                   timeout=110)   # the CI budget: well under two minutes
     assert "container: ready in" in r.stderr and "wrote" in r.stderr, r.stderr
     nothing_left(daemon)   # its instance and the image it built are gone
 
