@@ -97,7 +97,7 @@ def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> N
 @pytest.mark.parametrize(("args", "message"), [
     (["--platforms", "native,lxc"], "unknown platform 'lxc': choose from native, container"),
     (["--suites", "cpu,gpu"], "unknown suite 'gpu'"),
-    (["--suites", "disk"], "suite 'disk' is not implemented yet"),
+    (["--suites", " , "], "no suites given"),
     (["--repeat", "0"], "--repeat must be at least 1"),
     (["--output", "/proc/cumulo-nope/r.json"], "cannot write the output"),
     (["--output", "/nonexistent-dir/r.json"], "cannot write the output"),
@@ -197,3 +197,18 @@ def test_network_suite_native_loopback_and_container_pair(netns_daemon: Daemon,
             assert all(0 < v < 100_000 for v in lat.samples), lat   # microseconds
     text = netns_daemon.cli("bench", "report", str(out)).stdout
     assert "network: container is closest to native" in text
+
+
+@pytest.mark.slow
+def test_disk_suite_native_and_container(daemon: Daemon, tmp_path: Path) -> None:
+    out = tmp_path / "disk.json"
+    daemon.cli("bench", "run", "--quick", "--repeat", "1", "--platforms", "native,container",
+               "--suites", "disk", "--output", str(out), timeout=110)
+    nothing_left(daemon)
+    res = schema.load(out)
+    for platform in ("native", "container"):
+        for metric, unit in [("rand_read_4k", "IOPS"), ("rand_write_4k", "IOPS"),
+                             ("seq_read_1m", "MiB/s"), ("seq_write_1m", "MiB/s")]:
+            s = res.find(platform, "disk", metric)
+            assert s is not None and s.unit == unit and s.samples[0] > 1, (platform, metric)
+    assert not list(Path("/var/tmp").glob("cumulo-bench-fileio.*"))   # native files removed

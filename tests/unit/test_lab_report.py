@@ -46,6 +46,18 @@ def test_parsers_read_the_tools_output() -> None:
         workloads.parse_sysbench_cpu("sysbench: command not found")
 
 
+def test_fileio_sections_are_read_per_mode() -> None:
+    text = "".join(f"== {mode}\nFile operations:\n    reads/s:  {r}\n    writes/s:  {w}\n"
+                   f"Throughput:\n    read, MiB/s:  {rm}\n    written, MiB/s:  {wm}\n"
+                   for mode, r, w, rm, wm in [("rndrd", 100, 0, 0.4, 0), ("rndwr", 0, 50, 0, 0.2),
+                                              ("seqrd", 9, 0, 900, 0), ("seqwr", 0, 8, 0, 800)])
+    assert workloads.parse_fileio(text) == {
+        "rand_read_4k": (100.0, "IOPS"), "rand_write_4k": (50.0, "IOPS"),
+        "seq_read_1m": (900.0, "MiB/s"), "seq_write_1m": (800.0, "MiB/s")}
+    with pytest.raises(DriverError, match="no seqwr section"):
+        workloads.parse_fileio(text.split("== seqwr")[0])
+
+
 def test_hpcc_input_lists_the_sizes() -> None:
     lines = workloads.hpcc_input([200, 400, 800]).splitlines()
     assert lines[4].split()[0] == "3" and lines[5].split()[:3] == ["200", "400", "800"]

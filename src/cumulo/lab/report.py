@@ -213,7 +213,7 @@ def published(results: Results) -> list[str]:
     perf = {(s.platform, s.suite): s for suite in SUITES for s in standings(results, suite)}
     accel = results.environment.accel
     out = []
-    for suite in ("cpu", "memory", "network"):
+    for suite in ("cpu", "memory", "network", "disk"):
         c = perf.get(("container", suite))
         if c is None:
             out.append(f"Containers close to native in {suite}: not measured in this run.")

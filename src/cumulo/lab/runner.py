@@ -25,7 +25,7 @@ from cumulo.lab import footprint, workloads
 from cumulo.lab.platforms import BENCH_IMAGE, KINDS, InstancePlatform, Platform, VMPlatform
 from cumulo.lab.schema import PLATFORMS, SUITES, Environment, Results, Settings
 
-IMPLEMENTED_SUITES = ("cpu", "memory", "network", "boot", "footprint", "density")
+IMPLEMENTED_SUITES = ("cpu", "memory", "network", "disk", "boot", "footprint", "density")
 GIB = 1 << 30
 Progress = Callable[[str], None]
 
@@ -135,7 +135,7 @@ class Lab:
                 ready.append(p)
             except (CumuloError, OSError) as err:   # one broken platform: note it, go on
                 self.failed(p, err)
-        if suites & {"cpu", "memory", "network"}:
+        if suites & {"cpu", "memory", "network", "disk"}:
             for rep in range(self.plan.repeat):
                 for p in list(ready):
                     try:
@@ -219,6 +219,8 @@ class Lab:
                 self.measure_footprint(p, used_before)
         elif suites & {"footprint", "density", "boot"}:
             r.note(name, "footprint", "native has no instance: no footprint or boot time")
+        if "disk" in suites and isinstance(p, VMPlatform):
+            r.note(name, "disk", "not implemented for VMs yet (the bench VM's root is in RAM)")
         if "network" in suites:
             if isinstance(p, VMPlatform):
                 r.note(name, "network", "not implemented for VMs yet (no NIC in the bench VM)")
@@ -228,7 +230,7 @@ class Lab:
                 self.peers[name] = peer
                 peer.setup()
                 self.progress(f"{name}: peer {peer.instance} ready; server at {p.ip()}")
-        if suites & {"cpu", "memory"}:
+        if suites & {"cpu", "memory", "network", "disk"}:
             p.prepare()
             if isinstance(p, VMPlatform):
                 self.progress(f"{name}: tools copied into the guest in {p.copy_seconds:.1f}s")
@@ -259,6 +261,13 @@ class Lab:
             self.progress(f"{step} sysbench memory (64 MiB blocks, write): {v:.0f} MiB/s")
         if "network" in suites and not isinstance(p, VMPlatform):
             self.run_network(p, step)
+        if "disk" in suites and not isinstance(p, VMPlatform):
+            base = "/tmp" if isinstance(p, InstancePlatform) else "/var/tmp"
+            got = workloads.parse_fileio(self._ok(p, workloads.sysbench_fileio(base, quick)))
+            for metric, (value, unit) in got.items():
+                r.add(p.name, "disk", metric, unit, value)
+            self.progress(f"{step} sysbench fileio (O_DIRECT): " + ", ".join(
+                f"{m} {v:.0f} {u}" for m, (v, u) in got.items()))
         if suites & {"cpu", "memory"}:
             sizes = workloads.HPL_SIZES[quick]
             h = workloads.parse_hpcc(self._ok(p, workloads.hpcc_script(),

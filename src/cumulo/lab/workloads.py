@@ -11,6 +11,11 @@ platforms is where it runs. Parsers are pure: tool output in, numbers out.
   on loopback; for instances, instance to instance over a Cumulo network. iperf3 TCP
   throughput (Gbit/s, one stream); qperf tcp_lat and udp_lat (one-way latency of a
   request/response ping-pong, microseconds).
+- disk (sysbench fileio, O_DIRECT, 4 files): random 4 KiB reads and writes (IOPS),
+  sequential 1 MiB reads and writes (MiB/s), in a fresh directory: /var/tmp on the host,
+  /tmp in a container (its root on the storage pool). fio is the usual tool, but Debian's
+  links librbd, librados, glusterfs... (84 MB of libraries), which would triple the bench
+  image; sysbench is already in it.
 - hpcc: HPL (LINPACK) at several problem sizes N, GFLOPS per N; the same run gives
   STREAM copy/scale/add/triad (single process) in GB/s, with arrays hpcc sizes from the
   largest N (STREAM_VectorSize doubles each, recorded with the figures).
@@ -192,4 +197,37 @@ def parse_qperf(text: str) -> dict[str, float]:
         out[m.group(1)] = float(m.group(2)) * _UNITS[m.group(3)]
     if not out:
         raise DriverError(f"cannot read qperf latencies: {text.strip()[-300:]!r}")
+    return out
+
+
+FILEIO_MODES = {  # sysbench mode -> (block size, metric, unit, the output line it reads)
+    "rndrd": ("4096", "rand_read_4k", "IOPS", r"reads/s:\s*([0-9.]+)"),
+    "rndwr": ("4096", "rand_write_4k", "IOPS", r"writes/s:\s*([0-9.]+)"),
+    "seqrd": ("1M", "seq_read_1m", "MiB/s", r"read, MiB/s:\s*([0-9.]+)"),
+    "seqwr": ("1M", "seq_write_1m", "MiB/s", r"written, MiB/s:\s*([0-9.]+)"),
+}
+
+
+def sysbench_fileio(base: str, quick: bool) -> str:
+    size = "64M" if quick else "512M"
+    opts = f"--file-total-size={size} --file-num=4"
+    runs = "; ".join(
+        f"echo '== {mode}'; sysbench fileio {opts} --file-test-mode={mode} "
+        f"--file-block-size={bs} --file-extra-flags=direct --time={seconds(quick)} "
+        "--events=0 run || rc=1"
+        for mode, (bs, *_rest) in FILEIO_MODES.items())
+    return (f'd=$(mktemp -d {base}/cumulo-bench-fileio.XXXXXX) || exit 1; cd "$d" || exit 1; '
+            f"sysbench fileio {opts} prepare >/dev/null || exit 1; rc=0; {runs}; "
+            f'sysbench fileio {opts} cleanup >/dev/null; cd / && rm -rf "$d"; exit $rc')
+
+
+def parse_fileio(text: str) -> dict[str, tuple[float, str]]:
+    """metric -> (value, unit), one per mode, from the ``== MODE`` sections."""
+    out = {}
+    for mode, (_bs, metric, unit, pattern) in FILEIO_MODES.items():
+        part = text.split(f"== {mode}\n", 1)
+        if len(part) < 2:
+            raise DriverError(f"sysbench fileio printed no {mode} section: "
+                              f"{text.strip()[-300:]!r}")
+        out[metric] = (_number(pattern, part[1].split("\n== ", 1)[0], f"{mode} {unit}"), unit)
     return out
