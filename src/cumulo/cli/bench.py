@@ -23,7 +23,7 @@ def bench_run(
             help="comma-separated: native, container, vm, appvm, vm-emulated-io")
         ] = "native,container",
         suites: Annotated[str, typer.Option(
-            help="comma-separated: cpu, memory, boot, footprint, density")
+            help="comma-separated: cpu, memory, network, disk, boot, footprint, density")
         ] = "cpu,memory,footprint",
         repeat: Annotated[int, typer.Option(help="repetitions of each workload")] = 3,
         quick: Annotated[bool, typer.Option(help="short runs, small problem sizes")] = False,
