@@ -74,18 +74,18 @@ def test_quick_run_native_and_container_then_report(daemon: Daemon, tmp_path: Pa
 def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     with subprocess.Popen(
-            [str(BIN / "cumulo"), "bench", "run", "--repeat", "20", "--platforms", "container",
-             "--suites", "cpu", "--output", str(out)],
+            [str(BIN / "cumulo"), "bench", "run", "--repeat", "20", "--platforms",
+             "native,container", "--suites", "cpu", "--output", str(out)],
             env=daemon.env, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stderr is not None
         seen = []
         deadline = time.monotonic() + 60
-        for line in proc.stderr:   # half-way: the instance runs its workloads
+        for line in proc.stderr:   # half-way: native runs, the container waits paused
             seen.append(line)
-            if "[2/20] sysbench cpu" in line or time.monotonic() > deadline:
+            if "native [2/20] sysbench cpu" in line or time.monotonic() > deadline:
                 break
         with daemon.client() as c:
-            assert [i["name"] for i in c.instances()], seen
+            assert [i["state"] for i in c.instances()] == ["paused"], seen
         proc.send_signal(signal.SIGINT)
         rest = proc.stderr.read()
         assert proc.wait(60) == 130, seen + [rest]

@@ -368,16 +368,21 @@ class Lab:
             try:
                 self.client.delete_network(self.network)
                 self.network = None
-            except APIError as err:
-                if err.status != 404:   # 404: its create never happened
+            except CumuloError as err:
+                if not _gone(err):   # its create never happened
                     failed.append(f"network {self.network}: {err}")
         if self.built_image:
             try:
                 self.client.delete_image(BENCH_IMAGE)
                 self.built_image = False
             except CumuloError as err:
-                failed.append(f"image {BENCH_IMAGE}: {err}")
+                if not _gone(err):   # interrupted before the build finished
+                    failed.append(f"image {BENCH_IMAGE}: {err}")
         return failed
+
+
+def _gone(err: CumuloError) -> bool:
+    return isinstance(err, APIError) and err.status == 404
 
 
 def hosttools_missing(network: bool = False) -> list[str]:
