@@ -24,6 +24,8 @@ PACKAGES=(
   swtpm swtpm-tools                  # vTPM: one software TPM 2.0 per VM (launch --tpm)
   mmdebstrap                         # image build debian/<release>: a rootfs from the Debian mirror
   umoci                              # image import of OCI image layouts: unpacks layers to a rootfs
+  sysbench                           # bench lab: cpu and memory workloads (cumulo bench run)
+  hpcc                               # bench lab: HPL/LINPACK at several sizes and STREAM
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cumulo.cli import output as o
+from cumulo.cli.bench import bench_app
 from cumulo.cli.firewall import acl_app, forward_app
 from cumulo.cli.images import image_app, publish
 from cumulo.cli.remotes import migrate, remote_app
@@ -36,6 +37,7 @@ net_app.add_typer(forward_app, name="forward")
 app.add_typer(storage_app, name="storage")
 app.add_typer(volume_app, name="volume")
 app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(bench_app, name="bench")
 
 FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
 ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]

@@ -155,8 +155,14 @@ def build_busybox(files: ImageFiles, progress: Progress | None = None) -> ImageR
     return record
 
 
-BUILDERS: dict[str, Builder] = {"busybox": build_busybox}
-NAMES = ("busybox", "debian/<release>", "app")   # what `prepare` accepts, for messages
+def _build_bench(files: ImageFiles, progress: Progress | None = None) -> ImageRecord:
+    from cumulo.images.bench_image import build_bench  # imports this module
+
+    return build_bench(files, progress)
+
+
+BUILDERS: dict[str, Builder] = {"busybox": build_busybox, "bench": _build_bench}
+NAMES = ("busybox", "bench", "debian/<release>", "app")   # what `prepare` accepts
 
 
 @dataclass(frozen=True)

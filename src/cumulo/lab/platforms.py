@@ -1,0 +1,208 @@
+"""Where workloads run: on the bare host (native) or in an instance launched through the
+public API (container, vm, appvm, vm-emulated-io).
+
+Every platform runs the same ``sh -c`` scripts (workloads.py). An instance platform
+records the name of its instance *before* asking for it, so a cleanup after Ctrl-C or a
+failure can delete an instance whose create was still in flight.
+
+VM platforms run on whatever accelerator the host gives (on a host without usable KVM
+that is TCG: their figures measure emulation, and the report says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cumulo.client import APIError, Client
+from cumulo.errors import DriverError
+
+BENCH_IMAGE = "bench"
+
+
+@dataclass
+class Exec:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a platform's instance is made (None: native, no instance)."""
+    type: str | None
+    options: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+KINDS: dict[str, Kind] = {
+    "native": Kind(None, description="the bare host"),
+    "container": Kind("container", description="runc container (namespaces + cgroups)"),
+    "vm": Kind("vm", {"machine": "pc", "io": "paravirt"}, {"memory": "512MiB"},
+               "QEMU VM, pc machine, virtio devices"),
+    "appvm": Kind("vm", {"machine": "microvm", "io": "paravirt"}, {"memory": "256MiB"},
+                  "minimal VM (QEMU microvm, no firmware or PCI; a stand-in for a "
+                  "unikernel-style VM: OSv is not packaged in Debian)"),
+    "vm-emulated-io": Kind("vm", {"machine": "pc", "io": "emulated"}, {"memory": "512MiB"},
+                           "QEMU VM with emulated hardware (IDE disk, e1000 NIC)"),
+}
+
+
+class Platform:
+    """The bare host: scripts run with /bin/sh in the lab's own process tree."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.kind = KINDS[name]
+
+    def setup(self) -> None:
+        pass
+
+    def prepare(self) -> None:
+        """After setup (and after the idle footprint is taken): make the tools runnable."""
+
+    def teardown(self) -> None:
+        pass
+
+    def run(self, script: str, *, stdin: str = "", env: dict[str, str] | None = None,
+            timeout: float = 600) -> Exec:
+        try:
+            proc = subprocess.run(["/bin/sh", "-c", script], input=stdin, text=True,
+                                  capture_output=True, timeout=timeout, cwd="/tmp",
+                                  env={**os.environ, **(env or {})})
+        except subprocess.TimeoutExpired as err:
+            raise DriverError(f"native: {script.split()[0]} ran over {timeout:.0f}s") from err
+        return Exec(proc.returncode, proc.stdout, proc.stderr)
+
+
+class InstancePlatform(Platform):
+    """An instance of the bench image, launched and deleted through the public API."""
+
+    def __init__(self, name: str, client: Client, instance: str,
+                 launched: list[str]) -> None:
+        super().__init__(name)
+        self.client, self.instance, self.launched = client, instance, launched
+        self.launch_seconds = 0.0
+        self.networks: list[dict[str, Any]] = []   # NICs to create it with
+
+    def ip(self) -> str:
+        """The address of its first NIC."""
+        nics = self.info().get("nics") or []
+        if not nics or not nics[0].get("ip"):
+            raise DriverError(f"{self.instance} has no NIC address")
+        return str(nics[0]["ip"]).split("/")[0]
+
+    def setup(self) -> None:
+        assert self.kind.type is not None
+        self.launched.append(self.instance)   # before the request: cleanup must know it
+        t0 = time.perf_counter()
+        self.client.create(self.instance, BENCH_IMAGE, type=self.kind.type,
+                           options=dict(self.kind.options), limits=dict(self.kind.limits),
+                           networks=list(self.networks), start=True)
+        self.wait_ready()
+        self.launch_seconds = time.perf_counter() - t0
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        """Until an exec answers (a VM's guest agent starts after its kernel boots)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.client.exec(self.instance, ["true"], timeout=30)["exit_code"] == 0:
+                    return
+            except APIError:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise DriverError(f"{self.instance} did not answer an exec in {timeout:.0f}s")
+            time.sleep(0.5)
+
+    def teardown(self) -> None:
+        delete_instance(self.client, self.instance)
+        if self.instance in self.launched:
+            self.launched.remove(self.instance)
+
+    def run(self, script: str, *, stdin: str = "", env: dict[str, str] | None = None,
+            timeout: float = 600) -> Exec:
+        r = self.client.exec(self.instance, ["/bin/sh", "-c", script], stdin=stdin.encode(),
+                             env=env, cwd="/tmp", timeout=timeout)
+        return Exec(int(r["exit_code"]), r.get("stdout") or "", r.get("stderr") or "")
+
+    def info(self) -> dict[str, Any]:
+        return self.client.instance(self.instance)
+
+
+class VMPlatform(InstancePlatform):
+    """A VM of the bench image. The VM driver boots its own busybox initramfs (it does not
+    use the image's rootfs yet), so after boot the lab copies the bench image's tools into
+    the guest's RAM root through exec: the same files the image has, from the same code
+    (images/bench_image.py), sent as a gzipped tar in chunks under the agent's stdin cap.
+    The guest agent reads its frames a byte at a time (busybox ``read``), so this costs
+    minutes on TCG (~16 MB); the run reports it, and the idle footprint is taken before."""
+
+    CHUNK = 600 * 1024   # raw bytes per exec: base64 of it stays under the 1 MiB stdin cap
+
+    copy_seconds = 0.0
+
+    def prepare(self) -> None:
+        t0 = time.perf_counter()
+        data = tools_tarball()
+        self.run("rm -f /tmp/bench-tools.tgz", timeout=60)
+        for i in range(0, len(data), self.CHUNK):
+            chunk = base64.b64encode(data[i:i + self.CHUNK]).decode()
+            r = self.run("base64 -d >> /tmp/bench-tools.tgz", stdin=chunk, timeout=120)
+            if r.exit_code != 0:
+                raise DriverError(f"{self.instance}: copying the tools failed: {r.stderr}")
+        r = self.run("tar -xzf /tmp/bench-tools.tgz -C / && rm /tmp/bench-tools.tgz && "
+                     "mkdir -p /tmp /dev/shm && sysbench --version", timeout=300)
+        if r.exit_code != 0:
+            raise DriverError(f"{self.instance}: unpacking the tools failed: "
+                              f"{(r.stderr or r.stdout).strip()[-300:]}")
+        self.copy_seconds = time.perf_counter() - t0
+
+    def run(self, script: str, *, stdin: str = "", env: dict[str, str] | None = None,
+            timeout: float = 600) -> Exec:
+        return super().run(script, stdin=stdin, env={"PATH": "/usr/bin:/bin", **(env or {})},
+                           timeout=timeout)
+
+
+_TARBALL: list[bytes] = []
+
+
+def tools_tarball() -> bytes:
+    """The bench image's tools and libraries (no busybox: the guest has its own), tar.gz."""
+    if _TARBALL:
+        return _TARBALL[0]
+    from cumulo.images.bench_image import install_tools
+
+    with tempfile.TemporaryDirectory(prefix="cumulo-bench-tools-") as tmp:
+        install_tools(Path(tmp))
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+            for entry in sorted(Path(tmp).iterdir()):
+                tar.add(entry, arcname=entry.name)
+    _TARBALL.append(buf.getvalue())
+    return _TARBALL[0]
+
+
+def delete_instance(client: Client, name: str, timeout: float = 60) -> None:
+    """Force-delete; gone already is fine; retry while a create still holds it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.delete(name, force=True)
+            return
+        except APIError as err:
+            if err.status == 404:
+                return
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

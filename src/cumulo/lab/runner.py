@@ -1,0 +1,391 @@
+"""`cumulo bench run`: validate the plan, launch what it needs, run, collect, clean up.
+
+Validation (platforms, suites, output path) happens before anything is launched. Every
+instance the lab asks for is recorded before the request, and ``Lab.cleanup`` deletes
+all of them (and the bench image if the lab built it): the CLI calls it in a ``finally``
+with SIGINT ignored, so Ctrl-C or a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+from cumulo.client import APIError, Client
+from cumulo.errors import CumuloError, DriverError, InvalidInputError
+from cumulo.lab import footprint, workloads
+from cumulo.lab.platforms import BENCH_IMAGE, KINDS, InstancePlatform, Platform, VMPlatform
+from cumulo.lab.schema import PLATFORMS, SUITES, Environment, Results, Settings
+
+IMPLEMENTED_SUITES = ("cpu", "memory", "network", "disk", "boot", "footprint", "density")
+GIB = 1 << 30
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    platforms: list[str]
+    suites: list[str]
+    repeat: int
+    quick: bool
+    output: Path
+
+
+def parse_list(text: str, known: tuple[str, ...], what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise InvalidInputError(f"no {what} given")
+    for item in items:
+        if item not in known:
+            raise InvalidInputError(f"unknown {what[:-1]} {item!r}: choose from "
+                                    f"{', '.join(known)}")
+    return list(dict.fromkeys(items))
+
+
+def check_output(path: Path) -> Path:
+    """The results file must be creatable: try it in its directory, leave nothing."""
+    path = path.expanduser()
+    if path.is_dir():
+        raise InvalidInputError(f"output {path} is a directory, give a file name")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent or Path("."), prefix=".cumulo-bench-"):
+            pass
+    except OSError as err:
+        raise InvalidInputError(f"cannot write the output {path}: {err.strerror}") from err
+    return path
+
+
+def make_plan(platforms: str, suites: str, repeat: int, quick: bool, output: Path) -> Plan:
+    plats = parse_list(platforms, PLATFORMS, "platforms")
+    suite_list = parse_list(suites, SUITES, "suites")
+    todo = [s for s in suite_list if s not in IMPLEMENTED_SUITES]
+    if todo:
+        raise InvalidInputError(f"suite {todo[0]!r} is not implemented yet (implemented: "
+                                f"{', '.join(IMPLEMENTED_SUITES)})")
+    missing = hosttools_missing("network" in suite_list)
+    if "native" in plats and missing:
+        raise InvalidInputError(f"native runs need {' and '.join(missing)} on this host: "
+                                f"apt-get install {' '.join(missing)}")
+    if repeat < 1:
+        raise InvalidInputError(f"--repeat must be at least 1, not {repeat}")
+    return Plan(plats, suite_list, repeat, quick, check_output(output))
+
+
+def _tool_version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "not installed"
+    return out.strip().splitlines()[0] if out.strip() else "unknown"
+
+
+def environment(client: Client) -> Environment:
+    host = client.host_info()
+    tools = {
+        "cumulo": package_version("cumulo"),
+        "sysbench": _tool_version(["sysbench", "--version"]).removeprefix("sysbench "),
+        "hpcc": _tool_version(["dpkg-query", "-W", "-f", "${Version}\n", "hpcc"]),
+        "iperf3": _tool_version(["iperf3", "--version"]).removeprefix("iperf "),
+        "qperf": _tool_version(["qperf", "--version"]).removeprefix("qperf "),
+        "qemu": str(host.get("qemu")), "runc": str((host.get("oci_runtimes") or {}).get("runc")),
+    }
+    return Environment(host=host, tools=tools, accel="kvm" if host.get("kvm_usable") else "tcg")
+
+
+class Lab:
+    def __init__(self, client: Client, plan: Plan, progress: Progress) -> None:
+        self.client, self.plan, self.progress = client, plan, progress
+        self.tag = uuid.uuid4().hex[:6]
+        self.launched: list[str] = []
+        self.built_image = False
+        self.network: str | None = None        # the network the lab made for its instances
+        self.peers: dict[str, InstancePlatform] = {}   # platform -> its network client
+        self.results = Results(
+            created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            settings=Settings(platforms=plan.platforms, suites=plan.suites,
+                              repeat=plan.repeat, quick=plan.quick))
+
+    # the run
+    def run(self) -> Results:
+        """Launch each platform alone (boot time, idle footprint, tools), pause it; then
+        run the workloads repetition by repetition, platform by platform, with every other
+        instance paused, so slow drift of the host spreads over all platforms alike."""
+        self.results.environment = environment(self.client)
+        suites = set(self.plan.suites)
+        if any(KINDS[p].type for p in self.plan.platforms):
+            self.ensure_image()
+        if "network" in suites and "container" in self.plan.platforms:
+            self.network = f"bench-{self.tag}"
+            self.progress(f"creating network {self.network} (instance-to-instance traffic)")
+            self.client.create_network(self.network)
+        ready: list[Platform] = []
+        for name in self.plan.platforms:
+            p = self.platform(name)
+            try:
+                self.start_platform(p)
+                self.set_paused(p, True)
+                ready.append(p)
+            except (CumuloError, OSError) as err:   # one broken platform: note it, go on
+                self.failed(p, err)
+        if suites & {"cpu", "memory", "network", "disk"}:
+            for rep in range(self.plan.repeat):
+                for p in list(ready):
+                    try:
+                        self.set_paused(p, False)
+                        self.run_workloads(p, rep)
+                        self.set_paused(p, True)
+                    except (CumuloError, OSError) as err:
+                        ready.remove(p)
+                        self.failed(p, err)
+        for p in ready:
+            p.teardown()
+        for peer in self.peers.values():
+            peer.teardown()
+        if "boot" in suites:
+            for p in ready:
+                if isinstance(p, InstancePlatform):
+                    try:
+                        self.boot_repeats(p.name)
+                    except (CumuloError, OSError) as err:
+                        self.progress(f"{p.name}: boot repetition FAILED: {err}")
+                        self.results.note(p.name, "boot", f"failed: {err}")
+        return self.results
+
+    def failed(self, p: Platform, err: Exception) -> None:
+        self.progress(f"{p.name}: FAILED: {err}")
+        self.results.note(p.name, "*", f"failed: {err}")
+        p.teardown()
+        peer = self.peers.pop(p.name, None)
+        if peer:
+            peer.teardown()
+
+    def set_paused(self, p: Platform, paused: bool) -> None:
+        peer = self.peers.get(p.name)
+        for q in (p, peer):
+            if isinstance(q, InstancePlatform):
+                self.client.set_state(q.instance, "pause" if paused else "resume")
+
+    def ensure_image(self) -> None:
+        try:
+            self.client.image(BENCH_IMAGE)
+            return
+        except APIError as err:
+            if err.status != 404:
+                raise
+        self.progress("building the bench image (busybox + sysbench, hpcc, iperf3, qperf "
+                      "from the host)")
+        self.built_image = True
+        self.client.build_image("bench", BENCH_IMAGE)
+
+    def instance_name(self, platform: str, n: int | str) -> str:
+        """Short (a VM's QEMU sockets live under the daemon's state dir, and a unix
+        socket path must stay under 108 bytes): bench-TAG-ct0, -vm1, -app0, -emu0."""
+        short = {"container": "ct", "vm": "vm", "appvm": "app", "vm-emulated-io": "emu"}
+        return f"bench-{self.tag}-{short.get(platform, platform)}{n}"
+
+    def platform(self, name: str, n: int | str = 0) -> Platform:
+        if KINDS[name].type is None:
+            return Platform(name)
+        if KINDS[name].type == "container":
+            q = InstancePlatform(name, self.client, self.instance_name(name, n), self.launched)
+            if self.network:
+                q.networks = [{"network": self.network, "ip": None}]
+            return q
+        if KINDS[name].type == "vm":
+            return VMPlatform(name, self.client, self.instance_name(name, n), self.launched)
+        return InstancePlatform(name, self.client, self.instance_name(name, n),
+                                self.launched)
+
+    def start_platform(self, p: Platform) -> None:
+        suites, r, name = set(self.plan.suites), self.results, p.name
+        used_before = self._pool_used()
+        self.progress(f"{name}: {'launching' if p.kind.type else 'on the host'}"
+                      f"{' (' + p.kind.description + ')' if p.kind.description else ''}")
+        p.setup()
+        if isinstance(p, InstancePlatform):
+            self.progress(f"{name}: ready in {p.launch_seconds:.2f}s")
+            if "boot" in suites:
+                r.add(name, "boot", "launch_to_ready", "s", p.launch_seconds,
+                      higher_is_better=False)
+            if suites & {"footprint", "density"}:
+                self.measure_footprint(p, used_before)
+        elif suites & {"footprint", "density", "boot"}:
+            r.note(name, "footprint", "native has no instance: no footprint or boot time")
+        if "disk" in suites and isinstance(p, VMPlatform):
+            r.note(name, "disk", "not implemented for VMs yet (the bench VM's root is in RAM)")
+        if "network" in suites:
+            if isinstance(p, VMPlatform):
+                r.note(name, "network", "not implemented for VMs yet (no NIC in the bench VM)")
+            elif isinstance(p, InstancePlatform):
+                peer = self.platform(name, "p")
+                assert isinstance(peer, InstancePlatform)
+                self.peers[name] = peer
+                peer.setup()
+                self.progress(f"{name}: peer {peer.instance} ready; server at {p.ip()}")
+        if suites & {"cpu", "memory", "network", "disk"}:
+            p.prepare()
+            if isinstance(p, VMPlatform):
+                self.progress(f"{name}: tools copied into the guest in {p.copy_seconds:.1f}s")
+
+    def boot_repeats(self, name: str) -> None:
+        """More launch-to-ready samples, each instance alone on the host."""
+        for n in range(1, self.plan.repeat):
+            q = InstancePlatform(name, self.client, self.instance_name(name, n),
+                                 self.launched)
+            try:
+                q.setup()
+            finally:
+                q.teardown()
+            self.results.add(name, "boot", "launch_to_ready", "s", q.launch_seconds,
+                             higher_is_better=False)
+            self.progress(f"{name}: boot {n + 1}/{self.plan.repeat}: {q.launch_seconds:.2f}s")
+
+    def run_workloads(self, p: Platform, rep: int) -> None:
+        suites, r, quick = set(self.plan.suites), self.results, self.plan.quick
+        step = f"{p.name} [{rep + 1}/{self.plan.repeat}]"
+        if "cpu" in suites:
+            v = workloads.parse_sysbench_cpu(self._ok(p, workloads.sysbench_cpu(quick)))
+            r.add(p.name, "cpu", "sysbench_cpu", "events/s", v)
+            self.progress(f"{step} sysbench cpu: {v:.1f} events/s")
+        if "memory" in suites:
+            v = workloads.parse_sysbench_memory(self._ok(p, workloads.sysbench_memory(quick)))
+            r.add(p.name, "memory", "sysbench_memory_write", "MiB/s", v)
+            self.progress(f"{step} sysbench memory (64 MiB blocks, write): {v:.0f} MiB/s")
+        if "network" in suites and not isinstance(p, VMPlatform):
+            self.run_network(p, step)
+        if "disk" in suites and not isinstance(p, VMPlatform):
+            base = "/tmp" if isinstance(p, InstancePlatform) else "/var/tmp"
+            got = workloads.parse_fileio(self._ok(p, workloads.sysbench_fileio(base, quick)))
+            for metric, (value, unit) in got.items():
+                r.add(p.name, "disk", metric, unit, value)
+            self.progress(f"{step} sysbench fileio (O_DIRECT): " + ", ".join(
+                f"{m} {v:.0f} {u}" for m, (v, u) in got.items()))
+        if suites & {"cpu", "memory"}:
+            sizes = workloads.HPL_SIZES[quick]
+            h = workloads.parse_hpcc(self._ok(p, workloads.hpcc_script(),
+                                              stdin=workloads.hpcc_input(sizes),
+                                              env=workloads.HPCC_ENV))
+            if "cpu" in suites:
+                for n, gf in sorted(h.hpl_gflops.items()):
+                    r.add(p.name, "cpu", "hpl", "GFLOPS", gf, x=n, x_label="N")
+                self.progress(f"{step} hpcc HPL: " + ", ".join(
+                    f"N={n} {gf:.2f}" for n, gf in sorted(h.hpl_gflops.items())) + " GFLOPS")
+            if "memory" in suites:
+                for kernel, gbs in h.stream_gbs.items():
+                    r.add(p.name, "memory", f"stream_{kernel.lower()}", "GB/s", gbs,
+                          x=h.stream_vector, x_label="doubles per array")
+                self.progress(f"{step} hpcc STREAM: " + ", ".join(
+                    f"{k} {v:.1f}" for k, v in h.stream_gbs.items()) + " GB/s")
+
+    def run_network(self, p: Platform, step: str) -> None:
+        """Server in ``p``, client in its peer instance (native: both on loopback)."""
+        r, quick = self.results, self.plan.quick
+        peer = self.peers.get(p.name)
+        client: Platform = peer if peer else p
+        ip = p.ip() if isinstance(p, InstancePlatform) else "127.0.0.1"
+        pid = int(self._ok(p, workloads.iperf3_server(ip)).split()[-1])
+        try:
+            gbits = workloads.parse_iperf3(self._ok(client, workloads.iperf3_client(ip, quick)))
+        finally:
+            p.run(workloads.stop_server(pid), timeout=30)
+        r.add(p.name, "network", "iperf3_tcp", "Gbit/s", gbits)
+        pid = int(self._ok(p, workloads.qperf_server()).split()[-1])
+        try:
+            lat = workloads.parse_qperf(self._ok(client, workloads.qperf_client(ip, quick)))
+        finally:
+            p.run(workloads.stop_server(pid), timeout=30)
+        for test, us in lat.items():
+            r.add(p.name, "network", test, "us", us, higher_is_better=False)
+        self.progress(f"{step} iperf3 TCP {gbits:.2f} Gbit/s; qperf " + ", ".join(
+            f"{k} {v:.1f} us" for k, v in lat.items()))
+
+    def measure_footprint(self, p: InstancePlatform, used_before: int | None) -> None:
+        r, suites = self.results, set(self.plan.suites)
+        image = self.client.image(BENCH_IMAGE)
+        used_after = self._pool_used()
+        for i in range(self.plan.repeat):
+            if i:
+                time.sleep(0.2)
+            pid = p.info().get("pid")
+            if not pid:
+                raise DriverError(f"{p.instance} has no pid: cannot measure its footprint")
+            f = footprint.measure(int(pid))
+            if "footprint" in suites:
+                r.add(p.name, "footprint", "pss", "bytes", f.pss_bytes, higher_is_better=False)
+                r.add(p.name, "footprint", "threads", "threads", f.threads,
+                      higher_is_better=False)
+                r.add(p.name, "footprint", "processes", "processes", f.processes,
+                      higher_is_better=False)
+                r.add(p.name, "footprint", "listening_ports", "ports", f.listening_ports,
+                      higher_is_better=False)
+            if "density" in suites and f.pss_bytes:
+                r.add(p.name, "density", "idle_per_gib", "instances/GiB", GIB / f.pss_bytes)
+        if "footprint" in suites:
+            r.add(p.name, "footprint", "image_bytes", "bytes", image["size"],
+                  higher_is_better=False)
+            if used_before is not None and used_after is not None:
+                r.add(p.name, "footprint", "instance_disk_bytes", "bytes",
+                      max(0, used_after - used_before), higher_is_better=False)
+        self.progress(f"{p.name}: idle footprint PSS {f.pss_bytes / 2**20:.1f} MiB, "
+                      f"{f.threads} threads, {f.processes} processes, "
+                      f"{f.listening_ports} listening ports")
+
+    def _pool_used(self) -> int | None:
+        try:
+            return int(self.client.pool("default")["used"])
+        except (APIError, KeyError):
+            return None
+
+    def _ok(self, p: Platform, script: str, *, stdin: str = "",
+            env: dict[str, str] | None = None) -> str:
+        res = p.run(script, stdin=stdin, env=env, timeout=1800)
+        if res.exit_code != 0:
+            raise DriverError(f"{p.name}: `{script.split()[0]}` exited {res.exit_code}: "
+                              f"{(res.stderr or res.stdout).strip()[-300:]}")
+        return res.stdout
+
+    # cleanup
+    def cleanup(self) -> list[str]:
+        """Delete every instance launched (and the image if built); returns what failed."""
+        from cumulo.lab.platforms import delete_instance
+
+        failed = []
+        for name in list(self.launched):
+            try:
+                delete_instance(self.client, name)
+                self.launched.remove(name)
+            except CumuloError as err:
+                failed.append(f"{name}: {err}")
+        if self.network:
+            try:
+                self.client.delete_network(self.network)
+                self.network = None
+            except CumuloError as err:
+                if not _gone(err):   # its create never happened
+                    failed.append(f"network {self.network}: {err}")
+        if self.built_image:
+            try:
+                self.client.delete_image(BENCH_IMAGE)
+                self.built_image = False
+            except CumuloError as err:
+                if not _gone(err):   # interrupted before the build finished
+                    failed.append(f"image {BENCH_IMAGE}: {err}")
+        return failed
+
+
+def _gone(err: CumuloError) -> bool:
+    return isinstance(err, APIError) and err.status == 404
+
+
+def hosttools_missing(network: bool = False) -> list[str]:
+    """The benchmark tools this host lacks (native runs use them directly)."""
+    tools = ("sysbench", "hpcc", *(("iperf3", "qperf") if network else ()))
+    return [t for t in tools if shutil.which(t) is None]

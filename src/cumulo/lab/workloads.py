@@ -1,0 +1,233 @@
+"""The workloads of the lab: the command lines it runs and the parsers of their output.
+
+Every workload is one ``sh -c`` script, the same text on the host and in an instance
+(dash on the host, busybox sh in the bench image), so the only difference between
+platforms is where it runs. Parsers are pure: tool output in, numbers out.
+
+- sysbench cpu: one thread, primes up to 10000, events per second for a fixed time.
+- sysbench memory: one thread, sequential writes of a 64 MiB block (twice the 32 MiB L3
+  of the reference host: main memory, not cache), MiB/s.
+- network (iperf3, qperf): a server in one place, the client in another: on the host both
+  on loopback; for instances, instance to instance over a Cumulo network. iperf3 TCP
+  throughput (Gbit/s, one stream); qperf tcp_lat and udp_lat (one-way latency of a
+  request/response ping-pong, microseconds).
+- disk (sysbench fileio, O_DIRECT, 4 files): random 4 KiB reads and writes (IOPS),
+  sequential 1 MiB reads and writes (MiB/s), in a fresh directory: /var/tmp on the host,
+  /tmp in a container (its root on the storage pool). fio is the usual tool, but Debian's
+  links librbd, librados, glusterfs... (84 MB of libraries), which would triple the bench
+  image; sysbench is already in it.
+- hpcc: HPL (LINPACK) at several problem sizes N, GFLOPS per N; the same run gives
+  STREAM copy/scale/add/triad (single process) in GB/s, with arrays hpcc sizes from the
+  largest N (STREAM_VectorSize doubles each, recorded with the figures).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from cumulo.errors import DriverError
+
+# hpcc is an MPI program run as one process: allow root, and keep the singleton alone
+# (no orted daemon forked, so the bench image needs no Open MPI launcher).
+HPCC_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_ess_singleton_isolated": "1", "OMPI_MCA_btl": "self",
+}
+HPL_SIZES = {True: [200, 400, 800], False: [500, 1000, 2000]}   # quick -> N values
+STREAM_KERNELS = ("Copy", "Scale", "Add", "Triad")
+MEMORY_BLOCK = "64M"
+
+
+def seconds(quick: bool) -> int:
+    return 1 if quick else 5
+
+
+def sysbench_cpu(quick: bool) -> str:
+    return (f"sysbench cpu --threads=1 --cpu-max-prime=10000 --time={seconds(quick)} "
+            "--events=0 run")
+
+
+def sysbench_memory(quick: bool) -> str:
+    return (f"sysbench memory --threads=1 --memory-block-size={MEMORY_BLOCK} "
+            f"--memory-total-size=1000T --memory-oper=write --time={seconds(quick)} run")
+
+
+def hpcc_script() -> str:
+    """Reads hpccinf.txt on stdin, runs hpcc in a fresh temp dir, prints hpccoutf.txt."""
+    return ('d=$(mktemp -d) && cd "$d" && cat > hpccinf.txt && hpcc >/dev/null 2>&1; '
+            'rc=$?; cat hpccoutf.txt 2>/dev/null; cd / && rm -rf "$d"; exit $rc')
+
+
+def hpcc_input(sizes: list[int], nb: int = 80) -> str:
+    """An hpccinf.txt: HPL at each N on a 1x1 grid (one process), PTRANS kept small."""
+    ns = " ".join(str(n) for n in sizes)
+    return f"""HPLinpack benchmark input file
+Innovative Computing Laboratory, University of Tennessee
+HPL.out      output file name (if any)
+8            device out (6=stdout,7=stderr,file)
+{len(sizes)}            # of problems sizes (N)
+{ns}      Ns
+1            # of NBs
+{nb}           NBs
+0            PMAP process mapping (0=Row-,1=Column-major)
+1            # of process grids (P x Q)
+1            Ps
+1            Qs
+16.0         threshold
+1            # of panel fact
+2            PFACTs (0=left, 1=Crout, 2=Right)
+1            # of recursive stopping criterium
+4            NBMINs (>= 1)
+1            # of panels in recursion
+2            NDIVs
+1            # of recursive panel fact.
+1            RFACTs (0=left, 1=Crout, 2=Right)
+1            # of broadcast
+1            BCASTs (0=1rg,1=1rM,2=2rg,3=2rM,4=Lng,5=LnM)
+1            # of lookahead depth
+1            DEPTHs (>=0)
+2            SWAP (0=bin-exch,1=long,2=mix)
+64           swapping threshold
+0            L1 in (0=transposed,1=no-transposed) form
+0            U  in (0=transposed,1=no-transposed) form
+1            Equilibration (0=no,1=yes)
+8            memory alignment in double (> 0)
+##### This line (no. 32) is ignored (it serves as a separator). ######
+0                               Number of additional problem sizes for PTRANS
+1200 10000 30000                values of N
+0                               number of additional blocking sizes for PTRANS
+40 9 8 13 13 20 16 32 64        values of NB
+"""
+
+
+def _number(pattern: str, text: str, what: str) -> float:
+    m = re.search(pattern, text, re.MULTILINE)
+    if not m:
+        raise DriverError(f"cannot find {what} in the output: {text.strip()[-300:]!r}")
+    return float(m.group(1))
+
+
+def parse_sysbench_cpu(text: str) -> float:
+    """events per second."""
+    return _number(r"events per second:\s*([0-9.]+)", text, "sysbench events per second")
+
+
+def parse_sysbench_memory(text: str) -> float:
+    """MiB/s, from "11136.00 MiB transferred (11070.65 MiB/sec)"."""
+    return _number(r"MiB transferred \(([0-9.]+) MiB/sec\)", text, "sysbench MiB/sec")
+
+
+@dataclass
+class Hpcc:
+    hpl_gflops: dict[int, float] = field(default_factory=dict)   # N -> GFLOPS
+    stream_gbs: dict[str, float] = field(default_factory=dict)   # Copy.. -> GB/s
+    stream_vector: int = 0                                        # doubles per array
+    version: str = ""
+
+
+def parse_hpcc(text: str) -> Hpcc:
+    """hpccoutf.txt: the HPL result lines (WR...) and the summary's SingleSTREAM_*."""
+    out = Hpcc()
+    for row in re.finditer(r"^W[RC]\S+\s+(\d+)\s+\d+\s+\d+\s+\d+\s+[0-9.]+\s+([0-9.eE+-]+)\s*$",
+                         text, re.MULTILINE):
+        out.hpl_gflops[int(row.group(1))] = float(row.group(2))
+    for kernel in STREAM_KERNELS:
+        m = re.search(rf"^SingleSTREAM_{kernel}=([0-9.eE+-]+)", text, re.MULTILINE)
+        if m:
+            out.stream_gbs[kernel] = float(m.group(1))
+    m = re.search(r"^STREAM_VectorSize=(\d+)", text, re.MULTILINE)
+    out.stream_vector = int(m.group(1)) if m else 0
+    m = re.search(r"HPC Challenge Benchmark version (\S+)", text)
+    out.version = m.group(1) if m else ""
+    if not out.hpl_gflops:
+        raise DriverError(f"hpcc printed no HPL result: {text.strip()[-300:]!r}")
+    return out
+
+
+IPERF_PORT = 5201
+
+
+def iperf3_server(bind: str) -> str:
+    """Starts a one-shot iperf3 server in the background; prints its pid."""
+    return f"iperf3 -s -1 -B {bind} -p {IPERF_PORT} >/dev/null 2>&1 & echo $!"
+
+
+def qperf_server() -> str:
+    return "qperf >/dev/null 2>&1 & echo $!"
+
+
+def stop_server(pid: int) -> str:
+    return f"kill {pid} 2>/dev/null; true"
+
+
+def _retry(cmd: str) -> str:
+    """The server may need a moment to listen: try up to 20 times, 0.25 s apart."""
+    return (f"i=0; while [ $i -lt 20 ]; do {cmd} && exit 0; i=$((i + 1)); sleep 0.25; done; "
+            "exit 1")
+
+
+def iperf3_client(ip: str, quick: bool) -> str:
+    return _retry(f"iperf3 -c {ip} -p {IPERF_PORT} -t {seconds(quick)} -J 2>/dev/null")
+
+
+def qperf_client(ip: str, quick: bool) -> str:
+    return _retry(f"qperf -t {seconds(quick)} {ip} tcp_lat udp_lat")
+
+
+def parse_iperf3(text: str) -> float:
+    """Gbit/s received, from iperf3 -J (the retry loop may print failed attempts first)."""
+    start = text.rfind('{\n\t"start"')
+    try:
+        data = json.loads(text[start if start >= 0 else 0:])
+        return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+    except (ValueError, KeyError, TypeError) as err:
+        raise DriverError(f"cannot read iperf3 JSON: {text.strip()[-300:]!r}") from err
+
+
+_UNITS = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "sec": 1e6, "s": 1e6}
+
+
+def parse_qperf(text: str) -> dict[str, float]:
+    """{"tcp_lat": us, "udp_lat": us} from qperf's "latency  =  24.9 us" blocks."""
+    out = {}
+    for m in re.finditer(r"^(\w+):\s*\n\s*latency\s*=\s*([0-9.]+)\s*(ns|us|ms|sec|s)\b", text,
+                         re.MULTILINE):
+        out[m.group(1)] = float(m.group(2)) * _UNITS[m.group(3)]
+    if not out:
+        raise DriverError(f"cannot read qperf latencies: {text.strip()[-300:]!r}")
+    return out
+
+
+FILEIO_MODES = {  # sysbench mode -> (block size, metric, unit, the output line it reads)
+    "rndrd": ("4096", "rand_read_4k", "IOPS", r"reads/s:\s*([0-9.]+)"),
+    "rndwr": ("4096", "rand_write_4k", "IOPS", r"writes/s:\s*([0-9.]+)"),
+    "seqrd": ("1M", "seq_read_1m", "MiB/s", r"read, MiB/s:\s*([0-9.]+)"),
+    "seqwr": ("1M", "seq_write_1m", "MiB/s", r"written, MiB/s:\s*([0-9.]+)"),
+}
+
+
+def sysbench_fileio(base: str, quick: bool) -> str:
+    size = "64M" if quick else "512M"
+    opts = f"--file-total-size={size} --file-num=4"
+    runs = "; ".join(
+        f"echo '== {mode}'; sysbench fileio {opts} --file-test-mode={mode} "
+        f"--file-block-size={bs} --file-extra-flags=direct --time={seconds(quick)} "
+        "--events=0 run || rc=1"
+        for mode, (bs, *_rest) in FILEIO_MODES.items())
+    return (f'd=$(mktemp -d {base}/cumulo-bench-fileio.XXXXXX) || exit 1; cd "$d" || exit 1; '
+            f"sysbench fileio {opts} prepare >/dev/null || exit 1; rc=0; {runs}; "
+            f'sysbench fileio {opts} cleanup >/dev/null; cd / && rm -rf "$d"; exit $rc')
+
+
+def parse_fileio(text: str) -> dict[str, tuple[float, str]]:
+    """metric -> (value, unit), one per mode, from the ``== MODE`` sections."""
+    out = {}
+    for mode, (_bs, metric, unit, pattern) in FILEIO_MODES.items():
+        part = text.split(f"== {mode}\n", 1)
+        if len(part) < 2:
+            raise DriverError(f"sysbench fileio printed no {mode} section: "
+                              f"{text.strip()[-300:]!r}")
+        out[metric] = (_number(pattern, part[1].split("\n== ", 1)[0], f"{mode} {unit}"), unit)
+    return out

@@ -1,0 +1,143 @@
+"""Workload parsers and report conclusions, from known tool output and known samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cumulo.errors import DriverError, InvalidInputError
+from cumulo.lab import report, workloads
+from cumulo.lab.runner import make_plan, parse_list
+from cumulo.lab.schema import PLATFORMS, Environment, Results, Settings
+
+SYSBENCH_CPU = """CPU speed:
+    events per second:  3378.51
+
+General statistics:
+    total time:                          2.0004s
+"""
+SYSBENCH_MEM = "Total operations: 174 (  173.05 per second)\n\n" \
+               "11136.00 MiB transferred (11070.65 MiB/sec)\n"
+HPCC = """This is the DARPA/DOE HPC Challenge Benchmark version 1.5.0 October 2012
+T/V                N    NB     P     Q               Time                 Gflops
+--------------------------------------------------------------------------------
+WR11C2R4         200    80     1     1               0.00              1.807e+00
+WR11C2R4         400    80     1     1               0.01              3.214e+00
+STREAM_VectorSize=53333
+SingleSTREAM_Copy=63.848
+SingleSTREAM_Scale=51.2171
+SingleSTREAM_Add=58.4712
+SingleSTREAM_Triad=60.3514
+"""
+
+
+def test_parsers_read_the_tools_output() -> None:
+    assert workloads.parse_sysbench_cpu(SYSBENCH_CPU) == 3378.51
+    assert workloads.parse_sysbench_memory(SYSBENCH_MEM) == 11070.65
+    h = workloads.parse_hpcc(HPCC)
+    assert h.hpl_gflops == {200: 1.807, 400: 3.214}
+    assert h.stream_gbs == {"Copy": 63.848, "Scale": 51.2171, "Add": 58.4712,
+                            "Triad": 60.3514}
+    assert (h.stream_vector, h.version) == (53333, "1.5.0")
+    with pytest.raises(DriverError, match="no HPL result"):
+        workloads.parse_hpcc("MPI_Init failed")
+    with pytest.raises(DriverError, match="events per second"):
+        workloads.parse_sysbench_cpu("sysbench: command not found")
+
+
+def test_fileio_sections_are_read_per_mode() -> None:
+    text = "".join(f"== {mode}\nFile operations:\n    reads/s:  {r}\n    writes/s:  {w}\n"
+                   f"Throughput:\n    read, MiB/s:  {rm}\n    written, MiB/s:  {wm}\n"
+                   for mode, r, w, rm, wm in [("rndrd", 100, 0, 0.4, 0), ("rndwr", 0, 50, 0, 0.2),
+                                              ("seqrd", 9, 0, 900, 0), ("seqwr", 0, 8, 0, 800)])
+    assert workloads.parse_fileio(text) == {
+        "rand_read_4k": (100.0, "IOPS"), "rand_write_4k": (50.0, "IOPS"),
+        "seq_read_1m": (900.0, "MiB/s"), "seq_write_1m": (800.0, "MiB/s")}
+    with pytest.raises(DriverError, match="no seqwr section"):
+        workloads.parse_fileio(text.split("== seqwr")[0])
+
+
+def test_hpcc_input_lists_the_sizes() -> None:
+    lines = workloads.hpcc_input([200, 400, 800]).splitlines()
+    assert lines[4].split()[0] == "3" and lines[5].split()[:3] == ["200", "400", "800"]
+    assert len(lines) == 36   # HPL's 31 lines, the separator, PTRANS's 4
+
+
+def known() -> Results:
+    r = Results(created="2026-11-23T11:00:00Z",
+                settings=Settings(platforms=["native", "container", "vm"],
+                                  suites=["cpu", "footprint"], repeat=3),
+                environment=Environment(accel="tcg"))
+    for v in (100, 100, 100):
+        r.add("native", "cpu", "sysbench_cpu", "events/s", v)
+    for v in (90, 95, 100):
+        r.add("container", "cpu", "sysbench_cpu", "events/s", v)
+    for v in (10, 10, 10):
+        r.add("vm", "cpu", "sysbench_cpu", "events/s", v)
+    for v in (2, 2, 2):
+        r.add("native", "cpu", "hpl", "GFLOPS", v, x=200, x_label="N")
+    for v in (2, 2, 2):
+        r.add("container", "cpu", "hpl", "GFLOPS", v, x=200, x_label="N")
+    r.add("container", "footprint", "pss", "bytes", 2 * 2**20, higher_is_better=False)
+    r.add("vm", "footprint", "pss", "bytes", 200 * 2**20, higher_is_better=False)
+    return r
+
+
+def test_standings_and_conclusions_come_from_the_samples() -> None:
+    r = known()
+    cont = r.find("container", "cpu", "sysbench_cpu")
+    assert cont is not None
+    assert report.ratio_text(report.ratio_of(r, cont)) == "0.950 [0.925-0.975]"
+    st = report.standings(r, "cpu")
+    assert [s.platform for s in st] == ["container", "vm"]
+    assert st[0].performance == pytest.approx((0.95 * 1.0) ** 0.5)
+    assert st[1].performance == pytest.approx(0.1) and st[1].metrics == 1
+    text = "\n".join(report.conclusions(r))
+    assert "cpu: container is closest to native, 2.5% slower than native" in text
+    assert "vm (TCG emulation, no usable KVM) 90.0% slower than native" in text
+    assert "vm needs 100x what container needs" in text
+    claims = "\n".join(report.published(r))
+    assert "Containers close to native in cpu: AGREES" in claims
+    assert "NOT COMPARABLE here - vm runs on TCG" in claims
+    assert "Containers have a smaller footprint than VMs: AGREES" in claims
+    assert "network round trips: not measured" in claims
+    assert "Containers close to native in network: not measured in this run." in claims
+
+
+def test_reports_write_their_plots(tmp_path: Path) -> None:
+    r = known()
+    plots = report.write_markdown(r, tmp_path / "rep.md")
+    names = sorted(p.name for p in plots)
+    assert names == ["rep-cpu-ratio.png", "rep-footprint.png", "rep-hpl.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+    md = (tmp_path / "rep.md").read_text()
+    assert "![HPL GFLOPS against problem size N, per platform](rep-hpl.png)" in md
+    assert "| sysbench_cpu | container | events/s | 95 |" in md
+    html = report.write_html(r, tmp_path / "rep.html")
+    assert len(html) == 3 and "<h1>Cumulo benchmark lab</h1>" in (tmp_path / "rep.html").read_text()
+    with pytest.raises(InvalidInputError, match="cannot write the report"):
+        report.write_html(r, tmp_path / "no-such-dir" / "x.html")
+
+
+def test_compare_puts_two_runs_side_by_side() -> None:
+    a, b = known(), known()
+    for s in b.series:
+        s.samples = [v * 2 for v in s.samples]
+    text = report.compare_text(a, b)
+    row = next(ln for ln in text.splitlines() if ln.startswith("cpu") and "vm" in ln)
+    assert "10" in row and "20" in row and "2.000" in row
+
+
+def test_plan_validation(tmp_path: Path) -> None:
+    assert parse_list("native, container,native", PLATFORMS, "platforms") == \
+        ["native", "container"]
+    with pytest.raises(InvalidInputError, match="unknown platform 'kvm'"):
+        parse_list("kvm", PLATFORMS, "platforms")
+    with pytest.raises(InvalidInputError, match="no platforms given"):
+        parse_list(" , ", PLATFORMS, "platforms")
+    with pytest.raises(InvalidInputError, match="is a directory"):
+        make_plan("native", "cpu", 1, True, tmp_path)
+    plan = make_plan("native", "cpu,memory", 2, True, tmp_path / "r.json")
+    assert (plan.platforms, plan.suites, plan.repeat) == (["native"], ["cpu", "memory"], 2)
+    assert list(tmp_path.iterdir()) == []   # the write check left nothing
