@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
@@ -265,3 +266,24 @@ def test_options_are_per_type(tmp_path: Path) -> None:
             assert api.get("/1.0/instances/o").json()["options"] == {}
     finally:
         svc.close()
+
+
+def test_app_images_take_only_static_programs_and_containers_have_no_console(
+        api: TestClient) -> None:
+    busybox = Path("/bin/busybox")
+    if not busybox.is_file():
+        pytest.skip("busybox-static is not installed")
+    r = api.post("/1.0/images/app", params={"name": "busybox"}, content=busybox.read_bytes(),
+                 headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    img = r.json()
+    assert img["kind"] == "app" and img["command"] == ["busybox"] and img["aliases"] == []
+    again = api.post("/1.0/images/app", params={"name": "busybox"},
+                     content=busybox.read_bytes()).json()
+    assert again["fingerprint"] == img["fingerprint"]          # same bytes, same image
+    r = api.post("/1.0/images/app", params={"name": "x.sh"}, content=b"#!/bin/sh\n")
+    assert r.status_code == 400 and "not an ELF" in r.json()["error"]
+    launch(api, "box")
+    with api.websocket_connect("/1.0/instances/box/console-ws") as ws:
+        err = json.loads(ws.receive_text())
+    assert "no interactive console" in err["error"] and err["type"] == "UnsupportedError"

@@ -92,3 +92,13 @@ def test_console_stops_at_the_kernel_panic_that_follows_the_program_s_exit(
     assert driver.read_console("a", 0) == (b"hello\n", size)
     assert driver.read_console("a", size) == (b"", size)
     assert driver._exit_code(vm) == 7
+
+
+def test_host_tsc_rate_from_cpuinfo(tmp_path: Path) -> None:
+    from cumulo.drivers.vm.accel import host_tsc_khz
+
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\ncpu MHz\t\t: 2445.430\n")
+    assert host_tsc_khz(tmp_path / "cpuinfo") == 2445430
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\n")
+    assert host_tsc_khz(tmp_path / "cpuinfo") is None
+    assert host_tsc_khz(tmp_path / "missing") is None

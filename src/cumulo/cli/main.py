@@ -52,7 +52,7 @@ Type = Annotated[str, typer.Option("--type", help="instance type")]
 Privileged = Annotated[bool, typer.Option(help="no user namespace: root inside is host root")]
 Accel = Annotated[str | None, typer.Option(help="vm: auto, kvm (hardware) or tcg (emulation)")]
 Machine = Annotated[str | None, typer.Option(
-    help="vm: pc (default), q35, or microvm (no firmware or PCI; can hang on TCG)")]
+    help="vm: pc (default), q35, or microvm (no firmware or PCI)")]
 IoFamily = Annotated[str | None, typer.Option(
     "--io", help="vm: paravirt (virtio) or emulated (IDE disk, e1000 NIC)")]
 NetworkOpt = Annotated[list[str] | None, typer.Option(

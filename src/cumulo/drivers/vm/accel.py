@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from cumulo.errors import InvalidInputError, UnsupportedError
 from cumulo.host.info import HostInfo
@@ -43,3 +45,15 @@ def choose_accel(wanted: str, host: HostInfo) -> AccelChoice:
             return AccelChoice(Accel.KVM)
         return AccelChoice(Accel.TCG, f"using TCG emulation (slow): {_why_not_kvm(host)}")
     raise InvalidInputError(f"unknown accelerator {wanted!r}: use auto, kvm or tcg")
+
+
+def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
+    """The host's TSC rate in kHz, which a TCG guest's TSC ticks at, if the host says.
+
+    Given to a TCG microvm guest as ``tsc_early_khz``: microvm has no HPET or PM timer,
+    and on a loaded host the kernel's PIT calibration fails and the boot hangs."""
+    try:
+        m = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return round(float(m.group(1)) * 1000) if m else None

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
 from cumulo.drivers.vm import initramfs
-from cumulo.drivers.vm.accel import Accel, choose_accel
+from cumulo.drivers.vm.accel import Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver
 from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec
 from cumulo.errors import (
@@ -37,15 +36,6 @@ PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
 PANIC_LINE_RE = re.compile(rb"(?m)^\[ *\d+\.\d+\] Kernel panic - not syncing: Attempted to kill")
 LOOK_BACK = 4096
 OPTIONS = {"accel": "auto"}
-
-
-def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
-    """The host's TSC rate in kHz (what a TCG guest's TSC ticks at), if the host says."""
-    try:
-        m = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo.read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return round(float(m.group(1)) * 1000) if m else None
 
 
 def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:

@@ -44,7 +44,7 @@ from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm import agent, disks, initramfs, migration, qmp, tpm
-from cumulo.drivers.vm.accel import choose_accel
+from cumulo.drivers.vm.accel import Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, ROOT_ID, Io, Machine, VmSpec, build_argv
 from cumulo.errors import (
     ConflictError,
@@ -66,7 +66,7 @@ CONSOLE_CONNECT_TIMEOUT = 5.0
 BALLOON_MIN = 64 * MIB      # below this the Debian kernel and our agent get OOM-killed
 CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 # disk: an existing raw or .qcow2 file to attach; nic: "on" adds a NIC on an isolated hub
-# machine: pc by default; microvm can hang calibrating its timers on TCG (no HPET/PM timer)
+# machine: pc by default; microvm on TCG needs tsc_early_khz (no HPET/PM timer to calibrate)
 OPTIONS = {"accel": "auto", "machine": "pc", "io": "paravirt", "disk": "", "nic": "off"}
 OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
@@ -146,6 +146,8 @@ class VmDriver:
                                     " io is paravirt or emulated") from None
         kernel = initramfs.find_kernel()
         append = kernel_append(spec)
+        if machine == Machine.MICROVM and choice.accel == Accel.TCG and (khz := host_tsc_khz()):
+            append += f" tsc_early_khz={khz}"   # see accel.host_tsc_khz: no hang at boot
         run = self._run / spec.host_id
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,38 @@
+"""--machine microvm on TCG boots (it hung in PIT calibration before tsc_early_khz).
+
+One boot: the busybox guest on microvm reaches its command and returns its exit code;
+the kernel command line carries the host's TSC rate.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cumulo.drivers.base import RunStatus
+from cumulo.drivers.vm.accel import host_tsc_khz
+from tests.integration.test_vm_driver import Env, env, wait_gone  # noqa: F401  (the fixture)
+
+# ruff: noqa: F811   (tests take the imported env fixture as a parameter)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+
+
+def test_microvm_boots_on_tcg_and_returns_the_exit_code(env: Env) -> None:
+    khz = host_tsc_khz()
+    if khz is None:
+        pytest.skip("the host does not report its TSC rate")
+    spec = env.spec(["sh", "-c", "echo virtio=$(ls /sys/bus/virtio/devices | wc -l); exit 5"],
+                    machine="microvm")
+    env.driver.create(spec)
+    started = time.monotonic()
+    state = env.driver.start(spec)
+    assert state.pid
+    out = env.console_until(spec.host_id, b"CUMULO-EXIT", timeout=90).decode(errors="replace")
+    print(f"microvm: CUMULO-EXIT after {time.monotonic() - started:.2f}s (TCG)")
+    assert "virtio=3" in out, out    # rng, balloon and the agent's virtio-serial, on mmio
+    assert f"tsc_early_khz={khz}" in env.driver._vmspec(spec.host_id).append
+    wait_gone(state.pid)
+    final = env.driver.state(spec.host_id)
+    assert final.status == RunStatus.STOPPED and final.exit_code == 5
