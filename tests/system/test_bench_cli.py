@@ -190,7 +190,7 @@ def test_network_suite_native_loopback_and_container_pair(netns_daemon: Daemon,
     res = schema.load(out)
     for platform in ("native", "container"):
         tcp = res.find(platform, "network", "iperf3_tcp")
-        assert tcp is not None and len(tcp.samples) == 2 and min(tcp.samples) > 0.1
+        assert tcp is not None and len(tcp.samples) == 2 and min(tcp.samples) > 0.1, res.notes
         for test in ("tcp_lat", "udp_lat"):
             lat = res.find(platform, "network", test)
             assert lat is not None and not lat.higher_is_better
