@@ -74,7 +74,7 @@ def test_quick_run_native_and_container_then_report(daemon: Daemon, tmp_path: Pa
 def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     with subprocess.Popen(
-            [str(BIN / "cumulo"), "bench", "run", "--repeat", "20", "--platforms",
+            [str(BIN / "cumulo"), "bench", "run", "--quick", "--repeat", "20", "--platforms",
              "native,container", "--suites", "cpu", "--output", str(out)],
             env=daemon.env, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stderr is not None
