@@ -74,7 +74,7 @@ def test_quick_run_native_and_container_then_report(daemon: Daemon, tmp_path: Pa
 def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     with subprocess.Popen(
-            [str(BIN / "cumulo"), "bench", "run", "--repeat", "20", "--platforms",
+            [str(BIN / "cumulo"), "bench", "run", "--quick", "--repeat", "20", "--platforms",
              "native,container", "--suites", "cpu", "--output", str(out)],
             env=daemon.env, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stderr is not None
@@ -190,7 +190,7 @@ def test_network_suite_native_loopback_and_container_pair(netns_daemon: Daemon,
     res = schema.load(out)
     for platform in ("native", "container"):
         tcp = res.find(platform, "network", "iperf3_tcp")
-        assert tcp is not None and len(tcp.samples) == 2 and min(tcp.samples) > 0.1
+        assert tcp is not None and len(tcp.samples) == 2 and min(tcp.samples) > 0.1, res.notes
         for test in ("tcp_lat", "udp_lat"):
             lat = res.find(platform, "network", test)
             assert lat is not None and not lat.higher_is_better

@@ -290,16 +290,21 @@ class Lab:
         r, quick = self.results, self.plan.quick
         peer = self.peers.get(p.name)
         client: Platform = peer if peer else p
-        ip = p.ip() if isinstance(p, InstancePlatform) else "127.0.0.1"
-        pid = int(self._ok(p, workloads.iperf3_server(ip)).split()[-1])
+        if isinstance(p, InstancePlatform):   # its own netns: the tools' default ports
+            ip, iport, qport = p.ip(), workloads.IPERF_PORT, workloads.QPERF_PORT
+        else:   # the host's loopback, shared with whatever else runs here
+            ip, iport, qport = "127.0.0.1", workloads.free_port(), workloads.free_port()
+        pid = int(self._ok(p, workloads.iperf3_server(ip, iport)).split()[-1])
         try:
-            gbits = workloads.parse_iperf3(self._ok(client, workloads.iperf3_client(ip, quick)))
+            gbits = workloads.parse_iperf3(self._ok(client,
+                                                    workloads.iperf3_client(ip, quick, iport)))
         finally:
             p.run(workloads.stop_server(pid), timeout=30)
         r.add(p.name, "network", "iperf3_tcp", "Gbit/s", gbits)
-        pid = int(self._ok(p, workloads.qperf_server()).split()[-1])
+        pid = int(self._ok(p, workloads.qperf_server(qport)).split()[-1])
         try:
-            lat = workloads.parse_qperf(self._ok(client, workloads.qperf_client(ip, quick)))
+            lat = workloads.parse_qperf(self._ok(client,
+                                                 workloads.qperf_client(ip, quick, qport)))
         finally:
             p.run(workloads.stop_server(pid), timeout=30)
         for test, us in lat.items():

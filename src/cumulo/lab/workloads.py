@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from dataclasses import dataclass, field
 
 from cumulo.errors import DriverError
@@ -146,16 +147,16 @@ def parse_hpcc(text: str) -> Hpcc:
     return out
 
 
-IPERF_PORT = 5201
+IPERF_PORT, QPERF_PORT = 5201, 19765   # their defaults; in an instance's own netns
 
 
-def iperf3_server(bind: str) -> str:
+def iperf3_server(bind: str, port: int = IPERF_PORT) -> str:
     """Starts a one-shot iperf3 server in the background; prints its pid."""
-    return f"iperf3 -s -1 -B {bind} -p {IPERF_PORT} >/dev/null 2>&1 & echo $!"
+    return f"iperf3 -s -1 -B {bind} -p {port} >/dev/null 2>&1 & echo $!"
 
 
-def qperf_server() -> str:
-    return "qperf >/dev/null 2>&1 & echo $!"
+def qperf_server(port: int = QPERF_PORT) -> str:
+    return f"qperf -lp {port} >/dev/null 2>&1 & echo $!"
 
 
 def stop_server(pid: int) -> str:
@@ -168,12 +169,19 @@ def _retry(cmd: str) -> str:
             "exit 1")
 
 
-def iperf3_client(ip: str, quick: bool) -> str:
-    return _retry(f"iperf3 -c {ip} -p {IPERF_PORT} -t {seconds(quick)} -J 2>/dev/null")
+def iperf3_client(ip: str, quick: bool, port: int = IPERF_PORT) -> str:
+    return _retry(f"iperf3 -c {ip} -p {port} -t {seconds(quick)} -J 2>/dev/null")
 
 
-def qperf_client(ip: str, quick: bool) -> str:
-    return _retry(f"qperf -t {seconds(quick)} {ip} tcp_lat udp_lat")
+def qperf_client(ip: str, quick: bool, port: int = QPERF_PORT) -> str:
+    return _retry(f"qperf -lp {port} -t {seconds(quick)} {ip} tcp_lat udp_lat")
+
+
+def free_port() -> int:
+    """A TCP port free on the host's loopback now (native runs share the host's ports)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def parse_iperf3(text: str) -> float:
