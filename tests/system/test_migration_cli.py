@@ -108,6 +108,8 @@ def test_live_migration_between_two_hosts(hosts: tuple[Daemon, Daemon]) -> None:
     a.cli("launch", "busybox", "vm", "--type", "vm", "--machine", "pc", "--memory", "128MiB",
           "--", "sh", "-c", COUNTER)
     wait_count(a, "vm", 2)
+    # a file on the VM's root disk (not shared storage): it must reach b's disk
+    a.cli("exec", "vm", "--", "sh", "-c", "echo on-the-disk > /etc/moved; sync")
 
     # the destination dies half-way (a slow stream, then its QEMU is killed): the source
     # keeps running, untouched, and the instance exists only there
@@ -143,6 +145,9 @@ def test_live_migration_between_two_hosts(hosts: tuple[Daemon, Daemon]) -> None:
     assert json.loads(a.cli("list", "--format", "json").stdout) == []
     assert not qemus(a.state_dir)
     assert b.cli("exec", "vm", "--", "hostname").stdout == "vm\n"
+    # read from b's disk, not from the page cache that came along with the RAM
+    b.cli("exec", "vm", "--", "sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches")
+    assert b.cli("exec", "vm", "--", "cat", "/etc/moved").stdout == "on-the-disk\n"
 
     r = a.cli("migrate", "vm", "--to", "b", check=False)
     assert r.returncode == 1 and "not found" in r.stderr

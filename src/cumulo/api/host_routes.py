@@ -56,6 +56,7 @@ class IncomingIn(BaseModel):
     options: dict[str, str] = {}
     privileged: bool = False
     signature: str
+    root: dict[str, Any] | None = None
 
 
 def over_tcp(scope: Any) -> bool:

@@ -93,7 +93,9 @@ class MigrationService:
         body = {"name": name, "type": inst.type, "image": inst.image,
                 "limits": inst.limits.to_dict(), "command": list(inst.command),
                 "options": dict(inst.options), "privileged": inst.privileged,
-                "signature": driver.signature(inst.host_id)}
+                "signature": driver.signature(inst.host_id),
+                "root": None if inst.root is None else {
+                    "copy": bool(inst.root.get("copy")), "size": inst.root.get("size")}}
 
         def work(progress: Progress) -> dict[str, Any]:
             was_running = inst.state == State.RUNNING
@@ -134,11 +136,15 @@ class MigrationService:
         validate_name(name)
         driver = self._driver(type_)
         image = self.instances.store.get_image(str(body["image"]))
+        root_req = body.get("root")
+        storage = self.instances.storage
+        root = None if root_req is None or storage is None else storage.plan_root(
+            None, bool(root_req.get("copy")), root_req.get("size"))
         inst = self.instances.store.add_instance(Instance(
             project=project, name=name, type=type_, image=image.fingerprint,
             state=State.CREATING, limits=Limits.from_dict(dict(body.get("limits") or {})),
             privileged=bool(body.get("privileged")), command=list(body.get("command") or []),
-            options=dict(body.get("options") or {})))
+            options=dict(body.get("options") or {}), root=root))
         try:
             spec = self.instances._spec(inst)
             self.instances._driver(type_).create(spec)
