@@ -64,6 +64,27 @@ def test_static_c_program_prints_and_its_exit_status_is_the_instance_s(
     assert json.loads(image)["kind"] == "app"
     module_daemon.cli("delete", "hello")
 
+    # the same program as a container: an app image runs on both kinds of instance
+    r = module_daemon.cli("launch", info["image"], "hello-ct", "--", "/bin/hello", "x",
+                          check=False)
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30
+    while "hello from pid 1: [x]" not in (out := module_daemon.cli("logs", "hello-ct").stdout):
+        assert time.monotonic() < deadline, out
+        time.sleep(0.2)
+    module_daemon.cli("delete", "--force", "hello-ct")
+
+
+def test_app_image_built_by_image_build_app_boots_as_an_app_vm(
+        module_daemon: Daemon, hello: Path) -> None:
+    module_daemon.cli("image", "build", "app", "--binary", str(hello / "hello"),
+                      "--alias", "hello-app")
+    module_daemon.cli("launch", "hello-app", "built", "--type", "appvm")
+    info = wait_stopped(module_daemon, "built")
+    assert info["exit_code"] == 7, module_daemon.cli("logs", "built").stdout[-1000:]
+    assert "hello from pid 1:" in module_daemon.cli("logs", "built").stdout
+    module_daemon.cli("delete", "built")
+
 
 def test_busybox_static_as_the_app_with_footprint_in_info(module_daemon: Daemon) -> None:
     module_daemon.cli("launch", "--type", "appvm", "bb", "--app", "/bin/busybox", "--",

@@ -151,7 +151,8 @@ class ImageService:
         app.check_static(data, name)
         staging = self.files.staging_dir()
         try:
-            target = staging / "rootfs" / app.APP_PATH
+            target = staging / "rootfs" / "bin" / name   # as `image build app` lays it out
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             target.chmod(0o755)
         except OSError as err:
@@ -159,7 +160,7 @@ class ImageService:
             raise DriverError(f"cannot stage app {name!r}: {err}") from err
         rec = self.files.import_tree(staging, ImageMeta(
             kind="app", architecture="x86_64", description=f"static program {name}",
-            command=[name]))
+            command=[f"/bin/{name}"]))
         return self.store.put_image(Image(
             fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
             architecture=rec.architecture, description=rec.description, size=rec.size,

@@ -76,11 +76,13 @@ class AppVmDriver(VmDriver):
     def create(self, spec: InstanceSpec) -> None:
         self._check_new(spec, OPTIONS, "app VM")
         choice = choose_accel({**OPTIONS, **spec.options}["accel"], self.ctx.host)
-        program = spec.rootfs / app_image.APP_PATH
-        if not program.is_file():
+        name = Path(spec.command[0]).name if spec.command else "app"
+        # app images keep the program at /bin/NAME (images/app_rootfs.py); older ones at /app
+        program = next((p for p in (spec.rootfs / "bin" / name, spec.rootfs / app_image.APP_PATH)
+                        if p.is_file()), None)
+        if program is None:
             raise InvalidInputError(
                 "an app VM needs an app image: cumulo launch --type appvm NAME --app PATH")
-        name = spec.command[0] if spec.command else "app"
         append = app_append(name, spec.command[1:],
                             host_tsc_khz() if choice.accel == Accel.TCG else None)
         kernel = initramfs.find_kernel()
