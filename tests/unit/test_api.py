@@ -277,7 +277,7 @@ def test_app_images_take_only_static_programs_and_containers_have_no_console(
                  headers={"content-type": "application/octet-stream"})
     assert r.status_code == 201, r.text
     img = r.json()
-    assert img["kind"] == "app" and img["command"] == ["busybox"] and img["aliases"] == []
+    assert img["kind"] == "app" and img["command"] == ["/bin/busybox"] and img["aliases"] == []
     again = api.post("/1.0/images/app", params={"name": "busybox"},
                      content=busybox.read_bytes()).json()
     assert again["fingerprint"] == img["fingerprint"]          # same bytes, same image

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
 from cumulo.drivers.vm import initramfs
