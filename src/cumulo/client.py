@@ -415,12 +415,15 @@ class Client:
         return self.get(f"/{kind}/{name}/snapshots", params={"project": project})  # type: ignore[no-any-return]
 
     def snapshot(self, action: str, name: str, snap: str, volume: bool = False,
-                 project: str = "default") -> None:
-        """``action``: create, restore or delete."""
+                 project: str = "default", stateful: bool = False) -> None:
+        """``action``: create, restore or delete; ``stateful``: a running VM's memory too."""
         base = f"/{'volumes' if volume else 'instances'}/{name}/snapshots"
         params = {"project": project}
         if action == "create":
-            self.request("POST", base, params=params, json={"name": snap})
+            body: dict[str, Any] = {"name": snap}
+            if stateful:
+                body["stateful"] = True
+            self.request("POST", base, params=params, json=body)
         elif action == "restore":
             self.request("POST", f"{base}/{snap}/restore", params=params)
         else:

@@ -305,17 +305,19 @@ def _snapshot_routes(r: APIRouter, svc: Services, kind: str, volume: bool) -> No
     @r.get(f"/{kind}/{{name}}/snapshots", response_model=list[s.SnapshotOut],
            summary=f"Snapshots of {what}", operation_id=f"list_{kind}_snapshots")
     def list_snapshots(name: str, project: str = PROJECT) -> list[s.SnapshotOut]:
-        return [s.SnapshotOut(name=n) for n in svc.volumes.snapshots(project, name, volume)]
+        return [s.SnapshotOut(name=n, stateful=svc.volumes.is_stateful(project, name, n, volume))
+                for n in svc.volumes.snapshots(project, name, volume)]
 
     @r.post(f"/{kind}/{{name}}/snapshots", status_code=201, response_model=s.SnapshotOut,
             summary=f"Snapshot {what}", operation_id=f"create_{kind}_snapshot")
     def create_snapshot(name: str, body: s.SnapshotIn, project: str = PROJECT
                         ) -> s.SnapshotOut:
-        svc.volumes.snapshot(project, name, body.name, volume)
-        return s.SnapshotOut(name=body.name)
+        svc.volumes.snapshot(project, name, body.name, volume, body.stateful)
+        return s.SnapshotOut(name=body.name, stateful=body.stateful)
 
     @r.post(f"/{kind}/{{name}}/snapshots/{{snap}}/restore", status_code=204,
-            summary=f"Bring {what} back to a snapshot (stopped instances only)",
+            summary=f"Bring {what} back to a snapshot (stopped instances only; a stateful"
+                    " one runs the VM again where it was)",
             operation_id=f"restore_{kind}_snapshot")
     def restore_snapshot(name: str, snap: str, project: str = PROJECT) -> Response:
         svc.volumes.restore(project, name, snap, volume)

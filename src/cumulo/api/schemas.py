@@ -258,7 +258,10 @@ class VolumeOut(BaseModel):
 
 class SnapshotIn(Strict):
     name: str
+    stateful: bool = Field(False, description="a running VM: save its memory and device"
+                                             " state too, so a restore continues it")
 
 
 class SnapshotOut(BaseModel):
     name: str
+    stateful: bool = False

@@ -125,11 +125,15 @@ def volume_delete(name: str, project: ProjectOpt = "default") -> None:
 
 @snapshot_app.command("create")
 def snapshot_create(name: str, snap: str, volume: VolumeFlag = False,
+                    stateful: Annotated[bool, typer.Option(
+                        "--stateful", help="a running VM: save its memory too, so a restore"
+                        " continues where it was")] = False,
                     project: ProjectOpt = "default") -> None:
-    """Snapshot an instance's root (containers: also while running) or a volume."""
+    """Snapshot an instance's root (containers: also while running; VMs: stopped, or
+    running with --stateful) or a volume."""
     with Client() as c:
-        c.snapshot("create", name, snap, volume, project)
-    o.err.print(f"Created snapshot {snap} of {name}")
+        c.snapshot("create", name, snap, volume, project, stateful)
+    o.err.print(f"Created {'stateful ' if stateful else ''}snapshot {snap} of {name}")
 
 
 @snapshot_app.command("list")
@@ -138,13 +142,14 @@ def snapshot_list(name: str, volume: VolumeFlag = False, fmt: FormatOpt = o.Form
     """Snapshots of an instance or a volume."""
     with Client() as c:
         rows = c.snapshots(name, volume, project)
-    o.table(rows, [("SNAPSHOT", "name")], fmt)
+    o.table(rows, [("SNAPSHOT", "name"), ("STATEFUL", "stateful")], fmt)
 
 
 @snapshot_app.command("restore")
 def snapshot_restore(name: str, snap: str, volume: VolumeFlag = False,
                      project: ProjectOpt = "default") -> None:
-    """Bring back the exact files of a snapshot (the instance must be stopped)."""
+    """Bring back the exact files of a snapshot (the instance must be stopped); a stateful
+    snapshot also runs the VM again from the instant it was taken."""
     with Client() as c:
         c.snapshot("restore", name, snap, volume, project)
     o.err.print(f"Restored {name} to snapshot {snap}")

@@ -16,6 +16,7 @@ from cumulo.drivers.base import DiskHotplug
 from cumulo.drivers.container.oci_spec import IDMAP_BASE
 from cumulo.errors import ConflictError, CumuloError, InvalidInputError, NotFoundError
 from cumulo.services.instances import InstanceService
+from cumulo.services.stateful_snapshots import StatefulSnapshots
 from cumulo.services.storage import MIN_VOLUME, StorageService
 from cumulo.storage.base import StoragePool
 
@@ -27,6 +28,7 @@ class VolumeService:
     def __init__(self, storage: StorageService, instances: InstanceService) -> None:
         self.storage, self.instances = storage, instances
         self.store = storage.volumes
+        self.stateful = StatefulSnapshots(instances)
 
     # volumes
     def list_in(self, project: str) -> list[Volume]:
@@ -169,11 +171,25 @@ class VolumeService:
         kind, key, target = self._target(project, name, volume)
         return self._pool_of(target).snapshot_list(kind, key)
 
-    def snapshot(self, project: str, name: str, snap: str, volume: bool = False) -> None:
+    def snapshot(self, project: str, name: str, snap: str, volume: bool = False,
+                 stateful: bool = False) -> None:
         validate_name(snap, "snapshot")
         kind, key, target = self._target(project, name, volume)
+        if stateful:
+            if isinstance(target, Volume):
+                raise InvalidInputError("--stateful is for a running VM, not a volume")
+            pool = self._pool_of(target)
+            if snap in pool.snapshot_list(kind, key):
+                raise ConflictError(f"snapshot {snap!r} of {name!r} already exists")
+            attached = len(self.store.of_instance(project, name))
+            self.stateful.create(target, pool, snap, attached)
+            return
         self._check_quiet(project, target, "snapshot", allow_containers=True)
         self._pool_of(target).snapshot_create(kind, key, snap)
+
+    def is_stateful(self, project: str, name: str, snap: str, volume: bool = False) -> bool:
+        kind, key, target = self._target(project, name, volume)
+        return self._pool_of(target).snapshot_state(kind, key, snap) is not None
 
     def restore(self, project: str, name: str, snap: str, volume: bool = False) -> None:
         kind, key, target = self._target(project, name, volume)
@@ -181,6 +197,10 @@ class VolumeService:
         if snap not in pool.snapshot_list(kind, key):
             raise NotFoundError("snapshot", f"{name}/{snap}")
         self._check_quiet(project, target, "restore", allow_containers=False)
+        state = pool.snapshot_state(kind, key, snap)
+        if state is not None and isinstance(target, Instance):
+            self.stateful.restore(target, pool, snap, state)
+            return
         pool.snapshot_restore(kind, key, snap)
 
     def delete_snapshot(self, project: str, name: str, snap: str, volume: bool = False) -> None:
@@ -198,5 +218,7 @@ class VolumeService:
             if inst.state in LIVE and not (allow_containers and inst.type == "container"):
                 what = f"volume {target.name!r}" if isinstance(target, Volume) else \
                     f"instance {inst.name!r}"
+                hint = " (or use --stateful)" if action == "snapshot" and \
+                    inst.type != "container" and not isinstance(target, Volume) else ""
                 raise ConflictError(f"cannot {action} {what} while {inst.name!r} is"
-                                    f" {inst.state.value}: stop it first")
+                                    f" {inst.state.value}: stop it first{hint}")

@@ -8,7 +8,9 @@ A pool holds, under names the services choose:
   a full copy); ``size`` caps it;
 - volumes: size-capped filesystems an instance can mount (containers) or get as a
   block device (VMs);
-- snapshots of roots and of volumes, restored to the exact files.
+- snapshots of roots and of volumes, restored to the exact files; a VM root's snapshot
+  may also hold the VM's memory and device state (``STATE_FILE``, written by the VM
+  driver while the guest is paused at the instant its disk is copied).
 
 Pools act on the host and never touch the store; every method leaves nothing
 behind when it fails.
@@ -16,9 +18,14 @@ behind when it fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+STATE_FILE = "state"
+# with_state(state_file, copy_disk): write the state and call copy_disk while still paused
+StateWriter = Callable[[Path, Callable[[], None]], None]
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,12 @@ class StoragePool(Protocol):
     def delete_volume(self, key: str) -> None: ...
 
     # snapshots: kind is "root" or "volume"
-    def snapshot_create(self, kind: str, key: str, snap: str) -> None: ...
+    def snapshot_create(self, kind: str, key: str, snap: str,
+                        with_state: StateWriter | None = None) -> None:
+        """Copy the data of ``key``; ``with_state`` (VM roots) saves the memory as well."""
+
+    def snapshot_state(self, kind: str, key: str, snap: str) -> Path | None:
+        """The saved state file of a stateful snapshot; None for a files-only one."""
 
     def snapshot_restore(self, kind: str, key: str, snap: str) -> None: ...
 

@@ -9,6 +9,7 @@ Layout under the pool directory::
     roots/<key>/root.json          how the root was made and where it is mounted
     volumes/<key>.ext4, <key>.mnt  a volume: sparse ext4 file, mounted only while in use
     snapshots/<kind>/<key>/<snap>/ copies (reflinked where the filesystem can) of the above
+    snapshots/root/<key>/<snap>/state  a stateful VM snapshot's memory and device state
 
 Copy-on-write comes from overlayfs (containers) and qcow2 backing files (VMs), so
 clones cost only what they write, whatever the host filesystem is.
@@ -25,7 +26,7 @@ from typing import Any
 
 from cumulo.errors import ConflictError, DriverError, InvalidInputError, NotFoundError
 from cumulo.storage import ext4
-from cumulo.storage.base import PoolUsage
+from cumulo.storage.base import STATE_FILE, PoolUsage, StateWriter
 from cumulo.storage.tools import copy_tree, disk_usage, is_mounted, run, umount
 
 KINDS = ("root", "volume")
@@ -268,7 +269,8 @@ class DirPool:
         return sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) \
             if d.is_dir() else []
 
-    def snapshot_create(self, kind: str, key: str, snap: str) -> None:
+    def snapshot_create(self, kind: str, key: str, snap: str,
+                        with_state: StateWriter | None = None) -> None:
         final = self._snap_dir(kind, key, snap)
         if final.exists():
             raise ConflictError(f"snapshot {snap!r} of {key!r} already exists")
@@ -283,7 +285,13 @@ class DirPool:
                 if not meta:
                     raise NotFoundError("instance root", key)
                 if meta["type"] == "vm":
-                    _copy_file(self.roots / key / "root.qcow2", tmp / "root.qcow2")
+                    disk = self.roots / key / "root.qcow2"
+                    if with_state is None:
+                        _copy_file(disk, tmp / "root.qcow2")
+                    else:   # the disk copied at the instant the state was saved
+                        with_state(tmp / STATE_FILE, lambda: _copy_file(disk, tmp / "root.qcow2"))
+                elif with_state is not None:
+                    raise InvalidInputError("only a VM root can have a stateful snapshot")
                 else:
                     copy_tree(self._data(key, meta), tmp / "data")
             os.rename(tmp, final)
@@ -331,6 +339,10 @@ class DirPool:
                 work.mkdir()
         except OSError as err:
             raise DriverError(f"cannot restore snapshot {snap!r} of {key!r}: {err}") from err
+
+    def snapshot_state(self, kind: str, key: str, snap: str) -> Path | None:
+        state = self._snap_dir(kind, key, snap) / STATE_FILE
+        return state if state.is_file() else None
 
     def snapshot_delete(self, kind: str, key: str, snap: str) -> None:
         d = self._snap_dir(kind, key, snap)

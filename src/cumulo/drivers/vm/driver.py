@@ -529,6 +529,26 @@ class VmDriver:
         if was_running and qmp.query_status(vm.qmp_socket) != "running":
             qmp.cont(vm.qmp_socket)
 
+    # --- stateful snapshots (drivers/live_snapshot.py) -----------------------
+    def save_state(self, host_id: str, path: Path, then: Callable[[], None]) -> dict[str, Any]:
+        """Stop the vCPUs, stream the state to ``path``, run ``then``, resume as it was.
+
+        Once the migration stream completed, QEMU has flushed and released its disk
+        images, so ``then`` copies a consistent root disk of that same instant; ``cont``
+        takes the images back and runs the guest on.
+        """
+        require(self.state(host_id), host_id, "snapshot the state of", RunStatus.RUNNING)
+        vm = self._no_tpm(self._vmspec(host_id), "snapshotted with its state")
+        try:
+            stats = migration.save(vm.qmp_socket, path)
+            then()
+        except BaseException:
+            with contextlib.suppress(DriverError):
+                qmp.cont(vm.qmp_socket)
+            raise
+        qmp.cont(vm.qmp_socket)
+        return stats.to_dict()
+
     # --- interactive serial console (cumulo console) ------------------------
     def open_console(self, host_id: str) -> socket.socket:
         """A connected stream to the guest's ttyS0: bytes written are typed on it."""
