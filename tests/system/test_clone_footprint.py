@@ -11,13 +11,11 @@ nor the template.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
+from bench.storage import make_template
 
 from tests.system.conftest import Daemon
 
@@ -36,26 +34,9 @@ def du(*paths: Path) -> int:
     return int(out.splitlines()[-1].split()[0])
 
 
-def make_template(top: Path) -> Path:
-    tree = top / "tree"
-    for d in ("bin", "etc", "tmp", "usr/share/payload", "proc", "sys", "dev"):
-        (tree / d).mkdir(parents=True)
-    shutil.copy2("/bin/busybox", tree / "bin/busybox")
-    for tool in ("sh", "cat", "sleep", "echo", "ls", "dd", "rm"):
-        (tree / "bin" / tool).symlink_to("busybox")
-    with open(tree / "usr/share/payload/data.bin", "wb") as f:
-        for _ in range(PAYLOAD >> 20):
-            f.write(os.urandom(1 << 20))
-    tar = top / "template.tar"
-    with tarfile.open(tar, "w") as t:
-        t.add(tree, arcname=".")
-    shutil.rmtree(tree)
-    return tar
-
-
 def test_twenty_clones_add_less_than_five_percent(daemon: Daemon, tmp_path: Path) -> None:
     d = daemon
-    tar = make_template(tmp_path)
+    tar = make_template(tmp_path, PAYLOAD)
     d.cli("image", "import", str(tar), "--alias", "big")
     tar.unlink()
     img = json.loads(d.cli("image", "info", "big", "--format", "json").stdout)
