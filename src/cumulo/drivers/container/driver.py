@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import (
@@ -26,16 +27,17 @@ from cumulo.drivers.base import (
     Usage,
     require,
 )
-from cumulo.drivers.container import monitor, rootfs
+from cumulo.drivers.container import checkpoint, monitor, rootfs
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
+    IDMAP_BASE,
     RESOLV_CONF,
     build_config,
     mounts,
     resources,
     update_resources,
 )
-from cumulo.drivers.container.runtime import OciRuntime, choose
+from cumulo.drivers.container.runtime import OciRuntime, choose, criu_error
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.errors import (
@@ -43,6 +45,7 @@ from cumulo.errors import (
     CumuloError,
     DriverError,
     NotFoundError,
+    RuntimeToolError,
     UnsupportedError,
 )
 from cumulo.host import cgroups
@@ -317,3 +320,119 @@ class ContainerDriver:
 
     def list_host_ids(self) -> list[str]:
         return self._records.ids()
+
+    # --- checkpoint/restore with CRIU (through the runtime) ------------------------
+    def _criu_dir(self, host_id: str) -> Path:
+        return self._instance_dir(host_id) / "criu"
+
+    def checkpoint(self, host_id: str, path: Path) -> dict[str, Any]:
+        """Dump PID 1's whole tree to ``path`` (a state archive); the container stops."""
+        return self._dump(host_id, path, with_root=False)
+
+    def export_state(self, host_id: str, path: Path, parent: Path | None = None
+                     ) -> dict[str, Any]:
+        """Like ``checkpoint``, with the root's changes, to run on another host; with
+        ``parent`` (from ``pre_dump``) only memory changed since is saved."""
+        return self._dump(host_id, path, with_root=True, parent=parent)
+
+    def _dump(self, host_id: str, path: Path, with_root: bool,
+              parent: Path | None = None) -> dict[str, Any]:
+        require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
+                RunStatus.PAUSED)
+        criu = checkpoint.require_criu(self.ctx.host)
+        rec = self._records.get(host_id) or {}
+        if with_root and rec.get("root"):
+            raise UnsupportedError(f"instance {host_id!r} has its root in a storage pool:"
+                                   " moving such roots with the state is not done yet")
+        instance_dir = self._instance_dir(host_id)
+        paths = self._paths(host_id, instance_dir)
+        work = self._criu_dir(host_id)
+        checkpoint.reset(work)
+        rel_parent = None
+        if parent is not None:   # CRIU wants the parent relative to the image dir
+            os.symlink(parent, work / checkpoint.PARENT)
+            rel_parent = f"../{checkpoint.PARENT}"
+        t0 = time.monotonic()
+        try:
+            self.runtime.checkpoint(host_id, criu, work / checkpoint.IMAGES, work,
+                                    parent=rel_parent)
+            dumped = time.monotonic()
+            self._wait_stopped(host_id, paths, KILL_WAIT)
+            self.runtime.delete(host_id)
+            self._reap_conmon(paths)
+            size = checkpoint.pack(path, work, instance_dir / "upper" if with_root else None)
+        except OSError as err:
+            raise DriverError(f"cannot save the state of {host_id!r}: {err}") from err
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return {"total_time_ms": round((time.monotonic() - t0) * 1000),
+                "freeze_ms": round((dumped - t0) * 1000), "transferred": size}
+
+    def pre_dump(self, host_id: str, images: Path) -> dict[str, Any]:
+        """Save the memory of the running container to ``images``; it keeps running."""
+        require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
+        criu = checkpoint.require_criu(self.ctx.host)
+        work = self._criu_dir(host_id)
+        checkpoint.reset(work)
+        checkpoint.reset(images)
+        t0 = time.monotonic()
+        try:
+            self.runtime.checkpoint(host_id, criu, images, work, pre_dump=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return {"pre_dump_ms": round((time.monotonic() - t0) * 1000),
+                "pre_dump_bytes": checkpoint.dir_size(images)}
+
+    def restore(self, spec: InstanceSpec, path: Path, parent: Path | None = None) -> RunState:
+        """Run the container again from a state archive, where it was (PID 1 included),
+        under a new conmon. An archive with the root's changes (from another host)
+        replaces this instance's upper dir first."""
+        host_id = spec.host_id
+        require(self.state(host_id), host_id, "restore", RunStatus.STOPPED)
+        criu = checkpoint.require_criu(self.ctx.host)
+        instance_dir = self._instance_dir(host_id)
+        paths = self._paths(host_id, instance_dir)
+        work = self._criu_dir(host_id)
+        try:
+            checkpoint.reset(work)
+            checkpoint.unpack(path, work)
+            if parent is not None:
+                os.symlink(parent, work / checkpoint.PARENT)
+            if not spec.privileged:   # CRIU reads some images from inside the user namespace
+                checkpoint.give_to(work, IDMAP_BASE)
+            if checkpoint.has_upper(work):
+                rootfs.unmount(instance_dir)
+                shutil.rmtree(instance_dir / "upper", ignore_errors=True)
+                os.rename(work / checkpoint.UPPER, instance_dir / "upper")
+            self.runtime.delete(host_id)
+            self._prepare(spec)
+        except OSError as err:
+            shutil.rmtree(work, ignore_errors=True)
+            raise DriverError(f"cannot prepare the restore of {host_id!r}: {err}") from err
+        for stale in (paths.exit_file, paths.exit_dir / host_id, self._started(host_id),
+                      instance_dir / "restore.log"):
+            stale.unlink(missing_ok=True)
+        try:
+            pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths,
+                                       restore=work / checkpoint.IMAGES,
+                                       runtime_args=tuple(self.runtime.criu_args(criu)))
+            self._started(host_id).touch()
+        except RuntimeToolError as err:
+            with contextlib.suppress(CumuloError):
+                self.runtime.delete(host_id)
+            self._reap_conmon(paths)
+            log = instance_dir / "restore.log"   # conmon's runtime works in the bundle
+            raise DriverError(f"cannot restore {host_id!r}: "
+                              f"{criu_error(err.stderr, log)}") from err
+        except BaseException:
+            with contextlib.suppress(CumuloError):
+                self.runtime.delete(host_id)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return RunState(RunStatus.RUNNING, pid=pid)
+
+    def signature(self, host_id: str) -> str:
+        """What both ends of a migration must share for the images to load."""
+        self._instance_dir(host_id)
+        return f"container/{self.runtime.name}/criu-{self.ctx.host.criu}"

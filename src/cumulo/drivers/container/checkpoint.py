@@ -1,0 +1,102 @@
+"""Container state archives: CRIU images (and the root's changes) in one tar file.
+
+``cumulo checkpoint`` and container migration both move a container's state as one
+file: ``images/`` holds what ``runtime checkpoint`` wrote (processes, memory,
+namespaces, descriptors.json), and, when the state is to run on another host,
+``upper/`` holds the overlay's upper dir: every file the container changed, with
+overlayfs' whiteouts and opaque-dir xattrs kept by GNU tar. A live migration sends a
+first archive of a pre-dump (memory only, taken while the container runs) and then
+the final one, whose images name the pre-dump as their parent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
+from cumulo.host.criu import criu_binary
+from cumulo.host.info import HostInfo
+
+IMAGES = "images"
+PARENT = "parent"        # a pre-dump's images, next to ``images`` when restoring
+UPPER = "upper"
+TAR_TIMEOUT = 300.0
+TAR_OPTS = ("--xattrs", "--xattrs-include=*", "--numeric-owner", "--sparse")
+
+
+def require_criu(host: HostInfo) -> str:
+    """The CRIU binary to hand to the runtime; a clear error if this host has no usable one."""
+    path = criu_binary()
+    if path is None or host.criu is None:
+        raise UnsupportedError("containers cannot be checkpointed on this host: criu is not"
+                               " installed (scripts/install.sh provides CRIU 4.x)")
+    if not host.criu_check:
+        raise UnsupportedError(f"containers cannot be checkpointed on this host: criu"
+                               f" {host.criu} fails `criu check` (CRIU 4.x is needed; see"
+                               " scripts/install.sh)")
+    return path
+
+
+def _tar(args: list[str]) -> None:
+    try:
+        proc = subprocess.run(["tar", *TAR_OPTS, *args], capture_output=True, text=True,
+                              timeout=TAR_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise DriverError(f"tar failed: {err}") from err
+    if proc.returncode != 0:
+        raise RuntimeToolError("tar", args[:1], proc.returncode, proc.stderr)
+
+
+def pack(archive: Path, work: Path, upper: Path | None) -> int:
+    """Write ``work/images`` (and ``upper`` as ``upper/``) to ``archive``; its size."""
+    tmp = archive.with_name(f".{archive.name}.tmp")
+    args = ["-cf", str(tmp), "-C", str(work), IMAGES]
+    if upper is not None:
+        args += ["-C", str(upper.parent), "--transform", f"s,^{upper.name},{UPPER},",
+                 upper.name]
+    try:
+        _tar(args)
+        os.replace(tmp, archive)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return archive.stat().st_size
+
+
+def unpack(archive: Path, dest: Path) -> None:
+    """Extract an archive made by ``pack`` into ``dest`` (``images/``, maybe ``upper/``)."""
+    if not archive.is_file():
+        raise DriverError(f"no checkpoint at {archive}")
+    dest.mkdir(parents=True, exist_ok=True)
+    _tar(["-xf", str(archive), "-C", str(dest)])
+    if not (dest / IMAGES / "inventory.img").is_file():
+        raise DriverError(f"{archive} holds no CRIU images: not a container checkpoint")
+
+
+def give_to(work: Path, uid: int) -> None:
+    """Hand the images (and the pre-dump they build on) to the container's mapped root,
+    who must read some of them; still private to it and to the host's root."""
+    os.chown(work, uid, uid)
+    for top in (work / IMAGES, work / PARENT):
+        if not top.exists():
+            continue
+        os.chown(top, uid, uid)
+        for f in top.resolve().rglob("*"):
+            os.lchown(f, uid, uid)
+        os.chown(top.resolve(), uid, uid)
+
+
+def has_upper(dest: Path) -> bool:
+    return (dest / UPPER).is_dir()
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def reset(path: Path) -> None:
+    """An empty directory at ``path``."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
