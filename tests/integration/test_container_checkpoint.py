@@ -8,6 +8,7 @@ nothing is left behind. Skipped when the host has no CRIU that passes ``criu che
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -56,7 +57,6 @@ def _count(driver: ContainerDriver, host_id: str) -> int:
     session = driver.exec(host_id, ExecRequest(command=["cat", "/tmp/count"]))
     try:
         assert session.wait(10) == 0
-        import os
         return int(os.read(session.stdout_fd, 100).decode().strip())
     finally:
         session.kill()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def require_criu(host: HostInfo) -> str:
                                f" {host.criu} fails `criu check` (CRIU 4.x is needed; see"
                                " scripts/install.sh)")
     return path
+
+
+def refuse_nics(host_id: str, pid: int | None) -> None:
+    """NICs (veth ends in the container's netns) are not carried yet: CRIU would need
+    each as ``--external veth[...]`` and the network service to re-plug it."""
+    try:
+        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return
+    nics = [ln.split(":")[0].strip() for ln in lines if ln.split(":")[0].strip() != "lo"]
+    if nics:
+        raise UnsupportedError(f"instance {host_id!r} has NICs ({', '.join(nics)}):"
+                               " checkpointing containers with NICs is not done yet")
 
 
 def _tar(args: list[str]) -> None:
@@ -75,17 +89,17 @@ def unpack(archive: Path, dest: Path) -> None:
         raise DriverError(f"{archive} holds no CRIU images: not a container checkpoint")
 
 
-def give_to(work: Path, uid: int) -> None:
-    """Hand the images (and the pre-dump they build on) to the container's mapped root,
-    who must read some of them; still private to it and to the host's root."""
-    os.chown(work, uid, uid)
+def make_searchable(work: Path) -> None:
+    """Let the restored tasks look files up in the image dirs (runc makes them 0600).
+
+    A task CRIU forks into a new user namespace opens a few images (``timens-*.img``)
+    before its id map is written, as "other": it needs search permission on the dir.
+    Files keep their modes: CRIU's dump already made those world-readable.
+    """
     for top in (work / IMAGES, work / PARENT):
-        if not top.exists():
-            continue
-        os.chown(top, uid, uid)
-        for f in top.resolve().rglob("*"):
-            os.lchown(f, uid, uid)
-        os.chown(top.resolve(), uid, uid)
+        if top.exists():
+            target = top.resolve()
+            os.chmod(target, stat.S_IMODE(target.stat().st_mode) | 0o711)
 
 
 def has_upper(dest: Path) -> bool:

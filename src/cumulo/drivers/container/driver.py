@@ -30,7 +30,6 @@ from cumulo.drivers.base import (
 from cumulo.drivers.container import checkpoint, monitor, rootfs
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
-    IDMAP_BASE,
     RESOLV_CONF,
     build_config,
     mounts,
@@ -337,9 +336,10 @@ class ContainerDriver:
 
     def _dump(self, host_id: str, path: Path, with_root: bool,
               parent: Path | None = None) -> dict[str, Any]:
-        require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
-                RunStatus.PAUSED)
+        current = require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
+                          RunStatus.PAUSED)
         criu = checkpoint.require_criu(self.ctx.host)
+        checkpoint.refuse_nics(host_id, current.pid)
         rec = self._records.get(host_id) or {}
         if with_root and rec.get("root"):
             raise UnsupportedError(f"instance {host_id!r} has its root in a storage pool:"
@@ -370,8 +370,9 @@ class ContainerDriver:
 
     def pre_dump(self, host_id: str, images: Path) -> dict[str, Any]:
         """Save the memory of the running container to ``images``; it keeps running."""
-        require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
+        current = require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
         criu = checkpoint.require_criu(self.ctx.host)
+        checkpoint.refuse_nics(host_id, current.pid)
         work = self._criu_dir(host_id)
         checkpoint.reset(work)
         checkpoint.reset(images)
@@ -398,8 +399,7 @@ class ContainerDriver:
             checkpoint.unpack(path, work)
             if parent is not None:
                 os.symlink(parent, work / checkpoint.PARENT)
-            if not spec.privileged:   # CRIU reads some images from inside the user namespace
-                checkpoint.give_to(work, IDMAP_BASE)
+            checkpoint.make_searchable(work)
             if checkpoint.has_upper(work):
                 rootfs.unmount(instance_dir)
                 shutil.rmtree(instance_dir / "upper", ignore_errors=True)
