@@ -59,8 +59,9 @@ class StateArchive(Protocol):
     def signature(self, host_id: str) -> str:
         """What must be equal on both ends for the state to load."""
 
-    def pre_dump(self, host_id: str, images: Path) -> dict[str, Any]:
-        """Save the memory of the running instance to ``images``; it keeps running."""
+    def pre_dump(self, host_id: str, images: Path, archive: Path) -> dict[str, Any]:
+        """Save the memory of the running instance to ``images`` (the parent of the final
+        dump) and ``archive`` (to send); it keeps running."""
 
     def export_state(self, host_id: str, path: Path, parent: Path | None = None
                      ) -> dict[str, Any]:
@@ -68,4 +69,10 @@ class StateArchive(Protocol):
         ``parent``: a ``pre_dump`` dir, so only what changed since is saved."""
 
     def restore(self, spec: InstanceSpec, path: Path, parent: Path | None = None) -> RunState:
-        """Run the stopped instance from ``path`` (``parent``: the pre-dump it builds on)."""
+        """Run the stopped instance from ``path`` (``parent``: the pre-dump's archive)."""
+
+    def export_root(self, host_id: str, path: Path) -> dict[str, Any]:
+        """The stopped instance's root changes to ``path`` (cold migration)."""
+
+    def import_root(self, spec: InstanceSpec, path: Path) -> None:
+        """Replace the stopped instance's root changes with those in ``path``."""

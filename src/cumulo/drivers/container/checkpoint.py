@@ -11,6 +11,7 @@ the final one, whose images name the pre-dump as their parent.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
@@ -41,6 +42,23 @@ def require_criu(host: HostInfo) -> str:
     return path
 
 
+@functools.cache
+def mem_tracking(criu: str) -> bool:
+    """CRIU can track memory changes here (the kernel's soft-dirty bits): pre-dumps work."""
+    try:
+        proc = subprocess.run([criu, "check", "--feature", "mem_dirty_track"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def require_mem_tracking(criu: str) -> None:
+    if not mem_tracking(criu):
+        raise UnsupportedError("no pre-dump: this kernel does not track memory changes"
+                               " (CONFIG_MEM_SOFT_DIRTY is off)")
+
+
 def refuse_nics(host_id: str, pid: int | None) -> None:
     """NICs (veth ends in the container's netns) are not carried yet: CRIU would need
     each as ``--external veth[...]`` and the network service to re-plug it."""
@@ -64,10 +82,13 @@ def _tar(args: list[str]) -> None:
         raise RuntimeToolError("tar", args[:1], proc.returncode, proc.stderr)
 
 
-def pack(archive: Path, work: Path, upper: Path | None) -> int:
-    """Write ``work/images`` (and ``upper`` as ``upper/``) to ``archive``; its size."""
+def pack(archive: Path, work: Path | None, upper: Path | None) -> int:
+    """Write ``work/images`` (if ``work``) and ``upper`` (as ``upper/``) to ``archive``;
+    returns its size."""
     tmp = archive.with_name(f".{archive.name}.tmp")
-    args = ["-cf", str(tmp), "-C", str(work), IMAGES]
+    args = ["-cf", str(tmp)]
+    if work is not None:
+        args += ["-C", str(work), IMAGES]
     if upper is not None:
         args += ["-C", str(upper.parent), "--transform", f"s,^{upper.name},{UPPER},",
                  upper.name]
@@ -79,13 +100,13 @@ def pack(archive: Path, work: Path, upper: Path | None) -> int:
     return archive.stat().st_size
 
 
-def unpack(archive: Path, dest: Path) -> None:
-    """Extract an archive made by ``pack`` into ``dest`` (``images/``, maybe ``upper/``)."""
+def unpack(archive: Path, dest: Path, images: bool = True) -> None:
+    """Extract an archive made by ``pack`` into ``dest``; ``images``: it must hold some."""
     if not archive.is_file():
         raise DriverError(f"no checkpoint at {archive}")
     dest.mkdir(parents=True, exist_ok=True)
     _tar(["-xf", str(archive), "-C", str(dest)])
-    if not (dest / IMAGES / "inventory.img").is_file():
+    if images and not (dest / IMAGES / "inventory.img").is_file():
         raise DriverError(f"{archive} holds no CRIU images: not a container checkpoint")
 
 

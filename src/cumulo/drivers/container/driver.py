@@ -368,11 +368,13 @@ class ContainerDriver:
         return {"total_time_ms": round((time.monotonic() - t0) * 1000),
                 "freeze_ms": round((dumped - t0) * 1000), "transferred": size}
 
-    def pre_dump(self, host_id: str, images: Path) -> dict[str, Any]:
-        """Save the memory of the running container to ``images``; it keeps running."""
+    def pre_dump(self, host_id: str, images: Path, archive: Path) -> dict[str, Any]:
+        """Save the memory of the running container to ``images`` (kept: the final dump's
+        parent) and to ``archive`` (to send); the container keeps running."""
         current = require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
         criu = checkpoint.require_criu(self.ctx.host)
         checkpoint.refuse_nics(host_id, current.pid)
+        checkpoint.require_mem_tracking(criu)
         work = self._criu_dir(host_id)
         checkpoint.reset(work)
         checkpoint.reset(images)
@@ -381,13 +383,17 @@ class ContainerDriver:
             self.runtime.checkpoint(host_id, criu, images, work, pre_dump=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return {"pre_dump_ms": round((time.monotonic() - t0) * 1000),
-                "pre_dump_bytes": checkpoint.dir_size(images)}
+        took = round((time.monotonic() - t0) * 1000)
+        if images.name != checkpoint.IMAGES:
+            raise DriverError(f"pre-dump images must be in a dir named {checkpoint.IMAGES!r}")
+        return {"pre_dump_ms": took, "pre_dump_bytes": checkpoint.pack(archive, images.parent,
+                                                                         None)}
 
     def restore(self, spec: InstanceSpec, path: Path, parent: Path | None = None) -> RunState:
         """Run the container again from a state archive, where it was (PID 1 included),
         under a new conmon. An archive with the root's changes (from another host)
-        replaces this instance's upper dir first."""
+        replaces this instance's upper dir first; ``parent`` is the archive of the
+        pre-dump the state builds on."""
         host_id = spec.host_id
         require(self.state(host_id), host_id, "restore", RunStatus.STOPPED)
         criu = checkpoint.require_criu(self.ctx.host)
@@ -398,7 +404,8 @@ class ContainerDriver:
             checkpoint.reset(work)
             checkpoint.unpack(path, work)
             if parent is not None:
-                os.symlink(parent, work / checkpoint.PARENT)
+                checkpoint.unpack(parent, work / "pre", images=False)
+                os.symlink(work / "pre" / checkpoint.IMAGES, work / checkpoint.PARENT)
             checkpoint.make_searchable(work)
             if checkpoint.has_upper(work):
                 rootfs.unmount(instance_dir)
@@ -432,7 +439,39 @@ class ContainerDriver:
             shutil.rmtree(work, ignore_errors=True)
         return RunState(RunStatus.RUNNING, pid=pid)
 
+    def export_root(self, host_id: str, path: Path) -> dict[str, Any]:
+        """The stopped container's root changes (its overlay upper dir) to ``path``."""
+        require(self.state(host_id), host_id, "export the root of", RunStatus.STOPPED)
+        rec = self._records.get(host_id) or {}
+        if rec.get("root"):
+            raise UnsupportedError(f"instance {host_id!r} has its root in a storage pool:"
+                                   " moving such roots is not done yet")
+        upper = self._instance_dir(host_id) / "upper"
+        upper.mkdir(exist_ok=True)
+        return {"transferred": checkpoint.pack(path, None, upper)}
+
+    def import_root(self, spec: InstanceSpec, path: Path) -> None:
+        """Replace the stopped container's root changes with those in ``path``."""
+        require(self.state(spec.host_id), spec.host_id, "import the root of",
+                RunStatus.STOPPED)
+        instance_dir = self._instance_dir(spec.host_id)
+        work = self._criu_dir(spec.host_id)
+        try:
+            checkpoint.reset(work)
+            checkpoint.unpack(path, work, images=False)
+            if not checkpoint.has_upper(work):
+                raise DriverError(f"{path} holds no root changes")
+            rootfs.unmount(instance_dir)
+            shutil.rmtree(instance_dir / "upper", ignore_errors=True)
+            os.rename(work / checkpoint.UPPER, instance_dir / "upper")
+        except OSError as err:
+            raise DriverError(f"cannot import the root of {spec.host_id!r}: {err}") from err
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     def signature(self, host_id: str) -> str:
         """What both ends of a migration must share for the images to load."""
         self._instance_dir(host_id)
+        checkpoint.require_criu(self.ctx.host)
+        self.runtime.criu_args("criu")   # this runtime can drive CRIU
         return f"container/{self.runtime.name}/criu-{self.ctx.host.criu}"
