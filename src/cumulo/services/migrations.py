@@ -232,7 +232,9 @@ class MigrationService:
         body = {"name": name, "type": inst.type, "image": inst.image,
                 "limits": inst.limits.to_dict(), "command": list(inst.command),
                 "options": dict(inst.options), "privileged": inst.privileged,
-                "signature": signature, "cold": not from_state, "root": None}
+                "signature": signature, "cold": not from_state,
+                "root": None if inst.root is None else {
+                    "copy": bool(inst.root.get("copy")), "size": inst.root.get("size")}}
 
         def work(progress: Progress) -> dict[str, Any]:
             with self.instances._locked(inst), self._client(remote) as rc:

@@ -101,13 +101,35 @@ def pack(archive: Path, work: Path | None, upper: Path | None) -> int:
 
 
 def unpack(archive: Path, dest: Path, images: bool = True) -> None:
-    """Extract an archive made by ``pack`` into ``dest``; ``images``: it must hold some."""
+    """Extract the images of an archive made by ``pack`` into ``dest/images``."""
     if not archive.is_file():
         raise DriverError(f"no checkpoint at {archive}")
     dest.mkdir(parents=True, exist_ok=True)
-    _tar(["-xf", str(archive), "-C", str(dest)])
+    _tar(["-xf", str(archive), "-C", str(dest), "--anchored", f"--exclude={UPPER}"])
     if images and not (dest / IMAGES / "inventory.img").is_file():
         raise DriverError(f"{archive} holds no CRIU images: not a container checkpoint")
+
+
+def has_upper(archive: Path) -> bool:
+    """The archive carries the root's changes (it was made for another host)."""
+    try:
+        proc = subprocess.run(["tar", "-tf", str(archive)], capture_output=True, text=True,
+                              timeout=TAR_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise DriverError(f"tar failed: {err}") from err
+    return any(line.startswith(f"{UPPER}/") for line in proc.stdout.splitlines())
+
+
+def unpack_upper(archive: Path, data: Path) -> None:
+    """Make ``data`` (the root's own dir, unmounted from the container) hold exactly the
+    archive's ``upper/``; ``data`` itself (its owner) stays."""
+    data.mkdir(parents=True, exist_ok=True)
+    for entry in data.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    _tar(["-xf", str(archive), "-C", str(data), "--strip-components=1", f"{UPPER}/"])
 
 
 def make_searchable(work: Path) -> None:
@@ -121,10 +143,6 @@ def make_searchable(work: Path) -> None:
         if top.exists():
             target = top.resolve()
             os.chmod(target, stat.S_IMODE(target.stat().st_mode) | 0o711)
-
-
-def has_upper(dest: Path) -> bool:
-    return (dest / UPPER).is_dir()
 
 
 def dir_size(path: Path) -> int:

@@ -324,6 +324,19 @@ class ContainerDriver:
     def _criu_dir(self, host_id: str) -> Path:
         return self._instance_dir(host_id) / "criu"
 
+    def _root_data(self, host_id: str) -> Path:
+        """The dir with the root's own files: the overlay upper dir (or a pool's)."""
+        rec = self._records.get(host_id) or {}
+        if rec.get("root"):
+            return pool_of(RootSpec.from_dict(rec["root"])).container_root_data(host_id)
+        return self._instance_dir(host_id) / "upper"
+
+    def _replace_root_data(self, spec: InstanceSpec, archive: Path) -> None:
+        """The root's own files become those carried in ``archive``; mounted again."""
+        rootfs.unmount(spec.instance_dir)
+        checkpoint.unpack_upper(archive, self._root_data(spec.host_id))
+        self._prepare(spec)
+
     def checkpoint(self, host_id: str, path: Path) -> dict[str, Any]:
         """Dump PID 1's whole tree to ``path`` (a state archive); the container stops."""
         return self._dump(host_id, path, with_root=False)
@@ -340,10 +353,6 @@ class ContainerDriver:
                           RunStatus.PAUSED)
         criu = checkpoint.require_criu(self.ctx.host)
         checkpoint.refuse_nics(host_id, current.pid)
-        rec = self._records.get(host_id) or {}
-        if with_root and rec.get("root"):
-            raise UnsupportedError(f"instance {host_id!r} has its root in a storage pool:"
-                                   " moving such roots with the state is not done yet")
         instance_dir = self._instance_dir(host_id)
         paths = self._paths(host_id, instance_dir)
         work = self._criu_dir(host_id)
@@ -360,7 +369,7 @@ class ContainerDriver:
             self._wait_stopped(host_id, paths, KILL_WAIT)
             self.runtime.delete(host_id)
             self._reap_conmon(paths)
-            size = checkpoint.pack(path, work, instance_dir / "upper" if with_root else None)
+            size = checkpoint.pack(path, work, self._root_data(host_id) if with_root else None)
         except OSError as err:
             raise DriverError(f"cannot save the state of {host_id!r}: {err}") from err
         finally:
@@ -407,11 +416,9 @@ class ContainerDriver:
                 checkpoint.unpack(parent, work / "pre", images=False)
                 os.symlink(work / "pre" / checkpoint.IMAGES, work / checkpoint.PARENT)
             checkpoint.make_searchable(work)
-            if checkpoint.has_upper(work):
-                rootfs.unmount(instance_dir)
-                shutil.rmtree(instance_dir / "upper", ignore_errors=True)
-                os.rename(work / checkpoint.UPPER, instance_dir / "upper")
             self.runtime.delete(host_id)
+            if checkpoint.has_upper(path):
+                self._replace_root_data(spec, path)
             self._prepare(spec)
         except OSError as err:
             shutil.rmtree(work, ignore_errors=True)
@@ -440,34 +447,23 @@ class ContainerDriver:
         return RunState(RunStatus.RUNNING, pid=pid)
 
     def export_root(self, host_id: str, path: Path) -> dict[str, Any]:
-        """The stopped container's root changes (its overlay upper dir) to ``path``."""
+        """The stopped container's own root files (changes over the image) to ``path``."""
         require(self.state(host_id), host_id, "export the root of", RunStatus.STOPPED)
-        rec = self._records.get(host_id) or {}
-        if rec.get("root"):
-            raise UnsupportedError(f"instance {host_id!r} has its root in a storage pool:"
-                                   " moving such roots is not done yet")
-        upper = self._instance_dir(host_id) / "upper"
-        upper.mkdir(exist_ok=True)
-        return {"transferred": checkpoint.pack(path, None, upper)}
+        try:
+            return {"transferred": checkpoint.pack(path, None, self._root_data(host_id))}
+        except OSError as err:
+            raise DriverError(f"cannot export the root of {host_id!r}: {err}") from err
 
     def import_root(self, spec: InstanceSpec, path: Path) -> None:
-        """Replace the stopped container's root changes with those in ``path``."""
+        """Replace the stopped container's own root files with those in ``path``."""
         require(self.state(spec.host_id), spec.host_id, "import the root of",
                 RunStatus.STOPPED)
-        instance_dir = self._instance_dir(spec.host_id)
-        work = self._criu_dir(spec.host_id)
+        if not checkpoint.has_upper(path):
+            raise DriverError(f"{path} holds no root files")
         try:
-            checkpoint.reset(work)
-            checkpoint.unpack(path, work, images=False)
-            if not checkpoint.has_upper(work):
-                raise DriverError(f"{path} holds no root changes")
-            rootfs.unmount(instance_dir)
-            shutil.rmtree(instance_dir / "upper", ignore_errors=True)
-            os.rename(work / checkpoint.UPPER, instance_dir / "upper")
+            self._replace_root_data(spec, path)
         except OSError as err:
             raise DriverError(f"cannot import the root of {spec.host_id!r}: {err}") from err
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
     def signature(self, host_id: str) -> str:
         """What both ends of a migration must share for the images to load."""
