@@ -38,7 +38,7 @@ def wait_count(d: Daemon, name: str, above: int, timeout: float = 30) -> int:
 
 def conmons(d: Daemon) -> list[int]:
     return [p.pid for p in psutil.process_iter(["name", "cmdline"])
-            if p.info["name"] == "conmon" and str(d.state_dir) in " ".join(p.info["cmdline"])]
+            if p.info["name"] == "conmon" and str(d.state_dir) in " ".join(p.info["cmdline"] or [])]
 
 
 def test_container_migrates_with_its_state_and_cold(hosts: tuple[Daemon, Daemon]) -> None:  # noqa: F811
@@ -86,6 +86,7 @@ def test_container_migrates_with_its_state_and_cold(hosts: tuple[Daemon, Daemon]
     wait_count(b, "ct", 0)
     r = b.cli("migrate", "ct", "--to", "a", "--stop-first", timeout=180)
     assert "stopped and started again" in r.stderr, r.stderr
+    print(r.stderr)
     assert json.loads(a.cli("info", "ct", "--format", "json").stdout)["state"] == "running"
     assert a.cli("exec", "ct", "--", "cat", "/etc/moved").stdout == "written-on-a\n"
     wait_count(a, "ct", 0)

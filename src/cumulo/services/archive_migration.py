@@ -132,12 +132,12 @@ def _send_cold(instances: InstanceService, driver: StateArchive, inst: Instance,
     t0 = time.monotonic()
     was_running = inst.state in (State.RUNNING, State.PAUSED)
     idriver = instances._driver(inst.type)
+    t_stop = time.monotonic()   # it stops serving from the stop signal on
     if was_running:
         progress(0.1, "stopping")
         run = idriver.stop(inst.host_id, COLD_STOP_TIMEOUT, force=False)
         instances.store.update_instance(inst.project, inst.name, state=State.STOPPED,
                                         exit_code=run.exit_code)
-    t_stop = time.monotonic()
     try:
         root = work / "root.tar"
         driver.export_root(inst.host_id, root)
