@@ -93,6 +93,8 @@ def _send_state(instances: InstanceService, driver: StateArchive, inst: Instance
     sent, passes, note = 0, 2, None
     stats: dict[str, Any] = {}
     try:
+        if inst.state == State.PAUSED:
+            raise UnsupportedError("no pre-dump: the container is paused")
         stats = driver.pre_dump(inst.host_id, pre, pre_tar)
     except UnsupportedError as err:   # CRIU can dump, but not track changes: one pass
         note, passes = f"one pass, {err}", 1
