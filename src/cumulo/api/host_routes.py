@@ -3,6 +3,7 @@ and the token check for requests that come over TCP."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -57,6 +58,7 @@ class IncomingIn(BaseModel):
     privileged: bool = False
     signature: str
     root: dict[str, Any] | None = None
+    cold: bool = Field(False, description="stopped, moved and started: no state to load")
 
 
 def over_tcp(scope: Any) -> bool:
@@ -119,7 +121,7 @@ def add_routes(r: APIRouter, svc: Services) -> None:
         return Response(status_code=204)
 
     @r.post("/instances/{name}/migrate", status_code=202, response_model=OperationOut,
-            summary="Move a running VM to a remote (live: pre-copy)")
+            summary="Move an instance to a remote (VM: pre-copy; container: CRIU)")
     def migrate(name: str, body: MigrateIn, project: str = PROJECT) -> JSONResponse:
         cap = None if body.bandwidth is None else parse_size(body.bandwidth)
         op = mig().migrate(project, name, body.remote, body.live, cap)
@@ -131,8 +133,23 @@ def add_routes(r: APIRouter, svc: Services) -> None:
 
     @r.post("/migrations/incoming/{name}/finish", status_code=204,
             summary="(host to host) the state was sent: run the instance here")
-    def incoming_finish(name: str, project: str = PROJECT) -> Response:
-        mig().incoming_finish(project, name)
+    def incoming_finish(name: str, project: str = PROJECT, start: bool = True) -> Response:
+        mig().incoming_finish(project, name, start)
+        return Response(status_code=204)
+
+    @r.put("/migrations/incoming/{name}/state/{part}", status_code=204,
+           summary="(host to host) upload a state file of an instance being received")
+    async def incoming_state(name: str, part: str, request: Request,
+                             project: str = PROJECT) -> Response:
+        path = mig().incoming_state_path(project, name, part)
+        tmp = path.with_name(f".{path.name}.part")
+        try:
+            with open(tmp, "wb") as f:
+                async for chunk in request.stream():
+                    f.write(chunk)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return Response(status_code=204)
 
     @r.delete("/migrations/incoming/{name}", status_code=204,

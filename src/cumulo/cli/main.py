@@ -223,7 +223,9 @@ FileOpt = Annotated[str | None, typer.Option(
 
 @app.command()
 def checkpoint(name: str, file: FileOpt = None, project: ProjectOpt = "default") -> None:
-    """Save a running VM's memory and device state and stop it (restore resumes it)."""
+    """Save a running instance's whole state and stop it (restore resumes it).
+
+    VMs: memory and device state. Containers: every process of the container, with CRIU."""
     with client() as c:
         op = c.checkpoint(name, file, project=project)
     meta = op.get("resources") or {}
@@ -233,7 +235,7 @@ def checkpoint(name: str, file: FileOpt = None, project: ProjectOpt = "default")
 
 @app.command()
 def restore(name: str, file: FileOpt = None, project: ProjectOpt = "default") -> None:
-    """Run a checkpointed VM again, where it was."""
+    """Run a checkpointed instance again, where it was."""
     with client() as c:
         c.checkpoint(name, file, restore=True, project=project)
     o.err.print(f"Restored {name}")

@@ -53,11 +53,16 @@ def remote_remove(name: str) -> None:
 
 def migrate(name: str, to: Annotated[str, typer.Option("--to", help="remote name")],
             live: Annotated[bool, typer.Option(
-                "--live/--stop-first", help="pre-copy while the guest runs (default)")] = True,
+                "--live/--stop-first", help="VMs: pre-copy while the guest runs (default);"
+                " containers: CRIU pre-dump, then the final dump (default), or with"
+                " --stop-first stop, move and start again")] = True,
             bandwidth: Annotated[str | None, typer.Option(
                 help="cap on the stream per second, e.g. 100MiB (default: none)")] = None,
             project: ProjectOpt = "default") -> None:
-    """Move a running VM to another host; it continues there where it was."""
+    """Move an instance to another host; it continues there where it was.
+
+    VMs: QEMU live migration. Containers: CRIU checkpoint, root changes and restore;
+    --stop-first moves a container cold (its processes restart)."""
     from rich.progress import BarColumn, Progress, TextColumn
 
     with Client() as c, Progress(TextColumn("{task.description}"), BarColumn(),
@@ -71,6 +76,13 @@ def migrate(name: str, to: Annotated[str, typer.Option("--to", help="remote name
 
         op = c.migrate(name, to, live, project, on_progress=show, bandwidth=bandwidth)
     r = op.get("resources") or {}
+    if r.get("restarted"):
+        o.err.print(f"Moved {name} to {to} (stopped and started again): total"
+                    f" {r.get('total_time_ms')} ms, downtime {r.get('downtime_ms')} ms,"
+                    f" {format_size(int(r.get('transferred') or 0))} sent")
+        return
     o.err.print(f"Migrated {name} to {to}: total {r.get('total_time_ms')} ms, downtime"
                 f" {r.get('downtime_ms')} ms, {format_size(int(r.get('transferred') or 0))}"
                 f" sent in {r.get('passes')} pass(es)")
+    if r.get("note"):
+        o.err.print(f"({r['note']})")

@@ -1,7 +1,10 @@
-"""The optional driver contract for saving and moving running instances (VMs today).
+"""The optional driver contracts for saving and moving running instances.
 
-A driver offers checkpoint/restore and live migration by having these methods; the
-services check ``isinstance(driver, Migratable)`` and tell the user when a kind cannot.
+``Checkpointable``: the whole state to a file and back (VMs, containers with CRIU).
+``Migratable``: live migration over a stream the destination listens on (VMs).
+``StateArchive``: moving by state files the service carries between the hosts
+(containers: CRIU images plus the root's changes, with pre-dumps for ``--live``).
+The services check ``isinstance(driver, ...)`` and tell the user when a kind cannot.
 Figures come back as a plain dict: ``total_time_ms``, ``downtime_ms``, ``transferred``
 (bytes), ``passes`` and whatever else the driver measures.
 """
@@ -40,3 +43,36 @@ class Migratable(Protocol):
 
     def resume_after_failed_send(self, host_id: str, was_running: bool) -> None:
         """Put the source back as it was after a failed or cancelled ``send``."""
+
+
+@runtime_checkable
+class Checkpointable(Protocol):
+    def checkpoint(self, host_id: str, path: Path) -> dict[str, Any]:
+        """Save the running (or paused) instance's whole state to ``path`` and stop it."""
+
+    def restore(self, spec: InstanceSpec, path: Path) -> RunState:
+        """Run a stopped instance again from a checkpoint, where it was."""
+
+
+@runtime_checkable
+class StateArchive(Protocol):
+    def signature(self, host_id: str) -> str:
+        """What must be equal on both ends for the state to load."""
+
+    def pre_dump(self, host_id: str, images: Path, archive: Path) -> dict[str, Any]:
+        """Save the memory of the running instance to ``images`` (the parent of the final
+        dump) and ``archive`` (to send); it keeps running."""
+
+    def export_state(self, host_id: str, path: Path, parent: Path | None = None
+                     ) -> dict[str, Any]:
+        """The whole state and the root's changes to ``path``; the instance stops.
+        ``parent``: a ``pre_dump`` dir, so only what changed since is saved."""
+
+    def restore(self, spec: InstanceSpec, path: Path, parent: Path | None = None) -> RunState:
+        """Run the stopped instance from ``path`` (``parent``: the pre-dump's archive)."""
+
+    def export_root(self, host_id: str, path: Path) -> dict[str, Any]:
+        """The stopped instance's root changes to ``path`` (cold migration)."""
+
+    def import_root(self, spec: InstanceSpec, path: Path) -> None:
+        """Replace the stopped instance's root changes with those in ``path``."""

@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cumulo.host.criu import criu_binary
 from cumulo.host.info import HostInfo
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -302,12 +303,14 @@ def probe() -> HostInfo:
     if qemu is None:
         notes.append("qemu-system-x86_64 is not installed: virtual machines unavailable")
 
-    criu = tool_version("criu")
+    criu_path = criu_binary()
+    criu = None if criu_path is None else tool_version(criu_path)
     criu_check = False
     if criu is None:
-        notes.append("criu is not installed: checkpoint/restore unavailable")
+        notes.append("criu is not installed: checkpoint/restore unavailable"
+                     " (scripts/install.sh provides 4.x)")
     else:
-        check = _run(["criu", "check"], timeout=CRIU_CHECK_TIMEOUT)
+        check = _run([str(criu_path), "check"], timeout=CRIU_CHECK_TIMEOUT)
         criu_check = check is not None and check[0] == 0
         if not criu_check:
             notes.append(f"criu {criu} fails `criu check`: checkpoint/restore unavailable")

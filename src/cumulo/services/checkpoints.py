@@ -1,9 +1,10 @@
 """Save a running instance's whole state and run it again from there, on this host.
 
-The driver must offer `cumulo.drivers.migratable.Migratable` (VMs do; containers need
-CRIU 4.x, not wired yet). The state goes to ``<instance dir>/checkpoint.state`` unless
-the user names a file; restoring from the default file removes it, so an instance has
-at most one pending stateful stop, like ``incus stop --stateful``.
+The driver must offer `cumulo.drivers.migratable.Checkpointable` (VMs do; containers do
+through CRIU 4.x, and say so clearly when the host has none). The state goes to
+``<instance dir>/checkpoint.state`` unless the user names a file; restoring from the
+default file removes it, so an instance has at most one pending stateful stop, like
+``incus stop --stateful``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.models import Operation
-from cumulo.drivers.migratable import Migratable
+from cumulo.drivers.migratable import Checkpointable
 from cumulo.errors import CumuloError, InvalidInputError, NotFoundError, UnsupportedError
 from cumulo.services.instances import InstanceService
 from cumulo.services.operations import Progress
@@ -26,12 +27,11 @@ class CheckpointService:
     def __init__(self, instances: InstanceService) -> None:
         self.instances = instances
 
-    def _driver(self, type_: str) -> Migratable:
+    def _driver(self, type_: str) -> Checkpointable:
         driver = self.instances._driver(type_)
-        if not isinstance(driver, Migratable):
+        if not isinstance(driver, Checkpointable):
             raise UnsupportedError(
-                f"{type_} instances cannot be checkpointed yet (containers need CRIU 4.x,"
-                " not wired yet): stop and start them instead")
+                f"{type_} instances cannot be checkpointed: stop and start them instead")
         return driver
 
     def _path(self, host_id: str, file: str | None) -> Path:

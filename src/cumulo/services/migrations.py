@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -28,7 +29,7 @@ from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import Instance, Operation
 from cumulo.domain.units import validate_name
-from cumulo.drivers.migratable import Migratable
+from cumulo.drivers.migratable import Migratable, StateArchive
 from cumulo.errors import (
     ConflictError,
     CumuloError,
@@ -36,6 +37,7 @@ from cumulo.errors import (
     NotFoundError,
     UnsupportedError,
 )
+from cumulo.services import archive_migration
 from cumulo.services.instances import InstanceService
 from cumulo.services.operations import Progress
 from cumulo.store.hosts import HostStore, Remote
@@ -75,13 +77,22 @@ class MigrationService:
     def _driver(self, type_: str) -> Migratable:
         driver = self.instances._driver(type_)
         if not isinstance(driver, Migratable):
-            raise UnsupportedError(f"{type_} instances cannot migrate yet (containers need "
-                                   "CRIU 4.x, not wired yet): stop, copy and start instead")
+            raise UnsupportedError(f"{type_} instances cannot migrate: stop, copy and start"
+                                   " instead")
+        return driver
+
+    def _archive_driver(self, type_: str) -> StateArchive | None:
+        """The driver, if it moves instances as state files (containers)."""
+        driver = self.instances._driver(type_)
+        if isinstance(driver, Migratable) or not isinstance(driver, StateArchive):
+            return None
         return driver
 
     def migrate(self, project: str, name: str, remote_name: str, live: bool,
                 bandwidth: int | None = None) -> Operation:
         inst = self.instances.get(project, name)
+        if (archive := self._archive_driver(inst.type)) is not None:
+            return self._migrate_archive(inst, archive, remote_name, live)
         driver = self._driver(inst.type)
         if inst.state not in (State.RUNNING, State.PAUSED):
             raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running or"
@@ -134,7 +145,8 @@ class MigrationService:
                                    " cannot receive migrations")
         name, type_ = str(body["name"]), str(body["type"])
         validate_name(name)
-        driver = self._driver(type_)
+        archive = self._archive_driver(type_)
+        driver = None if archive is not None else self._driver(type_)
         image = self.instances.store.get_image(str(body["image"]))
         root_req = body.get("root")
         storage = self.instances.storage
@@ -148,19 +160,33 @@ class MigrationService:
         try:
             spec = self.instances._spec(inst)
             self.instances._driver(type_).create(spec)
-            mine = driver.signature(inst.host_id)
+            if archive is not None:
+                mine = "" if body.get("cold") else archive.signature(inst.host_id)
+            else:
+                assert driver is not None
+                mine = driver.signature(inst.host_id)
             if mine != body.get("signature"):
                 raise ConflictError(f"the hosts would run different machines ({mine} here,"
                                     f" {body.get('signature')} there): cannot load the state")
+            if driver is None:
+                return "archive"   # the source uploads state files (PUT .../state/PART)
             return driver.prepare_incoming(spec, self.listen_host)
         except BaseException:
             self.incoming_abort(project, name)
             raise
 
-    def incoming_finish(self, project: str, name: str) -> None:
+    def incoming_finish(self, project: str, name: str, start: bool = True) -> None:
         inst = self.instances.store.get_instance(project, name)
         if inst.state != State.CREATING:
             raise ConflictError(f"instance {name!r} is not being received")
+        if (archive := self._archive_driver(inst.type)) is not None:
+            try:
+                state = archive_migration.finish(self.instances, archive, inst, start)
+            except BaseException:
+                self.incoming_abort(project, name)
+                raise
+            self.instances.store.update_instance(project, name, state=state)
+            return
         try:
             self._driver(inst.type).finish_incoming(inst.host_id, resume=True)
         except BaseException:
@@ -182,3 +208,62 @@ class MigrationService:
         shutil.rmtree(self.instances.instances_dir / inst.host_id, ignore_errors=True)
         with contextlib.suppress(NotFoundError):
             self.instances.store.delete_instance(project, name)
+
+    # --- moving by state files (containers): services/archive_migration.py ---
+    def _migrate_archive(self, inst: Instance, driver: StateArchive, remote_name: str,
+                         live: bool) -> Operation:
+        name, project = inst.name, inst.project
+        if live and inst.state not in (State.RUNNING, State.PAUSED):
+            raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running"
+                                " container migrates with its state (--stop-first moves a"
+                                " stopped one)")
+        if inst.nics:
+            raise UnsupportedError(f"instance {name!r} has NICs: moving NICs (same MAC and IP"
+                                   " on the destination's network) is not done yet")
+        if live:
+            try:
+                signature = driver.signature(inst.host_id)
+                from_state = True
+            except CumuloError as err:
+                raise archive_migration.cannot_live(name, err) from err
+        else:
+            signature, from_state = "", False
+        remote = self.hosts.get_remote(remote_name)
+        body = {"name": name, "type": inst.type, "image": inst.image,
+                "limits": inst.limits.to_dict(), "command": list(inst.command),
+                "options": dict(inst.options), "privileged": inst.privileged,
+                "signature": signature, "cold": not from_state,
+                "root": None if inst.root is None else {
+                    "copy": bool(inst.root.get("copy")), "size": inst.root.get("size")}}
+
+        def work(progress: Progress) -> dict[str, Any]:
+            with self.instances._locked(inst), self._client(remote) as rc:
+                current = self.instances.get(project, name)
+                progress(0.02, f"preparing {remote.name}")
+                rc.request("POST", "/migrations/incoming", params={"project": project},
+                           json=body)
+                try:
+                    stats = archive_migration.send(self.instances, driver, current, rc, live,
+                                                   progress)
+                except BaseException:
+                    with contextlib.suppress(CumuloError):
+                        rc.request("DELETE", f"/migrations/incoming/{name}",
+                                   params={"project": project})
+                    raise
+                # it runs there now (or is stopped there): nothing of it stays here
+                self.instances._driver(inst.type).delete(
+                    inst.host_id, self.instances.instances_dir / inst.host_id)
+                shutil.rmtree(self.instances.instances_dir / inst.host_id, ignore_errors=True)
+                with contextlib.suppress(NotFoundError):
+                    self.instances.store.delete_instance(project, name)
+                return {"remote": remote.name, **stats}
+
+        return self.instances.ops.submit(f"migrate instance {name} to {remote.name}", work,
+                                         {"instances": [f"{project}/{name}"]})
+
+    def incoming_state_path(self, project: str, name: str, part: str) -> Path:
+        """Where an uploaded state part of an instance being received is written."""
+        inst = self.instances.store.get_instance(project, name)
+        if inst.state != State.CREATING or self._archive_driver(inst.type) is None:
+            raise ConflictError(f"instance {name!r} is not being received as state files")
+        return archive_migration.part_path(self.instances.instances_dir / inst.host_id, part)

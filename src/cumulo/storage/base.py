@@ -75,6 +75,10 @@ class StoragePool(Protocol):
 
     def unmount_container_root(self, key: str) -> None: ...
 
+    def container_root_data(self, key: str) -> Path:
+        """The dir holding what is the instance's own in its container root: the overlay's
+        upper dir of a clone, the whole tree of a copy (migrations carry it)."""
+
     def vm_disk(self, key: str, base: Path, copy: bool, size: int | None) -> Path:
         """The qcow2 root disk of VM ``key`` over (or copied from) ``base``; made on first use."""
 

@@ -149,6 +149,12 @@ class DirPool:
             umount(Path(meta["target"]))
         umount(self.roots / key / "mnt")
 
+    def container_root_data(self, key: str) -> Path:
+        meta = self._root_meta(key)
+        if meta.get("type") != "container":
+            raise NotFoundError("container root", key)
+        return self._data(key, meta)
+
     def vm_disk(self, key: str, base: Path, copy: bool, size: int | None) -> Path:
         d = self.roots / key
         disk = d / "root.qcow2"

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import (
@@ -26,7 +27,7 @@ from cumulo.drivers.base import (
     Usage,
     require,
 )
-from cumulo.drivers.container import monitor, rootfs
+from cumulo.drivers.container import checkpoint, monitor, rootfs
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
     RESOLV_CONF,
@@ -35,7 +36,7 @@ from cumulo.drivers.container.oci_spec import (
     resources,
     update_resources,
 )
-from cumulo.drivers.container.runtime import OciRuntime, choose
+from cumulo.drivers.container.runtime import OciRuntime, choose, criu_error
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.errors import (
@@ -43,6 +44,7 @@ from cumulo.errors import (
     CumuloError,
     DriverError,
     NotFoundError,
+    RuntimeToolError,
     UnsupportedError,
 )
 from cumulo.host import cgroups
@@ -317,3 +319,155 @@ class ContainerDriver:
 
     def list_host_ids(self) -> list[str]:
         return self._records.ids()
+
+    # --- checkpoint/restore with CRIU (through the runtime) ------------------------
+    def _criu_dir(self, host_id: str) -> Path:
+        return self._instance_dir(host_id) / "criu"
+
+    def _root_data(self, host_id: str) -> Path:
+        """The dir with the root's own files: the overlay upper dir (or a pool's)."""
+        rec = self._records.get(host_id) or {}
+        if rec.get("root"):
+            return pool_of(RootSpec.from_dict(rec["root"])).container_root_data(host_id)
+        return self._instance_dir(host_id) / "upper"
+
+    def _replace_root_data(self, spec: InstanceSpec, archive: Path) -> None:
+        """The root's own files become those carried in ``archive``; mounted again."""
+        rootfs.unmount(spec.instance_dir)
+        checkpoint.unpack_upper(archive, self._root_data(spec.host_id))
+        self._prepare(spec)
+
+    def checkpoint(self, host_id: str, path: Path) -> dict[str, Any]:
+        """Dump PID 1's whole tree to ``path`` (a state archive); the container stops."""
+        return self._dump(host_id, path, with_root=False)
+
+    def export_state(self, host_id: str, path: Path, parent: Path | None = None
+                     ) -> dict[str, Any]:
+        """Like ``checkpoint``, with the root's changes, to run on another host; with
+        ``parent`` (from ``pre_dump``) only memory changed since is saved."""
+        return self._dump(host_id, path, with_root=True, parent=parent)
+
+    def _dump(self, host_id: str, path: Path, with_root: bool,
+              parent: Path | None = None) -> dict[str, Any]:
+        current = require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
+                          RunStatus.PAUSED)
+        criu = checkpoint.require_criu(self.ctx.host)
+        checkpoint.refuse_nics(host_id, current.pid)
+        instance_dir = self._instance_dir(host_id)
+        paths = self._paths(host_id, instance_dir)
+        work = self._criu_dir(host_id)
+        checkpoint.reset(work)
+        rel_parent = None
+        if parent is not None:   # CRIU wants the parent relative to the image dir
+            os.symlink(parent, work / checkpoint.PARENT)
+            rel_parent = f"../{checkpoint.PARENT}"
+        t0 = time.monotonic()
+        try:
+            self.runtime.checkpoint(host_id, criu, work / checkpoint.IMAGES, work,
+                                    parent=rel_parent)
+            dumped = time.monotonic()
+            self._wait_stopped(host_id, paths, KILL_WAIT)
+            self.runtime.delete(host_id)
+            self._reap_conmon(paths)
+            size = checkpoint.pack(path, work, self._root_data(host_id) if with_root else None)
+        except OSError as err:
+            raise DriverError(f"cannot save the state of {host_id!r}: {err}") from err
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return {"total_time_ms": round((time.monotonic() - t0) * 1000),
+                "freeze_ms": round((dumped - t0) * 1000), "transferred": size}
+
+    def pre_dump(self, host_id: str, images: Path, archive: Path) -> dict[str, Any]:
+        """Save the memory of the running container to ``images`` (kept: the final dump's
+        parent) and to ``archive`` (to send); the container keeps running."""
+        current = require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
+        criu = checkpoint.require_criu(self.ctx.host)
+        checkpoint.refuse_nics(host_id, current.pid)
+        checkpoint.require_mem_tracking(criu)
+        work = self._criu_dir(host_id)
+        checkpoint.reset(work)
+        checkpoint.reset(images)
+        t0 = time.monotonic()
+        try:
+            self.runtime.checkpoint(host_id, criu, images, work, pre_dump=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        took = round((time.monotonic() - t0) * 1000)
+        if images.name != checkpoint.IMAGES:
+            raise DriverError(f"pre-dump images must be in a dir named {checkpoint.IMAGES!r}")
+        return {"pre_dump_ms": took, "pre_dump_bytes": checkpoint.pack(archive, images.parent,
+                                                                         None)}
+
+    def restore(self, spec: InstanceSpec, path: Path, parent: Path | None = None) -> RunState:
+        """Run the container again from a state archive, where it was (PID 1 included),
+        under a new conmon. An archive with the root's changes (from another host)
+        replaces this instance's upper dir first; ``parent`` is the archive of the
+        pre-dump the state builds on."""
+        host_id = spec.host_id
+        require(self.state(host_id), host_id, "restore", RunStatus.STOPPED)
+        criu = checkpoint.require_criu(self.ctx.host)
+        instance_dir = self._instance_dir(host_id)
+        paths = self._paths(host_id, instance_dir)
+        work = self._criu_dir(host_id)
+        try:
+            checkpoint.reset(work)
+            checkpoint.unpack(path, work)
+            if parent is not None:
+                checkpoint.unpack(parent, work / "pre", images=False)
+                os.symlink(work / "pre" / checkpoint.IMAGES, work / checkpoint.PARENT)
+            checkpoint.make_searchable(work)
+            self.runtime.delete(host_id)
+            if checkpoint.has_upper(path):
+                self._replace_root_data(spec, path)
+            self._prepare(spec)
+        except OSError as err:
+            shutil.rmtree(work, ignore_errors=True)
+            raise DriverError(f"cannot prepare the restore of {host_id!r}: {err}") from err
+        for stale in (paths.exit_file, paths.exit_dir / host_id, self._started(host_id),
+                      instance_dir / "restore.log"):
+            stale.unlink(missing_ok=True)
+        try:
+            pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths,
+                                       restore=work / checkpoint.IMAGES,
+                                       runtime_args=tuple(self.runtime.criu_args(criu)))
+            self._started(host_id).touch()
+        except RuntimeToolError as err:
+            with contextlib.suppress(CumuloError):
+                self.runtime.delete(host_id)
+            self._reap_conmon(paths)
+            log = instance_dir / "restore.log"   # conmon's runtime works in the bundle
+            raise DriverError(f"cannot restore {host_id!r}: "
+                              f"{criu_error(err.stderr, log)}") from err
+        except BaseException:
+            with contextlib.suppress(CumuloError):
+                self.runtime.delete(host_id)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return RunState(RunStatus.RUNNING, pid=pid)
+
+    def export_root(self, host_id: str, path: Path) -> dict[str, Any]:
+        """The stopped container's own root files (changes over the image) to ``path``."""
+        require(self.state(host_id), host_id, "export the root of", RunStatus.STOPPED)
+        try:
+            return {"transferred": checkpoint.pack(path, None, self._root_data(host_id))}
+        except OSError as err:
+            raise DriverError(f"cannot export the root of {host_id!r}: {err}") from err
+
+    def import_root(self, spec: InstanceSpec, path: Path) -> None:
+        """Replace the stopped container's own root files with those in ``path``."""
+        require(self.state(spec.host_id), spec.host_id, "import the root of",
+                RunStatus.STOPPED)
+        if not checkpoint.has_upper(path):
+            raise DriverError(f"{path} holds no root files")
+        try:
+            self._replace_root_data(spec, path)
+        except OSError as err:
+            raise DriverError(f"cannot import the root of {spec.host_id!r}: {err}") from err
+
+    def signature(self, host_id: str) -> str:
+        """What both ends of a migration must share for the images to load."""
+        self._instance_dir(host_id)
+        checkpoint.require_criu(self.ctx.host)
+        self.runtime.criu_args("criu")   # this runtime can drive CRIU
+        return f"container/{self.runtime.name}/criu-{self.ctx.host.criu}"

@@ -21,6 +21,8 @@ from cumulo.drivers.container.runtime import OciRuntime
 from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
 
 SYNC_TIMEOUT = 30.0
+# what ``runtime restore`` needs besides the images: the same options the dump used
+RESTORE_OPTS = ("--file-locks", "--tcp-established")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,10 @@ def conmon_binary() -> str:
     return found
 
 
-def command_line(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths) -> list[str]:
+def command_line(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths,
+                 restore: Path | None = None, runtime_args: tuple[str, ...] = ()) -> list[str]:
+    """conmon's argv; with ``restore`` (a CRIU image dir) conmon runs ``<runtime> restore
+    --detach --image-path restore --work-path bundle`` instead of ``create``."""
     argv = [
         conmon_binary(), "--api-version", "1", "-c", cid, "-u", cid,
         "-r", runtime.binary, "-b", str(bundle), "-p", str(bundle / "pidfile"), "-n", cid,
@@ -64,8 +69,12 @@ def command_line(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths
         "--conmon-pidfile", str(paths.conmon_pidfile),
         "--socket-dir-path", str(paths.socket_dir), "--syslog",
     ]
-    for arg in runtime.global_args():
+    for arg in (*runtime.global_args(), *runtime_args):
         argv += ["--runtime-arg", arg]
+    if restore is not None:
+        argv += ["--restore", str(restore)]
+        for opt in RESTORE_OPTS:
+            argv += ["--runtime-opt", opt]
     return argv
 
 
@@ -87,11 +96,16 @@ def _read_sync(fd: int, deadline: float) -> dict[str, object]:
     raise DriverError(f"conmon gave no pid on its sync pipe (got {buf[:200]!r})")
 
 
-def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths) -> int:
-    """Run conmon (which runs ``create``); PID 1's host pid, created but not started."""
+def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths,
+                 restore: Path | None = None, runtime_args: tuple[str, ...] = ()) -> int:
+    """Run conmon (which runs ``create``); PID 1's host pid, created but not started.
+
+    With ``restore`` the runtime restores the CRIU images there instead: PID 1 is
+    running, where it was, when this returns.
+    """
     for d in (paths.exit_dir, paths.socket_dir, paths.persist_dir, runtime.root):
         d.mkdir(parents=True, exist_ok=True)
-    argv = command_line(runtime, cid, bundle, paths)
+    argv = command_line(runtime, cid, bundle, paths, restore, runtime_args)
     rfd, wfd = os.pipe()
     try:
         env = {**os.environ, "_OCI_SYNCPIPE": str(wfd)}
@@ -115,7 +129,8 @@ def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths
     pid = msg.get("data")
     if not isinstance(pid, int) or pid <= 0:
         detail = str(msg.get("message") or msg).removeprefix(f"{runtime.name} create failed: ")
-        raise RuntimeToolError(runtime.name, ["create", cid], 1, detail)
+        raise RuntimeToolError(runtime.name, ["restore" if restore else "create", cid], 1,
+                               detail)
     return pid
 
 

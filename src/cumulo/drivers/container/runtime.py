@@ -7,6 +7,7 @@ so several daemons, or test runs, can share a host without seeing each other.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
 
 KNOWN = ("runc", "crun")
 TIMEOUT = 30.0
+CRIU_TIMEOUT = 120.0
 
 
 class OciRuntime:
@@ -89,6 +91,45 @@ class OciRuntime:
         data = self.state_json(cid)
         return None if data is None else str(data.get("status"))
 
+    # --- checkpoint/restore: the runtime drives CRIU ------------------------------
+    def criu_args(self, criu: str) -> list[str]:
+        """Global arguments naming the CRIU binary (install.sh's 4.x, not PATH's)."""
+        if self.name != "runc":
+            raise UnsupportedError(f"{self.name} cannot checkpoint containers on this host"
+                                   " (Debian's crun is built without CRIU): use runc")
+        return [f"--criu={criu}"]
+
+    def checkpoint(self, cid: str, criu: str, image_dir: Path, work_dir: Path, *,
+                   pre_dump: bool = False, parent: str | None = None,
+                   leave_running: bool = False) -> None:
+        """Dump the container's processes to ``image_dir`` (CRIU images).
+
+        Without ``pre_dump`` or ``leave_running`` the container is gone afterwards.
+        ``pre_dump`` saves memory only, the container keeps running; ``parent`` (relative
+        to ``image_dir``) names an earlier pre-dump so that only pages changed since are
+        written. CRIU's own log is ``work_dir/dump.log``.
+        """
+        args = [*self.criu_args(criu), "checkpoint", f"--image-path={image_dir}",
+                f"--work-path={work_dir}", "--file-locks", "--tcp-established"]
+        if pre_dump:
+            args.append("--pre-dump")
+        if parent is not None:
+            args.append(f"--parent-path={parent}")
+        if leave_running:
+            args.append("--leave-running")
+        self._run_criu([*args, cid], work_dir / ("pre-dump.log" if pre_dump else "dump.log"))
+
+    def _run_criu(self, args: list[str], log: Path) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            proc = subprocess.run([self.binary, *self.global_args(), *args], capture_output=True,
+                                  text=True, timeout=CRIU_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise DriverError(f"{self.name} {args[1]} failed: {err}") from err
+        if proc.returncode != 0:
+            raise RuntimeToolError(self.name, args[1:2], proc.returncode,
+                                   criu_error(proc.stderr, log))
+
     def exec_argv(
         self, cid: str, command: list[str], env: dict[str, str], cwd: str,
         pid_file: Path, tty: bool,
@@ -105,3 +146,20 @@ class OciRuntime:
 def choose(preferred: str | None, default: str | None, runtime_dir: Path) -> OciRuntime:
     """The runtime the daemon was told to use, else the host probe's pick, else runc."""
     return OciRuntime(preferred or default or "runc", runtime_dir)
+
+
+def criu_error(stderr: str, log: Path) -> str:
+    """The first CRIU ``Error`` line of ``log`` (the cause), else the runtime's message.
+
+    runc only says "criu failed: type NOTIFY errno 0"; the reason is in CRIU's log.
+    Lines CRIU marks as errors but that do not stop it (RLIMIT_NOFILE) are skipped.
+    """
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        if "Error (" in line and "RLIMIT_NOFILE" not in line:
+            return "criu: " + line.split("): ", 1)[-1].strip() + f" (log: {log})"
+    msgs = [m.group(1) for m in re.finditer(r'msg="([^"]*)"', stderr)]
+    return "; ".join(msgs) or stderr.strip()

@@ -1,0 +1,95 @@
+"""A container moves between two hosts (two cumulod in two network namespaces, as in
+test_migration_cli.py): with its state (CRIU pre-dump, final dump, restore there) the
+counter goes on from where it was; cold (``--stop-first``) it starts again there with
+the files it wrote. Bad cases get one clear line; nothing stays on the source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import psutil
+import pytest
+
+from tests.helpers import host_info
+from tests.system.conftest import Daemon
+from tests.system.test_migration_cli import hosts  # noqa: F401  (the two-host fixture)
+
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.criu]
+if not host_info().criu_check:
+    pytestmark.append(pytest.mark.skip(reason="no CRIU passing `criu check` (install.sh)"))
+
+COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; echo $i > /count; sleep 0.2; done'
+
+
+def counts(d: Daemon, name: str) -> list[int]:
+    return [int(n) for n in re.findall(r"count (\d+)", d.cli("logs", name).stdout)]
+
+
+def wait_count(d: Daemon, name: str, above: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while not (c := counts(d, name)) or c[-1] <= above:
+        assert time.monotonic() < deadline, c[-5:]
+        time.sleep(0.2)
+    return c[-1]
+
+
+def conmons(d: Daemon) -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "conmon" and str(d.state_dir) in " ".join(p.info["cmdline"] or [])]
+
+
+def test_container_migrates_with_its_state_and_cold(hosts: tuple[Daemon, Daemon]) -> None:  # noqa: F811
+    a, b = hosts
+    for d in (a, b):
+        d.cli("image", "build", "busybox")
+    token = b.cli("remote", "token", "--name", "from-a").stdout.strip()
+    a.cli("remote", "add", "b", "http://10.77.0.2:8443", "--token", token)
+
+    a.cli("launch", "busybox", "ct", "--", "sh", "-c", COUNTER)
+    a.cli("exec", "ct", "--", "sh", "-c", "echo written-on-a > /etc/moved")
+    before = wait_count(a, "ct", 5)
+
+    r = a.cli("migrate", "ct", "--to", "b", timeout=180)
+    m = re.search(r"total (\d+) ms, downtime (\d+) ms", r.stderr)
+    assert m and ("2 pass(es)" in r.stderr or  # pre-dump, then the final dump
+                  "1 pass(es)" in r.stderr and "CONFIG_MEM_SOFT_DIRTY" in r.stderr), r.stderr
+    print(r.stderr)
+
+    # on b the same PID 1 goes on counting: no restart (it would begin at 1 again)
+    assert json.loads(b.cli("info", "ct", "--format", "json").stdout)["state"] == "running"
+    first_on_b = int(b.cli("exec", "ct", "--", "cat", "/count").stdout)
+    assert first_on_b >= before
+    wait_count(b, "ct", 0)
+    assert min(counts(b, "ct")) > before, counts(b, "ct")[:3]   # its log there starts later
+    assert int(b.cli("exec", "ct", "--", "cat", "/count").stdout) > first_on_b
+    assert b.cli("exec", "ct", "--", "cat", "/etc/moved").stdout == "written-on-a\n"
+    assert json.loads(a.cli("list", "--format", "json").stdout) == []
+    assert not conmons(a) and len(conmons(b)) == 1
+
+    # bad cases: a clear line, nothing changes
+    r = a.cli("migrate", "ct", "--to", "b", check=False)
+    assert r.returncode == 1 and "not found" in r.stderr, r.stderr
+    b.cli("stop", "ct", "--force")
+    r = b.cli("migrate", "ct", "--to", "nowhere", "--stop-first", check=False)
+    assert r.returncode == 1 and "not found" in r.stderr, r.stderr
+    token_a = a.cli("remote", "token", "--name", "from-b").stdout.strip()
+    b.cli("remote", "add", "a", "http://10.77.0.1:8443", "--token", token_a)
+    r = b.cli("migrate", "ct", "--to", "a", check=False)
+    assert r.returncode == 1 and "only a running container" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+    # cold: stop, move the root's changes, start again there (processes restart)
+    b.cli("start", "ct")
+    wait_count(b, "ct", 0)
+    r = b.cli("migrate", "ct", "--to", "a", "--stop-first", timeout=180)
+    assert "stopped and started again" in r.stderr, r.stderr
+    print(r.stderr)
+    assert json.loads(a.cli("info", "ct", "--format", "json").stdout)["state"] == "running"
+    assert a.cli("exec", "ct", "--", "cat", "/etc/moved").stdout == "written-on-a\n"
+    wait_count(a, "ct", 0)
+    assert min(counts(a, "ct")) == 1     # a new PID 1: the counter began again
+    assert json.loads(b.cli("list", "--format", "json").stdout) == []
+    assert not conmons(b)
