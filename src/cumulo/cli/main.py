@@ -298,6 +298,12 @@ def _details_text(d: dict[str, Any] | None) -> dict[str, Any]:
         out["qemu memory"] = (f"rss {format_size(d['qemu_rss_bytes'])},"
                               f" pss {format_size(d['qemu_pss_bytes'])},"
                               f" {d['qemu_threads']} threads")
+    if "cgroup" in d:   # the VM's cgroup around QEMU and its swtpm
+        lim = d.get("cgroup_limits") or {}
+        cpu = lim.get("cpu_max")
+        out["cgroup"] = (f"{d['cgroup']} (memory max {format_size(lim.get('memory_max'))},"
+                         f" cpu {'unlimited' if cpu is None else f'{cpu:g}'},"
+                         f" pids max {lim.get('pids_max')})")
     if "balloon_actual_bytes" in d:
         out["guest memory"] = (f"{format_size(d['balloon_actual_bytes'])} (balloon;"
                                f" {format_size(d['memory_bytes'])} configured)")

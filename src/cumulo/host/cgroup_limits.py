@@ -151,3 +151,33 @@ def join(pid: int, procs: list[Path]) -> None:
     """Move a running process (and, on v2, all its threads) into the cgroup."""
     for p in procs:
         _write(p, str(pid))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def read_limits(path: str) -> dict[str, int | float | None]:
+    """The limits the kernel holds for cgroup ``path`` now (None: unlimited or unreadable)."""
+    rel = path.strip("/")
+    if cgroups.version() == 2:
+        d = cgroups.CGROUP_ROOT / rel
+        mem, cpu, pids = _read(d / "memory.max"), _read(d / "cpu.max"), _read(d / "pids.max")
+        quota, _, period = (cpu or "max").partition(" ")
+    else:
+        mem_d, cpu_d, pids_d = (cgroups.controller_dir(c, path) for c in ("memory", "cpu", "pids"))
+        mem = _read(mem_d / "memory.limit_in_bytes") if mem_d else None
+        if mem is not None and int(mem) >= 2**62:
+            mem = None      # v1's "unlimited" is a huge page-rounded number
+        pids = _read(pids_d / "pids.max") if pids_d else None
+        quota = (_read(cpu_d / "cpu.cfs_quota_us") if cpu_d else None) or "-1"
+        period = (_read(cpu_d / "cpu.cfs_period_us") if cpu_d else None) or ""
+    cpu_max = None
+    if quota not in ("max", "-1") and period.isdigit():
+        cpu_max = int(quota) / int(period)
+    return {"memory_max": int(mem) if mem and mem.isdigit() else None,
+            "cpu_max": cpu_max,
+            "pids_max": int(pids) if pids and pids.isdigit() else None}

@@ -15,6 +15,10 @@ from cumulo.errors import InvalidInputError
 
 QEMU = "qemu-system-x86_64"
 MIB = 1024 * 1024
+# TCG's translated-code buffer, explicit so QEMU's memory has a known bound (its default is
+# min(1GiB, host RAM / 8)); the VM's cgroup allows guest RAM + this + QEMU_OVERHEAD
+TCG_TB_MIB = 256
+QEMU_OVERHEAD = 192 * MIB    # QEMU's own code, heap, I/O buffers, and the swtpm
 
 
 class Machine(StrEnum):
@@ -87,6 +91,12 @@ class VmSpec:
             console_socket=Path(d["console_socket"]) if d.get("console_socket") else None,
             tpm_socket=Path(d["tpm_socket"]) if d.get("tpm_socket") else None,
         )
+
+
+def memory_max(spec: VmSpec) -> int:
+    """Bytes the VM's cgroup allows QEMU: guest RAM, TCG's code buffer, QEMU's own."""
+    tb = TCG_TB_MIB * MIB if spec.accel == Accel.TCG else 0
+    return spec.memory + tb + QEMU_OVERHEAD
 
 
 def _devices(spec: VmSpec) -> list[str]:
@@ -216,7 +226,7 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
         qemu,
         "-name", f"guest={spec.name},debug-threads=on",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-accel", spec.accel.value,
+        "-accel", f"tcg,tb-size={TCG_TB_MIB}" if spec.accel == Accel.TCG else spec.accel.value,
         "-M", machine,
         "-m", f"{max(1, spec.memory // MIB)}M",
         "-smp", str(spec.vcpus),
