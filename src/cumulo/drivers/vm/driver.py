@@ -89,12 +89,15 @@ def kernel_append(spec: InstanceSpec) -> str:
     script = "".join(f"export {k}={shlex.quote(v)}; " for k, v in spec.env.items())
     script += "exec " + shlex.join(spec.command) if spec.command else ""
     parts = ["console=ttyS0", "quiet", "panic=-1", f"cumulo.hostname={spec.hostname}"]
+    if spec.ssh_keys:   # /init writes them to /root/.ssh/authorized_keys
+        keys = "\n".join(spec.ssh_keys) + "\n"
+        parts.append("cumulo.ssh=" + base64.b64encode(keys.encode()).decode())
     if script:
         parts.append("cumulo.cmd=" + base64.b64encode(script.encode()).decode())
     append = " ".join(parts)
     if len(append) > CMDLINE_MAX:
-        raise InvalidInputError(f"the command and environment are too long for a VM"
-                                f" ({len(append)} bytes on the kernel command line,"
+        raise InvalidInputError(f"the command, environment and SSH keys are too long for"
+                                f" a VM ({len(append)} bytes on the kernel command line,"
                                 f" at most {CMDLINE_MAX})")
     return append
 
@@ -103,6 +106,7 @@ class VmDriver:
     """``InstanceDriver`` for QEMU virtual machines (KVM or TCG)."""
 
     kind = "vm"
+    takes_ssh_keys = True      # via the kernel command line, see kernel_append
 
     # "disk" and "nic" stay internal: a host path must never come from an API user
     option_choices: dict[str, tuple[str, ...]] = {
