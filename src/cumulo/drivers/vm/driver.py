@@ -164,6 +164,8 @@ class VmDriver:
         append = kernel_append(spec)
         if machine == Machine.MICROVM and choice.accel == Accel.TCG and (khz := host_tsc_khz()):
             append += f" tsc_early_khz={khz}"   # see accel.host_tsc_khz: no hang at boot
+        if machine == Machine.MICROVM and opts["tpm"] == "on":
+            append += " " + tpm.MICROVM_APPEND
         run = self._run / spec.host_id
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)

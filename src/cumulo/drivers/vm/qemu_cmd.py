@@ -67,9 +67,6 @@ class VmSpec:
             raise InvalidInputError("a VM needs at least 32MiB of memory")
         if self.vcpus < 1:
             raise InvalidInputError("a VM needs at least one vCPU")
-        if self.tpm_socket is not None and self.machine == Machine.MICROVM:
-            raise InvalidInputError("--tpm needs --machine pc or q35: microvm has no ACPI"
-                                    " table for a TPM")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
