@@ -129,10 +129,13 @@ class Client:
                command: list[str] | None = None, options: dict[str, str] | None = None,
                start: bool = False, project: str = "default", wait: bool = True,
                networks: list[dict[str, Any]] | None = None,
-               storage: dict[str, Any] | None = None) -> dict[str, Any]:
+               storage: dict[str, Any] | None = None,
+               ssh_key: str | None = None) -> dict[str, Any]:
         body = {"name": name, "image": image, "type": type, "limits": limits or {},
                 "privileged": privileged, "command": command, "options": options or {},
                 "start": start, "networks": networks, **(storage or {})}
+        if ssh_key is not None:
+            body["ssh_key"] = ssh_key
         return self._op("POST", "/instances", wait, json=body, params={"project": project})
 
     def set_state(self, name: str, action: str, *, timeout: float = 30, force: bool = False,

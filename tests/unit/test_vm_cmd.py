@@ -78,7 +78,7 @@ def test_common_flags_daemonize_console_qmp_and_no_network() -> None:
     assert argv[0] == "qemu-system-x86_64"
     for flag in ("-nodefaults", "-no-user-config", "-daemonize", "-no-reboot"):
         assert flag in argv
-    assert opt(argv, "-accel") == ["tcg"] and opt(argv, "-m") == ["128M"]
+    assert opt(argv, "-accel") == ["tcg,tb-size=256"] and opt(argv, "-m") == ["128M"]
     assert opt(argv, "-smp") == ["2"] and opt(argv, "-nic") == ["none"]
     assert opt(argv, "-serial") == ["file:/t/console.log"]
     assert opt(argv, "-qmp") == ["unix:/t/qmp.sock,server=on,wait=off"]

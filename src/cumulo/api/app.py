@@ -23,6 +23,7 @@ from cumulo.api.convert import (
     volume_out,
 )
 from cumulo.api.image_routes import add_routes as add_image_routes
+from cumulo.domain import ssh_keys
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
 from cumulo.domain.units import parse_size
@@ -77,7 +78,9 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
                                 NicRequest(n.network, n.ip, n.limit_ingress, n.limit_egress,
                                            n.limit_burst) for n in body.networks),
                             pool=body.pool, copy=body.full_copy,
-                            disk=None if body.disk is None else parse_size(body.disk))
+                            disk=None if body.disk is None else parse_size(body.disk),
+                            ssh_keys=ssh_keys.parse_keys(body.ssh_key) if body.ssh_key
+                            else ())
         return accepted(svc.instances.create(project, req))
 
     @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")

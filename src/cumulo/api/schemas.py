@@ -49,6 +49,8 @@ class InstanceCreate(Strict):
     full_copy: bool = Field(False, alias="copy",
                             description="a full copy of the image instead of a clone of it")
     disk: int | str | None = Field(None, description="root size cap: bytes or a size like 2GiB")
+    ssh_key: str | None = Field(None, description="vm: SSH public key(s), authorized_keys lines,"
+                                                  " for root in the guest")
 
 
 class InstanceStateChange(Strict):

@@ -15,6 +15,7 @@ from cumulo.cli.images import image_app, publish
 from cumulo.cli.remotes import migrate, remote_app
 from cumulo.cli.storage import snapshot_app, storage_app, volume_app
 from cumulo.client import Client
+from cumulo.domain import ssh_keys
 from cumulo.domain.units import format_size
 from cumulo.errors import CumuloError
 
@@ -69,6 +70,8 @@ CopyOpt = Annotated[bool, typer.Option(
     "--copy", help="a full copy of the image (default: a copy-on-write clone of it)")]
 DiskOpt = Annotated[str | None, typer.Option("--disk", help="root size cap, e.g. 2GiB")]
 TpmOpt = Annotated[bool, typer.Option("--tpm", help="vm: a TPM 2.0 (one swtpm per VM)")]
+SshKeyOpt = Annotated[str | None, typer.Option(
+    "--ssh-key", help="vm: an SSH public key file (or the key itself) for root in the guest")]
 AppOpt = Annotated[str | None, typer.Option(
     "--app", help="appvm: a static program to run as PID 1 (then give only NAME)")]
 
@@ -124,14 +127,31 @@ def _app_image(image: str, name: str | None, type_: str, app_path: str | None,
     return img["fingerprint"], image, "appvm", [path.name, *args]
 
 
+def _ssh_key(value: str | None) -> str | None:
+    """--ssh-key: the key itself if it reads like one, else a file holding it; checked here
+    so a bad file fails before anything is created (the daemon checks again)."""
+    if value is None:
+        return None
+    text = value
+    if not value.lstrip().startswith(tuple(ssh_keys.KEY_TYPES)):
+        try:
+            text = Path(value).expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) else "not a text file"
+            raise CumuloError(f"cannot read SSH key file {value}: {reason}") from None
+    return "\n".join(ssh_keys.parse_keys(text))
+
+
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
             command: list[str] | None, project: str, options: dict[str, str | None],
-            nics: list[dict[str, Any]] | None, storage: dict[str, Any], **limits: Any) -> None:
+            nics: list[dict[str, Any]] | None, storage: dict[str, Any],
+            ssh_key: str | None = None, **limits: Any) -> None:
+    key = _ssh_key(ssh_key)
     with client() as c:
         c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
                  command=_argv(command) or None, start=start, project=project,
                  options={k: v for k, v in options.items() if v is not None}, networks=nics,
-                 storage=storage)
+                 storage=storage, ssh_key=key)
     o.err.print(f"{'Launched' if start else 'Created'} {name}")
 
 
@@ -144,6 +164,7 @@ def launch(image: str, name: Annotated[str | None, typer.Argument()] = None,
            io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
+           ssh_key: SshKeyOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create and start an instance from IMAGE (with --app: launch --type appvm NAME --app PATH)."""
@@ -151,7 +172,7 @@ def launch(image: str, name: Annotated[str | None, typer.Argument()] = None,
     _create(image, name, True, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None},
             _nics(network, ip, limit_ingress, limit_egress),
-            {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
+            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
 
@@ -165,6 +186,7 @@ def create(image: str, name: Annotated[str | None, typer.Argument()] = None,
            io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
+           ssh_key: SshKeyOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create an instance from IMAGE without starting it."""
@@ -172,7 +194,7 @@ def create(image: str, name: Annotated[str | None, typer.Argument()] = None,
     _create(image, name, False, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None},
             _nics(network, ip, limit_ingress, limit_egress),
-            {"pool": pool, "copy": copy, "disk": disk}, cpu=cpu,
+            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
 
@@ -300,6 +322,12 @@ def _details_text(d: dict[str, Any] | None) -> dict[str, Any]:
         out["qemu memory"] = (f"rss {format_size(d['qemu_rss_bytes'])},"
                               f" pss {format_size(d['qemu_pss_bytes'])},"
                               f" {d['qemu_threads']} threads")
+    if "cgroup" in d:   # the VM's cgroup around QEMU and its swtpm
+        lim = d.get("cgroup_limits") or {}
+        cpu = lim.get("cpu_max")
+        out["cgroup"] = (f"{d['cgroup']} (memory max {format_size(lim.get('memory_max'))},"
+                         f" cpu {'unlimited' if cpu is None else f'{cpu:g}'},"
+                         f" pids max {lim.get('pids_max')})")
     if "balloon_actual_bytes" in d:
         out["guest memory"] = (f"{format_size(d['balloon_actual_bytes'])} (balloon;"
                                f" {format_size(d['memory_bytes'])} configured)")

@@ -52,6 +52,8 @@ class InstanceSpec:
     volumes: tuple[tuple[Path, str], ...] = ()
     # volumes a VM gets as disks at start: (device id, volume file, shared by several VMs)
     disks: tuple[tuple[str, Path, bool], ...] = ()
+    # SSH public keys for root's authorized_keys (domain/ssh_keys.py), given at create only
+    ssh_keys: tuple[str, ...] = ()
 
 
 class RunStatus(StrEnum):

@@ -10,7 +10,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class CreateRequest:
     pool: str | None = None          # storage pool of the root; None: the default pool
     copy: bool = False               # a full copy of the image instead of a clone
     disk: int | None = None          # root size cap in bytes
+    ssh_keys: tuple[str, ...] = ()   # root's authorized_keys, checked by domain/ssh_keys.py
 
 
 class InstanceService:
@@ -192,6 +193,9 @@ class InstanceService:
                 f"filesystem image ({', '.join(sorted(kinds.ROOTFS_KINDS))})")
         limits = self.check_limits(req.limits)
         options = self.check_options(req.type, req.options)
+        if req.ssh_keys and not getattr(driver, "takes_ssh_keys", False):
+            raise InvalidInputError(f"--ssh-key does not apply to a {req.type}: only VMs take"
+                                    " an SSH key for now")
         if not req.privileged and not self.host.userns:
             raise UnsupportedError(
                 "this host does not allow user namespaces (user.max_user_namespaces is 0),"
@@ -212,7 +216,7 @@ class InstanceService:
             self.networks.nics_changed(project, [n.network for n in nics])
 
         def work(progress: Progress) -> dict[str, Any]:
-            spec = self._spec(inst)
+            spec = replace(self._spec(inst), ssh_keys=req.ssh_keys)
             try:
                 with self._locked(inst):
                     progress(0.2, "preparing root filesystem")

@@ -72,6 +72,7 @@ class AppVmDriver(VmDriver):
     """``InstanceDriver`` for single-application VMs."""
 
     kind = "appvm"
+    takes_ssh_keys = False     # one program, no shell, no sshd
     option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg")}
 
     def create(self, spec: InstanceSpec) -> None:

@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,16 @@ from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm import agent, disks, initramfs, migration, qmp, tpm
 from cumulo.drivers.vm.accel import Accel, choose_accel, host_tsc_khz
-from cumulo.drivers.vm.qemu_cmd import MIB, QEMU, ROOT_ID, Io, Machine, VmSpec, build_argv
+from cumulo.drivers.vm.qemu_cmd import (
+    MIB,
+    QEMU,
+    ROOT_ID,
+    Io,
+    Machine,
+    VmSpec,
+    build_argv,
+    memory_max,
+)
 from cumulo.errors import (
     ConflictError,
     CumuloError,
@@ -55,6 +64,7 @@ from cumulo.errors import (
     RuntimeToolError,
     UnsupportedError,
 )
+from cumulo.host import cgroup_limits, cgroups
 from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
 
@@ -70,6 +80,8 @@ CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 OPTIONS = {"accel": "auto", "machine": "pc", "io": "paravirt", "disk": "", "nic": "off"}
 OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
+DEFAULT_PIDS = 512          # QEMU's threads (vCPUs, I/O pool up to 64) and swtpm, with room
+CGROUP_RELEASE_WAIT = 5.0   # swtpm --terminate exits just after QEMU
 
 
 def kernel_append(spec: InstanceSpec) -> str:
@@ -77,12 +89,15 @@ def kernel_append(spec: InstanceSpec) -> str:
     script = "".join(f"export {k}={shlex.quote(v)}; " for k, v in spec.env.items())
     script += "exec " + shlex.join(spec.command) if spec.command else ""
     parts = ["console=ttyS0", "quiet", "panic=-1", f"cumulo.hostname={spec.hostname}"]
+    if spec.ssh_keys:   # /init writes them to /root/.ssh/authorized_keys
+        keys = "\n".join(spec.ssh_keys) + "\n"
+        parts.append("cumulo.ssh=" + base64.b64encode(keys.encode()).decode())
     if script:
         parts.append("cumulo.cmd=" + base64.b64encode(script.encode()).decode())
     append = " ".join(parts)
     if len(append) > CMDLINE_MAX:
-        raise InvalidInputError(f"the command and environment are too long for a VM"
-                                f" ({len(append)} bytes on the kernel command line,"
+        raise InvalidInputError(f"the command, environment and SSH keys are too long for"
+                                f" a VM ({len(append)} bytes on the kernel command line,"
                                 f" at most {CMDLINE_MAX})")
     return append
 
@@ -91,6 +106,7 @@ class VmDriver:
     """``InstanceDriver`` for QEMU virtual machines (KVM or TCG)."""
 
     kind = "vm"
+    takes_ssh_keys = True      # via the kernel command line, see kernel_append
 
     # "disk" and "nic" stay internal: a host path must never come from an API user
     option_choices: dict[str, tuple[str, ...]] = {
@@ -148,6 +164,8 @@ class VmDriver:
         append = kernel_append(spec)
         if machine == Machine.MICROVM and choice.accel == Accel.TCG and (khz := host_tsc_khz()):
             append += f" tsc_early_khz={khz}"   # see accel.host_tsc_khz: no hang at boot
+        if machine == Machine.MICROVM and opts["tpm"] == "on":
+            append += " " + tpm.MICROVM_APPEND
         run = self._run / spec.host_id
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
@@ -227,19 +245,58 @@ class VmDriver:
         vm = self._with_disks(self._vmspec(host_id), spec)  # root disk checked, volumes
         if spec.before_start is not None:
             spec.before_start()  # the NICs' taps on their bridges
-        if vm.tpm_socket is None:
-            return self._launch(vm, build_argv(vm, self.qemu))
-        # the vTPM first (QEMU connects to it at once); no QEMU without it, no swtpm without QEMU
-        tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
-                  spec.instance_dir / "swtpm.log", self.swtpm)
+        with self._in_cgroup(vm, spec) as prefix:
+            if vm.tpm_socket is None:
+                return self._launch(vm, prefix + build_argv(vm, self.qemu))
+            # the vTPM first (QEMU connects at once); no QEMU without it, no swtpm without QEMU
+            tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
+                      spec.instance_dir / "swtpm.log", self.swtpm, prefix)
+            try:
+                return self._launch(vm, prefix + build_argv(vm, self.qemu))
+            except BaseException:
+                with contextlib.suppress(CumuloError):
+                    self._kill(vm)
+                with contextlib.suppress(CumuloError):
+                    tpm.stop(vm.tpm_socket.parent)
+                raise
+
+    # --- the cgroup around QEMU and its swtpm (host/cgroup_limits.py) --------
+    def _cgroup_path(self, host_id: str) -> str:
+        rec = self._records.get(host_id) or {}
+        return str(rec.get("cgroup") or f"/{self.ctx.cgroup_parent}/{host_id}")
+
+    def cgroup_limits(self, vm: VmSpec, limits: Limits) -> cgroup_limits.CgroupLimits:
+        """Guest RAM plus QEMU's own memory, the ``--cpu`` quota, a bound on threads."""
+        return cgroup_limits.CgroupLimits(memory_max=memory_max(vm), cpu_max=limits.cpu,
+                                          pids_max=limits.pids or DEFAULT_PIDS)
+
+    @contextlib.contextmanager
+    def _in_cgroup(self, vm: VmSpec, spec: InstanceSpec) -> Iterator[list[str]]:
+        """Create the VM's cgroup; yields the argv prefix that spawns into it, and
+        removes it again if the block fails (QEMU and swtpm already gone then)."""
+        path = self._cgroup_path(vm.name)
+        wanted = self.cgroup_limits(vm, spec.limits)
+        procs = cgroup_limits.create(path, wanted)
+        rec = self._records.get(vm.name)
+        if rec is not None and rec.get("cgroup") != path:
+            with contextlib.suppress(OSError):
+                self._records.put(vm.name, {**rec, "cgroup": path})
         try:
-            return self._launch(vm, build_argv(vm, self.qemu))
+            yield cgroup_limits.spawn_prefix(procs)
         except BaseException:
             with contextlib.suppress(CumuloError):
-                self._kill(vm)
-            with contextlib.suppress(CumuloError):
-                tpm.stop(vm.tpm_socket.parent)
+                self._release_cgroup(vm.name)
             raise
+
+    def _release_cgroup(self, host_id: str) -> None:
+        """Remove the VM's cgroup once nothing runs in it (swtpm may take a moment)."""
+        path = self._cgroup_path(host_id)
+        deadline = time.monotonic() + CGROUP_RELEASE_WAIT
+        while left := cgroups.remove(path, self.ctx.cgroup_parent):
+            if time.monotonic() >= deadline:
+                raise DriverError(f"the cgroup of {host_id!r} still holds processes:"
+                                  f" {', '.join(left)}")
+            time.sleep(POLL)
 
     def _launch(self, vm: VmSpec, argv: list[str]) -> RunState:
         """Run QEMU daemonized with ``argv`` and wait for its QMP socket."""
@@ -257,7 +314,8 @@ class VmDriver:
             self._kill(vm)
             raise DriverError(f"cannot start QEMU for {host_id!r}: {err}") from err
         if res.returncode != 0:
-            raise RuntimeToolError(QEMU, argv[1:], res.returncode, res.stderr)
+            own = argv[argv.index(self.qemu) + 1:] if self.qemu in argv else argv[1:]
+            raise RuntimeToolError(QEMU, own, res.returncode, res.stderr)
         pid = self._pid(vm)
         if pid is None:
             raise DriverError(f"QEMU of {host_id!r} exited at once; see its console log")
@@ -326,6 +384,7 @@ class VmDriver:
             vm.console_socket.unlink(missing_ok=True)
         if vm.tpm_socket is not None:
             tpm.stop(vm.tpm_socket.parent)
+        self._release_cgroup(host_id)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
 
     def pause(self, host_id: str) -> None:
@@ -349,6 +408,7 @@ class VmDriver:
                     raise DriverError(f"QEMU pid {pid} of {host_id!r} did not die")
             if vm.tpm_socket is not None:
                 tpm.stop(vm.tpm_socket.parent)
+            self._release_cgroup(host_id)
         try:
             if rec is not None and rec.get("root"):
                 pool_of(RootSpec.from_dict(rec["root"])).delete_root(host_id)
@@ -384,10 +444,16 @@ class VmDriver:
             raise DriverError(f"cannot rewrite the record of {host_id!r}: {err}") from err
 
     def usage(self, host_id: str) -> Usage:
+        """From the VM's cgroup (QEMU and its swtpm together); QEMU's own without one."""
         vm = self._vmspec(host_id)
         pid = self._pid(vm)
         if pid is None:
             return Usage()
+        path = self._cgroup_path(host_id)
+        if cgroups.holds(pid, path):
+            u = cgroups.read_usage(path)
+            return Usage(cpu_time_ns=u.cpu_time_ns, memory_bytes=u.memory_bytes,
+                         memory_peak_bytes=u.memory_peak_bytes, pids=u.pids)
         try:
             proc = psutil.Process(pid)
             with proc.oneshot():
@@ -449,6 +515,7 @@ class VmDriver:
             raise
         self._kill(vm)
         vm.qmp_socket.unlink(missing_ok=True)
+        self._release_cgroup(host_id)
         return stats.to_dict()
 
     def restore(self, spec: InstanceSpec, path: Path) -> RunState:
@@ -459,12 +526,13 @@ class VmDriver:
         vm = self._with_disks(self._vmspec(host_id), spec)
         if spec.before_start is not None:
             spec.before_start()
-        run = self._launch(vm, migration.incoming_argv(vm, self.qemu))
-        try:
-            migration.load(vm.qmp_socket, path)
-        except BaseException:
-            self._kill(vm)
-            raise
+        with self._in_cgroup(vm, spec) as prefix:
+            run = self._launch(vm, prefix + migration.incoming_argv(vm, self.qemu))
+            try:
+                migration.load(vm.qmp_socket, path)
+            except BaseException:
+                self._kill(vm)
+                raise
         return run
 
     def signature(self, host_id: str) -> str:
@@ -479,15 +547,16 @@ class VmDriver:
         vm = self._with_disks(self._vmspec(host_id), spec)
         if spec.before_start is not None:
             spec.before_start()
-        self._launch(vm, migration.incoming_argv(vm, self.qemu))
-        try:
-            uri = migration.listen(vm.qmp_socket, address)
-            if vm.root_disk is not None:  # not shared: the source mirrors it here first
-                uri += " " + migration.serve_disk(vm.qmp_socket, address, ROOT_ID)
-            return uri
-        except BaseException:
-            self._kill(vm)
-            raise
+        with self._in_cgroup(vm, spec) as prefix:
+            self._launch(vm, prefix + migration.incoming_argv(vm, self.qemu))
+            try:
+                uri = migration.listen(vm.qmp_socket, address)
+                if vm.root_disk is not None:  # not shared: the source mirrors it here first
+                    uri += " " + migration.serve_disk(vm.qmp_socket, address, ROOT_ID)
+                return uri
+            except BaseException:
+                self._kill(vm)
+                raise
 
     def finish_incoming(self, host_id: str, resume: bool) -> RunState:
         vm = self._vmspec(host_id)
@@ -580,6 +649,10 @@ class VmDriver:
         pid = self._pid(vm)
         if pid is None:
             return out
+        path = self._cgroup_path(host_id)
+        if cgroups.holds(pid, path):
+            out["cgroup"] = path
+            out["cgroup_limits"] = cgroup_limits.read_limits(path)
         try:
             proc = psutil.Process(pid)
             with proc.oneshot():

@@ -89,6 +89,9 @@ cmd=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     cumulo.hostname=*) hostname "${{arg#*=}}" ;;
+    cumulo.ssh=*) mkdir -p /root/.ssh && chmod 700 /root/.ssh &&
+      echo "${{arg#*=}}" | base64 -d > /root/.ssh/authorized_keys &&
+      chmod 600 /root/.ssh/authorized_keys ;;
     cumulo.cmd=*) cmd=$(echo "${{arg#*=}}" | base64 -d) ;;
   esac
 done

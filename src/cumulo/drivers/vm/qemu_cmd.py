@@ -15,6 +15,10 @@ from cumulo.errors import InvalidInputError
 
 QEMU = "qemu-system-x86_64"
 MIB = 1024 * 1024
+# TCG's translated-code buffer, explicit so QEMU's memory has a known bound (its default is
+# min(1GiB, host RAM / 8)); the VM's cgroup allows guest RAM + this + QEMU_OVERHEAD
+TCG_TB_MIB = 256
+QEMU_OVERHEAD = 192 * MIB    # QEMU's own code, heap, I/O buffers, and the swtpm
 
 
 class Machine(StrEnum):
@@ -63,9 +67,6 @@ class VmSpec:
             raise InvalidInputError("a VM needs at least 32MiB of memory")
         if self.vcpus < 1:
             raise InvalidInputError("a VM needs at least one vCPU")
-        if self.tpm_socket is not None and self.machine == Machine.MICROVM:
-            raise InvalidInputError("--tpm needs --machine pc or q35: microvm has no ACPI"
-                                    " table for a TPM")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -87,6 +88,12 @@ class VmSpec:
             console_socket=Path(d["console_socket"]) if d.get("console_socket") else None,
             tpm_socket=Path(d["tpm_socket"]) if d.get("tpm_socket") else None,
         )
+
+
+def memory_max(spec: VmSpec) -> int:
+    """Bytes the VM's cgroup allows QEMU: guest RAM, TCG's code buffer, QEMU's own."""
+    tb = TCG_TB_MIB * MIB if spec.accel == Accel.TCG else 0
+    return spec.memory + tb + QEMU_OVERHEAD
 
 
 def _devices(spec: VmSpec) -> list[str]:
@@ -216,7 +223,7 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
         qemu,
         "-name", f"guest={spec.name},debug-threads=on",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-accel", spec.accel.value,
+        "-accel", f"tcg,tb-size={TCG_TB_MIB}" if spec.accel == Accel.TCG else spec.accel.value,
         "-M", machine,
         "-m", f"{max(1, spec.memory // MIB)}M",
         "-smp", str(spec.vcpus),
