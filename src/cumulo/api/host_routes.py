@@ -57,6 +57,8 @@ class IncomingIn(BaseModel):
     privileged: bool = False
     signature: str
     root: dict[str, Any] | None = None
+    nics: dict[str, Any] | None = Field(None, description="networks, NICs (MAC, IP) and"
+                                        " security groups to keep (migration_nics.py)")
 
 
 def over_tcp(scope: Any) -> bool:
