@@ -40,3 +40,12 @@ class Migratable(Protocol):
 
     def resume_after_failed_send(self, host_id: str, was_running: bool) -> None:
         """Put the source back as it was after a failed or cancelled ``send``."""
+
+
+@runtime_checkable
+class Postcopy(Protocol):
+    """Drivers whose live migration can switch to post-copy (VMs: QEMU's postcopy-ram)."""
+
+    def allow_postcopy(self, host_id: str) -> None:
+        """Let the next migration of this instance switch to post-copy: called on the
+        destination before ``prepare_incoming`` and on the source before ``send``."""

@@ -28,7 +28,7 @@ from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import Instance, Operation
 from cumulo.domain.units import validate_name
-from cumulo.drivers.migratable import Migratable
+from cumulo.drivers.migratable import Migratable, Postcopy
 from cumulo.errors import (
     ConflictError,
     CumuloError,
@@ -38,6 +38,7 @@ from cumulo.errors import (
 )
 from cumulo.services import migration_nics
 from cumulo.services.instances import InstanceService
+from cumulo.services.migration_cancel import CancelWatch
 from cumulo.services.operations import Progress
 from cumulo.store.hosts import HostStore, Remote
 
@@ -83,9 +84,13 @@ class MigrationService:
         return driver
 
     def migrate(self, project: str, name: str, remote_name: str, live: bool,
-                bandwidth: int | None = None) -> Operation:
+                bandwidth: int | None = None, postcopy: bool = False) -> Operation:
         inst = self.instances.get(project, name)
         driver = self._driver(inst.type)
+        if postcopy and not live:
+            raise InvalidInputError("--postcopy needs --live: a stopped guest moves in one pass")
+        if postcopy and not isinstance(driver, Postcopy):
+            raise UnsupportedError(f"{inst.type} instances cannot migrate with post-copy")
         if inst.state not in (State.RUNNING, State.PAUSED):
             raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running or"
                                 " paused VM migrates (a stopped one has only its config)")
@@ -97,7 +102,7 @@ class MigrationService:
                 "root": None if inst.root is None else {
                     "copy": bool(inst.root.get("copy")), "size": inst.root.get("size")},
                 "nics": migration_nics.describe(self.instances.networks, inst)
-                if inst.nics else None}
+                if inst.nics else None, "postcopy": postcopy}
 
         def work(progress: Progress) -> dict[str, Any]:
             was_running = inst.state == State.RUNNING
@@ -105,10 +110,13 @@ class MigrationService:
                 progress(0.02, f"preparing {remote.name}")
                 uri = rc.request("POST", "/migrations/incoming", params={"project": project},
                                  json=body).json()["uri"]
+                watch = CancelWatch(progress)   # cancel: QEMU stops, the source stays
                 try:
+                    if postcopy and isinstance(driver, Postcopy):
+                        driver.allow_postcopy(inst.host_id)
                     stats = driver.send(inst.host_id, uri, live=live, bandwidth=bandwidth,
-                                        progress=progress, cancelled=lambda: False)
-                    progress(0.98, f"starting on {remote.name}")
+                                        progress=watch.progress, cancelled=watch)
+                    watch.progress(0.98, f"starting on {remote.name}")  # too late to cancel
                     rc.request("POST", f"/migrations/incoming/{name}/finish",
                                params={"project": project})
                 except BaseException:
@@ -174,6 +182,10 @@ class MigrationService:
             if mine != body.get("signature"):
                 raise ConflictError(f"the hosts would run different machines ({mine} here,"
                                     f" {body.get('signature')} there): cannot load the state")
+            if body.get("postcopy"):
+                if not isinstance(driver, Postcopy):
+                    raise UnsupportedError(f"{type_} instances cannot receive post-copy here")
+                driver.allow_postcopy(inst.host_id)
             return driver.prepare_incoming(spec, self.listen_host)
         except BaseException:
             self.incoming_abort(project, name)
