@@ -7,8 +7,10 @@ the first and migrated to the second with `cumulo migrate --live`; then the raw 
 started from the command line cumulod gave QEMU (paths changed), with a second QEMU
 waiting on ``-incoming`` in the other namespace, and migrated with QMP ``migrate``
 (auto-converge on, no bandwidth cap, as Cumulo sets it). QEMU reports total time and
-downtime on both sides; the ratios compare them. On a host without usable KVM the
-guests run on TCG, and so are these figures.
+downtime on both sides; the ratios compare them. With ``--postcopy`` each guest then
+comes back to the first daemon with `cumulo migrate --postcopy` (post-copy after the first
+pass), so pre-copy and post-copy of the same guest and workload sit side by side. On a
+host without usable KVM the guests run on TCG, and so are these figures.
 
     .venv/bin/python -m bench.migration [--sizes 128,256,512] [--repeat 1]
 """
@@ -103,6 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="128,256,512", help="guest memory, MiB")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--postcopy", action="store_true",
+                    help="also bring each guest back with --postcopy")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     tag = uuid.uuid4().hex[:6]
@@ -125,6 +129,7 @@ def main() -> None:
                 c.build_image("busybox")
             token = b.issue_token("bench")["token"]
             a.add_remote("b", "http://10.78.0.2:8443", token)
+            b.add_remote("a", "http://10.78.0.1:8443", a.issue_token("bench")["token"])
             for size in sizes:
                 for workload, script in WORKLOADS.items():
                     for r in range(args.repeat):
@@ -136,19 +141,33 @@ def main() -> None:
                         time.sleep(8)  # booted, workload running
                         op = a.migrate(name, "b")
                         ours = op["resources"]
-                        b.delete(name, force=True)
+                        post: dict[str, Any] = {}
+                        if args.postcopy:
+                            post = b.migrate(name, "a", postcopy=True)["resources"]
+                            a.delete(name, force=True)
+                        else:
+                            b.delete(name, force=True)
                         with tempfile.TemporaryDirectory(prefix="cumulo-bench-raw-") as work:
                             raw = raw_pair(argv, ns[0], ns[1], Path(work))
                         rows.append({"size_mib": size, "workload": workload,
                                      "cumulo": {k: ours.get(k) for k in
                                                 ("total_time_ms", "downtime_ms",
                                                  "transferred", "passes")},
-                                     "raw": raw})
+                                     "raw": raw,
+                                     "postcopy": {k: post.get(k) for k in
+                                                  ("total_time_ms", "downtime_ms",
+                                                   "transferred", "passes", "postcopy",
+                                                   "postcopy_requests")} if post else None})
+                        pc = ""
+                        if post:
+                            how = "post-copy" if post.get("postcopy") else "not switched"
+                            pc = (f" | back ({how}) total {post.get('total_time_ms')} ms"
+                                  f" downtime {post.get('downtime_ms')} ms")
                         print(f"{size:4d} MiB {workload:5s}: cumulo total"
                               f" {ours.get('total_time_ms')} ms downtime"
                               f" {ours.get('downtime_ms')} ms | raw total"
-                              f" {raw['total_time_ms']} ms downtime {raw['downtime_ms']} ms",
-                              flush=True)
+                              f" {raw['total_time_ms']} ms downtime {raw['downtime_ms']} ms"
+                              f"{pc}", flush=True)
     finally:
         for n in ns:
             subprocess.run(["ip", "netns", "del", n], capture_output=True, timeout=30)
@@ -160,6 +179,15 @@ def main() -> None:
                       if r["workload"] == workload and r["raw"][key]]
             if ratios:
                 print(f"  {workload:5s} {key:13s}: {statistics.median(ratios):.2f}x")
+    if args.postcopy:
+        for workload in WORKLOADS:
+            for key in ("total_time_ms", "downtime_ms"):
+                ratios = [r["postcopy"][key] / r["cumulo"][key] for r in rows
+                          if r["workload"] == workload and r["postcopy"]
+                          and r["postcopy"][key] and r["cumulo"][key]]
+                if ratios:
+                    print(f"  {workload:5s} {key:13s}: post-copy/pre-copy"
+                          f" {statistics.median(ratios):.2f}x")
     out = Path("bench/results/migration.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))

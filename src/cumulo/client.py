@@ -320,10 +320,13 @@ class Client:
 
     def migrate(self, name: str, remote: str, live: bool = True, project: str = "default",
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                bandwidth: str | None = None) -> dict[str, Any]:
+                bandwidth: str | None = None, postcopy: bool = False,
+                wait: bool = True) -> dict[str, Any]:
+        """Move an instance to ``remote``; ``wait=False`` returns the running operation."""
         op = self.request("POST", f"/instances/{name}/migrate", params={"project": project},
-                          json={"remote": remote, "live": live, "bandwidth": bandwidth}).json()
-        return self.wait(op, on_progress)
+                          json={"remote": remote, "live": live, "bandwidth": bandwidth,
+                                "postcopy": postcopy}).json()
+        return self.wait(op, on_progress, timeout=1800) if wait else op
 
     def set_bandwidth(self, name: str, body: dict[str, Any],
                       project: str = "default") -> dict[str, Any]:

@@ -46,6 +46,7 @@ class MigrateIn(Strict):
     remote: str
     live: bool = Field(True, description="pre-copy while the guest runs; false: stop first")
     bandwidth: str | None = Field(None, description="cap on the stream, bytes/s: 100MiB")
+    postcopy: bool = Field(False, description="switch to post-copy after the first pass")
 
 
 class IncomingIn(BaseModel):
@@ -59,6 +60,9 @@ class IncomingIn(BaseModel):
     signature: str
     root: dict[str, Any] | None = None
     cold: bool = Field(False, description="stopped, moved and started: no state to load")
+    postcopy: bool = False
+    nics: dict[str, Any] | None = Field(None, description="networks, NICs (MAC, IP) and"
+                                        " security groups to keep (migration_nics.py)")
 
 
 def over_tcp(scope: Any) -> bool:
@@ -124,7 +128,7 @@ def add_routes(r: APIRouter, svc: Services) -> None:
             summary="Move an instance to a remote (VM: pre-copy; container: CRIU)")
     def migrate(name: str, body: MigrateIn, project: str = PROJECT) -> JSONResponse:
         cap = None if body.bandwidth is None else parse_size(body.bandwidth)
-        op = mig().migrate(project, name, body.remote, body.live, cap)
+        op = mig().migrate(project, name, body.remote, body.live, cap, body.postcopy)
         return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202)
 
     @r.post("/migrations/incoming", summary="(host to host) get ready to receive an instance")

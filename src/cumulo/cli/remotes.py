@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import typer
@@ -58,11 +59,16 @@ def migrate(name: str, to: Annotated[str, typer.Option("--to", help="remote name
                 " --stop-first stop, move and start again")] = True,
             bandwidth: Annotated[str | None, typer.Option(
                 help="cap on the stream per second, e.g. 100MiB (default: none)")] = None,
+            postcopy: Annotated[bool, typer.Option(
+                "--postcopy", help="after the first pass, run the guest there at once and"
+                " pull the pages it still lacks (cannot be cancelled after the switch)")
+                                ] = False,
             project: ProjectOpt = "default") -> None:
     """Move an instance to another host; it continues there where it was.
 
     VMs: QEMU live migration. Containers: CRIU checkpoint, root changes and restore;
-    --stop-first moves a container cold (its processes restart)."""
+    --stop-first moves a container cold (its processes restart). Ctrl-C (or
+    `cumulo operation cancel ID`) cancels it: the instance keeps running here."""
     from rich.progress import BarColumn, Progress, TextColumn
 
     with Client() as c, Progress(TextColumn("{task.description}"), BarColumn(),
@@ -74,15 +80,39 @@ def migrate(name: str, to: Annotated[str, typer.Option("--to", help="remote name
             bar.update(task, completed=op.get("progress", 0.0),
                        description=op.get("message") or f"migrating {name}")
 
-        op = c.migrate(name, to, live, project, on_progress=show, bandwidth=bandwidth)
+        op = c.migrate(name, to, live, project, bandwidth=bandwidth, postcopy=postcopy,
+                       wait=False)
+        try:
+            op = c.wait(op, show, timeout=1800)
+        except KeyboardInterrupt:
+            bar.stop()
+            o.err.print(f"Cancelling the migration of {name} (operation {op['id']})...")
+            if _cancel(c, op["id"]):
+                raise typer.Exit(130) from None
+            op = c.get(f"/operations/{op['id']}")
     r = op.get("resources") or {}
     if r.get("restarted"):
         o.err.print(f"Moved {name} to {to} (stopped and started again): total"
                     f" {r.get('total_time_ms')} ms, downtime {r.get('downtime_ms')} ms,"
                     f" {format_size(int(r.get('transferred') or 0))} sent")
         return
-    o.err.print(f"Migrated {name} to {to}: total {r.get('total_time_ms')} ms, downtime"
+    mode = " (post-copy)" if r.get("postcopy") else ""
+    o.err.print(f"Migrated {name} to {to}{mode}: total {r.get('total_time_ms')} ms, downtime"
                 f" {r.get('downtime_ms')} ms, {format_size(int(r.get('transferred') or 0))}"
                 f" sent in {r.get('passes')} pass(es)")
     if r.get("note"):
         o.err.print(f"({r['note']})")
+
+def _cancel(c: Client, op_id: str) -> bool:
+    """Cancel the migration and say how it ended; False: too late, it had finished."""
+    from cumulo.errors import CumuloError
+
+    with contextlib.suppress(CumuloError):   # it ended in between: the wait says how
+        c.cancel_operation(op_id)
+    try:
+        c.wait(c.get(f"/operations/{op_id}"), timeout=300)
+    except CumuloError as err:
+        o.err.print(f"Migration ended: {err}")
+        return True
+    o.err.print("Too late to cancel: the migration had finished")
+    return False

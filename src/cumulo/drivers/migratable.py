@@ -76,3 +76,12 @@ class StateArchive(Protocol):
 
     def import_root(self, spec: InstanceSpec, path: Path) -> None:
         """Replace the stopped instance's root changes with those in ``path``."""
+
+
+@runtime_checkable
+class Postcopy(Protocol):
+    """Drivers whose live migration can switch to post-copy (VMs: QEMU's postcopy-ram)."""
+
+    def allow_postcopy(self, host_id: str) -> None:
+        """Let the next migration of this instance switch to post-copy: called on the
+        destination before ``prepare_incoming`` and on the source before ``send``."""

@@ -63,13 +63,19 @@ def list_links(prefix: str, netns: Path | None = None) -> list[str]:
     return sorted(n for n in names if n and n.startswith(prefix))
 
 
-def create_bridge(name: str) -> None:
-    """A Linux bridge named ``name`` (nothing if it exists), set up."""
+def create_bridge(name: str, mac: str | None = None) -> None:
+    """A Linux bridge named ``name`` (nothing if it exists), set up; ``mac``: its own
+    address, set once (else the kernel takes its lowest port's, which changes)."""
     _check_name(name)
     with _ipr(None, f"bridge {name}") as ipr:
         if _index(ipr, name) is None:
             ipr.link("add", ifname=name, kind="bridge")
-        ipr.link("set", index=_index(ipr, name), state="up")
+        idx = _index(ipr, name)
+        if mac is not None:
+            link = ipr.get_links(idx)[0]
+            if str(link.get_attr("IFLA_ADDRESS")).lower() != mac.lower():
+                ipr.link("set", index=idx, address=mac)
+        ipr.link("set", index=idx, state="up")
 
 
 def set_address(name: str, iface: IPv4Interface, netns: Path | None = None) -> None:

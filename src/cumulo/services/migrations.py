@@ -29,7 +29,7 @@ from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import Instance, Operation
 from cumulo.domain.units import validate_name
-from cumulo.drivers.migratable import Migratable, StateArchive
+from cumulo.drivers.migratable import Migratable, Postcopy, StateArchive
 from cumulo.errors import (
     ConflictError,
     CumuloError,
@@ -37,8 +37,9 @@ from cumulo.errors import (
     NotFoundError,
     UnsupportedError,
 )
-from cumulo.services import archive_migration
+from cumulo.services import archive_migration, migration_nics
 from cumulo.services.instances import InstanceService
+from cumulo.services.migration_cancel import CancelWatch
 from cumulo.services.operations import Progress
 from cumulo.store.hosts import HostStore, Remote
 
@@ -49,6 +50,8 @@ class MigrationService:
     def __init__(self, instances: InstanceService, hosts: HostStore,
                  listen_host: str | None) -> None:
         self.instances, self.hosts, self.listen_host = instances, hosts, listen_host
+        # networks and groups made for instances being received: dropped again on abort
+        self._made: dict[tuple[str, str], migration_nics.Received] = {}
 
     # --- tokens and remotes ---
     def issue_token(self, name: str | None) -> tuple[str, str]:
@@ -89,24 +92,30 @@ class MigrationService:
         return driver
 
     def migrate(self, project: str, name: str, remote_name: str, live: bool,
-                bandwidth: int | None = None) -> Operation:
+                bandwidth: int | None = None, postcopy: bool = False) -> Operation:
         inst = self.instances.get(project, name)
         if (archive := self._archive_driver(inst.type)) is not None:
+            if postcopy:
+                raise UnsupportedError(f"{inst.type} instances cannot migrate with post-copy"
+                                       " (a QEMU feature): drop --postcopy")
             return self._migrate_archive(inst, archive, remote_name, live)
         driver = self._driver(inst.type)
+        if postcopy and not live:
+            raise InvalidInputError("--postcopy needs --live: a stopped guest moves in one pass")
+        if postcopy and not isinstance(driver, Postcopy):
+            raise UnsupportedError(f"{inst.type} instances cannot migrate with post-copy")
         if inst.state not in (State.RUNNING, State.PAUSED):
             raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running or"
                                 " paused VM migrates (a stopped one has only its config)")
-        if inst.nics:
-            raise UnsupportedError(f"instance {name!r} has NICs: moving NICs (same MAC and IP"
-                                   " on the destination's network) is not done yet")
         remote = self.hosts.get_remote(remote_name)
         body = {"name": name, "type": inst.type, "image": inst.image,
                 "limits": inst.limits.to_dict(), "command": list(inst.command),
                 "options": dict(inst.options), "privileged": inst.privileged,
                 "signature": driver.signature(inst.host_id),
                 "root": None if inst.root is None else {
-                    "copy": bool(inst.root.get("copy")), "size": inst.root.get("size")}}
+                    "copy": bool(inst.root.get("copy")), "size": inst.root.get("size")},
+                "nics": migration_nics.describe(self.instances.networks, inst)
+                if inst.nics else None, "postcopy": postcopy}
 
         def work(progress: Progress) -> dict[str, Any]:
             was_running = inst.state == State.RUNNING
@@ -114,10 +123,13 @@ class MigrationService:
                 progress(0.02, f"preparing {remote.name}")
                 uri = rc.request("POST", "/migrations/incoming", params={"project": project},
                                  json=body).json()["uri"]
+                watch = CancelWatch(progress)   # cancel: QEMU stops, the source stays
                 try:
+                    if postcopy and isinstance(driver, Postcopy):
+                        driver.allow_postcopy(inst.host_id)
                     stats = driver.send(inst.host_id, uri, live=live, bandwidth=bandwidth,
-                                        progress=progress, cancelled=lambda: False)
-                    progress(0.98, f"starting on {remote.name}")
+                                        progress=watch.progress, cancelled=watch)
+                    watch.progress(0.98, f"starting on {remote.name}")  # too late to cancel
                     rc.request("POST", f"/migrations/incoming/{name}/finish",
                                params={"project": project})
                 except BaseException:
@@ -128,15 +140,23 @@ class MigrationService:
                         driver.resume_after_failed_send(inst.host_id, was_running)
                     raise
                 # the guest runs there now: nothing of it stays here
-                self.instances._driver(inst.type).delete(
-                    inst.host_id, self.instances.instances_dir / inst.host_id)
-                shutil.rmtree(self.instances.instances_dir / inst.host_id, ignore_errors=True)
-                with contextlib.suppress(NotFoundError):
-                    self.instances.store.delete_instance(project, name)
+                self._forget(inst)
                 return {"remote": remote.name, **stats}
 
         return self.instances.ops.submit(f"migrate instance {name} to {remote.name}", work,
                                          {"instances": [f"{project}/{name}"]})
+
+    def _forget(self, inst: Instance) -> None:
+        """Remove a migrated-away instance here: QEMU, taps, files, store rows, its leases."""
+        self.instances._driver(inst.type).delete(
+            inst.host_id, self.instances.instances_dir / inst.host_id)
+        with contextlib.suppress(CumuloError):
+            self.instances.networks.detach(inst)
+        shutil.rmtree(self.instances.instances_dir / inst.host_id, ignore_errors=True)
+        with contextlib.suppress(NotFoundError):
+            self.instances.store.delete_instance(inst.project, inst.name)
+        if inst.nics:
+            self.instances.networks.nics_changed(inst.project, [n.network for n in inst.nics])
 
     # --- the destination side ---
     def incoming(self, project: str, body: dict[str, Any]) -> str:
@@ -152,12 +172,24 @@ class MigrationService:
         storage = self.instances.storage
         root = None if root_req is None or storage is None else storage.plan_root(
             None, bool(root_req.get("copy")), root_req.get("size"))
-        inst = self.instances.store.add_instance(Instance(
-            project=project, name=name, type=type_, image=image.fingerprint,
-            state=State.CREATING, limits=Limits.from_dict(dict(body.get("limits") or {})),
-            privileged=bool(body.get("privileged")), command=list(body.get("command") or []),
-            options=dict(body.get("options") or {}), root=root))
+        networks = self.instances.networks
+        with networks.lock:   # the addresses stay free until the NICs are stored
+            made = migration_nics.receive(networks, project, dict(body.get("nics") or {}))
+            try:
+                inst = self.instances.store.add_instance(Instance(
+                    project=project, name=name, type=type_, image=image.fingerprint,
+                    state=State.CREATING,
+                    limits=Limits.from_dict(dict(body.get("limits") or {})),
+                    privileged=bool(body.get("privileged")),
+                    command=list(body.get("command") or []),
+                    options=dict(body.get("options") or {}), root=root, nics=made.nics))
+            except BaseException:
+                migration_nics.release(networks, project, made)
+                raise
+            self._made[(project, name)] = made
         try:
+            if inst.nics:   # its static DHCP lease and its groups in the firewall
+                networks.nics_changed(project, [n.network for n in inst.nics])
             spec = self.instances._spec(inst)
             self.instances._driver(type_).create(spec)
             if archive is not None:
@@ -170,6 +202,10 @@ class MigrationService:
                                     f" {body.get('signature')} there): cannot load the state")
             if driver is None:
                 return "archive"   # the source uploads state files (PUT .../state/PART)
+            if body.get("postcopy"):
+                if not isinstance(driver, Postcopy):
+                    raise UnsupportedError(f"{type_} instances cannot receive post-copy here")
+                driver.allow_postcopy(inst.host_id)
             return driver.prepare_incoming(spec, self.listen_host)
         except BaseException:
             self.incoming_abort(project, name)
@@ -186,6 +222,7 @@ class MigrationService:
                 self.incoming_abort(project, name)
                 raise
             self.instances.store.update_instance(project, name, state=state)
+            self._made.pop((project, name), None)
             return
         try:
             self._driver(inst.type).finish_incoming(inst.host_id, resume=True)
@@ -193,6 +230,7 @@ class MigrationService:
             self.incoming_abort(project, name)
             raise
         self.instances.store.update_instance(project, name, state=State.RUNNING)
+        self._made.pop((project, name), None)
 
     def incoming_abort(self, project: str, name: str) -> None:
         """No trace of an instance that was being received (nothing there is fine)."""
@@ -203,11 +241,10 @@ class MigrationService:
         if inst.state != State.CREATING:
             raise ConflictError(f"instance {name!r} is not being received")
         with contextlib.suppress(CumuloError):
-            self.instances._driver(inst.type).delete(
-                inst.host_id, self.instances.instances_dir / inst.host_id)
-        shutil.rmtree(self.instances.instances_dir / inst.host_id, ignore_errors=True)
-        with contextlib.suppress(NotFoundError):
-            self.instances.store.delete_instance(project, name)
+            self._forget(inst)
+        made = self._made.pop((project, name), None)
+        if made is not None:
+            migration_nics.release(self.instances.networks, project, made)
 
     # --- moving by state files (containers): services/archive_migration.py ---
     def _migrate_archive(self, inst: Instance, driver: StateArchive, remote_name: str,
@@ -251,11 +288,7 @@ class MigrationService:
                                    params={"project": project})
                     raise
                 # it runs there now (or is stopped there): nothing of it stays here
-                self.instances._driver(inst.type).delete(
-                    inst.host_id, self.instances.instances_dir / inst.host_id)
-                shutil.rmtree(self.instances.instances_dir / inst.host_id, ignore_errors=True)
-                with contextlib.suppress(NotFoundError):
-                    self.instances.store.delete_instance(project, name)
+                self._forget(inst)
                 return {"remote": remote.name, **stats}
 
         return self.instances.ops.submit(f"migrate instance {name} to {remote.name}", work,

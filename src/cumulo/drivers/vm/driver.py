@@ -550,6 +550,8 @@ class VmDriver:
         with self._in_cgroup(vm, spec) as prefix:
             self._launch(vm, prefix + migration.incoming_argv(vm, self.qemu))
             try:
+                if self._take_postcopy(host_id):
+                    migration.allow_postcopy(vm.qmp_socket)
                 uri = migration.listen(vm.qmp_socket, address)
                 if vm.root_disk is not None:  # not shared: the source mirrors it here first
                     uri += " " + migration.serve_disk(vm.qmp_socket, address, ROOT_ID)
@@ -574,22 +576,43 @@ class VmDriver:
         vm = self._no_tpm(self._vmspec(host_id), "migrated")
 
         def report(st: migration.MigrationStats) -> None:
-            progress(st.fraction, f"pass {max(1, st.passes)}: {st.transferred // MIB} MiB sent,"
+            phase = "post-copy" if st.postcopy else f"pass {max(1, st.passes)}"
+            progress(st.fraction, f"{phase}: {st.transferred // MIB} MiB sent,"
                                   f" {st.remaining // MIB} MiB left")
 
         ram, _, disk = uri.partition(" ")
+        postcopy = self._take_postcopy(host_id)
         if vm.root_disk is not None and not disk.startswith("nbd:"):
             raise ConflictError("the destination offers no disk to mirror the root disk into")
+        done = False
         try:
             if vm.root_disk is not None:
-                migration.mirror_disk(vm.qmp_socket, ROOT_ID, disk, progress)
+                migration.mirror_disk(vm.qmp_socket, ROOT_ID, disk, progress,
+                                      cancelled=cancelled)
             stats = migration.send(vm.qmp_socket, ram, live=live and current.status ==
                                    RunStatus.RUNNING, bandwidth=bandwidth, on_progress=report,
-                                   cancelled=cancelled)
+                                   cancelled=cancelled, postcopy=postcopy)
+            done = True
         finally:
-            if vm.root_disk is not None:
-                migration.end_mirror(vm.qmp_socket)
+            if vm.root_disk is not None:   # abandoned: do not wait for the copy
+                migration.end_mirror(vm.qmp_socket, force=not done)
         return stats.to_dict()
+
+    # --- post-copy, asked for before the next migration (drivers/migratable.Postcopy) --
+    def allow_postcopy(self, host_id: str) -> None:
+        """The next ``prepare_incoming`` or ``send`` of this VM may switch to post-copy."""
+        rec = self._records.get(host_id)
+        if rec is None:
+            raise NotFoundError("instance", host_id)
+        self._records.put(host_id, {**rec, "postcopy": True})
+
+    def _take_postcopy(self, host_id: str) -> bool:
+        """Whether post-copy was allowed for this migration (asked once, then forgotten)."""
+        rec = self._records.get(host_id)
+        if rec is None or not rec.get("postcopy"):
+            return False
+        self._records.put(host_id, {k: v for k, v in rec.items() if k != "postcopy"})
+        return True
 
     def resume_after_failed_send(self, host_id: str, was_running: bool) -> None:
         vm = self._vmspec(host_id)

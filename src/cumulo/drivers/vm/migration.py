@@ -20,7 +20,7 @@ import shlex
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ class MigrationStats:
     ram_total: int = 0        # guest RAM
     passes: int = 0           # dirty-memory syncs; 1 means a single pass
     error: str = ""
+    postcopy: bool = False    # switched to post-copy (the destination ran the guest early)
+    postcopy_requests: int = 0  # pages the destination asked for after the switch
 
     @classmethod
     def from_qmp(cls, d: dict[str, Any]) -> MigrationStats:
@@ -57,7 +59,8 @@ class MigrationStats:
                    transferred=int(ram.get("transferred", 0)),
                    remaining=int(ram.get("remaining", 0)), ram_total=int(ram.get("total", 0)),
                    passes=int(ram.get("dirty-sync-count", 0)),
-                   error=str(d.get("error-desc", "")))
+                   error=str(d.get("error-desc", "")),
+                   postcopy_requests=int(ram.get("postcopy-requests", 0)))
 
     @property
     def fraction(self) -> float:
@@ -95,37 +98,55 @@ def _stats(sock: Path) -> MigrationStats:
 def send(sock: Path, uri: str, *, live: bool, bandwidth: int | None = None,
          on_progress: Callable[[MigrationStats], None] | None = None,
          cancelled: Callable[[], bool] = lambda: False,
-         timeout: float = INCOMING_TIMEOUT) -> MigrationStats:
+         timeout: float = INCOMING_TIMEOUT, postcopy: bool = False) -> MigrationStats:
     """Send the VM's state to ``uri`` and wait for the end.
 
     ``live``: pre-copy while the guest runs (auto-converge throttles a guest that dirties
     memory faster than the link); otherwise the vCPUs are stopped first (one pass). On
     success the source QEMU is left paused ("postmigrate"); on failure or cancel it is
     left as it was, except that a non-live send leaves it stopped (the caller resumes).
+    ``cancelled`` is polled: ``migrate_cancel``, then this waits for QEMU to say so.
+    ``postcopy`` (live only; the destination must allow it too, see ``allow_postcopy``):
+    when the first pass is through and pages are still dirty, switch to post-copy; the
+    guest then runs on the destination, which pulls the pages it still lacks, and the
+    migration can no longer be cancelled.
     """
-    qmp.migrate_set_capabilities(sock, {"auto-converge": live})
+    postcopy = postcopy and live
+    qmp.migrate_set_capabilities(sock, {"auto-converge": live, "postcopy-ram": postcopy})
     qmp.migrate_set_parameters(sock, {"max-bandwidth": bandwidth or UNLIMITED})
     if not live:
         qmp.stop(sock)
     qmp.migrate(sock, uri)
     deadline = time.monotonic() + timeout
-    asked_cancel = False
+    asked_cancel = switched = False
     while True:
         st = _stats(sock)
         if st.status == "completed":
-            return st
+            return replace(st, postcopy=switched)
         if st.status == "failed":
             raise DriverError(f"migration failed: {st.error or 'QEMU gave no reason'}")
         if st.status == "cancelled":
-            raise ConflictError("the migration was cancelled")
-        if not asked_cancel and (cancelled() or time.monotonic() > deadline):
+            raise ConflictError("the migration was cancelled: the instance stays here")
+        if st.status.startswith("postcopy"):
+            switched = True   # past the point of no return: no cancel any more
+            if time.monotonic() > deadline:
+                raise DriverError(f"post-copy did not finish in {timeout:.0f}s ({st.status})")
+        elif not asked_cancel and (cancelled() or time.monotonic() > deadline):
             qmp.migrate_cancel(sock)
             asked_cancel = True
             if time.monotonic() > deadline:
                 raise DriverError(f"migration did not finish in {timeout:.0f}s: cancelled")
+        elif postcopy and not switched and st.status == "active" and st.passes >= 2:
+            qmp.execute(sock, "migrate-start-postcopy")
+            switched = True
         if on_progress is not None:
-            on_progress(st)
+            on_progress(replace(st, postcopy=switched))
         time.sleep(POLL)
+
+
+def allow_postcopy(sock: Path) -> None:
+    """On an incoming QEMU, before ``listen``: accept a switch to post-copy."""
+    qmp.migrate_set_capabilities(sock, {"postcopy-ram": True})
 
 
 def save(sock: Path, path: Path) -> MigrationStats:
@@ -225,7 +246,8 @@ def _jobs(sock: Path) -> dict[str, dict[str, Any]]:
 
 
 def mirror_disk(sock: Path, node: str, target: str, progress: Callable[[float, str], None],
-                timeout: float = INCOMING_TIMEOUT) -> None:
+                timeout: float = INCOMING_TIMEOUT,
+                cancelled: Callable[[], bool] = lambda: False) -> None:
     """Copy ``node`` into the NBD export ``target`` until source and copy are in step."""
     _, host, port = target.split(":", 2)
     qmp.execute(sock, "blockdev-add", {"driver": "nbd", "node-name": MIRROR_NODE,
@@ -245,14 +267,19 @@ def mirror_disk(sock: Path, node: str, target: str, progress: Callable[[float, s
         progress(0.3 * done / total, f"disk: {done // MIB} of {total // MIB} MiB")
         if time.monotonic() > deadline:
             raise DriverError(f"the disk mirror was not in step after {timeout:.0f}s")
+        if cancelled():
+            raise ConflictError("the migration was cancelled: the instance stays here")
         time.sleep(POLL)
 
 
-def end_mirror(sock: Path) -> None:
-    """Stop the mirror job (the source keeps its own disk) and drop the NBD client."""
+def end_mirror(sock: Path, force: bool = False) -> None:
+    """Stop the mirror job (the source keeps its own disk) and drop the NBD client.
+
+    ``force``: the copy is abandoned (a cancel or failure), do not wait for it to be in step.
+    """
     if MIRROR_JOB in _jobs(sock):
         # on a ready mirror this ends once the copy is in step: the target is complete
-        qmp.execute(sock, "block-job-cancel", {"device": MIRROR_JOB})
+        qmp.execute(sock, "block-job-cancel", {"device": MIRROR_JOB, "force": force})
         deadline = time.monotonic() + 60
         while MIRROR_JOB in _jobs(sock):
             if time.monotonic() > deadline:
