@@ -211,4 +211,4 @@ def test_disk_suite_native_and_container(daemon: Daemon, tmp_path: Path) -> None
                              ("seq_read_1m", "MiB/s"), ("seq_write_1m", "MiB/s")]:
             s = res.find(platform, "disk", metric)
             assert s is not None and s.unit == unit and s.samples[0] > 1, (platform, metric)
-    assert not list(Path("/var/tmp").glob("cumulo-bench-fileio.*"))   # native files removed
+    assert not list(Path("/var/tmp").glob("cumulo-bench-fio.*"))   # native files removed

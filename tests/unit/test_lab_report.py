@@ -46,16 +46,35 @@ def test_parsers_read_the_tools_output() -> None:
         workloads.parse_sysbench_cpu("sysbench: command not found")
 
 
-def test_fileio_sections_are_read_per_mode() -> None:
-    text = "".join(f"== {mode}\nFile operations:\n    reads/s:  {r}\n    writes/s:  {w}\n"
-                   f"Throughput:\n    read, MiB/s:  {rm}\n    written, MiB/s:  {wm}\n"
-                   for mode, r, w, rm, wm in [("rndrd", 100, 0, 0.4, 0), ("rndwr", 0, 50, 0, 0.2),
-                                              ("seqrd", 9, 0, 900, 0), ("seqwr", 0, 8, 0, 800)])
-    assert workloads.parse_fileio(text) == {
-        "rand_read_4k": (100.0, "IOPS"), "rand_write_4k": (50.0, "IOPS"),
+def _fio_job(name: str, read: tuple[float, int], write: tuple[float, int]) -> str:
+    return (f'{{"jobname":"{name}","error":0,"read":{{"iops":{read[0]},"bw_bytes":{read[1]}}},'
+            f'"write":{{"iops":{write[0]},"bw_bytes":{write[1]}}}}}')
+
+
+def test_fio_json_is_read_per_job() -> None:
+    jobs = [_fio_job("rand_read_4k", (100.5, 411648), (0, 0)),
+            _fio_job("rand_write_4k", (0, 0), (50.0, 204800)),
+            _fio_job("seq_read_1m", (9.0, 900 * 2**20), (0, 0)),
+            _fio_job("seq_write_1m", (0, 0), (8.0, 800 * 2**20))]
+    text = 'note: a warning first\n{"fioversion":"fio-3.33","jobs":[' + ",".join(jobs) + "]}"
+    assert workloads.parse_fio(text) == {
+        "rand_read_4k": (100.5, "IOPS"), "rand_write_4k": (50.0, "IOPS"),
         "seq_read_1m": (900.0, "MiB/s"), "seq_write_1m": (800.0, "MiB/s")}
-    with pytest.raises(DriverError, match="no seqwr section"):
-        workloads.parse_fileio(text.split("== seqwr")[0])
+    with pytest.raises(DriverError, match="no seq_write_1m job"):
+        workloads.parse_fio('{"jobs":[' + ",".join(jobs[:3]) + "]}")
+    with pytest.raises(DriverError, match="cannot read fio JSON"):
+        workloads.parse_fio("fio: command not found")
+    failed = jobs[0].replace('"error":0', '"error":5')
+    with pytest.raises(DriverError, match="rand_read_4k failed with error 5"):
+        workloads.parse_fio('{"jobs":[' + ",".join([failed, *jobs[1:]]) + "]}")
+
+
+def test_fio_script_uses_a_fresh_directory_and_the_quick_size() -> None:
+    script = workloads.fio("/var/tmp", quick=True)
+    assert "mktemp -d /var/tmp/cumulo-bench-fio.XXXXXX" in script and "--size=64M" in script
+    assert "--direct=1" in script and 'rm -rf "$d"' in script
+    assert all(f"--name={job}" in script for job in workloads.FIO_JOBS)
+    assert "--size=512M" in workloads.fio("/tmp", quick=False)
 
 
 def test_hpcc_input_lists_the_sizes() -> None:

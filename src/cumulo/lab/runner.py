@@ -70,7 +70,7 @@ def make_plan(platforms: str, suites: str, repeat: int, quick: bool, output: Pat
     if todo:
         raise InvalidInputError(f"suite {todo[0]!r} is not implemented yet (implemented: "
                                 f"{', '.join(IMPLEMENTED_SUITES)})")
-    missing = hosttools_missing("network" in suite_list)
+    missing = hosttools_missing("network" in suite_list, "disk" in suite_list)
     if "native" in plats and missing:
         raise InvalidInputError(f"native runs need {' and '.join(missing)} on this host: "
                                 f"apt-get install {' '.join(missing)}")
@@ -92,6 +92,7 @@ def environment(client: Client) -> Environment:
     tools = {
         "cumulo": package_version("cumulo"),
         "sysbench": _tool_version(["sysbench", "--version"]).removeprefix("sysbench "),
+        "fio": _tool_version(["fio", "--version"]).removeprefix("fio-"),
         "hpcc": _tool_version(["dpkg-query", "-W", "-f", "${Version}\n", "hpcc"]),
         "iperf3": _tool_version(["iperf3", "--version"]).removeprefix("iperf "),
         "qperf": _tool_version(["qperf", "--version"]).removeprefix("qperf "),
@@ -180,8 +181,8 @@ class Lab:
         except APIError as err:
             if err.status != 404:
                 raise
-        self.progress("building the bench image (busybox + sysbench, hpcc, iperf3, qperf "
-                      "from the host)")
+        self.progress("building the bench image (busybox + sysbench, hpcc, iperf3, qperf, "
+                      "fio from the host)")
         self.built_image = True
         self.client.build_image("bench", BENCH_IMAGE)
 
@@ -232,7 +233,7 @@ class Lab:
                 self.progress(f"{name}: peer {peer.instance} ready; server at {p.ip()}")
         if suites & {"cpu", "memory", "network", "disk"}:
             p.prepare()
-            if isinstance(p, VMPlatform):
+            if isinstance(p, VMPlatform) and p.copied:
                 self.progress(f"{name}: tools copied into the guest in {p.copy_seconds:.1f}s")
 
     def boot_repeats(self, name: str) -> None:
@@ -261,13 +262,8 @@ class Lab:
             self.progress(f"{step} sysbench memory (64 MiB blocks, write): {v:.0f} MiB/s")
         if "network" in suites and not isinstance(p, VMPlatform):
             self.run_network(p, step)
-        if "disk" in suites and not isinstance(p, VMPlatform):
-            base = "/tmp" if isinstance(p, InstancePlatform) else "/var/tmp"
-            got = workloads.parse_fileio(self._ok(p, workloads.sysbench_fileio(base, quick)))
-            for metric, (value, unit) in got.items():
-                r.add(p.name, "disk", metric, unit, value)
-            self.progress(f"{step} sysbench fileio (O_DIRECT): " + ", ".join(
-                f"{m} {v:.0f} {u}" for m, (v, u) in got.items()))
+        if "disk" in suites:
+            self.run_disk(p, step)
         if suites & {"cpu", "memory"}:
             sizes = workloads.HPL_SIZES[quick]
             h = workloads.parse_hpcc(self._ok(p, workloads.hpcc_script(),
@@ -284,6 +280,16 @@ class Lab:
                           x=h.stream_vector, x_label="doubles per array")
                 self.progress(f"{step} hpcc STREAM: " + ", ".join(
                     f"{k} {v:.1f}" for k, v in h.stream_gbs.items()) + " GB/s")
+
+    def run_disk(self, p: Platform, step: str) -> None:
+        """fio on the instance's root disk: a container's /tmp (its root in the pool), a
+        VM's /var/tmp (its ext4 root disk); the host's /var/tmp natively."""
+        base = "/tmp" if type(p) is InstancePlatform else "/var/tmp"
+        got = workloads.parse_fio(self._ok(p, workloads.fio(base, self.plan.quick)))
+        for metric, (value, unit) in got.items():
+            self.results.add(p.name, "disk", metric, unit, value)
+        self.progress(f"{step} fio (O_DIRECT, psync): " + ", ".join(
+            f"{m} {v:.0f} {u}" for m, (v, u) in got.items()))
 
     def run_network(self, p: Platform, step: str) -> None:
         """Server in ``p``, client in its peer instance (native: both on loopback)."""
@@ -390,7 +396,8 @@ def _gone(err: CumuloError) -> bool:
     return isinstance(err, APIError) and err.status == 404
 
 
-def hosttools_missing(network: bool = False) -> list[str]:
+def hosttools_missing(network: bool = False, disk: bool = False) -> list[str]:
     """The benchmark tools this host lacks (native runs use them directly)."""
-    tools = ("sysbench", "hpcc", *(("iperf3", "qperf") if network else ()))
+    tools = ("sysbench", "hpcc", *(("iperf3", "qperf") if network else ()),
+             *(("fio",) if disk else ()))
     return [t for t in tools if shutil.which(t) is None]
