@@ -148,10 +148,21 @@ class VMPlatform(InstancePlatform):
     the agent's stdin cap; the agent reads a byte at a time, so that costs minutes on TCG)."""
 
     CHUNK = 600 * 1024   # raw bytes per exec: base64 of it stays under the 1 MiB stdin cap
-    TOOLS_CHECK = "sysbench --version && fio --version && command -v hpcc iperf3 qperf"
+    TOOLS_CHECK = "sysbench --version && fio --version && which hpcc iperf3 qperf"
 
     copy_seconds = 0.0
     copied = False
+
+    def wait_address(self, timeout: float = 120) -> None:
+        """Until the guest's eth0 has the address the network gave it (DHCP in /init)."""
+        want, deadline = self.ip(), time.monotonic() + timeout
+        while True:
+            r = self.run("ip -4 -o addr show eth0", timeout=60)
+            if f"inet {want}/" in r.stdout:
+                return
+            if time.monotonic() > deadline:
+                raise DriverError(f"{self.instance}: eth0 did not get {want} in {timeout:.0f}s")
+            time.sleep(1)
 
     def prepare(self) -> None:
         if self.run(self.TOOLS_CHECK, timeout=120).exit_code == 0:

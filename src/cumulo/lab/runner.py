@@ -123,7 +123,7 @@ class Lab:
         suites = set(self.plan.suites)
         if any(KINDS[p].type for p in self.plan.platforms):
             self.ensure_image()
-        if "network" in suites and "container" in self.plan.platforms:
+        if "network" in suites and any(KINDS[p].type for p in self.plan.platforms):
             self.network = f"bench-{self.tag}"
             self.progress(f"creating network {self.network} (instance-to-instance traffic)")
             self.client.create_network(self.network)
@@ -193,17 +193,22 @@ class Lab:
         return f"bench-{self.tag}-{short.get(platform, platform)}{n}"
 
     def platform(self, name: str, n: int | str = 0) -> Platform:
+        """The platform's instance (on the lab's network when the network suite runs)."""
         if KINDS[name].type is None:
             return Platform(name)
-        if KINDS[name].type == "container":
-            q = InstancePlatform(name, self.client, self.instance_name(name, n), self.launched)
-            if self.network:
-                q.networks = [{"network": self.network, "ip": None}]
-            return q
-        if KINDS[name].type == "vm":
-            return VMPlatform(name, self.client, self.instance_name(name, n), self.launched)
-        return InstancePlatform(name, self.client, self.instance_name(name, n),
-                                self.launched)
+        make = VMPlatform if KINDS[name].type == "vm" else InstancePlatform
+        q = make(name, self.client, self.instance_name(name, n), self.launched)
+        if self.network:
+            q.networks = [{"network": self.network, "ip": None}]
+        return q
+
+    def peer(self, name: str) -> InstancePlatform:
+        """The client side of ``name``'s network runs: a container on the lab's network
+        (for every platform alike, so only the server side differs)."""
+        q = InstancePlatform("container", self.client, self.instance_name(name, "p"),
+                             self.launched)
+        q.networks = [{"network": str(self.network), "ip": None}]
+        return q
 
     def start_platform(self, p: Platform) -> None:
         suites, r, name = set(self.plan.suites), self.results, p.name
@@ -220,17 +225,13 @@ class Lab:
                 self.measure_footprint(p, used_before)
         elif suites & {"footprint", "density", "boot"}:
             r.note(name, "footprint", "native has no instance: no footprint or boot time")
-        if "disk" in suites and isinstance(p, VMPlatform):
-            r.note(name, "disk", "not implemented for VMs yet (the bench VM's root is in RAM)")
-        if "network" in suites:
+        if "network" in suites and isinstance(p, InstancePlatform):
+            peer = self.peer(name)
+            self.peers[name] = peer
+            peer.setup()
             if isinstance(p, VMPlatform):
-                r.note(name, "network", "not implemented for VMs yet (no NIC in the bench VM)")
-            elif isinstance(p, InstancePlatform):
-                peer = self.platform(name, "p")
-                assert isinstance(peer, InstancePlatform)
-                self.peers[name] = peer
-                peer.setup()
-                self.progress(f"{name}: peer {peer.instance} ready; server at {p.ip()}")
+                p.wait_address()
+            self.progress(f"{name}: peer {peer.instance} ready; server at {p.ip()}")
         if suites & {"cpu", "memory", "network", "disk"}:
             p.prepare()
             if isinstance(p, VMPlatform) and p.copied:
@@ -260,7 +261,7 @@ class Lab:
             v = workloads.parse_sysbench_memory(self._ok(p, workloads.sysbench_memory(quick)))
             r.add(p.name, "memory", "sysbench_memory_write", "MiB/s", v)
             self.progress(f"{step} sysbench memory (64 MiB blocks, write): {v:.0f} MiB/s")
-        if "network" in suites and not isinstance(p, VMPlatform):
+        if "network" in suites:
             self.run_network(p, step)
         if "disk" in suites:
             self.run_disk(p, step)
