@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+import psutil
+
 from cumulo.client import APIError, Client
 from cumulo.errors import CumuloError, DriverError, InvalidInputError
-from cumulo.lab import footprint, workloads
+from cumulo.lab import density, footprint, workloads
 from cumulo.lab.platforms import BENCH_IMAGE, KINDS, InstancePlatform, Platform, VMPlatform
 from cumulo.lab.schema import PLATFORMS, SUITES, Environment, Results, Settings
 
@@ -150,6 +152,14 @@ class Lab:
             p.teardown()
         for peer in self.peers.values():
             peer.teardown()
+        if "density" in suites:
+            for p in ready:
+                if isinstance(p, InstancePlatform):
+                    try:
+                        self.measure_density(p.name)
+                    except (CumuloError, OSError) as err:
+                        self.progress(f"{p.name}: density FAILED: {err}")
+                        self.results.note(p.name, "density", f"failed: {err}")
         if "boot" in suites:
             for p in ready:
                 if isinstance(p, InstancePlatform):
@@ -221,7 +231,7 @@ class Lab:
             if "boot" in suites:
                 r.add(name, "boot", "launch_to_ready", "s", p.launch_seconds,
                       higher_is_better=False)
-            if suites & {"footprint", "density"}:
+            if "footprint" in suites:
                 self.measure_footprint(p, used_before)
         elif suites & {"footprint", "density", "boot"}:
             r.note(name, "footprint", "native has no instance: no footprint or boot time")
@@ -320,7 +330,7 @@ class Lab:
             f"{k} {v:.1f} us" for k, v in lat.items()))
 
     def measure_footprint(self, p: InstancePlatform, used_before: int | None) -> None:
-        r, suites = self.results, set(self.plan.suites)
+        r = self.results
         image = self.client.image(BENCH_IMAGE)
         used_after = self._pool_used()
         for i in range(self.plan.repeat):
@@ -330,25 +340,70 @@ class Lab:
             if not pid:
                 raise DriverError(f"{p.instance} has no pid: cannot measure its footprint")
             f = footprint.measure(int(pid))
-            if "footprint" in suites:
-                r.add(p.name, "footprint", "pss", "bytes", f.pss_bytes, higher_is_better=False)
-                r.add(p.name, "footprint", "threads", "threads", f.threads,
-                      higher_is_better=False)
-                r.add(p.name, "footprint", "processes", "processes", f.processes,
-                      higher_is_better=False)
-                r.add(p.name, "footprint", "listening_ports", "ports", f.listening_ports,
-                      higher_is_better=False)
-            if "density" in suites and f.pss_bytes:
-                r.add(p.name, "density", "idle_per_gib", "instances/GiB", GIB / f.pss_bytes)
-        if "footprint" in suites:
-            r.add(p.name, "footprint", "image_bytes", "bytes", image["size"],
+            r.add(p.name, "footprint", "pss", "bytes", f.pss_bytes, higher_is_better=False)
+            r.add(p.name, "footprint", "threads", "threads", f.threads, higher_is_better=False)
+            r.add(p.name, "footprint", "processes", "processes", f.processes,
                   higher_is_better=False)
-            if used_before is not None and used_after is not None:
-                r.add(p.name, "footprint", "instance_disk_bytes", "bytes",
-                      max(0, used_after - used_before), higher_is_better=False)
+            r.add(p.name, "footprint", "listening_ports", "ports", f.listening_ports,
+                  higher_is_better=False)
+        r.add(p.name, "footprint", "image_bytes", "bytes", image["size"], higher_is_better=False)
+        if used_before is not None and used_after is not None:
+            r.add(p.name, "footprint", "instance_disk_bytes", "bytes",
+                  max(0, used_after - used_before), higher_is_better=False)
         self.progress(f"{p.name}: idle footprint PSS {f.pss_bytes / 2**20:.1f} MiB, "
                       f"{f.threads} threads, {f.processes} processes, "
                       f"{f.listening_ports} listening ports")
+
+    def measure_density(self, name: str) -> None:
+        """Idle instances of ``name`` launched one by one until a bound (density.limits);
+        total PSS after each launch; instances per GiB and the marginal cost at the end.
+        All of them are deleted before returning (also on failure or Ctrl-C: they are in
+        ``launched`` before they are asked for)."""
+        r = self.results
+        lim = density.limits(KINDS[name].type == "vm", self.plan.quick,
+                             psutil.virtual_memory().available)
+        self.progress(f"{name}: density: launching idle instances (at most {lim.max_count}, "
+                      f"{lim.budget_bytes / GIB:.2f} GiB of PSS, {lim.seconds:.0f}s)")
+        insts: list[InstancePlatform] = []
+        points: list[tuple[int, int]] = []
+        t0, total = time.monotonic(), 0
+        try:
+            while (reason := density.stop_reason(
+                    len(insts), total, time.monotonic() - t0,
+                    psutil.virtual_memory().available, lim)) is None:
+                q = InstancePlatform(name, self.client,
+                                     self.instance_name(name, f"d{len(insts)}"), self.launched)
+                insts.append(q)
+                q.setup()
+                total = self._total_pss(insts)
+                points.append((len(insts), total))
+                r.add(name, "density", "total_pss", "bytes", total, higher_is_better=False,
+                      x=len(insts), x_label="instances")
+                self.progress(f"{name}: density: {len(insts)} idle, total PSS "
+                              f"{total / 2**20:.1f} MiB")
+            for i in range(self.plan.repeat):   # the final measurement, repeated
+                if i:
+                    time.sleep(0.2)
+                r.add(name, "density", "idle_per_gib", "instances/GiB",
+                      density.per_gib(len(insts), self._total_pss(insts)))
+            cost = density.marginal(points)
+            r.add(name, "density", "marginal_pss", "bytes", cost, higher_is_better=False)
+            r.note(name, "density", f"{len(insts)} idle instances measured; stopped: {reason}")
+            self.progress(f"{name}: density: {len(insts)} idle instances, "
+                          f"{density.per_gib(len(insts), total):.1f} per GiB measured, one "
+                          f"more costs {cost / 2**20:.1f} MiB; stopped: {reason}")
+        finally:
+            for q in insts:
+                q.teardown()
+
+    def _total_pss(self, insts: list[InstancePlatform]) -> int:
+        total = 0
+        for q in insts:
+            pid = q.info().get("pid")
+            if not pid:
+                raise DriverError(f"{q.instance} has no pid: cannot measure its memory")
+            total += footprint.measure(int(pid)).pss_bytes
+        return total
 
     def _pool_used(self) -> int | None:
         try:
