@@ -160,3 +160,30 @@ def test_plan_validation(tmp_path: Path) -> None:
     plan = make_plan("native", "cpu,memory", 2, True, tmp_path / "r.json")
     assert (plan.platforms, plan.suites, plan.repeat) == (["native"], ["cpu", "memory"], 2)
     assert list(tmp_path.iterdir()) == []   # the write check left nothing
+
+
+def test_round_trips_and_measured_density_come_from_the_samples(tmp_path: Path) -> None:
+    r = known()
+    for p, us in [("native", 10.0), ("container", 20.0), ("vm", 200.0)]:
+        for test in ("tcp_lat", "udp_lat"):
+            for v in (us, us, us):
+                r.add(p, "network", test, "us", v, higher_is_better=False)
+    for n, total in [(1, 3 * 2**20), (2, 4 * 2**20)]:
+        r.add("container", "density", "total_pss", "bytes", total, higher_is_better=False,
+              x=n, x_label="instances")
+    r.add("vm", "density", "total_pss", "bytes", 256 * 2**20, higher_is_better=False,
+          x=1, x_label="instances")
+    for v in (512.0, 512.0):
+        r.add("container", "density", "idle_per_gib", "instances/GiB", v)
+    r.add("vm", "density", "idle_per_gib", "instances/GiB", 4.0)
+    claims = "\n".join(report.published(r))
+    assert ("NOT COMPARABLE here - vm round trips (qperf tcp_lat, udp_lat) take 20.0x "
+            "native's [spread 20.0-20.0]; 10.0x the container's") in claims
+    text = "\n".join(report.conclusions(r))
+    assert ("density (measured): idle instances per GiB of host memory container 512.0 "
+            "(2 launched), vm (TCG emulation, no usable KVM) 4.0 (1 launched); container "
+            "fits 128x as many as vm") in text
+    r.environment.accel = "kvm"
+    assert "round trips: AGREES - vm" in "\n".join(report.published(r))
+    plots = report.write_markdown(r, tmp_path / "rep.md")
+    assert "rep-density.png" in [p.name for p in plots]
