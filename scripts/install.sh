@@ -26,6 +26,7 @@ PACKAGES=(
   umoci                              # image import of OCI image layouts: unpacks layers to a rootfs
   sysbench                           # bench lab: cpu and memory workloads (cumulo bench run)
   hpcc                               # bench lab: HPL/LINPACK at several sizes and STREAM
+  fio                                # bench lab: disk suite, random/sequential IOPS and MiB/s
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

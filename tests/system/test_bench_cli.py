@@ -211,4 +211,47 @@ def test_disk_suite_native_and_container(daemon: Daemon, tmp_path: Path) -> None
                              ("seq_read_1m", "MiB/s"), ("seq_write_1m", "MiB/s")]:
             s = res.find(platform, "disk", metric)
             assert s is not None and s.unit == unit and s.samples[0] > 1, (platform, metric)
-    assert not list(Path("/var/tmp").glob("cumulo-bench-fileio.*"))   # native files removed
+    assert not list(Path("/var/tmp").glob("cumulo-bench-fio.*"))   # native files removed
+
+
+@pytest.mark.slow
+def test_density_is_measured_and_cleaned_up(daemon: Daemon, tmp_path: Path) -> None:
+    out = tmp_path / "density.json"
+    r = daemon.cli("bench", "run", "--quick", "--repeat", "2", "--platforms", "container",
+                   "--suites", "density", "--output", str(out), timeout=110)
+    assert "density: 5 idle" in r.stderr, r.stderr
+    nothing_left(daemon)
+    res = schema.load(out)
+    totals = sorted((s for s in res.series if s.metric == "total_pss"), key=lambda s: s.x or 0)
+    assert [s.x for s in totals] == [1, 2, 3, 4, 5]
+    assert all(a.samples[0] < b.samples[0] for a, b in zip(totals, totals[1:], strict=False))
+    per_gib = res.find("container", "density", "idle_per_gib")
+    assert per_gib is not None and len(per_gib.samples) == 2
+    # the figure is the measured total, not one instance's PSS scaled
+    assert per_gib.samples[0] == pytest.approx(5 * 2**30 / totals[-1].samples[0], rel=0.2)
+    assert 50 < per_gib.samples[0] < 20_000
+    assert any("stopped: count 5 reached" in n.message for n in res.notes)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_vm_network_and_disk_quick(netns_daemon: Daemon, tmp_path: Path) -> None:
+    """One VM on the lab's network: qperf/iperf3 against a container peer, fio on its
+    ext4 root disk (the tools come with the image's root disk, no copy)."""
+    out = tmp_path / "vm.json"
+    r = netns_daemon.cli("bench", "run", "--quick", "--repeat", "1", "--platforms", "vm",
+                         "--suites", "network,disk", "--output", str(out), timeout=400)
+    assert "tools copied" not in r.stderr and "fio (O_DIRECT" in r.stderr, r.stderr
+    nothing_left(netns_daemon)
+    assert json.loads(netns_daemon.cli("network", "list", "--format", "json").stdout) == []
+    res = schema.load(out)
+    assert not res.notes, res.notes
+    tcp = res.find("vm", "network", "iperf3_tcp")
+    assert tcp is not None and tcp.samples[0] > 0.01
+    for test in ("tcp_lat", "udp_lat"):
+        lat = res.find("vm", "network", test)
+        assert lat is not None and 0 < lat.samples[0] < 1_000_000
+    for metric, unit in [("rand_read_4k", "IOPS"), ("rand_write_4k", "IOPS"),
+                         ("seq_read_1m", "MiB/s"), ("seq_write_1m", "MiB/s")]:
+        s = res.find("vm", "disk", metric)
+        assert s is not None and s.unit == unit and s.samples[0] > 1, (metric, s)

@@ -46,16 +46,35 @@ def test_parsers_read_the_tools_output() -> None:
         workloads.parse_sysbench_cpu("sysbench: command not found")
 
 
-def test_fileio_sections_are_read_per_mode() -> None:
-    text = "".join(f"== {mode}\nFile operations:\n    reads/s:  {r}\n    writes/s:  {w}\n"
-                   f"Throughput:\n    read, MiB/s:  {rm}\n    written, MiB/s:  {wm}\n"
-                   for mode, r, w, rm, wm in [("rndrd", 100, 0, 0.4, 0), ("rndwr", 0, 50, 0, 0.2),
-                                              ("seqrd", 9, 0, 900, 0), ("seqwr", 0, 8, 0, 800)])
-    assert workloads.parse_fileio(text) == {
-        "rand_read_4k": (100.0, "IOPS"), "rand_write_4k": (50.0, "IOPS"),
+def _fio_job(name: str, read: tuple[float, int], write: tuple[float, int]) -> str:
+    return (f'{{"jobname":"{name}","error":0,"read":{{"iops":{read[0]},"bw_bytes":{read[1]}}},'
+            f'"write":{{"iops":{write[0]},"bw_bytes":{write[1]}}}}}')
+
+
+def test_fio_json_is_read_per_job() -> None:
+    jobs = [_fio_job("rand_read_4k", (100.5, 411648), (0, 0)),
+            _fio_job("rand_write_4k", (0, 0), (50.0, 204800)),
+            _fio_job("seq_read_1m", (9.0, 900 * 2**20), (0, 0)),
+            _fio_job("seq_write_1m", (0, 0), (8.0, 800 * 2**20))]
+    text = 'note: a warning first\n{"fioversion":"fio-3.33","jobs":[' + ",".join(jobs) + "]}"
+    assert workloads.parse_fio(text) == {
+        "rand_read_4k": (100.5, "IOPS"), "rand_write_4k": (50.0, "IOPS"),
         "seq_read_1m": (900.0, "MiB/s"), "seq_write_1m": (800.0, "MiB/s")}
-    with pytest.raises(DriverError, match="no seqwr section"):
-        workloads.parse_fileio(text.split("== seqwr")[0])
+    with pytest.raises(DriverError, match="no seq_write_1m job"):
+        workloads.parse_fio('{"jobs":[' + ",".join(jobs[:3]) + "]}")
+    with pytest.raises(DriverError, match="cannot read fio JSON"):
+        workloads.parse_fio("fio: command not found")
+    failed = jobs[0].replace('"error":0', '"error":5')
+    with pytest.raises(DriverError, match="rand_read_4k failed with error 5"):
+        workloads.parse_fio('{"jobs":[' + ",".join([failed, *jobs[1:]]) + "]}")
+
+
+def test_fio_script_uses_a_fresh_directory_and_the_quick_size() -> None:
+    script = workloads.fio("/var/tmp", quick=True)
+    assert "mktemp -d /var/tmp/cumulo-bench-fio.XXXXXX" in script and "--size=64M" in script
+    assert "--direct=1" in script and 'rm -rf "$d"' in script
+    assert all(f"--name={job}" in script for job in workloads.FIO_JOBS)
+    assert "--size=512M" in workloads.fio("/tmp", quick=False)
 
 
 def test_hpcc_input_lists_the_sizes() -> None:
@@ -141,3 +160,30 @@ def test_plan_validation(tmp_path: Path) -> None:
     plan = make_plan("native", "cpu,memory", 2, True, tmp_path / "r.json")
     assert (plan.platforms, plan.suites, plan.repeat) == (["native"], ["cpu", "memory"], 2)
     assert list(tmp_path.iterdir()) == []   # the write check left nothing
+
+
+def test_round_trips_and_measured_density_come_from_the_samples(tmp_path: Path) -> None:
+    r = known()
+    for p, us in [("native", 10.0), ("container", 20.0), ("vm", 200.0)]:
+        for test in ("tcp_lat", "udp_lat"):
+            for v in (us, us, us):
+                r.add(p, "network", test, "us", v, higher_is_better=False)
+    for n, total in [(1, 3 * 2**20), (2, 4 * 2**20)]:
+        r.add("container", "density", "total_pss", "bytes", total, higher_is_better=False,
+              x=n, x_label="instances")
+    r.add("vm", "density", "total_pss", "bytes", 256 * 2**20, higher_is_better=False,
+          x=1, x_label="instances")
+    for v in (512.0, 512.0):
+        r.add("container", "density", "idle_per_gib", "instances/GiB", v)
+    r.add("vm", "density", "idle_per_gib", "instances/GiB", 4.0)
+    claims = "\n".join(report.published(r))
+    assert ("NOT COMPARABLE here - vm round trips (qperf tcp_lat, udp_lat) take 20.0x "
+            "native's [spread 20.0-20.0]; 10.0x the container's") in claims
+    text = "\n".join(report.conclusions(r))
+    assert ("density (measured): idle instances per GiB of host memory container 512.0 "
+            "(2 launched), vm (TCG emulation, no usable KVM) 4.0 (1 launched); container "
+            "fits 128x as many as vm") in text
+    r.environment.accel = "kvm"
+    assert "round trips: AGREES - vm" in "\n".join(report.published(r))
+    plots = report.write_markdown(r, tmp_path / "rep.md")
+    assert "rep-density.png" in [p.name for p in plots]

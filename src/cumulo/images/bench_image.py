@@ -1,8 +1,8 @@
 """The "bench" image: the busybox rootfs plus the host's benchmark tools and their libraries.
 
 The benchmark lab (cumulo.lab) runs the same binaries natively and inside instances, so
-the image carries the host's own ``sysbench``, ``hpcc``, ``iperf3`` and ``qperf`` (Debian
-packages), every
+the image carries the host's own ``sysbench``, ``hpcc``, ``iperf3``, ``qperf`` and ``fio``
+(Debian packages), every
 shared library ``ldd`` lists for them, the dynamic loader, and the Open MPI runtime hpcc
 needs even as a single process (its plugin and data directories, with their libraries).
 Same binary, same libraries on every platform: what differs is only the virtualization.
@@ -24,7 +24,10 @@ from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 
 # binary -> Debian package. hpcc runs as one MPI process ("singleton"); the lab sets
 # OMPI_MCA_ess_singleton_isolated=1 so it does not fork Open MPI's orted daemon.
-TOOLS = {"sysbench": "sysbench", "hpcc": "hpcc", "iperf3": "iperf3", "qperf": "qperf"}
+# Debian's fio links librbd, librados, glusterfs... (~80 MB of libraries): they are loaded
+# at start, so they come along.
+TOOLS = {"sysbench": "sysbench", "hpcc": "hpcc", "iperf3": "iperf3", "qperf": "qperf",
+         "fio": "fio"}
 # What Open MPI loads at run time by path (plugins, help texts, its config).
 TREES = [
     Path("/usr/lib/x86_64-linux-gnu/openmpi"),
@@ -97,7 +100,7 @@ def install_tools(rootfs: Path) -> None:
 
 
 def build_bench(files: ImageFiles, progress: b.Progress | None = None) -> ImageRecord:
-    """busybox + sysbench + hpcc (with Open MPI) from the host."""
+    """busybox + sysbench, hpcc (with Open MPI), iperf3, qperf and fio from the host."""
     report = progress or b._noop
     if not b.BUSYBOX.is_file():
         raise UnsupportedError("busybox-static is not installed: apt-get install busybox-static")
@@ -109,7 +112,7 @@ def build_bench(files: ImageFiles, progress: b.Progress | None = None) -> ImageR
     ]
     meta = ImageMeta(
         os="busybox", release=version, architecture=os.uname().machine,
-        description=f"BusyBox {version} with the host's sysbench and hpcc (benchmark lab)",
+        description=f"BusyBox {version} with the host's benchmark tools (benchmark lab)",
         command=list(b.BUSYBOX_COMMAND),
     )
     staging = files.staging_dir()
@@ -119,7 +122,7 @@ def build_bench(files: ImageFiles, progress: b.Progress | None = None) -> ImageR
         b._make_dirs(rootfs)
         b._install_busybox(rootfs)
         b._install_applets(rootfs, applets, lambda f, m: report(f / 2, m))
-        report(0.5, "copying sysbench, hpcc, Open MPI and their libraries")
+        report(0.5, "copying the benchmark tools, Open MPI and their libraries")
         install_tools(rootfs)
         b._write_etc(rootfs, version)
         b._chown_root(rootfs)

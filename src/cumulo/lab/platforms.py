@@ -141,18 +141,32 @@ class InstancePlatform(Platform):
 
 
 class VMPlatform(InstancePlatform):
-    """A VM of the bench image. The VM driver boots its own busybox initramfs (it does not
-    use the image's rootfs yet), so after boot the lab copies the bench image's tools into
-    the guest's RAM root through exec: the same files the image has, from the same code
-    (images/bench_image.py), sent as a gzipped tar in chunks under the agent's stdin cap.
-    The guest agent reads its frames a byte at a time (busybox ``read``), so this costs
-    minutes on TCG (~16 MB); the run reports it, and the idle footprint is taken before."""
+    """A VM of the bench image. Its root disk is made from the image's rootfs (an ext4
+    qcow2 in the storage pool), so the tools are already in the guest. Without a storage
+    pool the VM driver boots its busybox initramfs alone; then the lab copies the bench
+    image's tools into the guest's RAM root through exec (a gzipped tar in chunks under
+    the agent's stdin cap; the agent reads a byte at a time, so that costs minutes on TCG)."""
 
     CHUNK = 600 * 1024   # raw bytes per exec: base64 of it stays under the 1 MiB stdin cap
+    TOOLS_CHECK = "sysbench --version && fio --version && which hpcc iperf3 qperf"
 
     copy_seconds = 0.0
+    copied = False
+
+    def wait_address(self, timeout: float = 120) -> None:
+        """Until the guest's eth0 has the address the network gave it (DHCP in /init)."""
+        want, deadline = self.ip(), time.monotonic() + timeout
+        while True:
+            r = self.run("ip -4 -o addr show eth0", timeout=60)
+            if f"inet {want}/" in r.stdout:
+                return
+            if time.monotonic() > deadline:
+                raise DriverError(f"{self.instance}: eth0 did not get {want} in {timeout:.0f}s")
+            time.sleep(1)
 
     def prepare(self) -> None:
+        if self.run(self.TOOLS_CHECK, timeout=120).exit_code == 0:
+            return   # the root disk carries them
         t0 = time.perf_counter()
         data = tools_tarball()
         self.run("rm -f /tmp/bench-tools.tgz", timeout=60)
@@ -162,11 +176,12 @@ class VMPlatform(InstancePlatform):
             if r.exit_code != 0:
                 raise DriverError(f"{self.instance}: copying the tools failed: {r.stderr}")
         r = self.run("tar -xzf /tmp/bench-tools.tgz -C / && rm /tmp/bench-tools.tgz && "
-                     "mkdir -p /tmp /dev/shm && sysbench --version", timeout=300)
+                     f"mkdir -p /tmp /dev/shm && {self.TOOLS_CHECK}", timeout=300)
         if r.exit_code != 0:
             raise DriverError(f"{self.instance}: unpacking the tools failed: "
                               f"{(r.stderr or r.stdout).strip()[-300:]}")
         self.copy_seconds = time.perf_counter() - t0
+        self.copied = True
 
     def run(self, script: str, *, stdin: str = "", env: dict[str, str] | None = None,
             timeout: float = 600) -> Exec:

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+import psutil
+
 from cumulo.client import APIError, Client
 from cumulo.errors import CumuloError, DriverError, InvalidInputError
-from cumulo.lab import footprint, workloads
+from cumulo.lab import density, footprint, workloads
 from cumulo.lab.platforms import BENCH_IMAGE, KINDS, InstancePlatform, Platform, VMPlatform
 from cumulo.lab.schema import PLATFORMS, SUITES, Environment, Results, Settings
 
@@ -70,7 +72,7 @@ def make_plan(platforms: str, suites: str, repeat: int, quick: bool, output: Pat
     if todo:
         raise InvalidInputError(f"suite {todo[0]!r} is not implemented yet (implemented: "
                                 f"{', '.join(IMPLEMENTED_SUITES)})")
-    missing = hosttools_missing("network" in suite_list)
+    missing = hosttools_missing("network" in suite_list, "disk" in suite_list)
     if "native" in plats and missing:
         raise InvalidInputError(f"native runs need {' and '.join(missing)} on this host: "
                                 f"apt-get install {' '.join(missing)}")
@@ -92,6 +94,7 @@ def environment(client: Client) -> Environment:
     tools = {
         "cumulo": package_version("cumulo"),
         "sysbench": _tool_version(["sysbench", "--version"]).removeprefix("sysbench "),
+        "fio": _tool_version(["fio", "--version"]).removeprefix("fio-"),
         "hpcc": _tool_version(["dpkg-query", "-W", "-f", "${Version}\n", "hpcc"]),
         "iperf3": _tool_version(["iperf3", "--version"]).removeprefix("iperf "),
         "qperf": _tool_version(["qperf", "--version"]).removeprefix("qperf "),
@@ -122,7 +125,7 @@ class Lab:
         suites = set(self.plan.suites)
         if any(KINDS[p].type for p in self.plan.platforms):
             self.ensure_image()
-        if "network" in suites and "container" in self.plan.platforms:
+        if "network" in suites and any(KINDS[p].type for p in self.plan.platforms):
             self.network = f"bench-{self.tag}"
             self.progress(f"creating network {self.network} (instance-to-instance traffic)")
             self.client.create_network(self.network)
@@ -149,6 +152,14 @@ class Lab:
             p.teardown()
         for peer in self.peers.values():
             peer.teardown()
+        if "density" in suites:
+            for p in ready:
+                if isinstance(p, InstancePlatform):
+                    try:
+                        self.measure_density(p.name)
+                    except (CumuloError, OSError) as err:
+                        self.progress(f"{p.name}: density FAILED: {err}")
+                        self.results.note(p.name, "density", f"failed: {err}")
         if "boot" in suites:
             for p in ready:
                 if isinstance(p, InstancePlatform):
@@ -180,8 +191,8 @@ class Lab:
         except APIError as err:
             if err.status != 404:
                 raise
-        self.progress("building the bench image (busybox + sysbench, hpcc, iperf3, qperf "
-                      "from the host)")
+        self.progress("building the bench image (busybox + sysbench, hpcc, iperf3, qperf, "
+                      "fio from the host)")
         self.built_image = True
         self.client.build_image("bench", BENCH_IMAGE)
 
@@ -192,17 +203,22 @@ class Lab:
         return f"bench-{self.tag}-{short.get(platform, platform)}{n}"
 
     def platform(self, name: str, n: int | str = 0) -> Platform:
+        """The platform's instance (on the lab's network when the network suite runs)."""
         if KINDS[name].type is None:
             return Platform(name)
-        if KINDS[name].type == "container":
-            q = InstancePlatform(name, self.client, self.instance_name(name, n), self.launched)
-            if self.network:
-                q.networks = [{"network": self.network, "ip": None}]
-            return q
-        if KINDS[name].type == "vm":
-            return VMPlatform(name, self.client, self.instance_name(name, n), self.launched)
-        return InstancePlatform(name, self.client, self.instance_name(name, n),
-                                self.launched)
+        make = VMPlatform if KINDS[name].type == "vm" else InstancePlatform
+        q = make(name, self.client, self.instance_name(name, n), self.launched)
+        if self.network:
+            q.networks = [{"network": self.network, "ip": None}]
+        return q
+
+    def peer(self, name: str) -> InstancePlatform:
+        """The client side of ``name``'s network runs: a container on the lab's network
+        (for every platform alike, so only the server side differs)."""
+        q = InstancePlatform("container", self.client, self.instance_name(name, "p"),
+                             self.launched)
+        q.networks = [{"network": str(self.network), "ip": None}]
+        return q
 
     def start_platform(self, p: Platform) -> None:
         suites, r, name = set(self.plan.suites), self.results, p.name
@@ -215,24 +231,20 @@ class Lab:
             if "boot" in suites:
                 r.add(name, "boot", "launch_to_ready", "s", p.launch_seconds,
                       higher_is_better=False)
-            if suites & {"footprint", "density"}:
+            if "footprint" in suites:
                 self.measure_footprint(p, used_before)
         elif suites & {"footprint", "density", "boot"}:
             r.note(name, "footprint", "native has no instance: no footprint or boot time")
-        if "disk" in suites and isinstance(p, VMPlatform):
-            r.note(name, "disk", "not implemented for VMs yet (the bench VM's root is in RAM)")
-        if "network" in suites:
+        if "network" in suites and isinstance(p, InstancePlatform):
+            peer = self.peer(name)
+            self.peers[name] = peer
+            peer.setup()
             if isinstance(p, VMPlatform):
-                r.note(name, "network", "not implemented for VMs yet (no NIC in the bench VM)")
-            elif isinstance(p, InstancePlatform):
-                peer = self.platform(name, "p")
-                assert isinstance(peer, InstancePlatform)
-                self.peers[name] = peer
-                peer.setup()
-                self.progress(f"{name}: peer {peer.instance} ready; server at {p.ip()}")
+                p.wait_address()
+            self.progress(f"{name}: peer {peer.instance} ready; server at {p.ip()}")
         if suites & {"cpu", "memory", "network", "disk"}:
             p.prepare()
-            if isinstance(p, VMPlatform):
+            if isinstance(p, VMPlatform) and p.copied:
                 self.progress(f"{name}: tools copied into the guest in {p.copy_seconds:.1f}s")
 
     def boot_repeats(self, name: str) -> None:
@@ -259,15 +271,10 @@ class Lab:
             v = workloads.parse_sysbench_memory(self._ok(p, workloads.sysbench_memory(quick)))
             r.add(p.name, "memory", "sysbench_memory_write", "MiB/s", v)
             self.progress(f"{step} sysbench memory (64 MiB blocks, write): {v:.0f} MiB/s")
-        if "network" in suites and not isinstance(p, VMPlatform):
+        if "network" in suites:
             self.run_network(p, step)
-        if "disk" in suites and not isinstance(p, VMPlatform):
-            base = "/tmp" if isinstance(p, InstancePlatform) else "/var/tmp"
-            got = workloads.parse_fileio(self._ok(p, workloads.sysbench_fileio(base, quick)))
-            for metric, (value, unit) in got.items():
-                r.add(p.name, "disk", metric, unit, value)
-            self.progress(f"{step} sysbench fileio (O_DIRECT): " + ", ".join(
-                f"{m} {v:.0f} {u}" for m, (v, u) in got.items()))
+        if "disk" in suites:
+            self.run_disk(p, step)
         if suites & {"cpu", "memory"}:
             sizes = workloads.HPL_SIZES[quick]
             h = workloads.parse_hpcc(self._ok(p, workloads.hpcc_script(),
@@ -284,6 +291,16 @@ class Lab:
                           x=h.stream_vector, x_label="doubles per array")
                 self.progress(f"{step} hpcc STREAM: " + ", ".join(
                     f"{k} {v:.1f}" for k, v in h.stream_gbs.items()) + " GB/s")
+
+    def run_disk(self, p: Platform, step: str) -> None:
+        """fio on the instance's root disk: a container's /tmp (its root in the pool), a
+        VM's /var/tmp (its ext4 root disk); the host's /var/tmp natively."""
+        base = "/tmp" if type(p) is InstancePlatform else "/var/tmp"
+        got = workloads.parse_fio(self._ok(p, workloads.fio(base, self.plan.quick)))
+        for metric, (value, unit) in got.items():
+            self.results.add(p.name, "disk", metric, unit, value)
+        self.progress(f"{step} fio (O_DIRECT, psync): " + ", ".join(
+            f"{m} {v:.0f} {u}" for m, (v, u) in got.items()))
 
     def run_network(self, p: Platform, step: str) -> None:
         """Server in ``p``, client in its peer instance (native: both on loopback)."""
@@ -313,7 +330,7 @@ class Lab:
             f"{k} {v:.1f} us" for k, v in lat.items()))
 
     def measure_footprint(self, p: InstancePlatform, used_before: int | None) -> None:
-        r, suites = self.results, set(self.plan.suites)
+        r = self.results
         image = self.client.image(BENCH_IMAGE)
         used_after = self._pool_used()
         for i in range(self.plan.repeat):
@@ -323,25 +340,70 @@ class Lab:
             if not pid:
                 raise DriverError(f"{p.instance} has no pid: cannot measure its footprint")
             f = footprint.measure(int(pid))
-            if "footprint" in suites:
-                r.add(p.name, "footprint", "pss", "bytes", f.pss_bytes, higher_is_better=False)
-                r.add(p.name, "footprint", "threads", "threads", f.threads,
-                      higher_is_better=False)
-                r.add(p.name, "footprint", "processes", "processes", f.processes,
-                      higher_is_better=False)
-                r.add(p.name, "footprint", "listening_ports", "ports", f.listening_ports,
-                      higher_is_better=False)
-            if "density" in suites and f.pss_bytes:
-                r.add(p.name, "density", "idle_per_gib", "instances/GiB", GIB / f.pss_bytes)
-        if "footprint" in suites:
-            r.add(p.name, "footprint", "image_bytes", "bytes", image["size"],
+            r.add(p.name, "footprint", "pss", "bytes", f.pss_bytes, higher_is_better=False)
+            r.add(p.name, "footprint", "threads", "threads", f.threads, higher_is_better=False)
+            r.add(p.name, "footprint", "processes", "processes", f.processes,
                   higher_is_better=False)
-            if used_before is not None and used_after is not None:
-                r.add(p.name, "footprint", "instance_disk_bytes", "bytes",
-                      max(0, used_after - used_before), higher_is_better=False)
+            r.add(p.name, "footprint", "listening_ports", "ports", f.listening_ports,
+                  higher_is_better=False)
+        r.add(p.name, "footprint", "image_bytes", "bytes", image["size"], higher_is_better=False)
+        if used_before is not None and used_after is not None:
+            r.add(p.name, "footprint", "instance_disk_bytes", "bytes",
+                  max(0, used_after - used_before), higher_is_better=False)
         self.progress(f"{p.name}: idle footprint PSS {f.pss_bytes / 2**20:.1f} MiB, "
                       f"{f.threads} threads, {f.processes} processes, "
                       f"{f.listening_ports} listening ports")
+
+    def measure_density(self, name: str) -> None:
+        """Idle instances of ``name`` launched one by one until a bound (density.limits);
+        total PSS after each launch; instances per GiB and the marginal cost at the end.
+        All of them are deleted before returning (also on failure or Ctrl-C: they are in
+        ``launched`` before they are asked for)."""
+        r = self.results
+        lim = density.limits(KINDS[name].type == "vm", self.plan.quick,
+                             psutil.virtual_memory().available)
+        self.progress(f"{name}: density: launching idle instances (at most {lim.max_count}, "
+                      f"{lim.budget_bytes / GIB:.2f} GiB of PSS, {lim.seconds:.0f}s)")
+        insts: list[InstancePlatform] = []
+        points: list[tuple[int, int]] = []
+        t0, total = time.monotonic(), 0
+        try:
+            while (reason := density.stop_reason(
+                    len(insts), total, time.monotonic() - t0,
+                    psutil.virtual_memory().available, lim)) is None:
+                q = InstancePlatform(name, self.client,
+                                     self.instance_name(name, f"d{len(insts)}"), self.launched)
+                insts.append(q)
+                q.setup()
+                total = self._total_pss(insts)
+                points.append((len(insts), total))
+                r.add(name, "density", "total_pss", "bytes", total, higher_is_better=False,
+                      x=len(insts), x_label="instances")
+                self.progress(f"{name}: density: {len(insts)} idle, total PSS "
+                              f"{total / 2**20:.1f} MiB")
+            for i in range(self.plan.repeat):   # the final measurement, repeated
+                if i:
+                    time.sleep(0.2)
+                r.add(name, "density", "idle_per_gib", "instances/GiB",
+                      density.per_gib(len(insts), self._total_pss(insts)))
+            cost = density.marginal(points)
+            r.add(name, "density", "marginal_pss", "bytes", cost, higher_is_better=False)
+            r.note(name, "density", f"{len(insts)} idle instances measured; stopped: {reason}")
+            self.progress(f"{name}: density: {len(insts)} idle instances, "
+                          f"{density.per_gib(len(insts), total):.1f} per GiB measured, one "
+                          f"more costs {cost / 2**20:.1f} MiB; stopped: {reason}")
+        finally:
+            for q in insts:
+                q.teardown()
+
+    def _total_pss(self, insts: list[InstancePlatform]) -> int:
+        total = 0
+        for q in insts:
+            pid = q.info().get("pid")
+            if not pid:
+                raise DriverError(f"{q.instance} has no pid: cannot measure its memory")
+            total += footprint.measure(int(pid)).pss_bytes
+        return total
 
     def _pool_used(self) -> int | None:
         try:
@@ -390,7 +452,8 @@ def _gone(err: CumuloError) -> bool:
     return isinstance(err, APIError) and err.status == 404
 
 
-def hosttools_missing(network: bool = False) -> list[str]:
+def hosttools_missing(network: bool = False, disk: bool = False) -> list[str]:
     """The benchmark tools this host lacks (native runs use them directly)."""
-    tools = ("sysbench", "hpcc", *(("iperf3", "qperf") if network else ()))
+    tools = ("sysbench", "hpcc", *(("iperf3", "qperf") if network else ()),
+             *(("fio",) if disk else ()))
     return [t for t in tools if shutil.which(t) is None]
