@@ -69,7 +69,9 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Host
     for name in ("a", "b"):
         top = Path(str(tmp_path_factory.mktemp(f"mig{name}")))
         ctx = DriverContext(state_dir=top / "state", runtime_dir=top / "run",
-                            cgroup_parent="cumulo-test", host=host_info())
+                            # one parent per "host": both run the same instance name
+                            cgroup_parent=f"cumulo-test-mig{name}-{os.getpid()}",
+                            host=host_info())
         pair.append(Host(top, VmDriver(ctx)))
     a, b = pair
     try:
