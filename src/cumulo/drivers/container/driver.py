@@ -349,10 +349,9 @@ class ContainerDriver:
 
     def _dump(self, host_id: str, path: Path, with_root: bool,
               parent: Path | None = None) -> dict[str, Any]:
-        current = require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
-                          RunStatus.PAUSED)
+        require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
+                RunStatus.PAUSED)
         criu = checkpoint.require_criu(self.ctx.host)
-        checkpoint.refuse_nics(host_id, current.pid)
         instance_dir = self._instance_dir(host_id)
         paths = self._paths(host_id, instance_dir)
         work = self._criu_dir(host_id)
@@ -380,9 +379,8 @@ class ContainerDriver:
     def pre_dump(self, host_id: str, images: Path, archive: Path) -> dict[str, Any]:
         """Save the memory of the running container to ``images`` (kept: the final dump's
         parent) and to ``archive`` (to send); the container keeps running."""
-        current = require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
+        require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
         criu = checkpoint.require_criu(self.ctx.host)
-        checkpoint.refuse_nics(host_id, current.pid)
         checkpoint.require_mem_tracking(criu)
         work = self._criu_dir(host_id)
         checkpoint.reset(work)
@@ -430,6 +428,10 @@ class ContainerDriver:
             pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths,
                                        restore=work / checkpoint.IMAGES,
                                        runtime_args=tuple(self.runtime.criu_args(criu)))
+            if spec.on_created is not None:
+                # CRIU gives PID 1 a new, empty netns (only lo): the service wires its NICs
+                # into it again, as at a start (same MAC and IP, host end on the bridge)
+                spec.on_created(pid)
             self._started(host_id).touch()
         except RuntimeToolError as err:
             with contextlib.suppress(CumuloError):
