@@ -254,9 +254,6 @@ class MigrationService:
             raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running"
                                 " container migrates with its state (--stop-first moves a"
                                 " stopped one)")
-        if live and inst.nics:
-            raise UnsupportedError(f"instance {name!r} has NICs: moving a container's NICs"
-                                   " with its state is not done yet: use --stop-first")
         if live:
             try:
                 signature = driver.signature(inst.host_id)

@@ -349,8 +349,11 @@ class ContainerDriver:
 
     def _dump(self, host_id: str, path: Path, with_root: bool,
               parent: Path | None = None) -> dict[str, Any]:
-        require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
-                RunStatus.PAUSED)
+        current = require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
+                          RunStatus.PAUSED)
+        # the NICs are wired after CRIU restores the sockets: an open connection could not
+        # be restored, so CRIU is told to refuse it (the container keeps running)
+        tcp = not checkpoint.nics(current.pid)
         criu = checkpoint.require_criu(self.ctx.host)
         instance_dir = self._instance_dir(host_id)
         paths = self._paths(host_id, instance_dir)
@@ -362,8 +365,13 @@ class ContainerDriver:
             rel_parent = f"../{checkpoint.PARENT}"
         t0 = time.monotonic()
         try:
-            self.runtime.checkpoint(host_id, criu, work / checkpoint.IMAGES, work,
-                                    parent=rel_parent)
+            try:
+                self.runtime.checkpoint(host_id, criu, work / checkpoint.IMAGES, work,
+                                        parent=rel_parent, tcp_established=tcp)
+            except RuntimeToolError as err:
+                if checkpoint.refuses_connection(err):
+                    raise DriverError(checkpoint.connection_error(host_id)) from err
+                raise
             dumped = time.monotonic()
             self._wait_stopped(host_id, paths, KILL_WAIT)
             self.runtime.delete(host_id)
