@@ -2,8 +2,9 @@
 
 Debian 12's criu 3.17 fails ``criu check`` on recent kernels, and 4.1.1 cannot dump inet
 sockets on kernels >= 6.16; the install step puts Debian forky's 4.2.1 under
-``/opt/cumulo/criu`` with a wrapper that runs it with its own loader and libraries. Cumulo hands that path to the OCI runtime (``runc --criu``), so
-the right CRIU is used whatever the daemon's PATH holds.
+``/opt/cumulo/criu`` with a wrapper that runs it with its own loader and libraries.
+Cumulo hands that path to the OCI runtime (``runc --criu``), so the right CRIU is used
+whatever the daemon's PATH holds.
 """
 
 from __future__ import annotations
