@@ -4,8 +4,8 @@ The namespace is the instance's own (``/proc/PID/ns/net`` right after the runtim
 created it), owned by its user namespace: root inside may use raw sockets and
 mount its /sys, and exec can join it. It goes away with PID 1, and the veth
 with it; the next start wires a new pair with the same MAC and IP. A container
-restored by CRIU gets a new, empty netns (CRIU records none of its links here), and
-is wired the same way.
+restored by CRIU gets a new netns holding only lo (CRIU records none of its links
+here), and is wired the same way (drivers/container/restore_hook.py).
 """
 
 from __future__ import annotations

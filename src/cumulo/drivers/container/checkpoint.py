@@ -59,26 +59,6 @@ def require_mem_tracking(criu: str) -> None:
                                " (CONFIG_MEM_SOFT_DIRTY is off)")
 
 
-def nics(pid: int | None) -> list[str]:
-    """The links of PID 1's netns besides lo (the NICs the network service wired)."""
-    try:
-        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
-    except OSError:
-        return []
-    return [n for ln in lines if (n := ln.split(":")[0].strip()) != "lo"]
-
-
-def refuses_connection(err: Exception) -> bool:
-    """CRIU refused to dump an open TCP connection (no ``--tcp-established``)."""
-    return "Connected TCP socket" in str(err)
-
-
-def connection_error(host_id: str) -> str:
-    return (f"instance {host_id!r} has open TCP connections: a container with NICs cannot"
-            " keep them across a checkpoint yet (its NICs are wired again after CRIU"
-            " restored its sockets); close them and retry, or use --stop-first to migrate")
-
-
 def _tar(args: list[str]) -> None:
     try:
         proc = subprocess.run(["tar", *TAR_OPTS, *args], capture_output=True, text=True,

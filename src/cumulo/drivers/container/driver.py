@@ -27,7 +27,7 @@ from cumulo.drivers.base import (
     Usage,
     require,
 )
-from cumulo.drivers.container import checkpoint, monitor, rootfs
+from cumulo.drivers.container import checkpoint, monitor, restore_hook, rootfs
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
     RESOLV_CONF,
@@ -349,11 +349,8 @@ class ContainerDriver:
 
     def _dump(self, host_id: str, path: Path, with_root: bool,
               parent: Path | None = None) -> dict[str, Any]:
-        current = require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
-                          RunStatus.PAUSED)
-        # the NICs are wired after CRIU restores the sockets: an open connection could not
-        # be restored, so CRIU is told to refuse it (the container keeps running)
-        tcp = not checkpoint.nics(current.pid)
+        require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
+                RunStatus.PAUSED)
         criu = checkpoint.require_criu(self.ctx.host)
         instance_dir = self._instance_dir(host_id)
         paths = self._paths(host_id, instance_dir)
@@ -365,13 +362,8 @@ class ContainerDriver:
             rel_parent = f"../{checkpoint.PARENT}"
         t0 = time.monotonic()
         try:
-            try:
-                self.runtime.checkpoint(host_id, criu, work / checkpoint.IMAGES, work,
-                                        parent=rel_parent, tcp_established=tcp)
-            except RuntimeToolError as err:
-                if checkpoint.refuses_connection(err):
-                    raise DriverError(checkpoint.connection_error(host_id)) from err
-                raise
+            self.runtime.checkpoint(host_id, criu, work / checkpoint.IMAGES, work,
+                                    parent=rel_parent)
             dumped = time.monotonic()
             self._wait_stopped(host_id, paths, KILL_WAIT)
             self.runtime.delete(host_id)
@@ -426,25 +418,33 @@ class ContainerDriver:
             if checkpoint.has_upper(path):
                 self._replace_root_data(spec, path)
             self._prepare(spec)
+            if spec.on_created is not None:   # NICs wired before CRIU restores sockets
+                restore_hook.set_hook(instance_dir / "config.json", instance_dir)
         except OSError as err:
             shutil.rmtree(work, ignore_errors=True)
             raise DriverError(f"cannot prepare the restore of {host_id!r}: {err}") from err
         for stale in (paths.exit_file, paths.exit_dir / host_id, self._started(host_id),
                       instance_dir / "restore.log"):
             stale.unlink(missing_ok=True)
+        # CRIU gives PID 1 a new netns holding only lo: the service wires its NICs into it
+        # again, as at a start (same MAC and IP, host end on the bridge), from runc's hook
+        plug = None if spec.on_created is None else restore_hook.Plugger(instance_dir,
+                                                                         spec.on_created)
         try:
-            pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths,
-                                       restore=work / checkpoint.IMAGES,
-                                       runtime_args=tuple(self.runtime.criu_args(criu)))
-            if spec.on_created is not None:
-                # CRIU gives PID 1 a new, empty netns (only lo): the service wires its NICs
-                # into it again, as at a start (same MAC and IP, host end on the bridge)
-                spec.on_created(pid)
+            with plug or contextlib.nullcontext():
+                pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths,
+                                           restore=work / checkpoint.IMAGES,
+                                           runtime_args=tuple(self.runtime.criu_args(criu)))
+            if plug is not None and not plug.wired:   # runc ran no hook: wire them now
+                plug.wire(pid)
             self._started(host_id).touch()
         except RuntimeToolError as err:
             with contextlib.suppress(CumuloError):
                 self.runtime.delete(host_id)
             self._reap_conmon(paths)
+            if plug is not None and plug.error is not None:
+                raise DriverError(f"cannot restore {host_id!r}: its NICs: {plug.error}"
+                                  ) from err
             log = instance_dir / "restore.log"   # conmon's runtime works in the bundle
             raise DriverError(f"cannot restore {host_id!r}: "
                               f"{criu_error(err.stderr, log)}") from err
@@ -454,6 +454,9 @@ class ContainerDriver:
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            if plug is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    restore_hook.set_hook(instance_dir / "config.json", None)
         return RunState(RunStatus.RUNNING, pid=pid)
 
     def export_root(self, host_id: str, path: Path) -> dict[str, Any]:

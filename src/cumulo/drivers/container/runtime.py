@@ -101,19 +101,16 @@ class OciRuntime:
 
     def checkpoint(self, cid: str, criu: str, image_dir: Path, work_dir: Path, *,
                    pre_dump: bool = False, parent: str | None = None,
-                   leave_running: bool = False, tcp_established: bool = True) -> None:
+                   leave_running: bool = False) -> None:
         """Dump the container's processes to ``image_dir`` (CRIU images).
 
         Without ``pre_dump`` or ``leave_running`` the container is gone afterwards.
         ``pre_dump`` saves memory only, the container keeps running; ``parent`` (relative
         to ``image_dir``) names an earlier pre-dump so that only pages changed since are
-        written. Without ``tcp_established`` CRIU refuses to dump an open TCP connection.
-        CRIU's own log is ``work_dir/dump.log``.
+        written. CRIU's own log is ``work_dir/dump.log``.
         """
         args = [*self.criu_args(criu), "checkpoint", f"--image-path={image_dir}",
-                f"--work-path={work_dir}", "--file-locks"]
-        if tcp_established:
-            args.append("--tcp-established")
+                f"--work-path={work_dir}", "--file-locks", "--tcp-established"]
         if pre_dump:
             args.append("--pre-dump")
         if parent is not None:
