@@ -1,7 +1,9 @@
 """A container moves between two hosts (two cumulod in two network namespaces, as in
 test_migration_cli.py): with its state (CRIU pre-dump, final dump, restore there) the
 counter goes on from where it was; cold (``--stop-first``) it starts again there with
-the files it wrote. Bad cases get one clear line; nothing stays on the source.
+the files it wrote. Bad cases get one clear line; nothing stays on the source. A
+container with a NIC is checkpointed and restored keeping a TCP connection open, then
+migrates keeping its network, MAC and IP, and answers there.
 """
 
 from __future__ import annotations
