@@ -45,3 +45,9 @@ def test_the_hook_comes_and_goes(tmp_path: Path, hooks: dict[str, object] | None
     assert json.loads(config.read_text())["hooks"]["createRuntime"][0]["path"] == "/bin/sh"
     restore_hook.set_hook(config, None)
     assert json.loads(config.read_text()) == data
+
+
+def test_a_hook_left_by_an_unfinished_restore_is_dropped(tmp_path: Path) -> None:
+    data: dict[str, object] = {"hooks": {"createRuntime": [restore_hook.hook(tmp_path)]}}
+    assert restore_hook.drop(data) and data == {}
+    assert not restore_hook.drop(data)

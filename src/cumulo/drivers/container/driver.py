@@ -128,7 +128,8 @@ class ContainerDriver:
             data = build_config(spec, self._cgroup(spec.host_id))
         else:   # volumes may have been attached or detached since: refresh the mounts
             data = json.loads(config.read_text())
-            if data.get("mounts") == mounts(spec):
+            stale_hook = restore_hook.drop(data)
+            if data.get("mounts") == mounts(spec) and not stale_hook:
                 return
             data["mounts"] = mounts(spec)
         tmp = config.with_suffix(".tmp")

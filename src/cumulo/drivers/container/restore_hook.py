@@ -44,16 +44,25 @@ def hook(instance_dir: Path) -> dict[str, Any]:
     return {"path": "/bin/sh", "args": ["sh", "-c", script]}
 
 
+def drop(data: dict[str, Any]) -> bool:
+    """Remove the hook from a loaded ``config.json``; True if it was there (a restore
+    that never finished: a start would wait for an answer that does not come)."""
+    hooks = data.get("hooks") or {}
+    if "createRuntime" not in hooks:
+        return False
+    del hooks["createRuntime"]
+    if not hooks:
+        data.pop("hooks", None)
+    return True
+
+
 def set_hook(config: Path, instance_dir: Path | None) -> None:
     """Add the hook to ``config`` (``instance_dir`` given) or remove it (None)."""
     data = json.loads(config.read_text())
-    hooks = data.setdefault("hooks", {})
     if instance_dir is None:
-        hooks.pop("createRuntime", None)
-        if not hooks:
-            del data["hooks"]
+        drop(data)
     else:
-        hooks["createRuntime"] = [hook(instance_dir)]
+        data.setdefault("hooks", {})["createRuntime"] = [hook(instance_dir)]
     tmp = config.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, config)
