@@ -88,15 +88,18 @@ PY
   trap - EXIT
 fi
 
-# CRIU 4.x for container checkpoint/restore and migration (runc drives it). Debian 12's
-# criu 3.17 fails `criu check` on recent kernels; Debian 13's 4.1.1 works but needs trixie's
-# libc. So: trixie's criu and its libraries unpacked into a private prefix (never dpkg-installed,
-# the host's bookworm libc is untouched), run by trixie's own loader from a wrapper script.
+# CRIU 4.2+ for container checkpoint/restore and migration (runc drives it). Debian 12's
+# criu 3.17 fails `criu check` on recent kernels; Debian 13's 4.1.1 passes it but cannot dump
+# any TCP/UDP socket on kernels >= 6.16 ("Can't get 1:16 opt": SO_PASSCRED is refused on
+# inet sockets since then; fixed in CRIU 4.2), so containers serving on a NIC could not be
+# checkpointed. Debian forky has 4.2.1. It needs a newer libc than bookworm's, so: forky's
+# criu and its libraries unpacked into a private prefix (never dpkg-installed, the host's
+# bookworm libc is untouched), run by their own loader from a wrapper script.
 # A private apt state in a temp dir resolves the dependencies; nothing is added to /etc/apt.
 # Re-runs only check the wrapper's `--version`.
 CRIU_PREFIX=/opt/cumulo/criu
-CRIU_SUITE=trixie
-if ! "$CRIU_PREFIX/criu" --version 2>/dev/null | grep -q 'Version: [4-9]'; then
+CRIU_SUITE=forky
+if ! "$CRIU_PREFIX/criu" --version 2>/dev/null | grep -Eq 'Version: (4\.([2-9]|[1-9][0-9])|[5-9])'; then
   echo "==> fetching criu from Debian $CRIU_SUITE into $CRIU_PREFIX"
   cwork=$(mktemp -d)
   chmod 755 "$cwork"                 # apt-get download drops to the _apt user
@@ -130,7 +133,7 @@ if ! "$CRIU_PREFIX/criu" --version 2>/dev/null | grep -q 'Version: [4-9]'; then
   mv "$CRIU_PREFIX.tmp" "$CRIU_PREFIX"
   rm -rf "$CRIU_PREFIX.old" "$cwork"
   trap - EXIT
-  if ! "$CRIU_PREFIX/criu" --version | grep -q 'Version: [4-9]'; then
+  if ! "$CRIU_PREFIX/criu" --version | grep -Eq 'Version: (4\.([2-9]|[1-9][0-9])|[5-9])'; then
     echo "install.sh: criu from $CRIU_SUITE does not run" >&2
     exit 1
   fi

@@ -1,9 +1,10 @@
 """Where this host's CRIU is: the 4.x that scripts/install.sh unpacks, else the one on PATH.
 
-Debian 12's criu 3.17 fails ``criu check`` on recent kernels; the install step puts
-Debian 13's 4.1.1 under ``/opt/cumulo/criu`` with a wrapper that runs it with its own
-loader and libraries. Cumulo hands that path to the OCI runtime (``runc --criu``), so
-the right CRIU is used whatever the daemon's PATH holds.
+Debian 12's criu 3.17 fails ``criu check`` on recent kernels, and 4.1.1 cannot dump inet
+sockets on kernels >= 6.16; the install step puts Debian forky's 4.2.1 under
+``/opt/cumulo/criu`` with a wrapper that runs it with its own loader and libraries.
+Cumulo hands that path to the OCI runtime (``runc --criu``), so the right CRIU is used
+whatever the daemon's PATH holds.
 """
 
 from __future__ import annotations

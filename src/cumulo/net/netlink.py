@@ -142,6 +142,15 @@ def configure_nic(netns: Path, name: str, iface: IPv4Interface, gateway: IPv4Add
             ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
 
 
+def link_up(name: str, netns: Path | None = None) -> None:
+    """``name`` (in ``netns``) up; an error if it does not exist."""
+    with _ipr(netns, f"{name} in {netns or 'this namespace'}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            raise DriverError(f"link {name} is missing in {netns or 'this namespace'}")
+        ipr.link("set", index=idx, state="up")
+
+
 STAT_KEYS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_dropped", "tx_dropped")
 
 

@@ -3,7 +3,9 @@
 The namespace is the instance's own (``/proc/PID/ns/net`` right after the runtime
 created it), owned by its user namespace: root inside may use raw sockets and
 mount its /sys, and exec can join it. It goes away with PID 1, and the veth
-with it; the next start wires a new pair with the same MAC and IP.
+with it; the next start wires a new pair with the same MAC and IP. A container
+restored by CRIU gets a new netns holding only lo (CRIU records none of its links
+here), and is wired the same way (drivers/container/restore_hook.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from cumulo.net.base import NicPlan
 
 def attach(netns: Path, nics: list[NicPlan]) -> None:
     try:
+        netlink.link_up("lo", netns)   # down in the empty netns of a CRIU restore
         for nic in nics:
             netlink.delete_link(nic.host_name)  # a stale end whose netns is still dying
             netlink.create_veth_into(nic.host_name, nic.bridge, netns, nic.inside_name, nic.mac)

@@ -254,9 +254,6 @@ class MigrationService:
             raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running"
                                 " container migrates with its state (--stop-first moves a"
                                 " stopped one)")
-        if inst.nics:
-            raise UnsupportedError(f"instance {name!r} has NICs: moving NICs (same MAC and IP"
-                                   " on the destination's network) is not done yet")
         if live:
             try:
                 signature = driver.signature(inst.host_id)
@@ -271,7 +268,9 @@ class MigrationService:
                 "options": dict(inst.options), "privileged": inst.privileged,
                 "signature": signature, "cold": not from_state,
                 "root": None if inst.root is None else {
-                    "copy": bool(inst.root.get("copy")), "size": inst.root.get("size")}}
+                    "copy": bool(inst.root.get("copy")), "size": inst.root.get("size")},
+                "nics": migration_nics.describe(self.instances.networks, inst)
+                if inst.nics else None}
 
         def work(progress: Progress) -> dict[str, Any]:
             with self.instances._locked(inst), self._client(remote) as rc:

@@ -59,19 +59,6 @@ def require_mem_tracking(criu: str) -> None:
                                " (CONFIG_MEM_SOFT_DIRTY is off)")
 
 
-def refuse_nics(host_id: str, pid: int | None) -> None:
-    """NICs (veth ends in the container's netns) are not carried yet: CRIU would need
-    each as ``--external veth[...]`` and the network service to re-plug it."""
-    try:
-        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
-    except OSError:
-        return
-    nics = [ln.split(":")[0].strip() for ln in lines if ln.split(":")[0].strip() != "lo"]
-    if nics:
-        raise UnsupportedError(f"instance {host_id!r} has NICs ({', '.join(nics)}):"
-                               " checkpointing containers with NICs is not done yet")
-
-
 def _tar(args: list[str]) -> None:
     try:
         proc = subprocess.run(["tar", *TAR_OPTS, *args], capture_output=True, text=True,

@@ -27,7 +27,7 @@ from cumulo.drivers.base import (
     Usage,
     require,
 )
-from cumulo.drivers.container import checkpoint, monitor, rootfs
+from cumulo.drivers.container import checkpoint, monitor, restore_hook, rootfs
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
     RESOLV_CONF,
@@ -128,7 +128,8 @@ class ContainerDriver:
             data = build_config(spec, self._cgroup(spec.host_id))
         else:   # volumes may have been attached or detached since: refresh the mounts
             data = json.loads(config.read_text())
-            if data.get("mounts") == mounts(spec):
+            stale_hook = restore_hook.drop(data)
+            if data.get("mounts") == mounts(spec) and not stale_hook:
                 return
             data["mounts"] = mounts(spec)
         tmp = config.with_suffix(".tmp")
@@ -349,10 +350,9 @@ class ContainerDriver:
 
     def _dump(self, host_id: str, path: Path, with_root: bool,
               parent: Path | None = None) -> dict[str, Any]:
-        current = require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
-                          RunStatus.PAUSED)
+        require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
+                RunStatus.PAUSED)
         criu = checkpoint.require_criu(self.ctx.host)
-        checkpoint.refuse_nics(host_id, current.pid)
         instance_dir = self._instance_dir(host_id)
         paths = self._paths(host_id, instance_dir)
         work = self._criu_dir(host_id)
@@ -380,9 +380,8 @@ class ContainerDriver:
     def pre_dump(self, host_id: str, images: Path, archive: Path) -> dict[str, Any]:
         """Save the memory of the running container to ``images`` (kept: the final dump's
         parent) and to ``archive`` (to send); the container keeps running."""
-        current = require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
+        require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
         criu = checkpoint.require_criu(self.ctx.host)
-        checkpoint.refuse_nics(host_id, current.pid)
         checkpoint.require_mem_tracking(criu)
         work = self._criu_dir(host_id)
         checkpoint.reset(work)
@@ -420,21 +419,33 @@ class ContainerDriver:
             if checkpoint.has_upper(path):
                 self._replace_root_data(spec, path)
             self._prepare(spec)
+            if spec.on_created is not None:   # NICs wired before CRIU restores sockets
+                restore_hook.set_hook(instance_dir / "config.json", instance_dir)
         except OSError as err:
             shutil.rmtree(work, ignore_errors=True)
             raise DriverError(f"cannot prepare the restore of {host_id!r}: {err}") from err
         for stale in (paths.exit_file, paths.exit_dir / host_id, self._started(host_id),
                       instance_dir / "restore.log"):
             stale.unlink(missing_ok=True)
+        # CRIU gives PID 1 a new netns holding only lo: the service wires its NICs into it
+        # again, as at a start (same MAC and IP, host end on the bridge), from runc's hook
+        plug = None if spec.on_created is None else restore_hook.Plugger(instance_dir,
+                                                                         spec.on_created)
         try:
-            pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths,
-                                       restore=work / checkpoint.IMAGES,
-                                       runtime_args=tuple(self.runtime.criu_args(criu)))
+            with plug or contextlib.nullcontext():
+                pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths,
+                                           restore=work / checkpoint.IMAGES,
+                                           runtime_args=tuple(self.runtime.criu_args(criu)))
+            if plug is not None and not plug.wired:   # runc ran no hook: wire them now
+                plug.wire(pid)
             self._started(host_id).touch()
         except RuntimeToolError as err:
             with contextlib.suppress(CumuloError):
                 self.runtime.delete(host_id)
             self._reap_conmon(paths)
+            if plug is not None and plug.error is not None:
+                raise DriverError(f"cannot restore {host_id!r}: its NICs: {plug.error}"
+                                  ) from err
             log = instance_dir / "restore.log"   # conmon's runtime works in the bundle
             raise DriverError(f"cannot restore {host_id!r}: "
                               f"{criu_error(err.stderr, log)}") from err
@@ -444,6 +455,9 @@ class ContainerDriver:
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            if plug is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    restore_hook.set_hook(instance_dir / "config.json", None)
         return RunState(RunStatus.RUNNING, pid=pid)
 
     def export_root(self, host_id: str, path: Path) -> dict[str, Any]:
