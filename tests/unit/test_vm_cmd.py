@@ -113,3 +113,11 @@ def test_console_socket_is_a_logged_chardev_on_ttys0() -> None:
     assert opt(plain, "-serial") == ["file:/t/console.log"]
     s = spec(Machine.PC, Io.PARAVIRT, console_socket=Path("/t/c.sock"))
     assert VmSpec.from_dict(s.to_dict()) == s
+
+
+def test_firmware_only_has_no_kernel_and_microvm_cannot_do_it() -> None:
+    argv = build_argv(spec(Machine.PC, Io.PARAVIRT, firmware_only=True))
+    assert not {"-kernel", "-initrd", "-append"} & set(argv)
+    assert "-kernel" in build_argv(spec(Machine.PC, Io.PARAVIRT))
+    with pytest.raises(InvalidInputError, match="microvm has no firmware"):
+        build_argv(spec(Machine.MICROVM, Io.PARAVIRT, firmware_only=True))

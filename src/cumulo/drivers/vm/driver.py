@@ -301,7 +301,7 @@ class VmDriver:
     def _launch(self, vm: VmSpec, argv: list[str]) -> RunState:
         """Run QEMU daemonized with ``argv`` and wait for its QMP socket."""
         host_id = vm.name
-        for path in (vm.kernel, vm.initrd):
+        for path in () if vm.firmware_only else (vm.kernel, vm.initrd):
             if not path.is_file():
                 raise NotFoundError("VM boot file", str(path))
         vm.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
@@ -325,6 +325,9 @@ class VmDriver:
                 self._kill(vm)
                 raise DriverError(f"QMP socket of {host_id!r} never answered")
             time.sleep(POLL)
+        if vm.accel == Accel.KVM and not qmp.query_kvm(vm.qmp_socket)[1]:
+            self._kill(vm)   # never let a guest asked on KVM run emulated without a word
+            raise DriverError(f"QEMU of {host_id!r} started without KVM enabled")
         return RunState(RunStatus.RUNNING, pid=pid)
 
     def _exit_code(self, vm: VmSpec) -> int | None:
