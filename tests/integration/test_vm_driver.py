@@ -179,6 +179,15 @@ def test_kvm_where_unusable_is_refused_at_create(env: Env) -> None:
 
 
 
+def firmware_vm(env: Env, name: str) -> VmSpec:
+    """A KVM pc with no kernel: SeaBIOS runs and finds nothing to boot."""
+    run_dir = env.ctx.runtime_dir / name
+    return VmSpec(name=name, memory=64 * MIB, vcpus=1, accel=Accel.KVM, machine=Machine.PC,
+                  io=Io.PARAVIRT, kernel=env.top / "none", initrd=env.top / "none", append="",
+                  serial_log=env.top / f"{name}.log", qmp_socket=run_dir / "qmp.sock",
+                  pidfile=run_dir / "qemu.pid", firmware_only=True)
+
+
 def test_kvm_starts_the_firmware_where_dev_kvm_works(env: Env) -> None:
     """The KVM code path on a host whose KVM runs firmware but no stock kernel (PVM here,
     HOST-NOTES.md): the command line built for KVM, QEMU launched by the driver, which
@@ -187,12 +196,7 @@ def test_kvm_starts_the_firmware_where_dev_kvm_works(env: Env) -> None:
     real = probe()
     if not (real.kvm_usable or real.kvm == "pvm"):
         pytest.skip("no /dev/kvm on this host")
-    run_dir = env.ctx.runtime_dir / "kvmfw"
-    vm = VmSpec(name="kvmfw", memory=64 * MIB, vcpus=1, accel=Accel.KVM,
-                machine=Machine.PC, io=Io.PARAVIRT, kernel=env.top / "none",
-                initrd=env.top / "none", append="", serial_log=env.top / "kvmfw.log",
-                qmp_socket=run_dir / "qmp.sock", pidfile=run_dir / "qemu.pid",
-                firmware_only=True)
+    vm = firmware_vm(env, "kvmfw")
     argv = build_argv(vm, env.driver.qemu)
     assert "-kernel" not in argv and argv[argv.index("-accel") + 1] == "kvm"
     run = env.driver._launch(vm, argv)
@@ -207,12 +211,7 @@ def test_kvm_starts_the_firmware_where_dev_kvm_works(env: Env) -> None:
 def test_a_kvm_guest_qemu_started_without_kvm_is_killed(env: Env) -> None:
     """If QEMU ever runs a guest asked on KVM without it (a silent fallback), the driver
     kills it and says so, instead of running it emulated."""
-    run_dir = env.ctx.runtime_dir / "nokvm"
-    vm = VmSpec(name="nokvm", memory=64 * MIB, vcpus=1, accel=Accel.KVM,
-                machine=Machine.PC, io=Io.PARAVIRT, kernel=env.top / "none",
-                initrd=env.top / "none", append="", serial_log=env.top / "nokvm.log",
-                qmp_socket=run_dir / "qmp.sock", pidfile=run_dir / "qemu.pid",
-                firmware_only=True)
+    vm = firmware_vm(env, "nokvm")
     argv = build_argv(vm, env.driver.qemu)
     argv[argv.index("-accel") + 1] = "tcg"       # what the fallback would look like
     with pytest.raises(DriverError, match="without KVM enabled"):
