@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -49,8 +50,30 @@ def qemu_argv(pid: int) -> list[str]:
     return psutil.Process(pid).cmdline()
 
 
-def raw_pair(argv: list[str], ns_src: str, ns_dst: str, work: Path) -> dict[str, Any]:
-    """Run ``argv`` (paths moved to ``work``) as source and as -incoming destination, migrate."""
+def root_backing(argv: list[str]) -> tuple[str, str] | None:
+    """(root disk, its backing file) of a Cumulo QEMU command line, if it has a root disk."""
+    for a in argv:
+        if m := re.search(r"file\.filename=([^,]+/root\.qcow2)", a):
+            info = json.loads(subprocess.run(
+                ["qemu-img", "info", "-U", "--output=json", m.group(1)], check=True,
+                capture_output=True, text=True, timeout=60).stdout)
+            return m.group(1), str(info["full-backing-filename"])
+    return None
+
+
+def raw_pair(argv: list[str], ns_src: str, ns_dst: str, work: Path,
+             root: tuple[str, str] | None) -> dict[str, Any]:
+    """Run ``argv`` (paths moved to ``work``) as source and as -incoming destination, migrate.
+
+    The instance's root disk is gone by now: both QEMUs get a fresh overlay of the same base
+    disk in ``work``, shared by the pair (the raw run moves RAM only; Cumulo also mirrors
+    the disk over NBD first, outside QEMU's RAM figures compared here)."""
+    if root is not None:
+        disk = work / "root.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", root[1],
+                        str(disk)], check=True, capture_output=True, timeout=60)
+        argv = [a.replace(root[0], str(disk)) for a in argv]
+
     def moved(role: str, incoming: str | None) -> tuple[list[str], Path]:
         out, sock = [], work / f"{role}.qmp"
         skip = False
@@ -58,8 +81,7 @@ def raw_pair(argv: list[str], ns_src: str, ns_dst: str, work: Path) -> dict[str,
             if skip:
                 skip = False
                 continue
-            if a in ("-qmp", "-pidfile", "-serial", "-name") or a.startswith("-chardev") and \
-                    "agent" in argv[i + 1]:
+            if a in ("-qmp", "-pidfile", "-serial", "-name", "-chardev"):  # ours: own paths
                 skip = True
                 continue
             if a == "-device" and "virtserialport" in argv[i + 1]:
@@ -77,8 +99,10 @@ def raw_pair(argv: list[str], ns_src: str, ns_dst: str, work: Path) -> dict[str,
     pids: list[int] = []
     try:
         for ns, cmd in ((ns_src, src_argv), (ns_dst, dst_argv)):
-            subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True,
-                           timeout=60)
+            r = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True,
+                               text=True, timeout=60)
+            if r.returncode != 0:
+                raise RuntimeError(f"raw QEMU failed: {r.stderr.strip()}")
         for role in ("src", "dst"):
             pids.append(int((work / f"{role}.pid").read_text()))
         deadline = time.monotonic() + 60
@@ -138,6 +162,7 @@ def main() -> None:
                                  limits={"memory": f"{size}MiB"},
                                  command=["sh", "-c", script], options={"machine": "pc"})
                         argv = qemu_argv(a.instance(name)["pid"])
+                        root = root_backing(argv)
                         time.sleep(8)  # booted, workload running
                         op = a.migrate(name, "b")
                         ours = op["resources"]
@@ -148,7 +173,7 @@ def main() -> None:
                         else:
                             b.delete(name, force=True)
                         with tempfile.TemporaryDirectory(prefix="cumulo-bench-raw-") as work:
-                            raw = raw_pair(argv, ns[0], ns[1], Path(work))
+                            raw = raw_pair(argv, ns[0], ns[1], Path(work), root)
                         rows.append({"size_mib": size, "workload": workload,
                                      "cumulo": {k: ours.get(k) for k in
                                                 ("total_time_ms", "downtime_ms",
