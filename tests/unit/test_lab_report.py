@@ -139,6 +139,15 @@ def test_reports_write_their_plots(tmp_path: Path) -> None:
         report.write_html(r, tmp_path / "no-such-dir" / "x.html")
 
 
+def test_a_report_name_with_dashes_keeps_its_plots(tmp_path: Path) -> None:
+    r = known()
+    plots = report.write_html(r, tmp_path / "my-lab-run.html")
+    html = (tmp_path / "my-lab-run.html").read_text()
+    assert len(plots) == 3
+    for p in plots:   # every plot written is shown, under its suite
+        assert f'src="{p.name}"' in html, p.name
+
+
 def test_compare_puts_two_runs_side_by_side() -> None:
     a, b = known(), known()
     for s in b.series:

@@ -462,7 +462,7 @@ def document(results: Results, images: Sequence[tuple[str, str]] = ()) -> Doc:
                 "what the virtual network path costs against no network path, not against "
                 "a physical NIC as in the published study.")
         for path, caption in images:
-            if Path(path).stem.split("-", 1)[-1].startswith(_plot_prefix(suite)):
+            if _plot_name(Path(path).stem).startswith(_plot_prefix(suite)):
                 d.image(path, caption)
     if results.notes:
         d.h(2, "Notes")
@@ -471,6 +471,15 @@ def document(results: Results, images: Sequence[tuple[str, str]] = ()) -> Doc:
         "q3(native) to q3(platform) / q1(native). Lower is better for footprint, boot and "
         "network latencies.")
     return d
+
+
+PLOT_NAMES = ("hpl", "stream", "footprint", "density", *(f"{s}-ratio" for s in SUITES))
+
+
+def _plot_name(stem: str) -> str:
+    """The plot a PNG is, from its file stem ``<report stem>-<plot>``: the report's own
+    stem may hold dashes too (``my-lab-hpl``), so match the known plot names at the end."""
+    return next((n for n in PLOT_NAMES if stem == n or stem.endswith(f"-{n}")), "")
 
 
 def _plot_prefix(suite: str) -> tuple[str, ...]:
