@@ -381,6 +381,8 @@ class Lab:
                       x=len(insts), x_label="instances")
                 self.progress(f"{name}: density: {len(insts)} idle, total PSS "
                               f"{total / 2**20:.1f} MiB")
+            if not insts:   # stopped before the first launch (host memory already low)
+                raise DriverError(f"no instance launched: {reason}")
             for i in range(self.plan.repeat):   # the final measurement, repeated
                 if i:
                     time.sleep(0.2)
