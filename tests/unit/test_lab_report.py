@@ -46,6 +46,26 @@ def test_parsers_read_the_tools_output() -> None:
         workloads.parse_sysbench_cpu("sysbench: command not found")
 
 
+def test_a_stream_rate_timed_by_a_clock_that_stepped_back_is_no_figure(
+        tmp_path: Path) -> None:
+    """Seen in a TCG microvm guest: hpcc's bytes over a negative best time."""
+    text = HPCC.replace("SingleSTREAM_Copy=63.848", "SingleSTREAM_Copy=-0.00341333")
+    h = workloads.parse_hpcc(text)
+    assert h.stream_gbs == {"Scale": 51.2171, "Add": 58.4712, "Triad": 60.3514}
+    assert h.stream_untimed == {"Copy": -0.00341333}
+    # a results file that already holds such samples: no ratio, and the report is written
+    r = known()
+    r.add("native", "memory", "stream_copy", "GB/s", 60.0, x=213333, x_label="doubles")
+    r.add("native", "memory", "stream_copy", "GB/s", 62.0, x=213333, x_label="doubles")
+    for v in (-0.00341333, 1.3):
+        r.add("appvm", "memory", "stream_copy", "GB/s", v, x=213333, x_label="doubles")
+    r.add("container", "memory", "stream_copy", "GB/s", 59.0, x=213333, x_label="doubles")
+    bad = r.find("appvm", "memory", "stream_copy", 213333)
+    assert bad is not None and report.ratio_of(r, bad) is None
+    plots = report.write_html(r, tmp_path / "rep.html")
+    assert "rep-memory-ratio.png" in [p.name for p in plots]
+
+
 def _fio_job(name: str, read: tuple[float, int], write: tuple[float, int]) -> str:
     return (f'{{"jobname":"{name}","error":0,"read":{{"iops":{read[0]},"bw_bytes":{read[1]}}},'
             f'"write":{{"iops":{write[0]},"bw_bytes":{write[1]}}}}}')
