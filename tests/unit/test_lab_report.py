@@ -66,6 +66,15 @@ def test_a_stream_rate_timed_by_a_clock_that_stepped_back_is_no_figure(
     assert "rep-memory-ratio.png" in [p.name for p in plots]
 
 
+
+def test_the_disk_suite_says_a_vm_disk_goes_through_the_host_page_cache() -> None:
+    r = known()
+    r.add("container", "disk", "rand_read_4k", "IOPS", 9000.0)
+    assert "page cache" not in report.text(r)
+    r.add("vm", "disk", "rand_read_4k", "IOPS", 2000.0)
+    assert "goes through the host's page cache" in report.text(r)
+
+
 def _fio_job(name: str, read: tuple[float, int], write: tuple[float, int]) -> str:
     return (f'{{"jobname":"{name}","error":0,"read":{{"iops":{read[0]},"bw_bytes":{read[1]}}},'
             f'"write":{{"iops":{write[0]},"bw_bytes":{write[1]}}}}}')

@@ -369,7 +369,7 @@ def plots(results: Results, outdir: Path, stem: str) -> list[tuple[Path, str]]:
         if not rows:
             continue
         metrics = list(dict.fromkeys(label(s) for s, _ in rows))
-        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(metrics) + 2), 4))
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(metrics) + 2) + 3, 4))
         width = 0.8 / max(1, len(others))
         for i, p in enumerate(others):
             vals = {label(s): r for s, r in rows if s.platform == p}
@@ -384,7 +384,7 @@ def plots(results: Results, outdir: Path, stem: str) -> list[tuple[Path, str]]:
                       metrics, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("ratio to native (1 = native)")
         ax.set_title(f"{suite}: ratio to native, median with quartile range")
-        ax.legend()
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))   # off the bars
         fig.tight_layout()
         save(fig, f"{suite}-ratio", f"{suite}: every figure as a ratio to native")
 
@@ -461,6 +461,12 @@ def document(results: Results, images: Sequence[tuple[str, str]] = ()) -> Doc:
                 "its emulated or virtio NIC, a tap, the bridge, a veth). Their ratio is "
                 "what the virtual network path costs against no network path, not against "
                 "a physical NIC as in the published study.")
+        if suite == "disk" and any(s.platform in VM_PLATFORMS for s in ss):
+            d.p("fio opens its file with O_DIRECT everywhere, but a VM's root disk is a qcow2 "
+                "file QEMU opens with its default cache mode (writeback): the guest's direct "
+                "I/O still goes through the host's page cache, which native and container "
+                "runs bypass. VM disk figures are the guest's I/O path on top of cached "
+                "host files, not the disk itself.")
         for path, caption in images:
             if _plot_name(Path(path).stem).startswith(_plot_prefix(suite)):
                 d.image(path, caption)
