@@ -184,6 +184,12 @@ def test_compare_puts_two_runs_side_by_side() -> None:
     text = report.compare_text(a, b)
     row = next(ln for ln in text.splitlines() if ln.startswith("cpu") and "vm" in ln)
     assert "10" in row and "20" in row and "2.000" in row
+    bad = b.find("vm", "cpu", "sysbench_cpu")
+    assert bad is not None
+    bad.samples = [-0.5]
+    row = next(ln for ln in report.compare_text(a, b).splitlines()
+               if ln.startswith("cpu") and "vm" in ln and "sysbench" in ln)
+    assert "-0.5" in row and "-0.050" not in row   # B/A left empty
 
 
 def test_plan_validation(tmp_path: Path) -> None:

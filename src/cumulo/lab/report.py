@@ -599,7 +599,8 @@ def compare_text(a: Results, b: Results) -> str:
         mb = stats.summarize(sb.samples).median if sb and sb.samples else None
         rows.append([suite, label(s), platform, s.unit,
                      fmt(ma) if ma is not None else "-", fmt(mb) if mb is not None else "-",
-                     f"{mb / ma:.3f}" if ma and mb is not None else "",
+                     f"{mb / ma:.3f}" if ma and ma > 0 and mb is not None and mb >= 0
+                     else "",   # a negative median (an old file's untimed rate): no ratio
                      ratio_text(ratio_of(a, sa)) if sa else "",
                      ratio_text(ratio_of(b, sb)) if sb else ""])
     d.table(["suite", "metric", "platform", "unit", "A median", "B median", "B/A",
