@@ -255,3 +255,26 @@ def test_vm_network_and_disk_quick(netns_daemon: Daemon, tmp_path: Path) -> None
                          ("seq_read_1m", "MiB/s"), ("seq_write_1m", "MiB/s")]:
         s = res.find("vm", "disk", metric)
         assert s is not None and s.unit == unit and s.samples[0] > 1, (metric, s)
+
+
+def test_lab_netns_script_keeps_the_network_in_its_namespace_and_leaves_nothing() -> None:
+    """scripts/lab-netns.sh: the command reaches a daemon in a namespace made for it; a
+    network that daemon creates is not on the host; at the end the namespace, the state
+    dir and the daemon are gone, and the command's exit status is the script's."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "lab-netns.sh"
+    before = set(Path("/sys/class/net").iterdir())
+    env = {k: v for k, v in os.environ.items() if k not in ("CUMULO_SOCKET", "CUMULO_URL")}
+    r = subprocess.run(
+        [str(script), "sh", "-c", "cumulo network create labnet >/dev/null && "
+         "cumulo network list --format json && ls /sys/class/net && exit 3"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 3, r
+    assert '"labnet"' in r.stdout and "cumulod in network namespace cu-lab-" in r.stderr, r
+    bridge = json.loads(r.stdout[:r.stdout.rindex("]") + 1])[0]["bridge"]
+    assert bridge not in r.stdout.split("]")[-1].split(), r.stdout   # not on the host
+    state = r.stderr.split("(state ")[1].split(")")[0]
+    ns = r.stderr.split("network namespace ")[1].split()[0]
+    assert not Path(state).exists()
+    assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                    timeout=30).stdout
+    assert set(Path("/sys/class/net").iterdir()) == before

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
 import pytest
 
-from cumulo.lab import density
+from cumulo.client import Client
+from cumulo.errors import DriverError
+from cumulo.lab import density, runner
 from cumulo.lab.density import GIB, Limits
 
 MIB = 1 << 20
@@ -49,3 +55,17 @@ def test_limits_are_small_with_quick_and_bounded_by_the_host() -> None:
     c = density.limits(vm=False, quick=False, available=2 * GIB)
     assert (c.max_count, c.budget_bytes) == (50, GIB)   # half of what the host has
     assert density.limits(vm=False, quick=True, available=GIB).budget_bytes == GIB // 4
+
+
+def test_a_host_already_short_of_memory_launches_nothing_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below the host floor before the first launch: a clear error (noted by the run as
+    that platform's density failing), not a ValueError that would end the whole run."""
+    monkeypatch.setattr(runner.psutil, "virtual_memory",
+                        lambda: SimpleNamespace(available=100 * MIB))
+    plan = runner.make_plan("container", "density", 1, True, tmp_path / "r.json")
+    lab = runner.Lab(cast(Client, None), plan, lambda _msg: None)   # never asked: no launch
+    with pytest.raises(DriverError, match="no instance launched: host memory available "
+                                          "below 512 MiB"):
+        lab.measure_density("container")
+    assert lab.launched == [] and lab.results.series == []

@@ -46,6 +46,35 @@ def test_parsers_read_the_tools_output() -> None:
         workloads.parse_sysbench_cpu("sysbench: command not found")
 
 
+def test_a_stream_rate_timed_by_a_clock_that_stepped_back_is_no_figure(
+        tmp_path: Path) -> None:
+    """Seen in a TCG microvm guest: hpcc's bytes over a negative best time."""
+    text = HPCC.replace("SingleSTREAM_Copy=63.848", "SingleSTREAM_Copy=-0.00341333")
+    h = workloads.parse_hpcc(text)
+    assert h.stream_gbs == {"Scale": 51.2171, "Add": 58.4712, "Triad": 60.3514}
+    assert h.stream_untimed == {"Copy": -0.00341333}
+    # a results file that already holds such samples: no ratio, and the report is written
+    r = known()
+    r.add("native", "memory", "stream_copy", "GB/s", 60.0, x=213333, x_label="doubles")
+    r.add("native", "memory", "stream_copy", "GB/s", 62.0, x=213333, x_label="doubles")
+    for v in (-0.00341333, 1.3):
+        r.add("appvm", "memory", "stream_copy", "GB/s", v, x=213333, x_label="doubles")
+    r.add("container", "memory", "stream_copy", "GB/s", 59.0, x=213333, x_label="doubles")
+    bad = r.find("appvm", "memory", "stream_copy", 213333)
+    assert bad is not None and report.ratio_of(r, bad) is None
+    plots = report.write_html(r, tmp_path / "rep.html")
+    assert "rep-memory-ratio.png" in [p.name for p in plots]
+
+
+
+def test_the_disk_suite_says_a_vm_disk_goes_through_the_host_page_cache() -> None:
+    r = known()
+    r.add("container", "disk", "rand_read_4k", "IOPS", 9000.0)
+    assert "page cache" not in report.text(r)
+    r.add("vm", "disk", "rand_read_4k", "IOPS", 2000.0)
+    assert "goes through the host's page cache" in report.text(r)
+
+
 def _fio_job(name: str, read: tuple[float, int], write: tuple[float, int]) -> str:
     return (f'{{"jobname":"{name}","error":0,"read":{{"iops":{read[0]},"bw_bytes":{read[1]}}},'
             f'"write":{{"iops":{write[0]},"bw_bytes":{write[1]}}}}}')
@@ -139,6 +168,15 @@ def test_reports_write_their_plots(tmp_path: Path) -> None:
         report.write_html(r, tmp_path / "no-such-dir" / "x.html")
 
 
+def test_a_report_name_with_dashes_keeps_its_plots(tmp_path: Path) -> None:
+    r = known()
+    plots = report.write_html(r, tmp_path / "my-lab-run.html")
+    html = (tmp_path / "my-lab-run.html").read_text()
+    assert len(plots) == 3
+    for p in plots:   # every plot written is shown, under its suite
+        assert f'src="{p.name}"' in html, p.name
+
+
 def test_compare_puts_two_runs_side_by_side() -> None:
     a, b = known(), known()
     for s in b.series:
@@ -146,6 +184,12 @@ def test_compare_puts_two_runs_side_by_side() -> None:
     text = report.compare_text(a, b)
     row = next(ln for ln in text.splitlines() if ln.startswith("cpu") and "vm" in ln)
     assert "10" in row and "20" in row and "2.000" in row
+    bad = b.find("vm", "cpu", "sysbench_cpu")
+    assert bad is not None
+    bad.samples = [-0.5]
+    row = next(ln for ln in report.compare_text(a, b).splitlines()
+               if ln.startswith("cpu") and "vm" in ln and "sysbench" in ln)
+    assert "-0.5" in row and "-0.050" not in row   # B/A left empty
 
 
 def test_plan_validation(tmp_path: Path) -> None:

@@ -369,7 +369,7 @@ def plots(results: Results, outdir: Path, stem: str) -> list[tuple[Path, str]]:
         if not rows:
             continue
         metrics = list(dict.fromkeys(label(s) for s, _ in rows))
-        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(metrics) + 2), 4))
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(metrics) + 2) + 3, 4))
         width = 0.8 / max(1, len(others))
         for i, p in enumerate(others):
             vals = {label(s): r for s, r in rows if s.platform == p}
@@ -384,7 +384,7 @@ def plots(results: Results, outdir: Path, stem: str) -> list[tuple[Path, str]]:
                       metrics, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("ratio to native (1 = native)")
         ax.set_title(f"{suite}: ratio to native, median with quartile range")
-        ax.legend()
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))   # off the bars
         fig.tight_layout()
         save(fig, f"{suite}-ratio", f"{suite}: every figure as a ratio to native")
 
@@ -461,8 +461,14 @@ def document(results: Results, images: Sequence[tuple[str, str]] = ()) -> Doc:
                 "its emulated or virtio NIC, a tap, the bridge, a veth). Their ratio is "
                 "what the virtual network path costs against no network path, not against "
                 "a physical NIC as in the published study.")
+        if suite == "disk" and any(s.platform in VM_PLATFORMS for s in ss):
+            d.p("fio opens its file with O_DIRECT everywhere, but a VM's root disk is a qcow2 "
+                "file QEMU opens with its default cache mode (writeback): the guest's direct "
+                "I/O still goes through the host's page cache, which native and container "
+                "runs bypass. VM disk figures are the guest's I/O path on top of cached "
+                "host files, not the disk itself.")
         for path, caption in images:
-            if Path(path).stem.split("-", 1)[-1].startswith(_plot_prefix(suite)):
+            if _plot_name(Path(path).stem).startswith(_plot_prefix(suite)):
                 d.image(path, caption)
     if results.notes:
         d.h(2, "Notes")
@@ -471,6 +477,15 @@ def document(results: Results, images: Sequence[tuple[str, str]] = ()) -> Doc:
         "q3(native) to q3(platform) / q1(native). Lower is better for footprint, boot and "
         "network latencies.")
     return d
+
+
+PLOT_NAMES = ("hpl", "stream", "footprint", "density", *(f"{s}-ratio" for s in SUITES))
+
+
+def _plot_name(stem: str) -> str:
+    """The plot a PNG is, from its file stem ``<report stem>-<plot>``: the report's own
+    stem may hold dashes too (``my-lab-hpl``), so match the known plot names at the end."""
+    return next((n for n in PLOT_NAMES if stem == n or stem.endswith(f"-{n}")), "")
 
 
 def _plot_prefix(suite: str) -> tuple[str, ...]:
@@ -584,7 +599,8 @@ def compare_text(a: Results, b: Results) -> str:
         mb = stats.summarize(sb.samples).median if sb and sb.samples else None
         rows.append([suite, label(s), platform, s.unit,
                      fmt(ma) if ma is not None else "-", fmt(mb) if mb is not None else "-",
-                     f"{mb / ma:.3f}" if ma and mb is not None else "",
+                     f"{mb / ma:.3f}" if ma and ma > 0 and mb is not None and mb >= 0
+                     else "",   # a negative median (an old file's untimed rate): no ratio
                      ratio_text(ratio_of(a, sa)) if sa else "",
                      ratio_text(ratio_of(b, sb)) if sb else ""])
     d.table(["suite", "metric", "platform", "unit", "A median", "B median", "B/A",

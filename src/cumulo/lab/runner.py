@@ -291,6 +291,13 @@ class Lab:
                           x=h.stream_vector, x_label="doubles per array")
                 self.progress(f"{step} hpcc STREAM: " + ", ".join(
                     f"{k} {v:.1f}" for k, v in h.stream_gbs.items()) + " GB/s")
+                if h.stream_untimed:
+                    why = (f"STREAM {', '.join(h.stream_untimed)} not timed in repetition "
+                           f"{rep + 1} (hpcc printed " + ", ".join(
+                               f"{v:g}" for v in h.stream_untimed.values())
+                           + " GB/s: the clock stepped back during the kernel)")
+                    r.note(p.name, "memory", why)
+                    self.progress(f"{step} {why}")
 
     def run_disk(self, p: Platform, step: str) -> None:
         """fio on the instance's root disk: a container's /tmp (its root in the pool), a
@@ -381,6 +388,8 @@ class Lab:
                       x=len(insts), x_label="instances")
                 self.progress(f"{name}: density: {len(insts)} idle, total PSS "
                               f"{total / 2**20:.1f} MiB")
+            if not insts:   # stopped before the first launch (host memory already low)
+                raise DriverError(f"no instance launched: {reason}")
             for i in range(self.plan.repeat):   # the final measurement, repeated
                 if i:
                     time.sleep(0.2)

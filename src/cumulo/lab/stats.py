@@ -67,6 +67,8 @@ def ratio(platform: Sequence[float], native: Sequence[float]) -> Ratio:
     p, n = summarize(platform), summarize(native)
     if n.median == 0 or n.q1 == 0 or n.q3 == 0:
         raise ValueError("native samples are zero: no ratio")
+    if p.min < 0 or n.min < 0:   # no measured rate, time or size is negative
+        raise ValueError("negative samples are no measurement: no ratio")
     return Ratio(value=p.median / n.median, low=p.q1 / n.q3, high=p.q3 / n.q1)
 
 

@@ -125,18 +125,25 @@ class Hpcc:
     stream_gbs: dict[str, float] = field(default_factory=dict)   # Copy.. -> GB/s
     stream_vector: int = 0                                        # doubles per array
     version: str = ""
+    stream_untimed: dict[str, float] = field(default_factory=dict)   # not a figure: why below
 
 
 def parse_hpcc(text: str) -> Hpcc:
-    """hpccoutf.txt: the HPL result lines (WR...) and the summary's SingleSTREAM_*."""
+    """hpccoutf.txt: the HPL result lines (WR...) and the summary's SingleSTREAM_*.
+
+    A STREAM rate that is not positive is no measurement: hpcc divides the bytes by the
+    best time of gettimeofday() differences, and a guest clock that steps back (seen in
+    TCG microvm guests) makes it negative; such kernels go to ``stream_untimed``."""
     out = Hpcc()
     for row in re.finditer(r"^W[RC]\S+\s+(\d+)\s+\d+\s+\d+\s+\d+\s+[0-9.]+\s+([0-9.eE+-]+)\s*$",
                          text, re.MULTILINE):
         out.hpl_gflops[int(row.group(1))] = float(row.group(2))
     for kernel in STREAM_KERNELS:
         m = re.search(rf"^SingleSTREAM_{kernel}=([0-9.eE+-]+)", text, re.MULTILINE)
-        if m:
+        if m and float(m.group(1)) > 0:
             out.stream_gbs[kernel] = float(m.group(1))
+        elif m:   # bytes / a negative time: the clock stepped back during the kernel
+            out.stream_untimed[kernel] = float(m.group(1))
     m = re.search(r"^STREAM_VectorSize=(\d+)", text, re.MULTILINE)
     out.stream_vector = int(m.group(1)) if m else 0
     m = re.search(r"HPC Challenge Benchmark version (\S+)", text)

@@ -47,6 +47,14 @@ def choose_accel(wanted: str, host: HostInfo) -> AccelChoice:
     raise InvalidInputError(f"unknown accelerator {wanted!r}: use auto, kvm or tcg")
 
 
+# With tsc_early_khz on a TCG microvm: the guest's only other clock is refined-jiffies,
+# driven by timer interrupts TCG delivers late on a busy host, so the clocksource watchdog
+# marks the TSC unstable a few seconds after boot and the guest falls back to jiffies
+# (4 ms steps; gettimeofday differences even came out negative, seen as negative STREAM
+# rates in `cumulo bench`). A TCG guest's TSC is the host's, so it is trusted as is.
+TSC_RELIABLE = "tsc=reliable"
+
+
 def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
     """The host's TSC rate in kHz, which a TCG guest's TSC ticks at, if the host says.
 

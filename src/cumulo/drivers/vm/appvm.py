@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
 from cumulo.drivers.vm import initramfs
-from cumulo.drivers.vm.accel import Accel, choose_accel, host_tsc_khz
+from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver
 from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec
 from cumulo.errors import (
@@ -53,7 +53,7 @@ def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
                 " double quote, tab or newline")
         quoted.append(f'"{a}"' if " " in a else a)
     # loglevel=1: only emergencies (the panic line that carries the exit status)
-    tsc = [f"tsc_early_khz={tsc_khz}"] if tsc_khz else []
+    tsc = [f"tsc_early_khz={tsc_khz}", TSC_RELIABLE] if tsc_khz else []
     append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", *tsc,
                        f"rdinit=/{name}", "--", *quoted])
     if len(append) > CMDLINE_MAX:

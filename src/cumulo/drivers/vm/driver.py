@@ -44,7 +44,7 @@ from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm import agent, disks, initramfs, migration, qmp, tpm
-from cumulo.drivers.vm.accel import Accel, choose_accel, host_tsc_khz
+from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.qemu_cmd import (
     MIB,
     QEMU,
@@ -163,7 +163,7 @@ class VmDriver:
         kernel = initramfs.find_kernel()
         append = kernel_append(spec)
         if machine == Machine.MICROVM and choice.accel == Accel.TCG and (khz := host_tsc_khz()):
-            append += f" tsc_early_khz={khz}"   # see accel.host_tsc_khz: no hang at boot
+            append += f" tsc_early_khz={khz} {TSC_RELIABLE}"   # see accel.host_tsc_khz
         if machine == Machine.MICROVM and opts["tpm"] == "on":
             append += " " + tpm.MICROVM_APPEND
         run = self._run / spec.host_id
