@@ -23,7 +23,8 @@ import psutil
 
 from cumulo.client import APIError, Client
 from cumulo.errors import CumuloError, DriverError, InvalidInputError
-from cumulo.lab import density, footprint, workloads
+from cumulo.lab import density, footprint, hostside, workloads
+from cumulo.lab.hostside import HostSide
 from cumulo.lab.platforms import BENCH_IMAGE, KINDS, InstancePlatform, Platform, VMPlatform
 from cumulo.lab.schema import PLATFORMS, SUITES, Environment, Results, Settings
 
@@ -111,6 +112,7 @@ class Lab:
         self.built_image = False
         self.network: str | None = None        # the network the lab made for its instances
         self.peers: dict[str, InstancePlatform] = {}   # platform -> its network client
+        self._host: tuple[HostSide, str] | None = None   # instance-to-host server side
         self.results = Results(
             created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             settings=Settings(platforms=plan.platforms, suites=plan.suites,
@@ -310,31 +312,68 @@ class Lab:
             f"{m} {v:.0f} {u}" for m, (v, u) in got.items()))
 
     def run_network(self, p: Platform, step: str) -> None:
-        """Server in ``p``, client in its peer instance (native: both on loopback)."""
-        r, quick = self.results, self.plan.quick
+        """Server in ``p``, client in its peer instance (native: both on loopback); then,
+        for an instance, client in it and server on the host side of the lab's network."""
         peer = self.peers.get(p.name)
         client: Platform = peer if peer else p
         if isinstance(p, InstancePlatform):   # its own netns: the tools' default ports
             ip, iport, qport = p.ip(), workloads.IPERF_PORT, workloads.QPERF_PORT
         else:   # the host's loopback, shared with whatever else runs here
             ip, iport, qport = "127.0.0.1", workloads.free_port(), workloads.free_port()
-        pid = int(self._ok(p, workloads.iperf3_server(ip, iport)).split()[-1])
+        got = self.net_pair(p, client, ip, iport, qport)
+        self.record_network(p.name, got, "")
+        self.progress(f"{step} {network_text(got)}")
+        if isinstance(p, InstancePlatform):
+            try:
+                host, gateway = self.host_side()
+                got = self.net_pair(host, p, gateway, workloads.free_port(),
+                                    workloads.free_port())
+            except (CumuloError, OSError) as err:   # the other figures stand
+                self.results.note(p.name, "network", f"instance to host not measured: {err}")
+                self.progress(f"{step} instance to host FAILED: {err}")
+                return
+            self.record_network(p.name, got, TO_HOST)
+            self.progress(f"{step} to host {gateway}: {network_text(got)}")
+
+    def host_side(self) -> tuple[HostSide, str]:
+        """The daemon's network namespace and the gateway of the lab's network, checked
+        to be on that network's bridge there (the only host address the lab sends to)."""
+        if self._host is None:
+            net = self.client.network(str(self.network))
+            host = HostSide(hostside.daemon_pid(self.client))
+            host.check_gateway(str(net["bridge"]), str(net["gateway"]))
+            self._host = (host, str(net["gateway"]).split("/")[0])
+        return self._host
+
+    def net_pair(self, server: Platform, client: Platform, ip: str, iport: int,
+                 qport: int) -> dict[str, float]:
+        """iperf3 TCP, iperf3 UDP, qperf tcp_lat/udp_lat from ``client`` to a server in
+        ``server`` listening on ``ip``; every server is killed before returning."""
+        quick, got = self.plan.quick, {}
+        bounded = not isinstance(server, InstancePlatform)   # the host has timeout(1)
+        for udp in (False, True):
+            pid = int(self._ok(server, workloads.iperf3_server(ip, iport)).split()[-1])
+            try:
+                out = self._ok(client, workloads.iperf3_client(ip, quick, iport, udp=udp))
+            finally:
+                server.run(workloads.stop_server(pid), timeout=30)
+            if udp:
+                got["iperf3_udp"], got["iperf3_udp_loss"] = workloads.parse_iperf3_udp(out)
+            else:
+                got["iperf3_tcp"] = workloads.parse_iperf3(out)
+        pid = int(self._ok(server, workloads.qperf_server(qport, bounded)).split()[-1])
         try:
-            gbits = workloads.parse_iperf3(self._ok(client,
-                                                    workloads.iperf3_client(ip, quick, iport)))
+            got.update(workloads.parse_qperf(self._ok(client, workloads.qperf_client(
+                ip, quick, qport))))
         finally:
-            p.run(workloads.stop_server(pid), timeout=30)
-        r.add(p.name, "network", "iperf3_tcp", "Gbit/s", gbits)
-        pid = int(self._ok(p, workloads.qperf_server(qport)).split()[-1])
-        try:
-            lat = workloads.parse_qperf(self._ok(client,
-                                                 workloads.qperf_client(ip, quick, qport)))
-        finally:
-            p.run(workloads.stop_server(pid), timeout=30)
-        for test, us in lat.items():
-            r.add(p.name, "network", test, "us", us, higher_is_better=False)
-        self.progress(f"{step} iperf3 TCP {gbits:.2f} Gbit/s; qperf " + ", ".join(
-            f"{k} {v:.1f} us" for k, v in lat.items()))
+            server.run(workloads.stop_server(pid), timeout=30)
+        return got
+
+    def record_network(self, platform: str, got: dict[str, float], suffix: str) -> None:
+        for metric, value in got.items():
+            unit, higher = NETWORK_UNITS.get(metric, ("us", False))
+            self.results.add(platform, "network", metric + suffix, unit, value,
+                             higher_is_better=higher)
 
     def measure_footprint(self, p: InstancePlatform, used_before: int | None) -> None:
         r = self.results
@@ -455,6 +494,17 @@ class Lab:
                 if not _gone(err):   # interrupted before the build finished
                     failed.append(f"image {BENCH_IMAGE}: {err}")
         return failed
+
+
+TO_HOST = "_to_host"   # metric suffix: client in the instance, server on the host side
+NETWORK_UNITS = {"iperf3_tcp": ("Gbit/s", True), "iperf3_udp": ("Gbit/s", True),
+                 "iperf3_udp_loss": ("%", False)}   # else a qperf latency, us
+
+
+def network_text(got: dict[str, float]) -> str:
+    return (f"iperf3 TCP {got['iperf3_tcp']:.2f} Gbit/s, UDP {got['iperf3_udp']:.2f} Gbit/s "
+            f"received ({got['iperf3_udp_loss']:.1f}% lost); qperf " + ", ".join(
+                f"{k} {v:.1f} us" for k, v in got.items() if k.endswith("_lat")))
 
 
 def _gone(err: CumuloError) -> bool:

@@ -8,9 +8,11 @@ platforms is where it runs. Parsers are pure: tool output in, numbers out.
 - sysbench memory: one thread, sequential writes of a 64 MiB block (twice the 32 MiB L3
   of the reference host: main memory, not cache), MiB/s.
 - network (iperf3, qperf): a server in one place, the client in another: on the host both
-  on loopback; for instances, instance to instance over a Cumulo network. iperf3 TCP
-  throughput (Gbit/s, one stream); qperf tcp_lat and udp_lat (one-way latency of a
-  request/response ping-pong, microseconds).
+  on loopback; for instances, instance to instance over a Cumulo network, and instance to
+  host (the client in the instance, the server on the network's gateway address, on the
+  bridge the lab made). iperf3 TCP throughput (Gbit/s, one stream); iperf3 UDP throughput
+  received (Gbit/s) and the datagrams lost (%); qperf tcp_lat and udp_lat (one-way latency
+  of a request/response ping-pong, microseconds).
 - disk (fio, O_DIRECT, psync, one file): random 4 KiB reads and writes (IOPS),
   sequential 1 MiB reads and writes (MiB/s), in a fresh directory on the instance's root
   disk: /var/tmp on the host, /tmp in a container (its root on the storage pool), /var/tmp
@@ -156,13 +158,20 @@ def parse_hpcc(text: str) -> Hpcc:
 IPERF_PORT, QPERF_PORT = 5201, 19765   # their defaults; in an instance's own netns
 
 
+# A server that nobody reaches ends on its own: iperf3 after this many idle seconds, and a
+# host-side qperf under timeout(1) (the host has coreutils; the bench image only busybox).
+SERVER_IDLE = 120
+
+
 def iperf3_server(bind: str, port: int = IPERF_PORT) -> str:
     """Starts a one-shot iperf3 server in the background; prints its pid."""
-    return f"iperf3 -s -1 -B {bind} -p {port} >/dev/null 2>&1 & echo $!"
+    return (f"iperf3 -s -1 --idle-timeout {SERVER_IDLE} -B {bind} -p {port} >/dev/null 2>&1 "
+            "& echo $!")
 
 
-def qperf_server(port: int = QPERF_PORT) -> str:
-    return f"qperf -lp {port} >/dev/null 2>&1 & echo $!"
+def qperf_server(port: int = QPERF_PORT, bounded: bool = False) -> str:
+    bound = f"timeout {SERVER_IDLE * 5} " if bounded else ""
+    return f"{bound}qperf -lp {port} >/dev/null 2>&1 & echo $!"
 
 
 def stop_server(pid: int) -> str:
@@ -175,8 +184,18 @@ def _retry(cmd: str) -> str:
             "exit 1")
 
 
-def iperf3_client(ip: str, quick: bool, port: int = IPERF_PORT) -> str:
-    return _retry(f"iperf3 -c {ip} -p {port} -t {seconds(quick)} -J 2>/dev/null")
+# UDP: unlimited rate (-b 0), so the figure is what the receiver takes in when the sender
+# sends as fast as it can, not a rate we chose; the loss % says how far the sender outran
+# it (on loopback about half the datagrams are dropped at the receiving socket). 1400-byte
+# datagrams (-l) fit a 1500-byte MTU with the IP and UDP headers, so a veth, tap or bridge
+# never fragments them, and the same size runs on loopback (MTU 64 KiB), so the platforms
+# send the same datagrams; iperf3's own default follows the path's MTU and would differ.
+UDP_LENGTH = 1400
+
+
+def iperf3_client(ip: str, quick: bool, port: int = IPERF_PORT, udp: bool = False) -> str:
+    mode = f" -u -b 0 -l {UDP_LENGTH}" if udp else ""
+    return _retry(f"iperf3 -c {ip} -p {port}{mode} -t {seconds(quick)} -J 2>/dev/null")
 
 
 def qperf_client(ip: str, quick: bool, port: int = QPERF_PORT) -> str:
@@ -190,14 +209,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def parse_iperf3(text: str) -> float:
-    """Gbit/s received, from iperf3 -J (the retry loop may print failed attempts first)."""
+def _iperf3_received(text: str) -> dict[str, float]:
+    """``end.sum_received`` of iperf3 -J (the retry loop may print failed attempts first)."""
     start = text.rfind('{\n\t"start"')
     try:
         data = json.loads(text[start if start >= 0 else 0:])
-        return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+        got = data["end"]["sum_received"]
+        return {k: float(got[k]) for k in ("bits_per_second", "lost_percent") if k in got}
     except (ValueError, KeyError, TypeError) as err:
         raise DriverError(f"cannot read iperf3 JSON: {text.strip()[-300:]!r}") from err
+
+
+def parse_iperf3(text: str) -> float:
+    """Gbit/s received, from iperf3 -J."""
+    return _iperf3_received(text)["bits_per_second"] / 1e9
+
+
+def parse_iperf3_udp(text: str) -> tuple[float, float]:
+    """(Gbit/s received, % of datagrams lost), from iperf3 -u -J: the receiver's side,
+    ``end.sum_received`` (``end.sum_sent`` is what the sender pushed, lost or not)."""
+    got = _iperf3_received(text)
+    if "lost_percent" not in got:
+        raise DriverError(f"iperf3 printed no UDP loss (not a -u run?): {text.strip()[-300:]!r}")
+    return got["bits_per_second"] / 1e9, got["lost_percent"]
 
 
 _UNITS = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "sec": 1e6, "s": 1e6}
