@@ -177,24 +177,49 @@ def netns_daemon(tmp_path: Path) -> Iterator[Daemon]:
         assert not leftovers(d.cgroup_parent), leftovers(d.cgroup_parent)
 
 
+def servers_in(daemon: Daemon) -> list[str]:
+    """iperf3/qperf processes left in the daemon's network namespace."""
+    assert daemon.proc is not None
+    ns = os.stat(f"/proc/{daemon.proc.pid}/ns/net").st_ino
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            if cmd.endswith((b"iperf3", b"qperf")) and \
+                    os.stat(f"/proc/{pid}/ns/net").st_ino == ns:
+                out.append(f"{pid} {cmd.decode()}")
+        except OSError:   # gone meanwhile
+            continue
+    return out
+
+
 @pytest.mark.slow
 def test_network_suite_native_loopback_and_container_pair(netns_daemon: Daemon,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "net.json"
     r = netns_daemon.cli("bench", "run", "--quick", "--repeat", "2", "--platforms",
                          "native,container", "--suites", "network", "--output", str(out),
-                         timeout=110)
+                         timeout=150)
     assert "peer bench-" in r.stderr and "iperf3 TCP" in r.stderr, r.stderr
     nothing_left(netns_daemon)
     assert json.loads(netns_daemon.cli("network", "list", "--format", "json").stdout) == []
+    assert "to host " in r.stderr, r.stderr   # the lab network's gateway
+    assert not servers_in(netns_daemon), servers_in(netns_daemon)   # host side: all killed
     res = schema.load(out)
-    for platform in ("native", "container"):
-        tcp = res.find(platform, "network", "iperf3_tcp")
-        assert tcp is not None and len(tcp.samples) == 2 and min(tcp.samples) > 0.1, res.notes
+    assert not res.notes, res.notes
+    for platform, suffix in (("native", ""), ("container", ""), ("container", "_to_host")):
+        for metric in ("iperf3_tcp", "iperf3_udp"):
+            s = res.find(platform, "network", metric + suffix)
+            assert s is not None and s.unit == "Gbit/s" and s.higher_is_better, (metric, s)
+            assert len(s.samples) == 2 and min(s.samples) > 0.01, s
+        loss = res.find(platform, "network", "iperf3_udp_loss" + suffix)
+        assert loss is not None and not loss.higher_is_better and loss.unit == "%", loss
+        assert all(0 <= v < 100 for v in loss.samples), loss
         for test in ("tcp_lat", "udp_lat"):
-            lat = res.find(platform, "network", test)
+            lat = res.find(platform, "network", test + suffix)
             assert lat is not None and not lat.higher_is_better
             assert all(0 < v < 100_000 for v in lat.samples), lat   # microseconds
+    assert res.find("native", "network", "iperf3_tcp_to_host") is None
     text = netns_daemon.cli("bench", "report", str(out)).stdout
     assert "network: container is closest to native" in text
 

@@ -20,6 +20,14 @@ Version 1 (``"schema": "cumulo-bench", "version": 1``)::
       "notes": [{"platform": "vm", "suite": "cpu", "message": "..."}]   # what failed or was skipped
     }
 
+Metrics of the network suite (instance to instance; native: the host's loopback):
+``iperf3_tcp`` (Gbit/s), ``iperf3_udp`` (Gbit/s received, ``iperf3 -u -b 0 -l 1400``),
+``iperf3_udp_loss`` (% of datagrams lost, lower is better), ``tcp_lat`` and ``udp_lat``
+(qperf, us, lower is better). For instances, each also with the suffix ``_to_host``: the
+client in the instance, the server on the lab network's gateway address (the host side of
+its bridge); native has none of these (reports compare them with native's loopback ones).
+New metrics only add series, so files written before them still read as version 1.
+
 Readers refuse a file whose schema or version they do not know (InvalidInputError), so a
 future version 2 cannot be misread as version 1.
 """
