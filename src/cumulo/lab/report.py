@@ -487,8 +487,8 @@ def document(results: Results, images: Sequence[tuple[str, str]] = ()) -> Doc:
         d.h(2, "Notes")
         d.bullets([f"{n.platform} / {n.suite}: {n.message}" for n in results.notes])
     d.p("Ratios are median(platform) / median(native); the spread runs from q1(platform) / "
-        "q3(native) to q3(platform) / q1(native). Lower is better for footprint, boot and "
-        "network latencies.")
+        "q3(native) to q3(platform) / q1(native). Lower is better for footprint, boot, "
+        "network latencies and UDP loss.")
     return d
 
 
