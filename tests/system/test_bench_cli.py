@@ -271,11 +271,16 @@ def test_vm_network_and_disk_quick(netns_daemon: Daemon, tmp_path: Path) -> None
     assert json.loads(netns_daemon.cli("network", "list", "--format", "json").stdout) == []
     res = schema.load(out)
     assert not res.notes, res.notes
-    tcp = res.find("vm", "network", "iperf3_tcp")
-    assert tcp is not None and tcp.samples[0] > 0.01
-    for test in ("tcp_lat", "udp_lat"):
-        lat = res.find("vm", "network", test)
-        assert lat is not None and 0 < lat.samples[0] < 1_000_000
+    for suffix in ("", "_to_host"):   # to the container peer, to the network's gateway
+        for metric in ("iperf3_tcp", "iperf3_udp"):
+            s = res.find("vm", "network", metric + suffix)
+            assert s is not None and s.samples[0] > 0.001, (metric, s)
+        loss = res.find("vm", "network", "iperf3_udp_loss" + suffix)
+        assert loss is not None and 0 <= loss.samples[0] < 100, loss
+        for test in ("tcp_lat", "udp_lat"):
+            lat = res.find("vm", "network", test + suffix)
+            assert lat is not None and 0 < lat.samples[0] < 1_000_000
+    assert not servers_in(netns_daemon), servers_in(netns_daemon)
     for metric, unit in [("rand_read_4k", "IOPS"), ("rand_write_4k", "IOPS"),
                          ("seq_read_1m", "MiB/s"), ("seq_write_1m", "MiB/s")]:
         s = res.find("vm", "disk", metric)
