@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -125,3 +126,17 @@ def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """One daemon for a whole module: tests that share a booted VM."""
     with running_daemon(tmp_path_factory.mktemp("daemon")) as d:
         yield d
+
+
+def counts(d: Daemon, name: str) -> list[int]:
+    """The ``count N`` lines a counter PID 1 printed on the instance's console, in order."""
+    return [int(n) for n in re.findall(r"count (\d+)", d.cli("logs", name).stdout)]
+
+
+def wait_count(d: Daemon, name: str, above: int, timeout: float = 120) -> int:
+    """The last count once it is above ``above``."""
+    deadline = time.monotonic() + timeout
+    while not (c := counts(d, name)) or c[-1] <= above:
+        assert time.monotonic() < deadline, c[-5:]
+        time.sleep(0.2)
+    return c[-1]

@@ -8,32 +8,18 @@ nothing; the daemon fixture asserts that nothing is left behind.
 from __future__ import annotations
 
 import json
-import re
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import host_info
-from tests.system.conftest import Daemon
+from tests.system.conftest import Daemon, counts, wait_count
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.criu]
 if not host_info().criu_check:
     pytestmark.append(pytest.mark.skip(reason="no CRIU passing `criu check` (install.sh)"))
 
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; sleep 0.2; done'
-
-
-def counts(daemon: Daemon, name: str) -> list[int]:
-    return [int(n) for n in re.findall(r"count (\d+)", daemon.cli("logs", name).stdout)]
-
-
-def wait_count(daemon: Daemon, name: str, above: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while not (c := counts(daemon, name)) or c[-1] <= above:
-        assert time.monotonic() < deadline, c[-5:]
-        time.sleep(0.2)
-    return c[-1]
 
 
 def test_container_checkpoint_restore_keeps_counting(daemon: Daemon, tmp_path: Path) -> None:

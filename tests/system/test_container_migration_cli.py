@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.helpers import host_info
-from tests.system.conftest import Daemon
+from tests.system.conftest import Daemon, counts, wait_count
 from tests.system.test_migration_cli import hosts  # noqa: F401  (the two-host fixture)
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.criu]
@@ -25,18 +25,6 @@ if not host_info().criu_check:
     pytestmark.append(pytest.mark.skip(reason="no CRIU passing `criu check` (install.sh)"))
 
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; echo $i > /count; sleep 0.2; done'
-
-
-def counts(d: Daemon, name: str) -> list[int]:
-    return [int(n) for n in re.findall(r"count (\d+)", d.cli("logs", name).stdout)]
-
-
-def wait_count(d: Daemon, name: str, above: int, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while not (c := counts(d, name)) or c[-1] <= above:
-        assert time.monotonic() < deadline, c[-5:]
-        time.sleep(0.2)
-    return c[-1]
 
 
 def conmons(d: Daemon) -> list[int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.system.conftest import BIN, Daemon, leftovers
+from tests.system.conftest import BIN, Daemon, counts, leftovers, wait_count
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
 
@@ -129,18 +129,6 @@ def qemus(state_dir: Path) -> list[int]:
     return [p.pid for p in psutil.process_iter(["name", "cmdline"])
             if p.info["name"] and "qemu" in p.info["name"]
             and str(state_dir) in " ".join(p.info["cmdline"] or [])]
-
-
-def counts(d: Daemon, name: str) -> list[int]:
-    return [int(n) for n in re.findall(r"count (\d+)", d.cli("logs", name).stdout)]
-
-
-def wait_count(d: Daemon, name: str, above: int, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while not (c := counts(d, name)) or c[-1] <= above:
-        assert time.monotonic() < deadline, c[-5:]
-        time.sleep(0.5)
-    return c[-1]
 
 
 def ns_of(d: Daemon) -> str:

@@ -8,21 +8,16 @@ back both the counter (it continues, no boot) and the disk of that same instant.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import pytest
 
-from tests.system.conftest import Daemon
+from tests.system.conftest import Daemon, counts
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.qemu,
               pytest.mark.slow]
 
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; sleep 1; done'
-
-
-def counts(daemon: Daemon, name: str) -> list[int]:
-    return [int(n) for n in re.findall(r"count (\d+)", daemon.cli("logs", name).stdout)]
 
 
 def wait_counts(daemon: Daemon, name: str, n: int, timeout: float = 120) -> list[int]:

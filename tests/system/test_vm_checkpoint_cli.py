@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
-import time
 
 import pytest
 
-from tests.system.conftest import Daemon
+from tests.system.conftest import Daemon, counts, wait_count
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
 
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; sleep 1; done'
-
-
-def counts(daemon: Daemon, name: str) -> list[int]:
-    return [int(n) for n in re.findall(r"count (\d+)", daemon.cli("logs", name).stdout)]
-
-
-def wait_count(daemon: Daemon, name: str, above: int, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while not (c := counts(daemon, name)) or c[-1] <= above:
-        assert time.monotonic() < deadline, c[-5:]
-        time.sleep(0.5)
-    return c[-1]
 
 
 def test_checkpoint_then_restore_continues_the_guest(daemon: Daemon) -> None:

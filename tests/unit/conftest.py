@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,16 +28,26 @@ def add_test_image(svc: Services, alias: str = "testimg") -> Image:
                                      architecture="x86_64", command=LOOP, aliases=[alias]))
 
 
-@pytest.fixture
-def svc(tmp_path: Path) -> Iterator[Services]:
-    services = build_services(tmp_path / "state", tmp_path / "run", HOST,
+@contextmanager
+def fake_services(top: Path) -> Iterator[Services]:
+    """Services on ``top`` with the fake driver and network and a test image; every
+    instance's driver state removed afterwards."""
+    services = build_services(top / "state", top / "run", HOST,
                               driver_kinds={"container": "fake"}, net_kind="fake")
     add_test_image(services)
-    yield services
-    for inst in services.store.list_instances():
-        services.instances.drivers[inst.type].delete(
-            inst.host_id, services.instances.instances_dir / inst.host_id)
-    services.close()
+    try:
+        yield services
+    finally:
+        for inst in services.store.list_instances():
+            services.instances.drivers[inst.type].delete(
+                inst.host_id, services.instances.instances_dir / inst.host_id)
+        services.close()
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[Services]:
+    with fake_services(tmp_path) as services:
+        yield services
 
 
 @pytest.fixture

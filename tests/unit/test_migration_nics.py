@@ -14,20 +14,14 @@ from cumulo.api.app import create_app
 from cumulo.errors import ConflictError, NotFoundError
 from cumulo.net.bridge import gateway_mac
 from cumulo.services import migration_nics
-from cumulo.services.host import Services, build_services
-from tests.unit.conftest import HOST, add_test_image, launch
+from cumulo.services.host import Services
+from tests.unit.conftest import fake_services, launch
 
 
 @pytest.fixture
 def dest(tmp_path: Path) -> Iterator[Services]:
-    services = build_services(tmp_path / "b" / "state", tmp_path / "b" / "run", HOST,
-                              driver_kinds={"container": "fake"}, net_kind="fake")
-    add_test_image(services)
-    yield services
-    for inst in services.store.list_instances():
-        services.instances.drivers[inst.type].delete(
-            inst.host_id, services.instances.instances_dir / inst.host_id)
-    services.close()
+    with fake_services(tmp_path / "b") as services:
+        yield services
 
 
 def source_desc(api: TestClient, svc: Services) -> dict[str, object]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -148,17 +149,17 @@ def release(networks: NetworkService, project: str, made: Received) -> None:
         with contextlib.suppress(NotFoundError):
             fw.fw.set_rules(project, name, [])
     for name in made.groups:
-        try:
-            fw.delete_group(project, name)
-        except NotFoundError:
-            pass
-        except CumuloError as err:
-            log.error("cannot remove security group %s made for a migration: %s", name, err)
+        _remove("security group", fw.delete_group, project, name)
     for name in made.networks:
-        try:
-            networks.delete(project, name)
-        except NotFoundError:
-            pass
-        except CumuloError as err:
-            log.error("cannot remove network %s made for a migration: %s", name, err)
+        _remove("network", networks.delete, project, name)
+
+
+def _remove(what: str, delete: Callable[[str, str], object], project: str, name: str) -> None:
+    """Delete what a migration made; gone already is fine, a failure is logged, not raised."""
+    try:
+        delete(project, name)
+    except NotFoundError:
+        pass
+    except CumuloError as err:
+        log.error("cannot remove %s %s made for a migration: %s", what, name, err)
 
