@@ -3,7 +3,7 @@
 A driver that can pause an instance, write its memory and device state to a file and
 copy its disk at that same instant offers ``save_state``; the snapshot is brought back
 with ``Migratable.restore`` (the same state format as a checkpoint). VMs do; containers
-would need CRIU 4.x.
+checkpoint with CRIU instead (``Checkpointable``).
 """
 
 from __future__ import annotations

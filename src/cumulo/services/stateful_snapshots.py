@@ -3,7 +3,8 @@
 Taking one pauses the guest, streams its state into the snapshot and copies the root
 disk at that same paused instant, then lets it run on (the VM driver's ``save_state``).
 Restoring one puts that disk back and starts QEMU from the saved state, so the guest
-continues where it was instead of booting. Containers would need CRIU 4.x (not wired).
+continues where it was instead of booting. Containers' running state is
+`cumulo checkpoint` (CRIU), not a snapshot.
 """
 
 from __future__ import annotations
@@ -27,14 +28,11 @@ class StatefulSnapshots:
 
     def _driver(self, inst: Instance) -> LiveSnapshot:
         driver = self.instances._driver(inst.type)
-        if inst.type == "container":
-            raise UnsupportedError(
-                f"{inst.name!r} is a container: --stateful saves the memory of running VMs"
-                " only (containers need CRIU 4.x, not wired yet); snapshot it without"
-                " --stateful")
         if not isinstance(driver, LiveSnapshot):
-            raise UnsupportedError(f"{inst.type} instances cannot save their memory in a"
-                                   " snapshot: snapshot without --stateful")
+            raise UnsupportedError(
+                f"{inst.name!r} is a {inst.type}: --stateful saves the memory of running VMs"
+                " only; snapshot it without --stateful, or keep its running state with"
+                " `cumulo checkpoint` (CRIU for containers)")
         return driver
 
     def create(self, inst: Instance, pool: StoragePool, snap: str, volumes: int) -> None:
