@@ -70,9 +70,11 @@ def run_console(client: Client, name: str, project: str) -> int:
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd) if sys.stdin.isatty() else None
     if saved is not None:
+        # Raw before the banner, and without a flush: keys typed after the
+        # banner must reach the guest, not be discarded by TCSAFLUSH.
+        tty.setraw(fd, termios.TCSANOW)
         sys.stderr.write(f"Attached to {name}'s console; detach with {DETACH_HELP}\r\n")
         sys.stderr.flush()
-        tty.setraw(fd)
     detached = threading.Event()
     threading.Thread(target=_pump_stdin, args=(ws, detached), daemon=True).start()
     try:

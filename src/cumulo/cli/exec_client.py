@@ -43,7 +43,7 @@ def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
     saved = None
     if tty_mode and stdin_is_tty:
         saved = termios.tcgetattr(sys.stdin.fileno())
-        tty.setraw(sys.stdin.fileno())
+        tty.setraw(sys.stdin.fileno(), termios.TCSANOW)   # keep type-ahead
 
         def on_winch(_sig: int, _frame: FrameType | None) -> None:
             s = shutil.get_terminal_size()

@@ -141,6 +141,23 @@ class VmDriver:
             return None
         return pid
 
+    def _wait_dying(self, vm: VmSpec) -> None:
+        """Wait (bounded) for a QEMU of this pid file that is already exiting.
+
+        An exiting process has an empty cmdline (its memory is gone) or is a
+        zombie until init reaps it, so ``_pid`` no longer claims it; callers
+        that promise "QEMU is gone" must still wait for it.
+        """
+        try:
+            proc = psutil.Process(int(vm.pidfile.read_text().strip()))
+            if not proc.name().startswith("qemu-system"):
+                return   # the pid was reused
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.cmdline():
+                return   # a live QEMU that is not this VM's
+        except (OSError, ValueError, psutil.Error):
+            return
+        self._wait_gone(proc.pid, KILL_WAIT)
+
     def _wait_gone(self, pid: int, timeout: float) -> bool:
         try:
             psutil.Process(pid).wait(timeout)
@@ -358,6 +375,7 @@ class VmDriver:
         """QMP quit, then SIGKILL; returns once QEMU is gone."""
         pid = self._pid(vm)
         if pid is None:
+            self._wait_dying(vm)
             return
         with contextlib.suppress(DriverError):
             qmp.quit(vm.qmp_socket)
@@ -409,6 +427,8 @@ class VmDriver:
                     os.kill(pid, signal.SIGKILL)   # delete is not graceful
                 if not self._wait_gone(pid, KILL_WAIT):
                     raise DriverError(f"QEMU pid {pid} of {host_id!r} did not die")
+            else:
+                self._wait_dying(vm)
             if vm.tpm_socket is not None:
                 tpm.stop(vm.tpm_socket.parent)
             self._release_cgroup(host_id)
