@@ -102,8 +102,9 @@ def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> N
     (["--output", "/proc/cumulo-nope/r.json"], "cannot write the output"),
     (["--output", "/nonexistent-dir/r.json"], "cannot write the output"),
 ])
-def test_bad_arguments_fail_before_launching(daemon: Daemon, tmp_path: Path, args: list[str],
-                                             message: str) -> None:
+def test_bad_arguments_fail_before_launching(module_daemon: Daemon, tmp_path: Path,
+                                             args: list[str], message: str) -> None:
+    daemon = module_daemon   # one daemon for all the cases: none may leave anything
     argv = ["bench", "run", "--platforms", "container", "--quick", "--output",
             str(tmp_path / "r.json")]
     r = daemon.cli(*argv, *args, check=False)
@@ -114,7 +115,8 @@ def test_bad_arguments_fail_before_launching(daemon: Daemon, tmp_path: Path, arg
     assert not (tmp_path / "r.json").exists()
 
 
-def test_report_of_a_bad_file_is_one_line(daemon: Daemon, tmp_path: Path) -> None:
+def test_report_of_a_bad_file_is_one_line(module_daemon: Daemon, tmp_path: Path) -> None:
+    daemon = module_daemon
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": "cumulo-bench", "version": 7}')
     r = daemon.cli("bench", "report", str(bad), check=False)

@@ -22,11 +22,17 @@ if not host_info().criu_check:
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; sleep 0.2; done'
 
 
+def lo_up(d: Daemon, name: str) -> bool:
+    flags = d.cli("exec", name, "--", "cat", "/sys/class/net/lo/flags").stdout
+    return bool(int(flags, 16) & 1)   # IFF_UP
+
+
 def test_container_checkpoint_restore_keeps_counting(daemon: Daemon, tmp_path: Path) -> None:
     d = daemon
     d.cli("image", "build", "busybox")
     d.cli("launch", "busybox", "ct", "--", "sh", "-c", COUNTER)
     wait_count(d, "ct", 3)
+    assert lo_up(d, "ct")
     r = d.cli("checkpoint", "ct")
     assert "Checkpointed ct to " in r.stderr and "checkpoint.state" in r.stderr, r.stderr
     info = json.loads(d.cli("info", "ct", "--format", "json").stdout)
@@ -39,6 +45,7 @@ def test_container_checkpoint_restore_keeps_counting(daemon: Daemon, tmp_path: P
     seen = counts(d, "ct")   # one PID 1 all along: the count never starts over
     assert seen == list(range(1, len(seen) + 1)), seen
     assert d.cli("exec", "ct", "--", "cat", "/proc/1/cmdline").stdout.startswith("sh")
+    assert lo_up(d, "ct")   # its loopback is up again, as at a start
 
     # to a file of the user's choice, and back from it
     state = tmp_path / "ct.state"

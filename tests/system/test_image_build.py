@@ -65,7 +65,8 @@ def _builders_running(daemon: Daemon) -> list[int]:
     (["app", "--binary", "/nonexistent/prog"], "cannot read --binary"),
 ])
 def test_bad_build_input_is_one_line_error_and_starts_nothing(
-        daemon: Daemon, args: list[str], message: str) -> None:
+        module_daemon: Daemon, args: list[str], message: str) -> None:
+    daemon = module_daemon   # one daemon for all the cases: none may leave anything
     r = daemon.cli("image", "build", *args, check=False)
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.startswith("Error: ") and message in r.stderr

@@ -48,11 +48,17 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.host import cgroups
+from cumulo.net import netlink
 from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
 
 KILL_WAIT = 10.0
 POLL = 0.02
+EXIT_SETTLE = 0.5       # conmon writes PID 1's exit status within ms of reaping it
+
+
+def _loopback_up(pid: int) -> None:
+    netlink.link_up("lo", Path(f"/proc/{pid}/ns/net"))
 
 
 class ContainerDriver:
@@ -160,11 +166,17 @@ class ContainerDriver:
             raise
         return RunState(RunStatus.RUNNING, pid=pid)
 
-    def _exit_code(self, paths: monitor.ConmonPaths) -> int | None:
-        try:
-            return int(paths.exit_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+    def _exit_code(self, paths: monitor.ConmonPaths, settle: bool = False) -> int | None:
+        """PID 1's exit status. With ``settle`` (PID 1 is gone) and conmon still alive,
+        conmon is about to write it: wait (bounded) rather than report no status."""
+        end = time.monotonic() + (EXIT_SETTLE if settle else 0)
+        while True:
+            try:
+                return int(paths.exit_file.read_text().strip())
+            except (OSError, ValueError):
+                if time.monotonic() >= end or monitor.conmon_pid(paths) is None:
+                    return None
+            time.sleep(POLL)
 
     def _started(self, host_id: str) -> Path:
         """Marker written once ``runtime start`` returned: PID 1 runs the user's command."""
@@ -180,7 +192,7 @@ class ContainerDriver:
         pid = monitor.container_pid(instance_dir)
         if pid is None or not cgroups.holds(pid, self._cgroup(host_id)):
             paths = self._paths(host_id, instance_dir)
-            return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
+            return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths, settle=True))
         if self._started(host_id).exists():
             paused = cgroups.frozen(self._cgroup(host_id))
             return RunState(RunStatus.PAUSED if paused else RunStatus.RUNNING, pid=pid)
@@ -419,31 +431,31 @@ class ContainerDriver:
             if checkpoint.has_upper(path):
                 self._replace_root_data(spec, path)
             self._prepare(spec)
-            if spec.on_created is not None:   # NICs wired before CRIU restores sockets
-                restore_hook.set_hook(instance_dir / "config.json", instance_dir)
+            # lo up and NICs wired before CRIU restores sockets
+            restore_hook.set_hook(instance_dir / "config.json", instance_dir)
         except OSError as err:
             shutil.rmtree(work, ignore_errors=True)
             raise DriverError(f"cannot prepare the restore of {host_id!r}: {err}") from err
         for stale in (paths.exit_file, paths.exit_dir / host_id, self._started(host_id),
                       instance_dir / "restore.log"):
             stale.unlink(missing_ok=True)
-        # CRIU gives PID 1 a new netns holding only lo: the service wires its NICs into it
-        # again, as at a start (same MAC and IP, host end on the bridge), from runc's hook
-        plug = None if spec.on_created is None else restore_hook.Plugger(instance_dir,
-                                                                         spec.on_created)
+        # CRIU gives PID 1 a new netns holding only lo, down: the service wires its NICs
+        # into it again, as at a start (same MAC and IP, host end on the bridge), from
+        # runc's hook; without NICs the hook brings lo up, as runc does at a start
+        plug = restore_hook.Plugger(instance_dir, spec.on_created or _loopback_up)
         try:
-            with plug or contextlib.nullcontext():
+            with plug:
                 pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths,
                                            restore=work / checkpoint.IMAGES,
                                            runtime_args=tuple(self.runtime.criu_args(criu)))
-            if plug is not None and not plug.wired:   # runc ran no hook: wire them now
+            if not plug.wired:   # runc ran no hook: wire them now
                 plug.wire(pid)
             self._started(host_id).touch()
         except RuntimeToolError as err:
             with contextlib.suppress(CumuloError):
                 self.runtime.delete(host_id)
             self._reap_conmon(paths)
-            if plug is not None and plug.error is not None:
+            if plug.error is not None:
                 raise DriverError(f"cannot restore {host_id!r}: its NICs: {plug.error}"
                                   ) from err
             log = instance_dir / "restore.log"   # conmon's runtime works in the bundle
@@ -455,9 +467,8 @@ class ContainerDriver:
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-            if plug is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    restore_hook.set_hook(instance_dir / "config.json", None)
+            with contextlib.suppress(OSError, ValueError):
+                restore_hook.set_hook(instance_dir / "config.json", None)
         return RunState(RunStatus.RUNNING, pid=pid)
 
     def export_root(self, host_id: str, path: Path) -> dict[str, Any]:
