@@ -47,8 +47,9 @@ class Env:
     driver: VmDriver
     top: Path
 
-    def spec(self, command: list[str] | None = None, **options: str) -> InstanceSpec:
-        host_id = f"vm-{uuid.uuid4().hex[:6]}"
+    def spec(self, command: list[str] | None = None, host_id: str = "", **options: str
+             ) -> InstanceSpec:
+        host_id = host_id or f"vm-{uuid.uuid4().hex[:6]}"
         return InstanceSpec(host_id=host_id, hostname=f"g{host_id[3:]}",
                             instance_dir=self.top / "i" / host_id, rootfs=self.top,
                             command=command or [], limits=Limits(memory=128 * MIB),
@@ -163,6 +164,27 @@ def test_forced_stop_and_delete_leave_nothing(env: Env) -> None:
     assert not spec.instance_dir.exists()
     assert not (env.ctx.runtime_dir / "vm" / spec.host_id).exists()
     assert env.driver.list_host_ids() == []
+
+
+def test_a_vm_with_the_longest_name_runs_and_a_too_long_runtime_dir_is_refused(
+        env: Env) -> None:
+    """Project and instance names of 63 characters each: QEMU's sockets still bind."""
+    long_id = f"{'p' * 63}_{'v' * 59}{uuid.uuid4().hex[:4]}"
+    spec = env.spec(machine="pc", host_id=long_id)
+    env.driver.create(spec)
+    state = env.driver.start(spec)
+    assert state.status == RunStatus.RUNNING and state.pid is not None
+    sockets = list((env.ctx.runtime_dir / "vm").rglob("*.sock"))
+    assert sockets and all(len(str(p)) <= 107 for p in sockets), sockets
+    env.driver.delete(spec.host_id, spec.instance_dir)
+    assert not psutil.pid_exists(state.pid) and list((env.ctx.runtime_dir / "vm").iterdir()) == []
+
+    deep = replace(env.ctx, runtime_dir=env.top / ("r" * 90))
+    driver = VmDriver(deep)
+    spec = env.spec(machine="pc")
+    with pytest.raises(UnsupportedError, match="shorter --runtime-dir"):
+        driver.create(spec)
+    assert driver.list_host_ids() == [] and not spec.instance_dir.exists()
 
 
 def test_kvm_where_unusable_is_refused_at_create(env: Env) -> None:

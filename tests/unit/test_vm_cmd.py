@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cumulo.drivers.vm.accel import Accel, choose_accel
-from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, build_argv
+from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, build_argv, run_dir
 from cumulo.errors import InvalidInputError, UnsupportedError
 from cumulo.host.info import HostInfo
 
@@ -121,3 +121,15 @@ def test_firmware_only_has_no_kernel_and_microvm_cannot_do_it() -> None:
     assert "-kernel" in build_argv(spec(Machine.PC, Io.PARAVIRT))
     with pytest.raises(InvalidInputError, match="microvm has no firmware"):
         build_argv(spec(Machine.MICROVM, Io.PARAVIRT, firmware_only=True))
+
+
+def test_run_dir_is_the_name_while_sockets_fit_else_a_hash() -> None:
+    root = Path("/run/cumulo/vm")
+    assert run_dir(root, "default_web") == root / "default_web"
+    long_id = "p" * 63 + "_" + "v" * 63
+    hashed = run_dir(root, long_id)
+    assert hashed.parent == root and hashed.name.startswith("h-")
+    assert hashed == run_dir(root, long_id) != run_dir(root, long_id[:-1] + "w")
+    assert len(str(hashed / "console.sock")) <= 107
+    with pytest.raises(UnsupportedError, match="shorter --runtime-dir"):
+        run_dir(Path("/" + "r" * 100), "default_web")

@@ -20,7 +20,7 @@ from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
 from cumulo.drivers.vm import initramfs
 from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver
-from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec
+from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, run_dir
 from cumulo.errors import (
     CumuloError,
     DriverError,
@@ -88,7 +88,7 @@ class AppVmDriver(VmDriver):
         append = app_append(name, spec.command[1:],
                             host_tsc_khz() if choice.accel == Accel.TCG else None)
         kernel = initramfs.find_kernel()
-        run = self._run / spec.host_id
+        run = run_dir(self._run, spec.host_id)
         try:
             data = program.read_bytes()
             app_image.check_static(data, name)

@@ -1,7 +1,8 @@
 """Virtual machines on QEMU: a daemonized ``qemu-system-x86_64`` per instance, driven by QMP.
 
 Nothing is kept in memory: a record per instance under ``<state_dir>/vm/`` holds the
-QEMU spec; the pid file and QMP socket live under ``<runtime_dir>/vm/<host_id>/``;
+QEMU spec; the pid file and QMP socket live under ``<runtime_dir>/vm/<host_id>/`` (a
+hash of it for long names, ``qemu_cmd.run_dir``);
 the serial console log lives in the instance dir. QEMU outlives the daemon, and a
 new driver object finds it again through the pid file and the socket.
 
@@ -54,6 +55,7 @@ from cumulo.drivers.vm.qemu_cmd import (
     VmSpec,
     build_argv,
     memory_max,
+    run_dir,
 )
 from cumulo.errors import (
     ConflictError,
@@ -183,7 +185,7 @@ class VmDriver:
             append += f" tsc_early_khz={khz} {TSC_RELIABLE}"   # see accel.host_tsc_khz
         if machine == Machine.MICROVM and opts["tpm"] == "on":
             append += " " + tpm.MICROVM_APPEND
-        run = self._run / spec.host_id
+        run = run_dir(self._run, spec.host_id)
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
             # the root disk from the storage pool (none: the initramfs is the whole guest)
@@ -438,7 +440,10 @@ class VmDriver:
             for d in dirs:
                 if d.exists():
                     shutil.rmtree(d)
-            shutil.rmtree(self._run / host_id, ignore_errors=True)
+            with contextlib.suppress(UnsupportedError):
+                run = (VmSpec.from_dict(rec["vm"]).qmp_socket.parent if rec is not None
+                       else run_dir(self._run, host_id))
+                shutil.rmtree(run, ignore_errors=True)
             self._records.remove(host_id)
         except OSError as err:
             raise DriverError(f"cannot remove VM {host_id!r}: {err}") from err

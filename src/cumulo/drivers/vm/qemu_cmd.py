@@ -11,7 +11,7 @@ from typing import Any
 
 from cumulo.drivers.vm import agent, tpm
 from cumulo.drivers.vm.accel import Accel
-from cumulo.errors import InvalidInputError
+from cumulo.errors import InvalidInputError, UnsupportedError
 
 QEMU = "qemu-system-x86_64"
 MIB = 1024 * 1024
@@ -19,6 +19,21 @@ MIB = 1024 * 1024
 # min(1GiB, host RAM / 8)); the VM's cgroup allows guest RAM + this + QEMU_OVERHEAD
 TCG_TB_MIB = 256
 QEMU_OVERHEAD = 192 * MIB    # QEMU's own code, heap, I/O buffers, and the swtpm
+UNIX_PATH_MAX = 107          # bytes of a UNIX socket path (sun_path, less its NUL)
+LONGEST_SOCKET = "console.sock"   # qmp.sock, swtpm.sock and agentN.sock are shorter
+
+
+def run_dir(root: Path, host_id: str) -> Path:
+    """One VM's dir for its pid file and sockets under ``root``: named after the
+    instance while its longest socket path fits a UNIX socket address, else after a
+    hash of the name (names may be 127 bytes: project and instance)."""
+    short = "h-" + hashlib.sha256(host_id.encode()).hexdigest()[:16]
+    for name in (host_id, short):
+        if len(str(root / name / LONGEST_SOCKET).encode()) <= UNIX_PATH_MAX:
+            return root / name
+    raise UnsupportedError(
+        f"the runtime dir {root} is too long for QEMU's sockets (a UNIX socket path holds"
+        f" at most {UNIX_PATH_MAX} bytes): start cumulod with a shorter --runtime-dir")
 
 
 class Machine(StrEnum):
