@@ -27,7 +27,9 @@ from tests.helpers import build_busybox_rootfs, container_skip_reason, host_info
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime, pytest.mark.criu]
 
-COUNTER = ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; echo n=$i;"
+# the count is renamed into place: a reader (or a checkpoint) never sees it half-written
+COUNTER = ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new;"
+           " mv /tmp/count.new /tmp/count; echo n=$i;"
            " sleep 0.1; done"]
 
 if (_reason := container_skip_reason()) is not None:
