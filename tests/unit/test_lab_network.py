@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,32 @@ def test_progress_line() -> None:
            "tcp_lat": 12.3, "udp_lat": 11.0}
     assert network_text(got) == ("iperf3 TCP 20.50 Gbit/s, UDP 0.75 Gbit/s received (49.8% "
                                  "lost); qperf tcp_lat 12.3 us, udp_lat 11.0 us")
+
+
+def test_iperf3_client_retries_a_json_error_that_exits_0(tmp_path: Path) -> None:
+    """iperf3 3.12 -J exits 0 when the server is not listening yet: the client script
+    must look at the JSON's error key, retry, and print only the run that worked."""
+    fake = tmp_path / "iperf3"
+    fake.write_text(f"""#!/bin/sh
+n=$(cat {tmp_path}/n 2>/dev/null || echo 0); echo $((n + 1)) > {tmp_path}/n
+if [ "$n" -lt 2 ]; then
+  printf '{{\\n\\t"start":\\t{{}},\\n\\t"error":\\t"unable to connect to server"\\n}}\\n'
+else
+  cat {tmp_path}/ok.json
+fi
+exit 0
+""")
+    fake.chmod(0o755)
+    (tmp_path / "ok.json").write_text(iperf3_udp_json(0.5e9, 2.0) + "\n")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    script = workloads.iperf3_client("127.0.0.1", True, 5999, udp=True)
+    r = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and (tmp_path / "n").read_text().strip() == "3"
+    assert "error" not in r.stdout and r.stderr.count("unable to connect") == 2
+    assert workloads.parse_iperf3_udp(r.stdout) == (0.5, 2.0)
+
+    (tmp_path / "n").write_text("-100")   # never listening: 20 tries, then a failure
+    r = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1 and "unable to connect" in r.stderr

@@ -194,8 +194,12 @@ UDP_LENGTH = 1400
 
 
 def iperf3_client(ip: str, quick: bool, port: int = IPERF_PORT, udp: bool = False) -> str:
+    """iperf3 -J, retried while it reports an error: iperf3 3.12 with -J exits 0 even when
+    it could not connect, so its JSON's ``error`` key, not the exit code, says it failed."""
     mode = f" -u -b 0 -l {UDP_LENGTH}" if udp else ""
-    return _retry(f"iperf3 -c {ip} -p {port}{mode} -t {seconds(quick)} -J 2>/dev/null")
+    run = f"out=$(iperf3 -c {ip} -p {port}{mode} -t {seconds(quick)} -J 2>/dev/null)"
+    return _retry(f"{run}; case \"$out\" in ''|*'\"error\":'*) echo \"$out\" >&2; false;;"
+                  " *) echo \"$out\";; esac")
 
 
 def qperf_client(ip: str, quick: bool, port: int = QPERF_PORT) -> str:
