@@ -421,8 +421,8 @@ class VmDriver:
     def delete(self, host_id: str, instance_dir: Path) -> None:
         rec = self._records.get(host_id)
         dirs = {instance_dir} | ({Path(rec["instance_dir"])} if rec else set())
-        if rec is not None:
-            vm = VmSpec.from_dict(rec["vm"])
+        vm = VmSpec.from_dict(rec["vm"]) if rec is not None else None
+        if vm is not None:
             pid = self._pid(vm)
             if pid is not None:
                 with contextlib.suppress(OSError):
@@ -441,8 +441,7 @@ class VmDriver:
                 if d.exists():
                     shutil.rmtree(d)
             with contextlib.suppress(UnsupportedError):
-                run = (VmSpec.from_dict(rec["vm"]).qmp_socket.parent if rec is not None
-                       else run_dir(self._run, host_id))
+                run = vm.qmp_socket.parent if vm is not None else run_dir(self._run, host_id)
                 shutil.rmtree(run, ignore_errors=True)
             self._records.remove(host_id)
         except OSError as err:
