@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+REMOVE_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,20 @@ def _rmdir_tree(top: Path) -> None:
             os.rmdir(dirpath)
 
 
-def remove(path: str, parent: str | None = None) -> list[str]:
+def remove(path: str, parent: str | None = None, wait: float = 0.0) -> list[str]:
     """Remove ``path`` in every hierarchy, then ``parent`` where it is left empty.
 
-    Returns the dirs that could not be removed (still holding processes).
+    A process that has closed its files but not yet left its cgroup (the last
+    step of exit) keeps the dir busy for a moment, so retry for up to ``wait``
+    seconds. Returns the dirs that could not be removed (still holding processes).
     """
+    deadline = time.monotonic() + wait
+    while (left := _remove_once(path, parent)) and time.monotonic() < deadline:
+        time.sleep(REMOVE_POLL)
+    return left
+
+
+def _remove_once(path: str, parent: str | None) -> list[str]:
     left: list[str] = []
     seen: set[Path] = set()
     for mount, _controllers in hierarchies():

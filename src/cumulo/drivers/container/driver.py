@@ -55,6 +55,7 @@ from cumulo.storage.pools import pool_of
 KILL_WAIT = 10.0
 POLL = 0.02
 EXIT_SETTLE = 0.5       # conmon writes PID 1's exit status within ms of reaping it
+CGROUP_RELEASE_WAIT = 2.0  # a killed process leaves its cgroup last, after closing its files
 
 
 def _loopback_up(pid: int) -> None:
@@ -259,7 +260,8 @@ class ContainerDriver:
         self.runtime.delete(host_id)
         for d in dirs:
             self._reap_conmon(self._paths(host_id, d))
-        left = cgroups.remove(self._cgroup(host_id), self.ctx.cgroup_parent)
+        left = cgroups.remove(self._cgroup(host_id), self.ctx.cgroup_parent,
+                              wait=CGROUP_RELEASE_WAIT)
         if left:
             raise DriverError(f"cgroups of {host_id!r} still hold processes: {', '.join(left)}")
         try:

@@ -310,12 +310,9 @@ class VmDriver:
     def _release_cgroup(self, host_id: str) -> None:
         """Remove the VM's cgroup once nothing runs in it (swtpm may take a moment)."""
         path = self._cgroup_path(host_id)
-        deadline = time.monotonic() + CGROUP_RELEASE_WAIT
-        while left := cgroups.remove(path, self.ctx.cgroup_parent):
-            if time.monotonic() >= deadline:
-                raise DriverError(f"the cgroup of {host_id!r} still holds processes:"
-                                  f" {', '.join(left)}")
-            time.sleep(POLL)
+        if left := cgroups.remove(path, self.ctx.cgroup_parent, wait=CGROUP_RELEASE_WAIT):
+            raise DriverError(f"the cgroup of {host_id!r} still holds processes:"
+                              f" {', '.join(left)}")
 
     def _launch(self, vm: VmSpec, argv: list[str]) -> RunState:
         """Run QEMU daemonized with ``argv`` and wait for its QMP socket."""

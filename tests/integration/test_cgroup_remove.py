@@ -1,0 +1,76 @@
+"""Removing a cgroup whose last process is still on its way out: ``wait`` retries,
+bounded, and a cgroup that stays busy is reported, never silently left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cumulo.host import cgroup_limits, cgroups
+
+pytestmark = [pytest.mark.root]
+
+PARENT = "cumulo-rmtest"
+
+
+def dirs(path: str) -> list[Path]:
+    return [m / path.strip("/") for m, _c in cgroups.hierarchies()
+            if (m / path.strip("/")).is_dir()]
+
+
+@pytest.fixture
+def path() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates cgroups")
+    p = f"/{PARENT}/{uuid.uuid4().hex[:8]}"
+    yield p
+    assert not cgroups.remove(p, PARENT, wait=10.0)
+    assert not dirs(PARENT)
+
+
+def spawn(path: str, seconds: float) -> subprocess.Popen[bytes]:
+    """A sleep in the cgroup at ``path``; returns once it has joined."""
+    procs = cgroup_limits.create(path, cgroup_limits.CgroupLimits(pids_max=10))
+    proc = subprocess.Popen([*cgroup_limits.spawn_prefix(procs), "sleep", str(seconds)])
+    deadline = time.monotonic() + 5
+    while not cgroups.holds(proc.pid, path):
+        assert time.monotonic() < deadline, "the sleep never joined its cgroup"
+        time.sleep(0.02)
+    return proc
+
+
+def test_a_busy_cgroup_is_reported_without_wait(path: str) -> None:
+    proc = spawn(path, 30)
+    try:
+        left = cgroups.remove(path)
+        assert left and all(path.strip("/") in d for d in left)
+        assert dirs(path)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_wait_removes_it_once_its_last_process_has_left(path: str) -> None:
+    proc = spawn(path, 0.5)
+    start = time.monotonic()
+    assert not cgroups.remove(path, wait=10.0)
+    assert proc.poll() is not None or proc.wait(5) == 0
+    assert time.monotonic() - start < 10.0
+    assert not dirs(path)
+
+
+def test_wait_is_bounded_and_still_reports_what_is_left(path: str) -> None:
+    proc = spawn(path, 30)
+    try:
+        start = time.monotonic()
+        assert cgroups.remove(path, wait=0.3)
+        assert 0.3 <= time.monotonic() - start < 5
+    finally:
+        proc.kill()
+        proc.wait()
