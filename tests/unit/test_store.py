@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,30 @@ def test_upgrade_from_0001_keeps_instances_and_adds_networks(tmp_path: Path) -> 
     s.delete_instance("default", "web")
     s.delete_network("default", "blue")
     assert s.list_networks() == []
+
+
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_threads_share_one_store_without_errors(where: str, tmp_path: Path) -> None:
+    """Operations write from worker threads while the API thread reads: the in-memory
+    store has one connection, so its sessions must take turns."""
+    url = "sqlite://" if where == "memory" else f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = Store(url)
+    ops = [store.add_operation(Operation(id=f"op{i}", description="x")) for i in range(4)]
+    errors: list[BaseException] = []
+
+    def hammer(op: Operation) -> None:
+        try:
+            for n in range(150):
+                store.update_operation(op.id, progress=n / 150, message=str(n))
+                store.get_operation(ops[(n + 1) % 4].id)
+        except BaseException as err:  # noqa: BLE001 - collected and reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=hammer, args=(op,)) for op in ops]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    assert all(store.get_operation(op.id).message == "149" for op in ops)
+    store.close()

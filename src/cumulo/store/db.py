@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def is_memory(url: str) -> bool:
+    """An in-memory SQLite URL: one connection that all threads share."""
+    return url in ("sqlite://", "sqlite:///:memory:")
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``sqlite:///path``, ``sqlite://`` (memory) or a PostgreSQL URL."""
     try:
         if url.startswith("sqlite"):
             kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
-            if url in ("sqlite://", "sqlite:///:memory:"):
+            if is_memory(url):
                 kwargs["poolclass"] = StaticPool
             engine = create_engine(url, **kwargs)
             event.listen(engine, "connect", _sqlite_pragmas)
@@ -70,21 +76,25 @@ class Database:
         self.engine = make_engine(url)
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # one shared connection cannot hold two transactions: sessions take turns
+        self._turn: AbstractContextManager[object] = (
+            threading.RLock() if is_memory(url) else nullcontext())
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        s = self._sessions()
-        try:
-            yield s
-            s.commit()
-        except SQLAlchemyError as err:
-            s.rollback()
-            raise StoreError(f"database error: {err.__class__.__name__}: {err}") from err
-        except BaseException:
-            s.rollback()
-            raise
-        finally:
-            s.close()
+        with self._turn:
+            s = self._sessions()
+            try:
+                yield s
+                s.commit()
+            except SQLAlchemyError as err:
+                s.rollback()
+                raise StoreError(f"database error: {err.__class__.__name__}: {err}") from err
+            except BaseException:
+                s.rollback()
+                raise
+            finally:
+                s.close()
 
     def close(self) -> None:
         self.engine.dispose()
