@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from cumulo.drivers.base import ExecRequest, InstanceSpec, RunStatus
@@ -22,7 +21,7 @@ from cumulo.drivers.container import monitor
 from cumulo.drivers.container.driver import ContainerDriver
 from cumulo.drivers.registry import DriverContext
 from cumulo.errors import InvalidStateError
-from cumulo.host import cgroups
+from cumulo.host import cgroups, procs
 from tests.helpers import build_busybox_rootfs, container_skip_reason, host_info
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime, pytest.mark.criu]
@@ -87,7 +86,7 @@ def test_counter_continues_after_restore(env: tuple[ContainerDriver, Path, str],
     stats = driver.checkpoint(host_id, archive)
     assert stats["transferred"] == archive.stat().st_size > 0
     assert driver.state(host_id).status == RunStatus.STOPPED
-    assert pid_before is not None and not psutil.pid_exists(pid_before)
+    assert pid_before is not None and not procs.alive(pid_before)
     frozen = int((spec.instance_dir / "upper" / "tmp" / "count").read_text())
     assert frozen >= before
     time.sleep(0.5)   # stopped: the count does not move

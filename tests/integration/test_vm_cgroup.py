@@ -24,7 +24,7 @@ from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm.driver import VmDriver
 from cumulo.drivers.vm.qemu_cmd import MIB, QEMU_OVERHEAD, TCG_TB_MIB
 from cumulo.errors import CumuloError
-from cumulo.host import cgroup_limits, cgroups
+from cumulo.host import cgroup_limits, cgroups, procs
 from tests.integration.test_vm_driver import HOST, Env
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root]
@@ -117,7 +117,7 @@ def test_usage_and_details_come_from_the_cgroup_also_for_a_new_driver(booted: Bo
 def test_delete_removes_the_cgroup_in_every_hierarchy(booted: Booted) -> None:
     assert cgroup_dirs(booted.cgroup)
     booted.env.driver.delete(booted.spec.host_id, booted.spec.instance_dir)
-    assert not psutil.pid_exists(booted.pid)
+    assert not procs.alive(booted.pid)
     assert not cgroup_dirs(booted.cgroup)
 
 

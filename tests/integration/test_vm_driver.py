@@ -6,7 +6,6 @@ finaliser even on failure; no guest has a network beyond an isolated QEMU hub.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -28,6 +27,7 @@ from cumulo.drivers.vm.accel import Accel
 from cumulo.drivers.vm.driver import VmDriver
 from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, build_argv
 from cumulo.errors import DriverError, UnsupportedError
+from cumulo.host import procs
 from cumulo.host.info import HostInfo
 from cumulo.host.probe import probe
 
@@ -82,11 +82,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     shutil.rmtree(top)   # disk images, initramfs cache, records: nothing stays in /tmp
 
 
-def wait_gone(pid: int, timeout: float = 30.0) -> None:
-    with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(pid).wait(timeout)
-
-
 @pytest.mark.parametrize(("machine", "io", "disk", "nic", "virtio"), [
     # microvm is left out: on TCG about 1 boot in 6 hangs calibrating its timers (no
     # HPET or PM timer there); pc boots reliably and, on TCG, faster
@@ -111,7 +106,7 @@ def test_guest_boots_sees_its_device_family_and_returns_the_exit_code(
     assert re.search(rf"^{disk}\r?$", out, re.M), out
     assert f"virtio={virtio}" in out and f"nic={nic}" in out
     assert f"host={spec.hostname}" in out
-    wait_gone(state.pid)
+    assert procs.wait_dead(state.pid, 30.0)
     final = env.driver.state(spec.host_id)
     assert final.status == RunStatus.STOPPED and final.exit_code == 7
 
@@ -141,7 +136,7 @@ def test_pause_resume_restart_of_the_daemon_and_graceful_stop(env: Env) -> None:
         again.update_limits(spec.host_id, Limits(memory=256 * MIB))
     started = time.monotonic()
     state = again.stop(spec.host_id, timeout=30, force=False)
-    assert state.status == RunStatus.STOPPED and not psutil.pid_exists(pid)
+    assert state.status == RunStatus.STOPPED and not procs.alive(pid)
     # the power button reached /init: it stopped the idle loop and reported it
     assert state.exit_code == 143, env.driver.read_console(spec.host_id, 0)[0][-500:]
     assert time.monotonic() - started < 30
@@ -157,7 +152,7 @@ def test_forced_stop_and_delete_leave_nothing(env: Env) -> None:
     started = time.monotonic()
     state = env.driver.stop(spec.host_id, timeout=30, force=True)
     assert state.status == RunStatus.STOPPED and state.exit_code is None
-    assert time.monotonic() - started < 5 and not psutil.pid_exists(pid)
+    assert time.monotonic() - started < 5 and not procs.alive(pid)
     assert env.driver.start(replace(spec)).status == RunStatus.RUNNING
     env.driver.delete(spec.host_id, spec.instance_dir)
     assert env.driver.state(spec.host_id).status == RunStatus.MISSING
@@ -177,7 +172,7 @@ def test_a_vm_with_the_longest_name_runs_and_a_too_long_runtime_dir_is_refused(
     sockets = list((env.ctx.runtime_dir / "vm").rglob("*.sock"))
     assert sockets and all(len(str(p)) <= 107 for p in sockets), sockets
     env.driver.delete(spec.host_id, spec.instance_dir)
-    assert not psutil.pid_exists(state.pid) and list((env.ctx.runtime_dir / "vm").iterdir()) == []
+    assert not procs.alive(state.pid) and list((env.ctx.runtime_dir / "vm").iterdir()) == []
 
     deep = replace(env.ctx, runtime_dir=env.top / ("r" * 90))
     driver = VmDriver(deep)
@@ -227,7 +222,7 @@ def test_kvm_starts_the_firmware_where_dev_kvm_works(env: Env) -> None:
         assert qmp.execute(vm.qmp_socket, "query-status")["status"] == "running"
     finally:
         env.driver._kill(vm)
-    assert run.pid is not None and not psutil.pid_exists(run.pid)
+    assert run.pid is not None and not procs.alive(run.pid)
 
 
 def test_a_kvm_guest_qemu_started_without_kvm_is_killed(env: Env) -> None:

@@ -27,6 +27,7 @@ from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm.driver import VmDriver
 from cumulo.drivers.vm.qemu_cmd import MIB
 from cumulo.errors import ConflictError, DriverError
+from cumulo.host import procs
 from tests.helpers import host_info
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root]
@@ -108,7 +109,7 @@ def test_checkpoint_to_a_file_and_restore_continue_the_counter(booted: tuple[Hos
     state_file = a.top / "ckpt" / "state"
     stats = a.driver.checkpoint(HOST_ID, state_file)
     assert stats["status"] == "completed" and stats["passes"] >= 1
-    assert a.driver.state(HOST_ID).status == RunStatus.STOPPED and dead(pid)
+    assert a.driver.state(HOST_ID).status == RunStatus.STOPPED and not procs.alive(pid)
     assert state_file.is_file() and state_file.stat().st_size > 1 * MIB
     last = a.counts()[-1]
     time.sleep(2)                       # the guest is not running: no new count
@@ -137,18 +138,10 @@ def test_live_migration_continues_on_the_destination(booted: tuple[Host, Host]) 
     assert stats["transferred"] > 0 and seen
     last_a = a.counts()[-1]
     a.driver.delete(HOST_ID, a.top / "i")
-    assert src_pid is not None and dead(src_pid)
+    assert src_pid is not None and not procs.alive(src_pid)
     counts = b.wait_count(last_a + 2)
     assert b"CUMULO-READY" not in b.console()
     assert last_a <= counts[0] + 1 and counts[0] <= last_a + 2 and continuous(counts), counts
-
-
-def dead(pid: int) -> bool:
-    """Gone, or a zombie: QEMU is daemonized, so init reaps it, and some inits reap late."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_cancel_and_a_dead_destination_leave_the_source_running(
@@ -176,7 +169,7 @@ def test_cancel_and_a_dead_destination_leave_the_source_running(
         last = src.counts()[-1]
         src.wait_count(last + 2)
         dst.driver.delete(HOST_ID, dst.top / "i")
-        assert dead(dst_pid) and dst.driver.list_host_ids() == []
+        assert not procs.alive(dst_pid) and dst.driver.list_host_ids() == []
 
 
 def test_restore_without_a_checkpoint_or_of_a_running_vm_is_refused(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cumulo.drivers.container.runtime import OciRuntime
 from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
+from cumulo.host import procs
 
 SYNC_TIMEOUT = 30.0
 # what ``runtime restore`` needs besides the images: the same options the dump used
@@ -134,24 +135,13 @@ def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths
     return pid
 
 
-def _alive(pid: int, comm: str | None = None) -> bool:
-    """``pid`` exists and is not a zombie (and is called ``comm``, if given)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    name, _, rest = stat.partition("(")[2].rpartition(")")
-    return (comm is None or name == comm) and rest.split()[:1] != ["Z"]
-
-
 def container_pid(bundle: Path) -> int | None:
     """PID 1's host pid from the pid file conmon's runtime wrote, if it is alive."""
     try:
         pid = int((bundle / "pidfile").read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if procs.alive(pid) else None
 
 
 def conmon_pid(paths: ConmonPaths) -> int | None:
@@ -162,7 +152,7 @@ def conmon_pid(paths: ConmonPaths) -> int | None:
         return None
     # not a recycled pid, and not a zombie that the host's init has yet to reap
     # (conmon daemonizes, so init is its parent)
-    return pid if _alive(pid, "conmon") else None
+    return pid if procs.alive(pid, "conmon") else None
 
 
 def read_log(log_path: Path, offset: int) -> tuple[bytes, int]:

@@ -66,7 +66,7 @@ from cumulo.errors import (
     RuntimeToolError,
     UnsupportedError,
 )
-from cumulo.host import cgroup_limits, cgroups
+from cumulo.host import cgroup_limits, cgroups, procs
 from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
 
@@ -146,28 +146,19 @@ class VmDriver:
     def _wait_dying(self, vm: VmSpec) -> None:
         """Wait (bounded) for a QEMU of this pid file that is already exiting.
 
-        An exiting process has an empty cmdline (its memory is gone) or is a
-        zombie until init reaps it, so ``_pid`` no longer claims it; callers
-        that promise "QEMU is gone" must still wait for it.
+        An exiting process has an empty cmdline (its memory is gone), so ``_pid``
+        no longer claims it; callers that promise "QEMU is gone" must still wait
+        for it. A zombie is already gone (see ``cumulo.host.procs``).
         """
         try:
             proc = psutil.Process(int(vm.pidfile.read_text().strip()))
             if not proc.name().startswith("qemu-system"):
                 return   # the pid was reused
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.cmdline():
+            if proc.cmdline() and procs.alive(proc.pid):
                 return   # a live QEMU that is not this VM's
         except (OSError, ValueError, psutil.Error):
             return
-        self._wait_gone(proc.pid, KILL_WAIT)
-
-    def _wait_gone(self, pid: int, timeout: float) -> bool:
-        try:
-            psutil.Process(pid).wait(timeout)
-        except psutil.TimeoutExpired:
-            return False
-        except psutil.Error:
-            pass
-        return True
+        procs.wait_dead(proc.pid, KILL_WAIT)   # at once for a zombie
 
     # --- lifecycle --------------------------------------------------------
     def create(self, spec: InstanceSpec) -> None:
@@ -378,11 +369,11 @@ class VmDriver:
             return
         with contextlib.suppress(DriverError):
             qmp.quit(vm.qmp_socket)
-        if self._wait_gone(pid, 2.0):
+        if procs.wait_dead(pid, 2.0):
             return
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        if not self._wait_gone(pid, KILL_WAIT):
+        if not procs.wait_dead(pid, KILL_WAIT):
             raise DriverError(f"QEMU pid {pid} of {vm.name!r} did not die after SIGKILL")
 
     def stop(self, host_id: str, timeout: float, force: bool) -> RunState:
@@ -395,7 +386,7 @@ class VmDriver:
                 if current.status == RunStatus.PAUSED:
                     qmp.cont(vm.qmp_socket)   # a paused guest cannot see the button
                 qmp.system_powerdown(vm.qmp_socket)
-                self._wait_gone(pid, timeout)
+                procs.wait_dead(pid, timeout)
         self._kill(vm)
         vm.qmp_socket.unlink(missing_ok=True)
         for i in range(vm.agent_ports):
@@ -424,7 +415,7 @@ class VmDriver:
             if pid is not None:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)   # delete is not graceful
-                if not self._wait_gone(pid, KILL_WAIT):
+                if not procs.wait_dead(pid, KILL_WAIT):
                     raise DriverError(f"QEMU pid {pid} of {host_id!r} did not die")
             else:
                 self._wait_dying(vm)

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
+from cumulo.host import procs
 
 SWTPM = "swtpm"
 START_TIMEOUT = 10.0
@@ -49,9 +50,8 @@ def pid(run_dir: Path) -> int | None:
     """swtpm's pid if it runs for this VM (its cmdline names our control socket)."""
     try:
         p = int(_pidfile(run_dir).read_text().strip())
-        proc = psutil.Process(p)
-        if proc.status() == psutil.STATUS_ZOMBIE or \
-                not any(str(ctrl_socket(run_dir)) in a for a in proc.cmdline()):
+        if not procs.alive(p) or \
+                not any(str(ctrl_socket(run_dir)) in a for a in psutil.Process(p).cmdline()):
             return None
     except (OSError, ValueError, psutil.Error):
         return None
@@ -103,12 +103,7 @@ def stop(run_dir: Path) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(OSError):
                 os.kill(p, sig)
-            try:
-                psutil.Process(p).wait(STOP_WAIT)
-                break
-            except psutil.TimeoutExpired:
-                continue
-            except psutil.Error:
+            if procs.wait_dead(p, STOP_WAIT):
                 break
         else:
             raise DriverError(f"swtpm pid {p} did not die after SIGKILL")
