@@ -67,18 +67,22 @@ def test_chroot_shell_runs(files: ImageFiles) -> None:
     assert out.stdout == "ok\n"
 
 
+def _child(pid: int) -> int:
+    """The first child of ``pid`` once it has one (bounded wait)."""
+    deadline = time.monotonic() + 5
+    while not (kids := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()):
+        assert time.monotonic() < deadline, f"pid {pid} never started a child"
+        time.sleep(0.02)
+    return int(kids[0])
+
+
 def _start_pid1(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     """Run argv as PID 1 of a new pid namespace: (the unshare process, host pid of PID 1)."""
     proc = subprocess.Popen(
         ["unshare", "-pf", "--mount-proc", *argv],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    children: list[str] = []
-    deadline = time.monotonic() + 5
-    while not children and time.monotonic() < deadline:
-        time.sleep(0.05)
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    pid1 = int(children[0])
+    pid1 = _child(proc.pid)
     nspid = next(ln for ln in Path(f"/proc/{pid1}/status").read_text().splitlines()
                  if ln.startswith("NSpid:"))
     assert nspid.split()[-1] == "1"
@@ -89,11 +93,10 @@ def test_default_command_stops_on_sigterm_as_pid1() -> None:
     """The image's PID 1 loop exits at once on SIGTERM (with /dev/null, as in a container)."""
     proc, pid1 = _start_pid1(BUSYBOX_COMMAND)
     try:
-        time.sleep(0.3)   # inside `wait`, a sleep running
-        start = time.monotonic()
+        sleep = _child(pid1)           # PID 1 is inside `wait` for this sleep
+        os.kill(sleep, signal.SIGSTOP)  # which now never ends by itself
         os.kill(pid1, signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-        assert time.monotonic() - start < 0.5   # not waiting for the 1 s sleep to end
+        assert proc.wait(timeout=5) == 0   # the trap ran without waiting for the sleep
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid1, signal.SIGKILL)
