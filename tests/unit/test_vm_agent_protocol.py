@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import shlex
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +50,6 @@ def test_bad_env_names_and_a_vm_without_agent_sockets(tmp_path: Path) -> None:
 
 
 def test_an_agent_that_never_answers_times_out(tmp_path: Path) -> None:
-    import socket
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(str(agent.port_socket(tmp_path, 0)))
     srv.listen(1)      # like QEMU before the guest opened the port: accepted, never answered
@@ -54,3 +58,41 @@ def test_an_agent_that_never_answers_times_out(tmp_path: Path) -> None:
             agent.AgentSession(tmp_path, "vm1", ExecRequest(["true"]), ready_timeout=0.3)
     finally:
         srv.close()
+
+
+def fake_agent(srv: socket.socket, skip: int) -> None:
+    """A guest agent whose first ``skip`` lines are eaten, as by the previous session's
+    watcher that has not yet seen its host hang up; then PONG, and a RUN that says hi."""
+    conn, _ = srv.accept()
+    with conn, conn.makefile("rb") as lines:
+        for raw in lines:
+            sid, verb = raw.decode().split()[:2]
+            if skip:
+                skip -= 1
+            elif verb == "PING":
+                conn.sendall(f"{sid} PONG\n".encode())
+            elif verb == "RUN":
+                hi = base64.b64encode(b"hi\n").decode()
+                conn.sendall(f"{sid} START\n{sid} OUT {hi}\nother EXIT 9\n{sid} EXIT 0\n"
+                             .encode())
+                return
+
+
+def test_a_ping_eaten_by_the_last_sessions_watcher_is_asked_again(tmp_path: Path) -> None:
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(agent.port_socket(tmp_path, 0)))
+    srv.listen(1)
+    guest = threading.Thread(target=fake_agent, args=(srv, 1), daemon=True)
+    guest.start()
+    try:
+        started = time.monotonic()
+        session = agent.AgentSession(tmp_path, "vm1", ExecRequest(["echo", "hi"]),
+                                     ready_timeout=10)
+        session.close_stdin()
+        assert session.wait(10) == 0
+        assert os.read(session.stdout_fd, 100) == b"hi\n"
+        assert time.monotonic() - started < 10
+        session.kill()
+    finally:
+        srv.close()
+        guest.join(5)

@@ -10,7 +10,8 @@ Frames are text lines, ``ID VERB [ARG...]``, the binary payloads base64:
   host  -> guest  ``ID RUN SCRIPT STDIN``     sh script and stdin, base64 (``-``: no stdin)
   guest -> host   ``ID START``, then ``ID OUT B64`` / ``ID ERR B64`` chunks, then ``ID EXIT N``
 The host closing the connection while a command runs kills it (its process group).
-Frames with another ID are leftovers of a cancelled session and are skipped.
+Frames with another ID are leftovers of a cancelled session and are skipped; PING
+repeats each second until a PONG comes (see ``AgentSession._connect``).
 
 Stdin is collected until end of input, then sent with the command: enough for
 ``echo x | cumulo exec vm -- cat``, not for interactive programs (use the console).
@@ -35,6 +36,7 @@ from cumulo.errors import ConflictError, DriverError, InvalidInputError
 PORTS = 2                       # concurrent execs per VM
 PORT_NAME = "org.cumulo.agent.{}"
 READY_TIMEOUT = 60.0            # a VM still booting on TCG answers within seconds
+PING_EVERY = 1.0                # ask again if no PONG came (see _connect)
 MAX_STDIN = 1024 * 1024         # stdin travels in one frame
 MAX_FRAME = 1024 * 1024
 KILLED = 137
@@ -157,18 +159,28 @@ class AgentSession:
 
     # --- connection ---------------------------------------------------------
     def _connect(self, run_dir: Path, timeout: float) -> tuple[int, socket.socket]:
-        """A free port (lock held) whose agent answered PING."""
+        """A free port (lock held) whose agent answered PING.
+
+        PING is repeated: the previous session's watcher in the guest may not have
+        seen that host hang up yet, and then takes the first line we send as its own.
+        """
         deadline = time.monotonic() + timeout
         index, lock_fd = self._free_port(run_dir, deadline)
         path = port_socket(run_dir, index)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._buf = bytearray()
         try:
             sock.settimeout(max(0.1, deadline - time.monotonic()))
             sock.connect(str(path))
-            sock.sendall(f"{self._id} PING\n".encode())
-            self._reader = sock.makefile("rb")
-            while (frame := self._frame()) is not None and frame[0] != "PONG":
-                pass
+            frame: tuple[str, str] | None = ("", "")
+            while frame is not None and frame[0] != "PONG":
+                sock.sendall(f"{self._id} PING\n".encode())
+                sock.settimeout(max(0.05, min(PING_EVERY, deadline - time.monotonic())))
+                try:
+                    frame = self._frame(sock)
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
             if frame is None:
                 raise DriverError(f"the guest agent of {self.name!r} closed the connection")
             sock.settimeout(None)
@@ -202,13 +214,25 @@ class AgentSession:
                 raise ConflictError(f"all {PORTS} exec channels of {self.name!r} are busy")
             time.sleep(0.1)
 
-    def _frame(self) -> tuple[str, str] | None:
-        """(verb, rest) of the next frame of this session; None at end of stream."""
+    def _frame(self, sock: socket.socket) -> tuple[str, str] | None:
+        """(verb, rest) of the next frame of this session; None at end of stream.
+
+        A timeout leaves a partly read line in the buffer for the next call.
+        """
         while True:
-            line = self._reader.readline(MAX_FRAME)
-            if not line:
-                return None
-            fid, _, rest = line.decode(errors="replace").rstrip("\r\n").partition(" ")
+            end = self._buf.find(b"\n")
+            if end < 0:
+                if len(self._buf) > MAX_FRAME:
+                    raise DriverError(f"the guest agent of {self.name!r} sent a frame"
+                                      f" over {MAX_FRAME} bytes")
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                self._buf += chunk
+                continue
+            line = bytes(self._buf[:end])
+            del self._buf[:end + 1]
+            fid, _, rest = line.decode(errors="replace").rstrip("\r").partition(" ")
             if fid == self._id:
                 verb, _, arg = rest.partition(" ")
                 return verb, arg
@@ -225,7 +249,7 @@ class AgentSession:
                                       " bytes")
             self._sock.sendall(f"{self._id} RUN {_b64(self._script)} {_b64(bytes(stdin))}\n"
                                .encode())
-            while (frame := self._frame()) is not None:
+            while (frame := self._frame(self._sock)) is not None:
                 verb, arg = frame
                 if verb in ("OUT", "ERR"):
                     os.write(self._out_w if verb == "OUT" else self._err_w,
