@@ -16,7 +16,8 @@ import pytest
 
 from cumulo.drivers.base import RunStatus
 from cumulo.drivers.vm.accel import host_tsc_khz
-from tests.integration.test_vm_driver import Env, env, wait_gone  # noqa: F401  (the fixture)
+from cumulo.host import procs
+from tests.integration.test_vm_driver import Env, env  # noqa: F401  (the fixture)
 
 # ruff: noqa: F811   (tests take the imported env fixture as a parameter)
 
@@ -48,6 +49,6 @@ def test_microvm_boots_on_tcg_and_returns_the_exit_code(env: Env) -> None:
     assert "tpm=2 /dev/tpmrm0" in out, out
     assert f"tsc_early_khz={khz} tsc=reliable" in env.driver._vmspec(spec.host_id).append
     assert "clock=tsc" in out, out   # not refined-jiffies: timing in the guest stays fine
-    wait_gone(state.pid)
+    assert procs.wait_dead(state.pid, 30.0)
     final = env.driver.state(spec.host_id)
     assert final.status == RunStatus.STOPPED and final.exit_code == 5
