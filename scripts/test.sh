@@ -9,4 +9,4 @@ echo "==> ruff"
 echo "==> mypy --strict"
 .venv/bin/mypy
 echo "==> pytest"
-exec .venv/bin/pytest -p no:cacheprovider -ra "$@"
+exec .venv/bin/pytest -p no:cacheprovider -ra --durations=25 "$@"
