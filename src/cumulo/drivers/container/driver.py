@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from cumulo.errors import (
     RuntimeToolError,
     UnsupportedError,
 )
-from cumulo.host import cgroups
+from cumulo.host import cgroups, procs
 from cumulo.net import netlink
 from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
@@ -55,6 +56,7 @@ from cumulo.storage.pools import pool_of
 KILL_WAIT = 10.0
 POLL = 0.02
 EXIT_SETTLE = 0.5       # conmon writes PID 1's exit status within ms of reaping it
+CONMON_EXIT_WAIT = 5.0
 CGROUP_RELEASE_WAIT = 2.0  # a killed process leaves its cgroup last, after closing its files
 
 
@@ -278,13 +280,10 @@ class ContainerDriver:
 
     def _reap_conmon(self, paths: monitor.ConmonPaths) -> None:
         """conmon exits once PID 1 is gone; make sure it has before removing its files."""
-        deadline = time.monotonic() + 5.0
-        while (pid := monitor.conmon_pid(paths)) is not None:
-            if time.monotonic() >= deadline:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, 9)
-                break
-            time.sleep(POLL)
+        pid = monitor.conmon_pid(paths)
+        if pid is not None and not procs.wait_dead(pid, CONMON_EXIT_WAIT):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     # --- limits and usage ---------------------------------------------------
     def update_limits(self, host_id: str, limits: Limits) -> None:

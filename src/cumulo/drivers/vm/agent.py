@@ -137,6 +137,7 @@ class AgentSession:
         self._killed = False
         self._done = threading.Event()
         self._fds: set[int] = set()
+        self._buf = bytearray()          # received bytes not yet split into frames
         self._lock_fd, self._sock = self._connect(run_dir, ready_timeout)
         try:
             in_r, self._in_w = os.pipe()
@@ -168,7 +169,6 @@ class AgentSession:
         index, lock_fd = self._free_port(run_dir, deadline)
         path = port_socket(run_dir, index)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._buf = bytearray()
         try:
             sock.settimeout(max(0.1, deadline - time.monotonic()))
             sock.connect(str(path))

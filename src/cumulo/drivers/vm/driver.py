@@ -136,8 +136,7 @@ class VmDriver:
         """QEMU's pid if it is alive and really the QEMU of this VM (pid files can go stale)."""
         try:
             pid = int(vm.pidfile.read_text().strip())
-            proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE or str(vm.pidfile) not in proc.cmdline():
+            if not procs.alive(pid) or str(vm.pidfile) not in psutil.Process(pid).cmdline():
                 return None
         except (OSError, ValueError, psutil.Error):
             return None
