@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# Why each package is here: see README.md, "Dependencies".
+# Why each package is here: see docs/dependencies.md.
 PACKAGES=(
   python3 python3-venv python3-pip   # the daemon and CLI
   runc crun conmon                   # OCI runtimes and the per-container monitor
