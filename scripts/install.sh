@@ -10,12 +10,15 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# Why each package is here: see README.md, "Dependencies".
+# Why each package is here: see README.md, "Dependencies". Every program the code runs is
+# in src/cumulo/host/tools.py with its package (a unit test holds the two together).
+# No iptables: CRIU locks a container's network with nftables (scripts/install-criu.sh).
 PACKAGES=(
   python3 python3-venv python3-pip   # the daemon and CLI
   runc crun conmon                   # OCI runtimes and the per-container monitor
   busybox-static                     # the local busybox image, no internet needed
   iproute2 nftables uidmap procps    # kernel networking tools, id maps, ps
+  kmod                               # modprobe: kernel modules networks need (br_netfilter...)
   qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
   e2fsprogs                          # mke2fs -d: VM base disks from image trees, sized ext4 files
   dnsmasq-base                       # DHCP and DNS per virtual network
