@@ -18,6 +18,7 @@ driven by the source:
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -44,6 +45,14 @@ from cumulo.services.operations import Progress
 from cumulo.store.hosts import HostStore, Remote
 
 TIMEOUT = 120.0
+_TOKEN_N = re.compile(r"token-(\d+)")
+
+
+def next_token_name(names: list[str]) -> str:
+    """``token-N`` one past the highest such name: free even after some were revoked
+    (one past the count is not)."""
+    used = [int(m.group(1)) for n in names if (m := _TOKEN_N.fullmatch(n))]
+    return f"token-{max(used, default=0) + 1}"
 
 
 class MigrationService:
@@ -55,7 +64,7 @@ class MigrationService:
 
     # --- tokens and remotes ---
     def issue_token(self, name: str | None) -> tuple[str, str]:
-        name = name or f"token-{len(self.hosts.token_names()) + 1}"
+        name = name or next_token_name(self.hosts.token_names())
         validate_name(name)
         token = secrets.token_urlsafe(32)
         self.hosts.add_token(name, token)
