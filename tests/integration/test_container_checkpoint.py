@@ -125,6 +125,17 @@ def test_checkpoint_of_a_stopped_container_is_refused(
     assert not (tmp_path / "never.tar").exists()
 
 
+def _running_counter(driver: ContainerDriver, image: Path, tmp_path: Path,
+                     hostname: str) -> InstanceSpec:
+    host_id = f"cr-{uuid.uuid4().hex[:8]}"
+    spec = InstanceSpec(host_id=host_id, hostname=hostname,
+                        instance_dir=tmp_path / "instances" / host_id, rootfs=image,
+                        command=COUNTER)
+    driver.create(spec)
+    driver.start(spec)
+    return spec
+
+
 def _path_without_iptables(bin_dir: Path) -> str:
     """A PATH with every program of this one except iptables* (as on a fresh Debian 12)."""
     bin_dir.mkdir()
@@ -148,12 +159,8 @@ def test_checkpoint_and_restore_need_no_iptables(
         pytest.skip("this CRIU cannot lock the network with nftables (install.sh's can)")
     monkeypatch.setenv("PATH", _path_without_iptables(tmp_path / "bin"))
     assert shutil.which("iptables-restore") is None and shutil.which("runc") is not None
-    host_id = f"cr-{uuid.uuid4().hex[:8]}"
-    spec = InstanceSpec(host_id=host_id, hostname="nolock",
-                        instance_dir=tmp_path / "instances" / host_id, rootfs=image,
-                        command=COUNTER)
-    driver.create(spec)
-    driver.start(spec)
+    spec = _running_counter(driver, image, tmp_path, "nolock")
+    host_id = spec.host_id
     before = _wait_count(driver, host_id, 2)
     driver.checkpoint(host_id, tmp_path / "state.tar")
     conf = json.loads((spec.instance_dir / "config.json").read_text())["annotations"]
@@ -168,12 +175,8 @@ def test_a_container_started_without_the_options_is_refused_at_once(
     """One started by an older cumulod (runc holds no CRIU options file for it) would fail
     half-way through the dump on a host without iptables: refused before, still running."""
     driver, image, _ = env
-    host_id = f"cr-{uuid.uuid4().hex[:8]}"
-    spec = InstanceSpec(host_id=host_id, hostname="old",
-                        instance_dir=tmp_path / "instances" / host_id, rootfs=image,
-                        command=COUNTER)
-    driver.create(spec)
-    driver.start(spec)
+    spec = _running_counter(driver, image, tmp_path, "old")
+    host_id = spec.host_id
     driver._criu_conf = tmp_path / "elsewhere.conf"   # not what runc was given at the start
     with pytest.raises(UnsupportedError, match="restart it once, then checkpoint it"):
         driver.checkpoint(host_id, tmp_path / "never.tar")

@@ -519,4 +519,6 @@ class ContainerDriver:
         self._instance_dir(host_id)
         checkpoint.require_criu(self.ctx.host)
         self.runtime.criu_args("criu")   # this runtime can drive CRIU
-        return f"container/{self.runtime.name}/criu-{self.ctx.host.criu}"
+        # (the restore unlocks the network the way the dump locked it)
+        return (f"container/{self.runtime.name}/criu-{self.ctx.host.criu}"
+                f"/lock-{self.ctx.host.criu_network_lock}")
