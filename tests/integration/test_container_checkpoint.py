@@ -24,7 +24,12 @@ from cumulo.drivers.container.driver import ContainerDriver
 from cumulo.drivers.registry import DriverContext
 from cumulo.errors import InvalidStateError, UnsupportedError
 from cumulo.host import cgroups, procs
-from tests.helpers import build_busybox_rootfs, container_skip_reason, host_info
+from tests.helpers import (
+    build_busybox_rootfs,
+    checkpoint_skip_reason,
+    container_skip_reason,
+    host_info,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime, pytest.mark.criu]
 
@@ -33,10 +38,8 @@ COUNTER = ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new;"
            " mv /tmp/count.new /tmp/count; echo n=$i;"
            " sleep 0.1; done"]
 
-if (_reason := container_skip_reason()) is not None:
+if (_reason := container_skip_reason() or checkpoint_skip_reason()) is not None:
     pytestmark.append(pytest.mark.skip(reason=_reason))
-elif not host_info().criu_check:
-    pytestmark.append(pytest.mark.skip(reason="no CRIU passing `criu check` (install.sh)"))
 
 
 @pytest.fixture(scope="module")
