@@ -10,12 +10,15 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# Why each package is here: see docs/dependencies.md.
+# Why each package is here: see docs/dependencies.md. Every program the code runs is
+# in src/cumulo/host/tools.py with its package (a unit test holds the two together).
+# No iptables: CRIU locks a container's network with nftables (scripts/install-criu.sh).
 PACKAGES=(
   python3 python3-venv python3-pip   # the daemon and CLI
   runc crun conmon                   # OCI runtimes and the per-container monitor
   busybox-static                     # the local busybox image, no internet needed
   iproute2 nftables uidmap procps    # kernel networking tools, id maps, ps
+  kmod                               # modprobe: kernel modules networks need (br_netfilter...)
   qemu-system-x86 qemu-utils         # virtual machines (KVM or TCG) and qemu-img
   e2fsprogs                          # mke2fs -d: VM base disks from image trees, sized ext4 files
   dnsmasq-base                       # DHCP and DNS per virtual network
@@ -88,56 +91,11 @@ PY
   trap - EXIT
 fi
 
-# CRIU 4.2+ for container checkpoint/restore and migration (runc drives it). Debian 12's
-# criu 3.17 fails `criu check` on recent kernels; Debian 13's 4.1.1 passes it but cannot dump
-# any TCP/UDP socket on kernels >= 6.16 ("Can't get 1:16 opt": SO_PASSCRED is refused on
-# inet sockets since then; fixed in CRIU 4.2), so containers serving on a NIC could not be
-# checkpointed. Debian forky has 4.2.1. It needs a newer libc than bookworm's, so: forky's
-# criu and its libraries unpacked into a private prefix (never dpkg-installed, the host's
-# bookworm libc is untouched), run by their own loader from a wrapper script.
-# A private apt state in a temp dir resolves the dependencies; nothing is added to /etc/apt.
-# Re-runs only check the wrapper's `--version`.
+# CRIU 4.2.1 (pinned) for container checkpoint/restore and migration, from Debian forky
+# into a private prefix; why and how: scripts/install-criu.sh. It locks a container's
+# network with nftables, so no iptables is needed (see docs/host-info.md).
+bash scripts/install-criu.sh /opt/cumulo/criu
 CRIU_PREFIX=/opt/cumulo/criu
-CRIU_SUITE=forky
-if ! "$CRIU_PREFIX/criu" --version 2>/dev/null | grep -Eq 'Version: (4\.([2-9]|[1-9][0-9])|[5-9])'; then
-  echo "==> fetching criu from Debian $CRIU_SUITE into $CRIU_PREFIX"
-  cwork=$(mktemp -d)
-  chmod 755 "$cwork"                 # apt-get download drops to the _apt user
-  trap 'rm -rf "$cwork" "$CRIU_PREFIX.tmp"' EXIT
-  mkdir -p "$cwork"/{lists/partial,cache/archives/partial,parts,prefs,debs}
-  chmod 777 "$cwork/debs"
-  touch "$cwork/status"              # an empty dpkg status: every dependency is fetched
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $CRIU_SUITE main" \
-    > "$cwork/sources.list"
-  capt=(-o Dir::Etc::sourcelist="$cwork/sources.list" -o Dir::Etc::sourceparts="$cwork/parts"
-        -o Dir::Etc::preferencesparts="$cwork/prefs" -o Dir::State::Lists="$cwork/lists"
-        -o Dir::State::status="$cwork/status" -o Dir::Cache="$cwork/cache" -o APT::Architecture=amd64)
-  apt-get "${capt[@]}" update -qq
-  mapfile -t cpkgs < <(apt-cache "${capt[@]}" depends --recurse --no-recommends --no-suggests \
-    --no-conflicts --no-breaks --no-replaces --no-enhances criu | grep -v '^ ' | sort -u)
-  (cd "$cwork/debs" && apt-get "${capt[@]}" download -qq "${cpkgs[@]}" >/dev/null)
-  rm -rf "$CRIU_PREFIX.tmp"
-  mkdir -p "$CRIU_PREFIX.tmp/root"
-  for deb in "$cwork"/debs/*.deb; do dpkg-deb -x "$deb" "$CRIU_PREFIX.tmp/root"; done
-  rm -rf "$CRIU_PREFIX.tmp/root/usr/share/doc" "$CRIU_PREFIX.tmp/root/usr/share/man" \
-    "$CRIU_PREFIX.tmp/root/usr/share/locale"
-  {
-    echo '#!/bin/sh'
-    echo "# criu from Debian $CRIU_SUITE, run by its own loader and libraries (scripts/install.sh)"
-    echo "r=$CRIU_PREFIX/root"
-    echo 'exec "$r/usr/lib64/ld-linux-x86-64.so.2" --library-path "$r/usr/lib/x86_64-linux-gnu" "$r/usr/sbin/criu" "$@"'
-  } > "$CRIU_PREFIX.tmp/criu"
-  chmod 755 "$CRIU_PREFIX.tmp/criu"
-  rm -rf "$CRIU_PREFIX.old"
-  if [ -d "$CRIU_PREFIX" ]; then mv "$CRIU_PREFIX" "$CRIU_PREFIX.old"; fi
-  mv "$CRIU_PREFIX.tmp" "$CRIU_PREFIX"
-  rm -rf "$CRIU_PREFIX.old" "$cwork"
-  trap - EXIT
-  if ! "$CRIU_PREFIX/criu" --version | grep -Eq 'Version: (4\.([2-9]|[1-9][0-9])|[5-9])'; then
-    echo "install.sh: criu from $CRIU_SUITE does not run" >&2
-    exit 1
-  fi
-fi
 # runc finds criu on PATH: /usr/local/sbin comes before /usr/sbin (where a criu 3.17 would be)
 ln -sfn "$CRIU_PREFIX/criu" /usr/local/sbin/criu
 

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from cumulo.host.criu import criu_binary, unavailable
 from cumulo.host.info import HostInfo
 from cumulo.host.probe import probe
 
@@ -34,6 +35,11 @@ def build_busybox_rootfs(top: Path) -> Path:
 def host_info() -> HostInfo:
     """This host as the daemon sees it (probed once per test run)."""
     return probe()
+
+
+def checkpoint_skip_reason() -> str | None:
+    """Why this host cannot checkpoint containers (the probe's reason), or None."""
+    return unavailable(host_info(), criu_binary())
 
 
 def container_skip_reason() -> str | None:

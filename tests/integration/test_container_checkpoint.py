@@ -8,7 +8,9 @@ nothing is left behind. Skipped when the host has no CRIU that passes ``criu che
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,9 +22,14 @@ from cumulo.drivers.base import ExecRequest, InstanceSpec, RunStatus
 from cumulo.drivers.container import monitor
 from cumulo.drivers.container.driver import ContainerDriver
 from cumulo.drivers.registry import DriverContext
-from cumulo.errors import InvalidStateError
+from cumulo.errors import InvalidStateError, UnsupportedError
 from cumulo.host import cgroups, procs
-from tests.helpers import build_busybox_rootfs, container_skip_reason, host_info
+from tests.helpers import (
+    build_busybox_rootfs,
+    checkpoint_skip_reason,
+    container_skip_reason,
+    host_info,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime, pytest.mark.criu]
 
@@ -31,10 +38,8 @@ COUNTER = ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new;"
            " mv /tmp/count.new /tmp/count; echo n=$i;"
            " sleep 0.1; done"]
 
-if (_reason := container_skip_reason()) is not None:
+if (_reason := container_skip_reason() or checkpoint_skip_reason()) is not None:
     pytestmark.append(pytest.mark.skip(reason=_reason))
-elif not host_info().criu_check:
-    pytestmark.append(pytest.mark.skip(reason="no CRIU passing `criu check` (install.sh)"))
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +126,66 @@ def test_checkpoint_of_a_stopped_container_is_refused(
     with pytest.raises(InvalidStateError):
         driver.checkpoint(host_id, tmp_path / "never.tar")
     assert not (tmp_path / "never.tar").exists()
+
+
+def _running_counter(driver: ContainerDriver, image: Path, tmp_path: Path,
+                     hostname: str) -> InstanceSpec:
+    host_id = f"cr-{uuid.uuid4().hex[:8]}"
+    spec = InstanceSpec(host_id=host_id, hostname=hostname,
+                        instance_dir=tmp_path / "instances" / host_id, rootfs=image,
+                        command=COUNTER)
+    driver.create(spec)
+    driver.start(spec)
+    return spec
+
+
+def _path_without_iptables(bin_dir: Path) -> str:
+    """A PATH with every program of this one except iptables* (as on a fresh Debian 12)."""
+    bin_dir.mkdir()
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            link = bin_dir / name
+            if not name.startswith(("iptables", "ip6tables")) and not link.exists():
+                link.symlink_to(os.path.join(d, name))
+    return str(bin_dir)
+
+
+def test_checkpoint_and_restore_need_no_iptables(
+        env: tuple[ContainerDriver, Path, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CRIU locks the container's own netns with nftables (named in config.json): runc and
+    CRIU find no iptables-restore on PATH, and the counter still goes on after a restore."""
+    driver, image, _ = env
+    if host_info().criu_network_lock != "nftables":
+        pytest.skip("this CRIU cannot lock the network with nftables (install.sh's can)")
+    monkeypatch.setenv("PATH", _path_without_iptables(tmp_path / "bin"))
+    assert shutil.which("iptables-restore") is None and shutil.which("runc") is not None
+    spec = _running_counter(driver, image, tmp_path, "nolock")
+    host_id = spec.host_id
+    before = _wait_count(driver, host_id, 2)
+    driver.checkpoint(host_id, tmp_path / "state.tar")
+    conf = json.loads((spec.instance_dir / "config.json").read_text())["annotations"]
+    assert Path(conf["org.criu.config"]).read_text().endswith("network-lock nftables\n")
+    driver.restore(spec, tmp_path / "state.tar")
+    assert _wait_count(driver, host_id, before) > before
+    driver.stop(host_id, 0, force=True)
+
+
+def test_a_container_started_without_the_options_is_refused_at_once(
+        env: tuple[ContainerDriver, Path, str], tmp_path: Path) -> None:
+    """One started by an older cumulod (runc holds no CRIU options file for it) would fail
+    half-way through the dump on a host without iptables: refused before, still running."""
+    driver, image, _ = env
+    spec = _running_counter(driver, image, tmp_path, "old")
+    host_id = spec.host_id
+    driver._criu_conf = tmp_path / "elsewhere.conf"   # not what runc was given at the start
+    with pytest.raises(UnsupportedError, match="restart it once, then checkpoint it"):
+        driver.checkpoint(host_id, tmp_path / "never.tar")
+    assert driver.state(host_id).status == RunStatus.RUNNING
+    assert not (tmp_path / "never.tar").exists()
+    driver.stop(host_id, 0, force=True)
+    driver.start(spec)   # a restart names the options file: now it checkpoints
+    driver.checkpoint(host_id, tmp_path / "state.tar")
+    assert driver.state(host_id).status == RunStatus.STOPPED

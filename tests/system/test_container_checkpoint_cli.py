@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import host_info
+from tests.helpers import checkpoint_skip_reason
 from tests.system.conftest import Daemon, counts, wait_count
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.criu]
-if not host_info().criu_check:
-    pytestmark.append(pytest.mark.skip(reason="no CRIU passing `criu check` (install.sh)"))
+if (_reason := checkpoint_skip_reason()) is not None:
+    pytestmark.append(pytest.mark.skip(reason=_reason))
 
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; sleep 0.2; done'
 

@@ -16,13 +16,13 @@ import time
 import psutil
 import pytest
 
-from tests.helpers import host_info
+from tests.helpers import checkpoint_skip_reason
 from tests.system.conftest import Daemon, counts, wait_count
 from tests.system.test_migration_cli import hosts  # noqa: F401  (the two-host fixture)
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.criu]
-if not host_info().criu_check:
-    pytestmark.append(pytest.mark.skip(reason="no CRIU passing `criu check` (install.sh)"))
+if (_reason := checkpoint_skip_reason()) is not None:
+    pytestmark.append(pytest.mark.skip(reason=_reason))
 
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; echo $i > /count; sleep 0.2; done'
 
@@ -34,13 +34,24 @@ def conmons(d: Daemon) -> list[int]:
 
 def test_container_migrates_with_its_state_and_cold(hosts: tuple[Daemon, Daemon]) -> None:  # noqa: F811
     a, b = hosts
-    for d in (a, b):
-        d.cli("image", "build", "busybox")
+    a.cli("image", "build", "busybox")
     token = b.cli("remote", "token", "--name", "from-a").stdout.strip()
     a.cli("remote", "add", "b", "http://10.77.0.2:8443", "--token", token)
 
     a.cli("launch", "busybox", "ct", "--", "sh", "-c", COUNTER)
     a.cli("exec", "ct", "--", "sh", "-c", "echo written-on-a > /etc/moved")
+
+    # b lacks the image: one line saying so and how to copy it; the commands it gives work
+    r = a.cli("migrate", "ct", "--to", "b", check=False)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    m = re.search(r"host 'b' lacks image busybox \(\w{12}\), which instance 'ct' runs"
+                  r" from: .*here: `cumulo image export busybox (\S+)`; on b: `cumulo image"
+                  r" import \1 --alias busybox`", r.stderr)
+    assert m, r.stderr
+    assert json.loads(a.cli("info", "ct", "--format", "json").stdout)["state"] == "running"
+    file = str(a.state_dir.parent / m.group(1))
+    a.cli("image", "export", "busybox", file)
+    b.cli("image", "import", file, "--alias", "busybox")
     before = wait_count(a, "ct", 5)
 
     r = a.cli("migrate", "ct", "--to", "b", timeout=180)

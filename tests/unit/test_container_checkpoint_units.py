@@ -20,7 +20,18 @@ def test_no_criu_or_a_failing_one_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(checkpoint, "criu_binary", lambda: "/usr/sbin/criu")
     with pytest.raises(UnsupportedError, match=r"criu 3\.17 fails `criu check`.*4\.x"):
         checkpoint.require_criu(HostInfo(criu="3.17", criu_check=False))
-    assert checkpoint.require_criu(HostInfo(criu="4.1.1", criu_check=True)) == "/usr/sbin/criu"
+    with pytest.raises(UnsupportedError, match=r"cannot lock the network.*iptables"):
+        checkpoint.require_criu(HostInfo(criu="4.2.1", criu_check=True))
+    assert checkpoint.require_criu(HostInfo(criu="4.2.1", criu_check=True,
+                                            criu_network_lock="nftables")) == "/usr/sbin/criu"
+
+
+def test_criu_options_file_sets_the_network_lock(tmp_path: Path) -> None:
+    conf = tmp_path / "container" / "criu.conf"
+    checkpoint.write_criu_conf(conf, HostInfo(criu_network_lock="nftables"))
+    assert conf.read_text().splitlines()[-1] == "network-lock nftables"
+    checkpoint.write_criu_conf(conf, HostInfo(criu_network_lock="iptables"))
+    assert conf.read_text().splitlines()[-1] == "network-lock iptables"
 
 
 def test_criu_error_names_the_cause_from_the_log(tmp_path: Path) -> None:

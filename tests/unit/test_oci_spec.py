@@ -11,6 +11,7 @@ from cumulo.drivers.container.oci_spec import (
     build_config,
     cpu_shares,
     resources,
+    set_criu_conf,
     update_resources,
 )
 from cumulo.drivers.container.seccomp import DENIED_SYSCALLS
@@ -120,3 +121,15 @@ def test_network_namespace_is_joined_when_given() -> None:
     assert {"type": "network", "path": "/run/cumulo/netns/default_web"} in \
         joined["linux"]["namespaces"]
 
+
+
+def test_runc_is_told_where_cumulos_criu_options_are() -> None:
+    """The annotation runc reads CRIU options from (the network lock): set at create, and
+    added to a config written before it existed (so a restart fixes an old container)."""
+    conf = Path("/state/container/criu.conf")
+    config = build_config(spec(), "/c/x", criu_conf=conf)
+    assert config["annotations"] == {"org.criu.config": str(conf)}
+    assert not set_criu_conf(config, conf)
+    old = build_config(spec(), "/c/x")
+    assert "annotations" not in old
+    assert set_criu_conf(old, conf) and old["annotations"]["org.criu.config"] == str(conf)

@@ -24,6 +24,7 @@ class HostInfo:
     qemu: str | None = None                  # qemu-system-x86_64 version
     criu: str | None = None                  # version
     criu_check: bool = False                 # `criu check` passes
+    criu_network_lock: str | None = None     # "nftables", "iptables" or None (cannot dump)
     swtpm: str | None = None
     nftables: str | None = None
     notes: list[str] = field(default_factory=list)   # why something is unusable

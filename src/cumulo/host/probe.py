@@ -16,7 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cumulo.host.criu import criu_binary
+from cumulo.host.criu import criu_binary, network_lock
+from cumulo.host.criu import unavailable as criu_unavailable
 from cumulo.host.info import HostInfo
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -305,15 +306,14 @@ def probe() -> HostInfo:
 
     criu_path = criu_binary()
     criu = None if criu_path is None else tool_version(criu_path)
-    criu_check = False
-    if criu is None:
-        notes.append("criu is not installed: checkpoint/restore unavailable"
-                     " (scripts/install.sh provides 4.x)")
-    else:
-        check = _run([str(criu_path), "check"], timeout=CRIU_CHECK_TIMEOUT)
+    criu_check, criu_lock = False, None
+    if criu_path is not None and criu is not None:
+        check = _run([criu_path, "check"], timeout=CRIU_CHECK_TIMEOUT)
         criu_check = check is not None and check[0] == 0
-        if not criu_check:
-            notes.append(f"criu {criu} fails `criu check`: checkpoint/restore unavailable")
+        criu_lock = network_lock(criu_path) if criu_check else None
+    criu_probe = HostInfo(criu=criu, criu_check=criu_check, criu_network_lock=criu_lock)
+    if (why := criu_unavailable(criu_probe, criu_path)) is not None:
+        notes.append(f"checkpoint/restore unavailable: {why}")
 
     swtpm = tool_version("swtpm")
     if swtpm is None:
@@ -339,6 +339,7 @@ def probe() -> HostInfo:
         qemu=qemu,
         criu=criu,
         criu_check=criu_check,
+        criu_network_lock=criu_lock,
         swtpm=swtpm,
         nftables=nftables,
         notes=notes,

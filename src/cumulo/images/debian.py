@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
+from cumulo.host.tools import not_installed
 from cumulo.images import kinds
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
 
@@ -216,7 +217,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
         raise UnsupportedError("building a Debian image needs root (mmdebstrap --mode=root)")
     for tool in (MMDEBSTRAP, "unshare", "setpriv"):
         if not any(Path(d, tool).exists() for d in os.get_exec_path()):
-            raise UnsupportedError(f"{tool} is not installed: apt-get install {tool}")
+            raise not_installed(tool, "build Debian images")
     with files.staged(f"building debian/{spec.release}", rootfs=False) as staging:
         rootfs = staging / kinds.ROOTFS
         cache = CACHE_ROOT / spec.suite

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
+from cumulo.host.tools import not_installed
 from cumulo.images import kinds
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 
@@ -69,7 +70,7 @@ def _run(argv: list[str], what: str) -> str:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT,
                               check=False, env={**os.environ, "LC_ALL": "C"})
     except FileNotFoundError:
-        raise UnsupportedError(f"{argv[0]} is not installed (needed to {what})") from None
+        raise not_installed(argv[0], what) from None
     except (OSError, subprocess.SubprocessError) as err:
         raise DriverError(f"cannot {what}: {err}") from err
     if proc.returncode != 0:

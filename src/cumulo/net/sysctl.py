@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from cumulo.errors import DriverError, UnsupportedError
+from cumulo.host.tools import not_installed
 
 PROC = Path("/proc/sys")
 
@@ -14,7 +15,12 @@ def enable(key: str, module: str | None = None) -> None:
     """Set ``/proc/sys/<key>`` to 1 (loading ``module`` first if the key is missing)."""
     path = PROC / key
     if not path.exists() and module is not None:
-        subprocess.run(["modprobe", module], capture_output=True, check=False, timeout=30)
+        try:
+            subprocess.run(["modprobe", module], capture_output=True, check=False, timeout=30)
+        except FileNotFoundError:
+            raise not_installed("modprobe", f"load the kernel module {module}") from None
+        except (OSError, subprocess.SubprocessError):
+            pass   # the check below says what is missing
     if not path.exists():
         raise UnsupportedError(f"this kernel has no {key.replace('/', '.')}"
                                + (f" (module {module})" if module else ""))

@@ -18,16 +18,17 @@ driven by the source:
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cumulo.client import Client
+from cumulo.client import APIError, Client
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
-from cumulo.domain.models import Instance, Operation
+from cumulo.domain.models import Image, Instance, Operation
 from cumulo.domain.units import validate_name
 from cumulo.drivers.migratable import Migratable, Postcopy, StateArchive
 from cumulo.errors import (
@@ -44,6 +45,28 @@ from cumulo.services.operations import Progress
 from cumulo.store.hosts import HostStore, Remote
 
 TIMEOUT = 120.0
+_TOKEN_N = re.compile(r"token-(\d+)")
+
+
+def image_missing(remote: str, instance: str, image: Image) -> ConflictError:
+    """The destination lacks the image the instance runs from: say which, and how to copy
+    it there (images do not follow instances between hosts yet)."""
+    ref = image.aliases[0] if image.aliases else image.fingerprint[:12]
+    ext = "tar.gz" if image.kind in ("container", "app") else \
+        image.properties.get("format", "qcow2")
+    file = f"{ref.replace('/', '-')}.{ext}"
+    alias = f" --alias {image.aliases[0]}" if image.aliases else ""
+    return ConflictError(
+        f"host {remote!r} lacks image {ref} ({image.fingerprint[:12]}), which instance"
+        f" {instance!r} runs from: copy it there first (here: `cumulo image export {ref}"
+        f" {file}`; on {remote}: `cumulo image import {file}{alias}`), then migrate again")
+
+
+def next_token_name(names: list[str]) -> str:
+    """``token-N`` one past the highest such name: free even after some were revoked
+    (one past the count is not)."""
+    used = [int(m.group(1)) for n in names if (m := _TOKEN_N.fullmatch(n))]
+    return f"token-{max(used, default=0) + 1}"
 
 
 class MigrationService:
@@ -55,7 +78,7 @@ class MigrationService:
 
     # --- tokens and remotes ---
     def issue_token(self, name: str | None) -> tuple[str, str]:
-        name = name or f"token-{len(self.hosts.token_names()) + 1}"
+        name = name or next_token_name(self.hosts.token_names())
         validate_name(name)
         token = secrets.token_urlsafe(32)
         self.hosts.add_token(name, token)
@@ -91,6 +114,17 @@ class MigrationService:
             return None
         return driver
 
+    def _require_image_there(self, inst: Instance, remote: Remote) -> None:
+        """Refuse at once, saying how to fix it, if ``remote`` lacks the instance's image."""
+        with self._client(remote) as rc:
+            try:
+                rc.request("GET", f"/images/{inst.image}")
+            except APIError as err:
+                if err.status != 404:
+                    raise
+                raise image_missing(remote.name, inst.name,
+                                    self.instances.store.get_image(inst.image)) from None
+
     def migrate(self, project: str, name: str, remote_name: str, live: bool,
                 bandwidth: int | None = None, postcopy: bool = False) -> Operation:
         inst = self.instances.get(project, name)
@@ -108,6 +142,7 @@ class MigrationService:
             raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running or"
                                 " paused VM migrates (a stopped one has only its config)")
         remote = self.hosts.get_remote(remote_name)
+        self._require_image_there(inst, remote)
         body = {"name": name, "type": inst.type, "image": inst.image,
                 "limits": inst.limits.to_dict(), "command": list(inst.command),
                 "options": dict(inst.options), "privileged": inst.privileged,
@@ -167,7 +202,12 @@ class MigrationService:
         validate_name(name)
         archive = self._archive_driver(type_)
         driver = None if archive is not None else self._driver(type_)
-        image = self.instances.store.get_image(str(body["image"]))
+        try:
+            image = self.instances.store.get_image(str(body["image"]))
+        except NotFoundError:
+            raise ConflictError(f"this host lacks image {str(body['image'])[:12]}, which"
+                                f" instance {name!r} runs from: import it here first (`cumulo"
+                                " image export` on the source), then migrate again") from None
         root_req = body.get("root")
         storage = self.instances.storage
         root = None if root_req is None or storage is None else storage.plan_root(
@@ -263,6 +303,7 @@ class MigrationService:
         else:
             signature, from_state = "", False
         remote = self.hosts.get_remote(remote_name)
+        self._require_image_there(inst, remote)
         body = {"name": name, "type": inst.type, "image": inst.image,
                 "limits": inst.limits.to_dict(), "command": list(inst.command),
                 "options": dict(inst.options), "privileged": inst.privileged,

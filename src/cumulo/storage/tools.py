@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from cumulo.errors import DriverError, RuntimeToolError
+from cumulo.host.tools import not_installed
 
 TIMEOUT = 600.0
 
@@ -16,6 +17,8 @@ def run(argv: list[str], timeout: float = TIMEOUT) -> str:
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False,
                               timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise not_installed(argv[0]) from None
     except (OSError, subprocess.TimeoutExpired) as err:
         raise DriverError(f"cannot run {argv[0]}: {err}") from err
     if proc.returncode != 0:

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
-from cumulo.host.criu import criu_binary
+from cumulo.host.criu import criu_binary, has_feature, network_lock_conf, unavailable
 from cumulo.host.info import HostInfo
 
 IMAGES = "images"
@@ -30,27 +30,33 @@ TAR_OPTS = ("--xattrs", "--xattrs-include=*", "--numeric-owner", "--sparse")
 
 
 def require_criu(host: HostInfo) -> str:
-    """The CRIU binary to hand to the runtime; a clear error if this host has no usable one."""
+    """The CRIU binary to hand to the runtime; a clear error if this host has no usable one
+    (missing, failing ``criu check``, or unable to lock the network)."""
     path = criu_binary()
-    if path is None or host.criu is None:
-        raise UnsupportedError("containers cannot be checkpointed on this host: criu is not"
-                               " installed (scripts/install.sh provides CRIU 4.x)")
-    if not host.criu_check:
-        raise UnsupportedError(f"containers cannot be checkpointed on this host: criu"
-                               f" {host.criu} fails `criu check` (CRIU 4.x is needed; see"
-                               " scripts/install.sh)")
+    if (why := unavailable(host, path)) is not None:
+        raise UnsupportedError(f"containers cannot be checkpointed on this host: {why}")
+    assert path is not None
     return path
+
+
+def write_criu_conf(path: Path, host: HostInfo) -> None:
+    """The CRIU options file runc passes for our containers (``org.criu.config``)."""
+    text = network_lock_conf(host.criu_network_lock or "iptables")
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 @functools.cache
 def mem_tracking(criu: str) -> bool:
     """CRIU can track memory changes here (the kernel's soft-dirty bits): pre-dumps work."""
-    try:
-        proc = subprocess.run([criu, "check", "--feature", "mem_dirty_track"],
-                              capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0
+    return has_feature(criu, "mem_dirty_track")
 
 
 def require_mem_tracking(criu: str) -> None:

@@ -35,6 +35,7 @@ from cumulo.drivers.container.oci_spec import (
     build_config,
     mounts,
     resources,
+    set_criu_conf,
     update_resources,
 )
 from cumulo.drivers.container.runtime import OciRuntime, choose, criu_error
@@ -49,6 +50,7 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.host import cgroups, procs
+from cumulo.host.criu import CONFIG_ANNOTATION
 from cumulo.net import netlink
 from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
@@ -77,6 +79,8 @@ class ContainerDriver:
         )
         self._records = Records(ctx.state_dir / "container")
         self._run = ctx.runtime_dir / "container"
+        # CRIU's options for our containers (its network lock), named in each config.json
+        self._criu_conf = ctx.state_dir / "container" / "criu.conf"
 
     # --- where things are -------------------------------------------------
     def _instance_dir(self, host_id: str) -> Path:
@@ -134,11 +138,13 @@ class ContainerDriver:
             os.replace(resolv.with_suffix(".tmp"), resolv)
         config = spec.instance_dir / "config.json"
         if not config.exists():
-            data = build_config(spec, self._cgroup(spec.host_id))
+            data = build_config(spec, self._cgroup(spec.host_id), criu_conf=self._criu_conf)
         else:   # volumes may have been attached or detached since: refresh the mounts
             data = json.loads(config.read_text())
             stale_hook = restore_hook.drop(data)
-            if data.get("mounts") == mounts(spec) and not stale_hook:
+            # (a config from before the CRIU options file gets it now)
+            new_conf = set_criu_conf(data, self._criu_conf)
+            if data.get("mounts") == mounts(spec) and not stale_hook and not new_conf:
                 return
             data["mounts"] = mounts(spec)
         tmp = config.with_suffix(".tmp")
@@ -338,6 +344,23 @@ class ContainerDriver:
     def _criu_dir(self, host_id: str) -> Path:
         return self._instance_dir(host_id) / "criu"
 
+    def _criu(self, running: str | None = None) -> str:
+        """The CRIU to use (refused at once if this host cannot checkpoint), with our
+        options file in place; ``running``: the container to dump, which must have been
+        started with that file named (one started by an older cumulod was not)."""
+        criu = checkpoint.require_criu(self.ctx.host)
+        try:
+            checkpoint.write_criu_conf(self._criu_conf, self.ctx.host)
+        except OSError as err:
+            raise DriverError(f"cannot write {self._criu_conf}: {err}") from err
+        if running is not None:
+            data = self.runtime.state_json(running) or {}
+            if (data.get("annotations") or {}).get(CONFIG_ANNOTATION) != str(self._criu_conf):
+                raise UnsupportedError(f"instance {running!r} was started without Cumulo's"
+                                       " CRIU options (by an older cumulod): restart it once,"
+                                       " then checkpoint it")
+        return criu
+
     def _root_data(self, host_id: str) -> Path:
         """The dir with the root's own files: the overlay upper dir (or a pool's)."""
         rec = self._records.get(host_id) or {}
@@ -365,7 +388,7 @@ class ContainerDriver:
               parent: Path | None = None) -> dict[str, Any]:
         require(self.state(host_id), host_id, "checkpoint", RunStatus.RUNNING,
                 RunStatus.PAUSED)
-        criu = checkpoint.require_criu(self.ctx.host)
+        criu = self._criu(running=host_id)
         instance_dir = self._instance_dir(host_id)
         paths = self._paths(host_id, instance_dir)
         work = self._criu_dir(host_id)
@@ -394,7 +417,7 @@ class ContainerDriver:
         """Save the memory of the running container to ``images`` (kept: the final dump's
         parent) and to ``archive`` (to send); the container keeps running."""
         require(self.state(host_id), host_id, "pre-dump", RunStatus.RUNNING)
-        criu = checkpoint.require_criu(self.ctx.host)
+        criu = self._criu(running=host_id)
         checkpoint.require_mem_tracking(criu)
         work = self._criu_dir(host_id)
         checkpoint.reset(work)
@@ -417,7 +440,7 @@ class ContainerDriver:
         pre-dump the state builds on."""
         host_id = spec.host_id
         require(self.state(host_id), host_id, "restore", RunStatus.STOPPED)
-        criu = checkpoint.require_criu(self.ctx.host)
+        criu = self._criu()
         instance_dir = self._instance_dir(host_id)
         paths = self._paths(host_id, instance_dir)
         work = self._criu_dir(host_id)
@@ -496,4 +519,6 @@ class ContainerDriver:
         self._instance_dir(host_id)
         checkpoint.require_criu(self.ctx.host)
         self.runtime.criu_args("criu")   # this runtime can drive CRIU
-        return f"container/{self.runtime.name}/criu-{self.ctx.host.criu}"
+        # (the restore unlocks the network the way the dump locked it)
+        return (f"container/{self.runtime.name}/criu-{self.ctx.host.criu}"
+                f"/lock-{self.ctx.host.criu_network_lock}")

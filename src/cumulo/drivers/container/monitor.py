@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.drivers.container.runtime import OciRuntime
-from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
+from cumulo.errors import DriverError, RuntimeToolError
 from cumulo.host import procs
+from cumulo.host.tools import not_installed
 
 SYNC_TIMEOUT = 30.0
 # what ``runtime restore`` needs besides the images: the same options the dump used
@@ -54,7 +55,7 @@ class ConmonPaths:
 def conmon_binary() -> str:
     found = shutil.which("conmon") or shutil.which("conmon", path="/usr/bin:/usr/libexec/podman")
     if found is None:
-        raise UnsupportedError("conmon is not installed on this host")
+        raise not_installed("conmon", "supervise containers")
     return found
 
 

@@ -7,11 +7,13 @@ the usual namespaces, Docker's default capabilities, masked and read-only
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import InstanceSpec
 from cumulo.drivers.container.seccomp import default_profile
+from cumulo.host.criu import CONFIG_ANNOTATION
 
 OCI_VERSION = "1.0.2"
 # One shared id map for all unprivileged containers (LXD's default layout).
@@ -119,8 +121,20 @@ def mounts(spec: InstanceSpec) -> list[dict[str, Any]]:
     return _mounts() + _dns_mounts(spec) + binds
 
 
-def build_config(spec: InstanceSpec, cgroups_path: str, rootfs: str = "rootfs") -> dict[str, Any]:
-    """The complete ``config.json`` for ``spec``; ``rootfs`` is relative to the bundle."""
+def set_criu_conf(data: dict[str, Any], criu_conf: Path) -> bool:
+    """Point runc's CRIU options file at ``criu_conf`` (its network lock) in a loaded
+    ``config.json``; True if that changed it (a config written before it was set)."""
+    annotations = data.setdefault("annotations", {})
+    if annotations.get(CONFIG_ANNOTATION) == str(criu_conf):
+        return False
+    annotations[CONFIG_ANNOTATION] = str(criu_conf)
+    return True
+
+
+def build_config(spec: InstanceSpec, cgroups_path: str, rootfs: str = "rootfs",
+                 criu_conf: Path | None = None) -> dict[str, Any]:
+    """The complete ``config.json`` for ``spec``; ``rootfs`` is relative to the bundle;
+    ``criu_conf`` holds the options runc passes to CRIU at a checkpoint or restore."""
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": spec.hostname, "TERM": "xterm", **spec.env}
     caps = list(CAPABILITIES)
     namespaces: list[dict[str, str]] = [
@@ -140,7 +154,7 @@ def build_config(spec: InstanceSpec, cgroups_path: str, rootfs: str = "rootfs") 
         idmap = [{"containerID": 0, "hostID": IDMAP_BASE, "size": IDMAP_SIZE}]
         linux["uidMappings"] = idmap
         linux["gidMappings"] = [dict(m) for m in idmap]
-    return {
+    config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
@@ -157,3 +171,6 @@ def build_config(spec: InstanceSpec, cgroups_path: str, rootfs: str = "rootfs") 
         "mounts": mounts(spec),
         "linux": linux,
     }
+    if criu_conf is not None:
+        set_criu_conf(config, criu_conf)
+    return config

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
+from cumulo.host.tools import not_installed
 
 KNOWN = ("runc", "crun")
 TIMEOUT = 30.0
@@ -28,7 +29,7 @@ class OciRuntime:
             raise UnsupportedError(f"unknown OCI runtime {name!r}: use {' or '.join(KNOWN)}")
         found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
         if found is None:
-            raise UnsupportedError(f"OCI runtime {name!r} is not installed on this host")
+            raise not_installed(name, "run containers")
         self.name = name
         self.binary = found
         self.root = runtime_dir / name

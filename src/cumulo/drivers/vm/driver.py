@@ -67,6 +67,7 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.host import cgroup_limits, cgroups, procs
+from cumulo.host.tools import not_installed
 from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
 
@@ -316,6 +317,9 @@ class VmDriver:
         try:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT,
                                  stdin=subprocess.DEVNULL)
+        except FileNotFoundError as err:
+            self._kill(vm)
+            raise not_installed(str(err.filename or QEMU), "run virtual machines") from None
         except (OSError, subprocess.TimeoutExpired) as err:
             self._kill(vm)
             raise DriverError(f"cannot start QEMU for {host_id!r}: {err}") from err

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cumulo.drivers.vm import agent
 from cumulo.errors import DriverError, NotFoundError
+from cumulo.host.tools import not_installed
 
 KERNEL_CACHE = Path("/var/cache/cumulo/kernel")
 READY = "CUMULO-READY"
@@ -235,6 +236,8 @@ def build(kernel: Kernel, busybox: Path | None = None) -> bytes:
     """The gzipped cpio archive for ``kernel``."""
     bb = busybox or Path(shutil.which("busybox") or "/bin/busybox")
     if not bb.is_file():
+        if busybox is None:
+            raise not_installed("busybox", "build the VM initramfs")
         raise NotFoundError("busybox", str(bb))
     mods = module_order(kernel)
     c = _Cpio()
