@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from cumulo.cli import output as o
+from cumulo.cli.complete import Instance, Network
 from cumulo.client import Client
 
 acl_app = typer.Typer(no_args_is_help=True, help="Security groups: allow rules on NICs.")
@@ -63,7 +64,7 @@ def acl_delete(name: str, project: ProjectOpt = "default") -> None:
 
 
 @acl_app.command("attach")
-def acl_attach(name: str, instance: str, network: NetOpt = None,
+def acl_attach(name: str, instance: Instance, network: NetOpt = None,
                project: ProjectOpt = "default") -> None:
     """Put an instance's NICs in the group (applies at once, also while running)."""
     with Client() as c:
@@ -72,7 +73,7 @@ def acl_attach(name: str, instance: str, network: NetOpt = None,
 
 
 @acl_app.command("detach")
-def acl_detach(name: str, instance: str, network: NetOpt = None,
+def acl_detach(name: str, instance: Instance, network: NetOpt = None,
                project: ProjectOpt = "default") -> None:
     """Take an instance's NICs out of the group (applies at once)."""
     with Client() as c:
@@ -112,7 +113,7 @@ def _forward_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @forward_app.command("add")
-def forward_add(network: str,
+def forward_add(network: Network,
                 listen: Annotated[str, typer.Argument(help="HOST_ADDRESS:PORT")],
                 target: Annotated[str, typer.Argument(help="INSTANCE[:PORT]")],
                 protocol: Annotated[str, typer.Option(help="tcp or udp")] = "tcp",
@@ -132,7 +133,7 @@ def forward_add(network: str,
 
 
 @forward_app.command("list")
-def forward_list(network: str, fmt: FormatOpt = o.Format.table,
+def forward_list(network: Network, fmt: FormatOpt = o.Format.table,
                  project: ProjectOpt = "default") -> None:
     """Port forwards into NETWORK."""
     with Client() as c:
@@ -141,7 +142,7 @@ def forward_list(network: str, fmt: FormatOpt = o.Format.table,
 
 
 @forward_app.command("remove")
-def forward_remove(network: str,
+def forward_remove(network: Network,
                    listen: Annotated[str, typer.Argument(help="HOST_ADDRESS:PORT")],
                    protocol: Annotated[str, typer.Option(help="tcp or udp")] = "tcp",
                    project: ProjectOpt = "default") -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from cumulo.cli import output as o
+from cumulo.cli.complete import Image, Instance
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 from cumulo.errors import CumuloError
@@ -105,7 +106,7 @@ def image_list(fmt: FormatOpt = o.Format.table) -> None:
 
 
 @image_app.command("info")
-def image_info(ref: str, fmt: FormatOpt = o.Format.table) -> None:
+def image_info(ref: Image, fmt: FormatOpt = o.Format.table) -> None:
     """Details of an image: kind, size, command, properties (source, variant...)."""
     with Client() as c:
         img = c.image(ref)
@@ -117,14 +118,14 @@ def image_info(ref: str, fmt: FormatOpt = o.Format.table) -> None:
 
 
 @image_app.command("delete")
-def image_delete(ref: str) -> None:
+def image_delete(ref: Image) -> None:
     """Delete an image no instance uses."""
     with Client() as c:
         c.delete_image(ref)
 
 
 @alias_app.command("set")
-def alias_set(alias: str, target: str) -> None:
+def alias_set(alias: str, target: Image) -> None:
     """Point ALIAS at the image TARGET (alias or fingerprint)."""
     with Client() as c:
         c.set_alias(alias, target)
@@ -175,7 +176,7 @@ def image_import(
 
 
 @image_app.command("export")
-def image_export(image: str, file: Annotated[str, typer.Argument(
+def image_export(image: Image, file: Annotated[str, typer.Argument(
         help="where to write it: a rootfs image as tar.gz, a disk image as its qcow2/raw file")]
                  ) -> None:
     """Write an image to a file (written to FILE.part first: FILE is complete or absent)."""
@@ -198,7 +199,7 @@ def image_export(image: str, file: Annotated[str, typer.Argument(
     o.err.print(f"Exported {image} to {file} ({fmt}, {format_size(size)})")
 
 
-def publish(instance: str, alias: Annotated[str, typer.Option(help="name of the new image")],
+def publish(instance: Instance, alias: Annotated[str, typer.Option(help="name of the new image")],
             project: Annotated[str, typer.Option("--project", help="project (tenant)")]
             = "default") -> None:
     """Make a stopped container's root filesystem (with its changes) a new image."""

@@ -2,43 +2,79 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from cumulo.cli import complete
 from cumulo.cli import output as o
-from cumulo.cli.bench import bench_app
-from cumulo.cli.firewall import acl_app, forward_app
-from cumulo.cli.images import image_app, publish
-from cumulo.cli.remotes import migrate, remote_app
-from cumulo.cli.storage import snapshot_app, storage_app, volume_app
+from cumulo.cli.complete import Image, Instance, Network
 from cumulo.client import Client
-from cumulo.domain import ssh_keys
 from cumulo.domain.units import format_size
 from cumulo.errors import CumuloError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
-                  pretty_exceptions_enable=False)
+ROOT: dict[str, Any] = {"no_args_is_help": True, "help": __doc__,
+                        "pretty_exceptions_enable": False}
+app = typer.Typer(**ROOT)
 host_app = typer.Typer(no_args_is_help=True, help="What this host can do.")
 config_app = typer.Typer(no_args_is_help=True, help="Change an instance's limits.")
 op_app = typer.Typer(no_args_is_help=True, help="Long-running operations.")
 net_app = typer.Typer(no_args_is_help=True, help="Virtual networks: bridges, subnets, isolation.")
-app.add_typer(image_app, name="image")
-app.command("publish")(publish)
 app.add_typer(host_app, name="host")
 app.add_typer(config_app, name="config")
 app.add_typer(op_app, name="operation")
 app.add_typer(net_app, name="network")
-net_app.add_typer(acl_app, name="acl")
-app.add_typer(remote_app, name="remote")
-app.command("migrate")(migrate)
-net_app.add_typer(forward_app, name="forward")
-app.add_typer(storage_app, name="storage")
-app.add_typer(volume_app, name="volume")
-app.add_typer(snapshot_app, name="snapshot")
-app.add_typer(bench_app, name="bench")
+
+# Commands in other modules, imported only to run them (or for help and completion):
+# name -> (module, attribute, Typer sub-app or a command's function)
+LAZY: dict[str, tuple[str, str, bool]] = {
+    "image": ("cumulo.cli.images", "image_app", True),
+    "publish": ("cumulo.cli.images", "publish", False),
+    "remote": ("cumulo.cli.remotes", "remote_app", True),
+    "migrate": ("cumulo.cli.remotes", "migrate", False),
+    "storage": ("cumulo.cli.storage", "storage_app", True),
+    "volume": ("cumulo.cli.storage", "volume_app", True),
+    "snapshot": ("cumulo.cli.storage", "snapshot_app", True),
+    "bench": ("cumulo.cli.bench", "bench_app", True),
+}
+NET_LAZY = {"acl": ("cumulo.cli.firewall", "acl_app"),
+            "forward": ("cumulo.cli.firewall", "forward_app")}
+
+
+def _root() -> None:
+    pass
+
+
+def command_app(argv: list[str]) -> typer.Typer:
+    """The app holding only the command ``argv`` runs, or all of them for help, completion
+    and mistakes: typer builds the click object of every command it holds on each run,
+    which for all of them (~25 ms) is as much as a quick command may cost in all."""
+    name = argv[0] if argv else ""
+    own = {typer.main.get_command_name(i.name or i.callback.__name__): i
+           for i in app.registered_commands if i.callback is not None}
+    groups = {i.name: i for i in app.registered_groups}
+    every = (name not in own and name not in groups and name not in LAZY
+             or complete.ENV in os.environ)
+    root = typer.Typer(**ROOT)
+    root.callback()(_root)   # a group even when it holds one command
+    root.registered_commands = [i for n, i in own.items() if every or n == name]
+    root.registered_groups = [i for n, i in groups.items() if every or n == name]
+    for lazy, (module, attr, is_app) in LAZY.items():
+        if every or lazy == name:
+            obj = getattr(import_module(module), attr)
+            if is_app:
+                root.add_typer(obj, name=lazy)
+            else:
+                root.command(lazy)(obj)
+    if (every or name == "network") and not net_app.registered_groups:
+        for sub, (module, attr) in NET_LAZY.items():
+            net_app.add_typer(getattr(import_module(module), attr), name=sub)
+    return root
+
 
 FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
 ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
@@ -132,6 +168,8 @@ def _ssh_key(value: str | None) -> str | None:
     so a bad file fails before anything is created (the daemon checks again)."""
     if value is None:
         return None
+    from cumulo.domain import ssh_keys
+
     text = value
     if not value.lstrip().startswith(tuple(ssh_keys.KEY_TYPES)):
         try:
@@ -156,7 +194,7 @@ def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
 
 
 @app.command()
-def launch(image: str, name: Annotated[str | None, typer.Argument()] = None,
+def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            type_: Type = "container", app_path: AppOpt = None, tpm: TpmOpt = False, cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
@@ -178,7 +216,7 @@ def launch(image: str, name: Annotated[str | None, typer.Argument()] = None,
 
 
 @app.command()
-def create(image: str, name: Annotated[str | None, typer.Argument()] = None,
+def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            type_: Type = "container", app_path: AppOpt = None, tpm: TpmOpt = False, cpu: Cpu = None,
            cpu_weight: CpuWeight = None, cpuset: Cpuset = None, memory: Memory = None,
            memory_swap: MemorySwap = None, pids: Pids = None, io_weight: IoWeight = None,
@@ -206,13 +244,13 @@ def _state(name: str, action: str, project: str, timeout: float = 30, force: boo
 
 
 @app.command()
-def start(name: str, project: ProjectOpt = "default") -> None:
+def start(name: Instance, project: ProjectOpt = "default") -> None:
     """Start a stopped instance."""
     _state(name, "start", project)
 
 
 @app.command()
-def stop(name: str,
+def stop(name: Instance,
          timeout: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 30,
          force: Annotated[bool, typer.Option(help="kill at once")] = False,
          project: ProjectOpt = "default") -> None:
@@ -221,20 +259,20 @@ def stop(name: str,
 
 
 @app.command()
-def restart(name: str, timeout: Annotated[float, typer.Option()] = 30,
+def restart(name: Instance, timeout: Annotated[float, typer.Option()] = 30,
             project: ProjectOpt = "default") -> None:
     """Stop (if running) and start again."""
     _state(name, "restart", project, timeout)
 
 
 @app.command()
-def pause(name: str, project: ProjectOpt = "default") -> None:
+def pause(name: Instance, project: ProjectOpt = "default") -> None:
     """Freeze every process of an instance."""
     _state(name, "pause", project)
 
 
 @app.command()
-def resume(name: str, project: ProjectOpt = "default") -> None:
+def resume(name: Instance, project: ProjectOpt = "default") -> None:
     """Thaw a paused instance."""
     _state(name, "resume", project)
 
@@ -244,7 +282,7 @@ FileOpt = Annotated[str | None, typer.Option(
 
 
 @app.command()
-def checkpoint(name: str, file: FileOpt = None, project: ProjectOpt = "default") -> None:
+def checkpoint(name: Instance, file: FileOpt = None, project: ProjectOpt = "default") -> None:
     """Save a running instance's whole state and stop it (restore resumes it).
 
     VMs: memory and device state. Containers: every process of the container, with CRIU."""
@@ -256,7 +294,7 @@ def checkpoint(name: str, file: FileOpt = None, project: ProjectOpt = "default")
 
 
 @app.command()
-def restore(name: str, file: FileOpt = None, project: ProjectOpt = "default") -> None:
+def restore(name: Instance, file: FileOpt = None, project: ProjectOpt = "default") -> None:
     """Run a checkpointed instance again, where it was."""
     with client() as c:
         c.checkpoint(name, file, restore=True, project=project)
@@ -264,7 +302,7 @@ def restore(name: str, file: FileOpt = None, project: ProjectOpt = "default") ->
 
 
 @app.command()
-def delete(name: str, force: Annotated[bool, typer.Option(help="also a running one")] = False,
+def delete(name: Instance, force: Annotated[bool, typer.Option(help="also a running one")] = False,
            project: ProjectOpt = "default") -> None:
     """Delete an instance and everything it left on the host."""
     with client() as c:
@@ -285,7 +323,7 @@ def list_(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> N
 
 
 @app.command()
-def info(name: str, fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
+def info(name: Instance, fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
     """State, pid, limits and live usage of an instance."""
     with client() as c:
         inst = c.instance(name, project)
@@ -358,7 +396,7 @@ def _nic_text(nic: dict[str, Any]) -> str:
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
-def exec(name: str,
+def exec(name: Instance,
          command: Annotated[list[str], typer.Argument(help="the command, after --")],
          tty: Annotated[bool, typer.Option("-t", "--tty", help="allocate a terminal")] = False,
          env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE")] = None,
@@ -377,7 +415,7 @@ def exec(name: str,
 
 
 @app.command()
-def logs(name: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+def logs(name: Instance, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
          project: ProjectOpt = "default") -> None:
     """The console output of PID 1."""
     with client() as c:
@@ -391,7 +429,7 @@ def logs(name: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = Fa
 
 
 @app.command()
-def console(name: str, project: ProjectOpt = "default") -> None:
+def console(name: Instance, project: ProjectOpt = "default") -> None:
     """Attach to the serial console of a VM (detach: ctrl-a q; ctrl-a a sends ctrl-a)."""
     from cumulo.cli.console_client import run_console  # websockets: only console pays it
 
@@ -400,7 +438,7 @@ def console(name: str, project: ProjectOpt = "default") -> None:
 
 
 @config_app.command("set")
-def config_set(name: str, key: str, value: str, project: ProjectOpt = "default") -> None:
+def config_set(name: Instance, key: str, value: str, project: ProjectOpt = "default") -> None:
     """Set a limit (cpu, cpu_weight, cpuset, memory, memory_swap, pids, io_weight);
     a running instance gets it at once. Value 'none' removes it."""
     key = key.replace("-", "_")
@@ -409,7 +447,7 @@ def config_set(name: str, key: str, value: str, project: ProjectOpt = "default")
 
 
 @config_app.command("show")
-def config_show(name: str, fmt: FormatOpt = o.Format.table,
+def config_show(name: Instance, fmt: FormatOpt = o.Format.table,
                 project: ProjectOpt = "default") -> None:
     """Show an instance's limits."""
     with client() as c:
@@ -472,7 +510,7 @@ def network_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default
 
 
 @net_app.command("info")
-def network_info(name: str, fmt: FormatOpt = o.Format.table,
+def network_info(name: Network, fmt: FormatOpt = o.Format.table,
                  project: ProjectOpt = "default") -> None:
     """A network and the instances on it."""
     with client() as c:
@@ -480,7 +518,7 @@ def network_info(name: str, fmt: FormatOpt = o.Format.table,
 
 
 @net_app.command("limit")
-def network_limit(instance: str, network: Annotated[str | None, typer.Option(
+def network_limit(instance: Instance, network: Annotated[str | None, typer.Option(
         help="only the NIC on this network; default: all")] = None,
         ingress: Annotated[str | None, typer.Option(
             help='cap on what the instance receives, e.g. 20Mbit; "none" lifts it')] = None,
@@ -496,7 +534,7 @@ def network_limit(instance: str, network: Annotated[str | None, typer.Option(
 
 
 @net_app.command("delete")
-def network_delete(name: str, project: ProjectOpt = "default") -> None:
+def network_delete(name: Network, project: ProjectOpt = "default") -> None:
     """Delete a network no instance uses."""
     with client() as c:
         c.delete_network(name, project)
@@ -504,7 +542,7 @@ def network_delete(name: str, project: ProjectOpt = "default") -> None:
 
 def main() -> None:
     try:
-        app()
+        command_app(sys.argv[1:])(prog_name="cumulo")
     except CumuloError as err:
         print(f"Error: {err}", file=sys.stderr)  # one line, never wrapped
         sys.exit(1)

@@ -1,4 +1,9 @@
-"""Printing: tables with rich, or JSON for scripts (--format json)."""
+"""Printing: tables with rich, or JSON for scripts (--format json).
+
+rich is imported when something is first printed with it (``out``, ``err``, tables):
+it costs about a third of what importing typer does, and most commands print a
+line or nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,27 @@ import json
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+import typer
 
 from cumulo.domain.units import format_size
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_consoles: dict[str, Console] = {}
+
+
+def __getattr__(name: str) -> Console:
+    """``out`` and ``err``: rich consoles on stdout and stderr, made on first use."""
+    if name not in ("out", "err"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _consoles:
+        from rich.console import Console
+
+        _consoles[name] = Console(stderr=name == "err", highlight=False)
+    return _consoles[name]
 
 
 class Format(StrEnum):
@@ -32,12 +49,14 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
     if fmt == Format.json:
         emit_json(list(rows))
         return
+    from rich.table import Table
+
     t = Table(show_edge=True, header_style="bold")
     for header, _ in columns:
         t.add_column(header)
     for row in rows:
         t.add_row(*[cell(row.get(key)) for _, key in columns])
-    out.print(t)
+    __getattr__("out").print(t)
 
 
 def cell(value: Any) -> str:
@@ -58,14 +77,17 @@ def limits_text(limits: dict[str, Any]) -> str:
 
 
 def key_values(data: dict[str, Any], fmt: Format) -> None:
+    """``key: value`` lines, keys in bold on a terminal (plain click styling: no rich)."""
     if fmt == Format.json:
         emit_json(data)
         return
     width = max((len(k) for k in data), default=0)
     for k, v in data.items():
         if isinstance(v, list) and any(" " in str(x) for x in v):  # sentences: one a line
-            out.print(f"[bold]{k + ':'}[/bold]", markup=True)
+            typer.echo(typer.style(f"{k}:", bold=True))
             for item in v:
-                out.print(f"  - {item}", markup=False)
+                typer.echo(f"  - {item}")
             continue
-        out.print(f"[bold]{k + ':':<{width + 1}}[/bold] {cell(v)}")
+        text = cell(v)
+        typer.echo(typer.style(f"{k}:".ljust(width + 1) if text else f"{k}:", bold=True)
+                   + (f" {text}" if text else ""))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cumulo.cli import output as o
+from cumulo.cli.complete import Instance
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 
@@ -52,7 +53,7 @@ def remote_remove(name: str) -> None:
         c.delete_remote(name)
 
 
-def migrate(name: str, to: Annotated[str, typer.Option("--to", help="remote name")],
+def migrate(name: Instance, to: Annotated[str, typer.Option("--to", help="remote name")],
             live: Annotated[bool, typer.Option(
                 "--live/--stop-first", help="VMs: pre-copy while the guest runs (default);"
                 " containers: CRIU pre-dump, then the final dump (default), or with"

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from cumulo.cli import output as o
+from cumulo.cli.complete import Instance, Volume
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 
@@ -75,7 +76,7 @@ def volume_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default"
 
 
 @volume_app.command("info")
-def volume_info(name: str, fmt: FormatOpt = o.Format.table,
+def volume_info(name: Volume, fmt: FormatOpt = o.Format.table,
                 project: ProjectOpt = "default") -> None:
     """A volume: size, space in use, attachments."""
     with Client() as c:
@@ -89,7 +90,7 @@ def volume_info(name: str, fmt: FormatOpt = o.Format.table,
 
 
 @volume_app.command("attach")
-def volume_attach(name: str, instance: str,
+def volume_attach(name: Volume, instance: Instance,
                   path: Annotated[str, typer.Argument(help="mount point in a container")] = "",
                   shared: Annotated[bool, typer.Option(
                       help="allow several running instances at once")] = False,
@@ -102,14 +103,14 @@ def volume_attach(name: str, instance: str,
 
 
 @volume_app.command("detach")
-def volume_detach(name: str, instance: str, project: ProjectOpt = "default") -> None:
+def volume_detach(name: Volume, instance: Instance, project: ProjectOpt = "default") -> None:
     """Detach a volume from an instance (hot-unplugged from a running VM)."""
     with Client() as c:
         c.detach_volume(name, instance, project)
 
 
 @volume_app.command("resize")
-def volume_resize(name: str, size: str, project: ProjectOpt = "default") -> None:
+def volume_resize(name: Volume, size: str, project: ProjectOpt = "default") -> None:
     """Grow (online) or shrink (detached; never below what is in use) a volume."""
     with Client() as c:
         v = c.resize_volume(name, size, project)
@@ -117,7 +118,7 @@ def volume_resize(name: str, size: str, project: ProjectOpt = "default") -> None
 
 
 @volume_app.command("delete")
-def volume_delete(name: str, project: ProjectOpt = "default") -> None:
+def volume_delete(name: Volume, project: ProjectOpt = "default") -> None:
     """Delete a detached volume and its snapshots."""
     with Client() as c:
         c.delete_volume(name, project)

@@ -1,0 +1,151 @@
+"""CLI cost: `cumulo list`, `info`, `exec -- true` and `--help` against their floors.
+
+Two floors, measured in the same rounds (interleaved, so drift hits all alike):
+- `python -c "import typer"` with the same interpreter: what any typer CLI costs
+  to start; the CLI should cost little beyond it (goal: within 1.5x);
+- the bare HTTP request the command makes, sent in this process over the unix
+  socket with the standard library (a new connection each time): what the daemon
+  takes to answer, with no client start-up at all.
+
+Ratios are the median of the per-round ratios.
+
+    .venv/bin/python -m bench.cli [--repeat 20] [--socket PATH --name INSTANCE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench.daemon import BIN, bench_daemon
+
+PY = sys.executable
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    """http.client over a unix socket: the bare request, nothing else."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("cumulo", timeout=60)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def bare(sock: str, method: str, path: str, body: dict[str, Any] | None = None
+         ) -> Callable[[], None]:
+    def run() -> None:
+        conn = UnixHTTP(sock)
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data,
+                     headers={"Content-Type": "application/json"} if data else {})
+        resp = conn.getresponse()
+        payload = resp.read()
+        conn.close()
+        assert resp.status < 400, payload
+    return run
+
+
+def process(argv: list[str], env: dict[str, str]) -> Callable[[], None]:
+    def run() -> None:
+        r = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, (argv, r.stderr.decode())
+    return run
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def ms(xs: list[float]) -> str:
+    return f"{statistics.median(xs) * 1000:7.1f} ms"
+
+
+def measure(sock: str, name: str, repeat: int) -> dict[str, list[float]]:
+    env = {**os.environ, "CUMULO_SOCKET": sock}
+    env.pop("CUMULO_URL", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)   # as installed: compiled once, not every run
+    cumulo = str(BIN / "cumulo")
+    q = "?project=default"
+    runs: dict[str, Callable[[], None]] = {
+        "import typer": process([PY, "-c", "import typer"], env),
+        "cumulo --help": process([cumulo, "--help"], env),
+        "cumulo list": process([cumulo, "list"], env),
+        "cumulo info": process([cumulo, "info", name], env),
+        "cumulo exec -- true": process([cumulo, "exec", name, "--", "true"], env),
+        "bare GET /instances": bare(sock, "GET", f"/1.0/instances{q}"),
+        "bare GET /instances/NAME": bare(sock, "GET", f"/1.0/instances/{name}{q}"),
+        "bare POST exec true": bare(sock, "POST", f"/1.0/instances/{name}/exec{q}",
+                                    {"command": ["true"]}),
+    }
+    samples: dict[str, list[float]] = {k: [] for k in runs}
+    for fn in runs.values():   # warm the page cache and the daemon
+        fn()
+    for _ in range(repeat):
+        order = list(runs)
+        random.shuffle(order)
+        for key in order:
+            samples[key].append(timed(runs[key]))
+    return samples
+
+
+def ratio(samples: dict[str, list[float]], ours: str, floor: str) -> float:
+    return statistics.median(a / b for a, b in zip(samples[ours], samples[floor], strict=True))
+
+
+def report(samples: dict[str, list[float]]) -> None:
+    floors = {"cumulo list": "bare GET /instances", "cumulo info": "bare GET /instances/NAME",
+              "cumulo exec -- true": "bare POST exec true"}
+    print("medians; ratios are medians of per-round ratios")
+    label = 'python -c "import typer"'
+    print(f"  {label:<28}{ms(samples['import typer'])}")
+    for key in ("cumulo --help", *floors):
+        line = (f"  {key:<28}{ms(samples[key])}   "
+                f"{ratio(samples, key, 'import typer'):5.2f}x import typer")
+        if key in floors:
+            line += (f"   {ratio(samples, key, floors[key]):6.1f}x {floors[key]}"
+                     f" ({ms(samples[floors[key]]).strip()})")
+        print(line)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--socket", help="an existing daemon's socket (default: start one)")
+    ap.add_argument("--name", default="clibench",
+                    help="a running instance on --socket (default: launch one)")
+    args = ap.parse_args()
+    with ExitStack() as stack:
+        sock, name = args.socket, args.name
+        if sock is None:
+            c, _, _ = stack.enter_context(bench_daemon())
+            c.build_image("busybox")
+            c.create(name, "busybox", start=True)
+            sock = str(c.socket)
+        samples = measure(sock, name, args.repeat)
+    report(samples)
+    out = Path("bench/results/cli.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(samples, indent=1))
+    print(f"raw samples in {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

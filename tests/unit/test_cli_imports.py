@@ -1,0 +1,69 @@
+"""The CLI imports only what the command it runs needs (issue 16: start-up cost).
+
+Checked in a fresh interpreter, by the modules loaded: not timed, so not flaky.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from cumulo.cli.main import LAZY, command_app
+
+HEAVY = ("httpx", "httpcore", "http.client", "email", "ssl", "rich", "pydantic", "websockets",
+         "anyio", "fastapi",
+         "sqlalchemy", "cumulo.domain.models", "cumulo.api", "cumulo.cli.images",
+         "cumulo.cli.storage", "cumulo.cli.firewall", "cumulo.cli.remotes",
+         "cumulo.cli.bench", "cumulo.cli.exec_client")
+
+RUN = """
+import json, os, sys
+import cumulo.cli.main as m
+sys.argv = ["cumulo", *json.loads(sys.argv[1])]
+if sys.argv[1:]:
+    try:
+        m.main()
+    except SystemExit:
+        pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded(*argv: str) -> set[str]:
+    """Modules loaded after ``cumulo ARGV`` ran against a socket nobody listens on."""
+    env = {**os.environ, "CUMULO_SOCKET": "/nonexistent/cumulo.sock"}
+    env.pop("CUMULO_URL", None)
+    r = subprocess.run([sys.executable, "-c", RUN, json.dumps(argv)], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return set(json.loads(r.stdout.splitlines()[-1]))
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.startswith(HEAVY))
+
+
+def test_import_loads_nothing_heavy() -> None:
+    assert heavy(loaded()) == []
+
+
+def test_quick_commands_load_nothing_heavy() -> None:
+    """list, info, config show, delete: typer, h11 and no more (the daemon is unreachable
+    here, so they stop at the request; rich comes only to draw a table)."""
+    for argv in (["list"], ["info", "web"], ["config", "show", "web"], ["delete", "web"]):
+        mods = loaded(*argv)
+        assert heavy(mods) == [], (argv, heavy(mods))
+        assert "h11" in mods    # it did try the request
+
+
+def test_app_holds_only_the_command_it_runs() -> None:
+    root = command_app(["info", "web"])
+    assert [c.callback.__name__ for c in root.registered_commands if c.callback] == ["info"]
+    assert root.registered_groups == []
+    net = command_app(["network", "list"])
+    assert [g.name for g in net.registered_groups] == ["network"]
+    every = command_app(["--help"])
+    assert len(every.registered_commands) > 15
+    assert {g.name for g in every.registered_groups} >= {n for n, v in LAZY.items() if v[2]}
