@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--socket", type=Path, default=None,
                    help="unix socket to serve on, mode 0660 (default RUNTIME_DIR/cumulo.sock)")
     p.add_argument("--listen", metavar="HOST:PORT", default=None,
-                   help="also serve HTTP on this TCP address (no authentication yet: "
-                        "use loopback)")
+                   help="also serve HTTP on this TCP address (every request there needs a "
+                        "token: cumulo remote token)")
     p.add_argument("--database", default=None,
                    help="SQLAlchemy URL (default sqlite:///STATE_DIR/cumulo.db)")
     p.add_argument("--cgroup-parent", default=None,
