@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from cumulo import daemon
-from cumulo.cli.main import app
+from cumulo.cli.main import command_app
 
 REPLAY_MARK = "<!-- replay -->"
 CLI_NAMES = {"cumulo", "cumulod"}
@@ -87,7 +87,10 @@ def blocks(doc: Path) -> list[Block]:
 
 
 def invocations(command: str) -> list[tuple[str, list[str]]]:
-    """``(program, args)`` of each cumulo/cumulod in a shell line (after sudo, a wrapper...)."""
+    """``(program, args)`` of each cumulo/cumulod in a shell line (after sudo, a wrapper...);
+    a line that shows completion (``<TAB>``) is unfinished on purpose and names none."""
+    if "<TAB>" in command:
+        return []
     lex = shlex.shlex(command, posix=True, punctuation_chars=True)
     lex.whitespace_split = True
     try:
@@ -116,10 +119,13 @@ def cli_error(program: str, args: list[str]) -> str | None:
         except SystemExit as err:
             return f"cumulod refuses {args} (exit {err.code})"
         return None
-    cmd = typer.main.get_command(app)  # typer's own copy of click: not the click package
+    cmd = typer.main.get_command(command_app([]))  # every command; typer's own click
     path = ["cumulo"]
     rest = list(args)
     while isinstance(cmd, TyperGroup):
+        alone = {"--help", *(o for p in cmd.params for o in p.opts if "completion" in o)}
+        if rest and rest[0] in alone:  # options that need no subcommand
+            return None
         if not rest or rest[0].startswith("-"):
             return f"{' '.join(path)}: a subcommand is missing in {args}"
         sub = cmd.get_command(typer.Context(cmd), rest[0])
