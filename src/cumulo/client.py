@@ -72,6 +72,13 @@ def _query(params: dict[str, Any] | None) -> str:
                             for k, v in params.items() if v is not None})
 
 
+def stream_cut(ws: ClientConnection, what: str) -> DaemonUnreachable:
+    """The error for a websocket that ended early: the daemon stopped, or the link broke."""
+    if ws.close_code == 1012:   # "service restart": cumulod is stopping
+        return DaemonUnreachable(f"cumulod stopped: {what}")
+    return DaemonUnreachable(f"lost the connection to cumulod: {what}")
+
+
 class Client:
     """Requests are HTTP/1.1 spoken with h11 on a socket of our own, a new connection each
     (so nothing goes stale between them): h11 imports in ~5 ms where the standard

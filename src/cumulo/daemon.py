@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -22,10 +23,13 @@ from cumulo import __version__
 from cumulo.api.app import create_app
 from cumulo.errors import CumuloError
 from cumulo.host.probe import probe
-from cumulo.services.host import build_services
+from cumulo.services.host import Services, build_services
 
 DEFAULT_STATE = Path("/var/lib/cumulo")
 DEFAULT_RUNTIME = Path("/run/cumulo")
+# on SIGTERM: exec and console websockets are closed at once (their commands killed, the
+# instances run on); other requests get this long before they are cancelled
+GRACEFUL_STOP = 3  # seconds
 log = logging.getLogger("cumulod")
 
 
@@ -89,6 +93,13 @@ def _parse_listen(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def make_server(svc: Services, log_level: str) -> uvicorn.Server:
+    """The HTTP server of the API (its sockets are given to ``serve``)."""
+    return uvicorn.Server(uvicorn.Config(
+        create_app(svc, tcp_auth=True), log_level=log_level, access_log=False,
+        ws="websockets-sansio", timeout_graceful_shutdown=GRACEFUL_STOP))
+
+
 def run(args: argparse.Namespace) -> None:
     state_dir = args.state_dir.resolve()
     custom = state_dir != DEFAULT_STATE
@@ -118,10 +129,12 @@ def run(args: argparse.Namespace) -> None:
                              subnet_pool=args.subnet_pool,
                              listen_host=listen[0] if listen else None)
         try:
-            config = uvicorn.Config(create_app(svc, tcp_auth=True), log_level=args.log_level,
-                                    access_log=False, ws="websockets-sansio")
             log.info("cumulod %s serving %s (state %s)", __version__, sock_path, state_dir)
-            asyncio.run(uvicorn.Server(config).serve(sockets=sockets))
+            # uvicorn handles SIGTERM, then raises it again once it has shut down: with
+            # the default action, that would kill the daemon before the last exec
+            # sessions are killed and the services closed
+            signal.signal(signal.SIGTERM, _stopped)
+            asyncio.run(make_server(svc, args.log_level).serve(sockets=sockets))
         finally:
             svc.close()
     finally:
@@ -129,6 +142,10 @@ def run(args: argparse.Namespace) -> None:
             s.close()
         with contextlib.suppress(FileNotFoundError):
             sock_path.unlink()
+
+
+def _stopped(_sig: int, _frame: object) -> None:
+    """SIGTERM after uvicorn's shutdown: the daemon is already stopping."""
 
 
 def main(argv: list[str] | None = None) -> None:

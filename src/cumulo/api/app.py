@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -48,7 +50,14 @@ def accepted(op: Operation) -> JSONResponse:
 
 def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
     """``tcp_auth``: requests over TCP need a token (the daemon; in-process tests do not)."""
-    app = FastAPI(title="Cumulo", version=__version__,
+    stopping = threading.Event()   # ends the exec calls still running when the daemon stops
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        stopping.set()
+
+    app = FastAPI(title="Cumulo", version=__version__, lifespan=lifespan,
                   description="Containers and virtual machines on one host, through one API.")
     errors.install(app)
     if tcp_auth:
@@ -114,7 +123,7 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
     def exec_once(name: str, body: s.ExecIn, project: str = PROJECT) -> s.ExecOut:
         req = ExecRequest(command=body.command, env=body.env, cwd=body.cwd, tty=False)
         code, out, err = exec_ws.run_collect(
-            svc.instances.exec(project, name, req), body.stdin.encode(), body.timeout)
+            svc.instances.exec(project, name, req), body.stdin.encode(), body.timeout, stopping)
         return s.ExecOut(exit_code=code, stdout=out.decode(errors="replace"),
                          stderr=err.decode(errors="replace"))
 

@@ -4,7 +4,7 @@
 instance's console; binary frames from the server are what the console printed.
 A text frame ``{"error": ..., "type": ..., "status": N}`` ends the stream on failure.
 Detaching is the client's business (``cumulo console`` uses ctrl-a q): closing the
-websocket leaves the instance running.
+websocket leaves the instance running; so does a daemon that stops (code 1012).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import socket
 from fastapi import WebSocket, WebSocketDisconnect
 
 from cumulo.api.exec_ws import _send_error
+from cumulo.api.threads import in_thread
 from cumulo.errors import CumuloError
 from cumulo.services.host import Services
 
@@ -25,7 +26,7 @@ CHUNK = 65536
 async def serve(ws: WebSocket, svc: Services, project: str, name: str) -> None:
     await ws.accept()
     try:
-        sock = await asyncio.to_thread(svc.instances.open_console, project, name)
+        sock = await in_thread(svc.instances.open_console, project, name, orphan=_close)
     except CumuloError as err:
         await _send_error(ws, err)
         return
@@ -33,6 +34,10 @@ async def serve(ws: WebSocket, svc: Services, project: str, name: str) -> None:
         await _pump(ws, sock)
     finally:
         sock.close()
+
+
+def _close(sock: socket.socket) -> None:
+    sock.close()
 
 
 async def _pump(ws: WebSocket, sock: socket.socket) -> None:

@@ -5,6 +5,8 @@ Websocket protocol (``/1.0/instances/NAME/exec-ws``):
   client -> binary stdin bytes; text {"eof": true} closes stdin; {"resize": [rows, cols]}
   server -> binary first byte 1 (stdout) or 2 (stderr), then the bytes
   server -> text   {"exit_code": N} last; or {"error": "...", "type": "..."} on failure
+A client that goes away ends its session: the command is killed, the instance runs on.
+So does a daemon that stops (the websocket closes with code 1012).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import json
 import os
 import selectors
+import threading
 import time
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -21,11 +24,14 @@ from pydantic import ValidationError
 
 from cumulo.api.errors import status_for
 from cumulo.api.schemas import ExecIn
+from cumulo.api.threads import in_thread
 from cumulo.drivers.base import ExecRequest, ExecSession
 from cumulo.errors import CumuloError, DriverError
 from cumulo.services.host import Services
 
 STDOUT, STDERR = 1, 2
+EXIT, GONE = 3, 4      # the other events of a pump: the command ended, the client left
+STDIN_BACKLOG = 16     # stdin messages (up to 64 KiB each from our CLI) waiting for the command
 DRAIN_AFTER_EXIT = 1.0  # seconds to wait for output held open by leftover children
 
 
@@ -39,8 +45,12 @@ def _read(fd: int) -> bytes | None:
         return b""
 
 
-def run_collect(session: ExecSession, stdin: bytes, timeout: float) -> tuple[int, bytes, bytes]:
-    """Feed ``stdin``, gather all output, return (exit code, stdout, stderr)."""
+def run_collect(session: ExecSession, stdin: bytes, timeout: float,
+                stop: threading.Event | None = None) -> tuple[int, bytes, bytes]:
+    """Feed ``stdin``, gather all output, return (exit code, stdout, stderr).
+
+    ``stop`` set (the daemon is stopping) ends the session early with an error.
+    """
     out = {STDOUT: bytearray(), STDERR: bytearray()}
     deadline = time.monotonic() + timeout
     try:
@@ -58,6 +68,8 @@ def run_collect(session: ExecSession, stdin: bytes, timeout: float) -> tuple[int
             now = time.monotonic()
             if now > deadline:
                 raise DriverError(f"exec timed out after {timeout:.0f}s")
+            if stop is not None and stop.is_set():
+                raise DriverError("exec ended: the daemon is stopping")
             if exited_at is None and session.wait(0) is not None:
                 exited_at = now
             if exited_at is not None and now - exited_at > DRAIN_AFTER_EXIT:
@@ -93,7 +105,7 @@ async def serve(ws: WebSocket, svc: Services, project: str, name: str) -> None:
         body = ExecIn.model_validate_json(await ws.receive_text())
         req = ExecRequest(command=body.command, env=body.env, cwd=body.cwd, tty=body.tty,
                           rows=body.rows, cols=body.cols)
-        session = await asyncio.to_thread(svc.instances.exec, project, name, req)
+        session = await in_thread(svc.instances.exec, project, name, req, orphan=_kill)
     except ValidationError as err:
         await _send_error(ws, CumuloError(f"invalid exec request: {err.errors()[0]['msg']}"))
         return
@@ -103,15 +115,28 @@ async def serve(ws: WebSocket, svc: Services, project: str, name: str) -> None:
     try:
         await _pump(ws, session)
     finally:
-        session.kill()
+        # off the loop (it can take seconds), and to the end even if this task is
+        # cancelled or the daemon is exiting
+        await asyncio.shield(in_thread(_kill, session, daemon=False))
+
+
+def _kill(session: ExecSession) -> None:
+    session.kill()
 
 
 async def _pump(ws: WebSocket, session: ExecSession) -> None:
+    """Stream until the command ended and its output is drained, or the client left.
+
+    The loop watches the session's fds until this returns; only then may the caller
+    kill the session, which closes them. (An fd closed while the loop watches it
+    leaves the kernel's epoll set but stays in asyncio's selector: the next session
+    given the same fd number is then never read, and hangs.)
+    """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-    open_fds: dict[int, int] = {session.stdout_fd: STDOUT}
+    events: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+    streams = {session.stdout_fd: STDOUT}
     if session.stderr_fd is not None:
-        open_fds[session.stderr_fd] = STDERR
+        streams[session.stderr_fd] = STDERR
 
     def on_readable(fd: int) -> None:
         chunk = _read(fd)
@@ -119,48 +144,121 @@ async def _pump(ws: WebSocket, session: ExecSession) -> None:
             return
         if not chunk:
             loop.remove_reader(fd)
-        queue.put_nowait((open_fds[fd], chunk))
+        events.put_nowait((streams[fd], chunk))
 
-    for fd in open_fds:
+    for fd in streams:
         os.set_blocking(fd, False)
         loop.add_reader(fd, on_readable, fd)
+    exited = in_thread(session.wait, None)
+    exited.add_done_callback(lambda _: events.put_nowait((EXIT, b"")))
+    client = asyncio.create_task(_from_client(ws, session))
+    client.add_done_callback(lambda _: events.put_nowait((GONE, b"")))
+    try:
+        code = await _forward(ws, events, len(streams), exited)
+        if code is not None:
+            await ws.send_text(json.dumps({"exit_code": code}))
+            await ws.close()
+    except (WebSocketDisconnect, RuntimeError):   # the client left while we sent
+        pass
+    finally:
+        for fd in streams:
+            loop.remove_reader(fd)
+        client.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await client
+        exited.cancel()   # its thread ends with the session
 
-    async def from_client() -> None:
+
+async def _forward(ws: WebSocket, events: asyncio.Queue[tuple[int, bytes]], streams: int,
+                   exited: asyncio.Future[int | None]) -> int | None:
+    """Send output until the command ended and its streams are drained (or a second
+    after it ended: leftover children may hold them); its exit code, or None if the
+    client left first."""
+    loop = asyncio.get_running_loop()
+    drain_until: float | None = None
+    eofs = 0
+    while drain_until is None or eofs < streams:
+        if events.empty():
+            left = None if drain_until is None else drain_until - loop.time()
+            if left is not None and left <= 0:
+                break
+            try:
+                kind, chunk = await asyncio.wait_for(events.get(), left)
+            except TimeoutError:
+                break
+        else:
+            kind, chunk = events.get_nowait()
+        if kind == GONE:
+            return None
+        if kind == EXIT:
+            drain_until = loop.time() + DRAIN_AFTER_EXIT
+        elif chunk:
+            await ws.send_bytes(bytes([kind]) + chunk)
+        else:
+            eofs += 1
+    code = exited.result()
+    return 255 if code is None else code
+
+
+async def _from_client(ws: WebSocket, session: ExecSession) -> None:
+    """Stdin and control messages until the client goes away.
+
+    Messages are taken as they come, so that a client that leaves is seen even while
+    the command does not read its input: stdin waits in a queue of at most
+    ``STDIN_BACKLOG`` messages (beyond that, the client waits).
+    """
+    stdin: asyncio.Queue[bytes | None] = asyncio.Queue(STDIN_BACKLOG)  # None: end of input
+    writer = asyncio.create_task(_to_stdin(session, stdin))
+    try:
         while True:
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
-                session.kill()
                 return
-            if msg.get("bytes") and session.stdin_fd is not None:
-                await asyncio.to_thread(os.write, session.stdin_fd, msg["bytes"])
+            if msg.get("bytes"):
+                await stdin.put(msg["bytes"])
             elif msg.get("text"):
                 ctl = json.loads(msg["text"])
                 if "resize" in ctl:
                     session.resize(int(ctl["resize"][0]), int(ctl["resize"][1]))
                 if ctl.get("eof"):
-                    session.close_stdin()
-
-    reader = asyncio.create_task(from_client())
-    exit_task = asyncio.create_task(asyncio.to_thread(session.wait, None))
-    eofs = 0
-    try:
-        while eofs < len(open_fds):
-            timeout = DRAIN_AFTER_EXIT if exit_task.done() else None
-            try:
-                channel, chunk = await asyncio.wait_for(queue.get(), timeout)
-            except TimeoutError:
-                break
-            if chunk:
-                await ws.send_bytes(bytes([channel]) + chunk)
-            else:
-                eofs += 1
-        code = await exit_task
-        await ws.send_text(json.dumps({"exit_code": code}))
-        await ws.close()
-    except WebSocketDisconnect:
-        pass
+                    await stdin.put(None)
     finally:
-        reader.cancel()
-        for fd in open_fds:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(fd)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+
+
+async def _to_stdin(session: ExecSession, stdin: asyncio.Queue[bytes | None]) -> None:
+    """Write what the client typed or piped to the command, in order."""
+    broken = False   # the command closed its stdin or ended: the rest is dropped
+    while True:
+        chunk = await stdin.get()
+        if chunk is None:
+            session.close_stdin()
+        elif not broken and session.stdin_fd is not None:
+            try:
+                await _write_all(session.stdin_fd, chunk)
+            except OSError:
+                broken = True
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    """Write on the loop, waiting while the pipe or pty is full (never blocking)."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            room: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, _wake, room)
+            try:
+                await room
+            finally:
+                loop.remove_writer(fd)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

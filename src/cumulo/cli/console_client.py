@@ -17,7 +17,7 @@ import tty
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from cumulo.client import APIError, Client
+from cumulo.client import APIError, Client, stream_cut
 
 ESCAPE = b"\x01"          # ctrl-a
 DETACH = b"q"
@@ -92,6 +92,8 @@ def run_console(client: Client, name: str, project: str) -> int:
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         ws.close()
+    if not detached.is_set() and ws.close_code == 1012:
+        raise stream_cut(ws, f"detached from {name}'s console ({name} keeps running)")
     if detached.is_set() and saved is not None:
         sys.stderr.write(f"\nDetached from {name}'s console\n")
     return 0

@@ -17,7 +17,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from cumulo.client import APIError, Client
+from cumulo.client import APIError, Client, stream_cut
 
 
 def _pump_stdin(ws: ClientConnection, raw_tty: bool) -> None:
@@ -55,7 +55,7 @@ def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
         threading.Thread(target=_pump_stdin, args=(ws, tty_mode), daemon=True).start()
     else:
         ws.send(json.dumps({"eof": True}))
-    code = 1
+    code: int | None = None
     try:
         for msg in ws:
             if isinstance(msg, bytes):
@@ -74,4 +74,6 @@ def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
         if saved is not None:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
         ws.close()
+    if code is None:
+        raise stream_cut(ws, f"the command was killed ({name} keeps running)")
     return code
