@@ -123,6 +123,28 @@ def start_forever(c: Client, name: str, tty: bool = False, stdin: bytes = b""
     return ws, marker
 
 
+def start_collect(c: Client, name: str) -> tuple[threading.Thread, str]:
+    """``POST .../exec`` (collect all output) of a command that never ends, seen running."""
+    marker = f"{3000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+    assert c.socket is not None
+
+    def call() -> None:
+        with Client(socket=c.socket) as own, contextlib.suppress(Exception):
+            own.exec(name, ["sleep", marker], timeout=600)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + ANSWER
+    while not processes(marker):
+        assert time.monotonic() < deadline, "POST exec did not start its command"
+        time.sleep(0.05)
+    return thread, marker
+
+
+def processes(marker: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+
+
 def fill_stdin(ws: ClientConnection, chunks: int) -> None:
     """Send stdin the command never reads until ``chunks`` messages of 64 KiB are on
     their way (the sender goes on, on a thread, until the server stops reading)."""
@@ -142,7 +164,7 @@ def fill_stdin(ws: ClientConnection, chunks: int) -> None:
 def gone(marker: str) -> None:
     """Wait (bounded) until no process runs with ``marker`` in its argv."""
     deadline = time.monotonic() + ANSWER
-    while [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]:
+    while processes(marker):
         assert time.monotonic() < deadline, f"the command of 'sleep {marker}' still runs"
         time.sleep(0.1)
 
@@ -172,9 +194,10 @@ def test_a_client_that_leaves_with_its_stdin_unread_is_seen(served: Served) -> N
 
 
 def test_a_stopping_server_ends_open_sessions(served: Served) -> None:
-    """Whatever state the sessions are in: one running, one whose client left, and
-    one whose client left while the server holds more stdin than it takes (then it
-    does not see the client leave: the stop cuts the session after a grace time)."""
+    """Whatever state the sessions are in: one running, one whose client left, one
+    whose client left while the server holds more stdin than it takes (then it does
+    not see the client leave: the stop cuts the session after a grace time), and a
+    POST exec collecting output."""
     c = served.client
     running, marker = start_forever(c, "a")
     left, left_marker = start_forever(c, "b", tty=True)
@@ -182,11 +205,14 @@ def test_a_stopping_server_ends_open_sessions(served: Served) -> None:
     stuck, stuck_marker = start_forever(c, "a")
     fill_stdin(stuck, exec_ws.STDIN_BACKLOG + 3)
     stuck.close_socket()
+    collected, collect_marker = start_collect(c, "b")
     served.server.should_exit = True       # what SIGTERM does
     served.thread.join(ANSWER)
     assert not served.thread.is_alive(), "the server did not stop"
     with pytest.raises(ConnectionClosed) as closed:
         within(ANSWER, running.recv)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # service restart
-    for m in (marker, left_marker, stuck_marker):
+    collected.join(ANSWER)
+    assert not collected.is_alive(), "POST exec still waits"
+    for m in (marker, left_marker, stuck_marker, collect_marker):
         gone(m)
