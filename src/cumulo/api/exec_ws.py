@@ -230,16 +230,18 @@ async def _from_client(ws: WebSocket, session: ExecSession) -> None:
 
 async def _to_stdin(session: ExecSession, stdin: asyncio.Queue[bytes | None]) -> None:
     """Write what the client typed or piped to the command, in order."""
-    broken = False   # the command closed its stdin or ended: the rest is dropped
-    while True:
+    done = False   # end of input sent, or the command closed its stdin or ended: the
+    while True:    # rest is dropped (a closed fd's number may be another session's now)
         chunk = await stdin.get()
         if chunk is None:
-            session.close_stdin()
-        elif not broken and session.stdin_fd is not None:
+            if not done:
+                session.close_stdin()
+            done = True
+        elif not done and session.stdin_fd is not None:
             try:
                 await _write_all(session.stdin_fd, chunk)
             except OSError:
-                broken = True
+                done = True
 
 
 async def _write_all(fd: int, data: bytes) -> None:
