@@ -216,3 +216,12 @@ def test_a_stopping_server_ends_open_sessions(served: Served) -> None:
     assert not collected.is_alive(), "POST exec still waits"
     for m in (marker, left_marker, stuck_marker, collect_marker):
         gone(m)
+
+
+def test_a_malformed_control_message_ends_only_its_session(served: Served) -> None:
+    c = served.client
+    ws, marker = start_forever(c, "a")
+    ws.send("{not json")
+    gone(marker)
+    ws.close()
+    assert exec_once(c, "a", ["echo", "next"]) == (b"next\n", 0)

@@ -164,7 +164,8 @@ async def _pump(ws: WebSocket, session: ExecSession) -> None:
         for fd in streams:
             loop.remove_reader(fd)
         client.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+        # a malformed message from the client just ends its session
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await client
         exited.cancel()   # its thread ends with the session
 
