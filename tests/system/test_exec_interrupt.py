@@ -143,11 +143,22 @@ def test_an_interrupted_exec_into_a_vm_blocks_nothing(daemon: Daemon) -> None:
     for session in left:
         wait_ended(daemon, "v", session.marker, VM_ANSWER)
 
+    # a console whose client was killed frees the VM's console for the next one
+    console = Pty([str(BIN / "cumulo"), "console", "v"], daemon.env)
+    try:
+        console.expect(b"detach with ctrl-a q", ANSWER)
+        console.send(b"echo one=$((0+1))\r")
+        console.expect(b"one=1", VM_ANSWER)
+    finally:
+        console.close()    # SIGKILL
+
     # SIGTERM with an exec and the console open
     running = Forever(daemon, "v", timeout=VM_ANSWER)
     console = Pty([str(BIN / "cumulo"), "console", "v"], daemon.env)
     try:
         console.expect(b"detach with ctrl-a q", ANSWER)
+        console.send(b"echo two=$((1+1))\r")
+        console.expect(b"two=2", VM_ANSWER)
         stop_within(daemon)
         assert console.proc.wait(ANSWER) == 1
         console.expect(b"cumulod stopped: detached from v's console (v keeps running)", 5)
