@@ -30,6 +30,7 @@ PACKAGES=(
   sysbench                           # bench lab: cpu and memory workloads (cumulo bench run)
   hpcc                               # bench lab: HPL/LINPACK at several sizes and STREAM
   fio                                # bench lab: disk suite, random/sequential IOPS and MiB/s
+  postgresql                         # cumulod --database postgresql://; tests start a throwaway server
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

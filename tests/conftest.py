@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import pg
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -14,6 +17,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     have_runtime = bool(shutil.which("runc") or shutil.which("crun")) and bool(
         shutil.which("conmon"))
     qemu_reason = qemu_skip_reason()
+    pg_reason = pg.skip_reason()
     for item in items:
         if "qemu" in item.keywords and qemu_reason:
             item.add_marker(pytest.mark.skip(reason=qemu_reason))
@@ -21,6 +25,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs root (namespaces, cgroups)"))
         if "runtime" in item.keywords and not have_runtime:
             item.add_marker(pytest.mark.skip(reason="needs runc or crun, and conmon"))
+        if "postgres" in item.keywords and pg_reason:
+            item.add_marker(pytest.mark.skip(reason=pg_reason))
 
 
 def qemu_skip_reason() -> str | None:
@@ -32,6 +38,35 @@ def qemu_skip_reason() -> str | None:
     if shutil.which("busybox") is None:
         return "needs busybox (busybox-static) for the guest initramfs"
     return None
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pg.PgServer]:
+    """A throwaway PostgreSQL server for this pytest process (each xdist worker has one)."""
+    if reason := pg.skip_reason():
+        pytest.skip(reason)
+    server = pg.PgServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: pg.PgServer) -> Iterator[str]:
+    """The URL of a new empty database on the throwaway server, dropped afterwards."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store database on each engine: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 def _host_network_objects() -> set[str]:

@@ -92,11 +92,13 @@ def leftovers(cgroup_parent: str) -> list[str]:
 
 
 @contextmanager
-def running_daemon(tmp_path: Path) -> Iterator[Daemon]:
-    """A cumulod on ``tmp_path``; on exit every instance is deleted and nothing may be left."""
+def running_daemon(tmp_path: Path, extra: tuple[str, ...] = ()) -> Iterator[Daemon]:
+    """A cumulod on ``tmp_path`` (``extra``: more flags); on exit every instance is deleted
+    and nothing may be left."""
     tag = uuid.uuid4().hex[:8]
     d = Daemon(state_dir=tmp_path / "state", socket=tmp_path / "cumulo.sock",
                cgroup_parent=f"cumulo-systest-{tag}", log=tmp_path / "cumulod.log")
+    d.extra += extra
     d.env = {**os.environ, "CUMULO_SOCKET": str(d.socket)}
     d.env.pop("CUMULO_URL", None)
     d.start()

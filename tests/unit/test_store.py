@@ -1,41 +1,54 @@
-"""The store on SQLite: migrations, uniqueness, aliases, operations."""
+"""The store on SQLite and on PostgreSQL (``store_url``): migrations, uniqueness,
+aliases, operations."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from pathlib import Path
+from collections.abc import Iterator
+from datetime import UTC
 
 import pytest
+from sqlalchemy import text
 
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import Image, Instance, Operation, OpStatus
 from cumulo.errors import ConflictError, NotFoundError, StoreError
+from cumulo.store.db import make_engine
 from cumulo.store.repo import Store
 
 FP = "b" * 64
 
 
 @pytest.fixture
-def store() -> Store:
-    s = Store("sqlite://")
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
     s.put_image(Image(fingerprint=FP, os="busybox", command=["/bin/sh"], aliases=["busybox"]))
-    return s
+    yield s
+    s.close()
 
 
 def test_default_project_exists(store: Store) -> None:
     assert [p.name for p in store.list_projects()] == ["default"]
 
 
-def test_reopen_file_database_keeps_data(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_reopen_database_keeps_data(store_url: str) -> None:
+    url = store_url
     s = Store(url)
     s.put_image(Image(fingerprint=FP, aliases=["x"]))
     s.close()
     s2 = Store(url)  # migrations run again: must be a no-op
     assert s2.get_image("x").fingerprint == FP
     assert len(s2.list_projects()) == 1
+    s2.close()
+
+
+def test_times_read_back_as_aware_utc(store: Store) -> None:
+    """SQLite keeps no zone and PostgreSQL answers in the session's: both read back UTC."""
+    store.add_instance(Instance(project="default", name="t", type="container", image=FP))
+    stamps = [store.get_instance("default", "t").created_at,
+              store.list_projects()[0].created_at, store.get_image(FP).created_at]
+    assert all(t is not None and t.tzinfo == UTC for t in stamps), stamps
 
 
 def test_instance_name_unique_per_project(store: Store) -> None:
@@ -65,6 +78,9 @@ def test_image_by_alias_fingerprint_and_prefix(store: Store) -> None:
     assert store.get_image(FP[:12]).fingerprint == FP
     with pytest.raises(NotFoundError):
         store.get_image(FP[:6])  # too short to be a prefix
+    assert store.get_image(FP[:12].upper()).fingerprint == FP  # the same on both engines
+    with pytest.raises(NotFoundError):
+        store.get_image("b" * 11 + "_")  # LIKE wildcards are plain characters
     store.put_image(Image(fingerprint="b" * 20 + "c" * 44))
     with pytest.raises(ConflictError, match="ambiguous"):
         store.get_image("b" * 12)
@@ -91,23 +107,25 @@ def test_operations(store: Store) -> None:
     assert op.status == OpStatus.FAILURE and op.error == "daemon stopped"
 
 
-def test_database_from_a_newer_version_is_a_clear_error(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_database_from_a_newer_version_is_a_clear_error(store_url: str) -> None:
+    url = store_url
     Store(url).close()
-    with sqlite3.connect(tmp_path / "c.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
     with pytest.raises(StoreError, match="written by a newer version"):
         Store(url)
 
 
-def test_upgrade_from_0001_keeps_instances_and_adds_networks(tmp_path: Path) -> None:
+def test_upgrade_from_0001_keeps_instances_and_adds_networks(store_url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
     from cumulo.domain.models import Network, Nic
-    from cumulo.store.db import MIGRATIONS, make_engine
+    from cumulo.store.db import MIGRATIONS
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+    url = store_url
     engine = make_engine(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -129,14 +147,22 @@ def test_upgrade_from_0001_keeps_instances_and_adds_networks(tmp_path: Path) -> 
     s.delete_instance("default", "web")
     s.delete_network("default", "blue")
     assert s.list_networks() == []
+    s.close()
 
 
-@pytest.mark.parametrize("where", ["memory", "file"])
-def test_threads_share_one_store_without_errors(where: str, tmp_path: Path) -> None:
+@pytest.fixture(params=["memory", "database"])
+def thread_url(request: pytest.FixtureRequest, store_url: str) -> str:
+    if request.param == "memory":
+        if not store_url.startswith("sqlite"):
+            pytest.skip("memory is a SQLite case")
+        return "sqlite://"
+    return store_url
+
+
+def test_threads_share_one_store_without_errors(thread_url: str) -> None:
     """Operations write from worker threads while the API thread reads: the in-memory
     store has one connection, so its sessions must take turns."""
-    url = "sqlite://" if where == "memory" else f"sqlite:///{tmp_path / 'db.sqlite'}"
-    store = Store(url)
+    store = Store(thread_url)
     ops = [store.add_operation(Operation(id=f"op{i}", description="x")) for i in range(4)]
     errors: list[BaseException] = []
 
@@ -156,3 +182,16 @@ def test_threads_share_one_store_without_errors(where: str, tmp_path: Path) -> N
     assert not errors, errors[:3]
     assert all(store.get_operation(op.id).message == "149" for op in ops)
     store.close()
+
+
+def test_plain_postgresql_url_goes_through_psycopg_and_hides_the_password() -> None:
+    from cumulo.store.db import parse_url
+
+    for plain in ("postgresql://u:pw@/db?host=/run/x", "postgres://u:pw@/db?host=/run/x"):
+        assert parse_url(plain).drivername == "postgresql+psycopg"
+    with pytest.raises(StoreError, match=r"cannot use the database postgresql\+psycopg://"
+                                         r"u:\*\*\*@/db.*No such file") as err:
+        Store("postgresql://u:pw@/db?host=/nonexistent-cumulo")
+    assert "pw" not in str(err.value)
+    with pytest.raises(StoreError, match="not a database URL: 'nonsense'"):
+        Store("nonsense")

@@ -11,8 +11,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -35,19 +35,42 @@ def is_memory(url: str) -> bool:
     return url in ("sqlite://", "sqlite:///:memory:")
 
 
+def parse_url(url: str) -> URL:
+    """The SQLAlchemy URL; a plain ``postgresql://`` (or ``postgres://``) goes through
+    psycopg 3, the driver Cumulo installs."""
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError as err:  # ArgumentError: not a URL at all
+        raise StoreError(f"not a database URL: {url!r} (e.g. sqlite:///PATH,"
+                         " postgresql://USER@HOST/DB)") from err
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def shown(url: str | URL) -> str:
+    """A URL for messages: the password hidden."""
+    try:
+        return (make_url(url) if isinstance(url, str) else url).render_as_string(
+            hide_password=True)
+    except SQLAlchemyError:
+        return "(not a URL)"
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``sqlite:///path``, ``sqlite://`` (memory) or a PostgreSQL URL."""
+    parsed = parse_url(url)
     try:
-        if url.startswith("sqlite"):
+        if parsed.get_backend_name() == "sqlite":
             kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
             if is_memory(url):
                 kwargs["poolclass"] = StaticPool
-            engine = create_engine(url, **kwargs)
+            engine = create_engine(parsed, **kwargs)
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(parsed, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError) as err:
-        raise StoreError(f"cannot open database {url}: {err}") from err
+        raise StoreError(f"cannot open database {shown(parsed)}: {err}") from err
     return engine
 
 
@@ -61,9 +84,12 @@ def migrate(engine: Engine) -> None:
             command.upgrade(cfg, "head")
     except CommandError as err:  # e.g. a revision this version does not know
         raise StoreError(
-            f"the database {engine.url!r} has a schema this cumulod does not know ({err});"
+            f"the database {shown(engine.url)} has a schema this cumulod does not know ({err});"
             " it was written by a newer version: run that version, or use another state dir"
         ) from err
+    except OperationalError as err:  # the server is not there, refuses us, ...
+        first = str(err.orig or err).strip().splitlines()[0]
+        raise StoreError(f"cannot use the database {shown(engine.url)}: {first}") from err
     except SQLAlchemyError as err:
         raise StoreError(f"database migration failed: {err}") from err
 
@@ -74,7 +100,11 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except BaseException:
+            self.engine.dispose()  # no pooled connection outlives a store that failed to open
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # one shared connection cannot hold two transactions: sessions take turns
         self._turn: AbstractContextManager[object] = (

@@ -65,7 +65,8 @@ class Store:
             .where(ImageAliasRow.name == ref)
         )
         if row is None and len(ref) >= 12:
-            rows = list(s.scalars(select(ImageRow).where(ImageRow.fingerprint.startswith(ref))))
+            rows = list(s.scalars(select(ImageRow).where(
+                ImageRow.fingerprint.startswith(ref.lower(), autoescape=True))))
             if len(rows) > 1:
                 raise ConflictError(f"image prefix {ref!r} is ambiguous")
             row = rows[0] if rows else None
@@ -202,8 +203,9 @@ class Store:
                 s.flush()
                 return self._instance(s, row)
         except StoreError as err:
-            if isinstance(err.__cause__, IntegrityError):
-                if "nic" in str(err.__cause__):  # nics.ip (SQLite), uq_nic_... (PostgreSQL)
+            cause = err.__cause__
+            if isinstance(cause, IntegrityError):
+                if (cause.statement or "").startswith("INSERT INTO nics"):  # on every engine
                     raise ConflictError(
                         f"an address of instance {inst.name!r} was just taken: retry") from err
                 raise ConflictError(f"instance {inst.name!r} already exists") from err

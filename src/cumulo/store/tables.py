@@ -14,13 +14,34 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment, read back as an aware UTC datetime on every engine: SQLite keeps no
+    zone (it would read back naive), PostgreSQL's timestamptz comes in the session's."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None,
+                             dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -32,7 +53,7 @@ class ProjectRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     description: Mapped[str] = mapped_column(String(255), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class ImageRow(Base):
@@ -46,7 +67,7 @@ class ImageRow(Base):
     description: Mapped[str] = mapped_column(String(255), default="")
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     command: Mapped[list[str]] = mapped_column(JSON, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     properties: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
 
 
@@ -71,7 +92,7 @@ class InstanceRow(Base):
     options: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # pool, copy, size of the instance's root (None: made before storage pools existed)
     root: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
@@ -85,8 +106,8 @@ class OperationRow(Base):
     message: Mapped[str] = mapped_column(String(255), default="")
     error: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class NetworkRow(Base):
@@ -99,7 +120,7 @@ class NetworkRow(Base):
     gateway: Mapped[str] = mapped_column(String(45))
     bridge: Mapped[str] = mapped_column(String(15), unique=True)
     isolated: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     dns_domain: Mapped[str] = mapped_column(String(253), default="cumulo")
 
 
@@ -126,7 +147,7 @@ class TokenRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class RemoteRow(Base):
@@ -136,7 +157,7 @@ class RemoteRow(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     url: Mapped[str] = mapped_column(String(255))
     token: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class SecurityGroupRow(Base):
@@ -147,7 +168,7 @@ class SecurityGroupRow(Base):
     name: Mapped[str] = mapped_column(String(63))
     description: Mapped[str] = mapped_column(String(255), default="")
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class ForwardRow(Base):
@@ -161,7 +182,7 @@ class ForwardRow(Base):
     protocol: Mapped[str] = mapped_column(String(8))
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
     target_port: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class VolumeRow(Base):
@@ -172,7 +193,7 @@ class VolumeRow(Base):
     name: Mapped[str] = mapped_column(String(63))
     pool: Mapped[str] = mapped_column(String(63))
     size: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class VolumeAttachmentRow(Base):

@@ -1,0 +1,160 @@
+"""The store's contract on both engines (``store_url``: a SQLite file, a PostgreSQL database
+on the suite's throwaway server): migrations match the tables, and volumes, security
+groups, forwards, tokens and remotes read back what was written, conflicts included."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+
+from cumulo.domain.acl import AclRule, SecurityGroup
+from cumulo.domain.models import Image, Instance, Network, Nic
+from cumulo.domain.volumes import Volume
+from cumulo.errors import ConflictError, NotFoundError
+from cumulo.store.db import MIGRATIONS, make_engine
+from cumulo.store.firewall import FirewallStore, Forward
+from cumulo.store.hosts import HostStore, Remote
+from cumulo.store.repo import Store
+from cumulo.store.tables import Base
+
+FP = "c" * 64
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    s.put_image(Image(fingerprint=FP, aliases=["img"], size=5 << 30))
+    s.add_network(Network(project="default", name="blue", subnet="10.9.0.0/24",
+                          gateway="10.9.0.1", bridge="cu-b0000beef", isolated=False))
+    s.add_instance(Instance(project="default", name="web", type="container", image=FP,
+                            privileged=True, nics=[Nic(
+                                network="blue", index=0, mac="0a:ce:00:00:00:09",
+                                ip="10.9.0.9", host_name="cu-v0000beef")]))
+    yield s
+    s.close()
+
+
+def _alembic(url: str, *steps: tuple[str, str]) -> None:
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        for verb, rev in steps:
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                getattr(command, verb)(cfg, rev)
+    finally:
+        engine.dispose()
+
+
+def test_migrations_match_the_tables(store_url: str) -> None:
+    """Upgrade head on an empty database, then autogenerate finds nothing to add: the
+    revisions build exactly what tables.py declares (types included)."""
+    _alembic(store_url, ("upgrade", "head"))
+    engine = make_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(ctx, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_migrations_go_down_and_up_again(store_url: str) -> None:
+    _alembic(store_url, ("upgrade", "head"), ("downgrade", "base"), ("upgrade", "head"))
+    Store(store_url).close()  # the rebuilt schema serves a store
+
+
+def test_rows_read_back_typed(store: Store) -> None:
+    """Booleans, big integers and JSON come back as written on both engines."""
+    inst = store.get_instance("default", "web")
+    assert inst.privileged is True
+    assert inst.nics[0].ip == "10.9.0.9" and inst.nics[0].groups == []
+    assert store.get_network("default", "blue").isolated is False
+    assert store.get_image("img").size == 5 << 30
+
+
+def test_volumes(store: Store) -> None:
+    from cumulo.store.volumes import VolumeStore
+
+    vols = VolumeStore(store.db)
+    vols.add(Volume(project="default", name="data", pool="default", size=8 << 30))
+    with pytest.raises(ConflictError, match="already exists"):
+        vols.add(Volume(project="default", name="data", pool="default", size=1))
+    got = vols.attach("default", "data", "web", "/data", shared=True)
+    assert got.size == 8 << 30 and [(a.instance, a.shared) for a in got.attachments] == [
+        ("web", True)]
+    assert [v.name for v in vols.of_instance("default", "web")] == ["data"]
+    assert vols.detach("default", "data", "web").attachments == []
+    vols.delete("default", "data")
+    with pytest.raises(NotFoundError):
+        vols.get("default", "data")
+
+
+def test_security_groups_and_forwards(store: Store) -> None:
+    fw = FirewallStore(store.db)
+    rules = [AclRule(protocol="tcp", ports=(80, 443), cidr="10.0.0.0/8"),
+             AclRule(direction="egress", group="web")]
+    fw.add_group(SecurityGroup(project="default", name="web", rules=rules))
+    with pytest.raises(ConflictError, match="already exists"):
+        fw.add_group(SecurityGroup(project="default", name="web"))
+    assert fw.get_group("default", "web").rules == rules
+    assert fw.set_nic_groups("default", "web", None, add="web") == 1
+    assert fw.group_users("default", "web") == ["web/eth0"]
+    assert fw.set_nic_bandwidth("default", "web", "blue", {"ingress": 1000}) == ["cu-v0000beef"]
+    assert store.get_instance("default", "web").nics[0].bandwidth == {"ingress": 1000}
+    fwd = Forward(project="default", network="blue", listen_address="127.0.0.1",
+                  listen_port=8080, protocol="tcp", instance="web", target_port=80)
+    fw.add_forward(fwd)
+    with pytest.raises(ConflictError, match="already forwarded"):
+        fw.add_forward(fwd)
+    assert [(f.target_ip, f.target_port) for f in fw.list_forwards()] == [("10.9.0.9", 80)]
+
+
+def test_tokens_and_remotes(store: Store) -> None:
+    hosts = HostStore(store.db)
+    hosts.add_token("peer", "s3cret")
+    with pytest.raises(ConflictError, match="exists"):
+        hosts.add_token("peer", "other")
+    assert hosts.token_known("s3cret") and not hosts.token_known("S3CRET")
+    hosts.add_remote(Remote("b", "https://127.0.0.1:8443", "tok"))
+    with pytest.raises(ConflictError, match="already exists"):
+        hosts.add_remote(Remote("b", "https://127.0.0.1:8443", "tok"))
+    assert [r.name for r in hosts.list_remotes()] == ["b"]
+
+
+def test_names_are_case_sensitive(store: Store) -> None:
+    store.add_instance(Instance(project="default", name="Web", type="container", image=FP))
+    assert {i.name for i in store.list_instances()} == {"web", "Web"}
+    with pytest.raises(NotFoundError):
+        store.get_image("IMG")
+
+
+def test_one_of_two_racing_inserts_wins(store: Store) -> None:
+    """Two threads add the same instance name at once: one row, one ConflictError."""
+    results: list[str] = []
+    start = threading.Barrier(2)
+
+    def add() -> None:
+        start.wait(10)
+        try:
+            store.add_instance(Instance(project="default", name="race", type="container",
+                                        image=FP))
+            results.append("added")
+        except ConflictError:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=add) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == ["added", "conflict"]
+    assert [i.name for i in store.list_instances()].count("race") == 1
