@@ -24,6 +24,7 @@ from cumulo.api.app import create_app
 from cumulo.errors import CumuloError
 from cumulo.host.probe import probe
 from cumulo.services.host import Services, build_services
+from cumulo.store.db import shown
 
 DEFAULT_STATE = Path("/var/lib/cumulo")
 DEFAULT_RUNTIME = Path("/run/cumulo")
@@ -46,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also serve HTTP on this TCP address (every request there needs a "
                         "token: cumulo remote token)")
     p.add_argument("--database", default=None,
-                   help="SQLAlchemy URL (default sqlite:///STATE_DIR/cumulo.db)")
+                   help="the store: sqlite:///PATH or postgresql://USER@HOST/DB, any"
+                        " SQLAlchemy URL (default sqlite:///STATE_DIR/cumulo.db)")
     p.add_argument("--cgroup-parent", default=None,
                    help="cgroup under which instances live (default cumulo, or cumulo-HASH "
                         "for another state dir)")
@@ -129,7 +131,8 @@ def run(args: argparse.Namespace) -> None:
                              subnet_pool=args.subnet_pool,
                              listen_host=listen[0] if listen else None)
         try:
-            log.info("cumulod %s serving %s (state %s)", __version__, sock_path, state_dir)
+            log.info("cumulod %s serving %s (state %s, store %s)", __version__, sock_path,
+                     state_dir, shown(svc.store.db.engine.url))
             # uvicorn handles SIGTERM, then raises it again once it has shut down: with
             # the default action, that would kill the daemon before the last exec
             # sessions are killed and the services closed
