@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -158,3 +159,22 @@ def test_one_of_two_racing_inserts_wins(store: Store) -> None:
         t.join(30)
     assert sorted(results) == ["added", "conflict"]
     assert [i.name for i in store.list_instances()].count("race") == 1
+
+
+def test_api_over_the_store(store_url: str, tmp_path: Path) -> None:
+    """The API on services whose store is on each engine: launch, list, a conflict, times
+    in UTC, delete (fake driver: no kernel objects)."""
+    from fastapi.testclient import TestClient
+
+    from cumulo.api.app import create_app
+    from tests.unit.conftest import fake_services, launch
+
+    with fake_services(tmp_path, store_url) as svc, TestClient(create_app(svc)) as api:
+        launch(api, "web", limits={"memory": "64MiB"})
+        rows = api.get("/1.0/instances").json()
+        assert [(r["name"], r["state"]) for r in rows] == [("web", "running")]
+        assert rows[0]["created_at"].endswith(("+00:00", "Z"))
+        again = api.post("/1.0/instances", json={"name": "web", "image": "testimg"})
+        assert again.status_code == 409 and "already exists" in again.text
+        assert api.delete("/1.0/instances/web", params={"force": True}).status_code in (
+            200, 202)

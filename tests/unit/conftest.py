@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,11 +30,11 @@ def add_test_image(svc: Services, alias: str = "testimg") -> Image:
 
 
 @contextmanager
-def fake_services(top: Path) -> Iterator[Services]:
+def fake_services(top: Path, db_url: str | None = None) -> Iterator[Services]:
     """Services on ``top`` with the fake driver and network and a test image; every
     instance's driver state removed afterwards."""
     services = build_services(top / "state", top / "run", HOST,
-                              driver_kinds={"container": "fake"}, net_kind="fake")
+                              driver_kinds={"container": "fake"}, net_kind="fake", db_url=db_url)
     add_test_image(services)
     try:
         yield services
@@ -45,8 +46,12 @@ def fake_services(top: Path) -> Iterator[Services]:
 
 
 @pytest.fixture
-def svc(tmp_path: Path) -> Iterator[Services]:
-    with fake_services(tmp_path) as services:
+def svc(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Services]:
+    """Services on SQLite; ``CUMULO_TEST_STORE=postgresql`` puts every one of them on a new
+    database of the suite's PostgreSQL server instead (the whole unit suite on PostgreSQL)."""
+    url = (request.getfixturevalue("pg_url")
+           if os.environ.get("CUMULO_TEST_STORE") == "postgresql" else None)
+    with fake_services(tmp_path, url) as services:
         yield services
 
 
