@@ -178,3 +178,27 @@ def test_api_over_the_store(store_url: str, tmp_path: Path) -> None:
         assert again.status_code == 409 and "already exists" in again.text
         assert api.delete("/1.0/instances/web", params={"force": True}).status_code in (
             200, 202)
+
+
+def test_concurrent_group_changes_on_one_nic_are_all_kept(store: Store) -> None:
+    """Read-modify-write of a NIC's JSON list: SQLite serializes writers, PostgreSQL's
+    read committed would lose updates unless the rows are locked (FOR UPDATE)."""
+    fw = FirewallStore(store.db)
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def add(group: str) -> None:
+        start.wait(10)
+        try:
+            fw.set_nic_groups("default", "web", None, add=group)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=add, args=(f"g{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:2]
+    assert sorted(store.get_instance("default", "web").nics[0].groups) == [
+        f"g{i}" for i in range(6)]

@@ -11,7 +11,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -111,10 +111,15 @@ class Database:
             threading.RLock() if is_memory(url) else nullcontext())
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, modify: bool = False) -> Iterator[Session]:
+        """One transaction. ``modify``: it reads rows to write back something made from
+        them; on SQLite it takes the write lock first (BEGIN IMMEDIATE) so no other writer
+        slips in between, on PostgreSQL its reads lock their rows (``with_for_update``)."""
         with self._turn:
             s = self._sessions()
             try:
+                if modify and self.engine.dialect.name == "sqlite":
+                    s.execute(text("BEGIN IMMEDIATE"))
                 yield s
                 s.commit()
             except SQLAlchemyError as err:

@@ -126,7 +126,8 @@ class FirewallStore:
         if inst is None:
             raise NotFoundError("instance", instance)
         q = (select(NicRow, NetworkRow.name).join(NetworkRow, NicRow.network_id == NetworkRow.id)
-             .where(NicRow.instance_id == inst.id).order_by(NicRow.idx))
+             .where(NicRow.instance_id == inst.id).order_by(NicRow.idx)
+             .with_for_update(of=NicRow))  # callers merge into the rows' JSON
         rows = [(n, net) for n, net in s.execute(q)]
         if network is not None:
             rows = [(n, net) for n, net in rows if net == network]
@@ -137,7 +138,7 @@ class FirewallStore:
     def set_nic_groups(self, project: str, instance: str, network: str | None,
                        add: str | None = None, remove: str | None = None) -> int:
         """Add or remove a group on the instance's NICs (all, or the one on ``network``)."""
-        with self.db.session() as s:
+        with self.db.session(modify=True) as s:
             rows = self._nic_rows(s, project, instance, network)
             changed = 0
             for row in rows:
@@ -153,7 +154,7 @@ class FirewallStore:
     def set_nic_bandwidth(self, project: str, instance: str, network: str | None,
                           bandwidth: dict[str, int]) -> list[str]:
         """Merge ``bandwidth`` (0 removes a key) into the NICs; their host names."""
-        with self.db.session() as s:
+        with self.db.session(modify=True) as s:
             rows = self._nic_rows(s, project, instance, network)
             for row in rows:
                 merged = {**(row.bandwidth or {}), **bandwidth}
