@@ -45,25 +45,41 @@ def _account() -> pwd.struct_passwd | None:
     return None
 
 
-class PgServer:
-    """One postgres on a unix socket in its own temp dir; ``stop()`` removes it all."""
+def reap_orphans() -> None:
+    """Stop and remove the servers of pytest processes that were killed (no teardown ran):
+    their dir names the pid that made them."""
+    for d in Path(tempfile.gettempdir()).glob("cumulo-pg-*-*"):
+        pid = d.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            try:
+                PgServer(adopt=d).stop()
+            except (RuntimeError, OSError, subprocess.SubprocessError):
+                shutil.rmtree(d, ignore_errors=True)
 
-    def __init__(self) -> None:
+
+class PgServer:
+    """One postgres on a unix socket in its own temp dir; ``stop()`` removes it all.
+    ``adopt``: the dir of a server someone else started (to stop it)."""
+
+    def __init__(self, adopt: Path | None = None) -> None:
         found = bindir()
         if found is None:
             raise RuntimeError(skip_reason())
         self.bin = found
-        # not under pytest's 0700 temp root: the server's account must reach its socket dir
-        self.dir = Path(tempfile.mkdtemp(prefix="cumulo-pg-"))
+        acct = _account() if os.geteuid() == 0 else None
+        self._as: dict[str, Any] = {} if acct is None else {
+            "user": acct.pw_uid, "group": acct.pw_gid, "extra_groups": []}
+        if adopt is not None:
+            self.dir, self.started = adopt, True
+        else:
+            reap_orphans()
+            # not under pytest's 0700 temp root: the server's account must reach this dir
+            self.dir = Path(tempfile.mkdtemp(prefix=f"cumulo-pg-{os.getpid()}-"))
+            if acct is not None:
+                os.chown(self.dir, acct.pw_uid, acct.pw_gid)
+            os.chmod(self.dir, 0o755)
+            self.started = False
         self.data = self.dir / "data"
-        self._as: dict[str, Any] = {}
-        if os.geteuid() == 0:
-            acct = _account()
-            assert acct is not None, skip_reason()
-            os.chown(self.dir, acct.pw_uid, acct.pw_gid)
-            self._as = {"user": acct.pw_uid, "group": acct.pw_gid, "extra_groups": []}
-        os.chmod(self.dir, 0o755)
-        self.started = False
 
     def _run(self, *args: str) -> None:
         proc = subprocess.run([str(self.bin / args[0]), *args[1:]], cwd=self.dir,
