@@ -31,6 +31,8 @@ PACKAGES=(
   hpcc                               # bench lab: HPL/LINPACK at several sizes and STREAM
   fio                                # bench lab: disk suite, random/sequential IOPS and MiB/s
   postgresql                         # cumulod --database postgresql://; tests start a throwaway server
+  podman netavark                    # bench: the peer for container launch (netavark, not
+                                     # the CNI plugins, which would pull in iptables)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

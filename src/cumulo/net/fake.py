@@ -15,6 +15,7 @@ class FakeNetwork:
         self.host = list(host or [])
         self.bridges: dict[str, IPv4Interface] = {}
         self.firewall = Firewall()
+        self.firewall_writes = 0   # how often the table was written (an nft run each)
         self.shapes: dict[str, tuple[int | None, int | None, int | None]] = {}
         self.nics: dict[str, tuple[Path, NicPlan]] = {}  # by host name
         self.dns: dict[str, tuple[DnsSettings, list[DnsHost]]] = {}  # by bridge
@@ -30,6 +31,7 @@ class FakeNetwork:
 
     def apply_firewall(self, fw: Firewall) -> None:
         self.firewall = fw
+        self.firewall_writes += 1
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         self.nics.update({n.host_name: (netns, n) for n in nics})

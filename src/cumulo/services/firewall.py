@@ -30,6 +30,7 @@ class FirewallService:
     def __init__(self, store: Store, host_net: HostNetwork, lock: threading.RLock) -> None:
         self.store, self.host_net, self.lock = store, host_net, lock
         self.fw = FirewallStore(store.db)
+        self._applied: Firewall | None = None   # what the host table holds, as last written
 
     # --- the whole table ---
     def desired(self) -> Firewall:
@@ -50,7 +51,14 @@ class FirewallService:
             nics=nics, groups=groups, forwards=forwards)
 
     def apply(self) -> None:
-        self.host_net.apply_firewall(self.desired())
+        """Write the table, unless it already holds exactly this (an nft run is ~15 ms,
+        paid at every launch and delete otherwise)."""
+        fw = self.desired()
+        if fw == self._applied:
+            return
+        self._applied = None   # unknown until the write succeeded
+        self.host_net.apply_firewall(fw)
+        self._applied = fw
 
     def apply_quietly(self) -> None:
         try:

@@ -280,6 +280,8 @@ class NetworkService:
 
     def nics_changed(self, project: str, networks: list[str]) -> None:
         """NICs came or went: their addresses in the firewall, DHCP and DNS follow."""
+        if not networks:   # none did: nothing to follow
+            return
         with self.lock:
             self.firewall.apply_quietly()
             self.refresh_dns(project, networks)

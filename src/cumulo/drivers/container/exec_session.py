@@ -64,9 +64,11 @@ class RuntimeExecSession:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
+            # its own process group (no terminal signals from the daemon's), not its own
+            # session: as a session leader ``runc exec`` takes ~3x as long (~50 vs ~16 ms)
             self._proc = subprocess.Popen(
                 self._build(self._pidfile, False), stdin=in_r, stdout=out_w, stderr=err_w,
-                start_new_session=True,
+                process_group=0,
             )
         except OSError as err:
             for fd in (in_r, in_w, out_r, out_w, err_r, err_w):

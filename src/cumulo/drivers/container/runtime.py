@@ -70,8 +70,15 @@ class OciRuntime:
     def update(self, cid: str, resources_file: Path) -> None:
         self._run(["update", "-r", str(resources_file), cid])
 
+    def knows(self, cid: str) -> bool:
+        """Whether the runtime keeps state for ``cid``: both keep a dir per container in
+        their root, so no ~5 ms runtime call is needed to learn that it does not."""
+        return (self.root / cid).exists()
+
     def delete(self, cid: str) -> None:
         """Forget the container (killing it if alive); no error if it is unknown."""
+        if not self.knows(cid):
+            return
         proc = self._run(["delete", "--force", cid], check=False)
         if proc.returncode != 0 and self.state_json(cid) is not None:
             raise RuntimeToolError(self.name, ["delete", cid], proc.returncode, proc.stderr)
