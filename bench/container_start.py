@@ -1,8 +1,12 @@
-"""Container start cost: `cumulo launch` + first exec against raw runc, side by side.
+"""Container start cost: `cumulo launch` + first exec against raw runc and podman.
 
 Raw path: `runc run -d` + `runc exec` on the very config.json (namespaces, user
 namespace, cgroups, seccomp) and root filesystem our driver generated, so the
 difference is what Cumulo adds: API, store, conmon, overlay mount.
+
+Peer: `podman run -d` + `podman exec` (Debian's podman, on runc and conmon too)
+on the same uid-shifted busybox tree (as an overlay, ``--rootfs DIR:O``), the same
+command, id map and open-file limit, no network; its storage lives in a temp dir.
 
 Also: containers created per second (N in a row) and host memory per idle
 container (PSS of its monitor and its processes).
@@ -27,6 +31,7 @@ import psutil
 
 from bench.daemon import BIN, bench_daemon
 from cumulo.client import Client
+from cumulo.host import cgroups
 
 
 def timed(fn: Any) -> float:
@@ -63,12 +68,51 @@ def raw_bundle(state: Path, template: str, parent: str, work: Path) -> Path:
     return bundle
 
 
+def peer_root(state: Path, c: Client) -> Path:
+    """The tree our container's overlay lies on: the image's (uid-shifted) rootfs."""
+    images = state / "images" / c.instance("warmup")["image"]
+    shifted = sorted(images.glob("rootfs.idmap-*"))
+    return shifted[0] if shifted else images / "rootfs"
+
+
 def raw_runc(root: Path, bundle: Path, cid: str) -> None:
     runc = shutil.which("runc") or "runc"
     subprocess.run([runc, "--root", str(root), "run", "-d", "-b", str(bundle), cid], check=True,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     subprocess.run([runc, "--root", str(root), "exec", cid, "true"], check=True)
+
+
+class Podman:
+    """podman with its own storage, run root and cgroup parent, all removed at the end."""
+
+    def __init__(self, work: Path, parent: str, cfg: dict[str, Any], lower: Path) -> None:
+        self.base = [shutil.which("podman") or "podman", "--root", str(work / "root"),
+                     "--runroot", str(work / "run"), "--cgroup-manager", "cgroupfs",
+                     "--events-backend", "none", "--runtime", "runc",
+                     "--network-backend", "netavark", "--log-level", "error"]
+        self.cgroup = f"/{parent}/podman"
+        # (podman 4.3 drops the --ulimit options that come after --rootfs: it goes last)
+        self.run_args = ["--network", "none", "--cgroup-parent", self.cgroup,
+                         "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+        for m in cfg["linux"].get("uidMappings", []):   # the same user namespace as ours
+            idmap = f"{m['containerID']}:{m['hostID']}:{m['size']}"
+            self.run_args += ["--uidmap", idmap, "--gidmap", idmap]
+        self.run_args += ["--rootfs", f"{lower}:O"]   # an overlay: the tree stays as it is
+        self.command = cfg["process"]["args"]
+
+    def run(self, name: str) -> None:
+        proc = subprocess.run([*self.base, "run", "-d", "--name", name, *self.run_args,
+                               *self.command], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"podman run failed: {proc.stderr.strip()}")
+        subprocess.run([*self.base, "exec", name, "true"], check=True)
+
+    def remove(self, name: str) -> None:
+        subprocess.run([*self.base, "rm", "-f", "-t", "0", name], capture_output=True)
+
+    def close(self) -> None:
+        subprocess.run([*self.base, "system", "reset", "-f"], capture_output=True)
 
 
 def raw_cleanup(root: Path, cid: str) -> None:
@@ -106,30 +150,47 @@ def main() -> None:
     with bench_daemon() as (c, state, parent):
         c.build_image("busybox")
         ours_api(c, "warmup")
-        api_t, cli_t, raw_t = [], [], []
+        times: dict[str, list[float]] = {"raw": [], "api": [], "cli": [], "podman": []}
         work = Path(tempfile.mkdtemp(prefix="raw-runc-"))
+        podman = None
         try:
             bundle = raw_bundle(state, "default_warmup", parent, work)
-            for i in range(args.repeat):  # interleaved, so drift hits both sides alike
-                raw_t.append(timed(lambda i=i: raw_runc(work / "root", bundle, f"raw{i}")))
+            if shutil.which("podman"):
+                podman = Podman(work / "podman", parent, json.loads(
+                    (bundle / "config.json").read_text()), peer_root(state, c))
+                podman.run("pwarmup")   # its storage is set up at the first run
+                podman.remove("pwarmup")
+            for i in range(args.repeat):  # interleaved, so drift hits all sides alike
+                times["raw"].append(timed(lambda i=i: raw_runc(work / "root", bundle,
+                                                               f"raw{i}")))
                 raw_cleanup(work / "root", f"raw{i}")
-                api_t.append(timed(lambda i=i: ours_api(c, f"api{i}")))
+                times["api"].append(timed(lambda i=i: ours_api(c, f"api{i}")))
                 c.delete(f"api{i}", force=True)
-                cli_t.append(timed(lambda i=i: ours_cli(str(c.socket), f"cli{i}")))
+                times["cli"].append(timed(lambda i=i: ours_cli(str(c.socket), f"cli{i}")))
                 c.delete(f"cli{i}", force=True)
+                if podman is not None:
+                    times["podman"].append(timed(lambda i=i: podman.run(f"p{i}")))
+                    podman.remove(f"p{i}")
         finally:
+            if podman is not None:
+                podman.close()
             shutil.rmtree(work, ignore_errors=True)
-            for cg in Path("/sys/fs/cgroup").glob(f"*/{parent}/raw"):
-                cg.rmdir()
+            for side in ("raw", "podman"):   # a conmon may take a moment to leave
+                left = cgroups.remove(f"/{parent}/{side}", wait=5.0)
+                if left:
+                    print(f"cgroups left behind: {', '.join(left)}", file=sys.stderr)
         c.delete("warmup", force=True)
-        raw_med = statistics.median(raw_t)
+        raw_med = statistics.median(times["raw"])
         print("launch + first exec (median, ± half range):")
-        print(f"  raw runc run -d + exec : {summary(raw_t)}")
-        print(f"  cumulo API             : {summary(api_t)}  "
-              f"ratio {statistics.median(api_t) / raw_med:.2f}x")
-        print(f"  cumulo CLI             : {summary(cli_t)}  "
-              f"ratio {statistics.median(cli_t) / raw_med:.2f}x")
-        results["launch_exec_s"] = {"raw": raw_t, "api": api_t, "cli": cli_t}
+        print(f"  raw runc run -d + exec : {summary(times['raw'])}")
+        for side, label in (("api", "cumulo API"), ("cli", "cumulo CLI"),
+                            ("podman", "podman run -d + exec")):
+            if times[side]:
+                print(f"  {label:23s}: {summary(times[side])}  "
+                      f"ratio {statistics.median(times[side]) / raw_med:.2f}x")
+        if podman is None:
+            print("  podman                 : not installed (scripts/install.sh installs it)")
+        results["launch_exec_s"] = times
 
         t0 = time.perf_counter()
         for i in range(args.density):
