@@ -2,9 +2,11 @@
 
 Per boot (both machines interleaved, so drift hits both alike):
   qemu      POST /instances until the launch operation ends (cgroup, QEMU up, QMP answers)
-  firmware  from there until the guest kernel starts (SeaBIOS on pc; none on microvm),
-            taken as the host time of the first exec less the guest's uptime then
-  kernel    kernel start to ``Run /init`` (the guest's own dmesg clock)
+  firmware  from there until the guest kernel's clock starts: firmware (SeaBIOS and its
+            kernel loader on pc, qboot on microvm) and the kernel's decompression, taken
+            as the host time of the first exec less the guest's uptime then (so it also
+            takes in any lag of the guest's early clock: jiffies until the TSC is chosen)
+  kernel    kernel clock start to ``Run /init`` (the guest's own dmesg clock)
   init      /init to ``CUMULO-READY`` on the serial console (modules, agent, acpid)
   agent     from there until the first exec (``cat /proc/uptime``) returned
 A boot that fails (an error, or no exec within the timeout) counts against reliability.

@@ -2,8 +2,8 @@
 
 One boot: the busybox guest on microvm, with a vTPM, reaches its command and returns
 its exit code; the kernel command line carries the host's TSC rate, and the guest keeps
-the TSC as its clock (tsc=reliable); the guest sees a
-TPM 2.0 (QEMU's ISA tpm-tis on microvm, found by the forced TIS probe: microvm has no
+the TSC as its clock (tsc=reliable) and reads the wall clock from the RTC; the guest
+sees a TPM 2.0 (QEMU's ISA tpm-tis on microvm, found by the forced TIS probe: microvm has no
 TPM2 ACPI table).
 """
 
@@ -31,6 +31,7 @@ def test_microvm_boots_on_tcg_and_returns_the_exit_code(env: Env) -> None:
     if shutil.which("swtpm") is None:
         pytest.skip("swtpm is not installed")
     spec = env.spec(["sh", "-c", "echo virtio=$(ls /sys/bus/virtio/devices | wc -l);"
+                                 " echo year=$(date +%Y);"
                                  " echo tpm=$(cat /sys/class/tpm/tpm0/tpm_version_major)"
                                  " $(ls /dev/tpmrm0);"
                                  # past the clocksource watchdog's verdict (it took the TSC
@@ -47,6 +48,9 @@ def test_microvm_boots_on_tcg_and_returns_the_exit_code(env: Env) -> None:
     print(f"microvm: CUMULO-EXIT after {time.monotonic() - started:.2f}s (TCG)")
     assert "virtio=3" in out, out    # rng, balloon and the agent's virtio-serial, on mmio
     assert "tpm=2 /dev/tpmrm0" in out, out
+    # the wall clock from the RTC (without one the guest lived in 1970, and its kernel
+    # spent ~5 s of a TCG boot probing for it)
+    assert f"year={time.gmtime().tm_year}" in out, out
     assert f"tsc_early_khz={khz} tsc=reliable" in env.driver._vmspec(spec.host_id).append
     assert "clock=tsc" in out, out   # not refined-jiffies: timing in the guest stays fine
     assert procs.wait_dead(state.pid, 30.0)

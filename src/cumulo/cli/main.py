@@ -89,7 +89,8 @@ Type = Annotated[str, typer.Option("--type", help="instance type")]
 Privileged = Annotated[bool, typer.Option(help="no user namespace: root inside is host root")]
 Accel = Annotated[str | None, typer.Option(help="vm: auto, kvm (hardware) or tcg (emulation)")]
 Machine = Annotated[str | None, typer.Option(
-    help="vm: pc (default), q35, or microvm (no firmware or PCI)")]
+    help="vm: microvm (default: no firmware or PCI, fastest boot, no hot-plug),"
+         " pc (the default with --io emulated), or q35")]
 IoFamily = Annotated[str | None, typer.Option(
     "--io", help="vm: paravirt (virtio) or emulated (IDE disk, e1000 NIC)")]
 NetworkOpt = Annotated[list[str] | None, typer.Option(

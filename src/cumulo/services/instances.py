@@ -221,11 +221,11 @@ class InstanceService:
                 with self._locked(inst):
                     progress(0.2, "preparing root filesystem")
                     driver.create(spec)
-                    self.store.update_instance(project, inst.name, state=State.STOPPED)
-                    if req.start:
+                    if req.start:   # CREATING until it runs: a daemon dying now rolls it back
                         progress(0.7, "starting")
                         driver.start(spec)
-                        self.store.update_instance(project, inst.name, state=State.RUNNING)
+                    self.store.update_instance(project, inst.name, state=State.RUNNING
+                                               if req.start else State.STOPPED)
             except BaseException:
                 self._undo_create(driver, inst)
                 raise

@@ -98,7 +98,7 @@ class AppVmDriver(VmDriver):
             vm = VmSpec(
                 name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY, vcpus=1,
                 accel=choice.accel, machine=Machine.MICROVM, io=Io.PARAVIRT,
-                kernel=kernel.vmlinuz, initrd=initrd, append=append,
+                kernel=kernel.for_machine(True), initrd=initrd, append=append,
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
             )

@@ -140,7 +140,7 @@ kill -TERM $(cat /run/app.pid) 2>/dev/null
 
 @dataclass(frozen=True)
 class Kernel:
-    """An unpacked Debian kernel: ``vmlinuz`` and a ``modules/`` tree."""
+    """An unpacked Debian kernel: ``vmlinuz``, maybe ``vmlinux``, and a ``modules/`` tree."""
 
     version: str
     root: Path
@@ -148,6 +148,18 @@ class Kernel:
     @property
     def vmlinuz(self) -> Path:
         return self.root / "vmlinuz"
+
+    @property
+    def pvh(self) -> Path | None:
+        """The uncompressed kernel with a PVH entry, if install.sh could make one: microvm
+        starts it directly, without firmware or decompression (~4 s less on TCG)."""
+        path = self.root / "vmlinux"
+        return path if path.is_file() else None
+
+    def for_machine(self, microvm: bool) -> Path:
+        """What QEMU's ``-kernel`` boots: vmlinux through PVH on microvm where there is
+        one, else vmlinuz (pc and q35 keep it: their firmware finds the TPM's ACPI table)."""
+        return (self.pvh if microvm else None) or self.vmlinuz
 
     @property
     def modules(self) -> Path:

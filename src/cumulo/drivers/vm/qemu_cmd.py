@@ -245,7 +245,7 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
     """argv for a daemonized QEMU that outlives the daemon; console to a file, QMP on a socket."""
     machine = spec.machine.value
     if spec.machine == Machine.MICROVM:
-        machine += ",x-option-roms=off,rtc=off"
+        machine += ",x-option-roms=off,rtc=on"
     return [
         qemu,
         "-name", f"guest={spec.name},debug-threads=on",
