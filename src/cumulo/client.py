@@ -301,6 +301,27 @@ class Client:
         except (OSError, WebSocketException) as err:
             raise DaemonUnreachable(f"cannot open console at {self.where()}: {err}") from err
 
+    def events(self, types: list[str] | None = None, project: str | None = None
+               ) -> ClientConnection:
+        """A websocket of the daemon's events, one JSON text frame each (api/events_ws.py)."""
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect, unix_connect
+
+        path = f"{API}/events" + _query({"type": ",".join(types) if types else None,
+                                         "project": project})
+        try:
+            if self.socket:
+                return unix_connect(self.socket, uri=f"ws://cumulo{path}", max_size=None)
+            return connect(self.base.replace("http", "ws", 1) + path, max_size=None,
+                           additional_headers=self.headers or None)
+        except (OSError, WebSocketException) as err:
+            raise DaemonUnreachable(f"cannot open the event stream at {self.where()}: {err}"
+                                    ) from err
+
+    def metrics(self) -> str:
+        """The Prometheus exposition of ``GET /1.0/metrics``."""
+        return self.request("GET", "/metrics").text
+
     def console(self, name: str, offset: int = 0, project: str = "default"
                 ) -> tuple[bytes, int]:
         resp = self.request("GET", f"/instances/{name}/console",

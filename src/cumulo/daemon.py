@@ -23,6 +23,8 @@ from cumulo import __version__
 from cumulo.api.app import create_app
 from cumulo.errors import CumuloError
 from cumulo.host.probe import probe
+from cumulo.services import history
+from cumulo.services.events import LogHandler
 from cumulo.services.host import Services, build_services
 from cumulo.store.db import shown
 
@@ -60,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="do not create the NAT network 'default' on the first start")
     p.add_argument("--subnet-pool", metavar="CIDR", default=None,
                    help="where networks without --subnet get a free /24 (default 10.210.0.0/16)")
+    p.add_argument("--history-interval", type=float, default=history.INTERVAL,
+                   metavar="SECONDS",
+                   help="how often each instance's usage is sampled for its history"
+                        " (default %(default)s; 0: no history)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"cumulod {__version__}")
@@ -130,6 +136,11 @@ def run(args: argparse.Namespace) -> None:
                              oci_runtime=args.runtime, default_network=args.default_network,
                              subnet_pool=args.subnet_pool,
                              listen_host=listen[0] if listen else None)
+        svc.history.interval = args.history_interval
+        svc.history.start()
+        handler = LogHandler(svc.events, logging.INFO)
+        for name in ("cumulo", "cumulod"):   # our records become ``logging`` events
+            logging.getLogger(name).addHandler(handler)
         try:
             log.info("cumulod %s serving %s (state %s, store %s)", __version__, sock_path,
                      state_dir, shown(svc.store.db.engine.url))
@@ -139,6 +150,8 @@ def run(args: argparse.Namespace) -> None:
             signal.signal(signal.SIGTERM, _stopped)
             asyncio.run(make_server(svc, args.log_level).serve(sockets=sockets))
         finally:
+            for name in ("cumulo", "cumulod"):
+                logging.getLogger(name).removeHandler(handler)
             svc.close()
     finally:
         for s in sockets:

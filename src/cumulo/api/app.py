@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cumulo import __version__
-from cumulo.api import console_ws, errors, exec_ws, firewall_routes, host_routes
+from cumulo.api import console_ws, errors, events_ws, exec_ws, firewall_routes, host_routes
 from cumulo.api import schemas as s
 from cumulo.api.convert import (
     image_out,
@@ -25,6 +25,7 @@ from cumulo.api.convert import (
     volume_out,
 )
 from cumulo.api.image_routes import add_routes as add_image_routes
+from cumulo.api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from cumulo.domain import ssh_keys
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
@@ -60,6 +61,8 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
     app = FastAPI(title="Cumulo", version=__version__, lifespan=lifespan,
                   description="Containers and virtual machines on one host, through one API.")
     errors.install(app)
+    metrics = Metrics(svc)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     if tcp_auth:
         host_routes.install_auth(app, svc)
     r = APIRouter(prefix=f"/{API}", responses=ERR)  # type: ignore[arg-type]
@@ -68,6 +71,11 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
     def server() -> s.ServerOut:
         return s.ServerOut(api_version=API, version=__version__,
                            instance_types=sorted(svc.instances.drivers))
+
+    @r.get("/metrics", summary="Metrics of instances, host and daemon (Prometheus text format)",
+           response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+    def get_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @r.get("/host", summary="What this host can do (the host probe)")
     def host() -> dict[str, object]:
@@ -97,6 +105,12 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
         inst = svc.instances.get(project, name)
         return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst),
                             svc.networks.counters(inst), svc.instances.details(inst))
+
+    @r.get("/instances/{name}/history", response_model=s.HistoryOut,
+           summary="The instance's recent usage, sampled by the daemon (the last hour)")
+    def get_history(name: str, project: str = PROJECT) -> s.HistoryOut:
+        svc.instances.get(project, name)   # 404 for an unknown instance
+        return s.HistoryOut.model_validate(svc.history.to_dict(project, name))
 
     @r.patch("/instances/{name}", response_model=s.InstanceOut,
              summary="Change limits (applied live to a running instance)")
@@ -302,6 +316,15 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
             await ws.close(code=4401, reason="over TCP this cumulod needs a token")
             return
         await exec_ws.serve(ws, svc, project, name)
+
+    @app.websocket(f"/{API}/events")
+    async def event_stream(ws: WebSocket, type: str | None = None, project: str | None = None
+                           ) -> None:
+        if tcp_auth and host_routes.over_tcp(ws.scope) and not host_routes.token_ok(
+                svc, ws.headers.get("authorization")):
+            await ws.close(code=4401, reason="over TCP this cumulod needs a token")
+            return
+        await events_ws.serve(ws, svc, type, project)
 
     @app.websocket(f"/{API}/instances/{{name}}/console-ws")
     async def console_stream(ws: WebSocket, name: str, project: str = "default") -> None:

@@ -131,6 +131,23 @@ class ExecOut(BaseModel):
     stderr: str
 
 
+class HistoryPoint(BaseModel):
+    time: float = Field(description="unix time of the reading")
+    cpu_seconds: float | None = Field(description="CPU time used since start")
+    cpu_usage: float | None = Field(description="CPUs used since the point before")
+    memory_bytes: int | None
+    processes: int | None
+    disk_read_bytes: int | None
+    disk_write_bytes: int | None
+    rx_bytes: int = Field(description="received over all NICs (as the instance sees it)")
+    tx_bytes: int
+
+
+class HistoryOut(BaseModel):
+    interval: float = Field(description="seconds between readings")
+    points: list[HistoryPoint] = Field(description="oldest first")
+
+
 class ImageBuild(Strict):
     builder: str = Field(description="busybox, debian/<release> (e.g. debian/12) or app")
     alias: str | None = None

@@ -40,6 +40,7 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "volume": ("cumulo.cli.storage", "volume_app", True),
     "snapshot": ("cumulo.cli.storage", "snapshot_app", True),
     "bench": ("cumulo.cli.bench", "bench_app", True),
+    "monitor": ("cumulo.cli.monitor", "monitor", False),
 }
 NET_LAZY = {"acl": ("cumulo.cli.firewall", "acl_app"),
             "forward": ("cumulo.cli.firewall", "forward_app")}

@@ -88,6 +88,8 @@ class Usage:
     memory_bytes: int | None = None
     memory_peak_bytes: int | None = None
     pids: int | None = None
+    io_read_bytes: int | None = None     # block I/O since start, all devices
+    io_write_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -147,10 +147,12 @@ class FakeDriver:
             procs = [root, *root.children(recursive=True)]
             cpu = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
             rss = sum(p.memory_info().rss for p in procs)
+            io = [p.io_counters() for p in procs]
         except psutil.Error:
             return Usage()
         return Usage(cpu_time_ns=int(cpu * 1e9), memory_bytes=rss, memory_peak_bytes=rss,
-                      pids=len(procs))
+                     pids=len(procs), io_read_bytes=sum(i.read_bytes for i in io),
+                     io_write_bytes=sum(i.write_bytes for i in io))
 
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
         item = self._get(host_id)

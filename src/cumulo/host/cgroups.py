@@ -24,6 +24,8 @@ class CgroupUsage:
     memory_bytes: int | None = None
     memory_peak_bytes: int | None = None
     pids: int | None = None
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
 
 
 def version() -> int:
@@ -84,25 +86,69 @@ def _read_int(path: Path | None, key: str | None = None) -> int | None:
     return None
 
 
+def _io_v2(path: Path) -> tuple[int | None, int | None]:
+    """Bytes read and written, summed over devices, from a v2 ``io.stat``."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None, None
+    read = written = 0
+    for line in text.splitlines():
+        for field in line.split()[1:]:
+            key, _, value = field.partition("=")
+            if key == "rbytes":
+                read += int(value)
+            elif key == "wbytes":
+                written += int(value)
+    return read, written
+
+
+def _io_v1(blkio: Path | None) -> tuple[int | None, int | None]:
+    """Bytes read and written, summed over devices, from v1 ``blkio`` (whole subtree)."""
+    if blkio is None:
+        return None, None
+    try:
+        text = (blkio / "blkio.throttle.io_service_bytes_recursive").read_text()
+    except OSError:
+        return None, None
+    read = written = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "Read":
+            read += int(parts[2])
+        elif len(parts) == 3 and parts[1] == "Write":
+            written += int(parts[2])
+    return read, written
+
+
 def read_usage(path: str) -> CgroupUsage:
-    """CPU time, memory now and at peak, and process count; None where unreadable."""
+    """CPU time, memory now and at peak, process count and block I/O bytes; None where
+    unreadable."""
     if version() == 2:
         d = CGROUP_ROOT / path.strip("/")
         usec = _read_int(d / "cpu.stat", "usage_usec")
+        io_read, io_write = _io_v2(d / "io.stat")
         return CgroupUsage(
             cpu_time_ns=None if usec is None else usec * 1000,
             memory_bytes=_read_int(d / "memory.current"),
             memory_peak_bytes=_read_int(d / "memory.peak"),
             pids=_read_int(d / "pids.current"),
+            io_read_bytes=io_read, io_write_bytes=io_write,
         )
-    cpu = controller_dir("cpuacct", path)
-    mem = controller_dir("memory", path)
-    pids = controller_dir("pids", path)
+    mounts = hierarchies()
+
+    def v1_dir(controller: str) -> Path | None:
+        found = next((m for m, c in mounts if controller in c), None)
+        return None if found is None else found / path.strip("/")
+
+    cpu, mem, pids = v1_dir("cpuacct"), v1_dir("memory"), v1_dir("pids")
+    io_read, io_write = _io_v1(v1_dir("blkio"))
     return CgroupUsage(
         cpu_time_ns=_read_int(cpu / "cpuacct.usage" if cpu else None),
         memory_bytes=_read_int(mem / "memory.usage_in_bytes" if mem else None),
         memory_peak_bytes=_read_int(mem / "memory.max_usage_in_bytes" if mem else None),
         pids=_read_int(pids / "pids.current" if pids else None),
+        io_read_bytes=io_read, io_write_bytes=io_write,
     )
 
 

@@ -57,6 +57,7 @@ class CheckpointService:
                 stats = driver.checkpoint(inst.host_id, path)
                 self.instances.store.update_instance(project, name, state=State.STOPPED,
                                                      exit_code=None)
+                self.instances.events.lifecycle("checkpointed", project, name, file=str(path))
                 with contextlib.suppress(CumuloError):
                     self.instances.networks.detach(inst)
                 return {"file": str(path), **stats}
@@ -83,6 +84,7 @@ class CheckpointService:
                     raise
                 self.instances.store.update_instance(project, name, state=State.RUNNING,
                                                      exit_code=None, last_error=None)
+                self.instances.events.lifecycle("restored", project, name, file=str(path))
                 if file is None:
                     path.unlink(missing_ok=True)
                 return {"file": str(path)}

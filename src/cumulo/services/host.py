@@ -13,6 +13,8 @@ from cumulo.host.info import HostInfo
 from cumulo.net import ipam
 from cumulo.net.base import HostNetwork
 from cumulo.services.checkpoints import CheckpointService
+from cumulo.services.events import EventBus
+from cumulo.services.history import History
 from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
 from cumulo.services.migrations import MigrationService
@@ -39,8 +41,12 @@ class Services:
     volumes: VolumeService
     checkpoints: CheckpointService
     migrations: MigrationService
+    events: EventBus
+    history: History
 
     def close(self) -> None:
+        self.history.stop()
+        self.events.close()
         self.ops.shutdown()
         self.store.close()
 
@@ -56,7 +62,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     runtime_dir.mkdir(parents=True, exist_ok=True)
     store = Store(db_url or f"sqlite:///{state_dir / 'cumulo.db'}")
     store.fail_unfinished_operations("the daemon stopped while this operation ran")
-    ops = Operations(store)
+    events = EventBus()
+    ops = Operations(store, events=events)
     kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm"}
     drivers: dict[str, InstanceDriver] = {}
     for type_, kind in kinds.items():
@@ -77,7 +84,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     volumes = VolumeService(storage, instances)
     return Services(store, ops, host, instances, images, networks, storage, volumes,
                     CheckpointService(instances),
-                    MigrationService(instances, HostStore(store.db), listen_host))
+                    MigrationService(instances, HostStore(store.db), listen_host), events,
+                    History(instances))
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:

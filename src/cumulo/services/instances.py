@@ -72,6 +72,7 @@ class InstanceService:
         self.store, self.ops, self.drivers, self.host = store, ops, drivers, host
         self.networks = networks
         self.storage = storage
+        self.events = ops.events
         self.instances_dir = state_dir / "instances"
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.image_root = image_root
@@ -226,6 +227,9 @@ class InstanceService:
                         driver.start(spec)
                     self.store.update_instance(project, inst.name, state=State.RUNNING
                                                if req.start else State.STOPPED)
+                    self.events.lifecycle("created", project, inst.name, type=inst.type)
+                    if req.start:
+                        self.events.lifecycle("started", project, inst.name)
             except BaseException:
                 self._undo_create(driver, inst)
                 raise
@@ -265,6 +269,7 @@ class InstanceService:
                 self.networks.detach(inst)
                 shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
                 self.store.delete_instance(project, name)
+                self.events.lifecycle("deleted", project, name)
                 self.networks.nics_changed(project, [n.network for n in inst.nics])
                 if self.storage:
                     self.storage.release_unused_mounts(project)
@@ -289,6 +294,7 @@ class InstanceService:
                     run = driver.stop(inst.host_id, timeout, force)
                     self.store.update_instance(project, name, state=State.STOPPED,
                                                exit_code=run.exit_code)
+                    self.events.lifecycle("stopped", project, name, exit_code=run.exit_code)
                     self.networks.detach(current)
                 if action in (Action.START, Action.RESTART):
                     progress(0.6, "starting")
@@ -302,12 +308,15 @@ class InstanceService:
                         raise
                     self.store.update_instance(project, name, state=State.RUNNING,
                                                exit_code=None, last_error=None)
+                    self.events.lifecycle("started", project, name)
                 elif action == Action.PAUSE:
                     driver.pause(inst.host_id)
                     self.store.update_instance(project, name, state=State.PAUSED)
+                    self.events.lifecycle("paused", project, name)
                 elif action == Action.RESUME:
                     driver.resume(inst.host_id)
                     self.store.update_instance(project, name, state=State.RUNNING)
+                    self.events.lifecycle("resumed", project, name)
 
         return self.ops.submit(f"{action.value} instance {name}", work,
                                {"instances": [f"{project}/{name}"]})
@@ -325,7 +334,9 @@ class InstanceService:
         limits = self.check_limits(Limits.from_dict(current))
         with self._locked(inst):
             self._driver(inst.type).update_limits(inst.host_id, limits)
-            return self.store.update_instance(project, name, limits=limits)
+            updated = self.store.update_instance(project, name, limits=limits)
+        self.events.lifecycle("limits-changed", project, name, limits=limits.to_dict())
+        return updated
 
     # exec and console
     def exec(self, project: str, name: str, request: ExecRequest) -> ExecSession:

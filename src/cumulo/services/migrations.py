@@ -176,6 +176,7 @@ class MigrationService:
                     raise
                 # the guest runs there now: nothing of it stays here
                 self._forget(inst)
+                self.instances.events.lifecycle("migrated", project, name, remote=remote.name)
                 return {"remote": remote.name, **stats}
 
         return self.instances.ops.submit(f"migrate instance {name} to {remote.name}", work,
@@ -263,6 +264,7 @@ class MigrationService:
                 raise
             self.instances.store.update_instance(project, name, state=state)
             self._made.pop((project, name), None)
+            self.instances.events.lifecycle("migrated-in", project, name)
             return
         try:
             self._driver(inst.type).finish_incoming(inst.host_id, resume=True)
@@ -271,6 +273,7 @@ class MigrationService:
             raise
         self.instances.store.update_instance(project, name, state=State.RUNNING)
         self._made.pop((project, name), None)
+        self.instances.events.lifecycle("migrated-in", project, name)
 
     def incoming_abort(self, project: str, name: str) -> None:
         """No trace of an instance that was being received (nothing there is fine)."""
@@ -329,6 +332,7 @@ class MigrationService:
                     raise
                 # it runs there now (or is stopped there): nothing of it stays here
                 self._forget(inst)
+                self.instances.events.lifecycle("migrated", project, name, remote=remote.name)
                 return {"remote": remote.name, **stats}
 
         return self.instances.ops.submit(f"migrate instance {name} to {remote.name}", work,

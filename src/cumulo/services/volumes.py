@@ -183,9 +183,12 @@ class VolumeService:
                 raise ConflictError(f"snapshot {snap!r} of {name!r} already exists")
             attached = len(self.store.of_instance(project, name))
             self.stateful.create(target, pool, snap, attached)
-            return
-        self._check_quiet(project, target, "snapshot", allow_containers=True)
-        self._pool_of(target).snapshot_create(kind, key, snap)
+        else:
+            self._check_quiet(project, target, "snapshot", allow_containers=True)
+            self._pool_of(target).snapshot_create(kind, key, snap)
+        if isinstance(target, Instance):
+            self.instances.events.lifecycle("snapshot-created", project, name, snapshot=snap,
+                                            stateful=stateful)
 
     def is_stateful(self, project: str, name: str, snap: str, volume: bool = False) -> bool:
         kind, key, target = self._target(project, name, volume)

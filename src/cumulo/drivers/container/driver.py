@@ -318,7 +318,8 @@ class ContainerDriver:
         if self._records.get(host_id) is None:
             raise NotFoundError("instance", host_id)
         u = cgroups.read_usage(self._cgroup(host_id))
-        return Usage(u.cpu_time_ns, u.memory_bytes, u.memory_peak_bytes, u.pids)
+        return Usage(u.cpu_time_ns, u.memory_bytes, u.memory_peak_bytes, u.pids,
+                     u.io_read_bytes, u.io_write_bytes)
 
     # --- processes and console ----------------------------------------------
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:

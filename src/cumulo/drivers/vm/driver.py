@@ -477,17 +477,19 @@ class VmDriver:
         if cgroups.holds(pid, path):
             u = cgroups.read_usage(path)
             return Usage(cpu_time_ns=u.cpu_time_ns, memory_bytes=u.memory_bytes,
-                         memory_peak_bytes=u.memory_peak_bytes, pids=u.pids)
+                         memory_peak_bytes=u.memory_peak_bytes, pids=u.pids,
+                         io_read_bytes=u.io_read_bytes, io_write_bytes=u.io_write_bytes)
         try:
             proc = psutil.Process(pid)
             with proc.oneshot():
                 t = proc.cpu_times()
                 rss = proc.memory_info().rss
                 threads = proc.num_threads()
+                io = proc.io_counters()
         except psutil.Error:
             return Usage()
         return Usage(cpu_time_ns=int((t.user + t.system) * 1e9), memory_bytes=rss,
-                     pids=threads)
+                     pids=threads, io_read_bytes=io.read_bytes, io_write_bytes=io.write_bytes)
 
     # --- processes and console ----------------------------------------------
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:

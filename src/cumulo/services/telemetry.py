@@ -1,0 +1,38 @@
+"""One reading of every instance's usage: what metrics scrapes and the history sampler share.
+
+Everything is read at the moment of the call (cgroups, the driver, NIC counters of
+the host ends), nothing is kept: an instance that is gone is simply not there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from cumulo.domain.lifecycle import State
+from cumulo.domain.models import Instance
+from cumulo.drivers.base import Usage
+from cumulo.net.base import NicCounters
+from cumulo.services.instances import InstanceService
+
+LIVE = (State.RUNNING, State.PAUSED)
+
+
+@dataclass(frozen=True)
+class Sample:
+    instance: Instance
+    usage: Usage
+    nics: dict[str, NicCounters] = field(default_factory=dict)   # by host-side name
+    time: float = 0.0                                             # unix time of the reading
+
+
+def sample(instances: InstanceService, inst: Instance) -> Sample:
+    """Usage and NIC counters of one instance (zeros when it is not running)."""
+    if inst.state not in LIVE:
+        return Sample(inst, Usage(), {}, time.time())
+    return Sample(inst, instances.usage(inst), instances.networks.counters(inst), time.time())
+
+
+def sample_all(instances: InstanceService) -> list[Sample]:
+    """Every instance of every project, its state refreshed from the host."""
+    return [sample(instances, inst) for inst in instances.list(None)]

@@ -1,0 +1,122 @@
+"""Metrics, events and history against a real cumulod (in its own network namespace, so
+the container's NIC and the traffic to its gateway stay inside what the test made)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.system.conftest import BIN, Daemon, leftovers
+
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime]
+WEB = {"name": "web", "project": "default", "type": "container"}
+
+
+@pytest.fixture
+def netns_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A cumulod in a fresh netns, sampling history every 0.3 s."""
+    tag = uuid.uuid4().hex[:6]
+    ns = f"cu-t-obs{tag}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    d = Daemon(state_dir=tmp_path / "state", socket=tmp_path / "cumulo.sock",
+               cgroup_parent=f"cumulo-obs-{tag}", log=tmp_path / "cumulod.log",
+               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
+    d.extra = [*d.extra, "--history-interval", "0.3"]
+    d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
+    try:
+        d.start()
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            with d.client() as c:
+                for inst in c.instances():
+                    c.delete(inst["name"], force=True)
+                for net in c.networks():
+                    c.delete_network(net["name"])
+        d.stop()
+        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
+        assert not leftovers(d.cgroup_parent), leftovers(d.cgroup_parent)
+
+
+def scrape(d: Daemon) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with d.client() as c:
+        text = c.metrics()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def value(m: dict[str, list[tuple[dict[str, str], float]]], metric: str, **labels: str
+          ) -> float:
+    found = [v for lab, v in m.get(metric, []) if labels.items() <= lab.items()]
+    assert len(found) == 1, (metric, labels, m.get(metric))
+    return found[0]
+
+
+def wait_for(what: str, check: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"no {what} in {timeout}s"
+        time.sleep(0.1)
+
+
+def test_metrics_events_and_history(netns_daemon: Daemon) -> None:
+    d = netns_daemon
+    d.cli("image", "build", "busybox")
+    d.cli("network", "create", "blue", "--subnet", "10.94.0.0/24")
+    monitor = subprocess.Popen([str(BIN / "cumulo"), "monitor", "--format", "json",
+                                "--type", "lifecycle"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=d.env)
+    try:
+        wait_for("event subscriber",
+                 lambda: value(scrape(d), "cumulo_event_subscribers") == 1)
+        d.cli("launch", "busybox", "web", "--network", "blue", "--memory", "64MiB")
+        # the exposition parses, and the instance is there with its labels
+        before = scrape(d)
+        assert value(before, "cumulo_instance_state", **WEB, state="running") == 1
+        assert value(before, "cumulo_memory_limit_bytes", **WEB) == 64 * 1024**2
+        assert value(before, "cumulo_memory_usage_bytes", **WEB) > 0
+        assert value(before, "cumulo_processes", **WEB) >= 1
+        # work in the container moves its counters: CPU, and packets to its gateway
+        d.cli("exec", "web", "--", "sh", "-c",
+              "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done;"
+              " ping -c 3 -W 2 10.94.0.1 >/dev/null")
+        after = scrape(d)
+        cpu = "cumulo_cpu_seconds_total"
+        assert value(after, cpu, **WEB) > value(before, cpu, **WEB) + 0.05
+        sent = "cumulo_network_transmit_packets_total"
+        assert value(after, sent, **WEB, device="eth0") >= value(
+            before, sent, **WEB, device="eth0") + 3
+        assert value(after, "cumulo_api_requests_total", method="GET",
+                     route="/1.0/metrics", status="200") >= 2
+        # events: created, then started, for the launch
+        d.cli("stop", "web")
+    finally:
+        d.stop()   # the daemon stops with the stream open, and the stream ends
+        out, err = monitor.communicate(timeout=30)
+    actions = [(e["metadata"]["action"], e["metadata"]["name"])
+               for e in map(json.loads, out.splitlines())]
+    assert actions == [("instance-created", "web"), ("instance-started", "web"),
+                       ("instance-stopped", "web")], out
+    assert monitor.returncode == 1 and "cumulod stopped" in err, err
+    d.start()
+    # history: a point every 0.3 s, with usage once it runs again
+    d.cli("start", "web")
+    with d.client() as c:
+        def running_points() -> list[dict[str, float]]:
+            return [p for p in c.get("/instances/web/history")["points"]
+                    if p["cpu_usage"] is not None]
+
+        wait_for("history", lambda: len(running_points()) >= 2)
+        points = running_points()
+    assert points[-1]["memory_bytes"] > 0 and points[-1]["processes"] >= 1
+    assert points[0]["time"] < points[-1]["time"]
