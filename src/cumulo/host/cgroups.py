@@ -16,6 +16,8 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 REMOVE_POLL = 0.05
+MOUNTS_TTL = 5.0
+_mounts: tuple[float, list[tuple[Path, set[str]]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,21 @@ def version() -> int:
 
 
 def hierarchies() -> list[tuple[Path, set[str]]]:
-    """Every mounted cgroup hierarchy: (mount point, its v1 controllers or {"v2"})."""
+    """Every mounted cgroup hierarchy: (mount point, its v1 controllers or {"v2"}).
+
+    Read again at most every ``MOUNTS_TTL`` seconds: cgroup mounts do not move while a
+    daemon runs, and /proc/self/mountinfo grows with every instance's mounts, so
+    parsing it for each cgroup file of each instance made a scrape quadratic."""
+    global _mounts
+    now = time.monotonic()
+    if _mounts is not None and now - _mounts[0] < MOUNTS_TTL:
+        return _mounts[1]
+    found = _read_hierarchies()
+    _mounts = (now, found)
+    return found
+
+
+def _read_hierarchies() -> list[tuple[Path, set[str]]]:
     found: list[tuple[Path, set[str]]] = []
     try:
         with open("/proc/self/mountinfo") as f:

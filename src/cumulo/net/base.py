@@ -70,6 +70,9 @@ class HostNetwork(Protocol):
     def counters(self, host_name: str) -> NicCounters | None:
         """Counters of a NIC by its host end; None while it is not wired."""
 
+    def all_counters(self) -> dict[str, NicCounters]:
+        """Counters of every link by name, in one read (for scrapes of many instances)."""
+
     # DHCP and DNS, one dnsmasq per network (net/dnsmasq.py)
     def ensure_dns(self, settings: DnsSettings, hosts: list[DnsHost]) -> None:
         """The network's dnsmasq runs and serves ``hosts`` (started, or reloaded)."""

@@ -43,6 +43,9 @@ class FakeNetwork:
     def counters(self, host_name: str) -> NicCounters | None:
         return NicCounters() if host_name in self.nics else None
 
+    def all_counters(self) -> dict[str, NicCounters]:
+        return {name: NicCounters() for name in self.nics}
+
     def attach_taps(self, nics: list[NicPlan]) -> None:
         self.nics.update({n.host_name: (Path("tap"), n) for n in nics})
 

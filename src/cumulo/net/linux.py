@@ -5,10 +5,17 @@ from __future__ import annotations
 from ipaddress import IPv4Interface
 from pathlib import Path
 
-from cumulo.net import bridge, netlink, nft, nic, shaping, sysctl
+from cumulo.net import bridge, netdev, netlink, nft, nic, shaping, sysctl
 from cumulo.net.base import NicCounters, NicPlan
 from cumulo.net.dnsmasq import DnsHost, Dnsmasq, DnsSettings
 from cumulo.net.firewall import Firewall
+
+
+def as_seen_inside(st: dict[str, int]) -> NicCounters:
+    """The host end receives what the instance sends, and the other way round."""
+    return NicCounters(rx_bytes=st["tx_bytes"], tx_bytes=st["rx_bytes"],
+                       rx_packets=st["tx_packets"], tx_packets=st["rx_packets"],
+                       rx_dropped=st["tx_dropped"], tx_dropped=st["rx_dropped"])
 
 
 class LinuxNetwork:
@@ -47,12 +54,10 @@ class LinuxNetwork:
 
     def counters(self, host_name: str) -> NicCounters | None:
         st = netlink.link_stats(host_name)
-        if st is None:
-            return None
-        # the host end receives what the instance sends, and the other way round
-        return NicCounters(rx_bytes=st["tx_bytes"], tx_bytes=st["rx_bytes"],
-                           rx_packets=st["tx_packets"], tx_packets=st["rx_packets"],
-                           rx_dropped=st["tx_dropped"], tx_dropped=st["rx_dropped"])
+        return None if st is None else as_seen_inside(st)
+
+    def all_counters(self) -> dict[str, NicCounters]:
+        return {name: as_seen_inside(st) for name, st in netdev.read_all().items()}
 
     # DHCP and DNS
     def ensure_dns(self, settings: DnsSettings, hosts: list[DnsHost]) -> None:

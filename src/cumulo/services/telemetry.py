@@ -26,13 +26,18 @@ class Sample:
     time: float = 0.0                                             # unix time of the reading
 
 
-def sample(instances: InstanceService, inst: Instance) -> Sample:
-    """Usage and NIC counters of one instance (zeros when it is not running)."""
+def sample(instances: InstanceService, inst: Instance,
+           nics: dict[str, NicCounters] | None = None) -> Sample:
+    """Usage and NIC counters of one instance (nothing when it is not running); ``nics``:
+    every link's counters, read once for many instances."""
     if inst.state not in LIVE:
         return Sample(inst, Usage(), {}, time.time())
-    return Sample(inst, instances.usage(inst), instances.networks.counters(inst), time.time())
+    return Sample(inst, instances.usage(inst), instances.networks.counters(inst, nics),
+                  time.time())
 
 
 def sample_all(instances: InstanceService) -> list[Sample]:
     """Every instance of every project, its state refreshed from the host."""
-    return [sample(instances, inst) for inst in instances.list(None)]
+    listed = instances.list(None)
+    nics = instances.networks.all_counters() if any(i.nics for i in listed) else None
+    return [sample(instances, inst, nics) for inst in listed]
