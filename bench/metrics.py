@@ -7,7 +7,9 @@ Each step runs side by side in one run against its no-metrics baseline:
     (the floor: what any exporter must read);
   - history: the daemon's own CPU time over a window, restarted on the same
     instances with ``--history-interval`` 0 (none), 10 (the default) and 1.
-Containers are busybox (`sleep`) with one NIC each, in a throwaway netns.
+Containers are busybox (`sleep`) with one NIC each, in a throwaway netns; privileged,
+because a host's default kernel.keys.maxkeys (200 per uid) stops unprivileged ones
+near 200.
 
     .venv/bin/python -m bench.metrics [--counts 1,50,200] [--window 20]
 """
@@ -51,7 +53,7 @@ class Host:
              "--no-default-network", "--history-interval", str(interval)],
             stdout=subprocess.DEVNULL, stderr=open(self.top / "cumulod.log", "ab"))  # noqa: SIM115
         c = Client(socket=str(self.sock), timeout=120)
-        for _ in range(400):
+        for _ in range(2400):   # up to 2 min: reconciling hundreds of instances
             try:
                 c.server()
                 return c
@@ -104,8 +106,10 @@ def scrape_costs(c: Client, host: Host, repeat: int) -> dict[str, Any]:
 def grow(c: Client, have: int, want: int) -> None:
     def one(i: int) -> None:
         c2 = Client(socket=c.socket, timeout=300)
+        # privileged: each user-namespaced container takes a session key of its mapped
+        # uid, and kernel.keys.maxkeys (200 by default) stops the 200th or so
         c2.create(f"c{i}", "busybox", start=True, command=["sleep", "1000000"],
-                  networks=[{"network": "bench"}])
+                  networks=[{"network": "bench"}], privileged=True)
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(one, range(have, want)))
@@ -163,9 +167,12 @@ def main() -> None:
                   f" {row['history_cpu_share_10s'] * 100:.2f}% of a CPU at 10s", flush=True)
     finally:
         try:
+            if host.proc is None or host.proc.poll() is not None:
+                host.start(0)
             with Client(socket=str(host.sock), timeout=300) as c:
-                for inst in c.instances():
-                    c.delete(inst["name"], force=True)
+                while left := c.instances():
+                    for inst in left:
+                        c.delete(inst["name"], force=True)
                 for net in c.networks():
                     c.delete_network(net["name"])
                 for img in c.images():
