@@ -145,7 +145,10 @@ def test_container_survives_daemon_crash_and_restart(daemon: Daemon) -> None:
 
 def test_daemon_refuses_bad_start(tmp_path: Path) -> None:
     cumulod = str(BIN / "cumulod")
+    # as nobody, who may still read the checkout (it may lie under a dir only root enters,
+    # such as a 0700 temp dir): that one capability, nothing else of root's
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
                         cumulod, "--state-dir", str(tmp_path / "s")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "cumulod must run as root" in r.stderr
