@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     pool = DirPool("default", top / "pool")
     pool.ensure()
     driver = VmDriver(DriverContext(state_dir=top / "state", runtime_dir=top / "run",
-                                    cgroup_parent="cumulo-test", host=HOST))
+                                    cgroup_parent=f"cumulo-test-{uuid.uuid4().hex[:8]}", host=HOST))
     try:
         yield Env(top, driver, pool, rootfs)
     finally:
