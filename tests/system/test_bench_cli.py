@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -73,23 +74,26 @@ def test_quick_run_native_and_container_then_report(daemon: Daemon, tmp_path: Pa
 @pytest.mark.slow
 def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
+    # far more repetitions than the test waits for: the run cannot end before the Ctrl-C
     with subprocess.Popen(
-            [str(BIN / "cumulo"), "bench", "run", "--quick", "--repeat", "20", "--platforms",
+            [str(BIN / "cumulo"), "bench", "run", "--quick", "--repeat", "1000", "--platforms",
              "native,container", "--suites", "cpu", "--output", str(out)],
             env=daemon.env, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stderr is not None
-        seen = []
-        deadline = time.monotonic() + 60
-        for line in proc.stderr:   # half-way: native runs, the container waits paused
-            seen.append(line)
-            if "native [2/20] sysbench cpu" in line or time.monotonic() > deadline:
-                break
+        seen: list[str] = []
+        reader = threading.Thread(target=lambda: seen.extend(proc.stderr or ()), daemon=True)
+        reader.start()
+        # half-way: native runs its second repetition while the container waits paused
+        deadline = time.monotonic() + 180
         with daemon.client() as c:
-            assert [i["state"] for i in c.instances()] == ["paused"], seen
+            while not (any("native [2/1000] sysbench cpu" in line for line in seen)
+                       and [i["state"] for i in c.instances()] == ["paused"]):
+                assert time.monotonic() < deadline and proc.poll() is None, seen
+                time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
-        rest = proc.stderr.read()
-        assert proc.wait(60) == 130, seen + [rest]
-    assert "interrupted: cleaning up" in rest
+        assert proc.wait(60) == 130, seen
+        reader.join(30)
+    assert "interrupted: cleaning up" in "".join(seen), seen
     nothing_left(daemon)
     assert not out.exists()
 
