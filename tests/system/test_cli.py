@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cumulo.host import cgroups
+from cumulo.host import cgroups, procs
 from tests.system.conftest import BIN, Daemon, leftovers
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime]
@@ -132,8 +132,9 @@ def test_container_survives_daemon_crash_and_restart(daemon: Daemon) -> None:
     daemon.cli("launch", "busybox", "keep")
     daemon.cli("launch", "busybox", "dies", "--", "sh", "-c", "sleep 2; exit 3")
     pid = json.loads(daemon.cli("info", "keep", "--format", "json").stdout)["pid"]
+    doomed = json.loads(daemon.cli("info", "dies", "--format", "json").stdout)["pid"]
     daemon.stop(signal.SIGKILL)  # a crash, not a clean stop
-    time.sleep(3)  # "dies" exits while no daemon watches
+    assert procs.wait_dead(doomed, 60)   # "dies" exits while no daemon watches
     assert psutil.pid_exists(pid)
     daemon.start()
     info = json.loads(daemon.cli("info", "keep", "--format", "json").stdout)
