@@ -5,7 +5,8 @@
 # pytest runs its modules on CUMULO_TEST_WORKERS parallel workers (pytest-xdist, default
 # 2): each module stays whole on one worker (--dist loadfile: module fixtures such as a
 # booted guest are made once), the costliest modules start first (tests/conftest.py).
-# Every test has its own temp dirs, netns and cgroup parent, so workers do not meet.
+# Every test has its own temp dirs (a short tree per run, see tests/conftest.py), netns and
+# cgroup parent, so workers do not meet.
 # mypy runs beside pytest. Extra arguments go to pytest (`-n 0`: one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,14 +19,9 @@ trap 'rm -f "$mypy_log"' EXIT
 .venv/bin/mypy >"$mypy_log" 2>&1 &
 mypy_pid=$!
 echo "==> pytest"
-# Temp dirs in a tree of this run's own: any other pytest session on the host resets
-# /tmp/pytest-of-root to 0700, which user-namespaced containers then cannot traverse.
-base=$(mktemp -d /tmp/cumulo-pytest.XXXXXX)
-chmod 711 "$base"
 status=0
-.venv/bin/pytest -p no:cacheprovider -ra --durations=25 --basetemp "$base/tmp" \
+.venv/bin/pytest -p no:cacheprovider -ra --durations=25 \
   -n "${CUMULO_TEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
-if [ "$status" -eq 0 ]; then rm -rf "$base"; else echo "(the tests' temp dirs: $base)"; fi
 echo "==> mypy --strict"
 mypy_status=0
 wait "$mypy_pid" || mypy_status=$?
