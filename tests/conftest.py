@@ -1,15 +1,40 @@
-"""Shared test set-up: markers that skip with a stated reason when the host lacks something."""
+"""Shared test set-up: markers that skip with a stated reason when the host lacks something,
+the order of modules for parallel runs (pytest-xdist), the run's own temp tree, and the
+check that the run left nothing in the host's network namespace."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import pg
+
+# Seconds a module took in a serial run on the 2-core CI host (TCG), to start the longest
+# modules first when workers share them out: longest first ends the run soonest. Only an
+# order: a stale figure costs a little time, nothing else. test_image_build: ~100 s with
+# the Debian packages cached, ~260 s without.
+_MODULE_SECONDS = {
+    "system/test_bench_cli.py": 180, "system/test_image_build.py": 150,
+    "system/test_migration_cli.py": 90, "system/test_image_io.py": 76,
+    "integration/test_firewall.py": 67, "integration/test_vm_root_disk.py": 63,
+    "system/test_appvm_cli.py": 57, "system/test_exec_interrupt.py": 58,
+    "integration/test_networks.py": 50,
+    "system/test_vm_console.py": 49, "integration/test_vm_network.py": 46,
+    "system/test_cli.py": 44, "system/test_vm_cli.py": 37,
+    "system/test_container_migration_cli.py": 33, "system/test_snapshot_stateful_cli.py": 33,
+    "integration/test_bandwidth.py": 30, "integration/test_vm_driver.py": 28,
+    "system/test_vm_storage_cli.py": 28, "integration/test_vm_migration.py": 24,
+    "system/test_vm_checkpoint_cli.py": 22, "system/test_clone_footprint.py": 17,
+    "integration/test_vm_microvm.py": 15, "system/test_storage_cli.py": 14,
+}
+# Otherwise a rough cost of one test by its marks.
+_WEIGHTS = (("qemu", 15.0), ("slow", 10.0), ("system", 3.0), ("runtime", 2.0), ("root", 1.0))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -27,6 +52,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs runc or crun, and conmon"))
         if "postgres" in item.keywords and pg_reason:
             item.add_marker(pytest.mark.skip(reason=pg_reason))
+    items[:] = longest_modules_first(items)
+
+
+def _weight(item: pytest.Item) -> float:
+    for mark, seconds in _WEIGHTS:
+        if mark in item.keywords:
+            return seconds
+    return 0.1
+
+
+def _module_seconds(module: str, items: list[pytest.Item]) -> float:
+    known = _MODULE_SECONDS.get(module.removeprefix("tests/"))
+    return float(known) if known is not None else sum(map(_weight, items))
+
+
+def longest_modules_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """Whole modules (their own order kept), the costliest first."""
+    by_module: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_module.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    ordered = sorted(by_module.items(), key=lambda kv: -_module_seconds(*kv))
+    return [item for _module, group in ordered for item in group]
 
 
 def qemu_skip_reason() -> str | None:
@@ -74,8 +121,6 @@ def _host_network_objects() -> set[str]:
     found = {f"link {p.name}" for p in Path("/sys/class/net").iterdir()
              if p.name.startswith("cu-")}
     if shutil.which("nft") and os.geteuid() == 0:
-        import subprocess
-
         out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
                              timeout=30).stdout
         found |= {f"table {line.split()[-1]}" for line in out.splitlines()
@@ -83,10 +128,87 @@ def _host_network_objects() -> set[str]:
     return found
 
 
-@pytest.fixture(scope="session", autouse=True)
-def host_network_untouched() -> object:
-    """No test may leave (or make) bridges, veths or tables in the host's namespace."""
-    before = _host_network_objects()
-    yield
-    left = _host_network_objects() - before
-    assert not left, f"tests left these in the host's network namespace: {sorted(left)}"
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+# The tests' temp dirs: a short tree of the run's own, /tmp/cuXXXXXXXX (workers add
+# popen-gwN/): a QEMU socket path must stay under 108 bytes, and any other pytest session
+# on the host resets /tmp/pytest-of-root to 0700, which containers in a user namespace
+# then cannot traverse. Removed after a run that passed; kept (and named) otherwise.
+_TOP = pytest.StashKey[Path]()
+_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp is None and not _is_xdist_worker(config):
+        top = Path(tempfile.mkdtemp(prefix="cu", dir="/tmp"))
+        config.stash[_TOP] = top
+        config.option.basetemp = str(top)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+    config = terminalreporter.config
+    _print_module_times(terminalreporter)
+    if _TOP in config.stash and exitstatus != 0:
+        terminalreporter.write_line(f"(the tests' temp dirs are kept in {config.stash[_TOP]})")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    top = config.stash.get(_TOP, None)
+    if top is None or not config.stash.get(_PASSED, False):
+        return
+    with open("/proc/self/mountinfo") as f:   # never delete through a mount left behind
+        if any(line.split()[4].startswith(str(top)) for line in f):
+            return
+    shutil.rmtree(top, ignore_errors=True)
+
+
+# No test may leave (or make) bridges, veths or tables in the host's namespace. Checked
+# once around the whole run, in the process that runs or distributes the tests: parallel
+# workers see each other's tests' objects while those run, so a check per worker could not
+# tell whose they are.
+_BEFORE = pytest.StashKey[set[str]]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _is_xdist_worker(session.config):
+        session.config.stash[_BEFORE] = _host_network_objects()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    config.stash[_PASSED] = exitstatus == 0
+    if _is_xdist_worker(config) or _BEFORE not in config.stash:
+        return
+    left = _host_network_objects() - config.stash[_BEFORE]
+    if left:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        message = f"tests left these in the host's network namespace: {sorted(left)}"
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_sep("=", message, red=True)
+        else:
+            print(message)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        config.stash[_PASSED] = False
+
+
+# The time of each module (setup, call and teardown of its tests, summed over workers),
+# printed at the end beside --durations: keeps _MODULE_SECONDS easy to bring up to date.
+_SPENT: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    _SPENT[module] = _SPENT.get(module, 0.0) + report.duration
+
+
+def _print_module_times(terminalreporter: pytest.TerminalReporter) -> None:
+    if terminalreporter.config.getoption("durations") is None or not _SPENT:
+        return
+    terminalreporter.write_sep("=", "slowest 15 modules (seconds, all their tests)")
+    for module, seconds in sorted(_SPENT.items(), key=lambda kv: -kv[1])[:15]:
+        terminalreporter.write_line(f"{seconds:8.1f}  {module}")

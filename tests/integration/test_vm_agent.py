@@ -43,7 +43,7 @@ class Guest:
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     top = Path(str(tmp_path_factory.mktemp("vma")))
     ctx = DriverContext(state_dir=top / "state", runtime_dir=top / "run",
-                        cgroup_parent="cumulo-test", host=HOST)
+                        cgroup_parent=f"cumulo-test-{uuid.uuid4().hex[:8]}", host=HOST)
     driver = VmDriver(ctx)
     host_id = f"vm-{uuid.uuid4().hex[:6]}"
     spec = InstanceSpec(host_id=host_id, hostname="agentvm", instance_dir=top / "i" / host_id,

@@ -29,7 +29,7 @@ from tests.integration.test_vm_driver import HOST, Env
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root]
 
-PARENT = "cumulo-cgtest"
+PARENT = f"cumulo-cgtest-{uuid.uuid4().hex[:8]}"   # own parent: runs beside other tests
 
 
 @dataclass

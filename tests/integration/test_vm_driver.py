@@ -72,7 +72,7 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     top = Path(str(tmp_path_factory.mktemp("vm")))   # short paths: QMP sockets max 107 bytes
     ctx = DriverContext(state_dir=top / "state", runtime_dir=top / "run",
-                        cgroup_parent="cumulo-test", host=HOST)
+                        cgroup_parent=f"cumulo-test-{uuid.uuid4().hex[:8]}", host=HOST)
     driver = VmDriver(ctx)
     yield Env(ctx, driver, top)
     for host_id in driver.list_host_ids():

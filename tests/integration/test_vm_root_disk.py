@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,18 @@ class Env:
         assert code == 0, f"{script!r} exited {code}: {err.decode()}"
         return out.decode()
 
+    def wait_sh(self, spec: InstanceSpec, script: str, want: list[str],
+                timeout: float = 120) -> list[str]:
+        """The sorted words ``script`` prints once they are ``want``, or the last ones
+        after ``timeout`` seconds (the guest's devices settle at their own pace)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            session = self.driver.exec(spec.host_id, ExecRequest(["sh", "-c", script]))
+            got = sorted(run_collect(session, b"", timeout=90)[1].decode().split())
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.5)
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
@@ -77,7 +90,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     pool = DirPool("default", top / "pool")
     pool.ensure()
     driver = VmDriver(DriverContext(state_dir=top / "state", runtime_dir=top / "run",
-                                    cgroup_parent="cumulo-test", host=HOST))
+                                    cgroup_parent=f"cumulo-test-{uuid.uuid4().hex[:8]}", host=HOST))
     try:
         yield Env(top, driver, pool, rootfs)
     finally:
@@ -157,9 +170,8 @@ def test_hotplugged_volume_carries_data_both_ways(env: Env, vm_a: InstanceSpec) 
     env.pool.unmount_volume(key)
     env.driver.attach_disk(vm_a.host_id, "vol-data", env.pool.volume_file(key), False)
     # the guest probes a hot-plugged disk a moment after QEMU added it
-    out = env.sh(vm_a, "n=0; while [ ! -e /sys/block/vdb ] && [ $n -lt 100 ]; do sleep 0.1;"
-                       " n=$((n + 1)); done;"
-                       " ls /sys/block; cat /sys/block/vdb/serial; echo; mkdir -p /mnt/v;"
+    assert env.wait_sh(vm_a, "ls /sys/block", ["vda", "vdb"]) == ["vda", "vdb"]
+    out = env.sh(vm_a, "ls /sys/block; cat /sys/block/vdb/serial; echo; mkdir -p /mnt/v;"
                        " mount /dev/vdb /mnt/v && cat /mnt/v/from-host &&"
                        " echo hello host > /mnt/v/from-vm && umount /mnt/v")
     assert out.split() == ["vda", "vdb", "vol-data", "hello", "vm"]
@@ -194,12 +206,13 @@ def test_q35_hotplugs_into_its_root_ports(env: Env) -> None:
     key = "p_q35"
     env.pool.create_volume(key, 16 * MIB, owner=0)
     try:
+        env.sh(spec, "true")   # booted: its PCIe hot-plug driver is listening
         for name in ("vol-1", "vol-2"):
             env.driver.attach_disk(spec.host_id, name, env.pool.volume_file(key), True)
-        out = env.sh(spec, "n=0; while [ ! -e /sys/block/vdc ] && [ $n -lt 300 ]; do"
-                           " sleep 0.1; n=$((n + 1)); done;"
-                           " for s in /sys/block/vd[bc]/serial; do cat $s; echo; done")
-        assert sorted(out.split()) == ["vol-1", "vol-2"]   # shared: one file twice
+        # each slot powers on after the guest's own delay (pciehp), one after the other
+        serials = "for s in /sys/block/vd[b-z]/serial; do cat $s; echo; done"
+        want = ["vol-1", "vol-2"]   # shared: one file twice
+        assert env.wait_sh(spec, serials, want) == want
         env.driver.detach_disk(spec.host_id, "vol-1")
         env.driver.detach_disk(spec.host_id, "vol-2")
         assert env.sh(spec, "ls /sys/block").split() == ["vda"]

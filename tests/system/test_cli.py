@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cumulo.host import cgroups
+from cumulo.host import cgroups, procs
 from tests.system.conftest import BIN, Daemon, leftovers
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime]
@@ -132,8 +132,9 @@ def test_container_survives_daemon_crash_and_restart(daemon: Daemon) -> None:
     daemon.cli("launch", "busybox", "keep")
     daemon.cli("launch", "busybox", "dies", "--", "sh", "-c", "sleep 2; exit 3")
     pid = json.loads(daemon.cli("info", "keep", "--format", "json").stdout)["pid"]
+    doomed = json.loads(daemon.cli("info", "dies", "--format", "json").stdout)["pid"]
     daemon.stop(signal.SIGKILL)  # a crash, not a clean stop
-    time.sleep(3)  # "dies" exits while no daemon watches
+    assert procs.wait_dead(doomed, 60)   # "dies" exits while no daemon watches
     assert psutil.pid_exists(pid)
     daemon.start()
     info = json.loads(daemon.cli("info", "keep", "--format", "json").stdout)
@@ -145,7 +146,10 @@ def test_container_survives_daemon_crash_and_restart(daemon: Daemon) -> None:
 
 def test_daemon_refuses_bad_start(tmp_path: Path) -> None:
     cumulod = str(BIN / "cumulod")
+    # as nobody, who may still read the checkout (it may lie under a dir only root enters,
+    # such as a 0700 temp dir): that one capability, nothing else of root's
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
                         cumulod, "--state-dir", str(tmp_path / "s")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "cumulod must run as root" in r.stderr

@@ -5,7 +5,9 @@ The Debian build downloads from the Debian mirror (the one network source it has
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -54,6 +56,28 @@ def _builders_running(daemon: Daemon) -> list[int]:
     return found
 
 
+def _freeze(daemon: Daemon) -> list[int]:
+    """SIGSTOP the build's processes (and any forked meanwhile): it stands still."""
+    stopped: set[int] = set()
+    while new := set(_builders_running(daemon)) - stopped:
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= new
+    return sorted(stopped)
+
+
+def _term_sent(pid: int) -> bool:
+    """Whether a SIGTERM is pending for stopped ``pid``, or it is gone (killed)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    pending = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    return bool(pending & (1 << (signal.SIGTERM - 1)))
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["debian/99"], "unknown Debian release '99'"),
     (["debian/12", "--variant", "tiny"], "unknown variant 'tiny'"),
@@ -90,7 +114,17 @@ def test_ctrl_c_cancels_a_debian_build_and_leaves_nothing(daemon: Daemon) -> Non
                 time.sleep(0.2)
             else:
                 pytest.fail(f"the build did not start: {c.operations()}")
+        # frozen, it cannot finish before the Ctrl-C (with the packages cached it is quick);
+        # thawed once the daemon's kill reached it
+        frozen = _freeze(daemon)
         cli.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while not any(_term_sent(pid) for pid in frozen):
+            assert time.monotonic() < deadline and cli.poll() is None, "no kill after Ctrl-C"
+            time.sleep(0.1)
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         out, err = cli.communicate(timeout=90)
     finally:
         if cli.poll() is None:
