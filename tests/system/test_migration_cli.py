@@ -104,20 +104,26 @@ def hosts(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
             daemons.append(d)
         yield daemons[0], daemons[1]
     finally:
-        for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                with d.client() as c:
-                    for inst in c.instances():
-                        c.delete(inst["name"], force=True)
-                    for g in c.groups():
-                        c.delete_group(g["name"])
-                    for n in c.networks():
-                        c.delete_network(n["name"])
-            d.stop()
-            for cg in Path("/sys/fs/cgroup").glob(f"*/{d.cgroup_parent}"):
-                cg.rmdir()
-        for ns in names:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        try:
+            for d in daemons:
+                try:
+                    if d.proc is not None and d.proc.poll() is None:
+                        with d.client() as c:
+                            for inst in c.instances():
+                                c.delete(inst["name"], force=True)
+                            for g in c.groups():
+                                c.delete_group(g["name"])
+                            for n in c.networks():
+                                c.delete_network(n["name"])
+                finally:   # a failed delete still stops the daemon (it says what it left)
+                    d.stop()
+                    for cg in Path("/sys/fs/cgroup").glob(f"*/{d.cgroup_parent}"):
+                        cg.rmdir()
+        finally:
+            for d in daemons:
+                d.stop(signal.SIGKILL)
+            for ns in names:
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
     for d in daemons:
         assert not leftovers(d.cgroup_parent)
         assert not qemus(d.state_dir)

@@ -94,7 +94,11 @@ def delete_link(name: str, netns: Path | None = None) -> None:
     with _ipr(netns, f"delete link {name}") as ipr:
         idx = _index(ipr, name)
         if idx is not None:
-            ipr.link("del", index=idx)
+            try:
+                ipr.link("del", index=idx)
+            except NetlinkError as err:   # a veth goes with its peer's namespace meanwhile
+                if err.code != errno.ENODEV:
+                    raise
 
 
 def create_tap(name: str, bridge: str) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,6 @@ from cumulo.services.instances import InstanceService
 from cumulo.services.operations import Progress
 
 PARTS = ("pre", "final", "root")
-CHUNK = 1 << 20
 COLD_STOP_TIMEOUT = 10.0
 
 
@@ -47,15 +45,11 @@ def part_path(instance_dir: Path, part: str) -> Path:
     return instance_dir / f"incoming-{part}.tar"
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            yield chunk
-
-
 def _upload(rc: Client, project: str, name: str, part: str, path: Path) -> int:
-    rc.request("PUT", f"/migrations/incoming/{name}/state/{part}", params={"project": project},
-               content=_chunks(path), headers={"content-type": "application/x-tar"})
+    with open(path, "rb") as f:   # the client sends a file in pieces (chunked)
+        rc.request("PUT", f"/migrations/incoming/{name}/state/{part}",
+                   params={"project": project}, content=f,
+                   headers={"content-type": "application/x-tar"})
     return path.stat().st_size
 
 
