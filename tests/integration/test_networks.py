@@ -74,12 +74,7 @@ def netd(tmp_path: Path) -> Iterator[NetDaemon]:
         yield d
     finally:
         try:
-            if d.proc is not None and d.proc.poll() is None:
-                with d.client() as c:
-                    for inst in c.instances():
-                        c.delete(inst["name"], force=True)
-                    for net in c.networks():
-                        c.delete_network(net["name"])
+            d.clear()
         finally:
             d.stop()
             leaked = dnsmasq_pids(d.state_dir)

@@ -73,6 +73,18 @@ class Daemon:
     def client(self) -> Client:
         return Client(socket=str(self.socket))
 
+    def clear(self) -> None:
+        """Delete every instance, security group and network, if the daemon still runs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with self.client() as c:
+            for inst in c.instances():
+                c.delete(inst["name"], force=True)
+            for g in c.groups():
+                c.delete_group(g["name"])
+            for n in c.networks():
+                c.delete_network(n["name"])
+
 
 def can_connect(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -107,9 +119,7 @@ def running_daemon(tmp_path: Path, extra: tuple[str, ...] = ()) -> Iterator[Daem
     finally:
         if d.proc is None or d.proc.poll() is not None:
             d.start()
-        with d.client() as c:
-            for inst in c.instances():
-                c.delete(inst["name"], force=True)
+        d.clear()
         d.stop()
         for cg in Path("/sys/fs/cgroup").glob(f"*/{d.cgroup_parent}"):
             cg.rmdir()  # the driver should have done this; the assert below says so

@@ -170,13 +170,10 @@ def netns_daemon(tmp_path: Path) -> Iterator[Daemon]:
         yield d
     finally:
         try:
-            if d.proc is not None and d.proc.poll() is None:
-                with d.client() as c:
-                    for inst in c.instances():
-                        c.delete(inst["name"], force=True)
-                    for net in c.networks():
-                        c.delete_network(net["name"])
-            d.stop()
+            try:
+                d.clear()
+            finally:
+                d.stop()
         finally:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
             shutil.rmtree(state, ignore_errors=True)

@@ -34,14 +34,11 @@ def netns_daemon(tmp_path: Path) -> Iterator[Daemon]:
         d.start()
         yield d
     finally:
-        if d.proc is not None and d.proc.poll() is None:
-            with d.client() as c:
-                for inst in c.instances():
-                    c.delete(inst["name"], force=True)
-                for net in c.networks():
-                    c.delete_network(net["name"])
-        d.stop()
-        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
+        try:
+            d.clear()
+        finally:
+            d.stop()
+            subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
         assert not leftovers(d.cgroup_parent), leftovers(d.cgroup_parent)
 
 
