@@ -6,7 +6,11 @@ Needs root, runc and conmon. Each test has its own temp dir and cgroup parent
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +25,8 @@ from cumulo.drivers.base import ExecRequest, InstanceSpec, RunStatus
 from cumulo.drivers.container.driver import ContainerDriver
 from cumulo.drivers.container.oci_spec import IDMAP_BASE
 from cumulo.drivers.registry import DriverContext
-from cumulo.errors import UnsupportedError
-from cumulo.host import cgroups
+from cumulo.errors import DriverError, UnsupportedError
+from cumulo.host import cgroups, keys
 from tests.helpers import build_busybox_rootfs, container_skip_reason, host_info
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime]
@@ -215,3 +219,54 @@ def test_io_weight_refused_when_host_cannot_enforce(env: Env) -> None:
     with pytest.raises(UnsupportedError, match="io_weight"):
         env.driver.create(spec)
     assert not spec.instance_dir.exists()
+
+
+# fills the key quota of the uid given as argv[1] (in a session keyring of its own) and
+# holds it until stdin closes
+KEY_FILLER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+uid = int(sys.argv[1])
+os.setgid(uid)
+os.setuid(uid)
+assert libc.syscall(250, 1, None) >= 0       # keyctl(JOIN_SESSION_KEYRING, NULL)
+n = 0
+while libc.syscall(248, b"user", b"k%d" % n, b"x", 1, -3) >= 0:   # add_key to @s
+    n += 1
+print(os.strerror(ctypes.get_errno()), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_key_quota_full_is_one_clear_line(env: Env) -> None:
+    """A container whose root's key quota is full fails with what to raise, not runc's
+    words; once keys are free it starts. The root is mapped to a uid of this test alone,
+    so the quota of the uid every other unprivileged container shares is left alone."""
+    uid = 2_000_000_000 + uuid.uuid4().int % 100_000_000
+    spec = env.spec()
+    env.driver.create(spec)
+    config = spec.instance_dir / "config.json"
+    data = json.loads(config.read_text())
+    for key in ("uidMappings", "gidMappings"):
+        data["linux"][key] = [{"containerID": 0, "hostID": uid, "size": 65536}]
+    config.write_text(json.dumps(data))
+    with subprocess.Popen([sys.executable, "-c", KEY_FILLER, str(uid)], text=True,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE) as filler:
+        assert filler.stdout is not None and filler.stdin is not None
+        try:
+            assert filler.stdout.readline().strip() == "Disk quota exceeded"
+            with pytest.raises(DriverError) as err:
+                env.driver.start(spec)
+        finally:
+            filler.stdin.close()
+            filler.wait(30)
+    msg = str(err.value)
+    assert "\n" not in msg and f"key quota of uid {uid}" in msg, msg
+    assert re.search(r"sysctl -w kernel\.keys\.maxkeys=\d+ kernel\.keys\.maxbytes=\d+", msg), msg
+    assert env.driver.state(spec.host_id).status == RunStatus.STOPPED
+    deadline = time.monotonic() + 30   # the kernel frees the filler's keys soon after
+    while (used := keys.usage(uid)) is not None and used.keys >= used.max_keys:
+        assert time.monotonic() < deadline, used
+        time.sleep(0.1)
+    env.driver.start(spec)
+    assert env.driver.state(spec.host_id).status == RunStatus.RUNNING

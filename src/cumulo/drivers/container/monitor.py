@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cumulo.drivers.container.runtime import OciRuntime
 from cumulo.errors import DriverError, RuntimeToolError
-from cumulo.host import procs
+from cumulo.host import keys, procs
 from cumulo.host.tools import not_installed
 
 SYNC_TIMEOUT = 30.0
@@ -131,9 +131,24 @@ def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths
     pid = msg.get("data")
     if not isinstance(pid, int) or pid <= 0:
         detail = str(msg.get("message") or msg).removeprefix(f"{runtime.name} create failed: ")
+        if keys.is_quota_error(detail):
+            raise DriverError(f"cannot start {cid!r}: {keys.quota_message(root_uid(bundle))}")
         raise RuntimeToolError(runtime.name, ["restore" if restore else "create", cid], 1,
                                detail)
     return pid
+
+
+def root_uid(bundle: Path) -> int:
+    """The host uid of the container's root: its id map's base, or 0 without a user
+    namespace (privileged)."""
+    try:
+        linux = json.loads((bundle / "config.json").read_text()).get("linux") or {}
+    except (OSError, ValueError):
+        return 0
+    for m in linux.get("uidMappings") or ():
+        if m.get("containerID") == 0:
+            return int(m["hostID"])
+    return 0
 
 
 def container_pid(bundle: Path) -> int | None:
