@@ -8,12 +8,13 @@ work unwinds through its own undo. Work that waits on something slow calls
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from cumulo.domain.models import Operation, OpStatus
@@ -22,6 +23,9 @@ from cumulo.services.events import EventBus
 from cumulo.store.repo import Store
 
 log = logging.getLogger(__name__)
+
+# what an operation still queued when the daemon stops ends with (it never ran)
+NOT_RUN = "not run: cumulod stopped before this operation started; nothing was changed"
 
 Progress = Callable[[float, str], None]
 Work = Callable[[Progress], dict[str, Any] | None]
@@ -67,8 +71,19 @@ class Operations:
         if cancel_on_shutdown:
             self._long.add(op.id)
         self._publish(op)
-        self._pool.submit(self._run, op.id, work)
+        future = self._pool.submit(self._run, op.id, work)
+        future.add_done_callback(functools.partial(self._not_run, op.id))
         return op
+
+    def _not_run(self, op_id: str, future: Future[None]) -> None:
+        """A queued operation cancelled by the daemon's stop ends saying it never ran
+        (not pending forever, nor "cut off while it ran" at the next start)."""
+        if future.cancelled():
+            self._cancel.pop(op_id, None)
+            self._long.discard(op_id)
+            self._update(op_id, status=OpStatus.FAILURE, error=NOT_RUN)
+            with self._done:
+                self._done.notify_all()
 
     def _publish(self, op: Operation) -> None:
         """An ``operation`` event: its status or progress changed."""
@@ -135,6 +150,8 @@ class Operations:
         return self.store.get_operation(op_id)
 
     def shutdown(self) -> None:
+        """Cancel long work, let running operations finish; those still queued end as
+        failures that say they never ran (``_not_run``)."""
         for op_id in list(self._long):
             if flag := self._cancel.get(op_id):
                 flag.set()
