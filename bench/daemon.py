@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cumulo.client import Client
+from cumulo.errors import CumuloError
+from cumulo.host import cgroups
 
 BIN = Path(sys.executable).parent
 
@@ -26,11 +28,12 @@ def bench_daemon(wrapper: list[str] | None = None, extra: list[str] | None = Non
     tmp = Path(tempfile.mkdtemp(prefix="cumulo-bench-"))
     parent = f"cumulo-bench-{uuid.uuid4().hex[:6]}"
     sock = tmp / "cumulo.sock"
-    proc = subprocess.Popen(
-        [*(wrapper or []), str(BIN / "cumulod"), "--state-dir", str(tmp / "state"),
-         "--socket", str(sock), "--cgroup-parent", parent, "--log-level", "warning",
-         "--no-default-network", *(extra or [])],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "cumulod.log", "wb"))  # noqa: SIM115
+    with open(tmp / "cumulod.log", "wb") as log:
+        proc = subprocess.Popen(
+            [*(wrapper or []), str(BIN / "cumulod"), "--state-dir", str(tmp / "state"),
+             "--socket", str(sock), "--cgroup-parent", parent, "--log-level", "warning",
+             "--no-default-network", *(extra or [])],
+            stdout=subprocess.DEVNULL, stderr=log)
     client = Client(socket=str(sock), timeout=120)
     try:
         for _ in range(200):
@@ -46,13 +49,47 @@ def bench_daemon(wrapper: list[str] | None = None, extra: list[str] | None = Non
                 time.sleep(0.05)
         yield client, tmp / "state", parent
     finally:
+        failed: list[str] = []
         try:
-            for inst in client.instances():
-                client.delete(inst["name"], force=True)
+            failed = delete_all(client)
             for net in client.networks():
                 client.delete_network(net["name"])
         finally:
             client.close()
             proc.terminate()
-            proc.wait(30)
-            shutil.rmtree(tmp, ignore_errors=True)
+            proc.wait(60)
+            finish_cleanup(tmp, parent, failed)
+
+
+def delete_all(client: Client) -> list[str]:
+    """Delete every instance (forced), going on past failures, in passes until none is
+    left or a pass deletes nothing; returns one line per instance it could not delete."""
+    errors: dict[str, str] = {}
+    while left := client.instances():
+        deleted = 0
+        for inst in left:
+            try:
+                client.delete(inst["name"], force=True)
+                deleted += 1
+                errors.pop(inst["name"], None)
+            except CumuloError as err:
+                errors[inst["name"]] = str(err)
+        if not deleted:
+            break
+    return [f"{name}: {err}" for name, err in errors.items()]
+
+
+def finish_cleanup(top: Path, parent: str, failed: list[str]) -> bool:
+    """Remove the bench's dir once nothing of it runs (True); else keep it (instances'
+    roots are mounted in it) and say, on stderr, what is left and why (False)."""
+    held = [str(m / parent) for m, _ in cgroups.hierarchies() if (m / parent).exists()]
+    if not failed and not held:
+        shutil.rmtree(top, ignore_errors=True)
+        return True
+    for line in failed:
+        print(f"cleanup: cannot delete {line}", file=sys.stderr)
+    if held:
+        print(f"cleanup: cgroups left: {', '.join(held)}", file=sys.stderr)
+    print(f"cleanup: kept {top} (its daemon's state and the instances' roots)",
+          file=sys.stderr)
+    return False

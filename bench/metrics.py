@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -31,7 +31,7 @@ from typing import Any
 
 import psutil
 
-from bench.daemon import BIN
+from bench.daemon import BIN, delete_all, finish_cleanup
 from cumulo.client import Client
 from cumulo.host import cgroups
 
@@ -66,7 +66,7 @@ class Host:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(60)
+            self.proc.wait(300)   # running operations finish first
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
@@ -128,6 +128,7 @@ def main() -> None:
     subprocess.run(["ip", "netns", "add", ns], check=True)
     host = Host(top, ns)
     rows: list[dict[str, Any]] = []
+    clean = False
     try:
         c = host.start(0)
         c.build_image("busybox", "busybox")
@@ -166,13 +167,12 @@ def main() -> None:
                   f" one round {row['round_ms']:.0f} ms,"
                   f" {row['history_cpu_share_10s'] * 100:.2f}% of a CPU at 10s", flush=True)
     finally:
+        failed: list[str] = []
         try:
             if host.proc is None or host.proc.poll() is not None:
                 host.start(0)
             with Client(socket=str(host.sock), timeout=300) as c:
-                while left := c.instances():
-                    for inst in left:
-                        c.delete(inst["name"], force=True)
+                failed = delete_all(c)
                 for net in c.networks():
                     c.delete_network(net["name"])
                 for img in c.images():
@@ -180,9 +180,11 @@ def main() -> None:
         finally:
             host.stop()
             subprocess.run(["ip", "netns", "del", ns], check=False)
-            shutil.rmtree(top, ignore_errors=True)
+            clean = finish_cleanup(top, host.parent, failed)
     if args.json:
         print(json.dumps(rows, indent=2))
+    if not clean:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
