@@ -133,8 +133,15 @@ def test_container_survives_daemon_crash_and_restart(daemon: Daemon) -> None:
     daemon.cli("launch", "busybox", "dies", "--", "sh", "-c", "sleep 2; exit 3")
     pid = json.loads(daemon.cli("info", "keep", "--format", "json").stdout)["pid"]
     doomed = json.loads(daemon.cli("info", "dies", "--format", "json").stdout)["pid"]
+    # a PID 1's parent is its conmon (a subreaper), not the daemon nor the host's init
+    assert psutil.Process(pid).parent().name() == "conmon"  # type: ignore[union-attr]
     daemon.stop(signal.SIGKILL)  # a crash, not a clean stop
     assert procs.wait_dead(doomed, 60)   # "dies" exits while no daemon watches
+    # and conmon reaps it at once: no zombie waits for the host's init (which reaps late)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{doomed}").exists():
+        assert time.monotonic() < deadline, Path(f"/proc/{doomed}/status").read_text()
+        time.sleep(0.02)
     assert psutil.pid_exists(pid)
     daemon.start()
     info = json.loads(daemon.cli("info", "keep", "--format", "json").stdout)
