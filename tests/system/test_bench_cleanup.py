@@ -33,7 +33,8 @@ def test_cleanup_goes_on_past_a_failed_delete(capsys: pytest.CaptureFixture[str]
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith("cleanup: cannot")]
         assert len(lines) == 1 and lines[0].startswith("cleanup: cannot delete b: "), err
-        assert "still hold processes" in lines[0], err
+        assert f"still hold processes after its PID 1 was killed ({squatter.pid} (sleep))" \
+        in lines[0], err
         for name in ("a", "c"):   # deleted although b, before them or not, failed
             assert not list(Path("/sys/fs/cgroup").glob(f"*/{parent}/default_{name}"))
         assert state.is_dir()    # kept: b's root is still mounted in it

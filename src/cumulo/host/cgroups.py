@@ -193,6 +193,24 @@ def holds(pid: int, path: str) -> bool:
     return False
 
 
+def holders(dirs: list[str], most: int = 3) -> list[str]:
+    """"PID (COMM)" of up to ``most`` processes in ``dirs`` (and their subgroups)."""
+    found: list[str] = []
+    for d in dirs:
+        for procs in sorted(Path(d).rglob("cgroup.procs")):
+            with contextlib.suppress(OSError):
+                for pid in procs.read_text().split():
+                    try:
+                        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                    except OSError:
+                        continue
+                    if f"{pid} ({comm})" not in found:
+                        found.append(f"{pid} ({comm})")
+                    if len(found) >= most:
+                        return found
+    return found
+
+
 def _rmdir_tree(top: Path) -> None:
     """Remove a cgroup dir and its child cgroups, deepest first (cgroupfs only rmdirs)."""
     for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):

@@ -271,7 +271,9 @@ class ContainerDriver:
         left = cgroups.remove(self._cgroup(host_id), self.ctx.cgroup_parent,
                               wait=CGROUP_RELEASE_WAIT)
         if left:
-            raise DriverError(f"cgroups of {host_id!r} still hold processes: {', '.join(left)}")
+            who = ", ".join(cgroups.holders(left)) or "still exiting"
+            raise DriverError(f"cannot delete {host_id!r}: its cgroups still hold processes"
+                              f" after its PID 1 was killed ({who}): {', '.join(left)}")
         try:
             if rec is not None and rec.get("root"):
                 pool_of(RootSpec.from_dict(rec["root"])).delete_root(host_id)
