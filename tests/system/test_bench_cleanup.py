@@ -46,9 +46,9 @@ def test_cleanup_goes_on_past_a_failed_delete(capsys: pytest.CaptureFixture[str]
             d = Daemon(state_dir=state, socket=top / "cumulo.sock", cgroup_parent=parent,
                        log=top / "cumulod.log")
             d.start()
-            with d.client() as c:
-                for inst in c.instances():
-                    c.delete(inst["name"], force=True)
-            d.stop()
+            try:
+                d.clear()
+            finally:
+                d.stop()
             assert not leftovers(parent), leftovers(parent)
             shutil.rmtree(top)
