@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.errors import ConflictError, DriverError, InvalidInputError, NotFoundError
+from cumulo.host import mounts
+from cumulo.host.mounts import is_mounted
 from cumulo.storage import ext4
 from cumulo.storage.base import STATE_FILE, PoolUsage, StateWriter
-from cumulo.storage.tools import copy_tree, disk_usage, is_mounted, run, umount
+from cumulo.storage.tools import copy_tree, disk_usage, run, umount
 
 KINDS = ("root", "volume")
 
@@ -127,14 +129,13 @@ class DirPool:
                     _rmtree(tmp)
                     copy_tree(lower, tmp)
                     os.rename(tmp, rootfs)
-                run(["mount", "--bind", str(rootfs), str(target)])
+                mounts.bind(rootfs, target)
             else:
                 upper, work = top / "upper", top / "work"
                 for sub in (upper, work):
                     sub.mkdir(exist_ok=True)
                 os.chown(upper, owner, owner)
-                opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
-                run(["mount", "-t", "overlay", "overlay", "-o", opts, str(target)])
+                mounts.overlay(lower, upper, work, target)
         except BaseException as err:
             if fresh:
                 with contextlib.suppress(DriverError):

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 from cumulo.errors import DriverError
-from cumulo.storage.tools import is_mounted, mount_source, run, umount
+from cumulo.host.mounts import is_mounted
+from cumulo.storage.tools import mount_source, run, umount
 
 MIN_SIZE = 8 * 1024 * 1024
 

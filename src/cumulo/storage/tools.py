@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from cumulo.errors import DriverError, RuntimeToolError
+from cumulo.host.mounts import is_mounted
 from cumulo.host.tools import not_installed
 
 TIMEOUT = 600.0
@@ -24,15 +25,6 @@ def run(argv: list[str], timeout: float = TIMEOUT) -> str:
     if proc.returncode != 0:
         raise RuntimeToolError(argv[0], argv[1:], proc.returncode, proc.stderr)
     return proc.stdout
-
-
-def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return any(line.split()[4] == target for line in f)
-    except OSError:
-        return False
 
 
 def mount_source(path: Path) -> str | None:

@@ -19,6 +19,8 @@ from pathlib import Path
 from cumulo.drivers.base import InstanceSpec
 from cumulo.drivers.container.oci_spec import IDMAP_BASE
 from cumulo.errors import DriverError, RuntimeToolError
+from cumulo.host import mounts
+from cumulo.host.mounts import is_mounted
 from cumulo.storage.pools import pool_of
 
 
@@ -71,15 +73,6 @@ def _copy(src: Path, dst: Path) -> None:
         raise RuntimeToolError("cp", ["-a", str(src)], proc.returncode, proc.stderr)
 
 
-def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return any(line.split()[4] == target for line in f)
-    except OSError:
-        return False
-
-
 def make_searchable(path: Path) -> None:
     """Add search (x) permission to ``path`` and its ancestors, as Podman does.
 
@@ -106,13 +99,7 @@ def mount_overlay(
     if not privileged:
         make_searchable(instance_dir)
     os.chown(upper, owner, owner)
-    opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
-    proc = subprocess.run(
-        ["mount", "-t", "overlay", "overlay", "-o", opts, str(target)],
-        capture_output=True, text=True, check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeToolError("mount", ["overlay", str(target)], proc.returncode, proc.stderr)
+    mounts.overlay(lower, upper, work, target)
     return target
 
 
@@ -143,13 +130,4 @@ def copy_out(spec: InstanceSpec, dest: Path, base: int = IDMAP_BASE) -> None:
 
 def unmount(instance_dir: Path) -> None:
     """Unmount the instance's rootfs if mounted (lazily, if something holds it)."""
-    target = instance_dir / "rootfs"
-    if not is_mounted(target):
-        return
-    proc = subprocess.run(["umount", str(target)], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        proc = subprocess.run(
-            ["umount", "-l", str(target)], capture_output=True, text=True, check=False
-        )
-    if proc.returncode != 0:
-        raise RuntimeToolError("umount", [str(target)], proc.returncode, proc.stderr)
+    mounts.umount(instance_dir / "rootfs")
