@@ -244,7 +244,10 @@ class Client:
                 "start": start, "networks": networks, **(storage or {})}
         if ssh_key is not None:
             body["ssh_key"] = ssh_key
-        return self._op("POST", "/instances", wait, json=body, params={"project": project})
+        # waiting, the daemon answers once the operation ended (within 10 s): one request
+        return self._op("POST", "/instances", wait, json=body,
+                        timeout=None if self.timeout is None else max(self.timeout, 30),
+                        params={"project": project, "wait": 10 if wait else 0})
 
     def set_state(self, name: str, action: str, *, timeout: float = 30, force: bool = False,
                   project: str = "default", wait: bool = True) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from cumulo import __version__
 from cumulo.api import console_ws, errors, events_ws, exec_ws, firewall_routes, host_routes
@@ -86,8 +87,10 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
         return [instance_out(i) for i in svc.instances.list(project)]
 
     @r.post("/instances", status_code=202, response_model=s.OperationOut,
-            summary="Create (and with start=true, launch) an instance")
-    def create_instance(body: s.InstanceCreate, project: str = PROJECT) -> JSONResponse:
+            summary="Create (and with start=true, launch) an instance; wait=SECONDS"
+                    " answers once its operation ended (or after SECONDS)")
+    async def create_instance(body: s.InstanceCreate, project: str = PROJECT,
+                              wait: float = Query(0, ge=0, le=600)) -> JSONResponse:
         req = CreateRequest(name=body.name, image=body.image, type=body.type,
                             limits=limits_from(body.limits), privileged=body.privileged,
                             command=body.command, options=body.options, start=body.start,
@@ -98,7 +101,9 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
                             disk=None if body.disk is None else parse_size(body.disk),
                             ssh_keys=ssh_keys.parse_keys(body.ssh_key) if body.ssh_key
                             else ())
-        return accepted(svc.instances.create(project, req))
+        op = await run_in_threadpool(svc.instances.create, project, req)
+        # (a launch then costs one request, not two: no GET .../operations/ID?wait after it)
+        return accepted(await svc.ops.wait(op.id, wait) or op)
 
     @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")
     def get_instance(name: str, project: str = PROJECT) -> s.InstanceOut:
@@ -280,12 +285,18 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
 
     @r.get("/operations", response_model=list[s.OperationOut], summary="Recent operations")
     def list_operations() -> list[s.OperationOut]:
-        return [operation_out(o) for o in svc.store.list_operations()]
+        return [operation_out(o) for o in svc.ops.list()]
 
     @r.get("/operations/{op_id}", response_model=s.OperationOut,
            summary="An operation; wait=SECONDS blocks until it ends")
-    def get_operation(op_id: str, wait: float = Query(0, ge=0, le=600)) -> s.OperationOut:
-        return operation_out(svc.ops.get(op_id, wait))
+    async def get_operation(op_id: str, wait: float = Query(0, ge=0, le=600)
+                            ) -> s.OperationOut:
+        # a running one is awaited on the loop, woken by its end; a finished one is read
+        # from the store on a worker thread
+        op = await svc.ops.wait(op_id, wait)
+        if op is None:
+            op = await run_in_threadpool(svc.ops.get, op_id)
+        return operation_out(op)
 
     @r.post("/instances/{name}/checkpoint", status_code=202, response_model=s.OperationOut,
             summary="Save a running VM's memory and device state, then stop it")

@@ -8,6 +8,8 @@ work unwinds through its own undo. Work that waits on something slow calls
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -15,6 +17,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from cumulo.domain.models import Operation, OpStatus
@@ -29,6 +33,10 @@ NOT_RUN = "not run: cumulod stopped before this operation started; nothing was c
 
 Progress = Callable[[float, str], None]
 Work = Callable[[Progress], dict[str, Any] | None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class OperationCancelled(CumuloError):
@@ -48,15 +56,31 @@ def project_of(op: Operation) -> str | None:
     return None
 
 
+class _Live:
+    """A running operation: its current state, cancel flag and who waits for its end."""
+
+    def __init__(self, op: Operation) -> None:
+        self.op = op
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+        self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Operation]]] = []
+
+
 class Operations:
-    """Runs work in a bounded thread pool and records its course in the store."""
+    """Runs work in a bounded thread pool and records its course in the store.
+
+    The store gets an operation when it is submitted and again when it ends; its
+    status and progress in between live in memory (and go out as events): a launch
+    then costs two commits for its operation instead of five. A daemon that stops
+    midway marks what the store still has as unfinished failed at its next start.
+    """
 
     def __init__(self, store: Store, workers: int = 8, events: EventBus | None = None) -> None:
         self.store = store
         self.events = events or EventBus()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
-        self._done = threading.Condition()
-        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
         self._long: set[str] = set()
         # finished operations by (kind, result), e.g. ("launch instance", "success")
         self.finished: Counter[tuple[str, str]] = Counter()
@@ -67,23 +91,22 @@ class Operations:
         cancels (an image build) instead of waiting for it to finish."""
         op = self.store.add_operation(Operation(
             id=str(uuid.uuid4()), description=description, resources=resources or {}))
-        self._cancel[op.id] = threading.Event()
+        live = _Live(op)
+        with self._lock:
+            self._live[op.id] = live
         if cancel_on_shutdown:
             self._long.add(op.id)
         self._publish(op)
-        future = self._pool.submit(self._run, op.id, work)
-        future.add_done_callback(functools.partial(self._not_run, op.id))
+        future = self._pool.submit(self._run, live, work)
+        future.add_done_callback(functools.partial(self._not_run, live))
         return op
 
-    def _not_run(self, op_id: str, future: Future[None]) -> None:
+    def _not_run(self, live: _Live, future: Future[None]) -> None:
         """A queued operation cancelled by the daemon's stop ends saying it never ran
         (not pending forever, nor "cut off while it ran" at the next start)."""
         if future.cancelled():
-            self._cancel.pop(op_id, None)
-            self._long.discard(op_id)
-            self._update(op_id, status=OpStatus.FAILURE, error=NOT_RUN)
-            with self._done:
-                self._done.notify_all()
+            self._long.discard(live.op.id)
+            self._end(live, status=OpStatus.FAILURE, error=NOT_RUN)
 
     def _publish(self, op: Operation) -> None:
         """An ``operation`` event: its status or progress changed."""
@@ -92,23 +115,44 @@ class Operations:
             "progress": op.progress, "message": op.message, "error": op.error,
             "resources": op.resources}, project_of(op))
 
-    def _update(self, op_id: str, **changes: Any) -> None:
-        op = self.store.update_operation(op_id, **changes)
-        if op.done:
-            self.finished[(kind_of(op.description), op.status.value)] += 1
+    def _update(self, live: _Live, **changes: Any) -> None:
+        """A change while it runs: in memory, and an event."""
+        with self._lock:
+            live.op = replace(live.op, updated_at=utcnow(), **changes)
+            op = live.op
+        self._publish(op)
+
+    def _end(self, live: _Live, **changes: Any) -> None:
+        """The end: written to the store, then told to those who wait."""
+        op_id = live.op.id
+        try:
+            op = self.store.update_operation(op_id, message=live.op.message, **changes)
+        except CumuloError as err:   # the store failed: the waiters still hear of the end
+            log.error("cannot record the end of operation %s: %s", op_id, err)
+            op = replace(live.op, updated_at=utcnow(), **changes)
+        self.finished[(kind_of(op.description), op.status.value)] += 1
+        with self._lock:
+            live.op = op
+            self._live.pop(op_id, None)
+            waiters, live.waiters = live.waiters, []
+        live.done.set()
+        for loop, fut in waiters:
+            with contextlib.suppress(RuntimeError):   # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, fut, op)
         self._publish(op)
 
     def cancel(self, op_id: str) -> Operation:
         """Ask a running operation to stop; it ends as a failure saying it was cancelled."""
-        op = self.store.get_operation(op_id)
-        flag = self._cancel.get(op_id)
-        if op.done or flag is None:
+        with self._lock:
+            live = self._live.get(op_id)
+        if live is None:
+            self.store.get_operation(op_id)   # NotFoundError for an unknown id
             raise ConflictError(f"operation {op_id} is not running: nothing to cancel")
-        flag.set()
-        return op
+        live.cancel.set()
+        return live.op
 
-    def _run(self, op_id: str, work: Work) -> None:
-        flag = self._cancel[op_id]
+    def _run(self, live: _Live, work: Work) -> None:
+        flag = live.cancel
         last: list[tuple[float, str]] = []
 
         def progress(fraction: float, message: str = "") -> None:
@@ -117,42 +161,76 @@ class Operations:
             now = (max(0.0, min(1.0, fraction)), message)
             if last[-1:] != [now]:
                 last[:] = [now]
-                self._update(op_id, progress=now[0], message=message)
+                self._update(live, progress=now[0], message=message)
 
-        self._update(op_id, status=OpStatus.RUNNING)
+        self._update(live, status=OpStatus.RUNNING)
         try:
-            extra = work(progress) or {}
-            op = self.store.get_operation(op_id)
-            self._update(op_id, status=OpStatus.SUCCESS, progress=1.0,
-                         resources={**op.resources, **extra})
-        except CumuloError as err:
-            self._update(op_id, status=OpStatus.FAILURE, error=str(err))
-        except Exception as err:  # a bug: keep the daemon alive, say what happened
-            log.exception("operation %s crashed", op_id)
-            self._update(op_id, status=OpStatus.FAILURE, error=f"internal error: {err!r}")
+            try:
+                extra = work(progress) or {}
+            except CumuloError as err:
+                self._end(live, status=OpStatus.FAILURE, error=str(err))
+            except Exception as err:  # a bug: keep the daemon alive, say what happened
+                log.exception("operation %s crashed", live.op.id)
+                self._end(live, status=OpStatus.FAILURE, error=f"internal error: {err!r}")
+            else:
+                self._end(live, status=OpStatus.SUCCESS, progress=1.0,
+                          resources={**live.op.resources, **extra})
         finally:
-            self._cancel.pop(op_id, None)
-            self._long.discard(op_id)
-            with self._done:
-                self._done.notify_all()
+            self._long.discard(live.op.id)
+            if not live.done.is_set():   # (a BaseException went through)
+                with self._lock:
+                    self._live.pop(live.op.id, None)
+                live.done.set()
 
     def active(self) -> int:
         """Operations submitted and not finished yet."""
-        return len(self._cancel)
+        return len(self._live)
 
     def get(self, op_id: str, wait: float = 0.0) -> Operation:
         """The operation; with ``wait`` > 0, block up to that many seconds for it to end."""
-        op = self.store.get_operation(op_id)
-        if wait <= 0 or op.done:
-            return op
-        with self._done:
-            self._done.wait_for(lambda: self.store.get_operation(op_id).done, timeout=wait)
-        return self.store.get_operation(op_id)
+        with self._lock:
+            live = self._live.get(op_id)
+        if live is None:
+            return self.store.get_operation(op_id)
+        if wait > 0:
+            live.done.wait(wait)
+        return live.op
+
+    async def wait(self, op_id: str, wait: float) -> Operation | None:
+        """The running operation once it ended, or as it is after ``wait`` seconds (at
+        once with 0), awaited on the event loop: no thread blocks meanwhile. None if it
+        is not running: the store has it (or not)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Operation] = loop.create_future()
+        with self._lock:
+            live = self._live.get(op_id)
+            if live is None or wait <= 0:
+                return None if live is None else live.op
+            live.waiters.append((loop, fut))
+        try:
+            return await asyncio.wait_for(fut, wait)
+        except TimeoutError:
+            return live.op
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                live.waiters.remove((loop, fut))
+
+    def list(self, limit: int = 100) -> list[Operation]:
+        """Recent operations, newest first; running ones as they are now."""
+        with self._lock:
+            live = {op_id: lv.op for op_id, lv in self._live.items()}
+        return [live.get(op.id, op) for op in self.store.list_operations(limit)]
 
     def shutdown(self) -> None:
         """Cancel long work, let running operations finish; those still queued end as
         failures that say they never ran (``_not_run``)."""
-        for op_id in list(self._long):
-            if flag := self._cancel.get(op_id):
-                flag.set()
+        with self._lock:
+            flags = [lv.cancel for op_id, lv in self._live.items() if op_id in self._long]
+        for flag in flags:
+            flag.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _settle(fut: asyncio.Future[Operation], op: Operation) -> None:
+    if not fut.done():
+        fut.set_result(op)

@@ -1,0 +1,77 @@
+"""Operations: their course while they run, their record once they end, and waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from cumulo.domain.models import OpStatus
+from cumulo.services.operations import Operations, Progress
+from cumulo.store.repo import Store
+
+
+def blocked_work(release: threading.Event) -> tuple[threading.Event, object]:
+    """Work that reports half-way, then waits for ``release``."""
+    halfway = threading.Event()
+
+    def work(progress: Progress) -> dict[str, str]:
+        progress(0.5, "half")
+        halfway.set()
+        assert release.wait(10)
+        return {"made": "it"}
+
+    return halfway, work
+
+
+def test_a_running_operation_is_shown_live_and_stored_when_it_ends() -> None:
+    store = Store("sqlite://")
+    ops = Operations(store, workers=1)
+    release = threading.Event()
+    halfway, work = blocked_work(release)
+    op = ops.submit("launch instance web", work)  # type: ignore[arg-type]
+    try:
+        assert halfway.wait(10)
+        live = ops.get(op.id)
+        assert (live.status, live.progress, live.message) == (OpStatus.RUNNING, 0.5, "half")
+        assert [o.progress for o in ops.list() if o.id == op.id] == [0.5]
+        # its progress costs no commit: the store has it as submitted until it ends
+        assert store.get_operation(op.id).status == OpStatus.PENDING
+    finally:
+        release.set()
+    done = ops.get(op.id, wait=10)
+    assert (done.status, done.progress, done.resources) == (OpStatus.SUCCESS, 1.0,
+                                                           {"made": "it"})
+    kept = store.get_operation(op.id)
+    assert (kept.status, kept.message, kept.resources) == (OpStatus.SUCCESS, "half",
+                                                          {"made": "it"})
+    assert ops.active() == 0
+    ops.shutdown()
+    store.close()
+
+
+def test_waiting_on_the_event_loop_ends_with_the_operation() -> None:
+    store = Store("sqlite://")
+    ops = Operations(store, workers=1)
+    release = threading.Event()
+    halfway, work = blocked_work(release)
+
+    async def scenario() -> tuple[OpStatus, OpStatus, OpStatus]:
+        op = ops.submit("launch instance web", work)  # type: ignore[arg-type]
+        assert await asyncio.to_thread(halfway.wait, 10)
+        early = await ops.wait(op.id, 0)            # as it is, at once
+        waiter = asyncio.ensure_future(ops.wait(op.id, 30))
+        await asyncio.sleep(0)
+        release.set()                               # from another thread than the loop's
+        ended = await waiter
+        assert early is not None and ended is not None
+        after = await ops.wait(op.id, 30)           # ended: the store has it, not memory
+        assert after is None
+        return early.status, ended.status, store.get_operation(op.id).status
+
+    try:
+        assert asyncio.run(scenario()) == (OpStatus.RUNNING, OpStatus.SUCCESS,
+                                           OpStatus.SUCCESS)
+    finally:
+        release.set()
+        ops.shutdown()
+        store.close()
