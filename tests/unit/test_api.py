@@ -54,6 +54,33 @@ def test_create_without_start_then_start(api: TestClient) -> None:
     assert state(api, "c1") == "running"
 
 
+def test_launch_with_wait_answers_once_it_runs(api: TestClient) -> None:
+    r = api.post("/1.0/instances", params={"wait": 30},
+                 json={"name": "quick", "image": "testimg", "start": True})
+    assert r.status_code == 202 and r.headers["location"] == f"/1.0/operations/{r.json()['id']}"
+    assert (r.json()["status"], r.json()["progress"]) == ("success", 1.0)
+    assert state(api, "quick") == "running"
+    bad = api.post("/1.0/instances", params={"wait": 30},
+                   json={"name": "bad", "image": "testimg", "start": True,
+                         "command": ["/no/such/program"]})
+    assert bad.json()["status"] == "failure" and bad.json()["error"]
+    assert api.get("/1.0/instances/bad").status_code == 404
+
+
+def test_exec_in_an_instance_that_stopped_on_its_own(api: TestClient) -> None:
+    launch(api, "gone", command=["sh", "-c", "exit 3"])
+    r = api.post("/1.0/instances/gone/exec", json={"command": ["true"]})
+    for _ in range(100):   # until PID 1's exit is seen (the store may still say running)
+        if r.status_code != 200:
+            break
+        time.sleep(0.05)
+        r = api.post("/1.0/instances/gone/exec", json={"command": ["true"]})
+    assert r.status_code == 409
+    assert r.json()["error"] == "cannot exec instance 'gone': it is stopped"
+    info = api.get("/1.0/instances/gone").json()
+    assert (info["state"], info["exit_code"]) == ("stopped", 3)
+
+
 def test_exec_collects_output_and_exit_code(api: TestClient) -> None:
     launch(api, "x")
     r = api.post("/1.0/instances/x/exec",

@@ -182,6 +182,14 @@ class InteractiveConsole(Protocol):
 
 
 @runtime_checkable
+class Launches(Protocol):
+    """Drivers that create and start in one go more cheaply than ``create`` + ``start``."""
+
+    def launch(self, spec: InstanceSpec) -> RunState:
+        """``create`` then ``start``; on failure the caller deletes, as after ``create``."""
+
+
+@runtime_checkable
 class Details(Protocol):
     """Drivers with live facts beyond ``Usage`` for ``cumulo info`` (a VM's footprint)."""
 

@@ -25,6 +25,7 @@ from cumulo.drivers.base import (
     InstanceDriver,
     InstanceSpec,
     InteractiveConsole,
+    Launches,
     RunStatus,
     Usage,
 )
@@ -221,10 +222,13 @@ class InstanceService:
             try:
                 with self._locked(inst):
                     progress(0.2, "preparing root filesystem")
-                    driver.create(spec)
-                    if req.start:   # CREATING until it runs: a daemon dying now rolls it back
-                        progress(0.7, "starting")
-                        driver.start(spec)
+                    if req.start and isinstance(driver, Launches):
+                        driver.launch(spec)
+                    else:
+                        driver.create(spec)
+                        if req.start:   # CREATING until it runs: a dying daemon rolls it back
+                            progress(0.7, "starting")
+                            driver.start(spec)
                     self.store.update_instance(project, inst.name, state=State.RUNNING
                                                if req.start else State.STOPPED)
                     self.events.lifecycle("created", project, inst.name, type=inst.type)
@@ -340,11 +344,17 @@ class InstanceService:
 
     # exec and console
     def exec(self, project: str, name: str, request: ExecRequest) -> ExecSession:
-        inst = self.get(project, name)
+        inst = self.store.get_instance(project, name)
         guard(name, inst.state, Action.EXEC)
         if not request.command:
             raise InvalidInputError("exec needs a command")
-        return self._driver(inst.type).exec(inst.host_id, request)
+        # the driver looks at the live state itself: not once more here (a refresh)
+        # unless it refuses, so that the store learns why and the error names the instance
+        try:
+            return self._driver(inst.type).exec(inst.host_id, request)
+        except InvalidStateError:
+            guard(name, self.get(project, name).state, Action.EXEC)
+            raise
 
     def console(self, project: str, name: str, offset: int) -> tuple[bytes, int, Instance]:
         inst = self.get(project, name)

@@ -157,13 +157,18 @@ class Store:
             raise NotFoundError("instance", name)
         return row
 
-    def _instance(self, s: Session, row: InstanceRow) -> Instance:
-        project = s.get(ProjectRow, row.project_id)
-        image = s.get(ImageRow, row.image_id)
-        if project is None or image is None:
-            raise StoreError(f"instance {row.name} has a dangling reference")
+    def _instance(self, s: Session, row: InstanceRow,
+                  names: tuple[str, str] | None = None) -> Instance:
+        """The instance of ``row``; ``names``: its project's name and image's fingerprint,
+        when the query that found the row read them already."""
+        if names is None:
+            project = s.get(ProjectRow, row.project_id)
+            image = s.get(ImageRow, row.image_id)
+            if project is None or image is None:
+                raise StoreError(f"instance {row.name} has a dangling reference")
+            names = (project.name, image.fingerprint)
         return Instance(
-            project=project.name, name=row.name, type=row.type, image=image.fingerprint,
+            project=names[0], name=row.name, type=row.type, image=names[1],
             state=State(row.state), limits=Limits.from_dict(dict(row.limits)),
             privileged=row.privileged, command=list(row.command),
             options=dict(row.options or {}), exit_code=row.exit_code,
@@ -212,8 +217,16 @@ class Store:
             raise
 
     def get_instance(self, project: str, name: str) -> Instance:
-        with self.db.session() as s:
-            return self._instance(s, self._instance_row(s, project, name))
+        with self.db.session() as s:   # one query for the row and its names (then the NICs)
+            hit = s.execute(
+                select(InstanceRow, ImageRow.fingerprint)
+                .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
+                .join(ImageRow, InstanceRow.image_id == ImageRow.id)
+                .where(ProjectRow.name == project, InstanceRow.name == name)).first()
+            if hit is None:
+                self._project_id(s, project)   # an unknown project says so
+                raise NotFoundError("instance", name)
+            return self._instance(s, hit[0], (project, hit[1]))
 
     def list_instances(self, project: str | None = None) -> list[Instance]:
         with self.db.session() as s:

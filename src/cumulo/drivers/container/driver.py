@@ -155,12 +155,23 @@ class ContainerDriver:
         host_id = spec.host_id
         require(self.state(host_id), host_id, "start", RunStatus.STOPPED)
         instance_dir = self._instance_dir(host_id)
-        paths = self._paths(host_id, instance_dir)
         self.runtime.delete(host_id)
         try:
             self._prepare(spec)
         except OSError as err:
             raise DriverError(f"cannot prepare instance {host_id!r}: {err}") from err
+        return self._run_prepared(spec, instance_dir)
+
+    def launch(self, spec: InstanceSpec) -> RunState:
+        """``create`` then ``start``, without start's state check, runtime clean-up and
+        preparation again: the instance was prepared a moment ago and has never run."""
+        self.create(spec)
+        return self._run_prepared(spec, spec.instance_dir)
+
+    def _run_prepared(self, spec: InstanceSpec, instance_dir: Path) -> RunState:
+        """conmon (``runtime create``), the NICs, then ``runtime start``."""
+        host_id = spec.host_id
+        paths = self._paths(host_id, instance_dir)
         for stale in (paths.exit_file, paths.exit_dir / host_id, self._started(host_id)):
             stale.unlink(missing_ok=True)
         try:

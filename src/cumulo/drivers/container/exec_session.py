@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import signal
 import struct
 import subprocess
-import tempfile
 import termios
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,8 +40,8 @@ class RuntimeExecSession:
     ) -> None:
         """``build_argv(pid_file, tty)`` gives the runtime's exec command."""
         self._build = build_argv
-        self._dir = Path(tempfile.mkdtemp(prefix="exec-", dir=work_dir))
-        self._pidfile = self._dir / "pid"
+        # the runtime's pid file, alone in ``work_dir`` (a file, not a dir: cheaper to clean)
+        self._pidfile = work_dir / f"exec-{uuid.uuid4().hex}.pid"
         self._owned: dict[int, int] = {}   # fd -> inode, to never close a reused number
         self._proc: subprocess.Popen[bytes] | None = None
         self._code: int | None = None
@@ -159,4 +158,4 @@ class RuntimeExecSession:
                 if os.fstat(fd).st_ino == ino:
                     os.close(fd)
             del self._owned[fd]
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._pidfile.unlink(missing_ok=True)
