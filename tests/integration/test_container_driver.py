@@ -26,7 +26,7 @@ from cumulo.drivers.container.driver import ContainerDriver
 from cumulo.drivers.container.oci_spec import IDMAP_BASE
 from cumulo.drivers.registry import DriverContext
 from cumulo.errors import DriverError, UnsupportedError
-from cumulo.host import cgroups, keys
+from cumulo.host import cgroups, keys, mounts
 from tests.helpers import build_busybox_rootfs, container_skip_reason, host_info
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime]
@@ -176,6 +176,52 @@ def test_delete_leaves_nothing(env: Env) -> None:
         assert spec.host_id not in " ".join(proc.info["cmdline"] or [])
     assert not spec.instance_dir.exists()
     assert spec.host_id not in env.driver.list_host_ids()
+
+
+def test_launch_runs_at_once_and_restarts_like_a_started_one(env: Env) -> None:
+    """``launch`` (create + start without start's second look) gives a running
+    container; stopped, it starts again the usual way on the same root."""
+    spec = env.spec()
+    run = env.driver.launch(spec)
+    assert run.status == RunStatus.RUNNING and run.pid == env.driver.state(spec.host_id).pid
+    assert env.exec(spec.host_id, ["sh", "-c", "echo kept > /root/mark"])[0] == 0
+    env.driver.stop(spec.host_id, timeout=0.5, force=True)
+    assert env.driver.start(spec).status == RunStatus.RUNNING
+    assert env.exec(spec.host_id, ["cat", "/root/mark"])[1] == "kept\n"
+
+
+def test_launch_of_a_missing_program_fails_and_delete_leaves_nothing(env: Env) -> None:
+    spec = env.spec(["/no/such/program"])
+    with pytest.raises(DriverError, match="no/such/program"):
+        env.driver.launch(spec)
+    assert env.driver.state(spec.host_id).status == RunStatus.STOPPED
+    env.driver.delete(spec.host_id, spec.instance_dir)   # what the service does then
+    with open("/proc/self/mountinfo") as f:
+        assert str(spec.instance_dir) not in f.read()
+    assert not spec.instance_dir.exists()
+
+
+def test_mount_errors_name_the_target_and_the_reason(tmp_path: Path) -> None:
+    for d in ("upper", "work", "target"):
+        (tmp_path / d).mkdir()
+    with pytest.raises(DriverError) as err:
+        mounts.overlay(tmp_path / "no-lower", tmp_path / "upper", tmp_path / "work",
+                       tmp_path / "target")
+    assert str(err.value) == (f"cannot mount overlay on {tmp_path / 'target'}:"
+                              " No such file or directory")
+    assert not mounts.is_mounted(tmp_path / "target")
+    (tmp_path / "lower").mkdir()
+    mounts.overlay(tmp_path / "lower", tmp_path / "upper", tmp_path / "work",
+                   tmp_path / "target")
+    try:
+        assert mounts.is_mounted(tmp_path / "target")
+        (tmp_path / "target" / "f").write_text("x")
+        assert (tmp_path / "upper" / "f").read_text() == "x"
+        with open(tmp_path / "target" / "f"):   # busy: unmounted lazily
+            mounts.umount(tmp_path / "target")
+        assert not mounts.is_mounted(tmp_path / "target")
+    finally:
+        mounts.umount(tmp_path / "target")
 
 
 def test_survives_a_new_driver_object(env: Env) -> None:
