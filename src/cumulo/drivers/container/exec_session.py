@@ -15,6 +15,7 @@ import signal
 import struct
 import subprocess
 import termios
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from cumulo.errors import DriverError
 
 ArgvBuilder = Callable[[Path, bool], list[str]]
+PID_FILE_WAIT = 5.0  # seconds the runtime may take to write the pid file of a started process
 
 
 def _set_winsize(fd: int, rows: int, cols: int) -> None:
@@ -142,10 +144,25 @@ class RuntimeExecSession:
             except OSError as err:
                 raise DriverError(f"cannot resize the exec tty: {err}") from err
 
+    def _exec_pid(self, timeout: float) -> int | None:
+        """The process's host pid from the runtime's pid file. The runtime writes it only
+        after the process has started, so its first output can come before the file:
+        wait (bounded) while the runtime runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                return int(self._pidfile.read_text().strip())
+            if (self._proc is not None and self._proc.poll() is not None
+                    or time.monotonic() > deadline):
+                return None
+            time.sleep(0.01)
+
     def kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(self._pidfile.read_text().strip()), signal.SIGKILL)
+            # the runtime cannot pass SIGKILL on: kill the process in the instance
+            if (pid := self._exec_pid(PID_FILE_WAIT)) is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             try:
                 self._proc.wait(5)
             except subprocess.TimeoutExpired:
