@@ -13,10 +13,12 @@ import sys
 from cumulo.cli.main import LAZY, command_app
 
 HEAVY = ("httpx", "httpcore", "http.client", "email", "ssl", "rich", "pydantic", "websockets",
-         "anyio", "fastapi",
+         "anyio", "fastapi", "importlib.metadata",
          "sqlalchemy", "cumulo.domain.models", "cumulo.api", "cumulo.cli.images",
          "cumulo.cli.storage", "cumulo.cli.firewall", "cumulo.cli.remotes",
-         "cumulo.cli.bench", "cumulo.cli.exec_client")
+         "cumulo.cli.bench", "cumulo.cli.exec_client", "cumulo.cli.console_client",
+         "cumulo.wsclient", "wsproto")
+STREAMS = ("cumulo.cli.exec_client", "cumulo.cli.console_client", "cumulo.wsclient", "wsproto")
 
 RUN = """
 import json, os, sys
@@ -41,8 +43,8 @@ def loaded(*argv: str) -> set[str]:
     return set(json.loads(r.stdout.splitlines()[-1]))
 
 
-def heavy(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if m.startswith(HEAVY))
+def heavy(modules: set[str], allowed: tuple[str, ...] = ()) -> list[str]:
+    return sorted(m for m in modules if m.startswith(HEAVY) and not m.startswith(allowed))
 
 
 def test_import_loads_nothing_heavy() -> None:
@@ -56,6 +58,15 @@ def test_quick_commands_load_nothing_heavy() -> None:
         mods = loaded(*argv)
         assert heavy(mods) == [], (argv, heavy(mods))
         assert "h11" in mods    # it did try the request
+
+
+def test_streams_speak_websocket_with_wsproto_not_websockets() -> None:
+    """exec, console and monitor open their websocket with wsproto on h11 (a few ms) and
+    load neither the websockets package nor importlib.metadata (its version module's)."""
+    for argv in (["exec", "web", "--", "true"], ["console", "web"], ["monitor"]):
+        mods = loaded(*argv)
+        assert heavy(mods, STREAMS) == [], (argv, heavy(mods, STREAMS))
+        assert {"wsproto", "cumulo.wsclient", "h11"} <= mods, argv   # it did try to connect
 
 
 def test_app_holds_only_the_command_it_runs() -> None:
