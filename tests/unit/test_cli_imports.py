@@ -78,3 +78,23 @@ def test_app_holds_only_the_command_it_runs() -> None:
     every = command_app(["--help"])
     assert len(every.registered_commands) > 15
     assert {g.name for g in every.registered_groups} >= {n for n, v in LAZY.items() if v[2]}
+
+
+TABLE = """
+import json, sys
+from cumulo.cli import output as o
+o.table([{"name": "web[b]1", "state": "running :smile:"}], [("NAME", "name"), ("STATE", "state")],
+        o.Format.table)
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def test_a_table_prints_data_as_it_is_without_rich_emoji_table() -> None:
+    """Cells are data: no markup ("[b]" stays), no emoji codes, so rich's emoji table
+    (a large module) is not loaded to draw a table."""
+    r = subprocess.run([sys.executable, "-c", TABLE], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "web[b]1" in r.stdout and "running :smile:" in r.stdout, r.stdout
+    mods = set(json.loads(r.stderr.splitlines()[-1]))
+    assert "rich.table" in mods and "rich._emoji_codes" not in mods
