@@ -1,9 +1,10 @@
 """A blocking websocket client on a socket of our own, spoken with wsproto (sans-I/O).
 
 The CLI's streams (``exec``, ``console``, ``monitor``) use it. wsproto builds on h11,
-which the client already imports, and adds about 3 ms; the ``websockets`` package's
-sync client took about 0.6x of importing typer, half of it ``importlib.metadata``
-(its version module imports it), on every ``cumulo exec``.
+which the client's requests use too: the two import in about 0.4x of the time
+``import typer`` takes, the ``websockets`` package's sync client in about 0.7x (half
+of it ``importlib.metadata``, which its version module imports), on every
+``cumulo exec``.
 
 One thread may read (``recv``, iterating) while others send (``send``, ``close``):
 reading and sending hold a lock each, so a reader never waits for a blocked send (a
