@@ -106,7 +106,8 @@ class WebSocket:
                 return
 
     def _receive(self, data: bytes | None) -> None:
-        """Feed bytes read (None: end of stream) and act on the events they make."""
+        """Feed bytes read (None: end of stream; b"": none, just take the events pending)
+        and act on the events they make."""
         if self._conn.state is ConnectionState.CLOSED:
             self.close_code = self.close_code or ABNORMAL
             self._sock.close()
@@ -187,7 +188,9 @@ def handshake(sock: socket.socket, host: str, target: str,
         for event in conn.events():
             if isinstance(event, AcceptConnection):
                 sock.settimeout(None)
-                return WebSocket(sock, conn)
+                ws = WebSocket(sock, conn)
+                ws._receive(b"")    # frames that came with the 101 wait in wsproto
+                return ws
             if isinstance(event, RejectConnection):
                 status = event.status_code
                 if not event.has_body:
