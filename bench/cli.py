@@ -7,9 +7,12 @@ Two floors, measured in the same rounds (interleaved, so drift hits all alike):
   socket with the standard library (a new connection each time): what the daemon
   takes to answer, with no client start-up at all.
 
-Ratios are the median of the per-round ratios.
+Ratios are the median of the per-round ratios. ``--before REF`` also runs the CLI of
+git commit REF (its ``src/``, same interpreter and packages) in the same rounds, for
+before/after figures side by side.
 
     .venv/bin/python -m bench.cli [--repeat 20] [--socket PATH --name INSTANCE]
+                                  [--before REF]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -78,7 +82,29 @@ def ms(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1000:7.1f} ms"
 
 
-def measure(sock: str, name: str, repeat: int) -> dict[str, list[float]]:
+COMMANDS = ("cumulo --help", "cumulo list", "cumulo info", "cumulo exec -- true")
+
+
+def commands(cumulo: list[str], name: str) -> dict[str, list[str]]:
+    return {"cumulo --help": [*cumulo, "--help"], "cumulo list": [*cumulo, "list"],
+            "cumulo info": [*cumulo, "info", name],
+            "cumulo exec -- true": [*cumulo, "exec", name, "--", "true"]}
+
+
+def checkout(ref: str, into: str) -> list[str]:
+    """The CLI of commit ``ref``: its src/ unpacked ``into`` a directory and compiled,
+    run by this interpreter (as the installed entry point runs ours)."""
+    archive = subprocess.run(["git", "archive", ref, "src"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+    subprocess.run([PY, "-m", "compileall", "-q", f"{into}/src/cumulo"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return [PY, "-c", f"import sys; sys.path.insert(0, {into + '/src'!r}); "
+                      "from cumulo.cli.main import main; main()"]
+
+
+def measure(sock: str, name: str, repeat: int, before: list[str] | None = None
+            ) -> dict[str, list[float]]:
     env = {**os.environ, "CUMULO_SOCKET": sock}
     env.pop("CUMULO_URL", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)   # as installed: compiled once, not every run
@@ -86,10 +112,9 @@ def measure(sock: str, name: str, repeat: int) -> dict[str, list[float]]:
     q = "?project=default"
     runs: dict[str, Callable[[], None]] = {
         "import typer": process([PY, "-c", "import typer"], env),
-        "cumulo --help": process([cumulo, "--help"], env),
-        "cumulo list": process([cumulo, "list"], env),
-        "cumulo info": process([cumulo, "info", name], env),
-        "cumulo exec -- true": process([cumulo, "exec", name, "--", "true"], env),
+        **{k: process(argv, env) for k, argv in commands([cumulo], name).items()},
+        **({f"before: {k}": process(argv, env) for k, argv in commands(before, name).items()}
+           if before else {}),
         "bare GET /instances": bare(sock, "GET", f"/1.0/instances{q}"),
         "bare GET /instances/NAME": bare(sock, "GET", f"/1.0/instances/{name}{q}"),
         "bare POST exec true": bare(sock, "POST", f"/1.0/instances/{name}/exec{q}",
@@ -111,18 +136,22 @@ def ratio(samples: dict[str, list[float]], ours: str, floor: str) -> float:
 
 
 def report(samples: dict[str, list[float]]) -> None:
+    """Medians and ratios; with ``before: ...`` samples, theirs on the next line."""
     floors = {"cumulo list": "bare GET /instances", "cumulo info": "bare GET /instances/NAME",
               "cumulo exec -- true": "bare POST exec true"}
     print("medians; ratios are medians of per-round ratios")
     label = 'python -c "import typer"'
     print(f"  {label:<28}{ms(samples['import typer'])}")
-    for key in ("cumulo --help", *floors):
-        line = (f"  {key:<28}{ms(samples[key])}   "
-                f"{ratio(samples, key, 'import typer'):5.2f}x import typer")
-        if key in floors:
-            line += (f"   {ratio(samples, key, floors[key]):6.1f}x {floors[key]}"
-                     f" ({ms(samples[floors[key]]).strip()})")
-        print(line)
+    for key in COMMANDS:
+        for who in ("", "before: "):
+            if who + key not in samples:
+                continue
+            line = (f"  {who + key:<28}{ms(samples[who + key])}   "
+                    f"{ratio(samples, who + key, 'import typer'):5.2f}x import typer")
+            if key in floors:
+                line += (f"   {ratio(samples, who + key, floors[key]):6.1f}x {floors[key]}"
+                         f" ({ms(samples[floors[key]]).strip()})")
+            print(line)
 
 
 def main() -> None:
@@ -131,6 +160,8 @@ def main() -> None:
     ap.add_argument("--socket", help="an existing daemon's socket (default: start one)")
     ap.add_argument("--name", default="clibench",
                     help="a running instance on --socket (default: launch one)")
+    ap.add_argument("--before", metavar="REF",
+                    help="also measure the CLI of this git commit, in the same rounds")
     args = ap.parse_args()
     with ExitStack() as stack:
         sock, name = args.socket, args.name
@@ -139,7 +170,9 @@ def main() -> None:
             c.build_image("busybox")
             c.create(name, "busybox", start=True)
             sock = str(c.socket)
-        samples = measure(sock, name, args.repeat)
+        before = (checkout(args.before, stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="cumulo-cli-before-"))) if args.before else None)
+        samples = measure(sock, name, args.repeat, before)
     report(samples)
     out = Path("bench/results/cli.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # imported where used: the CLI's quick commands pay for neith
     import socket
 
     import httpx  # ~60 ms: only streams (console --follow, image export) need it
-    from websockets.sync.client import ClientConnection  # ~30 ms: only exec and console
+
+    from cumulo.wsclient import WebSocket
 
 DEFAULT_SOCKET = "/run/cumulo/cumulo.sock"
 API = "/1.0"
@@ -72,7 +73,7 @@ def _query(params: dict[str, Any] | None) -> str:
                             for k, v in params.items() if v is not None})
 
 
-def stream_cut(ws: ClientConnection, what: str) -> DaemonUnreachable:
+def stream_cut(ws: WebSocket, what: str) -> DaemonUnreachable:
     """The error for a websocket that ended early: the daemon stopped, or the link broke."""
     if ws.close_code == 1012:   # "service restart": cumulod is stopping
         return DaemonUnreachable(f"cumulod stopped: {what}")
@@ -274,52 +275,40 @@ class Client:
                             json=body, timeout=timeout + 10).json()
 
     def exec_stream(self, name: str, request: dict[str, Any], project: str = "default"
-                    ) -> ClientConnection:
+                    ) -> WebSocket:
         """A websocket running the command (protocol in api/exec_ws.py)."""
-        from websockets.exceptions import WebSocketException
-        from websockets.sync.client import connect, unix_connect
-
-        path = f"{API}/instances/{name}/exec-ws?project={project}"
+        ws = self._websocket(f"/instances/{name}/exec-ws?project={project}", "exec stream")
         try:
-            if self.socket:
-                ws = unix_connect(self.socket, uri=f"ws://cumulo{path}", max_size=None)
-            else:
-                ws = connect(self.base.replace("http", "ws", 1) + path, max_size=None,
-                             additional_headers=self.headers or None)
             ws.send(json.dumps(request))
-        except (OSError, WebSocketException) as err:
-            raise DaemonUnreachable(f"cannot open exec stream at {self.where()}: {err}") from err
+        except (OSError, e.CumuloError) as err:
+            ws.close_socket()
+            raise DaemonUnreachable(f"cannot open exec stream at {self.where()}: {err}"
+                                    ) from err
         return ws
 
-    def console_stream(self, name: str, project: str = "default") -> ClientConnection:
+    def console_stream(self, name: str, project: str = "default") -> WebSocket:
         """A websocket on the interactive console (protocol in api/console_ws.py)."""
-        from websockets.exceptions import WebSocketException
-        from websockets.sync.client import connect, unix_connect
-
-        path = f"{API}/instances/{name}/console-ws?project={project}"
-        try:
-            if self.socket:
-                return unix_connect(self.socket, uri=f"ws://cumulo{path}", max_size=None)
-            return connect(self.base.replace("http", "ws", 1) + path, max_size=None)
-        except (OSError, WebSocketException) as err:
-            raise DaemonUnreachable(f"cannot open console at {self.where()}: {err}") from err
+        return self._websocket(f"/instances/{name}/console-ws?project={project}", "console")
 
     def events(self, types: list[str] | None = None, project: str | None = None
-               ) -> ClientConnection:
+               ) -> WebSocket:
         """A websocket of the daemon's events, one JSON text frame each (api/events_ws.py)."""
-        from websockets.exceptions import WebSocketException
-        from websockets.sync.client import connect, unix_connect
+        return self._websocket("/events" + _query({"type": ",".join(types) if types else None,
+                                                   "project": project}), "the event stream")
 
-        path = f"{API}/events" + _query({"type": ",".join(types) if types else None,
-                                         "project": project})
+    def _websocket(self, path: str, what: str) -> WebSocket:
+        """A websocket on ``path`` (under /1.0), on a socket of our own (wsclient.py)."""
+        from cumulo.wsclient import Rejected, handshake
+
         try:
-            if self.socket:
-                return unix_connect(self.socket, uri=f"ws://cumulo{path}", max_size=None)
-            return connect(self.base.replace("http", "ws", 1) + path, max_size=None,
-                           additional_headers=self.headers or None)
-        except (OSError, WebSocketException) as err:
-            raise DaemonUnreachable(f"cannot open the event stream at {self.where()}: {err}"
-                                    ) from err
+            sock, host = self._connect(self.timeout)
+            try:
+                return handshake(sock, host, API + path, self.headers)
+            except BaseException:
+                sock.close()
+                raise
+        except (OSError, Rejected) as err:
+            raise DaemonUnreachable(f"cannot open {what} at {self.where()}: {err}") from err
 
     def metrics(self) -> str:
         """The Prometheus exposition of ``GET /1.0/metrics``."""

@@ -13,10 +13,12 @@ import sys
 from cumulo.cli.main import LAZY, command_app
 
 HEAVY = ("httpx", "httpcore", "http.client", "email", "ssl", "rich", "pydantic", "websockets",
-         "anyio", "fastapi",
+         "anyio", "fastapi", "importlib.metadata",
          "sqlalchemy", "cumulo.domain.models", "cumulo.api", "cumulo.cli.images",
          "cumulo.cli.storage", "cumulo.cli.firewall", "cumulo.cli.remotes",
-         "cumulo.cli.bench", "cumulo.cli.exec_client")
+         "cumulo.cli.bench", "cumulo.cli.exec_client", "cumulo.cli.console_client",
+         "cumulo.wsclient", "wsproto")
+STREAMS = ("cumulo.cli.exec_client", "cumulo.cli.console_client", "cumulo.wsclient", "wsproto")
 
 RUN = """
 import json, os, sys
@@ -41,8 +43,8 @@ def loaded(*argv: str) -> set[str]:
     return set(json.loads(r.stdout.splitlines()[-1]))
 
 
-def heavy(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if m.startswith(HEAVY))
+def heavy(modules: set[str], allowed: tuple[str, ...] = ()) -> list[str]:
+    return sorted(m for m in modules if m.startswith(HEAVY) and not m.startswith(allowed))
 
 
 def test_import_loads_nothing_heavy() -> None:
@@ -58,6 +60,15 @@ def test_quick_commands_load_nothing_heavy() -> None:
         assert "h11" in mods    # it did try the request
 
 
+def test_streams_speak_websocket_with_wsproto_not_websockets() -> None:
+    """exec, console and monitor open their websocket with wsproto on h11 (a few ms) and
+    load neither the websockets package nor importlib.metadata (its version module's)."""
+    for argv in (["exec", "web", "--", "true"], ["console", "web"], ["monitor"]):
+        mods = loaded(*argv)
+        assert heavy(mods, STREAMS) == [], (argv, heavy(mods, STREAMS))
+        assert {"wsproto", "cumulo.wsclient", "h11"} <= mods, argv   # it did try to connect
+
+
 def test_app_holds_only_the_command_it_runs() -> None:
     root = command_app(["info", "web"])
     assert [c.callback.__name__ for c in root.registered_commands if c.callback] == ["info"]
@@ -67,3 +78,23 @@ def test_app_holds_only_the_command_it_runs() -> None:
     every = command_app(["--help"])
     assert len(every.registered_commands) > 15
     assert {g.name for g in every.registered_groups} >= {n for n, v in LAZY.items() if v[2]}
+
+
+TABLE = """
+import json, sys
+from cumulo.cli import output as o
+o.table([{"name": "web[b]1", "state": "running :smile:"}], [("NAME", "name"), ("STATE", "state")],
+        o.Format.table)
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def test_a_table_prints_data_as_it_is_without_rich_emoji_table() -> None:
+    """Cells are data: no markup ("[b]" stays), no emoji codes, so rich's emoji table
+    (a large module) is not loaded to draw a table."""
+    r = subprocess.run([sys.executable, "-c", TABLE], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "web[b]1" in r.stdout and "running :smile:" in r.stdout, r.stdout
+    mods = set(json.loads(r.stderr.splitlines()[-1]))
+    assert "rich.table" in mods and "rich._emoji_codes" not in mods

@@ -14,10 +14,8 @@ import termios
 import threading
 import tty
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
-
 from cumulo.client import APIError, Client, stream_cut
+from cumulo.wsclient import StreamClosed, WebSocket
 
 ESCAPE = b"\x01"          # ctrl-a
 DETACH = b"q"
@@ -47,7 +45,7 @@ class Keys:
         return bytes(out), False
 
 
-def _pump_stdin(ws: ClientConnection, detached: threading.Event) -> None:
+def _pump_stdin(ws: WebSocket, detached: threading.Event) -> None:
     keys = Keys()
     try:
         while True:
@@ -61,7 +59,7 @@ def _pump_stdin(ws: ClientConnection, detached: threading.Event) -> None:
                 detached.set()
                 ws.close()
                 return
-    except (OSError, ConnectionClosed):
+    except (OSError, StreamClosed):
         pass
 
 
@@ -86,8 +84,6 @@ def run_console(client: Client, name: str, project: str) -> int:
             ctl = json.loads(msg)
             if "error" in ctl:
                 raise APIError(ctl["error"], int(ctl.get("status", 500)), ctl.get("type", ""))
-    except ConnectionClosed:
-        pass
     finally:
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -14,13 +13,11 @@ import tty
 from types import FrameType
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
-
 from cumulo.client import APIError, Client, stream_cut
+from cumulo.wsclient import StreamClosed, WebSocket
 
 
-def _pump_stdin(ws: ClientConnection, raw_tty: bool) -> None:
+def _pump_stdin(ws: WebSocket) -> None:
     fd = sys.stdin.fileno()
     try:
         while True:
@@ -29,8 +26,20 @@ def _pump_stdin(ws: ClientConnection, raw_tty: bool) -> None:
                 break
             ws.send(data)
         ws.send(json.dumps({"eof": True}))
-    except (OSError, ConnectionClosed):
+    except (OSError, StreamClosed):
         pass
+
+
+def _send_resizes(ws: WebSocket, winched: threading.Event) -> None:
+    """Send the terminal's size after each SIGWINCH (the handler only sets ``winched``:
+    sending from it could interrupt a send of the main thread's, mid-frame)."""
+    while winched.wait():
+        winched.clear()
+        s = shutil.get_terminal_size()
+        try:
+            ws.send(json.dumps({"resize": [s.lines, s.columns]}))
+        except (OSError, StreamClosed):
+            return
 
 
 def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
@@ -45,19 +54,20 @@ def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
         saved = termios.tcgetattr(sys.stdin.fileno())
         tty.setraw(sys.stdin.fileno(), termios.TCSANOW)   # keep type-ahead
 
+        winched = threading.Event()
+        threading.Thread(target=_send_resizes, args=(ws, winched), daemon=True).start()
+
         def on_winch(_sig: int, _frame: FrameType | None) -> None:
-            s = shutil.get_terminal_size()
-            with contextlib.suppress(Exception):
-                ws.send(json.dumps({"resize": [s.lines, s.columns]}))
+            winched.set()
 
         signal.signal(signal.SIGWINCH, on_winch)
     if tty_mode or not stdin_is_tty:
-        threading.Thread(target=_pump_stdin, args=(ws, tty_mode), daemon=True).start()
+        threading.Thread(target=_pump_stdin, args=(ws,), daemon=True).start()
     else:
         ws.send(json.dumps({"eof": True}))
     code: int | None = None
     try:
-        for msg in ws:
+        for msg in ws:      # until the daemon closes it (after exit_code, or cut short)
             if isinstance(msg, bytes):
                 stream = sys.stdout if msg[0] == 1 else sys.stderr
                 stream.buffer.write(msg[1:])
@@ -68,8 +78,6 @@ def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
                 code = int(ctl["exit_code"])
             elif "error" in ctl:
                 raise APIError(ctl["error"], int(ctl.get("status", 500)), ctl.get("type", ""))
-    except ConnectionClosed:
-        pass
     finally:
         if saved is not None:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)

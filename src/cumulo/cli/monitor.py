@@ -7,7 +7,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from websockets.exceptions import ConnectionClosed
 
 from cumulo.cli import output as o
 from cumulo.client import APIError, Client, DaemonUnreachable
@@ -63,8 +62,6 @@ def monitor(
             sys.stdout.flush()
     except KeyboardInterrupt:
         return
-    except ConnectionClosed:
-        pass
     finally:
         ws.close()
     raise DaemonUnreachable(f"the event stream from {c.where()} ended (cumulod stopped)")

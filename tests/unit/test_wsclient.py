@@ -1,0 +1,130 @@
+"""The CLI's websocket client (cumulo.wsclient) against a wsproto server on a socket
+pair: messages split over frames arrive whole, pings are answered, a close or a cut
+link ends the stream with its code, a refused upgrade is one error."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from cumulo.wsclient import Rejected, StreamClosed, WebSocket, handshake
+
+
+class Server:
+    """The far end: accepts the upgrade, then runs ``script`` with a send and a receive."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.conn = sock, WSConnection(ConnectionType.SERVER)
+
+    def send(self, event: object) -> None:
+        self.sock.sendall(self.conn.send(event))  # type: ignore[arg-type]
+
+    def next(self) -> object:
+        while True:
+            for event in self.conn.events():
+                return event
+            self.conn.receive_data(self.sock.recv(65536) or None)
+
+    def accept(self) -> Request:
+        request = self.next()
+        assert isinstance(request, Request)
+        self.send(AcceptConnection())
+        return request
+
+
+def served(script: Callable[[Server], None]) -> Iterator[WebSocket]:
+    ours, theirs = socket.socketpair()
+    thread = threading.Thread(target=script, args=(Server(theirs),), daemon=True)
+    thread.start()
+    ours.settimeout(10)
+    ws = handshake(ours, "cumulo", "/1.0/x?project=p", {"Authorization": "Bearer t"})
+    try:
+        yield ws
+    finally:
+        ws.close()
+        thread.join(10)
+        theirs.close()
+
+
+def test_messages_split_over_frames_arrive_whole_and_pings_are_answered() -> None:
+    got: list[object] = []
+
+    def script(s: Server) -> None:
+        req = s.accept()
+        got.append((req.target, dict(req.extra_headers).get(b"authorization")))
+        s.send(Ping(payload=b"p"))
+        s.send(BytesMessage(data=b"\x01hel", message_finished=False))
+        s.send(BytesMessage(data=b"lo", message_finished=True))
+        got.append(s.next())                        # the client's pong
+        got.append(s.next())                        # what it sent after the first message
+        s.send(TextMessage(data='{"exit', message_finished=False))
+        s.send(TextMessage(data='_code": 0}', message_finished=True))
+        s.send(CloseConnection(code=1000))
+        got.append(s.next())                        # the client's close answer
+
+    for ws in served(script):
+        assert ws.recv() == b"\x01hello"
+        ws.send("stdin")
+        assert list(ws) == ['{"exit_code": 0}']
+        assert ws.close_code == 1000
+    assert got[0] == ("/1.0/x?project=p", b"Bearer t")
+    assert isinstance(got[1], Pong) and got[1].payload == b"p"
+    assert isinstance(got[2], Message) and got[2].data == "stdin"
+    assert isinstance(got[3], CloseConnection)
+
+
+def test_a_close_code_is_kept_and_recv_then_raises() -> None:
+    def script(s: Server) -> None:
+        s.accept()
+        s.send(CloseConnection(code=1012))          # "service restart": cumulod stops
+        s.next()
+
+    for ws in served(script):
+        with pytest.raises(StreamClosed) as closed:
+            ws.recv()
+        assert closed.value.code == ws.close_code == 1012
+        with pytest.raises(StreamClosed):
+            ws.send(b"late")
+
+
+def test_a_cut_link_ends_the_stream_as_abnormal() -> None:
+    def script(s: Server) -> None:
+        s.accept()
+        s.sock.shutdown(socket.SHUT_RDWR)
+
+    for ws in served(script):
+        assert list(ws) == []
+        assert ws.close_code == 1006
+
+
+def test_a_refused_upgrade_is_one_error_with_its_status() -> None:
+    ours, theirs = socket.socketpair()
+
+    def script() -> None:
+        s = Server(theirs)
+        s.next()
+        s.send(RejectConnection(status_code=403, has_body=True,
+                                headers=[(b"content-length", b"2")]))
+        s.send(RejectData(data=b"no", body_finished=True))
+
+    threading.Thread(target=script, daemon=True).start()
+    ours.settimeout(10)
+    with ours, theirs, pytest.raises(Rejected) as refused:
+        handshake(ours, "cumulo", "/1.0/x", None)
+    assert refused.value.status == 403 and "no" in str(refused.value)
