@@ -167,6 +167,15 @@ def test_daemon_refuses_bad_start(tmp_path: Path) -> None:
     assert not (tmp_path / "s.sock").exists()
 
 
+def ws_status(port: int, path: str) -> int:
+    """The HTTP status a websocket upgrade to ``path`` gets over TCP, without a token."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
+        return int(s.recv(4096).split()[1])
+
+
 def test_cli_over_tcp_with_cumulo_url(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -191,6 +200,8 @@ def test_cli_over_tcp_with_cumulo_url(tmp_path: Path) -> None:
         r = subprocess.run([str(BIN / "cumulo"), "list"], capture_output=True, text=True,
                            env={**env, "CUMULO_TOKEN": "forged"}, timeout=30)
         assert r.returncode == 1 and "needs a token" in r.stderr
+        for route in ("instances/x/exec-ws", "instances/x/console-ws", "events"):
+            assert ws_status(port, f"/1.0/{route}") == 403, route   # no token: no handshake
         token = subprocess.run([str(BIN / "cumulo"), "remote", "token", "--name", "ci"],
                                env=local, capture_output=True, text=True, timeout=30,
                                check=True).stdout.strip()

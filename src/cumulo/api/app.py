@@ -320,26 +320,29 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
     host_routes.add_routes(r, svc)
     app.include_router(r)
 
-    @app.websocket(f"/{API}/instances/{{name}}/exec-ws")
-    async def exec_stream(ws: WebSocket, name: str, project: str = "default") -> None:
+    async def refused(ws: WebSocket) -> bool:
+        """Over TCP every websocket needs a token too (refused before the handshake)."""
         if tcp_auth and host_routes.over_tcp(ws.scope) and not host_routes.token_ok(
                 svc, ws.headers.get("authorization")):
             await ws.close(code=4401, reason="over TCP this cumulod needs a token")
-            return
-        await exec_ws.serve(ws, svc, project, name)
+            return True
+        return False
+
+    @app.websocket(f"/{API}/instances/{{name}}/exec-ws")
+    async def exec_stream(ws: WebSocket, name: str, project: str = "default") -> None:
+        if not await refused(ws):
+            await exec_ws.serve(ws, svc, project, name)
 
     @app.websocket(f"/{API}/events")
     async def event_stream(ws: WebSocket, type: str | None = None, project: str | None = None
                            ) -> None:
-        if tcp_auth and host_routes.over_tcp(ws.scope) and not host_routes.token_ok(
-                svc, ws.headers.get("authorization")):
-            await ws.close(code=4401, reason="over TCP this cumulod needs a token")
-            return
-        await events_ws.serve(ws, svc, type, project)
+        if not await refused(ws):
+            await events_ws.serve(ws, svc, type, project)
 
     @app.websocket(f"/{API}/instances/{{name}}/console-ws")
     async def console_stream(ws: WebSocket, name: str, project: str = "default") -> None:
-        await console_ws.serve(ws, svc, project, name)
+        if not await refused(ws):
+            await console_ws.serve(ws, svc, project, name)
 
     return app
 
