@@ -10,6 +10,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,6 @@ from cumulo import errors as e
 
 if TYPE_CHECKING:  # imported where used: the CLI's quick commands pay for neither
     import socket
-
-    import httpx  # ~60 ms: only streams (console --follow, image export) need it
 
     from cumulo.wsclient import WebSocket
 
@@ -84,8 +83,8 @@ class Client:
     """Requests are HTTP/1.1 spoken with h11 on a socket of our own, a new connection each
     (so nothing goes stale between them): h11 imports in ~5 ms where the standard
     library's http.client takes ~12 ms (its email and ssl modules) and httpx ~60 ms,
-    more than a quick CLI command may cost in all. Streamed downloads use httpx,
-    imported when first used."""
+    more than a quick CLI command may cost in all. Streamed downloads (``console
+    --follow``, image export) read the same exchange's body as it comes."""
 
     def __init__(self, socket: str | None = None, url: str | None = None,
                  timeout: float = 60.0, token: str | None = None) -> None:
@@ -99,21 +98,9 @@ class Client:
         self.timeout = timeout
         token = token or (os.environ.get("CUMULO_TOKEN") if url else None)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http: httpx.Client | None = None
-
-    def _streams(self) -> httpx.Client:
-        """An httpx client for streamed downloads, made when first needed."""
-        if self._http is None:
-            import httpx
-
-            transport = httpx.HTTPTransport(uds=self.socket) if self.socket else None
-            self._http = httpx.Client(base_url=self.base, transport=transport,
-                                      timeout=self.timeout, headers=self.headers)
-        return self._http
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
+        """Nothing is kept open between requests (kept for ``with Client() as c``)."""
 
     def __enter__(self) -> Client:
         return self
@@ -150,10 +137,12 @@ class Client:
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
         return sock, url.netloc
 
-    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                json: Any = None, content: Any = None, headers: dict[str, str] | None = None,
-                timeout: Any = _DEFAULT) -> Response:
-        """One request; ``content``: bytes or a file to upload; ``timeout=None``: none."""
+    @contextmanager
+    def _exchange(self, method: str, path: str, params: dict[str, Any] | None, json: Any,
+                  content: Any, headers: dict[str, str] | None, timeout: Any
+                  ) -> Iterator[tuple[Response, Iterator[bytes]]]:
+        """Send one request; yield the answer's head (no body yet) and its body's pieces
+        as they come. ``content``: bytes or a file to upload; ``timeout=None``: none."""
         import h11
 
         t: float | None = self.timeout if timeout is _DEFAULT else timeout
@@ -168,33 +157,50 @@ class Client:
             hdrs["transfer-encoding"] = "chunked"
         try:
             sock, host = self._connect(t)
-            with sock:
-                conn = h11.Connection(h11.CLIENT)
-                request = h11.Request(method=method, target=API + path + _query(params),
-                                      headers=[("host", host), ("connection", "close"),
-                                               *hdrs.items()])
-                events = chain([request], (h11.Data(data=c) for c in _chunks(body)),
-                               [h11.EndOfMessage()])
+        except OSError as err:
+            raise self._unreachable(err) from err
+        with sock:
+            conn = h11.Connection(h11.CLIENT)
+            request = h11.Request(method=method, target=API + path + _query(params),
+                                  headers=[("host", host), ("connection", "close"),
+                                           *hdrs.items()])
+            events = chain([request], (h11.Data(data=c) for c in _chunks(body)),
+                           [h11.EndOfMessage()])
+            try:
                 try:
                     for event in events:
                         if data := conn.send(event):   # b"": no send (EPIPE once answered)
                             sock.sendall(data)
                 except OSError:
                     pass   # it may have answered (and closed) before taking it all: read on
-                resp = _receive(conn, sock)
-        except (OSError, h11.ProtocolError) as err:
-            raise DaemonUnreachable(
-                f"cannot reach cumulod at {self.where()}: {err or type(err).__name__}. "
-                "Is it running? (start it with `cumulod`, or set CUMULO_SOCKET / CUMULO_URL)"
-            ) from err
-        if resp.status_code >= 400:
-            try:
-                body = resp.json()
-                msg, kind = body.get("error", resp.text), body.get("type", "")
-            except ValueError:
-                msg, kind = resp.text or resp.reason_phrase, ""
-            raise APIError(msg, resp.status_code, kind)
-        return resp
+                head = _head(conn, sock)
+            except (OSError, h11.ProtocolError) as err:
+                raise self._unreachable(err) from err
+            yield head, _body(conn, sock, self.where())
+
+    def _unreachable(self, err: Exception) -> DaemonUnreachable:
+        return DaemonUnreachable(
+            f"cannot reach cumulod at {self.where()}: {err or type(err).__name__}. "
+            "Is it running? (start it with `cumulod`, or set CUMULO_SOCKET / CUMULO_URL)")
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                json: Any = None, content: Any = None, headers: dict[str, str] | None = None,
+                timeout: Any = _DEFAULT) -> Response:
+        """One request, its whole answer read; an error answer raises APIError."""
+        with self._exchange(method, path, params, json, content, headers, timeout) as (
+                head, body):
+            head.content = b"".join(body)
+        return _checked(head)
+
+    @contextmanager
+    def _stream(self, path: str, params: dict[str, Any] | None = None
+                ) -> Iterator[tuple[Response, Iterator[bytes]]]:
+        """A GET whose body is read as it comes, with no time limit; errors as request's."""
+        with self._exchange("GET", path, params, None, None, None, None) as (head, body):
+            if head.status_code >= 400:
+                head.content = b"".join(body)
+                _checked(head)
+            yield head, body
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw).json()
@@ -321,19 +327,9 @@ class Client:
         return resp.content, int(resp.headers.get("x-cumulo-offset", offset))
 
     def console_follow(self, name: str, project: str = "default") -> Iterator[bytes]:
-        import httpx
-
-        params = {"project": project, "follow": "true"}
-        try:
-            with self._streams().stream("GET", f"{API}/instances/{name}/console", params=params,
-                                  timeout=httpx.Timeout(10, read=None)) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    body = resp.json()
-                    raise APIError(body.get("error", ""), resp.status_code, body.get("type", ""))
-                yield from resp.iter_raw()
-        except httpx.TransportError as err:
-            raise DaemonUnreachable(f"lost cumulod at {self.where()}: {err}") from err
+        with self._stream(f"/instances/{name}/console",
+                          {"project": project, "follow": "true"}) as (_head, body):
+            yield from body
 
     # images
     def images(self) -> list[dict[str, Any]]:
@@ -387,19 +383,10 @@ class Client:
 
     def export_image(self, ref: str) -> Iterator[tuple[str, bytes]]:
         """(format, chunk) pairs of the image's file: tar.gz for a rootfs, qcow2/raw for a disk."""
-        import httpx
-
-        try:
-            with self._streams().stream("GET", f"{API}/image-files/{ref}", timeout=None) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    body = resp.json()
-                    raise APIError(body.get("error", ""), resp.status_code, body.get("type", ""))
-                fmt = resp.headers.get("X-Cumulo-Format", "")
-                for chunk in resp.iter_bytes():
-                    yield fmt, chunk
-        except httpx.TransportError as err:
-            raise DaemonUnreachable(f"lost cumulod at {self.where()}: {err}") from err
+        with self._stream(f"/image-files/{ref}") as (head, body):
+            fmt = head.headers.get("x-cumulo-format", "")
+            for chunk in body:
+                yield fmt, chunk
 
     def publish(self, name: str, alias: str, project: str = "default") -> dict[str, Any]:
         """Start publishing a stopped container as an image; returns the operation."""
@@ -576,26 +563,49 @@ def _chunks(body: Any) -> Iterator[bytes]:
             yield chunk
 
 
-def _receive(conn: Any, sock: socket.socket) -> Response:
-    """Read one whole response from ``sock`` through the h11 connection ``conn``."""
+def _head(conn: Any, sock: socket.socket) -> Response:
+    """Read an answer's status and headers from ``sock`` through the h11 ``conn``."""
     import h11
 
-    head: h11.Response | None = None
-    parts: list[bytes] = []
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             conn.receive_data(sock.recv(1 << 16))
         elif isinstance(event, h11.Response):
-            head = event
-        elif isinstance(event, h11.Data):
-            parts.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-            break
-    if head is None:
-        raise h11.RemoteProtocolError("connection closed before a response")
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in head.headers}
-    return Response(head.status_code, head.reason.decode("latin-1"), headers, b"".join(parts))
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+            return Response(event.status_code, event.reason.decode("latin-1"), headers, b"")
+        elif isinstance(event, h11.ConnectionClosed):
+            raise h11.RemoteProtocolError("connection closed before a response")
+
+
+def _body(conn: Any, sock: socket.socket, where: str) -> Iterator[bytes]:
+    """The answer's body in pieces as they come, to its end."""
+    import h11
+
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(1 << 16))
+            elif isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return
+    except (OSError, h11.ProtocolError) as err:
+        raise DaemonUnreachable(f"lost cumulod at {where}: {err or type(err).__name__}"
+                                ) from err
+
+
+def _checked(resp: Response) -> Response:
+    """``resp``, or the APIError its error answer says."""
+    if resp.status_code >= 400:
+        try:
+            body = resp.json()
+            msg, kind = body.get("error", resp.text), body.get("type", "")
+        except ValueError:
+            msg, kind = resp.text or resp.reason_phrase, ""
+        raise APIError(msg, resp.status_code, kind)
+    return resp
 
 
 def error_from(kind: str) -> type[e.CumuloError]:
