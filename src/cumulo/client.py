@@ -1,7 +1,8 @@
 """The Python client of the public REST API; the CLI, tests and benchmarks use only this.
 
 The daemon is found through ``CUMULO_SOCKET`` (a unix socket path) or
-``CUMULO_URL`` (http://host:port), else the default socket.
+``CUMULO_URL`` (https://host:port, with ``CUMULO_TOKEN`` and ``CUMULO_FINGERPRINT``:
+the sha256 of the daemon's certificate, pinned), else the default socket.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _DEFAULT = object()   # "the client's timeout", as opposed to None: no timeout
 _BY_NAME: dict[str, type[e.CumuloError]] = {
     cls.__name__: cls for cls in (
         e.InvalidInputError, e.LimitExceedsHostError, e.NotFoundError, e.ConflictError,
+        e.AuthError, e.ForbiddenError,
         e.InvalidStateError, e.UnsupportedError, e.DriverError, e.RuntimeToolError,
         e.StoreError)
 }
@@ -62,6 +64,61 @@ class Response:
         return json.loads(self.content)
 
 
+def normal_fingerprint(text: str) -> str:
+    """``sha256:AB:CD...`` or ``abcd...``: 64 lower-case hex digits."""
+    fp = text.strip().lower().removeprefix("sha256:").replace(":", "")
+    if len(fp) != 64 or any(ch not in "0123456789abcdef" for ch in fp):
+        raise e.InvalidInputError(f"invalid certificate fingerprint {text!r}: the sha256"
+                                  " of the certificate, 64 hex digits")
+    return fp
+
+
+def _tls(sock: socket.socket, host: str) -> socket.socket:
+    """TLS on ``sock`` with no CA check: the peer is trusted by its pinned fingerprint."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx.wrap_socket(sock, server_hostname=host)
+
+
+def peer_fingerprint(sock: socket.socket) -> str:
+    import hashlib
+
+    der = sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+    return hashlib.sha256(der or b"").hexdigest()
+
+
+def check_pinned(sock: socket.socket, pinned: str | None, where: str) -> None:
+    """Refuse a peer whose certificate is not the pinned one (or with none pinned)."""
+    got = peer_fingerprint(sock)
+    if pinned is None:
+        raise e.CertificateError(
+            f"{where} presents a certificate with sha256 fingerprint {got}; none is pinned:"
+            " set CUMULO_FINGERPRINT to it if it is the one its cumulod printed")
+    if got != pinned:
+        raise e.CertificateError(
+            f"the certificate of {where} changed: sha256 {got}, pinned {pinned}; refused"
+            " (a different host, or its key was replaced)")
+
+
+def fetch_fingerprint(url: str, timeout: float = 10.0) -> str:
+    """The sha256 of the certificate ``url`` (https://HOST:PORT) presents (trust on first
+    use: the caller pins it)."""
+    import socket as sockets
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    try:
+        with sockets.create_connection((host, parts.port or 443), timeout=timeout) as raw, \
+                _tls(raw, host) as sock:
+            return peer_fingerprint(sock)
+    except OSError as err:
+        raise DaemonUnreachable(f"cannot reach {url}: {err or type(err).__name__}") from err
+
+
 def _query(params: dict[str, Any] | None) -> str:
     """``?a=1&b=true``, with booleans spelled as the API (and httpx) spell them."""
     from urllib.parse import urlencode
@@ -87,7 +144,9 @@ class Client:
     --follow``, image export) read the same exchange's body as it comes."""
 
     def __init__(self, socket: str | None = None, url: str | None = None,
-                 timeout: float = 60.0, token: str | None = None) -> None:
+                 timeout: float = 60.0, token: str | None = None,
+                 fingerprint: str | None = None) -> None:
+        from_env = url is None and not socket
         url = url if url is not None else (None if socket else os.environ.get("CUMULO_URL"))
         self.socket: str | None
         if url:
@@ -98,6 +157,9 @@ class Client:
         self.timeout = timeout
         token = token or (os.environ.get("CUMULO_TOKEN") if url else None)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if fingerprint is None and from_env:
+            fingerprint = os.environ.get("CUMULO_FINGERPRINT")
+        self.fingerprint = normal_fingerprint(fingerprint) if fingerprint else None
 
     def close(self) -> None:
         """Nothing is kept open between requests (kept for ``with Client() as c``)."""
@@ -132,9 +194,12 @@ class Client:
         port = url.port or (443 if url.scheme == "https" else 80)
         sock = sockets.create_connection((host, port), timeout=timeout)
         if url.scheme == "https":
-            import ssl
-
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            try:
+                sock = _tls(sock, host)
+                check_pinned(sock, self.fingerprint, self.base)
+            except BaseException:
+                sock.close()
+                raise
         return sock, url.netloc
 
     @contextmanager

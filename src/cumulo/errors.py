@@ -6,6 +6,9 @@ Hierarchy::
     ├── InvalidInputError        bad name, size, limit, argument (HTTP 400)
     │   └── LimitExceedsHostError    a limit beyond what the host has
     ├── NotFoundError            unknown instance, image, operation (404)
+    ├── AuthError                no, wrong, expired or revoked token (401)
+    ├── ForbiddenError           the caller's role lacks a right (403)
+    ├── CertificateError         a remote's certificate is not the pinned one
     ├── ConflictError            duplicate name, image in use (409)
     │   └── InvalidStateError        action not allowed in the current state
     ├── UnsupportedError         the host lacks a capability (422)
@@ -42,6 +45,22 @@ class NotFoundError(CumuloError):
     def __init__(self, kind: str, name: str) -> None:
         super().__init__(f"{kind} {name!r} not found")
         self.kind, self.name = kind, name
+
+
+class AuthError(CumuloError):
+    """The caller could not be identified: no token, or not one we know (any more)."""
+
+
+class ForbiddenError(CumuloError):
+    """The caller is known, but its role lacks ``right`` for this request."""
+
+    def __init__(self, message: str, right: str = "") -> None:
+        super().__init__(message)
+        self.right = right
+
+
+class CertificateError(CumuloError):
+    """A TLS peer presented a certificate other than the one pinned for it."""
 
 
 class ConflictError(CumuloError):

@@ -21,6 +21,7 @@ from cumulo.errors import ConflictError, NotFoundError
 from cumulo.store.db import MIGRATIONS, make_engine
 from cumulo.store.firewall import FirewallStore, Forward
 from cumulo.store.hosts import HostStore, Remote
+from cumulo.store.identities import CLIENT, REMOTE, IdentityStore
 from cumulo.store.repo import Store
 from cumulo.store.tables import Base
 
@@ -119,12 +120,16 @@ def test_security_groups_and_forwards(store: Store) -> None:
     assert [(f.target_ip, f.target_port) for f in fw.list_forwards()] == [("10.9.0.9", 80)]
 
 
-def test_tokens_and_remotes(store: Store) -> None:
-    hosts = HostStore(store.db)
-    hosts.add_token("peer", "s3cret")
+def test_identities_and_remotes(store: Store) -> None:
+    hosts, ids = HostStore(store.db), IdentityStore(store.db)
+    ids.add("peer", REMOTE, "s3cret")
     with pytest.raises(ConflictError, match="exists"):
-        hosts.add_token("peer", "other")
-    assert hosts.token_known("s3cret") and not hosts.token_known("S3CRET")
+        ids.add("peer", CLIENT, "other")
+    assert ids.by_token("s3cret") is not None and ids.by_token("S3CRET") is None
+    ids.add("ann", CLIENT, "t2", roles={"a": "viewer"})
+    assert ids.grant("ann", "b", "operator").roles == {"a": "viewer", "b": "operator"}
+    assert ids.by_token("t2").roles == {"a": "viewer", "b": "operator"}  # type: ignore[union-attr]
+    assert ids.revoke("ann").name == "ann" and ids.by_token("t2") is None
     hosts.add_remote(Remote("b", "https://127.0.0.1:8443", "tok"))
     with pytest.raises(ConflictError, match="already exists"):
         hosts.add_remote(Remote("b", "https://127.0.0.1:8443", "tok"))

@@ -9,12 +9,12 @@ from cumulo.services.migrations import next_token_name
 def test_default_names_stay_free_after_revokes(svc: Services) -> None:
     names = [svc.migrations.issue_token(None)[0] for _ in range(3)]
     assert names == ["token-1", "token-2", "token-3"]
-    svc.migrations.hosts.revoke_token("token-1")
+    svc.migrations.revoke_token("token-1")
     # two tokens left: a count would say token-3, which exists
     assert svc.migrations.issue_token(None)[0] == "token-4"
     svc.migrations.issue_token("from-b")
     assert svc.migrations.issue_token(None)[0] == "token-5"
-    assert sorted(svc.migrations.hosts.token_names()) == [
+    assert sorted(svc.migrations.token_names()) == [
         "from-b", "token-2", "token-3", "token-4", "token-5"]
 
 

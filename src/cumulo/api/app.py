@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +14,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from cumulo import __version__
-from cumulo.api import console_ws, errors, events_ws, exec_ws, firewall_routes, host_routes
+from cumulo.api import (
+    auth,
+    console_ws,
+    errors,
+    events_ws,
+    exec_ws,
+    firewall_routes,
+    host_routes,
+    identity_routes,
+)
 from cumulo.api import schemas as s
 from cumulo.api.convert import (
     image_out,
@@ -30,6 +40,7 @@ from cumulo.api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from cumulo.domain import ssh_keys
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
+from cumulo.domain.roles import READ
 from cumulo.domain.units import parse_size
 from cumulo.drivers.base import ExecRequest
 from cumulo.errors import InvalidInputError
@@ -37,6 +48,7 @@ from cumulo.images import app as app_image
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
+from cumulo.services.operations import project_of
 
 API = "1.0"
 ERR = {400: {"model": s.ErrorOut}, 404: {"model": s.ErrorOut}, 409: {"model": s.ErrorOut},
@@ -51,7 +63,9 @@ def accepted(op: Operation) -> JSONResponse:
 
 
 def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
-    """``tcp_auth``: requests over TCP need a token (the daemon; in-process tests do not)."""
+    """``tcp_auth``: requests over TCP need a token (the daemon; in-process tests do not,
+    their caller is root as over the unix socket). Every request is authorized and
+    audited by api/auth.py."""
     stopping = threading.Event()   # ends the exec calls still running when the daemon stops
 
     @asynccontextmanager
@@ -64,8 +78,8 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
     errors.install(app)
     metrics = Metrics(svc)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    if tcp_auth:
-        host_routes.install_auth(app, svc)
+    sessions = auth.Sessions()
+    auth.install(app, svc, sessions, tcp_auth)
     r = APIRouter(prefix=f"/{API}", responses=ERR)  # type: ignore[arg-type]
 
     @r.get("", response_model=s.ServerOut, summary="Server information")
@@ -284,13 +298,18 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
         _snapshot_routes(r, svc, kind, is_volume)
 
     @r.get("/operations", response_model=list[s.OperationOut], summary="Recent operations")
-    def list_operations() -> list[s.OperationOut]:
-        return [operation_out(o) for o in svc.ops.list()]
+    def list_operations(request: Request) -> list[s.OperationOut]:
+        caller = auth.caller_of(request)
+        return [operation_out(o) for o in svc.ops.list()
+                if caller.sees(project_of(o))]
 
     @r.get("/operations/{op_id}", response_model=s.OperationOut,
            summary="An operation; wait=SECONDS blocks until it ends")
-    async def get_operation(op_id: str, wait: float = Query(0, ge=0, le=600)
-                            ) -> s.OperationOut:
+    async def get_operation(request: Request, op_id: str,
+                            wait: float = Query(0, ge=0, le=600)) -> s.OperationOut:
+        caller = auth.caller_of(request)
+        if not caller.admin:   # 404 for another project's
+            auth.check_operation(caller, await run_in_threadpool(svc.ops.get, op_id), READ)
         # a running one is awaited on the loop, woken by its end; a finished one is read
         # from the store on a worker thread
         op = await svc.ops.wait(op_id, wait)
@@ -317,32 +336,28 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
 
     add_image_routes(r, svc)
     firewall_routes.add_routes(r, svc)
-    host_routes.add_routes(r, svc)
+    host_routes.add_routes(r, svc, sessions)
+    identity_routes.add_routes(r, svc, sessions)
     app.include_router(r)
-
-    async def refused(ws: WebSocket) -> bool:
-        """Over TCP every websocket needs a token too (refused before the handshake)."""
-        if tcp_auth and host_routes.over_tcp(ws.scope) and not host_routes.token_ok(
-                svc, ws.headers.get("authorization")):
-            await ws.close(code=4401, reason="over TCP this cumulod needs a token")
-            return True
-        return False
 
     @app.websocket(f"/{API}/instances/{{name}}/exec-ws")
     async def exec_stream(ws: WebSocket, name: str, project: str = "default") -> None:
-        if not await refused(ws):
-            await exec_ws.serve(ws, svc, project, name)
+        await exec_ws.serve(ws, svc, project, name)
 
     @app.websocket(f"/{API}/events")
     async def event_stream(ws: WebSocket, type: str | None = None, project: str | None = None
                            ) -> None:
-        if not await refused(ws):
-            await events_ws.serve(ws, svc, type, project)
+        if not auth.caller_of(ws).admin and type != "":   # log records: admins only
+            with contextlib.suppress(InvalidInputError):   # (serve says what is wrong)
+                type = ",".join(t for t in events_ws.parse_types(type) if t != "logging")
+            if type == "":
+                await ws.close(code=4403, reason="the daemon's log records are for admins")
+                return
+        await events_ws.serve(ws, svc, type, project)
 
     @app.websocket(f"/{API}/instances/{{name}}/console-ws")
     async def console_stream(ws: WebSocket, name: str, project: str = "default") -> None:
-        if not await refused(ws):
-            await console_ws.serve(ws, svc, project, name)
+        await console_ws.serve(ws, svc, project, name)
 
     return app
 

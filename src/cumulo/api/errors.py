@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 STATUS: list[tuple[type[e.CumuloError], int]] = [
     (e.InvalidInputError, 400),
     (e.NotFoundError, 404),
+    (e.AuthError, 401),
+    (e.ForbiddenError, 403),
     (e.InvalidStateError, 409),
     (e.ConflictError, 409),
     (e.UnsupportedError, 422),

@@ -1,5 +1,5 @@
-"""REST routes for tokens, remotes and migrations between hosts (services/migrations.py),
-and the token check for requests that come over TCP."""
+"""REST routes for host-to-host tokens, remotes and migrations between hosts
+(services/migrations.py). Who may call them: api/auth.py and api/rights.py."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import os
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cumulo.api.auth import Sessions
 from cumulo.api.convert import operation_out
 from cumulo.api.schemas import OperationOut, Strict
 from cumulo.domain.units import parse_size
@@ -33,13 +32,16 @@ class TokenOut(BaseModel):
 
 class RemoteIn(Strict):
     name: str
-    url: str = Field(description="http://HOST:PORT of the other cumulod's --listen")
+    url: str = Field(description="https://HOST:PORT of the other cumulod's --listen")
     token: str
+    fingerprint: str | None = Field(None, description="sha256 of its certificate; default:"
+                                    " the one it presents now (trust on first use)")
 
 
 class RemoteOut(BaseModel):
     name: str
     url: str
+    fingerprint: str = Field(description="sha256 of its certificate, pinned")
     created_at: datetime | None
 
 
@@ -66,44 +68,7 @@ class IncomingIn(BaseModel):
                                         " security groups to keep (migration_nics.py)")
 
 
-def over_tcp(scope: Any) -> bool:
-    """uvicorn gives no client address for a unix socket connection (root's own)."""
-    return scope.get("client") is not None
-
-
-def token_ok(svc: Services, header: str | None) -> bool:
-    if not header or not header.startswith("Bearer "):
-        return False
-    return svc.migrations.hosts.token_known(header[7:].strip())
-
-
-class TokenAuth:
-    """ASGI middleware: over TCP every HTTP request needs ``Authorization: Bearer TOKEN``
-    of a token we issued (websockets check it in their handlers). A plain ASGI class,
-    not ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs each request
-    through an extra task and memory streams (~1 ms of CPU per request)."""
-
-    def __init__(self, app: ASGIApp, svc: Services) -> None:
-        self.app, self.svc = app, svc
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and over_tcp(scope) and not token_ok(
-                self.svc, Headers(scope=scope).get("authorization")):
-            refusal = JSONResponse(
-                {"error": "over TCP this cumulod needs a token: set CUMULO_TOKEN"
-                          " to one from `cumulo remote token` on its host",
-                 "type": "AuthError"}, status_code=401)
-            await refusal(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def install_auth(app: FastAPI, svc: Services) -> None:
-    """Over TCP every request needs a token (``TokenAuth``)."""
-    app.add_middleware(TokenAuth, svc=svc)
-
-
-def add_routes(r: APIRouter, svc: Services) -> None:
+def add_routes(r: APIRouter, svc: Services, sessions: Sessions) -> None:
     def mig() -> MigrationService:
         return svc.migrations
 
@@ -115,23 +80,24 @@ def add_routes(r: APIRouter, svc: Services) -> None:
 
     @r.get("/tokens", response_model=list[str], summary="Names of the tokens issued")
     def list_tokens() -> list[str]:
-        return mig().hosts.token_names()
+        return mig().token_names()
 
     @r.delete("/tokens/{name}", status_code=204, summary="Revoke a token")
     def revoke_token(name: str) -> Response:
-        mig().hosts.revoke_token(name)
+        sessions.revoke(mig().revoke_token(name).id)
         return Response(status_code=204)
 
     @r.get("/remotes", response_model=list[RemoteOut], summary="Hosts this one trusts")
     def list_remotes() -> list[RemoteOut]:
-        return [RemoteOut(name=x.name, url=x.url, created_at=x.created_at)
-                for x in mig().hosts.list_remotes()]
+        return [RemoteOut(name=x.name, url=x.url, fingerprint=x.fingerprint,
+                          created_at=x.created_at) for x in mig().hosts.list_remotes()]
 
     @r.post("/remotes", status_code=201, response_model=RemoteOut,
             summary="Trust another host: its URL and a token it issued (checked now)")
     def add_remote(body: RemoteIn) -> RemoteOut:
-        x = mig().add_remote(body.name, body.url, body.token)
-        return RemoteOut(name=x.name, url=x.url, created_at=x.created_at)
+        x = mig().add_remote(body.name, body.url, body.token, body.fingerprint)
+        return RemoteOut(name=x.name, url=x.url, fingerprint=x.fingerprint,
+                         created_at=x.created_at)
 
     @r.delete("/remotes/{name}", status_code=204, summary="Forget a remote")
     def delete_remote(name: str) -> Response:

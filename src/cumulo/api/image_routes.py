@@ -19,10 +19,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import Field
 
+from cumulo.api import auth
 from cumulo.api import schemas as s
 from cumulo.api.convert import operation_out
 from cumulo.api.schemas import Strict
 from cumulo.domain.models import Operation
+from cumulo.domain.roles import OPERATE
 from cumulo.errors import DriverError
 from cumulo.images import importer
 from cumulo.images.files import remove_tree
@@ -92,7 +94,8 @@ def add_routes(r: APIRouter, svc: Services) -> None:
     @r.delete("/operations/{op_id}", status_code=202, response_model=s.OperationOut,
               summary="Cancel a running operation (an image build or import); it ends as "
                       "a failure, its work undone")
-    def cancel_operation(op_id: str) -> JSONResponse:
+    def cancel_operation(request: Request, op_id: str) -> JSONResponse:
+        auth.check_operation(auth.caller_of(request), svc.ops.get(op_id), OPERATE)
         return _accepted(svc.ops.cancel(op_id))
 
     @r.post("/instances/{name}/publish", status_code=202, response_model=s.OperationOut,

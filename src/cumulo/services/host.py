@@ -15,6 +15,7 @@ from cumulo.net.base import HostNetwork
 from cumulo.services.checkpoints import CheckpointService
 from cumulo.services.events import EventBus
 from cumulo.services.history import History
+from cumulo.services.identities import IdentityService
 from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
 from cumulo.services.migrations import MigrationService
@@ -23,6 +24,7 @@ from cumulo.services.operations import Operations
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
 from cumulo.store.hosts import HostStore
+from cumulo.store.identities import AuditStore, IdentityStore
 from cumulo.store.repo import Store
 from cumulo.store.volumes import VolumeStore
 
@@ -43,6 +45,7 @@ class Services:
     migrations: MigrationService
     events: EventBus
     history: History
+    identities: IdentityService
 
     def close(self) -> None:
         self.history.stop()
@@ -82,10 +85,11 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                                 storage)
     instances.reconcile()
     volumes = VolumeService(storage, instances)
+    identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))
     return Services(store, ops, host, instances, images, networks, storage, volumes,
                     CheckpointService(instances),
-                    MigrationService(instances, HostStore(store.db), listen_host), events,
-                    History(instances))
+                    MigrationService(instances, HostStore(store.db), listen_host, identities),
+                    events, History(instances), identities)
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:

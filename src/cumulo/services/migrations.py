@@ -1,7 +1,9 @@
 """Several hosts: tokens, remotes, and moving a running VM to another cumulod.
 
-A host issues tokens (``cumulo remote token``); another host stores one with the
-remote's URL (``cumulo remote add``) and presents it over TCP. A migration is
+A host issues tokens (``cumulo remote token``: identities of kind ``remote``, which may
+only migrate here); another host stores one with the remote's URL and the sha256 of
+its certificate, pinned on first use (``cumulo remote add``), and presents it over
+HTTPS. A migration is
 driven by the source:
 
 1. ``POST /1.0/migrations/incoming`` on the destination: it records the instance
@@ -19,13 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cumulo.client import APIError, Client
+from cumulo.client import APIError, Client, fetch_fingerprint, normal_fingerprint
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import Image, Instance, Operation
@@ -39,10 +40,12 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.services import archive_migration, migration_nics
+from cumulo.services.identities import IdentityService
 from cumulo.services.instances import InstanceService
 from cumulo.services.migration_cancel import CancelWatch
 from cumulo.services.operations import Progress
 from cumulo.store.hosts import HostStore, Remote
+from cumulo.store.identities import REMOTE, Identity
 
 TIMEOUT = 120.0
 _TOKEN_N = re.compile(r"token-(\d+)")
@@ -71,33 +74,47 @@ def next_token_name(names: list[str]) -> str:
 
 class MigrationService:
     def __init__(self, instances: InstanceService, hosts: HostStore,
-                 listen_host: str | None) -> None:
+                 listen_host: str | None, identities: IdentityService) -> None:
         self.instances, self.hosts, self.listen_host = instances, hosts, listen_host
+        self.identities = identities
         # networks and groups made for instances being received: dropped again on abort
         self._made: dict[tuple[str, str], migration_nics.Received] = {}
 
     # --- tokens and remotes ---
-    def issue_token(self, name: str | None) -> tuple[str, str]:
-        name = name or next_token_name(self.hosts.token_names())
-        validate_name(name)
-        token = secrets.token_urlsafe(32)
-        self.hosts.add_token(name, token)
-        return name, token
+    def token_names(self) -> list[str]:
+        return [i.name for i in self.identities.store.list(REMOTE)]
 
-    def add_remote(self, name: str, url: str, token: str) -> Remote:
+    def issue_token(self, name: str | None) -> tuple[str, str]:
+        name = name or next_token_name([i.name for i in self.identities.store.list()])
+        return name, self.identities.issue_remote(name)
+
+    def revoke_token(self, name: str) -> Identity:
+        return self.identities.store.revoke(name, REMOTE)
+
+    def add_remote(self, name: str, url: str, token: str, fingerprint: str | None = None
+                   ) -> Remote:
+        """Trust ``url``: its certificate is pinned (``fingerprint``, or the one it shows
+        now: trust on first use), then checked: reachable, and the token accepted."""
         validate_name(name)
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise InvalidInputError(f"invalid remote URL {url!r}: use http://HOST:PORT")
-        remote = Remote(name=name, url=url.rstrip("/"), token=token)
+            raise InvalidInputError(f"invalid remote URL {url!r}: use https://HOST:PORT")
+        if parsed.scheme == "http":
+            fp = ""
+        elif fingerprint:
+            fp = normal_fingerprint(fingerprint)
+        else:
+            fp = fetch_fingerprint(url)
+        remote = Remote(name=name, url=url.rstrip("/"), token=token, fingerprint=fp)
         with self._client(remote) as c:
-            c.server()  # reachable, and the token is accepted
+            c.server()  # reachable, the certificate the pinned one, and the token accepted
         self.hosts.add_remote(remote)
         return remote
 
     @staticmethod
     def _client(remote: Remote) -> Client:
-        return Client(url=remote.url, token=remote.token, timeout=TIMEOUT)
+        return Client(url=remote.url, token=remote.token, timeout=TIMEOUT,
+                      fingerprint=remote.fingerprint or None)
 
     # --- the source side ---
     def _driver(self, type_: str) -> Migratable:

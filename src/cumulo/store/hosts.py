@@ -1,8 +1,8 @@
-"""Typed reads and writes of tokens (kept as sha256 only) and remotes."""
+"""Typed reads and writes of remotes: the other hosts this one trusts (tokens they gave
+us, the sha256 of their certificates). Our own tokens are identities (identities.py)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
-from cumulo.store.tables import RemoteRow, TokenRow
+from cumulo.store.tables import RemoteRow
 
 
 @dataclass(frozen=True)
@@ -19,46 +19,19 @@ class Remote:
     name: str
     url: str
     token: str
+    fingerprint: str = ""    # sha256 of its certificate, pinned ("": plain HTTP)
     created_at: datetime | None = None
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class HostStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def add_token(self, name: str, token: str) -> None:
-        try:
-            with self.db.session() as s:
-                s.add(TokenRow(name=name, sha256=digest(token)))
-        except StoreError as err:
-            if isinstance(err.__cause__, IntegrityError):
-                raise ConflictError(f"a token named {name!r} exists") from None
-            raise
-
-    def token_known(self, token: str) -> bool:
-        with self.db.session() as s:
-            return s.scalar(select(TokenRow.id).where(TokenRow.sha256 == digest(token))) \
-                is not None
-
-    def token_names(self) -> list[str]:
-        with self.db.session() as s:
-            return list(s.scalars(select(TokenRow.name).order_by(TokenRow.name)))
-
-    def revoke_token(self, name: str) -> None:
-        with self.db.session() as s:
-            row = s.scalar(select(TokenRow).where(TokenRow.name == name))
-            if row is None:
-                raise NotFoundError("token", name)
-            s.delete(row)
-
     def add_remote(self, r: Remote) -> None:
         try:
             with self.db.session() as s:
-                s.add(RemoteRow(name=r.name, url=r.url, token=r.token))
+                s.add(RemoteRow(name=r.name, url=r.url, token=r.token,
+                                fingerprint=r.fingerprint))
         except StoreError as err:
             if isinstance(err.__cause__, IntegrityError):
                 raise ConflictError(f"remote {r.name!r} already exists") from None
@@ -69,11 +42,11 @@ class HostStore:
             row = s.scalar(select(RemoteRow).where(RemoteRow.name == name))
             if row is None:
                 raise NotFoundError("remote", name)
-            return Remote(row.name, row.url, row.token, row.created_at)
+            return Remote(row.name, row.url, row.token, row.fingerprint, row.created_at)
 
     def list_remotes(self) -> list[Remote]:
         with self.db.session() as s:
-            return [Remote(r.name, r.url, r.token, r.created_at)
+            return [Remote(r.name, r.url, r.token, r.fingerprint, r.created_at)
                     for r in s.scalars(select(RemoteRow).order_by(RemoteRow.name))]
 
     def delete_remote(self, name: str) -> None:

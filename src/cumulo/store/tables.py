@@ -141,13 +141,42 @@ class NicRow(Base):
     bandwidth: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # ingress/egress/burst
 
 
-class TokenRow(Base):
-    """A token other hosts (or API users over TCP) present: only its sha256 is kept."""
-    __tablename__ = "tokens"
+class IdentityRow(Base):
+    """A caller over TCP: a client with roles in projects (or server-wide admin), or
+    another host (kind ``remote``) that may only migrate here. Only the token's sha256
+    is kept."""
+    __tablename__ = "identities"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class IdentityRoleRow(Base):
+    """An identity's role in one project (by name: a project may be made later)."""
+    __tablename__ = "identity_roles"
+    __table_args__ = (UniqueConstraint("identity_id", "project",
+                                       name="uq_identity_role_project"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    project: Mapped[str] = mapped_column(String(63))
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class AuditRow(Base):
+    """One mutating request: who, where, what, on what, and the HTTP status it got."""
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    identity: Mapped[str] = mapped_column(String(63))
+    project: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    action: Mapped[str] = mapped_column(String(128))
+    object: Mapped[str] = mapped_column(String(255))
+    result: Mapped[int] = mapped_column(Integer)
 
 
 class RemoteRow(Base):
@@ -157,6 +186,7 @@ class RemoteRow(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     url: Mapped[str] = mapped_column(String(255))
     token: Mapped[str] = mapped_column(String(128))
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")  # its certificate's sha256
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

@@ -1,0 +1,155 @@
+"""The rights table: what each route and method needs. One row per route; a route
+missing here is refused over TCP (and fails tests/unit/test_authz_sweep.py).
+
+Scopes: ``project`` (the ``project`` query parameter, default ``default``: the caller's
+role there decides; no role there: 404 as if nothing existed), ``server`` (not in a
+project: reads are open to every identity, the rest needs ``admin``), ``object`` (the
+route checks the object's own project itself: operations), ``events`` (one project,
+or every project for ``admin``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cumulo.domain.roles import ADMIN, MANAGE, MIGRATE, OPERATE, READ
+
+
+@dataclass(frozen=True)
+class Rule:
+    right: str
+    scope: str = "project"
+
+
+P, S = "project", "server"
+_I = "/1.0/instances/{name}"
+_V = "/1.0/volumes/{name}"
+_G = "/1.0/security-groups/{name}"
+
+RULES: dict[tuple[str, str], Rule] = {
+    # the server
+    ("GET", "/1.0"): Rule(READ, S),
+    ("GET", "/1.0/host"): Rule(READ, S),
+    ("GET", "/1.0/metrics"): Rule(ADMIN, S),   # usage of every project's instances
+    ("GET", "/openapi.json"): Rule(READ, S),
+    ("GET", "/docs"): Rule(READ, S),
+    ("GET", "/docs/oauth2-redirect"): Rule(READ, S),
+    ("GET", "/redoc"): Rule(READ, S),
+    # instances
+    ("GET", "/1.0/instances"): Rule(READ),
+    ("POST", "/1.0/instances"): Rule(MANAGE),
+    ("GET", _I): Rule(READ),
+    ("PATCH", _I): Rule(MANAGE),
+    ("DELETE", _I): Rule(MANAGE),
+    ("GET", f"{_I}/history"): Rule(READ),
+    ("GET", f"{_I}/console"): Rule(READ),
+    ("PUT", f"{_I}/state"): Rule(OPERATE),
+    ("POST", f"{_I}/exec"): Rule(OPERATE),
+    ("WS", f"{_I}/exec-ws"): Rule(OPERATE),
+    ("WS", f"{_I}/console-ws"): Rule(OPERATE),
+    ("POST", f"{_I}/bandwidth"): Rule(MANAGE),
+    ("POST", f"{_I}/checkpoint"): Rule(MANAGE),
+    ("POST", f"{_I}/restore"): Rule(MANAGE),
+    ("POST", f"{_I}/migrate"): Rule(MANAGE),
+    ("POST", f"{_I}/publish"): Rule(ADMIN),   # images are server-wide (for now)
+    ("GET", f"{_I}/snapshots"): Rule(READ),
+    ("POST", f"{_I}/snapshots"): Rule(MANAGE),
+    ("DELETE", f"{_I}/snapshots/{{snap}}"): Rule(MANAGE),
+    ("POST", f"{_I}/snapshots/{{snap}}/restore"): Rule(MANAGE),
+    # receiving an instance from another host
+    ("POST", "/1.0/migrations/incoming"): Rule(MIGRATE),
+    ("POST", "/1.0/migrations/incoming/{name}/finish"): Rule(MIGRATE),
+    ("PUT", "/1.0/migrations/incoming/{name}/state/{part}"): Rule(MIGRATE),
+    ("DELETE", "/1.0/migrations/incoming/{name}"): Rule(MIGRATE),
+    # images: shared by every project; changed by admins
+    ("GET", "/1.0/images"): Rule(READ, S),
+    ("GET", "/1.0/images/{ref:path}"): Rule(READ, S),
+    ("GET", "/1.0/image-files/{ref:path}"): Rule(READ, S),
+    ("POST", "/1.0/images"): Rule(ADMIN, S),
+    ("POST", "/1.0/images/app"): Rule(ADMIN, S),
+    ("POST", "/1.0/image-imports"): Rule(ADMIN, S),
+    ("DELETE", "/1.0/images/{ref:path}"): Rule(ADMIN, S),
+    ("POST", "/1.0/image-aliases"): Rule(ADMIN, S),
+    ("DELETE", "/1.0/image-aliases/{name:path}"): Rule(ADMIN, S),
+    # networks, forwards, security groups
+    ("GET", "/1.0/networks"): Rule(READ),
+    ("POST", "/1.0/networks"): Rule(MANAGE),
+    ("GET", "/1.0/networks/{name}"): Rule(READ),
+    ("DELETE", "/1.0/networks/{name}"): Rule(MANAGE),
+    ("GET", "/1.0/networks/{name}/forwards"): Rule(READ),
+    ("POST", "/1.0/networks/{name}/forwards"): Rule(MANAGE),
+    ("DELETE", "/1.0/networks/{name}/forwards/{protocol}/{address}/{port}"): Rule(MANAGE),
+    ("GET", "/1.0/security-groups"): Rule(READ),
+    ("POST", "/1.0/security-groups"): Rule(MANAGE),
+    ("GET", _G): Rule(READ),
+    ("DELETE", _G): Rule(MANAGE),
+    ("POST", f"{_G}/rules"): Rule(MANAGE),
+    ("DELETE", f"{_G}/rules/{{index}}"): Rule(MANAGE),
+    ("POST", f"{_G}/attach"): Rule(MANAGE),
+    ("POST", f"{_G}/detach"): Rule(MANAGE),
+    # storage
+    ("GET", "/1.0/storage-pools"): Rule(READ, S),
+    ("GET", "/1.0/storage-pools/{name}"): Rule(READ, S),
+    ("GET", "/1.0/volumes"): Rule(READ),
+    ("POST", "/1.0/volumes"): Rule(MANAGE),
+    ("GET", _V): Rule(READ),
+    ("PATCH", _V): Rule(MANAGE),
+    ("DELETE", _V): Rule(MANAGE),
+    ("POST", f"{_V}/attachments"): Rule(MANAGE),
+    ("DELETE", f"{_V}/attachments/{{instance}}"): Rule(MANAGE),
+    ("GET", f"{_V}/snapshots"): Rule(READ),
+    ("POST", f"{_V}/snapshots"): Rule(MANAGE),
+    ("DELETE", f"{_V}/snapshots/{{snap}}"): Rule(MANAGE),
+    ("POST", f"{_V}/snapshots/{{snap}}/restore"): Rule(MANAGE),
+    # operations: each checked against its instance's project by the route
+    ("GET", "/1.0/operations"): Rule(READ, "object"),
+    ("GET", "/1.0/operations/{op_id}"): Rule(READ, "object"),
+    ("DELETE", "/1.0/operations/{op_id}"): Rule(OPERATE, "object"),
+    ("WS", "/1.0/events"): Rule(READ, "events"),
+    # who may call: identities, host-to-host tokens, remotes, the audit log
+    ("GET", "/1.0/identities"): Rule(ADMIN, S),
+    ("POST", "/1.0/identities"): Rule(ADMIN, S),
+    ("GET", "/1.0/identities/{name}"): Rule(ADMIN, S),
+    ("DELETE", "/1.0/identities/{name}"): Rule(ADMIN, S),
+    ("PUT", "/1.0/identities/{name}/roles/{project}"): Rule(ADMIN, S),
+    ("DELETE", "/1.0/identities/{name}/roles/{project}"): Rule(ADMIN, S),
+    ("GET", "/1.0/audit"): Rule(ADMIN, S),
+    ("GET", "/1.0/tokens"): Rule(ADMIN, S),
+    ("POST", "/1.0/tokens"): Rule(ADMIN, S),
+    ("DELETE", "/1.0/tokens/{name}"): Rule(ADMIN, S),
+    ("GET", "/1.0/remotes"): Rule(ADMIN, S),
+    ("POST", "/1.0/remotes"): Rule(ADMIN, S),
+    ("DELETE", "/1.0/remotes/{name}"): Rule(ADMIN, S),
+}
+
+_PARAM = re.compile(r"\{(\w+)(:path)?\}")
+
+
+def _regex(template: str) -> re.Pattern[str]:
+    out, pos = [], 0
+    for m in _PARAM.finditer(template):
+        out.append(re.escape(template[pos:m.start()]))
+        out.append(f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out) + r"\Z")
+
+
+def plain(template: str) -> str:
+    """The template as OpenAPI spells it (no ``:path``)."""
+    return template.replace(":path}", "}")
+
+
+# by method: literal templates first (``/images/app`` before ``/images/{ref:path}``)
+_BY_METHOD: dict[str, list[tuple[re.Pattern[str], str, Rule]]] = {}
+for (_method, _template), _rule in sorted(RULES.items(), key=lambda kv: kv[0][1].count("{")):
+    _BY_METHOD.setdefault(_method, []).append((_regex(_template), _template, _rule))
+
+
+def lookup(method: str, path: str) -> tuple[str, Rule] | None:
+    """The template and rule of a request (``WS`` for a websocket), or None."""
+    for regex, template, rule in _BY_METHOD.get(method, ()):
+        if regex.match(path):
+            return template, rule
+    return None
