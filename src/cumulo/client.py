@@ -489,9 +489,32 @@ class Client:
     def remotes(self) -> list[dict[str, Any]]:
         return self.get("/remotes")  # type: ignore[no-any-return]
 
-    def add_remote(self, name: str, url: str, token: str) -> dict[str, Any]:
+    # identities and the audit log
+    def create_identity(self, name: str, role: str, project: str | None = "default",
+                        expires: str | None = None) -> dict[str, Any]:
+        return self.request("POST", "/identities", json={  # type: ignore[no-any-return]
+            "name": name, "role": role, "project": project, "expires": expires}).json()
+
+    def identities(self) -> list[dict[str, Any]]:
+        return self.get("/identities")  # type: ignore[no-any-return]
+
+    def revoke_identity(self, name: str) -> None:
+        self.request("DELETE", f"/identities/{name}")
+
+    def grant(self, name: str, project: str, role: str | None) -> dict[str, Any]:
+        if role is None:
+            return self.request("DELETE", f"/identities/{name}/roles/{project}").json()  # type: ignore[no-any-return]
+        return self.request("PUT", f"/identities/{name}/roles/{project}",  # type: ignore[no-any-return]
+                            json={"role": role}).json()
+
+    def audit(self, project: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self.get("/audit", params={"project": project, "limit": limit})  # type: ignore[no-any-return]
+
+    def add_remote(self, name: str, url: str, token: str, fingerprint: str | None = None
+                   ) -> dict[str, Any]:
         return self.request("POST", "/remotes",  # type: ignore[no-any-return]
-                            json={"name": name, "url": url, "token": token}).json()
+                            json={"name": name, "url": url, "token": token,
+                                  "fingerprint": fingerprint}).json()
 
     def delete_remote(self, name: str) -> None:
         self.request("DELETE", f"/remotes/{name}")

@@ -10,10 +10,12 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import uvicorn
 from cumulo import __version__
 from cumulo.api.app import create_app
 from cumulo.errors import CumuloError
+from cumulo.host import certificate
 from cumulo.host.probe import probe
 from cumulo.services import history
 from cumulo.services.events import LogHandler
@@ -46,8 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--socket", type=Path, default=None,
                    help="unix socket to serve on, mode 0660 (default RUNTIME_DIR/cumulo.sock)")
     p.add_argument("--listen", metavar="HOST:PORT", default=None,
-                   help="also serve HTTP on this TCP address (every request there needs a "
-                        "token: cumulo remote token)")
+                   help="also serve HTTPS on this TCP address, with this host's own"
+                        " certificate (made on the first start, in STATE_DIR/tls); every"
+                        " request there needs a token: cumulo identity create")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="serve --listen as plain HTTP instead (loopback addresses only)")
     p.add_argument("--database", default=None,
                    help="the store: sqlite:///PATH or postgresql://USER@HOST/DB, any"
                         " SQLAlchemy URL (default sqlite:///STATE_DIR/cumulo.db)")
@@ -101,11 +107,46 @@ def _parse_listen(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def make_server(svc: Services, log_level: str) -> uvicorn.Server:
-    """The HTTP server of the API (its sockets are given to ``serve``)."""
-    return uvicorn.Server(uvicorn.Config(
-        create_app(svc, tcp_auth=True), log_level=log_level, access_log=False,
-        ws="websockets-sansio", timeout_graceful_shutdown=GRACEFUL_STOP))
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class Server(uvicorn.Server):
+    """uvicorn serving the sockets given to ``serve`` in plain HTTP (the unix socket),
+    and ``tls_socket`` in HTTPS: one app, one loop, one shutdown."""
+
+    def __init__(self, config: uvicorn.Config, tls_socket: socket.socket | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(config)
+        self.tls_socket, self.tls = tls_socket, tls
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.tls_socket is None or not self.started:
+            return
+        config = self.config
+
+        def protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state,
+                app_state=self.lifespan.state, _loop=_loop)
+
+        self.servers.append(await asyncio.get_running_loop().create_server(
+            protocol, sock=self.tls_socket, ssl=self.tls, backlog=config.backlog))
+
+
+def make_server(svc: Services, log_level: str, tls_socket: socket.socket | None = None,
+                tls: ssl.SSLContext | None = None, fingerprint: str | None = None
+                ) -> Server:
+    """The server of the API: plain HTTP on the sockets given to ``serve``, HTTPS (with
+    ``tls``) on ``tls_socket``."""
+    return Server(uvicorn.Config(
+        create_app(svc, tcp_auth=True, fingerprint=fingerprint), log_level=log_level,
+        access_log=False, ws="websockets-sansio", timeout_graceful_shutdown=GRACEFUL_STOP),
+        tls_socket, tls)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -117,17 +158,31 @@ def run(args: argparse.Namespace) -> None:
     cgroup_parent = args.cgroup_parent or (f"cumulo-{tag}" if custom else "cumulo")
     kinds = dict(item.split("=", 1) for item in args.driver) if args.driver else None
     listen = _parse_listen(args.listen) if args.listen else None
+    if args.insecure_http and (listen is None or not _loopback(listen[0])):
+        raise CumuloError("--insecure-http serves plain HTTP on a loopback --listen only"
+                          " (127.0.0.1, ::1): anywhere else tokens would cross the network"
+                          " in the clear")
     if os.geteuid() != 0 and kinds is None:
         raise CumuloError("cumulod must run as root: containers need namespaces, cgroups and"
                           " mounts (only test drivers, --driver TYPE=fake, run without it)")
 
     sockets = [_bind_unix(sock_path)]
+    tls_socket = tls = fingerprint = None
     try:
         if listen:
             try:
-                sockets.append(socket.create_server(listen))
+                tcp = socket.create_server(listen)
             except OSError as err:
                 raise CumuloError(f"cannot listen on {args.listen}: {err.strerror}") from err
+            if args.insecure_http:
+                sockets.append(tcp)
+                log.warning("serving plain HTTP on %s (--insecure-http)", args.listen)
+            else:
+                tls_socket = tcp
+                key, cert, fingerprint = certificate.ensure(state_dir / "tls", listen[0])
+                tls = certificate.server_context(key, cert)
+                log.info("serving HTTPS on %s; certificate sha256 fingerprint %s",
+                         args.listen, fingerprint)
         host = probe()
         for note in host.notes:
             log.info("host: %s", note)
@@ -148,13 +203,14 @@ def run(args: argparse.Namespace) -> None:
             # the default action, that would kill the daemon before the last exec
             # sessions are killed and the services closed
             signal.signal(signal.SIGTERM, _stopped)
-            asyncio.run(make_server(svc, args.log_level).serve(sockets=sockets))
+            asyncio.run(make_server(svc, args.log_level, tls_socket, tls, fingerprint)
+                        .serve(sockets=sockets))
         finally:
             for name in ("cumulo", "cumulod"):
                 logging.getLogger(name).removeHandler(handler)
             svc.close()
     finally:
-        for s in sockets:
+        for s in [*sockets, *([tls_socket] if tls_socket else [])]:
             s.close()
         with contextlib.suppress(FileNotFoundError):
             sock_path.unlink()

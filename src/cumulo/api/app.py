@@ -62,10 +62,11 @@ def accepted(op: Operation) -> JSONResponse:
                         headers={"Location": f"/{API}/operations/{op.id}"})
 
 
-def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
+def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = None
+               ) -> FastAPI:
     """``tcp_auth``: requests over TCP need a token (the daemon; in-process tests do not,
     their caller is root as over the unix socket). Every request is authorized and
-    audited by api/auth.py."""
+    audited by api/auth.py. ``fingerprint``: of the certificate ``--listen`` serves."""
     stopping = threading.Event()   # ends the exec calls still running when the daemon stops
 
     @asynccontextmanager
@@ -85,7 +86,8 @@ def create_app(svc: Services, tcp_auth: bool = False) -> FastAPI:
     @r.get("", response_model=s.ServerOut, summary="Server information")
     def server() -> s.ServerOut:
         return s.ServerOut(api_version=API, version=__version__,
-                           instance_types=sorted(svc.instances.drivers))
+                           instance_types=sorted(svc.instances.drivers),
+                           certificate_fingerprint=fingerprint)
 
     @r.get("/metrics", summary="Metrics of instances, host and daemon (Prometheus text format)",
            response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})

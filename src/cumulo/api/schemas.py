@@ -196,6 +196,8 @@ class ServerOut(BaseModel):
     api_version: str
     version: str
     instance_types: list[str]
+    certificate_fingerprint: str | None = Field(
+        None, description="sha256 of the certificate --listen serves (what clients pin)")
 
 
 class CheckpointIn(Strict):

@@ -35,6 +35,8 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "image": ("cumulo.cli.images", "image_app", True),
     "publish": ("cumulo.cli.images", "publish", False),
     "remote": ("cumulo.cli.remotes", "remote_app", True),
+    "identity": ("cumulo.cli.identities", "identity_app", True),
+    "audit": ("cumulo.cli.identities", "audit_app", True),
     "migrate": ("cumulo.cli.remotes", "migrate", False),
     "storage": ("cumulo.cli.storage", "storage_app", True),
     "volume": ("cumulo.cli.storage", "volume_app", True),
@@ -461,6 +463,17 @@ def host_info(fmt: FormatOpt = o.Format.table) -> None:
     """Kernel, cgroups, KVM, runtimes and tools of the daemon's host."""
     with client() as c:
         o.key_values(c.host_info(), fmt)
+
+
+@host_app.command("fingerprint")
+def host_fingerprint() -> None:
+    """The sha256 of the certificate `cumulod --listen` serves: what clients pin
+    (`cumulo remote add --fingerprint`, CUMULO_FINGERPRINT)."""
+    with client() as c:
+        fp = c.server().get("certificate_fingerprint")
+    if not fp:
+        raise CumuloError("this cumulod serves no HTTPS (start it with --listen HOST:PORT)")
+    print(fp)
 
 
 @op_app.command("list")

@@ -21,7 +21,8 @@ ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
 @remote_app.command("token")
 def remote_token(name: Annotated[str | None, typer.Option(help="to revoke it by")] = None
                  ) -> None:
-    """Issue a token for another host (or a TCP client): printed once, kept only hashed."""
+    """Issue a token for another host: it may migrate instances here, nothing else
+    (API users get theirs from `cumulo identity create`). Printed once, kept hashed."""
     with Client() as c:
         t = c.issue_token(name)
     o.err.print(f"Token {t['name']} (give it to `cumulo remote add` on the other host):")
@@ -29,13 +30,19 @@ def remote_token(name: Annotated[str | None, typer.Option(help="to revoke it by"
 
 
 @remote_app.command("add")
-def remote_add(name: str, url: Annotated[str, typer.Argument(help="http://HOST:PORT")],
-               token: Annotated[str, typer.Option(help="from `cumulo remote token` there")]
+def remote_add(name: str, url: Annotated[str, typer.Argument(help="https://HOST:PORT")],
+               token: Annotated[str, typer.Option(help="from `cumulo remote token` there")],
+               fingerprint: Annotated[str | None, typer.Option(
+                   help="sha256 of its certificate (its cumulod logs it; `cumulo info`"
+                        " there shows it); default: the one it presents now")] = None
                ) -> None:
-    """Trust another cumulod (checked now: reachable, token accepted)."""
+    """Trust another cumulod: its certificate is pinned, then it is checked (reachable,
+    the pinned certificate, the token accepted)."""
     with Client() as c:
-        c.add_remote(name, url, token)
-    o.err.print(f"Added remote {name} ({url})")
+        r = c.add_remote(name, url, token, fingerprint)
+    how = "given" if fingerprint else "trusted on first use"
+    o.err.print(f"Added remote {name} ({url}); certificate sha256 fingerprint ({how}):\n"
+                f"  {r['fingerprint'] or '(none: plain HTTP)'}")
 
 
 @remote_app.command("list")
@@ -43,7 +50,7 @@ def remote_list(fmt: FormatOpt = o.Format.table) -> None:
     """Remotes this host trusts."""
     with Client() as c:
         rows = c.remotes()
-    o.table(rows, [("NAME", "name"), ("URL", "url")], fmt)
+    o.table(rows, [("NAME", "name"), ("URL", "url"), ("FINGERPRINT", "fingerprint")], fmt)
 
 
 @remote_app.command("remove")
