@@ -152,8 +152,8 @@ def main() -> None:
             for c in (a, b):
                 c.build_image("busybox")
             token = b.issue_token("bench")["token"]
-            a.add_remote("b", "http://10.78.0.2:8443", token)
-            b.add_remote("a", "http://10.78.0.1:8443", a.issue_token("bench")["token"])
+            a.add_remote("b", "https://10.78.0.2:8443", token)
+            b.add_remote("a", "https://10.78.0.1:8443", a.issue_token("bench")["token"])
             for size in sizes:
                 for workload, script in WORKLOADS.items():
                     for r in range(args.repeat):

@@ -133,6 +133,8 @@ def stream_cut(ws: WebSocket, what: str) -> DaemonUnreachable:
     """The error for a websocket that ended early: the daemon stopped, or the link broke."""
     if ws.close_code == 1012:   # "service restart": cumulod is stopping
         return DaemonUnreachable(f"cumulod stopped: {what}")
+    if ws.close_code == 4401:   # api/auth.py: the identity was revoked
+        return DaemonUnreachable(f"the identity of this token was revoked: {what}")
     return DaemonUnreachable(f"lost the connection to cumulod: {what}")
 
 
@@ -244,6 +246,11 @@ class Client:
             yield head, _body(conn, sock, self.where())
 
     def _unreachable(self, err: Exception) -> DaemonUnreachable:
+        if self.base.startswith("http://") and not isinstance(err, OSError):
+            return DaemonUnreachable(
+                f"{self.where()} closed the connection without an answer: a cumulod"
+                " --listen speaks HTTPS (use https://), plain HTTP only with"
+                " --insecure-http")
         return DaemonUnreachable(
             f"cannot reach cumulod at {self.where()}: {err or type(err).__name__}. "
             "Is it running? (start it with `cumulod`, or set CUMULO_SOCKET / CUMULO_URL)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -168,8 +169,11 @@ def test_daemon_refuses_bad_start(tmp_path: Path) -> None:
 
 
 def ws_status(port: int, path: str) -> int:
-    """The HTTP status a websocket upgrade to ``path`` gets over TCP, without a token."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    """The HTTP status a websocket upgrade to ``path`` gets over TLS, without a token."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                   "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
@@ -185,26 +189,29 @@ def test_cli_over_tcp_with_cumulo_url(tmp_path: Path) -> None:
          str(tmp_path / "s.sock"), "--listen", f"127.0.0.1:{port}", "--driver",
          "container=fake", "--no-default-network"], stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
-    env = {"PATH": "/usr/bin:/bin", "CUMULO_URL": f"http://127.0.0.1:{port}"}
+    env = {"PATH": "/usr/bin:/bin", "CUMULO_URL": f"https://127.0.0.1:{port}"}
     local = {"PATH": "/usr/bin:/bin", "CUMULO_SOCKET": str(tmp_path / "s.sock")}
     try:
         deadline = time.monotonic() + 20
         while True:
-            r = subprocess.run([str(BIN / "cumulo"), "list", "--format", "json"], env=env,
+            r = subprocess.run([str(BIN / "cumulo"), "host", "fingerprint"], env=local,
                                capture_output=True, text=True, timeout=30)
-            if "needs a token" in r.stderr or time.monotonic() > deadline:
+            if r.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        env["CUMULO_FINGERPRINT"] = r.stdout.strip()
+        r = subprocess.run([str(BIN / "cumulo"), "list", "--format", "json"], env=env,
+                           capture_output=True, text=True, timeout=30)
         # over TCP nothing works without a token the daemon issued
         assert r.returncode == 1 and "needs a token" in r.stderr, r.stderr
         r = subprocess.run([str(BIN / "cumulo"), "list"], capture_output=True, text=True,
                            env={**env, "CUMULO_TOKEN": "forged"}, timeout=30)
-        assert r.returncode == 1 and "needs a token" in r.stderr
+        assert r.returncode == 1 and "not known here" in r.stderr
         for route in ("instances/x/exec-ws", "instances/x/console-ws", "events"):
-            assert ws_status(port, f"/1.0/{route}") == 403, route   # no token: no handshake
-        token = subprocess.run([str(BIN / "cumulo"), "remote", "token", "--name", "ci"],
-                               env=local, capture_output=True, text=True, timeout=30,
-                               check=True).stdout.strip()
+            assert ws_status(port, f"/1.0/{route}") == 401, route   # no token: no handshake
+        token = subprocess.run([str(BIN / "cumulo"), "identity", "create", "ci", "--role",
+                                "admin"], env=local, capture_output=True, text=True,
+                               timeout=30, check=True).stdout.strip()
         env["CUMULO_TOKEN"] = token
         r = subprocess.run([str(BIN / "cumulo"), "list", "--format", "json"], env=env,
                            capture_output=True, text=True, timeout=30)

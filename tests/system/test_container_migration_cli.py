@@ -36,7 +36,7 @@ def test_container_migrates_with_its_state_and_cold(hosts: tuple[Daemon, Daemon]
     a, b = hosts
     a.cli("image", "build", "busybox")
     token = b.cli("remote", "token", "--name", "from-a").stdout.strip()
-    a.cli("remote", "add", "b", "http://10.77.0.2:8443", "--token", token)
+    a.cli("remote", "add", "b", "https://10.77.0.2:8443", "--token", token)
 
     a.cli("launch", "busybox", "ct", "--", "sh", "-c", COUNTER)
     a.cli("exec", "ct", "--", "sh", "-c", "echo written-on-a > /etc/moved")
@@ -78,7 +78,7 @@ def test_container_migrates_with_its_state_and_cold(hosts: tuple[Daemon, Daemon]
     r = b.cli("migrate", "ct", "--to", "nowhere", "--stop-first", check=False)
     assert r.returncode == 1 and "not found" in r.stderr, r.stderr
     token_a = a.cli("remote", "token", "--name", "from-b").stdout.strip()
-    b.cli("remote", "add", "a", "http://10.77.0.1:8443", "--token", token_a)
+    b.cli("remote", "add", "a", "https://10.77.0.1:8443", "--token", token_a)
     r = b.cli("migrate", "ct", "--to", "a", check=False)
     assert r.returncode == 1 and "only a running container" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -132,7 +132,7 @@ def test_container_with_a_nic_checkpoints_and_migrates(
     for d in (a, b):
         d.cli("image", "build", "busybox")
     token = b.cli("remote", "token", "--name", "from-a").stdout.strip()
-    a.cli("remote", "add", "b", "http://10.77.0.2:8443", "--token", token)
+    a.cli("remote", "add", "b", "https://10.77.0.2:8443", "--token", token)
     a.cli("network", "create", "blue", "--subnet", "10.92.0.0/24")
     a.cli("launch", "busybox", "web", "--network", "blue", "--", "sh", "-c", SERVER)
     mac, ip = nic_of(a, "web")
@@ -179,7 +179,7 @@ def test_container_with_a_nic_checkpoints_and_migrates(
 
     # cold back to a (--stop-first): started again there, same MAC and IP
     token_a = a.cli("remote", "token", "--name", "from-b").stdout.strip()
-    b.cli("remote", "add", "a", "http://10.77.0.1:8443", "--token", token_a)
+    b.cli("remote", "add", "a", "https://10.77.0.1:8443", "--token", token_a)
     r = b.cli("migrate", "web", "--to", "a", "--stop-first", timeout=180)
     assert "stopped and started again" in r.stderr, r.stderr
     print(r.stderr)

@@ -154,15 +154,15 @@ def test_live_migration_between_two_hosts(hosts: tuple[Daemon, Daemon]) -> None:
 
     # bad remotes: a clear one-line error, nothing stored
     for args, words in [
-        (("remote", "add", "b", "http://10.77.0.2:8443", "--token", "wrong"), "needs a token"),
-        (("remote", "add", "b", "http://10.77.0.9:8443", "--token", token), "cannot reach"),
+        (("remote", "add", "b", "https://10.77.0.2:8443", "--token", "wrong"), "not known here"),
+        (("remote", "add", "b", "https://10.77.0.9:8443", "--token", token), "cannot reach"),
         (("remote", "add", "b", "ftp://10.77.0.2", "--token", token), "invalid remote URL"),
     ]:
         r = a.cli(*args, check=False, timeout=60)
         assert r.returncode == 1 and words in r.stderr, (args, r.stderr)
     assert json.loads(a.cli("remote", "list", "--format", "json").stdout) == []
-    a.cli("remote", "add", "b", "http://10.77.0.2:8443", "--token", token)
-    b.cli("remote", "add", "a", "http://10.77.0.1:8443", "--token",
+    a.cli("remote", "add", "b", "https://10.77.0.2:8443", "--token", token)
+    b.cli("remote", "add", "a", "https://10.77.0.1:8443", "--token",
           a.cli("remote", "token").stdout.strip())
 
     # the VM on a network, in a security group that lets its echo port in
