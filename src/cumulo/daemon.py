@@ -172,6 +172,9 @@ def run(args: argparse.Namespace) -> None:
         if listen:
             try:
                 tcp = socket.create_server(listen)
+                # inherited by each connection: no Nagle wait (for the peer's delayed
+                # ACK, ~40 ms) between an answer's head and body, which TLS sends apart
+                tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as err:
                 raise CumuloError(f"cannot listen on {args.listen}: {err.strerror}") from err
             if args.insecure_http:
