@@ -1,6 +1,7 @@
-"""identities (bearer tokens, kept as sha256), their roles per project, the audit log;
-remotes pin the other host's certificate. The migration tokens of 0007 become
-identities of kind ``remote``.
+"""identities, their roles per project, the audit log; remotes pin a certificate
+
+Identities are bearer tokens kept as sha256; the migration tokens of 0007 become
+identities of kind ``remote``. A remote keeps the sha256 of its certificate.
 
 Revision ID: 0009
 Revises: 0008
