@@ -89,6 +89,8 @@ def test_operator_manages_its_project_only(tcp: Any) -> None:
                          ("POST", "/tokens"), ("GET", "/remotes"), ("GET", "/audit")):
         r = o(method, path, json={})
         assert r.status_code == 403 and "needs the right 'admin'" in r.json()["error"], path
+    r = o("POST", "/instances/web/checkpoint", json={"file": "/etc/cron.d/x"})
+    assert r.status_code == 403 and "a checkpoint file on the host" in r.json()["error"]
     assert o.done(o("DELETE", "/instances/web", params={"force": True}))["status"] \
         == "success"
 

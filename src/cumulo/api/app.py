@@ -321,12 +321,18 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
 
     @r.post("/instances/{name}/checkpoint", status_code=202, response_model=s.OperationOut,
             summary="Save a running VM's memory and device state, then stop it")
-    def checkpoint(name: str, body: s.CheckpointIn, project: str = PROJECT) -> JSONResponse:
+    def checkpoint(request: Request, name: str, body: s.CheckpointIn, project: str = PROJECT
+                   ) -> JSONResponse:
+        if body.file is not None:
+            auth.require_admin(request, "a checkpoint file on the host (file)")
         return accepted(svc.checkpoints.checkpoint(project, name, body.file))
 
     @r.post("/instances/{name}/restore", status_code=202, response_model=s.OperationOut,
             summary="Run a stopped VM again from its checkpoint, where it was")
-    def restore(name: str, body: s.CheckpointIn, project: str = PROJECT) -> JSONResponse:
+    def restore(request: Request, name: str, body: s.CheckpointIn, project: str = PROJECT
+                ) -> JSONResponse:
+        if body.file is not None:
+            auth.require_admin(request, "a checkpoint file on the host (file)")
         return accepted(svc.checkpoints.restore(project, name, body.file))
 
     @r.post("/instances/{name}/bandwidth", response_model=s.InstanceOut,

@@ -246,6 +246,15 @@ def _audited(method: str, found: tuple[str, rights.Rule] | None) -> bool:
         method != "WS" or found[1].right != roles.READ)
 
 
+def require_admin(conn: HTTPConnection, what: str) -> None:
+    """403 unless the caller is an admin: for options that reach past the project (a
+    path on the host's filesystem)."""
+    caller = caller_of(conn)
+    if not caller.admin:
+        raise ForbiddenError(f"identity {caller.name!r} may not use {what}: it needs the"
+                             " right 'admin' server-wide", roles.ADMIN)
+
+
 def check_operation(caller: Caller, op: Operation, right: str) -> None:
     """404 for an operation of a project the caller has no role in (as if it did not
     exist), 403 for a role lacking ``right``; operations of no project: admins only."""
