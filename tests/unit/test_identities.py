@@ -168,3 +168,17 @@ def test_audit_records_mutations(tcp: Any) -> None:
         ("b-viewer", "DELETE /instances/{name}", "instances/web", 403),
         ("b-user", "PUT /instances/{name}/state", "instances/web/state", 202)]
     assert all(r["project"] == "beta" and r["at"] for r in rows)
+
+
+def test_websocket_ends_when_its_identity_goes_elsewhere(
+        svc: Services, tcp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Revoked through another daemon on the same store (no local revoke call), or
+    expired: the periodic check closes the websocket."""
+    monkeypatch.setattr("cumulo.api.auth.RECHECK", 0.2)
+    api, who = tcp
+    u = who["user"]
+    with api.websocket_connect("/1.0/instances/web/exec-ws?project=beta", headers=u.h) as ws:
+        ws.send_json({"command": ["sh", "-c", "echo ready; sleep 60"]})
+        assert ws.receive_bytes() == b"\x01ready\n"
+        svc.identities.store.revoke("b-user")   # the store only: as another daemon would
+        assert _until_close(ws)["code"] == 4401

@@ -37,6 +37,7 @@ from cumulo.store.identities import REMOTE, Identity
 log = logging.getLogger(__name__)
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE", "WS"})
 REVOKED = 4401   # websocket close code: the identity was revoked
+RECHECK = 10.0   # seconds between checks that a websocket's identity is still valid
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,13 @@ class Authorize:
         with self.sessions.holding(caller.id, revoked):
             task = asyncio.ensure_future(self.app(scope, receive, send))
             waiter = asyncio.ensure_future(revoked.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            while not task.done() and not revoked.is_set():
+                await asyncio.wait({task, waiter}, timeout=RECHECK,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                # revoked through another daemon on the same store, or expired
+                if not task.done() and not revoked.is_set() and not await run_in_threadpool(
+                        self.svc.identities.valid, caller.id):
+                    revoked.set()
             waiter.cancel()
             if task.done():
                 task.result()

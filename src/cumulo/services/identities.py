@@ -72,6 +72,11 @@ class IdentityService:
         self._touch(ident.id, now)
         return ident
 
+    def valid(self, identity_id: int) -> bool:
+        """Still there (not revoked, here or by another daemon on the store), unexpired."""
+        ident = self.store.by_id(identity_id)
+        return ident is not None and not ident.expired(utcnow())
+
     def _touch(self, identity_id: int, now: datetime) -> None:
         with self._lock:
             last = self._touched.get(identity_id)

@@ -86,6 +86,11 @@ class IdentityStore:
         return {r.project: r.role for r in s.scalars(
             select(IdentityRoleRow).where(IdentityRoleRow.identity_id == identity_id))}
 
+    def by_id(self, identity_id: int) -> Identity | None:
+        with self.db.session() as s:
+            row = s.get(IdentityRow, identity_id)
+            return None if row is None else _identity(row, self._roles(s, row.id))
+
     def get(self, name: str) -> Identity:
         with self.db.session() as s:
             row = s.scalar(select(IdentityRow).where(IdentityRow.name == name))
