@@ -1,6 +1,6 @@
 """The store's contract on both engines (``store_url``: a SQLite file, a PostgreSQL database
 on the suite's throwaway server): migrations match the tables, and volumes, security
-groups, forwards, tokens and remotes read back what was written, conflicts included."""
+groups, forwards, identities and remotes read back what was written, conflicts included."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from cumulo.domain.acl import AclRule, SecurityGroup
 from cumulo.domain.models import Image, Instance, Network, Nic
@@ -21,7 +22,7 @@ from cumulo.errors import ConflictError, NotFoundError
 from cumulo.store.db import MIGRATIONS, make_engine
 from cumulo.store.firewall import FirewallStore, Forward
 from cumulo.store.hosts import HostStore, Remote
-from cumulo.store.identities import CLIENT, REMOTE, IdentityStore
+from cumulo.store.identities import CLIENT, REMOTE, IdentityStore, digest
 from cumulo.store.repo import Store
 from cumulo.store.tables import Base
 
@@ -72,6 +73,25 @@ def test_migrations_match_the_tables(store_url: str) -> None:
 def test_migrations_go_down_and_up_again(store_url: str) -> None:
     _alembic(store_url, ("upgrade", "head"), ("downgrade", "base"), ("upgrade", "head"))
     Store(store_url).close()  # the rebuilt schema serves a store
+
+
+def test_migration_tokens_become_remote_identities(store_url: str) -> None:
+    """A host's tokens of before 0009 keep working: identities of kind remote."""
+    _alembic(store_url, ("upgrade", "0008"))
+    engine = make_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tokens (name, sha256, created_at) VALUES"
+                              " ('from-a', :h, CURRENT_TIMESTAMP)"), {"h": digest("s3cret")})
+    finally:
+        engine.dispose()
+    store = Store(store_url)
+    try:
+        ident = IdentityStore(store.db).by_token("s3cret")
+        assert ident is not None and (ident.name, ident.kind, ident.admin, ident.roles) == (
+            "from-a", REMOTE, False, {})
+    finally:
+        store.close()
 
 
 def test_rows_read_back_typed(store: Store) -> None:
