@@ -175,3 +175,26 @@ def test_a_project_without_a_role_looks_like_no_project(world: Any) -> None:
     assert [a.status_code for a in answers] == [404, 404]
     assert answers[0].json()["error"].replace(SECRET, "P") == \
         answers[1].json()["error"].replace("nowhere", "P")
+
+
+def test_a_project_in_the_path(svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routes like /projects/{name} take the project from the path (for the projects
+    routes): a role there lets in, none answers 404."""
+    rules = {**rights.RULES, ("GET", "/1.0/things/{project}"): rights.Rule(
+        "read", rights.P, path_project="project")}
+    monkeypatch.setattr(rights, "_BY_METHOD", {})
+    for (method, template), rule in rules.items():
+        rights._BY_METHOD.setdefault(method, []).append((rights._regex(template), template,
+                                                         rule))
+    app = create_app(svc, tcp_auth=True)
+
+    @app.get("/1.0/things/{project}")
+    def things(project: str) -> dict[str, str]:
+        return {"project": project}
+
+    token = svc.identities.create("v", "viewer", "beta")[1]
+    with TestClient(app) as api:
+        h = {"Authorization": f"Bearer {token}"}
+        assert api.get("/1.0/things/beta", headers=h).json() == {"project": "beta"}
+        assert api.get("/1.0/things/alpha", headers=h, params={"project": "beta"}
+                       ).status_code == 404

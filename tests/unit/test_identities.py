@@ -182,3 +182,17 @@ def test_websocket_ends_when_its_identity_goes_elsewhere(
         assert ws.receive_bytes() == b"\x01ready\n"
         svc.identities.store.revoke("b-user")   # the store only: as another daemon would
         assert _until_close(ws)["code"] == 4401
+
+
+def test_grant_and_ungrant_a_project(svc: Services, tcp: Any) -> None:
+    svc.store.ensure_project("gamma")
+    _, who = tcp
+    a, v = who["admin"], who["viewer"]
+    assert v("GET", "/instances", params={"project": "gamma"}).status_code == 404
+    r = a("PUT", "/identities/b-viewer/roles/gamma", json={"role": "operator"})
+    assert r.json()["roles"] == {"beta": "viewer", "gamma": "operator"}
+    assert v("GET", "/instances", params={"project": "gamma"}).status_code == 200
+    assert a("PUT", "/identities/b-viewer/roles/gamma", json={"role": "admin"}
+             ).status_code == 400   # admin is server-wide, not a project role
+    assert a("DELETE", "/identities/b-viewer/roles/gamma").json()["roles"] == {"beta": "viewer"}
+    assert v("GET", "/instances", params={"project": "gamma"}).status_code == 404

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -145,10 +145,13 @@ class Authorize:
             return
         ws = scope["type"] == "websocket"
         method = "WS" if ws else ("GET" if scope["method"] == "HEAD" else scope["method"])
-        found = rights.lookup(method, scope["path"])
+        matched = rights.match(method, scope["path"])
+        found = None if matched is None else (matched[0], matched[1])
         query = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
         project: str | None = query.get("project", [None])[-1]
-        if found is not None and found[1].scope == rights.P and project is None:
+        if matched is not None and matched[1].path_project:
+            project = unquote(matched[2][matched[1].path_project])
+        elif found is not None and found[1].scope == rights.P and project is None:
             project = "default"
         remote = self.tcp and over_tcp(scope)
         try:

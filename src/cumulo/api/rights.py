@@ -20,6 +20,7 @@ from cumulo.domain.roles import ADMIN, MANAGE, MIGRATE, OPERATE, READ
 class Rule:
     right: str
     scope: str = "project"
+    path_project: str | None = None   # the project is this path parameter (/projects/{name})
 
 
 P, S = "project", "server"
@@ -149,7 +150,13 @@ for (_method, _template), _rule in sorted(RULES.items(), key=lambda kv: kv[0][1]
 
 def lookup(method: str, path: str) -> tuple[str, Rule] | None:
     """The template and rule of a request (``WS`` for a websocket), or None."""
+    found = match(method, path)
+    return None if found is None else (found[0], found[1])
+
+
+def match(method: str, path: str) -> tuple[str, Rule, dict[str, str]] | None:
+    """The template, rule and path parameters of a request, or None."""
     for regex, template, rule in _BY_METHOD.get(method, ()):
-        if regex.match(path):
-            return template, rule
+        if m := regex.match(path):
+            return template, rule, m.groupdict()
     return None
