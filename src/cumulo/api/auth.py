@@ -87,8 +87,6 @@ def check(caller: Caller, rule: rights.Rule, project: str | None) -> None:
             return
         raise ForbiddenError(f"identity {caller.name!r} may not do this: it needs the"
                              f" right {rule.right!r} server-wide", rule.right)
-    if project is None and rule.scope == "object":
-        raise NotFoundError("operation", "(of no project)")
     if project is None:
         raise ForbiddenError(f"identity {caller.name!r} may not do this across every"
                              " project: it needs the right 'admin' (or ask for one"
@@ -269,8 +267,10 @@ def check_operation(caller: Caller, op: Operation, right: str) -> None:
     """404 for an operation of a project the caller has no role in (as if it did not
     exist), 403 for a role lacking ``right``; operations of no project: admins only."""
     project = project_of(op)
-    if project is None and not caller.admin and right == roles.READ and caller.server:
-        return   # another host follows the operations it started here
+    if project is None and not caller.admin:
+        if right == roles.READ and caller.server:
+            return   # another host follows the operations it started here
+        raise NotFoundError("operation", op.id)
     check(caller, rights.Rule(right), project)
 
 
