@@ -33,6 +33,7 @@ PACKAGES=(
   postgresql                         # cumulod --database postgresql://; tests start a throwaway server
   podman netavark                    # bench: the peer for container launch (netavark, not
                                      # the CNI plugins, which would pull in iptables)
+  chromium                           # tests of the web console: Playwright drives it headless
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -144,6 +145,22 @@ CRIU_PREFIX=/opt/cumulo/criu
 # runc finds criu on PATH: /usr/local/sbin comes before /usr/sbin (where a criu 3.17 would be)
 ln -sfn "$CRIU_PREFIX/criu" /usr/local/sbin/criu
 
+# The web console's terminal (xterm.js) from the npm registry, pinned by the committed
+# package-lock.json; only its dist files go to the (gitignored) static/vendor/. Without
+# npm the console works and its terminal says why it cannot open.
+WEB=src/cumulo/web
+if command -v npm >/dev/null; then
+  if [ ! -f "$WEB/static/vendor/xterm.mjs" ] || [ "$WEB/package-lock.json" -nt "$WEB/static/vendor/xterm.mjs" ]; then
+    echo "==> npm ci (xterm.js for the web console)"
+    (cd "$WEB" && npm ci --no-audit --no-fund --silent)
+    mkdir -p "$WEB/static/vendor"
+    cp "$WEB"/node_modules/@xterm/xterm/lib/xterm.mjs "$WEB"/node_modules/@xterm/xterm/css/xterm.css \
+       "$WEB"/node_modules/@xterm/addon-fit/lib/addon-fit.mjs "$WEB/static/vendor/"
+  fi
+else
+  echo "==> npm not found: the web console's terminal stays off (install Node.js + npm, run again)"
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   python3 -m venv .venv
@@ -152,7 +169,8 @@ stamp=.venv/.cumulo-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "==> pip install -e .[dev]"
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  # Playwright (tests of the web console) drives Debian's chromium; it must not fetch its own
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi
 # Bytecode for our own modules now: pip compiles the dependencies it installs but not an

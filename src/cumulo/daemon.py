@@ -139,12 +139,13 @@ class Server(uvicorn.Server):
 
 
 def make_server(svc: Services, log_level: str, tls_socket: socket.socket | None = None,
-                tls: ssl.SSLContext | None = None, fingerprint: str | None = None
-                ) -> Server:
+                tls: ssl.SSLContext | None = None, fingerprint: str | None = None,
+                listen: str | None = None, reports: Path | None = None) -> Server:
     """The server of the API: plain HTTP on the sockets given to ``serve``, HTTPS (with
     ``tls``) on ``tls_socket``."""
     return Server(uvicorn.Config(
-        create_app(svc, tcp_auth=True, fingerprint=fingerprint), log_level=log_level,
+        create_app(svc, tcp_auth=True, fingerprint=fingerprint, listen=listen,
+                   reports=reports), log_level=log_level,
         access_log=False, ws="websockets-sansio", timeout_graceful_shutdown=GRACEFUL_STOP),
         tls_socket, tls)
 
@@ -206,8 +207,9 @@ def run(args: argparse.Namespace) -> None:
             # the default action, that would kill the daemon before the last exec
             # sessions are killed and the services closed
             signal.signal(signal.SIGTERM, _stopped)
-            asyncio.run(make_server(svc, args.log_level, tls_socket, tls, fingerprint)
-                        .serve(sockets=sockets))
+            server = make_server(svc, args.log_level, tls_socket, tls, fingerprint,
+                                 args.listen, state_dir / "reports")
+            asyncio.run(server.serve(sockets=sockets))
         finally:
             for name in ("cumulo", "cumulod"):
                 logging.getLogger(name).removeHandler(handler)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -23,6 +24,7 @@ from cumulo.api import (
     firewall_routes,
     host_routes,
     identity_routes,
+    web_routes,
 )
 from cumulo.api import schemas as s
 from cumulo.api.convert import (
@@ -49,6 +51,7 @@ from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
 from cumulo.services.operations import project_of
+from cumulo.web import assets
 
 API = "1.0"
 ERR = {400: {"model": s.ErrorOut}, 404: {"model": s.ErrorOut}, 409: {"model": s.ErrorOut},
@@ -62,11 +65,13 @@ def accepted(op: Operation) -> JSONResponse:
                         headers={"Location": f"/{API}/operations/{op.id}"})
 
 
-def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = None
-               ) -> FastAPI:
+def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = None,
+               listen: str | None = None, reports: Path | None = None) -> FastAPI:
     """``tcp_auth``: requests over TCP need a token (the daemon; in-process tests do not,
     their caller is root as over the unix socket). Every request is authorized and
-    audited by api/auth.py. ``fingerprint``: of the certificate ``--listen`` serves."""
+    audited by api/auth.py. ``fingerprint``: of the certificate ``--listen`` serves;
+    ``listen``: the daemon's TCP address (for the web console's URL); ``reports``: the
+    folder of benchmark reports the console shows."""
     stopping = threading.Event()   # ends the exec calls still running when the daemon stops
 
     @asynccontextmanager
@@ -346,7 +351,9 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     firewall_routes.add_routes(r, svc)
     host_routes.add_routes(r, svc, sessions)
     identity_routes.add_routes(r, svc, sessions)
+    web_routes.add_routes(r, listen, reports)
     app.include_router(r)
+    assets.mount(app)
 
     @app.websocket(f"/{API}/instances/{{name}}/exec-ws")
     async def exec_stream(ws: WebSocket, name: str, project: str = "default") -> None:

@@ -15,6 +15,7 @@ import socket
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from cumulo.api import web_auth
 from cumulo.api.exec_ws import _send_error
 from cumulo.api.threads import in_thread
 from cumulo.errors import CumuloError
@@ -24,7 +25,7 @@ CHUNK = 65536
 
 
 async def serve(ws: WebSocket, svc: Services, project: str, name: str) -> None:
-    await ws.accept()
+    await web_auth.accept(ws)
     try:
         sock = await in_thread(svc.instances.open_console, project, name, orphan=_close)
     except CumuloError as err:

@@ -15,6 +15,7 @@ import json
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from cumulo.api import web_auth
 from cumulo.api.exec_ws import _send_error
 from cumulo.errors import ConflictError, InvalidInputError
 from cumulo.services.events import TYPES
@@ -32,7 +33,7 @@ def parse_types(value: str | None) -> list[str]:
 
 async def serve(ws: WebSocket, svc: Services, types: str | None, project: str | None
                 ) -> None:
-    await ws.accept()
+    await web_auth.accept(ws)
     try:
         wanted = parse_types(types)
     except InvalidInputError as err:

@@ -22,6 +22,7 @@ import time
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from cumulo.api import web_auth
 from cumulo.api.errors import status_for
 from cumulo.api.schemas import ExecIn
 from cumulo.api.threads import in_thread
@@ -100,7 +101,7 @@ async def _send_error(ws: WebSocket, err: Exception) -> None:
 
 
 async def serve(ws: WebSocket, svc: Services, project: str, name: str) -> None:
-    await ws.accept()
+    await web_auth.accept(ws)
     try:
         body = ExecIn.model_validate_json(await ws.receive_text())
         req = ExecRequest(command=body.command, env=body.env, cwd=body.cwd, tty=body.tty,

@@ -43,6 +43,7 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "snapshot": ("cumulo.cli.storage", "snapshot_app", True),
     "bench": ("cumulo.cli.bench", "bench_app", True),
     "monitor": ("cumulo.cli.monitor", "monitor", False),
+    "ui": ("cumulo.cli.ui", "ui", False),
 }
 NET_LAZY = {"acl": ("cumulo.cli.firewall", "acl_app"),
             "forward": ("cumulo.cli.firewall", "forward_app")}

@@ -1,0 +1,27 @@
+"""Serving the console's files at ``/ui/`` (no token needed for them: no secret inside)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC = Path(__file__).parent / "static"
+
+
+def mount(app: FastAPI) -> None:
+    @app.get("/ui", include_in_schema=False)
+    def ui_root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    @app.get("/ui/features.json", include_in_schema=False)
+    def features() -> dict[str, bool]:
+        """What the console may use: xterm.js comes from npm, which may have been missing
+        at install; routes of later features are looked up, not guessed by a failing call."""
+        paths = {getattr(route, "path", "") for route in app.routes}
+        return {"xterm": (STATIC / "vendor" / "xterm.mjs").is_file(),
+                "projects": "/1.0/projects" in paths}
+
+    app.mount("/ui/", StaticFiles(directory=STATIC, html=True), name="ui")
