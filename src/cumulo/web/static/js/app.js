@@ -144,6 +144,7 @@ window.addEventListener("hashchange", () => {
   if (auth.token()) show();
 });
 whenUnauthorized(() => {
+  if (document.body.classList.contains("signed-out")) return;   // the sign-in form says why
   auth.clear();
   signIn("The token is no longer accepted (revoked, expired, or cumulod restarted): sign in again.");
 });

@@ -100,7 +100,7 @@ export async function render(view, { name, tab }) {
     tabBar.replaceChildren(...tabs.map((x) => h("button.tab", { type: "button", role: "tab", "aria-selected": String(x === t),
       tabindex: x === t ? "0" : "-1", dataset: { tab: x }, onclick: () => selectTab(x), onkeydown: tabKeys }, x[0].toUpperCase() + x.slice(1))));
     panel.replaceChildren();
-    closeTab = ({ overview, terminal, console: serial, graphs, logs, snapshots: snaps })[t](panel) || null;
+    closeTab = ({ overview, terminal, console: serial, graphs, logs, snapshots })[t](panel) || null;
   }
 
   function selectTab(t) {

@@ -1,0 +1,240 @@
+"""The web console in a real browser: Playwright drives Debian's Chromium against a real
+cumulod listening on loopback. Sign in, launch from the form, use the terminal, watch a
+graph, stop and delete; a VM's serial console; a bad launch shows the API's error.
+
+One browser for the module, a fresh page (and sessionStorage) per test; every page must
+end with no console errors. Screenshots go to the test's tmp dir (the path is printed;
+kept when a test failed), or to $CUMULO_SCREENSHOTS/TEST when that is set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cumulo.client import APIError
+from tests.system.conftest import Daemon, running_daemon
+
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 30_000          # one UI step (Playwright's waits are bounded by it)
+SHELL = "sh -c 'trap \"exit 0\" TERM; while :; do sleep 1; done'"   # stops on SIGTERM
+
+if not CHROMIUM.exists():
+    pytest.skip("no /usr/bin/chromium: run scripts/install.sh", allow_module_level=True)
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright: pip install -e .[dev]")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str]]:
+    """A cumulod serving TCP on loopback (history every second), with busybox built."""
+    port = free_port()
+    with running_daemon(tmp_path_factory.mktemp("web"),
+                        ("--listen", f"127.0.0.1:{port}", "--history-interval", "1")) as d:
+        d.cli("image", "build", "busybox")
+        yield d, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def browser_context() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        ctx = p.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), args=ARGS, headless=True,
+            viewport={"width": 1280, "height": 800})
+        ctx.set_default_timeout(WAIT_MS)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+class Page:
+    """A browser tab that records console errors and takes named screenshots."""
+
+    def __init__(self, ctx: Any, shots: Path) -> None:
+        self.page = ctx.new_page()
+        self.shots = shots
+        self.errors: list[str] = []
+        self.expected: list[str] = []   # errors the test provokes on purpose
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+
+    def shot(self, name: str) -> None:
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        print(f"screenshot: {path}")
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(x in e for x in self.expected)]
+
+
+@pytest.fixture
+def tab(browser_context: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Page]:
+    keep = os.environ.get("CUMULO_SCREENSHOTS")
+    shots = Path(keep) / request.node.name if keep else tmp_path / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    t = Page(browser_context, shots)
+    try:
+        yield t
+    finally:
+        t.shot("last")   # where the test ended (or failed)
+        t.page.close()
+    assert not t.unexpected(), f"console errors: {t.unexpected()}"
+
+
+def token(d: Daemon) -> str:
+    return d.cli("remote", "token").stdout.strip()
+
+
+def signed_in(d: Daemon, base: str, t: Page, where: str = "#/instances") -> None:
+    """Open the console with the URL `cumulo ui` prints, then go to ``where``."""
+    url = d.cli("ui").stdout.strip()
+    assert url.startswith(f"{base}/ui/#token="), url
+    t.page.goto(url)
+    t.page.wait_for_selector("#live.on")        # the events websocket is up
+    t.page.evaluate("h => { location.hash = h; }", where)
+
+
+def screen_text(t: Page) -> str:
+    return str(t.page.inner_text(".xterm-rows")).replace("\u00a0", " ")
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
+def test_sign_in_with_a_token(web: tuple[Daemon, str], tab: Page) -> None:
+    d, base = web
+    page = tab.page
+    page.goto(f"{base}/ui/")
+    page.fill("#token", "not-a-token")
+    page.click("form.signin button[type=submit]")
+    tab.expected.append("status of 401")       # the refused GET /1.0
+    page.wait_for_selector("form.signin .msg.error:not([hidden])")
+    assert "not accepted" in page.inner_text("form.signin .msg.error")
+    page.fill("#token", token(d))
+    page.click("form.signin button[type=submit]")
+    page.wait_for_selector("#live.on")
+    page.wait_for_selector("h1:text('Instances')")
+    tab.shot("signed-in")
+    # the token of `cumulo ui` is taken from the URL's fragment and dropped from it
+    signed_in(d, base, tab)
+    assert "token=" not in page.url
+
+
+def test_launch_terminal_graph_stop_delete(web: tuple[Daemon, str], tab: Page) -> None:
+    d, base = web
+    page = tab.page
+    signed_in(d, base, tab, "#/launch")
+    page.fill("input[name=name]", "web")
+    page.fill("input[name=image]", "busybox")
+    page.select_option("select[name=network]", "none")
+    page.fill("input[name=memory]", "64MiB")
+    page.fill("input[name=command]", SHELL)
+    tab.shot("launch-form")
+    page.click("form.launch button[type=submit]")
+    page.wait_for_url(re.compile(r"#/instances/web$"))
+    page.wait_for_selector(".head .badge[data-state=running]")
+    with d.client() as c:
+        assert c.instance("web")["limits"]["memory"] == 64 * 1024 * 1024
+
+    # the list shows it running, with its limits
+    page.evaluate("location.hash = '#/instances'")
+    row = "tr[data-name=web]"
+    page.wait_for_selector(f"{row} .badge[data-state=running]")
+    assert "64.0 MiB" in page.inner_text(row)
+    page.wait_for_selector(f"{row} td.mem .meter")   # memory at a glance, from its history
+    tab.shot("instances")
+
+    # a real terminal: a tty shell over the exec websocket
+    page.click(f"{row} a")
+    page.click("button.tab[data-tab=terminal]")
+    page.wait_for_selector(".term-status:text('connected')")
+    page.wait_for_selector(".xterm-rows")
+    wait_for("a shell prompt", lambda: "#" in screen_text(tab))
+    page.click(".xterm")
+    page.keyboard.type("echo marker-$((6*7)) && hostname")
+    page.keyboard.press("Enter")
+    wait_for("the command's output", lambda: "marker-42" in screen_text(tab))
+    assert "web" in screen_text(tab).split("marker-42", 1)[1]   # the hostname after it
+    tab.shot("terminal")
+
+    # a graph gains points (the daemon samples every second)
+    page.click("button.tab[data-tab=graphs]")
+    cpu = "figure.plot >> nth=0"
+    page.wait_for_selector("figure.plot[data-points]:not([data-points='0'])")
+    before = int(page.get_attribute(cpu, "data-points") or 0)
+    wait_for("new points", lambda: int(page.get_attribute(cpu, "data-points") or 0) >= before + 2)
+    tab.shot("graphs")
+
+    # stop, then delete after confirming
+    page.click(".actions button:text('Stop')")
+    page.wait_for_selector(".head .badge[data-state=stopped]")
+    page.click(".actions button:text('Delete')")
+    page.wait_for_selector("dialog.confirm[open]")
+    tab.shot("delete-confirm")
+    page.click("dialog.confirm button.danger")
+    page.wait_for_url(re.compile(r"#/instances$"))
+    page.wait_for_selector("p.empty")
+    with d.client() as c:
+        assert c.instances() == []
+
+
+def test_bad_launch_shows_the_api_error(web: tuple[Daemon, str], tab: Page) -> None:
+    d, base = web
+    page = tab.page
+    with d.client() as c, pytest.raises(APIError) as api:
+        c.create("bad", "busybox", limits={"memory": "12 parsecs"}, networks=[], start=True)
+    signed_in(d, base, tab, "#/launch")
+    page.fill("input[name=name]", "bad")
+    page.select_option("select[name=network]", "none")
+    page.fill("input[name=memory]", "12 parsecs")
+    tab.expected.append("status of 400")   # the refused POST, which the page shows
+    page.click("form.launch button[type=submit]")
+    page.wait_for_selector("#launch-error:not([hidden])")
+    shown = page.inner_text("#launch-error")
+    assert shown == str(api.value) and "\n" not in shown, (shown, str(api.value))
+    tab.shot("bad-launch")
+    with d.client() as c:
+        assert c.instances() == []
+
+
+@pytest.mark.qemu
+def test_vm_serial_console(web: tuple[Daemon, str], tab: Page) -> None:
+    """A VM with a shell on its serial console, as in test_vm_console.py (pc, TCG)."""
+    d, base = web
+    d.cli("launch", "busybox", "cvm", "--type", "vm", "--machine", "pc", "--memory", "256MiB",
+          "--network", "none", "--", "sh", "-c", "echo console-shell-up; exec sh")
+    try:
+        wait_for("the VM's shell", lambda: "console-shell-up" in d.cli("logs", "cvm").stdout,
+                 timeout=120)
+        signed_in(d, base, tab, "#/instances/cvm/console")
+        tab.page.wait_for_selector(".term-status:text('connected')")
+        tab.page.click(".xterm")
+        tab.page.keyboard.type("echo vm-$((3*4))")
+        tab.page.keyboard.press("Enter")
+        wait_for("the VM's answer", lambda: "vm-12" in screen_text(tab), timeout=60)
+        tab.shot("vm-console")
+    finally:
+        d.cli("delete", "cvm", "--force")
