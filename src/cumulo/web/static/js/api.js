@@ -115,3 +115,10 @@ export function features() {
   featureList ??= fetch(new URL("features.json", document.baseURI)).then((r) => r.json()).catch(() => ({}));
   return featureList;
 }
+
+/** fingerprint -> a readable name (its first alias, else the fingerprint's start). */
+export async function imageNames() {
+  const images = await get("/images").catch(() => []);
+  const names = new Map(images.map((i) => [i.fingerprint, i.aliases[0] || i.fingerprint.slice(0, 12)]));
+  return (ref) => names.get(ref) || (/^[0-9a-f]{64}$/.test(ref) ? ref.slice(0, 12) : ref);
+}

@@ -1,7 +1,7 @@
 // One instance: actions (with confirmation where nothing can be undone), and tabs for its
 // overview, a terminal (exec), a VM's serial console, usage graphs, logs and snapshots.
 
-import { follow, get, inProject, request } from "../api.js";
+import { follow, get, imageNames, inProject, request } from "../api.js";
 import { plot } from "../plot.js";
 import { openTerminal } from "../terminal.js";
 import { addresses, ago, badge, confirmDialog, h, limitsText, notify, promptDialog, size, table } from "../ui.js";
@@ -17,6 +17,7 @@ export async function render(view, { name, tab }) {
     view.append(h("h1", name), h("p.msg.error", { role: "alert" }, err.message), h("a", { href: "#/instances" }, "Back to instances"));
     return null;
   }
+  const imageName = await imageNames();
   const isVm = inst.type !== "container";
   const tabs = TABS.filter((t) => t !== "console" || isVm);
   let current = tabs.includes(tab) ? tab : "overview";
@@ -29,7 +30,7 @@ export async function render(view, { name, tab }) {
   view.append(title, actions, tabBar, panel);
 
   function header() {
-    title.replaceChildren(h("h1", inst.name), badge(inst.state), h("span.muted", `${inst.type} · ${inst.image}`),
+    title.replaceChildren(h("h1", inst.name), badge(inst.state), h("span.muted", { title: inst.image }, `${inst.type} · ${imageName(inst.image)}`),
       h("span.spacer"), h("a", { href: "#/instances" }, "← all instances"));
     const s = inst.state;
     const act = (label, action, enabled, extra = {}) => h("button", { type: "button", disabled: !enabled,
@@ -83,6 +84,8 @@ export async function render(view, { name, tab }) {
     const ok = await confirmDialog(`Delete ${inst.name}?`,
       `Its root disk and snapshots go with it${running ? "; it is running and will be stopped first" : ""}. This cannot be undone.`);
     if (!ok) return;
+    if (closeTab) closeTab();   // no more reads of what is going away
+    closeTab = null;
     try {
       const op = await request("DELETE", path, { query: inProject({ force: running }) });
       await follow(op);
@@ -120,7 +123,7 @@ export async function render(view, { name, tab }) {
     const dl = (pairs) => h("dl.facts", pairs.flatMap(([k, v]) => [h("dt", k), h("dd", v ?? "–")]));
     box.append(h("div.cols",
       h("section.card", h("h2", "Instance"), dl([
-        ["State", badge(inst.state)], ["Type", inst.type], ["Image", inst.image],
+        ["State", badge(inst.state)], ["Type", inst.type], ["Image", h("span", { title: inst.image }, imageName(inst.image))],
         ["Command", inst.command.join(" ") || "the image's"], ["Created", ago(inst.created_at)],
         ["PID", inst.pid], ["Exit code", inst.exit_code], ["Last error", inst.last_error],
         ["Options", Object.entries(inst.options).map(([k, v]) => `${k}=${v}`).join(" ") || "–"]])),

@@ -1,7 +1,7 @@
 // Instances: live state from the event stream, with CPU and memory at a glance from each
 // running instance's history.
 
-import { get, inProject, project } from "../api.js";
+import { get, imageNames, inProject, project } from "../api.js";
 import { addresses, badge, h, limitsText, notify, size } from "../ui.js";
 
 const USAGE_EVERY = 5000;
@@ -13,6 +13,7 @@ export async function render(view) {
   view.append(h("div.head", h("h1", "Instances"), h("span.muted", `project ${project.get()}`),
     h("span.spacer"), filter, h("a.button.primary", { href: "#/launch" }, "Launch")), body);
   let rows = [];
+  let imageName = await imageNames();
   const usage = new Map();
 
   function draw() {
@@ -28,7 +29,7 @@ export async function render(view) {
         const u = usage.get(i.name);
         return h("tr", { dataset: { name: i.name } },
           h("td", h("a", { href: `#/instances/${encodeURIComponent(i.name)}` }, i.name)),
-          h("td.state", badge(i.state)), h("td", i.type), h("td", i.image),
+          h("td.state", badge(i.state)), h("td", i.type), h("td", { title: i.image }, imageName(i.image)),
           h("td", limitsText(i.limits)), h("td", addresses(i)),
           h("td.cpu", u && u.cpu_usage !== null ? meter(u.cpu_usage / (i.limits.cpu || 1), `${(u.cpu_usage * 100).toFixed(1)} %`) : "–"),
           h("td.mem", u && u.memory_bytes !== null ? meter(i.limits.memory ? u.memory_bytes / i.limits.memory : 0, size(u.memory_bytes)) : "–"));
@@ -37,7 +38,7 @@ export async function render(view) {
 
   async function load() {
     try {
-      rows = await get("/instances", { query: inProject() });
+      [rows, imageName] = await Promise.all([get("/instances", { query: inProject() }), imageNames()]);
     } catch (err) {
       notify(err.message);
       return;
@@ -49,8 +50,10 @@ export async function render(view) {
     await Promise.all(rows.filter((i) => i.state === "running").map(async (i) => {
       try {
         const hist = await get(`/instances/${encodeURIComponent(i.name)}/history`, { query: inProject() });
-        const last = hist.points[hist.points.length - 1];
-        if (last) usage.set(i.name, last);
+        const pts = hist.points;
+        const last = pts[pts.length - 1];
+        const cpu = pts.findLast((p) => p.cpu_usage !== null);   // the first reading has none
+        if (last) usage.set(i.name, { memory_bytes: last.memory_bytes, cpu_usage: cpu ? cpu.cpu_usage : null });
       } catch {
         usage.delete(i.name);   // gone meanwhile: the next event redraws
       }
