@@ -29,6 +29,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 30_000          # one UI step (Playwright's waits are bounded by it)
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+                    "0000000d49444154789c63f8cfc0f01f00050001ff89993d1d0000000049454e44"
+                    "ae426082")   # 1x1 pixel
 SHELL = "sh -c 'trap \"exit 0\" TERM; while :; do sleep 1; done'"   # stops on SIGTERM
 
 if not CHROMIUM.exists():
@@ -141,6 +144,32 @@ def test_sign_in_with_a_token(web: tuple[Daemon, str], tab: Page) -> None:
     # the token of `cumulo ui` is taken from the URL's fragment and dropped from it
     signed_in(d, base, tab)
     assert "token=" not in page.url
+    # keyboard: g then l opens the launch form with its first field focused
+    page.locator("body").press("g")
+    page.locator("body").press("l")
+    page.wait_for_url(re.compile(r"#/launch$"))
+    page.wait_for_selector("input[name=name]:focus")
+
+
+def test_reports_and_operations_pages(web: tuple[Daemon, str], tab: Page) -> None:
+    d, base = web
+    reports = d.state_dir / "reports"
+    reports.mkdir(exist_ok=True)
+    (reports / "lab.html").write_text('<h1>Lab report</h1><p>container/native 1.02x</p>'
+                                      '<img src="lab-cpu.png" alt="plot">')
+    (reports / "lab-cpu.png").write_bytes(PNG)
+    signed_in(d, base, tab, "#/reports")
+    tab.page.click("button.link:text('lab.html')")
+    frame = tab.page.frame_locator("iframe.report")
+    frame.locator("p:text('container/native 1.02x')").wait_for()
+    # its plot (beside it, behind the token) is inlined and shown
+    img = frame.locator("img")
+    assert img.get_attribute("src", timeout=WAIT_MS).startswith("data:image/png;base64,")
+    wait_for("the plot drawn", lambda: img.evaluate("i => i.complete && i.naturalWidth") == 1)
+    tab.shot("reports")
+    tab.page.evaluate("location.hash = '#/operations'")
+    tab.page.wait_for_selector("td:text('build image busybox') >> xpath=.. >> .op-success")
+    tab.shot("operations")
 
 
 def test_launch_terminal_graph_stop_delete(web: tuple[Daemon, str], tab: Page) -> None:

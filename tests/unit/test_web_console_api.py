@@ -89,6 +89,9 @@ def test_reports_are_listed_and_served_from_their_folder_only(
     got = tcp.get("/1.0/reports/lab.html", headers=bearer(token))
     assert got.status_code == 200 and got.text == "<h1>lab</h1>"
     assert got.headers["content-type"].startswith("text/html")
+    (tmp_path / "reports" / "lab-cpu.png").write_bytes(b"\x89PNG")
+    plot = tcp.get("/1.0/reports/lab-cpu.png", headers=bearer(token))
+    assert plot.headers["content-type"] == "image/png" and plot.content == b"\x89PNG"
     for bad in ("notes.txt", "..%2Fsecret.html", "missing.html"):
         r = tcp.get(f"/1.0/reports/{bad}", headers=bearer(token))
         assert r.status_code == 404, (bad, r.text)

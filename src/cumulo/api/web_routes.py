@@ -14,6 +14,8 @@ from cumulo.api import web_auth
 from cumulo.errors import NotFoundError
 
 REPORT_NAME = re.compile(r"^[\w.-]+\.html$")
+REPORT_FILE = re.compile(r"^[\w.-]+\.(html|png)$")   # a report and the plots beside it
+MEDIA = {"html": "text/html", "png": "image/png"}
 
 
 class UiSessionOut(BaseModel):
@@ -59,10 +61,12 @@ def add_routes(r: APIRouter, listen: str | None, reports: Path | None) -> None:
                           modified=datetime.fromtimestamp(p.stat().st_mtime, UTC))
                 for p in found]
 
-    @r.get("/reports/{name}", summary="One benchmark report (HTML)", response_class=Response,
-           responses={200: {"content": {"text/html": {}}}})
+    @r.get("/reports/{name}", summary="A benchmark report (HTML) or one of its plots (PNG)",
+           response_class=Response,
+           responses={200: {"content": {"text/html": {}, "image/png": {}}}})
     def get_report(name: str) -> Response:
-        path = reports / name if reports is not None and REPORT_NAME.match(name) else None
-        if path is None or not path.is_file():
+        found = REPORT_FILE.match(name)
+        path = reports / name if reports is not None and found else None
+        if found is None or path is None or not path.is_file():
             raise NotFoundError("report", name)
-        return Response(path.read_bytes(), media_type="text/html")
+        return Response(path.read_bytes(), media_type=MEDIA[found.group(1)])

@@ -21,11 +21,30 @@ export async function render(view) {
 
   async function open(name) {
     try {
-      frame.srcdoc = await request("GET", `/reports/${encodeURIComponent(name)}`, { text: true });
+      frame.srcdoc = await withPlots(await request("GET", `/reports/${encodeURIComponent(name)}`, { text: true }));
       frame.hidden = false;
       frame.focus();
     } catch (err) {
       notify(err.message);
     }
   }
+}
+
+/** The report's plots (PNG files beside it, behind the token like the report) inlined as
+ * data: URLs, so the sandboxed frame needs no access of its own. */
+async function withPlots(html) {
+  const doc = new DOMParser().parseFromString(html, "text/html");
+  await Promise.all([...doc.querySelectorAll("img[src]")].map(async (img) => {
+    const src = img.getAttribute("src");
+    if (!/^[\w.-]+\.png$/.test(src)) return;
+    const resp = await request("GET", `/reports/${encodeURIComponent(src)}`, { raw: true }).catch(() => null);
+    if (!resp) return;
+    const blob = await resp.blob();
+    img.src = await new Promise((resolve) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.readAsDataURL(blob);
+    });
+  }));
+  return `<!doctype html>${doc.documentElement.outerHTML}`;
 }
