@@ -32,7 +32,8 @@ WAIT_MS = 30_000          # one UI step (Playwright's waits are bounded by it)
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
                     "0000000d49444154789c63f8cfc0f01f00050001ff89993d1d0000000049454e44"
                     "ae426082")   # 1x1 pixel
-SHELL = "sh -c 'trap \"exit 0\" TERM; while :; do sleep 1; done'"   # stops on SIGTERM
+LOOP = 'trap "exit 0" TERM; while :; do sleep 1; done'   # PID 1 that stops on SIGTERM
+SHELL = f"sh -c '{LOOP}'"                                  # the same, typed in the form
 
 if not CHROMIUM.exists():
     pytest.skip("no /usr/bin/chromium: run scripts/install.sh", allow_module_level=True)
@@ -267,3 +268,19 @@ def test_vm_serial_console(web: tuple[Daemon, str], tab: Page) -> None:
         tab.shot("vm-console")
     finally:
         d.cli("delete", "cvm", "--force")
+
+
+def test_without_xterm_the_terminal_says_why(web: tuple[Daemon, str], tab: Page) -> None:
+    """As after an install without npm: the daemon reports no xterm.js (here the browser
+    is told so), and the terminal tab explains instead of failing."""
+    d, base = web
+    d.cli("launch", "busybox", "quiet", "--network", "none", "--", "sh", "-c", LOOP)
+    try:
+        tab.page.route("**/ui/features.json",
+                       lambda route: route.fulfill(json={"xterm": False, "projects": False}))
+        signed_in(d, base, tab, "#/instances/quiet/terminal")
+        tab.page.wait_for_selector(".termbox .msg.warn:text('npm')")
+        assert tab.page.locator(".xterm").count() == 0
+        tab.shot("no-xterm")
+    finally:
+        d.cli("delete", "quiet", "--force")
