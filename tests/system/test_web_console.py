@@ -186,6 +186,7 @@ def test_launch_terminal_graph_stop_delete(web: tuple[Daemon, str], tab: Page) -
     page.click("form.launch button[type=submit]")
     page.wait_for_url(re.compile(r"#/instances/web$"))
     page.wait_for_selector(".head .badge[data-state=running]")
+    tab.shot("overview")
     with d.client() as c:
         assert c.instance("web")["limits"]["memory"] == 64 * 1024 * 1024
 
@@ -196,6 +197,11 @@ def test_launch_terminal_graph_stop_delete(web: tuple[Daemon, str], tab: Page) -
     assert "64.0 MiB" in page.inner_text(row)
     page.wait_for_selector(f"{row} td.mem .meter")   # memory at a glance, from its history
     tab.shot("instances")
+    # live: a change made elsewhere shows without a reload (the events websocket)
+    d.cli("pause", "web")
+    page.wait_for_selector(f"{row} .badge[data-state=paused]")
+    d.cli("resume", "web")
+    page.wait_for_selector(f"{row} .badge[data-state=running]")
 
     # a real terminal: a tty shell over the exec websocket
     page.click(f"{row} a")

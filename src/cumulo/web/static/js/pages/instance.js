@@ -124,7 +124,7 @@ export async function render(view, { name, tab }) {
     box.append(h("div.cols",
       h("section.card", h("h2", "Instance"), dl([
         ["State", badge(inst.state)], ["Type", inst.type], ["Image", h("span", { title: inst.image }, imageName(inst.image))],
-        ["Command", inst.command.join(" ") || "the image's"], ["Created", ago(inst.created_at)],
+        ["Command", inst.command.map((a) => (/[\s"'$]/.test(a) ? `'${a.replaceAll("'", "'\\''")}'` : a)).join(" ") || "the image's"], ["Created", ago(inst.created_at)],
         ["PID", inst.pid], ["Exit code", inst.exit_code], ["Last error", inst.last_error],
         ["Options", Object.entries(inst.options).map(([k, v]) => `${k}=${v}`).join(" ") || "–"]])),
       h("section.card", h("h2", "Resources"), dl([
