@@ -104,8 +104,8 @@ def tab(browser_context: Any, tmp_path: Path, request: pytest.FixtureRequest) ->
     assert not t.unexpected(), f"console errors: {t.unexpected()}"
 
 
-def token(d: Daemon) -> str:
-    return d.cli("remote", "token").stdout.strip()
+def token(d: Daemon, name: str) -> str:
+    return d.cli("remote", "token", "--name", name).stdout.strip()
 
 
 def signed_in(d: Daemon, base: str, t: Page, where: str = "#/instances") -> None:
@@ -137,11 +137,16 @@ def test_sign_in_with_a_token(web: tuple[Daemon, str], tab: Page) -> None:
     tab.expected.append("status of 401")       # the refused GET /1.0
     page.wait_for_selector("form.signin .msg.error:not([hidden])")
     assert "not accepted" in page.inner_text("form.signin .msg.error")
-    page.fill("#token", token(d))
+    page.fill("#token", token(d, "browser"))
     page.click("form.signin button[type=submit]")
     page.wait_for_selector("#live.on")
     page.wait_for_selector("h1:text('Instances')")
     tab.shot("signed-in")
+    # a revoked token: the next call is refused and the page asks to sign in again
+    with d.client() as c:
+        c.request("DELETE", "/tokens/browser")
+    page.evaluate("location.hash = '#/images'")
+    page.wait_for_selector("form.signin .msg.error:text('no longer accepted')")
     # the token of `cumulo ui` is taken from the URL's fragment and dropped from it
     signed_in(d, base, tab)
     assert "token=" not in page.url

@@ -96,7 +96,8 @@ function connectEvents() {
     live.textContent = "reconnecting…";
     live.className = "live off";
     if (!auth.token()) return;
-    setTimeout(() => events === ws && connectEvents(), retry);
+    get("").catch(() => {});   // a token no longer accepted: back to the sign-in form
+    setTimeout(() => events === ws && auth.token() && connectEvents(), retry);
     retry = Math.min(retry * 2, 15000);
   };
 }
@@ -141,7 +142,8 @@ function keys() {
 }
 
 window.addEventListener("hashchange", () => {
-  if (auth.token()) show();
+  if (auth.fromFragment()) start();   // a new `cumulo ui` URL pasted into an open tab
+  else if (auth.token()) show();
 });
 whenUnauthorized(() => {
   if (document.body.classList.contains("signed-out")) return;   // the sign-in form says why
