@@ -200,7 +200,8 @@ def test_launch_terminal_graph_stop_delete(web: tuple[Daemon, str], tab: Page) -
     row = "tr[data-name=web]"
     page.wait_for_selector(f"{row} .badge[data-state=running]")
     assert "64.0 MiB" in page.inner_text(row)
-    page.wait_for_selector(f"{row} td.mem .meter")   # memory at a glance, from its history
+    page.wait_for_selector(f"{row} td.mem .meter")   # memory and CPU at a glance, from
+    page.wait_for_selector(f"{row} td.cpu .meter")   # the metrics (CPU: two scrapes)
     tab.shot("instances")
     # live: a change made elsewhere shows without a reload (the events websocket)
     d.cli("pause", "web")

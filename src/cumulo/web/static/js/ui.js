@@ -119,9 +119,9 @@ export function promptDialog(title, label, value = "") {
 /** A table from rows and [header, cell(row)] columns; empty: a line saying so. */
 export function table(rows, columns, empty = "Nothing here yet.") {
   if (!rows.length) return h("p.empty", empty);
-  return h("table",
+  return h("div.scroll", h("table",
     h("thead", h("tr", columns.map(([title]) => h("th", { scope: "col" }, title)))),
-    h("tbody", rows.map((r) => h("tr", columns.map(([, cell]) => h("td", cell(r)))))));
+    h("tbody", rows.map((r) => h("tr", columns.map(([, cell]) => h("td", cell(r))))))));
 }
 
 export function section(title, ...children) {

@@ -1,15 +1,17 @@
-// Instances: live state from the event stream, with CPU and memory at a glance from each
-// running instance's history.
+// Instances: live state from the event stream, with CPU and memory at a glance from the
+// daemon's metrics (CPU: the time used between two scrapes).
 
 import { get, imageNames, inProject, project } from "../api.js";
+import { usageOf } from "../metrics.js";
 import { addresses, badge, h, limitsText, notify, size } from "../ui.js";
 
-const USAGE_EVERY = 5000;
+const FIRST_USAGE = 2000;   // ms: the second scrape, which gives the first CPU figure
+const USAGE_EVERY = 10000;
 
 export async function render(view) {
   const filter = h("input#filter", { type: "search", placeholder: "filter by name, image, state…",
     "aria-label": "filter instances" });
-  const body = h("div");
+  const body = h("div.scroll");
   view.append(h("div.head", h("h1", "Instances"), h("span.muted", `project ${project.get()}`),
     h("span.spacer"), filter, h("a.button.primary", { href: "#/launch" }, "Launch")), body);
   let rows = [];
@@ -46,18 +48,24 @@ export async function render(view) {
     draw();
   }
 
+  let before = new Map();
   async function loadUsage() {
-    await Promise.all(rows.filter((i) => i.state === "running").map(async (i) => {
-      try {
-        const hist = await get(`/instances/${encodeURIComponent(i.name)}/history`, { query: inProject() });
-        const pts = hist.points;
-        const last = pts[pts.length - 1];
-        const cpu = pts.findLast((p) => p.cpu_usage !== null);   // the first reading has none
-        if (last) usage.set(i.name, { memory_bytes: last.memory_bytes, cpu_usage: cpu ? cpu.cpu_usage : null });
-      } catch {
-        usage.delete(i.name);   // gone meanwhile: the next event redraws
-      }
-    }));
+    if (document.hidden) return;
+    let now;
+    try {
+      now = await usageOf(project.get());
+    } catch {
+      return;   // metrics not readable: the columns stay empty
+    }
+    for (const [name, u] of now) {
+      const b = before.get(name);
+      const dt = b ? u.time - b.time : 0;
+      const cpu = b && dt > 0 && u.cpu_seconds !== null && b.cpu_seconds !== null
+        ? Math.max(0, (u.cpu_seconds - b.cpu_seconds) / dt) : usage.get(name)?.cpu_usage ?? null;
+      usage.set(name, { memory_bytes: u.memory_bytes, cpu_usage: cpu });
+    }
+    for (const name of usage.keys()) if (!now.has(name)) usage.delete(name);
+    before = now;
     draw();
   }
 
@@ -71,8 +79,10 @@ export async function render(view) {
   window.addEventListener("cumulo-event", onEvent);
   await load();
   loadUsage();
+  const first = setTimeout(loadUsage, FIRST_USAGE);
   const timer = setInterval(loadUsage, USAGE_EVERY);
   return () => {
+    clearTimeout(first);
     clearInterval(timer);
     clearTimeout(pending);
     window.removeEventListener("cumulo-event", onEvent);
