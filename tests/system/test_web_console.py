@@ -33,7 +33,7 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001
                     "0000000d49444154789c63f8cfc0f01f00050001ff89993d1d0000000049454e44"
                     "ae426082")   # 1x1 pixel
 LOOP = 'trap "exit 0" TERM; while :; do sleep 1; done'   # PID 1 that stops on SIGTERM
-SHELL = f"sh -c '{LOOP}'"                                  # the same, typed in the form
+SHELL = f"sh -c 'echo pid1-up; {LOOP}'"                   # the same, typed in the form
 
 if not CHROMIUM.exists():
     pytest.skip("no /usr/bin/chromium: run scripts/install.sh", allow_module_level=True)
@@ -230,9 +230,19 @@ def test_launch_terminal_graph_stop_delete(web: tuple[Daemon, str], tab: Page) -
     wait_for("new points", lambda: int(page.get_attribute(cpu, "data-points") or 0) >= before + 2)
     tab.shot("graphs")
 
-    # stop, then delete after confirming
+    # PID 1's output
+    page.click("button.tab[data-tab=logs]")
+    page.wait_for_selector("pre.logs:text('pid1-up')")
+
+    # stop; a snapshot (named in a dialog) is listed; delete after confirming
     page.click(".actions button:text('Stop')")
     page.wait_for_selector(".head .badge[data-state=stopped]")
+    page.click("button.tab[data-tab=snapshots]")
+    page.click(".actions button:text('Snapshot')")
+    page.fill("dialog[open] input", "before-delete")
+    page.click("dialog[open] button.primary")
+    page.wait_for_selector("td:text('before-delete')")
+    tab.shot("snapshots")
     page.click(".actions button:text('Delete')")
     page.wait_for_selector("dialog.confirm[open]")
     tab.shot("delete-confirm")
