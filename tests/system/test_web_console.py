@@ -274,22 +274,33 @@ def test_bad_launch_shows_the_api_error(web: tuple[Daemon, str], tab: Page) -> N
 
 @pytest.mark.qemu
 def test_vm_serial_console(web: tuple[Daemon, str], tab: Page) -> None:
-    """A VM with a shell on its serial console, as in test_vm_console.py (pc, TCG)."""
+    """A VM launched from the form with a shell on its serial console, as in
+    test_vm_console.py (pc, TCG), typed to through the console tab."""
     d, base = web
-    d.cli("launch", "busybox", "cvm", "--type", "vm", "--machine", "pc", "--memory", "256MiB",
-          "--network", "none", "--", "sh", "-c", "echo console-shell-up; exec sh")
+    page = tab.page
+    signed_in(d, base, tab, "#/launch")
+    page.fill("input[name=name]", "cvm")
+    page.select_option("select[name=type]", "vm")
+    page.select_option("select[name=machine]", "pc")
+    page.select_option("select[name=network]", "none")
+    page.fill("input[name=memory]", "256MiB")
+    page.fill("input[name=command]", "sh -c 'echo console-shell-up; exec sh'")
     try:
+        page.click("form.launch button[type=submit]")
+        page.wait_for_url(re.compile(r"#/instances/cvm$"), timeout=120_000)
+        with d.client() as c:
+            assert c.instance("cvm")["options"]["machine"] == "pc"
         wait_for("the VM's shell", lambda: "console-shell-up" in d.cli("logs", "cvm").stdout,
                  timeout=120)
-        signed_in(d, base, tab, "#/instances/cvm/console")
-        tab.page.wait_for_selector(".term-status:text('connected')")
-        tab.page.click(".xterm")
-        tab.page.keyboard.type("echo vm-$((3*4))")
-        tab.page.keyboard.press("Enter")
+        page.click("button.tab[data-tab=console]")
+        page.wait_for_selector(".term-status:text('connected')")
+        page.click(".xterm")
+        page.keyboard.type("echo vm-$((3*4))")
+        page.keyboard.press("Enter")
         wait_for("the VM's answer", lambda: "vm-12" in screen_text(tab), timeout=60)
         tab.shot("vm-console")
     finally:
-        d.cli("delete", "cvm", "--force")
+        d.cli("delete", "cvm", "--force", check=False)
 
 
 def test_without_xterm_the_terminal_says_why(web: tuple[Daemon, str], tab: Page) -> None:

@@ -12,6 +12,12 @@ export async function render(view) {
   const image = h("input", { name: "image", required: true, list: "image-list", value: images[0]?.aliases?.[0] || "busybox" });
   const imageList = h("datalist#image-list", images.flatMap((i) => (i.aliases.length ? i.aliases : [i.fingerprint.slice(0, 12)]).map((a) => h("option", { value: a }))));
   const type = h("select", { name: "type" }, server.instance_types.map((t) => h("option", { value: t, selected: t === "container" }, t)));
+  const machine = h("select", { name: "machine" },
+    [["", "default (microvm: fastest boot, no hot-plug)"], ["pc", "pc (PCI: hot-plug)"], ["q35", "q35"]]
+      .map(([v, label]) => h("option", { value: v }, label)));
+  const machineField = field("VM machine", machine);
+  const showMachine = () => { machineField.hidden = type.value !== "vm"; };
+  type.addEventListener("change", showMachine);
   const cpu = h("input", { name: "cpu", inputmode: "decimal", placeholder: "e.g. 0.5" });
   const memory = h("input", { name: "memory", placeholder: "e.g. 256MiB" });
   const disk = h("input", { name: "disk", placeholder: "e.g. 2GiB" });
@@ -37,6 +43,7 @@ export async function render(view) {
     if (network.value === "none") body.networks = [];
     else if (network.value) body.networks = [{ network: network.value }];
     if (sshKey.value.trim()) body.ssh_key = sshKey.value.trim();
+    if (type.value === "vm" && machine.value) body.options = { machine: machine.value };
     if (command.value.trim()) body.command = splitWords(command.value.trim());
     try {
       const op = await request("POST", "/instances", { body, query: inProject() });
@@ -57,7 +64,7 @@ export async function render(view) {
   h("h1", "Launch an instance"),
   h("div.grid",
     field("Name", name), field("Image", image, "an alias or fingerprint (see Images)"), imageList,
-    field("Type", type), field("Network", network),
+    field("Type", type), field("Network", network), machineField,
     field("CPUs", cpu, "fractions allowed"), field("Memory", memory),
     field("Root disk cap", disk), field("Command", command, "PID 1; default: the image's")),
   field("SSH public key", sshKey, "VMs: authorized_keys lines for root in the guest"),
@@ -65,6 +72,7 @@ export async function render(view) {
   error, progress,
   h("div.row", submit, h("a.button.secondary", { href: "#/instances" }, "Cancel")));
   error.tabIndex = -1;
+  showMachine();
   view.append(form);
   name.focus();
 }
