@@ -23,6 +23,7 @@ from tests.unit.conftest import wait_op
 
 OPENAPI = Path(__file__).parents[2] / "docs" / "openapi.json"
 DOCS = {("GET", p) for p in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")}
+UI = {("GET", p) for p in ("/ui", "/ui/", "/ui/{file}")}   # the web console's files
 ROLES = ("viewer", "user", "operator")
 SECRET = "alpha"   # every object of project alpha has it in its name
 
@@ -94,6 +95,8 @@ def concrete(template: str, names: dict[str, str]) -> str:
         values["name"] = f"{SECRET}-vol"
     elif template.startswith(("/1.0/storage-pools/", "/1.0/image-aliases/")):
         values["name"] = "default"
+    elif template.startswith("/1.0/reports/"):
+        values["name"] = "lab.html"
     elif template.startswith(("/1.0/identities/", "/1.0/tokens/")):
         values["name"] = f"{SECRET}-op"
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
@@ -104,7 +107,7 @@ def test_every_route_has_a_rule(svc: Services) -> None:
     fails here (and is refused over TCP, even to an admin)."""
     app = create_app(svc)
     table = {(m, rights.plain(p)) for m, p in rights.RULES}
-    assert http_routes() | ws_routes(app) | DOCS == table
+    assert http_routes() | ws_routes(app) | DOCS | UI == table
 
 
 def test_route_without_a_rule_is_refused(svc: Services) -> None:

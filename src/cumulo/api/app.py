@@ -351,7 +351,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     firewall_routes.add_routes(r, svc)
     host_routes.add_routes(r, svc, sessions)
     identity_routes.add_routes(r, svc, sessions)
-    web_routes.add_routes(r, listen, reports)
+    web_routes.add_routes(r, svc, listen, reports, fingerprint)
     app.include_router(r)
     assets.mount(app)
 

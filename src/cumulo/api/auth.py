@@ -22,11 +22,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cumulo.api import rights
+from cumulo.api import rights, web_auth
 from cumulo.domain import roles
 from cumulo.domain.models import Operation
 from cumulo.errors import AuthError, CumuloError, ForbiddenError, NotFoundError
@@ -151,12 +150,15 @@ class Authorize:
             project = unquote(matched[2][matched[1].path_project])
         elif found is not None and found[1].scope == rights.P and project is None:
             project = "default"
+        if found is not None and found[1].scope == rights.PUBLIC:
+            await self.app(scope, receive, send)   # the web console's files
+            return
         remote = self.tcp and over_tcp(scope)
         try:
             caller = ROOT
-            if remote:
+            if remote:   # a browser's websocket: the token in a subprotocol
                 caller = Caller.of(self.svc.identities.authenticate(
-                    Headers(scope=scope).get("authorization")))
+                    web_auth.authorization(scope)))
             if found is None:
                 if remote:   # fail closed: a route nobody wrote a right for
                     raise ForbiddenError(f"{method} {scope['path']}: not in the rights"

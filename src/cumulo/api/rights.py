@@ -5,7 +5,8 @@ Scopes: ``project`` (the ``project`` query parameter, default ``default``: the c
 role there decides; no role there: 404 as if nothing existed), ``server`` (not in a
 project: reads are open to every identity, the rest needs ``admin``), ``object`` (the
 route checks the object's own project itself: operations), ``events`` (one project,
-or every project for ``admin``).
+or every project for ``admin``), ``public`` (no token at all: the web console's files,
+which hold no secret; a browser fetches them before it has a token).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Rule:
     path_project: str | None = None   # the project is this path parameter (/projects/{name})
 
 
-P, S = "project", "server"
+P, S, PUBLIC = "project", "server", "public"
 _I = "/1.0/instances/{name}"
 _V = "/1.0/volumes/{name}"
 _G = "/1.0/security-groups/{name}"
@@ -122,6 +123,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/1.0/remotes"): Rule(ADMIN, S),
     ("POST", "/1.0/remotes"): Rule(ADMIN, S),
     ("DELETE", "/1.0/remotes/{name}"): Rule(ADMIN, S),
+    # the web console: its files, cumulo ui's sessions (root over the unix socket only:
+    # the route refuses every identity), benchmark reports
+    ("GET", "/ui"): Rule(READ, PUBLIC),
+    ("GET", "/ui/"): Rule(READ, PUBLIC),
+    ("GET", "/ui/{file:path}"): Rule(READ, PUBLIC),
+    ("POST", "/1.0/ui-sessions"): Rule(ADMIN, S),
+    ("GET", "/1.0/reports"): Rule(READ, S),
+    ("GET", "/1.0/reports/{name}"): Rule(READ, S),
 }
 
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")

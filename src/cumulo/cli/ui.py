@@ -14,15 +14,27 @@ from cumulo.errors import UnsupportedError
 
 def ui(open_: Annotated[bool, typer.Option(
         "--open", help="also open it in this machine's web browser")] = False) -> None:
-    """Print the web console's URL with a short-lived token in it (asked for over the unix
-    socket; it works in one browser tab until cumulod restarts or 8 hours pass)."""
+    """Print the web console's URL with a session token in it: a new admin identity
+    (ui-...) that expires in 8 hours, asked for over the unix socket; end it sooner with
+    `cumulo identity revoke NAME`."""
     with Client() as c:
         session = c.request("POST", "/ui-sessions").json()
     if not session.get("url"):
         raise UnsupportedError("cumulod serves the web console over TCP only: start it with"
                                " --listen 127.0.0.1:8443")
-    o.err.print("Web console (the token after # stays in the browser, keep it private):",
-                markup=False)
+    o.err.print(f"Web console, signed in as identity {session['identity']} until"
+                f" {session['expires_at'][:16].replace('T', ' ')} UTC (the token after #"
+                " stays in the browser, keep it private):", markup=False)
     print(session["url"])
+    if session.get("fingerprint"):
+        o.err.print("The certificate is self-signed: accept it in the browser once its"
+                    " SHA-256 fingerprint (certificate details) reads", markup=False)
+        o.err.print(f"  {colons(session['fingerprint'])}", markup=False)
     if open_ and not webbrowser.open(session["url"]):
         o.err.print("no web browser found here: open the URL above", markup=False)
+
+
+def colons(fingerprint: str) -> str:
+    """``AB:CD:...``: how browsers show a certificate's fingerprint."""
+    up = fingerprint.upper()
+    return ":".join(up[i:i + 2] for i in range(0, len(up), 2))
