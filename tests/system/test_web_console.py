@@ -1,6 +1,7 @@
 """The web console in a real browser: Playwright drives Debian's Chromium against a real
-cumulod listening on loopback. Sign in, launch from the form, use the terminal, watch a
-graph, stop and delete; a VM's serial console; a bad launch shows the API's error.
+cumulod serving HTTPS on loopback (its self-signed certificate accepted as a user
+would). Sign in, launch from the form, use the terminal, watch a graph, stop and delete;
+a VM's serial console; a bad launch shows the API's error; a viewer sees but may not act.
 
 One browser for the module, a fresh page (and sessionStorage) per test; every page must
 end with no console errors. Screenshots go to the test's tmp dir (the path is printed;
@@ -9,9 +10,11 @@ kept when a test failed), or to $CUMULO_SCREENSHOTS/TEST when that is set.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -49,12 +52,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str]]:
-    """A cumulod serving TCP on loopback (history every second), with busybox built."""
+    """A cumulod serving HTTPS on loopback (history every second), with busybox built."""
     port = free_port()
     with running_daemon(tmp_path_factory.mktemp("web"),
                         ("--listen", f"127.0.0.1:{port}", "--history-interval", "1")) as d:
         d.cli("image", "build", "busybox")
-        yield d, f"http://127.0.0.1:{port}"
+        yield d, f"https://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,8 @@ def browser_context() -> Iterator[Any]:
     with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         ctx = p.chromium.launch_persistent_context(
             profile, executable_path=str(CHROMIUM), args=ARGS, headless=True,
-            viewport={"width": 1280, "height": 800})
+            viewport={"width": 1280, "height": 800},
+            ignore_https_errors=True)   # self-signed: the fingerprint is checked below
         ctx.set_default_timeout(WAIT_MS)
         try:
             yield ctx
@@ -104,17 +108,27 @@ def tab(browser_context: Any, tmp_path: Path, request: pytest.FixtureRequest) ->
     assert not t.unexpected(), f"console errors: {t.unexpected()}"
 
 
-def token(d: Daemon, name: str) -> str:
-    return d.cli("remote", "token", "--name", name).stdout.strip()
+def token(d: Daemon, name: str, role: str = "admin") -> str:
+    return d.cli("identity", "create", name, "--role", role).stdout.strip()
 
 
 def signed_in(d: Daemon, base: str, t: Page, where: str = "#/instances") -> None:
     """Open the console with the URL `cumulo ui` prints, then go to ``where``."""
-    url = d.cli("ui").stdout.strip()
+    ui = d.cli("ui")
+    url = ui.stdout.strip()
     assert url.startswith(f"{base}/ui/#token="), url
+    # the fingerprint to compare with the browser's is the one the daemon serves
+    served = _served_fingerprint(base)
+    assert ":".join(served[i:i + 2] for i in range(0, 64, 2)).upper() in ui.stderr, ui.stderr
     t.page.goto(url)
     t.page.wait_for_selector("#live.on")        # the events websocket is up
     t.page.evaluate("h => { location.hash = h; }", where)
+
+
+def _served_fingerprint(base: str) -> str:
+    host, port = base.removeprefix("https://").rsplit(":", 1)
+    pem = ssl.get_server_certificate((host, int(port)))
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
 def screen_text(t: Page) -> str:
@@ -143,8 +157,7 @@ def test_sign_in_with_a_token(web: tuple[Daemon, str], tab: Page) -> None:
     page.wait_for_selector("h1:text('Instances')")
     tab.shot("signed-in")
     # a revoked token: the next call is refused and the page asks to sign in again
-    with d.client() as c:
-        c.request("DELETE", "/tokens/browser")
+    d.cli("identity", "revoke", "browser")
     page.evaluate("location.hash = '#/images'")
     page.wait_for_selector("form.signin .msg.error:text('no longer accepted')")
     # the token of `cumulo ui` is taken from the URL's fragment and dropped from it
@@ -155,6 +168,33 @@ def test_sign_in_with_a_token(web: tuple[Daemon, str], tab: Page) -> None:
     page.locator("body").press("l")
     page.wait_for_url(re.compile(r"#/launch$"))
     page.wait_for_selector("input[name=name]:focus")
+
+
+def test_a_viewer_sees_but_may_not_act(web: tuple[Daemon, str], tab: Page) -> None:
+    """A viewer's token signs in and lists instances; Stop is refused by the API, whose
+    one line the page shows (the console does not guess rights: the API decides)."""
+    d, base = web
+    d.cli("launch", "busybox", "seen", "--network", "none", "--", "sh", "-c", LOOP)
+    try:
+        page = tab.page
+        page.goto(f"{base}/ui/")
+        page.fill("#token", token(d, "watcher", "viewer"))
+        page.click("form.signin button[type=submit]")
+        page.wait_for_selector("#live.on")
+        page.wait_for_selector("tr[data-name=seen] .badge[data-state=running]")
+        tab.expected.append("status of 403")   # the refused stop (and metrics: admins only)
+        page.click("tr[data-name=seen] a")
+        page.click(".actions button:text('Stop')")
+        page.wait_for_selector("#messages .msg.error")
+        shown = page.inner_text("#messages .msg.error").removesuffix("×").strip()
+        assert "needs the right 'operate'" in shown and "\n" not in shown, shown
+        tab.shot("viewer-refused")
+        with d.client() as c:
+            assert c.instance("seen")["state"] == "running"
+    finally:
+        tab.expected.append("status of 401")   # the open page's next reads, once revoked
+        d.cli("identity", "revoke", "watcher", check=False)
+        d.cli("delete", "seen", "--force")
 
 
 def test_reports_and_operations_pages(web: tuple[Daemon, str], tab: Page) -> None:
