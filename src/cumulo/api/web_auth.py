@@ -34,7 +34,7 @@ def new_session(ids: IdentityService) -> tuple[Identity, str]:
     for old in ids.store.list(CLIENT):
         if old.name.startswith(SESSION_PREFIX) and old.expired(now):
             ids.store.revoke(old.name, CLIENT)
-    name = f"{SESSION_PREFIX}{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    name = f"{SESSION_PREFIX}{now:%m%d%H%M}-{secrets.token_hex(2)}"   # ui-12042057-1a2b
     return ids.create(name, roles.ADMIN, None, SESSION_TTL)
 
 
