@@ -151,6 +151,7 @@ def test_sign_in_with_a_token(web: tuple[Daemon, str], tab: Page) -> None:
     tab.expected.append("status of 401")       # the refused GET /1.0
     page.wait_for_selector("form.signin .msg.error:not([hidden])")
     assert "not accepted" in page.inner_text("form.signin .msg.error")
+    assert "cumulo identity create" in page.inner_text("#token-help")
     page.fill("#token", token(d, "browser"))
     page.click("form.signin button[type=submit]")
     page.wait_for_selector("#live.on")

@@ -46,7 +46,7 @@ async function show() {
   cleanup = (await mod.render(view, params)) || null;
 }
 
-/** Sign in with a token: one from `cumulo remote token` or `cumulo ui`'s URL. */
+/** Sign in with a token: an identity's (`cumulo identity create`) or `cumulo ui`'s URL. */
 function signIn(message) {
   document.body.classList.add("signed-out");
   if (events) events.close();
@@ -71,7 +71,7 @@ function signIn(message) {
   h("h1", "Sign in to Cumulo"),
   h("label", { for: "token" }, "Token"), input,
   h("p#token-help.help", "On the host: ", h("code", "cumulo ui"), " prints a signed-in link; ",
-    h("code", "cumulo remote token"), " prints a token to paste here."),
+    h("code", "cumulo identity create NAME --role viewer"), " prints a token to paste here (its role decides what you may do)."),
   error, h("button.primary", { type: "submit" }, "Sign in"));
   document.getElementById("page").replaceChildren(form);
   input.focus();
