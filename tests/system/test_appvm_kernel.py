@@ -19,9 +19,9 @@ from cumulo.images import kernel_build
 from tests.system.conftest import Daemon
 from tests.system.test_appvm_cli import HELLO, wait_stopped
 
-pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
-
 BUILD_TIMEOUT = 3600
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
+              pytest.mark.timeout(BUILD_TIMEOUT)]
 
 
 def image(daemon: Daemon, ref: str) -> dict[str, Any]:

@@ -16,20 +16,20 @@ and a key always builds in the same directory, so the same key gives the same by
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.errors import DriverError, UnsupportedError
 from cumulo.host.tools import not_installed
 from cumulo.images import kernel_config
+from cumulo.images.debian import cache_lock, kill_group
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 
 Progress = Callable[[float, str], None]
@@ -110,19 +110,30 @@ def _cached(entry: Path) -> dict[str, str] | None:
 
 
 class _Make:
-    """Runs the kernel's make in the entry's object tree, with its output in a log."""
+    """Runs the kernel's make in the entry's object tree, its output in a log. It polls
+    ``progress`` (which raises when the operation is cancelled or the daemon stops) and
+    then kills make's whole process group."""
 
-    def __init__(self, src: Path, out: Path, log: Path) -> None:
-        self.src, self.out, self.log = src, out, log
+    def __init__(self, src: Path, out: Path, log: Path, progress: Progress) -> None:
+        self.src, self.out, self.log, self.progress = src, out, log, progress
+        self.at = (0.1, "configuring")
 
     def __call__(self, *targets: str, jobs: int = 1) -> None:
         argv = ["make", "-s", f"-j{jobs}", f"O={self.out}", "ARCH=x86_64", *targets]
+        deadline = time.monotonic() + BUILD_TIMEOUT
         with self.log.open("ab") as log:
+            proc = subprocess.Popen(argv, cwd=self.src, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **FIXED_ENV}, start_new_session=True)
             try:
-                proc = subprocess.run(argv, cwd=self.src, stdout=log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, **FIXED_ENV}, timeout=BUILD_TIMEOUT)
-            except subprocess.TimeoutExpired as err:
-                raise DriverError(f"kernel build timed out after {BUILD_TIMEOUT}s") from err
+                while proc.poll() is None:
+                    self.progress(*self.at)
+                    if time.monotonic() > deadline:
+                        raise DriverError(f"kernel build took longer than {BUILD_TIMEOUT}s")
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(1)
+            except BaseException:
+                kill_group(proc)
+                raise
         if proc.returncode != 0:
             tail = self.log.read_text(errors="replace").strip().splitlines()[-1:]
             raise DriverError(f"make {' '.join(targets)} failed (exit {proc.returncode}):"
@@ -161,10 +172,10 @@ def _build(entry: Path, source: Source, fragment: str, progress: Progress) -> di
                        timeout=1800, capture_output=True)
         src = next(p for p in src_parent.iterdir() if p.is_dir())
         out.mkdir(exist_ok=True)
-        make = _Make(src, out, log)
-        progress(0.1, "configuring (tinyconfig + profile)")
+        make = _Make(src, out, log, progress)
+        make.at = (0.1, "configuring (tinyconfig + profile)")
         _configure(make, out, fragment)
-        progress(0.15, f"compiling on {os.cpu_count() or 1} CPUs (a few minutes)")
+        make.at = (0.15, f"compiling on {os.cpu_count() or 1} CPUs (minutes the first time)")
         make("vmlinux", "bzImage", jobs=(os.cpu_count() or 1) + 1)
     except subprocess.CalledProcessError as err:
         raise DriverError(f"cannot unpack {source.tarball}: "
@@ -185,14 +196,6 @@ def _build(entry: Path, source: Source, fragment: str, progress: Progress) -> di
     return {k: v for k, v in info.items() if isinstance(v, str)}
 
 
-@contextlib.contextmanager
-def _locked(entry: Path) -> Iterator[None]:
-    entry.mkdir(parents=True, exist_ok=True)
-    with (entry.parent / f"{entry.name}.lock").open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
 def build_kernel(files: ImageFiles, req: Request, progress: Progress,
                  cache: Path = CACHE, source_dir: Path = SOURCE_DIR) -> ImageRecord:
     """Build (or take from the cache) the kernel for ``req`` and import it as an image."""
@@ -201,7 +204,7 @@ def build_kernel(files: ImageFiles, req: Request, progress: Progress,
     toolchain = check_toolchain()
     key = kernel_config.cache_key(f"{source.package} {source.version}", toolchain, fragment)
     entry = cache / key
-    with _locked(entry):      # one build per key at a time (two daemons, two tests)
+    with cache_lock(entry):      # one build per key at a time (two daemons, two tests)
         info = _cached(entry)
         hit = "yes" if info is not None else "no"
         if info is not None:

@@ -29,6 +29,7 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.images import app as app_image
+from cumulo.images import kinds
 
 DEFAULT_MEMORY = 128 * MIB      # Debian's kernel does not get to PID 1 in 64 MiB
 SPECIALISED_MEMORY = 64 * MIB   # a kernel built for app VMs (image build kernel) needs less
@@ -37,7 +38,7 @@ PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
 # the kernel's report of init's exit starts its line; what follows is the panic's dump
 PANIC_LINE_RE = re.compile(rb"(?m)^\[ *\d+\.\d+\] Kernel panic - not syncing: Attempted to kill")
 LOOK_BACK = 4096
-OPTIONS = {"accel": "auto"}
+OPTIONS = {"accel": "auto", "kernel": kinds.GENERIC_KERNEL}
 
 
 def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
