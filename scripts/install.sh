@@ -31,6 +31,8 @@ PACKAGES=(
   hpcc                               # bench lab: HPL/LINPACK at several sizes and STREAM
   fio                                # bench lab: disk suite, random/sequential IOPS and MiB/s
   postgresql                         # cumulod --database postgresql://; tests start a throwaway server
+  linux-source make gcc binutils     # image build kernel: app-VM kernels from Debian's
+  flex bison bc libelf-dev           # own source (built on first use, not here)
   podman netavark                    # bench: the peer for container launch (netavark, not
                                      # the CNI plugins, which would pull in iptables)
   chromium                           # tests of the web console: Playwright drives it headless

@@ -421,9 +421,11 @@ class Client:
     def build_image(self, builder: str, alias: str | None = None, wait: bool = True,
                     on_progress: Callable[[dict[str, Any]], None] | None = None, *,
                     variant: str | None = None, packages: list[str] | None = None,
-                    binary: str | None = None) -> dict[str, Any]:
+                    binary: str | None = None, profile: str | None = None,
+                    features: list[str] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"builder": builder, "alias": alias}
-        for key, value in (("variant", variant), ("packages", packages), ("binary", binary)):
+        for key, value in (("variant", variant), ("packages", packages), ("binary", binary),
+                           ("profile", profile), ("features", features)):
             if value:
                 body[key] = value
         op = self.request("POST", "/images", json=body).json()

@@ -47,6 +47,7 @@ from cumulo.domain.units import parse_size
 from cumulo.drivers.base import ExecRequest
 from cumulo.errors import InvalidInputError
 from cumulo.images import app as app_image
+from cumulo.images.builders import BuildOptions
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
@@ -195,10 +196,11 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
         return [image_out(i) for i in svc.images.list()]
 
     @r.post("/images", status_code=202, response_model=s.OperationOut,
-            summary="Build an image with a named builder (busybox, debian/12, app)")
+            summary="Build an image with a named builder (busybox, debian/12, app, kernel)")
     def build_image(body: s.ImageBuild) -> JSONResponse:
-        return accepted(svc.images.build(body.builder, body.alias, variant=body.variant,
-                                         packages=tuple(body.packages), binary=body.binary))
+        return accepted(svc.images.build(body.builder, body.alias, BuildOptions(
+            variant=body.variant, packages=tuple(body.packages), binary=body.binary,
+            profile=body.profile, features=tuple(body.features))))
 
     @r.post("/images/app", status_code=201, response_model=s.ImageOut,
             summary="Import one static x86-64 program as an app image (for --type appvm)",

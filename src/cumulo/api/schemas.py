@@ -149,11 +149,13 @@ class HistoryOut(BaseModel):
 
 
 class ImageBuild(Strict):
-    builder: str = Field(description="busybox, debian/<release> (e.g. debian/12) or app")
+    builder: str = Field(description="busybox, debian/<release> (e.g. debian/12), app or kernel")
     alias: str | None = None
     variant: str | None = Field(None, description="debian: minbase (default), apt, standard...")
     packages: list[str] = Field([], description="debian: extra packages to install")
     binary: str | None = Field(None, description="app: absolute path of the program on the host")
+    profile: str | None = Field(None, description="kernel: what the kernel is for (app)")
+    features: list[str] = Field([], description="kernel: fragments to add (net, block, rng)")
 
 
 class ImageOut(BaseModel):

@@ -74,7 +74,8 @@ def _built(c: Client, op: dict[str, Any], verb: str) -> None:
 
 @image_app.command("build")
 def image_build(
-    builder: Annotated[str, typer.Argument(help="busybox, debian/<release> (e.g. debian/12), app")],
+    builder: Annotated[str, typer.Argument(
+        help="busybox, debian/<release> (e.g. debian/12), app, kernel")],
     alias: AliasOpt = None,
     variant: Annotated[str | None, typer.Option(
         help="debian: minbase (default), essential, apt, required, important, standard")] = None,
@@ -82,14 +83,22 @@ def image_build(
         help="debian: extra packages, comma-separated (e.g. curl,ca-certificates)")] = None,
     binary: Annotated[str | None, typer.Option(
         help="app: the program to package (an ELF file on the daemon's host)")] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="kernel: what it is for (app: single-application VMs, the default)")] = None,
+    with_: Annotated[str | None, typer.Option(
+        "--with", help="kernel: more to build in, comma-separated (net, block, rng)")] = None,
 ) -> None:
-    """Build an image locally (busybox, debian/12 from the Debian mirror, or an app)."""
+    """Build an image locally (busybox, debian/12 from the Debian mirror, an app, or a
+    kernel for app VMs from Debian's linux-source)."""
     import os
 
-    pkgs = [p.strip() for p in packages.split(",") if p.strip()] if packages else None
+    def listed(text: str | None) -> list[str] | None:
+        return [p.strip() for p in text.split(",") if p.strip()] if text else None
+
     with Client() as c:
-        op = c.build_image(builder, alias, wait=False, variant=variant, packages=pkgs,
-                           binary=os.path.abspath(binary) if binary else None)
+        op = c.build_image(builder, alias, wait=False, variant=variant, packages=listed(packages),
+                           binary=os.path.abspath(binary) if binary else None,
+                           profile=profile, features=listed(with_))
         _built(c, follow(c, op, f"building {builder}"), "Built")
 
 

@@ -111,6 +111,9 @@ CopyOpt = Annotated[bool, typer.Option(
     "--copy", help="a full copy of the image (default: a copy-on-write clone of it)")]
 DiskOpt = Annotated[str | None, typer.Option("--disk", help="root size cap, e.g. 2GiB")]
 TpmOpt = Annotated[bool, typer.Option("--tpm", help="vm: a TPM 2.0 (one swtpm per VM)")]
+KernelOpt = Annotated[str | None, typer.Option(
+    help="appvm: a kernel image (image build kernel), or generic for Debian's;"
+         " default: the newest app kernel built here, else generic")]
 SshKeyOpt = Annotated[str | None, typer.Option(
     "--ssh-key", help="vm: an SSH public key file (or the key itself) for root in the guest")]
 AppOpt = Annotated[str | None, typer.Option(
@@ -207,13 +210,14 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
-           ssh_key: SshKeyOpt = None,
+           ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create and start an instance from IMAGE (with --app: launch --type appvm NAME --app PATH)."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, True, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None},
+            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
+             "kernel": kernel},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
@@ -229,13 +233,14 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            io: IoFamily = None, network: NetworkOpt = None, ip: IpOpt = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
-           ssh_key: SshKeyOpt = None,
+           ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = "default") -> None:
     """Create an instance from IMAGE without starting it."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, False, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None},
+            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
+             "kernel": kernel},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,

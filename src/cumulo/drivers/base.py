@@ -33,6 +33,7 @@ class InstanceSpec:
     privileged: bool = False         # no user namespace: root inside is root outside
     env: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)  # kind-specific, e.g. vm: accel, machine
+    kernel: Path | None = None       # appvm: a built kernel image's boot/ dir; None: Debian's
     # join this existing network namespace instead of a new one (privileged containers only:
     # a user-namespaced one could neither mount /sys nor exec into a netns the host owns)
     netns_path: Path | None = None

@@ -23,6 +23,9 @@ PACKAGE_OF: dict[str, str] = {
     "nft": "nftables", "dnsmasq": "dnsmasq-base", "modprobe": "kmod",
     # images
     "mmdebstrap": "mmdebstrap", "umoci": "umoci",
+    # specialised guest kernels (image build kernel)
+    "make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
+    "strip": "binutils",
     # benchmarks (cumulo bench)
     "sysbench": "sysbench", "fio": "fio", "iperf3": "iperf3", "qperf": "qperf",
     # on every Debian install

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
-from cumulo.images import app_rootfs, debian
+from cumulo.images import app_rootfs, debian, kernel_build, kernel_config
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
 
 Progress = Callable[[float, str], None]
@@ -162,7 +162,7 @@ def _build_bench(files: ImageFiles, progress: Progress | None = None) -> ImageRe
 
 
 BUILDERS: dict[str, Builder] = {"busybox": build_busybox, "bench": _build_bench}
-NAMES = ("busybox", "bench", "debian/<release>", "app")   # what `prepare` accepts
+NAMES = ("busybox", "bench", "debian/<release>", "app", "kernel")   # what `prepare` accepts
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,8 @@ class BuildOptions:
     variant: str | None = None              # debian
     packages: tuple[str, ...] = ()          # debian
     binary: str | None = None               # app: a program on the daemon's host
+    profile: str | None = None              # kernel: app
+    features: tuple[str, ...] = ()          # kernel: net, block, rng
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,8 @@ class Prepared:
 
 
 def _refuse_options(name: str, opts: BuildOptions, allowed: tuple[str, ...]) -> None:
-    given = {"variant": opts.variant, "packages": opts.packages, "binary": opts.binary}
+    given = {"variant": opts.variant, "packages": opts.packages, "binary": opts.binary,
+             "profile": opts.profile, "with": opts.features}
     for key, value in given.items():
         if value and key not in allowed:
             raise InvalidInputError(f"--{key} does not apply to the {name} builder")
@@ -208,6 +211,14 @@ def prepare(name: str, opts: BuildOptions | None = None) -> Prepared:
         program = app_rootfs.check_binary(opts.binary)
         return Prepared("app", app_rootfs.default_alias(program),
                         lambda files, progress: app_rootfs.build_app(files, program, progress))
+    if name == "kernel":
+        _refuse_options("kernel", opts, ("profile", "with"))
+        req = kernel_build.Request(opts.profile or "app",
+                                   kernel_config.parse_features(",".join(opts.features)))
+        kernel_config.fragment(req.profile, req.features)     # an unknown profile: now
+        return Prepared("kernel", req.alias,
+                        lambda files, progress: kernel_build.build_kernel(
+                            files, req, progress or _noop))
     raise InvalidInputError(f"unknown image {name!r}: the builders are {', '.join(NAMES)}")
 
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
 from cumulo.host.tools import not_installed
@@ -119,19 +120,20 @@ def mmdebstrap_argv(spec: DebianSpec, target: Path, cache: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def _cache_lock(cache: Path) -> Iterator[None]:
-    """One build at a time per suite cache (sync-out must not race a sync-in)."""
+def cache_lock(cache: Path) -> Iterator[None]:
+    """One build at a time per cache dir (a suite's packages: sync-out must not race a
+    sync-in; a kernel configuration's object tree)."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
         lock = open(cache.parent / f".{cache.name}.lock", "w")  # noqa: SIM115
     except OSError as err:
-        raise DriverError(f"cannot use the package cache {cache}: {err}") from err
+        raise DriverError(f"cannot use the cache {cache}: {err}") from err
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def kill_group(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM the build's process group, SIGKILL after 10 s; always reaped."""
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
         with contextlib.suppress(ProcessLookupError):
@@ -183,7 +185,7 @@ def run_mmdebstrap(argv: list[str], progress: Progress, timeout: float = TIMEOUT
                         fraction, message = at, text
         proc.wait(30)
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc)
         raise
     finally:
         if proc.stdout is not None:
@@ -221,7 +223,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
     with files.staged(f"building debian/{spec.release}", rootfs=False) as staging:
         rootfs = staging / kinds.ROOTFS
         cache = CACHE_ROOT / spec.suite
-        with _cache_lock(cache):
+        with cache_lock(cache):
             run_mmdebstrap(mmdebstrap_argv(spec, rootfs, cache), report)
         report(0.94, "tidying /etc")
         _tidy(rootfs)

@@ -7,7 +7,7 @@ An image dir ``<root>/<sha256>/`` holds ``meta.json`` and exactly one payload:
 | container | ``rootfs/``        | containers (and, converted, VM disks)        |
 | app       | ``rootfs/``        | containers now; single-application VMs       |
 | vm-disk   | ``disk.qcow2`` or ``disk.raw`` | VMs                              |
-| kernel    | ``boot/`` (vmlinuz, initrd) | VMs booted from a kernel            |
+| kernel    | ``boot/`` (vmlinux, bzImage, config) | app VMs (image build kernel) |
 
 The sha256 of a folder payload is `files.tree_sha256`; of a disk, the file's sha256.
 """
@@ -20,6 +20,7 @@ VM_DISK = "vm-disk"
 KERNEL = "kernel"
 
 KINDS = (CONTAINER, APP, VM_DISK, KERNEL)
+GENERIC_KERNEL = "generic"   # appvm --kernel generic: Debian's, from the host's kernel cache
 ROOTFS_KINDS = frozenset({CONTAINER, APP})   # a root filesystem tree a container can run
 
 ROOTFS = "rootfs"

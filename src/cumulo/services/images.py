@@ -34,11 +34,10 @@ class ImageService:
         self.files = ImageFiles(root)
         self.files.cleanup_staging()
 
-    def build(self, name: str, alias: str | None = None, *, variant: str | None = None,
-              packages: tuple[str, ...] = (), binary: str | None = None) -> Operation:
+    def build(self, name: str, alias: str | None = None,
+              opts: builders.BuildOptions | None = None) -> Operation:
         """Check the request now (bad input: nothing starts), build in an operation."""
-        prepared = builders.prepare(name, builders.BuildOptions(
-            variant=variant, packages=packages, binary=binary))
+        prepared = builders.prepare(name, opts)
         alias = alias or prepared.alias
         if not ALIAS_RE.match(alias):
             raise InvalidInputError(f"invalid alias {alias!r}")

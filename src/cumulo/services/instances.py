@@ -103,6 +103,8 @@ class InstanceService:
             rootfs=self.image_root / inst.image / "rootfs",
             command=list(inst.command), limits=inst.limits, privileged=inst.privileged,
             options=dict(inst.options),
+            kernel=self.image_root / inst.options["kernel"] / kinds.BOOT
+            if inst.options.get("kernel", kinds.GENERIC_KERNEL) != kinds.GENERIC_KERNEL else None,
             on_created=(lambda pid: self.networks.attach(inst, pid)) if inst.nics else None,
             nics=tuple((n.host_name, n.mac) for n in inst.nics),
             before_start=(lambda: self.networks.attach_taps(inst)) if inst.nics else None,
@@ -121,10 +123,28 @@ class InstanceService:
                 offered = ", ".join(sorted(choices)) or "none"
                 raise InvalidInputError(
                     f"option {key!r} does not apply to a {type_} (its options: {offered})")
-            if value not in choices[key]:
+            if choices[key] and value not in choices[key]:   # () takes any value
                 raise InvalidInputError(
                     f"invalid {key} {value!r}: use one of {', '.join(choices[key])}")
         return dict(options)
+
+    def _kernel(self, ref: str | None, network: bool) -> str:
+        """An app VM's kernel: the image asked for (a ``kernel`` image's fingerprint), or
+        the newest app-profile kernel built here (with ``net`` if the VM has a NIC), or
+        ``generic`` (Debian's, from the host's kernel cache)."""
+        if ref == kinds.GENERIC_KERNEL:
+            return kinds.GENERIC_KERNEL
+        if ref is not None:
+            image = self.store.get_image(ref)
+            if image.kind != kinds.KERNEL:
+                raise InvalidInputError(f"image {ref!r} is a {image.kind} image, not a kernel"
+                                        " (build one: cumulo image build kernel)")
+            return image.fingerprint
+        fit = [i for i in self.store.list_images() if i.kind == kinds.KERNEL
+               and i.properties.get("profile") == "app"
+               and (not network or "net" in i.properties.get("features", "").split(","))]
+        newest = max(fit, key=lambda i: str(i.created_at), default=None)
+        return newest.fingerprint if newest else kinds.GENERIC_KERNEL
 
     def check_limits(self, limits: Limits) -> Limits:
         validate_limits(limits, self.host.cpus, self.host.memory_bytes)
@@ -195,6 +215,8 @@ class InstanceService:
                 f"filesystem image ({', '.join(sorted(kinds.ROOTFS_KINDS))})")
         limits = self.check_limits(req.limits)
         options = self.check_options(req.type, req.options)
+        if "kernel" in driver.option_choices:
+            options["kernel"] = self._kernel(options.get("kernel"), bool(req.networks))
         if req.ssh_keys and not getattr(driver, "takes_ssh_keys", False):
             raise InvalidInputError(f"--ssh-key does not apply to a {req.type}: only VMs take"
                                     " an SSH key for now")

@@ -29,14 +29,16 @@ from cumulo.errors import (
     UnsupportedError,
 )
 from cumulo.images import app as app_image
+from cumulo.images import kinds
 
 DEFAULT_MEMORY = 128 * MIB      # Debian's kernel does not get to PID 1 in 64 MiB
+SPECIALISED_MEMORY = 64 * MIB   # a kernel built for app VMs (image build kernel) needs less
 MAX_ARGS = 30                   # the kernel passes at most 32 argv entries to init
 PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
 # the kernel's report of init's exit starts its line; what follows is the panic's dump
 PANIC_LINE_RE = re.compile(rb"(?m)^\[ *\d+\.\d+\] Kernel panic - not syncing: Attempted to kill")
 LOOK_BACK = 4096
-OPTIONS = {"accel": "auto"}
+OPTIONS = {"accel": "auto", "kernel": kinds.GENERIC_KERNEL}
 
 
 def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
@@ -62,6 +64,15 @@ def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
     return append
 
 
+def _kernel(boot: Path | None) -> Path:
+    """What microvm boots: a built kernel image's vmlinux (PVH), or Debian's."""
+    if boot is None:
+        return initramfs.find_kernel().for_machine(True)
+    if not (boot / "vmlinux").is_file():
+        raise NotFoundError("kernel image", str(boot.parent.name[:12]))
+    return boot / "vmlinux"
+
+
 def exit_status(wait_status: int) -> int:
     """A shell-style exit code from the wait status the kernel printed for init."""
     signal = wait_status & 0x7F
@@ -73,7 +84,8 @@ class AppVmDriver(VmDriver):
 
     kind = "appvm"
     takes_ssh_keys = False     # one program, no shell, no sshd
-    option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg")}
+    # kernel: a kernel image's fingerprint or "generic" (the service resolves it)
+    option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg"), "kernel": ()}
 
     def create(self, spec: InstanceSpec) -> None:
         self._check_new(spec, OPTIONS, "app VM")
@@ -87,7 +99,7 @@ class AppVmDriver(VmDriver):
                 "an app VM needs an app image: cumulo launch --type appvm NAME --app PATH")
         append = app_append(name, spec.command[1:],
                             host_tsc_khz() if choice.accel == Accel.TCG else None)
-        kernel = initramfs.find_kernel()
+        kernel = _kernel(spec.kernel)
         run = run_dir(self._run, spec.host_id)
         try:
             data = program.read_bytes()
@@ -96,9 +108,10 @@ class AppVmDriver(VmDriver):
             initrd = spec.instance_dir / "app.cpio.gz"
             initrd.write_bytes(initramfs.build_app(data, name))
             vm = VmSpec(
-                name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY, vcpus=1,
-                accel=choice.accel, machine=Machine.MICROVM, io=Io.PARAVIRT,
-                kernel=kernel.for_machine(True), initrd=initrd, append=append,
+                name=spec.host_id, vcpus=1, accel=choice.accel, machine=Machine.MICROVM,
+                memory=spec.limits.memory or (SPECIALISED_MEMORY if spec.kernel
+                                              else DEFAULT_MEMORY),
+                io=Io.PARAVIRT, kernel=kernel, initrd=initrd, append=append,
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
             )

@@ -1,0 +1,140 @@
+"""App VMs on a kernel built for them against Debian's generic kernel, side by side.
+
+Lupine Linux's question on this machine: what does specialising Linux for one program
+buy? Both kernels boot the same app (busybox-static) on QEMU's microvm with the exact
+command line the app VM driver uses (`qemu_cmd.build_argv`), alternating, and the
+figures are printed as specialised/generic ratios:
+
+- kernel image size: the compressed image (bzImage; Debian's vmlinuz) and the ELF that
+  microvm boots through PVH (vmlinux)
+- time from QEMU's start to the program's first output line (median of ``--runs``)
+- guest memory the kernel takes: MemTotal - MemFree as the program starts
+- QEMU's PSS and threads for a running app VM (through ``cumulo launch`` on a
+  throwaway daemon), and how many 64 MiB app VMs that memory lets this host start
+  (MemAvailable / PSS: an estimate, not started one by one)
+
+    flock /tmp/cumulo-heavy.lock .venv/bin/python -m bench.appvm_kernel [--runs 7]
+
+The kernel is built through ``cumulo image build kernel`` (a cache hit after the first
+time on a machine, which takes minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.appvm_footprint import wait_running
+from bench.daemon import bench_daemon
+from cumulo.client import Client
+from cumulo.drivers.vm import initramfs
+from cumulo.drivers.vm.accel import Accel, host_tsc_khz
+from cumulo.drivers.vm.appvm import app_append
+from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, build_argv
+from cumulo.images import kernel_build
+
+BUSYBOX = Path("/bin/busybox")
+# mounts /proc, prints what the kernel left free, then the marker the timer waits for
+PROBE = ["sh", "-c", "/busybox mkdir -p /proc; /busybox mount -t proc proc /proc;"
+         " /busybox grep -E '^Mem(Total|Free):' /proc/meminfo; echo app-first-line"]
+MEMORY = 64 * MIB
+
+
+def boot_once(kernel: Path, initrd: Path, work: Path, timeout: float = 120) -> tuple[float, str]:
+    """Seconds from QEMU's start to the app's marker line, and the console text."""
+    log = work / "console.log"
+    log.unlink(missing_ok=True)
+    spec = VmSpec(name="bench", memory=MEMORY, vcpus=1, accel=Accel.TCG,
+                  machine=Machine.MICROVM, io=Io.PARAVIRT, kernel=kernel, initrd=initrd,
+                  append=app_append("busybox", PROBE, host_tsc_khz()), serial_log=log,
+                  qmp_socket=work / "qmp.sock", pidfile=work / "qemu.pid")
+    argv = [a for a in build_argv(spec) if a != "-daemonize"]
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.monotonic() - start < timeout:
+            if log.exists() and b"app-first-line" in log.read_bytes():
+                return time.monotonic() - start, log.read_text(errors="replace")
+            if proc.poll() is not None and b"app-first-line" not in log.read_bytes():
+                raise RuntimeError(f"QEMU ended before the app printed: {log.read_text()}")
+            time.sleep(0.005)
+        raise TimeoutError(f"no output from the app in {timeout}s")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def kernel_used_kib(console: str) -> int:
+    mem = {line.split(":")[0]: int(line.split()[1]) for line in console.splitlines()
+           if line.startswith(("MemTotal:", "MemFree:"))}
+    return mem["MemTotal"] - mem["MemFree"]
+
+
+def footprint(c: Client, app: str, kernel: str) -> dict[str, Any]:
+    name = f"fp-{kernel[:8]}"
+    c.create(name, app, type="appvm", limits={"memory": "64MiB"},
+             command=["busybox", "sleep", "600"], start=True, options={"kernel": kernel})
+    wait_running(c, name)
+    time.sleep(10)                 # the guest settles
+    d = c.instance(name).get("details") or {}
+    return {"pss": d.get("qemu_pss_bytes", 0), "threads": d.get("qemu_threads", 0)}
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7, help="boots of each kernel")
+    args = ap.parse_args()
+    generic = initramfs.find_kernel()
+    with bench_daemon() as (c, _state, _parent):
+        c.build_image("kernel", profile="app")
+        k = c.image("kernel/app")
+        result = kernel_build.CACHE / k["properties"]["config_key"] / "result"
+        app = c.import_app("busybox", BUSYBOX.read_bytes())["fingerprint"]
+        fp = {"specialised": footprint(c, app, k["fingerprint"]),
+              "generic": footprint(c, app, "generic")}
+    kernels = {"specialised": result / "vmlinux", "generic": generic.for_machine(True)}
+    sizes = {"specialised": ((result / "bzImage").stat().st_size,
+                             (result / "vmlinux").stat().st_size),
+             "generic": (generic.vmlinuz.stat().st_size, kernels["generic"].stat().st_size)}
+    times: dict[str, list[float]] = {n: [] for n in kernels}
+    used: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="cumulo-bench-") as tmp:
+        initrd = Path(tmp) / "app.cpio.gz"
+        initrd.write_bytes(initramfs.build_app(BUSYBOX.read_bytes(), "busybox"))
+        for _ in range(args.runs):          # alternate: both see the same machine
+            for n, path in kernels.items():
+                secs, console = boot_once(path, initrd, Path(tmp))
+                times[n].append(secs)
+                used[n] = kernel_used_kib(console)
+    avail = mem_available()
+    print(f"{'kernel':12} {'bzImage':>9} {'vmlinux':>9} {'first line':>11} {'guest used':>11}"
+          f" {'QEMU PSS':>9} {'threads':>8} {'64MiB VMs':>10}")
+    med = {n: statistics.median(t) for n, t in times.items()}
+    for n in kernels:
+        print(f"{n:12} {sizes[n][0] / MIB:7.2f}Mi {sizes[n][1] / MIB:7.2f}Mi {med[n]:10.2f}s"
+              f" {used[n] / 1024:9.1f}Mi {fp[n]['pss'] / MIB:7.1f}Mi {fp[n]['threads']:8d}"
+              f" {avail // max(1, fp[n]['pss']):10d}")
+    s, g = "specialised", "generic"
+    print(f"specialised/generic: first line {med[s] / med[g]:.2f}x (goal <= 0.25x),"
+          f" QEMU PSS {fp[s]['pss'] / max(1, fp[g]['pss']):.2f}x (goal <= 0.6x),"
+          f" compressed image {sizes[s][0] / sizes[g][0]:.2f}x"
+          f" ({sizes[s][0] / MIB:.2f} MiB; goal <= 3 MiB),"
+          f" guest memory used {used[s] / used[g]:.2f}x;"
+          f" boots: {', '.join(f'{t:.2f}' for t in times[s])} vs"
+          f" {', '.join(f'{t:.2f}' for t in times[g])} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""A kernel specialised for app VMs, built from Debian's linux-source through the CLI.
+
+The build takes minutes on 2 cores the first time on a machine and is then a cache hit
+(``/var/cache/cumulo/kernel-builds``), so this module builds once and every test
+reuses it. An app VM launched afterwards boots that kernel by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cumulo.images import kernel_build
+from tests.system.conftest import Daemon
+from tests.system.test_appvm_cli import HELLO, wait_stopped
+
+BUILD_TIMEOUT = 3600
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
+              pytest.mark.timeout(BUILD_TIMEOUT)]
+
+
+def image(daemon: Daemon, ref: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(daemon.cli("image", "info", ref, "--format", "json").stdout)
+    return out
+
+
+@pytest.fixture(scope="module")
+def kernel(module_daemon: Daemon) -> dict[str, Any]:
+    """The app kernel, built (or taken from this machine's cache) through the CLI."""
+    if not list(Path("/usr/src").glob("linux-source-*.tar.xz")):
+        pytest.fail("linux-source is not installed: scripts/install.sh installs it")
+    module_daemon.cli("image", "build", "kernel", "--profile", "app", timeout=BUILD_TIMEOUT)
+    return image(module_daemon, "kernel/app")
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = Path(str(tmp_path_factory.mktemp("hello")))
+    (d / "hello.c").write_text(HELLO)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(d / "hello"), str(d / "hello.c")],
+                   check=True, timeout=120)
+    return d / "hello"
+
+
+def test_the_built_kernel_is_a_small_kernel_image(kernel: dict[str, Any]) -> None:
+    assert kernel["kind"] == "kernel" and kernel["os"] == "linux", kernel
+    props = kernel["properties"]
+    assert props["profile"] == "app" and props["source"].startswith("linux-source-"), props
+    entry = kernel_build.CACHE / props["config_key"] / "result"
+    # the compressed image is what Debian ships as vmlinuz (about 8 MiB there)
+    assert (entry / "bzImage").stat().st_size < 3 * 1024 * 1024
+    config = (entry / "config").read_text()
+    assert "CONFIG_PVH=y" in config and "CONFIG_VIRTIO_MMIO=y" in config
+    assert "# CONFIG_MODULES is not set" in config      # tinyconfig: nothing to load
+
+
+def test_app_vm_boots_the_specialised_kernel_by_default(
+        module_daemon: Daemon, kernel: dict[str, Any], hello: Path) -> None:
+    module_daemon.cli("launch", "--type", "appvm", "k1", "--app", str(hello), "--",
+                      "one", "two words")
+    info = wait_stopped(module_daemon, "k1")
+    logs = module_daemon.cli("logs", "k1").stdout
+    assert "hello from pid 1: [one] [two words]" in logs, logs
+    assert info["exit_code"] == 7, info
+    assert info["options"]["kernel"] == kernel["fingerprint"], info["options"]
+    module_daemon.cli("delete", "k1")
+    # and Debian's kernel when asked for it
+    module_daemon.cli("launch", "--type", "appvm", "k2", "--app", str(hello),
+                      "--kernel", "generic", "--", "x")
+    info = wait_stopped(module_daemon, "k2")
+    assert info["exit_code"] == 7 and info["options"]["kernel"] == "generic", info
+    module_daemon.cli("delete", "k2")
+
+
+def test_a_second_build_is_a_cache_hit_and_a_damaged_entry_is_rebuilt(
+        module_daemon: Daemon, kernel: dict[str, Any]) -> None:
+    module_daemon.cli("image", "build", "kernel", "--alias", "again", timeout=BUILD_TIMEOUT)
+    again = image(module_daemon, "again")
+    assert again["fingerprint"] == kernel["fingerprint"]      # same content, same image
+    entry = kernel_build.CACHE / kernel["properties"]["config_key"] / "result"
+    vmlinux = entry / "vmlinux"
+    good = hashlib.sha256(vmlinux.read_bytes()).hexdigest()
+    with vmlinux.open("ab") as f:               # damage the cached result
+        f.write(b"\0")
+    module_daemon.cli("image", "build", "kernel", "--alias", "rebuilt", timeout=BUILD_TIMEOUT)
+    # rebuilt in the cached object tree, to the same bytes: the build is reproducible
+    assert hashlib.sha256(vmlinux.read_bytes()).hexdigest() == good
+    assert image(module_daemon, "rebuilt")["fingerprint"] == kernel["fingerprint"]
+
+
+def test_bad_kernel_requests_are_one_line_and_leave_nothing(
+        module_daemon: Daemon, kernel: dict[str, Any], hello: Path) -> None:
+    before = module_daemon.cli("image", "list", "--format", "json").stdout
+    for args, want in ((("--profile", "desktop"), "unknown kernel profile 'desktop'"),
+                       (("--with", "gpu"), "unknown kernel feature 'gpu'"),
+                       (("--variant", "x"), "--variant does not apply to the kernel builder")):
+        r = module_daemon.cli("image", "build", "kernel", *args, check=False)
+        assert r.returncode == 1 and want in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = module_daemon.cli("launch", "--type", "appvm", "bad", "--app", str(hello),
+                          "--kernel", "busybox-nope", check=False)
+    assert r.returncode == 1 and "busybox-nope" in r.stderr, r.stderr
+    module_daemon.cli("image", "build", "busybox")
+    r = module_daemon.cli("launch", "--type", "appvm", "bad", "--app", str(hello),
+                          "--kernel", "busybox", check=False)
+    assert r.returncode == 1 and "not a kernel" in r.stderr, r.stderr
+    assert json.loads(module_daemon.cli("list", "--format", "json").stdout) == []
+    after = json.loads(module_daemon.cli("image", "list", "--format", "json").stdout)
+    assert len(after) == len(json.loads(before)) + 1        # only busybox was added
