@@ -1,0 +1,73 @@
+"""Placing an instance in the cluster: the pure engine (cluster/placement.py) over the
+members table, and the allocation transaction (store/members.py) that commits it.
+
+``Scheduler.allocate`` ranks candidates on an in-memory inventory, then lets the store
+lock and re-check them in turn; a lost race (every candidate filled up meanwhile)
+reloads the inventory from the store and tries again, a few rounds at most. The
+inventory is kept current by the allocations this process makes and reloaded when
+older than ``max_age`` seconds (other members allocate too).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+from cumulo.cluster.placement import SPREAD, Inventory, Request
+from cumulo.errors import ConflictError
+from cumulo.store.members import Allocation, LostRace, MemberStore
+
+
+class Scheduler:
+    def __init__(self, members: MemberStore, strategy: str = SPREAD,
+                 max_age: float = 5.0, rounds: int = 3, candidates: int = 4) -> None:
+        self.members, self.strategy = members, strategy
+        self.max_age, self.rounds, self.limit = max_age, rounds, candidates
+        self._lock = threading.Lock()
+        self._inventory: Inventory | None = None
+        self._loaded = 0.0
+
+    def inventory(self, fresh: bool = False) -> Inventory:
+        """The members as the engine sees them (reloaded if stale or ``fresh``)."""
+        if fresh or self._inventory is None or \
+                time.monotonic() - self._loaded > self.max_age:
+            self._inventory = Inventory(self.members.scheduling(), strategy=self.strategy)
+            self._loaded = time.monotonic()
+        return self._inventory
+
+    def allocate(self, project: str, instance: str, req: Request) -> str:
+        """Choose a member for ``instance`` and record the allocation there; the member's
+        name. ``NoMemberFits`` (one line: which filter excluded how many members) when
+        nobody can, ``ConflictError`` if every round lost its race."""
+        if req.placement_group is not None:   # the inventory counts groups per project
+            req = replace(req, placement_group=replace(
+                req.placement_group, name=f"{project}/{req.placement_group.name}"))
+        last: LostRace | None = None
+        for round_ in range(self.rounds):
+            with self._lock:
+                ranked = self.inventory(fresh=round_ > 0).candidates(req, self.limit)
+            try:
+                member = self.members.allocate(project, instance, req, ranked)
+            except LostRace as err:
+                last = err
+                continue
+            with self._lock:
+                if self._inventory is not None:
+                    self._inventory.record(member, req)
+            return member
+        raise ConflictError(f"could not place instance {instance!r}: {last}")
+
+    def release(self, project: str, instance: str) -> Allocation:
+        done = self.members.release(project, instance)
+        self._forget()
+        return done
+
+    def move(self, project: str, instance: str, to: str) -> Allocation:
+        done = self.members.move(project, instance, to)
+        self._forget()
+        return done
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._inventory = None
