@@ -178,8 +178,9 @@ class Inventory:
         self.group: Ints = np.zeros(0, np.int64)
         self.cap: Floats = np.zeros((3, 0))     # rows: cpus, memory, disk
         self.used: Floats = np.zeros((3, 0))
+        self.free: Floats = np.zeros((3, 0))    # cap - used, kept current
         self.count: Ints = np.zeros(0, np.int64)
-        self.pg: dict[str, Ints] = {}
+        self.pg: dict[str, dict[int, int]] = {}   # group -> {member index: instances}
         self._next = 0
         self.put(list(members))
 
@@ -200,8 +201,7 @@ class Inventory:
                 for a in (self.state, self.arch, self.feat, self.group, self.count))
             self.cap = np.concatenate([self.cap, np.zeros((3, grow))], axis=1)
             self.used = np.concatenate([self.used, np.zeros((3, grow))], axis=1)
-            for name in self.pg:
-                self.pg[name] = np.concatenate([self.pg[name], np.zeros(grow, np.int64)])
+            self.free = np.concatenate([self.free, np.zeros((3, grow))], axis=1)
         for m in members:
             i = self.index[m.name]
             self.state[i] = self._states[m.state]
@@ -210,16 +210,46 @@ class Inventory:
             self.group[i] = self._groups.mask(m.groups)
             self.cap[:, i] = (m.capacity.cpus, m.capacity.memory, m.capacity.disk)
             self.used[:, i] = (m.used.cpus, m.used.memory, m.used.disk)
+            self.free[:, i] = self.cap[:, i] - self.used[:, i]
             self.count[i] = m.instances
-            for arr in self.pg.values():
-                arr[i] = 0
+            for counts in self.pg.values():
+                counts.pop(i, None)
             for pg, n in m.placement_groups.items():
-                self._pg(pg)[i] = n
+                if n:
+                    self.pg.setdefault(pg, {})[i] = n
 
-    def _pg(self, name: str) -> Ints:
-        if name not in self.pg:
-            self.pg[name] = np.zeros(len(self.names), np.int64)
-        return self.pg[name]
+    def set_state(self, member: str, state: str) -> None:
+        """A member went offline, was evacuated, came back (its usage stays)."""
+        if state not in STATES:
+            raise InvalidInputError(f"unknown member state {state!r}")
+        self.state[self._find(member)] = self._states[state]
+
+    def snapshot(self) -> list[Member]:
+        """The members as they are now (after the placements recorded)."""
+        states = {i: s for s, i in self._states.items()}
+        archs = {i: a for a, i in self._archs.items()}
+        feats = {b: f for f, b in self._features.bit.items()}
+        groups = {b: g for g, b in self._groups.bit.items()}
+        return [Member(
+            name=name, capacity=Resources(float(self.cap[0, i]), int(self.cap[1, i]),
+                                          int(self.cap[2, i])),
+            used=Resources(float(self.used[0, i]), int(self.used[1, i]),
+                           int(self.used[2, i])),
+            instances=int(self.count[i]), state=states[int(self.state[i])],
+            architecture=archs[int(self.arch[i])],
+            features=frozenset(f for b, f in feats.items() if self.feat[i] & b),
+            groups=frozenset(g for b, g in groups.items() if self.group[i] & b),
+            placement_groups={pg: c[i] for pg, c in self.pg.items() if c.get(i)})
+            for i, name in enumerate(self.names)]
+
+    def _pg_counts(self, name: str) -> Ints | None:
+        """Instances of placement group ``name`` on each member (None: it has none)."""
+        counts = self.pg.get(name)
+        if not counts:
+            return None
+        out = np.zeros(len(self.names), np.int64)
+        out[list(counts)] = list(counts.values())
+        return out
 
     def record(self, member: str, req: Request) -> None:
         """``req`` was allocated on ``member``."""
@@ -232,10 +262,15 @@ class Inventory:
     def _add(self, member: str, req: Request, sign: int) -> None:
         i = self._find(member)
         r = req.resources
-        self.used[:, i] += sign * np.array((r.cpus, r.memory, r.disk), dtype=np.float64)
+        for row, amount in enumerate((r.cpus, r.memory, r.disk)):
+            self.used[row, i] += sign * amount
+            self.free[row, i] -= sign * amount
         self.count[i] += sign
         if req.placement_group is not None:
-            self._pg(req.placement_group.name)[i] += sign
+            counts = self.pg.setdefault(req.placement_group.name, {})
+            counts[i] = counts.get(i, 0) + sign
+            if counts[i] <= 0:
+                del counts[i]
 
     def _find(self, member: str) -> int:
         try:
@@ -253,7 +288,10 @@ class Inventory:
         k = sample_size(len(self.names), self.percentage)
         if len(feasible) > k:   # round-robin from where the last placement stopped
             start = int(np.searchsorted(feasible, self._next % len(self.names)))
-            feasible = np.roll(feasible, -start)[:k]
+            window = feasible[start:start + k]
+            if len(window) < k:
+                window = np.concatenate([window, feasible[:k - len(window)]])
+            feasible = window
             self._next = int(feasible[-1]) + 1
         return [self.names[i] for i in self._rank(feasible, req, strategy)[:limit]]
 
@@ -264,6 +302,8 @@ class Inventory:
         return best
 
     def _filter(self, req: Request) -> Mask:
+        """The members that pass every filter. Fast path: the masks ANDed; only when
+        nobody passes are the exclusions counted, filter by filter, for the error."""
         n = len(self.names)
         ok: Mask = np.ones(n, np.bool_)
         where = ""
@@ -278,51 +318,57 @@ class Inventory:
                 ok = np.zeros(n, np.bool_)
                 ok[self._find(req.target)] = True
                 where = f" (target {req.target})"
+        filters = self._filters(req)
+        passing = ok.copy()
+        for keep, _one, _many in filters:
+            passing &= keep
+        if passing.any():
+            return passing
         excluded: dict[str, int] = {}
-
-        def cut(keep: Mask, one: str, many: str) -> None:
-            nonlocal ok
+        for keep, one, many in filters:   # each member counted under its first filter
             lost = int(np.count_nonzero(ok & ~keep))
             if lost:
                 excluded[_verb(lost, one, many)] = lost
             ok &= keep
+        raise NoMemberFits(excluded, where)
 
-        cut(self.state != self._states[OFFLINE], "offline", "offline")
-        cut(self.state != self._states[EVACUATED], "evacuated", "evacuated")
+    def _filters(self, req: Request) -> list[tuple[Mask, str, str]]:
+        """(members kept, reason for one excluded, for several) of each filter, in order."""
+        n = len(self.names)
+        out: list[tuple[Mask, str, str]] = [
+            (self.state != self._states[OFFLINE], "offline", "offline"),
+            (self.state != self._states[EVACUATED], "evacuated", "evacuated")]
         if req.architecture:
             code = self._archs.get(req.architecture, -1)
-            cut(self.arch == code, f"is another architecture (needs {req.architecture})",
-                f"are another architecture (needs {req.architecture})")
+            out.append((self.arch == code,
+                        f"is another architecture (needs {req.architecture})",
+                        f"are another architecture (needs {req.architecture})"))
         if req.features:
             need = self._features.mask(req.features, add=False)
-            unknown = {f for f in req.features if f not in self._features.bit}
+            unknown = any(f not in self._features.bit for f in req.features)
             names = ", ".join(sorted(req.features))
             keep = ((self.feat & need) == need) if not unknown else np.zeros(n, np.bool_)
-            cut(keep, f"lacks {names}", f"lack {names}")
+            out.append((keep, f"lacks {names}", f"lack {names}"))
         r = req.resources
-        free = self.cap - self.used
         if r.cpus > 0:
-            cut(free[0] >= r.cpus - 1e-9, f"lacks CPU (needs {r.cpus:g})",
-                f"lack CPU (needs {r.cpus:g})")
-        if r.memory > 0:
-            cut(free[1] >= r.memory, f"lacks memory (needs {format_size(r.memory)})",
-                f"lack memory (needs {format_size(r.memory)})")
-        if r.disk > 0:
-            cut(free[2] >= r.disk, f"lacks disk (needs {format_size(r.disk)})",
-                f"lack disk (needs {format_size(r.disk)})")
+            out.append((self.free[0] >= r.cpus - 1e-9, f"lacks CPU (needs {r.cpus:g})",
+                        f"lack CPU (needs {r.cpus:g})"))
+        for row, what, amount in ((1, "memory", r.memory), (2, "disk", r.disk)):
+            if amount > 0:
+                size = format_size(amount)
+                out.append((self.free[row] >= amount, f"lacks {what} (needs {size})",
+                            f"lack {what} (needs {size})"))
         pg = req.placement_group
-        if pg is not None and pg.strict:
-            here = self.pg.get(pg.name)
-            if here is not None and pg.policy == SPREAD:
-                cut(here == 0, f"already hosts one of placement group {pg.name} (strict"
-                    " spread)", f"already host one of placement group {pg.name} (strict"
-                    " spread)")
-            elif here is not None and here.any():
-                cut(here > 0, f"does not host placement group {pg.name} (strict compact)",
-                    f"do not host placement group {pg.name} (strict compact)")
-        if not ok.any():
-            raise NoMemberFits(excluded, where)
-        return ok
+        if pg is not None and pg.strict and (here := self._pg_counts(pg.name)) is not None:
+            if pg.policy == SPREAD:
+                out.append((here == 0, f"already hosts one of placement group {pg.name}"
+                            " (strict spread)", f"already host one of placement group"
+                            f" {pg.name} (strict spread)"))
+            else:
+                out.append((here > 0, f"does not host placement group {pg.name} (strict"
+                            " compact)", f"do not host placement group {pg.name} (strict"
+                            " compact)"))
+        return out
 
     def _rank(self, idx: Ints, req: Request, strategy: str | None) -> Ints:
         """``idx`` ordered best first (``np.lexsort``: the last key is the primary)."""
@@ -334,8 +380,9 @@ class Inventory:
         else:
             keys = [-count, -mem]
         pg = req.placement_group
-        if pg is not None and (here := self.pg.get(pg.name)) is not None:
-            keys.append(here[idx] if pg.policy == SPREAD else -here[idx])
+        if pg is not None and (counts := self.pg.get(pg.name)):
+            here = np.array([counts.get(int(i), 0) for i in idx], np.int64)
+            keys.append(here if pg.policy == SPREAD else -here)
         order: Ints = np.lexsort(keys)
         return idx[order]
 

@@ -4,8 +4,10 @@ members table, and the allocation transaction (store/members.py) that commits it
 ``Scheduler.allocate`` ranks candidates on an in-memory inventory, then lets the store
 lock and re-check them in turn; a lost race (every candidate filled up meanwhile)
 reloads the inventory from the store and tries again, a few rounds at most. The
-inventory is kept current by the allocations this process makes and reloaded when
-older than ``max_age`` seconds (other members allocate too).
+inventory is kept current by the allocations this process makes (a candidate is
+assumed taken while its transaction runs, as the Kubernetes scheduler's "assume"
+cache does, so concurrent launches here spread over members instead of queueing on one
+row lock) and reloaded when older than ``max_age`` seconds (other members allocate too).
 """
 
 from __future__ import annotations
@@ -46,17 +48,30 @@ class Scheduler:
         last: LostRace | None = None
         for round_ in range(self.rounds):
             with self._lock:
-                ranked = self.inventory(fresh=round_ > 0).candidates(req, self.limit)
+                inv = self.inventory(fresh=round_ > 0)
+                ranked = inv.candidates(req, self.limit)
+                inv.record(ranked[0], req)   # assumed taken, so that launches in this
+                                             # process meanwhile look elsewhere
             try:
                 member = self.members.allocate(project, instance, req, ranked)
-            except LostRace as err:
+            except BaseException as err:
+                self._unassume(inv, ranked[0], req)
+                if not isinstance(err, LostRace):
+                    raise
                 last = err
                 continue
-            with self._lock:
-                if self._inventory is not None:
-                    self._inventory.record(member, req)
+            if member != ranked[0]:
+                self._unassume(inv, ranked[0], req)
+                with self._lock:
+                    if inv is self._inventory:
+                        inv.record(member, req)
             return member
         raise ConflictError(f"could not place instance {instance!r}: {last}")
+
+    def _unassume(self, inv: Inventory, member: str, req: Request) -> None:
+        with self._lock:
+            if inv is self._inventory:   # (a reload has forgotten it already)
+                inv.release(member, req)
 
     def release(self, project: str, instance: str) -> Allocation:
         done = self.members.release(project, instance)

@@ -112,19 +112,27 @@ class MemberStore:
 
     # --- members (membership writes these) ---
     def add(self, m: MemberRecord) -> None:
-        validate_name(m.name, "member")
-        _check_state(m.state)
+        try:
+            self.add_many([m])
+        except ConflictError:
+            raise ConflictError(f"member {m.name!r} already exists") from None
+
+    def add_many(self, records: list[MemberRecord]) -> None:
+        """Several members in one transaction (a benchmark's or a test's inventory)."""
+        for m in records:
+            validate_name(m.name, "member")
+            _check_state(m.state)
         try:
             with self.db.session() as s:
-                s.add(MemberRow(
+                s.add_all([MemberRow(
                     name=m.name, address=m.address, state=m.state,
                     architecture=m.architecture, cpus=m.capacity.cpus,
                     memory=m.capacity.memory, disk=m.capacity.disk,
                     groups=sorted(m.groups), features=sorted(m.features),
-                    last_heartbeat=m.last_heartbeat))
+                    last_heartbeat=m.last_heartbeat) for m in records])
         except StoreError as err:
             if _integrity(err):
-                raise ConflictError(f"member {m.name!r} already exists") from None
+                raise ConflictError("some of these members already exist") from None
             raise
 
     def update(self, name: str, *, address: str | None = None, state: str | None = None,
