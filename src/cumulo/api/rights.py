@@ -90,6 +90,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", f"{_G}/rules/{{index}}"): Rule(MANAGE),
     ("POST", f"{_G}/attach"): Rule(MANAGE),
     ("POST", f"{_G}/detach"): Rule(MANAGE),
+    # placement groups (api/placement_routes.py): a project's, like security groups
+    ("GET", "/1.0/placement-groups"): Rule(READ),
+    ("POST", "/1.0/placement-groups"): Rule(MANAGE),
+    ("GET", "/1.0/placement-groups/{name}"): Rule(READ),
+    ("DELETE", "/1.0/placement-groups/{name}"): Rule(MANAGE),
     # storage
     ("GET", "/1.0/storage-pools"): Rule(READ, S),
     ("GET", "/1.0/storage-pools/{name}"): Rule(READ, S),
