@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from cumulo.api.schemas import Strict
-from cumulo.cluster.placement import PlacementGroup
+from cumulo.cluster.model import PlacementGroup
 from cumulo.errors import NotFoundError
 from cumulo.services.host import Services
 from cumulo.store.members import MemberStore

@@ -25,106 +25,43 @@ where the last placement stopped, so every member gets its turn: all of them bel
 100 members, else ``max(100, n * p / 100)`` with ``p = max(5, 50 - n / 125)`` percent.
 
 The inventory keeps one array per attribute (numpy), so a placement among 10,000
-members costs a few vectorised passes rather than 10,000 Python calls.
+members costs a few vectorised passes rather than 10,000 Python calls. The plain data
+(``Member``, ``Request`` ...) lives in cluster/model.py and is re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from cumulo.cluster.model import (
+    COMPACT,
+    EVACUATED,
+    OFFLINE,
+    ONLINE,
+    POLICIES,
+    SPREAD,
+    STATES,
+    Member,
+    NoMemberFits,
+    PlacementGroup,
+    Request,
+    Resources,
+)
 from cumulo.domain.units import format_size
-from cumulo.errors import ConflictError, InvalidInputError, NotFoundError
+from cumulo.errors import InvalidInputError, NotFoundError
 
-ONLINE, OFFLINE, EVACUATED = "online", "offline", "evacuated"
-STATES = (ONLINE, OFFLINE, EVACUATED)
-SPREAD, COMPACT = "spread", "compact"
-POLICIES = (SPREAD, COMPACT)
+__all__ = ["COMPACT", "EVACUATED", "OFFLINE", "ONLINE", "POLICIES", "SPREAD", "STATES",
+           "Inventory", "Member", "NoMemberFits", "PlacementGroup", "Request", "Resources",
+           "sample_size"]
+
 _MAX_BITS = 62   # distinct features (and groups) one inventory can tell apart
 
 Mask = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class Resources:
-    """CPUs, memory and disk (bytes): a capacity, a declared usage or a request."""
-
-    cpus: float = 0.0
-    memory: int = 0
-    disk: int = 0
-
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(self.cpus + other.cpus, self.memory + other.memory,
-                         self.disk + other.disk)
-
-    def __sub__(self, other: Resources) -> Resources:
-        return Resources(self.cpus - other.cpus, self.memory - other.memory,
-                         self.disk - other.disk)
-
-    def fits_in(self, free: Resources) -> bool:
-        return (self.cpus <= free.cpus + 1e-9 and self.memory <= free.memory
-                and self.disk <= free.disk)
-
-
-@dataclass(frozen=True)
-class Member:
-    """What the scheduler knows of one member (the store's ``members`` row, summed)."""
-
-    name: str
-    capacity: Resources
-    used: Resources = Resources()       # declared by the instances placed on it
-    instances: int = 0
-    state: str = ONLINE
-    architecture: str = "x86_64"
-    features: frozenset[str] = frozenset()
-    groups: frozenset[str] = frozenset()
-    placement_groups: dict[str, int] = field(default_factory=dict)  # group -> instances here
-
-    def __post_init__(self) -> None:
-        if self.state not in STATES:
-            raise InvalidInputError(f"member {self.name!r}: unknown state {self.state!r}"
-                                    f" (one of {', '.join(STATES)})")
-
-
-@dataclass(frozen=True)
-class PlacementGroup:
-    """Instances that should be apart (``spread``: anti-affinity) or together
-    (``compact``); ``strict``: a rule, else a preference."""
-
-    name: str
-    policy: str = SPREAD
-    strict: bool = False
-
-    def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise InvalidInputError(f"unknown placement policy {self.policy!r}: use spread"
-                                    " or compact")
-
-
-@dataclass(frozen=True)
-class Request:
-    """One instance to place."""
-
-    resources: Resources = Resources()
-    type: str = "container"
-    architecture: str | None = None
-    features: frozenset[str] = frozenset()
-    target: str | None = None           # a member's name, or "@group"
-    placement_group: PlacementGroup | None = None
-
-
-class NoMemberFits(ConflictError):
-    """Nobody passes the filters; ``excluded`` maps each reason to how many members."""
-
-    def __init__(self, excluded: dict[str, int], where: str = "") -> None:
-        self.excluded = dict(excluded)
-        parts = ", ".join(f"{n} {reason}" for reason, n in excluded.items()) or "no members"
-        super().__init__(f"no member{where} can host this instance: {parts}")
 
 
 def sample_size(n: int, percentage: float | None = None) -> int:

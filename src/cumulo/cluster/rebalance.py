@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cumulo.cluster.placement import COMPACT, ONLINE, Member, PlacementGroup, Resources
+from cumulo.cluster.model import COMPACT, ONLINE, Member, PlacementGroup, Resources
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from cumulo.cluster.placement import SPREAD, Inventory, Request
+from cumulo.cluster.model import SPREAD, Request
 from cumulo.errors import ConflictError
 from cumulo.store.members import Allocation, LostRace, MemberStore
+
+if TYPE_CHECKING:
+    from cumulo.cluster.placement import Inventory
 
 
 class Scheduler:
@@ -32,6 +36,8 @@ class Scheduler:
 
     def inventory(self, fresh: bool = False) -> Inventory:
         """The members as the engine sees them (reloaded if stale or ``fresh``)."""
+        from cumulo.cluster.placement import Inventory  # numpy: only once placing
+
         if fresh or self._inventory is None or \
                 time.monotonic() - self._loaded > self.max_age:
             self._inventory = Inventory(self.members.scheduling(), strategy=self.strategy)

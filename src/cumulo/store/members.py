@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cumulo.cluster.placement import (
+from cumulo.cluster.model import (
     ONLINE,
     POLICIES,
     SPREAD,
