@@ -111,8 +111,8 @@ def test_strict_spread_holds_under_races(members: MemberStore) -> None:
     def launch(i: int) -> None:
         start.wait()
         with contextlib.suppress(CumuloError):
-            placed.append(schedulers[i].allocate("default", f"w{i}", Request(
-                Resources(1, GiB), placement_group=web)))
+            placed.append(schedulers[i].allocate("default", f"w{i}", Request(   # by name:
+                Resources(1, GiB), placement_group=PlacementGroup("web"))))  # strict as stored
 
     threads = [threading.Thread(target=launch, args=(i,)) for i in range(6)]
     for t in threads:
@@ -126,6 +126,10 @@ def test_strict_spread_holds_under_races(members: MemberStore) -> None:
         members.delete_group("default", "web")
     with pytest.raises(ConflictError, match="already exists"):
         members.create_group("default", "web")
+    with pytest.raises(NotFoundError, match="placement group 'nope' not found"):
+        Scheduler(members).allocate("default", "x", Request(placement_group=PlacementGroup(
+            "nope")))
+    assert len(members.allocations()) == 3
 
 
 def test_move_rechecks_the_destination(members: MemberStore) -> None:

@@ -46,11 +46,13 @@ class Scheduler:
 
     def allocate(self, project: str, instance: str, req: Request) -> str:
         """Choose a member for ``instance`` and record the allocation there; the member's
-        name. ``NoMemberFits`` (one line: which filter excluded how many members) when
-        nobody can, ``ConflictError`` if every round lost its race."""
-        if req.placement_group is not None:   # the inventory counts groups per project
-            req = replace(req, placement_group=replace(
-                req.placement_group, name=f"{project}/{req.placement_group.name}"))
+        name. ``req.placement_group`` needs only its name: policy and strictness come
+        from the store. ``NoMemberFits`` (one line: which filter excluded how many
+        members) when nobody can, ``ConflictError`` if every round lost its race."""
+        if req.placement_group is not None:   # as stored (policy, strict); the inventory
+            stored = self.members.get_group(project, req.placement_group.name)  # counts
+            req = replace(req, placement_group=replace(                 # groups per project
+                stored, name=f"{project}/{stored.name}"))
         last: LostRace | None = None
         for round_ in range(self.rounds):
             with self._lock:
