@@ -3,6 +3,8 @@ groups respected, never overcommitting; and its dry-run lines."""
 
 from __future__ import annotations
 
+import pytest
+
 from cumulo.cluster.placement import EVACUATED, Member, PlacementGroup, Resources
 from cumulo.cluster.rebalance import Placed, plan, score
 
@@ -73,3 +75,20 @@ def test_placement_groups_are_respected() -> None:
     assert "db-1" not in moved and "db-2" not in moved     # compact: stays together
     assert moved.get("web-1") in (None, "c")               # never onto b (has web-2)
     assert p.after < p.before
+
+
+def test_evacuation_places_each_instance_elsewhere_largest_first() -> None:
+    from cumulo.cluster import evacuation
+    from cumulo.cluster.model import NoMemberFits, Request
+
+    members, _ = cluster({"a": [8, 1, 1], "b": [4], "c": [2]})
+    reqs = [("big", Request(Resources(1, 8 * GiB))), ("s1", Request(Resources(1, GiB))),
+            ("s2", Request(Resources(1, GiB)))]
+    moves = evacuation.plan(members, "a", reqs)
+    assert moves[0] == ("big", "c")            # the largest first, to the emptiest
+    assert {t for _, t in moves} <= {"b", "c"}
+    # the last member cannot be evacuated: one line naming the instance and why
+    alone, _ = cluster({"a": [1]})
+    with pytest.raises(NoMemberFits, match=r"^cannot evacuate a: no member can host"
+                                           r" instance 'web': 1 evacuated$"):
+        evacuation.plan(alone, "a", [("web", Request(Resources(1, GiB)))])

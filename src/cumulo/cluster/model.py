@@ -85,7 +85,8 @@ class Request:
 class NoMemberFits(ConflictError):
     """Nobody passes the filters; ``excluded`` maps each reason to how many members."""
 
-    def __init__(self, excluded: dict[str, int], where: str = "") -> None:
+    def __init__(self, excluded: dict[str, int], where: str = "",
+                 subject: str = "this instance", prefix: str = "") -> None:
         self.excluded = dict(excluded)
         parts = ", ".join(f"{n} {reason}" for reason, n in excluded.items()) or "no members"
-        super().__init__(f"no member{where} can host this instance: {parts}")
+        super().__init__(f"{prefix}no member{where} can host {subject}: {parts}")
