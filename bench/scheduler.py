@@ -154,7 +154,8 @@ def allocations(url: str, n_members: int, count: int, threads: int) -> float:
     try:
         ms = MemberStore(store.db)
         ms.add_many([MemberRecord(name=m.name, capacity=m.capacity, state=m.state,
-                                  architecture=m.architecture, features=m.features,
+                                  features={"arch": m.architecture,
+                                            **{f: True for f in m.features}},
                                   groups=m.groups) for m in members(n_members)])
         reqs = [Request(r.resources, r.type, r.architecture, r.features)
                 for r in requests(count)]

@@ -32,16 +32,17 @@ def members(store_url: str) -> Iterator[MemberStore]:
 def three(members: MemberStore, memory: int = 4) -> None:
     for name in ("m1", "m2", "m3"):
         members.add(MemberRecord(name=name, capacity=Resources(8, memory * GiB, 100 * GiB),
-                                 address=f"https://{name}:8443",
-                                 features=frozenset({"criu", "runc"})))
+                                 address=f"{name}:8443", features={
+                                     "criu": True, "kvm": False, "arch": "x86_64",
+                                     "runtimes": ["runc"], "instance_types": ["container"]}))
 
 
 def test_members_as_membership_writes_them(members: MemberStore) -> None:
     three(members)
     with pytest.raises(ConflictError, match="member 'm1' already exists"):
         members.add(MemberRecord(name="m1", capacity=Resources()))
-    m = members.update("m2", state="offline", groups=frozenset({"gpu"}))
-    assert (m.state, m.groups, m.address) == ("offline", frozenset({"gpu"}), "https://m2:8443")
+    m = members.update("m2", state="evacuated", groups=frozenset({"gpu"}))
+    assert (m.state, m.groups, m.address) == ("evacuated", frozenset({"gpu"}), "m2:8443")
     with pytest.raises(CumuloError, match="unknown member state"):
         members.update("m2", state="sleepy")
     with pytest.raises(NotFoundError):
@@ -51,7 +52,14 @@ def test_members_as_membership_writes_them(members: MemberStore) -> None:
     assert members.silent_since(utcnow() - timedelta(seconds=30)) == ["m3"]
     assert [m.name for m in members.members()] == ["m1", "m2", "m3"]
     seen = {m.name: m for m in members.scheduling()}
-    assert seen["m2"].state == "offline" and seen["m1"].features == {"criu", "runc"}
+    assert seen["m2"].state == "evacuated" and seen["m3"].state == "online"
+    assert seen["m1"].features == {"criu", "runc", "type:container"}   # kvm: False
+    assert seen["m1"].architecture == "x86_64"
+    # silent for longer than offline_after: offline, and no allocation goes there
+    watched = MemberStore(members.db, offline_after=30)
+    assert {m.name: m.state for m in watched.scheduling()}["m3"] == "offline"
+    with pytest.raises(LostRace, match="m3 is offline"):
+        watched.allocate("default", "x", Request(), ["m3"])
     members.remove("m3")
     assert [m.name for m in members.members()] == ["m1", "m2"]
 

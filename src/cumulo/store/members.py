@@ -4,15 +4,20 @@
 
 ===============  ==========================================================
 name             unique member name (``cumulo cluster add NAME``)
-address          where the members reach it (``https://HOST:PORT``)
-state            ``online`` | ``offline`` | ``evacuated``
-architecture     ``x86_64``, ``aarch64`` ...
+address          where the members reach it (``HOST:PORT``)
+state            as written: ``online`` | ``evacuated`` (``offline`` is derived:
+                 silent for longer than ``offline_after`` seconds)
 cpus/memory/disk capacity offered to instances (bytes for memory and disk)
 groups           member groups (``--target @GROUP``), a JSON list
-features         what it can run: ``kvm``, ``criu``, ``runc`` ..., a JSON list
-last_heartbeat   the last time it said it was alive (UTC); None: never
+features         a JSON object from its host probe: ``{"kvm": true, "criu": true,
+                 "arch": "x86_64", "runtimes": ["runc"], "instance_types":
+                 ["container", "vm"]}`` (see ``feature_names``)
+heartbeat        the last time it said it was alive (UTC)
 used_*/instances declared on it: only ``allocate``/``release``/``move`` change these
 ===============  ==========================================================
+
+These are the columns h-cluster's membership (store/cluster.py) writes, plus the
+scheduler's ``used_*`` and ``instances``.
 
 An allocation is one transaction per candidate member: lock the member's row
 (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` takes the
@@ -25,14 +30,16 @@ lost race: the next candidate is tried. So concurrent launches never overcommit.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cumulo.cluster.model import (
+    OFFLINE,
     ONLINE,
     POLICIES,
     SPREAD,
@@ -62,10 +69,9 @@ class MemberRecord:
     capacity: Resources
     address: str = ""
     state: str = ONLINE
-    architecture: str = "x86_64"
     groups: frozenset[str] = frozenset()
-    features: frozenset[str] = frozenset()
-    last_heartbeat: datetime | None = None
+    features: dict[str, Any] = field(default_factory=dict)
+    heartbeat: datetime | None = None   # None: now, when added
     used: Resources = Resources()
     instances: int = 0
 
@@ -89,12 +95,25 @@ class LostRace(ConflictError):
             f"{m} {w}" for m, w in why.items()))
 
 
+def feature_names(features: dict[str, Any]) -> frozenset[str]:
+    """The probe's features as the names a request can need: a true flag by its key
+    (``kvm``), list items by themselves (``runc``) and, for instance types, as
+    ``type:vm``; ``arch`` is the architecture, not a feature."""
+    out: set[str] = set()
+    for key, value in features.items():
+        if isinstance(value, list):
+            out.update(f"type:{v}" if key == "instance_types" else str(v) for v in value)
+        elif value is True:
+            out.add(key)
+    return frozenset(out)
+
+
 def _record(r: MemberRow) -> MemberRecord:
     return MemberRecord(
         name=r.name, capacity=Resources(r.cpus, r.memory, r.disk), address=r.address,
-        state=r.state, architecture=r.architecture, groups=frozenset(r.groups),
-        features=frozenset(r.features), last_heartbeat=r.last_heartbeat,
-        used=Resources(r.used_cpus, r.used_memory, r.used_disk), instances=r.instances)
+        state=r.state, groups=frozenset(r.groups), features=dict(r.features),
+        heartbeat=r.heartbeat, used=Resources(r.used_cpus, r.used_memory, r.used_disk),
+        instances=r.instances)
 
 
 def _check_state(state: str) -> None:
@@ -107,8 +126,26 @@ def _integrity(err: StoreError) -> bool:
 
 
 class MemberStore:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    """``offline_after``: seconds of silence after which an online member counts as
+    offline (None: never, heartbeats not kept)."""
+
+    def __init__(self, db: Database, offline_after: float | None = None) -> None:
+        self.db, self.offline_after = db, offline_after
+
+    def _now(self, s: Session) -> datetime:
+        """The database's clock on PostgreSQL: every member compares with the same one."""
+        if self.db.engine.dialect.name == "postgresql":
+            now = s.scalar(select(func.now()))
+            if isinstance(now, datetime):
+                return now
+        return utcnow()
+
+    def _state(self, row: MemberRow, s: Session, now: datetime | None = None) -> str:
+        """online, offline (silent too long) or evacuated."""
+        if row.state == ONLINE and self.offline_after is not None and \
+                ((now or self._now(s)) - row.heartbeat).total_seconds() > self.offline_after:
+            return OFFLINE
+        return row.state
 
     # --- members (membership writes these) ---
     def add(self, m: MemberRecord) -> None:
@@ -124,21 +161,21 @@ class MemberStore:
             _check_state(m.state)
         try:
             with self.db.session() as s:
+                now = self._now(s)
                 s.add_all([MemberRow(
                     name=m.name, address=m.address, state=m.state,
-                    architecture=m.architecture, cpus=m.capacity.cpus,
-                    memory=m.capacity.memory, disk=m.capacity.disk,
-                    groups=sorted(m.groups), features=sorted(m.features),
-                    last_heartbeat=m.last_heartbeat) for m in records])
+                    cpus=int(m.capacity.cpus), memory=m.capacity.memory,
+                    disk=m.capacity.disk, groups=sorted(m.groups),
+                    features=dict(m.features), heartbeat=m.heartbeat or now)
+                    for m in records])
         except StoreError as err:
             if _integrity(err):
                 raise ConflictError("some of these members already exist") from None
             raise
 
     def update(self, name: str, *, address: str | None = None, state: str | None = None,
-               architecture: str | None = None, capacity: Resources | None = None,
-               groups: frozenset[str] | None = None,
-               features: frozenset[str] | None = None) -> MemberRecord:
+               capacity: Resources | None = None, groups: frozenset[str] | None = None,
+               features: dict[str, Any] | None = None) -> MemberRecord:
         """Change what is given; the declared usage is left alone."""
         if state is not None:
             _check_state(state)
@@ -148,26 +185,25 @@ class MemberStore:
                 row.address = address
             if state is not None:
                 row.state = state
-            if architecture is not None:
-                row.architecture = architecture
             if capacity is not None:
-                row.cpus, row.memory, row.disk = capacity.cpus, capacity.memory, capacity.disk
+                row.cpus, row.memory = int(capacity.cpus), capacity.memory
+                row.disk = capacity.disk
             if groups is not None:
                 row.groups = sorted(groups)
             if features is not None:
-                row.features = sorted(features)
+                row.features = dict(features)
             s.flush()
             return _record(row)
 
     def heartbeat(self, name: str, at: datetime | None = None) -> None:
         with self.db.session() as s:
-            self._row(s, name).last_heartbeat = at or utcnow()
+            self._row(s, name).heartbeat = at or self._now(s)
 
     def silent_since(self, cutoff: datetime) -> list[str]:
-        """Online members whose last heartbeat is older than ``cutoff`` (or none)."""
+        """Online members whose last heartbeat is older than ``cutoff``."""
         with self.db.session() as s:
             q = select(MemberRow.name).where(MemberRow.state == ONLINE).where(
-                (MemberRow.last_heartbeat.is_(None)) | (MemberRow.last_heartbeat < cutoff))
+                MemberRow.heartbeat < cutoff)
             return sorted(s.scalars(q))
 
     def get(self, name: str) -> MemberRecord:
@@ -200,6 +236,7 @@ class MemberStore:
         """Every member as the placement engine sees it, placement groups counted
         (keyed ``project/group``)."""
         with self.db.session() as s:
+            now = self._now(s)
             rows = list(s.scalars(select(MemberRow).order_by(MemberRow.id)))
             pgs: dict[int, dict[str, int]] = defaultdict(dict)
             q = (select(AllocationRow.member_id, ProjectRow.name, PlacementGroupRow.name,
@@ -210,11 +247,12 @@ class MemberStore:
                  .group_by(AllocationRow.member_id, ProjectRow.name, PlacementGroupRow.name))
             for member_id, project, group, n in s.execute(q):
                 pgs[member_id][f"{project}/{group}"] = n
-        return [Member(name=r.name, capacity=Resources(r.cpus, r.memory, r.disk),
-                       used=Resources(r.used_cpus, r.used_memory, r.used_disk),
-                       instances=r.instances, state=r.state, architecture=r.architecture,
-                       features=frozenset(r.features), groups=frozenset(r.groups),
-                       placement_groups=pgs.get(r.id, {})) for r in rows]
+            return [Member(name=r.name, capacity=Resources(r.cpus, r.memory, r.disk),
+                           used=Resources(r.used_cpus, r.used_memory, r.used_disk),
+                           instances=r.instances, state=self._state(r, s, now),
+                           architecture=str(r.features.get("arch") or "x86_64"),
+                           features=feature_names(r.features), groups=frozenset(r.groups),
+                           placement_groups=pgs.get(r.id, {})) for r in rows]
 
     # --- placement groups ---
     def create_group(self, project: str, name: str, policy: str = SPREAD,
@@ -314,8 +352,8 @@ class MemberStore:
             row = self._row(s, member, lock=True)
         except NotFoundError:
             return "is no longer a member"
-        if row.state != ONLINE:
-            return f"is {row.state}"
+        if (state := self._state(row, s)) != ONLINE:
+            return f"is {state}"
         r = req.resources
         free = Resources(row.cpus - row.used_cpus, row.memory - row.used_memory,
                          row.disk - row.used_disk)
@@ -367,9 +405,9 @@ class MemberStore:
             need = Resources(alloc.cpus, alloc.memory, alloc.disk)
             free = Resources(dst.cpus - dst.used_cpus, dst.memory - dst.used_memory,
                              dst.disk - dst.used_disk)
-            if dst.state != ONLINE or not need.fits_in(free):
-                raise LostRace({to: f"is {dst.state}" if dst.state != ONLINE
-                                else "lacks the room"})
+            state = self._state(dst, s)
+            if state != ONLINE or not need.fits_in(free):
+                raise LostRace({to: f"is {state}" if state != ONLINE else "lacks the room"})
             self._unuse(src, alloc)
             dst.used_cpus += alloc.cpus
             dst.used_memory += alloc.memory

@@ -242,24 +242,24 @@ class VolumeAttachmentRow(Base):
 class MemberRow(Base):
     """One cumulod of the cluster: where it answers, whether it is usable, what it has
     (capacity) and what is declared on it (``used_*``, ``instances``: kept by the
-    allocations in the same transaction, so a locked row says what is free)."""
+    allocations in the same transaction, so a locked row says what is free). The
+    columns up to ``heartbeat`` are the ones h-cluster's membership writes."""
     __tablename__ = "members"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
-    address: Mapped[str] = mapped_column(String(255), default="")   # https://HOST:PORT
+    address: Mapped[str] = mapped_column(String(255), default="")   # HOST:PORT
     state: Mapped[str] = mapped_column(String(16), default="online")
-    architecture: Mapped[str] = mapped_column(String(32), default="x86_64")
-    cpus: Mapped[float] = mapped_column(Float, default=0.0)
+    cpus: Mapped[int] = mapped_column(Integer, default=0)
     memory: Mapped[int] = mapped_column(BigInteger, default=0)
     disk: Mapped[int] = mapped_column(BigInteger, default=0)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # kvm, arch ...
+    heartbeat: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     used_cpus: Mapped[float] = mapped_column(Float, default=0.0)
     used_memory: Mapped[int] = mapped_column(BigInteger, default=0)
     used_disk: Mapped[int] = mapped_column(BigInteger, default=0)
     instances: Mapped[int] = mapped_column(Integer, default=0)
-    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
-    features: Mapped[list[str]] = mapped_column(JSON, default=list)   # kvm, criu, runc...
-    last_heartbeat: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class PlacementGroupRow(Base):
