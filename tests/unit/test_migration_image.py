@@ -5,6 +5,7 @@ that imports it under another fingerprint gets the copy deleted and the move ref
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,15 @@ class FakeRemote:
         self.uploaded = b""
         self.calls: list[tuple[str, str]] = []
 
+    def export_image(self, ref: str) -> Iterator[tuple[str, bytes]]:
+        self.calls.append(("GET", f"/image-files/{ref}"))
+        if not self.has:
+            raise APIError("image not found", 404, "NotFoundError")
+        yield "qcow2", b"q"
+        raise AssertionError("read on after the first piece")
+
     def request(self, method: str, path: str, **kw: Any) -> Any:
         self.calls.append((method, path))
-        if method == "GET" and not self.has:
-            raise APIError("image not found", 404, "NotFoundError")
         if method == "POST":
             body = kw["content"]
             while chunk := body.read(1 << 20):
@@ -60,7 +66,7 @@ def test_not_sent_when_the_destination_has_it(tmp_path: Path) -> None:
     rc = FakeRemote(has=True)
     assert not migration_image.send(tmp_path, disk_image(tmp_path, 10), rc,  # type: ignore[arg-type]
                                     "b", lambda f, m: None)
-    assert rc.calls == [("GET", f"/images/{FP}")]
+    assert rc.calls == [("GET", f"/image-files/{FP}")]
 
 
 def test_a_disk_is_sent_with_progress(tmp_path: Path) -> None:

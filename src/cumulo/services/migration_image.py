@@ -47,13 +47,18 @@ class _Counting:
 
 
 def present(rc: Client, fingerprint: str) -> bool:
-    """Whether the host behind ``rc`` has the image."""
+    """Whether the host behind ``rc`` has the image's files: asked by starting its
+    download and hanging up at the first piece, because in a cluster the store (and so
+    ``GET /images``) is shared while the files are each member's own."""
+    pieces = rc.export_image(fingerprint)
     try:
-        rc.request("GET", f"/images/{fingerprint}")
+        next(pieces, None)
     except APIError as err:
         if err.status != 404:
             raise
         return False
+    finally:
+        getattr(pieces, "close", lambda: None)()   # a generator: hangs up the download
     return True
 
 
