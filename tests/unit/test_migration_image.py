@@ -1,6 +1,6 @@
 """The image follows its instance (services/migration_image.py): sent only when the
 destination lacks it, as the file ``image export`` makes, with progress; a destination
-that imports it under another fingerprint gets the copy deleted and the move refused."""
+that imports it under another fingerprint: the move is refused."""
 
 from __future__ import annotations
 
@@ -41,11 +41,9 @@ class FakeRemote:
             while chunk := body.read(1 << 20):
                 self.uploaded += chunk
             assert kw["params"]["filename"].startswith(FP[:12])
-            return _Json({"id": "op1", "status": "running"})
+            assert kw["params"]["fingerprint"] == FP
+            return _Json({"fingerprint": self.imports_as})
         return _Json({})
-
-    def wait(self, op: dict[str, Any], timeout: float = 0) -> dict[str, Any]:
-        return {**op, "status": "success", "resources": {"images": [self.imports_as]}}
 
 
 class _Json:
@@ -93,9 +91,9 @@ def test_a_rootfs_goes_as_tar_gz(tmp_path: Path) -> None:
         assert "./etc/hostname" in tar.getnames()
 
 
-def test_another_fingerprint_there_is_refused_and_deleted(tmp_path: Path) -> None:
+def test_another_fingerprint_there_is_refused(tmp_path: Path) -> None:
     rc = FakeRemote(has=False, imports_as="e" * 64)
     with pytest.raises(DriverError, match="imported image deb as eeeeeeeeeeee, not dddd"):
         migration_image.send(tmp_path, disk_image(tmp_path, 10), rc,  # type: ignore[arg-type]
                              "b", lambda f, m: None)
-    assert ("DELETE", "/images/" + "e" * 64) in rc.calls
+    assert rc.calls[-1][0] == "POST"

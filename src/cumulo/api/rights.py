@@ -64,6 +64,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/1.0/migrations/incoming/{name}/finish"): Rule(MIGRATE),
     ("PUT", "/1.0/migrations/incoming/{name}/state/{part}"): Rule(MIGRATE),
     ("DELETE", "/1.0/migrations/incoming/{name}"): Rule(MIGRATE),
+    ("POST", "/1.0/migrations/images"): Rule(MIGRATE, S),
+    ("DELETE", "/1.0/migrations/images/{fingerprint}"): Rule(MIGRATE, S),
     # images: shared by every project; changed by admins
     ("GET", "/1.0/images"): Rule(READ, S),
     ("GET", "/1.0/images/{ref:path}"): Rule(READ, S),

@@ -2,10 +2,12 @@
 instance runs from to a destination that lacks it (as Incus does), with progress.
 
 The file goes as ``image export`` makes it (a rootfs as tar.gz, a disk as its file),
-streamed into the destination's ``POST /image-imports``; images are content-addressed,
+streamed into the destination's ``POST /migrations/images`` (an image import that
+the ``migrate`` right of a remote's token allows); images are content-addressed,
 so the destination's import gets the same fingerprint, which is checked. The copy gets
 no alias there (the destination's names stay its own). If the migration then fails,
-``forget`` deletes the copy again: a failed migration leaves nothing on the destination.
+``forget`` deletes the copy again (``DELETE /migrations/images/FP``, allowed only for
+an image received so): a failed migration leaves nothing on the destination.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def send(image_root: Path, image: Image, rc: Client, remote: str, progress: Prog
                                 stderr=subprocess.DEVNULL)
         try:
             assert proc.stdout is not None
-            op = _upload(rc, proc.stdout, image.size, filename, what, progress, span)
+            answer = _upload(rc, proc.stdout, image.size, filename, image.fingerprint, what,
+                         progress, span)
             if proc.wait(60) != 0:
                 raise DriverError(f"tar failed with exit status {proc.returncode} while"
                                   f" sending {what}")
@@ -88,33 +91,30 @@ def send(image_root: Path, image: Image, rc: Client, remote: str, progress: Prog
                 proc.stdout.close()
     elif payload.name in kinds.DISKS:
         with payload.open("rb") as f:
-            op = _upload(rc, f, payload.stat().st_size, f"{image.fingerprint[:12]}"
-                         f"{payload.suffix}", what, progress, span)
+            answer = _upload(rc, f, payload.stat().st_size, f"{image.fingerprint[:12]}"
+                         f"{payload.suffix}", image.fingerprint, what, progress, span)
     else:
         raise ConflictError(f"host {remote!r} lacks image {ref}, and a {image.kind} image"
                             " cannot be sent: import it there first")
-    progress(span[1], f"unpacking {what}")
-    try:
-        got = rc.wait(op, timeout=1800)["resources"]["images"][0]
-    except CumuloError as err:
-        raise DriverError(f"{remote} could not import {what[6:]}: {err}") from err
+    got = str(answer.get("fingerprint"))
     if got != image.fingerprint:   # never expected: the content hash is the same
-        forget(rc, got)
         raise DriverError(f"{remote} imported image {ref} as {got[:12]}, not"
                           f" {image.fingerprint[:12]}: not migrating")
     return True
 
 
-def _upload(rc: Client, f: IO[bytes], size: int, filename: str, what: str,
+def _upload(rc: Client, f: IO[bytes], size: int, filename: str, fp: str, what: str,
             progress: Progress, span: tuple[float, float]) -> dict[str, object]:
+    """Send the file; the destination imports it before it answers ``{fingerprint}``."""
     body = _Counting(f, size, progress, what, span)
-    op: dict[str, object] = rc.request(
-        "POST", "/image-imports", params={"filename": filename}, content=body, timeout=None,
-        headers={"content-type": "application/octet-stream"}).json()
-    return op
+    answer: dict[str, object] = rc.request(
+        "POST", "/migrations/images", params={"filename": filename, "fingerprint": fp},
+        content=body, timeout=None, headers={"content-type": "application/octet-stream"}
+    ).json()
+    return answer
 
 
 def forget(rc: Client, fingerprint: str) -> None:
     """Delete an image copied for a migration that then failed (best effort)."""
     with contextlib.suppress(CumuloError):
-        rc.request("DELETE", f"/images/{fingerprint}")
+        rc.request("DELETE", f"/migrations/images/{fingerprint}")

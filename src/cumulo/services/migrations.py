@@ -41,6 +41,7 @@ from cumulo.errors import (
 )
 from cumulo.services import archive_migration, migration_image, migration_nics
 from cumulo.services.identities import IdentityService
+from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
 from cumulo.services.migration_cancel import CancelWatch
 from cumulo.services.operations import Progress
@@ -65,6 +66,22 @@ class MigrationService:
         self.identities = identities
         # networks and groups made for instances being received: dropped again on abort
         self._made: dict[tuple[str, str], migration_nics.Received] = {}
+        self._images_received: set[str] = set()   # fingerprints sent here for migrations
+
+    # --- the image of an instance migrating here (services/migration_image.py) ---
+    def image_expected(self, fingerprint: str) -> None:
+        """An image is about to be sent for a migration: only such an image may be
+        dropped again by a remote (``drop_image``)."""
+        if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
+            raise InvalidInputError(f"not an image fingerprint: {fingerprint!r}")
+        self._images_received.add(fingerprint)
+
+    def drop_image(self, images: ImageService, fingerprint: str) -> None:
+        """Delete an image received for a migration that then failed (not another one)."""
+        if fingerprint not in self._images_received:
+            raise ConflictError(f"image {fingerprint[:12]} was not received for a migration")
+        images.delete(fingerprint)
+        self._images_received.discard(fingerprint)
 
     # --- tokens and remotes ---
     def token_names(self) -> list[str]:
