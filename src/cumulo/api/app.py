@@ -24,6 +24,7 @@ from cumulo.api import (
     firewall_routes,
     host_routes,
     identity_routes,
+    placement_routes,
     web_routes,
 )
 from cumulo.api import schemas as s
@@ -354,6 +355,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     host_routes.add_routes(r, svc, sessions)
     identity_routes.add_routes(r, svc, sessions)
     web_routes.add_routes(r, svc, listen, reports, fingerprint)
+    placement_routes.add_routes(r, svc)
     app.include_router(r)
     assets.mount(app)
 

@@ -21,10 +21,12 @@ from cumulo.services.instances import InstanceService
 from cumulo.services.migrations import MigrationService
 from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
+from cumulo.services.placement import Scheduler
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
 from cumulo.store.hosts import HostStore
 from cumulo.store.identities import AuditStore, IdentityStore
+from cumulo.store.members import MemberStore
 from cumulo.store.repo import Store
 from cumulo.store.volumes import VolumeStore
 
@@ -46,6 +48,7 @@ class Services:
     events: EventBus
     history: History
     identities: IdentityService
+    scheduler: Scheduler   # cluster placement over the members table (store/members.py)
 
     def close(self) -> None:
         self.history.stop()
@@ -89,7 +92,7 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     return Services(store, ops, host, instances, images, networks, storage, volumes,
                     CheckpointService(instances),
                     MigrationService(instances, HostStore(store.db), listen_host, identities),
-                    events, History(instances), identities)
+                    events, History(instances), identities, Scheduler(MemberStore(store.db)))
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:
