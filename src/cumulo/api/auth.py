@@ -30,7 +30,6 @@ from cumulo.domain import roles
 from cumulo.domain.models import Operation
 from cumulo.errors import AuthError, CumuloError, ForbiddenError, NotFoundError
 from cumulo.services.host import Services
-from cumulo.services.operations import project_of
 from cumulo.store.identities import REMOTE, Identity
 
 log = logging.getLogger(__name__)
@@ -267,13 +266,8 @@ def require_admin(conn: HTTPConnection, what: str) -> None:
 
 def check_operation(caller: Caller, op: Operation, right: str) -> None:
     """404 for an operation of a project the caller has no role in (as if it did not
-    exist), 403 for a role lacking ``right``; operations of no project: admins only."""
-    project = project_of(op)
-    if project is None and not caller.admin:
-        if right == roles.READ and caller.server:
-            return   # another host follows the operations it started here
-        raise NotFoundError("operation", op.id)
-    check(caller, rights.Rule(right), project)
+    exist), 403 for a role lacking ``right``."""
+    check(caller, rights.Rule(right), op.project)
 
 
 def install(app: Any, svc: Services, sessions: Sessions, tcp: bool) -> None:

@@ -187,6 +187,7 @@ class OperationOut(BaseModel):
     resources: dict[str, Any]
     created_at: datetime | None
     updated_at: datetime | None
+    project: str = "default"
 
 
 class ErrorOut(BaseModel):

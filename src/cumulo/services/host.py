@@ -22,6 +22,7 @@ from cumulo.services.migrations import MigrationService
 from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
 from cumulo.services.placement import Scheduler
+from cumulo.services.projects import ProjectService
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
 from cumulo.store.hosts import HostStore
@@ -49,6 +50,7 @@ class Services:
     history: History
     identities: IdentityService
     scheduler: Scheduler   # cluster placement over the members table (store/members.py)
+    projects: ProjectService
 
     def close(self) -> None:
         self.history.stop()
@@ -92,7 +94,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     return Services(store, ops, host, instances, images, networks, storage, volumes,
                     CheckpointService(instances),
                     MigrationService(instances, HostStore(store.db), listen_host, identities),
-                    events, History(instances), identities, Scheduler(MemberStore(store.db)))
+                    events, History(instances), identities, Scheduler(MemberStore(store.db)),
+                    ProjectService(store.projects, events))
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:
