@@ -78,7 +78,7 @@ def caller_of(conn: HTTPConnection) -> Caller:
 def check(caller: Caller, rule: rights.Rule, project: str | None) -> None:
     """Raise NotFoundError (no role in ``project``) or ForbiddenError (a role lacking
     the right) unless ``caller`` may do what ``rule`` says in ``project``."""
-    if caller.may(rule.right, project):
+    if caller.may(rule.right, project) or rule.also and caller.may(rule.also, project):
         return
     if rule.scope == rights.S:
         if rule.right == roles.READ and (caller.roles or caller.server):
