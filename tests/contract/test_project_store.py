@@ -22,6 +22,7 @@ from cumulo.errors import (
     QuotaExceededError,
 )
 from cumulo.store.db import MIGRATIONS, make_engine
+from cumulo.store.identities import IdentityStore
 from cumulo.store.repo import Store
 from cumulo.store.volumes import VolumeStore
 
@@ -64,8 +65,11 @@ def test_delete_refused_while_the_project_holds_anything(store: Store) -> None:
     assert str(err.value) == "project 'a' is not empty: it holds 1 instance, 1 network"
     store.delete_instance("a", "web")
     store.delete_network("a", "net")
+    idents = IdentityStore(store.db)
+    idents.add("tenant", "client", "secret-token", roles={"a": "operator", "b": "viewer"})
     store.projects.delete("a")
     assert [p.name for p in store.projects.list()] == ["b", "default"]
+    assert idents.get("tenant").roles == {"b": "viewer"}   # none carries over to a new "a"
     with pytest.raises(InvalidInputError, match="cannot be deleted"):
         store.projects.delete("default")
 

@@ -20,6 +20,7 @@ from cumulo.domain.models import Project
 from cumulo.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from cumulo.store.db import Database
 from cumulo.store.tables import (
+    IdentityRoleRow,
     ImageRow,
     InstanceRow,
     NetworkRow,
@@ -143,7 +144,8 @@ class ProjectStore:
             return _project(row)
 
     def delete(self, name: str) -> None:
-        """Only an empty project goes; its finished operations go with it."""
+        """Only an empty project goes; its finished operations and the roles identities
+        held in it go with it."""
         if name == rules.DEFAULT:
             raise InvalidInputError("the project 'default' cannot be deleted")
         with self.db.session(modify=True) as s:
@@ -155,5 +157,7 @@ class ProjectStore:
             if held:
                 raise ConflictError(f"project {name!r} is not empty: it holds {', '.join(held)}")
             s.execute(delete(OperationRow).where(OperationRow.project == name))
+            # a project made later under this name is someone else's: no role carries over
+            s.execute(delete(IdentityRoleRow).where(IdentityRoleRow.project == name))
             s.delete(row)
 
