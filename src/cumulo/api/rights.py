@@ -22,7 +22,7 @@ class Rule:
     right: str
     scope: str = "project"
     path_project: str | None = None   # the project is this path parameter (/projects/{name})
-    also: str | None = None   # another right that suffices (a host checks an image is here)
+    also: str | None = None   # another right that suffices (a host asks if an image is here)
 
 
 P, S, PUBLIC = "project", "server", "public"
@@ -70,8 +70,8 @@ RULES: dict[tuple[str, str], Rule] = {
     # images: a project's own (features.images=true) or default's; a route that changes
     # default's images from another project also needs manage in default (image_write)
     ("GET", "/1.0/images"): Rule(READ),
-    ("GET", "/1.0/images/{ref:path}"): Rule(READ, also=MIGRATE),
-    ("GET", "/1.0/image-files/{ref:path}"): Rule(READ),
+    ("GET", "/1.0/images/{ref:path}"): Rule(READ),
+    ("GET", "/1.0/image-files/{ref:path}"): Rule(READ, also=MIGRATE),   # a host: has it?
     ("POST", "/1.0/images"): Rule(MANAGE),
     ("POST", "/1.0/images/app"): Rule(MANAGE),
     ("POST", "/1.0/image-imports"): Rule(MANAGE),
