@@ -278,8 +278,14 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         inst = await find(request)
         if inst.state in (State.RUNNING, State.PAUSED):
             return Response(status_code=304)
-        await finish(ctx, await call(svc.instances.change_state, project, inst.name,
-                                     Action.START))
+        try:
+            await finish(ctx, await call(svc.instances.change_state, project, inst.name,
+                                         Action.START))
+        except e.CumuloError:
+            if (meta.container(inst).get("HostConfig") or {}).get("AutoRemove"):
+                with contextlib.suppress(e.CumuloError):   # as Docker: it never ran
+                    await call(c.remove, inst, True)
+            raise
         await call(c.started, inst)
         return Response(status_code=204)
 
@@ -401,12 +407,13 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                 continue
             if not _matches(row, inst, want):
                 continue
-            rows.append(row)
-        rows.sort(key=lambda r: r["Created"], reverse=True)
+            rows.append((shapes.created(inst), row))
+        rows.sort(key=lambda r: r[0], reverse=True)   # newest first, to the microsecond
+        out = [row for _t, row in rows]
         limit = int_param(request, "limit", -1)
         if limit is not None and limit > 0:
-            rows = rows[:limit]
-        return js(rows)
+            out = out[:limit]
+        return js(out)
 
     async def prune(_request: Request) -> Response:
         gone = []
@@ -529,8 +536,8 @@ async def _logs(c: Containers, inst: Instance, request: Request) -> Response:
             if (since and t < since) or (until and t > until):
                 continue
             text = payload if partial else payload + b"\n"
-            if stamps and stamp:
-                text = stamp + b" " + text
+            if stamps and stamp:   # RFC 3339 as Docker writes it: Z, not +00:00
+                text = stamp.replace(b"+00:00", b"Z") + b" " + text
             out.append((stream, text))
         return out
 

@@ -201,7 +201,9 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         if q.get("fromSrc"):
             if q["fromSrc"] != "-":
                 raise DockerError(501, "importing from a URL is not supported by Cumulo")
-            tag = normalize(f"{q['repo']}:{q.get('tag') or 'latest'}") if q.get("repo") else None
+            repo = q.get("repo") or ""
+            tag = (normalize(f"{repo}:{q['tag']}" if q.get("tag") else repo) if repo
+                   else None)
             fp = await archives.import_rootfs(ctx, request, tag)
             if tag is not None:
                 await call(add_tag, tag, await call(svc.images.get, fp))

@@ -66,7 +66,14 @@ def limits_from(hc: dict[str, Any]) -> Limits:
 
 def host_config(inst: Instance, saved: dict[str, Any]) -> dict[str, Any]:
     """HostConfig as given at create, Docker's defaults filled in, limits as they are now."""
-    hc = {**HOST_CONFIG_DEFAULTS, **saved}
+    hc = dict(HOST_CONFIG_DEFAULTS)
+    for key, value in saved.items():   # a zero value means "the default", as in Docker
+        default = HOST_CONFIG_DEFAULTS.get(key)
+        if value in (None, "", 0, [], {}) and default:
+            continue
+        if isinstance(value, dict) and isinstance(default, dict):
+            value = {**default, **{k: v for k, v in value.items() if v or not default.get(k)}}
+        hc[key] = value
     lim = inst.limits
     hc["Memory"] = lim.memory or 0
     hc["MemorySwap"] = lim.memory_swap or (2 * lim.memory if lim.memory else 0)
@@ -161,7 +168,7 @@ def summary(inst: Instance, meta: dict[str, Any], gateways: dict[str, str],
     return {
         "Id": meta["Id"], "Names": [f"/{inst.name}"],
         "Image": config.get("Image") or inst.image[:12], "ImageID": f"sha256:{inst.image}",
-        "Command": command_of(inst), "Created": int(_created(inst)),
+        "Command": command_of(inst), "Created": int(created(inst)),
         "Ports": ports_of(meta.get("HostConfig") or {}), "Labels": config.get("Labels") or {},
         "State": docker_state(inst, meta), "Status": status_text(inst, meta),
         "HostConfig": {"NetworkMode": (meta.get("HostConfig") or {}).get("NetworkMode")
@@ -170,7 +177,7 @@ def summary(inst: Instance, meta: dict[str, Any], gateways: dict[str, str],
         "Mounts": mounts}
 
 
-def _created(inst: Instance) -> float:
+def created(inst: Instance) -> float:
     if inst.created_at is None:
         return 0.0
     dt = inst.created_at if inst.created_at.tzinfo else inst.created_at.replace(tzinfo=UTC)

@@ -96,6 +96,7 @@ class InstanceService:
         self.image_root = image_root
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
+        self._exits = threading.Lock()
 
     # helpers
     @contextmanager
@@ -192,8 +193,16 @@ class InstanceService:
         if run.status == RunStatus.PAUSED and inst.state != State.PAUSED:
             return self.store.update_instance(inst.project, inst.name, state=State.PAUSED)
         if run.status in (RunStatus.STOPPED, RunStatus.MISSING):
-            return self.store.update_instance(
-                inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code)
+            with self._exits:   # one of several callers noticing the same exit says so
+                now = self.store.get_instance(inst.project, inst.name)
+                if now.state not in (State.RUNNING, State.PAUSED):
+                    return now
+                stopped = self.store.update_instance(
+                    inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code)
+            # it ended on its own: say so, as a stop does (Docker's "die")
+            self.events.lifecycle("stopped", inst.project, inst.name, exit_code=run.exit_code,
+                                  reason="exited")
+            return stopped
         return inst
 
     def usage(self, inst: Instance) -> Usage:
