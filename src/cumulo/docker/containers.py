@@ -153,7 +153,7 @@ class Containers:
             networks = (NicRequest(mode),)
         vols = self._volumes(hc)
         op = self.svc.instances.create(self.project, CreateRequest(
-            name=name, image=image.fingerprint, type="vm" if vm else "container",
+            name=name, image=image.fingerprint, type=shapes.VM_TYPE if vm else "container",
             limits=limits, privileged=bool(hc.get("Privileged")), command=command,
             networks=networks, process=ProcessOptions(
                 env=env, cwd=cwd, user=user, terminal=bool(body.get("Tty")),

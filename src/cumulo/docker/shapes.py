@@ -15,7 +15,8 @@ from cumulo.domain.models import Instance
 from cumulo.drivers.container.oci_spec import MASKED_PATHS, READONLY_PATHS
 
 NANO = 1_000_000_000
-VM_RUNTIME = "cumulo-vm"
+VM_RUNTIME = "cumulo-vm"     # docker run --runtime cumulo-vm (or --isolation vm)
+VM_TYPE = "imagevm"          # the Cumulo instance type it makes
 
 HOST_CONFIG_DEFAULTS: dict[str, Any] = {
     "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "k8s-file", "Config": {}},
@@ -81,7 +82,7 @@ def host_config(inst: Instance, saved: dict[str, Any]) -> dict[str, Any]:
     hc["PidsLimit"] = lim.pids
     hc["CpusetCpus"] = lim.cpuset or ""
     hc["Privileged"] = inst.privileged
-    hc["Runtime"] = VM_RUNTIME if inst.type != "container" else "runc"
+    hc["Runtime"] = VM_RUNTIME if inst.type == VM_TYPE else "runc"
     return hc
 
 

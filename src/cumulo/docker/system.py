@@ -75,7 +75,7 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         paused = sum(1 for i in insts if i.state == State.PAUSED)
         uname = os.uname()
         runtimes = {"runc": {"path": "runc"}}
-        if "vm" in svc.instances.drivers:
+        if "imagevm" in svc.instances.drivers:
             runtimes["cumulo-vm"] = {"path": "cumulo-vm"}
         return js({
             "ID": f"cumulo-{uname.nodename}", "Containers": len(insts),

@@ -72,7 +72,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     store.fail_unfinished_operations("the daemon stopped while this operation ran")
     events = EventBus()
     ops = Operations(store, events=events)
-    kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm"}
+    kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm",
+                             "imagevm": "imagevm"}
     drivers: dict[str, InstanceDriver] = {}
     for type_, kind in kinds.items():
         ctx = DriverContext(state_dir=state_dir / type_, runtime_dir=runtime_dir / type_,
