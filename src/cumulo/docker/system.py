@@ -82,11 +82,11 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
             "ContainersRunning": running, "ContainersPaused": paused,
             "ContainersStopped": len(insts) - running - paused, "Images": len(images),
             "Driver": "cumulo", "DriverStatus": [["Project", ctx.project]],
-            "Plugins": {"Volume": ["local"], "Network": ["bridge", "null"], "Log": ["k8s-file"]},
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "null"], "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
             "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
             "Debug": False, "NFd": 0, "NGoroutines": 0, "SystemTime": datetime.now().astimezone()
-            .isoformat(), "LoggingDriver": "k8s-file", "CgroupDriver": "cgroupfs",
+            .isoformat(), "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
             "CgroupVersion": "2" if getattr(host, "cgroup_version", 1) == 2 else "1",
             "NEventsListener": svc.events.subscribers(), "KernelVersion": uname.release,
             "OperatingSystem": "Cumulo", "OSVersion": "", "OSType": "linux",
