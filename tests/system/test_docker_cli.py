@@ -292,3 +292,29 @@ def test_run_with_vm_isolation(dk: DockerHost) -> None:
     assert lines[0] == "in-a-vm" and lines[1] != os.uname().release, r.stdout  # its kernel
     r = dk.run("run", "--rm", "--isolation", "vm", "busybox", "echo", "isolated", timeout=300)
     assert r.stdout == "isolated\n"
+
+
+def test_cp_both_ways_with_owners_inside(dk: DockerHost, tmp_path: Path) -> None:
+    dk.run("run", "-d", "--name", "cp1", "busybox", "sleep", "300")
+    try:
+        src = tmp_path / "in.txt"
+        src.write_text("copied in\n")
+        dk.run("cp", str(src), "cp1:/tmp/")
+        assert dk.run("exec", "cp1", "cat", "/tmp/in.txt").stdout == "copied in\n"
+        owner = dk.run("exec", "cp1", "stat", "-c", "%u:%g", "/tmp/in.txt", check=False)
+        if owner.returncode == 0:   # (stat is not among the test image's applets)
+            assert owner.stdout.strip() == "0:0"
+        assert " 0 " in dk.run("exec", "cp1", "ls", "-ln", "/tmp/in.txt").stdout
+        dk.run("exec", "cp1", "sh", "-c", "mkdir /tmp/d; echo x > /tmp/d/y; ln -s /etc /tmp/d/l")
+        dk.run("cp", "cp1:/tmp/d", str(tmp_path / "out"))
+        assert (tmp_path / "out" / "y").read_text() == "x\n"
+        assert (tmp_path / "out" / "l").readlink() == Path("/etc")
+        dk.fails("cp", "cp1:/nosuch", str(tmp_path / "x"),
+                 match="Could not find the file /nosuch in container", code=1)
+    finally:
+        dk.run("rm", "-f", "cp1")
+
+
+def test_publish_is_refused_clearly(dk: DockerHost) -> None:
+    dk.fails("run", "-d", "-p", "8080:80", "busybox", "true", match="publishing ports")
+    assert dk.run("ps", "-aq").stdout == ""

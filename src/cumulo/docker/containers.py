@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-import socket
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -16,8 +14,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from cumulo import errors as e
+from cumulo.docker import copy, output, shapes, stats
 from cumulo.docker import images as img
-from cumulo.docker import shapes, stats, streams
 from cumulo.docker.common import (
     Context,
     DockerError,
@@ -152,6 +150,9 @@ class Containers:
         else:
             networks = (NicRequest(mode),)
         vols = self._volumes(hc)
+        if any(hc.get("PortBindings") or {}):
+            raise DockerError(501, "publishing ports (-p) is not supported by Cumulo's Docker"
+                                   " API yet: use 'cumulo network forward add'")
         op = self.svc.instances.create(self.project, CreateRequest(
             name=name, image=image.fingerprint, type=shapes.VM_TYPE if vm else "container",
             limits=limits, privileged=bool(hc.get("Privileged")), command=command,
@@ -452,11 +453,46 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
 
     async def logs(request: Request) -> Response:
         inst = await find(request)
-        return await _logs(c, inst, request)
+        return await output.logs(c, inst, request)
 
     async def attach(request: Request) -> Response:
         inst = await find(request)
-        return await _attach(c, inst, request)
+        return await output.attach(c, inst, request)
+
+    async def running_pid(request: Request) -> tuple[Instance, int]:
+        inst = await find(request)
+        pid = await call(svc.instances.pid, inst) if inst.state == State.RUNNING else None
+        if pid is None:
+            raise DockerError(501, "docker cp needs a running container in Cumulo (start it"
+                                   " first)")
+        return inst, pid
+
+    async def archive(request: Request) -> Response:
+        """``docker cp`` out (GET, HEAD: the path's stat) and in (PUT)."""
+        _inst, pid = await running_pid(request)
+        path = request.query_params.get("path") or ""
+        if not path.startswith("/"):
+            path = "/" + path
+        if request.method == "PUT":
+            tmp = copy.temp_file(ctx.state_dir / "tmp")
+            try:
+                with tmp.open("wb") as f:
+                    async for chunk in request.stream():
+                        f.write(chunk)
+                await call(copy.unpack, pid, tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return Response(status_code=200)
+        header = {"X-Docker-Container-Path-Stat": await call(copy.stat_header, pid, path)}
+        if request.method == "HEAD":
+            return Response(status_code=200, headers=header)
+        tmp = copy.temp_file(ctx.state_dir / "tmp")
+        try:
+            await call(copy.pack, pid, path, tmp)
+            data = await call(tmp.read_bytes)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return Response(data, media_type="application/x-tar", headers=header)
 
     async def changes(request: Request) -> Response:
         await find(request)
@@ -481,6 +517,7 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         Route("/containers/{id}/logs", logs, methods=["GET"]),
         Route("/containers/{id}/attach", attach, methods=["POST"]),
         Route("/containers/{id}/changes", changes, methods=["GET"]),
+        Route("/containers/{id}/archive", archive, methods=["GET", "HEAD", "PUT"]),
         Route("/containers/{id}", remove, methods=["DELETE"]),
     ]
 
@@ -507,160 +544,3 @@ def _matches(row: dict[str, Any], inst: Instance, want: dict[str, list[str]]) ->
                 if k not in labels or (eq and labels[k] != val):
                     return False
     return True
-
-
-def _rfc3339_seconds(stamp: bytes) -> float:
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(stamp.decode().replace("Z", "+00:00")).timestamp()
-    return 0.0
-
-
-async def _logs(c: Containers, inst: Instance, request: Request) -> Response:
-    """``docker logs``: frames (raw with a TTY), follow until the container stops."""
-    tty = bool((c.meta.container(inst).get("Config") or {}).get("Tty"))
-    want = {streams.STDOUT: flag(request, "stdout"), streams.STDERR: flag(request, "stderr")}
-    follow, stamps = flag(request, "follow"), flag(request, "timestamps")
-    tail_text = request.query_params.get("tail") or "all"
-    tail = None if tail_text == "all" else int_param(request, "tail")
-    since = float(request.query_params.get("since") or 0)
-    until = float(request.query_params.get("until") or 0)
-    svc, project = c.svc, c.project
-
-    def shape(records: list[Any]) -> list[tuple[int, bytes]]:
-        out = []
-        for stamp, stream_name, partial, payload in records:
-            stream = streams.STREAMS.get(stream_name, streams.STDOUT)
-            if not want[stream]:
-                continue
-            t = _rfc3339_seconds(stamp) if (since or until) else 0.0
-            if (since and t < since) or (until and t > until):
-                continue
-            text = payload if partial else payload + b"\n"
-            if stamps and stamp:   # RFC 3339 as Docker writes it: Z, not +00:00
-                text = stamp.replace(b"+00:00", b"Z") + b" " + text
-            out.append((stream, text))
-        return out
-
-    async def gen() -> AsyncIterator[bytes]:
-        records, offset, now = await call(svc.instances.log_records, project, inst.name, 0)
-        lines = shape(records)
-        if tail is not None:
-            lines = lines[-tail:] if tail > 0 else []
-        for stream, data in lines:
-            yield data if tty else streams.frame(stream, data)
-        while follow:
-            if now.state not in (State.RUNNING, State.PAUSED):
-                records, offset, now = await call(svc.instances.log_records, project,
-                                                  inst.name, offset)
-                for stream, data in shape(records):
-                    yield data if tty else streams.frame(stream, data)
-                return
-            await asyncio.sleep(0.1)
-            try:
-                records, offset, now = await call(svc.instances.log_records, project,
-                                                  inst.name, offset)
-            except e.NotFoundError:
-                return
-            for stream, data in shape(records):
-                yield data if tty else streams.frame(stream, data)
-
-    media = "application/vnd.docker.raw-stream" if tty else \
-        "application/vnd.docker.multiplexed-stream"
-    return StreamingResponse(gen(), media_type=media)
-
-
-async def _attach(c: Containers, inst: Instance, request: Request) -> Response:
-    """The hijacked attach: output from PID 1's log, input to conmon's attach socket."""
-    data = c.meta.container(inst)
-    config = data.get("Config") or {}
-    tty = bool(config.get("Tty"))
-    want_in = flag(request, "stdin") and bool(config.get("OpenStdin"))
-    want = {streams.STDOUT: flag(request, "stdout"), streams.STDERR: flag(request, "stderr")}
-    svc, project, name = c.svc, c.project, inst.name
-    starts = int(data.get("Starts") or 0)
-    was_running = inst.state in (State.RUNNING, State.PAUSED)
-    offset = 0
-    if (was_running or starts) and not flag(request, "logs"):   # only what comes from now
-        _records, offset, _ = await call(svc.instances.log_records, project, name, 0)
-    reader, writer = await streams.hijacker(request)()
-    out = streams.Output(writer, tty)
-    pending: list[bytes] = []
-    closed_in = asyncio.Event()
-
-    async def running() -> bool:
-        now = await call(svc.instances.get, project, name)
-        return now.state == State.RUNNING
-
-    async def pump_in() -> None:
-        """The client's bytes to PID 1's stdin, once it runs; its end closes that stdin."""
-        sock: socket.socket | None = None
-        try:
-            while True:
-                chunk = await reader.read(streams.READ)
-                if sock is None:
-                    pending.append(chunk)
-                    while not await running():
-                        await asyncio.sleep(POLL)
-                    sock = await call(svc.instances.open_stdin, project, name)
-                    sock.setblocking(False)
-                    chunks, pending[:] = list(pending), []
-                else:
-                    chunks = [chunk]
-                loop = asyncio.get_running_loop()
-                for piece in chunks:
-                    if piece:
-                        await loop.sock_sendall(sock, piece)
-                if not chunk:
-                    return
-        except (OSError, e.CumuloError):
-            return
-        finally:
-            closed_in.set()
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_WR)
-                await asyncio.sleep(0)
-                sock.close()
-
-    async def pump_out() -> None:
-        nonlocal offset
-        seen_run = was_running
-        while not out.closed:
-            try:
-                records, offset, now = await call(svc.instances.log_records, project, name,
-                                                  offset)
-            except e.NotFoundError:
-                return
-            for _stamp, stream_name, partial, payload in records:
-                stream = streams.STREAMS.get(stream_name, streams.STDOUT)
-                if want.get(stream):
-                    await out.send(stream, payload if partial else payload + b"\n")
-            meta_now = c.meta.container(now)
-            if now.state in (State.RUNNING, State.PAUSED) or int(
-                    meta_now.get("Starts") or 0) > starts:
-                seen_run = True
-            if seen_run and now.state not in (State.RUNNING, State.PAUSED, State.CREATING):
-                records, offset, _ = await call(svc.instances.log_records, project, name,
-                                                offset)
-                for _stamp, stream_name, partial, payload in records:
-                    stream = streams.STREAMS.get(stream_name, streams.STDOUT)
-                    if want.get(stream):
-                        await out.send(stream, payload if partial else payload + b"\n")
-                return
-            await asyncio.sleep(POLL)
-
-    async def watch_close() -> None:
-        """Without stdin the client sends nothing (the CLI half-closes at once: end of
-        file is no sign it went away; a failed write is)."""
-        while await reader.read(streams.READ):
-            pass
-
-    feeder = asyncio.create_task(pump_in() if want_in else watch_close())
-    try:
-        await pump_out()
-    finally:
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await feeder
-        await out.close()
-    return Response(status_code=200)   # never sent: the connection was handed over
