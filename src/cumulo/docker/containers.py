@@ -363,7 +363,12 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                 stopped = now.state not in (State.RUNNING, State.PAUSED, State.CREATING)
                 ran = was_running or int(data.get("Starts") or 0) > starts
                 if stopped:
-                    code = now.exit_code
+                    code = await call(svc.instances.exit_code, now)
+                    tries = 0
+                    while code is None and (ran or data.get("Running")) and tries < 40:
+                        await asyncio.sleep(0.05)   # its monitor is writing it down
+                        code = await call(svc.instances.exit_code, now)
+                        tries += 1
                 if stopped and data.get("Running"):   # noticed here first: its policies
                     await call(c.after_exit, now, data)
                     if condition != "removed":

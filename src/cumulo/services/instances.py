@@ -205,6 +205,19 @@ class InstanceService:
             return stopped
         return inst
 
+    def exit_code(self, inst: Instance) -> int | None:
+        """A stopped instance's exit status, asking the driver again when the store has
+        none (its monitor had not written it yet when the exit was noticed)."""
+        if inst.state != State.STOPPED or inst.exit_code is not None:
+            return inst.exit_code
+        try:
+            code = self._driver(inst.type).state(inst.host_id).exit_code
+        except CumuloError:
+            return None
+        if code is not None:
+            self.store.update_instance(inst.project, inst.name, exit_code=code)
+        return code
+
     def usage(self, inst: Instance) -> Usage:
         if inst.state not in (State.RUNNING, State.PAUSED):
             return Usage()
