@@ -78,7 +78,8 @@ def test_run_rm_gives_the_exit_status_and_both_streams(dk: DockerHost) -> None:
 def test_run_interactive_with_a_tty(dk: DockerHost, tmp_path: Path) -> None:
     """``docker run -it --rm busybox sh`` on a pty (``script``): a prompt, typed commands
     echoed and run, the shell's exit status as the CLI's."""
-    with subprocess.Popen(["script", "-qfec", "docker run -it --rm --name tty1 busybox sh",
+    with subprocess.Popen(["script", "-qfec", "stty rows 33 cols 101;"
+                           " docker run -it --rm --name tty1 busybox sh",
                            "/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, env=dk.env) as proc:
         _tty_session(dk, proc)
@@ -102,6 +103,9 @@ def _tty_session(dk: DockerHost, proc: subprocess.Popen[bytes]) -> None:
     proc.stdin.flush()
     dk.wait_for(lambda: b"is-2-tty" in seen, "the command's output")   # not the echo
     assert b"tty-42" in seen
+    proc.stdin.write(b"stty size\n")     # the client's window, through the resize call
+    proc.stdin.flush()
+    dk.wait_for(lambda: b"33 101" in seen, "the window size")
     proc.stdin.write(b"exit 4\n")
     proc.stdin.flush()
     assert proc.wait(60) == 4, bytes(seen)
@@ -318,3 +322,22 @@ def test_cp_both_ways_with_owners_inside(dk: DockerHost, tmp_path: Path) -> None
 def test_publish_is_refused_clearly(dk: DockerHost) -> None:
     dk.fails("run", "-d", "-p", "8080:80", "busybox", "true", match="publishing ports")
     assert dk.run("ps", "-aq").stdout == ""
+
+
+def test_restart_policy_and_logs_follow(dk: DockerHost) -> None:
+    dk.run("run", "-d", "--name", "retry", "--restart", "on-failure:2", "busybox", "sh", "-c",
+           "echo try; exit 1")
+    try:
+        def settled() -> bool:
+            out = dk.run("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "retry").stdout
+            return out.split() == ["exited", "2"]
+        dk.wait_for(settled, "two restarts, then rest")
+        assert dk.run("logs", "retry").stdout == "try\n" * 3
+    finally:
+        dk.run("rm", "-f", "retry")
+    dk.run("run", "-d", "--name", "counter", "busybox", "sh", "-c",
+           "for i in 1 2 3; do echo $i; sleep 0.3; done")
+    try:   # -f ends by itself once the container stops, with every line
+        assert dk.run("logs", "-f", "counter", timeout=60).stdout == "1\n2\n3\n"
+    finally:
+        dk.run("rm", "-f", "counter")
