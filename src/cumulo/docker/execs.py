@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from cumulo.drivers.base import ExecRequest, ExecSession
 NOT_FOUND = (b"executable file not found", b"no such file or directory")
 DENIED = (b"permission denied",)
 RUNTIME_FAILED = 255
+KEEP_FINISHED = 600.0    # seconds a finished exec stays inspectable
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Exec:
     pid: int = 0
     session: ExecSession | None = None
     errors: bytearray = field(default_factory=bytearray)   # the runtime's own complaint
+    ended: float = 0.0       # monotonic time it finished
 
     def shape(self) -> dict[str, Any]:
         cmd = self.config.get("Cmd") or []
@@ -92,6 +95,10 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
             raise DockerError(400, "No exec command specified")
         ex = Exec(secrets.token_hex(32), inst.name, cid, body)
         with lock:
+            # finished ones are kept for a while (the CLI inspects its exit code after)
+            for old in [k for k, v in execs.items() if v.exit_code is not None
+                        and time.monotonic() - v.ended > KEEP_FINISHED]:
+                del execs[old]
             execs[ex.id] = ex
         return js({"Id": ex.id}, 201)
 
@@ -114,6 +121,7 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
     def track(ex: Exec, session: ExecSession) -> None:
         code = session.wait()
         ex.exit_code = docker_code(code, bytes(ex.errors))
+        ex.ended = time.monotonic()
         ex.running = False
         session.kill()
 
@@ -138,7 +146,10 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                 await asyncio.gather(drain(session.stdout_fd), drain(session.stderr_fd))
                 await call(track, ex, session)
 
-            ctx.extra.setdefault("tasks", set()).add(loop.create_task(detached()))
+            tasks: set[asyncio.Task[None]] = ctx.extra.setdefault("tasks", set())
+            task = loop.create_task(detached())
+            tasks.add(task)   # (a reference, so that it is not collected while it runs)
+            task.add_done_callback(tasks.discard)
             return Response(status_code=200)
         reader, writer = await streams.hijacker(request)()
         out = streams.Output(writer, tty)
