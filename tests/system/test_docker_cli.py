@@ -319,8 +319,10 @@ def test_cp_both_ways_with_owners_inside(dk: DockerHost, tmp_path: Path) -> None
         dk.run("rm", "-f", "cp1")
 
 
-def test_publish_is_refused_clearly(dk: DockerHost) -> None:
-    dk.fails("run", "-d", "-p", "8080:80", "busybox", "true", match="publishing ports")
+def test_publish_without_a_network_is_refused_and_leaves_nothing(dk: DockerHost) -> None:
+    """(The daemon has no default network here; -p itself: tests/integration.)"""
+    dk.fails("run", "-d", "-p", "8080:80", "busybox", "true",
+             match="publishing a port needs a network")
     assert dk.run("ps", "-aq").stdout == ""
 
 

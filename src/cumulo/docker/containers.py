@@ -150,9 +150,8 @@ class Containers:
         else:
             networks = (NicRequest(mode),)
         vols = self._volumes(hc)
-        if any(hc.get("PortBindings") or {}):
-            raise DockerError(501, "publishing ports (-p) is not supported by Cumulo's Docker"
-                                   " API yet: use 'cumulo network forward add'")
+        if any((hc.get("PortBindings") or {}).values()) and networks == ():
+            raise bad("publishing a port needs a network: not with --network none")
         op = self.svc.instances.create(self.project, CreateRequest(
             name=name, image=image.fingerprint, type=shapes.VM_TYPE if vm else "container",
             limits=limits, privileged=bool(hc.get("Privileged")), command=command,
@@ -197,6 +196,34 @@ class Containers:
             except e.NotFoundError:
                 self.svc.volumes.create(self.project, vol, "1GiB")
             self.svc.volumes.attach(self.project, vol, name, path)
+
+    def publish(self, name: str, hc: dict[str, Any]) -> None:
+        """``-p [IP:]HOST:CONTAINER``: a Cumulo port forward from the host's address (its
+        first own address when none is given) to the container's first network."""
+        bindings = {k: v for k, v in (hc.get("PortBindings") or {}).items() if v}
+        if not bindings:
+            return
+        inst = self.svc.instances.get(self.project, name)
+        if not inst.nics:
+            raise bad("publishing a port needs a network: this container has none")
+        network = inst.nics[0].network
+        for key, binds in bindings.items():
+            port, _, proto = key.partition("/")
+            for b in binds:
+                listen = b.get("HostIp") or ""
+                if listen in ("", "0.0.0.0"):
+                    listen = self.host_address()
+                self.svc.networks.firewall.add_forward(
+                    self.project, network, listen, int(b.get("HostPort") or port),
+                    proto or "tcp", name, int(port))
+
+    def host_address(self) -> str:
+        gateways = set(self.gateways().values())
+        for addr in self.svc.networks.host_net.addresses():
+            if not addr.ip.is_loopback and str(addr.ip) not in gateways:
+                return str(addr.ip)
+        raise bad("publishing a port needs an address of this host: it has none but"
+                  " loopback")
 
     # state
     def started(self, inst: Instance) -> None:
@@ -269,6 +296,7 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         await call(meta.put_container, inst.host_id, plan["meta"])
         try:
             await call(c.attach_volumes, plan["name"], plan["vols"])
+            await call(c.publish, plan["name"], plan["meta"]["HostConfig"])
         except BaseException:
             with contextlib.suppress(Exception):
                 await call(c.remove, inst, True)
