@@ -261,7 +261,9 @@ class Containers:
                 policy == "on-failure" and (not inst.exit_code or (retry and count >= retry))):
             return
         with contextlib.suppress(e.CumuloError):
-            self.svc.instances.change_state(self.project, inst.name, Action.START)
+            op = self.svc.instances.change_state(self.project, inst.name, Action.START)
+            if self.svc.ops.get(op.id, 60).error:   # (its own error is in the store)
+                return
             self.meta.update_container(inst, RestartCount=count + 1)
             self.started(inst)
 
