@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from cumulo.docker.containers import Containers
 
 POLL = 0.025             # how often a followed log is read again
+STDIN_WAIT = 10.0        # seconds conmon may take to open its attach socket
 
 
 def _rfc3339_seconds(stamp: bytes) -> float:
@@ -105,11 +106,38 @@ async def attach(c: Containers, inst: Instance, request: Request) -> Response:
     reader, writer = await streams.hijacker(request)()
     out = streams.Output(writer, tty)
     pending: list[bytes] = []
-    closed_in = asyncio.Event()
+    drains: list[asyncio.Task[None]] = []
 
     async def running() -> bool:
         now = await call(svc.instances.get, project, name)
         return now.state == State.RUNNING
+
+    async def connect() -> socket.socket:
+        """conmon's attach socket once PID 1 runs; conmon may make it a moment after."""
+        deadline = asyncio.get_running_loop().time() + STDIN_WAIT
+        while True:
+            if await running():
+                try:
+                    sock = await call(svc.instances.open_stdin, project, name)
+                    sock.setblocking(False)
+                    return sock
+                except e.CumuloError:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+            await asyncio.sleep(POLL)
+
+    async def drain(sock: socket.socket) -> None:
+        """conmon also sends PID 1's output to every attach client: read and drop it (it
+        comes from the log), or it fills the socket, and a close with unread data is a
+        reset to conmon, not the end of input that closes PID 1's stdin."""
+        loop = asyncio.get_running_loop()
+        try:
+            while await loop.sock_recv(sock, streams.READ):
+                pass
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     async def pump_in() -> None:
         """The client's bytes to PID 1's stdin, once it runs; its end closes that stdin."""
@@ -119,10 +147,8 @@ async def attach(c: Containers, inst: Instance, request: Request) -> Response:
                 chunk = await reader.read(streams.READ)
                 if sock is None:
                     pending.append(chunk)
-                    while not await running():
-                        await asyncio.sleep(POLL)
-                    sock = await call(svc.instances.open_stdin, project, name)
-                    sock.setblocking(False)
+                    sock = await connect()
+                    drains.append(asyncio.create_task(drain(sock)))
                     chunks, pending[:] = list(pending), []
                 else:
                     chunks = [chunk]
@@ -135,12 +161,9 @@ async def attach(c: Containers, inst: Instance, request: Request) -> Response:
         except (OSError, e.CumuloError):
             return
         finally:
-            closed_in.set()
-            if sock is not None:
+            if sock is not None:   # end of input; the drain closes it once conmon does
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)
-                await asyncio.sleep(0)
-                sock.close()
 
     async def pump_out() -> None:
         nonlocal offset
@@ -179,8 +202,9 @@ async def attach(c: Containers, inst: Instance, request: Request) -> Response:
     try:
         await pump_out()
     finally:
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await feeder
+        for task in (feeder, *drains):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await out.close()
     return Response(status_code=200)   # never sent: the connection was handed over

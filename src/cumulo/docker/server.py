@@ -105,7 +105,10 @@ class _Conn:
                 await asyncio.Event().wait()   # the app owns the socket now
             # a streamed answer: wait for the client to go away
             while not disconnected.is_set():
-                data = await self.reader.read(READ)
+                try:
+                    data = await self.reader.read(READ)
+                except ConnectionError:
+                    data = b""
                 if not data:
                     disconnected.set()
                     break
@@ -119,8 +122,12 @@ class _Conn:
             if message["type"] == "http.response.start":
                 started = True
                 headers = [(k, v) for k, v in message.get("headers", [])]
-                await self._send(h11.Response(status_code=message["status"], headers=headers,
-                                              reason=_reason(message["status"])))
+                try:
+                    await self._send(h11.Response(status_code=message["status"],
+                                                  headers=headers,
+                                                  reason=_reason(message["status"])))
+                except ConnectionError:   # the client left before the answer
+                    disconnected.set()
             elif message["type"] == "http.response.body":
                 if ended or disconnected.is_set():
                     return
