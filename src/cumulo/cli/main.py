@@ -276,7 +276,8 @@ def stop(name: Instance,
          timeout: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 30,
          force: Annotated[bool, typer.Option(help="kill at once")] = False,
          project: ProjectOpt = None) -> None:
-    """Stop an instance: SIGTERM, then SIGKILL after --timeout."""
+    """Stop an instance: SIGTERM (a system container's init: its image's stop signal,
+    SIGRTMIN+3 for systemd), then SIGKILL after --timeout."""
     _state(name, "stop", project, timeout, force)
 
 

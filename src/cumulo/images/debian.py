@@ -30,7 +30,7 @@ from typing import Any
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
 from cumulo.host.tools import not_installed
-from cumulo.images import kinds
+from cumulo.images import kinds, system
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
 
 Progress = Callable[[float, str], None]
@@ -227,6 +227,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
             run_mmdebstrap(mmdebstrap_argv(spec, rootfs, cache), report)
         report(0.94, "tidying /etc")
         _tidy(rootfs)
+        boot = system.prepare(rootfs)   # with systemd-sysv: a system image
         version = _debian_version(rootfs)
         meta = ImageMeta(
             os="debian", release=spec.release, architecture=os.uname().machine,
@@ -236,7 +237,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
             command=list(COMMAND),
             properties={"source": "mmdebstrap", "mirror": MIRROR, "suite": spec.suite,
                         "variant": spec.variant, "packages": ",".join(spec.packages),
-                        "debian_version": version},
+                        "debian_version": version, **boot},
         )
         report(0.96, "hashing and importing")
         record = files.import_tree(staging, meta)

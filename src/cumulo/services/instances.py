@@ -43,6 +43,7 @@ from cumulo.errors import (
 )
 from cumulo.host.info import HostInfo
 from cumulo.images import kinds
+from cumulo.images import system as system_image
 from cumulo.services.networks import NetworkService, NicRequest
 from cumulo.services.operations import Operations, Progress
 from cumulo.services.storage import StorageService
@@ -270,6 +271,10 @@ class InstanceService:
                 " with --privileged if that is what you want")
         root = self.storage.plan_root(req.pool, req.copy, disk) if self.storage else None
         command = list(req.command) if req.command else list(image.command)
+        if req.type == "container" and not req.command:   # its image boots an init
+            boot = system_image.boot_options(image.properties)
+            if boot:
+                command, options = [boot[system_image.INIT]], {**options, **boot}
         if not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
         with self.networks.lock:

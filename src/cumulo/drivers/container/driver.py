@@ -29,9 +29,10 @@ from cumulo.drivers.base import (
     Usage,
     require,
 )
-from cumulo.drivers.container import checkpoint, monitor, restore_hook, rootfs
+from cumulo.drivers.container import checkpoint, monitor, restore_hook, rootfs, system
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
+    IDMAP_BASE,
     RESOLV_CONF,
     build_config,
     mounts,
@@ -121,6 +122,7 @@ class ContainerDriver:
                                              "rootfs": str(spec.rootfs),
                                              "privileged": spec.privileged,
                                              "stdin": spec.stdin, "terminal": spec.terminal,
+                                             "stop_signal": system.stop_signal(spec.options),
                                              "root": spec.root.to_dict() if spec.root else None})
             self._prepare(spec)
         except BaseException as err:
@@ -180,6 +182,9 @@ class ContainerDriver:
             rec = self._records.get(host_id) or {}
             pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths, stdio=(
                 bool(rec.get("stdin")), bool(rec.get("terminal"))))
+            if system.is_system(spec.options):   # its init makes its own sub-cgroups
+                owner = 0 if spec.privileged else IDMAP_BASE
+                system.delegate(self._cgroup(host_id), owner, owner)
             if spec.on_created is not None:
                 spec.on_created(pid)
             self.runtime.start(host_id)
@@ -253,7 +258,9 @@ class ContainerDriver:
         if current.status in (RunStatus.RUNNING, RunStatus.PAUSED):
             if current.status == RunStatus.PAUSED:
                 self.runtime.resume(host_id)  # frozen tasks cannot act on signals
-            self.runtime.kill(host_id, "KILL" if force else "TERM")
+            # an init is asked to power off (systemd: SIGRTMIN+3), a program to end
+            polite = str((self._records.get(host_id) or {}).get("stop_signal", "TERM"))
+            self.runtime.kill(host_id, "KILL" if force else polite)
             if not self._wait_stopped(host_id, paths, 0 if force else timeout):
                 self.runtime.kill(host_id, "KILL")
                 if not self._wait_stopped(host_id, paths, KILL_WAIT):
