@@ -26,6 +26,10 @@ PACKAGES=(
   qperf                              # request/response latency of virtual networks (bench)
   swtpm swtpm-tools                  # vTPM: one software TPM 2.0 per VM (launch --tpm)
   mmdebstrap                         # image build debian/<release>: a rootfs from the Debian mirror
+  grub-pc-bin grub-efi-amd64-bin     # image build --vm: GRUB for BIOS and UEFI, put on the disk
+                                     # without mapping partitions (grub-mkimage, no grub-install)
+  ovmf                               # UEFI firmware for VMs that boot from their disk
+  fdisk dosfstools mtools            # image build --vm: partition table, FAT EFI partition, mcopy
   umoci                              # image import of OCI image layouts: unpacks layers to a rootfs
   sysbench                           # bench lab: cpu and memory workloads (cumulo bench run)
   hpcc                               # bench lab: HPL/LINPACK at several sizes and STREAM

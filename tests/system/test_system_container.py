@@ -8,11 +8,13 @@ cumulod in its own network namespace, so the DHCP traffic stays inside it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tarfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,3 +118,35 @@ def test_command_override_runs_an_application_container(netns_daemon: Daemon) ->
     assert d.cli("exec", "app1", "--", "cat", "/proc/1/comm").stdout.strip() == "sleep"
     assert _instance(d, "app1")["options"] == {}
     d.cli("delete", "--force", "app1")
+
+
+def test_file_push_and_pull(netns_daemon: Daemon, tmp_path: Path) -> None:
+    d = netns_daemon
+    d.cli("launch", "debian-sys", "files1", "--network", "lan")
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(3 * 2**20 + 7))   # more than a pipe's buffer
+    blob.chmod(0o640)
+    d.cli("file", "push", "files1", str(blob), "/root/blob")
+    # owned by the container's root, the source's mode, resolved inside the container
+    assert d.cli("exec", "files1", "--", "stat", "-c", "%a %u %s", "/root/blob"
+                 ).stdout.split() == ["640", "0", str(3 * 2**20 + 7)]
+    back = tmp_path / "back"
+    d.cli("file", "pull", "files1", "/root/blob", str(back))
+    assert back.read_bytes() == blob.read_bytes()
+    assert d.cli("file", "push", "files1", "-", "/etc/motd", "--mode", "0600",
+                 input="hello\n").returncode == 0
+    assert d.cli("file", "pull", "files1", "/etc/motd", "-").stdout == "hello\n"
+    for args, msg in ((("pull", "files1", "/nope", str(tmp_path / "x")),
+                       "cannot read /nope in files1: cat: /nope: No such file"),
+                      (("push", "files1", str(blob), "/nodir/x"),
+                       "cannot write /nodir/x in files1"),
+                      (("push", "files1", str(blob), "relative"),
+                       "'relative' is not an absolute path")):
+        r = d.cli("file", *args, check=False)
+        assert r.returncode != 0 and msg in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    d.cli("stop", "files1")
+    r = d.cli("file", "pull", "files1", "/etc/motd", "-", check=False)
+    assert r.returncode != 0 and "stopped" in r.stderr, r.stderr
+    d.cli("delete", "files1")

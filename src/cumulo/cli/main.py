@@ -47,6 +47,7 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "ui": ("cumulo.cli.ui", "ui", False),
     "placement-group": ("cumulo.cli.placement", "placement_group_app", True),
     "project": ("cumulo.cli.projects", "project_app", True),
+    "file": ("cumulo.cli.files", "file_app", True),
 }
 NET_LAZY = {"acl": ("cumulo.cli.firewall", "acl_app"),
             "forward": ("cumulo.cli.firewall", "forward_app")}

@@ -227,3 +227,13 @@ class Details(Protocol):
     """Drivers with live facts beyond ``Usage`` for ``cumulo info`` (a VM's footprint)."""
 
     def details(self, host_id: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class FileTransfer(Protocol):
+    """Drivers that reach an instance's files themselves (a VM's guest agent); others
+    copy files through an exec of ``sh`` and ``cat`` in the instance."""
+
+    def write_file(self, host_id: str, path: str, data: bytes, mode: int) -> None: ...
+
+    def read_file(self, host_id: str, path: str, limit: int) -> bytes: ...

@@ -65,6 +65,12 @@ def prepare(rootfs: Path) -> dict[str, str]:
     return {INSTANCE: SYSTEM, INIT: "/sbin/init", STOP_SIGNAL: SYSTEMD_STOP}
 
 
+def prepare_vm(rootfs: Path) -> None:
+    """A tree for a VM disk: DHCP on eth* (the hostname comes with the lease); no unit
+    is masked, a VM has udev and a kernel of its own."""
+    _networkd(rootfs)
+
+
 def _mask(rootfs: Path) -> None:
     etc = rootfs / "etc/systemd/system"
     etc.mkdir(parents=True, exist_ok=True)

@@ -115,6 +115,9 @@ class InstanceService:
                 f"unknown instance type {type_!r}: this host offers "
                 f"{', '.join(sorted(self.drivers))}") from None
 
+    def driver_of(self, inst: Instance) -> InstanceDriver:
+        return self._driver(inst.type)
+
     def _spec(self, inst: Instance) -> InstanceSpec:
         return InstanceSpec(
             host_id=inst.host_id, hostname=inst.name,
