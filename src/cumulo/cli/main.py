@@ -129,6 +129,9 @@ KernelOpt = Annotated[str | None, typer.Option(
          " default: the newest app kernel built here, else generic")]
 SshKeyOpt = Annotated[str | None, typer.Option(
     "--ssh-key", help="vm: an SSH public key file (or the key itself) for root in the guest")]
+FirmwareOpt = Annotated[str | None, typer.Option(
+    help="vm booting its image's disk: bios (SeaBIOS) or uefi (OVMF; the default where"
+         " it is installed)")]
 AppOpt = Annotated[str | None, typer.Option(
     "--app", help="appvm: a static program to run as PID 1 (then give only NAME)")]
 
@@ -224,13 +227,14 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
+           firmware: FirmwareOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None) -> None:
     """Create and start an instance from IMAGE (with --app: launch --type appvm NAME --app PATH)."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, True, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel},
+             "kernel": kernel, "firmware": firmware},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
@@ -247,13 +251,14 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
+           firmware: FirmwareOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None) -> None:
     """Create an instance from IMAGE without starting it."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, False, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel},
+             "kernel": kernel, "firmware": firmware},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,

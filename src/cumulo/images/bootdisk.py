@@ -50,6 +50,7 @@ terminal_input serial console
 terminal_output serial console
 set timeout=0
 menuentry "Debian" {{
+    echo "Cumulo: GRUB loads the kernel"
     search --no-floppy --label --set=root {ROOT_LABEL}
     linux /vmlinuz {CMDLINE}
     initrd /initrd.img

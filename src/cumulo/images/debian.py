@@ -264,7 +264,7 @@ def _build_vm(files: ImageFiles, spec: DebianSpec, report: Progress) -> ImageRec
     with files.staged(f"building debian/{spec.release} --vm", rootfs=False) as staging:
         tree = staging / "tree"
         cache = CACHE_ROOT / spec.suite
-        with _cache_lock(cache):
+        with cache_lock(cache):
             run_mmdebstrap(mmdebstrap_argv(spec, tree, cache), report)
         report(0.90, "making the bootable disk")
         _tidy(tree)

@@ -45,8 +45,8 @@ def push(instances: InstanceService, project: str, name: str, path: str, data: b
     if len(data) > MAX_SIZE:
         raise InvalidInputError(f"file push copies at most {MAX_SIZE // 2**20} MiB")
     driver, host_id = _target(instances, project, name)
-    if isinstance(driver, FileTransfer):
-        driver.write_file(host_id, path, data, int(mode, 8))
+    if isinstance(driver, FileTransfer) and driver.write_file(host_id, path, data,
+                                                              int(mode, 8)):
         return
     code, _, err = _collect(driver.exec(host_id, ExecRequest(
         ["/bin/sh", "-c", PUSH, "sh", path, mode])), data)
@@ -59,7 +59,9 @@ def pull(instances: InstanceService, project: str, name: str, path: str) -> byte
     check_path(path)
     driver, host_id = _target(instances, project, name)
     if isinstance(driver, FileTransfer):
-        return driver.read_file(host_id, path, MAX_SIZE)
+        got = driver.read_file(host_id, path, MAX_SIZE)
+        if got is not None:
+            return got
     code, out, err = _collect(driver.exec(host_id, ExecRequest(["cat", path])), b"")
     if code != 0:
         raise InvalidInputError(f"cannot read {path} in {name}: {_last_line(err, code)}")

@@ -135,6 +135,8 @@ class InstanceService:
             volumes=self.storage.container_mounts(inst)
             if self.storage and inst.type == "container" else (),
             disks=self.storage.vm_disks(inst) if self.storage and inst.type == "vm" else (),
+            boot_disk=next((self.image_root / inst.image / name for name in kinds.DISKS
+                            if (self.image_root / inst.image / name).is_file()), None),
         )
 
     def check_options(self, type_: str, options: dict[str, str]) -> dict[str, str]:
@@ -278,7 +280,14 @@ class InstanceService:
             boot = system_image.boot_options(image.properties)
             if boot:
                 command, options = [boot[system_image.INIT]], {**options, **boot}
-        if not command:
+        if image.kind == kinds.VM_DISK:
+            if req.type != "vm":
+                raise InvalidInputError(f"image {req.image!r} is a bootable disk: launch it"
+                                        " with --type vm")
+            if req.command:
+                raise InvalidInputError("a VM booting its own disk runs its own init: no"
+                                        " command (use cumulo exec once it runs)")
+        elif not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
         with self.networks.lock:
             nics = self.networks.plan_nics(project, f"{project}_{req.name}",

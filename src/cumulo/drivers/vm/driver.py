@@ -44,7 +44,7 @@ from cumulo.drivers.base import (
 from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import agent, disks, initramfs, migration, qmp, tpm
+from cumulo.drivers.vm import agent, disks, firmware, initramfs, migration, qga, qmp, tpm
 from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.qemu_cmd import (
     MIB,
@@ -72,6 +72,7 @@ from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
 
 DEFAULT_MEMORY = 256 * MIB
+DISK_BOOT_MEMORY = 512 * MIB     # a whole Debian with systemd (direct-kernel VMs run one program)
 START_TIMEOUT = 30.0
 KILL_WAIT = 5.0
 POLL = 0.05
@@ -85,6 +86,7 @@ CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 # on while it is stopped. On TCG microvm needs tsc_early_khz (no HPET/PM timer to calibrate)
 OPTIONS = {"accel": "auto", "machine": "microvm", "io": "paravirt", "disk": "", "nic": "off"}
 OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
+OPTIONS["firmware"] = ""    # bios or uefi: a VM booted from its image's disk (firmware.py)
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
 DEFAULT_PIDS = 512          # QEMU's threads (vCPUs, I/O pool up to 64) and swtpm, with room
 CGROUP_RELEASE_WAIT = 5.0   # swtpm --terminate exits just after QEMU
@@ -120,6 +122,7 @@ class VmDriver:
         "machine": ("pc", "q35", "microvm"),
         "io": ("paravirt", "emulated"),
         "tpm": ("on", "off"),
+        "firmware": firmware.CHOICES,
     }
 
     def __init__(self, ctx: DriverContext) -> None:
@@ -167,6 +170,12 @@ class VmDriver:
     def create(self, spec: InstanceSpec) -> None:
         self._check_new(spec, OPTIONS, "VM")
         opts = {**OPTIONS, **spec.options}
+        if spec.boot_disk is not None:   # the image's own bootloader and kernel
+            opts["machine"] = spec.options.get("machine", Machine.PC.value)
+        elif opts["firmware"]:
+            raise InvalidInputError("--firmware applies to VMs booted from a disk image"
+                                    " (a vm-disk image, e.g. image build debian/12 --vm):"
+                                    " this image boots Cumulo's kernel directly")
         if "machine" not in spec.options and opts["io"] == Io.EMULATED.value:
             opts["machine"] = Machine.PC.value   # the default that has the emulated devices
         choice = choose_accel(opts["accel"], self.ctx.host)
@@ -175,6 +184,12 @@ class VmDriver:
         except ValueError as err:
             raise InvalidInputError(f"{err}: machine is pc, q35 or microvm;"
                                     " io is paravirt or emulated") from None
+        if machine == Machine.MICROVM and spec.boot_disk is not None:
+            raise InvalidInputError("microvm has no firmware: a VM booting its own disk"
+                                    " needs --machine pc or q35")
+        if spec.boot_disk is not None:
+            self._create_firmware_boot(spec, opts, choice, machine, io)
+            return
         kernel = initramfs.find_kernel()
         append = kernel_append(spec)
         if machine == Machine.MICROVM and choice.accel == Accel.TCG and (khz := host_tsc_khz()):
@@ -211,6 +226,46 @@ class VmDriver:
             if spec.root is not None:
                 with contextlib.suppress(CumuloError):
                     pool_of(spec.root).delete_root(spec.host_id)
+            if isinstance(err, OSError):
+                raise DriverError(f"cannot create VM {spec.host_id!r}: {err}") from err
+            raise
+
+    def _create_firmware_boot(self, spec: InstanceSpec, opts: dict[str, str],
+                              choice: Any, machine: Machine, io: Io) -> None:
+        """A VM whose firmware boots its root disk, a clone of the image's disk."""
+        assert spec.boot_disk is not None
+        fw = firmware.choose(opts["firmware"] or None)
+        if spec.root is None:
+            raise UnsupportedError("a VM booting its own disk needs a storage pool")
+        if spec.ssh_keys:
+            raise UnsupportedError("--ssh-key for a VM booting its own disk needs cloud-init"
+                                   " (not done yet): put the key in the image")
+        run = run_dir(self._run, spec.host_id)
+        try:
+            spec.instance_dir.mkdir(parents=True, exist_ok=True)
+            root_disk = pool_of(spec.root).vm_disk(spec.host_id, spec.boot_disk,
+                                                   spec.root.copy, spec.root.size)
+            vars_file = firmware.prepare_vars(spec.instance_dir) if fw == firmware.UEFI \
+                else None
+            vm = VmSpec(
+                name=spec.host_id, memory=spec.limits.memory or DISK_BOOT_MEMORY,
+                vcpus=max(1, math.ceil(spec.limits.cpu or 1)), accel=choice.accel,
+                machine=machine, io=io, kernel=Path("/nonexistent"),
+                initrd=Path("/nonexistent"), append="",
+                serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
+                pidfile=run / "qemu.pid", taps=spec.nics, qga=True,
+                console_socket=run / "console.sock",
+                tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
+                root_disk=root_disk, firmware=fw, efi_vars=vars_file,
+            )
+            self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
+                                              "vm": vm.to_dict(), "notice": choice.notice,
+                                              "root": spec.root.to_dict()})
+        except BaseException as err:
+            with contextlib.suppress(CumuloError):
+                self.delete(spec.host_id, spec.instance_dir)
+            with contextlib.suppress(CumuloError):
+                pool_of(spec.root).delete_root(spec.host_id)
             if isinstance(err, OSError):
                 raise DriverError(f"cannot create VM {spec.host_id!r}: {err}") from err
             raise
@@ -262,18 +317,22 @@ class VmDriver:
         if spec.before_start is not None:
             spec.before_start()  # the NICs' taps on their bridges
         with self._in_cgroup(vm, spec) as prefix:
-            if vm.tpm_socket is None:
-                return self._launch(vm, prefix + build_argv(vm, self.qemu))
-            # the vTPM first (QEMU connects at once); no QEMU without it, no swtpm without QEMU
-            tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
-                      spec.instance_dir / "swtpm.log", self.swtpm, prefix)
+            if vm.tpm_socket is not None:
+                # the vTPM first (QEMU connects at once); no QEMU without it, nor swtpm
+                # without QEMU
+                tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
+                          spec.instance_dir / "swtpm.log", self.swtpm, prefix)
             try:
-                return self._launch(vm, prefix + build_argv(vm, self.qemu))
+                state = self._launch(vm, prefix + build_argv(vm, self.qemu))
+                if vm.firmware:   # its own bootloader: a disk without one is an error
+                    firmware.check_boot(vm.serial_log, 0, lambda: self._pid(vm) is not None)
+                return state
             except BaseException:
                 with contextlib.suppress(CumuloError):
                     self._kill(vm)
-                with contextlib.suppress(CumuloError):
-                    tpm.stop(vm.tpm_socket.parent)
+                if vm.tpm_socket is not None:
+                    with contextlib.suppress(CumuloError):
+                        tpm.stop(vm.tpm_socket.parent)
                 raise
 
     # --- the cgroup around QEMU and its swtpm (host/cgroup_limits.py) --------
@@ -314,7 +373,7 @@ class VmDriver:
     def _launch(self, vm: VmSpec, argv: list[str]) -> RunState:
         """Run QEMU daemonized with ``argv`` and wait for its QMP socket."""
         host_id = vm.name
-        for path in () if vm.firmware_only else (vm.kernel, vm.initrd):
+        for path in () if vm.firmware_only or vm.firmware else (vm.kernel, vm.initrd):
             if not path.is_file():
                 raise NotFoundError("VM boot file", str(path))
         vm.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
@@ -496,10 +555,30 @@ class VmDriver:
         """Run a command in the guest through our agent over virtio-serial (see agent.py)."""
         require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
         vm = self._vmspec(host_id)
+        if vm.qga:   # its own OS: the standard QEMU guest agent
+            return qga.QgaSession(vm.qmp_socket.parent, host_id, request)
         if not vm.agent_ports:
             raise UnsupportedError(f"VM {host_id!r} was created without the guest agent:"
                                    " recreate it to exec into it")
         return agent.AgentSession(vm.qmp_socket.parent, host_id, request)
+
+    # --- files through qemu-guest-agent (FileTransfer); others go through exec ------
+    def write_file(self, host_id: str, path: str, data: bytes, mode: int) -> bool:
+        require(self.state(host_id), host_id, "copy files into", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        if not vm.qga:
+            return False
+        with qga.connect(vm.qmp_socket.parent, host_id) as guest:
+            guest.write_file(path, data, mode)
+        return True
+
+    def read_file(self, host_id: str, path: str, limit: int) -> bytes | None:
+        require(self.state(host_id), host_id, "copy files out of", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        if not vm.qga:
+            return None
+        with qga.connect(vm.qmp_socket.parent, host_id) as guest:
+            return guest.read_file(path, limit)
 
     def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
         vm = self._vmspec(host_id)
