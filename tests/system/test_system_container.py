@@ -9,10 +9,8 @@ cumulod in its own network namespace, so the DHCP traffic stays inside it.
 from __future__ import annotations
 
 import os
-import subprocess
 import tarfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +19,13 @@ import pytest
 
 from cumulo.images import debian
 from cumulo.images.files import ImageFiles
-from tests.system.conftest import Daemon, leftovers
+from tests.system.conftest import Daemon, netns_daemon
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def netns_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def sys_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """A cumulod in a fresh netns with a network, and the systemd image imported."""
     tmp = tmp_path_factory.mktemp("sysct")
     files = ImageFiles(tmp / "built")
@@ -37,26 +35,11 @@ def netns_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tarball = tmp / "debian-systemd.tar"
     with tarfile.open(tarball, "w") as tar:
         tar.add(files.root / record.sha256 / "rootfs", arcname=".")
-    tag = uuid.uuid4().hex[:6]
-    ns = f"cu-t-sys{tag}"
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
-    d = Daemon(state_dir=tmp / "state", socket=tmp / "cumulo.sock",
-               cgroup_parent=f"cumulo-sys-{tag}", log=tmp / "cumulod.log",
-               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
-    d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
-    try:
-        d.start()
+    with netns_daemon(tmp, "sys") as d:
         d.cli("network", "create", "lan", "--subnet", "10.93.0.0/24")
         d.cli("image", "import", str(tarball), "--alias", "debian-sys")
         tarball.unlink()
         yield d
-    finally:
-        try:
-            d.clear()
-        finally:
-            d.stop()
-            subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
-        assert not leftovers(d.cgroup_parent), leftovers(d.cgroup_parent)
 
 
 def _instance(d: Daemon, name: str) -> dict[str, Any]:
@@ -76,8 +59,8 @@ def _wait_running(d: Daemon, name: str, timeout: float = 60) -> str:
 
 
 def test_debian_system_container_boots_systemd_and_stops_through_init(
-        netns_daemon: Daemon) -> None:
-    d = netns_daemon
+        sys_daemon: Daemon) -> None:
+    d = sys_daemon
     info = d.cli("image", "info", "debian-sys").stdout
     assert "properties.instance:    system" in info
     d.cli("launch", "debian-sys", "sys1", "--network", "lan")
@@ -112,16 +95,16 @@ def test_debian_system_container_boots_systemd_and_stops_through_init(
     d.cli("delete", "--force", "sys1")
 
 
-def test_command_override_runs_an_application_container(netns_daemon: Daemon) -> None:
-    d = netns_daemon
+def test_command_override_runs_an_application_container(sys_daemon: Daemon) -> None:
+    d = sys_daemon
     d.cli("launch", "debian-sys", "app1", "--network", "lan", "--", "sleep", "300")
     assert d.cli("exec", "app1", "--", "cat", "/proc/1/comm").stdout.strip() == "sleep"
     assert _instance(d, "app1")["options"] == {}
     d.cli("delete", "--force", "app1")
 
 
-def test_file_push_and_pull(netns_daemon: Daemon, tmp_path: Path) -> None:
-    d = netns_daemon
+def test_file_push_and_pull(sys_daemon: Daemon, tmp_path: Path) -> None:
+    d = sys_daemon
     d.cli("launch", "debian-sys", "files1", "--network", "lan")
     blob = tmp_path / "blob"
     blob.write_bytes(os.urandom(3 * 2**20 + 7))   # more than a pipe's buffer

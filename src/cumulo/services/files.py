@@ -45,9 +45,12 @@ def push(instances: InstanceService, project: str, name: str, path: str, data: b
     if len(data) > MAX_SIZE:
         raise InvalidInputError(f"file push copies at most {MAX_SIZE // 2**20} MiB")
     driver, host_id = _target(instances, project, name)
-    if isinstance(driver, FileTransfer) and driver.write_file(host_id, path, data,
-                                                              int(mode, 8)):
-        return
+    try:
+        if isinstance(driver, FileTransfer) and driver.write_file(host_id, path, data,
+                                                                  int(mode, 8)):
+            return
+    except InvalidInputError as said:
+        raise InvalidInputError(f"cannot write {path} in {name}: {said}") from None
     code, _, err = _collect(driver.exec(host_id, ExecRequest(
         ["/bin/sh", "-c", PUSH, "sh", path, mode])), data)
     if code != 0:
@@ -59,7 +62,10 @@ def pull(instances: InstanceService, project: str, name: str, path: str) -> byte
     check_path(path)
     driver, host_id = _target(instances, project, name)
     if isinstance(driver, FileTransfer):
-        got = driver.read_file(host_id, path, MAX_SIZE)
+        try:
+            got = driver.read_file(host_id, path, MAX_SIZE)
+        except InvalidInputError as said:
+            raise InvalidInputError(f"cannot read {path} in {name}: {said}") from None
         if got is not None:
             return got
     code, out, err = _collect(driver.exec(host_id, ExecRequest(["cat", path])), b"")

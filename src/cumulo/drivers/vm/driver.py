@@ -72,6 +72,7 @@ from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
 
 DEFAULT_MEMORY = 256 * MIB
+QGA_STOP_WAIT = 5.0       # seconds for the guest agent to answer before stop goes on
 DISK_BOOT_MEMORY = 512 * MIB     # a whole Debian with systemd (direct-kernel VMs run one program)
 START_TIMEOUT = 30.0
 KILL_WAIT = 5.0
@@ -454,6 +455,10 @@ class VmDriver:
                 if current.status == RunStatus.PAUSED:
                     qmp.cont(vm.qmp_socket)   # a paused guest cannot see the button
                 qmp.system_powerdown(vm.qmp_socket)
+                if vm.qga:   # a guest without acpid or logind ignores the button
+                    with qga.connect(vm.qmp_socket.parent, host_id,
+                                     min(QGA_STOP_WAIT, timeout)) as guest:
+                        guest.shutdown()
                 procs.wait_dead(pid, timeout)
         self._kill(vm)
         vm.qmp_socket.unlink(missing_ok=True)

@@ -115,9 +115,17 @@ class Qga:
         except OSError as err:
             raise DriverError(f"the guest agent of {self.name!r}: {err}") from err
         if "error" in reply:
-            desc = reply["error"].get("desc", reply["error"])
-            raise InvalidInputError(f"{command} in {self.name}: {desc}")
+            raise InvalidInputError(str(reply["error"].get("desc", reply["error"])))
         return reply.get("return")
+
+    def shutdown(self) -> None:
+        """guest-shutdown: the agent powers the guest off (and sends no reply)."""
+        try:
+            self._sock.sendall(json.dumps({"execute": "guest-shutdown",
+                                           "arguments": {"mode": "powerdown"}}).encode()
+                               + b"\n")
+        except OSError as err:
+            raise DriverError(f"the guest agent of {self.name!r}: {err}") from err
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
