@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 from pathlib import Path
 
 from cumulo.errors import DriverError
+from cumulo.host.tools import not_installed
 from cumulo.storage import ext4
 from cumulo.storage.tools import run
 
@@ -107,16 +109,15 @@ def make_disk(tree: Path, out: Path, size: int, work: Path) -> None:
 
 
 def _sfdisk(disk: Path, table: str) -> None:
-    import subprocess
     try:
         proc = subprocess.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel",
                                str(disk)], input=table, capture_output=True, text=True,
                               timeout=60, check=False)
     except FileNotFoundError:
-        from cumulo.host.tools import not_installed
         raise not_installed("sfdisk", "partition a VM disk") from None
     if proc.returncode != 0:
-        raise DriverError(f"sfdisk failed: {proc.stderr.strip().splitlines()[-1:]}")
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise DriverError(f"sfdisk failed: {lines[-1]}")
 
 
 def _copy_in(src: Path, disk: Path, offset: int) -> None:

@@ -59,8 +59,9 @@ _STAGES = (
 )
 
 # what a VM booting from its own disk needs: Debian's kernel and initramfs, an init with
-# udev, DHCP by systemd-networkd, the QEMU guest agent, a login on the serial console
-VM_PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev", "qemu-guest-agent",
+# udev, DHCP by systemd-networkd, the QEMU guest agent, a login on the serial console;
+# dbus: hostnamed takes the name from the DHCP lease, logind powers off on the ACPI button
+VM_PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev", "dbus", "qemu-guest-agent",
                "iproute2", "openssh-server")
 VM_DISK_SIZE = 2048 * 1024 * 1024     # virtual; the qcow2 costs what the tree fills
 
