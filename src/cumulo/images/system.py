@@ -42,6 +42,26 @@ DHCP=yes
 """
 
 
+# networkd asks hostnamed to take the lease's name, which refuses it without polkit:
+# set it from the lease as root once the network is up (the instance's name, by dnsmasq)
+HOSTNAME_UNIT = "cumulo-hostname.service"
+HOSTNAME_SERVICE = """# written by Cumulo's image builder
+[Unit]
+Description=Hostname from the DHCP lease (the instance's name)
+Wants=systemd-networkd-wait-online.service
+After=systemd-networkd-wait-online.service
+ConditionFileNotEmpty=!/etc/hostname
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'n=$$(sed -n "s/^HOSTNAME=//p" /run/systemd/netif/leases/* | head -n1);\
+ [ -z "$$n" ] || hostname "$$n"'
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 def _init(rootfs: Path) -> Path | None:
     """Where /sbin/init points inside the tree (None: no init)."""
     path = rootfs / "sbin/init"
@@ -66,9 +86,15 @@ def prepare(rootfs: Path) -> dict[str, str]:
 
 
 def prepare_vm(rootfs: Path) -> None:
-    """A tree for a VM disk: DHCP on eth* (the hostname comes with the lease); no unit
-    is masked, a VM has udev and a kernel of its own."""
+    """A tree for a VM disk: DHCP on eth*, the hostname from the lease; no unit is
+    masked, a VM has udev and a kernel of its own."""
     _networkd(rootfs)
+    unit = rootfs / "etc/systemd/system" / HOSTNAME_UNIT
+    unit.write_text(HOSTNAME_SERVICE)
+    unit.chmod(0o644)
+    wants = rootfs / "etc/systemd/system/multi-user.target.wants" / HOSTNAME_UNIT
+    if not wants.is_symlink():
+        wants.symlink_to(f"/etc/systemd/system/{HOSTNAME_UNIT}")
 
 
 def _mask(rootfs: Path) -> None:
