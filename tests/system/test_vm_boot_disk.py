@@ -29,7 +29,9 @@ from cumulo.images import debian
 from cumulo.images.files import ImageFiles
 from tests.system.conftest import Daemon, netns_daemon
 
-pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
+# the first run of a change to the disk's sources builds it (~5 min) inside the first test
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
+              pytest.mark.timeout(1200)]
 CACHE = Path("/var/cache/cumulo/test-images")
 BOOT_WAIT = 600.0     # a whole Debian on TCG on a loaded 2-core host
 
