@@ -92,10 +92,11 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     instances.reconcile()
     volumes = VolumeService(storage, instances)
     identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))
+    migrations = MigrationService(instances, HostStore(store.db), listen_host, identities)
+    migrations.recovery.start()   # migrations a killed daemon left half-way
     return Services(store, ops, host, instances, images, networks, storage, volumes,
-                    CheckpointService(instances),
-                    MigrationService(instances, HostStore(store.db), listen_host, identities),
-                    events, History(instances), identities, Scheduler(MemberStore(store.db)),
+                    CheckpointService(instances), migrations, events, History(instances),
+                    identities, Scheduler(MemberStore(store.db)),
                     ProjectService(store.projects, events))
 
 
