@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cumulo import faults
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import (
     ExecRequest,
@@ -123,6 +124,7 @@ class ContainerDriver:
                                              "stdin": spec.stdin, "terminal": spec.terminal,
                                              "root": spec.root.to_dict() if spec.root else None})
             self._prepare(spec)
+            faults.point("create.after_rootfs")
         except BaseException as err:
             with contextlib.suppress(CumuloError):
                 self.delete(spec.host_id, spec.instance_dir)
@@ -182,6 +184,7 @@ class ContainerDriver:
                 bool(rec.get("stdin")), bool(rec.get("terminal"))))
             if spec.on_created is not None:
                 spec.on_created(pid)
+            faults.point("start.after_conmon")   # created, NICs in, PID 1 not started
             self.runtime.start(host_id)
             self._started(host_id).touch()
         except BaseException:
