@@ -254,3 +254,77 @@ def test_killed_at(point: str, fd: Daemon, monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         clear(fd)
     assert_true_state(fd)
+
+
+# --- children that die on their own (services/watchdog.py) ---------------------------
+def wait_for(what: str, check: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f}s"
+        time.sleep(0.5)
+    return found
+
+
+def info(d: Daemon, name: str) -> dict[str, Any]:
+    return json.loads(d.cli("info", name, "--format", "json").stdout)  # type: ignore[no-any-return]
+
+
+def child_of(d: Daemon, name: str, host_id: str) -> psutil.Process:
+    [p] = [p for p in procs_in(d, name) if host_id in " ".join(p.cmdline())]
+    return p
+
+
+def test_dead_children_are_noticed_and_cleared(fd: Daemon) -> None:
+    # conmon killed: the container can no longer be supervised: stopped, and said why
+    fd.cli(*LAUNCH, timeout=180)
+    child_of(fd, "conmon", "default_v").kill()
+    i = wait_for("stop after conmon died", lambda: (i := info(fd, "v"))["state"] == "stopped"
+                 and i)
+    assert "its conmon died" in i["last_error"], i
+    assert_true_state(fd)
+    fd.cli("start", "v", timeout=120)   # and it starts again
+    assert_true_state(fd)
+
+    # PID 1 killed: stopped with its exit status, what it left cleared
+    [pid1] = [c for c in child_of(fd, "conmon", "default_v").children(recursive=True)
+              if c.name() == "sleep"]
+    pid1.kill()
+    i = wait_for("stop after PID 1 died", lambda: (i := info(fd, "v"))["state"] == "stopped"
+                 and i)
+    assert i["exit_code"] == 137, i
+    assert_true_state(fd)
+
+    # the network's dnsmasq killed: started again
+    [old] = procs_in(fd, "dnsmasq")
+    old.kill()
+    wait_for("new dnsmasq", lambda: [p for p in procs_in(fd, "dnsmasq") if p.pid != old.pid])
+    assert "the dnsmasq of network fnet had died: started again" in fd.log.read_text()
+    assert_true_state(fd)
+    clear(fd)
+
+
+@pytest.mark.qemu
+def test_dead_qemu_and_swtpm_are_noticed_and_cleared(fd: Daemon) -> None:
+    fd.cli("launch", "busybox", "vm", "--type", "vm", "--tpm", "--", "sleep", "3600",
+           timeout=300)
+    try:
+        # swtpm killed: the VM has lost its TPM: stopped, and said why
+        child_of(fd, "swtpm", "default_vm").kill()
+        i = wait_for("stop after swtpm died",
+                     lambda: (i := info(fd, "vm"))["state"] == "stopped" and i)
+        assert "its swtpm died" in i["last_error"], i
+        assert not procs_in(fd, "qemu-system-x86_64") and not procs_in(fd, "swtpm")
+
+        # QEMU killed: stopped with no exit status, its swtpm and cgroup gone
+        fd.cli("start", "vm", timeout=300)
+        child_of(fd, "qemu-system-x86_64", "default_vm").kill()
+        i = wait_for("stop after QEMU died",
+                     lambda: (i := info(fd, "vm"))["state"] == "stopped" and i)
+        assert "no exit status" in i["last_error"], i
+        wait_for("swtpm gone", lambda: not procs_in(fd, "swtpm"))
+        wait_for("VM cgroup gone", lambda: not [
+            p for p in Path("/sys/fs/cgroup/pids").glob(f"{fd.cgroup_parent}/*") if p.is_dir()])
+        assert "instance vm died" in fd.log.read_text()
+    finally:
+        clear(fd)
+    assert_true_state(fd)

@@ -98,6 +98,8 @@ class InstanceService:
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self._exits = threading.Lock()
+        # instances seen to stop on their own, not yet cleared up (services/watchdog.py)
+        self.ended: set[tuple[str, str]] = set()
 
     # helpers
     @contextmanager
@@ -198,8 +200,16 @@ class InstanceService:
                 now = self.store.get_instance(inst.project, inst.name)
                 if now.state not in (State.RUNNING, State.PAUSED):
                     return now
+                died = None
+                with self._locks_guard:   # an operation under way (a stop) says why itself
+                    busy = self._locks[inst.host_id].locked()
+                if not busy:   # what its process left is cleared by services/watchdog.py
+                    self.ended.add((inst.project, inst.name))
+                    if run.exit_code is None:
+                        died = "its process ended on its own with no exit status (killed?)"
                 stopped = self.store.update_instance(
-                    inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code)
+                    inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code,
+                    **({"last_error": died} if died else {}))
             # it ended on its own: say so, as a stop does (Docker's "die")
             self.events.lifecycle("stopped", inst.project, inst.name, exit_code=run.exit_code,
                                   reason="exited")

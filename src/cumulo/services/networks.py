@@ -326,6 +326,23 @@ class NetworkService:
                 self._stop_dns(bridge)
                 self._remove_bridge(bridge)
 
+    def revive_dns(self) -> list[Network]:
+        """Start again every network's dnsmasq that died on its own; returns those networks."""
+        revived = []
+        for n in self.store.list_networks():
+            if self.host_net.dns_running(n.bridge):
+                continue
+            with self.lock:
+                try:
+                    self.store.get_network(n.project, n.name)   # not deleted meanwhile
+                    self.host_net.ensure_dns(self._dns_settings(n), self._dns_hosts(n))
+                except CumuloError as err:
+                    log.error("cannot restart DHCP and DNS of network %s: %s", n.name, err)
+                    continue
+            log.warning("the dnsmasq of network %s had died: started again", n.name)
+            revived.append(n)
+        return revived
+
     def resolv_conf(self, inst: Instance) -> str | None:
         """/etc/resolv.conf for an instance: its first network's dnsmasq, on the gateway."""
         if not inst.nics:

@@ -233,6 +233,13 @@ class ContainerDriver:
         paths = self._paths(host_id, Path(rec["instance_dir"]))
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
 
+    def lost_helpers(self, host_id: str) -> list[str]:
+        """conmon, if it died while PID 1 runs on (``Supervised``)."""
+        if self.state(host_id).status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+            return []
+        paths = self._paths(host_id, self._instance_dir(host_id))
+        return ["conmon"] if monitor.conmon_pid(paths) is None else []
+
     def _wait_stopped(self, host_id: str, paths: monitor.ConmonPaths, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
@@ -262,6 +269,8 @@ class ContainerDriver:
                 if not self._wait_stopped(host_id, paths, KILL_WAIT):
                     raise DriverError(f"instance {host_id!r} did not die after SIGKILL")
         self.runtime.delete(host_id)
+        # the runtime leaves the cgroup when conmon was gone (nobody reaped PID 1 at once)
+        cgroups.remove(self._cgroup(host_id), wait=CGROUP_RELEASE_WAIT)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
 
     def copy_root(self, spec: InstanceSpec, dest: Path) -> None:

@@ -407,6 +407,16 @@ class VmDriver:
         self._release_cgroup(host_id)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
 
+    def lost_helpers(self, host_id: str) -> list[str]:
+        """swtpm, if it died while QEMU runs on (``Supervised``)."""
+        rec = self._records.get(host_id)
+        if rec is None:
+            return []
+        vm = VmSpec.from_dict(rec["vm"])
+        if vm.tpm_socket is None or self._pid(vm) is None:
+            return []
+        return ["swtpm"] if tpm.pid(vm.tpm_socket.parent) is None else []
+
     def pause(self, host_id: str) -> None:
         require(self.state(host_id), host_id, "pause", RunStatus.RUNNING)
         qmp.stop(self._vmspec(host_id).qmp_socket)
