@@ -91,7 +91,7 @@ def test_migration_survives_lost_daemons_and_link(hosts: tuple[Daemon, Daemon],
     a, b = hosts
     for d in (a, b):
         d.cli("image", "build", "busybox")
-    a.cli("remote", "add", "b", "http://10.77.0.2:8443", "--token",
+    a.cli("remote", "add", "b", "https://10.77.0.2:8443", "--token",
           b.cli("remote", "token").stdout.strip())
     a.cli("launch", "busybox", "vm", "--type", "vm", "--memory", "256MiB", "--", "sh", "-c",
           COUNTER)
