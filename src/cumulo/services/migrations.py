@@ -88,6 +88,8 @@ class MigrationService:
 
     def drop_image(self, images: ImageService, fingerprint: str) -> None:
         """Delete an image received for a migration that then failed (not another one)."""
+        if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):   # (a fuzzer's name is not echoed)
+            raise InvalidInputError(f"not an image fingerprint: {fingerprint[:80]!r}")
         if fingerprint not in self._images_received:
             raise ConflictError(f"image {fingerprint[:12]} was not received for a migration")
         images.delete(fingerprint)
