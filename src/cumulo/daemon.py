@@ -210,6 +210,8 @@ def run(args: argparse.Namespace) -> None:
                              listen_host=listen[0] if listen else None)
         svc.history.interval = args.history_interval
         svc.history.start()
+        if svc.watchdog is not None:
+            svc.watchdog.start()
         handler = LogHandler(svc.events, logging.INFO)
         for name in ("cumulo", "cumulod"):   # our records become ``logging`` events
             logging.getLogger(name).addHandler(handler)

@@ -28,6 +28,7 @@ from cumulo.api import (
     web_routes,
 )
 from cumulo.api import schemas as s
+from cumulo.api.body_limit import BodyLimit
 from cumulo.api.convert import (
     image_out,
     instance_out,
@@ -89,6 +90,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     errors.install(app)
     metrics = Metrics(svc)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(BodyLimit)   # before anything reads a body
     sessions = auth.Sessions()
     auth.install(app, svc, sessions, tcp_auth)
     r = APIRouter(prefix=f"/{API}", responses=ERR)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from cumulo.services.placement import Scheduler
 from cumulo.services.projects import ProjectService
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
+from cumulo.services.watchdog import Watchdog
 from cumulo.store.hosts import HostStore
 from cumulo.store.identities import AuditStore, IdentityStore
 from cumulo.store.members import MemberStore
@@ -51,8 +52,11 @@ class Services:
     identities: IdentityService
     scheduler: Scheduler   # cluster placement over the members table (store/members.py)
     projects: ProjectService
+    watchdog: Watchdog | None = None   # started by the daemon (children that die)
 
     def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.history.stop()
         self.events.close()
         self.ops.shutdown()
@@ -92,11 +96,12 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     instances.reconcile()
     volumes = VolumeService(storage, instances)
     identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))
+    migrations = MigrationService(instances, HostStore(store.db), listen_host, identities)
+    migrations.recovery.start()   # migrations a killed daemon left half-way
     return Services(store, ops, host, instances, images, networks, storage, volumes,
-                    CheckpointService(instances),
-                    MigrationService(instances, HostStore(store.db), listen_host, identities),
-                    events, History(instances), identities, Scheduler(MemberStore(store.db)),
-                    ProjectService(store.projects, events))
+                    CheckpointService(instances), migrations, events, History(instances),
+                    identities, Scheduler(MemberStore(store.db)),
+                    ProjectService(store.projects, events), Watchdog(instances, networks))
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:

@@ -426,7 +426,7 @@ class VmDriver:
             status = qmp.query_status(vm.qmp_socket)
         except DriverError:
             status = "running"   # alive but busy or starting: QEMU is still the VM
-        if status in ("paused", "suspended"):
+        if status in ("paused", "suspended", "postmigrate"):   # postmigrate: sent away
             return RunState(RunStatus.PAUSED, pid=pid)
         return RunState(RunStatus.RUNNING, pid=pid)
 
@@ -470,6 +470,16 @@ class VmDriver:
             tpm.stop(vm.tpm_socket.parent)
         self._release_cgroup(host_id)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
+
+    def lost_helpers(self, host_id: str) -> list[str]:
+        """swtpm, if it died while QEMU runs on (``Supervised``)."""
+        rec = self._records.get(host_id)
+        if rec is None:
+            return []
+        vm = VmSpec.from_dict(rec["vm"])
+        if vm.tpm_socket is None or self._pid(vm) is None:
+            return []
+        return ["swtpm"] if tpm.pid(vm.tpm_socket.parent) is None else []
 
     def pause(self, host_id: str) -> None:
         require(self.state(host_id), host_id, "pause", RunStatus.RUNNING)
@@ -657,10 +667,12 @@ class VmDriver:
         vm = self._with_disks(self._vmspec(host_id), spec)
         if spec.before_start is not None:
             spec.before_start()
+        postcopy = self._take_postcopy(host_id)   # the guest runs here before the end
         with self._in_cgroup(vm, spec) as prefix:
-            self._launch(vm, prefix + migration.incoming_argv(vm, self.qemu))
+            self._launch(vm, prefix + migration.incoming_argv(vm, self.qemu,
+                                                              autostart=postcopy))
             try:
-                if self._take_postcopy(host_id):
+                if postcopy:
                     migration.allow_postcopy(vm.qmp_socket)
                 uri = migration.listen(vm.qmp_socket, address)
                 if vm.root_disk is not None:  # not shared: the source mirrors it here first
@@ -723,6 +735,20 @@ class VmDriver:
             return False
         self._records.put(host_id, {k: v for k, v in rec.items() if k != "postcopy"})
         return True
+
+    def end_outgoing(self, host_id: str) -> str:
+        """How this VM's outgoing migration ended (cancelled first if it still ran and no
+        one watches it): QEMU's status, or "gone" when its QEMU is."""
+        vm = self._vmspec(host_id)
+        if self._pid(vm) is None:
+            return "gone"
+        status = migration.settle(vm.qmp_socket)
+        if status == "completed" and qmp.query_status(vm.qmp_socket) != "postmigrate":
+            status = "none"   # an old answer (the migration that brought it here)
+        if vm.root_disk is not None:
+            with contextlib.suppress(DriverError):
+                migration.end_mirror(vm.qmp_socket, force=status != "completed")
+        return status
 
     def resume_after_failed_send(self, host_id: str, was_running: bool) -> None:
         vm = self._vmspec(host_id)
