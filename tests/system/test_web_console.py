@@ -17,6 +17,8 @@ import socket
 import ssl
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -358,3 +360,111 @@ def test_without_xterm_the_terminal_says_why(web: tuple[Daemon, str], tab: Page)
         tab.shot("no-xterm")
     finally:
         d.cli("delete", "quiet", "--force")
+
+
+def _get(base: str, path: str, tok: str) -> int:
+    """The status of GET /1.0PATH over HTTPS with a bearer token (loopback only)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE   # the console test's own daemon on loopback
+    req = urllib.request.Request(f"{base}/1.0{path}", headers={"Authorization": f"Bearer {tok}"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def test_projects_and_identities_pages(web: tuple[Daemon, str], tab: Page) -> None:
+    """Create a project (with limits) and an identity from their pages; the token is shown
+    once; a non-empty project's deletion is refused with the API's line; the header's
+    selector switches the instance list; a viewer is told it lacks the right; revoke."""
+    d, base = web
+    page = tab.page
+    d.cli("launch", "busybox", "in-default", "--network", "none", "--", "sh", "-c", LOOP)
+    try:
+        signed_in(d, base, tab, "#/projects")
+        form = "form.new-project"
+        page.fill(f"{form} input[name=name]", "team-ui")
+        page.fill(f"{form} input[name=instances]", "2")
+        page.fill(f"{form} input[name=memory]", "256MiB")
+        page.click(f"{form} button[type=submit]")
+        row = "tr[data-name=team-ui]"
+        page.wait_for_selector(f"{row} .meter .val:text('0 / 2')")
+        page.wait_for_selector("#project option[value=team-ui]", state="attached")
+        assert d.cli("project", "info", "team-ui").stdout.count("limits.") == 2
+        d.cli("--project", "team-ui", "launch", "busybox", "in-team", "--network", "none",
+              "--memory", "64MiB", "--", "sh", "-c", LOOP)
+        page.evaluate("location.hash = '#/instances'")
+        page.wait_for_selector("tr[data-name=in-default]")
+        page.evaluate("location.hash = '#/projects'")
+        page.wait_for_selector(f"{row} .meter .val:text('1 / 2')")
+        page.wait_for_selector(f"{row} .meter .val:text('64.0 MiB / 256 MiB')")
+        tab.shot("projects")
+        # deleting a project that holds an instance: confirmed, then refused in one line
+        tab.expected.append("status of 409")
+        page.click(f"{row} button.danger")
+        page.click("dialog.confirm button.danger")
+        page.wait_for_selector("#messages .msg.error")
+        shown = page.inner_text("#messages .msg.error").removesuffix("×").strip()
+        assert "is not empty" in shown and "\n" not in shown, shown
+        # the selector scopes the pages: team-ui's instance list
+        page.select_option("#project", "team-ui")
+        page.evaluate("location.hash = '#/instances'")
+        page.wait_for_selector("tr[data-name=in-team]")
+        assert page.locator("tr[data-name=in-default]").count() == 0
+        tab.shot("instances-in-team-ui")
+
+        # an identity made on the page: its token shown once, with a copy button
+        page.evaluate("location.hash = '#/identities'")
+        form = "form.new-identity"
+        page.fill(f"{form} input[name=name]", "ci-bot")
+        page.select_option(f"{form} select[name=role]", "viewer")
+        assert page.input_value(f"{form} select[name=project]") == "team-ui"
+        page.fill(f"{form} input[name=expires]", "1d")
+        page.click(f"{form} button[type=submit]")
+        page.wait_for_selector("#new-token code.token")
+        secret = page.inner_text("#new-token code.token").strip()
+        assert re.fullmatch(r"[\w-]{40,}", secret), secret
+        page.wait_for_selector("#new-token button:text('Copy')")
+        page.wait_for_selector("tr[data-name=ci-bot] td:text('viewer in team-ui')")
+        tab.shot("identity-token")
+        assert _get(base, "/instances?project=team-ui", secret) == 200
+        assert _get(base, "/instances?project=default", secret) == 404
+        page.click("#new-token button:text('Done')")
+        assert secret not in page.content()
+        page.evaluate("location.hash = '#/projects'")
+        page.evaluate("location.hash = '#/identities'")
+        page.wait_for_selector("tr[data-name=ci-bot]")
+        assert secret not in page.content()   # shown once: never listed again
+
+        # the viewer signs in: it sees only team-ui, and is told it may not see identities
+        page.evaluate("sessionStorage.removeItem('cumulo.token'); location.hash = '#/instances';"
+                      " location.reload()")
+        page.wait_for_selector("#token")
+        tab.expected.append("status of 403")   # metrics and identities: admins only
+        page.fill("#token", secret)
+        page.click("form.signin button[type=submit]")
+        page.wait_for_selector("tr[data-name=in-team]")
+        page.wait_for_selector("#project option", state="attached")
+        options = page.eval_on_selector_all("#project option", "os => os.map(o => o.value)")
+        assert options == ["team-ui"], options
+        page.evaluate("location.hash = '#/identities'")
+        page.wait_for_selector("#denied")
+        assert "needs the right 'admin'" in page.inner_text("#denied")
+        tab.shot("identities-denied")
+
+        # back as admin: revoke it, after confirming
+        signed_in(d, base, tab, "#/identities")
+        page.click("tr[data-name=ci-bot] button:text('Revoke')")
+        page.wait_for_selector("dialog.confirm[open]")
+        page.click("dialog.confirm button.danger")
+        page.wait_for_selector("tr[data-name=ci-bot]", state="detached")
+        assert "ci-bot" not in d.cli("identity", "list").stdout
+        assert _get(base, "/instances?project=team-ui", secret) == 401
+    finally:
+        page.goto("about:blank")   # not to read the project as it goes away
+        d.cli("identity", "revoke", "ci-bot", check=False)
+        d.cli("--project", "team-ui", "delete", "in-team", "--force", check=False)
+        d.cli("project", "delete", "team-ui", check=False)
+        d.cli("delete", "in-default", "--force")

@@ -61,6 +61,7 @@ def test_console_files_need_no_token_but_the_api_does(tcp: TestClient) -> None:
     assert tcp.get("/ui", follow_redirects=False).headers["location"] == "/ui/"
     features = tcp.get("/ui/features.json").json()
     assert set(features) == {"xterm", "projects"}
+    assert features["projects"] is True   # the console's project selector and pages use it
     assert tcp.get("/ui/../1.0/instances").status_code in (401, 404)
     assert tcp.get("/1.0/instances").status_code == 401
     assert tcp.post("/ui/").status_code == 401   # only GET is public

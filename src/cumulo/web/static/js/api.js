@@ -90,7 +90,7 @@ export async function follow(op, onProgress = () => {}, timeoutSeconds = 600) {
   onProgress(op);
   while (op.status !== "success" && op.status !== "failure") {
     if (Date.now() > deadline) throw new ApiError(`operation ${op.id} still running`, 0, "Timeout");
-    op = await get(`/operations/${op.id}`, { query: { wait: 2 } });
+    op = await get(`/operations/${op.id}`, { query: inProject({ wait: 2 }) });
     onProgress(op);
   }
   if (op.status === "failure") throw new ApiError(op.error || "operation failed", 500, "OperationError");
@@ -118,7 +118,7 @@ export function features() {
 
 /** fingerprint -> a readable name (its first alias, else the fingerprint's start). */
 export async function imageNames() {
-  const images = await get("/images").catch(() => []);
+  const images = await get("/images", { query: inProject() }).catch(() => []);
   const names = new Map(images.map((i) => [i.fingerprint, i.aliases[0] || i.fingerprint.slice(0, 12)]));
   return (ref) => names.get(ref) || (/^[0-9a-f]{64}$/.test(ref) ? ref.slice(0, 12) : ref);
 }

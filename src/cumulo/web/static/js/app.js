@@ -13,10 +13,14 @@ const PAGES = {
   storage: () => import("./pages/storage.js"),
   operations: () => import("./pages/operations.js"),
   reports: () => import("./pages/reports.js"),
+  projects: () => import("./pages/projects.js"),
+  identities: () => import("./pages/identities.js"),
 };
 
 let cleanup = null;
 let events = null;
+let eventsProject = null;
+let shown = 0;   // how many pages were asked for: a slower, older one must not linger   // the project the events websocket (and every page) is in
 let retry = 1000;
 
 function route() {
@@ -40,10 +44,14 @@ async function show() {
   }
   const root = document.getElementById("page");
   root.replaceChildren(h("p.loading", "Loading…"));
+  const mine = ++shown;
   const mod = await PAGES[page]();
+  if (mine !== shown) return;   // another page was asked for meanwhile
   const view = h("div.view");
   root.replaceChildren(view);
-  cleanup = (await mod.render(view, params)) || null;
+  const done = (await mod.render(view, params)) || null;
+  if (mine === shown) cleanup = done;
+  else if (done) done();   // replaced while it rendered: its listeners go with it
 }
 
 /** Sign in with a token: an identity's (`cumulo identity create`) or `cumulo ui`'s URL. */
@@ -79,7 +87,8 @@ function signIn(message) {
 
 function connectEvents() {
   const live = document.getElementById("live");
-  events = socket("/events", { type: "lifecycle,operation", project: project.get() });
+  eventsProject = project.get();
+  events = socket("/events", { type: "lifecycle,operation", project: eventsProject });
   const ws = events;
   ws.onopen = () => {
     retry = 1000;
@@ -102,14 +111,21 @@ function connectEvents() {
   };
 }
 
+/** The header's selector: the projects this identity sees (GET /projects); a chosen one it
+ * no longer sees (deleted, role taken away) gives way to the first it does. */
 async function loadProjects() {
   const field = document.getElementById("project");
-  field.value = project.get();
   let names = ["default"];
   if ((await features()).projects) {   // once projects have landed
     names = await get("/projects").then((list) => list.map((p) => p.name)).catch(() => names);
   }
-  document.getElementById("projects").replaceChildren(...names.map((n) => h("option", { value: n })));
+  if (names.length && !names.includes(project.get())) {
+    project.set(names.includes("default") ? "default" : names[0]);
+    start();
+    return;
+  }
+  field.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
+  field.value = project.get();
 }
 
 function start() {
@@ -132,7 +148,8 @@ function keys() {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (pending) {
       pending = false;
-      const to = { i: "instances", l: "launch", o: "operations", m: "images", n: "networks", s: "storage", r: "reports" }[ev.key];
+      const to = { i: "instances", l: "launch", o: "operations", m: "images", n: "networks", s: "storage", r: "reports",
+        p: "projects", y: "identities" }[ev.key];
       if (to) location.hash = `#/${to}`;
     } else if (ev.key === "g") {
       pending = true;
@@ -155,8 +172,14 @@ document.getElementById("signout").addEventListener("click", () => {
   signIn();
 });
 document.getElementById("project").addEventListener("change", (ev) => {
-  project.set(ev.target.value.trim());
+  project.set(ev.target.value);
   start();
+});
+// a page created, deleted or chose a project: the selector follows, and a new project
+// is taken up by the events websocket and the page
+window.addEventListener("cumulo-projects", () => {
+  if (project.get() !== eventsProject) start();
+  else loadProjects();
 });
 keys();
 auth.fromFragment();

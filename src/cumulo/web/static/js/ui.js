@@ -116,12 +116,13 @@ export function promptDialog(title, label, value = "") {
   });
 }
 
-/** A table from rows and [header, cell(row)] columns; empty: a line saying so. */
-export function table(rows, columns, empty = "Nothing here yet.") {
+/** A table from rows and [header, cell(row)] columns; empty: a line saying so;
+ * rowAttrs(row): a row's attributes (its data-name...). */
+export function table(rows, columns, empty = "Nothing here yet.", rowAttrs = () => ({})) {
   if (!rows.length) return h("p.empty", empty);
   return h("div.scroll", h("table",
     h("thead", h("tr", columns.map(([title]) => h("th", { scope: "col" }, title)))),
-    h("tbody", rows.map((r) => h("tr", columns.map(([, cell]) => h("td", cell(r))))))));
+    h("tbody", rows.map((r) => h("tr", rowAttrs(r), columns.map(([, cell]) => h("td", cell(r))))))));
 }
 
 export function section(title, ...children) {

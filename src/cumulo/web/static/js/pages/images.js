@@ -1,6 +1,6 @@
 // Images: what instances launch from; build the local busybox image, delete unused ones.
 
-import { follow, get, request } from "../api.js";
+import { follow, get, inProject, request } from "../api.js";
 import { ago, confirmDialog, h, notify, size, table } from "../ui.js";
 
 export async function render(view) {
@@ -8,7 +8,7 @@ export async function render(view) {
   const build = h("button", { type: "button", async onclick() {
     build.disabled = true;
     try {
-      await follow(await request("POST", "/images", { body: { builder: "busybox", alias: "busybox" } }),
+      await follow(await request("POST", "/images", { query: inProject(), body: { builder: "busybox", alias: "busybox" } }),
         (o) => { build.textContent = `Building… ${Math.round(o.progress * 100)} %`; });
       notify("Built busybox", "ok");
     } catch (err) {
@@ -23,7 +23,7 @@ export async function render(view) {
 
   async function load() {
     try {
-      const images = await get("/images");
+      const images = await get("/images", { query: inProject() });
       body.replaceChildren(table(images, [
         ["Aliases", (i) => i.aliases.join(", ") || "–"], ["Fingerprint", (i) => h("code", i.fingerprint.slice(0, 12))],
         ["Kind", (i) => i.kind], ["OS", (i) => `${i.os} ${i.release}`.trim()], ["Size", (i) => size(i.size)],
@@ -38,7 +38,7 @@ export async function render(view) {
     const ref = img.aliases[0] || img.fingerprint;
     if (!(await confirmDialog(`Delete image ${ref}?`, "Instances made from it must be gone first."))) return;
     try {
-      await request("DELETE", `/images/${encodeURIComponent(ref)}`);
+      await request("DELETE", `/images/${encodeURIComponent(ref)}`, { query: inProject() });
     } catch (err) {
       notify(err.message);
     }

@@ -1,6 +1,6 @@
 // Operations with their progress, updated live from the event stream.
 
-import { get, request } from "../api.js";
+import { get, inProject, request } from "../api.js";
 import { ago, h, notify, table } from "../ui.js";
 
 export async function render(view) {
@@ -20,7 +20,7 @@ export async function render(view) {
 
   async function load() {
     try {
-      ops = await get("/operations");
+      ops = await get("/operations", { query: inProject() });
     } catch (err) {
       notify(err.message);
     }
@@ -29,7 +29,7 @@ export async function render(view) {
 
   async function cancel(id) {
     try {
-      await request("DELETE", `/operations/${id}`);
+      await request("DELETE", `/operations/${id}`, { query: inProject() });
     } catch (err) {
       notify(err.message);
     }
