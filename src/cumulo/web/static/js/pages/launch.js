@@ -5,7 +5,7 @@ import { h, notify } from "../ui.js";
 
 export async function render(view) {
   const [server, images, networks] = await Promise.all([
-    get(""), get("/images").catch(() => []), get("/networks", { query: inProject() }).catch(() => []),
+    get(""), get("/images", { query: inProject() }).catch(() => []), get("/networks", { query: inProject() }).catch(() => []),
   ]);
   const field = (label, input, help) => h("label.field", h("span", label), input, help ? h("small.help", help) : null);
   const name = h("input", { name: "name", required: true, autocomplete: "off", placeholder: "web1", autofocus: true });
