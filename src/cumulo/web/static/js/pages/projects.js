@@ -65,8 +65,7 @@ export async function render(view) {
 
   function use(name) {
     project.set(name);
-    projectsChanged();
-    load();
+    projectsChanged();   // the shell reconnects in it and draws this page again
   }
 
   async function remove(what) {
