@@ -24,6 +24,7 @@ from cumulo.api import (
     firewall_routes,
     host_routes,
     identity_routes,
+    membership_routes,
     web_routes,
 )
 from cumulo.api import schemas as s
@@ -37,6 +38,7 @@ from cumulo.api.convert import (
     pool_out,
     volume_out,
 )
+from cumulo.api.forward import Forward
 from cumulo.api.image_routes import add_routes as add_image_routes
 from cumulo.api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from cumulo.domain import ssh_keys
@@ -85,6 +87,8 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     errors.install(app)
     metrics = Metrics(svc)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    if svc is not None:   # (None: only the OpenAPI document is made)
+        app.add_middleware(Forward, cluster=svc.cluster)
     sessions = auth.Sessions()
     auth.install(app, svc, sessions, tcp_auth)
     r = APIRouter(prefix=f"/{API}", responses=ERR)  # type: ignore[arg-type]
@@ -106,13 +110,22 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
 
     @r.get("/instances", response_model=list[s.InstanceOut], summary="List instances")
     def list_instances(project: str = PROJECT) -> list[s.InstanceOut]:
-        return [instance_out(i) for i in svc.instances.list(project)]
+        lost = svc.cluster.offline_members()
+        return [instance_out(i, unreachable=i.location in lost)
+                for i in svc.instances.list(project)]
 
     @r.post("/instances", status_code=202, response_model=s.OperationOut,
             summary="Create (and with start=true, launch) an instance; wait=SECONDS"
                     " answers once its operation ended (or after SECONDS)")
     async def create_instance(body: s.InstanceCreate, project: str = PROJECT,
-                              wait: float = Query(0, ge=0, le=600)) -> JSONResponse:
+                              wait: float = Query(0, ge=0, le=600),
+                              target: str | None = Query(
+                                  None, description="in a cluster: the member to run it on"
+                                                    " (default: the least used)")
+                              ) -> JSONResponse:
+        if target is not None and svc.cluster.identity is None:
+            raise InvalidInputError("--target names a cluster member: this host is in no"
+                                    " cluster")
         req = CreateRequest(name=body.name, image=body.image, type=body.type,
                             limits=limits_from(body.limits), privileged=body.privileged,
                             command=body.command, options=body.options, start=body.start,
@@ -122,7 +135,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
                             pool=body.pool, copy=body.full_copy,
                             disk=None if body.disk is None else parse_size(body.disk),
                             ssh_keys=ssh_keys.parse_keys(body.ssh_key) if body.ssh_key
-                            else ())
+                            else (), ephemeral=body.ephemeral)
         op = await run_in_threadpool(svc.instances.create, project, req)
         # (a launch then costs one request, not two: no GET .../operations/ID?wait after it)
         return accepted(await svc.ops.wait(op.id, wait) or op)
@@ -130,6 +143,8 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")
     def get_instance(name: str, project: str = PROJECT) -> s.InstanceOut:
         inst = svc.instances.get(project, name)
+        if not svc.instances.local(inst):   # its member is offline (else it was forwarded)
+            return instance_out(inst, unreachable=True)
         return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst),
                             svc.networks.counters(inst), svc.instances.details(inst))
 
@@ -354,6 +369,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     host_routes.add_routes(r, svc, sessions)
     identity_routes.add_routes(r, svc, sessions)
     web_routes.add_routes(r, svc, listen, reports, fingerprint)
+    membership_routes.add_routes(r, svc)
     app.include_router(r)
     assets.mount(app)
 

@@ -7,8 +7,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from cumulo.cluster.membership import JoinToken, Membership
 from cumulo.drivers.base import InstanceDriver
 from cumulo.drivers.registry import DriverContext, create_driver
+from cumulo.errors import ConflictError
 from cumulo.host.info import HostInfo
 from cumulo.net import ipam
 from cumulo.net.base import HostNetwork
@@ -23,6 +25,7 @@ from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
+from cumulo.store.cluster import ClusterStore
 from cumulo.store.hosts import HostStore
 from cumulo.store.identities import AuditStore, IdentityStore
 from cumulo.store.repo import Store
@@ -46,8 +49,10 @@ class Services:
     events: EventBus
     history: History
     identities: IdentityService
+    cluster: Membership
 
     def close(self) -> None:
+        self.cluster.stop()
         self.history.stop()
         self.events.close()
         self.ops.shutdown()
@@ -58,16 +63,28 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                    db_url: str | None = None, driver_kinds: dict[str, str] | None = None,
                    cgroup_parent: str = "cumulo", oci_runtime: str | None = None,
                    net_kind: str = "linux", default_network: bool = False,
-                   subnet_pool: str | None = None, listen_host: str | None = None) -> Services:
+                   subnet_pool: str | None = None, listen_host: str | None = None,
+                   listen: str | None = None, join: JoinToken | None = None,
+                   heartbeat: float | None = None, offline_after: float | None = None
+                   ) -> Services:
     """``driver_kinds`` maps instance type to driver name (tests map container to fake);
-    ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only)."""
+    ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only); ``listen``: the
+    HOST:PORT other members reach; ``join``: become a member of the cluster of that
+    token before anything else."""
     state_dir.mkdir(parents=True, exist_ok=True)
     runtime_dir.mkdir(parents=True, exist_ok=True)
     store = Store(db_url or f"sqlite:///{state_dir / 'cumulo.db'}")
-    store.fail_unfinished_operations("the daemon stopped while this operation ran")
+    kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm"}
+    try:
+        cluster = _membership(store, state_dir, host, sorted(kinds), listen, join, heartbeat,
+                              offline_after)
+    except BaseException:
+        store.close()
+        raise
+    if cluster.identity is None:  # in a cluster, other members' operations may be running
+        store.fail_unfinished_operations("the daemon stopped while this operation ran")
     events = EventBus()
     ops = Operations(store, events=events)
-    kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm"}
     drivers: dict[str, InstanceDriver] = {}
     for type_, kind in kinds.items():
         ctx = DriverContext(state_dir=state_dir / type_, runtime_dir=runtime_dir / type_,
@@ -82,14 +99,35 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
         networks.ensure_default(state_dir / "default-network.created")
     storage = StorageService(state_dir, VolumeStore(store.db))
     instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks,
-                                storage)
+                                storage, cluster if cluster.identity else None)
     instances.reconcile()
     volumes = VolumeService(storage, instances)
     identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))
     return Services(store, ops, host, instances, images, networks, storage, volumes,
                     CheckpointService(instances),
                     MigrationService(instances, HostStore(store.db), listen_host, identities),
-                    events, History(instances), identities)
+                    events, History(instances), identities, cluster)
+
+
+def _membership(store: Store, state_dir: Path, host: HostInfo, types: list[str],
+                listen: str | None, join: JoinToken | None, heartbeat: float | None,
+                offline_after: float | None) -> Membership:
+    """This daemon's membership; a join happens here, before the daemon touches any
+    instance (until then it would take the others' for its own)."""
+    cluster = Membership(ClusterStore(store.db), HostStore(store.db), state_dir, host, types,
+                         listen)
+    if heartbeat is not None:
+        cluster.heartbeat_interval = heartbeat
+    if offline_after is not None:
+        cluster.offline_after = offline_after
+    if join is not None and (cluster.identity is None or cluster.identity.member != join.name):
+        cluster.join(join)
+    if cluster.identity is None and store.db.engine.dialect.name != "sqlite" \
+            and cluster.store.list_members():
+        raise ConflictError("this store holds a cluster and this host is not one of its"
+                            " members: join it with `cumulod --join TOKEN` (from `cumulo"
+                            " cluster add NAME` on a member)")
+    return cluster
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:

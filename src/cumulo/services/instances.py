@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.limits import Limits, validate_limits
@@ -44,6 +44,9 @@ from cumulo.services.operations import Operations, Progress
 from cumulo.services.storage import StorageService
 from cumulo.store.repo import Store
 
+if TYPE_CHECKING:
+    from cumulo.cluster.membership import Membership
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +65,7 @@ class CreateRequest:
     copy: bool = False               # a full copy of the image instead of a clone
     disk: int | None = None          # root size cap in bytes
     ssh_keys: tuple[str, ...] = ()   # root's authorized_keys, checked by domain/ssh_keys.py
+    ephemeral: bool = False          # stateless: recreated elsewhere if its member is lost
 
 
 class InstanceService:
@@ -69,8 +73,10 @@ class InstanceService:
 
     def __init__(self, store: Store, ops: Operations, drivers: dict[str, InstanceDriver],
                  host: HostInfo, state_dir: Path, image_root: Path,
-                 networks: NetworkService, storage: StorageService | None = None) -> None:
+                 networks: NetworkService, storage: StorageService | None = None,
+                 cluster: Membership | None = None) -> None:
         self.store, self.ops, self.drivers, self.host = store, ops, drivers, host
+        self.cluster = cluster   # in a cluster: this daemon drives only its own instances
         self.networks = networks
         self.storage = storage
         self.events = ops.events
@@ -154,6 +160,10 @@ class InstanceService:
                 " file (needs the BFQ I/O scheduler on cgroup v1, or io.weight on cgroup v2)")
         return limits
 
+    def local(self, inst: Instance) -> bool:
+        """Whether this daemon drives the instance (in a cluster: it runs on this member)."""
+        return self.cluster is None or self.cluster.is_local(inst.location)
+
     # reads
     def get(self, project: str, name: str) -> Instance:
         return self.refresh(self.store.get_instance(project, name))
@@ -163,7 +173,7 @@ class InstanceService:
 
     def refresh(self, inst: Instance) -> Instance:
         """Notice a PID 1 that exited on its own since we last looked."""
-        if inst.state not in (State.RUNNING, State.PAUSED):
+        if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):
             return inst
         try:
             run = self._driver(inst.type).state(inst.host_id)
@@ -180,7 +190,7 @@ class InstanceService:
         return inst
 
     def usage(self, inst: Instance) -> Usage:
-        if inst.state not in (State.RUNNING, State.PAUSED):
+        if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):
             return Usage()
         try:
             return self._driver(inst.type).usage(inst.host_id)
@@ -190,7 +200,7 @@ class InstanceService:
     def details(self, inst: Instance) -> dict[str, Any] | None:
         """Driver-specific live facts (a VM's footprint and balloon); None if it has none."""
         driver = self._driver(inst.type)
-        if not isinstance(driver, Details):
+        if not isinstance(driver, Details) or not self.local(inst):
             return None
         try:
             return driver.details(inst.host_id)
@@ -199,7 +209,7 @@ class InstanceService:
             return None
 
     def pid(self, inst: Instance) -> int | None:
-        if inst.state not in (State.RUNNING, State.PAUSED):
+        if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):
             return None
         return self._driver(inst.type).state(inst.host_id).pid
 
@@ -236,7 +246,9 @@ class InstanceService:
             inst = self.store.add_instance(Instance(
                 project=project, name=req.name, type=req.type, image=image.fingerprint,
                 state=State.CREATING, limits=limits, privileged=req.privileged,
-                command=command, options=options, nics=nics, root=root))
+                command=command, options=options, nics=nics, root=root,
+                location=self.cluster.member if self.cluster else None,
+                ephemeral=req.ephemeral))
             self.networks.nics_changed(project, [n.network for n in nics])
 
         def work(progress: Progress) -> dict[str, Any]:
@@ -401,6 +413,8 @@ class InstanceService:
         for inst in self.store.list_instances():
             driver = self.drivers.get(inst.type)
             if driver is None:
+                continue
+            if not self.local(inst):   # another member's
                 continue
             known.add((inst.type, inst.host_id))
             if inst.state == State.CREATING:  # the daemon died mid-create: roll it back

@@ -174,6 +174,7 @@ class Store:
             options=dict(row.options or {}), exit_code=row.exit_code,
             last_error=row.last_error, created_at=row.created_at, nics=self._nics(s, row.id),
             root=dict(row.root) if row.root is not None else None,
+            location=row.location, origin=row.origin, ephemeral=row.ephemeral,
         )
 
     @staticmethod
@@ -197,6 +198,7 @@ class Store:
                     limits=inst.limits.to_dict(), privileged=inst.privileged,
                     command=list(inst.command), options=dict(inst.options),
                     root=dict(inst.root) if inst.root is not None else None,
+                    location=inst.location, ephemeral=inst.ephemeral,
                 )
                 s.add(row)
                 s.flush()
@@ -236,7 +238,7 @@ class Store:
             return [self._instance(s, r) for r in s.scalars(q)]
 
     def update_instance(self, project: str, name: str, **fields: Any) -> Instance:
-        """Set columns: state, limits (Limits), exit_code, last_error."""
+        """Set columns: state, limits (Limits), exit_code, last_error, location, origin."""
         with self.db.session() as s:
             row = self._instance_row(s, project, name)
             for key, value in fields.items():
@@ -244,7 +246,7 @@ class Store:
                     value = State(value).value
                 elif key == "limits":
                     value = value.to_dict()
-                elif key not in ("exit_code", "last_error"):
+                elif key not in ("exit_code", "last_error", "location", "origin"):
                     raise StoreError(f"cannot update instance field {key}")
                 setattr(row, key, value)
             s.flush()

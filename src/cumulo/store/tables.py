@@ -95,6 +95,10 @@ class InstanceRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # pool, copy, size of the instance's root (None: made before storage pools existed)
     root: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # in a cluster: the member that runs it, and the one it was evacuated from
+    location: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    origin: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    ephemeral: Mapped[bool] = mapped_column(Boolean, default=False)   # stateless
 
 
 class OperationRow(Base):
@@ -236,3 +240,30 @@ class VolumeAttachmentRow(Base):
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(String(255))
     shared: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class MemberRow(Base):
+    """A cumulod of the cluster: where its API listens, what it offers, when it last
+    wrote its heartbeat."""
+    __tablename__ = "members"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    address: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))        # online or evacuated
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory: Mapped[int] = mapped_column(BigInteger)
+    disk: Mapped[int] = mapped_column(BigInteger)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    heartbeat: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class JoinTokenRow(Base):
+    """A single-use invitation for a new member: only its sha256 is kept."""
+    __tablename__ = "join_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -1,0 +1,210 @@
+"""Any member answers for the cluster: a request about an instance on another member is
+forwarded to it (HTTP relayed as it streams; websockets pumped both ways), with this
+member's own token, over the member's --listen address. A launch goes to the member
+``target`` names, or to the one ``choose_member`` picks. Forwarded requests carry
+``X-Cumulo-Forwarded`` and are answered where they arrive (no loops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cumulo.client import Client
+from cumulo.cluster.choose import choose_member
+from cumulo.cluster.membership import Membership
+from cumulo.errors import CumuloError
+from cumulo.store.hosts import Remote
+
+FORWARDED = "x-cumulo-forwarded"
+_INSTANCE = re.compile(r"^/1\.0/instances/([^/]+)(/.*)?$")
+_OPERATION = re.compile(r"^/1\.0/operations/([^/]+)$")
+_DROP = {"host", "authorization", "content-length", "connection", "transfer-encoding",
+         FORWARDED}
+TIMEOUT = 600.0
+_KEPT_OPS = 1000   # operations remembered as another member's
+
+
+class Forward:
+    """ASGI middleware (inside the token check): forward what another member must answer."""
+
+    def __init__(self, app: ASGIApp, cluster: Membership,
+                 ws_allowed: Callable[[Scope], bool] = lambda _s: True) -> None:
+        self.app, self.cluster, self.ws_allowed = app, cluster, ws_allowed
+        self.ops: dict[str, str] = {}   # operation id -> member, for ones we forwarded
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.cluster.identity is None:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        if FORWARDED in headers:
+            await self.app(scope, receive, send)
+            return
+        try:
+            member = await run_in_threadpool(self._member_for, scope)
+            remote = None if member is None else await run_in_threadpool(
+                self.cluster.remote_for, member)
+        except CumuloError as err:
+            from cumulo.api.errors import status_for
+
+            await _refuse(scope, receive, send, status_for(err), str(err), type(err).__name__)
+            return
+        if remote is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send, remote, headers)
+        elif not self.ws_allowed(scope):   # websockets get no token check before here
+            await _refuse(scope, receive, send, 401, "over TCP this cumulod needs a token",
+                          "AuthError")
+        else:
+            await self._websocket(scope, receive, send, remote)
+
+    def _member_for(self, scope: Scope) -> str | None:
+        """The member that must answer, or None for this one."""
+        path, method = scope["path"], scope.get("method", "GET")
+        query = parse_qs(scope.get("query_string", b"").decode())
+        me = self.cluster.member
+        if path == "/1.0/instances" and method == "POST":
+            target = (query.get("target") or [None])[0]
+            if target:
+                self.cluster.store.get_member(target)   # 404 for an unknown one
+            else:
+                target = choose_member(self.cluster.store.list_members(),
+                                       self.cluster.store.usage(), self.cluster.offline_after)
+            return None if target == me else target
+        if m := _OPERATION.match(path):
+            return self.ops.get(m.group(1))
+        if m := _INSTANCE.match(path):
+            project = (query.get("project") or ["default"])[0]
+            loc = self.cluster.store.location(project, m.group(1))
+            if loc is None or loc == me:
+                return None
+            if method == "GET" and not m.group(2) and \
+                    loc in self.cluster.offline_members():
+                return None   # its row, shown as unreachable
+            return loc
+        return None
+
+    def _remember(self, member: str, body: bytes) -> None:
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            op = json.loads(body)
+            if isinstance(op, dict) and isinstance(op.get("id"), str) and "status" in op:
+                if len(self.ops) >= _KEPT_OPS:
+                    self.ops.pop(next(iter(self.ops)))
+                self.ops[op["id"]] = member
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, remote: Remote,
+                    headers: dict[str, str]) -> None:
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        path = scope["path"].removeprefix("/1.0")
+        if qs := scope.get("query_string", b"").decode():
+            path += "?" + qs
+        fwd = {k: v for k, v in headers.items() if k not in _DROP}
+        fwd[FORWARDED] = self.cluster.member or ""
+        client = Client(url=remote.url, token=remote.token, timeout=TIMEOUT)
+        cm = client._exchange(scope["method"], path, None, None, body or None, fwd, None)
+        try:
+            head, pieces = await run_in_threadpool(cm.__enter__)
+        except CumuloError as err:
+            await _refuse(scope, receive, send, 503,
+                          f"member {remote.name} ({remote.url}) did not answer: {err}",
+                          "ConflictError")
+            return
+        try:
+            out = [(k.encode(), v.encode()) for k, v in head.headers.items()
+                   if k not in ("connection", "transfer-encoding")]
+            await send({"type": "http.response.start", "status": head.status_code,
+                        "headers": out})
+            kept = b""   # an operation's answer: its id is remembered as the member's
+            while (chunk := await run_in_threadpool(_next, pieces)) is not None:
+                if head.status_code == 202 and len(kept) < 65536:
+                    kept += chunk
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if kept:
+                self._remember(remote.name, kept)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await run_in_threadpool(cm.__exit__, None, None, None)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send,
+                         remote: Remote) -> None:
+        from cumulo.wsclient import StreamClosed
+
+        msg = await receive()
+        if msg["type"] != "websocket.connect":
+            return
+        path = scope["path"].removeprefix("/1.0")
+        if qs := scope.get("query_string", b"").decode():
+            path += "?" + qs
+        client = Client(url=remote.url, token=remote.token, timeout=TIMEOUT)
+        client.headers[FORWARDED] = self.cluster.member or ""
+        try:
+            up = await run_in_threadpool(client._websocket, path, f"{remote.name}'s stream")
+        except CumuloError as err:
+            await send({"type": "websocket.close", "code": 1011, "reason": str(err)[:120]})
+            return
+        up._sock.settimeout(None)   # an exec or a console may stay quiet for long
+
+        async def downstream() -> None:   # member -> our client
+            while True:
+                try:
+                    data = await run_in_threadpool(up.recv)
+                except StreamClosed as closed:
+                    with contextlib.suppress(Exception):
+                        await send({"type": "websocket.close", "code": closed.code or 1000})
+                    return
+                key = "text" if isinstance(data, str) else "bytes"
+                await send({"type": "websocket.send", key: data})
+
+        async def upstream() -> None:     # our client -> member
+            while True:
+                m: Message = await receive()
+                if m["type"] == "websocket.disconnect":
+                    await run_in_threadpool(up.close)
+                    return
+                data: Any = m.get("text") if m.get("text") is not None else m.get("bytes")
+                if data is not None:
+                    with contextlib.suppress(StreamClosed, OSError):
+                        await run_in_threadpool(up.send, data)
+
+        await send({"type": "websocket.accept"})
+        tasks = [asyncio.ensure_future(downstream()), asyncio.ensure_future(upstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            up.close_socket()
+
+
+def _next(pieces: Iterator[bytes]) -> bytes | None:
+    return next(pieces, None)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, error: str,
+                  kind: str) -> None:
+    """The one-line error answer (a websocket is closed with the error as reason)."""
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.close", "code": 4000 + status,
+                    "reason": error[:120]})
+        return
+    from fastapi.responses import JSONResponse
+
+    await JSONResponse({"error": error, "type": kind}, status_code=status)(
+        scope, receive, send)
+

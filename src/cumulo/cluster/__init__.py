@@ -1,0 +1,2 @@
+"""Several cumulod as one cluster on a shared PostgreSQL store: membership, forwarding,
+placement at launch, evacuation."""

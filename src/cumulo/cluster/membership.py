@@ -1,0 +1,218 @@
+"""Membership: enabling the cluster on the first host, join tokens, joining, heartbeats,
+and this member's identity (kept in STATE_DIR/cluster.json, mode 0600).
+
+Every member serves the whole cluster's store; a member presents its own token (kept in
+the shared tokens table as ``member-NAME``, so every member accepts it) when it forwards
+a request to another member's --listen address.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cumulo.domain.units import validate_name
+from cumulo.errors import ConflictError, CumuloError, InvalidInputError, UnsupportedError
+from cumulo.host.info import HostInfo
+from cumulo.store.cluster import ONLINE, ClusterStore, Member, Usage
+from cumulo.store.hosts import HostStore, Remote
+
+log = logging.getLogger(__name__)
+IDENTITY = "cluster.json"
+TOKEN_PREFIX = "cumulo-join:"
+HEARTBEAT = 2.0        # seconds between heartbeats
+OFFLINE_AFTER = 10.0   # a member silent this long is offline
+JOIN_TTL = 3600.0      # a join token's lifetime
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this daemon is in the cluster."""
+    member: str
+    database: str
+    token: str          # presented to the other members
+
+    def save(self, state_dir: Path) -> None:
+        path = state_dir / IDENTITY
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"member": self.member, "database": self.database,
+                       "token": self.token}, f)
+
+    @staticmethod
+    def load(state_dir: Path) -> Identity | None:
+        path = state_dir / IDENTITY
+        if not path.exists():
+            return None
+        d = json.loads(path.read_text())
+        return Identity(d["member"], d["database"], d["token"])
+
+
+@dataclass(frozen=True)
+class JoinToken:
+    database: str
+    name: str
+    secret: str
+
+    def encode(self) -> str:
+        raw = json.dumps({"db": self.database, "name": self.name, "secret": self.secret})
+        return TOKEN_PREFIX + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @staticmethod
+    def decode(token: str) -> JoinToken:
+        body = token.strip().removeprefix(TOKEN_PREFIX)
+        try:
+            d = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            return JoinToken(str(d["db"]), str(d["name"]), str(d["secret"]))
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            raise InvalidInputError("not a join token: use the line `cumulo cluster add NAME`"
+                                    " printed") from None
+
+
+def features(host: HostInfo, drivers: list[str]) -> dict[str, Any]:
+    """What a member offers, from its host probe."""
+    return {"kvm": host.kvm_usable, "criu": host.criu_check, "arch": host.arch,
+            "runtimes": sorted(host.oci_runtimes), "instance_types": sorted(drivers)}
+
+
+class Membership:
+    """This daemon's side of the cluster (``identity`` None: not in one)."""
+
+    def __init__(self, store: ClusterStore, hosts: HostStore, state_dir: Path,
+                 host: HostInfo, drivers: list[str], address: str | None,
+                 heartbeat: float = HEARTBEAT, offline_after: float = OFFLINE_AFTER) -> None:
+        self.store, self.hosts, self.state_dir = store, hosts, state_dir
+        self.host, self.drivers, self.address = host, drivers, address
+        self.identity = Identity.load(state_dir)
+        self.heartbeat_interval, self.offline_after = heartbeat, offline_after
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_beat: list[Any] = []    # called after each heartbeat (recovery of others)
+
+    @property
+    def member(self) -> str | None:
+        return self.identity.member if self.identity else None
+
+    def _require(self) -> Identity:
+        if self.identity is None:
+            raise ConflictError("this host is in no cluster: `cumulo cluster enable` first")
+        return self.identity
+
+    def _me(self, name: str) -> Member:
+        total = shutil.disk_usage(self.state_dir).total
+        return Member(name=name, address=self.address or "", state=ONLINE,
+                      cpus=self.host.cpus, memory=self.host.memory_bytes, disk=total,
+                      features=features(self.host, self.drivers))
+
+    def _become(self, name: str) -> None:
+        """Register this host as member ``name`` with a token of its own."""
+        token = secrets.token_urlsafe(32)
+        self.store.add_member(self._me(name))
+        self.hosts.add_token(f"member-{name}", token)
+        self.identity = Identity(name, self.store.db.url, token)
+        self.identity.save(self.state_dir)
+
+    # the first member
+    def enable(self, name: str) -> Member:
+        validate_name(name)
+        if self.identity is not None:
+            raise ConflictError(f"this host is already member {self.identity.member!r} of a"
+                                " cluster")
+        if self.store.db.engine.dialect.name != "postgresql":
+            raise UnsupportedError("a cluster needs a store the members share: start cumulod"
+                                   " with --database postgresql://... (this one is on SQLite)")
+        if not self.address:
+            raise UnsupportedError("the members reach each other over --listen HOST:PORT:"
+                                   " start cumulod with it")
+        if self.store.list_members():
+            raise ConflictError("this store already holds a cluster: join it with"
+                                " `cumulod --join TOKEN` instead")
+        self._become(name)
+        self.store.claim_unplaced(name)
+        self.start()
+        return self.store.get_member(name)
+
+    def add(self, name: str, ttl: float = JOIN_TTL) -> tuple[str, str]:
+        """A single-use join token for a new member ``name``; and when it expires."""
+        self._require()
+        validate_name(name)
+        if ttl <= 0:
+            raise InvalidInputError("the token's lifetime must be positive")
+        secret = secrets.token_urlsafe(32)
+        expires = self.store.add_join_token(name, secret, ttl)
+        return JoinToken(self.store.db.url, name, secret).encode(), \
+            f"{expires:%Y-%m-%d %H:%M:%S} UTC"
+
+    # a new member, at its daemon's start (cumulod --join TOKEN)
+    def join(self, token: JoinToken) -> None:
+        if self.identity is not None:
+            raise ConflictError(f"this host is already member {self.identity.member!r}")
+        if not self.address:
+            raise UnsupportedError("a member needs --listen HOST:PORT: the others reach it"
+                                   " there")
+        self.store.use_join_token(token.name, token.secret)
+        self._become(token.name)
+        log.info("joined the cluster as member %s", token.name)
+
+    # reads
+    def members(self) -> list[tuple[Member, Usage]]:
+        self._require()
+        usage = self.store.usage()
+        return [(m, usage.get(m.name, Usage())) for m in self.store.list_members()]
+
+    def state_of(self, m: Member) -> str:
+        return m.effective(self.offline_after)
+
+    def remote_for(self, member: str) -> Remote:
+        """How this member reaches ``member``'s API."""
+        me = self._require()
+        m = self.store.get_member(member)
+        if self.state_of(m) == "offline":
+            raise ConflictError(f"member {member!r} is offline (silent for {m.silent:.0f} s)")
+        return Remote(name=member, url=f"http://{m.address}", token=me.token)
+
+    def is_local(self, location: str | None) -> bool:
+        return self.identity is None or location is None or location == self.identity.member
+
+    def offline_members(self) -> set[str]:
+        if self.identity is None:
+            return set()
+        return {m.name for m in self.store.list_members() if self.state_of(m) == "offline"}
+
+    # heartbeats
+    def beat(self) -> None:
+        me = self._require()
+        self.store.heartbeat(me.member, self.address or "",
+                             features(self.host, self.drivers))
+
+    def start(self) -> None:
+        if self.identity is None or self._thread is not None:
+            return
+        self.beat()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.heartbeat_interval):
+            try:
+                self.beat()
+                for hook in self.on_beat:
+                    hook()
+            except CumuloError as err:   # the store away for a moment: try again
+                log.warning("heartbeat failed: %s", err)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)

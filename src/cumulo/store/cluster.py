@@ -1,0 +1,173 @@
+"""Typed reads and writes of the cluster: members, their heartbeats, join tokens, and
+where instances run. The lead merges this with h-sched's ``store/members.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from cumulo.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
+from cumulo.store.db import Database
+from cumulo.store.hosts import digest
+from cumulo.store.tables import (
+    InstanceRow,
+    JoinTokenRow,
+    MemberRow,
+    ProjectRow,
+    utcnow,
+)
+
+ONLINE, OFFLINE, EVACUATED = "online", "offline", "evacuated"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    address: str                      # HOST:PORT of its --listen
+    state: str                        # online, evacuated (as written; see ``effective``)
+    cpus: int
+    memory: int                       # bytes
+    disk: int                         # bytes
+    groups: list[str] = field(default_factory=list)
+    features: dict[str, Any] = field(default_factory=dict)
+    heartbeat: datetime | None = None
+    silent: float = 0.0               # seconds since its last heartbeat, by the DB's clock
+
+    def effective(self, offline_after: float) -> str:
+        """online, offline (silent too long) or evacuated."""
+        if self.state == EVACUATED:
+            return EVACUATED
+        return OFFLINE if self.silent > offline_after else ONLINE
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What is declared on a member: instances and the memory and CPUs of their limits."""
+    instances: int = 0
+    memory: int = 0
+    cpus: float = 0.0
+
+
+def _member(row: MemberRow, now: datetime) -> Member:
+    return Member(row.name, row.address, row.state, row.cpus, row.memory, row.disk,
+                  list(row.groups or []), dict(row.features or {}), row.heartbeat,
+                  max(0.0, (now - row.heartbeat).total_seconds()))
+
+
+class ClusterStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _now(self, s: Any) -> datetime:
+        """The database's clock: every member compares heartbeats with the same one."""
+        if self.db.engine.dialect.name == "postgresql":
+            now: datetime = s.scalar(select(func.now()))
+            return now
+        return utcnow()
+
+    # members
+    def add_member(self, m: Member) -> None:
+        try:
+            with self.db.session() as s:
+                s.add(MemberRow(name=m.name, address=m.address, state=m.state, cpus=m.cpus,
+                                memory=m.memory, disk=m.disk, groups=list(m.groups),
+                                features=dict(m.features), heartbeat=self._now(s)))
+        except StoreError as err:
+            if isinstance(err.__cause__, IntegrityError):
+                raise ConflictError(f"member {m.name!r} already exists") from None
+            raise
+
+    def list_members(self) -> list[Member]:
+        with self.db.session() as s:
+            now = self._now(s)
+            return [_member(r, now) for r in s.scalars(select(MemberRow).order_by(MemberRow.name))]
+
+    def get_member(self, name: str) -> Member:
+        with self.db.session() as s:
+            row = s.scalar(select(MemberRow).where(MemberRow.name == name))
+            if row is None:
+                raise NotFoundError("member", name)
+            return _member(row, self._now(s))
+
+    def heartbeat(self, name: str, address: str, features: dict[str, Any]) -> None:
+        with self.db.session() as s:
+            row = s.scalar(select(MemberRow).where(MemberRow.name == name))
+            if row is None:
+                raise NotFoundError("member", name)
+            row.heartbeat, row.address, row.features = self._now(s), address, dict(features)
+
+    def set_state(self, name: str, state: str) -> None:
+        with self.db.session() as s:
+            row = s.scalar(select(MemberRow).where(MemberRow.name == name))
+            if row is None:
+                raise NotFoundError("member", name)
+            row.state = state
+
+    def usage(self) -> dict[str, Usage]:
+        """Declared usage per member (instances without a location are not counted)."""
+        out: dict[str, list[Any]] = {}
+        with self.db.session() as s:
+            for loc, limits in s.execute(select(InstanceRow.location, InstanceRow.limits)
+                                         .where(InstanceRow.location.is_not(None))):
+                u = out.setdefault(loc, [0, 0, 0.0])
+                u[0] += 1
+                u[1] += int((limits or {}).get("memory") or 0)
+                u[2] += float((limits or {}).get("cpus") or 0)
+        return {k: Usage(*v) for k, v in out.items()}
+
+    # instances
+    def location(self, project: str, name: str) -> str | None:
+        """The member an instance runs on; None if there is no such instance or no cluster."""
+        with self.db.session() as s:
+            return s.scalar(select(InstanceRow.location)
+                            .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
+                            .where(ProjectRow.name == project, InstanceRow.name == name))
+
+    def instances_on(self, member: str, origin: bool = False) -> list[tuple[str, str, str]]:
+        """(project, name, location) of the instances on ``member`` (``origin``: those
+        evacuated from it)."""
+        col = InstanceRow.origin if origin else InstanceRow.location
+        with self.db.session() as s:
+            q = (select(ProjectRow.name, InstanceRow.name, InstanceRow.location)
+                 .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
+                 .where(col == member).order_by(InstanceRow.name))
+            return [(p, n, loc or "") for p, n, loc in s.execute(q)]
+
+    def claim_unplaced(self, member: str) -> int:
+        """Instances made before the cluster existed run on its first member."""
+        with self.db.session() as s:
+            rows = list(s.scalars(select(InstanceRow).where(InstanceRow.location.is_(None))))
+            for row in rows:
+                row.location = member
+            return len(rows)
+
+    # join tokens
+    def add_join_token(self, name: str, token: str, ttl: float) -> datetime:
+        with self.db.session() as s:
+            if s.scalar(select(MemberRow.id).where(MemberRow.name == name)) is not None:
+                raise ConflictError(f"member {name!r} already exists")
+            expires = self._now(s) + timedelta(seconds=ttl)
+            s.add(JoinTokenRow(name=name, sha256=digest(token), expires_at=expires))
+            return expires
+
+    def use_join_token(self, name: str, token: str) -> None:
+        """Take the token (once): unknown, used, expired or for another name is refused."""
+        with self.db.session(modify=True) as s:
+            row = s.scalar(select(JoinTokenRow).where(JoinTokenRow.sha256 == digest(token))
+                           .with_for_update())
+            if row is None or row.name != name:
+                raise InvalidInputError("this join token is not known to the cluster")
+            if row.used_at is not None:
+                raise InvalidInputError(f"this join token was already used (by member"
+                                        f" {row.name!r}): ask for a new one with"
+                                        f" `cumulo cluster add {row.name}`")
+            now = self._now(s)
+            if row.expires_at <= now:
+                raise InvalidInputError(f"this join token expired at"
+                                        f" {row.expires_at:%Y-%m-%d %H:%M:%S} UTC: ask for a"
+                                        f" new one with `cumulo cluster add {row.name}`")
+            row.used_at = now
