@@ -99,7 +99,7 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
         networks.ensure_default(state_dir / "default-network.created")
     storage = StorageService(state_dir, VolumeStore(store.db))
     instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks,
-                                storage, cluster if cluster.identity else None)
+                                storage, cluster)
     instances.reconcile()
     volumes = VolumeService(storage, instances)
     identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))

@@ -160,6 +160,11 @@ class InstanceService:
                 " file (needs the BFQ I/O scheduler on cgroup v1, or io.weight on cgroup v2)")
         return limits
 
+    @property
+    def member(self) -> str | None:
+        """This daemon's member name, None when it is in no cluster."""
+        return self.cluster.member if self.cluster is not None else None
+
     def local(self, inst: Instance) -> bool:
         """Whether this daemon drives the instance (in a cluster: it runs on this member)."""
         return self.cluster is None or self.cluster.is_local(inst.location)
@@ -247,7 +252,7 @@ class InstanceService:
                 project=project, name=req.name, type=req.type, image=image.fingerprint,
                 state=State.CREATING, limits=limits, privileged=req.privileged,
                 command=command, options=options, nics=nics, root=root,
-                location=self.cluster.member if self.cluster else None,
+                location=self.member,
                 ephemeral=req.ephemeral))
             self.networks.nics_changed(project, [n.network for n in nics])
 

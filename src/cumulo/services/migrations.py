@@ -114,14 +114,15 @@ class MigrationService:
     def _remote(self, name: str) -> Remote:
         """A remote by name; in a cluster a member's name is one too (its own token)."""
         cluster = self.instances.cluster
-        if cluster is not None and name not in {r.name for r in self.hosts.list_remotes()}:
+        if cluster is not None and self.instances.member is not None \
+                and name not in {r.name for r in self.hosts.list_remotes()}:
             return cluster.remote_for(name)
         return self.hosts.get_remote(name)
 
     def _being_received(self, inst: Instance) -> bool:
         """In a cluster the row is shared and keeps its state while it moves: what this
         member receives is what it has made for it (``_made``)."""
-        if self.instances.cluster is not None:
+        if self.instances.member is not None:
             return (inst.project, inst.name) in self._made
         return inst.state == State.CREATING
 
@@ -247,7 +248,7 @@ class MigrationService:
         root = None if root_req is None or storage is None else storage.plan_root(
             None, bool(root_req.get("copy")), root_req.get("size"))
         networks = self.instances.networks
-        if self.instances.cluster is not None:   # the row is shared: it moves, not copied
+        if self.instances.member is not None:   # the row is shared: it moves, not copied
             inst = self.instances.store.get_instance(project, name)
             if self.instances.local(inst) or (project, name) in self._made:
                 raise ConflictError(f"instance {name!r} is already on this member")
@@ -302,8 +303,7 @@ class MigrationService:
         inst = self.instances.store.get_instance(project, name)
         if not self._being_received(inst):
             raise ConflictError(f"instance {name!r} is not being received")
-        here = {} if self.instances.cluster is None else {
-            "location": self.instances.cluster.member}
+        here = {} if self.instances.member is None else {"location": self.instances.member}
         if (archive := self._archive_driver(inst.type)) is not None:
             try:
                 state = archive_migration.finish(self.instances, archive, inst, start)
