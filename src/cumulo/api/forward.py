@@ -198,10 +198,17 @@ def _next(pieces: Iterator[bytes]) -> bytes | None:
 async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, error: str,
                   kind: str) -> None:
     """The one-line error answer (a websocket is closed with the error as reason)."""
-    if scope["type"] == "websocket":
+    if scope["type"] == "websocket":   # as the streams say errors (api/exec_ws.py)
         await receive()
-        await send({"type": "websocket.close", "code": 4000 + status,
-                    "reason": error[:120]})
+        if status == 401:
+            await send({"type": "websocket.close", "code": 4401, "reason": error[:120]})
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send",
+                    "text": json.dumps({"error": error, "type": kind, "status": status})})
+        with contextlib.suppress(TimeoutError):   # an exec client sends its request first
+            await asyncio.wait_for(receive(), 5)
+        await send({"type": "websocket.close", "code": 1000})
         return
     from fastapi.responses import JSONResponse
 
