@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="in a cluster: how often this member says it is alive (default 2)")
     p.add_argument("--offline-after", type=float, default=None, metavar="SECONDS",
                    help="in a cluster: a member silent this long is offline (default 10)")
+    p.add_argument("--ephemeral-grace", type=float, default=None, metavar="SECONDS",
+                   help="in a cluster: how long past offline a member's ephemeral instances"
+                        " wait before they are recreated on another member (default 30)")
     p.add_argument("--cgroup-parent", default=None,
                    help="cgroup under which instances live (default cumulo, or cumulo-HASH "
                         "for another state dir)")
@@ -208,7 +211,8 @@ def run(args: argparse.Namespace) -> None:
                              subnet_pool=args.subnet_pool,
                              listen_host=listen[0] if listen else None,
                              listen=args.listen, join=join, heartbeat=args.heartbeat,
-                             offline_after=args.offline_after)
+                             offline_after=args.offline_after,
+                             ephemeral_grace=args.ephemeral_grace)
         svc.cluster.start()
         svc.history.interval = args.history_interval
         svc.history.start()

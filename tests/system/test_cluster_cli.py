@@ -38,7 +38,7 @@ def member_daemon(top: Path, ns: str, ip: str, tag: str, extra: list[str]) -> Da
                cgroup_parent=f"cumulo-cl-{top.name}-{tag}", log=top / "cumulod.log",
                wrapper=["nsenter", f"--net=/run/netns/{ns}"])
     d.extra = [*d.extra, "--listen", f"{ip}:8443", "--heartbeat", "0.5",
-               "--offline-after", "3", *extra]
+               "--offline-after", "3", "--ephemeral-grace", "2", *extra]
     d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
     return d
 
@@ -234,10 +234,16 @@ def test_sqlite_host_cannot_enable(daemon: Daemon) -> None:
 def test_killed_member_goes_offline(cluster: tuple[list[Daemon], str]) -> None:
     m1, m2, m3 = cluster[0]
     m1.cli("launch", "busybox", "lost", "--target", "m3", "--", "sleep", "1000")
-    m3.stop(signal.SIGKILL)   # its container runs on; nobody hears from m3
+    m1.cli("launch", "busybox", "cattle", "--target", "m3", "--ephemeral", "--", "sleep",
+           "1000")
+    m3.stop(signal.SIGKILL)   # its containers run on; nobody hears from m3
     try:
         poll("m3 offline", lambda: members(m1)["m3"]["state"] == "offline")
         assert listed(m2)["lost"]["state"] == "unreachable"   # not "stopped"
+        # the ephemeral one comes back from its image on another member, after the grace
+        poll("cattle recreated", lambda: listed(m2)["cattle"]["location"] != "m3"
+             and listed(m2)["cattle"]["state"] == "running")
+        assert listed(m1)["lost"]["location"] == "m3"   # the stateful one waits
         one_line_error(m1.cli("launch", "busybox", "x", "--target", "m3", check=False),
                        "member 'm3' is offline")
         one_line_error(m1.cli("exec", "lost", "--", "true", check=False), "offline")
@@ -250,4 +256,9 @@ def test_killed_member_goes_offline(cluster: tuple[list[Daemon], str]) -> None:
         m3.start()
     poll("m3 online", lambda: members(m1)["m3"]["state"] == "online")
     assert listed(m1)["lost"]["state"] == "running"
+    # m3's old copy of the ephemeral one is gone (it runs elsewhere); it answers there
+    assert m3.cli("exec", "cattle", "--", "true").returncode == 0
+    assert (m3.state_dir / "instances" / "default_lost").is_dir()
+    assert not (m3.state_dir / "instances" / "default_cattle").exists()
     m1.cli("delete", "lost", "--force")
+    m1.cli("delete", "cattle", "--force")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.cluster.membership import JoinToken, Membership
+from cumulo.cluster.recover import GRACE, Recovery
 from cumulo.drivers.base import InstanceDriver
 from cumulo.drivers.registry import DriverContext, create_driver
 from cumulo.errors import ConflictError
@@ -65,8 +66,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                    net_kind: str = "linux", default_network: bool = False,
                    subnet_pool: str | None = None, listen_host: str | None = None,
                    listen: str | None = None, join: JoinToken | None = None,
-                   heartbeat: float | None = None, offline_after: float | None = None
-                   ) -> Services:
+                   heartbeat: float | None = None, offline_after: float | None = None,
+                   ephemeral_grace: float | None = None) -> Services:
     """``driver_kinds`` maps instance type to driver name (tests map container to fake);
     ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only); ``listen``: the
     HOST:PORT other members reach; ``join``: become a member of the cluster of that
@@ -101,6 +102,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks,
                                 storage, cluster)
     instances.reconcile()
+    cluster.on_beat.append(Recovery(cluster, instances, GRACE if ephemeral_grace is None
+                                    else ephemeral_grace).run)
     volumes = VolumeService(storage, instances)
     identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))
     return Services(store, ops, host, instances, images, networks, storage, volumes,

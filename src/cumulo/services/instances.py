@@ -411,6 +411,28 @@ class InstanceService:
                                    f" 'cumulo exec {name} -- sh' (and 'cumulo logs' for output)")
         return driver.open_console(inst.host_id)
 
+    def recreate(self, project: str, name: str) -> Instance:
+        """Run an instance that was just placed here anew from its image (an ephemeral one
+        whose member was lost): its state there is gone."""
+        inst = self.store.get_instance(project, name)
+        driver = self._driver(inst.type)
+        spec = self._spec(inst)
+        with self._locked(inst):
+            try:
+                if isinstance(driver, Launches):
+                    driver.launch(spec)
+                else:
+                    driver.create(spec)
+                    driver.start(spec)
+            except CumuloError as err:
+                self.store.update_instance(project, name, state=State.ERROR,
+                                           last_error=f"recreating it here failed: {err}")
+                raise
+            inst = self.store.update_instance(project, name, state=State.RUNNING,
+                                              exit_code=None, last_error=None)
+        self.events.lifecycle("recreated", project, name, member=self.member)
+        return inst
+
     # daemon start
     def reconcile(self) -> None:
         """Make the store agree with what really runs on the host."""
@@ -419,7 +441,7 @@ class InstanceService:
             driver = self.drivers.get(inst.type)
             if driver is None:
                 continue
-            if not self.local(inst):   # another member's
+            if not self.local(inst):   # another member's (a copy here is a leftover)
                 continue
             known.add((inst.type, inst.host_id))
             if inst.state == State.CREATING:  # the daemon died mid-create: roll it back

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cumulo.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
@@ -136,6 +136,24 @@ class ClusterStore:
                  .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
                  .where(col == member).order_by(InstanceRow.name))
             return [(p, n, loc or "") for p, n, loc in s.execute(q)]
+
+    def ephemeral_on(self, member: str) -> list[tuple[str, str]]:
+        """(project, name) of the ephemeral instances on ``member``."""
+        with self.db.session() as s:
+            q = (select(ProjectRow.name, InstanceRow.name)
+                 .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
+                 .where(InstanceRow.location == member, InstanceRow.ephemeral.is_(True)))
+            return [(p, n) for p, n in s.execute(q)]
+
+    def claim(self, project: str, name: str, old: str, new: str) -> bool:
+        """Move an instance's location from ``old`` to ``new`` if it is still on ``old``
+        (one member wins when several try)."""
+        with self.db.session() as s:
+            pid = select(ProjectRow.id).where(ProjectRow.name == project).scalar_subquery()
+            res = s.execute(update(InstanceRow).where(
+                InstanceRow.project_id == pid, InstanceRow.name == name,
+                InstanceRow.location == old).values(location=new))
+            return bool(getattr(res, "rowcount", 0) == 1)
 
     def claim_unplaced(self, member: str) -> int:
         """Instances made before the cluster existed run on its first member."""
