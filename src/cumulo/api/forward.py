@@ -82,7 +82,9 @@ class Forward:
                                        self.cluster.store.usage(), self.cluster.offline_after)
             return None if target == me else target
         if m := _OPERATION.match(path):
-            return self.ops.get(m.group(1))
+            if (member := self.ops.get(m.group(1))) is None:
+                member = self.cluster.store.operation_member(m.group(1))
+            return None if member == me else member
         if m := _INSTANCE.match(path):
             project = (query.get("project") or ["default"])[0]
             loc = self.cluster.store.location(project, m.group(1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,10 +83,11 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     except BaseException:
         store.close()
         raise
-    if cluster.identity is None:  # in a cluster, other members' operations may be running
-        store.fail_unfinished_operations("the daemon stopped while this operation ran")
+    store.fail_unfinished_operations("the daemon stopped while this operation ran",
+                                     cluster.member)
     events = EventBus()
     ops = Operations(store, events=events)
+    ops.member = lambda: cluster.member
     drivers: dict[str, InstanceDriver] = {}
     for type_, kind in kinds.items():
         ctx = DriverContext(state_dir=state_dir / type_, runtime_dir=runtime_dir / type_,
@@ -104,12 +106,27 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     instances.reconcile()
     cluster.on_beat.append(Recovery(cluster, instances, GRACE if ephemeral_grace is None
                                     else ephemeral_grace).run)
+    cluster.on_beat.append(_network_sync(store, networks))
     volumes = VolumeService(storage, instances)
     identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))
     return Services(store, ops, host, instances, images, networks, storage, volumes,
                     CheckpointService(instances),
                     MigrationService(instances, HostStore(store.db), listen_host, identities),
                     events, History(instances), identities, cluster)
+
+
+def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
+    """In a cluster, a network another member created gets its bridge here too (checked
+    after each heartbeat)."""
+    seen = {n.bridge for n in store.list_networks()}
+
+    def sync() -> None:
+        nonlocal seen
+        now = {n.bridge for n in store.list_networks()}
+        if now != seen:
+            networks.reconcile()
+            seen = now
+    return sync
 
 
 def _membership(store: Store, state_dir: Path, host: HostInfo, types: list[str],

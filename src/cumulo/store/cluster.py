@@ -17,6 +17,7 @@ from cumulo.store.tables import (
     InstanceRow,
     JoinTokenRow,
     MemberRow,
+    OperationRow,
     ProjectRow,
     utcnow,
 )
@@ -154,6 +155,16 @@ class ClusterStore:
                 InstanceRow.project_id == pid, InstanceRow.name == name,
                 InstanceRow.location == old).values(location=new))
             return bool(getattr(res, "rowcount", 0) == 1)
+
+    def operation_member(self, op_id: str) -> str | None:
+        """The member running an unfinished operation (None: finished, unknown, or made
+        outside a cluster): its daemon is the one that knows how it goes."""
+        with self.db.session() as s:
+            row = s.get(OperationRow, op_id)
+            if row is None or row.status not in ("pending", "running"):
+                return None
+            member = (row.resources or {}).get("member")
+            return member if isinstance(member, str) else None
 
     def claim_unplaced(self, member: str) -> int:
         """Instances made before the cluster existed run on its first member."""

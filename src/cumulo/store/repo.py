@@ -385,11 +385,13 @@ class Store:
             q = select(OperationRow).order_by(OperationRow.created_at.desc()).limit(limit)
             return [self._operation(r) for r in s.scalars(q)]
 
-    def fail_unfinished_operations(self, reason: str) -> int:
-        """Operations cut off by a daemon stop can never finish: mark them failed."""
+    def fail_unfinished_operations(self, reason: str, member: str | None = None) -> int:
+        """Operations cut off by a daemon stop can never finish: mark them failed.
+        ``member``: in a cluster, only this member's (the others' may be running)."""
         with self.db.session() as s:
-            rows = list(s.scalars(select(OperationRow).where(
-                OperationRow.status.in_([OpStatus.PENDING.value, OpStatus.RUNNING.value]))))
+            rows = [r for r in s.scalars(select(OperationRow).where(
+                OperationRow.status.in_([OpStatus.PENDING.value, OpStatus.RUNNING.value])))
+                if member is None or (r.resources or {}).get("member") == member]
             for row in rows:
                 row.status, row.error, row.updated_at = OpStatus.FAILURE.value, reason, utcnow()
             return len(rows)
