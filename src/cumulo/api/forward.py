@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.client import Client
-from cumulo.cluster.choose import choose_member
+from cumulo.cluster.choose import Place, spread
 from cumulo.cluster.membership import Membership
 from cumulo.errors import CumuloError
 from cumulo.store.hosts import Remote
@@ -37,8 +37,11 @@ class Forward:
     """ASGI middleware (inside the token check): forward what another member must answer."""
 
     def __init__(self, app: ASGIApp, cluster: Membership,
-                 ws_allowed: Callable[[Scope], bool] = lambda _s: True) -> None:
+                 ws_allowed: Callable[[Scope], bool] = lambda _s: True,
+                 place: Place | None = None) -> None:
         self.app, self.cluster, self.ws_allowed = app, cluster, ws_allowed
+        # (project, request body, --target or None) -> member: the placement at launch
+        self.place: Place = place or spread(cluster)
         self.ops: dict[str, str] = {}   # operation id -> member, for ones we forwarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,8 +52,13 @@ class Forward:
         if FORWARDED in headers:
             await self.app(scope, receive, send)
             return
+        body: bytes | None = None
+        if scope["type"] == "http" and scope["path"] == "/1.0/instances" \
+                and scope.get("method") == "POST":   # where it goes depends on the request
+            body = await _read(receive)
+            receive = _replay(body)
         try:
-            member = await run_in_threadpool(self._member_for, scope)
+            member = await run_in_threadpool(self._member_for, scope, body)
             remote = None if member is None else await run_in_threadpool(
                 self.cluster.remote_for, member)
         except CumuloError as err:
@@ -61,25 +69,26 @@ class Forward:
         if remote is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "http":
-            await self._http(scope, receive, send, remote, headers)
+            await self._http(scope, receive, send, remote, headers, body)
         elif not self.ws_allowed(scope):   # websockets get no token check before here
             await _refuse(scope, receive, send, 401, "over TCP this cumulod needs a token",
                           "AuthError")
         else:
             await self._websocket(scope, receive, send, remote)
 
-    def _member_for(self, scope: Scope) -> str | None:
+    def _member_for(self, scope: Scope, body: bytes | None) -> str | None:
         """The member that must answer, or None for this one."""
         path, method = scope["path"], scope.get("method", "GET")
         query = parse_qs(scope.get("query_string", b"").decode())
         me = self.cluster.member
-        if path == "/1.0/instances" and method == "POST":
-            target = (query.get("target") or [None])[0]
-            if target:
-                self.cluster.store.get_member(target)   # 404 for an unknown one
-            else:
-                target = choose_member(self.cluster.store.list_members(),
-                                       self.cluster.store.usage(), self.cluster.offline_after)
+        if body is not None:   # a new instance: placed by ``self.place``
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                return None   # the route says what is wrong with it
+            target = self.place((query.get("project") or ["default"])[0],
+                                request if isinstance(request, dict) else {},
+                                (query.get("target") or [None])[0])
             return None if target == me else target
         if m := _OPERATION.match(path):
             if (member := self.ops.get(m.group(1))) is None:
@@ -105,13 +114,9 @@ class Forward:
                 self.ops[op["id"]] = member
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, remote: Remote,
-                    headers: dict[str, str]) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+                    headers: dict[str, str], body: bytes | None) -> None:
+        if body is None:
+            body = await _read(receive)
         path = scope["path"].removeprefix("/1.0")
         if qs := scope.get("query_string", b"").decode():
             path += "?" + qs
@@ -191,6 +196,28 @@ class Forward:
             for t in tasks:
                 t.cancel()
             up.close_socket()
+
+
+async def _read(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        msg = await receive()
+        body += bytes(msg.get("body", b""))
+        if not msg.get("more_body"):
+            return body
+
+
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that gives ``body`` again (it was read to place the request)."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+    return receive
 
 
 def _next(pieces: Iterator[bytes]) -> bytes | None:

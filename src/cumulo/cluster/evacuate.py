@@ -69,15 +69,24 @@ class Evacuation:
         def work(progress: Progress) -> dict[str, Any]:
             todo = self.cluster.store.instances_on(member)
             moved: list[str] = []
+            failed: list[str] = []
             for i, (project, name, _loc) in enumerate(todo):
                 dest = choose_member(self.cluster.store.list_members(),
                                      self.cluster.store.usage(),
                                      self.cluster.offline_after, exclude=[member])
                 progress(i / max(len(todo), 1), f"moving {name} to {dest}"
                                                  f" ({i + 1}/{len(todo)})")
-                how = self._move(project, name, member, dest)
+                try:   # one that cannot move does not keep the others
+                    how = self._move(project, name, member, dest)
+                except CumuloError as err:
+                    log.error("evacuating %s: %s stays: %s", member, name, err)
+                    failed.append(f"{name} ({err})")
+                    continue
                 self.instances.store.update_instance(project, name, origin=member)
                 moved.append(f"{name} -> {dest} ({how})")
+            if failed:
+                raise ConflictError(f"{len(moved)} instance(s) moved off {member}, these stay"
+                                    f" on it: {'; '.join(failed)}")
             progress(1.0, f"{len(moved)} instance(s) moved off {member}")
             return {"moved": moved}
 

@@ -107,6 +107,17 @@ class Membership:
             raise ConflictError("this host is in no cluster: `cumulo cluster enable` first")
         return self.identity
 
+    def _check_address(self) -> str:
+        """The --listen address the other members will use: it must be one they reach."""
+        if not self.address:
+            raise UnsupportedError("a cluster member needs --listen HOST:PORT: the other"
+                                   " members reach it there")
+        host = self.address.rpartition(":")[0].strip("[]")
+        if host in ("0.0.0.0", "::", ""):
+            raise UnsupportedError(f"--listen {self.address} is no address the other members"
+                                   " can use: listen on this host's address in their network")
+        return self.address
+
     def _me(self, name: str) -> Member:
         total = shutil.disk_usage(self.state_dir).total
         return Member(name=name, address=self.address or "", state=ONLINE,
@@ -130,9 +141,7 @@ class Membership:
         if self.store.db.engine.dialect.name != "postgresql":
             raise UnsupportedError("a cluster needs a store the members share: start cumulod"
                                    " with --database postgresql://... (this one is on SQLite)")
-        if not self.address:
-            raise UnsupportedError("the members reach each other over --listen HOST:PORT:"
-                                   " start cumulod with it")
+        self._check_address()
         if self.store.list_members():
             raise ConflictError("this store already holds a cluster: join it with"
                                 " `cumulod --join TOKEN` instead")
@@ -156,9 +165,7 @@ class Membership:
     def join(self, token: JoinToken) -> None:
         if self.identity is not None:
             raise ConflictError(f"this host is already member {self.identity.member!r}")
-        if not self.address:
-            raise UnsupportedError("a member needs --listen HOST:PORT: the others reach it"
-                                   " there")
+        self._check_address()
         self.store.use_join_token(token.name, token.secret)
         self._become(token.name)
         log.info("joined the cluster as member %s", token.name)
@@ -197,6 +204,7 @@ class Membership:
     def start(self) -> None:
         if self.identity is None or self._thread is not None:
             return
+        self._check_address()
         self.beat()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
         self._thread.start()

@@ -176,6 +176,17 @@ class InstanceService:
     def list(self, project: str | None) -> list[Instance]:
         return [self.refresh(i) for i in self.store.list_instances(project)]
 
+    def _here(self, project: str, name: str) -> Instance:
+        """The instance, which this daemon must drive: another member's is refused (the
+        API forwards requests for it to that member before they get here)."""
+        return self._mine(self.get(project, name))
+
+    def _mine(self, inst: Instance) -> Instance:
+        if not self.local(inst):
+            raise ConflictError(f"instance {inst.name!r} runs on member {inst.location!r}:"
+                                " ask that member (any member forwards it there)")
+        return inst
+
     def refresh(self, inst: Instance) -> Instance:
         """Notice a PID 1 that exited on its own since we last looked."""
         if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):
@@ -298,7 +309,7 @@ class InstanceService:
         self.networks.nics_changed(inst.project, [n.network for n in inst.nics])
 
     def delete(self, project: str, name: str, force: bool = False) -> Operation:
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         if inst.state == State.CREATING:
             raise ConflictError(f"instance {name!r} is still being created")
         if not force:
@@ -323,7 +334,7 @@ class InstanceService:
     # state changes
     def change_state(self, project: str, name: str, action: Action, timeout: float = 30.0,
                      force: bool = False) -> Operation:
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         guard(name, inst.state, action)
         driver = self._driver(inst.type)
 
@@ -366,7 +377,7 @@ class InstanceService:
 
     def update_limits(self, project: str, name: str, changes: dict[str, Any]) -> Instance:
         """Change limits: at once on a running instance, at next start on a stopped one."""
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         guard(name, inst.state, Action.UPDATE)
         current = inst.limits.to_dict()
         for key, value in changes.items():
@@ -383,7 +394,7 @@ class InstanceService:
 
     # exec and console
     def exec(self, project: str, name: str, request: ExecRequest) -> ExecSession:
-        inst = self.store.get_instance(project, name)
+        inst = self._mine(self.store.get_instance(project, name))
         guard(name, inst.state, Action.EXEC)
         if not request.command:
             raise InvalidInputError("exec needs a command")
@@ -396,7 +407,7 @@ class InstanceService:
             raise
 
     def console(self, project: str, name: str, offset: int) -> tuple[bytes, int, Instance]:
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         if inst.state == State.CREATING:
             return b"", offset, inst
         data, new_offset = self._driver(inst.type).read_console(inst.host_id, offset)
@@ -404,7 +415,7 @@ class InstanceService:
 
     def open_console(self, project: str, name: str) -> socket.socket:
         """A stream to the instance's interactive console (VMs: the serial port)."""
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         driver = self._driver(inst.type)
         if not isinstance(driver, InteractiveConsole):
             raise UnsupportedError(f"a {inst.type} has no interactive console: use"
@@ -469,7 +480,7 @@ class InstanceService:
     def copy_root(self, project: str, name: str, dest: Path) -> Instance:
         """Copy a stopped container's root, as it sees it, to ``dest``; it cannot start
         meanwhile (the instance lock is held). Returns the instance as it was."""
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         copy_root = getattr(self._driver(inst.type), "copy_root", None)
         if inst.type != "container" or copy_root is None:
             raise UnsupportedError(f"publishing a {inst.type} is not supported yet: "
