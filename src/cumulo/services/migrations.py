@@ -243,17 +243,17 @@ class MigrationService:
             raise ConflictError(f"this host lacks image {str(body['image'])[:12]}, which"
                                 f" instance {name!r} runs from: import it here first (`cumulo"
                                 " image export` on the source), then migrate again") from None
-        root_req = body.get("root")
-        storage = self.instances.storage
-        root = None if root_req is None or storage is None else storage.plan_root(
-            None, bool(root_req.get("copy")), root_req.get("size"))
-        networks = self.instances.networks
         if self.instances.member is not None:   # the row is shared: it moves, not copied
             inst = self.instances.store.get_instance(project, name)
             if self.instances.local(inst) or (project, name) in self._made:
                 raise ConflictError(f"instance {name!r} is already on this member")
             self._made[(project, name)] = migration_nics.Received(nics=list(inst.nics))
             return self._prepare_incoming(inst, body, archive, driver)
+        root_req = body.get("root")
+        storage = self.instances.storage
+        root = None if root_req is None or storage is None else storage.plan_root(
+            None, bool(root_req.get("copy")), root_req.get("size"))
+        networks = self.instances.networks
         with networks.lock:   # the addresses stay free until the NICs are stored
             made = migration_nics.receive(networks, project, dict(body.get("nics") or {}))
             try:
