@@ -212,7 +212,8 @@ def run(args: argparse.Namespace) -> None:
                              listen_host=listen[0] if listen else None,
                              listen=args.listen, join=join, heartbeat=args.heartbeat,
                              offline_after=args.offline_after,
-                             ephemeral_grace=args.ephemeral_grace)
+                             ephemeral_grace=args.ephemeral_grace,
+                             fingerprint=fingerprint)
         svc.cluster.start()
         svc.history.interval = args.history_interval
         svc.history.start()

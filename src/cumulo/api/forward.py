@@ -1,8 +1,11 @@
 """Any member answers for the cluster: a request about an instance on another member is
-forwarded to it (HTTP relayed as it streams; websockets pumped both ways), with this
-member's own token, over the member's --listen address. A launch goes to the member
-``target`` names, or to the one ``choose_member`` picks. Forwarded requests carry
-``X-Cumulo-Forwarded`` and are answered where they arrive (no loops).
+forwarded to it (HTTP relayed as it streams; websockets pumped both ways) over HTTPS
+to the member's --listen address, its certificate pinned (the fingerprint it stored at
+join). This member authenticates with its own token and names the caller it speaks for
+(``X-Cumulo-On-Behalf-Of``): the other member authorizes that caller (api/auth.py). A
+launch goes to the member ``target`` names, or to the one ``choose_member`` picks.
+Forwarded requests carry ``X-Cumulo-Forwarded`` and are answered where they arrive (no
+loops); only member identities may send either header.
 """
 
 from __future__ import annotations
@@ -11,24 +14,24 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cumulo.api.auth import caller_in
 from cumulo.client import Client
 from cumulo.cluster.choose import Place, spread
-from cumulo.cluster.membership import Membership
+from cumulo.cluster.membership import FORWARDED, ON_BEHALF, Membership, behalf
 from cumulo.errors import CumuloError
 from cumulo.store.hosts import Remote
 
-FORWARDED = "x-cumulo-forwarded"
 _INSTANCE = re.compile(r"^/1\.0/instances/([^/]+)(/.*)?$")
 _OPERATION = re.compile(r"^/1\.0/operations/([^/]+)$")
 _DROP = {"host", "authorization", "content-length", "connection", "transfer-encoding",
-         FORWARDED}
+         FORWARDED, ON_BEHALF}
 TIMEOUT = 600.0
 _KEPT_OPS = 1000   # operations remembered as another member's
 
@@ -36,10 +39,8 @@ _KEPT_OPS = 1000   # operations remembered as another member's
 class Forward:
     """ASGI middleware (inside the token check): forward what another member must answer."""
 
-    def __init__(self, app: ASGIApp, cluster: Membership,
-                 ws_allowed: Callable[[Scope], bool] = lambda _s: True,
-                 place: Place | None = None) -> None:
-        self.app, self.cluster, self.ws_allowed = app, cluster, ws_allowed
+    def __init__(self, app: ASGIApp, cluster: Membership, place: Place | None = None) -> None:
+        self.app, self.cluster = app, cluster
         # (project, request body, --target or None) -> member: the placement at launch
         self.place: Place = place or spread(cluster)
         self.ops: dict[str, str] = {}   # operation id -> member, for ones we forwarded
@@ -70,9 +71,6 @@ class Forward:
             await self.app(scope, receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send, remote, headers, body)
-        elif not self.ws_allowed(scope):   # websockets get no token check before here
-            await _refuse(scope, receive, send, 401, "over TCP this cumulod needs a token",
-                          "AuthError")
         else:
             await self._websocket(scope, receive, send, remote)
 
@@ -121,8 +119,9 @@ class Forward:
         if qs := scope.get("query_string", b"").decode():
             path += "?" + qs
         fwd = {k: v for k, v in headers.items() if k not in _DROP}
-        fwd[FORWARDED] = self.cluster.member or ""
-        client = Client(url=remote.url, token=remote.token, timeout=TIMEOUT)
+        fwd.update(behalf(self.cluster.member, caller_in(scope).behalf))
+        client = Client(url=remote.url, token=remote.token, timeout=TIMEOUT,
+                        fingerprint=remote.fingerprint)
         cm = client._exchange(scope["method"], path, None, None, body or None, fwd, None)
         try:
             head, pieces = await run_in_threadpool(cm.__enter__)
@@ -157,8 +156,9 @@ class Forward:
         path = scope["path"].removeprefix("/1.0")
         if qs := scope.get("query_string", b"").decode():
             path += "?" + qs
-        client = Client(url=remote.url, token=remote.token, timeout=TIMEOUT)
-        client.headers[FORWARDED] = self.cluster.member or ""
+        client = Client(url=remote.url, token=remote.token, timeout=TIMEOUT,
+                        fingerprint=remote.fingerprint)
+        client.headers.update(behalf(self.cluster.member, caller_in(scope).behalf))
         try:
             up = await run_in_threadpool(client._websocket, path, f"{remote.name}'s stream")
         except CumuloError as err:

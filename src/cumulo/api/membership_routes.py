@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from cumulo.api.auth import caller_of
 from cumulo.api.convert import operation_out
 from cumulo.api.schemas import OperationOut, Strict
 from cumulo.cluster.evacuate import Evacuation
@@ -63,8 +64,8 @@ def member_out(m: Member, u: Usage, state: str) -> MemberOut:
 
 
 def add_routes(r: APIRouter, svc: Services) -> None:
-    def evac() -> Evacuation:
-        return Evacuation(svc.cluster, svc.instances)
+    def evac(request: Request) -> Evacuation:
+        return Evacuation(svc.cluster, svc.instances, caller_of(request).behalf)
 
     def members() -> list[MemberOut]:
         c = svc.cluster
@@ -103,16 +104,16 @@ def add_routes(r: APIRouter, svc: Services) -> None:
 
     @r.post("/cluster/members/{name}/evacuate", status_code=202, response_model=OperationOut,
             summary="Move every instance off a member (live when it can)")
-    def evacuate(name: str) -> JSONResponse:
+    def evacuate(name: str, request: Request) -> JSONResponse:
         c = svc.cluster
         c._require()
-        return JSONResponse(operation_out(evac().evacuate(name)).model_dump(mode="json"),
+        return JSONResponse(operation_out(evac(request).evacuate(name)).model_dump(mode="json"),
                             status_code=202)
 
     @r.post("/cluster/members/{name}/restore", status_code=202, response_model=OperationOut,
             summary="Bring back what was evacuated from a member")
-    def restore(name: str) -> JSONResponse:
+    def restore(name: str, request: Request) -> JSONResponse:
         c = svc.cluster
         c._require()
-        return JSONResponse(operation_out(evac().restore(name)).model_dump(mode="json"),
+        return JSONResponse(operation_out(evac(request).restore(name)).model_dump(mode="json"),
                             status_code=202)

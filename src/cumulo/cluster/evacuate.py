@@ -3,7 +3,8 @@
 Whichever member is asked drives it: for each instance it asks the member that runs it
 to migrate it (``POST /instances/NAME/migrate`` with the destination member as remote:
 live when it runs, cold otherwise) and waits for that operation. Each moved instance
-keeps the member it came from (``origin``) until restore brings it back.
+keeps the member it came from (``origin``) until restore brings it back. Those requests
+speak for the caller who asked for the evacuation (an admin), as forwarded ones do.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from cumulo.client import APIError, Client
 from cumulo.cluster.choose import choose_member
-from cumulo.cluster.membership import Membership
+from cumulo.cluster.membership import Membership, behalf
 from cumulo.domain.models import Operation
 from cumulo.errors import ConflictError, CumuloError
 from cumulo.services.instances import InstanceService
@@ -25,15 +26,19 @@ MOVE_TIMEOUT = 600.0
 
 
 class Evacuation:
-    def __init__(self, cluster: Membership, instances: InstanceService) -> None:
+    def __init__(self, cluster: Membership, instances: InstanceService,
+                 caller: str) -> None:
         self.cluster, self.instances = cluster, instances
+        self.caller = caller   # whom the requests to other members speak for
 
     def _move(self, project: str, name: str, src: str, dest: str) -> str:
         """Migrate one instance from member ``src`` to ``dest``; how it went."""
         remote = self.cluster.remote_for(src)
         inst = self.instances.store.get_instance(project, name)
         live = inst.state.value in ("running", "paused")
-        with Client(url=remote.url, token=remote.token, timeout=MOVE_TIMEOUT) as c:
+        with Client(url=remote.url, token=remote.token, timeout=MOVE_TIMEOUT,
+                    fingerprint=remote.fingerprint) as c:
+            c.headers.update(behalf(self.cluster.member, self.caller))
             def run(live: bool) -> dict[str, Any]:
                 op = c.request("POST", f"/instances/{name}/migrate", params={"project": project},
                                json={"remote": dest, "live": live}).json()

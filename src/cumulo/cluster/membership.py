@@ -1,9 +1,12 @@
 """Membership: enabling the cluster on the first host, join tokens, joining, heartbeats,
 and this member's identity (kept in STATE_DIR/cluster.json, mode 0600).
 
-Every member serves the whole cluster's store; a member presents its own token (kept in
-the shared tokens table as ``member-NAME``, so every member accepts it) when it forwards
-a request to another member's --listen address.
+Every member serves the whole cluster's store. Members talk HTTPS: each one's
+certificate fingerprint is kept in the shared members table when it joins, and the
+others pin it. A member presents its own token (an identity of kind ``member`` named
+``member-NAME`` in the shared identities table, so every member accepts it) when it
+forwards a request to another member's --listen address, naming the caller it speaks
+for (``ON_BEHALF``): the receiving member authorizes that caller (api/auth.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from cumulo.errors import ConflictError, CumuloError, InvalidInputError, Unsuppo
 from cumulo.host.info import HostInfo
 from cumulo.store.cluster import ONLINE, ClusterStore, Member, Usage
 from cumulo.store.hosts import HostStore, Remote
+from cumulo.store.identities import MEMBER, IdentityStore
 
 log = logging.getLogger(__name__)
 IDENTITY = "cluster.json"
@@ -32,6 +36,19 @@ TOKEN_PREFIX = "cumulo-join:"
 HEARTBEAT = 2.0        # seconds between heartbeats
 OFFLINE_AFTER = 10.0   # a member silent this long is offline
 JOIN_TTL = 3600.0      # a join token's lifetime
+FORWARDED = "x-cumulo-forwarded"      # set by a member: answer here, do not forward again
+ON_BEHALF = "x-cumulo-on-behalf-of"   # set by a member: the identity it speaks for
+ROOT_CALLER = "@root"                 # ... root on the forwarding member's unix socket
+
+
+def identity_name(member: str) -> str:
+    """The name of a member's identity (its token authenticates it to the others)."""
+    return f"member-{member}"
+
+
+def behalf(member: str | None, caller: str) -> dict[str, str]:
+    """The headers of a request a member sends on behalf of ``caller``."""
+    return {FORWARDED: member or "", ON_BEHALF: caller}
 
 
 @dataclass(frozen=True)
@@ -87,10 +104,13 @@ def features(host: HostInfo, drivers: list[str]) -> dict[str, Any]:
 class Membership:
     """This daemon's side of the cluster (``identity`` None: not in one)."""
 
-    def __init__(self, store: ClusterStore, hosts: HostStore, state_dir: Path,
-                 host: HostInfo, drivers: list[str], address: str | None,
-                 heartbeat: float = HEARTBEAT, offline_after: float = OFFLINE_AFTER) -> None:
+    def __init__(self, store: ClusterStore, hosts: HostStore, identities: IdentityStore,
+                 state_dir: Path, host: HostInfo, drivers: list[str], address: str | None,
+                 fingerprint: str | None = None, heartbeat: float = HEARTBEAT,
+                 offline_after: float = OFFLINE_AFTER) -> None:
         self.store, self.hosts, self.state_dir = store, hosts, state_dir
+        self.identities = identities
+        self.fingerprint = fingerprint   # of this daemon's certificate (None: no HTTPS)
         self.host, self.drivers, self.address = host, drivers, address
         self.identity = Identity.load(state_dir)
         self.heartbeat_interval, self.offline_after = heartbeat, offline_after
@@ -116,19 +136,27 @@ class Membership:
         if host in ("0.0.0.0", "::", ""):
             raise UnsupportedError(f"--listen {self.address} is no address the other members"
                                    " can use: listen on this host's address in their network")
+        if not self.fingerprint:
+            raise UnsupportedError("cluster members talk HTTPS: start cumulod without"
+                                   " --insecure-http")
         return self.address
 
     def _me(self, name: str) -> Member:
         total = shutil.disk_usage(self.state_dir).total
         return Member(name=name, address=self.address or "", state=ONLINE,
                       cpus=self.host.cpus, memory=self.host.memory_bytes, disk=total,
-                      features=features(self.host, self.drivers))
+                      features=features(self.host, self.drivers),
+                      fingerprint=self.fingerprint or "")
 
     def _become(self, name: str) -> None:
-        """Register this host as member ``name`` with a token of its own."""
+        """Register this host as member ``name`` with an identity of its own."""
         token = secrets.token_urlsafe(32)
-        self.store.add_member(self._me(name))
-        self.hosts.add_token(f"member-{name}", token)
+        self.identities.add(identity_name(name), MEMBER, token)
+        try:
+            self.store.add_member(self._me(name))
+        except BaseException:
+            self.identities.revoke(identity_name(name), MEMBER)
+            raise
         self.identity = Identity(name, self.store.db.url, token)
         self.identity.save(self.state_dir)
 
@@ -185,7 +213,8 @@ class Membership:
         m = self.store.get_member(member)
         if self.state_of(m) == "offline":
             raise ConflictError(f"member {member!r} is offline (silent for {m.silent:.0f} s)")
-        return Remote(name=member, url=f"http://{m.address}", token=me.token)
+        return Remote(name=member, url=f"https://{m.address}", token=me.token,
+                      fingerprint=m.fingerprint)
 
     def is_local(self, location: str | None) -> bool:
         return self.identity is None or location is None or location == self.identity.member

@@ -68,18 +68,20 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                    subnet_pool: str | None = None, listen_host: str | None = None,
                    listen: str | None = None, join: JoinToken | None = None,
                    heartbeat: float | None = None, offline_after: float | None = None,
-                   ephemeral_grace: float | None = None) -> Services:
+                   ephemeral_grace: float | None = None, fingerprint: str | None = None
+                   ) -> Services:
     """``driver_kinds`` maps instance type to driver name (tests map container to fake);
     ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only); ``listen``: the
     HOST:PORT other members reach; ``join``: become a member of the cluster of that
-    token before anything else."""
+    token before anything else; ``fingerprint``: of the certificate --listen serves
+    (members pin it)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     runtime_dir.mkdir(parents=True, exist_ok=True)
     store = Store(db_url or f"sqlite:///{state_dir / 'cumulo.db'}")
     kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm"}
     try:
-        cluster = _membership(store, state_dir, host, sorted(kinds), listen, join, heartbeat,
-                              offline_after)
+        cluster = _membership(store, state_dir, host, sorted(kinds), listen, fingerprint,
+                              join, heartbeat, offline_after)
     except BaseException:
         store.close()
         raise
@@ -130,12 +132,12 @@ def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
 
 
 def _membership(store: Store, state_dir: Path, host: HostInfo, types: list[str],
-                listen: str | None, join: JoinToken | None, heartbeat: float | None,
-                offline_after: float | None) -> Membership:
+                listen: str | None, fingerprint: str | None, join: JoinToken | None,
+                heartbeat: float | None, offline_after: float | None) -> Membership:
     """This daemon's membership; a join happens here, before the daemon touches any
     instance (until then it would take the others' for its own)."""
-    cluster = Membership(ClusterStore(store.db), HostStore(store.db), state_dir, host, types,
-                         listen)
+    cluster = Membership(ClusterStore(store.db), HostStore(store.db), IdentityStore(store.db),
+                         state_dir, host, types, listen, fingerprint)
     if heartbeat is not None:
         cluster.heartbeat_interval = heartbeat
     if offline_after is not None:

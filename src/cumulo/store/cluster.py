@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cumulo.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from cumulo.store.db import Database
-from cumulo.store.hosts import digest
+from cumulo.store.identities import digest
 from cumulo.store.tables import (
     InstanceRow,
     JoinTokenRow,
@@ -37,6 +37,7 @@ class Member:
     features: dict[str, Any] = field(default_factory=dict)
     heartbeat: datetime | None = None
     silent: float = 0.0               # seconds since its last heartbeat, by the DB's clock
+    fingerprint: str = ""             # sha256 of its certificate, pinned by the others
 
     def effective(self, offline_after: float) -> str:
         """online, offline (silent too long) or evacuated."""
@@ -56,7 +57,7 @@ class Usage:
 def _member(row: MemberRow, now: datetime) -> Member:
     return Member(row.name, row.address, row.state, row.cpus, row.memory, row.disk,
                   list(row.groups or []), dict(row.features or {}), row.heartbeat,
-                  max(0.0, (now - row.heartbeat).total_seconds()))
+                  max(0.0, (now - row.heartbeat).total_seconds()), row.fingerprint)
 
 
 class ClusterStore:
@@ -76,7 +77,8 @@ class ClusterStore:
             with self.db.session() as s:
                 s.add(MemberRow(name=m.name, address=m.address, state=m.state, cpus=m.cpus,
                                 memory=m.memory, disk=m.disk, groups=list(m.groups),
-                                features=dict(m.features), heartbeat=self._now(s)))
+                                features=dict(m.features), heartbeat=self._now(s),
+                                fingerprint=m.fingerprint))
         except StoreError as err:
             if isinstance(err.__cause__, IntegrityError):
                 raise ConflictError(f"member {m.name!r} already exists") from None

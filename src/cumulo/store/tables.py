@@ -257,6 +257,7 @@ class MemberRow(Base):
     features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     heartbeat: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")   # its certificate's
 
 
 class JoinTokenRow(Base):

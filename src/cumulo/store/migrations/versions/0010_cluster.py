@@ -1,7 +1,9 @@
 """cluster: members, join tokens, each instance's location (and where it was evacuated from)
 
-Revision ID: 0009
-Revises: 0008
+Members talk HTTPS: each keeps the sha256 of its certificate here, the others pin it.
+
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-04
 """
 
@@ -10,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
@@ -30,6 +32,7 @@ def upgrade() -> None:
         sa.Column("features", sa.JSON(), nullable=False),
         sa.Column("heartbeat", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("fingerprint", sa.String(64), nullable=False, server_default=""),
     )
     op.create_table(
         "join_tokens",
