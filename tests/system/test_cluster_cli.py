@@ -262,3 +262,67 @@ def test_killed_member_goes_offline(cluster: tuple[list[Daemon], str]) -> None:
     assert not (m3.state_dir / "instances" / "default_cattle").exists()
     m1.cli("delete", "lost", "--force")
     m1.cli("delete", "cattle", "--force")
+
+
+def over_https(d: Daemon, token: str, *args: str, check: bool = True
+               ) -> subprocess.CompletedProcess[str]:
+    """``cumulo ARGS`` as a client over HTTPS to member ``d`` (in its namespace), with
+    its pinned fingerprint and ``token``."""
+    ip = d.extra[d.extra.index("--listen") + 1]
+    env = {"PATH": d.env["PATH"], "CUMULO_URL": f"https://{ip}", "CUMULO_TOKEN": token,
+           "CUMULO_FINGERPRINT": d.cli("host", "fingerprint").stdout.strip()}
+    r = subprocess.run([*d.wrapper, str(BIN / "cumulo"), *args], capture_output=True,
+                       text=True, env=env, timeout=120)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_members_pin_certificates_and_forward_as_the_caller(
+        cluster: tuple[list[Daemon], str]) -> None:
+    """Each member's identity is of kind member and its fingerprint is in the shared
+    members table; a client identity's request forwarded from m1 to m3 is authorized
+    there as that identity (an operator may exec, a viewer may not), and nobody but a
+    member may send the forwarding headers."""
+    m1, m2, m3 = cluster[0]
+    ms = members(m2)
+    for name, d in zip(NAMES, (m1, m2, m3), strict=True):
+        assert ms[name]["fingerprint"] == d.cli("host", "fingerprint").stdout.strip()
+    kinds = {i["name"]: i["kind"] for i in json.loads(
+        m1.cli("identity", "list", "--format", "json").stdout)}
+    assert {n: kinds.get(f"member-{n}") for n in NAMES} == dict.fromkeys(NAMES, "member")
+    ops = m1.cli("identity", "create", "fw-ops", "--role", "operator").stdout.strip()
+    eve = m1.cli("identity", "create", "fw-eve", "--role", "viewer").stdout.strip()
+    m1.cli("launch", "busybox", "fw", "--target", "m3", "--", "sleep", "1000")
+    try:
+        assert over_https(m1, ops, "exec", "fw", "--", "echo", "hi").stdout == "hi\n"
+        assert listed(m3)["fw"]["state"] == "running"
+        r = over_https(m1, eve, "stop", "fw", "--force", check=False)
+        one_line_error(r, "identity 'fw-eve' (viewer in project 'default') may not do"
+                          " this: it needs the right 'operate'")
+        r = over_https(m2, eve, "exec", "fw", "--", "echo", "hi", check=False)
+        assert r.returncode != 0 and "'operate'" in r.stderr, r.stderr
+        assert listed(m3)["fw"]["state"] == "running"
+        # a client that says it was forwarded is refused (m3 would answer for itself)
+        code = ("import sys; from cumulo.client import Client\n"
+                "c = Client(url=sys.argv[1], token=sys.argv[2], fingerprint=sys.argv[3])\n"
+                "c.headers.update({'X-Cumulo-Forwarded': 'm1',"
+                " 'X-Cumulo-On-Behalf-Of': 'fw-ops'})\n"
+                "c.request('DELETE', '/instances/fw')\n")
+        fp = m3.cli("host", "fingerprint").stdout.strip()
+        r = subprocess.run([*m3.wrapper, str(BIN / "python"), "-c", code,
+                            "https://10.78.0.3:8443", eve, fp], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode != 0 and "only cluster members forward requests" in r.stderr, \
+            r.stderr
+        assert listed(m1)["fw"]["state"] == "running"
+        # each request once in the audit log, by the identity, not the member
+        audit = [(e["identity"], e["action"], e["result"]) for e in json.loads(
+            m1.cli("audit", "list", "--format", "json").stdout) if "/fw" in e["object"]]
+        assert audit.count(("fw-ops", "WS /instances/{name}/exec-ws", 101)) == 1, audit
+        assert ("fw-eve", "DELETE /instances/{name}", 403) in audit, audit
+        assert not [e for e in audit if e[0].startswith("member-")], audit
+    finally:
+        m1.cli("delete", "fw", "--force")
+        for name in ("fw-ops", "fw-eve"):
+            m1.cli("identity", "revoke", name)

@@ -47,6 +47,7 @@ class MemberOut(BaseModel):
     instances: int = Field(description="instances placed on it")
     declared_memory: int = Field(description="sum of their memory limits, bytes")
     declared_cpus: float = Field(description="sum of their CPU limits")
+    fingerprint: str = Field(description="sha256 of its certificate; the others pin it")
 
 
 class ClusterOut(BaseModel):
@@ -60,7 +61,8 @@ def member_out(m: Member, u: Usage, state: str) -> MemberOut:
     return MemberOut(name=m.name, address=m.address, state=state, cpus=m.cpus,
                      memory=m.memory, disk=m.disk, groups=m.groups, features=m.features,
                      heartbeat=m.heartbeat, silent=round(m.silent, 1), instances=u.instances,
-                     declared_memory=u.memory, declared_cpus=u.cpus)
+                     declared_memory=u.memory, declared_cpus=u.cpus,
+                     fingerprint=m.fingerprint)
 
 
 def add_routes(r: APIRouter, svc: Services) -> None:
