@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
