@@ -479,6 +479,21 @@ class Client:
     def cancel_operation(self, op_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"/operations/{op_id}").json()  # type: ignore[no-any-return]
 
+    # placement groups
+    def placement_groups(self, project: str = "default") -> list[dict[str, Any]]:
+        return self.get("/placement-groups", params={"project": project})  # type: ignore[no-any-return]
+
+    def placement_group(self, name: str, project: str = "default") -> dict[str, Any]:
+        return self.get(f"/placement-groups/{name}", params={"project": project})  # type: ignore[no-any-return]
+
+    def create_placement_group(self, name: str, policy: str = "spread", strict: bool = False,
+                               project: str = "default") -> dict[str, Any]:
+        return self.request("POST", "/placement-groups", params={"project": project},  # type: ignore[no-any-return]
+                            json={"name": name, "policy": policy, "strict": strict}).json()
+
+    def delete_placement_group(self, name: str, project: str = "default") -> None:
+        self.request("DELETE", f"/placement-groups/{name}", params={"project": project})
+
     # networks
     def networks(self, project: str = "default") -> list[dict[str, Any]]:
         return self.get("/networks", params={"project": project})  # type: ignore[no-any-return]

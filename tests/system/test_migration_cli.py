@@ -148,8 +148,8 @@ def ns_of(d: Daemon) -> str:
 def test_live_migration_between_two_hosts(hosts: tuple[Daemon, Daemon]) -> None:
     a, b = hosts
     ns_a, ns_b = ns_of(a), ns_of(b)
-    for d in (a, b):
-        d.cli("image", "build", "busybox")
+    a.cli("image", "build", "busybox")   # b lacks it: it follows the VM there
+    fp = json.loads(a.cli("image", "info", "busybox", "--format", "json").stdout)["fingerprint"]
     token = b.cli("remote", "token", "--name", "from-a").stdout.strip()
 
     # bad remotes: a clear one-line error, nothing stored
@@ -185,11 +185,14 @@ def test_live_migration_between_two_hosts(hosts: tuple[Daemon, Daemon]) -> None:
     assert r.returncode == 1 and "network 'net0' is 10.98.0.0/24 on the destination" in \
         r.stderr, r.stderr
     b.cli("network", "delete", "net0")
+    # the image sent for it is gone again from b
+    assert json.loads(b.cli("image", "list", "--format", "json").stdout) == []
 
     def nothing_on_b() -> None:
         assert json.loads(b.cli("list", "--format", "json").stdout) == []
         assert json.loads(b.cli("network", "list", "--format", "json").stdout) == []
         assert json.loads(b.cli("network", "acl", "list", "--format", "json").stdout) == []
+        assert json.loads(b.cli("image", "list", "--format", "json").stdout) == []
         assert not qemus(b.state_dir) and links(ns_b) == [] and not dnsmasqs(b.state_dir)
         assert json.loads(a.cli("info", "vm", "--format", "json").stdout)["state"] == "running"
 
@@ -229,6 +232,9 @@ def test_live_migration_between_two_hosts(hosts: tuple[Daemon, Daemon]) -> None:
     total, downtime = int(m.group(1)), int(m.group(2))
     print(f"live migration on TCG: total {total} ms, downtime {downtime} ms")
     assert downtime < 1000
+    assert "Sent the image of vm to b" in r.stderr, r.stderr
+    assert [i["fingerprint"] for i in json.loads(b.cli("image", "list", "--format",
+                                                       "json").stdout)] == [fp]
 
     # the guest continues on b: no second boot, the counter goes on from where it was
     info = json.loads(b.cli("info", "vm", "--format", "json").stdout)
@@ -271,6 +277,6 @@ def test_live_migration_between_two_hosts(hosts: tuple[Daemon, Daemon]) -> None:
     assert r.returncode == 1 and "not found" in r.stderr
     r = a.cli("migrate", "vm", "--to", "b", "--postcopy", "--stop-first", check=False)
     assert r.returncode == 1 and "--postcopy needs --live" in r.stderr
-    b.cli("launch", "busybox", "ct")
+    b.cli("launch", fp[:12], "ct")   # the image that came with the VM
     r = b.cli("migrate", "ct", "--to", "nowhere", check=False)
     assert r.returncode == 1 and "not found" in r.stderr

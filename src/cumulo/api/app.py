@@ -25,6 +25,7 @@ from cumulo.api import (
     host_routes,
     identity_routes,
     membership_routes,
+    placement_routes,
     web_routes,
 )
 from cumulo.api import schemas as s
@@ -370,6 +371,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     identity_routes.add_routes(r, svc, sessions)
     web_routes.add_routes(r, svc, listen, reports, fingerprint)
     membership_routes.add_routes(r, svc)
+    placement_routes.add_routes(r, svc)
     app.include_router(r)
     assets.mount(app)
 

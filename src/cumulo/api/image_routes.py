@@ -5,7 +5,9 @@ cancel (Ctrl-C of a build or import): services/images.py.
 raw request body, streamed to a staging dir while it is hashed; a wrong checksum
 is a 400 and nothing stays. The unpacking runs as an operation (202).
 ``GET /1.0/image-files/{ref}`` streams a rootfs image as tar.gz, a disk image as
-its qcow2/raw file.
+its qcow2/raw file. ``POST /1.0/migrations/images`` is the same import for the image
+of an instance migrating here (the ``migrate`` right of a remote suffices), and
+``DELETE /1.0/migrations/images/{fingerprint}`` drops such an image again.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import contextlib
 import hashlib
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
 from cumulo.api import auth
 from cumulo.api import schemas as s
@@ -61,6 +65,28 @@ def _accepted(op: Operation) -> JSONResponse:
                         headers={"Location": f"/1.0/operations/{op.id}"})
 
 
+async def _receive(svc: Services, request: Request, expected: str | None
+                   ) -> tuple[Path, str]:
+    """The request body into a new staging dir, hashed on the way: (dir, sha256)."""
+    staging = svc.images.files.staging_dir(rootfs=False)
+    digest = hashlib.sha256()
+    try:
+        with (staging / importer.UPLOAD).open("wb") as f:
+            async for chunk in request.stream():
+                digest.update(chunk)
+                f.write(chunk)
+        actual = digest.hexdigest()
+        if expected is not None and actual != expected:
+            raise importer.checksum_error(expected, actual)
+    except BaseException as err:
+        with contextlib.suppress(DriverError):
+            remove_tree(staging)
+        if isinstance(err, OSError):
+            raise DriverError(f"cannot store the upload: {err}") from err
+        raise
+    return staging, actual
+
+
 def add_routes(r: APIRouter, svc: Services) -> None:
     @r.post("/image-imports", status_code=202, response_model=s.OperationOut,
             summary="Import an image from the request body: a rootfs or OCI tarball, or a "
@@ -73,23 +99,28 @@ def add_routes(r: APIRouter, svc: Services) -> None:
     ) -> JSONResponse:
         expected = importer.check_sha256(sha256)
         svc.images.check_alias(alias)
-        staging = svc.images.files.staging_dir(rootfs=False)
-        digest = hashlib.sha256()
-        try:
-            with (staging / importer.UPLOAD).open("wb") as f:
-                async for chunk in request.stream():
-                    digest.update(chunk)
-                    f.write(chunk)
-            actual = digest.hexdigest()
-            if expected is not None and actual != expected:
-                raise importer.checksum_error(expected, actual)
-        except BaseException as err:
-            with contextlib.suppress(DriverError):
-                remove_tree(staging)
-            if isinstance(err, OSError):
-                raise DriverError(f"cannot store the upload: {err}") from err
-            raise
+        staging, actual = await _receive(svc, request, expected)
         return _accepted(svc.images.import_upload(staging, filename, alias, actual))
+
+    @r.post("/migrations/images", summary="(host to host) receive the image of an instance"
+                                          " about to migrate here, as `image export` makes"
+                                          " it; imported before the answer")
+    async def import_migration_image(
+        request: Request,
+        fingerprint: str = Query(..., description="the image's fingerprint on the source"),
+        filename: str = Query(..., description="the file's name (.raw/.img marks a raw disk)"),
+    ) -> dict[str, str]:
+        svc.migrations.image_expected(fingerprint)
+        staging, actual = await _receive(svc, request, None)
+        image = await run_in_threadpool(svc.images.import_staged, staging, filename, None,
+                                        actual)
+        return {"fingerprint": image.fingerprint}
+
+    @r.delete("/migrations/images/{fingerprint}", status_code=204,
+              summary="(host to host) drop an image received for a migration that failed")
+    def drop_migration_image(fingerprint: str) -> Response:
+        svc.migrations.drop_image(svc.images, fingerprint)
+        return Response(status_code=204)
 
     @r.delete("/operations/{op_id}", status_code=202, response_model=s.OperationOut,
               summary="Cancel a running operation (an image build or import); it ends as "

@@ -64,6 +64,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/1.0/migrations/incoming/{name}/finish"): Rule(MIGRATE),
     ("PUT", "/1.0/migrations/incoming/{name}/state/{part}"): Rule(MIGRATE),
     ("DELETE", "/1.0/migrations/incoming/{name}"): Rule(MIGRATE),
+    ("POST", "/1.0/migrations/images"): Rule(MIGRATE, S),
+    ("DELETE", "/1.0/migrations/images/{fingerprint}"): Rule(MIGRATE, S),
     # images: shared by every project; changed by admins
     ("GET", "/1.0/images"): Rule(READ, S),
     ("GET", "/1.0/images/{ref:path}"): Rule(READ, S),
@@ -90,6 +92,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", f"{_G}/rules/{{index}}"): Rule(MANAGE),
     ("POST", f"{_G}/attach"): Rule(MANAGE),
     ("POST", f"{_G}/detach"): Rule(MANAGE),
+    # placement groups (api/placement_routes.py): a project's, like security groups
+    ("GET", "/1.0/placement-groups"): Rule(READ),
+    ("POST", "/1.0/placement-groups"): Rule(MANAGE),
+    ("GET", "/1.0/placement-groups/{name}"): Rule(READ),
+    ("DELETE", "/1.0/placement-groups/{name}"): Rule(MANAGE),
     # storage
     ("GET", "/1.0/storage-pools"): Rule(READ, S),
     ("GET", "/1.0/storage-pools/{name}"): Rule(READ, S),

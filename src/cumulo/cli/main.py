@@ -45,6 +45,7 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "bench": ("cumulo.cli.bench", "bench_app", True),
     "monitor": ("cumulo.cli.monitor", "monitor", False),
     "ui": ("cumulo.cli.ui", "ui", False),
+    "placement-group": ("cumulo.cli.placement", "placement_group_app", True),
 }
 NET_LAZY = {"acl": ("cumulo.cli.firewall", "acl_app"),
             "forward": ("cumulo.cli.firewall", "forward_app")}

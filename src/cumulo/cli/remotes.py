@@ -99,6 +99,8 @@ def migrate(name: Instance, to: Annotated[str, typer.Option("--to", help="remote
                 raise typer.Exit(130) from None
             op = c.get(f"/operations/{op['id']}")
     r = op.get("resources") or {}
+    if r.get("image_sent"):
+        o.err.print(f"Sent the image of {name} to {to} (it lacked it)")
     if r.get("restarted"):
         o.err.print(f"Moved {name} to {to} (stopped and started again): total"
                     f" {r.get('total_time_ms')} ms, downtime {r.get('downtime_ms')} ms,"

@@ -25,11 +25,13 @@ from cumulo.services.instances import InstanceService
 from cumulo.services.migrations import MigrationService
 from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
+from cumulo.services.placement import Scheduler
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
 from cumulo.store.cluster import ClusterStore
 from cumulo.store.hosts import HostStore
 from cumulo.store.identities import AuditStore, IdentityStore
+from cumulo.store.members import MemberStore
 from cumulo.store.repo import Store
 from cumulo.store.volumes import VolumeStore
 
@@ -52,6 +54,7 @@ class Services:
     history: History
     identities: IdentityService
     cluster: Membership
+    scheduler: Scheduler   # cluster placement over the members table (store/members.py)
 
     def close(self) -> None:
         self.cluster.stop()
@@ -114,7 +117,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     return Services(store, ops, host, instances, images, networks, storage, volumes,
                     CheckpointService(instances),
                     MigrationService(instances, HostStore(store.db), listen_host, identities),
-                    events, History(instances), identities, cluster)
+                    events, History(instances), identities, cluster,
+                    Scheduler(MemberStore(store.db, cluster.offline_after)))
 
 
 def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:

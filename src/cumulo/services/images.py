@@ -73,14 +73,20 @@ class ImageService:
         self.check_alias(alias)
 
         def work(progress: Progress) -> dict[str, Any]:
-            rec = importer.import_file(self.files, staging, filename, sha256, progress)
-            return {"images": [self._record(rec, alias).fingerprint]}
+            return {"images": [self.import_staged(staging, filename, alias, sha256,
+                                                  progress).fingerprint]}
 
         try:
             return self.ops.submit(f"import image {filename}", work, cancel_on_shutdown=True)
         except BaseException:
             remove_tree(staging)
             raise
+
+    def import_staged(self, staging: Path, filename: str, alias: str | None, sha256: str,
+                      progress: Progress | None = None) -> Image:
+        """Turn the file received in ``staging`` into an image, now (no operation)."""
+        rec = importer.import_file(self.files, staging, filename, sha256, progress)
+        return self._record(rec, alias)
 
     def export_source(self, ref: str) -> tuple[str, Path]:
         """What to send for ``image export``: ("tar.gz", rootfs dir) or (format, disk file)."""

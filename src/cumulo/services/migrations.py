@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cumulo.client import APIError, Client, fetch_fingerprint, normal_fingerprint
+from cumulo.client import Client, fetch_fingerprint, normal_fingerprint
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
-from cumulo.domain.models import Image, Instance, Operation
+from cumulo.domain.models import Instance, Operation
 from cumulo.domain.units import validate_name
 from cumulo.drivers.migratable import Migratable, Postcopy, StateArchive
 from cumulo.errors import (
@@ -39,8 +39,9 @@ from cumulo.errors import (
     NotFoundError,
     UnsupportedError,
 )
-from cumulo.services import archive_migration, migration_nics
+from cumulo.services import archive_migration, migration_image, migration_nics
 from cumulo.services.identities import IdentityService
+from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
 from cumulo.services.migration_cancel import CancelWatch
 from cumulo.services.operations import Progress
@@ -49,20 +50,6 @@ from cumulo.store.identities import REMOTE, Identity
 
 TIMEOUT = 120.0
 _TOKEN_N = re.compile(r"token-(\d+)")
-
-
-def image_missing(remote: str, instance: str, image: Image) -> ConflictError:
-    """The destination lacks the image the instance runs from: say which, and how to copy
-    it there (images do not follow instances between hosts yet)."""
-    ref = image.aliases[0] if image.aliases else image.fingerprint[:12]
-    ext = "tar.gz" if image.kind in ("container", "app") else \
-        image.properties.get("format", "qcow2")
-    file = f"{ref.replace('/', '-')}.{ext}"
-    alias = f" --alias {image.aliases[0]}" if image.aliases else ""
-    return ConflictError(
-        f"host {remote!r} lacks image {ref} ({image.fingerprint[:12]}), which instance"
-        f" {instance!r} runs from: copy it there first (here: `cumulo image export {ref}"
-        f" {file}`; on {remote}: `cumulo image import {file}{alias}`), then migrate again")
 
 
 def next_token_name(names: list[str]) -> str:
@@ -79,6 +66,22 @@ class MigrationService:
         self.identities = identities
         # networks and groups made for instances being received: dropped again on abort
         self._made: dict[tuple[str, str], migration_nics.Received] = {}
+        self._images_received: set[str] = set()   # fingerprints sent here for migrations
+
+    # --- the image of an instance migrating here (services/migration_image.py) ---
+    def image_expected(self, fingerprint: str) -> None:
+        """An image is about to be sent for a migration: only such an image may be
+        dropped again by a remote (``drop_image``)."""
+        if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
+            raise InvalidInputError(f"not an image fingerprint: {fingerprint!r}")
+        self._images_received.add(fingerprint)
+
+    def drop_image(self, images: ImageService, fingerprint: str) -> None:
+        """Delete an image received for a migration that then failed (not another one)."""
+        if fingerprint not in self._images_received:
+            raise ConflictError(f"image {fingerprint[:12]} was not received for a migration")
+        images.delete(fingerprint)
+        self._images_received.discard(fingerprint)
 
     # --- tokens and remotes ---
     def token_names(self) -> list[str]:
@@ -146,16 +149,12 @@ class MigrationService:
             return None
         return driver
 
-    def _require_image_there(self, inst: Instance, remote: Remote) -> None:
-        """Refuse at once, saying how to fix it, if ``remote`` lacks the instance's image."""
-        with self._client(remote) as rc:
-            try:
-                rc.request("GET", f"/images/{inst.image}")
-            except APIError as err:
-                if err.status != 404:
-                    raise
-                raise image_missing(remote.name, inst.name,
-                                    self.instances.store.get_image(inst.image)) from None
+    def _send_image(self, inst: Instance, remote: Remote, rc: Client,
+                    progress: Progress) -> bool:
+        """The image follows the instance: copy it there if the remote lacks it."""
+        return migration_image.send(self.instances.image_root,
+                                    self.instances.store.get_image(inst.image), rc,
+                                    remote.name, progress)
 
     def migrate(self, project: str, name: str, remote_name: str, live: bool,
                 bandwidth: int | None = None, postcopy: bool = False) -> Operation:
@@ -174,7 +173,6 @@ class MigrationService:
             raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running or"
                                 " paused VM migrates (a stopped one has only its config)")
         remote = self._remote(remote_name)
-        self._require_image_there(inst, remote)
         body = {"name": name, "type": inst.type, "image": inst.image,
                 "limits": inst.limits.to_dict(), "command": list(inst.command),
                 "options": dict(inst.options), "privileged": inst.privileged,
@@ -187,9 +185,15 @@ class MigrationService:
         def work(progress: Progress) -> dict[str, Any]:
             was_running = inst.state == State.RUNNING
             with self.instances._locked(inst), self._client(remote) as rc:
-                progress(0.02, f"preparing {remote.name}")
-                uri = rc.request("POST", "/migrations/incoming", params={"project": project},
-                                 json=body).json()["uri"]
+                copied = self._send_image(inst, remote, rc, progress)
+                progress(0.3 if copied else 0.02, f"preparing {remote.name}")
+                try:
+                    uri = rc.request("POST", "/migrations/incoming",
+                                     params={"project": project}, json=body).json()["uri"]
+                except BaseException:
+                    if copied:
+                        migration_image.forget(rc, inst.image)
+                    raise
                 watch = CancelWatch(progress)   # cancel: QEMU stops, the source stays
                 try:
                     if postcopy and isinstance(driver, Postcopy):
@@ -205,11 +209,13 @@ class MigrationService:
                                    params={"project": project})
                     with contextlib.suppress(CumuloError):
                         driver.resume_after_failed_send(inst.host_id, was_running)
+                    if copied:
+                        migration_image.forget(rc, inst.image)
                     raise
                 # the guest runs there now: nothing of it stays here
                 self._forget(inst)
                 self.instances.events.lifecycle("migrated", project, name, remote=remote.name)
-                return {"remote": remote.name, **stats}
+                return {"remote": remote.name, "image_sent": copied, **stats}
 
         return self.instances.ops.submit(f"migrate instance {name} to {remote.name}", work,
                                          {"instances": [f"{project}/{name}"]})
@@ -354,7 +360,6 @@ class MigrationService:
         else:
             signature, from_state = "", False
         remote = self._remote(remote_name)
-        self._require_image_there(inst, remote)
         body = {"name": name, "type": inst.type, "image": inst.image,
                 "limits": inst.limits.to_dict(), "command": list(inst.command),
                 "options": dict(inst.options), "privileged": inst.privileged,
@@ -367,9 +372,15 @@ class MigrationService:
         def work(progress: Progress) -> dict[str, Any]:
             with self.instances._locked(inst), self._client(remote) as rc:
                 current = self.instances.get(project, name)
-                progress(0.02, f"preparing {remote.name}")
-                rc.request("POST", "/migrations/incoming", params={"project": project},
-                           json=body)
+                copied = self._send_image(inst, remote, rc, progress)
+                progress(0.3 if copied else 0.02, f"preparing {remote.name}")
+                try:
+                    rc.request("POST", "/migrations/incoming", params={"project": project},
+                               json=body)
+                except BaseException:
+                    if copied:
+                        migration_image.forget(rc, inst.image)
+                    raise
                 try:
                     stats = archive_migration.send(self.instances, driver, current, rc, live,
                                                    progress)
@@ -377,11 +388,13 @@ class MigrationService:
                     with contextlib.suppress(CumuloError):
                         rc.request("DELETE", f"/migrations/incoming/{name}",
                                    params={"project": project})
+                    if copied:
+                        migration_image.forget(rc, inst.image)
                     raise
                 # it runs there now (or is stopped there): nothing of it stays here
                 self._forget(inst)
                 self.instances.events.lifecycle("migrated", project, name, remote=remote.name)
-                return {"remote": remote.name, **stats}
+                return {"remote": remote.name, "image_sent": copied, **stats}
 
         return self.instances.ops.submit(f"migrate instance {name} to {remote.name}", work,
                                          {"instances": [f"{project}/{name}"]})

@@ -1,5 +1,5 @@
 """Typed reads and writes of the cluster: members, their heartbeats, join tokens, and
-where instances run. The lead merges this with h-sched's ``store/members.py``."""
+where instances run. Members are rows of the scheduler's table (store/members.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 
-from cumulo.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
+from cumulo.cluster.model import EVACUATED, OFFLINE, ONLINE, Resources
+from cumulo.errors import ConflictError, InvalidInputError
 from cumulo.store.db import Database
 from cumulo.store.identities import digest
+from cumulo.store.members import MemberRecord, MemberStore
 from cumulo.store.tables import (
     InstanceRow,
     JoinTokenRow,
@@ -22,7 +23,7 @@ from cumulo.store.tables import (
     utcnow,
 )
 
-ONLINE, OFFLINE, EVACUATED = "online", "offline", "evacuated"
+__all__ = ["EVACUATED", "OFFLINE", "ONLINE"]
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,17 @@ class Usage:
     cpus: float = 0.0
 
 
-def _member(row: MemberRow, now: datetime) -> Member:
-    return Member(row.name, row.address, row.state, row.cpus, row.memory, row.disk,
-                  list(row.groups or []), dict(row.features or {}), row.heartbeat,
-                  max(0.0, (now - row.heartbeat).total_seconds()), row.fingerprint)
+def _member(r: MemberRecord, now: datetime) -> Member:
+    silent = 0.0 if r.heartbeat is None else max(0.0, (now - r.heartbeat).total_seconds())
+    return Member(r.name, r.address, r.state, int(r.capacity.cpus), r.capacity.memory,
+                  r.capacity.disk, sorted(r.groups), dict(r.features), r.heartbeat, silent,
+                  r.fingerprint)
 
 
 class ClusterStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.members = MemberStore(db)
 
     def _now(self, s: Any) -> datetime:
         """The database's clock: every member compares heartbeats with the same one."""
@@ -71,44 +74,31 @@ class ClusterStore:
             return now
         return utcnow()
 
-    # members
+    # members: the scheduler's table (store/members.py), read with their silence
     def add_member(self, m: Member) -> None:
-        try:
-            with self.db.session() as s:
-                s.add(MemberRow(name=m.name, address=m.address, state=m.state, cpus=m.cpus,
-                                memory=m.memory, disk=m.disk, groups=list(m.groups),
-                                features=dict(m.features), heartbeat=self._now(s),
-                                fingerprint=m.fingerprint))
-        except StoreError as err:
-            if isinstance(err.__cause__, IntegrityError):
-                raise ConflictError(f"member {m.name!r} already exists") from None
-            raise
+        self.members.add(MemberRecord(
+            name=m.name, capacity=Resources(m.cpus, m.memory, m.disk), address=m.address,
+            state=m.state, groups=frozenset(m.groups), features=dict(m.features),
+            fingerprint=m.fingerprint))
+
+    def _db_now(self) -> datetime:
+        with self.db.session() as s:
+            return self._now(s)
 
     def list_members(self) -> list[Member]:
-        with self.db.session() as s:
-            now = self._now(s)
-            return [_member(r, now) for r in s.scalars(select(MemberRow).order_by(MemberRow.name))]
+        now = self._db_now()
+        return [_member(r, now) for r in self.members.members()]
 
     def get_member(self, name: str) -> Member:
-        with self.db.session() as s:
-            row = s.scalar(select(MemberRow).where(MemberRow.name == name))
-            if row is None:
-                raise NotFoundError("member", name)
-            return _member(row, self._now(s))
+        now = self._db_now()
+        return _member(self.members.get(name), now)
 
     def heartbeat(self, name: str, address: str, features: dict[str, Any]) -> None:
-        with self.db.session() as s:
-            row = s.scalar(select(MemberRow).where(MemberRow.name == name))
-            if row is None:
-                raise NotFoundError("member", name)
-            row.heartbeat, row.address, row.features = self._now(s), address, dict(features)
+        self.members.update(name, address=address, features=features)
+        self.members.heartbeat(name)
 
     def set_state(self, name: str, state: str) -> None:
-        with self.db.session() as s:
-            row = s.scalar(select(MemberRow).where(MemberRow.name == name))
-            if row is None:
-                raise NotFoundError("member", name)
-            row.state = state
+        self.members.update(name, state=state)
 
     def usage(self) -> dict[str, Usage]:
         """Declared usage per member (instances without a location are not counted)."""

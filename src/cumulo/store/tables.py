@@ -242,22 +242,56 @@ class VolumeAttachmentRow(Base):
     shared: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+# --- the cluster: members, placement groups, allocations (store/members.py) ---
 class MemberRow(Base):
-    """A cumulod of the cluster: where its API listens, what it offers, when it last
-    wrote its heartbeat."""
+    """One cumulod of the cluster: where it answers, whether it is usable, what it has
+    (capacity) and what is declared on it (``used_*``, ``instances``: kept by the
+    allocations in the same transaction, so a locked row says what is free). The
+    columns up to ``heartbeat`` are the ones h-cluster's membership writes."""
     __tablename__ = "members"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
-    address: Mapped[str] = mapped_column(String(255))
-    state: Mapped[str] = mapped_column(String(16))        # online or evacuated
-    cpus: Mapped[int] = mapped_column(Integer)
-    memory: Mapped[int] = mapped_column(BigInteger)
-    disk: Mapped[int] = mapped_column(BigInteger)
+    address: Mapped[str] = mapped_column(String(255), default="")   # HOST:PORT
+    state: Mapped[str] = mapped_column(String(16), default="online")
+    cpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk: Mapped[int] = mapped_column(BigInteger, default=0)
     groups: Mapped[list[str]] = mapped_column(JSON, default=list)
-    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # kvm, arch ...
     heartbeat: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    used_cpus: Mapped[float] = mapped_column(Float, default=0.0)
+    used_memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_disk: Mapped[int] = mapped_column(BigInteger, default=0)
+    instances: Mapped[int] = mapped_column(Integer, default=0)
     fingerprint: Mapped[str] = mapped_column(String(64), default="")   # its certificate's
+
+
+class PlacementGroupRow(Base):
+    __tablename__ = "placement_groups"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_pg_project_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    policy: Mapped[str] = mapped_column(String(16))
+    strict: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AllocationRow(Base):
+    """An instance's declared resources on the member it was placed on."""
+    __tablename__ = "allocations"
+    __table_args__ = (UniqueConstraint("project_id", "instance", name="uq_alloc_instance"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    instance: Mapped[str] = mapped_column(String(63))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    placement_group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("placement_groups.id"), nullable=True)
+    cpus: Mapped[float] = mapped_column(Float, default=0.0)
+    memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class JoinTokenRow(Base):

@@ -1,9 +1,9 @@
-"""cluster: members, join tokens, each instance's location (and where it was evacuated from)
+"""cluster: join tokens, each instance's location (and where it was evacuated from), and
+each member's certificate fingerprint (members talk HTTPS and pin it); the members
+table itself is the scheduler's (0010)
 
-Members talk HTTPS: each keeps the sha256 of its certificate here, the others pin it.
-
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-04
 """
 
@@ -12,28 +12,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "members",
-        sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("name", sa.String(63), nullable=False, unique=True),
-        sa.Column("address", sa.String(255), nullable=False),
-        sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("cpus", sa.Integer(), nullable=False),
-        sa.Column("memory", sa.BigInteger(), nullable=False),
-        sa.Column("disk", sa.BigInteger(), nullable=False),
-        sa.Column("groups", sa.JSON(), nullable=False),
-        sa.Column("features", sa.JSON(), nullable=False),
-        sa.Column("heartbeat", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("fingerprint", sa.String(64), nullable=False, server_default=""),
-    )
+    with op.batch_alter_table("members") as batch:
+        batch.add_column(sa.Column("fingerprint", sa.String(64), nullable=False,
+                                   server_default=""))
     op.create_table(
         "join_tokens",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -55,4 +43,5 @@ def downgrade() -> None:
         batch.drop_column("origin")
         batch.drop_column("location")
     op.drop_table("join_tokens")
-    op.drop_table("members")
+    with op.batch_alter_table("members") as batch:
+        batch.drop_column("fingerprint")

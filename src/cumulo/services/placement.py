@@ -1,0 +1,96 @@
+"""Placing an instance in the cluster: the pure engine (cluster/placement.py) over the
+members table, and the allocation transaction (store/members.py) that commits it.
+
+``Scheduler.allocate`` ranks candidates on an in-memory inventory, then lets the store
+lock and re-check them in turn; a lost race (every candidate filled up meanwhile)
+reloads the inventory from the store and tries again, a few rounds at most. The
+inventory is kept current by the allocations this process makes (a candidate is
+assumed taken while its transaction runs, as the Kubernetes scheduler's "assume"
+cache does, so concurrent launches here spread over members instead of queueing on one
+row lock) and reloaded when older than ``max_age`` seconds (other members allocate too).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from cumulo.cluster.model import SPREAD, Request
+from cumulo.errors import ConflictError
+from cumulo.store.members import Allocation, LostRace, MemberStore
+
+if TYPE_CHECKING:
+    from cumulo.cluster.placement import Inventory
+
+
+class Scheduler:
+    def __init__(self, members: MemberStore, strategy: str = SPREAD,
+                 max_age: float = 5.0, rounds: int = 3, candidates: int = 4) -> None:
+        self.members, self.strategy = members, strategy
+        self.max_age, self.rounds, self.limit = max_age, rounds, candidates
+        self._lock = threading.Lock()
+        self._inventory: Inventory | None = None
+        self._loaded = 0.0
+
+    def inventory(self, fresh: bool = False) -> Inventory:
+        """The members as the engine sees them (reloaded if stale or ``fresh``)."""
+        from cumulo.cluster.placement import Inventory  # numpy: only once placing
+
+        if fresh or self._inventory is None or \
+                time.monotonic() - self._loaded > self.max_age:
+            self._inventory = Inventory(self.members.scheduling(), strategy=self.strategy)
+            self._loaded = time.monotonic()
+        return self._inventory
+
+    def allocate(self, project: str, instance: str, req: Request) -> str:
+        """Choose a member for ``instance`` and record the allocation there; the member's
+        name. ``req.placement_group`` needs only its name: policy and strictness come
+        from the store. ``NoMemberFits`` (one line: which filter excluded how many
+        members) when nobody can, ``ConflictError`` if every round lost its race."""
+        if req.placement_group is not None:   # as stored (policy, strict); the inventory
+            stored = self.members.get_group(project, req.placement_group.name)  # counts
+            req = replace(req, placement_group=replace(                 # groups per project
+                stored, name=f"{project}/{stored.name}"))
+        last: LostRace | None = None
+        for round_ in range(self.rounds):
+            with self._lock:
+                inv = self.inventory(fresh=round_ > 0)
+                ranked = inv.candidates(req, self.limit)
+                inv.record(ranked[0], req)   # assumed taken, so that launches in this
+                                             # process meanwhile look elsewhere
+            try:
+                member = self.members.allocate(project, instance, req, ranked)
+            except BaseException as err:
+                self._unassume(inv, ranked[0], req)
+                if not isinstance(err, LostRace):
+                    raise
+                last = err
+                continue
+            if member != ranked[0]:
+                self._unassume(inv, ranked[0], req)
+                with self._lock:
+                    if inv is self._inventory:
+                        inv.record(member, req)
+            return member
+        raise ConflictError(f"could not place instance {instance!r}: {last}")
+
+    def _unassume(self, inv: Inventory, member: str, req: Request) -> None:
+        with self._lock:
+            if inv is self._inventory:   # (a reload has forgotten it already)
+                inv.release(member, req)
+
+    def release(self, project: str, instance: str) -> Allocation:
+        done = self.members.release(project, instance)
+        self._forget()
+        return done
+
+    def move(self, project: str, instance: str, to: str) -> Allocation:
+        done = self.members.move(project, instance, to)
+        self._forget()
+        return done
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._inventory = None
