@@ -38,3 +38,20 @@ def test_join_token_text() -> None:
     assert t.encode().startswith("cumulo-join:")
     with pytest.raises(InvalidInputError, match="not a join token"):
         JoinToken.decode("cumulo-join:%%%")
+
+
+def test_a_launch_request_for_the_placement_engine() -> None:
+    from cumulo.cluster.choose import request_of
+    from cumulo.cluster.model import PlacementGroup, Resources
+
+    req = request_of({"name": "web", "type": "vm", "limits": {"cpu": 1.5, "memory": "512MiB"},
+                      "placement_group": "replicas"}, "@rack1")
+    assert req.resources == Resources(1.5, 512 << 20)
+    assert req.type == "vm" and req.features == frozenset({"type:vm"})
+    assert req.target == "@rack1"
+    assert req.placement_group == PlacementGroup("replicas")
+    plain = request_of({"name": "x"}, None)
+    assert plain.resources == Resources() and plain.target is None
+    assert plain.features == frozenset({"type:container"}) and plain.placement_group is None
+    # limits the route refuses are left to it (its one-line error)
+    assert request_of({"limits": {"memory": "lots"}}, None).resources == Resources()

@@ -42,6 +42,7 @@ from cumulo.api.convert import (
 from cumulo.api.forward import Forward
 from cumulo.api.image_routes import add_routes as add_image_routes
 from cumulo.api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
+from cumulo.cluster.choose import scheduled
 from cumulo.domain import ssh_keys
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
@@ -89,7 +90,8 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     metrics = Metrics(svc)
     app.add_middleware(RequestMetrics, metrics=metrics)
     if svc is not None:   # (None: only the OpenAPI document is made)
-        app.add_middleware(Forward, cluster=svc.cluster)
+        app.add_middleware(Forward, cluster=svc.cluster,
+                           place=scheduled(svc.cluster, svc.scheduler))
     sessions = auth.Sessions()
     auth.install(app, svc, sessions, tcp_auth)
     r = APIRouter(prefix=f"/{API}", responses=ERR)  # type: ignore[arg-type]
@@ -127,6 +129,9 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
         if target is not None and svc.cluster.identity is None:
             raise InvalidInputError("--target names a cluster member: this host is in no"
                                     " cluster")
+        if body.placement_group is not None and svc.cluster.identity is None:
+            raise InvalidInputError("--placement-group places instances among cluster"
+                                    " members: this host is in no cluster")
         req = CreateRequest(name=body.name, image=body.image, type=body.type,
                             limits=limits_from(body.limits), privileged=body.privileged,
                             command=body.command, options=body.options, start=body.start,

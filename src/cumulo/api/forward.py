@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.api.auth import caller_in
 from cumulo.client import Client
-from cumulo.cluster.choose import Place, spread
+from cumulo.cluster.choose import Place
 from cumulo.cluster.membership import FORWARDED, ON_BEHALF, Membership, behalf
 from cumulo.errors import CumuloError
 from cumulo.store.hosts import Remote
@@ -39,10 +39,11 @@ _KEPT_OPS = 1000   # operations remembered as another member's
 class Forward:
     """ASGI middleware (inside the token check): forward what another member must answer."""
 
-    def __init__(self, app: ASGIApp, cluster: Membership, place: Place | None = None) -> None:
+    def __init__(self, app: ASGIApp, cluster: Membership, place: Place) -> None:
         self.app, self.cluster = app, cluster
         # (project, request body, --target or None) -> member: the placement at launch
-        self.place: Place = place or spread(cluster)
+        # (it records an allocation: released again when the launch is refused)
+        self.place = place
         self.ops: dict[str, str] = {}   # operation id -> member, for ones we forwarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,12 +68,27 @@ class Forward:
 
             await _refuse(scope, receive, send, status_for(err), str(err), type(err).__name__)
             return
+        if body is not None:   # a launch placed: its allocation goes if it is refused
+            send = self._releasing(scope, body, send)
         if remote is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send, remote, headers, body)
         else:
             await self._websocket(scope, receive, send, remote)
+
+    def _releasing(self, scope: Scope, body: bytes, send: Send) -> Send:
+        """``send``, releasing the launch's allocation if the answer is an error (one
+        that fails later, in its operation, is released by the instance service)."""
+        async def sent(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    name = json.loads(body).get("name")
+                    query = parse_qs(scope.get("query_string", b"").decode())
+                    await run_in_threadpool(self.cluster.released,
+                                            (query.get("project") or ["default"])[0], name)
+            await send(message)
+        return sent
 
     def _member_for(self, scope: Scope, body: bytes | None) -> str | None:
         """The member that must answer, or None for this one."""

@@ -53,6 +53,9 @@ class InstanceCreate(Strict):
                                                   " for root in the guest")
     ephemeral: bool = Field(False, description="stateless: in a cluster, recreated from its"
                                                " image on another member if its own is lost")
+    placement_group: str | None = Field(
+        None, description="in a cluster: a placement group of the project (spread: apart from"
+                          " its other instances, compact: together)")
 
 
 class InstanceStateChange(Strict):

@@ -194,13 +194,15 @@ def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
             command: list[str] | None, project: str, options: dict[str, str | None],
             nics: list[dict[str, Any]] | None, storage: dict[str, Any],
             ssh_key: str | None = None, target: str | None = None, ephemeral: bool = False,
-            **limits: Any) -> None:
+            placement_group: str | None = None, **limits: Any) -> None:
     key = _ssh_key(ssh_key)
     with client() as c:
         c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
                  command=_argv(command) or None, start=start, project=project,
                  options={k: v for k, v in options.items() if v is not None}, networks=nics,
-                 storage={**storage, **({"ephemeral": True} if ephemeral else {})},
+                 storage={**storage, **({"ephemeral": True} if ephemeral else {}),
+                          **({"placement_group": placement_group} if placement_group
+                             else {})},
                  ssh_key=key, target=target)
     o.err.print(f"{'Launched' if start else 'Created'} {name}")
 
@@ -221,16 +223,19 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
                help="in a cluster: the member to run it on (default: the least used)")] = None,
            ephemeral: Annotated[bool, typer.Option(
                "--ephemeral", help="stateless: in a cluster, recreated from its image on"
-               " another member if its own stays offline")] = False) -> None:
+               " another member if its own stays offline")] = False,
+           placement_group: Annotated[str | None, typer.Option(
+               help="in a cluster: a placement group of the project (cumulo"
+               " placement-group create)")] = None) -> None:
     """Create and start an instance from IMAGE (with --app: launch --type appvm NAME --app PATH)."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, True, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
              "kernel": kernel},
             _nics(network, ip, limit_ingress, limit_egress),
-            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, target, ephemeral, cpu=cpu,
-            cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
-            pids=pids, io_weight=io_weight)
+            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, target, ephemeral,
+            placement_group, cpu=cpu, cpu_weight=cpu_weight, cpuset=cpuset, memory=memory,
+            memory_swap=memory_swap, pids=pids, io_weight=io_weight)
 
 
 @app.command()

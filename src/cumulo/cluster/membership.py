@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
@@ -21,14 +22,23 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cumulo.domain.units import validate_name
-from cumulo.errors import ConflictError, CumuloError, InvalidInputError, UnsupportedError
+from cumulo.errors import (
+    ConflictError,
+    CumuloError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
 from cumulo.host.info import HostInfo
 from cumulo.store.cluster import ONLINE, ClusterStore, Member, Usage
 from cumulo.store.hosts import HostStore, Remote
 from cumulo.store.identities import MEMBER, IdentityStore
+
+if TYPE_CHECKING:
+    from cumulo.services.placement import Scheduler
 
 log = logging.getLogger(__name__)
 IDENTITY = "cluster.json"
@@ -116,6 +126,7 @@ class Membership:
         self.heartbeat_interval, self.offline_after = heartbeat, offline_after
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.scheduler: Scheduler | None = None   # the placement engine's allocations
         self.on_beat: list[Any] = []    # called after each heartbeat (recovery of others)
 
     @property
@@ -215,6 +226,25 @@ class Membership:
             raise ConflictError(f"member {member!r} is offline (silent for {m.silent:.0f} s)")
         return Remote(name=member, url=f"https://{m.address}", token=me.token,
                       fingerprint=m.fingerprint)
+
+    # allocations (the scheduler's): kept in step with where instances are
+    def released(self, project: str, name: str) -> None:
+        """``name`` is gone (deleted, or its launch failed): free what it declared."""
+        if self.identity is None or self.scheduler is None:
+            return
+        with contextlib.suppress(NotFoundError):   # none (made before the cluster)
+            self.scheduler.release(project, name)
+
+    def moved(self, project: str, name: str, member: str) -> None:
+        """``name`` now runs on ``member`` (migrated, evacuated, recreated)."""
+        if self.identity is None or self.scheduler is None:
+            return
+        try:
+            self.scheduler.move(project, name, member)
+        except NotFoundError:
+            pass   # no allocation (made before the cluster)
+        except ConflictError as err:   # it runs there already: say so, keep going
+            log.warning("allocation of %s not moved to %s: %s", name, member, err)
 
     def is_local(self, location: str | None) -> bool:
         return self.identity is None or location is None or location == self.identity.member

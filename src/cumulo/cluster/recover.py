@@ -39,6 +39,7 @@ class Recovery:
                 if dest != me or not self.cluster.store.claim(project, name, lost.name, me):
                     continue
                 log.warning("member %s is lost: recreating ephemeral %s here", lost.name, name)
+                self.cluster.moved(project, name, me)
                 try:
                     self.instances.recreate(project, name)
                 except CumuloError as err:

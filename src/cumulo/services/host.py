@@ -106,6 +106,7 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     if default_network:
         networks.ensure_default(state_dir / "default-network.created")
     storage = StorageService(state_dir, VolumeStore(store.db))
+    scheduler = cluster.scheduler = Scheduler(MemberStore(store.db, cluster.offline_after))
     instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks,
                                 storage, cluster)
     instances.reconcile()
@@ -118,7 +119,7 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                     CheckpointService(instances),
                     MigrationService(instances, HostStore(store.db), listen_host, identities),
                     events, History(instances), identities, cluster,
-                    Scheduler(MemberStore(store.db, cluster.offline_after)))
+                    scheduler)
 
 
 def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:

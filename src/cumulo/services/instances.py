@@ -306,6 +306,8 @@ class InstanceService:
         shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
         with contextlib.suppress(NotFoundError):
             self.store.delete_instance(inst.project, inst.name)
+        if self.cluster is not None:
+            self.cluster.released(inst.project, inst.name)
         self.networks.nics_changed(inst.project, [n.network for n in inst.nics])
 
     def delete(self, project: str, name: str, force: bool = False) -> Operation:
@@ -323,6 +325,8 @@ class InstanceService:
                 self.networks.detach(inst)
                 shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
                 self.store.delete_instance(project, name)
+                if self.cluster is not None:
+                    self.cluster.released(project, name)
                 self.events.lifecycle("deleted", project, name)
                 self.networks.nics_changed(project, [n.network for n in inst.nics])
                 if self.storage:

@@ -122,6 +122,12 @@ class MigrationService:
             return cluster.remote_for(name)
         return self.hosts.get_remote(name)
 
+    def _placed(self, project: str, name: str) -> None:
+        """In a cluster, the instance's allocation follows it here."""
+        cluster, member = self.instances.cluster, self.instances.member
+        if cluster is not None and member is not None:
+            cluster.moved(project, name, member)
+
     def _being_received(self, inst: Instance) -> bool:
         """In a cluster the row is shared and keeps its state while it moves: what this
         member receives is what it has made for it (``_made``)."""
@@ -317,6 +323,7 @@ class MigrationService:
                 self.incoming_abort(project, name)
                 raise
             self.instances.store.update_instance(project, name, state=state, **here)
+            self._placed(project, name)
             self._made.pop((project, name), None)
             self.instances.events.lifecycle("migrated-in", project, name)
             return
@@ -326,6 +333,7 @@ class MigrationService:
             self.incoming_abort(project, name)
             raise
         self.instances.store.update_instance(project, name, state=State.RUNNING, **here)
+        self._placed(project, name)
         self._made.pop((project, name), None)
         self.instances.events.lifecycle("migrated-in", project, name)
 
