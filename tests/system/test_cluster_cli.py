@@ -326,3 +326,34 @@ def test_members_pin_certificates_and_forward_as_the_caller(
         m1.cli("delete", "fw", "--force")
         for name in ("fw-ops", "fw-eve"):
             m1.cli("identity", "revoke", name)
+
+
+def test_a_strict_spread_placement_group_keeps_replicas_apart(
+        cluster: tuple[list[Daemon], str]) -> None:
+    """Three replicas in a strict spread group land on three members; a fourth has
+    nowhere to go and is refused in one line, leaving nothing behind; deleting one frees
+    its member for the next."""
+    m1, m2, m3 = cluster[0]
+    m1.cli("placement-group", "create", "reps", "--policy", "spread", "--strict")
+    names = ["r1", "r2", "r3"]
+    try:
+        for i, name in enumerate(names):
+            (m1, m2, m3)[i].cli("launch", "busybox", name, "--placement-group", "reps",
+                                "--", "sleep", "1000")
+        seen = listed(m2)
+        assert sorted(str(seen[n]["location"]) for n in names) == list(NAMES), seen
+        r = m3.cli("launch", "busybox", "r4", "--placement-group", "reps", "--", "sleep",
+                   "1000", check=False)
+        one_line_error(r, "no member can host")
+        assert "r4" not in listed(m1)
+        freed = str(seen["r2"]["location"])
+        m1.cli("delete", "r2", "--force")
+        names.remove("r2")
+        m1.cli("launch", "busybox", "r4", "--placement-group", "reps", "--", "sleep", "1000")
+        names.append("r4")
+        assert listed(m3)["r4"]["location"] == freed
+    finally:
+        for name in names:
+            m1.cli("delete", name, "--force", check=False)
+        m1.cli("placement-group", "delete", "reps")
+    assert listed(m1) == {}
