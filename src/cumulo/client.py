@@ -29,7 +29,7 @@ _DEFAULT = object()   # "the client's timeout", as opposed to None: no timeout
 _BY_NAME: dict[str, type[e.CumuloError]] = {
     cls.__name__: cls for cls in (
         e.InvalidInputError, e.LimitExceedsHostError, e.NotFoundError, e.ConflictError,
-        e.AuthError, e.ForbiddenError,
+        e.AuthError, e.ForbiddenError, e.QuotaExceededError, e.RestrictedError,
         e.InvalidStateError, e.UnsupportedError, e.DriverError, e.RuntimeToolError,
         e.StoreError)
 }
@@ -152,7 +152,7 @@ class Client:
 
     def __init__(self, socket: str | None = None, url: str | None = None,
                  timeout: float = 60.0, token: str | None = None,
-                 fingerprint: str | None = None) -> None:
+                 fingerprint: str | None = None, project: str | None = None) -> None:
         from_env = url is None and not socket
         url = url if url is not None else (None if socket else os.environ.get("CUMULO_URL"))
         self.socket: str | None
@@ -167,6 +167,15 @@ class Client:
         if fingerprint is None and from_env:
             fingerprint = os.environ.get("CUMULO_FINGERPRINT")
         self.fingerprint = normal_fingerprint(fingerprint) if fingerprint else None
+        # the project calls act in unless they name one: CUMULO_PROJECT, else default
+        self.project = project or os.environ.get("CUMULO_PROJECT") or "default"
+
+    def _p(self, project: str | None) -> str:
+        return project or self.project
+
+    def _in(self) -> dict[str, str]:
+        """The query of a call in the client's project."""
+        return {"project": self.project}
 
     def close(self) -> None:
         """Nothing is kept open between requests (kept for ``with Client() as c``)."""
@@ -293,8 +302,9 @@ class Client:
         while op["status"] not in ("success", "failure"):
             if time.monotonic() > deadline:
                 raise e.DriverError(f"operation {op['id']} still running after {timeout:.0f}s")
-            op = self.get(f"/operations/{op['id']}", params={"wait": 1 if on_progress else 10},
-                          timeout=30)
+            op = self.get(f"/operations/{op['id']}", params={
+                "wait": 1 if on_progress else 10,
+                "project": op.get("project") or self.project}, timeout=30)
             if on_progress:
                 on_progress(op)
         if op["status"] == "failure":
@@ -313,16 +323,16 @@ class Client:
         return self.get("/host")  # type: ignore[no-any-return]
 
     # instances
-    def instances(self, project: str = "default") -> list[dict[str, Any]]:
-        return self.get("/instances", params={"project": project})  # type: ignore[no-any-return]
+    def instances(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self.get("/instances", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
-    def instance(self, name: str, project: str = "default") -> dict[str, Any]:
-        return self.get(f"/instances/{name}", params={"project": project})  # type: ignore[no-any-return]
+    def instance(self, name: str, project: str | None = None) -> dict[str, Any]:
+        return self.get(f"/instances/{name}", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
     def create(self, name: str, image: str, *, type: str = "container",
                limits: dict[str, Any] | None = None, privileged: bool = False,
                command: list[str] | None = None, options: dict[str, str] | None = None,
-               start: bool = False, project: str = "default", wait: bool = True,
+               start: bool = False, project: str | None = None, wait: bool = True,
                networks: list[dict[str, Any]] | None = None,
                storage: dict[str, Any] | None = None,
                ssh_key: str | None = None, target: str | None = None) -> dict[str, Any]:
@@ -334,37 +344,38 @@ class Client:
         # waiting, the daemon answers once the operation ended (within 10 s): one request
         return self._op("POST", "/instances", wait, json=body,
                         timeout=None if self.timeout is None else max(self.timeout, 30),
-                        params={"project": project, "wait": 10 if wait else 0,
+                        params={"project": self._p(project), "wait": 10 if wait else 0,
                                 "target": target})
 
     def set_state(self, name: str, action: str, *, timeout: float = 30, force: bool = False,
-                  project: str = "default", wait: bool = True) -> dict[str, Any]:
-        return self._op("PUT", f"/instances/{name}/state", wait, params={"project": project},
+                  project: str | None = None, wait: bool = True) -> dict[str, Any]:
+        return self._op("PUT", f"/instances/{name}/state", wait,
+                        params={"project": self._p(project)},
                         json={"action": action, "timeout": timeout, "force": force})
 
-    def delete(self, name: str, *, force: bool = False, project: str = "default",
+    def delete(self, name: str, *, force: bool = False, project: str | None = None,
                wait: bool = True) -> dict[str, Any]:
         return self._op("DELETE", f"/instances/{name}", wait,
-                        params={"project": project, "force": force})
+                        params={"project": self._p(project), "force": force})
 
-    def set_limits(self, name: str, limits: dict[str, Any], project: str = "default"
+    def set_limits(self, name: str, limits: dict[str, Any], project: str | None = None
                    ) -> dict[str, Any]:
-        return self.request("PATCH", f"/instances/{name}", params={"project": project},  # type: ignore[no-any-return]
+        return self.request("PATCH", f"/instances/{name}", params={"project": self._p(project)},  # type: ignore[no-any-return]
                             json={"limits": limits}).json()
 
     def exec(self, name: str, command: list[str], *, stdin: bytes = b"",
              env: dict[str, str] | None = None, cwd: str = "/", timeout: float = 60,
-             project: str = "default") -> dict[str, Any]:
+             project: str | None = None) -> dict[str, Any]:
         """Run to completion and collect output: {exit_code, stdout, stderr}."""
         body = {"command": command, "stdin": stdin.decode(), "env": env or {}, "cwd": cwd,
                 "timeout": timeout}
-        return self.request("POST", f"/instances/{name}/exec", params={"project": project},  # type: ignore[no-any-return]
+        return self.request("POST", f"/instances/{name}/exec", params={"project": self._p(project)},  # type: ignore[no-any-return]
                             json=body, timeout=timeout + 10).json()
 
-    def exec_stream(self, name: str, request: dict[str, Any], project: str = "default"
+    def exec_stream(self, name: str, request: dict[str, Any], project: str | None = None
                     ) -> WebSocket:
         """A websocket running the command (protocol in api/exec_ws.py)."""
-        ws = self._websocket(f"/instances/{name}/exec-ws?project={project}", "exec stream")
+        ws = self._websocket(f"/instances/{name}/exec-ws?project={self._p(project)}", "exec stream")
         try:
             ws.send(json.dumps(request))
         except (OSError, e.CumuloError) as err:
@@ -373,13 +384,15 @@ class Client:
                                     ) from err
         return ws
 
-    def console_stream(self, name: str, project: str = "default") -> WebSocket:
+    def console_stream(self, name: str, project: str | None = None) -> WebSocket:
         """A websocket on the interactive console (protocol in api/console_ws.py)."""
-        return self._websocket(f"/instances/{name}/console-ws?project={project}", "console")
+        return self._websocket(f"/instances/{name}/console-ws?project={self._p(project)}",
+                               "console")
 
     def events(self, types: list[str] | None = None, project: str | None = None
                ) -> WebSocket:
-        """A websocket of the daemon's events, one JSON text frame each (api/events_ws.py)."""
+        """A websocket of the daemon's events, one JSON text frame each (api/events_ws.py);
+        ``project``: only that project's (default: every project's)."""
         return self._websocket("/events" + _query({"type": ",".join(types) if types else None,
                                                    "project": project}), "the event stream")
 
@@ -401,23 +414,23 @@ class Client:
         """The Prometheus exposition of ``GET /1.0/metrics``."""
         return self.request("GET", "/metrics").text
 
-    def console(self, name: str, offset: int = 0, project: str = "default"
+    def console(self, name: str, offset: int = 0, project: str | None = None
                 ) -> tuple[bytes, int]:
         resp = self.request("GET", f"/instances/{name}/console",
-                            params={"project": project, "offset": offset})
+                            params={"project": self._p(project), "offset": offset})
         return resp.content, int(resp.headers.get("x-cumulo-offset", offset))
 
-    def console_follow(self, name: str, project: str = "default") -> Iterator[bytes]:
+    def console_follow(self, name: str, project: str | None = None) -> Iterator[bytes]:
         with self._stream(f"/instances/{name}/console",
-                          {"project": project, "follow": "true"}) as (_head, body):
+                          {"project": self._p(project), "follow": "true"}) as (_head, body):
             yield from body
 
     # images
     def images(self) -> list[dict[str, Any]]:
-        return self.get("/images")  # type: ignore[no-any-return]
+        return self.get("/images", params=self._in())  # type: ignore[no-any-return]
 
     def image(self, ref: str) -> dict[str, Any]:
-        return self.get(f"/images/{ref}")  # type: ignore[no-any-return]
+        return self.get(f"/images/{ref}", params=self._in())  # type: ignore[no-any-return]
 
     def build_image(self, builder: str, alias: str | None = None, wait: bool = True,
                     on_progress: Callable[[dict[str, Any]], None] | None = None, *,
@@ -429,30 +442,31 @@ class Client:
                            ("profile", profile), ("features", features)):
             if value:
                 body[key] = value
-        op = self.request("POST", "/images", json=body).json()
+        op = self.request("POST", "/images", json=body, params=self._in()).json()
         return self.wait(op, on_progress) if wait else op
 
     def import_app(self, name: str, data: bytes) -> dict[str, Any]:
         """An app image from one static program (for --type appvm)."""
-        return self.request("POST", "/images/app", params={"name": name},  # type: ignore[no-any-return]
+        return self.request("POST", "/images/app",  # type: ignore[no-any-return]
+                            params={"name": name, **self._in()},
                             content=data,
                             headers={"content-type": "application/octet-stream"}).json()
 
     def delete_image(self, ref: str) -> None:
-        self.request("DELETE", f"/images/{ref}")
+        self.request("DELETE", f"/images/{ref}", params=self._in())
 
     def set_alias(self, alias: str, target: str) -> dict[str, Any]:
-        return self.request("POST", "/image-aliases",  # type: ignore[no-any-return]
+        return self.request("POST", "/image-aliases", params=self._in(),  # type: ignore[no-any-return]
                             json={"name": alias, "target": target}).json()
 
     def delete_alias(self, alias: str) -> None:
-        self.request("DELETE", f"/image-aliases/{alias}")
+        self.request("DELETE", f"/image-aliases/{alias}", params=self._in())
 
     def import_image(self, path: str, filename: str, alias: str | None = None,
                      sha256: str | None = None) -> dict[str, Any]:
         """Upload the file at ``path``; returns the import operation (not yet waited for)."""
         params = {k: v for k, v in (("filename", filename), ("alias", alias),
-                                    ("sha256", sha256)) if v}
+                                    ("sha256", sha256)) if v} | self._in()
         try:
             f = open(path, "rb")  # noqa: SIM115
         except OSError as err:
@@ -466,18 +480,19 @@ class Client:
 
     def export_image(self, ref: str) -> Iterator[tuple[str, bytes]]:
         """(format, chunk) pairs of the image's file: tar.gz for a rootfs, qcow2/raw for a disk."""
-        with self._stream(f"/image-files/{ref}") as (head, body):
+        with self._stream(f"/image-files/{ref}", self._in()) as (head, body):
             fmt = head.headers.get("x-cumulo-format", "")
             for chunk in body:
                 yield fmt, chunk
 
-    def publish(self, name: str, alias: str, project: str = "default") -> dict[str, Any]:
+    def publish(self, name: str, alias: str, project: str | None = None) -> dict[str, Any]:
         """Start publishing a stopped container as an image; returns the operation."""
         return self.request("POST", f"/instances/{name}/publish",  # type: ignore[no-any-return]
-                            params={"project": project}, json={"alias": alias}).json()
+                            params={"project": self._p(project)}, json={"alias": alias}).json()
 
-    def cancel_operation(self, op_id: str) -> dict[str, Any]:
-        return self.request("DELETE", f"/operations/{op_id}").json()  # type: ignore[no-any-return]
+    def cancel_operation(self, op_id: str, project: str | None = None) -> dict[str, Any]:
+        return self.request("DELETE", f"/operations/{op_id}",  # type: ignore[no-any-return]
+                            params={"project": self._p(project)}).json()
 
     # placement groups
     def placement_groups(self, project: str = "default") -> list[dict[str, Any]]:
@@ -495,25 +510,25 @@ class Client:
         self.request("DELETE", f"/placement-groups/{name}", params={"project": project})
 
     # networks
-    def networks(self, project: str = "default") -> list[dict[str, Any]]:
-        return self.get("/networks", params={"project": project})  # type: ignore[no-any-return]
+    def networks(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self.get("/networks", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
-    def network(self, name: str, project: str = "default") -> dict[str, Any]:
-        return self.get(f"/networks/{name}", params={"project": project})  # type: ignore[no-any-return]
+    def network(self, name: str, project: str | None = None) -> dict[str, Any]:
+        return self.get(f"/networks/{name}", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
-    def create_network(self, name: str, subnet: str | None = None, project: str = "default",
+    def create_network(self, name: str, subnet: str | None = None, project: str | None = None,
                        *, dns_domain: str | None = None, nat: bool = False) -> dict[str, Any]:
-        return self.request("POST", "/networks", params={"project": project},  # type: ignore[no-any-return]
+        return self.request("POST", "/networks", params={"project": self._p(project)},  # type: ignore[no-any-return]
                             json={"name": name, "subnet": subnet, "dns_domain": dns_domain,
                                   "nat": nat}).json()
 
-    def delete_network(self, name: str, project: str = "default") -> None:
-        self.request("DELETE", f"/networks/{name}", params={"project": project})
+    def delete_network(self, name: str, project: str | None = None) -> None:
+        self.request("DELETE", f"/networks/{name}", params={"project": self._p(project)})
 
     def checkpoint(self, name: str, file: str | None = None, restore: bool = False,
-                   project: str = "default") -> dict[str, Any]:
+                   project: str | None = None) -> dict[str, Any]:
         return self._op("POST", f"/instances/{name}/{'restore' if restore else 'checkpoint'}",
-                        json={"file": file}, params={"project": project})
+                        json={"file": file}, params={"project": self._p(project)})
 
     # hosts: tokens, remotes, migration
     def issue_token(self, name: str | None = None) -> dict[str, Any]:
@@ -552,66 +567,92 @@ class Client:
     def delete_remote(self, name: str) -> None:
         self.request("DELETE", f"/remotes/{name}")
 
-    def migrate(self, name: str, remote: str, live: bool = True, project: str = "default",
+    def migrate(self, name: str, remote: str, live: bool = True, project: str | None = None,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
                 bandwidth: str | None = None, postcopy: bool = False,
                 wait: bool = True) -> dict[str, Any]:
         """Move an instance to ``remote``; ``wait=False`` returns the running operation."""
-        op = self.request("POST", f"/instances/{name}/migrate", params={"project": project},
+        op = self.request("POST", f"/instances/{name}/migrate",
+                          params={"project": self._p(project)},
                           json={"remote": remote, "live": live, "bandwidth": bandwidth,
                                 "postcopy": postcopy}).json()
         return self.wait(op, on_progress, timeout=1800) if wait else op
 
     def set_bandwidth(self, name: str, body: dict[str, Any],
-                      project: str = "default") -> dict[str, Any]:
+                      project: str | None = None) -> dict[str, Any]:
         return self.request("POST", f"/instances/{name}/bandwidth",  # type: ignore[no-any-return]
-                            params={"project": project}, json=body).json()
+                            params={"project": self._p(project)}, json=body).json()
 
     # security groups and port forwards
-    def groups(self, project: str = "default") -> list[dict[str, Any]]:
-        return self.get("/security-groups", params={"project": project})  # type: ignore[no-any-return]
+    def groups(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self.get("/security-groups", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
-    def group(self, name: str, project: str = "default") -> dict[str, Any]:
-        return self.get(f"/security-groups/{name}", params={"project": project})  # type: ignore[no-any-return]
+    def group(self, name: str, project: str | None = None) -> dict[str, Any]:
+        return self.get(f"/security-groups/{name}", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
     def create_group(self, name: str, description: str = "",
-                     project: str = "default") -> dict[str, Any]:
-        return self.request("POST", "/security-groups", params={"project": project},  # type: ignore[no-any-return]
+                     project: str | None = None) -> dict[str, Any]:
+        return self.request("POST", "/security-groups", params={"project": self._p(project)},  # type: ignore[no-any-return]
                             json={"name": name, "description": description}).json()
 
-    def delete_group(self, name: str, project: str = "default") -> None:
-        self.request("DELETE", f"/security-groups/{name}", params={"project": project})
+    def delete_group(self, name: str, project: str | None = None) -> None:
+        self.request("DELETE", f"/security-groups/{name}", params={"project": self._p(project)})
 
     def add_rule(self, name: str, rule: dict[str, Any],
-                 project: str = "default") -> dict[str, Any]:
+                 project: str | None = None) -> dict[str, Any]:
         return self.request("POST", f"/security-groups/{name}/rules",  # type: ignore[no-any-return]
-                            params={"project": project}, json=rule).json()
+                            params={"project": self._p(project)}, json=rule).json()
 
-    def remove_rule(self, name: str, index: int, project: str = "default") -> dict[str, Any]:
+    def remove_rule(self, name: str, index: int, project: str | None = None) -> dict[str, Any]:
         return self.request("DELETE", f"/security-groups/{name}/rules/{index}",  # type: ignore[no-any-return]
-                            params={"project": project}).json()
+                            params={"project": self._p(project)}).json()
 
     def attach_group(self, name: str, instance: str, network: str | None = None,
-                     project: str = "default", detach: bool = False) -> None:
+                     project: str | None = None, detach: bool = False) -> None:
         self.request("POST", f"/security-groups/{name}/{'detach' if detach else 'attach'}",
-                     params={"project": project},
+                     params={"project": self._p(project)},
                      json={"instance": instance, "network": network})
 
-    def forwards(self, network: str, project: str = "default") -> list[dict[str, Any]]:
-        return self.get(f"/networks/{network}/forwards", params={"project": project})  # type: ignore[no-any-return]
+    def forwards(self, network: str, project: str | None = None) -> list[dict[str, Any]]:
+        return self.get(f"/networks/{network}/forwards", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
     def add_forward(self, network: str, body: dict[str, Any],
-                    project: str = "default") -> dict[str, Any]:
+                    project: str | None = None) -> dict[str, Any]:
         return self.request("POST", f"/networks/{network}/forwards",  # type: ignore[no-any-return]
-                            params={"project": project}, json=body).json()
+                            params={"project": self._p(project)}, json=body).json()
 
     def delete_forward(self, network: str, protocol: str, address: str, port: int,
-                       project: str = "default") -> None:
+                       project: str | None = None) -> None:
         self.request("DELETE", f"/networks/{network}/forwards/{protocol}/{address}/{port}",
-                     params={"project": project})
+                     params={"project": self._p(project)})
 
-    def operations(self) -> list[dict[str, Any]]:
-        return self.get("/operations")  # type: ignore[no-any-return]
+    def operations(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self.get("/operations",  # type: ignore[no-any-return]
+                        params={"project": self._p(project)})
+
+    # projects
+    def projects(self) -> list[dict[str, Any]]:
+        return self.get("/projects")  # type: ignore[no-any-return]
+
+    def project_info(self, name: str) -> dict[str, Any]:
+        return self.get(f"/projects/{name}")  # type: ignore[no-any-return]
+
+    def project_state(self, name: str) -> dict[str, Any]:
+        return self.get(f"/projects/{name}/state")  # type: ignore[no-any-return]
+
+    def create_project(self, name: str, description: str = "",
+                       config: dict[str, str] | None = None) -> dict[str, Any]:
+        return self.request("POST", "/projects", json={  # type: ignore[no-any-return]
+            "name": name, "description": description, "config": config or {}}).json()
+
+    def update_project(self, name: str, config: dict[str, str | None],
+                       description: str | None = None) -> dict[str, Any]:
+        """Set (a None value unsets) some settings."""
+        return self.request("PATCH", f"/projects/{name}", json={  # type: ignore[no-any-return]
+            "config": config, "description": description}).json()
+
+    def delete_project(self, name: str) -> None:
+        self.request("DELETE", f"/projects/{name}")
 
     # storage: pools, volumes, snapshots
     def pools(self) -> list[dict[str, Any]]:
@@ -620,45 +661,45 @@ class Client:
     def pool(self, name: str) -> dict[str, Any]:
         return self.get(f"/storage-pools/{name}")  # type: ignore[no-any-return]
 
-    def volumes(self, project: str = "default") -> list[dict[str, Any]]:
-        return self.get("/volumes", params={"project": project})  # type: ignore[no-any-return]
+    def volumes(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self.get("/volumes", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
-    def volume(self, name: str, project: str = "default") -> dict[str, Any]:
-        return self.get(f"/volumes/{name}", params={"project": project})  # type: ignore[no-any-return]
+    def volume(self, name: str, project: str | None = None) -> dict[str, Any]:
+        return self.get(f"/volumes/{name}", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
     def create_volume(self, name: str, size: str, pool: str | None = None,
-                      project: str = "default") -> dict[str, Any]:
-        return self.request("POST", "/volumes", params={"project": project},  # type: ignore[no-any-return]
+                      project: str | None = None) -> dict[str, Any]:
+        return self.request("POST", "/volumes", params={"project": self._p(project)},  # type: ignore[no-any-return]
                             json={"name": name, "size": size, "pool": pool}).json()
 
-    def resize_volume(self, name: str, size: str, project: str = "default") -> dict[str, Any]:
-        return self.request("PATCH", f"/volumes/{name}", params={"project": project},  # type: ignore[no-any-return]
+    def resize_volume(self, name: str, size: str, project: str | None = None) -> dict[str, Any]:
+        return self.request("PATCH", f"/volumes/{name}", params={"project": self._p(project)},  # type: ignore[no-any-return]
                             json={"size": size}).json()
 
-    def delete_volume(self, name: str, project: str = "default") -> None:
-        self.request("DELETE", f"/volumes/{name}", params={"project": project})
+    def delete_volume(self, name: str, project: str | None = None) -> None:
+        self.request("DELETE", f"/volumes/{name}", params={"project": self._p(project)})
 
     def attach_volume(self, name: str, instance: str, path: str = "", shared: bool = False,
-                      project: str = "default") -> dict[str, Any]:
+                      project: str | None = None) -> dict[str, Any]:
         return self.request("POST", f"/volumes/{name}/attachments",  # type: ignore[no-any-return]
-                            params={"project": project},
+                            params={"project": self._p(project)},
                             json={"instance": instance, "path": path, "shared": shared}).json()
 
-    def detach_volume(self, name: str, instance: str, project: str = "default"
+    def detach_volume(self, name: str, instance: str, project: str | None = None
                       ) -> dict[str, Any]:
         return self.request("DELETE", f"/volumes/{name}/attachments/{instance}",  # type: ignore[no-any-return]
-                            params={"project": project}).json()
+                            params={"project": self._p(project)}).json()
 
-    def snapshots(self, name: str, volume: bool = False, project: str = "default"
+    def snapshots(self, name: str, volume: bool = False, project: str | None = None
                   ) -> list[dict[str, Any]]:
         kind = "volumes" if volume else "instances"
-        return self.get(f"/{kind}/{name}/snapshots", params={"project": project})  # type: ignore[no-any-return]
+        return self.get(f"/{kind}/{name}/snapshots", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
     def snapshot(self, action: str, name: str, snap: str, volume: bool = False,
-                 project: str = "default", stateful: bool = False) -> None:
+                 project: str | None = None, stateful: bool = False) -> None:
         """``action``: create, restore or delete; ``stateful``: a running VM's memory too."""
         base = f"/{'volumes' if volume else 'instances'}/{name}/snapshots"
-        params = {"project": project}
+        params = {"project": self._p(project)}
         if action == "create":
             body: dict[str, Any] = {"name": snap}
             if stateful:

@@ -11,6 +11,9 @@ Hierarchy::
     ├── CertificateError         a remote's certificate is not the pinned one
     ├── ConflictError            duplicate name, image in use (409)
     │   └── InvalidStateError        action not allowed in the current state
+    ├── ProjectLimitError        the project does not allow it (403)
+    │   ├── QuotaExceededError       over one of the project's limits.*
+    │   └── RestrictedError          forbidden by one of its restricted.*
     ├── UnsupportedError         the host lacks a capability (422)
     ├── DriverError              a host tool or the kernel failed (500, message shown)
     │   └── RuntimeToolError         an external command exited non-zero
@@ -73,6 +76,18 @@ class InvalidStateError(ConflictError):
     def __init__(self, name: str, current: str, action: str) -> None:
         super().__init__(f"cannot {action} instance {name!r}: it is {current}")
         self.name, self.current, self.action = name, current, action
+
+
+class ProjectLimitError(CumuloError):
+    """The caller's project does not allow this (a quota or a restriction)."""
+
+
+class QuotaExceededError(ProjectLimitError):
+    """It would take the project past one of its quotas (``limits.*``)."""
+
+
+class RestrictedError(ProjectLimitError):
+    """One of the project's restrictions (``restricted.*``) forbids it."""
 
 
 class UnsupportedError(CumuloError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cumulo.client import Client
+from cumulo.client import APIError, Client
 
 BIN = Path(sys.executable).parent
 
@@ -74,16 +75,21 @@ class Daemon:
         return Client(socket=str(self.socket))
 
     def clear(self) -> None:
-        """Delete every instance, security group and network, if the daemon still runs."""
+        """Delete every instance, security group and network of every project, and the
+        projects but default, if the daemon still runs."""
         if self.proc is None or self.proc.poll() is not None:
             return
         with self.client() as c:
-            for inst in c.instances():
-                c.delete(inst["name"], force=True)
-            for g in c.groups():
-                c.delete_group(g["name"])
-            for n in c.networks():
-                c.delete_network(n["name"])
+            for project in [p["name"] for p in c.projects()]:
+                for inst in c.instances(project):
+                    c.delete(inst["name"], force=True, project=project)
+                for g in c.groups(project):
+                    c.delete_group(g["name"], project)
+                for n in c.networks(project):
+                    c.delete_network(n["name"], project)
+                if project != "default":
+                    with contextlib.suppress(APIError):   # it keeps images of its own
+                        c.delete_project(project)
 
 
 def can_connect(path: Path) -> bool:

@@ -66,7 +66,8 @@ def wait_op(api: TestClient, resp: object) -> dict[str, object]:
     op = resp.json()  # type: ignore[attr-defined]
     assert resp.status_code == 202, op  # type: ignore[attr-defined]
     for _ in range(100):
-        op = api.get(f"/1.0/operations/{op['id']}", params={"wait": 5}).json()
+        op = api.get(f"/1.0/operations/{op['id']}",
+                     params={"wait": 5, "project": op.get("project", "default")}).json()
         if op["status"] in ("success", "failure"):
             return op  # type: ignore[no-any-return]
     raise AssertionError(f"operation never ended: {op}")

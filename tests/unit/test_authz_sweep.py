@@ -94,6 +94,8 @@ def concrete(template: str, names: dict[str, str]) -> str:
         values["name"] = f"{SECRET}-sg"
     elif template.startswith("/1.0/volumes/"):
         values["name"] = f"{SECRET}-vol"
+    elif template.startswith("/1.0/projects/"):
+        values["name"] = SECRET
     elif template.startswith(("/1.0/storage-pools/", "/1.0/image-aliases/",
                               "/1.0/cluster/")):   # server-wide names
         values["name"] = "default"
@@ -146,8 +148,9 @@ def test_beta_callers_get_nothing_of_alpha(world: Any, svc: Services) -> None:
                 status, text = r.status_code, r.text
             where = f"{role}: {method} {path}"
             shared = rule[1].scope == rights.S and rule[1].right == "read"
-            if (method, template) == ("GET", "/1.0/operations"):
-                assert status == 200 and r.json() == [], where   # only the caller's
+            if role == "remote" and rule[1].also == "migrate":
+                # it may see whether an image is there before it migrates an instance
+                assert status in (200, 404), f"{where}: {status} {text}"
             elif role == "remote" and rule[1].right == "migrate":
                 # another host may migrate into any project: but not touch what is there
                 assert status in (400, 404, 409), f"{where}: {status} {text}"

@@ -85,10 +85,14 @@ def test_operator_manages_its_project_only(tcp: Any) -> None:
     assert o("POST", "/networks", json={"name": "n1", "subnet": "10.67.0.0/24"}
              ).status_code == 201
     assert o("GET", "/instances", params={"project": "default"}).status_code == 404
-    for method, path in (("GET", "/identities"), ("POST", "/images"), ("GET", "/metrics"),
-                         ("POST", "/tokens"), ("GET", "/remotes"), ("GET", "/audit")):
+    for method, path in (("GET", "/identities"), ("GET", "/metrics"), ("POST", "/tokens"),
+                         ("GET", "/remotes"), ("GET", "/audit"), ("POST", "/projects"),
+                         ("PATCH", "/projects/beta")):   # not its own quotas either
         r = o(method, path, json={})
         assert r.status_code == 403 and "needs the right 'admin'" in r.json()["error"], path
+    r = o("POST", "/images", json={"builder": "busybox"})   # beta uses default's images
+    assert r.status_code == 403 and "needs the right 'manage' in project 'default'" in \
+        r.json()["error"]
     r = o("POST", "/instances/web/checkpoint", json={"file": "/etc/cron.d/x"})
     assert r.status_code == 403 and "a checkpoint file on the host" in r.json()["error"]
     assert o.done(o("DELETE", "/instances/web", params={"force": True}))["status"] \

@@ -34,6 +34,7 @@ from cumulo.api.convert import (
     instance_out,
     limits_from,
     limits_in,
+    location,
     network_out,
     operation_out,
     pool_out,
@@ -42,6 +43,8 @@ from cumulo.api.convert import (
 from cumulo.api.forward import Forward
 from cumulo.api.image_routes import add_routes as add_image_routes
 from cumulo.api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
+from cumulo.api.projects import IMAGE_PROJECT, PROJECT
+from cumulo.api.projects import add_routes as add_project_routes
 from cumulo.cluster.choose import scheduled
 from cumulo.domain import ssh_keys
 from cumulo.domain.lifecycle import Action, State
@@ -55,19 +58,17 @@ from cumulo.images.builders import BuildOptions
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
-from cumulo.services.operations import project_of
 from cumulo.web import assets
 
 API = "1.0"
 ERR = {400: {"model": s.ErrorOut}, 404: {"model": s.ErrorOut}, 409: {"model": s.ErrorOut},
        422: {"model": s.ErrorOut}, 500: {"model": s.ErrorOut}}
-PROJECT = Query("default", description="project (tenant) the resource belongs to")
 FOLLOW_POLL = 0.2
 
 
 def accepted(op: Operation) -> JSONResponse:
     return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/{API}/operations/{op.id}"})
+                        headers={"Location": location(op)})
 
 
 def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = None,
@@ -86,6 +87,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
 
     app = FastAPI(title="Cumulo", version=__version__, lifespan=lifespan,
                   description="Containers and virtual machines on one host, through one API.")
+    app.state.services = svc   # for the PROJECT dependency (api/projects.py)
     errors.install(app)
     metrics = Metrics(svc)
     app.add_middleware(RequestMetrics, metrics=metrics)
@@ -144,7 +146,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
                             else (), ephemeral=body.ephemeral)
         op = await run_in_threadpool(svc.instances.create, project, req)
         # (a launch then costs one request, not two: no GET .../operations/ID?wait after it)
-        return accepted(await svc.ops.wait(op.id, wait) or op)
+        return accepted(await svc.ops.wait(op.id, wait, project) or op)
 
     @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")
     def get_instance(name: str, project: str = PROJECT) -> s.InstanceOut:
@@ -213,45 +215,45 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
         return StreamingResponse(stream(), media_type="application/octet-stream")
 
     @r.get("/images", response_model=list[s.ImageOut], summary="List images")
-    def list_images() -> list[s.ImageOut]:
-        return [image_out(i) for i in svc.images.list()]
+    def list_images(project: str = PROJECT) -> list[s.ImageOut]:
+        return [image_out(i) for i in svc.images.list(project)]
 
     @r.post("/images", status_code=202, response_model=s.OperationOut,
             summary="Build an image with a named builder (busybox, debian/12, app, kernel)")
-    def build_image(body: s.ImageBuild) -> JSONResponse:
+    def build_image(body: s.ImageBuild, project: str = IMAGE_PROJECT) -> JSONResponse:
         return accepted(svc.images.build(body.builder, body.alias, BuildOptions(
             variant=body.variant, packages=tuple(body.packages), binary=body.binary,
-            profile=body.profile, features=tuple(body.features))))
+            profile=body.profile, features=tuple(body.features)), project=project))
 
     @r.post("/images/app", status_code=201, response_model=s.ImageOut,
             summary="Import one static x86-64 program as an app image (for --type appvm)",
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string",
                                                         "format": "binary"}}}}})
-    async def import_app(request: Request, name: str = Query(..., description="program name")
-                         ) -> s.ImageOut:
+    async def import_app(request: Request, name: str = Query(..., description="program name"),
+                         project: str = IMAGE_PROJECT) -> s.ImageOut:
         if int(request.headers.get("content-length") or 0) > app_image.MAX_SIZE:
             raise InvalidInputError(f"an app is at most {app_image.MAX_SIZE} bytes")
         data = await request.body()
-        return image_out(await asyncio.to_thread(svc.images.import_app, name, data))
+        return image_out(await asyncio.to_thread(svc.images.import_app, name, data, project))
 
     @r.get("/images/{ref:path}", response_model=s.ImageOut,
            summary="Image by alias or fingerprint")
-    def get_image(ref: str) -> s.ImageOut:
-        return image_out(svc.images.get(ref))
+    def get_image(ref: str, project: str = PROJECT) -> s.ImageOut:
+        return image_out(svc.images.get(ref, project))
 
     @r.delete("/images/{ref:path}", status_code=204, summary="Delete an unused image")
-    def delete_image(ref: str) -> Response:
-        svc.images.delete(ref)
+    def delete_image(ref: str, project: str = IMAGE_PROJECT) -> Response:
+        svc.images.delete(ref, project)
         return Response(status_code=204)
 
     @r.post("/image-aliases", response_model=s.ImageOut, summary="Point an alias at an image")
-    def set_alias(body: s.AliasIn) -> s.ImageOut:
-        return image_out(svc.images.set_alias(body.name, body.target))
+    def set_alias(body: s.AliasIn, project: str = IMAGE_PROJECT) -> s.ImageOut:
+        return image_out(svc.images.set_alias(body.name, body.target, project))
 
     @r.delete("/image-aliases/{name:path}", status_code=204, summary="Remove an alias")
-    def delete_alias(name: str) -> Response:
-        svc.images.delete_alias(name)
+    def delete_alias(name: str, project: str = IMAGE_PROJECT) -> Response:
+        svc.images.delete_alias(name, project)
         return Response(status_code=204)
 
     @r.get("/networks", response_model=list[s.NetworkOut], summary="List networks")
@@ -328,23 +330,23 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
         _snapshot_routes(r, svc, kind, is_volume)
 
     @r.get("/operations", response_model=list[s.OperationOut], summary="Recent operations")
-    def list_operations(request: Request) -> list[s.OperationOut]:
-        caller = auth.caller_of(request)
-        return [operation_out(o) for o in svc.ops.list()
-                if caller.sees(project_of(o))]
+    def list_operations(project: str = PROJECT) -> list[s.OperationOut]:
+        return [operation_out(o) for o in svc.ops.list(project=project)]
 
     @r.get("/operations/{op_id}", response_model=s.OperationOut,
            summary="An operation; wait=SECONDS blocks until it ends")
     async def get_operation(request: Request, op_id: str,
-                            wait: float = Query(0, ge=0, le=600)) -> s.OperationOut:
+                            wait: float = Query(0, ge=0, le=600),
+                            project: str = PROJECT) -> s.OperationOut:
         caller = auth.caller_of(request)
         if not caller.admin:   # 404 for another project's
-            auth.check_operation(caller, await run_in_threadpool(svc.ops.get, op_id), READ)
+            auth.check_operation(caller, await run_in_threadpool(
+                svc.ops.get, op_id, 0.0, project), READ)
         # a running one is awaited on the loop, woken by its end; a finished one is read
         # from the store on a worker thread
-        op = await svc.ops.wait(op_id, wait)
+        op = await svc.ops.wait(op_id, wait, project)
         if op is None:
-            op = await run_in_threadpool(svc.ops.get, op_id)
+            op = await run_in_threadpool(svc.ops.get, op_id, 0.0, project)
         return operation_out(op)
 
     @r.post("/instances/{name}/checkpoint", status_code=202, response_model=s.OperationOut,
@@ -371,6 +373,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
         return instance_out(svc.instances.get(project, name))
 
     add_image_routes(r, svc)
+    add_project_routes(r, svc)
     firewall_routes.add_routes(r, svc)
     host_routes.add_routes(r, svc, sessions)
     identity_routes.add_routes(r, svc, sessions)

@@ -39,7 +39,6 @@ from cumulo.domain import roles
 from cumulo.domain.models import Operation
 from cumulo.errors import AuthError, CumuloError, ForbiddenError, NotFoundError
 from cumulo.services.host import Services
-from cumulo.services.operations import project_of
 from cumulo.store.identities import MEMBER, REMOTE, Identity
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ def caller_in(scope: Scope) -> Caller:
 def check(caller: Caller, rule: rights.Rule, project: str | None) -> None:
     """Raise NotFoundError (no role in ``project``) or ForbiddenError (a role lacking
     the right) unless ``caller`` may do what ``rule`` says in ``project``."""
-    if caller.may(rule.right, project):
+    if caller.may(rule.right, project) or rule.also and caller.may(rule.also, project):
         return
     if rule.scope == rights.S:
         if rule.right == roles.READ and (caller.roles or caller.server):
@@ -304,13 +303,8 @@ def require_admin(conn: HTTPConnection, what: str) -> None:
 
 def check_operation(caller: Caller, op: Operation, right: str) -> None:
     """404 for an operation of a project the caller has no role in (as if it did not
-    exist), 403 for a role lacking ``right``; operations of no project: admins only."""
-    project = project_of(op)
-    if project is None and not caller.admin:
-        if right == roles.READ and caller.server:
-            return   # another host follows the operations it started here
-        raise NotFoundError("operation", op.id)
-    check(caller, rights.Rule(right), project)
+    exist), 403 for a role lacking ``right``."""
+    check(caller, rights.Rule(right), op.project)
 
 
 def install(app: Any, svc: Services, sessions: Sessions, tcp: bool) -> None:

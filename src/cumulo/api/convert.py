@@ -64,6 +64,12 @@ def image_out(img: Image) -> s.ImageOut:
     return s.ImageOut(**asdict(img))
 
 
+def location(op: Operation) -> str:
+    """Where the operation is read (its project's, outside ``default``)."""
+    where = "" if op.project == "default" else f"?project={op.project}"
+    return f"/1.0/operations/{op.id}{where}"
+
+
 def operation_out(op: Operation) -> s.OperationOut:
     d = asdict(op)
     d["status"] = op.status.value

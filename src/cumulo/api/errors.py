@@ -20,6 +20,7 @@ STATUS: list[tuple[type[e.CumuloError], int]] = [
     (e.ForbiddenError, 403),
     (e.InvalidStateError, 409),
     (e.ConflictError, 409),
+    (e.ProjectLimitError, 403),
     (e.UnsupportedError, 422),
     (e.DriverError, 500),
     (e.StoreError, 500),

@@ -1,7 +1,8 @@
 """``/1.0/events``: the daemon's events over a websocket, one JSON text frame each.
 
 Query: ``type=lifecycle,operation,logging`` (default: all) and ``project=NAME``
-(default: every project; daemon log records belong to none and always pass).
+(default: every project; daemon log records belong to none and go only to a stream
+of every project: they may name any project's objects).
 The server only sends; the stream ends when the client leaves, when the daemon
 stops, or when the client falls too far behind (then a last frame
 ``{"error": ..., "type": "ConflictError", "status": 409}`` says so).
@@ -17,7 +18,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from cumulo.api import web_auth
 from cumulo.api.exec_ws import _send_error
-from cumulo.errors import ConflictError, InvalidInputError
+from cumulo.errors import ConflictError, InvalidInputError, NotFoundError
 from cumulo.services.events import TYPES
 from cumulo.services.host import Services
 
@@ -36,7 +37,9 @@ async def serve(ws: WebSocket, svc: Services, types: str | None, project: str | 
     await web_auth.accept(ws)
     try:
         wanted = parse_types(types)
-    except InvalidInputError as err:
+        if project is not None:
+            svc.projects.check(project)
+    except (InvalidInputError, NotFoundError) as err:
         await _send_error(ws, err)
         return
     loop = asyncio.get_running_loop()

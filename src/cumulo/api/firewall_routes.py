@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from cumulo.api.projects import PROJECT
 from cumulo.api.schemas import Strict
 from cumulo.domain.acl import SecurityGroup
 from cumulo.services.firewall import FirewallService
 from cumulo.services.host import Services
 from cumulo.store.firewall import Forward
-
-PROJECT = Query("default", description="project (tenant) the resource belongs to")
 
 
 class GroupCreate(Strict):

@@ -7,18 +7,17 @@ import os
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cumulo.api.auth import Sessions
 from cumulo.api.convert import operation_out
+from cumulo.api.projects import PROJECT
 from cumulo.api.schemas import OperationOut, Strict
 from cumulo.domain.units import parse_size
 from cumulo.services.host import Services
 from cumulo.services.migrations import MigrationService
-
-PROJECT = Query("default", description="project (tenant) the resource belongs to")
 
 
 class TokenIn(Strict):

@@ -25,7 +25,8 @@ from starlette.concurrency import run_in_threadpool
 
 from cumulo.api import auth
 from cumulo.api import schemas as s
-from cumulo.api.convert import operation_out
+from cumulo.api.convert import location, operation_out
+from cumulo.api.projects import IMAGE_PROJECT, PROJECT
 from cumulo.api.schemas import Strict
 from cumulo.domain.models import Operation
 from cumulo.domain.roles import OPERATE
@@ -35,7 +36,6 @@ from cumulo.images.files import remove_tree
 from cumulo.services.host import Services
 
 _CHUNK = 1 << 20
-PROJECT = Query("default", description="project (tenant) the resource belongs to")
 
 
 def _stream(argv: list[str]) -> Iterator[bytes]:
@@ -62,7 +62,7 @@ class PublishIn(Strict):
 
 def _accepted(op: Operation) -> JSONResponse:
     return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/1.0/operations/{op.id}"})
+                        headers={"Location": location(op)})
 
 
 async def _receive(svc: Services, request: Request, expected: str | None
@@ -96,11 +96,12 @@ def add_routes(r: APIRouter, svc: Services) -> None:
         filename: str = Query(..., description="the file's name (.raw/.img marks a raw disk)"),
         alias: str | None = Query(None),
         sha256: str | None = Query(None, description="refuse the file unless it has this sha256"),
+        project: str = IMAGE_PROJECT,
     ) -> JSONResponse:
         expected = importer.check_sha256(sha256)
         svc.images.check_alias(alias)
         staging, actual = await _receive(svc, request, expected)
-        return _accepted(svc.images.import_upload(staging, filename, alias, actual))
+        return _accepted(svc.images.import_upload(staging, filename, alias, actual, project))
 
     @r.post("/migrations/images", summary="(host to host) receive the image of an instance"
                                           " about to migrate here, as `image export` makes"
@@ -125,20 +126,22 @@ def add_routes(r: APIRouter, svc: Services) -> None:
     @r.delete("/operations/{op_id}", status_code=202, response_model=s.OperationOut,
               summary="Cancel a running operation (an image build or import); it ends as "
                       "a failure, its work undone")
-    def cancel_operation(request: Request, op_id: str) -> JSONResponse:
-        auth.check_operation(auth.caller_of(request), svc.ops.get(op_id), OPERATE)
-        return _accepted(svc.ops.cancel(op_id))
+    def cancel_operation(request: Request, op_id: str, project: str = PROJECT
+                         ) -> JSONResponse:
+        auth.check_operation(auth.caller_of(request), svc.ops.get(op_id, 0.0, project),
+                             OPERATE)
+        return _accepted(svc.ops.cancel(op_id, project))
 
     @r.post("/instances/{name}/publish", status_code=202, response_model=s.OperationOut,
             summary="Make a stopped container's root filesystem a new image")
-    def publish_instance(name: str, body: PublishIn, project: str = PROJECT) -> JSONResponse:
+    def publish_instance(name: str, body: PublishIn, project: str = IMAGE_PROJECT) -> JSONResponse:
         return _accepted(svc.images.publish(svc.instances, project, name, body.alias))
 
     @r.get("/image-files/{ref:path}", summary="Download an image: a rootfs as tar.gz, a disk "
                                               "as its qcow2/raw file",
            response_class=StreamingResponse, response_model=None)
-    def export_image(ref: str) -> Response:
-        fmt, path = svc.images.export_source(ref)
+    def export_image(ref: str, project: str = PROJECT) -> Response:
+        fmt, path = svc.images.export_source(ref, project)
         headers = {"X-Cumulo-Format": fmt}
         if fmt == "tar.gz":
             return StreamingResponse(_stream(importer.export_argv(path)),

@@ -22,6 +22,7 @@ class Rule:
     right: str
     scope: str = "project"
     path_project: str | None = None   # the project is this path parameter (/projects/{name})
+    also: str | None = None   # another right that suffices (a host asks if an image is here)
 
 
 P, S, PUBLIC = "project", "server", "public"
@@ -54,7 +55,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{_I}/checkpoint"): Rule(MANAGE),
     ("POST", f"{_I}/restore"): Rule(MANAGE),
     ("POST", f"{_I}/migrate"): Rule(MANAGE),
-    ("POST", f"{_I}/publish"): Rule(ADMIN),   # images are server-wide (for now)
+    ("POST", f"{_I}/publish"): Rule(MANAGE),   # and the image write check of the route
     ("GET", f"{_I}/snapshots"): Rule(READ),
     ("POST", f"{_I}/snapshots"): Rule(MANAGE),
     ("DELETE", f"{_I}/snapshots/{{snap}}"): Rule(MANAGE),
@@ -66,16 +67,17 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/1.0/migrations/incoming/{name}"): Rule(MIGRATE),
     ("POST", "/1.0/migrations/images"): Rule(MIGRATE, S),
     ("DELETE", "/1.0/migrations/images/{fingerprint}"): Rule(MIGRATE, S),
-    # images: shared by every project; changed by admins
-    ("GET", "/1.0/images"): Rule(READ, S),
-    ("GET", "/1.0/images/{ref:path}"): Rule(READ, S),
-    ("GET", "/1.0/image-files/{ref:path}"): Rule(READ, S),
-    ("POST", "/1.0/images"): Rule(ADMIN, S),
-    ("POST", "/1.0/images/app"): Rule(ADMIN, S),
-    ("POST", "/1.0/image-imports"): Rule(ADMIN, S),
-    ("DELETE", "/1.0/images/{ref:path}"): Rule(ADMIN, S),
-    ("POST", "/1.0/image-aliases"): Rule(ADMIN, S),
-    ("DELETE", "/1.0/image-aliases/{name:path}"): Rule(ADMIN, S),
+    # images: a project's own (features.images=true) or default's; a route that changes
+    # default's images from another project also needs manage in default (image_write)
+    ("GET", "/1.0/images"): Rule(READ),
+    ("GET", "/1.0/images/{ref:path}"): Rule(READ),
+    ("GET", "/1.0/image-files/{ref:path}"): Rule(READ, also=MIGRATE),   # a host: has it?
+    ("POST", "/1.0/images"): Rule(MANAGE),
+    ("POST", "/1.0/images/app"): Rule(MANAGE),
+    ("POST", "/1.0/image-imports"): Rule(MANAGE),
+    ("DELETE", "/1.0/images/{ref:path}"): Rule(MANAGE),
+    ("POST", "/1.0/image-aliases"): Rule(MANAGE),
+    ("DELETE", "/1.0/image-aliases/{name:path}"): Rule(MANAGE),
     # networks, forwards, security groups
     ("GET", "/1.0/networks"): Rule(READ),
     ("POST", "/1.0/networks"): Rule(MANAGE),
@@ -111,11 +113,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{_V}/snapshots"): Rule(MANAGE),
     ("DELETE", f"{_V}/snapshots/{{snap}}"): Rule(MANAGE),
     ("POST", f"{_V}/snapshots/{{snap}}/restore"): Rule(MANAGE),
-    # operations: each checked against its instance's project by the route
-    ("GET", "/1.0/operations"): Rule(READ, "object"),
+    # operations belong to a project; one by id is also checked by the route
+    ("GET", "/1.0/operations"): Rule(READ),
     ("GET", "/1.0/operations/{op_id}"): Rule(READ, "object"),
     ("DELETE", "/1.0/operations/{op_id}"): Rule(OPERATE, "object"),
     ("WS", "/1.0/events"): Rule(READ, "events"),
+    # projects: each reads its own; settings (quotas, restrictions) are the admin's
+    ("GET", "/1.0/projects"): Rule(READ, S),   # the route lists only those it sees
+    ("POST", "/1.0/projects"): Rule(ADMIN, S),
+    ("GET", "/1.0/projects/{name}"): Rule(READ, path_project="name"),
+    ("GET", "/1.0/projects/{name}/state"): Rule(READ, path_project="name"),
+    ("PUT", "/1.0/projects/{name}"): Rule(ADMIN, S),
+    ("PATCH", "/1.0/projects/{name}"): Rule(ADMIN, S),
+    ("DELETE", "/1.0/projects/{name}"): Rule(ADMIN, S),
     # who may call: identities, host-to-host tokens, remotes, the audit log
     ("GET", "/1.0/identities"): Rule(ADMIN, S),
     ("POST", "/1.0/identities"): Rule(ADMIN, S),

@@ -195,6 +195,7 @@ class OperationOut(BaseModel):
     resources: dict[str, Any]
     created_at: datetime | None
     updated_at: datetime | None
+    project: str = "default"
 
 
 class ErrorOut(BaseModel):

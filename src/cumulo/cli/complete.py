@@ -16,10 +16,10 @@ ENV = "_CUMULO_COMPLETE"   # set by the shell's completion script (typer's)
 TIMEOUT = 2.0
 
 
-def _names(ctx: typer.Context, incomplete: str, path: str, project: bool = True) -> list[str]:
-    params = {"project": ctx.params.get("project") or "default"} if project else None
+def _names(ctx: typer.Context, incomplete: str, path: str) -> list[str]:
     try:
         with Client(timeout=TIMEOUT) as c:
+            params = {"project": ctx.params.get("project") or c.project}
             rows: list[dict[str, Any]] = c.get(path, params=params)
     except Exception:   # completion must never print an error
         return []
@@ -36,7 +36,7 @@ def instances(ctx: typer.Context, incomplete: str) -> list[str]:
 
 def images(ctx: typer.Context, incomplete: str) -> list[str]:
     """Aliases and short fingerprints."""
-    return _names(ctx, incomplete, "/images", project=False)
+    return _names(ctx, incomplete, "/images")
 
 
 def networks(ctx: typer.Context, incomplete: str) -> list[str]:

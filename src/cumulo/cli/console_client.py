@@ -63,7 +63,7 @@ def _pump_stdin(ws: WebSocket, detached: threading.Event) -> None:
         pass
 
 
-def run_console(client: Client, name: str, project: str) -> int:
+def run_console(client: Client, name: str, project: str | None) -> int:
     ws = client.console_stream(name, project)
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd) if sys.stdin.isatty() else None

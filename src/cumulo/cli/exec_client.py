@@ -43,7 +43,7 @@ def _send_resizes(ws: WebSocket, winched: threading.Event) -> None:
 
 
 def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
-             env: dict[str, str], cwd: str, project: str) -> int:
+             env: dict[str, str], cwd: str, project: str | None) -> int:
     size = shutil.get_terminal_size()
     request: dict[str, Any] = {"command": command, "tty": tty_mode, "env": env, "cwd": cwd,
                                "rows": size.lines, "cols": size.columns}

@@ -8,6 +8,7 @@ import typer
 
 from cumulo.cli import output as o
 from cumulo.cli.complete import Instance, Network
+from cumulo.cli.settings import ProjectOpt
 from cumulo.client import Client
 
 acl_app = typer.Typer(no_args_is_help=True, help="Security groups: allow rules on NICs.")
@@ -17,14 +18,13 @@ forward_app = typer.Typer(no_args_is_help=True,
 acl_app.add_typer(rule_app, name="rule")
 
 FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
-ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
 NetOpt = Annotated[str | None, typer.Option(
     "--network", help="only the NIC on this network (default: all the instance's NICs)")]
 
 
 @acl_app.command("create")
 def acl_create(name: str, description: Annotated[str, typer.Option()] = "",
-               project: ProjectOpt = "default") -> None:
+               project: ProjectOpt = None) -> None:
     """Create an empty security group: a NIC in it takes only what its rules allow in."""
     with Client() as c:
         c.create_group(name, description, project)
@@ -32,7 +32,7 @@ def acl_create(name: str, description: Annotated[str, typer.Option()] = "",
 
 
 @acl_app.command("list")
-def acl_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
+def acl_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = None) -> None:
     """List security groups."""
     with Client() as c:
         rows = c.groups(project)
@@ -44,7 +44,7 @@ def acl_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -
 
 @acl_app.command("info")
 def acl_info(name: str, fmt: FormatOpt = o.Format.table,
-             project: ProjectOpt = "default") -> None:
+             project: ProjectOpt = None) -> None:
     """A security group: its numbered rules and the NICs in it."""
     with Client() as c:
         g = c.group(name, project)
@@ -57,7 +57,7 @@ def acl_info(name: str, fmt: FormatOpt = o.Format.table,
 
 
 @acl_app.command("delete")
-def acl_delete(name: str, project: ProjectOpt = "default") -> None:
+def acl_delete(name: str, project: ProjectOpt = None) -> None:
     """Delete a security group no NIC is in."""
     with Client() as c:
         c.delete_group(name, project)
@@ -65,7 +65,7 @@ def acl_delete(name: str, project: ProjectOpt = "default") -> None:
 
 @acl_app.command("attach")
 def acl_attach(name: str, instance: Instance, network: NetOpt = None,
-               project: ProjectOpt = "default") -> None:
+               project: ProjectOpt = None) -> None:
     """Put an instance's NICs in the group (applies at once, also while running)."""
     with Client() as c:
         c.attach_group(name, instance, network, project)
@@ -74,7 +74,7 @@ def acl_attach(name: str, instance: Instance, network: NetOpt = None,
 
 @acl_app.command("detach")
 def acl_detach(name: str, instance: Instance, network: NetOpt = None,
-               project: ProjectOpt = "default") -> None:
+               project: ProjectOpt = None) -> None:
     """Take an instance's NICs out of the group (applies at once)."""
     with Client() as c:
         c.attach_group(name, instance, network, project, detach=True)
@@ -89,7 +89,7 @@ def rule_add(name: str,
                  help="peer CIDR (the source of ingress, the destination of egress)")] = None,
              group: Annotated[str | None, typer.Option(
                  help="peer: the NICs in this security group")] = None,
-             project: ProjectOpt = "default") -> None:
+             project: ProjectOpt = None) -> None:
     """Allow traffic (applies at once to every NIC in the group)."""
     rule = {"direction": direction, "protocol": protocol, "ports": port, "cidr": source,
             "group": group}
@@ -99,7 +99,7 @@ def rule_add(name: str,
 
 
 @rule_app.command("remove")
-def rule_remove(name: str, index: int, project: ProjectOpt = "default") -> None:
+def rule_remove(name: str, index: int, project: ProjectOpt = None) -> None:
     """Remove rule INDEX (numbers from `acl info`); applies at once."""
     with Client() as c:
         c.remove_rule(name, index, project)
@@ -117,7 +117,7 @@ def forward_add(network: Network,
                 listen: Annotated[str, typer.Argument(help="HOST_ADDRESS:PORT")],
                 target: Annotated[str, typer.Argument(help="INSTANCE[:PORT]")],
                 protocol: Annotated[str, typer.Option(help="tcp or udp")] = "tcp",
-                project: ProjectOpt = "default") -> None:
+                project: ProjectOpt = None) -> None:
     """Forward a port of a host address to an instance on NETWORK."""
     addr, _, port = listen.rpartition(":")
     inst, _, tport = target.partition(":")
@@ -134,7 +134,7 @@ def forward_add(network: Network,
 
 @forward_app.command("list")
 def forward_list(network: Network, fmt: FormatOpt = o.Format.table,
-                 project: ProjectOpt = "default") -> None:
+                 project: ProjectOpt = None) -> None:
     """Port forwards into NETWORK."""
     with Client() as c:
         rows = _forward_rows(c.forwards(network, project))
@@ -145,7 +145,7 @@ def forward_list(network: Network, fmt: FormatOpt = o.Format.table,
 def forward_remove(network: Network,
                    listen: Annotated[str, typer.Argument(help="HOST_ADDRESS:PORT")],
                    protocol: Annotated[str, typer.Option(help="tcp or udp")] = "tcp",
-                   project: ProjectOpt = "default") -> None:
+                   project: ProjectOpt = None) -> None:
     """Remove a port forward."""
     addr, _, port = listen.rpartition(":")
     if not addr or not port.isdigit():

@@ -15,6 +15,7 @@ import typer
 
 from cumulo.cli import output as o
 from cumulo.cli.complete import Image, Instance
+from cumulo.cli.settings import ProjectOpt
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 from cumulo.errors import CumuloError
@@ -209,8 +210,7 @@ def image_export(image: Image, file: Annotated[str, typer.Argument(
 
 
 def publish(instance: Instance, alias: Annotated[str, typer.Option(help="name of the new image")],
-            project: Annotated[str, typer.Option("--project", help="project (tenant)")]
-            = "default") -> None:
+            project: ProjectOpt = None) -> None:
     """Make a stopped container's root filesystem (with its changes) a new image."""
     with Client() as c:
         op = c.publish(instance, alias, project)

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from cumulo.cli import complete
+from cumulo.cli import complete, settings
 from cumulo.cli import output as o
 from cumulo.cli.complete import Image, Instance, Network
+from cumulo.cli.settings import ProjectOpt
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 from cumulo.errors import CumuloError
@@ -46,20 +47,31 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "monitor": ("cumulo.cli.monitor", "monitor", False),
     "ui": ("cumulo.cli.ui", "ui", False),
     "placement-group": ("cumulo.cli.placement", "placement_group_app", True),
+    "project": ("cumulo.cli.projects", "project_app", True),
 }
 NET_LAZY = {"acl": ("cumulo.cli.firewall", "acl_app"),
             "forward": ("cumulo.cli.firewall", "forward_app")}
 
 
-def _root() -> None:
-    pass
+def _root(project: Annotated[str | None, typer.Option(
+        "--project", help="project (tenant) of every command: before CUMULO_PROJECT and"
+        " `cumulo project switch`")] = None) -> None:
+    settings.choose_project(project)
+
+
+def _command_name(argv: list[str]) -> str:
+    """The command word, after the global options (``--project P``, ``--project=P``)."""
+    args = list(argv)
+    while args and args[0].startswith("--project"):
+        args = args[1:] if "=" in args[0] else args[2:]
+    return args[0] if args else ""
 
 
 def command_app(argv: list[str]) -> typer.Typer:
     """The app holding only the command ``argv`` runs, or all of them for help, completion
     and mistakes: typer builds the click object of every command it holds on each run,
     which for all of them (~25 ms) is as much as a quick command may cost in all."""
-    name = argv[0] if argv else ""
+    name = _command_name(argv)
     own = {typer.main.get_command_name(i.name or i.callback.__name__): i
            for i in app.registered_commands if i.callback is not None}
     groups = {i.name: i for i in app.registered_groups}
@@ -83,7 +95,6 @@ def command_app(argv: list[str]) -> typer.Typer:
 
 
 FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
-ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
 Cpu = Annotated[float | None, typer.Option(help="CPUs worth of time (0.5 = half a CPU)")]
 CpuWeight = Annotated[int | None, typer.Option(help="relative CPU share 1..10000 (100 default)")]
 Cpuset = Annotated[str | None, typer.Option(help="CPUs it may run on, e.g. 0-1")]
@@ -191,7 +202,7 @@ def _ssh_key(value: str | None) -> str | None:
 
 
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
-            command: list[str] | None, project: str, options: dict[str, str | None],
+            command: list[str] | None, project: str | None, options: dict[str, str | None],
             nics: list[dict[str, Any]] | None, storage: dict[str, Any],
             ssh_key: str | None = None, target: str | None = None, ephemeral: bool = False,
             placement_group: str | None = None, **limits: Any) -> None:
@@ -218,7 +229,7 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
-           project: ProjectOpt = "default",
+           project: ProjectOpt = None,
            target: Annotated[str | None, typer.Option(
                help="in a cluster: the member to run it on (default: the least used)")] = None,
            ephemeral: Annotated[bool, typer.Option(
@@ -249,7 +260,7 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
-           project: ProjectOpt = "default") -> None:
+           project: ProjectOpt = None) -> None:
     """Create an instance from IMAGE without starting it."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, False, type_, privileged, command, project,
@@ -261,14 +272,14 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
             pids=pids, io_weight=io_weight)
 
 
-def _state(name: str, action: str, project: str, timeout: float = 30, force: bool = False
+def _state(name: str, action: str, project: str | None, timeout: float = 30, force: bool = False
            ) -> None:
     with client() as c:
         c.set_state(name, action, timeout=timeout, force=force, project=project)
 
 
 @app.command()
-def start(name: Instance, project: ProjectOpt = "default") -> None:
+def start(name: Instance, project: ProjectOpt = None) -> None:
     """Start a stopped instance."""
     _state(name, "start", project)
 
@@ -277,26 +288,26 @@ def start(name: Instance, project: ProjectOpt = "default") -> None:
 def stop(name: Instance,
          timeout: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 30,
          force: Annotated[bool, typer.Option(help="kill at once")] = False,
-         project: ProjectOpt = "default") -> None:
+         project: ProjectOpt = None) -> None:
     """Stop an instance: SIGTERM, then SIGKILL after --timeout."""
     _state(name, "stop", project, timeout, force)
 
 
 @app.command()
 def restart(name: Instance, timeout: Annotated[float, typer.Option()] = 30,
-            project: ProjectOpt = "default") -> None:
+            project: ProjectOpt = None) -> None:
     """Stop (if running) and start again."""
     _state(name, "restart", project, timeout)
 
 
 @app.command()
-def pause(name: Instance, project: ProjectOpt = "default") -> None:
+def pause(name: Instance, project: ProjectOpt = None) -> None:
     """Freeze every process of an instance."""
     _state(name, "pause", project)
 
 
 @app.command()
-def resume(name: Instance, project: ProjectOpt = "default") -> None:
+def resume(name: Instance, project: ProjectOpt = None) -> None:
     """Thaw a paused instance."""
     _state(name, "resume", project)
 
@@ -306,7 +317,7 @@ FileOpt = Annotated[str | None, typer.Option(
 
 
 @app.command()
-def checkpoint(name: Instance, file: FileOpt = None, project: ProjectOpt = "default") -> None:
+def checkpoint(name: Instance, file: FileOpt = None, project: ProjectOpt = None) -> None:
     """Save a running instance's whole state and stop it (restore resumes it).
 
     VMs: memory and device state. Containers: every process of the container, with CRIU."""
@@ -318,7 +329,7 @@ def checkpoint(name: Instance, file: FileOpt = None, project: ProjectOpt = "defa
 
 
 @app.command()
-def restore(name: Instance, file: FileOpt = None, project: ProjectOpt = "default") -> None:
+def restore(name: Instance, file: FileOpt = None, project: ProjectOpt = None) -> None:
     """Run a checkpointed instance again, where it was."""
     with client() as c:
         c.checkpoint(name, file, restore=True, project=project)
@@ -327,14 +338,14 @@ def restore(name: Instance, file: FileOpt = None, project: ProjectOpt = "default
 
 @app.command()
 def delete(name: Instance, force: Annotated[bool, typer.Option(help="also a running one")] = False,
-           project: ProjectOpt = "default") -> None:
+           project: ProjectOpt = None) -> None:
     """Delete an instance and everything it left on the host."""
     with client() as c:
         c.delete(name, force=force, project=project)
 
 
 @app.command("list")
-def list_(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
+def list_(fmt: FormatOpt = o.Format.table, project: ProjectOpt = None) -> None:
     """List instances."""
     with client() as c:
         rows = c.instances(project)
@@ -349,7 +360,7 @@ def list_(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> N
 
 
 @app.command()
-def info(name: Instance, fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
+def info(name: Instance, fmt: FormatOpt = o.Format.table, project: ProjectOpt = None) -> None:
     """State, pid, limits and live usage of an instance."""
     with client() as c:
         inst = c.instance(name, project)
@@ -427,7 +438,7 @@ def exec(name: Instance,
          tty: Annotated[bool, typer.Option("-t", "--tty", help="allocate a terminal")] = False,
          env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE")] = None,
          cwd: Annotated[str, typer.Option(help="working directory")] = "/",
-         project: ProjectOpt = "default") -> None:
+         project: ProjectOpt = None) -> None:
     """Run a command in a running instance; its exit code becomes ours."""
     env_map = dict(e.split("=", 1) for e in env or [] if "=" in e)
     argv = _argv(command)
@@ -442,7 +453,7 @@ def exec(name: Instance,
 
 @app.command()
 def logs(name: Instance, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-         project: ProjectOpt = "default") -> None:
+         project: ProjectOpt = None) -> None:
     """The console output of PID 1."""
     with client() as c:
         if follow:
@@ -455,7 +466,7 @@ def logs(name: Instance, follow: Annotated[bool, typer.Option("--follow", "-f")]
 
 
 @app.command()
-def console(name: Instance, project: ProjectOpt = "default") -> None:
+def console(name: Instance, project: ProjectOpt = None) -> None:
     """Attach to the serial console of a VM (detach: ctrl-a q; ctrl-a a sends ctrl-a)."""
     from cumulo.cli.console_client import run_console  # websockets: only console pays it
 
@@ -464,7 +475,7 @@ def console(name: Instance, project: ProjectOpt = "default") -> None:
 
 
 @config_app.command("set")
-def config_set(name: Instance, key: str, value: str, project: ProjectOpt = "default") -> None:
+def config_set(name: Instance, key: str, value: str, project: ProjectOpt = None) -> None:
     """Set a limit (cpu, cpu_weight, cpuset, memory, memory_swap, pids, io_weight);
     a running instance gets it at once. Value 'none' removes it."""
     key = key.replace("-", "_")
@@ -474,7 +485,7 @@ def config_set(name: Instance, key: str, value: str, project: ProjectOpt = "defa
 
 @config_app.command("show")
 def config_show(name: Instance, fmt: FormatOpt = o.Format.table,
-                project: ProjectOpt = "default") -> None:
+                project: ProjectOpt = None) -> None:
     """Show an instance's limits."""
     with client() as c:
         o.key_values(c.instance(name, project)["limits"], fmt)
@@ -521,7 +532,7 @@ def op_cancel(op_id: str) -> None:
 @net_app.command("create")
 def network_create(name: str, subnet: Annotated[str | None, typer.Option(
         help="IPv4 CIDR, e.g. 10.20.30.0/24; default: a free /24 of 10.210.0.0/16")] = None,
-        project: ProjectOpt = "default",
+        project: ProjectOpt = None,
         dns_domain: Annotated[str | None, typer.Option(
             help="instances resolve each other as NAME and NAME.DOMAIN; default: cumulo")] = None,
         nat: Annotated[bool, typer.Option(
@@ -535,7 +546,7 @@ def network_create(name: str, subnet: Annotated[str | None, typer.Option(
 
 
 @net_app.command("list")
-def network_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
+def network_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = None) -> None:
     """List networks."""
     with client() as c:
         rows = c.networks(project)
@@ -548,7 +559,7 @@ def network_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default
 
 @net_app.command("info")
 def network_info(name: Network, fmt: FormatOpt = o.Format.table,
-                 project: ProjectOpt = "default") -> None:
+                 project: ProjectOpt = None) -> None:
     """A network and the instances on it."""
     with client() as c:
         o.key_values(c.network(name, project), fmt)
@@ -561,7 +572,7 @@ def network_limit(instance: Instance, network: Annotated[str | None, typer.Optio
             help='cap on what the instance receives, e.g. 20Mbit; "none" lifts it')] = None,
         egress: Annotated[str | None, typer.Option(help="cap on what it sends")] = None,
         burst: Annotated[str | None, typer.Option(help="bucket, e.g. 64k")] = None,
-        project: ProjectOpt = "default") -> None:
+        project: ProjectOpt = None) -> None:
     """Change the bandwidth caps of an instance's NICs (at once if it runs)."""
     with client() as c:
         inst = c.set_bandwidth(instance, {"network": network, "ingress": ingress,
@@ -571,7 +582,7 @@ def network_limit(instance: Instance, network: Annotated[str | None, typer.Optio
 
 
 @net_app.command("delete")
-def network_delete(name: Network, project: ProjectOpt = "default") -> None:
+def network_delete(name: Network, project: ProjectOpt = None) -> None:
     """Delete a network no instance uses."""
     with client() as c:
         c.delete_network(name, project)

@@ -9,13 +9,13 @@ import typer
 
 from cumulo.cli import output as o
 from cumulo.cli.complete import Instance
+from cumulo.cli.settings import ProjectOpt
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 
 remote_app = typer.Typer(no_args_is_help=True, help="Other hosts this one trusts.")
 
 FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
-ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
 
 
 @remote_app.command("token")
@@ -71,7 +71,7 @@ def migrate(name: Instance, to: Annotated[str, typer.Option("--to", help="remote
                 "--postcopy", help="after the first pass, run the guest there at once and"
                 " pull the pages it still lacks (cannot be cancelled after the switch)")
                                 ] = False,
-            project: ProjectOpt = "default") -> None:
+            project: ProjectOpt = None) -> None:
     """Move an instance to another host; it continues there where it was.
 
     VMs: QEMU live migration. Containers: CRIU checkpoint, root changes and restore;

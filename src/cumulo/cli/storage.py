@@ -8,6 +8,7 @@ import typer
 
 from cumulo.cli import output as o
 from cumulo.cli.complete import Instance, Volume
+from cumulo.cli.settings import ProjectOpt
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 
@@ -17,7 +18,6 @@ snapshot_app = typer.Typer(no_args_is_help=True,
                            help="Snapshots of an instance's root (or of a volume: --volume).")
 
 FormatOpt = Annotated[o.Format, typer.Option("--format", help="table or json")]
-ProjectOpt = Annotated[str, typer.Option("--project", help="project (tenant)")]
 VolumeFlag = Annotated[bool, typer.Option("--volume", help="NAME is a volume, not an instance")]
 
 
@@ -57,7 +57,7 @@ def _attachments(v: dict[str, Any]) -> str:
 @volume_app.command("create")
 def volume_create(name: str, size: Annotated[str, typer.Option(help="e.g. 1GiB")],
                   pool: Annotated[str | None, typer.Option(help="default: default")] = None,
-                  project: ProjectOpt = "default") -> None:
+                  project: ProjectOpt = None) -> None:
     """Create a volume (an ext4 filesystem of SIZE in a pool)."""
     with Client() as c:
         v = c.create_volume(name, size, pool, project)
@@ -65,7 +65,7 @@ def volume_create(name: str, size: Annotated[str, typer.Option(help="e.g. 1GiB")
 
 
 @volume_app.command("list")
-def volume_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default") -> None:
+def volume_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = None) -> None:
     """List volumes and where they are attached."""
     with Client() as c:
         rows = c.volumes(project)
@@ -77,7 +77,7 @@ def volume_list(fmt: FormatOpt = o.Format.table, project: ProjectOpt = "default"
 
 @volume_app.command("info")
 def volume_info(name: Volume, fmt: FormatOpt = o.Format.table,
-                project: ProjectOpt = "default") -> None:
+                project: ProjectOpt = None) -> None:
     """A volume: size, space in use, attachments."""
     with Client() as c:
         v = c.volume(name, project)
@@ -94,7 +94,7 @@ def volume_attach(name: Volume, instance: Instance,
                   path: Annotated[str, typer.Argument(help="mount point in a container")] = "",
                   shared: Annotated[bool, typer.Option(
                       help="allow several running instances at once")] = False,
-                  project: ProjectOpt = "default") -> None:
+                  project: ProjectOpt = None) -> None:
     """Attach a volume: a container mounts it at PATH from its next start; a running VM
     gets it hot-plugged as a virtio disk."""
     with Client() as c:
@@ -103,14 +103,14 @@ def volume_attach(name: Volume, instance: Instance,
 
 
 @volume_app.command("detach")
-def volume_detach(name: Volume, instance: Instance, project: ProjectOpt = "default") -> None:
+def volume_detach(name: Volume, instance: Instance, project: ProjectOpt = None) -> None:
     """Detach a volume from an instance (hot-unplugged from a running VM)."""
     with Client() as c:
         c.detach_volume(name, instance, project)
 
 
 @volume_app.command("resize")
-def volume_resize(name: Volume, size: str, project: ProjectOpt = "default") -> None:
+def volume_resize(name: Volume, size: str, project: ProjectOpt = None) -> None:
     """Grow (online) or shrink (detached; never below what is in use) a volume."""
     with Client() as c:
         v = c.resize_volume(name, size, project)
@@ -118,7 +118,7 @@ def volume_resize(name: Volume, size: str, project: ProjectOpt = "default") -> N
 
 
 @volume_app.command("delete")
-def volume_delete(name: Volume, project: ProjectOpt = "default") -> None:
+def volume_delete(name: Volume, project: ProjectOpt = None) -> None:
     """Delete a detached volume and its snapshots."""
     with Client() as c:
         c.delete_volume(name, project)
@@ -129,7 +129,7 @@ def snapshot_create(name: str, snap: str, volume: VolumeFlag = False,
                     stateful: Annotated[bool, typer.Option(
                         "--stateful", help="a running VM: save its memory too, so a restore"
                         " continues where it was")] = False,
-                    project: ProjectOpt = "default") -> None:
+                    project: ProjectOpt = None) -> None:
     """Snapshot an instance's root (containers: also while running; VMs: stopped, or
     running with --stateful) or a volume."""
     with Client() as c:
@@ -139,7 +139,7 @@ def snapshot_create(name: str, snap: str, volume: VolumeFlag = False,
 
 @snapshot_app.command("list")
 def snapshot_list(name: str, volume: VolumeFlag = False, fmt: FormatOpt = o.Format.table,
-                  project: ProjectOpt = "default") -> None:
+                  project: ProjectOpt = None) -> None:
     """Snapshots of an instance or a volume."""
     with Client() as c:
         rows = c.snapshots(name, volume, project)
@@ -148,7 +148,7 @@ def snapshot_list(name: str, volume: VolumeFlag = False, fmt: FormatOpt = o.Form
 
 @snapshot_app.command("restore")
 def snapshot_restore(name: str, snap: str, volume: VolumeFlag = False,
-                     project: ProjectOpt = "default") -> None:
+                     project: ProjectOpt = None) -> None:
     """Bring back the exact files of a snapshot (the instance must be stopped); a stateful
     snapshot also runs the VM again from the instant it was taken."""
     with Client() as c:
@@ -158,7 +158,7 @@ def snapshot_restore(name: str, snap: str, volume: VolumeFlag = False,
 
 @snapshot_app.command("delete")
 def snapshot_delete(name: str, snap: str, volume: VolumeFlag = False,
-                    project: ProjectOpt = "default") -> None:
+                    project: ProjectOpt = None) -> None:
     """Delete a snapshot."""
     with Client() as c:
         c.snapshot("delete", name, snap, volume, project)

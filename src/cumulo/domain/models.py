@@ -16,6 +16,7 @@ class Project:
     name: str
     description: str = ""
     created_at: datetime | None = None
+    config: dict[str, str] = field(default_factory=dict)   # domain/projects.py
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Operation:
     resources: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    project: str = "default"
 
     @property
     def done(self) -> bool:

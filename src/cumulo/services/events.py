@@ -37,7 +37,7 @@ class Subscription:
 
     def wants(self, event: Event) -> bool:
         return event["type"] in self.types and (
-            self.project is None or event["project"] in (None, self.project))
+            self.project is None or event["project"] == self.project)
 
     def _offer(self, event: Event) -> bool:
         """Queue ``event``; False if the queue is full (the caller drops this subscriber)."""

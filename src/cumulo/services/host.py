@@ -26,6 +26,7 @@ from cumulo.services.migrations import MigrationService
 from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
 from cumulo.services.placement import Scheduler
+from cumulo.services.projects import ProjectService
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
 from cumulo.store.cluster import ClusterStore
@@ -55,6 +56,7 @@ class Services:
     identities: IdentityService
     cluster: Membership
     scheduler: Scheduler   # cluster placement over the members table (store/members.py)
+    projects: ProjectService
 
     def close(self) -> None:
         self.cluster.stop()
@@ -118,8 +120,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     return Services(store, ops, host, instances, images, networks, storage, volumes,
                     CheckpointService(instances),
                     MigrationService(instances, HostStore(store.db), listen_host, identities),
-                    events, History(instances), identities, cluster,
-                    scheduler)
+                    events, History(instances), identities, cluster, scheduler,
+                    ProjectService(store.projects, events))
 
 
 def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:

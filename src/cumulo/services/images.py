@@ -22,6 +22,8 @@ from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
 
+DEFAULT = "default"
+
 if TYPE_CHECKING:
     from cumulo.services.instances import InstanceService
 
@@ -35,8 +37,10 @@ class ImageService:
         self.files.cleanup_staging()
 
     def build(self, name: str, alias: str | None = None,
-              opts: builders.BuildOptions | None = None) -> Operation:
-        """Check the request now (bad input: nothing starts), build in an operation."""
+              opts: builders.BuildOptions | None = None, project: str = DEFAULT) -> Operation:
+        """Check the request now (bad input: nothing starts), build in an operation; the
+        image goes to ``project``'s images (default's if it keeps none of its own)."""
+        self.store.projects.get(project)
         prepared = builders.prepare(name, opts)
         alias = alias or prepared.alias
         if not ALIAS_RE.match(alias):
@@ -44,23 +48,24 @@ class ImageService:
 
         def work(progress: Progress) -> dict[str, Any]:
             rec = prepared.run(self.files, progress)
-            return {"images": [self._record(rec, alias).fingerprint]}
+            return {"images": [self._record(rec, alias, project).fingerprint]}
 
-        return self.ops.submit(f"build image {prepared.name}", work, cancel_on_shutdown=True)
+        return self.ops.submit(f"build image {prepared.name}", work, cancel_on_shutdown=True,
+                               project=project)
 
-    def _record(self, rec: ImageRecord, alias: str | None) -> Image:
+    def _record(self, rec: ImageRecord, alias: str | None, project: str) -> Image:
         """Enter an imported image file in the store (under ``alias`` if given).
 
         The same content made again (a re-import, an unchanged publish) keeps the
         image's first metadata and only gains the alias."""
         with contextlib.suppress(NotFoundError):
-            known = self.store.get_image(rec.sha256)
-            return self.store.set_alias(alias, known.fingerprint) if alias else known
+            known = self.store.get_image(rec.sha256, project)
+            return self.store.set_alias(alias, known.fingerprint, project) if alias else known
         return self.store.put_image(Image(
             fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
             architecture=rec.architecture, description=rec.description, size=rec.size,
             command=list(rec.command), aliases=[alias] if alias else [],
-            properties=dict(rec.properties)))
+            properties=dict(rec.properties)), project)
 
     def check_alias(self, alias: str | None) -> None:
         if alias is not None and not ALIAS_RE.match(alias):
@@ -68,29 +73,30 @@ class ImageService:
                 f"invalid alias {alias!r}: use a-z, 0-9, '.', '_', '-' and '/' (like debian/12)")
 
     def import_upload(self, staging: Path, filename: str, alias: str | None,
-                      sha256: str) -> Operation:
+                      sha256: str, project: str = DEFAULT) -> Operation:
         """Turn the file received in ``staging`` into an image (an operation)."""
         self.check_alias(alias)
 
         def work(progress: Progress) -> dict[str, Any]:
             return {"images": [self.import_staged(staging, filename, alias, sha256,
-                                                  progress).fingerprint]}
+                                                  progress, project).fingerprint]}
 
         try:
-            return self.ops.submit(f"import image {filename}", work, cancel_on_shutdown=True)
+            return self.ops.submit(f"import image {filename}", work, cancel_on_shutdown=True,
+                                   project=project)
         except BaseException:
             remove_tree(staging)
             raise
 
     def import_staged(self, staging: Path, filename: str, alias: str | None, sha256: str,
-                      progress: Progress | None = None) -> Image:
+                      progress: Progress | None = None, project: str = DEFAULT) -> Image:
         """Turn the file received in ``staging`` into an image, now (no operation)."""
         rec = importer.import_file(self.files, staging, filename, sha256, progress)
-        return self._record(rec, alias)
+        return self._record(rec, alias, project)
 
-    def export_source(self, ref: str) -> tuple[str, Path]:
+    def export_source(self, ref: str, project: str = DEFAULT) -> tuple[str, Path]:
         """What to send for ``image export``: ("tar.gz", rootfs dir) or (format, disk file)."""
-        image = self.store.get_image(ref)
+        image = self.store.get_image(ref, project)
         payload = self.files.payload(image.fingerprint)
         if payload.name == kinds.ROOTFS:
             return "tar.gz", payload
@@ -108,7 +114,7 @@ class ImageService:
                                    "only containers can be published")
         if inst.state != State.STOPPED:
             raise InvalidStateError(name, inst.state.value, "publish")
-        parent = self.store.get_image(inst.image)
+        parent = self.store.get_image(inst.image, project)
 
         def work(progress: Progress) -> dict[str, Any]:
             with self.files.staged(f"publishing {project}/{name}", rootfs=False) as staging:
@@ -123,35 +129,36 @@ class ImageService:
                                 "parent": parent.fingerprint})
                 progress(0.8, "hashing and importing")
                 rec = self.files.import_tree(staging, meta)
-            return {"images": [self._record(rec, alias).fingerprint]}
+            return {"images": [self._record(rec, alias, project).fingerprint]}
 
-        return self.ops.submit(f"publish {project}/{name} as {alias}", work)
+        return self.ops.submit(f"publish {project}/{name} as {alias}", work, project=project)
 
-    def list(self) -> list[Image]:
-        return self.store.list_images()
+    def list(self, project: str = DEFAULT) -> list[Image]:
+        return self.store.list_images(project)
 
-    def get(self, ref: str) -> Image:
-        return self.store.get_image(ref)
+    def get(self, ref: str, project: str = DEFAULT) -> Image:
+        return self.store.get_image(ref, project)
 
-    def delete(self, ref: str) -> None:
-        image = self.store.get_image(ref)
-        users = self.store.image_users(image.fingerprint)
+    def delete(self, ref: str, project: str = DEFAULT) -> None:
+        image = self.store.get_image(ref, project)
+        users = self.store.image_users(image.fingerprint, project)
         if users:
             raise ConflictError(
                 f"image {ref!r} is used by {', '.join(users)}: delete those instances first")
-        self.store.delete_image(image.fingerprint)
-        self.files.delete(image.fingerprint)
+        self.store.delete_image(image.fingerprint, project)
+        if not self.store.image_held_elsewhere(image.fingerprint):   # files are shared
+            self.files.delete(image.fingerprint)
 
-    def set_alias(self, alias: str, ref: str) -> Image:
+    def set_alias(self, alias: str, ref: str, project: str = DEFAULT) -> Image:
         if not ALIAS_RE.match(alias):
             raise InvalidInputError(
                 f"invalid alias {alias!r}: use a-z, 0-9, '.', '_', '-' and '/' (like debian/12)")
-        return self.store.set_alias(alias, ref)
+        return self.store.set_alias(alias, ref, project)
 
-    def delete_alias(self, alias: str) -> None:
-        self.store.delete_alias(alias)
+    def delete_alias(self, alias: str, project: str = DEFAULT) -> None:
+        self.store.delete_alias(alias, project)
 
-    def import_app(self, name: str, data: bytes) -> Image:
+    def import_app(self, name: str, data: bytes, project: str = DEFAULT) -> Image:
         """An app image (for ``--type appvm``) from one static program; same bytes, same image."""
         app.check_static(data, name)
         staging = self.files.staging_dir()
@@ -169,4 +176,4 @@ class ImageService:
         return self.store.put_image(Image(
             fingerprint=rec.sha256, kind=rec.kind, os=rec.os, release=rec.release,
             architecture=rec.architecture, description=rec.description, size=rec.size,
-            command=list(rec.command), aliases=[]))
+            command=list(rec.command), aliases=[]), project)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cumulo.domain import projects
 from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.limits import Limits, validate_limits
 from cumulo.domain.models import Instance, Operation
@@ -234,12 +235,16 @@ class InstanceService:
         """Validate everything first, then do the host work as an operation."""
         validate_name(req.name)
         driver = self._driver(req.type)
-        image = self.store.get_image(req.image)
+        image = self.store.get_image(req.image, project)
         if req.type == "container" and image.kind not in kinds.ROOTFS_KINDS:
             raise InvalidInputError(
                 f"image {req.image!r} is a {image.kind} image: a container needs a root "
                 f"filesystem image ({', '.join(sorted(kinds.ROOTFS_KINDS))})")
-        limits = self.check_limits(req.limits)
+        config = self.store.projects.get(project).config
+        projects.check_instance(project, config, req.type, req.privileged, req.options)
+        cpu, memory, disk = projects.apply_defaults(config, req.limits.cpu, req.limits.memory,
+                                                    req.disk)
+        limits = self.check_limits(req.limits.merged(cpu=cpu, memory=memory))
         options = self.check_options(req.type, req.options)
         if "kernel" in driver.option_choices:
             options["kernel"] = self._kernel(options.get("kernel"), bool(req.networks))
@@ -251,7 +256,7 @@ class InstanceService:
                 "this host does not allow user namespaces (user.max_user_namespaces is 0),"
                 " so root in a container would be root on the host: enable them, or launch"
                 " with --privileged if that is what you want")
-        root = self.storage.plan_root(req.pool, req.copy, req.disk) if self.storage else None
+        root = self.storage.plan_root(req.pool, req.copy, disk) if self.storage else None
         command = list(req.command) if req.command else list(image.command)
         if not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from cumulo.client import Client, fetch_fingerprint, normal_fingerprint
+from cumulo.domain import projects
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import Instance, Operation
@@ -159,12 +160,14 @@ class MigrationService:
                     progress: Progress) -> bool:
         """The image follows the instance: copy it there if the remote lacks it."""
         return migration_image.send(self.instances.image_root,
-                                    self.instances.store.get_image(inst.image), rc,
-                                    remote.name, progress)
+                                    self.instances.store.get_image(inst.image, inst.project),
+                                    rc, remote.name, progress)
 
     def migrate(self, project: str, name: str, remote_name: str, live: bool,
                 bandwidth: int | None = None, postcopy: bool = False) -> Operation:
         inst = self.instances.get(project, name)
+        projects.check_migration(project, self.instances.store.projects.get(project).config,
+                                 remote_name)
         if (archive := self._archive_driver(inst.type)) is not None:
             if postcopy:
                 raise UnsupportedError(f"{inst.type} instances cannot migrate with post-copy"
@@ -249,8 +252,11 @@ class MigrationService:
         validate_name(name)
         archive = self._archive_driver(type_)
         driver = None if archive is not None else self._driver(type_)
+        projects.check_instance(project, self.instances.store.projects.get(project).config,
+                                type_, bool(body.get("privileged")),
+                                dict(body.get("options") or {}))
         try:
-            image = self.instances.store.get_image(str(body["image"]))
+            image = self.instances.store.get_image(str(body["image"]), project)
         except NotFoundError:
             raise ConflictError(f"this host lacks image {str(body['image'])[:12]}, which"
                                 f" instance {name!r} runs from: import it here first (`cumulo"

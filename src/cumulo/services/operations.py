@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cumulo.domain.models import Operation, OpStatus
-from cumulo.errors import ConflictError, CumuloError
+from cumulo.errors import ConflictError, CumuloError, NotFoundError
 from cumulo.services.events import EventBus
 from cumulo.store.repo import Store
 
@@ -48,9 +48,9 @@ def kind_of(description: str) -> str:
     return " ".join(description.split()[:2])
 
 
-def project_of(op: Operation) -> str | None:
+def _project_in(resources: dict[str, Any]) -> str | None:
     """The project of the instances an operation works on ("PROJECT/NAME"), if any."""
-    for value in op.resources.get("instances") or ():
+    for value in resources.get("instances") or ():
         if isinstance(value, str) and "/" in value:
             return value.split("/", 1)[0]
     return None
@@ -89,13 +89,15 @@ class Operations:
         self.finished: Counter[tuple[str, str]] = Counter()
 
     def submit(self, description: str, work: Work, resources: dict[str, Any] | None = None,
-               cancel_on_shutdown: bool = False) -> Operation:
+               cancel_on_shutdown: bool = False, project: str | None = None) -> Operation:
         """Run ``work`` in the pool. ``cancel_on_shutdown``: long work that a daemon stop
-        cancels (an image build) instead of waiting for it to finish."""
+        cancels (an image build) instead of waiting for it to finish. ``project``: whose
+        it is (default: that of the instances in ``resources``, else ``default``)."""
         member = self.member()
+        resources = {**(resources or {}), **({"member": member} if member else {})}
         op = self.store.add_operation(Operation(
-            id=str(uuid.uuid4()), description=description,
-            resources={**(resources or {}), **({"member": member} if member else {})}))
+            id=str(uuid.uuid4()), description=description, resources=resources,
+            project=project or _project_in(resources) or "default"))
         live = _Live(op)
         with self._lock:
             self._live[op.id] = live
@@ -118,7 +120,7 @@ class Operations:
         self.events.publish("operation", {
             "id": op.id, "description": op.description, "status": op.status.value,
             "progress": op.progress, "message": op.message, "error": op.error,
-            "resources": op.resources}, project_of(op))
+            "resources": op.resources}, op.project)
 
     def _update(self, live: _Live, **changes: Any) -> None:
         """A change while it runs: in memory, and an event."""
@@ -146,12 +148,19 @@ class Operations:
                 loop.call_soon_threadsafe(_settle, fut, op)
         self._publish(op)
 
-    def cancel(self, op_id: str) -> Operation:
-        """Ask a running operation to stop; it ends as a failure saying it was cancelled."""
+    def _running(self, op_id: str, project: str | None) -> _Live | None:
+        """The running operation, if it is one of ``project`` (None: any)."""
         with self._lock:
             live = self._live.get(op_id)
+        if live is not None and project is not None and live.op.project != project:
+            raise NotFoundError("operation", op_id)
+        return live
+
+    def cancel(self, op_id: str, project: str | None = None) -> Operation:
+        """Ask a running operation to stop; it ends as a failure saying it was cancelled."""
+        live = self._running(op_id, project)
         if live is None:
-            self.store.get_operation(op_id)   # NotFoundError for an unknown id
+            self.store.get_operation(op_id, project)   # NotFoundError for an unknown id
             raise ConflictError(f"operation {op_id} is not running: nothing to cancel")
         live.cancel.set()
         return live.op
@@ -191,22 +200,24 @@ class Operations:
         """Operations submitted and not finished yet."""
         return len(self._live)
 
-    def get(self, op_id: str, wait: float = 0.0) -> Operation:
-        """The operation; with ``wait`` > 0, block up to that many seconds for it to end."""
-        with self._lock:
-            live = self._live.get(op_id)
+    def get(self, op_id: str, wait: float = 0.0, project: str | None = None) -> Operation:
+        """The operation; with ``wait`` > 0, block up to that many seconds for it to end.
+        ``project``: only one of that project (another's is not found)."""
+        live = self._running(op_id, project)
         if live is None:
-            return self.store.get_operation(op_id)
+            return self.store.get_operation(op_id, project)
         if wait > 0:
             live.done.wait(wait)
         return live.op
 
-    async def wait(self, op_id: str, wait: float) -> Operation | None:
+    async def wait(self, op_id: str, wait: float, project: str | None = None
+                   ) -> Operation | None:
         """The running operation once it ended, or as it is after ``wait`` seconds (at
         once with 0), awaited on the event loop: no thread blocks meanwhile. None if it
-        is not running: the store has it (or not)."""
+        is not running: the store has it (or not). Another project's is not found."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Operation] = loop.create_future()
+        self._running(op_id, project)
         with self._lock:
             live = self._live.get(op_id)
             if live is None or wait <= 0:
@@ -220,11 +231,11 @@ class Operations:
             with self._lock, contextlib.suppress(ValueError):
                 live.waiters.remove((loop, fut))
 
-    def list(self, limit: int = 100) -> list[Operation]:
-        """Recent operations, newest first; running ones as they are now."""
+    def list(self, limit: int = 100, project: str | None = None) -> list[Operation]:
+        """Recent operations (of ``project``), newest first; running ones as they are now."""
         with self._lock:
             live = {op_id: lv.op for op_id, lv in self._live.items()}
-        return [live.get(op.id, op) for op in self.store.list_operations(limit)]
+        return [live.get(op.id, op) for op in self.store.list_operations(limit, project)]
 
     def shutdown(self) -> None:
         """Cancel long work, let running operations finish; those still queued end as

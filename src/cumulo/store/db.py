@@ -78,10 +78,26 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest alembic revision."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            # SQLite rebuilds a table to change it (batch mode): with foreign keys on, the
+            # old table's drop would cascade to (or be refused by) the rows that point at
+            # it. Off for the upgrade (it only works outside a transaction), checked after.
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    if sqlite and (bad := conn.exec_driver_sql(
+                            "PRAGMA foreign_key_check").fetchall()):
+                        raise StoreError(f"database migration broke references: {bad[:3]}")
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.commit()
     except CommandError as err:  # e.g. a revision this version does not know
         raise StoreError(
             f"the database {shown(engine.url)} has a schema this cumulod does not know ({err});"

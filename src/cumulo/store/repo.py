@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import Image, Instance, Network, Nic, Operation, OpStatus, Project
+from cumulo.domain.projects import Need, instance_need, private_images
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
+from cumulo.store.projects import ProjectStore, admit, project_row
 from cumulo.store.tables import (
     ImageAliasRow,
     ImageRow,
@@ -27,11 +29,20 @@ from cumulo.store.tables import (
 DEFAULT_PROJECT = "default"
 
 
+def _more(row: InstanceRow, limits: Limits) -> Need:
+    """What new ``limits`` add to the project's declared cpu and memory."""
+    old = Limits.from_dict(dict(row.limits or {}))
+    return Need(cpu=(limits.cpu or 0) - (old.cpu or 0),
+                memory=(limits.memory or 0) - (old.memory or 0),
+                declared={"cpu": limits.cpu is not None, "memory": limits.memory is not None})
+
+
 class Store:
     """The daemon's state. Each method is one transaction."""
 
     def __init__(self, url: str) -> None:
         self.db = Database(url)
+        self.projects = ProjectStore(self.db)
         self.ensure_project(DEFAULT_PROJECT, "Default project")
 
     def close(self) -> None:
@@ -45,12 +56,10 @@ class Store:
                 row = ProjectRow(name=name, description=description)
                 s.add(row)
                 s.flush()
-            return Project(row.name, row.description, row.created_at)
+            return Project(row.name, row.description, row.created_at, dict(row.config or {}))
 
     def list_projects(self) -> list[Project]:
-        with self.db.session() as s:
-            rows = s.scalars(select(ProjectRow).order_by(ProjectRow.name))
-            return [Project(r.name, r.description, r.created_at) for r in rows]
+        return self.projects.list()
 
     def _project_id(self, s: Session, name: str) -> int:
         pid = s.scalar(select(ProjectRow.id).where(ProjectRow.name == name))
@@ -58,14 +67,22 @@ class Store:
             raise NotFoundError("project", name)
         return pid
 
-    # images
-    def _image_row(self, s: Session, ref: str) -> ImageRow:
+    # images: each belongs to a project; a project without features.images uses default's
+    def _images_pid(self, s: Session, project: str) -> int:
+        """The id of the project whose images ``project`` sees."""
+        row = project_row(s, project)
+        if private_images(row.name, dict(row.config or {})):
+            return row.id
+        return row.id if row.name == DEFAULT_PROJECT else self._project_id(s, DEFAULT_PROJECT)
+
+    def _image_row(self, s: Session, ref: str, pid: int) -> ImageRow:
         row = s.scalar(
             select(ImageRow).join(ImageAliasRow, ImageAliasRow.image_id == ImageRow.id)
-            .where(ImageAliasRow.name == ref)
+            .where(ImageAliasRow.project_id == pid, ImageAliasRow.name == ref)
         )
         if row is None and len(ref) >= 12:
             rows = list(s.scalars(select(ImageRow).where(
+                ImageRow.project_id == pid,
                 ImageRow.fingerprint.startswith(ref.lower(), autoescape=True))))
             if len(rows) > 1:
                 raise ConflictError(f"image prefix {ref!r} is ambiguous")
@@ -86,12 +103,14 @@ class Store:
             properties=dict(row.properties or {}),
         )
 
-    def put_image(self, image: Image) -> Image:
+    def put_image(self, image: Image, project: str = DEFAULT_PROJECT) -> Image:
         """Insert or refresh an image by fingerprint and point its aliases at it."""
         with self.db.session() as s:
-            row = s.scalar(select(ImageRow).where(ImageRow.fingerprint == image.fingerprint))
+            pid = self._images_pid(s, project)
+            row = s.scalar(select(ImageRow).where(ImageRow.project_id == pid,
+                                                  ImageRow.fingerprint == image.fingerprint))
             if row is None:
-                row = ImageRow(fingerprint=image.fingerprint)
+                row = ImageRow(project_id=pid, fingerprint=image.fingerprint)
                 s.add(row)
             row.kind, row.os, row.release = image.kind, image.os, image.release
             row.architecture, row.description = image.architecture, image.description
@@ -99,52 +118,65 @@ class Store:
             row.properties = dict(image.properties)
             s.flush()
             for alias in image.aliases:
-                self._point_alias(s, alias, row.id)
+                self._point_alias(s, alias, pid, row.id)
             s.flush()
             return self._image(s, row)
 
     @staticmethod
-    def _point_alias(s: Session, alias: str, image_id: int) -> None:
-        a = s.get(ImageAliasRow, alias)
+    def _point_alias(s: Session, alias: str, pid: int, image_id: int) -> None:
+        a = s.get(ImageAliasRow, (pid, alias))
         if a is None:
-            s.add(ImageAliasRow(name=alias, image_id=image_id))
+            s.add(ImageAliasRow(project_id=pid, name=alias, image_id=image_id))
         else:
             a.image_id = image_id
 
-    def get_image(self, ref: str) -> Image:
-        """By alias, full fingerprint, or a fingerprint prefix of 12+ characters."""
+    def get_image(self, ref: str, project: str = DEFAULT_PROJECT) -> Image:
+        """By alias, full fingerprint, or a fingerprint prefix of 12+ characters, among
+        the images ``project`` sees."""
         with self.db.session() as s:
-            return self._image(s, self._image_row(s, ref))
+            return self._image(s, self._image_row(s, ref, self._images_pid(s, project)))
 
-    def list_images(self) -> list[Image]:
+    def list_images(self, project: str = DEFAULT_PROJECT) -> list[Image]:
         with self.db.session() as s:
-            return [self._image(s, r) for r in s.scalars(select(ImageRow).order_by(ImageRow.id))]
+            pid = self._images_pid(s, project)
+            return [self._image(s, r) for r in s.scalars(
+                select(ImageRow).where(ImageRow.project_id == pid).order_by(ImageRow.id))]
 
-    def image_users(self, fingerprint: str) -> list[str]:
+    def image_users(self, fingerprint: str, project: str = DEFAULT_PROJECT) -> list[str]:
+        """PROJECT/NAME of the instances made from the image (any project may use
+        default's)."""
         with self.db.session() as s:
             q = (select(ProjectRow.name, InstanceRow.name)
                  .join(ImageRow, InstanceRow.image_id == ImageRow.id)
                  .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
-                 .where(ImageRow.fingerprint == fingerprint))
+                 .where(ImageRow.project_id == self._images_pid(s, project),
+                        ImageRow.fingerprint == fingerprint))
             return [f"{p}/{n}" for p, n in s.execute(q)]
 
-    def delete_image(self, fingerprint: str) -> None:
+    def image_held_elsewhere(self, fingerprint: str) -> bool:
+        """Whether some project still has an image with these files."""
         with self.db.session() as s:
-            row = self._image_row(s, fingerprint)
+            return s.scalar(select(ImageRow.id).where(
+                ImageRow.fingerprint == fingerprint).limit(1)) is not None
+
+    def delete_image(self, fingerprint: str, project: str = DEFAULT_PROJECT) -> None:
+        with self.db.session() as s:
+            row = self._image_row(s, fingerprint, self._images_pid(s, project))
             for a in s.scalars(select(ImageAliasRow).where(ImageAliasRow.image_id == row.id)):
                 s.delete(a)
             s.delete(row)
 
-    def set_alias(self, alias: str, ref: str) -> Image:
+    def set_alias(self, alias: str, ref: str, project: str = DEFAULT_PROJECT) -> Image:
         with self.db.session() as s:
-            row = self._image_row(s, ref)
-            self._point_alias(s, alias, row.id)
+            pid = self._images_pid(s, project)
+            row = self._image_row(s, ref, pid)
+            self._point_alias(s, alias, pid, row.id)
             s.flush()
             return self._image(s, row)
 
-    def delete_alias(self, alias: str) -> None:
+    def delete_alias(self, alias: str, project: str = DEFAULT_PROJECT) -> None:
         with self.db.session() as s:
-            a = s.get(ImageAliasRow, alias)
+            a = s.get(ImageAliasRow, (self._images_pid(s, project), alias))
             if a is None:
                 raise NotFoundError("image alias", alias)
             s.delete(a)
@@ -186,14 +218,20 @@ class Store:
                 for n, net in s.execute(q)]
 
     def add_instance(self, inst: Instance) -> Instance:
-        """Insert a new instance; a duplicate name in the project is a ConflictError."""
+        """Insert a new instance; a duplicate name in the project is a ConflictError, one
+        past a quota of the project a QuotaExceededError (checked under its row lock)."""
+        need = instance_need(inst.type, inst.limits.cpu, inst.limits.memory,
+                             (inst.root or {}).get("size"))
         try:
-            with self.db.session() as s:
-                image = s.scalar(select(ImageRow).where(ImageRow.fingerprint == inst.image))
+            with self.db.session(modify=True) as s:
+                project_id = admit(s, inst.project, need)
+                image = s.scalar(select(ImageRow).where(
+                    ImageRow.project_id == self._images_pid(s, inst.project),
+                    ImageRow.fingerprint == inst.image))
                 if image is None:
                     raise NotFoundError("image", inst.image)
                 row = InstanceRow(
-                    project_id=self._project_id(s, inst.project), name=inst.name,
+                    project_id=project_id, name=inst.name,
                     type=inst.type, image_id=image.id, state=inst.state.value,
                     limits=inst.limits.to_dict(), privileged=inst.privileged,
                     command=list(inst.command), options=dict(inst.options),
@@ -238,13 +276,16 @@ class Store:
             return [self._instance(s, r) for r in s.scalars(q)]
 
     def update_instance(self, project: str, name: str, **fields: Any) -> Instance:
-        """Set columns: state, limits (Limits), exit_code, last_error, location, origin."""
-        with self.db.session() as s:
+        """Set columns: state, limits (Limits), exit_code, last_error, location, origin.
+        New limits are checked against the project's cpu and memory quotas under its row
+        lock."""
+        with self.db.session(modify="limits" in fields) as s:
             row = self._instance_row(s, project, name)
             for key, value in fields.items():
                 if key == "state":
                     value = State(value).value
                 elif key == "limits":
+                    admit(s, project, _more(row, value))
                     value = value.to_dict()
                 elif key not in ("exit_code", "last_error", "location", "origin"):
                     raise StoreError(f"cannot update instance field {key}")
@@ -277,10 +318,12 @@ class Store:
                        created_at=row.created_at, dns_domain=row.dns_domain)
 
     def add_network(self, net: Network) -> Network:
-        """Insert a network; a duplicate name in the project is a ConflictError."""
+        """Insert a network; a duplicate name in the project is a ConflictError, one past
+        the project's limits.networks a QuotaExceededError."""
         try:
-            with self.db.session() as s:
-                row = NetworkRow(project_id=self._project_id(s, net.project), name=net.name,
+            with self.db.session(modify=True) as s:
+                row = NetworkRow(project_id=admit(s, net.project, Need(networks=1)),
+                                 name=net.name,
                                  subnet=net.subnet, gateway=net.gateway, bridge=net.bridge,
                                  isolated=net.isolated, dns_domain=net.dns_domain)
                 s.add(row)
@@ -343,6 +386,7 @@ class Store:
             id=row.id, description=row.description, status=OpStatus(row.status),
             progress=row.progress, message=row.message, error=row.error,
             resources=dict(row.resources), created_at=row.created_at, updated_at=row.updated_at,
+            project=row.project,
         )
 
     def add_operation(self, op: Operation) -> Operation:
@@ -350,7 +394,7 @@ class Store:
             row = OperationRow(
                 id=op.id, description=op.description, status=op.status.value,
                 progress=op.progress, message=op.message, error=op.error,
-                resources=op.resources,
+                resources=op.resources, project=op.project,
             )
             s.add(row)
             s.flush()
@@ -373,16 +417,20 @@ class Store:
             s.flush()
             return self._operation(row)
 
-    def get_operation(self, op_id: str) -> Operation:
+    def get_operation(self, op_id: str, project: str | None = None) -> Operation:
+        """The operation; with ``project``, only one of that project (else not found)."""
         with self.db.session() as s:
             row = s.get(OperationRow, op_id)
-            if row is None:
+            if row is None or project is not None and row.project != project:
                 raise NotFoundError("operation", op_id)
             return self._operation(row)
 
-    def list_operations(self, limit: int = 100) -> list[Operation]:
+    def list_operations(self, limit: int = 100, project: str | None = None
+                        ) -> list[Operation]:
         with self.db.session() as s:
             q = select(OperationRow).order_by(OperationRow.created_at.desc()).limit(limit)
+            if project is not None:
+                q = q.where(OperationRow.project == project)
             return [self._operation(r) for r in s.scalars(q)]
 
     def fail_unfinished_operations(self, reason: str, member: str | None = None) -> int:

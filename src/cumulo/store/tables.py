@@ -54,12 +54,19 @@ class ProjectRow(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     description: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # limits.*, default.*, restricted.*, features.* (domain/projects.py)
+    config: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
 
 
 class ImageRow(Base):
+    """An image of one project (``default``'s are shared with projects that keep none
+    of their own, see ``features.images``); the files are per fingerprint, shared."""
     __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("project_id", "fingerprint",
+                                       name="uq_image_project_fingerprint"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
     os: Mapped[str] = mapped_column(String(63), default="")
     release: Mapped[str] = mapped_column(String(63), default="")
@@ -73,6 +80,7 @@ class ImageRow(Base):
 
 class ImageAliasRow(Base):
     __tablename__ = "image_aliases"
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True)
     name: Mapped[str] = mapped_column(String(127), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
 
@@ -110,6 +118,7 @@ class OperationRow(Base):
     message: Mapped[str] = mapped_column(String(255), default="")
     error: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    project: Mapped[str] = mapped_column(String(63), default="default", index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 

@@ -6,9 +6,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cumulo.domain.projects import Need
 from cumulo.domain.volumes import Attachment, Volume
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
+from cumulo.store.projects import admit
 from cumulo.store.tables import InstanceRow, ProjectRow, VolumeAttachmentRow, VolumeRow
 
 
@@ -43,8 +45,9 @@ class VolumeStore:
 
     def add(self, vol: Volume) -> Volume:
         try:
-            with self.db.session() as s:
-                row = VolumeRow(project_id=self._project_id(s, vol.project), name=vol.name,
+            with self.db.session(modify=True) as s:   # limits.disk: under the project's lock
+                row = VolumeRow(project_id=admit(s, vol.project, Need(disk=vol.size)),
+                                name=vol.name,
                                 pool=vol.pool, size=vol.size)
                 s.add(row)
                 s.flush()
@@ -65,8 +68,9 @@ class VolumeStore:
             return [self._volume(s, project, r) for r in rows]
 
     def set_size(self, project: str, name: str, size: int) -> Volume:
-        with self.db.session() as s:
+        with self.db.session(modify=True) as s:
             row = self._row(s, project, name)
+            admit(s, project, Need(disk=size - row.size))
             row.size = size
             s.flush()
             return self._volume(s, project, row)
