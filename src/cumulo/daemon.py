@@ -24,6 +24,8 @@ import uvicorn
 from cumulo import __version__
 from cumulo.api.app import create_app
 from cumulo.cluster.membership import Identity, JoinToken
+from cumulo.docker import serve as docker_serve
+from cumulo.docker.common import Context as DockerContext
 from cumulo.errors import CumuloError
 from cumulo.host import certificate
 from cumulo.host.probe import probe
@@ -55,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         " request there needs a token: cumulo identity create")
     p.add_argument("--insecure-http", action="store_true",
                    help="serve --listen as plain HTTP instead (loopback addresses only)")
+    p.add_argument("--docker-socket", type=Path, default=None,
+                   help="serve the Docker Engine API on this unix socket, mode 0660"
+                        " (default RUNTIME_DIR/docker.sock)")
+    p.add_argument("--docker-project", default="default",
+                   help="project the Docker API's containers live in (default %(default)s)")
+    p.add_argument("--no-docker", dest="docker", action="store_false",
+                   help="do not serve the Docker Engine API")
     p.add_argument("--database", default=None,
                    help="the store: sqlite:///PATH or postgresql://USER@HOST/DB, any"
                         " SQLAlchemy URL (default sqlite:///STATE_DIR/cumulo.db)")
@@ -182,9 +191,13 @@ def run(args: argparse.Namespace) -> None:
         raise CumuloError("cumulod must run as root: containers need namespaces, cgroups and"
                           " mounts (only test drivers, --driver TYPE=fake, run without it)")
 
+    docker_path = (args.docker_socket or runtime_dir / "docker.sock") if args.docker else None
     sockets = [_bind_unix(sock_path)]
     tls_socket = tls = fingerprint = None
+    docker_sock = None
     try:
+        if docker_path is not None:
+            docker_sock = _bind_unix(docker_path)
         if listen:
             try:
                 tcp = socket.create_server(listen)
@@ -221,15 +234,20 @@ def run(args: argparse.Namespace) -> None:
         for name in ("cumulo", "cumulod"):   # our records become ``logging`` events
             logging.getLogger(name).addHandler(handler)
         try:
+            docker = None
+            if docker_sock is not None:
+                docker = docker_serve.context(svc, state_dir, args.docker_project, docker_path)
             log.info("cumulod %s serving %s (state %s, store %s)", __version__, sock_path,
                      state_dir, shown(svc.store.db.engine.url))
+            if docker is not None:
+                log.info("Docker API on %s (project %s)", docker_path, args.docker_project)
             # uvicorn handles SIGTERM, then raises it again once it has shut down: with
             # the default action, that would kill the daemon before the last exec
             # sessions are killed and the services closed
             signal.signal(signal.SIGTERM, _stopped)
             server = make_server(svc, args.log_level, tls_socket, tls, fingerprint,
                                  args.listen, state_dir / "reports")
-            asyncio.run(server.serve(sockets=sockets))
+            asyncio.run(_serve(server, sockets, docker, docker_sock))
         finally:
             for name in ("cumulo", "cumulod"):
                 logging.getLogger(name).removeHandler(handler)
@@ -239,6 +257,25 @@ def run(args: argparse.Namespace) -> None:
             s.close()
         with contextlib.suppress(FileNotFoundError):
             sock_path.unlink()
+        if docker_sock is not None and docker_path is not None:
+            docker_sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                docker_path.unlink()
+
+
+async def _serve(server: uvicorn.Server, sockets: list[socket.socket],
+                 docker: DockerContext | None, docker_sock: socket.socket | None) -> None:
+    """cumulod's API until it stops; the Docker API beside it on its own socket."""
+    stopping = asyncio.Event()
+    task = None
+    if docker is not None and docker_sock is not None:
+        task = asyncio.create_task(docker_serve.run(docker, docker_sock, stopping))
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        stopping.set()
+        if task is not None:
+            await task
 
 
 def _stopped(_sig: int, _frame: object) -> None:

@@ -241,12 +241,12 @@ async def _to_stdin(session: ExecSession, stdin: asyncio.Queue[bytes | None]) ->
             done = True
         elif not done and session.stdin_fd is not None:
             try:
-                await _write_all(session.stdin_fd, chunk)
+                await write_all(session.stdin_fd, chunk)
             except OSError:
                 done = True
 
 
-async def _write_all(fd: int, data: bytes) -> None:
+async def write_all(fd: int, data: bytes) -> None:
     """Write on the loop, waiting while the pipe or pty is full (never blocking)."""
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)

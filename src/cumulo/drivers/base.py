@@ -55,6 +55,11 @@ class InstanceSpec:
     disks: tuple[tuple[str, Path, bool], ...] = ()
     # SSH public keys for root's authorized_keys (domain/ssh_keys.py), given at create only
     ssh_keys: tuple[str, ...] = ()
+    # PID 1's working dir, user and stdio (the Docker API sets them), given at create only
+    cwd: str = "/"
+    user: tuple[int, int] = (0, 0)       # uid, gid inside
+    terminal: bool = False               # PID 1 on a pty (its output logged as stdout)
+    stdin: bool = False                  # PID 1's stdin kept open for an attach
 
 
 class RunStatus(StrEnum):
@@ -101,6 +106,7 @@ class ExecRequest:
     tty: bool = False
     rows: int = 24
     cols: int = 80
+    user: tuple[int, int] | None = None   # uid, gid inside; None: root
 
 
 class ExecSession(Protocol):
@@ -180,6 +186,32 @@ class InteractiveConsole(Protocol):
 
     def open_console(self, host_id: str) -> socket.socket:
         """A connected stream: read the console's output, write keystrokes to it."""
+
+
+@runtime_checkable
+class Attaches(Protocol):
+    """Drivers whose PID 1 may keep its stdin (or a pty) open for a client to attach."""
+
+    def open_stdin(self, host_id: str) -> socket.socket:
+        """A connected stream whose writes go to PID 1's stdin (or pty); shut it down
+        for writing to close that stdin."""
+
+    def resize(self, host_id: str, rows: int, cols: int) -> None:
+        """Resize PID 1's pty (a no-op without one)."""
+
+
+# one record of PID 1's output: time (RFC 3339), stream (stdout, stderr), partial, payload
+LogRecord = tuple[bytes, bytes, bool, bytes]
+
+
+@runtime_checkable
+class Logs(Protocol):
+    """Drivers that keep PID 1's output as timed records, stdout apart from stderr."""
+
+    def read_records(self, host_id: str, offset: int) -> tuple[list[LogRecord], int]: ...
+
+    def signal(self, host_id: str, sig: str) -> None:
+        """Send ``sig`` to PID 1."""
 
 
 @runtime_checkable

@@ -49,8 +49,14 @@ def _appvm(ctx: DriverContext) -> InstanceDriver:
     return AppVmDriver(ctx)
 
 
+def _imagevm(ctx: DriverContext) -> InstanceDriver:
+    from cumulo.drivers.vm.imagevm import ImageVmDriver
+
+    return ImageVmDriver(ctx)
+
+
 FACTORIES: dict[str, DriverFactory] = {"container": _container, "fake": _fake, "vm": _vm,
-                                       "appvm": _appvm}
+                                       "appvm": _appvm, "imagevm": _imagevm}
 
 
 def create_driver(kind: str, ctx: DriverContext) -> InstanceDriver:

@@ -83,7 +83,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     state_dir.mkdir(parents=True, exist_ok=True)
     runtime_dir.mkdir(parents=True, exist_ok=True)
     store = Store(db_url or f"sqlite:///{state_dir / 'cumulo.db'}")
-    kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm"}
+    kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm",
+                             "imagevm": "imagevm"}
     try:
         cluster = _membership(store, state_dir, host, sorted(kinds), listen, fingerprint,
                               join, heartbeat, offline_after)

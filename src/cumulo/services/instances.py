@@ -20,6 +20,7 @@ from cumulo.domain.limits import Limits, validate_limits
 from cumulo.domain.models import Instance, Operation
 from cumulo.domain.units import validate_name
 from cumulo.drivers.base import (
+    Attaches,
     Details,
     ExecRequest,
     ExecSession,
@@ -27,6 +28,8 @@ from cumulo.drivers.base import (
     InstanceSpec,
     InteractiveConsole,
     Launches,
+    LogRecord,
+    Logs,
     RunStatus,
     Usage,
 )
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from cumulo.cluster.membership import Membership
 
 log = logging.getLogger(__name__)
+LogRecords = list[LogRecord]
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,18 @@ class CreateRequest:
     disk: int | None = None          # root size cap in bytes
     ssh_keys: tuple[str, ...] = ()   # root's authorized_keys, checked by domain/ssh_keys.py
     ephemeral: bool = False          # stateless: recreated elsewhere if its member is lost
+    process: ProcessOptions | None = None   # PID 1's env, cwd, user, stdio (Docker API)
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """How PID 1 runs, beyond its command; kept in the instance's runtime config."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    user: tuple[int, int] = (0, 0)
+    terminal: bool = False
+    stdin: bool = False
 
 
 class InstanceService:
@@ -86,6 +102,7 @@ class InstanceService:
         self.image_root = image_root
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
+        self._exits = threading.Lock()
 
     # helpers
     @contextmanager
@@ -202,9 +219,30 @@ class InstanceService:
         if run.status == RunStatus.PAUSED and inst.state != State.PAUSED:
             return self.store.update_instance(inst.project, inst.name, state=State.PAUSED)
         if run.status in (RunStatus.STOPPED, RunStatus.MISSING):
-            return self.store.update_instance(
-                inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code)
+            with self._exits:   # one of several callers noticing the same exit says so
+                now = self.store.get_instance(inst.project, inst.name)
+                if now.state not in (State.RUNNING, State.PAUSED):
+                    return now
+                stopped = self.store.update_instance(
+                    inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code)
+            # it ended on its own: say so, as a stop does (Docker's "die")
+            self.events.lifecycle("stopped", inst.project, inst.name, exit_code=run.exit_code,
+                                  reason="exited")
+            return stopped
         return inst
+
+    def exit_code(self, inst: Instance) -> int | None:
+        """A stopped instance's exit status, asking the driver again when the store has
+        none (its monitor had not written it yet when the exit was noticed)."""
+        if inst.state != State.STOPPED or inst.exit_code is not None:
+            return inst.exit_code
+        try:
+            code = self._driver(inst.type).state(inst.host_id).exit_code
+        except CumuloError:
+            return None
+        if code is not None:
+            self.store.update_instance(inst.project, inst.name, exit_code=code)
+        return code
 
     def usage(self, inst: Instance) -> Usage:
         if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):
@@ -274,6 +312,10 @@ class InstanceService:
 
         def work(progress: Progress) -> dict[str, Any]:
             spec = replace(self._spec(inst), ssh_keys=req.ssh_keys)
+            if req.process is not None:
+                p = req.process
+                spec = replace(spec, env=dict(p.env), cwd=p.cwd, user=p.user,
+                               terminal=p.terminal, stdin=p.stdin)
             try:
                 with self._locked(inst):
                     progress(0.2, "preparing root filesystem")
@@ -421,6 +463,50 @@ class InstanceService:
             return b"", offset, inst
         data, new_offset = self._driver(inst.type).read_console(inst.host_id, offset)
         return data, new_offset, inst
+
+    def _attaching(self, project: str, name: str) -> tuple[Instance, Attaches]:
+        inst = self.get(project, name)
+        driver = self._driver(inst.type)
+        if not isinstance(driver, Attaches):
+            raise UnsupportedError(f"a {inst.type} has no stdin to attach to")
+        return inst, driver
+
+    def open_stdin(self, project: str, name: str) -> socket.socket:
+        """A stream to PID 1's stdin (or pty), if it was created with one kept open."""
+        inst, driver = self._attaching(project, name)
+        guard(name, inst.state, Action.EXEC)
+        return driver.open_stdin(inst.host_id)
+
+    def resize(self, project: str, name: str, rows: int, cols: int) -> None:
+        inst, driver = self._attaching(project, name)
+        driver.resize(inst.host_id, rows, cols)
+
+    def log_records(self, project: str, name: str, offset: int
+                    ) -> tuple[LogRecords, int, Instance]:
+        """PID 1's output as records (time, stream, partial, payload) from ``offset`` on;
+        a driver without them gives its console as stdout records without a time."""
+        inst = self.get(project, name)
+        if inst.state == State.CREATING:
+            return [], offset, inst
+        driver = self._driver(inst.type)
+        if isinstance(driver, Logs):
+            records, new_offset = driver.read_records(inst.host_id, offset)
+            return records, new_offset, inst
+        data, new_offset = driver.read_console(inst.host_id, offset)
+        return ([(b"", b"stdout", True, data)] if data else []), new_offset, inst
+
+    def kill(self, project: str, name: str, sig: str) -> None:
+        """Send a signal to PID 1 (``docker kill``); its end is noticed as any exit."""
+        inst = self.get(project, name)
+        driver = self._driver(inst.type)
+        if inst.state not in (State.RUNNING, State.PAUSED):
+            raise InvalidStateError(name, inst.state.value, "kill")
+        if isinstance(driver, Logs):
+            driver.signal(inst.host_id, sig)
+        elif sig in ("KILL", "9", "SIGKILL"):
+            self.change_state(project, name, Action.STOP, force=True)
+        else:
+            raise UnsupportedError(f"a {inst.type} takes no signal but KILL")
 
     def open_console(self, project: str, name: str) -> socket.socket:
         """A stream to the instance's interactive console (VMs: the serial port)."""

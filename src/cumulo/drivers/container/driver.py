@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,7 @@ class ContainerDriver:
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                              "rootfs": str(spec.rootfs),
                                              "privileged": spec.privileged,
+                                             "stdin": spec.stdin, "terminal": spec.terminal,
                                              "root": spec.root.to_dict() if spec.root else None})
             self._prepare(spec)
         except BaseException as err:
@@ -175,7 +177,9 @@ class ContainerDriver:
         for stale in (paths.exit_file, paths.exit_dir / host_id, self._started(host_id)):
             stale.unlink(missing_ok=True)
         try:
-            pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths)
+            rec = self._records.get(host_id) or {}
+            pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths, stdio=(
+                bool(rec.get("stdin")), bool(rec.get("terminal"))))
             if spec.on_created is not None:
                 spec.on_created(pid)
             self.runtime.start(host_id)
@@ -342,10 +346,44 @@ class ContainerDriver:
 
         def argv(pid_file: Path, tty: bool) -> list[str]:
             return self.runtime.exec_argv(
-                host_id, request.command, request.env, request.cwd, pid_file, tty
+                host_id, request.command, request.env, request.cwd, pid_file, tty, request.user
             )
 
         return RuntimeExecSession(argv, work, request.tty, request.rows, request.cols)
+
+    def open_stdin(self, host_id: str) -> socket.socket:
+        """conmon's attach socket (in the bundle): what is written there reaches PID 1."""
+        path = self._instance_dir(host_id) / "attach"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(str(path))
+        except OSError as err:
+            sock.close()
+            raise DriverError(f"cannot attach to {host_id!r}: {err}") from err
+        return sock
+
+    def resize(self, host_id: str, rows: int, cols: int) -> None:
+        """Through conmon's control fifo: message 1 is a window resize."""
+        ctl = self._instance_dir(host_id) / "ctl"
+        try:
+            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return   # not running, or no pty: nothing to resize
+        try:
+            os.write(fd, f"1 {rows} {cols}\n".encode())
+        except OSError as err:
+            raise DriverError(f"cannot resize {host_id!r}: {err}") from err
+        finally:
+            os.close(fd)
+
+    def read_records(self, host_id: str, offset: int) -> tuple[list[monitor.LogRecord], int]:
+        paths = self._paths(host_id, self._instance_dir(host_id))
+        return monitor.read_records(paths.log_path, offset)
+
+    def signal(self, host_id: str, sig: str) -> None:
+        """Send ``sig`` (a name like TERM or a number) to PID 1."""
+        require(self.state(host_id), host_id, "signal", RunStatus.RUNNING, RunStatus.PAUSED)
+        self.runtime.kill(host_id, sig)
 
     def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
         paths = self._paths(host_id, self._instance_dir(host_id))

@@ -60,7 +60,8 @@ def conmon_binary() -> str:
 
 
 def command_line(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths,
-                 restore: Path | None = None, runtime_args: tuple[str, ...] = ()) -> list[str]:
+                 restore: Path | None = None, runtime_args: tuple[str, ...] = (),
+                 stdio: tuple[bool, bool] = (False, False)) -> list[str]:
     """conmon's argv; with ``restore`` (a CRIU image dir) conmon runs ``<runtime> restore
     --detach --image-path restore --work-path bundle`` instead of ``create``."""
     argv = [
@@ -73,6 +74,9 @@ def command_line(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths
     ]
     for arg in (*runtime.global_args(), *runtime_args):
         argv += ["--runtime-arg", arg]
+    stdin, terminal = stdio   # PID 1's stdin open for attach clients; on a pty
+    argv += ["--stdin"] if stdin else []
+    argv += ["--terminal"] if terminal else []
     if restore is not None:
         argv += ["--restore", str(restore)]
         for opt in RESTORE_OPTS:
@@ -99,7 +103,8 @@ def _read_sync(fd: int, deadline: float) -> dict[str, object]:
 
 
 def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths,
-                 restore: Path | None = None, runtime_args: tuple[str, ...] = ()) -> int:
+                 restore: Path | None = None, runtime_args: tuple[str, ...] = (),
+                 stdio: tuple[bool, bool] = (False, False)) -> int:
     """Run conmon (which runs ``create``); PID 1's host pid, created but not started.
 
     With ``restore`` the runtime restores the CRIU images there instead: PID 1 is
@@ -107,7 +112,7 @@ def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths
     """
     for d in (paths.exit_dir, paths.socket_dir, paths.persist_dir, runtime.root):
         d.mkdir(parents=True, exist_ok=True)
-    argv = command_line(runtime, cid, bundle, paths, restore, runtime_args)
+    argv = command_line(runtime, cid, bundle, paths, restore, runtime_args, stdio)
     rfd, wfd = os.pipe()
     try:
         env = {**os.environ, "_OCI_SYNCPIPE": str(wfd)}
@@ -171,28 +176,37 @@ def conmon_pid(paths: ConmonPaths) -> int | None:
     return pid if procs.alive(pid, "conmon") else None
 
 
-def read_log(log_path: Path, offset: int) -> tuple[bytes, int]:
-    """Payload bytes of the complete k8s-file records from byte ``offset`` on.
+LogRecord = tuple[bytes, bytes, bool, bytes]   # time, stream, partial, payload
+
+
+def read_records(log_path: Path, offset: int) -> tuple[list[LogRecord], int]:
+    """The complete k8s-file records from byte ``offset`` on, and the next offset.
 
     A record is ``<time> <stream> <F|P> <payload>\\n``; ``P`` (partial) payloads are
-    joined to what follows, ``F`` ends a line. Returns the next offset to read from.
+    continued by the next record of the stream, ``F`` ends a line.
     """
     try:
         with open(log_path, "rb") as f:
             f.seek(offset)
             raw = f.read()
     except FileNotFoundError:
-        return b"", offset
+        return [], offset
     except OSError as err:
         raise DriverError(f"cannot read console log {log_path}: {err}") from err
     end = raw.rfind(b"\n")
     if end < 0:
-        return b"", offset
-    out = bytearray()
+        return [], offset
+    out: list[LogRecord] = []
     for record in raw[:end].split(b"\n"):
         parts = record.split(b" ", 3)
         if len(parts) < 3:
             continue
-        payload = parts[3] if len(parts) == 4 else b""
-        out += payload if parts[2] == b"P" else payload + b"\n"
-    return bytes(out), offset + end + 1
+        out.append((parts[0], parts[1], parts[2] == b"P", parts[3] if len(parts) == 4 else b""))
+    return out, offset + end + 1
+
+
+def read_log(log_path: Path, offset: int) -> tuple[bytes, int]:
+    """Payload bytes (every stream, lines joined) from byte ``offset`` on, and the next
+    offset to read from."""
+    records, new_offset = read_records(log_path, offset)
+    return b"".join(p if partial else p + b"\n" for _t, _s, partial, p in records), new_offset

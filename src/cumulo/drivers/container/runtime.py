@@ -140,10 +140,12 @@ class OciRuntime:
 
     def exec_argv(
         self, cid: str, command: list[str], env: dict[str, str], cwd: str,
-        pid_file: Path, tty: bool,
+        pid_file: Path, tty: bool, user: tuple[int, int] | None = None,
     ) -> list[str]:
         """A foreground exec; with ``tty`` the runtime relays its own stdio to a new pty."""
         argv = [self.binary, *self.global_args(), "exec", "--cwd", cwd, "--pid-file", str(pid_file)]
+        if user is not None:
+            argv += ["--user", f"{user[0]}:{user[1]}"]
         for key, value in env.items():
             argv += ["--env", f"{key}={value}"]
         if tty:

@@ -57,7 +57,7 @@ def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
     # loglevel=1: only emergencies (the panic line that carries the exit status)
     tsc = [f"tsc_early_khz={tsc_khz}", TSC_RELIABLE] if tsc_khz else []
     append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", *tsc,
-                       f"rdinit=/{name}", "--", *quoted])
+                       f"rdinit=/{name.lstrip('/')}", "--", *quoted])
     if len(append) > CMDLINE_MAX:
         raise InvalidInputError(f"the app's arguments are too long ({len(append)} bytes on"
                                 f" the kernel command line, at most {CMDLINE_MAX})")
@@ -87,26 +87,36 @@ class AppVmDriver(VmDriver):
     # kernel: a kernel image's fingerprint or "generic" (the service resolves it)
     option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg"), "kernel": ()}
 
-    def create(self, spec: InstanceSpec) -> None:
-        self._check_new(spec, OPTIONS, "app VM")
-        choice = choose_accel({**OPTIONS, **spec.options}["accel"], self.ctx.host)
+    def _init(self, spec: InstanceSpec) -> tuple[str, Path]:
+        """What the kernel runs as init (``rdinit=``) and where it comes from, checked
+        before anything is made."""
         name = Path(spec.command[0]).name if spec.command else "app"
         # app images keep the program at /bin/NAME (images/app_rootfs.py); older ones at /app
-        program = next((p for p in (spec.rootfs / "bin" / name, spec.rootfs / app_image.APP_PATH)
-                        if p.is_file()), None)
+        program = next((p for p in (spec.rootfs / "bin" / name,
+                                    spec.rootfs / app_image.APP_PATH) if p.is_file()), None)
         if program is None:
             raise InvalidInputError(
                 "an app VM needs an app image: cumulo launch --type appvm NAME --app PATH")
+        return name, program
+
+    def _initrd(self, spec: InstanceSpec, init: str, source: Path) -> bytes:
+        """The initramfs: the program alone."""
+        data = source.read_bytes()
+        app_image.check_static(data, init)
+        return initramfs.build_app(data, init)
+
+    def create(self, spec: InstanceSpec) -> None:
+        self._check_new(spec, OPTIONS, f"{self.kind} VM")
+        choice = choose_accel({**OPTIONS, **spec.options}["accel"], self.ctx.host)
+        name, source = self._init(spec)
         append = app_append(name, spec.command[1:],
                             host_tsc_khz() if choice.accel == Accel.TCG else None)
         kernel = _kernel(spec.kernel)
         run = run_dir(self._run, spec.host_id)
         try:
-            data = program.read_bytes()
-            app_image.check_static(data, name)
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
             initrd = spec.instance_dir / "app.cpio.gz"
-            initrd.write_bytes(initramfs.build_app(data, name))
+            initrd.write_bytes(self._initrd(spec, name, source))
             vm = VmSpec(
                 name=spec.host_id, vcpus=1, accel=choice.accel, machine=Machine.MICROVM,
                 memory=spec.limits.memory or (SPECIALISED_MEMORY if spec.kernel

@@ -318,3 +318,24 @@ def build_app(app: bytes, name: str) -> bytes:
     c.chardev("dev/console", 5, 1)
     c.file(name, app, 0o755)
     return gzip.compress(c.finish(), compresslevel=6, mtime=0)
+
+
+def build_tree(rootfs: Path) -> bytes:
+    """The gzipped cpio of a whole root filesystem tree (an image's, for a VM that runs
+    it from memory), with ``/dev/console``; owners are root, modes kept."""
+    c = _Cpio()
+    has_dev = False
+    for path in sorted(rootfs.rglob("*")):
+        name = str(path.relative_to(rootfs))
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            c.symlink(name, os.readlink(path))
+        elif stat.S_ISDIR(st.st_mode):
+            c._entry(name, stat.S_IFDIR | stat.S_IMODE(st.st_mode))
+            has_dev = has_dev or name == "dev"
+        elif stat.S_ISREG(st.st_mode):
+            c.file(name, path.read_bytes(), stat.S_IMODE(st.st_mode))
+    if not has_dev:
+        c.dir("dev")
+    c.chardev("dev/console", 5, 1)
+    return gzip.compress(c.finish(), compresslevel=1, mtime=0)

@@ -1,0 +1,581 @@
+"""Docker containers over Cumulo instances: create, lifecycle, wait, attach, logs, ps, rm."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from cumulo import errors as e
+from cumulo.docker import copy, output, shapes, stats
+from cumulo.docker import images as img
+from cumulo.docker.common import (
+    Context,
+    DockerError,
+    bad,
+    body_json,
+    call,
+    conflict,
+    filters,
+    finish,
+    flag,
+    int_param,
+    not_found,
+)
+from cumulo.docker.common import ok_json as js
+from cumulo.docker.meta import Meta
+from cumulo.domain.lifecycle import Action, State
+from cumulo.domain.models import Instance
+from cumulo.domain.units import validate_name
+from cumulo.services.instances import CreateRequest, ProcessOptions
+from cumulo.services.networks import NicRequest
+
+POLL = 0.025             # how often a waiting client's container is looked at
+REAP_POLL = 0.5          # auto-remove and restart policies, in the background
+ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp",
+              "tender", "vivid", "witty", "zen", "bold", "cool", "happy")
+NAMES = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "dijkstra",
+         "liskov", "hamilton", "torvalds", "kay", "lamport", "perlman", "wirth", "backus")
+SIGNALS = {"SIGKILL": "KILL", "SIGTERM": "TERM", "SIGINT": "INT", "SIGHUP": "HUP",
+           "SIGQUIT": "QUIT", "SIGUSR1": "USR1", "SIGUSR2": "USR2", "SIGSTOP": "STOP",
+           "SIGCONT": "CONT", "SIGWINCH": "WINCH"}
+
+
+def random_name() -> str:
+    return f"{secrets.choice(ADJECTIVES)}-{secrets.choice(NAMES)}"
+
+
+class Containers:
+    """The container routes' shared logic (lookups, shapes, the background reaper)."""
+
+    def __init__(self, ctx: Context, meta: Meta) -> None:
+        self.ctx, self.meta = ctx, meta
+        self.svc = ctx.svc
+        self.project = ctx.project
+
+    # lookups
+    def find(self, ref: str) -> Instance:
+        """By name (``/name`` too), full Docker id, or id prefix."""
+        name = ref.lstrip("/")
+        with contextlib.suppress(e.NotFoundError, e.InvalidInputError):
+            return self.svc.instances.get(self.project, name)
+        if name:
+            matches = [i for i in self.svc.store.list_instances(self.project)
+                       if self.meta.container(i)["Id"].startswith(name)]
+            if len(matches) == 1:
+                return self.svc.instances.refresh(matches[0])
+            if len(matches) > 1:
+                raise bad(f"multiple IDs found with provided prefix: {name}")
+        raise not_found(f"No such container: {ref}")
+
+    def gateways(self) -> dict[str, str]:
+        return {n.name: n.gateway for n in self.svc.networks.list_in(self.project)}
+
+    def mounts(self, inst: Instance) -> list[dict[str, Any]]:
+        out = []
+        for vol in self.svc.volumes.list_in(self.project):
+            for a in vol.attachments:
+                if a.instance == inst.name:
+                    out.append({"Type": "volume", "Name": vol.name, "Source": "",
+                                "Destination": a.path, "Driver": "local", "Mode": "z",
+                                "RW": True, "Propagation": ""})
+        return out
+
+    def inspect(self, inst: Instance) -> dict[str, Any]:
+        return shapes.inspect(inst, self.meta.container(inst), self.svc.instances.pid(inst),
+                              self.gateways(), self.mounts(inst))
+
+    def not_running(self, inst: Instance) -> DockerError:
+        return conflict(f"Container {self.meta.container(inst)['Id']} is not running")
+
+    # create
+    def create(self, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        hc: dict[str, Any] = body.get("HostConfig") or {}
+        name = (name or "").lstrip("/") or random_name()
+        try:
+            validate_name(name)
+        except e.InvalidInputError:
+            raise bad(f"Invalid container name ({name}), only [a-z0-9-] are allowed in"
+                      " Cumulo (lowercase letters, digits and '-', up to 63)") from None
+        with contextlib.suppress(e.NotFoundError):
+            other = self.svc.store.get_instance(self.project, name)
+            raise conflict(f"Conflict. The container name \"/{name}\" is already in use by "
+                           f"container \"{self.meta.container(other)['Id']}\". You have to "
+                           "remove (or rename) that container to be able to reuse that name.")
+        ref = str(body.get("Image") or "")
+        if not ref:
+            raise bad("config cannot be empty in order to create a container")
+        image = img.resolve(self.ctx, self.meta, ref)
+        iconf = img.config_of(self.meta, image)
+        entry = body.get("Entrypoint")
+        if isinstance(entry, str):
+            entry = [entry]
+        cmd = body.get("Cmd")
+        if isinstance(cmd, str):
+            cmd = [cmd]
+        if entry is None:
+            entry = iconf.get("Entrypoint") or []
+            cmd = cmd if cmd else (iconf.get("Cmd") or [])
+        command = [*(entry or []), *(cmd or [])] or list(image.command)
+        if not command:
+            raise bad("No command specified")
+        env: dict[str, str] = {}
+        for item in [*(iconf.get("Env") or []), *(body.get("Env") or [])]:
+            key, _, value = str(item).partition("=")
+            env[key] = value
+        rootfs = self.svc.images.files.payload(image.fingerprint)
+        user_text = str(body.get("User") or iconf.get("User") or "")
+        user = shapes.resolve_user(rootfs, user_text)
+        cwd = str(body.get("WorkingDir") or iconf.get("WorkingDir") or "/")
+        limits = shapes.limits_from(hc)
+        runtime = hc.get("Runtime") or ""
+        vm = runtime == shapes.VM_RUNTIME or hc.get("Isolation") == "vm"
+        if runtime and runtime not in ("runc", shapes.VM_RUNTIME):
+            raise bad(f"unknown or invalid runtime name: {runtime}")
+        mode = hc.get("NetworkMode") or "default"
+        networks: tuple[NicRequest, ...] | None
+        if mode in ("default", "bridge"):
+            networks = None
+        elif mode == "none":
+            networks = ()
+        elif mode == "host" or mode.startswith("container:"):
+            raise DockerError(501, f"network mode {mode!r} is not supported by Cumulo")
+        else:
+            networks = (NicRequest(mode),)
+        vols = self._volumes(hc)
+        if any((hc.get("PortBindings") or {}).values()) and networks == ():
+            raise bad("publishing a port needs a network: not with --network none")
+        op = self.svc.instances.create(self.project, CreateRequest(
+            name=name, image=image.fingerprint, type=shapes.VM_TYPE if vm else "container",
+            limits=limits, privileged=bool(hc.get("Privileged")), command=command,
+            networks=networks, process=ProcessOptions(
+                env=env, cwd=cwd, user=user, terminal=bool(body.get("Tty")),
+                stdin=bool(body.get("OpenStdin")))))
+        cid = secrets.token_hex(32)
+        config = {k: body.get(k) for k in ("Hostname", "User", "AttachStdin", "AttachStdout",
+                                           "AttachStderr", "Tty", "OpenStdin", "StdinOnce",
+                                           "WorkingDir", "Labels", "ExposedPorts",
+                                           "StopSignal", "StopTimeout")
+                  if body.get(k) is not None}
+        config.update({"Image": ref, "Cmd": cmd, "Entrypoint": entry or None,
+                       "Env": [f"{k}={v}" for k, v in env.items()], "Hostname": name,
+                       "User": user_text, "WorkingDir": cwd if cwd != "/" else ""})
+        return {"op": op, "name": name, "vols": vols, "meta": {
+            "Id": cid, "Config": config, "HostConfig": hc, "Starts": 0}}
+
+    def _volumes(self, hc: dict[str, Any]) -> list[tuple[str, str]]:
+        """Named volumes to attach: (volume, path); host directories are refused."""
+        out = []
+        for bind in hc.get("Binds") or []:
+            src, _, rest = str(bind).partition(":")
+            dest = rest.split(":")[0]
+            if not dest:
+                raise bad(f"invalid volume specification: '{bind}'")
+            if src.startswith("/"):
+                raise DockerError(501, f"bind mounts of host directories ({src}) are not "
+                                       "supported by Cumulo: use a named volume")
+            out.append((src, dest))
+        for m in hc.get("Mounts") or []:
+            if m.get("Type") != "volume":
+                raise DockerError(501, f"mounts of type {m.get('Type')!r} are not supported"
+                                       " by Cumulo: use a named volume")
+            out.append((m.get("Source") or f"v{secrets.token_hex(6)}", m["Target"]))
+        return out
+
+    def attach_volumes(self, name: str, vols: list[tuple[str, str]]) -> None:
+        for vol, path in vols:
+            try:
+                self.svc.volumes.get(self.project, vol)
+            except e.NotFoundError:
+                self.svc.volumes.create(self.project, vol, "1GiB")
+            self.svc.volumes.attach(self.project, vol, name, path)
+
+    def publish(self, name: str, hc: dict[str, Any]) -> None:
+        """``-p [IP:]HOST:CONTAINER``: a Cumulo port forward from the host's address (its
+        first own address when none is given) to the container's first network."""
+        bindings = {k: v for k, v in (hc.get("PortBindings") or {}).items() if v}
+        if not bindings:
+            return
+        inst = self.svc.instances.get(self.project, name)
+        if not inst.nics:
+            raise bad("publishing a port needs a network: this container has none")
+        network = inst.nics[0].network
+        for key, binds in bindings.items():
+            port, _, proto = key.partition("/")
+            for b in binds:
+                listen = b.get("HostIp") or ""
+                if listen in ("", "0.0.0.0"):
+                    listen = self.host_address()
+                self.svc.networks.firewall.add_forward(
+                    self.project, network, listen, int(b.get("HostPort") or port),
+                    proto or "tcp", name, int(port))
+
+    def host_address(self) -> str:
+        gateways = set(self.gateways().values())
+        for addr in self.svc.networks.host_net.addresses():
+            if not addr.ip.is_loopback and str(addr.ip) not in gateways:
+                return str(addr.ip)
+        raise bad("publishing a port needs an address of this host: it has none but"
+                  " loopback")
+
+    # state
+    def started(self, inst: Instance) -> None:
+        data = self.meta.container(inst)
+        self.meta.update_container(inst, StartedAt=shapes.now_iso(),
+                                   Starts=int(data.get("Starts") or 0) + 1, Running=True,
+                                   StoppedByUser=False)
+
+    def finished(self, inst: Instance, by_user: bool = False) -> None:
+        self.meta.update_container(inst, FinishedAt=shapes.now_iso(), Running=False,
+                                   StoppedByUser=by_user, ExitCode=inst.exit_code)
+
+    def reap_once(self) -> None:
+        """Auto-remove and restart policies of containers that stopped on their own."""
+        for inst in self.svc.store.list_instances(self.project):
+            data = self.meta.container(inst)
+            if not data.get("Running") or inst.state not in (State.RUNNING, State.STOPPED):
+                continue
+            inst = self.svc.instances.refresh(inst)
+            if inst.state != State.STOPPED:
+                continue
+            self.after_exit(inst, data)
+
+    def after_exit(self, inst: Instance, data: dict[str, Any]) -> None:
+        self.finished(inst, bool(data.get("StoppedByUser")))
+        hc = data.get("HostConfig") or {}
+        policy = (hc.get("RestartPolicy") or {}).get("Name") or "no"
+        if hc.get("AutoRemove"):
+            with contextlib.suppress(e.CumuloError):
+                self.remove(inst, force=True)
+            return
+        count = int(data.get("RestartCount") or 0)
+        retry = int((hc.get("RestartPolicy") or {}).get("MaximumRetryCount") or 0)
+        if data.get("StoppedByUser") or policy == "no" or (
+                policy == "on-failure" and (not inst.exit_code or (retry and count >= retry))):
+            return
+        with contextlib.suppress(e.CumuloError):
+            op = self.svc.instances.change_state(self.project, inst.name, Action.START)
+            if self.svc.ops.get(op.id, 60).error:   # (its own error is in the store)
+                return
+            self.meta.update_container(inst, RestartCount=count + 1)
+            self.started(inst)
+
+    def remove(self, inst: Instance, force: bool) -> None:
+        op = self.svc.instances.delete(self.project, inst.name, force=force)
+        done = self.svc.ops.get(op.id, 600)
+        if done.error:
+            raise e.DriverError(done.error)
+        self.meta.drop_container(inst.host_id)
+
+    async def reaper(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(Exception):
+                await call(self.reap_once)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), REAP_POLL)
+
+
+def routes(ctx: Context, meta: Meta) -> list[Route]:
+    c = Containers(ctx, meta)
+    ctx.extra["containers"] = c
+    svc, project = ctx.svc, ctx.project
+
+    async def find(request: Request) -> Instance:
+        return await call(c.find, request.path_params["id"])
+
+    async def create(request: Request) -> Response:
+        body = await body_json(request)
+        plan = await call(c.create, request.query_params.get("name"), body)
+        await finish(ctx, plan["op"])
+        inst = await call(svc.instances.get, project, plan["name"])
+        await call(meta.put_container, inst.host_id, plan["meta"])
+        try:
+            await call(c.attach_volumes, plan["name"], plan["vols"])
+            await call(c.publish, plan["name"], plan["meta"]["HostConfig"])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await call(c.remove, inst, True)
+            raise
+        return js({"Id": plan["meta"]["Id"], "Warnings": []}, 201)
+
+    async def start(request: Request) -> Response:
+        inst = await find(request)
+        if inst.state in (State.RUNNING, State.PAUSED):
+            return Response(status_code=304)
+        try:
+            await finish(ctx, await call(svc.instances.change_state, project, inst.name,
+                                         Action.START))
+        except e.CumuloError:
+            if (meta.container(inst).get("HostConfig") or {}).get("AutoRemove"):
+                with contextlib.suppress(e.CumuloError):   # as Docker: it never ran
+                    await call(c.remove, inst, True)
+            raise
+        await call(c.started, inst)
+        return Response(status_code=204)
+
+    async def stop(request: Request) -> Response:
+        inst = await find(request)
+        if inst.state not in (State.RUNNING, State.PAUSED):
+            return Response(status_code=304)
+        t = int_param(request, "t", 10)
+        await call(meta.update_container, inst, StoppedByUser=True)
+        await finish(ctx, await call(svc.instances.change_state, project, inst.name,
+                                     Action.STOP, float(t if t is not None and t >= 0 else 10),
+                                     t == 0))
+        await call(c.finished, await call(svc.instances.get, project, inst.name), True)
+        return Response(status_code=204)
+
+    async def restart(request: Request) -> Response:
+        inst = await find(request)
+        t = int_param(request, "t", 10)
+        action = Action.RESTART if inst.state == State.RUNNING else Action.START
+        await call(meta.update_container, inst, StoppedByUser=True)
+        await finish(ctx, await call(svc.instances.change_state, project, inst.name, action,
+                                     float(t if t is not None and t >= 0 else 10)))
+        await call(c.started, inst)
+        return Response(status_code=204)
+
+    async def kill(request: Request) -> Response:
+        inst = await find(request)
+        sig = (request.query_params.get("signal") or "KILL").upper()
+        sig = SIGNALS.get(sig, sig.removeprefix("SIG"))
+        if inst.state not in (State.RUNNING, State.PAUSED):
+            raise conflict(f"Cannot kill container: {request.path_params['id']}: Container "
+                           f"{meta.container(inst)['Id']} is not running")
+        if sig in ("KILL", "TERM", "INT", "9", "15"):
+            await call(meta.update_container, inst, StoppedByUser=True)
+        await call(svc.instances.kill, project, inst.name, sig)
+        return Response(status_code=204)
+
+    async def pause(request: Request) -> Response:
+        inst = await find(request)
+        if inst.state != State.RUNNING:
+            raise conflict(f"Container {meta.container(inst)['Id']} is not running")
+        await finish(ctx, await call(svc.instances.change_state, project, inst.name,
+                                     Action.PAUSE))
+        return Response(status_code=204)
+
+    async def unpause(request: Request) -> Response:
+        inst = await find(request)
+        if inst.state != State.PAUSED:
+            raise conflict(f"Container {meta.container(inst)['Id']} is not paused")
+        await finish(ctx, await call(svc.instances.change_state, project, inst.name,
+                                     Action.RESUME))
+        return Response(status_code=204)
+
+    async def wait(request: Request) -> Response:
+        inst = await find(request)
+        condition = request.query_params.get("condition") or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise bad(f"invalid condition: {condition!r}")
+        starts = int(meta.container(inst).get("Starts") or 0)
+        was_running = inst.state in (State.RUNNING, State.PAUSED)
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield b""   # the headers go out at once: the client may start it meanwhile
+            code = inst.exit_code
+            name = inst.name
+            while True:
+                try:
+                    now = await call(svc.instances.get, project, name)
+                except e.NotFoundError:
+                    if condition in ("removed", "not-running", "next-exit"):
+                        break
+                    raise
+                data = meta.container(now)
+                stopped = now.state not in (State.RUNNING, State.PAUSED, State.CREATING)
+                ran = was_running or int(data.get("Starts") or 0) > starts
+                if stopped:
+                    code = await call(svc.instances.exit_code, now)
+                    tries = 0
+                    while code is None and (ran or data.get("Running")) and tries < 40:
+                        await asyncio.sleep(0.05)   # its monitor is writing it down
+                        code = await call(svc.instances.exit_code, now)
+                        tries += 1
+                if stopped and data.get("Running"):   # noticed here first: its policies
+                    await call(c.after_exit, now, data)
+                    if condition != "removed":
+                        break
+                    continue
+                if stopped and condition == "not-running":
+                    break
+                if stopped and condition == "next-exit" and ran:
+                    break
+                await asyncio.sleep(POLL)
+            yield json.dumps({"StatusCode": code or 0, "Error": None}).encode()
+
+        return StreamingResponse(gen(), media_type="application/json")
+
+    async def remove(request: Request) -> Response:
+        inst = await find(request)
+        force = flag(request, "force")
+        if inst.state in (State.RUNNING, State.PAUSED) and not force:
+            raise conflict(f"cannot remove container \"/{inst.name}\": container is running:"
+                           " stop the container before removing or force remove")
+        await call(c.remove, inst, force)
+        if flag(request, "v"):
+            for vol in await call(svc.volumes.list_in, project):
+                if not vol.attachments and vol.name.startswith("v") and len(vol.name) == 13:
+                    with contextlib.suppress(e.CumuloError):
+                        await call(svc.volumes.delete, project, vol.name)
+        return Response(status_code=204)
+
+    async def inspect(request: Request) -> Response:
+        inst = await find(request)
+        return js(await call(c.inspect, inst))
+
+    async def list_containers(request: Request) -> Response:
+        want = filters(request)
+        show_all = flag(request, "all") or bool(want.get("status"))
+        gw = await call(c.gateways)
+        rows = []
+        for inst in await call(svc.instances.list, project):
+            data = meta.container(inst)
+            row = shapes.summary(inst, data, gw, await call(c.mounts, inst))
+            if not show_all and row["State"] not in ("running", "paused"):
+                continue
+            if not _matches(row, inst, want):
+                continue
+            rows.append((shapes.created(inst), row))
+        rows.sort(key=lambda r: r[0], reverse=True)   # newest first, to the microsecond
+        out = [row for _t, row in rows]
+        limit = int_param(request, "limit", -1)
+        if limit is not None and limit > 0:
+            out = out[:limit]
+        return js(out)
+
+    async def prune(_request: Request) -> Response:
+        gone = []
+        for inst in await call(svc.instances.list, project):
+            if inst.state == State.STOPPED:
+                cid = meta.container(inst)["Id"]
+                await call(c.remove, inst, False)
+                gone.append(cid)
+        return js({"ContainersDeleted": gone or None, "SpaceReclaimed": 0})
+
+    async def rename(request: Request) -> Response:
+        await find(request)
+        raise DockerError(501, "renaming a container is not supported by Cumulo yet")
+
+    async def resize(request: Request) -> Response:
+        inst = await find(request)
+        h, w = int_param(request, "h", 24), int_param(request, "w", 80)
+        if inst.state != State.RUNNING:
+            raise c.not_running(inst)
+        with contextlib.suppress(e.UnsupportedError):
+            await call(svc.instances.resize, project, inst.name, h or 24, w or 80)
+        return Response(status_code=200)
+
+    async def top(request: Request) -> Response:
+        inst = await find(request)
+        if inst.state != State.RUNNING:
+            raise c.not_running(inst)
+        pid = await call(svc.instances.pid, inst)
+        return js(await call(stats.top, pid, request.query_params.get("ps_args") or ""))
+
+    async def get_stats(request: Request) -> Response:
+        inst = await find(request)
+        stream = flag(request, "stream", True)
+        one_shot = flag(request, "one-shot")
+        return await stats.respond(c, inst, stream, one_shot)
+
+    async def logs(request: Request) -> Response:
+        inst = await find(request)
+        return await output.logs(c, inst, request)
+
+    async def attach(request: Request) -> Response:
+        inst = await find(request)
+        return await output.attach(c, inst, request)
+
+    async def running_pid(request: Request) -> tuple[Instance, int]:
+        inst = await find(request)
+        pid = await call(svc.instances.pid, inst) if inst.state == State.RUNNING else None
+        if pid is None:
+            raise DockerError(501, "docker cp needs a running container in Cumulo (start it"
+                                   " first)")
+        return inst, pid
+
+    async def archive(request: Request) -> Response:
+        """``docker cp`` out (GET, HEAD: the path's stat) and in (PUT)."""
+        _inst, pid = await running_pid(request)
+        path = request.query_params.get("path") or ""
+        if not path.startswith("/"):
+            path = "/" + path
+        if request.method == "PUT":
+            tmp = copy.temp_file(ctx.state_dir / "tmp")
+            try:
+                with tmp.open("wb") as f:
+                    async for chunk in request.stream():
+                        f.write(chunk)
+                await call(copy.unpack, pid, tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return Response(status_code=200)
+        header = {"X-Docker-Container-Path-Stat": await call(copy.stat_header, pid, path)}
+        if request.method == "HEAD":
+            return Response(status_code=200, headers=header)
+        tmp = copy.temp_file(ctx.state_dir / "tmp")
+        try:
+            await call(copy.pack, pid, path, tmp)
+            data = await call(tmp.read_bytes)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return Response(data, media_type="application/x-tar", headers=header)
+
+    async def changes(request: Request) -> Response:
+        await find(request)
+        raise DockerError(501, "docker diff is not supported by Cumulo yet")
+
+    return [
+        Route("/containers/json", list_containers, methods=["GET"]),
+        Route("/containers/create", create, methods=["POST"]),
+        Route("/containers/prune", prune, methods=["POST"]),
+        Route("/containers/{id}/json", inspect, methods=["GET"]),
+        Route("/containers/{id}/start", start, methods=["POST"]),
+        Route("/containers/{id}/stop", stop, methods=["POST"]),
+        Route("/containers/{id}/restart", restart, methods=["POST"]),
+        Route("/containers/{id}/kill", kill, methods=["POST"]),
+        Route("/containers/{id}/pause", pause, methods=["POST"]),
+        Route("/containers/{id}/unpause", unpause, methods=["POST"]),
+        Route("/containers/{id}/wait", wait, methods=["POST"]),
+        Route("/containers/{id}/rename", rename, methods=["POST"]),
+        Route("/containers/{id}/resize", resize, methods=["POST"]),
+        Route("/containers/{id}/top", top, methods=["GET"]),
+        Route("/containers/{id}/stats", get_stats, methods=["GET"]),
+        Route("/containers/{id}/logs", logs, methods=["GET"]),
+        Route("/containers/{id}/attach", attach, methods=["POST"]),
+        Route("/containers/{id}/changes", changes, methods=["GET"]),
+        Route("/containers/{id}/archive", archive, methods=["GET", "HEAD", "PUT"]),
+        Route("/containers/{id}", remove, methods=["DELETE"]),
+    ]
+
+
+def _matches(row: dict[str, Any], inst: Instance, want: dict[str, list[str]]) -> bool:
+    for key, values in want.items():
+        if key == "name" and not any(v.lstrip("/") in inst.name for v in values):
+            return False
+        if key == "id" and not any(row["Id"].startswith(v) for v in values):
+            return False
+        if key == "status" and row["State"] not in values:
+            return False
+        if key == "exited" and (row["State"] != "exited"
+                                or str(inst.exit_code or 0) not in values):
+            return False
+        if key == "ancestor" and not any(v in (row["Image"], row["ImageID"],
+                                               row["ImageID"].removeprefix("sha256:"))
+                                         for v in values):
+            return False
+        if key == "label":
+            labels = row["Labels"]
+            for v in values:
+                k, eq, val = v.partition("=")
+                if k not in labels or (eq and labels[k] != val):
+                    return False
+    return True

@@ -1,0 +1,172 @@
+"""Docker networks and volumes over Cumulo's (``bridge`` is Cumulo's ``default``)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo import errors as e
+from cumulo.docker.common import Context, DockerError, bad, body_json, call, conflict, filters
+from cumulo.docker.common import ok_json as js
+from cumulo.docker.images import iso
+from cumulo.docker.meta import Meta
+from cumulo.domain.models import Network
+from cumulo.domain.volumes import Volume
+
+DEFAULT_VOLUME_SIZE = "1GiB"
+BRIDGE = "bridge"          # Docker's name for the default network
+
+
+def _net_id(net: Network) -> str:
+    return hashlib.sha256(f"{net.project}/{net.name}/{net.bridge}".encode()).hexdigest()
+
+
+def routes(ctx: Context, meta: Meta) -> list[Route]:
+    svc, project = ctx.svc, ctx.project
+
+    def shape_net(net: Network) -> dict[str, Any]:
+        containers = {}
+        for inst in svc.store.list_instances(project):
+            for nic in inst.nics:
+                if nic.network == net.name:
+                    containers[meta.container(inst)["Id"]] = {
+                        "Name": inst.name, "EndpointID": nic.host_name,
+                        "MacAddress": nic.mac, "IPv4Address": nic.ip, "IPv6Address": ""}
+        return {"Name": BRIDGE if net.name == "default" else net.name, "Id": _net_id(net),
+                "Created": iso(net.created_at), "Scope": "local", "Driver": "bridge",
+                "EnableIPv6": False,
+                "IPAM": {"Driver": "default", "Options": None,
+                         "Config": [{"Subnet": net.subnet, "Gateway": net.gateway}]},
+                "Internal": net.isolated and net.name != "default", "Attachable": False,
+                "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+                "Containers": containers,
+                "Options": {"com.docker.network.bridge.name": net.bridge},
+                "Labels": {}}
+
+    def find_net(ref: str) -> Network:
+        name = "default" if ref == BRIDGE else ref
+        for net in svc.networks.list_in(project):
+            if net.name == name or _net_id(net).startswith(ref):
+                return net
+        raise DockerError(404, f"network {ref} not found")
+
+    async def list_networks(request: Request) -> Response:
+        want = filters(request)
+        out = [shape_net(n) for n in await call(svc.networks.list_in, project)]
+        if want.get("name"):
+            out = [n for n in out if any(v in n["Name"] for v in want["name"])]
+        return js(out)
+
+    async def get_network(request: Request) -> Response:
+        return js(shape_net(await call(find_net, request.path_params["id"])))
+
+    async def create_network(request: Request) -> Response:
+        body = await body_json(request)
+        name = str(body.get("Name") or "")
+        if not name:
+            raise bad("network name is required")
+        if body.get("Driver") not in (None, "", "bridge"):
+            raise DockerError(501, f"network driver {body['Driver']!r} is not supported by"
+                                   " Cumulo: only bridge")
+        subnet = None
+        for conf in ((body.get("IPAM") or {}).get("Config") or []):
+            subnet = conf.get("Subnet") or subnet
+        try:
+            net = await call(svc.networks.create, project, name, subnet, None,
+                             not body.get("Internal"))
+        except e.ConflictError:
+            raise conflict(f"network with name {name} already exists") from None
+        return js({"Id": _net_id(net), "Warning": ""}, 201)
+
+    async def delete_network(request: Request) -> Response:
+        net = await call(find_net, request.path_params["id"])
+        if net.name == "default":
+            raise DockerError(403, "bridge is a pre-defined network and cannot be removed")
+        users = await call(svc.networks.users, project, net.name)
+        if users:
+            raise DockerError(403, f"error while removing network: network {net.name} id "
+                                   f"{_net_id(net)} has active endpoints")
+        await call(svc.networks.delete, project, net.name)
+        return Response(status_code=204)
+
+    async def prune_networks(_request: Request) -> Response:
+        gone = []
+        for net in await call(svc.networks.list_in, project):
+            if net.name != "default" and not await call(svc.networks.users, project,
+                                                        net.name):
+                await call(svc.networks.delete, project, net.name)
+                gone.append(net.name)
+        return js({"NetworksDeleted": gone or None})
+
+    async def connect(request: Request) -> Response:
+        await call(find_net, request.path_params["id"])
+        raise DockerError(501, "connecting a created container to another network is not "
+                               "supported by Cumulo yet: give --network at create")
+
+    def shape_vol(vol: Volume) -> dict[str, Any]:
+        return {"Name": vol.name, "Driver": "local", "Mountpoint": "",
+                "CreatedAt": iso(vol.created_at), "Labels": {}, "Scope": "local",
+                "Options": {"size": str(vol.size), "pool": vol.pool},
+                "Status": {"attachments": [a.instance for a in vol.attachments]}}
+
+    async def get_vol(name: str) -> Volume:
+        try:
+            return await call(svc.volumes.get, project, name)
+        except e.NotFoundError:
+            raise DockerError(404, f"get {name}: no such volume") from None
+
+    async def list_volumes(_request: Request) -> Response:
+        vols = await call(svc.volumes.list_in, project)
+        return js({"Volumes": [shape_vol(v) for v in vols], "Warnings": []})
+
+    async def create_volume(request: Request) -> Response:
+        body = await body_json(request)
+        name = str(body.get("Name") or "") or f"v{secrets.token_hex(6)}"
+        if body.get("Driver") not in (None, "", "local"):
+            raise DockerError(501, f"volume driver {body['Driver']!r} is not supported by"
+                                   " Cumulo: only local")
+        size = (body.get("DriverOpts") or {}).get("size") or DEFAULT_VOLUME_SIZE
+        try:
+            return js(shape_vol(await call(svc.volumes.get, project, name)), 201)
+        except e.NotFoundError:
+            pass
+        return js(shape_vol(await call(svc.volumes.create, project, name, size)), 201)
+
+    async def get_volume(request: Request) -> Response:
+        return js(shape_vol(await get_vol(request.path_params["name"])))
+
+    async def delete_volume(request: Request) -> Response:
+        vol = await get_vol(request.path_params["name"])
+        if vol.attachments:
+            ids = ", ".join(meta.container_id(project, a.instance) for a in vol.attachments)
+            raise conflict(f"remove {vol.name}: volume is in use - [{ids}]")
+        await call(svc.volumes.delete, project, vol.name)
+        return Response(status_code=204)
+
+    async def prune_volumes(_request: Request) -> Response:
+        gone = []
+        for vol in await call(svc.volumes.list_in, project):
+            if not vol.attachments:
+                await call(svc.volumes.delete, project, vol.name)
+                gone.append(vol.name)
+        return js({"VolumesDeleted": gone or None, "SpaceReclaimed": 0})
+
+    return [
+        Route("/networks", list_networks, methods=["GET"]),
+        Route("/networks/create", create_network, methods=["POST"]),
+        Route("/networks/prune", prune_networks, methods=["POST"]),
+        Route("/networks/{id}", get_network, methods=["GET"]),
+        Route("/networks/{id}", delete_network, methods=["DELETE"]),
+        Route("/networks/{id}/connect", connect, methods=["POST"]),
+        Route("/networks/{id}/disconnect", connect, methods=["POST"]),
+        Route("/volumes", list_volumes, methods=["GET"]),
+        Route("/volumes/create", create_volume, methods=["POST"]),
+        Route("/volumes/prune", prune_volumes, methods=["POST"]),
+        Route("/volumes/{name}", get_volume, methods=["GET"]),
+        Route("/volumes/{name}", delete_volume, methods=["DELETE"]),
+    ]

@@ -1,0 +1,345 @@
+"""The stock docker CLI against cumulod's Docker API: run, exec, logs, attach, images,
+volumes, networks, events, and Docker's own shapes of error for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import container_skip_reason
+from tests.system.dockerlib import DockerHost, docker_host
+
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime,
+              pytest.mark.skipif(container_skip_reason() is not None,
+                                 reason=str(container_skip_reason()))]
+
+
+@pytest.fixture(scope="module")
+def dk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerHost]:
+    with docker_host(tmp_path_factory.mktemp("docker")) as host:
+        yield host
+
+
+def _raw(sock: Path, request: bytes) -> bytes:
+    """One raw HTTP exchange on the Docker socket (the answer until the server closes)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock))
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_version_negotiation_ping_and_error_shapes(dk: DockerHost) -> None:
+    r = dk.run("version", "--format", "{{.Server.APIVersion}} {{.Server.MinAPIVersion}} "
+               "{{.Client.APIVersion}}")
+    assert r.stdout.split() == ["1.45", "1.24", "1.45"]   # the client came down to ours
+    for method in (b"HEAD", b"GET"):
+        head = _raw(dk.socket, method + b" /_ping HTTP/1.1\r\nHost: d\r\nConnection: close"
+                    b"\r\n\r\n").decode().lower()
+        assert head.startswith("http/1.1 200")
+        for h in ("api-version: 1.45", "docker-experimental: false", "ostype: linux"):
+            assert h in head, head
+    assert b"OK" in _raw(dk.socket, b"GET /v1.24/_ping HTTP/1.1\r\nHost: d\r\n"
+                         b"Connection: close\r\n\r\n")
+    for path, status, words in ((b"/v1.12/info", b"400", b"too old"),
+                                (b"/v1.45/nothing/here", b"404", b"page not found"),
+                                (b"/v1.45/containers/nosuch/json", b"404", b"No such container")):
+        answer = _raw(dk.socket, b"GET " + path + b" HTTP/1.1\r\nHost: d\r\n"
+                      b"Connection: close\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 " + status), answer
+        assert b"\r\ncontent-type: application/json\r\n" in head.lower() + b"\r\n", head
+        assert words in json.loads(body)["message"].encode()
+    info = json.loads(dk.run("info", "--format", "{{json .}}").stdout)
+    assert info["Images"] >= 1 and info["OSType"] == "linux"
+
+
+def test_run_rm_gives_the_exit_status_and_both_streams(dk: DockerHost) -> None:
+    r = dk.run("run", "--rm", "--name", "exit3", "busybox", "sh", "-c",
+               "echo to-out; echo to-err >&2; exit 3", check=False)
+    assert r.returncode == 3, r
+    assert r.stdout == "to-out\n" and r.stderr == "to-err\n"
+    assert "exit3" not in dk.run("ps", "-a", "--format", "{{.Names}}").stdout
+    assert "exit3" not in dk.daemon.cli("list").stdout
+    r = dk.run("run", "--rm", "-i", "busybox", "cat", input="through stdin\n")
+    assert r.stdout == "through stdin\n"
+
+
+def test_run_interactive_with_a_tty(dk: DockerHost, tmp_path: Path) -> None:
+    """``docker run -it --rm busybox sh`` on a pty (``script``): a prompt, typed commands
+    echoed and run, the shell's exit status as the CLI's."""
+    with subprocess.Popen(["script", "-qfec", "stty rows 33 cols 101;"
+                           " docker run -it --rm --name tty1 busybox sh",
+                           "/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env=dk.env) as proc:
+        _tty_session(dk, proc)
+    assert "tty1" not in dk.run("ps", "-a", "--format", "{{.Names}}").stdout
+
+
+def _tty_session(dk: DockerHost, proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdin is not None and proc.stdout is not None
+    seen = bytearray()
+    done = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(4096):
+            seen.extend(chunk)
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    dk.wait_for(lambda: b"/ # " in seen, "the shell's prompt")
+    proc.stdin.write(b"echo tty-$((6*7)); [ -t 0 ] && echo is-$((1+1))-tty\n")
+    proc.stdin.flush()
+    dk.wait_for(lambda: b"is-2-tty" in seen, "the command's output")   # not the echo
+    assert b"tty-42" in seen
+    proc.stdin.write(b"stty size\n")     # the client's window, through the resize call
+    proc.stdin.flush()
+    dk.wait_for(lambda: b"33 101" in seen, "the window size")
+    proc.stdin.write(b"exit 4\n")
+    proc.stdin.flush()
+    assert proc.wait(60) == 4, bytes(seen)
+    done.wait(10)
+
+
+def test_detached_container_exec_logs_stats_and_limits(dk: DockerHost) -> None:
+    dk.run("run", "-d", "--name", "web", "-e", "FOO=bar", "-w", "/tmp", "--memory", "64m",
+           "--cpus", "0.5", "--pids-limit", "40", "--label", "role=test", "busybox", "sh",
+           "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done")
+    try:
+        assert dk.run("exec", "web", "sh", "-c", "echo $FOO; pwd").stdout == "bar\n/tmp\n"
+        assert dk.run("exec", "-u", "1000:1000", "web", "id", "-u").stdout == "1000\n"
+        r = dk.run("exec", "-e", "X=1", "-w", "/bin", "web", "sh", "-c", "echo $X; pwd; exit 7",
+                   check=False)
+        assert (r.returncode, r.stdout) == (7, "1\n/bin\n")
+        assert dk.run("exec", "web", "nosuch", check=False).returncode == 127
+        assert dk.run("exec", "web", "/etc/passwd", check=False).returncode == 126
+        assert dk.run("exec", "-i", "web", "cat", input="piped\n").stdout == "piped\n"
+        r = dk.run("exec", "-d", "web", "sh", "-c", "echo detached > /tmp/d")
+        dk.wait_for(lambda: dk.run("exec", "web", "cat", "/tmp/d", check=False).stdout
+                    == "detached\n", "the detached exec")
+        dk.wait_for(lambda: "tick 3" in dk.run("logs", "web").stdout, "four ticks")
+        tail = dk.run("logs", "--tail", "2", "web").stdout.splitlines()
+        assert len(tail) == 2 and all(t.startswith("tick ") for t in tail)
+        stamped = dk.run("logs", "-t", "--tail", "1", "web").stdout
+        assert stamped[:4].isdigit() and "Z tick " in stamped, stamped
+        stats = dk.run("stats", "--no-stream", "--format",
+                       "{{.Name}} {{.MemUsage}} {{.PIDs}}", "web").stdout.split()
+        assert stats[0] == "web" and stats[3] == "64MiB" and int(stats[-1]) >= 1, stats
+        assert "tick" in dk.run("top", "web").stdout or "sh -c" in dk.run("top", "web").stdout
+        hc = json.loads(dk.run("inspect", "--format", "{{json .HostConfig}}", "web").stdout)
+        assert hc["Memory"] == 64 << 20 and hc["NanoCpus"] == 500_000_000
+        assert hc["PidsLimit"] == 40 and hc["RestartPolicy"]["Name"] == "no"
+        assert hc["ShmSize"] == 67108864 and hc["LogConfig"]["Type"]   # defaults filled in
+        labels = dk.run("inspect", "--format", "{{json .Config.Labels}}", "web").stdout
+        assert json.loads(labels) == {"role": "test"}
+        assert "web" in dk.daemon.cli("list").stdout           # a Cumulo instance too
+        ps = dk.run("ps", "--filter", "label=role=test", "--format", "{{.Names}}").stdout
+        assert ps.split() == ["web"]
+        dk.fails("rm", "web", match="container is running: stop the container before"
+                 " removing or force remove", code=1)
+        dk.run("pause", "web")
+        assert dk.run("inspect", "-f", "{{.State.Status}}", "web").stdout.strip() == "paused"
+        dk.run("unpause", "web")
+        dk.run("kill", "web")
+        assert dk.run("wait", "web").stdout.strip() == "137"
+        assert "Exited (137)" in dk.run("ps", "-a", "--filter", "name=web",
+                                        "--format", "{{.Status}}").stdout
+        dk.run("start", "web")
+        assert dk.run("inspect", "-f", "{{.State.Running}}", "web").stdout.strip() == "true"
+        dk.run("stop", "-t", "1", "web")
+    finally:
+        dk.run("rm", "-f", "web", check=False)
+    assert "web" not in dk.daemon.cli("list").stdout
+
+
+def test_ps_newest_first_and_wait_of_a_created_container(dk: DockerHost) -> None:
+    dk.run("create", "--name", "first", "busybox", "sh", "-c", "exit 2")
+    dk.run("create", "--name", "second", "busybox", "true")
+    try:
+        names = dk.run("ps", "-a", "--format", "{{.Names}}").stdout.split()
+        assert names.index("second") < names.index("first")
+        assert "first" not in dk.run("ps", "--format", "{{.Names}}").stdout.split()
+        r = dk.run("start", "-a", "first", check=False)
+        assert r.returncode == 2
+        assert dk.run("wait", "first").stdout.strip() == "2"
+        exited = dk.run("ps", "-a", "--filter", "status=exited", "--format",
+                        "{{.Names}}").stdout.split()
+        assert "first" in exited and "second" not in exited
+    finally:
+        dk.run("rm", "-f", "first", "second", check=False)
+
+
+def test_images_load_save_round_trip_tag_and_rmi(dk: DockerHost, tmp_path: Path) -> None:
+    dk.run("tag", "busybox", "mybox:v1")
+    assert "mybox:v1" in dk.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    saved = tmp_path / "mybox.tar"
+    dk.run("save", "-o", str(saved), "mybox:v1")
+    assert "Untagged: mybox:v1" in dk.run("rmi", "mybox:v1").stdout
+    assert "mybox" not in dk.run("images").stdout
+    assert "Loaded image: mybox:v1" in dk.run("load", "-i", str(saved)).stdout
+    assert dk.run("run", "--rm", "mybox:v1", "echo", "from-saved").stdout == "from-saved\n"
+    assert dk.run("history", "-q", "mybox:v1").stdout.strip()
+    cfg = json.loads(dk.run("image", "inspect", "-f", "{{json .Config}}", "mybox:v1").stdout)
+    assert cfg["Cmd"] == ["sh"] and cfg["Labels"] == {"made-by": "cumulo-tests"}
+    dk.run("rmi", "mybox:v1")
+    r = dk.run("pull", "busybox")
+    assert "Image is up to date for busybox:latest" in r.stdout
+    dk.fails("pull", "nosuchimage", match="pull access denied for nosuchimage", code=1)
+
+
+def test_import_of_a_root_filesystem(dk: DockerHost) -> None:
+    rootfs = dk.archive.parent / "rootfs"
+    tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True,
+                         check=True).stdout
+    r = subprocess.run(["docker", "import", "-", "imported:1"], input=tar,
+                       capture_output=True, env=dk.env, check=True)
+    assert r.stdout.startswith(b"sha256:")
+    assert dk.run("run", "--rm", "imported:1", "echo", "imp").stdout == "imp\n"
+    dk.run("rmi", "imported:1")
+
+
+def test_named_volume_persists_and_internal_network(dk: DockerHost) -> None:
+    dk.run("volume", "create", "data")
+    try:
+        dk.run("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f")
+        r = dk.run("run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/f")
+        assert r.stdout == "kept\n"
+        assert "data" in dk.run("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    finally:
+        dk.run("volume", "rm", "data")
+    assert "data" not in dk.run("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    dk.run("network", "create", "--internal", "--subnet", "10.231.7.0/24", "inner")
+    try:
+        assert "inner" in dk.run("network", "ls", "--format", "{{.Name}}").stdout.split()
+        r = dk.run("run", "--rm", "--network", "inner", "busybox", "cat", "/proc/net/fib_trie")
+        assert "10.231.7." in r.stdout
+        subnet = dk.run("network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}",
+                        "inner").stdout.strip()
+        assert subnet == "10.231.7.0/24"
+    finally:
+        dk.run("network", "rm", "inner")
+
+
+def test_events_of_a_run(dk: DockerHost) -> None:
+    events = subprocess.Popen(["docker", "events", "--filter", "type=container",
+                               "--format", "{{.Action}} {{.Actor.Attributes.name}}"],
+                              stdout=subprocess.PIPE, text=True, env=dk.env)
+    try:
+        dk.wait_for(lambda: dk.run("info", "--format", "{{.NEventsListener}}").stdout.strip()
+                    != "0", "the events listener")
+        dk.run("run", "--rm", "--name", "evt", "busybox", "true")
+    finally:
+        dk.wait_for(lambda: "evt" not in dk.run("ps", "-a").stdout, "removal")
+        events.terminate()
+        out, _ = events.communicate(30)
+    lines = [ln for ln in out.splitlines() if ln.endswith(" evt")]
+    assert [ln.split()[0] for ln in lines] == ["create", "start", "die", "destroy"], out
+
+
+def test_bad_input_gets_dockers_answers(dk: DockerHost) -> None:
+    dk.fails("run", "--rm", "nosuchimage", "true", match="pull access denied for nosuchimage")
+    dk.fails("create", "--name", "Bad_Name", "busybox", match="Invalid container name",
+             code=1)
+    dk.fails("run", "--rm", "-m", "1m", "busybox", "true",
+             match="Minimum memory limit allowed is 6MB")
+    dk.fails("run", "--rm", "-m", "100000g", "busybox", "true", match="exceeds")
+    dk.run("create", "--name", "taken", "busybox", "true")
+    try:
+        dk.fails("create", "--name", "taken", "busybox", "true",
+                 match='The container name "/taken" is already in use', code=1)
+    finally:
+        dk.run("rm", "taken")
+    dk.fails("stop", "nosuch", match="No such container: nosuch", code=1)
+    dk.fails("swarm", "join-token", "worker", match="This node is not a swarm manager",
+             code=1)
+    r = dk.run("run", "--rm", "busybox", "nosuchcommand", check=False)
+    assert r.returncode == 127, r
+    assert "executable file not found" in r.stderr
+    assert dk.run("ps", "-aq").stdout == ""    # nothing half-made is left
+
+
+def test_cumulo_instances_are_docker_containers(dk: DockerHost) -> None:
+    dk.daemon.cli("launch", "busybox", "native", "--", "sleep", "300")
+    try:
+        assert "native" in dk.run("ps", "--format", "{{.Names}}").stdout.split()
+        assert dk.run("exec", "native", "echo", "hi").stdout == "hi\n"
+    finally:
+        dk.daemon.cli("delete", "--force", "native")
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_run_with_vm_isolation(dk: DockerHost) -> None:
+    """``--runtime cumulo-vm``: the image's tree as a VM's root, the command as its init;
+    output and exit status as for a container (and ``--isolation vm`` the same)."""
+    from cumulo.drivers.vm.initramfs import find_kernel
+
+    try:
+        find_kernel()
+    except Exception as err:   # the guest kernel is cached by scripts/install.sh
+        pytest.skip(f"no guest kernel: {err}")
+    r = dk.run("run", "--rm", "--runtime", "cumulo-vm", "busybox", "sh", "-c",
+               "echo in-a-vm; uname -r; exit 3", check=False, timeout=300)
+    assert r.returncode == 3, r
+    lines = r.stdout.splitlines()
+    assert lines[0] == "in-a-vm" and lines[1] != os.uname().release, r.stdout  # its kernel
+    r = dk.run("run", "--rm", "--isolation", "vm", "busybox", "echo", "isolated", timeout=300)
+    assert r.stdout == "isolated\n"
+
+
+def test_cp_both_ways_with_owners_inside(dk: DockerHost, tmp_path: Path) -> None:
+    dk.run("run", "-d", "--name", "cp1", "busybox", "sleep", "300")
+    try:
+        src = tmp_path / "in.txt"
+        src.write_text("copied in\n")
+        dk.run("cp", str(src), "cp1:/tmp/")
+        assert dk.run("exec", "cp1", "cat", "/tmp/in.txt").stdout == "copied in\n"
+        owner = dk.run("exec", "cp1", "stat", "-c", "%u:%g", "/tmp/in.txt", check=False)
+        if owner.returncode == 0:   # (stat is not among the test image's applets)
+            assert owner.stdout.strip() == "0:0"
+        assert " 0 " in dk.run("exec", "cp1", "ls", "-ln", "/tmp/in.txt").stdout
+        dk.run("exec", "cp1", "sh", "-c", "mkdir /tmp/d; echo x > /tmp/d/y; ln -s /etc /tmp/d/l")
+        dk.run("cp", "cp1:/tmp/d", str(tmp_path / "out"))
+        assert (tmp_path / "out" / "y").read_text() == "x\n"
+        assert (tmp_path / "out" / "l").readlink() == Path("/etc")
+        dk.fails("cp", "cp1:/nosuch", str(tmp_path / "x"),
+                 match="Could not find the file /nosuch in container", code=1)
+    finally:
+        dk.run("rm", "-f", "cp1")
+
+
+def test_publish_without_a_network_is_refused_and_leaves_nothing(dk: DockerHost) -> None:
+    """(The daemon has no default network here; -p itself: tests/integration.)"""
+    dk.fails("run", "-d", "-p", "8080:80", "busybox", "true",
+             match="publishing a port needs a network")
+    assert dk.run("ps", "-aq").stdout == ""
+
+
+def test_restart_policy_and_logs_follow(dk: DockerHost) -> None:
+    dk.run("run", "-d", "--name", "retry", "--restart", "on-failure:2", "busybox", "sh", "-c",
+           "echo try; exit 1")
+    try:
+        def settled() -> bool:
+            out = dk.run("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "retry").stdout
+            return out.split() == ["exited", "2"]
+        dk.wait_for(settled, "two restarts, then rest")
+        assert dk.run("logs", "retry").stdout == "try\n" * 3
+    finally:
+        dk.run("rm", "-f", "retry")
+    dk.run("run", "-d", "--name", "counter", "busybox", "sh", "-c",
+           "for i in 1 2 3; do echo $i; sleep 0.3; done")
+    try:   # -f ends by itself once the container stops, with every line
+        assert dk.run("logs", "-f", "counter", timeout=60).stdout == "1\n2\n3\n"
+    finally:
+        dk.run("rm", "-f", "counter")
