@@ -26,6 +26,10 @@ PACKAGES=(
   qperf                              # request/response latency of virtual networks (bench)
   swtpm swtpm-tools                  # vTPM: one software TPM 2.0 per VM (launch --tpm)
   mmdebstrap                         # image build debian/<release>: a rootfs from the Debian mirror
+  grub-pc-bin grub-efi-amd64-bin     # image build --vm: GRUB for BIOS and UEFI, put on the disk
+                                     # without mapping partitions (grub-mkimage, no grub-install)
+  ovmf                               # UEFI firmware for VMs that boot from their disk
+  fdisk dosfstools mtools            # image build --vm: partition table, FAT EFI partition, mcopy
   umoci                              # image import of OCI image layouts: unpacks layers to a rootfs
   sysbench                           # bench lab: cpu and memory workloads (cumulo bench run)
   hpcc                               # bench lab: HPL/LINPACK at several sizes and STREAM
@@ -146,6 +150,20 @@ bash scripts/install-criu.sh /opt/cumulo/criu
 CRIU_PREFIX=/opt/cumulo/criu
 # runc finds criu on PATH: /usr/local/sbin comes before /usr/sbin (where a criu 3.17 would be)
 ln -sfn "$CRIU_PREFIX/criu" /usr/local/sbin/criu
+
+# A docker client for the Docker-compatible socket (docs/docker.md) and its tests, where
+# none is installed: only the client binary of Debian's docker.io, unpacked into
+# /opt/cumulo/docker/bin (installing the package would bring a Docker engine, not wanted).
+DOCKER_CLI=/opt/cumulo/docker/bin/docker
+if ! command -v docker >/dev/null && [ ! -x "$DOCKER_CLI" ]; then
+  echo "==> fetching the docker client (Debian docker.io)"
+  dwork=$(mktemp -d)
+  chmod 755 "$dwork"                 # apt-get download drops to the _apt user
+  (cd "$dwork" && apt-get download -qq docker.io >/dev/null)
+  dpkg-deb --fsys-tarfile "$dwork"/docker.io_*.deb | tar -x -C "$dwork" ./usr/bin/docker
+  install -D -m 0755 "$dwork/usr/bin/docker" "$DOCKER_CLI"
+  rm -rf "$dwork"
+fi
 
 # The web console's terminal (xterm.js) from the npm registry, pinned by the committed
 # package-lock.json; only its dist files go to the (gitignored) static/vendor/. Without

@@ -420,6 +420,18 @@ class Client:
                             params={"project": self._p(project), "offset": offset})
         return resp.content, int(resp.headers.get("x-cumulo-offset", offset))
 
+    def push_file(self, name: str, path: str, data: bytes, mode: str = "0644",
+                  project: str | None = None) -> None:
+        """Write ``data`` to ``path`` in a running instance."""
+        self.request("PUT", f"/instances/{name}/files", content=data,
+                     params={"project": self._p(project), "path": path, "mode": mode},
+                     headers={"content-type": "application/octet-stream"})
+
+    def pull_file(self, name: str, path: str, project: str | None = None) -> bytes:
+        """The bytes of ``path`` in a running instance."""
+        return self.request("GET", f"/instances/{name}/files",
+                            params={"project": self._p(project), "path": path}).content
+
     def console_follow(self, name: str, project: str | None = None) -> Iterator[bytes]:
         with self._stream(f"/instances/{name}/console",
                           {"project": self._p(project), "follow": "true"}) as (_head, body):
@@ -436,10 +448,10 @@ class Client:
                     on_progress: Callable[[dict[str, Any]], None] | None = None, *,
                     variant: str | None = None, packages: list[str] | None = None,
                     binary: str | None = None, profile: str | None = None,
-                    features: list[str] | None = None) -> dict[str, Any]:
+                    features: list[str] | None = None, vm: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"builder": builder, "alias": alias}
         for key, value in (("variant", variant), ("packages", packages), ("binary", binary),
-                           ("profile", profile), ("features", features)):
+                           ("profile", profile), ("features", features), ("vm", vm)):
             if value:
                 body[key] = value
         op = self.request("POST", "/images", json=body, params=self._in()).json()

@@ -230,6 +230,8 @@ def run(args: argparse.Namespace) -> None:
         svc.cluster.start()
         svc.history.interval = args.history_interval
         svc.history.start()
+        if svc.watchdog is not None:
+            svc.watchdog.start()
         handler = LogHandler(svc.events, logging.INFO)
         for name in ("cumulo", "cumulod"):   # our records become ``logging`` events
             logging.getLogger(name).addHandler(handler)

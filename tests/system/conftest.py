@@ -158,3 +158,28 @@ def wait_count(d: Daemon, name: str, above: int, timeout: float = 120) -> int:
         assert time.monotonic() < deadline, c[-5:]
         time.sleep(0.2)
     return c[-1]
+
+
+@contextmanager
+def netns_daemon(tmp_path: Path, prefix: str, extra: tuple[str, ...] = ()
+                 ) -> Iterator[Daemon]:
+    """A cumulod in a fresh network namespace of its own (its bridges, NICs and DHCP stay
+    in there); on exit every instance is deleted and nothing may be left."""
+    tag = uuid.uuid4().hex[:6]
+    ns = f"cu-t-{prefix}{tag}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    d = Daemon(state_dir=tmp_path / "state", socket=tmp_path / "cumulo.sock",
+               cgroup_parent=f"cumulo-{prefix}-{tag}", log=tmp_path / "cumulod.log",
+               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
+    d.extra = [*d.extra, *extra]
+    d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
+    try:
+        d.start()
+        yield d
+    finally:
+        try:
+            d.clear()
+        finally:
+            d.stop()
+            subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
+        assert not leftovers(d.cgroup_parent), leftovers(d.cgroup_parent)

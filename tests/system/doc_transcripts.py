@@ -126,6 +126,13 @@ def cli_error(program: str, args: list[str]) -> str | None:
         alone = {"--help", *(o for p in cmd.params for o in p.opts if "completion" in o)}
         if rest and rest[0] in alone:  # options that need no subcommand
             return None
+        group_opt = next((p for p in cmd.params if rest and rest[0].split("=", 1)[0] in p.opts),
+                         None)
+        if group_opt is not None:       # a group's own option (cumulo --project P ...)
+            taken = rest.pop(0)
+            if "=" not in taken and not getattr(group_opt, "is_flag", False) and rest:
+                rest.pop(0)
+            continue
         if not rest or rest[0].startswith("-"):
             return f"{' '.join(path)}: a subcommand is missing in {args}"
         sub = cmd.get_command(typer.Context(cmd), rest[0])

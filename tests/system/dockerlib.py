@@ -44,6 +44,9 @@ class DockerHost:
             time.sleep(0.1)
 
 
+DEBIAN_CLIENT_DIR = "/opt/cumulo/docker/bin"   # scripts/install.sh, where no docker is
+
+
 @contextmanager
 def docker_host(tmp: Path) -> Iterator[DockerHost]:
     """A daemon with its Docker socket, a clean DOCKER_CONFIG, and busybox loaded through
@@ -53,7 +56,9 @@ def docker_host(tmp: Path) -> Iterator[DockerHost]:
         config = tmp / "docker-config"
         config.mkdir()
         env = {**os.environ, "DOCKER_HOST": f"unix://{sock}", "DOCKER_CONFIG": str(config),
-               "CUMULO_SOCKET": str(d.socket)}
+               "CUMULO_SOCKET": str(d.socket),
+               # the machine's docker client, else the one scripts/install.sh unpacked
+               "PATH": f"{os.environ.get('PATH', '')}:{DEBIAN_CLIENT_DIR}"}
         host = DockerHost(d, sock, env, busybox_archive(tmp / "image"))
         r = host.run("load", "-i", str(host.archive))
         assert "Loaded image: busybox:latest" in r.stdout, r.stdout

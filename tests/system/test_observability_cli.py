@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.system.conftest import BIN, Daemon, leftovers
+from tests.system.conftest import BIN, Daemon
+from tests.system.conftest import netns_daemon as in_netns
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime]
 WEB = {"name": "web", "project": "default", "type": "container"}
@@ -22,24 +22,8 @@ WEB = {"name": "web", "project": "default", "type": "container"}
 @pytest.fixture
 def netns_daemon(tmp_path: Path) -> Iterator[Daemon]:
     """A cumulod in a fresh netns, sampling history every 0.3 s."""
-    tag = uuid.uuid4().hex[:6]
-    ns = f"cu-t-obs{tag}"
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
-    d = Daemon(state_dir=tmp_path / "state", socket=tmp_path / "cumulo.sock",
-               cgroup_parent=f"cumulo-obs-{tag}", log=tmp_path / "cumulod.log",
-               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
-    d.extra = [*d.extra, "--history-interval", "0.3"]
-    d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
-    try:
-        d.start()
+    with in_netns(tmp_path, "obs", ("--history-interval", "0.3")) as d:
         yield d
-    finally:
-        try:
-            d.clear()
-        finally:
-            d.stop()
-            subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
-        assert not leftovers(d.cgroup_parent), leftovers(d.cgroup_parent)
 
 
 def scrape(d: Daemon) -> dict[str, list[tuple[dict[str, str], float]]]:

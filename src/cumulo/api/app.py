@@ -29,6 +29,7 @@ from cumulo.api import (
     web_routes,
 )
 from cumulo.api import schemas as s
+from cumulo.api.body_limit import BodyLimit
 from cumulo.api.convert import (
     image_out,
     instance_out,
@@ -55,6 +56,7 @@ from cumulo.drivers.base import ExecRequest
 from cumulo.errors import InvalidInputError
 from cumulo.images import app as app_image
 from cumulo.images.builders import BuildOptions
+from cumulo.services import files
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
@@ -94,6 +96,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     if svc is not None:   # (None: only the OpenAPI document is made)
         app.add_middleware(Forward, cluster=svc.cluster,
                            place=scheduled(svc.cluster, svc.scheduler))
+    app.add_middleware(BodyLimit)   # before anything reads a body
     sessions = auth.Sessions()
     auth.install(app, svc, sessions, tcp_auth)
     r = APIRouter(prefix=f"/{API}", responses=ERR)  # type: ignore[arg-type]
@@ -191,6 +194,29 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
         return s.ExecOut(exit_code=code, stdout=out.decode(errors="replace"),
                          stderr=err.decode(errors="replace"))
 
+    @r.put("/instances/{name}/files", status_code=204, response_class=Response,
+           summary="Write a file in a running instance (created or replaced)",
+           openapi_extra={"requestBody": {"required": True, "content": {
+               "application/octet-stream": {"schema": {"type": "string",
+                                                       "format": "binary"}}}}})
+    async def push_file(request: Request, name: str,
+                        path: str = Query(..., description="absolute path inside"),
+                        mode: str = Query("0644", description="octal permissions"),
+                        project: str = PROJECT) -> Response:
+        files.check_path(path)
+        if int(request.headers.get("content-length") or 0) > files.MAX_SIZE:
+            raise InvalidInputError(f"file push copies at most {files.MAX_SIZE // 2**20} MiB")
+        data = await request.body()
+        await asyncio.to_thread(files.push, svc.instances, project, name, path, data, mode)
+        return Response(status_code=204)
+
+    @r.get("/instances/{name}/files", response_class=Response,
+           summary="Read a file in a running instance")
+    def pull_file(name: str, path: str = Query(..., description="absolute path inside"),
+                  project: str = PROJECT) -> Response:
+        return Response(files.pull(svc.instances, project, name, path),
+                        media_type="application/octet-stream")
+
     @r.get("/instances/{name}/console", summary="PID 1's output (follow=true streams it)",
            response_class=Response)
     def console(name: str, offset: int = Query(0, ge=0), follow: bool = False,
@@ -223,7 +249,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     def build_image(body: s.ImageBuild, project: str = IMAGE_PROJECT) -> JSONResponse:
         return accepted(svc.images.build(body.builder, body.alias, BuildOptions(
             variant=body.variant, packages=tuple(body.packages), binary=body.binary,
-            profile=body.profile, features=tuple(body.features)), project=project))
+            profile=body.profile, features=tuple(body.features), vm=body.vm), project=project))
 
     @r.post("/images/app", status_code=201, response_model=s.ImageOut,
             summary="Import one static x86-64 program as an app image (for --type appvm)",

@@ -50,6 +50,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", f"{_I}/state"): Rule(OPERATE),
     ("POST", f"{_I}/exec"): Rule(OPERATE),
     ("WS", f"{_I}/exec-ws"): Rule(OPERATE),
+    ("PUT", f"{_I}/files"): Rule(OPERATE),     # as much as an exec of cat could
+    ("GET", f"{_I}/files"): Rule(OPERATE),
     ("WS", f"{_I}/console-ws"): Rule(OPERATE),
     ("POST", f"{_I}/bandwidth"): Rule(MANAGE),
     ("POST", f"{_I}/checkpoint"): Rule(MANAGE),

@@ -164,6 +164,8 @@ class ImageBuild(Strict):
     binary: str | None = Field(None, description="app: absolute path of the program on the host")
     profile: str | None = Field(None, description="kernel: what the kernel is for (app)")
     features: list[str] = Field([], description="kernel: fragments to add (net, block, rng)")
+    vm: bool = Field(False, description="debian: a disk VMs boot through firmware (GRUB,"
+                                        " the distribution's kernel)")
 
 
 class ImageOut(BaseModel):

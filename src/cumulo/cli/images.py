@@ -88,6 +88,9 @@ def image_build(
         help="kernel: what it is for (app: single-application VMs, the default)")] = None,
     with_: Annotated[str | None, typer.Option(
         "--with", help="kernel: more to build in, comma-separated (net, block, rng)")] = None,
+    vm: Annotated[bool, typer.Option(
+        "--vm", help="debian: a disk that VMs boot through firmware (GRUB, Debian's kernel,"
+                     " systemd, qemu-guest-agent)")] = False,
 ) -> None:
     """Build an image locally (busybox, debian/12 from the Debian mirror, an app, or a
     kernel for app VMs from Debian's linux-source)."""
@@ -99,7 +102,7 @@ def image_build(
     with Client() as c:
         op = c.build_image(builder, alias, wait=False, variant=variant, packages=listed(packages),
                            binary=os.path.abspath(binary) if binary else None,
-                           profile=profile, features=listed(with_))
+                           profile=profile, features=listed(with_), vm=vm)
         _built(c, follow(c, op, f"building {builder}"), "Built")
 
 

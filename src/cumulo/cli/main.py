@@ -48,6 +48,7 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "ui": ("cumulo.cli.ui", "ui", False),
     "placement-group": ("cumulo.cli.placement", "placement_group_app", True),
     "project": ("cumulo.cli.projects", "project_app", True),
+    "file": ("cumulo.cli.files", "file_app", True),
 }
 NET_LAZY = {"acl": ("cumulo.cli.firewall", "acl_app"),
             "forward": ("cumulo.cli.firewall", "forward_app")}
@@ -129,6 +130,9 @@ KernelOpt = Annotated[str | None, typer.Option(
          " default: the newest app kernel built here, else generic")]
 SshKeyOpt = Annotated[str | None, typer.Option(
     "--ssh-key", help="vm: an SSH public key file (or the key itself) for root in the guest")]
+FirmwareOpt = Annotated[str | None, typer.Option(
+    help="vm booting its image's disk: bios (SeaBIOS) or uefi (OVMF; the default where"
+         " it is installed)")]
 AppOpt = Annotated[str | None, typer.Option(
     "--app", help="appvm: a static program to run as PID 1 (then give only NAME)")]
 
@@ -228,6 +232,7 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
+           firmware: FirmwareOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None,
            target: Annotated[str | None, typer.Option(
@@ -242,7 +247,7 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, True, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel},
+             "kernel": kernel, "firmware": firmware},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, target, ephemeral,
             placement_group, cpu=cpu, cpu_weight=cpu_weight, cpuset=cpuset, memory=memory,
@@ -259,13 +264,14 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
+           firmware: FirmwareOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None) -> None:
     """Create an instance from IMAGE without starting it."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, False, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel},
+             "kernel": kernel, "firmware": firmware},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
@@ -289,7 +295,8 @@ def stop(name: Instance,
          timeout: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 30,
          force: Annotated[bool, typer.Option(help="kill at once")] = False,
          project: ProjectOpt = None) -> None:
-    """Stop an instance: SIGTERM, then SIGKILL after --timeout."""
+    """Stop an instance: SIGTERM (a system container's init: its image's stop signal,
+    SIGRTMIN+3 for systemd), then SIGKILL after --timeout."""
     _state(name, "stop", project, timeout, force)
 
 

@@ -16,19 +16,27 @@ _UNITS = {
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
+MAX_SIZE = (1 << 63) - 1   # what a file offset can hold: more is no real size
+
+
 def parse_size(text: str | int) -> int:
     """Bytes from ``512MiB``, ``1GB``, ``1.5GiB`` or a plain number of bytes."""
     if isinstance(text, int):
         if text < 0:
             raise InvalidInputError(f"invalid size {text!r}: must not be negative")
-        return text
-    m = _SIZE_RE.match(text)
-    unit = m.group(2).lower() if m else ""
-    if not m or unit not in _UNITS:
-        raise InvalidInputError(
-            f"invalid size {text!r}: use a number with B, KB, MB, GB, KiB, MiB or GiB"
-        )
-    return int(float(m.group(1)) * _UNITS[unit])
+        n = text
+    else:
+        m = _SIZE_RE.match(text)
+        unit = m.group(2).lower() if m else ""
+        if not m or unit not in _UNITS:
+            raise InvalidInputError(
+                f"invalid size {text!r}: use a number with B, KB, MB, GB, KiB, MiB or GiB"
+            )
+        n = int(float(m.group(1)) * _UNITS[unit])
+    if n > MAX_SIZE:
+        raise InvalidInputError(f"invalid size {str(text)[:40]!r}: far too large (at most"
+                                " 8 EiB)")
+    return n
 
 
 def format_size(n: int | None) -> str:

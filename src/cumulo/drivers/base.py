@@ -60,6 +60,9 @@ class InstanceSpec:
     user: tuple[int, int] = (0, 0)       # uid, gid inside
     terminal: bool = False               # PID 1 on a pty (its output logged as stdout)
     stdin: bool = False                  # PID 1's stdin kept open for an attach
+    # the image's bootable disk (a vm-disk image): a VM boots it through firmware, with
+    # its own bootloader and kernel; None: a root filesystem tree (rootfs)
+    boot_disk: Path | None = None
 
 
 class RunStatus(StrEnum):
@@ -227,3 +230,14 @@ class Details(Protocol):
     """Drivers with live facts beyond ``Usage`` for ``cumulo info`` (a VM's footprint)."""
 
     def details(self, host_id: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class FileTransfer(Protocol):
+    """Drivers that may reach an instance's files themselves (a VM's guest agent); when
+    they cannot (False, None), or for other drivers, files go through an exec of ``sh``
+    and ``cat`` in the instance."""
+
+    def write_file(self, host_id: str, path: str, data: bytes, mode: int) -> bool: ...
+
+    def read_file(self, host_id: str, path: str, limit: int) -> bytes | None: ...

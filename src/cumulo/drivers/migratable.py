@@ -44,6 +44,10 @@ class Migratable(Protocol):
     def resume_after_failed_send(self, host_id: str, was_running: bool) -> None:
         """Put the source back as it was after a failed or cancelled ``send``."""
 
+    def end_outgoing(self, host_id: str) -> str:
+        """End a ``send`` nobody watches (cancel unless past no return) and say how it
+        ended: "completed", "failed", "cancelled", "none" (never began) or "gone"."""
+
 
 @runtime_checkable
 class Checkpointable(Protocol):

@@ -26,6 +26,9 @@ PACKAGE_OF: dict[str, str] = {
     # specialised guest kernels (image build kernel)
     "make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
     "strip": "binutils",
+    # bootable VM disks (image build --vm): GPT, GRUB (grub-common comes with it), EFI FAT
+    "sfdisk": "fdisk", "grub-mkimage": "grub-pc-bin", "mkfs.vfat": "dosfstools",
+    "mmd": "mtools", "mcopy": "mtools",
     # benchmarks (cumulo bench)
     "sysbench": "sysbench", "fio": "fio", "iperf3": "iperf3", "qperf": "qperf",
     # on every Debian install

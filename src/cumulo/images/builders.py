@@ -174,6 +174,7 @@ class BuildOptions:
     binary: str | None = None               # app: a program on the daemon's host
     profile: str | None = None              # kernel: app
     features: tuple[str, ...] = ()          # kernel: net, block, rng
+    vm: bool = False                        # debian: a disk VMs boot through firmware
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class Prepared:
 
 def _refuse_options(name: str, opts: BuildOptions, allowed: tuple[str, ...]) -> None:
     given = {"variant": opts.variant, "packages": opts.packages, "binary": opts.binary,
-             "profile": opts.profile, "with": opts.features}
+             "profile": opts.profile, "with": opts.features, "vm": opts.vm}
     for key, value in given.items():
         if value and key not in allowed:
             raise InvalidInputError(f"--{key} does not apply to the {name} builder")
@@ -202,9 +203,10 @@ def prepare(name: str, opts: BuildOptions | None = None) -> Prepared:
         return Prepared(name, name, builder)
     family, _, release = name.partition("/")
     if family == "debian":
-        _refuse_options("debian", opts, ("variant", "packages"))
-        spec = debian.parse_spec(release, opts.variant, opts.packages)
-        return Prepared(f"debian/{spec.release}", f"debian/{spec.release}",
+        _refuse_options("debian", opts, ("variant", "packages", "vm"))
+        spec = debian.parse_spec(release, opts.variant, opts.packages, vm=opts.vm)
+        suffix = "/vm" if spec.vm else ""
+        return Prepared(f"debian/{spec.release}{suffix}", f"debian/{spec.release}{suffix}",
                         lambda files, progress: debian.build_debian(files, spec, progress))
     if name == "app":
         _refuse_options("app", opts, ("binary",))

@@ -30,8 +30,9 @@ from typing import Any
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
 from cumulo.host.tools import not_installed
-from cumulo.images import kinds
-from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord
+from cumulo.images import bootdisk, kinds, system
+from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
+from cumulo.storage.tools import run
 
 Progress = Callable[[float, str], None]
 
@@ -57,6 +58,13 @@ _STAGES = (
     ("cleaning package lists", 0.92, "cleaning up"),
 )
 
+# what a VM booting from its own disk needs: Debian's kernel and initramfs, an init with
+# udev, DHCP by systemd-networkd, the QEMU guest agent, a login on the serial console;
+# dbus: hostnamed takes the name from the DHCP lease, logind powers off on the ACPI button
+VM_PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev", "dbus", "qemu-guest-agent",
+               "iproute2", "openssh-server")
+VM_DISK_SIZE = 2048 * 1024 * 1024     # virtual; the qcow2 costs what the tree fills
+
 # PID 1 until told to stop (the same loop as the busybox image: dash runs it too)
 COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $! || sleep 1; done"]
 
@@ -69,10 +77,11 @@ class DebianSpec:
     suite: str
     variant: str = DEFAULT_VARIANT
     packages: tuple[str, ...] = ()
+    vm: bool = False                 # a bootable disk (images/bootdisk.py), not a tree
 
 
 def parse_spec(release: str | None, variant: str | None,
-               packages: list[str] | tuple[str, ...] | None) -> DebianSpec:
+               packages: list[str] | tuple[str, ...] | None, vm: bool = False) -> DebianSpec:
     """Validate the request before anything is started (one-line errors)."""
     if not release:
         raise InvalidInputError(
@@ -94,7 +103,9 @@ def parse_spec(release: str | None, variant: str | None,
         if not _PACKAGE_RE.match(name):
             raise InvalidInputError(
                 f"invalid package name {name!r}: Debian names use a-z, 0-9, '+', '-', '.'")
-    return DebianSpec(release=release, suite=suite, variant=variant, packages=names)
+    if vm:
+        names = tuple(dict.fromkeys((*VM_PACKAGES, *names)))
+    return DebianSpec(release=release, suite=suite, variant=variant, packages=names, vm=vm)
 
 
 def _noop(_fraction: float, _message: str) -> None:
@@ -220,6 +231,8 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
     for tool in (MMDEBSTRAP, "unshare", "setpriv"):
         if not any(Path(d, tool).exists() for d in os.get_exec_path()):
             raise not_installed(tool, "build Debian images")
+    if spec.vm:
+        return _build_vm(files, spec, report)
     with files.staged(f"building debian/{spec.release}", rootfs=False) as staging:
         rootfs = staging / kinds.ROOTFS
         cache = CACHE_ROOT / spec.suite
@@ -227,6 +240,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
             run_mmdebstrap(mmdebstrap_argv(spec, rootfs, cache), report)
         report(0.94, "tidying /etc")
         _tidy(rootfs)
+        boot = system.prepare(rootfs)   # with systemd-sysv: a system image
         version = _debian_version(rootfs)
         meta = ImageMeta(
             os="debian", release=spec.release, architecture=os.uname().machine,
@@ -236,7 +250,47 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
             command=list(COMMAND),
             properties={"source": "mmdebstrap", "mirror": MIRROR, "suite": spec.suite,
                         "variant": spec.variant, "packages": ",".join(spec.packages),
-                        "debian_version": version},
+                        "debian_version": version, **boot},
+        )
+        report(0.96, "hashing and importing")
+        record = files.import_tree(staging, meta)
+    report(1.0, f"image {record.sha256[:12]} ready")
+    return record
+
+
+def _build_vm(files: ImageFiles, spec: DebianSpec, report: Progress) -> ImageRecord:
+    """A vm-disk image: the tree made by mmdebstrap, then a bootable qcow2 of it."""
+    if not bootdisk.has_grub()[0]:
+        raise not_installed("grub-mkimage", "make a BIOS-bootable disk (grub-pc-bin)")
+    with files.staged(f"building debian/{spec.release} --vm", rootfs=False) as staging:
+        tree = staging / "tree"
+        cache = CACHE_ROOT / spec.suite
+        with cache_lock(cache):
+            run_mmdebstrap(mmdebstrap_argv(spec, tree, cache), report)
+        report(0.90, "making the bootable disk")
+        _tidy(tree)
+        system.prepare_vm(tree)
+        version = _debian_version(tree)
+        work = staging / "work"
+        work.mkdir()
+        raw = work / "disk.raw"
+        bootdisk.make_disk(tree, raw, VM_DISK_SIZE, work)
+        remove_tree(tree)
+        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw),
+             str(staging / "disk.qcow2")])
+        remove_tree(work)
+        _bios, uefi = bootdisk.has_grub()
+        meta = ImageMeta(
+            os="debian", release=spec.release, architecture=os.uname().machine,
+            kind=kinds.VM_DISK,
+            description=f"Debian {spec.release} ({spec.suite}) bootable disk"
+                        f" ({'BIOS and UEFI' if uefi else 'BIOS'})",
+            properties={"source": "mmdebstrap", "mirror": MIRROR, "suite": spec.suite,
+                        "variant": spec.variant, "packages": ",".join(spec.packages),
+                        "debian_version": version, "format": "qcow2",
+                        "virtual_size": str(VM_DISK_SIZE),
+                        "firmware": "bios,uefi" if uefi else "bios",
+                        "agent": "qemu-guest-agent", "instance": "system"},
         )
         report(0.96, "hashing and importing")
         record = files.import_tree(staging, meta)

@@ -28,7 +28,7 @@ from typing import Any
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
 from cumulo.host.tools import not_installed
-from cumulo.images import kinds
+from cumulo.images import kinds, system
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 
 Progress = Callable[[float, str], None]
@@ -223,8 +223,9 @@ def _rootfs_tarball(staging: Path, upload: Path, progress: Progress) -> ImageMet
     upload.unlink()
     if not any(rootfs.iterdir()):
         raise InvalidInputError("the tarball is empty")
+    # a tree with /sbin/init boots it in a system container (images/system.py)
     return _rootfs_meta(rootfs, list(SHELL_LOOP) if _has_shell(rootfs) else [],
-                        {"source": "import"})
+                        {"source": "import", **system.prepare(rootfs)})
 
 
 def import_file(files: ImageFiles, staging: Path, filename: str, sha256: str,

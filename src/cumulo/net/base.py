@@ -82,3 +82,6 @@ class HostNetwork(Protocol):
 
     def dns_bridges(self) -> list[str]:
         """Bridges that have dnsmasq state here (to find leftovers of deleted networks)."""
+
+    def dns_running(self, bridge: str) -> bool:
+        """Whether the network's dnsmasq is alive (it may have died on its own)."""

@@ -93,6 +93,29 @@ def dhcp_hosts_text(hosts: list[DnsHost]) -> str:
     return "".join(f"{h.mac},{h.ip},{h.name}\n" for h in sorted(hosts, key=_key))
 
 
+def stale_leases(leases: Path, hosts: list[DnsHost]) -> set[str]:
+    """Lines of the lease file giving one of ``hosts``' addresses to another MAC."""
+    owner = {str(h.ip): h.mac.lower() for h in hosts}
+    try:
+        lines = leases.read_text().splitlines()
+    except OSError:
+        return set()
+    stale = set()
+    for line in lines:
+        fields = line.split()   # expiry, MAC, IP, name, client id
+        if len(fields) >= 3 and fields[2] in owner and fields[1].lower() != owner[fields[2]]:
+            stale.add(line)
+    return stale
+
+
+def _drop_leases(leases: Path, stale: set[str]) -> None:
+    try:
+        kept = [ln for ln in leases.read_text().splitlines() if ln not in stale]
+        _write(leases, "".join(f"{ln}\n" for ln in kept))
+    except OSError as err:
+        raise DriverError(f"cannot rewrite the leases {leases}: {err}") from err
+
+
 def _key(h: DnsHost) -> tuple[str, str]:
     return (h.name, str(h.ip))
 
@@ -163,11 +186,16 @@ class Dnsmasq:
             raise DriverError(f"cannot write the dnsmasq files of {settings.bridge}: {err}"
                               ) from err
         pid = self.pid(settings.bridge)
-        if pid is not None and not conf_changed:
+        # an address given again to a new MAC while an old lease holds it: dnsmasq would
+        # answer "no address available" until the lease ran out (SIGHUP keeps leases)
+        stale = stale_leases(d / "leases", hosts)
+        if pid is not None and not conf_changed and not stale:
             self._signal(pid, signal.SIGHUP)  # re-reads hosts and dhcp-hosts
             return
         if pid is not None:
             self._kill(settings.bridge, pid)
+        if stale:
+            _drop_leases(d / "leases", stale)
         self._start(settings.bridge)
 
     def _start(self, bridge: str) -> None:

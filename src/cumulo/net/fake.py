@@ -62,3 +62,6 @@ class FakeNetwork:
 
     def dns_bridges(self) -> list[str]:
         return sorted(self.dns)
+
+    def dns_running(self, bridge: str) -> bool:
+        return bridge in self.dns

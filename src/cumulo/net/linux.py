@@ -68,3 +68,6 @@ class LinuxNetwork:
 
     def dns_bridges(self) -> list[str]:
         return self.dnsmasq.bridges()
+
+    def dns_running(self, bridge: str) -> bool:
+        return self.dnsmasq.pid(bridge) is not None

@@ -13,6 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from cumulo import faults
 from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.models import Operation
 from cumulo.drivers.migratable import Checkpointable
@@ -55,6 +56,7 @@ class CheckpointService:
             with self.instances._locked(inst):
                 progress(0.1, "saving memory and device state")
                 stats = driver.checkpoint(inst.host_id, path)
+                faults.point("checkpoint.after_save")
                 self.instances.store.update_instance(project, name, state=State.STOPPED,
                                                      exit_code=None)
                 self.instances.events.lifecycle("checkpointed", project, name, file=str(path))
@@ -82,6 +84,7 @@ class CheckpointService:
                     with contextlib.suppress(CumuloError):
                         self.instances.networks.detach(inst)
                     raise
+                faults.point("restore.after_driver")
                 self.instances.store.update_instance(project, name, state=State.RUNNING,
                                                      exit_code=None, last_error=None)
                 self.instances.events.lifecycle("restored", project, name, file=str(path))

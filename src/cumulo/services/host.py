@@ -29,6 +29,7 @@ from cumulo.services.placement import Scheduler
 from cumulo.services.projects import ProjectService
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
+from cumulo.services.watchdog import Watchdog
 from cumulo.store.cluster import ClusterStore
 from cumulo.store.hosts import HostStore
 from cumulo.store.identities import AuditStore, IdentityStore
@@ -57,9 +58,12 @@ class Services:
     cluster: Membership
     scheduler: Scheduler   # cluster placement over the members table (store/members.py)
     projects: ProjectService
+    watchdog: Watchdog | None = None   # started by the daemon (children that die)
 
     def close(self) -> None:
         self.cluster.stop()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.history.stop()
         self.events.close()
         self.ops.shutdown()
@@ -118,11 +122,12 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     cluster.on_beat.append(_network_sync(store, networks))
     volumes = VolumeService(storage, instances)
     identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))
+    migrations = MigrationService(instances, HostStore(store.db), listen_host, identities)
+    migrations.recovery.start()   # migrations a killed daemon left half-way
     return Services(store, ops, host, instances, images, networks, storage, volumes,
-                    CheckpointService(instances),
-                    MigrationService(instances, HostStore(store.db), listen_host, identities),
-                    events, History(instances), identities, cluster, scheduler,
-                    ProjectService(store.projects, events))
+                    CheckpointService(instances), migrations, events, History(instances),
+                    identities, cluster, scheduler, ProjectService(store.projects, events),
+                    Watchdog(instances, networks))
 
 
 def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:

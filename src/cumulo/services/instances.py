@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cumulo import faults
 from cumulo.domain import projects
 from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.limits import Limits, validate_limits
@@ -43,6 +44,7 @@ from cumulo.errors import (
 )
 from cumulo.host.info import HostInfo
 from cumulo.images import kinds
+from cumulo.images import system as system_image
 from cumulo.services.networks import NetworkService, NicRequest
 from cumulo.services.operations import Operations, Progress
 from cumulo.services.storage import StorageService
@@ -103,6 +105,8 @@ class InstanceService:
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self._exits = threading.Lock()
+        # instances seen to stop on their own, not yet cleared up (services/watchdog.py)
+        self.ended: set[tuple[str, str]] = set()
 
     # helpers
     @contextmanager
@@ -119,6 +123,9 @@ class InstanceService:
             raise InvalidInputError(
                 f"unknown instance type {type_!r}: this host offers "
                 f"{', '.join(sorted(self.drivers))}") from None
+
+    def driver_of(self, inst: Instance) -> InstanceDriver:
+        return self._driver(inst.type)
 
     def _spec(self, inst: Instance) -> InstanceSpec:
         return InstanceSpec(
@@ -137,6 +144,8 @@ class InstanceService:
             volumes=self.storage.container_mounts(inst)
             if self.storage and inst.type == "container" else (),
             disks=self.storage.vm_disks(inst) if self.storage and inst.type == "vm" else (),
+            boot_disk=next((self.image_root / inst.image / name for name in kinds.DISKS
+                            if (self.image_root / inst.image / name).is_file()), None),
         )
 
     def check_options(self, type_: str, options: dict[str, str]) -> dict[str, str]:
@@ -223,8 +232,16 @@ class InstanceService:
                 now = self.store.get_instance(inst.project, inst.name)
                 if now.state not in (State.RUNNING, State.PAUSED):
                     return now
+                died = None
+                with self._locks_guard:   # an operation under way (a stop) says why itself
+                    busy = self._locks[inst.host_id].locked()
+                if not busy:   # what its process left is cleared by services/watchdog.py
+                    self.ended.add((inst.project, inst.name))
+                    if run.exit_code is None:
+                        died = "its process ended on its own with no exit status (killed?)"
                 stopped = self.store.update_instance(
-                    inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code)
+                    inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code,
+                    **({"last_error": died} if died else {}))
             # it ended on its own: say so, as a stop does (Docker's "die")
             self.events.lifecycle("stopped", inst.project, inst.name, exit_code=run.exit_code,
                                   reason="exited")
@@ -296,7 +313,18 @@ class InstanceService:
                 " with --privileged if that is what you want")
         root = self.storage.plan_root(req.pool, req.copy, disk) if self.storage else None
         command = list(req.command) if req.command else list(image.command)
-        if not command:
+        if req.type == "container" and not req.command:   # its image boots an init
+            boot = system_image.boot_options(image.properties)
+            if boot:
+                command, options = [boot[system_image.INIT]], {**options, **boot}
+        if image.kind == kinds.VM_DISK:
+            if req.type != "vm":
+                raise InvalidInputError(f"image {req.image!r} is a bootable disk: launch it"
+                                        " with --type vm")
+            if req.command:
+                raise InvalidInputError("a VM booting its own disk runs its own init: no"
+                                        " command (use cumulo exec once it runs)")
+        elif not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
         with self.networks.lock:
             nics = self.networks.plan_nics(project, f"{project}_{req.name}",
@@ -318,6 +346,7 @@ class InstanceService:
                                terminal=p.terminal, stdin=p.stdin)
             try:
                 with self._locked(inst):
+                    faults.point("create.after_record")
                     progress(0.2, "preparing root filesystem")
                     if req.start and isinstance(driver, Launches):
                         driver.launch(spec)
@@ -326,6 +355,7 @@ class InstanceService:
                         if req.start:   # CREATING until it runs: a dying daemon rolls it back
                             progress(0.7, "starting")
                             driver.start(spec)
+                    faults.point("create.after_driver")
                     self.store.update_instance(project, inst.name, state=State.RUNNING
                                                if req.start else State.STOPPED)
                     self.events.lifecycle("created", project, inst.name, type=inst.type)
@@ -369,6 +399,7 @@ class InstanceService:
             with self._locked(inst):
                 progress(0.3, "removing from host")
                 driver.delete(inst.host_id, self.instances_dir / inst.host_id)
+                faults.point("delete.after_driver")
                 self.networks.detach(inst)
                 shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
                 self.store.delete_instance(project, name)
@@ -397,6 +428,7 @@ class InstanceService:
                 if action in (Action.STOP, Action.RESTART) and current.state != State.STOPPED:
                     progress(0.2, "stopping")
                     run = driver.stop(inst.host_id, timeout, force)
+                    faults.point("stop.after_driver")
                     self.store.update_instance(project, name, state=State.STOPPED,
                                                exit_code=run.exit_code)
                     self.events.lifecycle("stopped", project, name, exit_code=run.exit_code)
@@ -411,6 +443,7 @@ class InstanceService:
                         with contextlib.suppress(CumuloError):
                             self.networks.detach(current)
                         raise
+                    faults.point("start.after_driver")
                     self.store.update_instance(project, name, state=State.RUNNING,
                                                exit_code=None, last_error=None)
                     self.events.lifecycle("started", project, name)
@@ -541,35 +574,63 @@ class InstanceService:
 
     # daemon start
     def reconcile(self) -> None:
-        """Make the store agree with what really runs on the host."""
+        """Make the store agree with what really runs on the host (one pass over the
+        store and the drivers' records; what it found and fixed is logged)."""
         known: set[tuple[str, str]] = set()
-        for inst in self.store.list_instances():
+        fixed: list[str] = []
+        seen = 0
+        stored = self.store.list_instances()
+        for inst in stored:
             driver = self.drivers.get(inst.type)
             if driver is None:
                 continue
             if not self.local(inst):   # another member's (a copy here is a leftover)
                 continue
+            seen += 1
             known.add((inst.type, inst.host_id))
             if inst.state == State.CREATING:  # the daemon died mid-create: roll it back
                 log.warning("removing half-created instance %s", inst.host_id)
                 self._undo_create(driver, inst)
+                fixed.append(f"{inst.name}: half-created, removed")
                 continue
             run = driver.state(inst.host_id)
-            if run.status == RunStatus.MISSING:
+            want = {RunStatus.RUNNING: State.RUNNING, RunStatus.PAUSED: State.PAUSED,
+                    RunStatus.MISSING: State.ERROR}.get(run.status, State.STOPPED)
+            if run.status == RunStatus.STOPPED and (err := self._clear_stopped(driver, inst)):
+                fixed.append(f"{inst.name}: cannot clear what its stop left: {err}")
+            if want == inst.state:
+                continue
+            fixed.append(f"{inst.name}: {inst.state.value} -> {want.value}")
+            if want == State.ERROR:
                 self.store.update_instance(inst.project, inst.name, state=State.ERROR,
                                            last_error="its files are missing on this host")
-            elif run.status == RunStatus.RUNNING:
-                self.store.update_instance(inst.project, inst.name, state=State.RUNNING)
-            elif run.status == RunStatus.PAUSED:
-                self.store.update_instance(inst.project, inst.name, state=State.PAUSED)
-            elif inst.state in (State.RUNNING, State.PAUSED):
+            elif want == State.STOPPED:
                 self.store.update_instance(inst.project, inst.name, state=State.STOPPED,
                                            exit_code=run.exit_code)
+            else:
+                self.store.update_instance(inst.project, inst.name, state=want)
         for type_, driver in self.drivers.items():
             for host_id in driver.list_host_ids():
                 if (type_, host_id) not in known:  # on the host, unknown to the store
                     log.warning("removing orphaned %s %s", type_, host_id)
                     driver.delete(host_id, self.instances_dir / host_id)
+                    fixed.append(f"{host_id}: orphaned {type_}, removed")
+        for d in self.instances_dir.iterdir():   # files of no instance at all
+            if d.is_dir() and d.name not in {i.host_id for i in stored}:
+                shutil.rmtree(d, ignore_errors=True)
+                fixed.append(f"{d.name}: stray files, removed")
+        log.info("reconciled %d instance(s) with the host: %s", seen,
+                 "; ".join(fixed) if fixed else "nothing to fix")
+
+    def _clear_stopped(self, driver: InstanceDriver, inst: Instance) -> CumuloError | None:
+        """What a stopped instance may have left (a runtime container never started, a
+        dead QEMU's sockets, swtpm, cgroup, NICs): gone, as after a stop."""
+        try:
+            driver.stop(inst.host_id, 0, True)
+            self.networks.detach(inst)
+        except CumuloError as err:
+            return err
+        return None
 
     # publish (cumulo publish): copy a stopped container's root
     def copy_root(self, project: str, name: str, dest: Path) -> Instance:

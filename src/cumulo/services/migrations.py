@@ -20,12 +20,14 @@ driven by the source:
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from cumulo import faults
 from cumulo.client import Client, fetch_fingerprint, normal_fingerprint
 from cumulo.domain import projects
 from cumulo.domain.lifecycle import State
@@ -40,7 +42,12 @@ from cumulo.errors import (
     NotFoundError,
     UnsupportedError,
 )
-from cumulo.services import archive_migration, migration_image, migration_nics
+from cumulo.services import (
+    archive_migration,
+    migration_image,
+    migration_nics,
+    migration_recovery,
+)
 from cumulo.services.identities import IdentityService
 from cumulo.services.images import ImageService
 from cumulo.services.instances import InstanceService
@@ -50,6 +57,7 @@ from cumulo.store.hosts import HostStore, Remote
 from cumulo.store.identities import REMOTE, Identity
 
 TIMEOUT = 120.0
+log = logging.getLogger(__name__)
 _TOKEN_N = re.compile(r"token-(\d+)")
 
 
@@ -68,6 +76,7 @@ class MigrationService:
         # networks and groups made for instances being received: dropped again on abort
         self._made: dict[tuple[str, str], migration_nics.Received] = {}
         self._images_received: set[str] = set()   # fingerprints sent here for migrations
+        self.recovery = migration_recovery.Recovery(self)
 
     # --- the image of an instance migrating here (services/migration_image.py) ---
     def image_expected(self, fingerprint: str) -> None:
@@ -79,6 +88,8 @@ class MigrationService:
 
     def drop_image(self, images: ImageService, fingerprint: str) -> None:
         """Delete an image received for a migration that then failed (not another one)."""
+        if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):   # (a fuzzer's name is not echoed)
+            raise InvalidInputError(f"not an image fingerprint: {fingerprint[:80]!r}")
         if fingerprint not in self._images_received:
             raise ConflictError(f"image {fingerprint[:12]} was not received for a migration")
         images.delete(fingerprint)
@@ -137,8 +148,8 @@ class MigrationService:
         return inst.state == State.CREATING
 
     @staticmethod
-    def _client(remote: Remote) -> Client:
-        return Client(url=remote.url, token=remote.token, timeout=TIMEOUT,
+    def _client(remote: Remote, timeout: float = TIMEOUT) -> Client:
+        return Client(url=remote.url, token=remote.token, timeout=timeout,
                       fingerprint=remote.fingerprint or None)
 
     # --- the source side ---
@@ -196,31 +207,36 @@ class MigrationService:
             with self.instances._locked(inst), self._client(remote) as rc:
                 copied = self._send_image(inst, remote, rc, progress)
                 progress(0.3 if copied else 0.02, f"preparing {remote.name}")
+                # from here until the copy here is dropped, a restarted daemon knows to
+                # settle the migration (services/migration_recovery.py)
+                migration_recovery.mark(self, inst, remote.name, was_running)
+                watch = CancelWatch(progress)   # cancel: QEMU stops, the source stays
                 try:
                     uri = rc.request("POST", "/migrations/incoming",
                                      params={"project": project}, json=body).json()["uri"]
-                except BaseException:
-                    if copied:
-                        migration_image.forget(rc, inst.image)
-                    raise
-                watch = CancelWatch(progress)   # cancel: QEMU stops, the source stays
-                try:
+                    faults.point("migrate.source.after_incoming")
                     if postcopy and isinstance(driver, Postcopy):
                         driver.allow_postcopy(inst.host_id)
                     stats = driver.send(inst.host_id, uri, live=live, bandwidth=bandwidth,
                                         progress=watch.progress, cancelled=watch)
+                    faults.point("migrate.source.after_send")
                     watch.progress(0.98, f"starting on {remote.name}")  # too late to cancel
                     rc.request("POST", f"/migrations/incoming/{name}/finish",
                                params={"project": project})
-                except BaseException:
-                    with contextlib.suppress(CumuloError):
-                        rc.request("DELETE", f"/migrations/incoming/{name}",
-                                   params={"project": project})
-                    with contextlib.suppress(CumuloError):
-                        driver.resume_after_failed_send(inst.host_id, was_running)
-                    if copied:
-                        migration_image.forget(rc, inst.image)
-                    raise
+                    faults.point("migrate.source.after_finish")
+                except BaseException as err:
+                    outcome, status = self._settle_failed(inst, remote.name)
+                    if outcome == migration_recovery.Outcome.STAYED:
+                        if copied:
+                            migration_image.forget(rc, inst.image)
+                        raise
+                    if outcome == migration_recovery.Outcome.PENDING:
+                        if status in ("completed", "gone"):
+                            raise migration_recovery.remote_silent(remote.name, name,
+                                                                   err) from err
+                        raise
+                    # the guest runs there after all (the answer to finish was lost)
+                    return {"remote": remote.name, "image_sent": copied, "recovered": True}
                 # the guest runs there now: nothing of it stays here
                 self._forget(inst)
                 self.instances.events.lifecycle("migrated", project, name, remote=remote.name)
@@ -228,6 +244,20 @@ class MigrationService:
 
         return self.instances.ops.submit(f"migrate instance {name} to {remote.name}", work,
                                          {"instances": [f"{project}/{name}"]})
+
+    def _settle_failed(self, inst: Instance, remote: str
+                       ) -> tuple[migration_recovery.Outcome, str]:
+        """After a failed send or finish: how it really ended, from both sides; a missing
+        answer is asked again in the background."""
+        try:
+            outcome, status = self.recovery.settle(inst)
+        except CumuloError as err:
+            log.warning("migration of %s to %s: cannot settle it now: %s", inst.name,
+                        remote, err)
+            outcome, status = migration_recovery.Outcome.PENDING, "unknown"
+        if outcome == migration_recovery.Outcome.PENDING:
+            self.recovery.later(inst)
+        return outcome, status
 
     def _forget(self, inst: Instance) -> None:
         """Remove a migrated-away instance here: QEMU, taps, files, store rows, its leases."""
@@ -311,8 +341,9 @@ class MigrationService:
                 if not isinstance(driver, Postcopy):
                     raise UnsupportedError(f"{type_} instances cannot receive post-copy here")
                 driver.allow_postcopy(inst.host_id)
-            assert self.listen_host is not None   # checked in ``incoming``
-            return driver.prepare_incoming(spec, self.listen_host)
+            uri = driver.prepare_incoming(spec, self.listen_host)
+            faults.point("migrate.dest.after_prepare")
+            return uri
         except BaseException:
             self.incoming_abort(project, name)
             raise
@@ -338,6 +369,7 @@ class MigrationService:
         except BaseException:
             self.incoming_abort(project, name)
             raise
+        faults.point("migrate.dest.after_finish")   # running, the store not told yet
         self.instances.store.update_instance(project, name, state=State.RUNNING, **here)
         self._placed(project, name)
         self._made.pop((project, name), None)

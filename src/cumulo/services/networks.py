@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
+from cumulo import faults
 from cumulo.domain.models import Instance, Network, Nic
 from cumulo.domain.units import validate_name
 from cumulo.errors import ConflictError, CumuloError, InvalidInputError
@@ -92,6 +93,7 @@ class NetworkService:
             try:
                 self.host_net.ensure_bridge(network.bridge, IPv4Interface(
                     f"{gateway}/{net.prefixlen}"))
+                faults.point("network.create.after_bridge")
                 self._isolate()
                 self.host_net.ensure_dns(self._dns_settings(network), [])
             except BaseException:
@@ -110,6 +112,7 @@ class NetworkService:
                 raise ConflictError(
                     f"cannot delete network {name!r}: it is used by {', '.join(users)}")
             self.store.delete_network(project, name)
+            faults.point("network.delete.after_record")
             self._isolate()
             self.host_net.stop_dns(network.bridge)
             self.host_net.remove_bridge(network.bridge)
@@ -272,11 +275,10 @@ class NetworkService:
     def reconcile(self) -> None:
         """Bridges and isolation back after a reboot; nothing at all without networks."""
         networks = self.store.list_networks()
-        if networks:
-            for n in networks:
-                prefix = IPv4Network(n.subnet).prefixlen
-                self.host_net.ensure_bridge(n.bridge, IPv4Interface(f"{n.gateway}/{prefix}"))
-            self._isolate()
+        for n in networks:
+            prefix = IPv4Network(n.subnet).prefixlen
+            self.host_net.ensure_bridge(n.bridge, IPv4Interface(f"{n.gateway}/{prefix}"))
+        self._isolate()   # none left: the table of a deleted last network goes too
         self.reconcile_dns()
 
     # DHCP and DNS: one dnsmasq per network (net/dnsmasq.py)
@@ -320,8 +322,26 @@ class NetworkService:
         known = {n.bridge for n in networks}
         for bridge in self.host_net.dns_bridges():
             if bridge not in known:
-                log.warning("stopping the dnsmasq of deleted bridge %s", bridge)
+                log.warning("removing deleted bridge %s and its dnsmasq", bridge)
                 self._stop_dns(bridge)
+                self._remove_bridge(bridge)
+
+    def revive_dns(self) -> list[Network]:
+        """Start again every network's dnsmasq that died on its own; returns those networks."""
+        revived = []
+        for n in self.store.list_networks():
+            if self.host_net.dns_running(n.bridge):
+                continue
+            with self.lock:
+                try:
+                    self.store.get_network(n.project, n.name)   # not deleted meanwhile
+                    self.host_net.ensure_dns(self._dns_settings(n), self._dns_hosts(n))
+                except CumuloError as err:
+                    log.error("cannot restart DHCP and DNS of network %s: %s", n.name, err)
+                    continue
+            log.warning("the dnsmasq of network %s had died: started again", n.name)
+            revived.append(n)
+        return revived
 
     def resolv_conf(self, inst: Instance) -> str | None:
         """/etc/resolv.conf for an instance: its first network's dnsmasq, on the gateway."""

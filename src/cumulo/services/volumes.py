@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 
+from cumulo import faults
 from cumulo.domain.lifecycle import State
 from cumulo.domain.models import Instance
 from cumulo.domain.units import format_size, parse_size, validate_name
@@ -132,6 +133,7 @@ class VolumeService:
             self.storage.pool(vol.pool).unmount_volume(vol.key)   # the VM gets the file
             driver.attach_disk(inst.host_id, device_id(vol),
                                self.storage.pool(vol.pool).volume_file(vol.key), shared)
+        faults.point("volume.attach.before_record")
         try:
             return self.store.attach(project, name, instance, path, shared)
         except BaseException:
@@ -186,6 +188,7 @@ class VolumeService:
         else:
             self._check_quiet(project, target, "snapshot", allow_containers=True)
             self._pool_of(target).snapshot_create(kind, key, snap)
+            faults.point("snapshot.after_create")
         if isinstance(target, Instance):
             self.instances.events.lifecycle("snapshot-created", project, name, snapshot=snap,
                                             stateful=stateful)

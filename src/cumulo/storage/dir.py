@@ -174,7 +174,8 @@ class DirPool:
             if copy:
                 run(["qemu-img", "convert", "-O", "qcow2", str(base), str(tmp)])
             else:
-                run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2",
+                fmt = "raw" if base.suffix == ".raw" else "qcow2"   # an imported raw disk
+                run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt,
                      str(tmp)])
             if size is not None:
                 run(["qemu-img", "resize", "-q", str(tmp), str(size)])

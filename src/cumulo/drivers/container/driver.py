@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cumulo import faults
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import (
     ExecRequest,
@@ -29,9 +30,10 @@ from cumulo.drivers.base import (
     Usage,
     require,
 )
-from cumulo.drivers.container import checkpoint, monitor, restore_hook, rootfs
+from cumulo.drivers.container import checkpoint, monitor, restore_hook, rootfs, system
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
+    IDMAP_BASE,
     RESOLV_CONF,
     build_config,
     mounts,
@@ -121,8 +123,10 @@ class ContainerDriver:
                                              "rootfs": str(spec.rootfs),
                                              "privileged": spec.privileged,
                                              "stdin": spec.stdin, "terminal": spec.terminal,
+                                             "stop_signal": system.stop_signal(spec.options),
                                              "root": spec.root.to_dict() if spec.root else None})
             self._prepare(spec)
+            faults.point("create.after_rootfs")
         except BaseException as err:
             with contextlib.suppress(CumuloError):
                 self.delete(spec.host_id, spec.instance_dir)
@@ -180,8 +184,12 @@ class ContainerDriver:
             rec = self._records.get(host_id) or {}
             pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths, stdio=(
                 bool(rec.get("stdin")), bool(rec.get("terminal"))))
+            if system.is_system(spec.options):   # its init makes its own sub-cgroups
+                owner = 0 if spec.privileged else IDMAP_BASE
+                system.delegate(self._cgroup(host_id), owner, owner)
             if spec.on_created is not None:
                 spec.on_created(pid)
+            faults.point("start.after_conmon")   # created, NICs in, PID 1 not started
             self.runtime.start(host_id)
             self._started(host_id).touch()
         except BaseException:
@@ -230,6 +238,13 @@ class ContainerDriver:
         paths = self._paths(host_id, Path(rec["instance_dir"]))
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
 
+    def lost_helpers(self, host_id: str) -> list[str]:
+        """conmon, if it died while PID 1 runs on (``Supervised``)."""
+        if self.state(host_id).status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+            return []
+        paths = self._paths(host_id, self._instance_dir(host_id))
+        return ["conmon"] if monitor.conmon_pid(paths) is None else []
+
     def _wait_stopped(self, host_id: str, paths: monitor.ConmonPaths, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
@@ -253,12 +268,16 @@ class ContainerDriver:
         if current.status in (RunStatus.RUNNING, RunStatus.PAUSED):
             if current.status == RunStatus.PAUSED:
                 self.runtime.resume(host_id)  # frozen tasks cannot act on signals
-            self.runtime.kill(host_id, "KILL" if force else "TERM")
+            # an init is asked to power off (systemd: SIGRTMIN+3), a program to end
+            polite = str((self._records.get(host_id) or {}).get("stop_signal", "TERM"))
+            self.runtime.kill(host_id, "KILL" if force else polite)
             if not self._wait_stopped(host_id, paths, 0 if force else timeout):
                 self.runtime.kill(host_id, "KILL")
                 if not self._wait_stopped(host_id, paths, KILL_WAIT):
                     raise DriverError(f"instance {host_id!r} did not die after SIGKILL")
         self.runtime.delete(host_id)
+        # the runtime leaves the cgroup when conmon was gone (nobody reaped PID 1 at once)
+        cgroups.remove(self._cgroup(host_id), wait=CGROUP_RELEASE_WAIT)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(paths))
 
     def copy_root(self, spec: InstanceSpec, dest: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import InstanceSpec
+from cumulo.drivers.container import system
 from cumulo.drivers.container.seccomp import default_profile
 from cumulo.host.criu import CONFIG_ANNOTATION
 
@@ -118,7 +119,8 @@ def mounts(spec: InstanceSpec) -> list[dict[str, Any]]:
     """The standard mounts, the network's resolv.conf, then each volume at its path."""
     binds = [{"destination": path, "type": "bind", "source": str(source),
               "options": ["rbind", "rw", "nosuid", "nodev"]} for source, path in spec.volumes]
-    return _mounts() + _dns_mounts(spec) + binds
+    standard = system.with_mounts(_mounts()) if system.is_system(spec.options) else _mounts()
+    return standard + _dns_mounts(spec) + binds
 
 
 def set_criu_conf(data: dict[str, Any], criu_conf: Path) -> bool:
@@ -171,6 +173,8 @@ def build_config(spec: InstanceSpec, cgroups_path: str, rootfs: str = "rootfs",
         "mounts": mounts(spec),
         "linux": linux,
     }
+    if system.is_system(spec.options):
+        system.apply(config, spec.privileged)
     if criu_conf is not None:
         set_criu_conf(config, criu_conf)
     return config

@@ -57,6 +57,8 @@ def check(disk: Path) -> None:
     except ValueError as err:
         raise DriverError(f"cannot read the backing chain of {disk}: {err}") from err
     for i, layer in enumerate(chain):
+        if layer.get("format") == "raw":
+            continue   # an imported raw disk: nothing to check (qemu-img checks qcow2)
         what = f"the root disk {disk}" if i == 0 else \
             f"the image's base disk {layer['filename']} (under {disk})"
         try:

@@ -44,7 +44,7 @@ from cumulo.drivers.base import (
 from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import agent, disks, initramfs, migration, qmp, tpm
+from cumulo.drivers.vm import agent, disks, firmware, initramfs, migration, qga, qmp, tpm
 from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.qemu_cmd import (
     MIB,
@@ -72,6 +72,8 @@ from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
 
 DEFAULT_MEMORY = 256 * MIB
+QGA_STOP_WAIT = 5.0       # seconds for the guest agent to answer before stop goes on
+DISK_BOOT_MEMORY = 512 * MIB     # a whole Debian with systemd (direct-kernel VMs run one program)
 START_TIMEOUT = 30.0
 KILL_WAIT = 5.0
 POLL = 0.05
@@ -85,6 +87,7 @@ CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 # on while it is stopped. On TCG microvm needs tsc_early_khz (no HPET/PM timer to calibrate)
 OPTIONS = {"accel": "auto", "machine": "microvm", "io": "paravirt", "disk": "", "nic": "off"}
 OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
+OPTIONS["firmware"] = ""    # bios or uefi: a VM booted from its image's disk (firmware.py)
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
 DEFAULT_PIDS = 512          # QEMU's threads (vCPUs, I/O pool up to 64) and swtpm, with room
 CGROUP_RELEASE_WAIT = 5.0   # swtpm --terminate exits just after QEMU
@@ -120,6 +123,7 @@ class VmDriver:
         "machine": ("pc", "q35", "microvm"),
         "io": ("paravirt", "emulated"),
         "tpm": ("on", "off"),
+        "firmware": firmware.CHOICES,
     }
 
     def __init__(self, ctx: DriverContext) -> None:
@@ -167,6 +171,12 @@ class VmDriver:
     def create(self, spec: InstanceSpec) -> None:
         self._check_new(spec, OPTIONS, "VM")
         opts = {**OPTIONS, **spec.options}
+        if spec.boot_disk is not None:   # the image's own bootloader and kernel
+            opts["machine"] = spec.options.get("machine", Machine.PC.value)
+        elif opts["firmware"]:
+            raise InvalidInputError("--firmware applies to VMs booted from a disk image"
+                                    " (a vm-disk image, e.g. image build debian/12 --vm):"
+                                    " this image boots Cumulo's kernel directly")
         if "machine" not in spec.options and opts["io"] == Io.EMULATED.value:
             opts["machine"] = Machine.PC.value   # the default that has the emulated devices
         choice = choose_accel(opts["accel"], self.ctx.host)
@@ -175,6 +185,12 @@ class VmDriver:
         except ValueError as err:
             raise InvalidInputError(f"{err}: machine is pc, q35 or microvm;"
                                     " io is paravirt or emulated") from None
+        if machine == Machine.MICROVM and spec.boot_disk is not None:
+            raise InvalidInputError("microvm has no firmware: a VM booting its own disk"
+                                    " needs --machine pc or q35")
+        if spec.boot_disk is not None:
+            self._create_firmware_boot(spec, opts, choice, machine, io)
+            return
         kernel = initramfs.find_kernel()
         append = kernel_append(spec)
         if machine == Machine.MICROVM and choice.accel == Accel.TCG and (khz := host_tsc_khz()):
@@ -211,6 +227,46 @@ class VmDriver:
             if spec.root is not None:
                 with contextlib.suppress(CumuloError):
                     pool_of(spec.root).delete_root(spec.host_id)
+            if isinstance(err, OSError):
+                raise DriverError(f"cannot create VM {spec.host_id!r}: {err}") from err
+            raise
+
+    def _create_firmware_boot(self, spec: InstanceSpec, opts: dict[str, str],
+                              choice: Any, machine: Machine, io: Io) -> None:
+        """A VM whose firmware boots its root disk, a clone of the image's disk."""
+        assert spec.boot_disk is not None
+        fw = firmware.choose(opts["firmware"] or None)
+        if spec.root is None:
+            raise UnsupportedError("a VM booting its own disk needs a storage pool")
+        if spec.ssh_keys:
+            raise UnsupportedError("--ssh-key for a VM booting its own disk needs cloud-init"
+                                   " (not done yet): put the key in the image")
+        run = run_dir(self._run, spec.host_id)
+        try:
+            spec.instance_dir.mkdir(parents=True, exist_ok=True)
+            root_disk = pool_of(spec.root).vm_disk(spec.host_id, spec.boot_disk,
+                                                   spec.root.copy, spec.root.size)
+            vars_file = firmware.prepare_vars(spec.instance_dir) if fw == firmware.UEFI \
+                else None
+            vm = VmSpec(
+                name=spec.host_id, memory=spec.limits.memory or DISK_BOOT_MEMORY,
+                vcpus=max(1, math.ceil(spec.limits.cpu or 1)), accel=choice.accel,
+                machine=machine, io=io, kernel=Path("/nonexistent"),
+                initrd=Path("/nonexistent"), append="",
+                serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
+                pidfile=run / "qemu.pid", taps=spec.nics, qga=True,
+                console_socket=run / "console.sock",
+                tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
+                root_disk=root_disk, firmware=fw, efi_vars=vars_file,
+            )
+            self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
+                                              "vm": vm.to_dict(), "notice": choice.notice,
+                                              "root": spec.root.to_dict()})
+        except BaseException as err:
+            with contextlib.suppress(CumuloError):
+                self.delete(spec.host_id, spec.instance_dir)
+            with contextlib.suppress(CumuloError):
+                pool_of(spec.root).delete_root(spec.host_id)
             if isinstance(err, OSError):
                 raise DriverError(f"cannot create VM {spec.host_id!r}: {err}") from err
             raise
@@ -262,18 +318,22 @@ class VmDriver:
         if spec.before_start is not None:
             spec.before_start()  # the NICs' taps on their bridges
         with self._in_cgroup(vm, spec) as prefix:
-            if vm.tpm_socket is None:
-                return self._launch(vm, prefix + build_argv(vm, self.qemu))
-            # the vTPM first (QEMU connects at once); no QEMU without it, no swtpm without QEMU
-            tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
-                      spec.instance_dir / "swtpm.log", self.swtpm, prefix)
+            if vm.tpm_socket is not None:
+                # the vTPM first (QEMU connects at once); no QEMU without it, nor swtpm
+                # without QEMU
+                tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
+                          spec.instance_dir / "swtpm.log", self.swtpm, prefix)
             try:
-                return self._launch(vm, prefix + build_argv(vm, self.qemu))
+                state = self._launch(vm, prefix + build_argv(vm, self.qemu))
+                if vm.firmware:   # its own bootloader: a disk without one is an error
+                    firmware.check_boot(vm.serial_log, 0, lambda: self._pid(vm) is not None)
+                return state
             except BaseException:
                 with contextlib.suppress(CumuloError):
                     self._kill(vm)
-                with contextlib.suppress(CumuloError):
-                    tpm.stop(vm.tpm_socket.parent)
+                if vm.tpm_socket is not None:
+                    with contextlib.suppress(CumuloError):
+                        tpm.stop(vm.tpm_socket.parent)
                 raise
 
     # --- the cgroup around QEMU and its swtpm (host/cgroup_limits.py) --------
@@ -314,7 +374,7 @@ class VmDriver:
     def _launch(self, vm: VmSpec, argv: list[str]) -> RunState:
         """Run QEMU daemonized with ``argv`` and wait for its QMP socket."""
         host_id = vm.name
-        for path in () if vm.firmware_only else (vm.kernel, vm.initrd):
+        for path in () if vm.firmware_only or vm.firmware else (vm.kernel, vm.initrd):
             if not path.is_file():
                 raise NotFoundError("VM boot file", str(path))
         vm.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +426,7 @@ class VmDriver:
             status = qmp.query_status(vm.qmp_socket)
         except DriverError:
             status = "running"   # alive but busy or starting: QEMU is still the VM
-        if status in ("paused", "suspended"):
+        if status in ("paused", "suspended", "postmigrate"):   # postmigrate: sent away
             return RunState(RunStatus.PAUSED, pid=pid)
         return RunState(RunStatus.RUNNING, pid=pid)
 
@@ -395,6 +455,10 @@ class VmDriver:
                 if current.status == RunStatus.PAUSED:
                     qmp.cont(vm.qmp_socket)   # a paused guest cannot see the button
                 qmp.system_powerdown(vm.qmp_socket)
+                if vm.qga:   # a guest without acpid or logind ignores the button
+                    with qga.connect(vm.qmp_socket.parent, host_id,
+                                     min(QGA_STOP_WAIT, timeout)) as guest:
+                        guest.shutdown()
                 procs.wait_dead(pid, timeout)
         self._kill(vm)
         vm.qmp_socket.unlink(missing_ok=True)
@@ -406,6 +470,16 @@ class VmDriver:
             tpm.stop(vm.tpm_socket.parent)
         self._release_cgroup(host_id)
         return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
+
+    def lost_helpers(self, host_id: str) -> list[str]:
+        """swtpm, if it died while QEMU runs on (``Supervised``)."""
+        rec = self._records.get(host_id)
+        if rec is None:
+            return []
+        vm = VmSpec.from_dict(rec["vm"])
+        if vm.tpm_socket is None or self._pid(vm) is None:
+            return []
+        return ["swtpm"] if tpm.pid(vm.tpm_socket.parent) is None else []
 
     def pause(self, host_id: str) -> None:
         require(self.state(host_id), host_id, "pause", RunStatus.RUNNING)
@@ -496,10 +570,30 @@ class VmDriver:
         """Run a command in the guest through our agent over virtio-serial (see agent.py)."""
         require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
         vm = self._vmspec(host_id)
+        if vm.qga:   # its own OS: the standard QEMU guest agent
+            return qga.QgaSession(vm.qmp_socket.parent, host_id, request)
         if not vm.agent_ports:
             raise UnsupportedError(f"VM {host_id!r} was created without the guest agent:"
                                    " recreate it to exec into it")
         return agent.AgentSession(vm.qmp_socket.parent, host_id, request)
+
+    # --- files through qemu-guest-agent (FileTransfer); others go through exec ------
+    def write_file(self, host_id: str, path: str, data: bytes, mode: int) -> bool:
+        require(self.state(host_id), host_id, "copy files into", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        if not vm.qga:
+            return False
+        with qga.connect(vm.qmp_socket.parent, host_id) as guest:
+            guest.write_file(path, data, mode)
+        return True
+
+    def read_file(self, host_id: str, path: str, limit: int) -> bytes | None:
+        require(self.state(host_id), host_id, "copy files out of", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        if not vm.qga:
+            return None
+        with qga.connect(vm.qmp_socket.parent, host_id) as guest:
+            return guest.read_file(path, limit)
 
     def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
         vm = self._vmspec(host_id)
@@ -573,10 +667,12 @@ class VmDriver:
         vm = self._with_disks(self._vmspec(host_id), spec)
         if spec.before_start is not None:
             spec.before_start()
+        postcopy = self._take_postcopy(host_id)   # the guest runs here before the end
         with self._in_cgroup(vm, spec) as prefix:
-            self._launch(vm, prefix + migration.incoming_argv(vm, self.qemu))
+            self._launch(vm, prefix + migration.incoming_argv(vm, self.qemu,
+                                                              autostart=postcopy))
             try:
-                if self._take_postcopy(host_id):
+                if postcopy:
                     migration.allow_postcopy(vm.qmp_socket)
                 uri = migration.listen(vm.qmp_socket, address)
                 if vm.root_disk is not None:  # not shared: the source mirrors it here first
@@ -639,6 +735,20 @@ class VmDriver:
             return False
         self._records.put(host_id, {k: v for k, v in rec.items() if k != "postcopy"})
         return True
+
+    def end_outgoing(self, host_id: str) -> str:
+        """How this VM's outgoing migration ended (cancelled first if it still ran and no
+        one watches it): QEMU's status, or "gone" when its QEMU is."""
+        vm = self._vmspec(host_id)
+        if self._pid(vm) is None:
+            return "gone"
+        status = migration.settle(vm.qmp_socket)
+        if status == "completed" and qmp.query_status(vm.qmp_socket) != "postmigrate":
+            status = "none"   # an old answer (the migration that brought it here)
+        if vm.root_disk is not None:
+            with contextlib.suppress(DriverError):
+                migration.end_mirror(vm.qmp_socket, force=status != "completed")
+        return status
 
     def resume_after_failed_send(self, host_id: str, was_running: bool) -> None:
         vm = self._vmspec(host_id)

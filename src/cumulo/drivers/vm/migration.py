@@ -33,6 +33,8 @@ UNLIMITED = 100 << 30          # bytes/s: QEMU's default cap (32 MiB/s in 7.2) i
 SAVE_TIMEOUT = 300.0
 INCOMING_TIMEOUT = 600.0
 TERMINAL = ("completed", "failed", "cancelled")
+STALL_TIMEOUT = 30.0           # no byte through for this long: the link is gone, cancel
+SETTLE_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,12 @@ class MigrationStats:
         return asdict(self)
 
 
-def incoming_argv(vm: VmSpec, qemu: str) -> list[str]:
-    """The VM's own command line, waiting for state (``-incoming defer``), console appended."""
+def incoming_argv(vm: VmSpec, qemu: str, autostart: bool = True) -> list[str]:
+    """The VM's own command line, waiting for state (``-incoming defer``), console appended.
+
+    ``autostart=False`` (``-S``): the guest stays paused once the state is in, until the
+    source's daemon says the migration is finished (``cont``): never running on two hosts.
+    """
     argv = build_argv(vm, qemu)
     i = argv.index("-serial")
     if argv[i + 1].startswith("file:"):
@@ -87,7 +93,7 @@ def incoming_argv(vm: VmSpec, qemu: str) -> list[str]:
         j = next(k for k, a in enumerate(argv) if a.startswith("socket,id=console,"))
         argv[j] += ",logappend=on"
     i = argv.index("-daemonize")
-    argv[i:i] = ["-incoming", "defer"]
+    argv[i:i] = ["-incoming", "defer", *([] if autostart else ["-S"])]
     return argv
 
 
@@ -118,19 +124,29 @@ def send(sock: Path, uri: str, *, live: bool, bandwidth: int | None = None,
         qmp.stop(sock)
     qmp.migrate(sock, uri)
     deadline = time.monotonic() + timeout
-    asked_cancel = switched = False
+    asked_cancel = switched = stalled = False
+    moved, moved_at = -1, time.monotonic()
     while True:
         st = _stats(sock)
+        if st.transferred != moved:
+            moved, moved_at = st.transferred, time.monotonic()
         if st.status == "completed":
             return replace(st, postcopy=switched)
         if st.status == "failed":
             raise DriverError(f"migration failed: {st.error or 'QEMU gave no reason'}")
+        if st.status == "cancelled" and stalled:
+            raise DriverError(f"the migration stalled (nothing went through for"
+                              f" {STALL_TIMEOUT:.0f}s: is the link down?): cancelled")
         if st.status == "cancelled":
             raise ConflictError("the migration was cancelled: the instance stays here")
         if st.status.startswith("postcopy"):
             switched = True   # past the point of no return: no cancel any more
             if time.monotonic() > deadline:
                 raise DriverError(f"post-copy did not finish in {timeout:.0f}s ({st.status})")
+        elif not asked_cancel and st.status == "active" and \
+                time.monotonic() - moved_at > STALL_TIMEOUT:
+            qmp.migrate_cancel(sock)
+            asked_cancel = stalled = True
         elif not asked_cancel and (cancelled() or time.monotonic() > deadline):
             qmp.migrate_cancel(sock)
             asked_cancel = True
@@ -141,6 +157,24 @@ def send(sock: Path, uri: str, *, live: bool, bandwidth: int | None = None,
             switched = True
         if on_progress is not None:
             on_progress(replace(st, postcopy=switched))
+        time.sleep(POLL)
+
+
+def settle(sock: Path, timeout: float = SETTLE_TIMEOUT) -> str:
+    """End an outgoing migration whose daemon stopped watching it (it died, or lost the
+    peer): cancel it unless past the point of no return (post-copy) and wait for QEMU's
+    last word: "completed", "failed", "cancelled" or "none" (it never began)."""
+    deadline = time.monotonic() + timeout
+    asked = False
+    while True:
+        st = _stats(sock)
+        if st.status in (*TERMINAL, "none"):
+            return st.status
+        if not asked and not st.status.startswith("postcopy"):
+            qmp.migrate_cancel(sock)
+            asked = True
+        if time.monotonic() > deadline:
+            raise DriverError(f"the migration did not end in {timeout:.0f}s ({st.status})")
         time.sleep(POLL)
 
 

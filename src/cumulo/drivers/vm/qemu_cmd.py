@@ -9,7 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cumulo.drivers.vm import agent, tpm
+from cumulo.drivers.vm import agent, firmware, qga, tpm
 from cumulo.drivers.vm.accel import Accel
 from cumulo.errors import InvalidInputError, UnsupportedError
 
@@ -74,6 +74,10 @@ class VmSpec:
     console_socket: Path | None = None  # interactive serial console (still logged to serial_log)
     tpm_socket: Path | None = None   # swtpm's control socket: a TPM 2.0 in the guest (tpm.py)
     firmware_only: bool = False      # no -kernel: the firmware runs and finds nothing to boot
+    # booted from its own disk by this firmware (firmware.py): bios or uefi; "": direct kernel
+    firmware: str = ""
+    efi_vars: Path | None = None     # UEFI: this VM's variable store
+    qga: bool = False                # a port for qemu-guest-agent in the guest (qga.py)
 
     def __post_init__(self) -> None:
         if self.machine == Machine.MICROVM and self.io == Io.EMULATED:
@@ -104,6 +108,9 @@ class VmSpec:
             console_socket=Path(d["console_socket"]) if d.get("console_socket") else None,
             tpm_socket=Path(d["tpm_socket"]) if d.get("tpm_socket") else None,
             firmware_only=bool(d.get("firmware_only", False)),
+            firmware=str(d.get("firmware", "")),
+            efi_vars=Path(d["efi_vars"]) if d.get("efi_vars") else None,
+            qga=bool(d.get("qga", False)),
         )
 
 
@@ -125,9 +132,10 @@ def _devices(spec: VmSpec) -> list[str]:
         else:
             args += ["-device", "ide-hd,drive=disk0,bus=ide.0"]
     model = f"virtio-net-{bus}" if spec.io == Io.PARAVIRT else "e1000"
+    rom = ",romfile=" if spec.firmware else ""   # no PXE: the firmware boots the disk
     for i, (tap, mac) in enumerate(spec.taps):
         args += ["-netdev", f"tap,id=tap{i},ifname={tap},script=no,downscript=no",
-                 "-device", f"{model},netdev=tap{i},mac={mac}"]
+                 "-device", f"{model},netdev=tap{i},mac={mac}{rom}"]
     if spec.nic:
         args += ["-netdev", "hubport,id=net0,hubid=0", "-device", f"{model},netdev=net0"]
     elif not spec.taps:
@@ -139,9 +147,13 @@ def _devices(spec: VmSpec) -> list[str]:
 
 def _agent(spec: VmSpec, bus: str) -> list[str]:
     """virtio-serial ports for the exec agent, on every I/O family: the agent's own channel."""
-    if not spec.agent_ports:
+    if not spec.agent_ports and not spec.qga:
         return []
     args = ["-device", f"virtio-serial-{bus},id=agent"]
+    if spec.qga:
+        sock = qga.socket_path(spec.qmp_socket.parent)
+        args += ["-chardev", f"socket,id=qga0,path={sock},server=on,wait=off",
+                 "-device", f"virtserialport,bus=agent.0,chardev=qga0,name={qga.PORT_NAME}"]
     for i in range(spec.agent_ports):
         sock = agent.port_socket(spec.qmp_socket.parent, i)
         args += ["-chardev", f"socket,id=agent{i},path={sock},server=on,wait=off",
@@ -208,7 +220,7 @@ def _block_devices(spec: VmSpec) -> list[str]:
         args += ["-blockdev", _kv(node)]
         if spec.io == Io.PARAVIRT:
             args += ["-device", f"virtio-blk-{_blk_bus(spec.machine)},drive={ROOT_ID},"
-                                f"id={ROOT_ID}"]
+                                f"id={ROOT_ID}" + (",bootindex=0" if spec.firmware else "")]
         else:
             args += ["-device", f"ide-hd,drive={ROOT_ID},id={ROOT_ID},bus=ide.1"]
     q35 = spec.machine == Machine.Q35
@@ -234,10 +246,10 @@ def _serial(spec: VmSpec) -> list[str]:
 def _kernel(spec: VmSpec) -> list[str]:
     """Direct kernel boot; none for a firmware-only start (a KVM check on hosts whose KVM
     runs firmware but no stock kernel, see HOST-NOTES.md)."""
-    if spec.firmware_only:
+    if spec.firmware_only or spec.firmware:
         if spec.machine == Machine.MICROVM:
             raise InvalidInputError("microvm has no firmware: it needs a kernel")
-        return []
+        return firmware.qemu_args(spec.firmware, spec.efi_vars) if spec.firmware else []
     return ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
 
 

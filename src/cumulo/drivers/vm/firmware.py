@@ -1,0 +1,107 @@
+"""VMs that boot from their own disk: SeaBIOS or UEFI (OVMF) runs the disk's bootloader.
+
+No Cumulo kernel or initramfs: the guest's own chain (GRUB, its kernel, its
+initramfs). UEFI is the default where Debian's ``ovmf`` is installed: its code is
+shared read-only, each VM gets its own copy of the variable store. After QEMU
+starts, `check_boot` watches the serial console (bounded) and turns a firmware that
+finds nothing to boot into a clear error quoting the console's last lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from cumulo.errors import DriverError, UnsupportedError
+
+BIOS, UEFI = "bios", "uefi"
+CHOICES = (BIOS, UEFI)
+OVMF_DIR = Path("/usr/share/OVMF")
+OVMF_CODE, OVMF_VARS = "OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"
+VARS_FILE = "efivars.fd"              # in the instance dir
+# SeaBIOS prints to the serial port only when told where it is
+SEABIOS_SERCON = ["-fw_cfg", "name=etc/sercon-port,string=0x3f8"]
+SEABIOS_NO_RETRY = ["-boot", "strict=on,reboot-timeout=-1"]
+BOOT_CHECK = 60.0                     # seconds for the bootloader to show up (TCG: ~5 s)
+POLL = 0.25
+# the console says the guest's bootloader or kernel runs
+STARTED = (b"Cumulo: GRUB", b"Linux version", b"Welcome to GRUB", b"Booting `")
+# the console says the firmware found nothing to boot
+FAILED = (b"No bootable device", b"Boot failed", b"No bootable option or device",
+          b"BdsDxe: failed to load", b"Nothing to boot",
+          b"Shell> ", b"grub rescue>", b"error: no such partition",
+          b"Press any key to continue")
+
+
+def ovmf_dir() -> Path:
+    """Where OVMF is (CUMULO_OVMF_DIR overrides it: tests of a host without it)."""
+    return Path(os.environ.get("CUMULO_OVMF_DIR", str(OVMF_DIR)))
+
+
+def has_uefi() -> bool:
+    return (ovmf_dir() / OVMF_CODE).is_file() and (ovmf_dir() / OVMF_VARS).is_file()
+
+
+def choose(asked: str | None) -> str:
+    """The firmware for a disk boot: the one asked for, else UEFI where OVMF is installed."""
+    if asked == UEFI and not has_uefi():
+        raise UnsupportedError(f"--firmware uefi needs OVMF ({ovmf_dir() / OVMF_CODE} is"
+                               " missing): apt-get install ovmf, or use --firmware bios")
+    if asked in CHOICES:
+        return asked
+    return UEFI if has_uefi() else BIOS
+
+
+def prepare_vars(instance_dir: Path) -> Path:
+    """This VM's own UEFI variable store (boot entries live there)."""
+    dest = instance_dir / VARS_FILE
+    if not dest.exists():
+        try:
+            shutil.copyfile(ovmf_dir() / OVMF_VARS, dest)
+        except OSError as err:
+            raise DriverError(f"cannot copy the UEFI variable store: {err}") from err
+    return dest
+
+
+def qemu_args(firmware: str, vars_file: Path | None) -> list[str]:
+    if firmware == UEFI and vars_file is not None:
+        return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,"
+                          f"file={ovmf_dir() / OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
+    return [*SEABIOS_SERCON, *SEABIOS_NO_RETRY]
+
+
+def _last_lines(data: bytes, count: int = 2) -> str:
+    """The line naming the failure (if any) and the last ones, escapes removed."""
+    text = re.sub(r"\x1b\[[0-9;?=]*[A-Za-z]|\x1b.", "", data.decode(errors="replace"))
+    lines = [" ".join(ln.split()) for ln in text.replace("\r", "\n").split("\n")]
+    lines = [ln for ln in lines if ln]
+    telling = [ln for ln in lines if any(m.decode() in ln for m in FAILED)][:1]
+    return " | ".join(dict.fromkeys(telling + lines[-count:])) or "nothing on the console"
+
+
+def check_boot(console: Path, offset: int, alive: object, timeout: float = BOOT_CHECK
+               ) -> None:
+    """Return once the console shows the bootloader or kernel; raise when it shows the
+    firmware found nothing to boot, QEMU died, or nothing started within ``timeout``
+    (SeaBIOS may say nothing at all). ``alive`` tells whether QEMU still runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(console, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            data = b""
+        if any(m in data for m in FAILED):
+            raise DriverError(f"the VM found nothing to boot on its disk: {_last_lines(data)}")
+        if any(m in data for m in STARTED):
+            return
+        if not alive():  # type: ignore[operator]
+            raise DriverError(f"the VM stopped while booting: {_last_lines(data)}")
+        time.sleep(POLL)
+    raise DriverError(f"no bootloader started from the VM's disk within {timeout:.0f}s"
+                      f" (console: {_last_lines(data)})")
