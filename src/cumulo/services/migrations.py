@@ -341,6 +341,7 @@ class MigrationService:
                 if not isinstance(driver, Postcopy):
                     raise UnsupportedError(f"{type_} instances cannot receive post-copy here")
                 driver.allow_postcopy(inst.host_id)
+            assert self.listen_host is not None   # checked in ``incoming``
             uri = driver.prepare_incoming(spec, self.listen_host)
             faults.point("migrate.dest.after_prepare")
             return uri
