@@ -42,7 +42,10 @@ def _raw(sock: Path, request: bytes) -> bytes:
 def test_version_negotiation_ping_and_error_shapes(dk: DockerHost) -> None:
     r = dk.run("version", "--format", "{{.Server.APIVersion}} {{.Server.MinAPIVersion}} "
                "{{.Client.APIVersion}}")
-    assert r.stdout.split() == ["1.45", "1.24", "1.45"]   # the client came down to ours
+    server, minimum, client = r.stdout.split()
+    assert (server, minimum) == ("1.45", "1.24")
+    # a newer client comes down to ours; an older one (Debian's 20.10: 1.41) keeps its own
+    assert client == "1.45" or tuple(map(int, client.split("."))) < (1, 45), client
     for method in (b"HEAD", b"GET"):
         head = _raw(dk.socket, method + b" /_ping HTTP/1.1\r\nHost: d\r\nConnection: close"
                     b"\r\n\r\n").decode().lower()
@@ -313,8 +316,10 @@ def test_cp_both_ways_with_owners_inside(dk: DockerHost, tmp_path: Path) -> None
         dk.run("cp", "cp1:/tmp/d", str(tmp_path / "out"))
         assert (tmp_path / "out" / "y").read_text() == "x\n"
         assert (tmp_path / "out" / "l").readlink() == Path("/etc")
-        dk.fails("cp", "cp1:/nosuch", str(tmp_path / "x"),
-                 match="Could not find the file /nosuch in container", code=1)
+        r = dk.run("cp", "cp1:/nosuch", str(tmp_path / "x"), check=False)
+        # newer clients quote the daemon's 404; Debian's 20.10 client says it its own way
+        assert r.returncode == 1 and ("Could not find the file /nosuch in container" in r.stderr
+                                      or "No such container:path: cp1:/nosuch" in r.stderr), r
     finally:
         dk.run("rm", "-f", "cp1")
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
+from collections.abc import Iterator
 
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from cumulo.api.metrics import guest_metrics
+from cumulo.domain.lifecycle import State
+from cumulo.domain.models import Instance
+from cumulo.drivers.base import DiskStats, GuestStats
 from cumulo.services.host import Services
 from cumulo.services.telemetry import sample_all
 from tests.unit.conftest import launch, wait_op
@@ -69,3 +78,28 @@ def test_history_keeps_readings_of_live_instances(api: TestClient, svc: Services
     wait_op(api, api.delete("/1.0/instances/web", params={"force": True}))
     svc.history.record(sample_all(svc.instances))
     assert svc.history.get("default", "web") == []
+
+
+def test_guest_figures_are_labelled_per_vcpu_and_drive() -> None:
+    vm = Instance("default", "v", "vm", "img", State.RUNNING)
+    stats = GuestStats({1: 2.5, 0: 1.25}, {"root0": DiskStats(4096, 512, 3, 1)})
+    silent = Instance("default", "w", "vm", "img", State.RUNNING)
+
+    class Guests(Collector):
+        def collect(self) -> Iterator[Metric]:
+            return guest_metrics([(vm, stats), (silent, None)])
+
+    registry = CollectorRegistry()
+    registry.register(Guests())
+    m: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in family.samples:
+            m.setdefault(s.name, []).append((s.labels, s.value))
+    labels = {"name": "v", "project": "default", "type": "vm"}
+    assert m["cumulo_instance_vcpu_seconds_total"] == [({**labels, "vcpu": "0"}, 1.25),
+                                                        ({**labels, "vcpu": "1"}, 2.5)]
+    root = {**labels, "device": "root0"}
+    assert m["cumulo_instance_disk_read_bytes_total"] == [(root, 4096)]
+    assert m["cumulo_instance_disk_written_bytes_total"] == [(root, 512)]
+    assert m["cumulo_instance_disk_reads_total"] == [(root, 3)]
+    assert m["cumulo_instance_disk_writes_total"] == [(root, 1)]

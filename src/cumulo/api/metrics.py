@@ -25,6 +25,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cumulo.domain.models import Instance
+from cumulo.drivers.base import GuestStats
 from cumulo.services.host import Services
 from cumulo.services.telemetry import Sample, sample_all
 from cumulo.storage.base import PoolUsage
@@ -51,6 +53,8 @@ class InstanceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         samples = sample_all(self.svc.instances)
         yield from instance_metrics(samples)
+        yield from guest_metrics([(s.instance, self.svc.instances.guest_stats(s.instance))
+                                  for s in samples])
         yield from self._host(samples)
         yield from self._daemon()
 
@@ -146,6 +150,27 @@ def instance_metrics(samples: list[Sample]) -> Iterator[Metric]:
                                ("receive_drop", c.rx_dropped), ("transmit_drop", c.tx_dropped)):
                 nic[key].add_metric(dev, value)
     yield from (cpu, mem, peak, limit, rd, wr, procs, state, *nic.values())
+
+
+def guest_metrics(stats: list[tuple[Instance, GuestStats | None]]) -> Iterator[Metric]:
+    """A VM measured from the host: CPU seconds per vCPU thread, I/O per drive."""
+    vcpu = CounterMetricFamily("cumulo_instance_vcpu_seconds", "CPU time of each vCPU"
+                               " (its QEMU thread)", labels=[*INSTANCE, "vcpu"])
+    disk = {key: CounterMetricFamily(f"cumulo_instance_disk_{key}",
+                                     f"Guest disk {key.replace('_', ' ')} (QMP blockstats)",
+                                     labels=[*INSTANCE, "device"])
+            for key in ("read_bytes", "written_bytes", "reads", "writes")}
+    for inst, st in stats:
+        if st is None:
+            continue
+        labels = [inst.name, inst.project, inst.type]
+        for n, seconds in sorted(st.vcpu_seconds.items()):
+            vcpu.add_metric([*labels, str(n)], seconds)
+        for dev, d in sorted(st.disks.items()):
+            for key, value in (("read_bytes", d.read_bytes), ("written_bytes", d.write_bytes),
+                               ("reads", d.read_ops), ("writes", d.write_ops)):
+                disk[key].add_metric([*labels, dev], value)
+    yield from (vcpu, *disk.values())
 
 
 class Metrics:

@@ -102,6 +102,22 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class DiskStats:
+    """One drive's I/O since QEMU started, as the guest asked for it."""
+    read_bytes: int
+    write_bytes: int
+    read_ops: int
+    write_ops: int
+
+
+@dataclass(frozen=True)
+class GuestStats:
+    """A VM measured from the host side: CPU seconds of each vCPU thread, I/O of each drive."""
+    vcpu_seconds: dict[int, float]
+    disks: dict[str, DiskStats]
+
+
+@dataclass(frozen=True)
 class ExecRequest:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
@@ -230,6 +246,13 @@ class Details(Protocol):
     """Drivers with live facts beyond ``Usage`` for ``cumulo info`` (a VM's footprint)."""
 
     def details(self, host_id: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class MeasuresGuest(Protocol):
+    """Drivers that measure a guest from the host per vCPU and per drive (metrics)."""
+
+    def guest_stats(self, host_id: str) -> GuestStats: ...
 
 
 @runtime_checkable

@@ -25,12 +25,14 @@ from cumulo.drivers.base import (
     Details,
     ExecRequest,
     ExecSession,
+    GuestStats,
     InstanceDriver,
     InstanceSpec,
     InteractiveConsole,
     Launches,
     LogRecord,
     Logs,
+    MeasuresGuest,
     RunStatus,
     Usage,
 )
@@ -268,6 +270,19 @@ class InstanceService:
             return self._driver(inst.type).usage(inst.host_id)
         except CumuloError:
             return Usage()
+
+    def guest_stats(self, inst: Instance) -> GuestStats | None:
+        """A VM's per-vCPU and per-drive figures; None for other types, or when the
+        guest does not answer in time (a scrape skips it)."""
+        driver = self._driver(inst.type)
+        if inst.state not in (State.RUNNING, State.PAUSED) or not isinstance(
+                driver, MeasuresGuest):
+            return None
+        try:
+            return driver.guest_stats(inst.host_id)
+        except CumuloError as err:
+            log.warning("cannot measure %s: %s", inst.host_id, err)
+            return None
 
     def details(self, inst: Instance) -> dict[str, Any] | None:
         """Driver-specific live facts (a VM's footprint and balloon); None if it has none."""

@@ -33,8 +33,10 @@ import psutil
 
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import (
+    DiskStats,
     ExecRequest,
     ExecSession,
+    GuestStats,
     InstanceSpec,
     RunState,
     RunStatus,
@@ -89,6 +91,8 @@ OPTIONS = {"accel": "auto", "machine": "microvm", "io": "paravirt", "disk": "", 
 OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
 OPTIONS["firmware"] = ""    # bios or uefi: a VM booted from its image's disk (firmware.py)
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
+VCPU_THREAD = re.compile(r"CPU (\d+)/")   # QEMU's vCPU threads: "CPU 0/TCG", "CPU 1/KVM"
+STATS_TIMEOUT = 1.0         # a metrics scrape skips a VM whose QMP is slower than this
 DEFAULT_PIDS = 512          # QEMU's threads (vCPUs, I/O pool up to 64) and swtpm, with room
 CGROUP_RELEASE_WAIT = 5.0   # swtpm --terminate exits just after QEMU
 
@@ -564,6 +568,29 @@ class VmDriver:
             return Usage()
         return Usage(cpu_time_ns=int((t.user + t.system) * 1e9), memory_bytes=rss,
                      pids=threads, io_read_bytes=io.read_bytes, io_write_bytes=io.write_bytes)
+
+    def guest_stats(self, host_id: str) -> GuestStats:
+        """Per vCPU: CPU seconds of QEMU's thread "CPU N/TCG" (or /KVM; -name debug-threads);
+        per drive: QMP query-blockstats, one round trip with a short timeout."""
+        vm = self._vmspec(host_id)
+        pid = self._pid(vm)
+        if pid is None:
+            raise DriverError(f"{host_id!r} is not running")
+        vcpus: dict[int, float] = {}
+        try:
+            for t in psutil.Process(pid).threads():
+                with contextlib.suppress(OSError):
+                    comm = Path(f"/proc/{pid}/task/{t.id}/comm").read_text()
+                    if m := VCPU_THREAD.match(comm):
+                        vcpus[int(m[1])] = t.user_time + t.system_time
+        except psutil.Error as err:
+            raise DriverError(f"cannot read the threads of {host_id!r}: {err}") from err
+        disks = {dev: DiskStats(read_bytes=st.get("rd_bytes", 0),
+                                write_bytes=st.get("wr_bytes", 0),
+                                read_ops=st.get("rd_operations", 0),
+                                write_ops=st.get("wr_operations", 0))
+                 for dev, st in qmp.blockstats(vm.qmp_socket, STATS_TIMEOUT).items()}
+        return GuestStats(vcpus, disks)
 
     # --- processes and console ----------------------------------------------
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:

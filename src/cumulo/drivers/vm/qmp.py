@@ -120,6 +120,18 @@ def block_nodes(socket: Path) -> list[str]:
             execute(socket, "query-named-block-nodes", {"flat": True})]
 
 
+def blockstats(socket: Path, timeout: float = TIMEOUT) -> dict[str, dict[str, int]]:
+    """I/O figures of each drive (query-blockstats ``stats``), by its drive or device id."""
+    out = {}
+    for entry in execute(socket, "query-blockstats", timeout=timeout):
+        # -drive sets "device"; a -blockdev node only has its device's QOM path
+        # (/machine/peripheral/ID/virtio-backend, or ID for IDE)
+        qdev = str(entry.get("qdev", "")).removeprefix("/machine/peripheral/").split("/")[0]
+        out[str(entry.get("device") or qdev)] = {k: int(v) for k, v in entry["stats"].items()
+                                                 if isinstance(v, int)}
+    return out
+
+
 def quit(socket: Path) -> None:
     """Ask QEMU to exit; the reply may race with the socket closing, which is fine."""
     try:
