@@ -335,7 +335,7 @@ class Client:
                start: bool = False, project: str | None = None, wait: bool = True,
                networks: list[dict[str, Any]] | None = None,
                storage: dict[str, Any] | None = None,
-               ssh_key: str | None = None) -> dict[str, Any]:
+               ssh_key: str | None = None, target: str | None = None) -> dict[str, Any]:
         body = {"name": name, "image": image, "type": type, "limits": limits or {},
                 "privileged": privileged, "command": command, "options": options or {},
                 "start": start, "networks": networks, **(storage or {})}
@@ -344,7 +344,8 @@ class Client:
         # waiting, the daemon answers once the operation ended (within 10 s): one request
         return self._op("POST", "/instances", wait, json=body,
                         timeout=None if self.timeout is None else max(self.timeout, 30),
-                        params={"project": self._p(project), "wait": 10 if wait else 0})
+                        params={"project": self._p(project), "wait": 10 if wait else 0,
+                                "target": target})
 
     def set_state(self, name: str, action: str, *, timeout: float = 30, force: bool = False,
                   project: str | None = None, wait: bool = True) -> dict[str, Any]:

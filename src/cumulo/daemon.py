@@ -23,6 +23,7 @@ import uvicorn
 
 from cumulo import __version__
 from cumulo.api.app import create_app
+from cumulo.cluster.membership import Identity, JoinToken
 from cumulo.docker import serve as docker_serve
 from cumulo.docker.common import Context as DockerContext
 from cumulo.errors import CumuloError
@@ -66,6 +67,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database", default=None,
                    help="the store: sqlite:///PATH or postgresql://USER@HOST/DB, any"
                         " SQLAlchemy URL (default sqlite:///STATE_DIR/cumulo.db)")
+    p.add_argument("--join", metavar="TOKEN", default=None,
+                   help="join the cluster of this token (from `cumulo cluster add NAME` on a"
+                        " member); needs --listen. Its store is the cluster's")
+    p.add_argument("--heartbeat", type=float, default=None, metavar="SECONDS",
+                   help="in a cluster: how often this member says it is alive (default 2)")
+    p.add_argument("--offline-after", type=float, default=None, metavar="SECONDS",
+                   help="in a cluster: a member silent this long is offline (default 10)")
+    p.add_argument("--ephemeral-grace", type=float, default=None, metavar="SECONDS",
+                   help="in a cluster: how long past offline a member's ephemeral instances"
+                        " wait before they are recreated on another member (default 30)")
     p.add_argument("--cgroup-parent", default=None,
                    help="cgroup under which instances live (default cumulo, or cumulo-HASH "
                         "for another state dir)")
@@ -172,6 +183,10 @@ def run(args: argparse.Namespace) -> None:
         raise CumuloError("--insecure-http serves plain HTTP on a loopback --listen only"
                           " (127.0.0.1, ::1): anywhere else tokens would cross the network"
                           " in the clear")
+    join = JoinToken.decode(args.join) if args.join else None
+    identity = Identity.load(state_dir)
+    database = args.database or (join.database if join else None) or (
+        identity.database if identity else None)
     if os.geteuid() != 0 and kinds is None:
         raise CumuloError("cumulod must run as root: containers need namespaces, cgroups and"
                           " mounts (only test drivers, --driver TYPE=fake, run without it)")
@@ -203,11 +218,16 @@ def run(args: argparse.Namespace) -> None:
         host = probe()
         for note in host.notes:
             log.info("host: %s", note)
-        svc = build_services(state_dir, runtime_dir.resolve(), host, db_url=args.database,
+        svc = build_services(state_dir, runtime_dir.resolve(), host, db_url=database,
                              driver_kinds=kinds, cgroup_parent=cgroup_parent,
                              oci_runtime=args.runtime, default_network=args.default_network,
                              subnet_pool=args.subnet_pool,
-                             listen_host=listen[0] if listen else None)
+                             listen_host=listen[0] if listen else None,
+                             listen=args.listen, join=join, heartbeat=args.heartbeat,
+                             offline_after=args.offline_after,
+                             ephemeral_grace=args.ephemeral_grace,
+                             fingerprint=fingerprint)
+        svc.cluster.start()
         svc.history.interval = args.history_interval
         svc.history.start()
         if svc.watchdog is not None:

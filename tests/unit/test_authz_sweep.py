@@ -96,7 +96,8 @@ def concrete(template: str, names: dict[str, str]) -> str:
         values["name"] = f"{SECRET}-vol"
     elif template.startswith("/1.0/projects/"):
         values["name"] = SECRET
-    elif template.startswith(("/1.0/storage-pools/", "/1.0/image-aliases/")):
+    elif template.startswith(("/1.0/storage-pools/", "/1.0/image-aliases/",
+                              "/1.0/cluster/")):   # server-wide names
         values["name"] = "default"
     elif template.startswith("/1.0/reports/"):
         values["name"] = "lab.html"

@@ -24,6 +24,7 @@ from cumulo.api import (
     firewall_routes,
     host_routes,
     identity_routes,
+    membership_routes,
     placement_routes,
     web_routes,
 )
@@ -40,10 +41,12 @@ from cumulo.api.convert import (
     pool_out,
     volume_out,
 )
+from cumulo.api.forward import Forward
 from cumulo.api.image_routes import add_routes as add_image_routes
 from cumulo.api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from cumulo.api.projects import IMAGE_PROJECT, PROJECT
 from cumulo.api.projects import add_routes as add_project_routes
+from cumulo.cluster.choose import scheduled
 from cumulo.domain import ssh_keys
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Operation
@@ -90,6 +93,9 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     errors.install(app)
     metrics = Metrics(svc)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    if svc is not None:   # (None: only the OpenAPI document is made)
+        app.add_middleware(Forward, cluster=svc.cluster,
+                           place=scheduled(svc.cluster, svc.scheduler))
     app.add_middleware(BodyLimit)   # before anything reads a body
     sessions = auth.Sessions()
     auth.install(app, svc, sessions, tcp_auth)
@@ -112,13 +118,25 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
 
     @r.get("/instances", response_model=list[s.InstanceOut], summary="List instances")
     def list_instances(project: str = PROJECT) -> list[s.InstanceOut]:
-        return [instance_out(i) for i in svc.instances.list(project)]
+        lost = svc.cluster.offline_members()
+        return [instance_out(i, unreachable=i.location in lost)
+                for i in svc.instances.list(project)]
 
     @r.post("/instances", status_code=202, response_model=s.OperationOut,
             summary="Create (and with start=true, launch) an instance; wait=SECONDS"
                     " answers once its operation ended (or after SECONDS)")
     async def create_instance(body: s.InstanceCreate, project: str = PROJECT,
-                              wait: float = Query(0, ge=0, le=600)) -> JSONResponse:
+                              wait: float = Query(0, ge=0, le=600),
+                              target: str | None = Query(
+                                  None, description="in a cluster: the member to run it on"
+                                                    " (default: the least used)")
+                              ) -> JSONResponse:
+        if target is not None and svc.cluster.identity is None:
+            raise InvalidInputError("--target names a cluster member: this host is in no"
+                                    " cluster")
+        if body.placement_group is not None and svc.cluster.identity is None:
+            raise InvalidInputError("--placement-group places instances among cluster"
+                                    " members: this host is in no cluster")
         req = CreateRequest(name=body.name, image=body.image, type=body.type,
                             limits=limits_from(body.limits), privileged=body.privileged,
                             command=body.command, options=body.options, start=body.start,
@@ -128,7 +146,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
                             pool=body.pool, copy=body.full_copy,
                             disk=None if body.disk is None else parse_size(body.disk),
                             ssh_keys=ssh_keys.parse_keys(body.ssh_key) if body.ssh_key
-                            else ())
+                            else (), ephemeral=body.ephemeral)
         op = await run_in_threadpool(svc.instances.create, project, req)
         # (a launch then costs one request, not two: no GET .../operations/ID?wait after it)
         return accepted(await svc.ops.wait(op.id, wait, project) or op)
@@ -136,6 +154,8 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     @r.get("/instances/{name}", response_model=s.InstanceOut, summary="Instance with live usage")
     def get_instance(name: str, project: str = PROJECT) -> s.InstanceOut:
         inst = svc.instances.get(project, name)
+        if not svc.instances.local(inst):   # its member is offline (else it was forwarded)
+            return instance_out(inst, unreachable=True)
         return instance_out(inst, svc.instances.pid(inst), svc.instances.usage(inst),
                             svc.networks.counters(inst), svc.instances.details(inst))
 
@@ -384,6 +404,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     host_routes.add_routes(r, svc, sessions)
     identity_routes.add_routes(r, svc, sessions)
     web_routes.add_routes(r, svc, listen, reports, fingerprint)
+    membership_routes.add_routes(r, svc)
     placement_routes.add_routes(r, svc)
     app.include_router(r)
     assets.mount(app)

@@ -7,6 +7,13 @@ names the right it needs and where: a role lacking it gets 403 naming the right;
 project where the caller has no role at all gets 404, as if nothing were there.
 Mutating requests go to the audit log. Websockets an identity holds are closed when
 it is revoked (``Sessions``).
+
+In a cluster a member forwards a request to the member that must answer it: it
+authenticates as itself (an identity of kind ``member``) and names the caller it
+speaks for (``X-Cumulo-On-Behalf-Of``); the receiving member authorizes that caller.
+Only a member identity may set that header or ``X-Cumulo-Forwarded``: from anyone
+else they are refused (403), so nobody borrows another identity's rights or keeps a
+request from going where its instance runs.
 """
 
 from __future__ import annotations
@@ -22,15 +29,17 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.api import rights, web_auth
+from cumulo.cluster.membership import FORWARDED, ON_BEHALF, ROOT_CALLER
 from cumulo.domain import roles
 from cumulo.domain.models import Operation
 from cumulo.errors import AuthError, CumuloError, ForbiddenError, NotFoundError
 from cumulo.services.host import Services
-from cumulo.store.identities import REMOTE, Identity
+from cumulo.store.identities import MEMBER, REMOTE, Identity
 
 log = logging.getLogger(__name__)
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE", "WS"})
@@ -44,12 +53,18 @@ class Caller:
     id: int | None = None
     server: frozenset[str] = frozenset()      # rights held in every project
     roles: Mapping[str, str] = field(default_factory=dict)   # project -> role
+    kind: str = ""                            # the identity's kind ("": root)
 
     @staticmethod
     def of(ident: Identity) -> Caller:
         server = roles.SERVER_RIGHTS[roles.ADMIN] if ident.admin else \
-            roles.SERVER_RIGHTS["remote"] if ident.kind == REMOTE else frozenset()
-        return Caller(ident.name, ident.id, server, dict(ident.roles))
+            roles.SERVER_RIGHTS[ident.kind] if ident.kind in (REMOTE, MEMBER) else frozenset()
+        return Caller(ident.name, ident.id, server, dict(ident.roles), ident.kind)
+
+    @property
+    def behalf(self) -> str:
+        """How a member names this caller to another member (root has no identity)."""
+        return ROOT_CALLER if self.id is None else self.name
 
     @property
     def admin(self) -> bool:
@@ -71,7 +86,11 @@ ROOT = Caller("root (unix socket)", None, roles.SERVER_RIGHTS[roles.ADMIN])
 
 def caller_of(conn: HTTPConnection) -> Caller:
     """The caller the middleware found (root for in-process tests without it)."""
-    found = conn.scope.get("cumulo.caller")
+    return caller_in(conn.scope)
+
+
+def caller_in(scope: Scope) -> Caller:
+    found = scope.get("cumulo.caller")
     return found if isinstance(found, Caller) else ROOT
 
 
@@ -155,9 +174,12 @@ class Authorize:
         remote = self.tcp and over_tcp(scope)
         try:
             caller = ROOT
+            headers = Headers(scope=scope)
             if remote:   # a browser's websocket: the token in a subprotocol
                 caller = Caller.of(self.svc.identities.authenticate(
                     web_auth.authorization(scope)))
+            if FORWARDED in headers or ON_BEHALF in headers:
+                caller = self._spoken_for(caller, headers)
             if found is None:
                 if remote:   # fail closed: a route nobody wrote a right for
                     raise ForbiddenError(f"{method} {scope['path']}: not in the rights"
@@ -173,6 +195,8 @@ class Authorize:
                                   project, method, found[0], scope["path"], status)
             return
         scope["cumulo.caller"] = caller
+        if FORWARDED in headers:   # the forwarding member audits it
+            found = None
         template = found[0] if found else scope["path"]
         if ws:
             if _audited(method, found):
@@ -193,6 +217,19 @@ class Authorize:
             await self.app(scope, receive, sent)
         finally:
             await self._audit(caller, project, method, template, scope["path"], answered[0])
+
+    def _spoken_for(self, member: Caller, headers: Headers) -> Caller:
+        """The caller a member forwards for; only members may say whom they speak for."""
+        if member.kind != MEMBER:
+            raise ForbiddenError(f"identity {member.name!r} may not set {FORWARDED} or"
+                                 f" {ON_BEHALF}: only cluster members forward requests",
+                                 roles.ADMIN)
+        name = headers.get(ON_BEHALF)
+        if name is None:
+            return member   # the member itself (moving an instance, following its operation)
+        if name == ROOT_CALLER:
+            return Caller(f"root (unix socket) via {member.name}", None, ROOT.server)
+        return Caller.of(self.svc.identities.spoken_for(name))
 
     async def _websocket(self, caller: Caller, scope: Scope, receive: Receive,
                          send: Send) -> None:

@@ -38,18 +38,21 @@ def limits_from(model: s.LimitsIn) -> Limits:
 
 def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = None,
                  counters: dict[str, NicCounters] | None = None,
-                 details: dict[str, Any] | None = None) -> s.InstanceOut:
+                 details: dict[str, Any] | None = None, unreachable: bool = False
+                 ) -> s.InstanceOut:
+    """``unreachable``: its member is offline, so its state is not known (not stopped)."""
     counters = counters or {}
     return s.InstanceOut(
         name=inst.name, project=inst.project, type=inst.type, image=inst.image,
-        state=inst.state.value, limits=inst.limits.to_dict(), privileged=inst.privileged,
+        state="unreachable" if unreachable else inst.state.value,
+        limits=inst.limits.to_dict(), privileged=inst.privileged,
         command=inst.command, options=inst.options, exit_code=inst.exit_code,
         last_error=inst.last_error,
         created_at=inst.created_at, pid=pid,
         usage=s.Usage(**asdict(usage)) if usage is not None else None,
         nics=[s.NicOut(**asdict(n), counters=s.NicCounters(**asdict(counters[n.host_name]))
                        if n.host_name in counters else None) for n in inst.nics],
-        root=inst.root, details=details,
+        root=inst.root, details=details, location=inst.location, ephemeral=inst.ephemeral,
     )
 
 

@@ -150,6 +150,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/1.0/ui-sessions"): Rule(ADMIN, S),
     ("GET", "/1.0/reports"): Rule(READ, S),
     ("GET", "/1.0/reports/{name}"): Rule(READ, S),
+    # the cluster: members are read by every identity (where things run), changed by admins
+    ("GET", "/1.0/cluster"): Rule(READ, S),
+    ("POST", "/1.0/cluster"): Rule(ADMIN, S),
+    ("POST", "/1.0/cluster/join-tokens"): Rule(ADMIN, S),
+    ("GET", "/1.0/cluster/members"): Rule(READ, S),
+    ("GET", "/1.0/cluster/members/{name}"): Rule(READ, S),
+    ("POST", "/1.0/cluster/members/{name}/evacuate"): Rule(ADMIN, S),
+    ("POST", "/1.0/cluster/members/{name}/restore"): Rule(ADMIN, S),
 }
 
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")

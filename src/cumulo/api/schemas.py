@@ -51,6 +51,11 @@ class InstanceCreate(Strict):
     disk: int | str | None = Field(None, description="root size cap: bytes or a size like 2GiB")
     ssh_key: str | None = Field(None, description="vm: SSH public key(s), authorized_keys lines,"
                                                   " for root in the guest")
+    ephemeral: bool = Field(False, description="stateless: in a cluster, recreated from its"
+                                               " image on another member if its own is lost")
+    placement_group: str | None = Field(
+        None, description="in a cluster: a placement group of the project (spread: apart from"
+                          " its other instances, compact: together)")
 
 
 class InstanceStateChange(Strict):
@@ -112,6 +117,9 @@ class InstanceOut(BaseModel):
     details: dict[str, Any] | None = Field(
         None, description="per type, live: a VM's footprint (qemu_rss_bytes, qemu_pss_bytes,"
                           " qemu_threads, initramfs_bytes) and balloon_actual_bytes")
+    location: str | None = Field(None, description="in a cluster: the member that runs it")
+    ephemeral: bool = Field(False, description="stateless: recreated from its image on"
+                                               " another member if its own is lost")
 
 
 class ExecIn(Strict):

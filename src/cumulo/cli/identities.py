@@ -40,6 +40,8 @@ def _roles(i: dict[str, object]) -> str:
         return "admin (server-wide)"
     if i["kind"] == "remote":
         return "migrate (another host)"
+    if i["kind"] == "member":
+        return "migrate, forward for its callers (cluster member)"
     roles = i["roles"]
     assert isinstance(roles, dict)
     return ", ".join(f"{r} in {p}" for p, r in sorted(roles.items())) or "-"

@@ -38,6 +38,7 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "remote": ("cumulo.cli.remotes", "remote_app", True),
     "identity": ("cumulo.cli.identities", "identity_app", True),
     "audit": ("cumulo.cli.identities", "audit_app", True),
+    "cluster": ("cumulo.cli.cluster", "cluster_app", True),
     "migrate": ("cumulo.cli.remotes", "migrate", False),
     "storage": ("cumulo.cli.storage", "storage_app", True),
     "volume": ("cumulo.cli.storage", "volume_app", True),
@@ -207,13 +208,17 @@ def _ssh_key(value: str | None) -> str | None:
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
             command: list[str] | None, project: str | None, options: dict[str, str | None],
             nics: list[dict[str, Any]] | None, storage: dict[str, Any],
-            ssh_key: str | None = None, **limits: Any) -> None:
+            ssh_key: str | None = None, target: str | None = None, ephemeral: bool = False,
+            placement_group: str | None = None, **limits: Any) -> None:
     key = _ssh_key(ssh_key)
     with client() as c:
         c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
                  command=_argv(command) or None, start=start, project=project,
                  options={k: v for k, v in options.items() if v is not None}, networks=nics,
-                 storage=storage, ssh_key=key)
+                 storage={**storage, **({"ephemeral": True} if ephemeral else {}),
+                          **({"placement_group": placement_group} if placement_group
+                             else {})},
+                 ssh_key=key, target=target)
     o.err.print(f"{'Launched' if start else 'Created'} {name}")
 
 
@@ -229,16 +234,24 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
            firmware: FirmwareOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
-           project: ProjectOpt = None) -> None:
+           project: ProjectOpt = None,
+           target: Annotated[str | None, typer.Option(
+               help="in a cluster: the member to run it on (default: the least used)")] = None,
+           ephemeral: Annotated[bool, typer.Option(
+               "--ephemeral", help="stateless: in a cluster, recreated from its image on"
+               " another member if its own stays offline")] = False,
+           placement_group: Annotated[str | None, typer.Option(
+               help="in a cluster: a placement group of the project (cumulo"
+               " placement-group create)")] = None) -> None:
     """Create and start an instance from IMAGE (with --app: launch --type appvm NAME --app PATH)."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
     _create(image, name, True, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
              "kernel": kernel, "firmware": firmware},
             _nics(network, ip, limit_ingress, limit_egress),
-            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, cpu=cpu,
-            cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
-            pids=pids, io_weight=io_weight)
+            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, target, ephemeral,
+            placement_group, cpu=cpu, cpu_weight=cpu_weight, cpuset=cpuset, memory=memory,
+            memory_swap=memory_swap, pids=pids, io_weight=io_weight)
 
 
 @app.command()
@@ -346,9 +359,11 @@ def list_(fmt: FormatOpt = o.Format.table, project: ProjectOpt = None) -> None:
     for r in rows:
         r["limits_text"] = o.limits_text(r["limits"])
         r["image_short"] = r["image"][:12]
-    o.table(rows, [("NAME", "name"), ("TYPE", "type"), ("STATE", "state"),
-                   ("IMAGE", "image_short"), ("LIMITS", "limits_text"),
-                   ("EXIT", "exit_code")], fmt)
+    cols = [("NAME", "name"), ("TYPE", "type"), ("STATE", "state"),
+            ("IMAGE", "image_short"), ("LIMITS", "limits_text"), ("EXIT", "exit_code")]
+    if any(r.get("location") for r in rows):   # in a cluster: where each one runs
+        cols.insert(3, ("LOCATION", "location"))
+    o.table(rows, cols, fmt)
 
 
 @app.command()

@@ -77,6 +77,9 @@ class Instance:
     # its root in a storage pool: {"pool": name, "copy": bool, "size": bytes or None};
     # None for instances made before pools existed (a plain overlay in the instance dir)
     root: dict[str, Any] | None = None
+    location: str | None = None      # the cluster member that runs it (None: no cluster)
+    origin: str | None = None        # the member it was evacuated from, until restored
+    ephemeral: bool = False          # stateless: recreated from its image if its member is lost
 
     @property
     def host_id(self) -> str:

@@ -28,6 +28,7 @@ ROLES = (ADMIN, *PROJECT_ROLES)
 SERVER_RIGHTS: dict[str, frozenset[str]] = {
     ADMIN: frozenset(RIGHTS),
     "remote": frozenset({MIGRATE}),
+    "member": frozenset({MIGRATE}),   # and speaks for the callers it forwards (api/auth.py)
 }
 
 _DURATION = re.compile(r"(\d+)([smhdw])")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cumulo.cluster.membership import JoinToken, Membership
+from cumulo.cluster.recover import GRACE, Recovery
 from cumulo.drivers.base import InstanceDriver
 from cumulo.drivers.registry import DriverContext, create_driver
+from cumulo.errors import ConflictError
 from cumulo.host.info import HostInfo
 from cumulo.net import ipam
 from cumulo.net.base import HostNetwork
@@ -26,6 +30,7 @@ from cumulo.services.projects import ProjectService
 from cumulo.services.storage import StorageService
 from cumulo.services.volumes import VolumeService
 from cumulo.services.watchdog import Watchdog
+from cumulo.store.cluster import ClusterStore
 from cumulo.store.hosts import HostStore
 from cumulo.store.identities import AuditStore, IdentityStore
 from cumulo.store.members import MemberStore
@@ -50,11 +55,13 @@ class Services:
     events: EventBus
     history: History
     identities: IdentityService
+    cluster: Membership
     scheduler: Scheduler   # cluster placement over the members table (store/members.py)
     projects: ProjectService
     watchdog: Watchdog | None = None   # started by the daemon (children that die)
 
     def close(self) -> None:
+        self.cluster.stop()
         if self.watchdog is not None:
             self.watchdog.stop()
         self.history.stop()
@@ -67,17 +74,32 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
                    db_url: str | None = None, driver_kinds: dict[str, str] | None = None,
                    cgroup_parent: str = "cumulo", oci_runtime: str | None = None,
                    net_kind: str = "linux", default_network: bool = False,
-                   subnet_pool: str | None = None, listen_host: str | None = None) -> Services:
+                   subnet_pool: str | None = None, listen_host: str | None = None,
+                   listen: str | None = None, join: JoinToken | None = None,
+                   heartbeat: float | None = None, offline_after: float | None = None,
+                   ephemeral_grace: float | None = None, fingerprint: str | None = None
+                   ) -> Services:
     """``driver_kinds`` maps instance type to driver name (tests map container to fake);
-    ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only)."""
+    ``net_kind`` is ``linux`` (the kernel) or ``fake`` (records only); ``listen``: the
+    HOST:PORT other members reach; ``join``: become a member of the cluster of that
+    token before anything else; ``fingerprint``: of the certificate --listen serves
+    (members pin it)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     runtime_dir.mkdir(parents=True, exist_ok=True)
     store = Store(db_url or f"sqlite:///{state_dir / 'cumulo.db'}")
-    store.fail_unfinished_operations("the daemon stopped while this operation ran")
-    events = EventBus()
-    ops = Operations(store, events=events)
     kinds = driver_kinds or {"container": "container", "vm": "vm", "appvm": "appvm",
                              "imagevm": "imagevm"}
+    try:
+        cluster = _membership(store, state_dir, host, sorted(kinds), listen, fingerprint,
+                              join, heartbeat, offline_after)
+    except BaseException:
+        store.close()
+        raise
+    store.fail_unfinished_operations("the daemon stopped while this operation ran",
+                                     cluster.member)
+    events = EventBus()
+    ops = Operations(store, events=events)
+    ops.member = lambda: cluster.member
     drivers: dict[str, InstanceDriver] = {}
     for type_, kind in kinds.items():
         ctx = DriverContext(state_dir=state_dir / type_, runtime_dir=runtime_dir / type_,
@@ -91,17 +113,56 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     if default_network:
         networks.ensure_default(state_dir / "default-network.created")
     storage = StorageService(state_dir, VolumeStore(store.db))
+    scheduler = cluster.scheduler = Scheduler(MemberStore(store.db, cluster.offline_after))
     instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks,
-                                storage)
+                                storage, cluster)
     instances.reconcile()
+    cluster.on_beat.append(Recovery(cluster, instances, GRACE if ephemeral_grace is None
+                                    else ephemeral_grace).run)
+    cluster.on_beat.append(_network_sync(store, networks))
     volumes = VolumeService(storage, instances)
     identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))
     migrations = MigrationService(instances, HostStore(store.db), listen_host, identities)
     migrations.recovery.start()   # migrations a killed daemon left half-way
     return Services(store, ops, host, instances, images, networks, storage, volumes,
                     CheckpointService(instances), migrations, events, History(instances),
-                    identities, Scheduler(MemberStore(store.db)),
-                    ProjectService(store.projects, events), Watchdog(instances, networks))
+                    identities, cluster, scheduler, ProjectService(store.projects, events),
+                    Watchdog(instances, networks))
+
+
+def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
+    """In a cluster, a network another member created gets its bridge here too (checked
+    after each heartbeat)."""
+    seen = {n.bridge for n in store.list_networks()}
+
+    def sync() -> None:
+        nonlocal seen
+        now = {n.bridge for n in store.list_networks()}
+        if now != seen:
+            networks.reconcile()
+            seen = now
+    return sync
+
+
+def _membership(store: Store, state_dir: Path, host: HostInfo, types: list[str],
+                listen: str | None, fingerprint: str | None, join: JoinToken | None,
+                heartbeat: float | None, offline_after: float | None) -> Membership:
+    """This daemon's membership; a join happens here, before the daemon touches any
+    instance (until then it would take the others' for its own)."""
+    cluster = Membership(ClusterStore(store.db), HostStore(store.db), IdentityStore(store.db),
+                         state_dir, host, types, listen, fingerprint)
+    if heartbeat is not None:
+        cluster.heartbeat_interval = heartbeat
+    if offline_after is not None:
+        cluster.offline_after = offline_after
+    if join is not None and (cluster.identity is None or cluster.identity.member != join.name):
+        cluster.join(join)
+    if cluster.identity is None and store.db.engine.dialect.name != "sqlite" \
+            and cluster.store.list_members():
+        raise ConflictError("this store holds a cluster and this host is not one of its"
+                            " members: join it with `cumulod --join TOKEN` (from `cumulo"
+                            " cluster add NAME` on a member)")
+    return cluster
 
 
 def _host_network(kind: str, state_dir: Path, runtime_dir: Path | None = None) -> HostNetwork:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from cumulo.domain import roles
 from cumulo.domain.units import validate_name
-from cumulo.errors import AuthError, InvalidInputError
+from cumulo.errors import AuthError, InvalidInputError, NotFoundError
 from cumulo.store.identities import CLIENT, REMOTE, AuditStore, Identity, IdentityStore
 from cumulo.store.tables import utcnow
 
@@ -70,6 +70,19 @@ class IdentityService:
             raise AuthError(f"the token of identity {ident.name!r} expired at"
                             f" {ident.expires_at:%Y-%m-%d %H:%M} UTC")
         self._touch(ident.id, now)
+        return ident
+
+    def spoken_for(self, name: str) -> Identity:
+        """The identity a cluster member forwards a request for (AuthError if it is gone
+        or expired: revoked between the two members' checks)."""
+        try:
+            ident = self.store.get(name)
+        except NotFoundError:
+            raise AuthError(f"the identity {name!r} a member forwarded for is not known"
+                            " (revoked)") from None
+        if ident.expired(utcnow()):
+            raise AuthError(f"the token of identity {name!r} expired at"
+                            f" {ident.expires_at:%Y-%m-%d %H:%M} UTC")
         return ident
 
     def valid(self, identity_id: int) -> bool:

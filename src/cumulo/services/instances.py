@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cumulo import faults
 from cumulo.domain import projects
@@ -52,6 +52,9 @@ from cumulo.services.operations import Operations, Progress
 from cumulo.services.storage import StorageService
 from cumulo.store.repo import Store
 
+if TYPE_CHECKING:
+    from cumulo.cluster.membership import Membership
+
 log = logging.getLogger(__name__)
 LogRecords = list[LogRecord]
 
@@ -71,6 +74,7 @@ class CreateRequest:
     copy: bool = False               # a full copy of the image instead of a clone
     disk: int | None = None          # root size cap in bytes
     ssh_keys: tuple[str, ...] = ()   # root's authorized_keys, checked by domain/ssh_keys.py
+    ephemeral: bool = False          # stateless: recreated elsewhere if its member is lost
     process: ProcessOptions | None = None   # PID 1's env, cwd, user, stdio (Docker API)
 
 
@@ -90,8 +94,10 @@ class InstanceService:
 
     def __init__(self, store: Store, ops: Operations, drivers: dict[str, InstanceDriver],
                  host: HostInfo, state_dir: Path, image_root: Path,
-                 networks: NetworkService, storage: StorageService | None = None) -> None:
+                 networks: NetworkService, storage: StorageService | None = None,
+                 cluster: Membership | None = None) -> None:
         self.store, self.ops, self.drivers, self.host = store, ops, drivers, host
+        self.cluster = cluster   # in a cluster: this daemon drives only its own instances
         self.networks = networks
         self.storage = storage
         self.events = ops.events
@@ -183,6 +189,15 @@ class InstanceService:
                 " file (needs the BFQ I/O scheduler on cgroup v1, or io.weight on cgroup v2)")
         return limits
 
+    @property
+    def member(self) -> str | None:
+        """This daemon's member name, None when it is in no cluster."""
+        return self.cluster.member if self.cluster is not None else None
+
+    def local(self, inst: Instance) -> bool:
+        """Whether this daemon drives the instance (in a cluster: it runs on this member)."""
+        return self.cluster is None or self.cluster.is_local(inst.location)
+
     # reads
     def get(self, project: str, name: str) -> Instance:
         return self.refresh(self.store.get_instance(project, name))
@@ -190,9 +205,20 @@ class InstanceService:
     def list(self, project: str | None) -> list[Instance]:
         return [self.refresh(i) for i in self.store.list_instances(project)]
 
+    def _here(self, project: str, name: str) -> Instance:
+        """The instance, which this daemon must drive: another member's is refused (the
+        API forwards requests for it to that member before they get here)."""
+        return self._mine(self.get(project, name))
+
+    def _mine(self, inst: Instance) -> Instance:
+        if not self.local(inst):
+            raise ConflictError(f"instance {inst.name!r} runs on member {inst.location!r}:"
+                                " ask that member (any member forwards it there)")
+        return inst
+
     def refresh(self, inst: Instance) -> Instance:
         """Notice a PID 1 that exited on its own since we last looked."""
-        if inst.state not in (State.RUNNING, State.PAUSED):
+        if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):
             return inst
         try:
             run = self._driver(inst.type).state(inst.host_id)
@@ -238,7 +264,7 @@ class InstanceService:
         return code
 
     def usage(self, inst: Instance) -> Usage:
-        if inst.state not in (State.RUNNING, State.PAUSED):
+        if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):
             return Usage()
         try:
             return self._driver(inst.type).usage(inst.host_id)
@@ -261,7 +287,7 @@ class InstanceService:
     def details(self, inst: Instance) -> dict[str, Any] | None:
         """Driver-specific live facts (a VM's footprint and balloon); None if it has none."""
         driver = self._driver(inst.type)
-        if not isinstance(driver, Details):
+        if not isinstance(driver, Details) or not self.local(inst):
             return None
         try:
             return driver.details(inst.host_id)
@@ -270,7 +296,7 @@ class InstanceService:
             return None
 
     def pid(self, inst: Instance) -> int | None:
-        if inst.state not in (State.RUNNING, State.PAUSED):
+        if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):
             return None
         return self._driver(inst.type).state(inst.host_id).pid
 
@@ -322,7 +348,9 @@ class InstanceService:
             inst = self.store.add_instance(Instance(
                 project=project, name=req.name, type=req.type, image=image.fingerprint,
                 state=State.CREATING, limits=limits, privileged=req.privileged,
-                command=command, options=options, nics=nics, root=root))
+                command=command, options=options, nics=nics, root=root,
+                location=self.member,
+                ephemeral=req.ephemeral))
             self.networks.nics_changed(project, [n.network for n in nics])
 
         def work(progress: Progress) -> dict[str, Any]:
@@ -370,10 +398,12 @@ class InstanceService:
         shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
         with contextlib.suppress(NotFoundError):
             self.store.delete_instance(inst.project, inst.name)
+        if self.cluster is not None:
+            self.cluster.released(inst.project, inst.name)
         self.networks.nics_changed(inst.project, [n.network for n in inst.nics])
 
     def delete(self, project: str, name: str, force: bool = False) -> Operation:
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         if inst.state == State.CREATING:
             raise ConflictError(f"instance {name!r} is still being created")
         if not force:
@@ -388,6 +418,8 @@ class InstanceService:
                 self.networks.detach(inst)
                 shutil.rmtree(self.instances_dir / inst.host_id, ignore_errors=True)
                 self.store.delete_instance(project, name)
+                if self.cluster is not None:
+                    self.cluster.released(project, name)
                 self.events.lifecycle("deleted", project, name)
                 self.networks.nics_changed(project, [n.network for n in inst.nics])
                 if self.storage:
@@ -399,7 +431,7 @@ class InstanceService:
     # state changes
     def change_state(self, project: str, name: str, action: Action, timeout: float = 30.0,
                      force: bool = False) -> Operation:
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         guard(name, inst.state, action)
         driver = self._driver(inst.type)
 
@@ -444,7 +476,7 @@ class InstanceService:
 
     def update_limits(self, project: str, name: str, changes: dict[str, Any]) -> Instance:
         """Change limits: at once on a running instance, at next start on a stopped one."""
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         guard(name, inst.state, Action.UPDATE)
         current = inst.limits.to_dict()
         for key, value in changes.items():
@@ -461,7 +493,7 @@ class InstanceService:
 
     # exec and console
     def exec(self, project: str, name: str, request: ExecRequest) -> ExecSession:
-        inst = self.store.get_instance(project, name)
+        inst = self._mine(self.store.get_instance(project, name))
         guard(name, inst.state, Action.EXEC)
         if not request.command:
             raise InvalidInputError("exec needs a command")
@@ -474,7 +506,7 @@ class InstanceService:
             raise
 
     def console(self, project: str, name: str, offset: int) -> tuple[bytes, int, Instance]:
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         if inst.state == State.CREATING:
             return b"", offset, inst
         data, new_offset = self._driver(inst.type).read_console(inst.host_id, offset)
@@ -526,12 +558,34 @@ class InstanceService:
 
     def open_console(self, project: str, name: str) -> socket.socket:
         """A stream to the instance's interactive console (VMs: the serial port)."""
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         driver = self._driver(inst.type)
         if not isinstance(driver, InteractiveConsole):
             raise UnsupportedError(f"a {inst.type} has no interactive console: use"
                                    f" 'cumulo exec {name} -- sh' (and 'cumulo logs' for output)")
         return driver.open_console(inst.host_id)
+
+    def recreate(self, project: str, name: str) -> Instance:
+        """Run an instance that was just placed here anew from its image (an ephemeral one
+        whose member was lost): its state there is gone."""
+        inst = self.store.get_instance(project, name)
+        driver = self._driver(inst.type)
+        spec = self._spec(inst)
+        with self._locked(inst):
+            try:
+                if isinstance(driver, Launches):
+                    driver.launch(spec)
+                else:
+                    driver.create(spec)
+                    driver.start(spec)
+            except CumuloError as err:
+                self.store.update_instance(project, name, state=State.ERROR,
+                                           last_error=f"recreating it here failed: {err}")
+                raise
+            inst = self.store.update_instance(project, name, state=State.RUNNING,
+                                              exit_code=None, last_error=None)
+        self.events.lifecycle("recreated", project, name, member=self.member)
+        return inst
 
     # daemon start
     def reconcile(self) -> None:
@@ -544,6 +598,8 @@ class InstanceService:
         for inst in stored:
             driver = self.drivers.get(inst.type)
             if driver is None:
+                continue
+            if not self.local(inst):   # another member's (a copy here is a leftover)
                 continue
             seen += 1
             known.add((inst.type, inst.host_id))
@@ -595,7 +651,7 @@ class InstanceService:
     def copy_root(self, project: str, name: str, dest: Path) -> Instance:
         """Copy a stopped container's root, as it sees it, to ``dest``; it cannot start
         meanwhile (the instance lock is held). Returns the instance as it was."""
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         copy_root = getattr(self._driver(inst.type), "copy_root", None)
         if inst.type != "container" or copy_root is None:
             raise UnsupportedError(f"publishing a {inst.type} is not supported yet: "

@@ -126,6 +126,27 @@ class MigrationService:
         self.hosts.add_remote(remote)
         return remote
 
+    def _remote(self, name: str) -> Remote:
+        """A remote by name; in a cluster a member's name is one too (its own token)."""
+        cluster = self.instances.cluster
+        if cluster is not None and self.instances.member is not None \
+                and name not in {r.name for r in self.hosts.list_remotes()}:
+            return cluster.remote_for(name)
+        return self.hosts.get_remote(name)
+
+    def _placed(self, project: str, name: str) -> None:
+        """In a cluster, the instance's allocation follows it here."""
+        cluster, member = self.instances.cluster, self.instances.member
+        if cluster is not None and member is not None:
+            cluster.moved(project, name, member)
+
+    def _being_received(self, inst: Instance) -> bool:
+        """In a cluster the row is shared and keeps its state while it moves: what this
+        member receives is what it has made for it (``_made``)."""
+        if self.instances.member is not None:
+            return (inst.project, inst.name) in self._made
+        return inst.state == State.CREATING
+
     @staticmethod
     def _client(remote: Remote, timeout: float = TIMEOUT) -> Client:
         return Client(url=remote.url, token=remote.token, timeout=timeout,
@@ -171,7 +192,7 @@ class MigrationService:
         if inst.state not in (State.RUNNING, State.PAUSED):
             raise ConflictError(f"instance {name!r} is {inst.state.value}: only a running or"
                                 " paused VM migrates (a stopped one has only its config)")
-        remote = self.hosts.get_remote(remote_name)
+        remote = self._remote(remote_name)
         body = {"name": name, "type": inst.type, "image": inst.image,
                 "limits": inst.limits.to_dict(), "command": list(inst.command),
                 "options": dict(inst.options), "privileged": inst.privileged,
@@ -246,7 +267,9 @@ class MigrationService:
             self.instances.networks.detach(inst)
         shutil.rmtree(self.instances.instances_dir / inst.host_id, ignore_errors=True)
         with contextlib.suppress(NotFoundError):
-            self.instances.store.delete_instance(inst.project, inst.name)
+            # in a cluster the row is shared: it stays when another member holds it
+            if self.instances.local(self.instances.store.get_instance(inst.project, inst.name)):
+                self.instances.store.delete_instance(inst.project, inst.name)
         if inst.nics:
             self.instances.networks.nics_changed(inst.project, [n.network for n in inst.nics])
 
@@ -268,6 +291,12 @@ class MigrationService:
             raise ConflictError(f"this host lacks image {str(body['image'])[:12]}, which"
                                 f" instance {name!r} runs from: import it here first (`cumulo"
                                 " image export` on the source), then migrate again") from None
+        if self.instances.member is not None:   # the row is shared: it moves, not copied
+            inst = self.instances.store.get_instance(project, name)
+            if self.instances.local(inst) or (project, name) in self._made:
+                raise ConflictError(f"instance {name!r} is already on this member")
+            self._made[(project, name)] = migration_nics.Received(nics=list(inst.nics))
+            return self._prepare_incoming(inst, body, archive, driver)
         root_req = body.get("root")
         storage = self.instances.storage
         root = None if root_req is None or storage is None else storage.plan_root(
@@ -287,6 +316,12 @@ class MigrationService:
                 migration_nics.release(networks, project, made)
                 raise
             self._made[(project, name)] = made
+        return self._prepare_incoming(inst, body, archive, driver)
+
+    def _prepare_incoming(self, inst: Instance, body: dict[str, Any],
+                          archive: StateArchive | None, driver: Migratable | None) -> str:
+        project, name, type_ = inst.project, inst.name, inst.type
+        networks = self.instances.networks
         try:
             if inst.nics:   # its static DHCP lease and its groups in the firewall
                 networks.nics_changed(project, [n.network for n in inst.nics])
@@ -306,6 +341,7 @@ class MigrationService:
                 if not isinstance(driver, Postcopy):
                     raise UnsupportedError(f"{type_} instances cannot receive post-copy here")
                 driver.allow_postcopy(inst.host_id)
+            assert self.listen_host is not None   # checked in ``incoming``
             uri = driver.prepare_incoming(spec, self.listen_host)
             faults.point("migrate.dest.after_prepare")
             return uri
@@ -315,15 +351,17 @@ class MigrationService:
 
     def incoming_finish(self, project: str, name: str, start: bool = True) -> None:
         inst = self.instances.store.get_instance(project, name)
-        if inst.state != State.CREATING:
+        if not self._being_received(inst):
             raise ConflictError(f"instance {name!r} is not being received")
+        here = {} if self.instances.member is None else {"location": self.instances.member}
         if (archive := self._archive_driver(inst.type)) is not None:
             try:
                 state = archive_migration.finish(self.instances, archive, inst, start)
             except BaseException:
                 self.incoming_abort(project, name)
                 raise
-            self.instances.store.update_instance(project, name, state=state)
+            self.instances.store.update_instance(project, name, state=state, **here)
+            self._placed(project, name)
             self._made.pop((project, name), None)
             self.instances.events.lifecycle("migrated-in", project, name)
             return
@@ -333,7 +371,8 @@ class MigrationService:
             self.incoming_abort(project, name)
             raise
         faults.point("migrate.dest.after_finish")   # running, the store not told yet
-        self.instances.store.update_instance(project, name, state=State.RUNNING)
+        self.instances.store.update_instance(project, name, state=State.RUNNING, **here)
+        self._placed(project, name)
         self._made.pop((project, name), None)
         self.instances.events.lifecycle("migrated-in", project, name)
 
@@ -343,7 +382,7 @@ class MigrationService:
             inst = self.instances.store.get_instance(project, name)
         except NotFoundError:
             return
-        if inst.state != State.CREATING:
+        if not self._being_received(inst):
             raise ConflictError(f"instance {name!r} is not being received")
         with contextlib.suppress(CumuloError):
             self._forget(inst)
@@ -367,7 +406,7 @@ class MigrationService:
                 raise archive_migration.cannot_live(name, err) from err
         else:
             signature, from_state = "", False
-        remote = self.hosts.get_remote(remote_name)
+        remote = self._remote(remote_name)
         body = {"name": name, "type": inst.type, "image": inst.image,
                 "limits": inst.limits.to_dict(), "command": list(inst.command),
                 "options": dict(inst.options), "privileged": inst.privileged,
@@ -410,6 +449,6 @@ class MigrationService:
     def incoming_state_path(self, project: str, name: str, part: str) -> Path:
         """Where an uploaded state part of an instance being received is written."""
         inst = self.instances.store.get_instance(project, name)
-        if inst.state != State.CREATING or self._archive_driver(inst.type) is None:
+        if not self._being_received(inst) or self._archive_driver(inst.type) is None:
             raise ConflictError(f"instance {name!r} is not being received as state files")
         return archive_migration.part_path(self.instances.instances_dir / inst.host_id, part)

@@ -78,6 +78,9 @@ class Operations:
     def __init__(self, store: Store, workers: int = 8, events: EventBus | None = None) -> None:
         self.store = store
         self.events = events or EventBus()
+        # in a cluster: this member's name, kept in each operation's resources (its
+        # daemon is the one that knows how a running operation goes)
+        self.member: Callable[[], str | None] = lambda: None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
@@ -90,7 +93,8 @@ class Operations:
         """Run ``work`` in the pool. ``cancel_on_shutdown``: long work that a daemon stop
         cancels (an image build) instead of waiting for it to finish. ``project``: whose
         it is (default: that of the instances in ``resources``, else ``default``)."""
-        resources = resources or {}
+        member = self.member()
+        resources = {**(resources or {}), **({"member": member} if member else {})}
         op = self.store.add_operation(Operation(
             id=str(uuid.uuid4()), description=description, resources=resources,
             project=project or _project_in(resources) or "default"))

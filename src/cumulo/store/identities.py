@@ -16,6 +16,7 @@ from cumulo.store.db import Database
 from cumulo.store.tables import AuditRow, IdentityRoleRow, IdentityRow, utcnow
 
 CLIENT, REMOTE = "client", "remote"   # kinds: an API user; another host (migration only)
+MEMBER = "member"   # a cluster member: migrates, and forwards requests for their callers
 
 
 def digest(token: str) -> str:

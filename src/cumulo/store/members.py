@@ -74,6 +74,7 @@ class MemberRecord:
     heartbeat: datetime | None = None   # None: now, when added
     used: Resources = Resources()
     instances: int = 0
+    fingerprint: str = ""   # sha256 of its certificate (members pin it; membership sets it)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def _record(r: MemberRow) -> MemberRecord:
         name=r.name, capacity=Resources(r.cpus, r.memory, r.disk), address=r.address,
         state=r.state, groups=frozenset(r.groups), features=dict(r.features),
         heartbeat=r.heartbeat, used=Resources(r.used_cpus, r.used_memory, r.used_disk),
-        instances=r.instances)
+        instances=r.instances, fingerprint=r.fingerprint)
 
 
 def _check_state(state: str) -> None:
@@ -166,7 +167,8 @@ class MemberStore:
                     name=m.name, address=m.address, state=m.state,
                     cpus=int(m.capacity.cpus), memory=m.capacity.memory,
                     disk=m.capacity.disk, groups=sorted(m.groups),
-                    features=dict(m.features), heartbeat=m.heartbeat or now)
+                    features=dict(m.features), heartbeat=m.heartbeat or now,
+                    fingerprint=m.fingerprint)
                     for m in records])
         except StoreError as err:
             if _integrity(err):

@@ -206,6 +206,7 @@ class Store:
             options=dict(row.options or {}), exit_code=row.exit_code,
             last_error=row.last_error, created_at=row.created_at, nics=self._nics(s, row.id),
             root=dict(row.root) if row.root is not None else None,
+            location=row.location, origin=row.origin, ephemeral=row.ephemeral,
         )
 
     @staticmethod
@@ -235,6 +236,7 @@ class Store:
                     limits=inst.limits.to_dict(), privileged=inst.privileged,
                     command=list(inst.command), options=dict(inst.options),
                     root=dict(inst.root) if inst.root is not None else None,
+                    location=inst.location, ephemeral=inst.ephemeral,
                 )
                 s.add(row)
                 s.flush()
@@ -274,8 +276,9 @@ class Store:
             return [self._instance(s, r) for r in s.scalars(q)]
 
     def update_instance(self, project: str, name: str, **fields: Any) -> Instance:
-        """Set columns: state, limits (Limits), exit_code, last_error. New limits are
-        checked against the project's cpu and memory quotas under its row lock."""
+        """Set columns: state, limits (Limits), exit_code, last_error, location, origin.
+        New limits are checked against the project's cpu and memory quotas under its row
+        lock."""
         with self.db.session(modify="limits" in fields) as s:
             row = self._instance_row(s, project, name)
             for key, value in fields.items():
@@ -284,7 +287,7 @@ class Store:
                 elif key == "limits":
                     admit(s, project, _more(row, value))
                     value = value.to_dict()
-                elif key not in ("exit_code", "last_error"):
+                elif key not in ("exit_code", "last_error", "location", "origin"):
                     raise StoreError(f"cannot update instance field {key}")
                 setattr(row, key, value)
             s.flush()
@@ -430,11 +433,13 @@ class Store:
                 q = q.where(OperationRow.project == project)
             return [self._operation(r) for r in s.scalars(q)]
 
-    def fail_unfinished_operations(self, reason: str) -> int:
-        """Operations cut off by a daemon stop can never finish: mark them failed."""
+    def fail_unfinished_operations(self, reason: str, member: str | None = None) -> int:
+        """Operations cut off by a daemon stop can never finish: mark them failed.
+        ``member``: in a cluster, only this member's (the others' may be running)."""
         with self.db.session() as s:
-            rows = list(s.scalars(select(OperationRow).where(
-                OperationRow.status.in_([OpStatus.PENDING.value, OpStatus.RUNNING.value]))))
+            rows = [r for r in s.scalars(select(OperationRow).where(
+                OperationRow.status.in_([OpStatus.PENDING.value, OpStatus.RUNNING.value])))
+                if member is None or (r.resources or {}).get("member") == member]
             for row in rows:
                 row.status, row.error, row.updated_at = OpStatus.FAILURE.value, reason, utcnow()
             return len(rows)

@@ -103,6 +103,10 @@ class InstanceRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # pool, copy, size of the instance's root (None: made before storage pools existed)
     root: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # in a cluster: the member that runs it, and the one it was evacuated from
+    location: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    origin: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    ephemeral: Mapped[bool] = mapped_column(Boolean, default=False)   # stateless
 
 
 class OperationRow(Base):
@@ -269,6 +273,7 @@ class MemberRow(Base):
     used_memory: Mapped[int] = mapped_column(BigInteger, default=0)
     used_disk: Mapped[int] = mapped_column(BigInteger, default=0)
     instances: Mapped[int] = mapped_column(Integer, default=0)
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")   # its certificate's
 
 
 class PlacementGroupRow(Base):
@@ -296,3 +301,13 @@ class AllocationRow(Base):
     memory: Mapped[int] = mapped_column(BigInteger, default=0)
     disk: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class JoinTokenRow(Base):
+    """A single-use invitation for a new member: only its sha256 is kept."""
+    __tablename__ = "join_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
