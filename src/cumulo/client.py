@@ -308,7 +308,9 @@ class Client:
             if on_progress:
                 on_progress(op)
         if op["status"] == "failure":
-            raise APIError(op.get("error") or "operation failed", 500, "OperationError")
+            kind = op.get("error_type")
+            raise APIError(op.get("error") or "operation failed", e.status_of_type(kind),
+                           kind or "OperationError")
         return op
 
     def _op(self, method: str, path: str, wait: bool = True, **kw: Any) -> dict[str, Any]:

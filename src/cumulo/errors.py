@@ -109,3 +109,41 @@ class RuntimeToolError(DriverError):
 
 class StoreError(CumuloError):
     """The store could not read or write."""
+
+
+# one table from error class to HTTP status (the API answers with it; the client reads a
+# failed operation's error type back to the same status)
+STATUS: list[tuple[type[CumuloError], int]] = [
+    (InvalidInputError, 400),
+    (NotFoundError, 404),
+    (AuthError, 401),
+    (ForbiddenError, 403),
+    (InvalidStateError, 409),
+    (ConflictError, 409),
+    (ProjectLimitError, 403),
+    (UnsupportedError, 422),
+    (DriverError, 500),
+    (StoreError, 500),
+    (CumuloError, 500),
+]
+
+
+def status_for(err: CumuloError | type[CumuloError]) -> int:
+    cls = err if isinstance(err, type) else type(err)
+    return next(code for c, code in STATUS if issubclass(cls, c))
+
+
+def status_of_type(name: str | None) -> int:
+    """The status of the error class named ``name`` (500 for a name not known here)."""
+    classes: list[type[CumuloError]] = [CumuloError, *_subclasses(CumuloError)]
+    for cls in classes:
+        if cls.__name__ == name:
+            return status_for(cls)
+    return 500
+
+
+def _subclasses(cls: type[CumuloError]) -> list[type[CumuloError]]:
+    out: list[type[CumuloError]] = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out

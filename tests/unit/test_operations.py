@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 from cumulo.domain.models import OpStatus
+from cumulo.errors import InvalidStateError, status_of_type
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
 
@@ -75,3 +76,23 @@ def test_waiting_on_the_event_loop_ends_with_the_operation() -> None:
         release.set()
         ops.shutdown()
         store.close()
+
+
+def test_a_failed_operation_keeps_its_error_class_and_the_client_its_status() -> None:
+    """A conflict found while the operation runs (stop of a stopped instance, raced by a
+    parallel stop) reaches a waiting client as the 409 it would be before the operation."""
+    store = Store("sqlite://")
+    ops = Operations(store, workers=1)
+
+    def work(progress: Progress) -> None:
+        raise InvalidStateError("one", "stopped", "stop")
+
+    op = ops.submit("stop instance one", work)
+    done = ops.get(op.id, wait=10)
+    assert (done.status, done.error_type) == (OpStatus.FAILURE, "InvalidStateError")
+    assert store.get_operation(op.id).error_type == "InvalidStateError"
+    ops.shutdown()
+    store.close()
+    assert [status_of_type(n) for n in ("InvalidStateError", "ConflictError",
+                                        "QuotaExceededError", "NotFoundError",
+                                        "InternalError", None)] == [409, 409, 403, 404, 500, 500]

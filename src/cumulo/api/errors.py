@@ -13,23 +13,7 @@ from cumulo import errors as e
 
 log = logging.getLogger(__name__)
 
-STATUS: list[tuple[type[e.CumuloError], int]] = [
-    (e.InvalidInputError, 400),
-    (e.NotFoundError, 404),
-    (e.AuthError, 401),
-    (e.ForbiddenError, 403),
-    (e.InvalidStateError, 409),
-    (e.ConflictError, 409),
-    (e.ProjectLimitError, 403),
-    (e.UnsupportedError, 422),
-    (e.DriverError, 500),
-    (e.StoreError, 500),
-    (e.CumuloError, 500),
-]
-
-
-def status_for(err: e.CumuloError) -> int:
-    return next(code for cls, code in STATUS if isinstance(err, cls))
+status_for = e.status_for
 
 
 def _one_line(err: RequestValidationError) -> str:

@@ -198,6 +198,7 @@ class OperationOut(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     project: str = "default"
+    error_type: str | None = None   # a failure's error class (ConflictError...)
 
 
 class ErrorOut(BaseModel):

@@ -106,6 +106,7 @@ class Operation:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     project: str = "default"
+    error_type: str | None = None   # the error's class (ConflictError...): its HTTP status
 
     @property
     def done(self) -> bool:

@@ -182,10 +182,12 @@ class Operations:
             try:
                 extra = work(progress) or {}
             except CumuloError as err:
-                self._end(live, status=OpStatus.FAILURE, error=str(err))
+                self._end(live, status=OpStatus.FAILURE, error=str(err),
+                          error_type=type(err).__name__)
             except Exception as err:  # a bug: keep the daemon alive, say what happened
                 log.exception("operation %s crashed", live.op.id)
-                self._end(live, status=OpStatus.FAILURE, error=f"internal error: {err!r}")
+                self._end(live, status=OpStatus.FAILURE, error=f"internal error: {err!r}",
+                          error_type="InternalError")
             else:
                 self._end(live, status=OpStatus.SUCCESS, progress=1.0,
                           resources={**live.op.resources, **extra})

@@ -386,7 +386,7 @@ class Store:
             id=row.id, description=row.description, status=OpStatus(row.status),
             progress=row.progress, message=row.message, error=row.error,
             resources=dict(row.resources), created_at=row.created_at, updated_at=row.updated_at,
-            project=row.project,
+            project=row.project, error_type=row.error_type,
         )
 
     def add_operation(self, op: Operation) -> Operation:

@@ -117,6 +117,7 @@ class OperationRow(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(String(255), default="")
     error: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     project: Mapped[str] = mapped_column(String(63), default="default", index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
