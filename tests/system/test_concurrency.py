@@ -1,6 +1,6 @@
 """Many requests at once against one daemon (issue 23, "Concurrency").
 
-One daemon for the module, in its own network namespace, on a network of its own. Fifty
+One daemon for the module (``fd`` of test_fault_points: its own netns, a network). Fifty
 container launches at once (one name twice: the second gets a 409 one-liner), then fifty
 deletes at once: no "database is locked", no lock time-out, no duplicate names, and
 nothing left on the host. Ten VMs at once (microvm, small memory: TCG here). Stop, start,
@@ -12,52 +12,25 @@ Every request goes through the API client, one client per thread.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cumulo.client import APIError
-from tests.system.conftest import Daemon, leftovers
-from tests.system.test_fault_points import assert_true_state, clear, host_objects, sh, start
+from tests.system import test_fault_points
+from tests.system.conftest import Daemon
+from tests.system.test_fault_points import assert_true_state, host_objects
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.slow]
 
-NET = "fnet"   # the network clear() of test_fault_points keeps
+NET = "fnet"
 SLEEP = ["sleep", "3600"]
 
 
-@pytest.fixture(scope="module")
-def cd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    top = tmp_path_factory.mktemp("concur")
-    ns = f"cu-t-c{uuid.uuid4().hex[:6]}"
-    sh("ip", "netns", "add", ns)
-    sh("ip", "-n", ns, "link", "set", "lo", "up")
-    d = Daemon(state_dir=top / "state", socket=top / "cumulo.sock",
-               cgroup_parent=f"cumulo-concur-{uuid.uuid4().hex[:8]}", log=top / "cumulod.log",
-               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
-    d.env = {**os.environ, "CUMULO_SOCKET": str(d.socket)}
-    d.env.pop("CUMULO_URL", None)
-    try:
-        start(d)
-        d.cli("image", "build", "busybox")
-        d.cli("network", "create", NET, "--subnet", "10.124.0.0/24")
-        yield d
-        clear(d)
-        d.cli("network", "delete", NET)
-        assert_true_state(d)
-    finally:
-        d.stop()
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-        for cg in Path("/sys/fs/cgroup").glob(f"*/{d.cgroup_parent}"):
-            cg.rmdir()
-    assert not leftovers(d.cgroup_parent)
+fd = test_fault_points.fd   # its daemon, in a netns of its own, on the network fnet
 
 
 def at_once(d: Daemon, calls: list[Callable[[Any], Any]]) -> list[Any]:
@@ -81,60 +54,60 @@ def one_line(err: APIError) -> str:
     return text
 
 
-def test_fifty_launches_and_deletes_at_once(cd: Daemon) -> None:
+def test_fifty_launches_and_deletes_at_once(fd: Daemon) -> None:
     names = [f"p{i}" for i in range(50)]
     calls = [lambda c, n=n: c.create(n, "busybox", command=SLEEP, start=True,
                                      networks=[{"network": NET}]) for n in names]
     calls.append(lambda c: c.create("p7", "busybox", command=SLEEP, start=True,
                                     networks=[{"network": NET}]))   # same name again
     t0 = time.monotonic()
-    results = at_once(cd, calls)
+    results = at_once(fd, calls)
     took = time.monotonic() - t0
     errors = [r for r in results if isinstance(r, APIError)]
     print(f"51 launches at once (50 names): {took:.1f}s; errors: {[str(e) for e in errors]}")
     # exactly one of the two p7 launches lost, with a 409 naming the instance
     assert len(errors) == 1, [str(e) for e in errors]
     assert errors[0].status == 409 and "p7" in one_line(errors[0]), errors[0]
-    listed = [i["name"] for i in json.loads(cd.cli("list", "--format", "json").stdout)]
+    listed = [i["name"] for i in json.loads(fd.cli("list", "--format", "json").stdout)]
     assert sorted(listed) == sorted(names)
-    with cd.client() as c:
+    with fd.client() as c:
         states = {i["name"]: i["state"] for i in c.instances()}
     assert set(states.values()) == {"running"}, states
-    assert len(host_objects(cd)["veth"]) == 50
-    assert_true_state(cd)
+    assert len(host_objects(fd)["veth"]) == 50
+    assert_true_state(fd)
 
     t0 = time.monotonic()
-    results = at_once(cd, [lambda c, n=n: c.delete(n, force=True) for n in names])
+    results = at_once(fd, [lambda c, n=n: c.delete(n, force=True) for n in names])
     print(f"50 deletes at once: {time.monotonic() - t0:.1f}s")
     assert not [one_line(r) for r in results if isinstance(r, APIError)]
-    assert json.loads(cd.cli("list", "--format", "json").stdout) == []
-    host = host_objects(cd)
+    assert json.loads(fd.cli("list", "--format", "json").stdout) == []
+    host = host_objects(fd)
     for kind in ("cgroups", "mounts", "instance dirs", "container records", "conmon",
                  "veth", "loop"):
         assert not host[kind], (kind, host[kind])
 
 
-def test_ten_vms_at_once(cd: Daemon) -> None:
+def test_ten_vms_at_once(fd: Daemon) -> None:
     names = [f"v{i}" for i in range(10)]
     t0 = time.monotonic()
-    results = at_once(cd, [lambda c, n=n: c.create(
+    results = at_once(fd, [lambda c, n=n: c.create(
         n, "busybox", type="vm", command=SLEEP, start=True, networks=[],
         limits={"memory": "64MiB", "cpu": 1}, options={"machine": "microvm"})
         for n in names])
     print(f"10 VM launches at once: {time.monotonic() - t0:.1f}s")
     assert not [one_line(r) for r in results if isinstance(r, APIError)]
-    with cd.client() as c:
+    with fd.client() as c:
         states = {i["name"]: i["state"] for i in c.instances()}
     assert states == dict.fromkeys(names, "running"), states
-    assert len(host_objects(cd)["qemu/swtpm"]) == 10
-    results = at_once(cd, [lambda c, n=n: c.delete(n, force=True) for n in names])
+    assert len(host_objects(fd)["qemu/swtpm"]) == 10
+    results = at_once(fd, [lambda c, n=n: c.delete(n, force=True) for n in names])
     assert not [one_line(r) for r in results if isinstance(r, APIError)]
-    host = host_objects(cd)
+    host = host_objects(fd)
     assert not host["qemu/swtpm"] and not host["cgroups"] and not host["instance dirs"], host
 
 
-def test_stop_start_snapshot_exec_of_one_instance_at_once(cd: Daemon) -> None:
-    cd.cli("launch", "busybox", "one", "--network", NET, "--", *SLEEP)
+def test_stop_start_snapshot_exec_of_one_instance_at_once(fd: Daemon) -> None:
+    fd.cli("launch", "busybox", "one", "--network", NET, "--", *SLEEP)
     ops: list[Callable[[Any], Any]] = [
         lambda c: c.set_state("one", "stop", force=True),
         lambda c: c.set_state("one", "start"),
@@ -146,32 +119,32 @@ def test_stop_start_snapshot_exec_of_one_instance_at_once(cd: Daemon) -> None:
         lambda c: c.exec("one", ["echo", "hi"]),
     ]
     for _ in range(3):
-        for r in at_once(cd, ops):
+        for r in at_once(fd, ops):
             if isinstance(r, APIError):
                 # a clear refusal: a conflict with the state or another operation
                 assert r.status in (409,), (r.status, one_line(r))
                 one_line(r)
-        insts = assert_true_state(cd)    # the store says what the host has
+        insts = assert_true_state(fd)    # the store says what the host has
         assert insts["one"]["state"] in ("running", "stopped"), insts["one"]
-        cd.cli("start", "one", check=False)
-    cd.cli("delete", "one", "--force")
+        fd.cli("start", "one", check=False)
+    fd.cli("delete", "one", "--force")
 
 
-def test_parallel_copies_of_one_template(cd: Daemon) -> None:
-    cd.cli("launch", "busybox", "tpl", "--network", "none", "--", *SLEEP)
-    cd.cli("exec", "tpl", "--", "sh", "-c", "echo template > /marker")
-    cd.cli("stop", "tpl", "--force")
-    cd.cli("publish", "tpl", "--alias", "tplimg")
+def test_parallel_copies_of_one_template(fd: Daemon) -> None:
+    fd.cli("launch", "busybox", "tpl", "--network", "none", "--", *SLEEP)
+    fd.cli("exec", "tpl", "--", "sh", "-c", "echo template > /marker")
+    fd.cli("stop", "tpl", "--force")
+    fd.cli("publish", "tpl", "--alias", "tplimg")
     names = [f"k{i}" for i in range(10)]
-    results = at_once(cd, [lambda c, n=n: c.create(
+    results = at_once(fd, [lambda c, n=n: c.create(
         n, "tplimg", command=SLEEP, start=True, networks=[], storage={"copy": True})
         for n in names])
     assert not [one_line(r) for r in results if isinstance(r, APIError)]
-    with cd.client() as c:
+    with fd.client() as c:
         for n in names:
             assert c.exec(n, ["cat", "/marker"])["stdout"] == "template\n", n
         c.exec("k0", ["sh", "-c", "echo mine > /marker"])
         assert c.exec("k1", ["cat", "/marker"])["stdout"] == "template\n"
-    results = at_once(cd, [lambda c, n=n: c.delete(n, force=True) for n in [*names, "tpl"]])
+    results = at_once(fd, [lambda c, n=n: c.delete(n, force=True) for n in [*names, "tpl"]])
     assert not [one_line(r) for r in results if isinstance(r, APIError)]
-    cd.cli("image", "delete", "tplimg")
+    fd.cli("image", "delete", "tplimg")
