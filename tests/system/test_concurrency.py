@@ -12,16 +12,18 @@ Every request goes through the API client, one client per thread.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cumulo.client import APIError
 from tests.system import test_fault_points
-from tests.system.conftest import Daemon
+from tests.system.conftest import Daemon, running_daemon
 from tests.system.test_fault_points import assert_true_state, host_objects
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.slow]
@@ -148,3 +150,32 @@ def test_parallel_copies_of_one_template(fd: Daemon) -> None:
     results = at_once(fd, [lambda c, n=n: c.delete(n, force=True) for n in [*names, "tpl"]])
     assert not [one_line(r) for r in results if isinstance(r, APIError)]
     fd.cli("image", "delete", "tplimg")
+
+
+def test_a_launch_into_a_full_pool(tmp_path: Path) -> None:
+    """The default pool on a small ext4 of its own, filled but for a few KiB: a full copy
+    fails with one line naming the pool and its free space, nothing is half-made, and the
+    daemon serves on (a launch that needs no space in the pool still works)."""
+    pool = tmp_path / "state" / "storage" / "default"
+    pool.mkdir(parents=True)
+    img = tmp_path / "pool.ext4"
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img), "16M"], check=True, timeout=60)
+    subprocess.run(["mount", "-o", "loop", str(img), str(pool)], check=True, timeout=60)
+    try:
+        with running_daemon(tmp_path) as d:
+            d.cli("image", "build", "busybox")
+            subprocess.run(["dd", "if=/dev/zero", f"of={pool}/filler", "bs=1M", "count=64"],
+                           capture_output=True, timeout=60)  # until ENOSPC
+            r = d.cli("launch", "busybox", "big", "--copy", "--network", "none", "--",
+                      *SLEEP, check=False)
+            assert r.returncode == 1, r
+            line = r.stderr.strip()
+            print(line)
+            assert "\n" not in line and "pool 'default'" in line and "free" in line, line
+            assert json.loads(d.cli("list", "--format", "json").stdout) == []
+            assert not list((pool / "roots").iterdir())
+            (pool / "filler").unlink()
+            d.cli("launch", "busybox", "small", "--copy", "--network", "none", "--", *SLEEP)
+            d.cli("delete", "small", "--force")
+    finally:
+        subprocess.run(["umount", "-l", str(pool)], check=False, timeout=60)

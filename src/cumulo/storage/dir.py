@@ -18,13 +18,21 @@ clones cost only what they write, whatever the host filesystem is.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from cumulo.errors import ConflictError, DriverError, InvalidInputError, NotFoundError
+from cumulo.domain.units import format_size
+from cumulo.errors import (
+    ConflictError,
+    DriverError,
+    InvalidInputError,
+    NotFoundError,
+    RuntimeToolError,
+)
 from cumulo.host import mounts
 from cumulo.host.mounts import is_mounted
 from cumulo.storage import ext4
@@ -54,6 +62,13 @@ def _copy_file(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _no_space(err: BaseException) -> bool:
+    """Did ``err`` come from a full filesystem (ENOSPC, or a tool that said so)?"""
+    if isinstance(err, OSError):
+        return err.errno == errno.ENOSPC
+    return isinstance(err, RuntimeToolError) and "No space left on device" in err.stderr
+
+
 class DirPool:
     """``StoragePool`` on a directory."""
 
@@ -81,6 +96,15 @@ class DirPool:
         vols = sum(1 for _ in self.volumes.glob("*.ext4")) if self.volumes.is_dir() else 0
         return PoolUsage(used=disk_usage(self.path), free=st.f_bavail * st.f_frsize,
                          total=st.f_blocks * st.f_frsize, roots=roots, volumes=vols)
+
+    def full_error(self, what: str) -> DriverError:
+        """The one line for a write that found the pool full, with its free space now."""
+        try:
+            free = format_size(self.usage().free)
+        except OSError:
+            free = "unknown"
+        return DriverError(f"storage pool {self.name!r} is full ({free} free at {self.path}):"
+                           f" cannot make {what}")
 
     # --- instance roots -------------------------------------------------------
     def _root_meta(self, key: str) -> dict[str, Any]:
@@ -140,6 +164,8 @@ class DirPool:
             if fresh:
                 with contextlib.suppress(DriverError):
                     self.delete_root(key)
+            if _no_space(err):
+                raise self.full_error(f"the root of {key!r}") from err
             if isinstance(err, OSError):
                 raise DriverError(f"cannot prepare the root of {key!r}: {err}") from err
             raise
@@ -187,6 +213,8 @@ class DirPool:
             if fresh:
                 with contextlib.suppress(DriverError):
                     self.delete_root(key)
+            if _no_space(err):
+                raise self.full_error(f"the root disk of {key!r}") from err
             if isinstance(err, (OSError, ValueError, KeyError)):
                 raise DriverError(f"cannot make the root disk of {key!r}: {err}") from err
             raise
