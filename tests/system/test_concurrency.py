@@ -155,7 +155,7 @@ def test_parallel_copies_of_one_template(fd: Daemon) -> None:
 def test_a_launch_into_a_full_pool(tmp_path: Path) -> None:
     """The default pool on a small ext4 of its own, filled but for a few KiB: a full copy
     fails with one line naming the pool and its free space, nothing is half-made, and the
-    daemon serves on (a launch that needs no space in the pool still works)."""
+    daemon serves on; so does a snapshot."""
     pool = tmp_path / "state" / "storage" / "default"
     pool.mkdir(parents=True)
     img = tmp_path / "pool.ext4"
@@ -164,8 +164,11 @@ def test_a_launch_into_a_full_pool(tmp_path: Path) -> None:
     try:
         with running_daemon(tmp_path) as d:
             d.cli("image", "build", "busybox")
-            subprocess.run(["dd", "if=/dev/zero", f"of={pool}/filler", "bs=1M", "count=64"],
-                           capture_output=True, timeout=60)  # until ENOSPC
+            def fill() -> None:   # dd until ENOSPC
+                subprocess.run(["dd", "if=/dev/zero", f"of={pool}/filler", "bs=64K",
+                                "count=1024"], capture_output=True, timeout=60)
+
+            fill()
             r = d.cli("launch", "busybox", "big", "--copy", "--network", "none", "--",
                       *SLEEP, check=False)
             assert r.returncode == 1, r
@@ -176,6 +179,12 @@ def test_a_launch_into_a_full_pool(tmp_path: Path) -> None:
             assert not list((pool / "roots").iterdir())
             (pool / "filler").unlink()
             d.cli("launch", "busybox", "small", "--copy", "--network", "none", "--", *SLEEP)
+            d.cli("stop", "small", "--force")
+            fill()
+            r = d.cli("snapshot", "create", "small", "s1", check=False)
+            assert r.returncode == 1 and "pool 'default' is full" in r.stderr, r
+            assert not list((pool / "snapshots" / "root").glob("*/*"))
+            (pool / "filler").unlink()
             d.cli("delete", "small", "--force")
     finally:
         subprocess.run(["umount", "-l", str(pool)], check=False, timeout=60)

@@ -244,7 +244,11 @@ class DirPool:
             self.volumes.mkdir(parents=True, exist_ok=True)
             ext4.make(tmp, size, root_owner=owner)
             os.rename(tmp, img)
-        except OSError as err:
+        except (OSError, RuntimeToolError) as err:
+            if _no_space(err):
+                raise self.full_error(f"volume {key!r}") from err
+            if isinstance(err, RuntimeToolError):
+                raise
             raise DriverError(f"cannot create volume {key!r}: {err}") from err
         finally:
             tmp.unlink(missing_ok=True)
@@ -331,7 +335,11 @@ class DirPool:
                 else:
                     copy_tree(self._data(key, meta), tmp / "data")
             os.rename(tmp, final)
-        except OSError as err:
+        except (OSError, RuntimeToolError) as err:
+            if _no_space(err):
+                raise self.full_error(f"snapshot {snap!r} of {key!r}") from err
+            if isinstance(err, RuntimeToolError):
+                raise
             raise DriverError(f"cannot snapshot {key!r}: {err}") from err
         finally:
             _rmtree(tmp)
