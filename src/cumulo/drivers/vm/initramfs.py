@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,6 +273,8 @@ def build(kernel: Kernel, busybox: Path | None = None) -> bytes:
 # what this process built, by its inputs: building only to hash the result cost ~0.3 s of
 # CPU at every VM create (modules unpacked, the archive gzipped)
 _built: dict[tuple[object, ...], Path] = {}
+# one build at a time: ten VMs launched at once build it once (they shared a temp name)
+_building = threading.Lock()
 
 
 def _inputs(kernel: Kernel, cache_dir: Path, busybox: Path | None) -> tuple[object, ...]:
@@ -293,6 +296,14 @@ def ensure(kernel: Kernel, cache_dir: Path, busybox: Path | None = None) -> Path
     key = _inputs(kernel, cache_dir, busybox)
     if (known := _built.get(key)) is not None and known.is_file():
         return known
+    with _building:
+        if (known := _built.get(key)) is not None and known.is_file():
+            return known
+        return _build_into(kernel, cache_dir, busybox, key)
+
+
+def _build_into(kernel: Kernel, cache_dir: Path, busybox: Path | None,
+                key: tuple[object, ...]) -> Path:
     try:
         data = build(kernel, busybox)
         digest = hashlib.sha256(data).hexdigest()[:16]
