@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import schemathesis
 import uvicorn
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
@@ -70,17 +71,27 @@ def one_line_error(ctx: Any, response: Any, case: Any) -> bool:
     return True
 
 
-@schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=list(HealthCheck))
-def test_api_fuzz(case: Any, base_url: str) -> None:
-    if case.path.endswith("/state/{part}") or case.path == "/1.0/migrations/incoming":
+# one plain pytest test per operation (schemathesis' own parametrize collects only a few
+# items under pytest-xdist with several workers), hypothesis drawing its cases
+OPERATIONS = [r.ok() for r in schema.get_all_operations()]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[o.label for o in OPERATIONS])
+def test_api_fuzz(operation: Any, base_url: str) -> None:
+    if operation.path.endswith("/state/{part}") or operation.path == "/1.0/migrations/incoming":
         pytest.skip("host to host: needs --listen (tested in test_migration_cli.py)")
-    response = case.call(base_url=base_url, timeout=30)
-    SEEN[response.status_code] = SEEN.get(response.status_code, 0) + 1
-    one_line_error(None, response, case)
-    case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=st.one_of(*(operation.as_strategy(mode) for mode in GenerationMode)))
+    def check(case: Any) -> None:
+        response = case.call(base_url=base_url, timeout=30)
+        SEEN[response.status_code] = SEEN.get(response.status_code, 0) + 1
+        one_line_error(None, response, case)
+        case.validate_response(response,
+                               checks=[not_a_server_error, response_schema_conformance])
+
+    check()
 
 
 def test_fuzz_reached_the_routes() -> None:
