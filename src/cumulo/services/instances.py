@@ -235,12 +235,13 @@ class InstanceService:
                 if now.state not in (State.RUNNING, State.PAUSED):
                     return now
                 died = None
-                with self._locks_guard:   # an operation under way (a stop) says why itself
-                    busy = self._locks[inst.host_id].locked()
-                if not busy:   # what its process left is cleared by services/watchdog.py
-                    self.ended.add((inst.project, inst.name))
-                    if run.exit_code is None:
-                        died = "its process ended on its own with no exit status (killed?)"
+                with self._locks_guard:   # an operation under way (a stop, the watchdog's
+                    busy = self._locks[inst.host_id].locked()   # own) records the end itself
+                if busy:
+                    return now
+                self.ended.add((inst.project, inst.name))   # cleared by services/watchdog.py
+                if run.exit_code is None:
+                    died = "its process ended on its own with no exit status (killed?)"
                 stopped = self.store.update_instance(
                     inst.project, inst.name, state=State.STOPPED, exit_code=run.exit_code,
                     **({"last_error": died} if died else {}))
