@@ -348,3 +348,29 @@ def test_restart_policy_and_logs_follow(dk: DockerHost) -> None:
         assert dk.run("logs", "-f", "counter", timeout=60).stdout == "1\n2\n3\n"
     finally:
         dk.run("rm", "-f", "counter")
+
+
+def test_rename_of_a_running_container_and_reuse_of_its_old_name(dk: DockerHost) -> None:
+    dk.run("run", "-d", "--name", "before", "busybox", "sleep", "300")
+    try:
+        pid = dk.run("inspect", "-f", "{{.State.Pid}}", "before").stdout.strip()
+        dk.run("rename", "before", "after")
+        assert dk.run("inspect", "-f", "{{.Name}} {{.State.Status}} {{.State.Pid}}",
+                      "after").stdout.split() == ["/after", "running", pid]
+        assert dk.run("exec", "after", "echo", "still here").stdout == "still here\n"
+        assert "after" in dk.daemon.cli("list").stdout
+        dk.fails("stop", "before", match="No such container: before", code=1)
+        # the old name is free again: a new container under it is a separate one
+        dk.run("run", "-d", "--name", "before", "busybox", "sleep", "300")
+        assert dk.run("exec", "before", "echo", "new").stdout == "new\n"
+        dk.fails("rename", "after", "before", code=1,
+                 match='Error when allocating new name: Conflict. The container name'
+                       ' "/before" is already in use')
+        dk.fails("rename", "after", "Bad_Name", code=1, match="Invalid container name")
+        dk.run("stop", "-t", "1", "after")
+        dk.run("rename", "after", "again")
+        dk.run("start", "again")
+        assert dk.run("exec", "again", "echo", "restarted").stdout == "restarted\n"
+    finally:
+        dk.run("rm", "-f", "before", "after", "again", check=False)
+    assert dk.run("ps", "-aq").stdout == ""

@@ -48,6 +48,14 @@ SIGNALS = {"SIGKILL": "KILL", "SIGTERM": "TERM", "SIGINT": "INT", "SIGHUP": "HUP
            "SIGCONT": "CONT", "SIGWINCH": "WINCH"}
 
 
+def check_name(name: str) -> None:
+    try:
+        validate_name(name)
+    except e.InvalidInputError:
+        raise bad(f"Invalid container name ({name}), only [a-z0-9-] are allowed in"
+                  " Cumulo (lowercase letters, digits and '-', up to 63)") from None
+
+
 def random_name() -> str:
     return f"{secrets.choice(ADJECTIVES)}-{secrets.choice(NAMES)}"
 
@@ -92,6 +100,14 @@ class Containers:
         return shapes.inspect(inst, self.meta.container(inst), self.svc.instances.pid(inst),
                               self.gateways(), self.mounts(inst))
 
+    def name_free(self, name: str, prefix: str = "") -> None:
+        """Docker's 409 when a container already has ``name``."""
+        with contextlib.suppress(e.NotFoundError):
+            other = self.svc.store.get_instance(self.project, name)
+            raise conflict(f"{prefix}Conflict. The container name \"/{name}\" is already in use by "
+                           f"container \"{self.meta.container(other)['Id']}\". You have to "
+                           "remove (or rename) that container to be able to reuse that name.")
+
     def not_running(self, inst: Instance) -> DockerError:
         return conflict(f"Container {self.meta.container(inst)['Id']} is not running")
 
@@ -99,16 +115,8 @@ class Containers:
     def create(self, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
         hc: dict[str, Any] = body.get("HostConfig") or {}
         name = (name or "").lstrip("/") or random_name()
-        try:
-            validate_name(name)
-        except e.InvalidInputError:
-            raise bad(f"Invalid container name ({name}), only [a-z0-9-] are allowed in"
-                      " Cumulo (lowercase letters, digits and '-', up to 63)") from None
-        with contextlib.suppress(e.NotFoundError):
-            other = self.svc.store.get_instance(self.project, name)
-            raise conflict(f"Conflict. The container name \"/{name}\" is already in use by "
-                           f"container \"{self.meta.container(other)['Id']}\". You have to "
-                           "remove (or rename) that container to be able to reuse that name.")
+        check_name(name)
+        self.name_free(name)
         ref = str(body.get("Image") or "")
         if not ref:
             raise bad("config cannot be empty in order to create a container")
@@ -461,8 +469,17 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         return js({"ContainersDeleted": gone or None, "SpaceReclaimed": 0})
 
     async def rename(request: Request) -> Response:
-        await find(request)
-        raise DockerError(501, "renaming a container is not supported by Cumulo yet")
+        inst = await find(request)
+        new = (request.query_params.get("name") or "").lstrip("/")
+        if not new:
+            raise bad("Neither old nor new names may be empty")
+        if new == inst.name:
+            raise bad("Renaming a container with the same name as its current name")
+        check_name(new)
+        await call(c.name_free, new, "Error when allocating new name: ")
+        await call(svc.instances.rename, project, inst.name, new)
+        await call(c.find, new)   # the new name's host id, for its events
+        return Response(status_code=204)
 
     async def resize(request: Request) -> Response:
         inst = await find(request)

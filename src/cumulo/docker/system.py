@@ -126,6 +126,9 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
             code = (md.get("context") or {}).get("exit_code")
             if code is not None:
                 attrs["exitCode"] = str(code)
+            old = (md.get("context") or {}).get("old_name")
+            if old:
+                attrs["oldName"] = f"/{old}"
             cid = meta.container_id(ctx.project, name)
             out = {"status": action, "id": cid, "from": "", "Type": "container",
                    "Action": action, "Actor": {"ID": cid, "Attributes": attrs},
