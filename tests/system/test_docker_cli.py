@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -373,4 +375,41 @@ def test_rename_of_a_running_container_and_reuse_of_its_old_name(dk: DockerHost)
         assert dk.run("exec", "again", "echo", "restarted").stdout == "restarted\n"
     finally:
         dk.run("rm", "-f", "before", "after", "again", check=False)
+    assert dk.run("ps", "-aq").stdout == ""
+
+
+def test_bind_mounts_of_host_directories(dk: DockerHost) -> None:
+    # (in /tmp, world-traversable: root inside is an unprivileged uid on the host)
+    share = Path(tempfile.mkdtemp(prefix="cumulo-bind-", dir="/tmp"))
+    try:
+        share.chmod(0o777)
+        (share / "hello").write_text("from the host\n")
+        r = dk.run("run", "--rm", "-v", f"{share}:/mnt/share:ro", "busybox", "sh", "-c",
+                   "cat /mnt/share/hello; touch /mnt/share/x 2>/dev/null || echo read-only")
+        assert r.stdout == "from the host\nread-only\n"
+        dk.run("run", "--name", "binder", "--mount", f"type=bind,source={share},target=/w",
+               "busybox", "sh", "-c", "echo back > /w/out")
+        assert (share / "out").read_text() == "back\n"
+        mounts = json.loads(dk.run("inspect", "-f", "{{json .Mounts}}", "binder").stdout)
+        assert [(m["Type"], m["Source"], m["Destination"]) for m in mounts] == [
+            ("bind", str(share), "/w")]
+        dk.run("start", "-a", "binder")   # bound again at a second start
+        dk.run("rm", "binder")
+        dk.fails("run", "--rm", "-v", f"{share}/nosuch:/x", "busybox", "true",
+                 match="bind source path does not exist")
+        dk.daemon.cli("project", "set", "default", "restricted.devices.disk.paths", "/srv")
+        try:   # (/tmp/cumulo-bind-x is not below /srv, nor is /srvx)
+            dk.fails("run", "--rm", "-v", f"{share}:/x", "busybox", "true",
+                     match="restricted.devices.disk.paths")
+        finally:
+            dk.daemon.cli("project", "unset", "default", "restricted.devices.disk.paths")
+        dk.daemon.cli("project", "set", "default", "restricted.devices.disk", "managed")
+        try:
+            dk.fails("run", "--rm", "-v", f"{share}:/x", "busybox", "true",
+                     match="restricted.devices.disk=managed")
+        finally:
+            dk.daemon.cli("project", "unset", "default", "restricted.devices.disk")
+    finally:
+        dk.run("rm", "-f", "binder", check=False)
+        shutil.rmtree(share)
     assert dk.run("ps", "-aq").stdout == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,6 +47,13 @@ NAMES = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "dijkst
 SIGNALS = {"SIGKILL": "KILL", "SIGTERM": "TERM", "SIGINT": "INT", "SIGHUP": "HUP",
            "SIGQUIT": "QUIT", "SIGUSR1": "USR1", "SIGUSR2": "USR2", "SIGSTOP": "STOP",
            "SIGCONT": "CONT", "SIGWINCH": "WINCH"}
+
+
+def _bind_source(src: str) -> str:
+    if not src.startswith("/") or not os.path.exists(src):
+        raise bad(f"invalid mount config for type \"bind\": bind source path does not"
+                  f" exist: {src}")
+    return src
 
 
 def check_name(name: str) -> None:
@@ -94,6 +102,12 @@ class Containers:
                     out.append({"Type": "volume", "Name": vol.name, "Source": "",
                                 "Destination": a.path, "Driver": "local", "Mode": "z",
                                 "RW": True, "Propagation": ""})
+        with contextlib.suppress(DockerError):   # (a source gone since: not shown)
+            for source, path, ro in self._volumes(self.meta.container(inst).get(
+                    "HostConfig") or {})[1]:
+                out.append({"Type": "bind", "Source": source, "Destination": path,
+                            "Mode": "ro" if ro else "", "RW": not ro,
+                            "Propagation": "rprivate"})
         return out
 
     def inspect(self, inst: Instance) -> dict[str, Any]:
@@ -157,13 +171,13 @@ class Containers:
             raise DockerError(501, f"network mode {mode!r} is not supported by Cumulo")
         else:
             networks = (NicRequest(mode),)
-        vols = self._volumes(hc)
+        vols, binds = self._volumes(hc)
         if any((hc.get("PortBindings") or {}).values()) and networks == ():
             raise bad("publishing a port needs a network: not with --network none")
         op = self.svc.instances.create(self.project, CreateRequest(
             name=name, image=image.fingerprint, type=shapes.VM_TYPE if vm else "container",
             limits=limits, privileged=bool(hc.get("Privileged")), command=command,
-            networks=networks, process=ProcessOptions(
+            networks=networks, binds=tuple(binds), process=ProcessOptions(
                 env=env, cwd=cwd, user=user, terminal=bool(body.get("Tty")),
                 stdin=bool(body.get("OpenStdin")))))
         cid = secrets.token_hex(32)
@@ -178,24 +192,32 @@ class Containers:
         return {"op": op, "name": name, "vols": vols, "meta": {
             "Id": cid, "Config": config, "HostConfig": hc, "Starts": 0}}
 
-    def _volumes(self, hc: dict[str, Any]) -> list[tuple[str, str]]:
-        """Named volumes to attach: (volume, path); host directories are refused."""
-        out = []
+    @staticmethod
+    def _volumes(hc: dict[str, Any]
+                 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, bool]]]:
+        """Named volumes to attach: (volume, path); host directories to bind: (host path,
+        path, read-only)."""
+        out: list[tuple[str, str]] = []
+        binds: list[tuple[str, str, bool]] = []
         for bind in hc.get("Binds") or []:
             src, _, rest = str(bind).partition(":")
-            dest = rest.split(":")[0]
+            dest, _, mode = rest.partition(":")
             if not dest:
                 raise bad(f"invalid volume specification: '{bind}'")
             if src.startswith("/"):
-                raise DockerError(501, f"bind mounts of host directories ({src}) are not "
-                                       "supported by Cumulo: use a named volume")
-            out.append((src, dest))
+                binds.append((_bind_source(src), dest, "ro" in mode.split(",")))
+            else:
+                out.append((src, dest))
         for m in hc.get("Mounts") or []:
-            if m.get("Type") != "volume":
+            if m.get("Type") == "bind":
+                binds.append((_bind_source(str(m.get("Source") or "")), m["Target"],
+                              bool(m.get("ReadOnly"))))
+            elif m.get("Type") == "volume":
+                out.append((m.get("Source") or f"v{secrets.token_hex(6)}", m["Target"]))
+            else:
                 raise DockerError(501, f"mounts of type {m.get('Type')!r} are not supported"
-                                       " by Cumulo: use a named volume")
-            out.append((m.get("Source") or f"v{secrets.token_hex(6)}", m["Target"]))
-        return out
+                                       " by Cumulo: use a named volume or a bind")
+        return out, binds
 
     def attach_volumes(self, name: str, vols: list[tuple[str, str]]) -> None:
         for vol, path in vols:

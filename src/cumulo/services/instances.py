@@ -77,6 +77,8 @@ class CreateRequest:
     ssh_keys: tuple[str, ...] = ()   # root's authorized_keys, checked by domain/ssh_keys.py
     ephemeral: bool = False          # stateless: recreated elsewhere if its member is lost
     process: ProcessOptions | None = None   # PID 1's env, cwd, user, stdio (Docker API)
+    # host directories into a container: (host path, path inside, read-only) (Docker API)
+    binds: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,8 @@ class InstanceService:
                 f"filesystem image ({', '.join(sorted(kinds.ROOTFS_KINDS))})")
         config = self.store.projects.get(project).config
         projects.check_instance(project, config, req.type, req.privileged, req.options)
+        binds = self._check_binds(req.type, req.binds)
+        projects.check_binds(project, config, [str(s) for s, _d, _ro in binds])
         cpu, memory, disk = projects.apply_defaults(config, req.limits.cpu, req.limits.memory,
                                                     req.disk)
         limits = self.check_limits(req.limits.merged(cpu=cpu, memory=memory))
@@ -356,7 +360,7 @@ class InstanceService:
             self.networks.nics_changed(project, [n.network for n in nics])
 
         def work(progress: Progress) -> dict[str, Any]:
-            spec = replace(self._spec(inst), ssh_keys=req.ssh_keys)
+            spec = replace(self._spec(inst), ssh_keys=req.ssh_keys, binds=binds)
             if req.process is not None:
                 p = req.process
                 spec = replace(spec, env=dict(p.env), cwd=p.cwd, user=p.user,
@@ -386,6 +390,25 @@ class InstanceService:
         verb = "launch" if req.start else "create"
         return self.ops.submit(f"{verb} instance {req.name}", work,
                                {"instances": [f"{project}/{req.name}"]})
+
+    @staticmethod
+    def _check_binds(type_: str, binds: tuple[tuple[str, str, bool], ...]
+                     ) -> tuple[tuple[Path, str, bool], ...]:
+        """Host directories to bind: existing, absolute, symlinks resolved; containers only."""
+        if binds and type_ != "container":
+            raise UnsupportedError(f"a {type_} cannot bind host directories: only a container")
+        out = []
+        for source, path, ro in binds:
+            if not source.startswith("/"):
+                raise InvalidInputError(f"bind source {source!r} is not an absolute path")
+            if not path.startswith("/") or path == "/" or ".." in path.split("/"):
+                raise InvalidInputError(f"bind target {path!r}: an absolute path below /,"
+                                        " without '..'")
+            real = Path(source).resolve()
+            if not real.exists():
+                raise NotFoundError("bind source path", source)
+            out.append((real, path, ro))
+        return tuple(out)
 
     def _free_host_id(self, project: str, name: str) -> str | None:
         """None (the derived host id) unless a renamed instance still holds it: then the
