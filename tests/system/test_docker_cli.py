@@ -413,3 +413,20 @@ def test_bind_mounts_of_host_directories(dk: DockerHost) -> None:
         dk.run("rm", "-f", "binder", check=False)
         shutil.rmtree(share)
     assert dk.run("ps", "-aq").stdout == ""
+
+
+def test_cp_both_ways_on_a_stopped_container(dk: DockerHost, tmp_path: Path) -> None:
+    dk.run("create", "--name", "cp2", "busybox", "sh", "-c",
+           "ls -ln /etc/given; cat /etc/given; echo made > /tmp/made")
+    try:
+        src = tmp_path / "given"
+        src.write_text("before start\n")
+        dk.run("cp", str(src), "cp2:/etc/")          # created, never started
+        out = dk.run("start", "-a", "cp2").stdout
+        assert out.endswith("before start\n") and " 0 " in out.splitlines()[0], out
+        dk.run("cp", "cp2:/tmp/made", str(tmp_path / "made"))   # exited
+        assert (tmp_path / "made").read_text() == "made\n"
+        dk.fails("cp", "cp2:/nosuch", str(tmp_path / "x"),
+                 match="Could not find the file /nosuch in container", code=1)
+    finally:
+        dk.run("rm", "-f", "cp2")

@@ -35,6 +35,7 @@ from cumulo.docker.meta import Meta
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Instance
 from cumulo.domain.units import validate_name
+from cumulo.drivers.container.oci_spec import IDMAP_BASE, IDMAP_SIZE
 from cumulo.services.instances import CreateRequest, ProcessOptions
 from cumulo.services.networks import NicRequest
 
@@ -533,17 +534,23 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         inst = await find(request)
         return await output.attach(c, inst, request)
 
-    async def running_pid(request: Request) -> tuple[Instance, int]:
+    async def root_of(request: Request) -> copy.Root:
+        """The container's root for ``docker cp``: PID 1's, or the one kept mounted in the
+        instance's dir while it does not run."""
         inst = await find(request)
-        pid = await call(svc.instances.pid, inst) if inst.state == State.RUNNING else None
-        if pid is None:
-            raise DockerError(501, "docker cp needs a running container in Cumulo (start it"
-                                   " first)")
-        return inst, pid
+        if inst.type != "container":
+            raise DockerError(501, "docker cp works on containers, not on cumulo-vm ones")
+        pid = await call(svc.instances.pid, inst) if inst.state in (
+            State.RUNNING, State.PAUSED) else None
+        if pid is not None:
+            return await call(copy.running, pid)
+        idmap = [(0, 0, (1 << 32) - 1)] if inst.privileged else [(0, IDMAP_BASE, IDMAP_SIZE)]
+        return await call(copy.stopped,
+                          svc.instances.instances_dir / inst.host_id / "rootfs", idmap)
 
     async def archive(request: Request) -> Response:
         """``docker cp`` out (GET, HEAD: the path's stat) and in (PUT)."""
-        _inst, pid = await running_pid(request)
+        root = await root_of(request)
         path = request.query_params.get("path") or ""
         if not path.startswith("/"):
             path = "/" + path
@@ -553,16 +560,16 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                 with tmp.open("wb") as f:
                     async for chunk in request.stream():
                         f.write(chunk)
-                await call(copy.unpack, pid, tmp, path)
+                await call(copy.unpack, root, tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
             return Response(status_code=200)
-        header = {"X-Docker-Container-Path-Stat": await call(copy.stat_header, pid, path)}
+        header = {"X-Docker-Container-Path-Stat": await call(copy.stat_header, root, path)}
         if request.method == "HEAD":
             return Response(status_code=200, headers=header)
         tmp = copy.temp_file(ctx.state_dir / "tmp")
         try:
-            await call(copy.pack, pid, path, tmp)
+            await call(copy.pack, root, path, tmp)
             data = await call(tmp.read_bytes)
         finally:
             tmp.unlink(missing_ok=True)
