@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -430,3 +431,23 @@ def test_cp_both_ways_on_a_stopped_container(dk: DockerHost, tmp_path: Path) -> 
                  match="Could not find the file /nosuch in container", code=1)
     finally:
         dk.run("rm", "-f", "cp2")
+
+
+def test_events_since_until_replay_what_happened(dk: DockerHost) -> None:
+    start = time.time() - 1   # (whole seconds: docker sends --since as given)
+    dk.run("run", "--name", "past", "busybox", "true")
+    dk.run("rename", "past", "history")
+    dk.run("rm", "history")
+    end = time.time() + 1
+    out = dk.run("events", "--since", f"{start:.3f}", "--until", f"{end:.3f}", "--filter",
+                 "type=container", "--format",
+                 '{{.Action}} {{.Actor.Attributes.name}} {{index .Actor.Attributes "oldName"}}',
+                 timeout=30).stdout
+    lines = [ln.split() for ln in out.splitlines()
+             if ln.split()[1:2] in (["past"], ["history"])]
+    assert lines == [["create", "past"], ["start", "past"], ["die", "past"],
+                     ["rename", "history", "/past"], ["destroy", "history"]], out
+    # nothing before --since
+    later = dk.run("events", "--since", f"{end:.3f}", "--until", f"{time.time() + 1:.3f}",
+                   timeout=30).stdout
+    assert "past" not in later and "history" not in later, later
