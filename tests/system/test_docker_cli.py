@@ -423,10 +423,13 @@ def test_cp_both_ways_on_a_stopped_container(dk: DockerHost, tmp_path: Path) -> 
         src = tmp_path / "given"
         src.write_text("before start\n")
         dk.run("cp", str(src), "cp2:/etc/")          # created, never started
+        dk.run("cp", str(src), "cp2:/etc/other")     # (to a new name: a HEAD of it first)
         out = dk.run("start", "-a", "cp2").stdout
         assert out.endswith("before start\n") and " 0 " in out.splitlines()[0], out
         dk.run("cp", "cp2:/tmp/made", str(tmp_path / "made"))   # exited
         assert (tmp_path / "made").read_text() == "made\n"
+        dk.run("cp", "cp2:/etc/other", str(tmp_path / "other"))
+        assert (tmp_path / "other").read_text() == "before start\n"
         dk.fails("cp", "cp2:/nosuch", str(tmp_path / "x"),
                  match="Could not find the file /nosuch in container", code=1)
     finally:

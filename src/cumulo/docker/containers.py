@@ -564,7 +564,12 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
             finally:
                 tmp.unlink(missing_ok=True)
             return Response(status_code=200)
-        header = {"X-Docker-Container-Path-Stat": await call(copy.stat_header, root, path)}
+        try:
+            header = {"X-Docker-Container-Path-Stat": await call(copy.stat_header, root, path)}
+        except DockerError as err:
+            if request.method != "HEAD":
+                raise
+            return Response(status_code=err.status)   # (an answer to HEAD has no body)
         if request.method == "HEAD":
             return Response(status_code=200, headers=header)
         tmp = copy.temp_file(ctx.state_dir / "tmp")
