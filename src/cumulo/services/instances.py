@@ -424,7 +424,7 @@ class InstanceService:
         """Another name for the instance, running or not: on the host (runtime, cgroups,
         files) it keeps its host id; DNS answers the new name."""
         validate_name(new)
-        inst = self.get(project, name)
+        inst = self._here(project, name)
         if inst.state == State.CREATING:
             raise ConflictError(f"instance {name!r} is still being created")
         if new == name:
