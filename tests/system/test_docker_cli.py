@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -348,3 +351,106 @@ def test_restart_policy_and_logs_follow(dk: DockerHost) -> None:
         assert dk.run("logs", "-f", "counter", timeout=60).stdout == "1\n2\n3\n"
     finally:
         dk.run("rm", "-f", "counter")
+
+
+def test_rename_of_a_running_container_and_reuse_of_its_old_name(dk: DockerHost) -> None:
+    dk.run("run", "-d", "--name", "before", "busybox", "sleep", "300")
+    try:
+        pid = dk.run("inspect", "-f", "{{.State.Pid}}", "before").stdout.strip()
+        dk.run("rename", "before", "after")
+        assert dk.run("inspect", "-f", "{{.Name}} {{.State.Status}} {{.State.Pid}}",
+                      "after").stdout.split() == ["/after", "running", pid]
+        assert dk.run("exec", "after", "echo", "still here").stdout == "still here\n"
+        assert "after" in dk.daemon.cli("list").stdout
+        dk.fails("stop", "before", match="No such container: before", code=1)
+        # the old name is free again: a new container under it is a separate one
+        dk.run("run", "-d", "--name", "before", "busybox", "sleep", "300")
+        assert dk.run("exec", "before", "echo", "new").stdout == "new\n"
+        dk.fails("rename", "after", "before", code=1,
+                 match='Error when allocating new name: Conflict. The container name'
+                       ' "/before" is already in use')
+        dk.fails("rename", "after", "Bad_Name", code=1, match="Invalid container name")
+        dk.run("stop", "-t", "1", "after")
+        dk.run("rename", "after", "again")
+        dk.run("start", "again")
+        assert dk.run("exec", "again", "echo", "restarted").stdout == "restarted\n"
+    finally:
+        dk.run("rm", "-f", "before", "after", "again", check=False)
+    assert dk.run("ps", "-aq").stdout == ""
+
+
+def test_bind_mounts_of_host_directories(dk: DockerHost) -> None:
+    # (in /tmp, world-traversable: root inside is an unprivileged uid on the host)
+    share = Path(tempfile.mkdtemp(prefix="cumulo-bind-", dir="/tmp"))
+    try:
+        share.chmod(0o777)
+        (share / "hello").write_text("from the host\n")
+        r = dk.run("run", "--rm", "-v", f"{share}:/mnt/share:ro", "busybox", "sh", "-c",
+                   "cat /mnt/share/hello; touch /mnt/share/x 2>/dev/null || echo read-only")
+        assert r.stdout == "from the host\nread-only\n"
+        dk.run("run", "--name", "binder", "--mount", f"type=bind,source={share},target=/w",
+               "busybox", "sh", "-c", "echo back > /w/out")
+        assert (share / "out").read_text() == "back\n"
+        mounts = json.loads(dk.run("inspect", "-f", "{{json .Mounts}}", "binder").stdout)
+        assert [(m["Type"], m["Source"], m["Destination"]) for m in mounts] == [
+            ("bind", str(share), "/w")]
+        dk.run("start", "-a", "binder")   # bound again at a second start
+        dk.run("rm", "binder")
+        dk.fails("run", "--rm", "-v", f"{share}/nosuch:/x", "busybox", "true",
+                 match="bind source path does not exist")
+        dk.daemon.cli("project", "set", "default", "restricted.devices.disk.paths", "/srv")
+        try:   # (/tmp/cumulo-bind-x is not below /srv, nor is /srvx)
+            dk.fails("run", "--rm", "-v", f"{share}:/x", "busybox", "true",
+                     match="restricted.devices.disk.paths")
+        finally:
+            dk.daemon.cli("project", "unset", "default", "restricted.devices.disk.paths")
+        dk.daemon.cli("project", "set", "default", "restricted.devices.disk", "managed")
+        try:
+            dk.fails("run", "--rm", "-v", f"{share}:/x", "busybox", "true",
+                     match="restricted.devices.disk=managed")
+        finally:
+            dk.daemon.cli("project", "unset", "default", "restricted.devices.disk")
+    finally:
+        dk.run("rm", "-f", "binder", check=False)
+        shutil.rmtree(share)
+    assert dk.run("ps", "-aq").stdout == ""
+
+
+def test_cp_both_ways_on_a_stopped_container(dk: DockerHost, tmp_path: Path) -> None:
+    dk.run("create", "--name", "cp2", "busybox", "sh", "-c",
+           "ls -ln /etc/given; cat /etc/given; echo made > /tmp/made")
+    try:
+        src = tmp_path / "given"
+        src.write_text("before start\n")
+        dk.run("cp", str(src), "cp2:/etc/")          # created, never started
+        dk.run("cp", str(src), "cp2:/etc/other")     # (to a new name: a HEAD of it first)
+        out = dk.run("start", "-a", "cp2").stdout
+        assert out.endswith("before start\n") and " 0 " in out.splitlines()[0], out
+        dk.run("cp", "cp2:/tmp/made", str(tmp_path / "made"))   # exited
+        assert (tmp_path / "made").read_text() == "made\n"
+        dk.run("cp", "cp2:/etc/other", str(tmp_path / "other"))
+        assert (tmp_path / "other").read_text() == "before start\n"
+        dk.fails("cp", "cp2:/nosuch", str(tmp_path / "x"),
+                 match="Could not find the file /nosuch in container", code=1)
+    finally:
+        dk.run("rm", "-f", "cp2")
+
+
+def test_events_since_until_replay_what_happened(dk: DockerHost) -> None:
+    start = time.time() - 1   # (whole seconds: docker sends --since as given)
+    dk.run("run", "--name", "past", "busybox", "true")
+    dk.run("rename", "past", "history")
+    dk.run("rm", "history")
+    end = time.time() + 1
+    out = dk.run("events", "--since", f"{start:.3f}", "--until", f"{end:.3f}", "--filter",
+                 "type=container", "--format",
+                 '{{.Action}} {{.Actor.Attributes.name}} {{index .Actor.Attributes "oldName"}}',
+                 timeout=30).stdout
+    lines = [ln.split() for ln in out.splitlines()
+             if ln.split()[1:2] in (["past"], ["history"])]
+    assert lines == [["create", "past"], ["start", "past"], ["die", "past"],
+                     ["rename", "history", "/past"], ["destroy", "history"]], out
+    # nothing before --since
+    later = dk.run("events", "--since", f"{end:.3f}", "--until", f"{time.time() + 1:.3f}",
+                   timeout=30).stdout
+    assert "past" not in later and "history" not in later, later

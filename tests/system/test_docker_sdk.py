@@ -3,7 +3,12 @@ the Docker SDK does, unchanged, and the SDK's own exception types for bad input.
 
 from __future__ import annotations
 
+import io
+import shutil
+import tarfile
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -124,3 +129,33 @@ def test_errors_in_the_sdks_types(client: docker.DockerClient) -> None:
     with pytest.raises(APIError) as err:
         client.containers.run("busybox", ["true"], mem_limit="1m", remove=True)
     assert err.value.status_code == 400
+
+
+def test_rename_binds_and_archives_of_a_stopped_container(client: docker.DockerClient) -> None:
+    share = Path(tempfile.mkdtemp(prefix="cumulo-sdk-bind-", dir="/tmp"))
+    share.chmod(0o755)
+    (share / "f").write_text("host file\n")
+    c = client.containers.create("busybox", ["sh", "-c", "cat /in/f | tee /tmp/copy"],
+                                 name="sdk-old",
+                                 volumes={str(share): {"bind": "/in", "mode": "ro"}})
+    try:
+        c.rename("sdk-new")
+        c.reload()
+        assert c.name == "sdk-new"
+        with pytest.raises(APIError) as err:
+            c.rename("sdk-new")
+        assert err.value.status_code == 400
+        c.start()
+        assert c.wait()["StatusCode"] == 0 and c.logs() == b"host file\n"
+        chunks, st = c.get_archive("/tmp/copy")   # exited: its root, not PID 1's
+        assert st["name"] == "copy"
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+            member = tar.extractfile("copy")
+            assert member is not None and member.read() == b"host file\n"
+        with pytest.raises(APIError) as err:
+            client.containers.create("busybox", ["true"],
+                                     volumes={f"{share}/nosuch": {"bind": "/x"}})
+        assert err.value.status_code == 400 and "does not exist" in str(err.value)
+    finally:
+        c.remove(force=True)
+        shutil.rmtree(share)

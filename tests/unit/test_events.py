@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
 
-from cumulo.services.events import EventBus
+from cumulo.services.events import HISTORY, EventBus
 from tests.unit.conftest import launch
 
 
@@ -59,3 +60,22 @@ def test_unknown_event_type_is_refused(api: TestClient) -> None:
     with api.websocket_connect("/1.0/events?type=bogus") as ws:
         msg = ws.receive_json()
     assert msg["status"] == 400 and "bogus" in msg["error"]
+
+
+def test_since_replays_kept_lifecycle_events_then_new_ones_once() -> None:
+    bus = EventBus()
+    first = bus.lifecycle("created", "p", "a")
+    bus.publish("operation", {"id": "x"}, "p")            # not kept
+    bus.lifecycle("started", "p", "a")
+    bus.lifecycle("started", "q", "b")                     # another project
+    since = datetime.fromisoformat(first["timestamp"])
+    sub = bus.subscribe(["lifecycle"], "p", since=since)   # after the first one
+    bus.lifecycle("stopped", "p", "a")
+    actions = [ev["metadata"]["action"] for ev in sub.drain()]
+    assert actions == ["instance-started", "instance-stopped"]
+    old = bus.subscribe(["lifecycle"], "p", since=since - timedelta(seconds=1))
+    assert len(old.drain()) == 3
+    assert bus.subscribe(["lifecycle"], "p").drain() == []   # no since: only new ones
+    for i in range(HISTORY + 5):
+        bus.lifecycle("paused", "p", f"i{i}")
+    assert len(bus.subscribe(["lifecycle"], None, since=since).drain()) == HISTORY

@@ -59,3 +59,17 @@ def test_defaults_fill_only_gaps() -> None:
     config = {"default.cpu": "1", "default.memory": str(256 << 20)}
     assert rules.apply_defaults(config, None, None, None) == (1.0, 256 << 20, None)
     assert rules.apply_defaults(config, 0.5, 1 << 20, 5) == (0.5, 1 << 20, 5)
+
+
+def test_host_directories_restrictions() -> None:
+    rules.check_binds("p", {"restricted.devices.disk": "managed"}, [])   # none: no question
+    with pytest.raises(RestrictedError, match="restricted.devices.disk=managed"):
+        rules.check_binds("p", {"restricted.devices.disk": "managed"}, ["/srv"])
+    allowed = {"restricted.devices.disk.paths": "/srv,/data/"}
+    rules.check_binds("p", allowed, ["/srv", "/srv/a", "/data", "/data/b"])
+    for path in ("/srvx", "/", "/dat"):   # a prefix counts at a path's "/" only
+        with pytest.raises(RestrictedError, match="only under /srv, /data"):
+            rules.check_binds("p", allowed, [path])
+    with pytest.raises(RestrictedError, match="nowhere"):
+        rules.check_binds("p", {"restricted.devices.disk.paths": ""}, ["/srv"])
+    rules.check_binds("p", {}, ["/anything"])

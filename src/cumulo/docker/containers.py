@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,6 +35,7 @@ from cumulo.docker.meta import Meta
 from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Instance
 from cumulo.domain.units import validate_name
+from cumulo.drivers.container.oci_spec import IDMAP_BASE, IDMAP_SIZE
 from cumulo.services.instances import CreateRequest, ProcessOptions
 from cumulo.services.networks import NicRequest
 
@@ -46,6 +48,21 @@ NAMES = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "dijkst
 SIGNALS = {"SIGKILL": "KILL", "SIGTERM": "TERM", "SIGINT": "INT", "SIGHUP": "HUP",
            "SIGQUIT": "QUIT", "SIGUSR1": "USR1", "SIGUSR2": "USR2", "SIGSTOP": "STOP",
            "SIGCONT": "CONT", "SIGWINCH": "WINCH"}
+
+
+def _bind_source(src: str) -> str:
+    if not src.startswith("/") or not os.path.exists(src):
+        raise bad(f"invalid mount config for type \"bind\": bind source path does not"
+                  f" exist: {src}")
+    return src
+
+
+def check_name(name: str) -> None:
+    try:
+        validate_name(name)
+    except e.InvalidInputError:
+        raise bad(f"Invalid container name ({name}), only [a-z0-9-] are allowed in"
+                  " Cumulo (lowercase letters, digits and '-', up to 63)") from None
 
 
 def random_name() -> str:
@@ -86,11 +103,25 @@ class Containers:
                     out.append({"Type": "volume", "Name": vol.name, "Source": "",
                                 "Destination": a.path, "Driver": "local", "Mode": "z",
                                 "RW": True, "Propagation": ""})
+        with contextlib.suppress(DockerError):   # (a source gone since: not shown)
+            for source, path, ro in self._volumes(self.meta.container(inst).get(
+                    "HostConfig") or {})[1]:
+                out.append({"Type": "bind", "Source": source, "Destination": path,
+                            "Mode": "ro" if ro else "", "RW": not ro,
+                            "Propagation": "rprivate"})
         return out
 
     def inspect(self, inst: Instance) -> dict[str, Any]:
         return shapes.inspect(inst, self.meta.container(inst), self.svc.instances.pid(inst),
                               self.gateways(), self.mounts(inst))
+
+    def name_free(self, name: str, prefix: str = "") -> None:
+        """Docker's 409 when a container already has ``name``."""
+        with contextlib.suppress(e.NotFoundError):
+            other = self.svc.store.get_instance(self.project, name)
+            raise conflict(f"{prefix}Conflict. The container name \"/{name}\" is already in use by "
+                           f"container \"{self.meta.container(other)['Id']}\". You have to "
+                           "remove (or rename) that container to be able to reuse that name.")
 
     def not_running(self, inst: Instance) -> DockerError:
         return conflict(f"Container {self.meta.container(inst)['Id']} is not running")
@@ -99,16 +130,8 @@ class Containers:
     def create(self, name: str | None, body: dict[str, Any]) -> dict[str, Any]:
         hc: dict[str, Any] = body.get("HostConfig") or {}
         name = (name or "").lstrip("/") or random_name()
-        try:
-            validate_name(name)
-        except e.InvalidInputError:
-            raise bad(f"Invalid container name ({name}), only [a-z0-9-] are allowed in"
-                      " Cumulo (lowercase letters, digits and '-', up to 63)") from None
-        with contextlib.suppress(e.NotFoundError):
-            other = self.svc.store.get_instance(self.project, name)
-            raise conflict(f"Conflict. The container name \"/{name}\" is already in use by "
-                           f"container \"{self.meta.container(other)['Id']}\". You have to "
-                           "remove (or rename) that container to be able to reuse that name.")
+        check_name(name)
+        self.name_free(name)
         ref = str(body.get("Image") or "")
         if not ref:
             raise bad("config cannot be empty in order to create a container")
@@ -149,13 +172,13 @@ class Containers:
             raise DockerError(501, f"network mode {mode!r} is not supported by Cumulo")
         else:
             networks = (NicRequest(mode),)
-        vols = self._volumes(hc)
+        vols, binds = self._volumes(hc)
         if any((hc.get("PortBindings") or {}).values()) and networks == ():
             raise bad("publishing a port needs a network: not with --network none")
         op = self.svc.instances.create(self.project, CreateRequest(
             name=name, image=image.fingerprint, type=shapes.VM_TYPE if vm else "container",
             limits=limits, privileged=bool(hc.get("Privileged")), command=command,
-            networks=networks, process=ProcessOptions(
+            networks=networks, binds=tuple(binds), process=ProcessOptions(
                 env=env, cwd=cwd, user=user, terminal=bool(body.get("Tty")),
                 stdin=bool(body.get("OpenStdin")))))
         cid = secrets.token_hex(32)
@@ -170,24 +193,32 @@ class Containers:
         return {"op": op, "name": name, "vols": vols, "meta": {
             "Id": cid, "Config": config, "HostConfig": hc, "Starts": 0}}
 
-    def _volumes(self, hc: dict[str, Any]) -> list[tuple[str, str]]:
-        """Named volumes to attach: (volume, path); host directories are refused."""
-        out = []
+    @staticmethod
+    def _volumes(hc: dict[str, Any]
+                 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, bool]]]:
+        """Named volumes to attach: (volume, path); host directories to bind: (host path,
+        path, read-only)."""
+        out: list[tuple[str, str]] = []
+        binds: list[tuple[str, str, bool]] = []
         for bind in hc.get("Binds") or []:
             src, _, rest = str(bind).partition(":")
-            dest = rest.split(":")[0]
+            dest, _, mode = rest.partition(":")
             if not dest:
                 raise bad(f"invalid volume specification: '{bind}'")
             if src.startswith("/"):
-                raise DockerError(501, f"bind mounts of host directories ({src}) are not "
-                                       "supported by Cumulo: use a named volume")
-            out.append((src, dest))
+                binds.append((_bind_source(src), dest, "ro" in mode.split(",")))
+            else:
+                out.append((src, dest))
         for m in hc.get("Mounts") or []:
-            if m.get("Type") != "volume":
+            if m.get("Type") == "bind":
+                binds.append((_bind_source(str(m.get("Source") or "")), m["Target"],
+                              bool(m.get("ReadOnly"))))
+            elif m.get("Type") == "volume":
+                out.append((m.get("Source") or f"v{secrets.token_hex(6)}", m["Target"]))
+            else:
                 raise DockerError(501, f"mounts of type {m.get('Type')!r} are not supported"
-                                       " by Cumulo: use a named volume")
-            out.append((m.get("Source") or f"v{secrets.token_hex(6)}", m["Target"]))
-        return out
+                                       " by Cumulo: use a named volume or a bind")
+        return out, binds
 
     def attach_volumes(self, name: str, vols: list[tuple[str, str]]) -> None:
         for vol, path in vols:
@@ -461,8 +492,17 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         return js({"ContainersDeleted": gone or None, "SpaceReclaimed": 0})
 
     async def rename(request: Request) -> Response:
-        await find(request)
-        raise DockerError(501, "renaming a container is not supported by Cumulo yet")
+        inst = await find(request)
+        new = (request.query_params.get("name") or "").lstrip("/")
+        if not new:
+            raise bad("Neither old nor new names may be empty")
+        if new == inst.name:
+            raise bad("Renaming a container with the same name as its current name")
+        check_name(new)
+        await call(c.name_free, new, "Error when allocating new name: ")
+        await call(svc.instances.rename, project, inst.name, new)
+        await call(c.find, new)   # the new name's host id, for its events
+        return Response(status_code=204)
 
     async def resize(request: Request) -> Response:
         inst = await find(request)
@@ -494,17 +534,23 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         inst = await find(request)
         return await output.attach(c, inst, request)
 
-    async def running_pid(request: Request) -> tuple[Instance, int]:
+    async def root_of(request: Request) -> copy.Root:
+        """The container's root for ``docker cp``: PID 1's, or the one kept mounted in the
+        instance's dir while it does not run."""
         inst = await find(request)
-        pid = await call(svc.instances.pid, inst) if inst.state == State.RUNNING else None
-        if pid is None:
-            raise DockerError(501, "docker cp needs a running container in Cumulo (start it"
-                                   " first)")
-        return inst, pid
+        if inst.type != "container":
+            raise DockerError(501, "docker cp works on containers, not on cumulo-vm ones")
+        pid = await call(svc.instances.pid, inst) if inst.state in (
+            State.RUNNING, State.PAUSED) else None
+        if pid is not None:
+            return await call(copy.running, pid)
+        idmap = [(0, 0, (1 << 32) - 1)] if inst.privileged else [(0, IDMAP_BASE, IDMAP_SIZE)]
+        return await call(copy.stopped,
+                          svc.instances.instances_dir / inst.host_id / "rootfs", idmap)
 
     async def archive(request: Request) -> Response:
         """``docker cp`` out (GET, HEAD: the path's stat) and in (PUT)."""
-        _inst, pid = await running_pid(request)
+        root = await root_of(request)
         path = request.query_params.get("path") or ""
         if not path.startswith("/"):
             path = "/" + path
@@ -514,16 +560,21 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                 with tmp.open("wb") as f:
                     async for chunk in request.stream():
                         f.write(chunk)
-                await call(copy.unpack, pid, tmp, path)
+                await call(copy.unpack, root, tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
             return Response(status_code=200)
-        header = {"X-Docker-Container-Path-Stat": await call(copy.stat_header, pid, path)}
+        try:
+            header = {"X-Docker-Container-Path-Stat": await call(copy.stat_header, root, path)}
+        except DockerError as err:
+            if request.method != "HEAD":
+                raise
+            return Response(status_code=err.status)   # (an answer to HEAD has no body)
         if request.method == "HEAD":
             return Response(status_code=200, headers=header)
         tmp = copy.temp_file(ctx.state_dir / "tmp")
         try:
-            await call(copy.pack, pid, path, tmp)
+            await call(copy.pack, root, path, tmp)
             data = await call(tmp.read_bytes)
         finally:
             tmp.unlink(missing_ok=True)

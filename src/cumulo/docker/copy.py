@@ -1,9 +1,10 @@
-"""``docker cp`` both ways: the archive endpoints, on a running container.
+"""``docker cp`` both ways: the archive endpoints, on a running or stopped container.
 
-The tar work happens in a forked child chrooted into PID 1's root
-(``/proc/PID/root``), so every path, absolute symlinks included, resolves inside the
-container, never on the host. Owners are shifted through the container's uid and gid
-maps: a file root owns inside is root's inside, whatever its host id.
+The tar work happens in a forked child chrooted into the container's root (PID 1's
+``/proc/PID/root``, or the root still mounted in the instance's dir when it does not
+run), so every path, absolute symlinks included, resolves inside the container, never on
+the host. Owners are shifted through the container's uid and gid maps: a file root owns
+inside is root's inside, whatever its host id.
 """
 
 from __future__ import annotations
@@ -14,13 +15,37 @@ import os
 import stat
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cumulo.docker.common import DockerError
 
+IdMap = list[tuple[int, int, int]]
 
-def _idmap(pid: int, which: str) -> list[tuple[int, int, int]]:
+
+@dataclass(frozen=True)
+class Root:
+    """Where the container's ``/`` is on the host, and its (inside, host, count) id maps."""
+
+    path: str
+    uids: IdMap
+    gids: IdMap
+
+
+def running(pid: int) -> Root:
+    return Root(f"/proc/{pid}/root", _idmap(pid, "uid"), _idmap(pid, "gid"))
+
+
+def stopped(root: Path, idmap: IdMap) -> Root:
+    """The root of a container that does not run (mounted in its instance dir)."""
+    if not os.path.ismount(root):
+        raise DockerError(409, "the container's root is not mounted on the host (start the"
+                               " container once)")
+    return Root(str(root), idmap, idmap)
+
+
+def _idmap(pid: int, which: str) -> IdMap:
     """(inside, outside, count) ranges of ``/proc/PID/{uid,gid}_map``."""
     out = []
     with open(f"/proc/{pid}/{which}_map") as f:
@@ -30,29 +55,30 @@ def _idmap(pid: int, which: str) -> list[tuple[int, int, int]]:
     return out
 
 
-def _to_host(ranges: list[tuple[int, int, int]], inside: int) -> int:
+def _to_host(ranges: IdMap, inside: int) -> int:
     for a, b, n in ranges:
         if a <= inside < a + n:
             return b + inside - a
     return ranges[0][1] if ranges else inside
 
 
-def _to_inside(ranges: list[tuple[int, int, int]], host: int) -> int:
+def _to_inside(ranges: IdMap, host: int) -> int:
     for a, b, n in ranges:
         if b <= host < b + n:
             return a + host - b
     return 65534
 
 
-def _in_child(pid: int, work: Any, path: str) -> Any:
-    """Run ``work()`` chrooted into PID 1's root in a forked child; its JSON result."""
+def _in_child(root: Root, work: Any, path: str) -> Any:
+    """Run ``work()`` chrooted into the container's root in a forked child; its JSON
+    result."""
     rfd, wfd = os.pipe()
     child = os.fork()
     if child == 0:   # pragma: no cover - the child
         code = 0
         try:
             os.close(rfd)
-            os.chroot(f"/proc/{pid}/root")
+            os.chroot(root.path)
             os.chdir("/")
             result = {"ok": work()}
         except BaseException as err:   # everything goes back as one line
@@ -75,7 +101,7 @@ def _in_child(pid: int, work: Any, path: str) -> Any:
     return answer["ok"]
 
 
-def stat_header(pid: int, path: str) -> str:
+def stat_header(root: Root, path: str) -> str:
     """``X-Docker-Container-Path-Stat``: base64 JSON of the path's name, size, mode."""
     def work() -> dict[str, Any]:
         st = os.lstat(path)
@@ -84,12 +110,12 @@ def stat_header(pid: int, path: str) -> str:
             1 << 27 if stat.S_ISLNK(st.st_mode) else 0)
         return {"name": os.path.basename(path.rstrip("/")) or "/", "size": st.st_size,
                 "mode": mode, "mtime": "1970-01-01T00:00:00Z", "linkTarget": link}
-    return base64.b64encode(json.dumps(_in_child(pid, work, path)).encode()).decode()
+    return base64.b64encode(json.dumps(_in_child(root, work, path)).encode()).decode()
 
 
-def pack(pid: int, path: str, dest: Path) -> None:
+def pack(root: Root, path: str, dest: Path) -> None:
     """The tar of ``path`` (inside) into ``dest`` (on the host), owners as seen inside."""
-    uids, gids = _idmap(pid, "uid"), _idmap(pid, "gid")
+    uids, gids = root.uids, root.gids
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def work() -> None:
@@ -101,14 +127,14 @@ def pack(pid: int, path: str, dest: Path) -> None:
             tar.add(path, arcname=os.path.basename(path.rstrip("/")) or ".", filter=inside)
 
     try:
-        _in_child(pid, work, path)
+        _in_child(root, work, path)
     finally:
         os.close(fd)   # the parent's copy; the child closed its own
 
 
-def unpack(pid: int, source: Path, into: str) -> None:
+def unpack(root: Root, source: Path, into: str) -> None:
     """Extract the tar ``source`` (on the host) into the directory ``into`` (inside)."""
-    uids, gids = _idmap(pid, "uid"), _idmap(pid, "gid")
+    uids, gids = root.uids, root.gids
     fd = os.open(source, os.O_RDONLY)
 
     def work() -> None:
@@ -123,7 +149,7 @@ def unpack(pid: int, source: Path, into: str) -> None:
             tar.extractall(into, filter=shifted, numeric_owner=True)
 
     try:
-        _in_child(pid, work, into)
+        _in_child(root, work, into)
     finally:
         os.close(fd)
 

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cumulo.domain.models import Instance
+from cumulo.domain.models import Instance, default_host_id
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -38,6 +38,7 @@ class Meta:
         self.root = root
         self._lock = threading.Lock()
         self._ids: dict[str, str] = {}   # host id -> Docker id, kept after removal (events)
+        self._hosts: dict[tuple[str, str], str] = {}   # (project, name) -> host id (renames)
 
     # containers
     def _cpath(self, host_id: str) -> Path:
@@ -50,10 +51,11 @@ class Meta:
             seed = f"{inst.host_id}/{inst.created_at}".encode()
             data["Id"] = hashlib.sha256(seed).hexdigest()
         self._ids[inst.host_id] = data["Id"]
+        self._hosts[(inst.project, inst.name)] = inst.host_id
         return data
 
     def container_id(self, project: str, name: str) -> str:
-        host_id = f"{project}_{name}"
+        host_id = self._hosts.get((project, name)) or default_host_id(project, name)
         return str(_read(self._cpath(host_id)).get("Id") or self._ids.get(host_id)
                    or hashlib.sha256(host_id.encode()).hexdigest())
 
@@ -71,10 +73,6 @@ class Meta:
 
     def drop_container(self, host_id: str) -> None:
         self._cpath(host_id).unlink(missing_ok=True)
-
-    def rename_container(self, old: str, new: str) -> None:
-        if self._cpath(old).exists():
-            os.replace(self._cpath(old), self._cpath(new))
 
     # images
     @property

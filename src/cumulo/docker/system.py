@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -113,7 +113,8 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         def notify() -> None:
             loop.call_soon_threadsafe(wake.set)
 
-        sub = svc.events.subscribe(["lifecycle"], ctx.project, notify=notify)
+        sub = svc.events.subscribe(["lifecycle"], ctx.project, notify=notify, since=None
+                                   if since is None else datetime.fromtimestamp(since, UTC))
 
         def shape(event: dict[str, Any]) -> dict[str, Any] | None:
             md = event["metadata"]
@@ -122,10 +123,15 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                 return None
             name = md.get("name", "")
             ts = datetime.fromisoformat(event["timestamp"]).timestamp()
+            if until is not None and ts > until:
+                return None
             attrs: dict[str, str] = {"name": name}
             code = (md.get("context") or {}).get("exit_code")
             if code is not None:
                 attrs["exitCode"] = str(code)
+            old = (md.get("context") or {}).get("old_name")
+            if old:
+                attrs["oldName"] = f"/{old}"
             cid = meta.container_id(ctx.project, name)
             out = {"status": action, "id": cid, "from": "", "Type": "container",
                    "Action": action, "Actor": {"ID": cid, "Attributes": attrs},
@@ -141,8 +147,6 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
 
         async def gen() -> AsyncIterator[bytes]:
             try:
-                if since is not None and until is not None and until <= time.time():
-                    return
                 while True:
                     wake.clear()
                     for event in sub.drain():

@@ -80,11 +80,18 @@ class Instance:
     location: str | None = None      # the cluster member that runs it (None: no cluster)
     origin: str | None = None        # the member it was evacuated from, until restored
     ephemeral: bool = False          # stateless: recreated from its image if its member is lost
+    # its host id when it is not the derived one: kept by a rename (the runtime, cgroups and
+    # files keep their names), or given to a new instance whose derived one a renamed holds
+    fixed_host_id: str | None = None
 
     @property
     def host_id(self) -> str:
         """Unique on the host: names are [a-z0-9-], so '_' cannot be ambiguous."""
-        return f"{self.project}_{self.name}"
+        return self.fixed_host_id or default_host_id(self.project, self.name)
+
+
+def default_host_id(project: str, name: str) -> str:
+    return f"{project}_{name}"
 
 
 class OpStatus(StrEnum):

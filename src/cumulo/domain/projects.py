@@ -33,9 +33,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "restricted.containers.privilege": ("unprivileged", "allow"),
     "restricted.virtual-machines.lowlevel": ("block", "allow"),
     "restricted.migration": ("block", "allow"),
+    # managed: no host directory bound into a container (only Cumulo volumes)
+    "restricted.devices.disk": ("managed", "allow"),
 }
-# a comma list of remotes migrations may go to (unset: any remote)
-LISTS = ("restricted.migration.targets",)
+# comma lists: remotes migrations may go to, host directories (and what is below them) a
+# container may bind (unset: any)
+LISTS = ("restricted.migration.targets", "restricted.devices.disk.paths")
 # what a project made with `project create` starts with (``default`` has none of them)
 NEW_PROJECT = {"restricted.containers.privilege": "unprivileged", "features.images": "false"}
 # VM options that reach QEMU's low level (restricted.virtual-machines.lowlevel=block)
@@ -167,6 +170,26 @@ def check_instance(project: str, config: Mapping[str, str], type_: str, privileg
         raise RestrictedError(
             f"project {project!r} does not allow low-level VM options ({', '.join(low)}):"
             " restricted.virtual-machines.lowlevel=block")
+
+
+def check_binds(project: str, config: Mapping[str, str], paths: list[str]) -> None:
+    """The project's restrictions on host directories bound into a container (``paths``:
+    absolute, symlinks resolved)."""
+    if not paths:
+        return
+    if config.get("restricted.devices.disk") == "managed":
+        raise RestrictedError(f"project {project!r} does not allow host directories in"
+                              " containers (restricted.devices.disk=managed)")
+    allowed = config.get("restricted.devices.disk.paths")
+    if allowed is None:
+        return
+    tops = [a.rstrip("/") or "/" for a in allowed.split(",") if a]
+    for path in paths:
+        if not any(path == t or path.startswith(t.rstrip("/") + "/") for t in tops):
+            raise RestrictedError(
+                f"project {project!r} allows host directories only under"
+                f" {', '.join(tops) or 'nowhere'} (restricted.devices.disk.paths), not"
+                f" {path}")
 
 
 def check_migration(project: str, config: Mapping[str, str], remote: str) -> None:

@@ -51,6 +51,9 @@ class InstanceSpec:
     root: RootSpec | None = None
     # volumes to bind-mount into a container: (host dir, path inside), already mounted
     volumes: tuple[tuple[Path, str], ...] = ()
+    # host directories bound into a container: (host path, path inside, read-only); given at
+    # create only (the container driver keeps them with the instance)
+    binds: tuple[tuple[Path, str, bool], ...] = ()
     # volumes a VM gets as disks at start: (device id, volume file, shared by several VMs)
     disks: tuple[tuple[str, Path, bool], ...] = ()
     # SSH public keys for root's authorized_keys (domain/ssh_keys.py), given at create only

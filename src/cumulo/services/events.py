@@ -4,7 +4,9 @@ Events are small dicts (``type``, ``timestamp``, ``project``, ``metadata``), lik
 ``lifecycle`` (an instance was created, started, stopped, deleted, ...), ``operation``
 (an operation's status or progress changed) and ``logging`` (a daemon log record).
 Publishing never blocks: each subscriber has a bounded queue, and one that falls
-behind is dropped (its stream ends) rather than slowing the daemon down.
+behind is dropped (its stream ends) rather than slowing the daemon down. The last
+``HISTORY`` lifecycle events are kept (in memory, since the daemon started), so that a
+subscriber may begin with those after a time (``docker events --since``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 TYPES = ("lifecycle", "operation", "logging")
 QUEUE_SIZE = 1024   # events a subscriber may fall behind before it is dropped
+HISTORY = 1000      # recent lifecycle events kept for a replay
 
 Event = dict[str, Any]
 
@@ -85,16 +88,25 @@ class EventBus:
         self._lock = threading.Lock()
         self._size = queue_size
         self._closed = False
+        self._history: deque[Event] = deque(maxlen=HISTORY)
 
     def subscribe(self, types: list[str] | None = None, project: str | None = None,
-                  notify: Callable[[], None] | None = None) -> Subscription:
-        """``notify`` is called (from the publisher's thread) after events are queued."""
-        sub = Subscription(self, frozenset(types or TYPES), project, notify, self._size)
+                  notify: Callable[[], None] | None = None,
+                  since: datetime | None = None) -> Subscription:
+        """``notify`` is called (from the publisher's thread) after events are queued;
+        ``since``: the subscription begins with the kept lifecycle events after it (then
+        every new one: none twice, none lost)."""
+        sub = Subscription(self, frozenset(types or TYPES), project, notify,
+                           self._size + (HISTORY if since is not None else 0))
         with self._lock:
             if self._closed:
                 sub._end(dropped=False)
-            else:
-                self._subs.append(sub)
+                return sub
+            if since is not None:
+                for event in self._history:
+                    if sub.wants(event) and datetime.fromisoformat(event["timestamp"]) > since:
+                        sub._queue.append(event)
+            self._subs.append(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -112,6 +124,8 @@ class EventBus:
         event: Event = {"type": type_, "timestamp": datetime.now(UTC).isoformat(),
                         "project": project, "metadata": metadata}
         with self._lock:
+            if type_ == "lifecycle":
+                self._history.append(event)
             slow = [s for s in self._subs if s.wants(event) and not s._offer(event)]
             for sub in slow:
                 self._subs.remove(sub)

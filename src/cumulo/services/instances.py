@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import shutil
 import socket
@@ -18,7 +19,7 @@ from cumulo import faults
 from cumulo.domain import projects
 from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.limits import Limits, validate_limits
-from cumulo.domain.models import Instance, Operation
+from cumulo.domain.models import Instance, Operation, default_host_id
 from cumulo.domain.units import validate_name
 from cumulo.drivers.base import (
     Attaches,
@@ -76,6 +77,8 @@ class CreateRequest:
     ssh_keys: tuple[str, ...] = ()   # root's authorized_keys, checked by domain/ssh_keys.py
     ephemeral: bool = False          # stateless: recreated elsewhere if its member is lost
     process: ProcessOptions | None = None   # PID 1's env, cwd, user, stdio (Docker API)
+    # host directories into a container: (host path, path inside, read-only) (Docker API)
+    binds: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -313,6 +316,8 @@ class InstanceService:
                 f"filesystem image ({', '.join(sorted(kinds.ROOTFS_KINDS))})")
         config = self.store.projects.get(project).config
         projects.check_instance(project, config, req.type, req.privileged, req.options)
+        binds = self._check_binds(req.type, req.binds)
+        projects.check_binds(project, config, [str(s) for s, _d, _ro in binds])
         cpu, memory, disk = projects.apply_defaults(config, req.limits.cpu, req.limits.memory,
                                                     req.disk)
         limits = self.check_limits(req.limits.merged(cpu=cpu, memory=memory))
@@ -343,7 +348,8 @@ class InstanceService:
         elif not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
         with self.networks.lock:
-            nics = self.networks.plan_nics(project, f"{project}_{req.name}",
+            fixed = self._free_host_id(project, req.name)
+            nics = self.networks.plan_nics(project, fixed or default_host_id(project, req.name),
                                            list(req.networks) if req.networks is not None
                                            else self.networks.default_nics(project))
             inst = self.store.add_instance(Instance(
@@ -351,11 +357,11 @@ class InstanceService:
                 state=State.CREATING, limits=limits, privileged=req.privileged,
                 command=command, options=options, nics=nics, root=root,
                 location=self.member,
-                ephemeral=req.ephemeral))
+                ephemeral=req.ephemeral, fixed_host_id=fixed))
             self.networks.nics_changed(project, [n.network for n in nics])
 
         def work(progress: Progress) -> dict[str, Any]:
-            spec = replace(self._spec(inst), ssh_keys=req.ssh_keys)
+            spec = replace(self._spec(inst), ssh_keys=req.ssh_keys, binds=binds)
             if req.process is not None:
                 p = req.process
                 spec = replace(spec, env=dict(p.env), cwd=p.cwd, user=p.user,
@@ -385,6 +391,50 @@ class InstanceService:
         verb = "launch" if req.start else "create"
         return self.ops.submit(f"{verb} instance {req.name}", work,
                                {"instances": [f"{project}/{req.name}"]})
+
+    @staticmethod
+    def _check_binds(type_: str, binds: tuple[tuple[str, str, bool], ...]
+                     ) -> tuple[tuple[Path, str, bool], ...]:
+        """Host directories to bind: existing, absolute, symlinks resolved; containers only."""
+        if binds and type_ != "container":
+            raise UnsupportedError(f"a {type_} cannot bind host directories: only a container")
+        out = []
+        for source, path, ro in binds:
+            if not source.startswith("/"):
+                raise InvalidInputError(f"bind source {source!r} is not an absolute path")
+            if not path.startswith("/") or path == "/" or ".." in path.split("/"):
+                raise InvalidInputError(f"bind target {path!r}: an absolute path below /,"
+                                        " without '..'")
+            real = Path(source).resolve()
+            if not real.exists():
+                raise NotFoundError("bind source path", source)
+            out.append((real, path, ro))
+        return tuple(out)
+
+    def _free_host_id(self, project: str, name: str) -> str | None:
+        """None (the derived host id) unless a renamed instance still holds it: then the
+        first free ``<derived>_<n>``."""
+        taken = self.store.host_ids()
+        derived = default_host_id(project, name)
+        if derived not in taken:
+            return None
+        return next(f"{derived}_{n}" for n in itertools.count(2)
+                    if f"{derived}_{n}" not in taken)
+
+    def rename(self, project: str, name: str, new: str) -> Instance:
+        """Another name for the instance, running or not: on the host (runtime, cgroups,
+        files) it keeps its host id; DNS answers the new name."""
+        validate_name(new)
+        inst = self._here(project, name)
+        if inst.state == State.CREATING:
+            raise ConflictError(f"instance {name!r} is still being created")
+        if new == name:
+            raise InvalidInputError(f"instance {name!r} already has that name")
+        with self._locked(inst):
+            renamed = self.store.rename_instance(project, name, new)
+        self.networks.nics_changed(project, [n.network for n in inst.nics])
+        self.events.lifecycle("renamed", project, new, old_name=name)
+        return renamed
 
     def _undo_create(self, driver: InstanceDriver, inst: Instance) -> None:
         """A failed create or launch leaves nothing: not on the host, not in the store."""

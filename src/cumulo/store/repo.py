@@ -10,12 +10,22 @@ from sqlalchemy.orm import Session
 
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
-from cumulo.domain.models import Image, Instance, Network, Nic, Operation, OpStatus, Project
+from cumulo.domain.models import (
+    Image,
+    Instance,
+    Network,
+    Nic,
+    Operation,
+    OpStatus,
+    Project,
+    default_host_id,
+)
 from cumulo.domain.projects import Need, instance_need, private_images
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
 from cumulo.store.projects import ProjectStore, admit, project_row
 from cumulo.store.tables import (
+    AllocationRow,
     ImageAliasRow,
     ImageRow,
     InstanceRow,
@@ -207,6 +217,7 @@ class Store:
             last_error=row.last_error, created_at=row.created_at, nics=self._nics(s, row.id),
             root=dict(row.root) if row.root is not None else None,
             location=row.location, origin=row.origin, ephemeral=row.ephemeral,
+            fixed_host_id=row.host_id,
         )
 
     @staticmethod
@@ -237,6 +248,7 @@ class Store:
                     command=list(inst.command), options=dict(inst.options),
                     root=dict(inst.root) if inst.root is not None else None,
                     location=inst.location, ephemeral=inst.ephemeral,
+                    host_id=inst.fixed_host_id,
                 )
                 s.add(row)
                 s.flush()
@@ -292,6 +304,29 @@ class Store:
                 setattr(row, key, value)
             s.flush()
             return self._instance(s, row)
+
+    def rename_instance(self, project: str, name: str, new: str) -> Instance:
+        """Give the instance another name; its host id stays what it was (a taken name is
+        a ConflictError)."""
+        try:
+            with self.db.session() as s:
+                row = self._instance_row(s, project, name)
+                row.host_id = row.host_id or default_host_id(project, name)
+                row.name = new
+                for alloc in s.scalars(select(AllocationRow).where(
+                        AllocationRow.project_id == row.project_id,
+                        AllocationRow.instance == name)):
+                    alloc.instance = new
+                s.flush()
+                return self._instance(s, row)
+        except StoreError as err:
+            if isinstance(err.__cause__, IntegrityError):
+                raise ConflictError(f"instance {new!r} already exists") from err
+            raise
+
+    def host_ids(self) -> set[str]:
+        """The host ids of all instances (of every project)."""
+        return {i.host_id for i in self.list_instances()}
 
     def delete_instance(self, project: str, name: str) -> None:
         with self.db.session() as s:

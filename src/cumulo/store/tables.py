@@ -107,6 +107,8 @@ class InstanceRow(Base):
     location: Mapped[str | None] = mapped_column(String(63), nullable=True)
     origin: Mapped[str | None] = mapped_column(String(63), nullable=True)
     ephemeral: Mapped[bool] = mapped_column(Boolean, default=False)   # stateless
+    # its name on the host (runtime, cgroups, files) when a rename left it: None = derived
+    host_id: Mapped[str | None] = mapped_column(String(140), nullable=True)
 
 
 class OperationRow(Base):

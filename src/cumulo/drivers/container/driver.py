@@ -36,6 +36,7 @@ from cumulo.drivers.container.oci_spec import (
     IDMAP_BASE,
     RESOLV_CONF,
     build_config,
+    host_binds,
     mounts,
     resources,
     set_criu_conf,
@@ -124,7 +125,9 @@ class ContainerDriver:
                                              "privileged": spec.privileged,
                                              "stdin": spec.stdin, "terminal": spec.terminal,
                                              "stop_signal": system.stop_signal(spec.options),
-                                             "root": spec.root.to_dict() if spec.root else None})
+                                             "root": spec.root.to_dict() if spec.root else None,
+                                             "binds": [[str(s), d, ro]
+                                                       for s, d, ro in spec.binds]})
             self._prepare(spec)
             faults.point("create.after_rootfs")
         except BaseException as err:
@@ -143,16 +146,19 @@ class ContainerDriver:
             os.chmod(resolv.with_suffix(".tmp"), 0o644)
             os.replace(resolv.with_suffix(".tmp"), resolv)
         config = spec.instance_dir / "config.json"
+        binds = (self._records.get(spec.host_id) or {}).get("binds") or []
+        want = mounts(spec) + host_binds([(str(s), str(d), bool(ro)) for s, d, ro in binds])
         if not config.exists():
             data = build_config(spec, self._cgroup(spec.host_id), criu_conf=self._criu_conf)
+            data["mounts"] = want
         else:   # volumes may have been attached or detached since: refresh the mounts
             data = json.loads(config.read_text())
             stale_hook = restore_hook.drop(data)
             # (a config from before the CRIU options file gets it now)
             new_conf = set_criu_conf(data, self._criu_conf)
-            if data.get("mounts") == mounts(spec) and not stale_hook and not new_conf:
+            if data.get("mounts") == want and not stale_hook and not new_conf:
                 return
-            data["mounts"] = mounts(spec)
+            data["mounts"] = want
         tmp = config.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.rename(config)

@@ -115,6 +115,13 @@ def update_resources(limits: Limits, host_cpus: int) -> dict[str, Any]:
     return res
 
 
+def host_binds(binds: list[tuple[str, str, bool]]) -> list[dict[str, Any]]:
+    """Host directories at their paths inside, read-only or not."""
+    return [{"destination": path, "type": "bind", "source": source,
+             "options": ["rbind", "ro" if ro else "rw", "nosuid", "nodev"]}
+            for source, path, ro in binds]
+
+
 def mounts(spec: InstanceSpec) -> list[dict[str, Any]]:
     """The standard mounts, the network's resolv.conf, then each volume at its path."""
     binds = [{"destination": path, "type": "bind", "source": str(source),
