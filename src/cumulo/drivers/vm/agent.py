@@ -38,6 +38,17 @@ PORT_NAME = "org.cumulo.agent.{}"
 READY_TIMEOUT = 60.0            # a VM still booting on TCG answers within seconds
 PING_EVERY = 1.0                # ask again if no PONG came (see _connect)
 MAX_STDIN = 1024 * 1024         # stdin travels in one frame
+
+
+def read_stdin(fd: int) -> bytes:
+    """All of an exec's stdin (until the client closes it), at most MAX_STDIN bytes: a VM's
+    agent takes it in one message."""
+    stdin = bytearray()
+    while chunk := os.read(fd, 65536):
+        stdin += chunk
+        if len(stdin) > MAX_STDIN:
+            raise DriverError(f"stdin for exec into a VM is limited to {MAX_STDIN} bytes")
+    return bytes(stdin)
 MAX_FRAME = 1024 * 1024
 KILLED = 137
 
@@ -241,13 +252,8 @@ class AgentSession:
     def _run(self, in_r: int) -> None:
         code = 255
         try:
-            stdin = bytearray()
-            while chunk := os.read(in_r, 65536):
-                stdin += chunk
-                if len(stdin) > MAX_STDIN:
-                    raise DriverError(f"stdin for exec into a VM is limited to {MAX_STDIN}"
-                                      " bytes")
-            self._sock.sendall(f"{self._id} RUN {_b64(self._script)} {_b64(bytes(stdin))}\n"
+            stdin = read_stdin(in_r)
+            self._sock.sendall(f"{self._id} RUN {_b64(self._script)} {_b64(stdin)}\n"
                                .encode())
             while (frame := self._frame(self._sock)) is not None:
                 verb, arg = frame

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.drivers.base import ExecRequest
-from cumulo.drivers.vm.agent import KILLED, MAX_STDIN, guest_script
+from cumulo.drivers.vm.agent import KILLED, guest_script, read_stdin
 from cumulo.errors import DriverError, InvalidInputError
 
 PORT_NAME = "org.qemu.guest_agent.0"
@@ -219,13 +219,7 @@ class QgaSession:
     def _work(self, in_r: int) -> None:
         code = 255
         try:
-            stdin = bytearray()
-            while chunk := os.read(in_r, 65536):
-                stdin += chunk
-                if len(stdin) > MAX_STDIN:
-                    raise DriverError(f"stdin for exec into a VM is limited to {MAX_STDIN}"
-                                      " bytes")
-            code, out, err = self._agent.run(self._argv, bytes(stdin), stop=self._stop)
+            code, out, err = self._agent.run(self._argv, read_stdin(in_r), stop=self._stop)
             _write_all(self._out_w, out)
             _write_all(self._err_w, err)
         except (OSError, DriverError, InvalidInputError) as err:
