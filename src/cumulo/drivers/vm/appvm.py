@@ -43,8 +43,12 @@ OPTIONS = {"accel": "auto", "kernel": kinds.GENERIC_KERNEL}
 
 def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
     """console, quiet, the reboot policy and the program as init, then its arguments
-    after ``--``. ``tsc_khz``: on TCG, microvm has no HPET or PM timer, and a loaded host
-    makes the PIT calibration fail and the boot hang; giving the TSC rate skips it."""
+    after ``--``. ``tsc_khz`` (given on TCG): microvm has no HPET or PM timer, and a
+    loaded host makes the PIT calibration fail and the boot hang; giving the TSC rate
+    skips it. On TCG the one vCPU also takes its tick from the PIT (``noapictimer``), as
+    calibrating the local APIC timer is 100 ms of emulated busy loop per boot (KVM's CPUs
+    have a TSC-deadline timer that needs none), and the IO-APIC timer check, which a
+    loaded host can fail, is skipped."""
     if len(args) > MAX_ARGS:
         raise InvalidInputError(f"an app VM takes at most {MAX_ARGS} arguments")
     quoted = []
@@ -55,7 +59,8 @@ def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
                 " double quote, tab or newline")
         quoted.append(f'"{a}"' if " " in a else a)
     # loglevel=1: only emergencies (the panic line that carries the exit status)
-    tsc = [f"tsc_early_khz={tsc_khz}", TSC_RELIABLE] if tsc_khz else []
+    tsc = ([f"tsc_early_khz={tsc_khz}", TSC_RELIABLE, "noapictimer", "no_timer_check"]
+           if tsc_khz else [])
     append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", *tsc,
                        f"rdinit=/{name.lstrip('/')}", "--", *quoted])
     if len(append) > CMDLINE_MAX:
