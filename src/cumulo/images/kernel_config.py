@@ -15,7 +15,10 @@ from cumulo.errors import InvalidInputError
 
 # What an app VM boots with on microvm: a static program as the initramfs's init, its
 # output on ttyS0, its exit status in the panic line (printk with timestamps, as the
-# app VM driver reads it). PVH lets QEMU start the uncompressed vmlinux directly.
+# app VM driver reads it). PVH lets QEMU start the uncompressed vmlinux directly. -O2,
+# not tinyconfig's -Os: -Os makes memset/memcpy byte-wise ``rep stosb``/``movsb``, one
+# emulated iteration per byte on TCG; -O2 calls the kernel's word-wise ones (0.7x the
+# boot for 0.15 MiB more image).
 APP = """\
 CONFIG_64BIT=y
 CONFIG_PRINTK=y
@@ -54,6 +57,8 @@ CONFIG_RD_LZ4=n
 CONFIG_RD_ZSTD=n
 CONFIG_LEGACY_PTYS=n
 CONFIG_SCHED_DEBUG=n
+CONFIG_CC_OPTIMIZE_FOR_PERFORMANCE=y
+CONFIG_CC_OPTIMIZE_FOR_SIZE=n
 """
 
 PROFILES = {"app": APP}

@@ -120,7 +120,7 @@ class AppVmDriver(VmDriver):
         run = run_dir(self._run, spec.host_id)
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
-            initrd = spec.instance_dir / "app.cpio.gz"
+            initrd = spec.instance_dir / "app.cpio"
             initrd.write_bytes(self._initrd(spec, name, source))
             vm = VmSpec(
                 name=spec.host_id, vcpus=1, accel=choice.accel, machine=Machine.MICROVM,
