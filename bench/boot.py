@@ -1,11 +1,13 @@
 """Time to a usable instance (first successful exec) for each kind of instance, side by
 side in one run, with its footprint: an application container (busybox), a system
-container (systemd as PID 1), a direct-kernel VM (Cumulo's kernel + initramfs), and VMs
-booting Debian from their own disk through SeaBIOS and through UEFI (OVMF), on TCG.
+container (systemd as PID 1), a direct-kernel VM (Cumulo's kernel + initramfs), VMs
+booting Debian from their own disk through SeaBIOS and through UEFI (OVMF), and an app VM
+(one static program as PID 1 on the kernel built for app VMs), on TCG.
 
 Each round launches every kind once, in turn (drift hits all alike), and records the
-seconds from the launch request to the first ``true`` that exits 0, the host memory the
-instance's cgroup uses then, and the image's size.
+seconds from the launch request to the first ``true`` that exits 0 (for the app VM, which
+has no exec, to its program's first line on the console), the host memory the
+instance's cgroup uses then, and the image's size (the app VM's: its program).
 
     .venv/bin/python -m bench.boot --system-tree debian-systemd.tar \\
         --vm-disk /var/cache/cumulo/test-images/debian-12-vm-*.qcow2 [--repeat 3]
@@ -32,7 +34,19 @@ KINDS: dict[str, dict[str, Any]] = {
     "direct-kernel-vm": {"image": "busybox", "type": "vm", "options": {"accel": "tcg"}},
     "bios-vm": {"image": "disk", "type": "vm", "options": {"firmware": "bios"}},
     "uefi-vm": {"image": "disk", "type": "vm", "options": {"firmware": "uefi"}},
+    "app-vm": {"image": "app", "type": "appvm", "options": {}},
 }
+APP = Path("/bin/busybox")      # busybox-static, as bench/appvm_kernel.py
+APP_READY = b"app-ready"
+
+
+def first_line(c: Client, name: str, timeout: float) -> None:
+    """Until the app VM's program has printed its marker on the console."""
+    deadline = time.monotonic() + timeout
+    while APP_READY not in c.console(name)[0]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no output from {name} within {timeout:.0f}s")
+        time.sleep(0.05)
 
 
 def first_exec(c: Client, name: str, timeout: float) -> None:
@@ -52,10 +66,12 @@ def first_exec(c: Client, name: str, timeout: float) -> None:
 def one(c: Client, kind: str, name: str, timeout: float) -> dict[str, float]:
     spec = KINDS[kind]
     limits = {"memory": "512MiB"} if spec["type"] == "vm" else {}
+    app = spec["type"] == "appvm"
+    command = ["busybox", "sh", "-c", f"echo {APP_READY.decode()}; sleep 600"] if app else None
     t0 = time.monotonic()
     c.create(name, spec["image"], type=spec["type"], start=True, limits=limits,
-             options=spec["options"])
-    first_exec(c, name, timeout)
+             options=spec["options"], command=command)
+    (first_line if app else first_exec)(c, name, timeout)
     took = time.monotonic() - t0
     usage = c.instance(name).get("usage") or {}
     return {"seconds": took, "memory": float(usage.get("memory_bytes") or 0)}
@@ -72,9 +88,12 @@ def main() -> None:
     sizes: dict[str, int] = {}
     with bench_daemon() as (c, _state, _parent):
         c.build_image("busybox")
+        c.build_image("kernel", profile="app")      # a cache hit after the first time
+        app = c.import_app("busybox", APP.read_bytes())["fingerprint"]
+        c.set_alias("app", app)
         for path, alias in ((args.system_tree, "sys"), (args.vm_disk, "disk")):
             c.wait(c.import_image(path, Path(path).name, alias), timeout=1800)
-        for alias in ("busybox", "sys", "disk"):
+        for alias in ("busybox", "sys", "disk", "app"):
             sizes[alias] = int(c.image(alias)["size"])
         for i in range(args.repeat):
             for kind in KINDS:
