@@ -597,6 +597,17 @@ class Client:
         return self.request("POST", f"/instances/{name}/bandwidth",  # type: ignore[no-any-return]
                             params={"project": self._p(project)}, json=body).json()
 
+    def attach_nic(self, name: str, network: str, nic_name: str | None = None,
+                   ip: str | None = None, project: str | None = None) -> dict[str, Any]:
+        return self.request("POST", f"/instances/{name}/nics",  # type: ignore[no-any-return]
+                            params={"project": self._p(project)},
+                            json={"network": network, "name": nic_name, "ip": ip}).json()
+
+    def detach_nic(self, name: str, network: str,
+                   project: str | None = None) -> dict[str, Any]:
+        return self.request("DELETE", f"/instances/{name}/nics/{network}",  # type: ignore[no-any-return]
+                            params={"project": self._p(project)}).json()
+
     # security groups and port forwards
     def groups(self, project: str | None = None) -> list[dict[str, Any]]:
         return self.get("/security-groups", params={"project": self._p(project)})  # type: ignore[no-any-return]

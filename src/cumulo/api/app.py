@@ -60,6 +60,7 @@ from cumulo.services import files
 from cumulo.services.host import Services
 from cumulo.services.instances import CreateRequest
 from cumulo.services.networks import NicRequest
+from cumulo.services.nic_hotplug import NicPlugs
 from cumulo.web import assets
 
 API = "1.0"
@@ -396,6 +397,18 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     def set_bandwidth(name: str, body: s.BandwidthIn, project: str = PROJECT) -> s.InstanceOut:
         svc.networks.set_bandwidth(project, name, body.network, body.ingress, body.egress,
                                    body.burst)
+        return instance_out(svc.instances.get(project, name))
+
+    @r.post("/instances/{name}/nics", status_code=201, response_model=s.InstanceOut,
+            summary="Attach a NIC on a network to an instance (live when it runs)")
+    def attach_nic(name: str, body: s.NicAttachIn, project: str = PROJECT) -> s.InstanceOut:
+        NicPlugs(svc.instances).attach(project, name, body.network, body.name, body.ip)
+        return instance_out(svc.instances.get(project, name))
+
+    @r.delete("/instances/{name}/nics/{network}", response_model=s.InstanceOut,
+              summary="Detach the instance's NIC on a network (live when it runs)")
+    def detach_nic(name: str, network: str, project: str = PROJECT) -> s.InstanceOut:
+        NicPlugs(svc.instances).detach(project, name, network)
         return instance_out(svc.instances.get(project, name))
 
     add_image_routes(r, svc)

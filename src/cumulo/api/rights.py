@@ -54,6 +54,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{_I}/files"): Rule(OPERATE),
     ("WS", f"{_I}/console-ws"): Rule(OPERATE),
     ("POST", f"{_I}/bandwidth"): Rule(MANAGE),
+    ("POST", f"{_I}/nics"): Rule(MANAGE),
+    ("DELETE", f"{_I}/nics/{{network}}"): Rule(MANAGE),
     ("POST", f"{_I}/checkpoint"): Rule(MANAGE),
     ("POST", f"{_I}/restore"): Rule(MANAGE),
     ("POST", f"{_I}/migrate"): Rule(MANAGE),

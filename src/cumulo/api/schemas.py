@@ -226,6 +226,12 @@ class BandwidthIn(Strict):
     burst: str | None = Field(None, description="e.g. 64k")
 
 
+class NicAttachIn(Strict):
+    network: str
+    name: str | None = Field(None, description="eth<N> inside; default: the first free one")
+    ip: str | None = Field(None, description="static IPv4 address; default: the next free")
+
+
 class NetworkCreate(Strict):
     name: str
     subnet: str | None = Field(None, description="IPv4 CIDR; default: a free /24 of the pool")

@@ -588,6 +588,27 @@ def network_limit(instance: Instance, network: Annotated[str | None, typer.Optio
         o.err.print(_nic_text(nic))
 
 
+@net_app.command("attach")
+def network_attach(network: Network, instance: Instance, name: Annotated[str | None, typer.Option(
+        "--name", help="the NIC's name inside, eth<N>; default: the first free one")] = None,
+        ip: Annotated[str | None, typer.Option(
+            help="static IPv4 address; default: the next free one")] = None,
+        project: ProjectOpt = None) -> None:
+    """Give an instance a NIC on a network: at once if it runs, else at its next start."""
+    with client() as c:
+        inst = c.attach_nic(instance, network, name, ip, project)
+    nic = next(n for n in inst["nics"] if n["network"] == network)
+    o.err.print(f"Attached {instance} to {network}: {_nic_text(nic)}")
+
+
+@net_app.command("detach")
+def network_detach(network: Network, instance: Instance, project: ProjectOpt = None) -> None:
+    """Remove an instance's NIC on a network (at once if it runs) and its address."""
+    with client() as c:
+        c.detach_nic(instance, network, project)
+    o.err.print(f"Detached {instance} from {network}")
+
+
 @net_app.command("delete")
 def network_delete(name: Network, project: ProjectOpt = None) -> None:
     """Delete a network no instance uses."""

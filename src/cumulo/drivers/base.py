@@ -203,6 +203,15 @@ class DiskHotplug(Protocol):
 
 
 @runtime_checkable
+class NicHotplug(Protocol):
+    """Drivers that plug a NIC (a tap already on its bridge) into a running VM."""
+
+    def attach_nic(self, host_id: str, tap: str, mac: str) -> None: ...
+
+    def detach_nic(self, host_id: str, tap: str) -> None: ...
+
+
+@runtime_checkable
 class InteractiveConsole(Protocol):
     """Drivers whose instances have a console one can type on (a VM's serial port)."""
 

@@ -94,7 +94,8 @@ def dhcp_hosts_text(hosts: list[DnsHost]) -> str:
 
 
 def stale_leases(leases: Path, hosts: list[DnsHost]) -> set[str]:
-    """Lines of the lease file giving one of ``hosts``' addresses to another MAC."""
+    """Lines of the lease file giving one of ``hosts``' addresses to another MAC, or an
+    address to a MAC no host has any more (a NIC detached or deleted)."""
     owner = {str(h.ip): h.mac.lower() for h in hosts}
     try:
         lines = leases.read_text().splitlines()
@@ -103,7 +104,7 @@ def stale_leases(leases: Path, hosts: list[DnsHost]) -> set[str]:
     stale = set()
     for line in lines:
         fields = line.split()   # expiry, MAC, IP, name, client id
-        if len(fields) >= 3 and fields[2] in owner and fields[1].lower() != owner[fields[2]]:
+        if len(fields) >= 3 and fields[1].lower() != owner.get(fields[2]):
             stale.add(line)
     return stale
 
@@ -187,7 +188,8 @@ class Dnsmasq:
                               ) from err
         pid = self.pid(settings.bridge)
         # an address given again to a new MAC while an old lease holds it: dnsmasq would
-        # answer "no address available" until the lease ran out (SIGHUP keeps leases)
+        # answer "no address available" until the lease ran out (SIGHUP keeps leases);
+        # the lease of a NIC that is gone goes too
         stale = stale_leases(d / "leases", hosts)
         if pid is not None and not conf_changed and not stale:
             self._signal(pid, signal.SIGHUP)  # re-reads hosts and dhcp-hosts

@@ -175,18 +175,19 @@ class NetworkService:
         return nics
 
     def _plans(self, inst: Instance) -> list[NicPlan]:
-        plans = []
-        for nic in inst.nics:
-            network = self.store.get_network(inst.project, nic.network)
-            prefix = IPv4Network(network.subnet).prefixlen
-            self.host_net.ensure_bridge(network.bridge,
-                                        IPv4Interface(f"{network.gateway}/{prefix}"))
-            plans.append(NicPlan(
-                host_name=nic.host_name, inside_name=f"{INSIDE_PREFIX}{nic.index}",
-                bridge=network.bridge, mac=nic.mac,
-                address=IPv4Interface(f"{nic.ip}/{prefix}"),
-                gateway=IPv4Address(network.gateway)))
-        return plans
+        return [self.nic_plan(inst.project, nic) for nic in inst.nics]
+
+    def nic_plan(self, project: str, nic: Nic) -> NicPlan:
+        """How to wire ``nic``, its network's bridge made sure of."""
+        network = self.store.get_network(project, nic.network)
+        prefix = IPv4Network(network.subnet).prefixlen
+        self.host_net.ensure_bridge(network.bridge,
+                                    IPv4Interface(f"{network.gateway}/{prefix}"))
+        return NicPlan(
+            host_name=nic.host_name, inside_name=f"{INSIDE_PREFIX}{nic.index}",
+            bridge=network.bridge, mac=nic.mac,
+            address=IPv4Interface(f"{nic.ip}/{prefix}"),
+            gateway=IPv4Address(network.gateway))
 
     def attach_taps(self, inst: Instance) -> None:
         """A VM's NICs as taps on their bridges, with their caps, before QEMU starts."""

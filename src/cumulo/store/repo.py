@@ -253,10 +253,7 @@ class Store:
                 s.add(row)
                 s.flush()
                 for nic in inst.nics:
-                    net = self._network_row(s, inst.project, nic.network)
-                    s.add(NicRow(instance_id=row.id, network_id=net.id, idx=nic.index,
-                                 mac=nic.mac, ip=nic.ip, host_name=nic.host_name,
-                                 groups=list(nic.groups), bandwidth=dict(nic.bandwidth)))
+                    self._add_nic_row(s, row.id, inst.project, nic)
                 s.flush()
                 return self._instance(s, row)
         except StoreError as err:
@@ -404,6 +401,38 @@ class Store:
             return [(inst, Nic(network=name, index=n.idx, mac=n.mac, ip=n.ip,
                                host_name=n.host_name, groups=list(n.groups or []),
                                bandwidth=dict(n.bandwidth or {}))) for inst, n in s.execute(q)]
+
+    def add_nic(self, project: str, instance: str, nic: Nic) -> Instance:
+        """Record one more NIC of an instance (hot-plug); an address or index already
+        taken is a ConflictError."""
+        try:
+            with self.db.session(modify=True) as s:
+                row = self._instance_row(s, project, instance)
+                self._add_nic_row(s, row.id, project, nic)
+                s.flush()
+                return self._instance(s, row)
+        except StoreError as err:
+            if isinstance(err.__cause__, IntegrityError):
+                raise ConflictError(f"address {nic.ip} or eth{nic.index} of instance"
+                                    f" {instance!r} was just taken: retry") from err
+            raise
+
+    def _add_nic_row(self, s: Session, instance_id: int, project: str, nic: Nic) -> None:
+        net = self._network_row(s, project, nic.network)
+        s.add(NicRow(instance_id=instance_id, network_id=net.id, idx=nic.index, mac=nic.mac,
+                     ip=nic.ip, host_name=nic.host_name, groups=list(nic.groups),
+                     bandwidth=dict(nic.bandwidth)))
+
+    def remove_nic(self, project: str, instance: str, network: str) -> Instance:
+        """Forget the instance's NIC on ``network`` (its address is free again)."""
+        with self.db.session(modify=True) as s:
+            row = self._instance_row(s, project, instance)
+            net = self._network_row(s, project, network)
+            for nic in s.scalars(select(NicRow).where(NicRow.instance_id == row.id,
+                                                      NicRow.network_id == net.id)):
+                s.delete(nic)
+            s.flush()
+            return self._instance(s, row)
 
     def delete_network(self, project: str, name: str) -> None:
         """Remove a network; one still used by an instance is a ConflictError."""

@@ -82,14 +82,14 @@ def attach(socket: Path, machine: Machine, dev_id: str, path: Path, shared: bool
     try:
         dev = volume_device(machine, dev_id, shared)
         if machine == Machine.Q35:
-            dev["bus"] = _free_port(socket)
+            dev["bus"] = free_port(socket)
         qmp.device_add(socket, dev)
     except BaseException:
         qmp.blockdev_del(socket, node)
         raise
 
 
-def _free_port(socket: Path) -> str:
+def free_port(socket: Path) -> str:
     """The first of q35's hot-plug root ports (``hpN``) with nothing behind it."""
     for bus in qmp.execute(socket, "query-pci"):
         for dev in bus.get("devices", []):
@@ -97,7 +97,7 @@ def _free_port(socket: Path) -> str:
             if port.startswith("hp") and not dev.get("pci_bridge", {}).get("devices"):
                 return port
     raise DriverError("no free hot-plug port left in this q35 VM: stop it to attach more"
-                      " volumes")
+                      " volumes or NICs")
 
 
 def detach(socket: Path, dev_id: str) -> None:

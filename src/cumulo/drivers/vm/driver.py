@@ -46,7 +46,7 @@ from cumulo.drivers.base import (
 from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import agent, disks, firmware, initramfs, migration, qga, qmp, tpm
+from cumulo.drivers.vm import agent, disks, firmware, initramfs, migration, nics, qga, qmp, tpm
 from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.qemu_cmd import (
     MIB,
@@ -289,10 +289,13 @@ class VmDriver:
         return self._set_volumes(vm, tuple((i, str(p), s) for i, p, s in spec.disks))
 
     def _set_volumes(self, vm: VmSpec, volumes: tuple[tuple[str, str, bool], ...]) -> VmSpec:
+        return self._put_vm(replace(vm, volumes=volumes))
+
+    def _put_vm(self, vm: VmSpec) -> VmSpec:
+        """Record ``vm`` as the VM's devices are now (a start or a migration takes them)."""
         rec = self._records.get(vm.name)
         if rec is None:
             raise NotFoundError("instance", vm.name)
-        vm = replace(vm, volumes=volumes)
         try:
             self._records.put(vm.name, {**rec, "vm": vm.to_dict()})
         except OSError as err:
@@ -315,10 +318,30 @@ class VmDriver:
         disks.detach(vm.qmp_socket, dev_id)
         self._set_volumes(vm, tuple(v for v in vm.volumes if v[0] != dev_id))
 
+    # --- NICs hot-plugged into a running VM (the taps are the service's) --------
+    def attach_nic(self, host_id: str, tap: str, mac: str) -> None:
+        """Plug a NIC whose tap is on its bridge into the running VM (``NicHotplug``)."""
+        require(self.state(host_id), host_id, "attach a NIC to", RunStatus.RUNNING,
+                RunStatus.PAUSED)
+        vm = self._vmspec(host_id)
+        nics.attach(vm, tap, mac)
+        self._set_taps(vm, (*[t for t in vm.taps if t[0] != tap], (tap, mac)))
+
+    def detach_nic(self, host_id: str, tap: str) -> None:
+        """Unplug it: waits until the guest released it (it must be running)."""
+        require(self.state(host_id), host_id, "detach a NIC from", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        nics.detach(vm.qmp_socket, tap)
+        self._set_taps(vm, tuple(t for t in vm.taps if t[0] != tap))
+
+    def _set_taps(self, vm: VmSpec, taps: tuple[tuple[str, str], ...]) -> VmSpec:
+        return self._put_vm(replace(vm, taps=taps))
+
     def start(self, spec: InstanceSpec) -> RunState:
         host_id = spec.host_id
         require(self.state(host_id), host_id, "start", RunStatus.STOPPED)
-        vm = self._with_disks(self._vmspec(host_id), spec)  # root disk checked, volumes
+        # root disk checked; the volumes and NICs attached now (also while it was stopped)
+        vm = self._with_disks(replace(self._vmspec(host_id), taps=spec.nics), spec)
         if spec.before_start is not None:
             spec.before_start()  # the NICs' taps on their bridges
         with self._in_cgroup(vm, spec) as prefix:

@@ -131,11 +131,12 @@ def _devices(spec: VmSpec) -> list[str]:
             args += ["-device", f"virtio-blk-{bus},drive=disk0"]
         else:
             args += ["-device", "ide-hd,drive=disk0,bus=ide.0"]
-    model = f"virtio-net-{bus}" if spec.io == Io.PARAVIRT else "e1000"
+    model = nic_model(spec)
     rom = ",romfile=" if spec.firmware else ""   # no PXE: the firmware boots the disk
-    for i, (tap, mac) in enumerate(spec.taps):
-        args += ["-netdev", f"tap,id=tap{i},ifname={tap},script=no,downscript=no",
-                 "-device", f"{model},netdev=tap{i},mac={mac}{rom}"]
+    for tap, mac in spec.taps:
+        netdev, dev = nic_ids(tap)   # ids, so that drivers/vm/nics.py can unplug it
+        args += ["-netdev", f"tap,id={netdev},ifname={tap},script=no,downscript=no",
+                 "-device", f"{model},netdev={netdev},mac={mac},id={dev}{rom}"]
     if spec.nic:
         args += ["-netdev", "hubport,id=net0,hubid=0", "-device", f"{model},netdev=net0"]
     elif not spec.taps:
@@ -143,6 +144,17 @@ def _devices(spec: VmSpec) -> list[str]:
     if spec.io == Io.PARAVIRT:
         args += ["-device", f"virtio-rng-{bus}", "-device", f"virtio-balloon-{bus},id=balloon0"]
     return args + _agent(spec, bus)
+
+
+def nic_model(spec: VmSpec) -> str:
+    """The NIC's device: virtio-net on the machine's bus, or an emulated e1000."""
+    bus = "device" if spec.machine == Machine.MICROVM else "pci"
+    return f"virtio-net-{bus}" if spec.io == Io.PARAVIRT else "e1000"
+
+
+def nic_ids(tap: str) -> tuple[str, str]:
+    """(netdev id, device id) of the NIC behind ``tap`` (a cu-v<hex> name)."""
+    return f"nd-{tap}", f"nic-{tap}"
 
 
 def _agent(spec: VmSpec, bus: str) -> list[str]:
@@ -164,7 +176,7 @@ def _agent(spec: VmSpec, bus: str) -> list[str]:
 
 # --- block devices: the root disk and volumes (hot-plugged ones through disks.py) ---------
 ROOT_ID = "root0"
-HOTPLUG_PORTS = 4          # q35: PCIe root ports kept free for hot-plugged volumes
+HOTPLUG_PORTS = 4          # q35: PCIe root ports kept free for hot-plugged volumes, NICs
 SERIAL_MAX = 20            # virtio-blk serial length (VIRTIO_BLK_ID_BYTES)
 _NODE_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,30}$")
 
