@@ -87,7 +87,7 @@ def concrete(template: str, names: dict[str, str]) -> str:
     values = {"name": f"{SECRET}-web", "instance": f"{SECRET}-web", "snap": f"{SECRET}-snap",
               "ref": "testimg", "part": "memory", "index": "0", "protocol": "tcp",
               "address": "127.0.0.1", "port": "8080", "project": SECRET,
-              "fingerprint": "0" * 64, **names}
+              "fingerprint": "0" * 64, "network": f"{SECRET}net", **names}
     if template.startswith("/1.0/networks/"):
         values["name"] = f"{SECRET}net"
     elif template.startswith("/1.0/security-groups/"):
