@@ -13,10 +13,12 @@ from starlette.routing import Route
 from cumulo import errors as e
 from cumulo.docker.common import Context, DockerError, bad, body_json, call, conflict, filters
 from cumulo.docker.common import ok_json as js
+from cumulo.docker.containers import Containers
 from cumulo.docker.images import iso
 from cumulo.docker.meta import Meta
-from cumulo.domain.models import Network
+from cumulo.domain.models import Instance, Network
 from cumulo.domain.volumes import Volume
+from cumulo.services.nic_hotplug import NicPlugs
 
 DEFAULT_VOLUME_SIZE = "1GiB"
 BRIDGE = "bridge"          # Docker's name for the default network
@@ -103,10 +105,37 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                 gone.append(net.name)
         return js({"NetworksDeleted": gone or None})
 
+    async def endpoint(request: Request) -> tuple[Network, Instance, dict[str, Any]]:
+        """The network, the container and the request's body of a connect/disconnect."""
+        net = await call(find_net, request.path_params["id"])
+        body = await body_json(request)
+        if not body.get("Container"):
+            raise bad("container is required")
+        return net, await call(Containers(ctx, meta).find, str(body["Container"])), body
+
     async def connect(request: Request) -> Response:
-        await call(find_net, request.path_params["id"])
-        raise DockerError(501, "connecting a created container to another network is not "
-                               "supported by Cumulo yet: give --network at create")
+        """A NIC on the network, live when the container runs (NicPlugs); Aliases and
+        Links are accepted and ignored: the container's name is its only DNS name."""
+        net, inst, body = await endpoint(request)
+        shown = BRIDGE if net.name == "default" else net.name
+        if any(n.network == net.name for n in inst.nics):
+            raise DockerError(403, f"endpoint with name {inst.name} already exists in"
+                                   f" network {shown}")
+        ipam = (body.get("EndpointConfig") or {}).get("IPAMConfig") or {}
+        try:
+            await call(NicPlugs(svc.instances).attach, project, inst.name, net.name, None,
+                       ipam.get("IPv4Address") or None)
+        except e.InvalidInputError as err:
+            raise bad(f"invalid endpoint settings: {err}") from None
+        return Response(status_code=200)
+
+    async def disconnect(request: Request) -> Response:
+        net, inst, _body = await endpoint(request)
+        if not any(n.network == net.name for n in inst.nics):
+            raise DockerError(500, f"container {meta.container(inst)['Id']} is not connected"
+                                   f" to network {BRIDGE if net.name == 'default' else net.name}")
+        await call(NicPlugs(svc.instances).detach, project, inst.name, net.name)
+        return Response(status_code=200)
 
     def shape_vol(vol: Volume) -> dict[str, Any]:
         return {"Name": vol.name, "Driver": "local", "Mountpoint": "",
@@ -163,7 +192,7 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         Route("/networks/{id}", get_network, methods=["GET"]),
         Route("/networks/{id}", delete_network, methods=["DELETE"]),
         Route("/networks/{id}/connect", connect, methods=["POST"]),
-        Route("/networks/{id}/disconnect", connect, methods=["POST"]),
+        Route("/networks/{id}/disconnect", disconnect, methods=["POST"]),
         Route("/volumes", list_volumes, methods=["GET"]),
         Route("/volumes/create", create_volume, methods=["POST"]),
         Route("/volumes/prune", prune_volumes, methods=["POST"]),

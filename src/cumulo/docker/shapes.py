@@ -143,7 +143,7 @@ def command_of(inst: Instance) -> str:
 def networks_of(inst: Instance, gateways: dict[str, str]) -> dict[str, Any]:
     nets = {}
     for nic in inst.nics:
-        nets[nic.network] = {
+        nets["bridge" if nic.network == "default" else nic.network] = {   # Docker's name
             "IPAMConfig": None, "Links": None, "Aliases": [inst.name], "MacAddress": nic.mac,
             "NetworkID": nic.network, "EndpointID": nic.host_name,
             "Gateway": gateways.get(nic.network, ""), "IPAddress": nic.ip.split("/")[0],
