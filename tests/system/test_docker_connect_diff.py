@@ -115,3 +115,46 @@ def test_network_connect_and_disconnect_with_docker_py(dk: DockerHost) -> None:
             net.remove()
     finally:
         client.close()
+
+
+CHANGES = "mkdir /tmp/new; echo x > /tmp/new/f; rm /bin/ls; rm -r /root; echo y >> /etc/passwd;" \
+          " touch /newfile"
+# Docker's order: the upper layer's walk, a parent reported modified before what was added
+# or deleted in it (never /); /root goes as one deletion, /etc is not reported for a
+# file changed in place
+EXPECTED = ["C /bin", "D /bin/ls", "C /etc/passwd", "A /newfile", "D /root", "C /tmp",
+            "A /tmp/new", "A /tmp/new/f"]
+
+
+@pytest.mark.parametrize("binary", CLIENTS)
+def test_docker_diff_with_the_cli(dk: DockerHost, binary: str) -> None:
+    ctr = "diff" + Path(binary).parent.name[:3]
+    try:
+        run(dk, binary, "create", "--name", ctr, "busybox", "sleep", "600")
+        assert run(dk, binary, "diff", ctr).stdout == ""   # nothing changed yet
+        run(dk, binary, "start", ctr)
+        run(dk, binary, "exec", ctr, "sh", "-c", CHANGES)
+        assert run(dk, binary, "diff", ctr).stdout.splitlines() == EXPECTED
+        run(dk, binary, "stop", "-t", "1", ctr)
+        assert run(dk, binary, "diff", ctr).stdout.splitlines() == EXPECTED   # stopped too
+        r = run(dk, binary, "diff", "ghost", check=False)
+        assert r.returncode == 1 and "No such container: ghost" in r.stderr, r.stderr
+    finally:
+        run(dk, binary, "rm", "-f", ctr, check=False)
+
+
+def test_docker_diff_with_docker_py(dk: DockerHost) -> None:
+    client = docker.DockerClient(base_url=f"unix://{dk.socket}", version="auto", timeout=120)
+    try:
+        ctr = client.containers.run("busybox", ["sleep", "600"], detach=True, name="sdkdiff")
+        try:
+            assert ctr.diff() is None   # Docker's null: nothing changed
+            ctr.exec_run(["sh", "-c", CHANGES])
+            kinds = {0: "C", 1: "A", 2: "D"}
+            assert [f"{kinds[c['Kind']]} {c['Path']}" for c in ctr.diff()] == EXPECTED
+            with pytest.raises(NotFound):
+                client.api.diff("ghost")
+        finally:
+            ctr.remove(force=True)
+    finally:
+        client.close()

@@ -581,8 +581,13 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         return Response(data, media_type="application/x-tar", headers=header)
 
     async def changes(request: Request) -> Response:
-        await find(request)
-        raise DockerError(501, "docker diff is not supported by Cumulo yet")
+        """Docker's list of {Path, Kind}, in its order; null when nothing changed."""
+        inst = await find(request)
+        try:
+            found = await call(svc.instances.root_changes, project, inst.name)
+        except e.UnsupportedError as err:
+            raise DockerError(501, f"docker diff of this container: {err}") from None
+        return js([{"Path": path, "Kind": kind} for path, kind in found] or None)
 
     return [
         Route("/containers/json", list_containers, methods=["GET"]),

@@ -254,6 +254,14 @@ class Launches(Protocol):
 
 
 @runtime_checkable
+class RootChanges(Protocol):
+    """Drivers that tell what an instance changed in its root against its image."""
+
+    def root_changes(self, spec: InstanceSpec) -> list[tuple[str, int]]:
+        """(path, kind) in walk order; kind 0 modified, 1 added, 2 deleted (Docker's)."""
+
+
+@runtime_checkable
 class Details(Protocol):
     """Drivers with live facts beyond ``Usage`` for ``cumulo info`` (a VM's footprint)."""
 

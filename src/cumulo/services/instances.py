@@ -9,7 +9,7 @@ import shutil
 import socket
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +34,7 @@ from cumulo.drivers.base import (
     LogRecord,
     Logs,
     MeasuresGuest,
+    RootChanges,
     RunStatus,
     Usage,
 )
@@ -298,6 +299,15 @@ class InstanceService:
         except CumuloError as err:
             log.warning("cannot read details of %s: %s", inst.host_id, err)
             return None
+
+    def root_changes(self, project: str, name: str) -> Sequence[tuple[str, int]]:
+        """What the instance changed in its root against its image (``docker diff``)."""
+        inst = self._here(project, name)
+        driver = self._driver(inst.type)
+        if not isinstance(driver, RootChanges):
+            raise UnsupportedError(f"a {inst.type} keeps its changes in its own disk: only"
+                                   " a container's can be listed")
+        return driver.root_changes(self._spec(inst))
 
     def pid(self, inst: Instance) -> int | None:
         if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):

@@ -30,7 +30,7 @@ from cumulo.drivers.base import (
     Usage,
     require,
 )
-from cumulo.drivers.container import checkpoint, monitor, restore_hook, rootfs, system
+from cumulo.drivers.container import changes, checkpoint, monitor, restore_hook, rootfs, system
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
     IDMAP_BASE,
@@ -416,6 +416,20 @@ class ContainerDriver:
 
     def list_host_ids(self) -> list[str]:
         return self._records.ids()
+
+    def root_changes(self, spec: InstanceSpec) -> list[tuple[str, int]]:
+        """What the container changed in its root against its image (``RootChanges``):
+        its overlay's upper dir, or its full copy compared with the image tree."""
+        require(self.state(spec.host_id), spec.host_id, "list the changes of")
+        lower = spec.rootfs if spec.privileged else rootfs.shifted_path(spec.rootfs)
+        data = self._root_data(spec.host_id)
+        try:
+            if data.name == "upper":
+                return changes.overlay_changes(data, lower)
+            return changes.tree_changes(data, lower)
+        except OSError as err:
+            raise DriverError(f"cannot compare the root of {spec.host_id!r} with its image:"
+                              f" {err}") from err
 
     # --- checkpoint/restore with CRIU (through the runtime) ------------------------
     def _criu_dir(self, host_id: str) -> Path:
