@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import grp
 import hashlib
 import ipaddress
 import logging
@@ -26,7 +27,7 @@ from cumulo.api.app import create_app
 from cumulo.cluster.membership import Identity, JoinToken
 from cumulo.docker import serve as docker_serve
 from cumulo.docker.common import Context as DockerContext
-from cumulo.errors import CumuloError
+from cumulo.errors import CumuloError, InvalidInputError
 from cumulo.host import certificate
 from cumulo.host.probe import probe
 from cumulo.services import history
@@ -62,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         " (default RUNTIME_DIR/docker.sock)")
     p.add_argument("--docker-project", default="default",
                    help="project the Docker API's containers live in (default %(default)s)")
+    p.add_argument("--docker-group", default=None, metavar="GROUP",
+                   help="group that may use the Docker socket besides root (as Docker's"
+                        " docker group); it acts with all rights in --docker-project")
     p.add_argument("--no-docker", dest="docker", action="store_false",
                    help="do not serve the Docker Engine API")
     p.add_argument("--database", default=None,
@@ -96,6 +100,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"cumulod {__version__}")
     return p.parse_args(argv)
+
+
+def _give_group(path: Path, group: str) -> None:
+    """``group`` may connect to the socket at ``path`` (mode 0660)."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise InvalidInputError(f"--docker-group: no group {group!r} on this host") from None
+    os.chown(path, 0, gid)
 
 
 def _bind_unix(path: Path) -> socket.socket:
@@ -198,6 +211,8 @@ def run(args: argparse.Namespace) -> None:
     try:
         if docker_path is not None:
             docker_sock = _bind_unix(docker_path)
+            if args.docker_group:
+                _give_group(docker_path, args.docker_group)
         if listen:
             try:
                 tcp = socket.create_server(listen)

@@ -22,6 +22,7 @@ import pytest
 from cumulo.client import APIError, Client
 
 BIN = Path(sys.executable).parent
+START_WAIT = 60   # s: a loaded machine (tests in parallel) starts a daemon slowly
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Daemon:
                 [*self.wrapper, str(BIN / "cumulod"), "--state-dir", str(self.state_dir),
                  "--socket", str(self.socket), "--cgroup-parent", self.cgroup_parent, "--log-level",
                  "info", *self.extra], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_WAIT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"cumulod exited: {self.log.read_text()[-2000:]}")
@@ -55,7 +56,8 @@ class Daemon:
                 return
             except Exception:
                 time.sleep(0.05)
-        raise RuntimeError("cumulod did not answer in 20s")
+        self.stop(signal.SIGKILL)   # none left running behind a failed start
+        raise RuntimeError(f"cumulod did not answer in {START_WAIT}s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
