@@ -35,7 +35,10 @@ _NAME = re.compile(rf"^{INSIDE_PREFIX}(\d+)$")
 def index_of(instance: str, name: str | None, taken: set[int]) -> int:
     """eth<N> as N (free), or the lowest free index without a name."""
     if name is None:
-        return next(i for i in range(MAX_NICS + 1) if i not in taken)
+        free = [i for i in range(MAX_NICS) if i not in taken]
+        if not free:
+            raise ConflictError(f"instance {instance!r} has {MAX_NICS} NICs: no more")
+        return free[0]
     m = _NAME.match(name)
     if m is None or int(m.group(1)) >= MAX_NICS:
         raise InvalidInputError(f"invalid NIC name {name!r}: give {INSIDE_PREFIX}0 to"
