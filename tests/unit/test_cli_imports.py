@@ -69,6 +69,30 @@ def test_streams_speak_websocket_with_wsproto_not_websockets() -> None:
         assert {"wsproto", "cumulo.wsclient", "h11"} <= mods, argv   # it did try to connect
 
 
+FAKE_LAUNCH = """
+import json, sys
+import cumulo.cli.main as m
+from cumulo.client import Client
+Client.create = lambda self, *a, **kw: {"status": "success"}   # no daemon needed
+sys.argv = ["cumulo", "launch", "busybox", "web[b]1"]
+try:
+    m.main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_launch_says_launched_without_rich() -> None:
+    """`cumulo launch` prints one line and no table: it does not load rich for it (a
+    console costs about a third of importing typer); the line is printed as it is."""
+    r = subprocess.run([sys.executable, "-c", FAKE_LAUNCH], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "Launched web[b]1\n"
+    assert heavy(set(json.loads(r.stdout.splitlines()[-1]))) == []
+
+
 def test_app_holds_only_the_command_it_runs() -> None:
     root = command_app(["info", "web"])
     assert [c.callback.__name__ for c in root.registered_commands if c.callback] == ["info"]
