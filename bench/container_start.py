@@ -148,7 +148,7 @@ class Podman:
 def raw_cleanup(root: Path, cid: str) -> None:
     subprocess.run([shutil.which("runc") or "runc", "--root", str(root), "delete", "-f", cid],
                    capture_output=True)
-    own = root.parent / "bundle" / cid   # fresh_root's, if it made one
+    own = root.parent / cid   # fresh_root's (next to the bundle), if it made one
     if own.exists():
         mounts.umount(own / "rootfs")
         shutil.rmtree(own)
