@@ -354,7 +354,6 @@ def delete(name: Instance, force: Annotated[bool, typer.Option(help="also a runn
 @app.command("list")
 def list_(fmt: FormatOpt = o.Format.table, project: ProjectOpt = None) -> None:
     """List instances."""
-    o.preload_table(fmt)
     with client() as c:
         rows = c.instances(project)
     for r in rows:

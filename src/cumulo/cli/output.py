@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -39,23 +38,6 @@ def __getattr__(name: str) -> Console:
     return _consoles[name]
 
 
-_preload: list[threading.Thread] = []
-
-
-def _import_table() -> None:
-    import rich.console
-    import rich.table  # noqa: F401
-
-
-def preload_table(fmt: Format) -> None:
-    """Start importing rich for ``table`` in a thread, before a request: it runs while
-    this process waits for the daemon's answer (the import takes about a third of what
-    ``import typer`` does, the daemon's answer a good part of that)."""
-    if fmt == Format.table and not _preload:
-        _preload.append(threading.Thread(target=_import_table, daemon=True))
-        _preload[0].start()
-
-
 def say(*parts: object) -> None:
     """A message line on stderr, as it is (``Launched web``): no rich console for it,
     which would cost ``cumulo launch`` about a third of importing typer, and no
@@ -78,8 +60,6 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
     if fmt == Format.json:
         emit_json(list(rows))
         return
-    for thread in _preload:
-        thread.join()
     from rich.table import Table
 
     t = Table(show_edge=True, header_style="bold")
