@@ -7,7 +7,11 @@ Two floors, measured in the same rounds (interleaved, so drift hits all alike):
   socket with the standard library (a new connection each time): what the daemon
   takes to answer, with no client start-up at all.
 
-Ratios are the median of the per-round ratios. ``--before REF`` also runs the CLI of
+Ratios are the median of the per-round ratios. Each process's CPU time (user + system,
+from ``wait4``) is reported too, against that of ``import typer``: other work on a busy
+machine stretches wall times, not (much) the CPU a process uses, so these ratios stay
+readable when the wall-time ones drift; wall time also counts what overlaps (the daemon
+working while the CLI imports), CPU time does not. ``--before REF`` also runs the CLI of
 git commit REF (its ``src/``, same interpreter and packages) in the same rounds, for
 before/after figures side by side.
 
@@ -64,11 +68,18 @@ def bare(sock: str, method: str, path: str, body: dict[str, Any] | None = None
     return run
 
 
-def process(argv: list[str], env: dict[str, str]) -> Callable[[], None]:
+CPU: dict[str, list[float]] = {}   # per command: CPU seconds (user + system) of each run
+
+
+def process(argv: list[str], env: dict[str, str], key: str = "") -> Callable[[], None]:
     def run() -> None:
-        r = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, (argv, r.stderr.decode())
+        p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL)
+        err = p.stderr.read() if p.stderr is not None else b""
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        assert p.returncode == 0, (argv, err.decode())
+        CPU.setdefault(key, []).append(usage.ru_utime + usage.ru_stime)
     return run
 
 
@@ -111,10 +122,10 @@ def measure(sock: str, name: str, repeat: int, before: list[str] | None = None
     cumulo = str(BIN / "cumulo")
     q = "?project=default"
     runs: dict[str, Callable[[], None]] = {
-        "import typer": process([PY, "-c", "import typer"], env),
-        **{k: process(argv, env) for k, argv in commands([cumulo], name).items()},
-        **({f"before: {k}": process(argv, env) for k, argv in commands(before, name).items()}
-           if before else {}),
+        "import typer": process([PY, "-c", "import typer"], env, "import typer"),
+        **{k: process(argv, env, k) for k, argv in commands([cumulo], name).items()},
+        **({f"before: {k}": process(argv, env, f"before: {k}")
+            for k, argv in commands(before, name).items()} if before else {}),
         "bare GET /instances": bare(sock, "GET", f"/1.0/instances{q}"),
         "bare GET /instances/NAME": bare(sock, "GET", f"/1.0/instances/{name}{q}"),
         "bare POST exec true": bare(sock, "POST", f"/1.0/instances/{name}/exec{q}",
@@ -123,6 +134,7 @@ def measure(sock: str, name: str, repeat: int, before: list[str] | None = None
     samples: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():   # warm the page cache and the daemon
         fn()
+    CPU.clear()
     for _ in range(repeat):
         order = list(runs)
         random.shuffle(order)
@@ -152,6 +164,10 @@ def report(samples: dict[str, list[float]]) -> None:
                 line += (f"   {ratio(samples, who + key, floors[key]):6.1f}x {floors[key]}"
                          f" ({ms(samples[floors[key]]).strip()})")
             print(line)
+    print("CPU time (user + system) of the process, medians; ratios to import typer's:")
+    for key in ("import typer", *(who + k for k in COMMANDS for who in ("", "before: "))):
+        if CPU.get(key):
+            print(f"  {key:<28}{ms(CPU[key])}   {ratio(CPU, key, 'import typer'):5.2f}x")
 
 
 def main() -> None:
@@ -176,7 +192,7 @@ def main() -> None:
     report(samples)
     out = Path("bench/results/cli.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(samples, indent=1))
+    out.write_text(json.dumps({"wall": samples, "cpu": CPU}, indent=1))
     print(f"raw samples in {out}", file=sys.stderr)
 
 

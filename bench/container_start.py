@@ -1,8 +1,16 @@
 """Container start cost: `cumulo launch` + first exec against raw runc and podman.
 
 Raw path: `runc run -d` + `runc exec` on the very config.json (namespaces, user
-namespace, cgroups, seccomp) and root filesystem our driver generated, so the
-difference is what Cumulo adds: API, store, conmon, overlay mount.
+namespace, cgroups, seccomp) our driver generated, each container on a fresh overlay
+of the image's (uid-shifted) tree mounted for it, as ours gets one; so the difference
+is what Cumulo adds: API, store, conmon. (``raw, shared root`` runs every container on
+the warm-up instance's overlay, as this bench did before: no mount, and a root whose
+files are already cached.)
+
+The CLI side is timed in parts: ``cumulo launch`` and ``cumulo exec``, and in each
+round ``python -c "import typer"``, the floor of any typer CLI's start. ``CLI floor``
+is the API's time plus two such starts: what the CLI would take if it cost nothing
+beyond its argument parser.
 
 Peer: `podman run -d` + `podman exec` (Debian's podman, on runc and conmon too)
 on the same uid-shifted busybox tree (as an overlay, ``--rootfs DIR:O``), the same
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -31,7 +40,7 @@ import psutil
 
 from bench.daemon import BIN, bench_daemon
 from cumulo.client import Client
-from cumulo.host import cgroups
+from cumulo.host import cgroups, mounts
 
 
 def timed(fn: Any) -> float:
@@ -46,12 +55,13 @@ def ours_api(c: Client, name: str) -> None:
     assert r["exit_code"] == 0, r
 
 
-def ours_cli(sock: str, name: str) -> None:
+def cli(sock: str, *args: str) -> None:
     env = {"CUMULO_SOCKET": sock, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    subprocess.run([str(BIN / "cumulo"), "launch", "busybox", name], env=env, check=True,
-                   capture_output=True)
-    subprocess.run([str(BIN / "cumulo"), "exec", name, "--", "true"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([str(BIN / "cumulo"), *args], env=env, check=True, capture_output=True)
+
+
+def import_typer() -> None:
+    subprocess.run([sys.executable, "-c", "import typer"], check=True)
 
 
 def raw_bundle(state: Path, template: str, parent: str, work: Path) -> Path:
@@ -75,7 +85,27 @@ def peer_root(state: Path, c: Client) -> Path:
     return shifted[0] if shifted else images / "rootfs"
 
 
-def raw_runc(root: Path, bundle: Path, cid: str) -> None:
+def fresh_root(bundle: Path, lower: Path, cid: str) -> Path:
+    """A bundle of its own for ``cid``: the config, on a fresh overlay of ``lower``
+    (mounted as our driver mounts a container's root: mount(2), upper owned by the
+    container's root user)."""
+    cfg = json.loads((bundle / "config.json").read_text())
+    own = bundle.parent / cid
+    upper, work, merged = own / "upper", own / "work", own / "rootfs"
+    for d in (upper, work, merged):
+        d.mkdir(parents=True)
+    owner = lower.stat().st_uid
+    os.chown(upper, owner, owner)
+    mounts.overlay(lower, upper, work, merged)
+    cfg["root"]["path"] = str(merged)
+    (own / "config.json").write_text(json.dumps(cfg))
+    return own
+
+
+def raw_runc(root: Path, bundle: Path, cid: str, lower: Path | None = None) -> None:
+    """``runc run -d`` + ``runc exec``; with ``lower``, on a fresh overlay of it."""
+    if lower is not None:
+        bundle = fresh_root(bundle, lower, cid)
     runc = shutil.which("runc") or "runc"
     subprocess.run([runc, "--root", str(root), "run", "-d", "-b", str(bundle), cid], check=True,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -118,6 +148,10 @@ class Podman:
 def raw_cleanup(root: Path, cid: str) -> None:
     subprocess.run([shutil.which("runc") or "runc", "--root", str(root), "delete", "-f", cid],
                    capture_output=True)
+    own = root.parent / cid   # fresh_root's (next to the bundle), if it made one
+    if own.exists():
+        mounts.umount(own / "rootfs")
+        shutil.rmtree(own)
 
 
 def idle_pss(pid: int) -> int:
@@ -150,24 +184,34 @@ def main() -> None:
     with bench_daemon() as (c, state, parent):
         c.build_image("busybox")
         ours_api(c, "warmup")
-        times: dict[str, list[float]] = {"raw": [], "api": [], "cli": [], "podman": []}
+        sides = ("raw", "raw_shared", "api", "cli_launch", "cli_exec", "typer", "podman")
+        times: dict[str, list[float]] = {side: [] for side in sides}
         work = Path(tempfile.mkdtemp(prefix="raw-runc-"))
         podman = None
+        sock = str(c.socket)
         try:
             bundle = raw_bundle(state, "default_warmup", parent, work)
+            lower = peer_root(state, c)
             if shutil.which("podman"):
                 podman = Podman(work / "podman", parent, json.loads(
-                    (bundle / "config.json").read_text()), peer_root(state, c))
+                    (bundle / "config.json").read_text()), lower)
                 podman.run("pwarmup")   # its storage is set up at the first run
                 podman.remove("pwarmup")
             for i in range(args.repeat):  # interleaved, so drift hits all sides alike
                 times["raw"].append(timed(lambda i=i: raw_runc(work / "root", bundle,
-                                                               f"raw{i}")))
+                                                               f"raw{i}", lower)))
                 raw_cleanup(work / "root", f"raw{i}")
+                times["raw_shared"].append(timed(lambda i=i: raw_runc(work / "root", bundle,
+                                                                      f"rawsh{i}")))
+                raw_cleanup(work / "root", f"rawsh{i}")
                 times["api"].append(timed(lambda i=i: ours_api(c, f"api{i}")))
                 c.delete(f"api{i}", force=True)
-                times["cli"].append(timed(lambda i=i: ours_cli(str(c.socket), f"cli{i}")))
+                times["cli_launch"].append(timed(lambda i=i: cli(sock, "launch", "busybox",
+                                                                 f"cli{i}")))
+                times["cli_exec"].append(timed(lambda i=i: cli(sock, "exec", f"cli{i}", "--",
+                                                               "true")))
                 c.delete(f"cli{i}", force=True)
+                times["typer"].append(timed(import_typer))
                 if podman is not None:
                     times["podman"].append(timed(lambda i=i: podman.run(f"p{i}")))
                     podman.remove(f"p{i}")
@@ -180,10 +224,18 @@ def main() -> None:
                 if left:
                     print(f"cgroups left behind: {', '.join(left)}", file=sys.stderr)
         c.delete("warmup", force=True)
+        times["cli"] = [a + b for a, b in zip(times["cli_launch"], times["cli_exec"],
+                                               strict=True)]
+        times["cli_floor"] = [a + 2 * t for a, t in zip(times["api"], times["typer"],
+                                                        strict=True)]
         raw_med = statistics.median(times["raw"])
-        print("launch + first exec (median, ± half range):")
+        print("launch + first exec (median, ± half range; ratios to raw runc on a fresh root):")
         print(f"  raw runc run -d + exec : {summary(times['raw'])}")
-        for side, label in (("api", "cumulo API"), ("cli", "cumulo CLI"),
+        for side, label in (("raw_shared", "raw, shared root"), ("api", "cumulo API"),
+                            ("cli", "cumulo CLI"), ("cli_launch", "  cumulo launch"),
+                            ("cli_exec", "  cumulo exec -- true"),
+                            ("typer", 'python -c "import typer"'),
+                            ("cli_floor", "CLI floor: API + 2 typer"),
                             ("podman", "podman run -d + exec")):
             if times[side]:
                 print(f"  {label:23s}: {summary(times[side])}  "

@@ -17,6 +17,7 @@ from cumulo.errors import CumuloError
 from cumulo.host import cgroups
 
 BIN = Path(sys.executable).parent
+START_WAIT = 120.0   # seconds for the daemon to answer (10 s was too short on a busy host)
 
 
 @contextmanager
@@ -36,7 +37,8 @@ def bench_daemon(wrapper: list[str] | None = None, extra: list[str] | None = Non
             stdout=subprocess.DEVNULL, stderr=log)
     client = Client(socket=str(sock), timeout=120)
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + START_WAIT
+        while time.monotonic() < deadline:
             if not sock.exists():
                 time.sleep(0.05)
                 continue
@@ -47,6 +49,8 @@ def bench_daemon(wrapper: list[str] | None = None, extra: list[str] | None = Non
                 if proc.poll() is not None:
                     raise RuntimeError((tmp / "cumulod.log").read_text()) from None
                 time.sleep(0.05)
+        else:
+            raise RuntimeError(f"cumulod did not answer in {START_WAIT:.0f}s")
         yield client, tmp / "state", parent
     finally:
         failed: list[str] = []

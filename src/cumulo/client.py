@@ -377,14 +377,10 @@ class Client:
     def exec_stream(self, name: str, request: dict[str, Any], project: str | None = None
                     ) -> WebSocket:
         """A websocket running the command (protocol in api/exec_ws.py)."""
-        ws = self._websocket(f"/instances/{name}/exec-ws?project={self._p(project)}", "exec stream")
-        try:
-            ws.send(json.dumps(request))
-        except (OSError, e.CumuloError) as err:
-            ws.close_socket()
-            raise DaemonUnreachable(f"cannot open exec stream at {self.where()}: {err}"
-                                    ) from err
-        return ws
+        # the request goes as the upgrade's first message, before wsproto is imported:
+        # the daemon starts the command meanwhile (wsopen.py)
+        return self._websocket(f"/instances/{name}/exec-ws?project={self._p(project)}",
+                               "exec stream", first=json.dumps(request))
 
     def console_stream(self, name: str, project: str | None = None) -> WebSocket:
         """A websocket on the interactive console (protocol in api/console_ws.py)."""
@@ -398,14 +394,15 @@ class Client:
         return self._websocket("/events" + _query({"type": ",".join(types) if types else None,
                                                    "project": project}), "the event stream")
 
-    def _websocket(self, path: str, what: str) -> WebSocket:
-        """A websocket on ``path`` (under /1.0), on a socket of our own (wsclient.py)."""
-        from cumulo.wsclient import Rejected, handshake
+    def _websocket(self, path: str, what: str, first: str | None = None) -> WebSocket:
+        """A websocket on ``path`` (under /1.0), on a socket of our own (wsclient.py);
+        ``first``: a text message sent as soon as it is open (wsopen.py)."""
+        from cumulo.wsopen import Rejected, handshake
 
         try:
             sock, host = self._connect(self.timeout)
             try:
-                return handshake(sock, host, API + path, self.headers)
+                return handshake(sock, host, API + path, self.headers, first)
             except BaseException:
                 sock.close()
                 raise

@@ -1,10 +1,11 @@
 """A blocking websocket client on a socket of our own, spoken with wsproto (sans-I/O).
 
-The CLI's streams (``exec``, ``console``, ``monitor``) use it. wsproto builds on h11,
-which the client's requests use too: the two import in about 0.4x of the time
-``import typer`` takes, the ``websockets`` package's sync client in about 0.7x (half
-of it ``importlib.metadata``, which its version module imports), on every
-``cumulo exec``.
+The CLI's streams (``exec``, ``console``, ``monitor``) use it; ``cumulo.wsopen`` opens
+it (the upgrade, with h11, which the client's requests use too). wsproto and h11 import
+in about 0.4x of the time ``import typer`` takes, the ``websockets`` package's sync
+client in about 0.7x (half of it ``importlib.metadata``, which its version module
+imports), on every ``cumulo exec``; wsopen has wsproto imported while the daemon
+starts the command.
 
 One thread may read (``recv``, iterating) while others send (``send``, ``close``):
 reading and sending hold a lock each, so a reader never waits for a blocked send (a
@@ -22,47 +23,28 @@ from collections import deque
 from collections.abc import Iterator
 from typing import cast
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Event,
     Ping,
-    RejectConnection,
-    RejectData,
-    Request,
     TextMessage,
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from cumulo.errors import CumuloError
+from cumulo.wsopen import Rejected, StreamClosed, handshake
+
+__all__ = ["Rejected", "StreamClosed", "WebSocket", "handshake"]
 
 NORMAL, GOING_AWAY, ABNORMAL = 1000, 1001, 1006
 CLOSE_WAIT = 2.0   # seconds ``close`` waits for the peer's close frame
 
 
-class Rejected(CumuloError):
-    """The server answered the upgrade request with an HTTP status, not a websocket."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(f"HTTP {status}: {body.decode(errors='replace')[:200]}")
-        self.status, self.body = status, body
-
-
-class StreamClosed(CumuloError):
-    """The websocket is closed; ``code``: the peer's close code (1006: the link broke)."""
-
-    def __init__(self, code: int | None) -> None:
-        super().__init__(f"the websocket is closed (code {code})")
-        self.code = code
-
-
 class WebSocket:
     """An open websocket: ``send``, ``recv`` or iterate, ``close``."""
 
-    def __init__(self, sock: socket.socket, conn: WSConnection) -> None:
+    def __init__(self, sock: socket.socket, conn: Connection) -> None:
         self._sock, self._conn = sock, conn
         self._send_lock = threading.Lock()
         self._messages: deque[bytes | str] = deque()
@@ -166,38 +148,3 @@ def _joined(parts: list[bytes | bytearray | str]) -> bytes | str:
     if parts and isinstance(parts[0], str):
         return "".join(cast(list[str], parts))
     return b"".join(cast(list[bytes], parts))
-
-
-def handshake(sock: socket.socket, host: str, target: str,
-              headers: dict[str, str] | None = None) -> WebSocket:
-    """Upgrade the connected ``sock`` to a websocket on ``target`` (a path with its query).
-
-    Raises ``Rejected`` when the server answers with an HTTP status instead, OSError
-    when the link fails. ``sock``'s timeout bounds the handshake; the websocket then
-    blocks without one."""
-    conn = WSConnection(ConnectionType.CLIENT)
-    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    sock.sendall(conn.send(Request(host=host, target=target, extra_headers=extra)))
-    status, body = 0, bytearray()
-    while True:
-        data = sock.recv(1 << 16)
-        try:
-            conn.receive_data(data or None)
-        except RemoteProtocolError as err:
-            raise OSError(f"bad websocket handshake: {err}") from None
-        for event in conn.events():
-            if isinstance(event, AcceptConnection):
-                sock.settimeout(None)
-                ws = WebSocket(sock, conn)
-                ws._receive(b"")    # frames that came with the 101 wait in wsproto
-                return ws
-            if isinstance(event, RejectConnection):
-                status = event.status_code
-                if not event.has_body:
-                    raise Rejected(status, b"")
-            elif isinstance(event, RejectData):
-                body += event.data
-                if event.body_finished:
-                    raise Rejected(status, bytes(body))
-        if not data:
-            raise OSError("the server closed the connection during the websocket handshake")

@@ -33,7 +33,9 @@ def test_user_flow(daemon: Daemon) -> None:
     imgs = json.loads(daemon.cli("image", "list", "--format", "json").stdout)
     assert imgs[0]["aliases"] == ["busybox"] and imgs[0]["size"] > 1_000_000
 
-    daemon.cli("launch", "busybox", "web", "--memory", "64MiB", "--cpu", "0.5", "--pids", "64")
+    out = daemon.cli("launch", "busybox", "web", "--memory", "64MiB", "--cpu", "0.5",
+                     "--pids", "64")
+    assert out.stderr == "Launched web\n"
     r = daemon.cli("exec", "web", "--", "sh", "-c", "echo hello from $(hostname); exit 5",
                    check=False)
     assert (r.returncode, r.stdout) == (5, "hello from web\n")

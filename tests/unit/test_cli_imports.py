@@ -18,7 +18,8 @@ HEAVY = ("httpx", "httpcore", "http.client", "email", "ssl", "rich", "pydantic",
          "cumulo.cli.storage", "cumulo.cli.firewall", "cumulo.cli.remotes",
          "cumulo.cli.bench", "cumulo.cli.exec_client", "cumulo.cli.console_client",
          "cumulo.wsclient", "wsproto")
-STREAMS = ("cumulo.cli.exec_client", "cumulo.cli.console_client", "cumulo.wsclient", "wsproto")
+STREAMS = ("cumulo.cli.exec_client", "cumulo.cli.console_client", "cumulo.wsclient", "wsproto",
+           "cumulo.wsopen")
 
 RUN = """
 import json, os, sys
@@ -61,12 +62,39 @@ def test_quick_commands_load_nothing_heavy() -> None:
 
 
 def test_streams_speak_websocket_with_wsproto_not_websockets() -> None:
-    """exec, console and monitor open their websocket with wsproto on h11 (a few ms) and
-    load neither the websockets package nor importlib.metadata (its version module's)."""
+    """exec, console and monitor open their websocket with h11 (wsopen) and speak it with
+    wsproto, and load neither the websockets package nor importlib.metadata (its version
+    module's). exec loads wsproto only once its request is on its way (the daemon is
+    unreachable here: it never gets that far)."""
     for argv in (["exec", "web", "--", "true"], ["console", "web"], ["monitor"]):
         mods = loaded(*argv)
         assert heavy(mods, STREAMS) == [], (argv, heavy(mods, STREAMS))
-        assert {"wsproto", "cumulo.wsclient", "h11"} <= mods, argv   # it did try to connect
+        assert "cumulo.wsopen" in mods, argv   # it did try to connect
+    assert "wsproto" not in loaded("exec", "web", "--", "true")
+
+
+FAKE_LAUNCH = """
+import json, sys
+import cumulo.cli.main as m
+from cumulo.client import Client
+Client.create = lambda self, *a, **kw: {"status": "success"}   # no daemon needed
+sys.argv = ["cumulo", "launch", "busybox", "web[b]1"]
+try:
+    m.main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_launch_says_launched_without_rich() -> None:
+    """`cumulo launch` prints one line and no table: it does not load rich for it (a
+    console costs about a third of importing typer); the line is printed as it is."""
+    r = subprocess.run([sys.executable, "-c", FAKE_LAUNCH], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "Launched web[b]1\n"
+    assert heavy(set(json.loads(r.stdout.splitlines()[-1]))) == []
 
 
 def test_app_holds_only_the_command_it_runs() -> None:

@@ -174,6 +174,21 @@ def test_audit_records_mutations(tcp: Any) -> None:
     assert all(r["project"] == "beta" and r["at"] for r in rows)
 
 
+def test_an_exec_websocket_is_audited_once_as_it_starts(tcp: Any) -> None:
+    """Recorded while the session starts (not before it, so exec does not wait for the
+    store write): once, with 101, even though the command ran on after it."""
+    api, who = tcp
+    with api.websocket_connect("/1.0/instances/web/exec-ws?project=beta",
+                               headers=who["user"].h) as ws:
+        ws.send_json({"command": ["sh", "-c", "echo ready"]})
+        assert ws.receive_bytes() == b"\x01ready\n"
+        _until_close(ws)
+    rows = who["admin"]("GET", "/audit", params={"project": "beta"}).json()
+    got = [(r["identity"], r["action"], r["object"], r["result"]) for r in rows]
+    assert got == [("b-operator", "POST /instances", "instances", 202),
+                   ("b-user", "WS /instances/{name}/exec-ws", "instances/web/exec-ws", 101)]
+
+
 def test_websocket_ends_when_its_identity_goes_elsewhere(
         svc: Services, tcp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Revoked through another daemon on the same store (no local revoke call), or

@@ -1,6 +1,7 @@
-"""The CLI's websocket client (cumulo.wsclient) against a wsproto server on a socket
-pair: messages split over frames arrive whole, pings are answered, a close or a cut
-link ends the stream with its code, a refused upgrade is one error."""
+"""The CLI's websocket client (cumulo.wsopen, cumulo.wsclient) against a wsproto server
+on a socket pair: the first message sent with the upgrade arrives first, messages split
+over frames arrive whole, pings are answered, a close or a cut link ends the stream with
+its code, a refused upgrade is one error, a wrong accept key is refused."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from wsproto.events import (
     TextMessage,
 )
 
-from cumulo.wsclient import Rejected, StreamClosed, WebSocket, handshake
+from cumulo.wsclient import WebSocket
+from cumulo.wsopen import Rejected, StreamClosed, handshake, text_frame
 
 
 class Server:
@@ -48,12 +50,12 @@ class Server:
         return request
 
 
-def served(script: Callable[[Server], None]) -> Iterator[WebSocket]:
+def served(script: Callable[[Server], None], first: str | None = None) -> Iterator[WebSocket]:
     ours, theirs = socket.socketpair()
     thread = threading.Thread(target=script, args=(Server(theirs),), daemon=True)
     thread.start()
     ours.settimeout(10)
-    ws = handshake(ours, "cumulo", "/1.0/x?project=p", {"Authorization": "Bearer t"})
+    ws = handshake(ours, "cumulo", "/1.0/x?project=p", {"Authorization": "Bearer t"}, first)
     try:
         yield ws
     finally:
@@ -128,3 +130,50 @@ def test_a_refused_upgrade_is_one_error_with_its_status() -> None:
     with ours, theirs, pytest.raises(Rejected) as refused:
         handshake(ours, "cumulo", "/1.0/x", None)
     assert refused.value.status == 403 and "no" in str(refused.value)
+
+
+def test_the_first_message_goes_with_the_upgrade_and_arrives_first() -> None:
+    """``first`` (exec's request) is sent once the server accepted, as a frame of our own
+    (before wsproto is imported); sizes across the 7-bit, 16-bit and 64-bit lengths."""
+    got: list[object] = []
+    texts = ["x" * n for n in (0, 125, 126, 70_000)]
+
+    def whole(s: Server) -> object:   # wsproto hands a long message over in pieces
+        event = s.next()
+        while isinstance(event, Message) and not event.message_finished:
+            more = s.next()
+            assert isinstance(more, Message)
+            event = TextMessage(data=event.data + more.data,
+                                message_finished=more.message_finished)
+        return event
+
+    def script(s: Server) -> None:
+        s.accept()
+        got.append(s.next())
+        for _ in texts:
+            got.append(whole(s))
+        s.send(TextMessage(data="done"))
+        s.send(CloseConnection(code=1000))
+        got.append(s.next())
+
+    for ws in served(script, first='{"command": ["true"]}'):
+        for text in texts:
+            ws._sock.sendall(text_frame(text))   # our framing, every length encoding
+        assert list(ws) == ["done"]
+    assert isinstance(got[0], Message) and got[0].data == '{"command": ["true"]}'
+    assert [m.data for m in got[1:-1] if isinstance(m, Message)] == texts
+    assert isinstance(got[-1], CloseConnection)
+
+
+def test_a_wrong_accept_key_is_refused() -> None:
+    ours, theirs = socket.socketpair()
+
+    def script() -> None:
+        theirs.recv(65536)
+        theirs.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       b"Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IGl0\r\n\r\n")
+
+    threading.Thread(target=script, daemon=True).start()
+    ours.settimeout(10)
+    with ours, theirs, pytest.raises(OSError, match="Sec-WebSocket-Accept"):
+        handshake(ours, "cumulo", "/1.0/x", None, first="{}")

@@ -199,9 +199,16 @@ class Authorize:
             found = None
         template = found[0] if found else scope["path"]
         if ws:
-            if _audited(method, found):
-                await self._audit(caller, project, method, template, scope["path"], 101)
-            await self._websocket(caller, scope, receive, send)
+            # audited while the session starts, not before it: the record is a store
+            # write in a worker thread, and `cumulo exec` would wait for it
+            audit = asyncio.ensure_future(self._audit(
+                caller, project, method, template, scope["path"], 101)) \
+                if _audited(method, found) else None
+            try:
+                await self._websocket(caller, scope, receive, send)
+            finally:
+                if audit is not None:
+                    await audit
             return
         if not _audited(method, found):
             await self.app(scope, receive, send)

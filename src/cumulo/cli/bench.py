@@ -34,13 +34,12 @@ def bench_run(
     plan = make_plan(platforms, suites, repeat, quick, output)   # before anything starts
     with Client(timeout=120) as c:
         c.server()   # unreachable daemon: one clear error, nothing launched
-        lab = Lab(c, plan, lambda msg: o.err.print(msg, markup=False, highlight=False,
-                                                   soft_wrap=True))
+        lab = Lab(c, plan, lambda msg: o.say(msg))
         old_term = signal.signal(signal.SIGTERM, _interrupt)
         try:
             results = lab.run()
         except KeyboardInterrupt:
-            o.err.print("interrupted: cleaning up", markup=False)
+            o.say("interrupted: cleaning up")
             raise typer.Exit(130) from None
         finally:
             old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup must finish
@@ -49,10 +48,10 @@ def bench_run(
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
             for f in failed:
-                o.err.print(f"cleanup failed: {f}", markup=False)
+                o.say(f"cleanup failed: {f}")
         results.save(plan.output)
-    o.err.print(f"wrote {plan.output} ({sum(len(s.samples) for s in results.series)} samples, "
-                f"{len(results.notes)} notes)", markup=False)
+    o.say(f"wrote {plan.output} ({sum(len(s.samples) for s in results.series)} samples, "
+          f"{len(results.notes)} notes)")
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -73,10 +72,10 @@ def bench_report(
     sys.stdout.write(report.text(data))   # plain: never wrapped to the terminal width
     if html:
         report.write_html(data, html)
-        o.err.print(f"wrote {html}", markup=False)
+        o.say(f"wrote {html}")
     if markdown:
         report.write_markdown(data, markdown)
-        o.err.print(f"wrote {markdown}", markup=False)
+        o.say(f"wrote {markdown}")
 
 
 @bench_app.command("compare")

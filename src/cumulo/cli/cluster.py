@@ -34,7 +34,7 @@ def enable(name: Annotated[str, typer.Argument(help="this host's name in the clu
     --listen: the members reach each other there)."""
     with Client() as c:
         c.request("POST", "/cluster", json={"name": name})
-    o.err.print(f"Cluster enabled: this host is member {name}")
+    o.say(f"Cluster enabled: this host is member {name}")
 
 
 @cluster_app.command("add")
@@ -45,7 +45,7 @@ def add(name: Annotated[str, typer.Argument(help="the new member's name")],
     TOKEN` on that host."""
     with Client() as c:
         t = c.request("POST", "/cluster/join-tokens", json={"name": name, "ttl": ttl}).json()
-    o.err.print(f"Join token for {name} (single use, expires {t['expires']}):")
+    o.say(f"Join token for {name} (single use, expires {t['expires']}):")
     print(t["token"])
 
 
@@ -67,7 +67,7 @@ def info(name: Annotated[str | None, typer.Argument(help="a member (default: thi
         if name is None:
             cl = c.request("GET", "/cluster").json()
             if not cl["enabled"]:
-                o.err.print("This host is in no cluster (`cumulo cluster enable NAME`)")
+                o.say("This host is in no cluster (`cumulo cluster enable NAME`)")
                 return
             name = cl["member"]
         m = _rows([c.request("GET", f"/cluster/members/{name}").json()])[0]
@@ -95,8 +95,8 @@ def _run(path: str, what: str) -> None:
         op = c.wait(c.request("POST", path).json(), show, timeout=3600)
     r = op.get("resources") or {}
     for line in r.get("moved", []) + r.get("restored", []):
-        o.err.print(f"  {line}")
-    o.err.print(op.get("message") or "done")
+        o.say(f"  {line}")
+    o.say(op.get("message") or "done")
 
 
 @cluster_app.command("evacuate")

@@ -11,10 +11,13 @@ import termios
 import threading
 import tty
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cumulo.client import APIError, Client, stream_cut
-from cumulo.wsclient import StreamClosed, WebSocket
+from cumulo.wsopen import StreamClosed
+
+if TYPE_CHECKING:   # imported once the request is on its way (wsopen.py)
+    from cumulo.wsclient import WebSocket
 
 
 def _pump_stdin(ws: WebSocket) -> None:

@@ -28,7 +28,7 @@ def acl_create(name: str, description: Annotated[str, typer.Option()] = "",
     """Create an empty security group: a NIC in it takes only what its rules allow in."""
     with Client() as c:
         c.create_group(name, description, project)
-    o.err.print(f"Created security group {name}")
+    o.say(f"Created security group {name}")
 
 
 @acl_app.command("list")
@@ -69,7 +69,7 @@ def acl_attach(name: str, instance: Instance, network: NetOpt = None,
     """Put an instance's NICs in the group (applies at once, also while running)."""
     with Client() as c:
         c.attach_group(name, instance, network, project)
-    o.err.print(f"Attached security group {name} to {instance}")
+    o.say(f"Attached security group {name} to {instance}")
 
 
 @acl_app.command("detach")
@@ -95,7 +95,7 @@ def rule_add(name: str,
             "group": group}
     with Client() as c:
         g = c.add_rule(name, rule, project)
-    o.err.print(f"Added rule {g['rules'][-1]['index']}: {g['rules'][-1]['text']}")
+    o.say(f"Added rule {g['rules'][-1]['index']}: {g['rules'][-1]['text']}")
 
 
 @rule_app.command("remove")
@@ -128,8 +128,8 @@ def forward_add(network: Network,
             "instance": inst, "target_port": int(tport) if tport else None}
     with Client() as c:
         f = c.add_forward(network, body, project)
-    o.err.print(f"Forwarding {protocol} {addr}:{port} to {inst} "
-                f"({f['target_ip']}:{f['target_port']})")
+    o.say(f"Forwarding {protocol} {addr}:{port} to {inst} "
+          f"({f['target_ip']}:{f['target_port']})")
 
 
 @forward_app.command("list")

@@ -30,8 +30,8 @@ def identity_create(
         ident = c.create_identity(name, role, None if role == "admin" else project, expires)
     where = "server-wide" if ident["admin"] else f"in project {project}"
     until = f", expires {ident['expires_at'][:16]}" if ident["expires_at"] else ""
-    o.err.print(f"Identity {name}: {role} {where}{until}. Its token (shown only now;"
-                " set CUMULO_TOKEN to it):")
+    o.say(f"Identity {name}: {role} {where}{until}. Its token (shown only now;"
+          " set CUMULO_TOKEN to it):")
     print(ident["token"])
 
 
@@ -63,7 +63,7 @@ def identity_revoke(name: str) -> None:
     """Revoke: refused from the next request on, its open websockets closed."""
     with Client() as c:
         c.revoke_identity(name)
-    o.err.print(f"Revoked identity {name}")
+    o.say(f"Revoked identity {name}")
 
 
 @identity_app.command("grant")

@@ -58,7 +58,7 @@ def follow(c: Client, op: dict[str, Any], title: str) -> dict[str, Any]:
         with progress_bar(title) as on_progress:
             return c.wait(op, on_progress, timeout=3600)
     except KeyboardInterrupt:
-        o.err.print(f"Cancelling {title}...")
+        o.say(f"Cancelling {title}...")
         with contextlib.suppress(CumuloError):
             c.cancel_operation(op["id"])
         with contextlib.suppress(CumuloError):
@@ -69,8 +69,8 @@ def follow(c: Client, op: dict[str, Any], title: str) -> dict[str, Any]:
 def _built(c: Client, op: dict[str, Any], verb: str) -> None:
     fp = op["resources"]["images"][0]
     img = c.image(fp)
-    o.err.print(f"{verb} {', '.join(img['aliases']) or '(no alias)'} {fp[:12]} "
-                f"({img['kind']}, {format_size(img['size'])})")
+    o.say(f"{verb} {', '.join(img['aliases']) or '(no alias)'} {fp[:12]} "
+          f"({img['kind']}, {format_size(img['size'])})")
 
 
 @image_app.command("build")
@@ -209,7 +209,7 @@ def image_export(image: Image, file: Annotated[str, typer.Argument(
     finally:
         if os.path.exists(part):
             os.unlink(part)
-    o.err.print(f"Exported {image} to {file} ({fmt}, {format_size(size)})")
+    o.say(f"Exported {image} to {file} ({fmt}, {format_size(size)})")
 
 
 def publish(instance: Instance, alias: Annotated[str, typer.Option(help="name of the new image")],

@@ -219,7 +219,7 @@ def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
                           **({"placement_group": placement_group} if placement_group
                              else {})},
                  ssh_key=key, target=target)
-    o.err.print(f"{'Launched' if start else 'Created'} {name}")
+    o.say(f"{'Launched' if start else 'Created'} {name}")
 
 
 @app.command()
@@ -332,7 +332,7 @@ def checkpoint(name: Instance, file: FileOpt = None, project: ProjectOpt = None)
         op = c.checkpoint(name, file, project=project)
     meta = op.get("resources") or {}
     size = f", {format_size(meta['transferred'])}" if meta.get("transferred") else ""
-    o.err.print(f"Checkpointed {name} to {meta.get('file', '?')}{size}")
+    o.say(f"Checkpointed {name} to {meta.get('file', '?')}{size}")
 
 
 @app.command()
@@ -340,7 +340,7 @@ def restore(name: Instance, file: FileOpt = None, project: ProjectOpt = None) ->
     """Run a checkpointed instance again, where it was."""
     with client() as c:
         c.checkpoint(name, file, restore=True, project=project)
-    o.err.print(f"Restored {name}")
+    o.say(f"Restored {name}")
 
 
 @app.command()
@@ -533,7 +533,7 @@ def op_cancel(op_id: str) -> None:
         try:
             c.wait(op, timeout=120)
         except CumuloError as err:   # the expected end: failed as "cancelled"
-            o.err.print(f"Operation {op_id} ended: {err}")
+            o.say(f"Operation {op_id} ended: {err}")
 
 
 @net_app.command("create")
@@ -548,8 +548,8 @@ def network_create(name: str, subnet: Annotated[str | None, typer.Option(
     """Create a network: a bridge with its own subnet, DHCP and DNS, isolated from others."""
     with client() as c:
         net = c.create_network(name, subnet, project, dns_domain=dns_domain, nat=nat)
-    o.err.print(f"Created network {name} {net['subnet']} (gateway {net['gateway']}, "
-                f"domain {net['dns_domain']}, {'nat' if net['nat'] else 'isolated'})")
+    o.say(f"Created network {name} {net['subnet']} (gateway {net['gateway']}, "
+          f"domain {net['dns_domain']}, {'nat' if net['nat'] else 'isolated'})")
 
 
 @net_app.command("list")
@@ -585,7 +585,7 @@ def network_limit(instance: Instance, network: Annotated[str | None, typer.Optio
         inst = c.set_bandwidth(instance, {"network": network, "ingress": ingress,
                                           "egress": egress, "burst": burst}, project)
     for nic in inst["nics"]:
-        o.err.print(_nic_text(nic))
+        o.say(_nic_text(nic))
 
 
 @net_app.command("attach")

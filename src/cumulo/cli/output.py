@@ -1,8 +1,8 @@
 """Printing: tables with rich, or JSON for scripts (--format json).
 
-rich is imported when something is first printed with it (``out``, ``err``, tables):
-it costs about a third of what importing typer does, and most commands print a
-line or nothing.
+rich is imported when something is first printed with it (``out``, ``err``, tables,
+progress bars): it costs about a third of what importing typer does, and most
+commands print a line or nothing. A message line goes through ``say``, without rich.
 """
 
 from __future__ import annotations
@@ -36,6 +36,13 @@ def __getattr__(name: str) -> Console:
         _consoles[name] = Console(stderr=name == "err", highlight=False, markup=False,
                                   emoji=False)
     return _consoles[name]
+
+
+def say(*parts: object) -> None:
+    """A message line on stderr, as it is (``Launched web``): no rich console for it,
+    which would cost ``cumulo launch`` about a third of importing typer, and no
+    wrapping at 80 columns when stderr is not a terminal."""
+    typer.echo(" ".join(str(p) for p in parts), err=True)
 
 
 class Format(StrEnum):

@@ -29,7 +29,7 @@ def pg_create(name: str,
     """Create a placement group; launch instances into it with --placement-group."""
     with Client() as c:
         c.create_placement_group(name, policy, strict, project)
-    o.err.print(f"Created placement group {name} ({policy}{', strict' if strict else ''})")
+    o.say(f"Created placement group {name} ({policy}{', strict' if strict else ''})")
 
 
 @placement_group_app.command("list")

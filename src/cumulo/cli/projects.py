@@ -39,7 +39,7 @@ def project_create(
     """Create a project (it denies privileged containers and uses default's images)."""
     with Client() as c:
         c.create_project(name, description, _pairs(config))
-    o.err.print(f"Created project {name}")
+    o.say(f"Created project {name}")
 
 
 @project_app.command("list")
@@ -96,7 +96,7 @@ def project_delete(name: str) -> None:
         c.delete_project(name)
     if settings.load().get("project") == name:
         settings.save({**settings.load(), "project": "default"})
-    o.err.print(f"Deleted project {name}")
+    o.say(f"Deleted project {name}")
 
 
 @project_app.command("switch")
@@ -105,4 +105,4 @@ def project_switch(name: str) -> None:
     with Client() as c:
         c.project_info(name)   # it must exist
     settings.save({**settings.load(), "project": name})
-    o.err.print(f"Now in project {name}")
+    o.say(f"Now in project {name}")

@@ -25,7 +25,7 @@ def remote_token(name: Annotated[str | None, typer.Option(help="to revoke it by"
     (API users get theirs from `cumulo identity create`). Printed once, kept hashed."""
     with Client() as c:
         t = c.issue_token(name)
-    o.err.print(f"Token {t['name']} (give it to `cumulo remote add` on the other host):")
+    o.say(f"Token {t['name']} (give it to `cumulo remote add` on the other host):")
     print(t["token"])
 
 
@@ -41,8 +41,8 @@ def remote_add(name: str, url: Annotated[str, typer.Argument(help="https://HOST:
     with Client() as c:
         r = c.add_remote(name, url, token, fingerprint)
     how = "given" if fingerprint else "trusted on first use"
-    o.err.print(f"Added remote {name} ({url}); certificate sha256 fingerprint ({how}):\n"
-                f"  {r['fingerprint'] or '(none: plain HTTP)'}")
+    o.say(f"Added remote {name} ({url}); certificate sha256 fingerprint ({how}):\n"
+          f"  {r['fingerprint'] or '(none: plain HTTP)'}")
 
 
 @remote_app.command("list")
@@ -94,24 +94,24 @@ def migrate(name: Instance, to: Annotated[str, typer.Option("--to", help="remote
             op = c.wait(op, show, timeout=1800)
         except KeyboardInterrupt:
             bar.stop()
-            o.err.print(f"Cancelling the migration of {name} (operation {op['id']})...")
+            o.say(f"Cancelling the migration of {name} (operation {op['id']})...")
             if _cancel(c, op["id"]):
                 raise typer.Exit(130) from None
             op = c.get(f"/operations/{op['id']}")
     r = op.get("resources") or {}
     if r.get("image_sent"):
-        o.err.print(f"Sent the image of {name} to {to} (it lacked it)")
+        o.say(f"Sent the image of {name} to {to} (it lacked it)")
     if r.get("restarted"):
-        o.err.print(f"Moved {name} to {to} (stopped and started again): total"
-                    f" {r.get('total_time_ms')} ms, downtime {r.get('downtime_ms')} ms,"
-                    f" {format_size(int(r.get('transferred') or 0))} sent")
+        o.say(f"Moved {name} to {to} (stopped and started again): total"
+              f" {r.get('total_time_ms')} ms, downtime {r.get('downtime_ms')} ms,"
+              f" {format_size(int(r.get('transferred') or 0))} sent")
         return
     mode = " (post-copy)" if r.get("postcopy") else ""
-    o.err.print(f"Migrated {name} to {to}{mode}: total {r.get('total_time_ms')} ms, downtime"
-                f" {r.get('downtime_ms')} ms, {format_size(int(r.get('transferred') or 0))}"
-                f" sent in {r.get('passes')} pass(es)")
+    o.say(f"Migrated {name} to {to}{mode}: total {r.get('total_time_ms')} ms, downtime"
+          f" {r.get('downtime_ms')} ms, {format_size(int(r.get('transferred') or 0))}"
+          f" sent in {r.get('passes')} pass(es)")
     if r.get("note"):
-        o.err.print(f"({r['note']})")
+        o.say(f"({r['note']})")
 
 def _cancel(c: Client, op_id: str) -> bool:
     """Cancel the migration and say how it ended; False: too late, it had finished."""
@@ -122,7 +122,7 @@ def _cancel(c: Client, op_id: str) -> bool:
     try:
         c.wait(c.get(f"/operations/{op_id}"), timeout=300)
     except CumuloError as err:
-        o.err.print(f"Migration ended: {err}")
+        o.say(f"Migration ended: {err}")
         return True
-    o.err.print("Too late to cancel: the migration had finished")
+    o.say("Too late to cancel: the migration had finished")
     return False

@@ -61,7 +61,7 @@ def volume_create(name: str, size: Annotated[str, typer.Option(help="e.g. 1GiB")
     """Create a volume (an ext4 filesystem of SIZE in a pool)."""
     with Client() as c:
         v = c.create_volume(name, size, pool, project)
-    o.err.print(f"Created volume {name} ({format_size(v['size'])} in pool {v['pool']})")
+    o.say(f"Created volume {name} ({format_size(v['size'])} in pool {v['pool']})")
 
 
 @volume_app.command("list")
@@ -99,7 +99,7 @@ def volume_attach(name: Volume, instance: Instance,
     gets it hot-plugged as a virtio disk."""
     with Client() as c:
         c.attach_volume(name, instance, path, shared, project)
-    o.err.print(f"Attached {name} to {instance}{' at ' + path if path else ''}")
+    o.say(f"Attached {name} to {instance}{' at ' + path if path else ''}")
 
 
 @volume_app.command("detach")
@@ -114,7 +114,7 @@ def volume_resize(name: Volume, size: str, project: ProjectOpt = None) -> None:
     """Grow (online) or shrink (detached; never below what is in use) a volume."""
     with Client() as c:
         v = c.resize_volume(name, size, project)
-    o.err.print(f"Resized volume {name} to {format_size(v['size'])}")
+    o.say(f"Resized volume {name} to {format_size(v['size'])}")
 
 
 @volume_app.command("delete")
@@ -134,7 +134,7 @@ def snapshot_create(name: str, snap: str, volume: VolumeFlag = False,
     running with --stateful) or a volume."""
     with Client() as c:
         c.snapshot("create", name, snap, volume, project, stateful)
-    o.err.print(f"Created {'stateful ' if stateful else ''}snapshot {snap} of {name}")
+    o.say(f"Created {'stateful ' if stateful else ''}snapshot {snap} of {name}")
 
 
 @snapshot_app.command("list")
@@ -153,7 +153,7 @@ def snapshot_restore(name: str, snap: str, volume: VolumeFlag = False,
     snapshot also runs the VM again from the instant it was taken."""
     with Client() as c:
         c.snapshot("restore", name, snap, volume, project)
-    o.err.print(f"Restored {name} to snapshot {snap}")
+    o.say(f"Restored {name} to snapshot {snap}")
 
 
 @snapshot_app.command("delete")

@@ -22,17 +22,16 @@ def ui(open_: Annotated[bool, typer.Option(
     if not session.get("url"):
         raise UnsupportedError("cumulod serves the web console over TCP only: start it with"
                                " --listen 127.0.0.1:8443")
-    o.err.print(f"Web console, signed in as identity {session['identity']} until"
-                f" {session['expires_at'][:16].replace('T', ' ')} UTC (the token after #"
-                " stays in the browser, keep it private):", markup=False, soft_wrap=True)
+    o.say(f"Web console, signed in as identity {session['identity']} until"
+          f" {session['expires_at'][:16].replace('T', ' ')} UTC (the token after #"
+          " stays in the browser, keep it private):")
     print(session["url"])
     if session.get("fingerprint"):
-        o.err.print("The certificate is self-signed: accept it in the browser once its"
-                    " SHA-256 fingerprint (certificate details) reads", markup=False,
-                    soft_wrap=True)
-        o.err.print(f"  {colons(session['fingerprint'])}", markup=False, soft_wrap=True)
+        o.say("The certificate is self-signed: accept it in the browser once its"
+              " SHA-256 fingerprint (certificate details) reads")
+        o.say(f"  {colons(session['fingerprint'])}")
     if open_ and not webbrowser.open(session["url"]):
-        o.err.print("no web browser found here: open the URL above", markup=False)
+        o.say("no web browser found here: open the URL above")
 
 
 def colons(fingerprint: str) -> str:
