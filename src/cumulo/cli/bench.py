@@ -20,7 +20,8 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmark lab: what each kin
 def bench_run(
         output: Annotated[Path, typer.Option("--output", "-o", help="results JSON to write")],
         platforms: Annotated[str, typer.Option(
-            help="comma-separated: native, container, vm, appvm, vm-emulated-io")
+            help="comma-separated: native, container, vm, appvm, vm-emulated-io, "
+                 "appvm-app, appvm-generic (app VMs: boot, footprint, density only)")
         ] = "native,container",
         suites: Annotated[str, typer.Option(
             help="comma-separated: cpu, memory, network, disk, boot, footprint, density")

@@ -1,9 +1,11 @@
 """Where workloads run: on the bare host (native) or in an instance launched through the
-public API (container, vm, appvm, vm-emulated-io).
+public API (container, vm, appvm, vm-emulated-io); and real app VMs (appvm-app on the
+kernel built for app VMs, appvm-generic on Debian's), which are measured but run no
+workload: one static program is their PID 1 and there is no exec into them.
 
-Every platform runs the same ``sh -c`` scripts (workloads.py). An instance platform
-records the name of its instance *before* asking for it, so a cleanup after Ctrl-C or a
-failure can delete an instance whose create was still in flight.
+Every platform that runs workloads runs the same ``sh -c`` scripts (workloads.py). An
+instance platform records the name of its instance *before* asking for it, so a cleanup
+after Ctrl-C or a failure can delete an instance whose create was still in flight.
 
 VM platforms run on whatever accelerator the host gives (on a host without usable KVM
 that is TCG: their figures measure emulation, and the report says so).
@@ -12,15 +14,19 @@ that is TCG: their figures measure emulation, and the report says so).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from cumulo.client import APIError, Client
 from cumulo.errors import DriverError
@@ -43,6 +49,14 @@ class Kind:
     limits: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
+    @property
+    def runs_workloads(self) -> bool:
+        """False for an app VM: no exec, so only boot, footprint and density."""
+        return self.type != "appvm"
+
+
+APP_KERNEL = "kernel/app"   # the alias `cumulo image build kernel --profile app` gives
+
 
 KINDS: dict[str, Kind] = {
     "native": Kind(None, description="the bare host"),
@@ -50,10 +64,17 @@ KINDS: dict[str, Kind] = {
     "vm": Kind("vm", {"machine": "pc", "io": "paravirt"}, {"memory": "512MiB"},
                "QEMU VM, pc machine, virtio devices"),
     "appvm": Kind("vm", {"machine": "microvm", "io": "paravirt"}, {"memory": "256MiB"},
-                  "minimal VM (QEMU microvm, no firmware or PCI; a stand-in for a "
-                  "unikernel-style VM: OSv is not packaged in Debian)"),
+                  "minimal VM (QEMU microvm, no firmware or PCI, the bench image and its "
+                  "guest agent; the real app VMs are appvm-app and appvm-generic)"),
     "vm-emulated-io": Kind("vm", {"machine": "pc", "io": "emulated"}, {"memory": "512MiB"},
                            "QEMU VM with emulated hardware (IDE disk, e1000 NIC)"),
+    "appvm-app": Kind("appvm", {"kernel": APP_KERNEL}, description=(
+        "app VM (--type appvm, microvm): busybox-static as PID 1 on the kernel built for "
+        "app VMs (image build kernel --profile app), 64 MiB; no exec: boot, footprint, "
+        "density only")),
+    "appvm-generic": Kind("appvm", {"kernel": "generic"}, description=(
+        "app VM (--type appvm, microvm): busybox-static as PID 1 on Debian's generic "
+        "kernel, 128 MiB; no exec: boot, footprint, density only")),
 }
 
 
@@ -138,6 +159,74 @@ class InstancePlatform(Platform):
 
     def info(self) -> dict[str, Any]:
         return self.client.instance(self.instance)
+
+
+class AppVMPlatform(InstancePlatform):
+    """A real app VM: an app image (busybox-static) as PID 1 on a kernel (a kernel image's
+    fingerprint or ``generic``), both from ``refs`` at setup (the lab imports or builds
+    them on first use), at the driver's default memory for that kernel. The app prints a
+    line, then sleeps: ready is that line on its console. There is no exec: ``run``
+    refuses."""
+
+    READY = "cumulo-lab-app-up"
+    POLL = 0.02
+
+    def __init__(self, name: str, client: Client, instance: str, launched: list[str],
+                 refs: Callable[[], tuple[str, str]]) -> None:
+        super().__init__(name, client, instance, launched)
+        self.refs = refs
+        self.app = self.kernel = ""
+        self.first_line_seconds = 0.0   # from QEMU's start to the app's first line
+        self.seen_wall = 0.0            # time.time() when the line was seen
+
+    def setup(self) -> None:
+        self.app, self.kernel = self.refs()
+        self.launched.append(self.instance)   # before the request: cleanup must know it
+        t0 = time.perf_counter()
+        op = self.client.create(
+            self.instance, self.app, type="appvm", options={"kernel": self.kernel},
+            command=["busybox", "sh", "-c", f"echo {self.READY}; exec /busybox sleep 86400"],
+            start=True, wait=False)
+        seen = self.wait_line(op)
+        self.launch_seconds = seen - t0
+        self.client.wait(op)
+        pid = self.info().get("pid")
+        if pid:   # QEMU's start, from the kernel's record of the process (10 ms ticks)
+            with contextlib.suppress(psutil.Error):
+                started = psutil.Process(int(pid)).create_time()
+                self.first_line_seconds = max(0.0, self.seen_wall - started)
+
+    def wait_line(self, op: dict[str, Any], timeout: float = 300) -> float:
+        """Poll the console until the app's line (perf_counter when seen); a failed
+        create or an app VM that stopped first is an error with its console's end."""
+        deadline, checked = time.monotonic() + timeout, time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                data, _ = self.client.console(self.instance)
+            except APIError as err:
+                if err.status != 404:
+                    raise
+                data = b""
+            if self.READY.encode() in data:
+                self.seen_wall = time.time()
+                return time.perf_counter()
+            if time.monotonic() - checked > 0.5:   # has the create failed meanwhile?
+                checked = time.monotonic()
+                op = self.client.get(f"/operations/{op['id']}", params={"wait": 0})
+                if op["status"] == "failure":
+                    self.client.wait(op)   # raises its error
+                if op["status"] == "success" and self.info()["state"] != "running":
+                    raise DriverError(f"{self.instance} stopped before its app printed: "
+                                      f"{data.decode(errors='replace').strip()[-300:]}")
+            time.sleep(self.POLL)
+        raise DriverError(f"{self.instance}: no line from its app in {timeout:.0f}s")
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        raise DriverError(f"{self.name}: an app VM has no exec to wait for")
+
+    def run(self, script: str, *, stdin: str = "", env: dict[str, str] | None = None,
+            timeout: float = 600) -> Exec:
+        raise DriverError(f"{self.name}: an app VM runs only its program, no workload")
 
 
 class VMPlatform(InstancePlatform):

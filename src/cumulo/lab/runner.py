@@ -25,10 +25,20 @@ from cumulo.client import APIError, Client
 from cumulo.errors import CumuloError, DriverError, InvalidInputError
 from cumulo.lab import density, footprint, hostside, workloads
 from cumulo.lab.hostside import HostSide
-from cumulo.lab.platforms import BENCH_IMAGE, KINDS, InstancePlatform, Platform, VMPlatform
+from cumulo.lab.platforms import (
+    APP_KERNEL,
+    BENCH_IMAGE,
+    KINDS,
+    AppVMPlatform,
+    InstancePlatform,
+    Platform,
+    VMPlatform,
+)
 from cumulo.lab.schema import PLATFORMS, SUITES, Environment, Results, Settings
 
 IMPLEMENTED_SUITES = ("cpu", "memory", "network", "disk", "boot", "footprint", "density")
+WORKLOAD_SUITES = ("cpu", "memory", "network", "disk")   # they need an exec
+BUSYBOX = Path("/bin/busybox")   # busybox-static: the app VMs' program
 GIB = 1 << 30
 Progress = Callable[[str], None]
 
@@ -110,6 +120,9 @@ class Lab:
         self.tag = uuid.uuid4().hex[:6]
         self.launched: list[str] = []
         self.built_image = False
+        self.app_image: str | None = None      # the app VMs' app image (busybox-static)
+        self.built_app = False                 # ... imported by the lab (deleted at the end)
+        self.built_kernel = False              # the lab built kernel/app (deleted at the end)
         self.network: str | None = None        # the network the lab made for its instances
         self.peers: dict[str, InstancePlatform] = {}   # platform -> its network client
         self._host: tuple[HostSide, str] | None = None   # instance-to-host server side
@@ -125,9 +138,10 @@ class Lab:
         instance paused, so slow drift of the host spreads over all platforms alike."""
         self.results.environment = environment(self.client)
         suites = set(self.plan.suites)
-        if any(KINDS[p].type for p in self.plan.platforms):
+        workers = [p for p in self.plan.platforms if KINDS[p].type and KINDS[p].runs_workloads]
+        if workers:
             self.ensure_image()
-        if "network" in suites and any(KINDS[p].type for p in self.plan.platforms):
+        if "network" in suites and workers:
             self.network = f"bench-{self.tag}"
             self.progress(f"creating network {self.network} (instance-to-instance traffic)")
             self.client.create_network(self.network)
@@ -142,7 +156,7 @@ class Lab:
                 self.failed(p, err)
         if suites & {"cpu", "memory", "network", "disk"}:
             for rep in range(self.plan.repeat):
-                for p in list(ready):
+                for p in [q for q in ready if q.kind.runs_workloads]:
                     try:
                         self.set_paused(p, False)
                         self.run_workloads(p, rep)
@@ -198,19 +212,55 @@ class Lab:
         self.built_image = True
         self.client.build_image("bench", BENCH_IMAGE)
 
+    def appvm_refs(self, name: str) -> tuple[str, str]:
+        """The app image and the kernel (fingerprint or ``generic``) of an app VM
+        platform: busybox-static imported as an app image, the kernel built for app VMs
+        (a cache hit once built on this machine) unless the daemon has one already."""
+        if self.app_image is None:
+            if not BUSYBOX.is_file():
+                raise DriverError(f"app VMs in the lab run {BUSYBOX}, which is missing: "
+                                  "apt-get install busybox-static")
+            before = {i["fingerprint"] for i in self.client.images()}
+            fp = str(self.client.import_app("busybox", BUSYBOX.read_bytes())["fingerprint"])
+            self.built_app, self.app_image = fp not in before, fp
+        kernel = KINDS[name].options["kernel"]
+        return self.app_image, self.app_kernel() if kernel == APP_KERNEL else kernel
+
+    def app_kernel(self) -> str:
+        try:
+            return str(self.client.image(APP_KERNEL)["fingerprint"])
+        except APIError as err:
+            if err.status != 404:
+                raise
+        self.progress("building the kernel for app VMs (image build kernel --profile app: "
+                      "seconds from its cache once built on this machine, minutes before)")
+        t0 = time.perf_counter()
+        self.built_kernel = True   # before the request: an interrupted build is cleaned up
+        self.client.build_image("kernel", profile="app")
+        self.progress(f"kernel for app VMs ready in {time.perf_counter() - t0:.1f}s")
+        return str(self.client.image(APP_KERNEL)["fingerprint"])
+
     def instance_name(self, platform: str, n: int | str) -> str:
         """Short (a VM's QEMU sockets live under the daemon's state dir, and a unix
         socket path must stay under 108 bytes): bench-TAG-ct0, -vm1, -app0, -emu0."""
-        short = {"container": "ct", "vm": "vm", "appvm": "app", "vm-emulated-io": "emu"}
+        short = {"container": "ct", "vm": "vm", "appvm": "app", "vm-emulated-io": "emu",
+                 "appvm-app": "aa", "appvm-generic": "ag"}
         return f"bench-{self.tag}-{short.get(platform, platform)}{n}"
+
+    def instance(self, name: str, n: int | str) -> InstancePlatform:
+        """A new instance of platform ``name`` (not on any network)."""
+        if KINDS[name].type == "appvm":
+            return AppVMPlatform(name, self.client, self.instance_name(name, n),
+                                 self.launched, lambda: self.appvm_refs(name))
+        make = VMPlatform if KINDS[name].type == "vm" else InstancePlatform
+        return make(name, self.client, self.instance_name(name, n), self.launched)
 
     def platform(self, name: str, n: int | str = 0) -> Platform:
         """The platform's instance (on the lab's network when the network suite runs)."""
         if KINDS[name].type is None:
             return Platform(name)
-        make = VMPlatform if KINDS[name].type == "vm" else InstancePlatform
-        q = make(name, self.client, self.instance_name(name, n), self.launched)
-        if self.network:
+        q = self.instance(name, n)
+        if self.network and q.kind.runs_workloads:
             q.networks = [{"network": self.network, "ip": None}]
         return q
 
@@ -229,14 +279,22 @@ class Lab:
                       f"{' (' + p.kind.description + ')' if p.kind.description else ''}")
         p.setup()
         if isinstance(p, InstancePlatform):
-            self.progress(f"{name}: ready in {p.launch_seconds:.2f}s")
+            self.progress(f"{name}: ready in {p.launch_seconds:.2f}s" + (
+                f" (QEMU start to the app's first line {p.first_line_seconds:.2f}s)"
+                if isinstance(p, AppVMPlatform) else ""))
             if "boot" in suites:
-                r.add(name, "boot", "launch_to_ready", "s", p.launch_seconds,
-                      higher_is_better=False)
+                self.record_boot(p)
             if "footprint" in suites:
                 self.measure_footprint(p, used_before)
         elif suites & {"footprint", "density", "boot"}:
             r.note(name, "footprint", "native has no instance: no footprint or boot time")
+        if not p.kind.runs_workloads:
+            for suite in (s for s in WORKLOAD_SUITES if s in suites):
+                why = ("skipped: an app VM runs one program as PID 1 and has no exec to run "
+                       "workloads in (boot, footprint and density only)")
+                r.note(name, suite, why)
+                self.progress(f"{name}: {suite} {why}")
+            return
         if "network" in suites and isinstance(p, InstancePlatform):
             peer = self.peer(name)
             self.peers[name] = peer
@@ -252,15 +310,20 @@ class Lab:
     def boot_repeats(self, name: str) -> None:
         """More launch-to-ready samples, each instance alone on the host."""
         for n in range(1, self.plan.repeat):
-            q = InstancePlatform(name, self.client, self.instance_name(name, n),
-                                 self.launched)
+            q = self.instance(name, n)
             try:
                 q.setup()
             finally:
                 q.teardown()
-            self.results.add(name, "boot", "launch_to_ready", "s", q.launch_seconds,
-                             higher_is_better=False)
+            self.record_boot(q)
             self.progress(f"{name}: boot {n + 1}/{self.plan.repeat}: {q.launch_seconds:.2f}s")
+
+    def record_boot(self, p: InstancePlatform) -> None:
+        self.results.add(p.name, "boot", "launch_to_ready", "s", p.launch_seconds,
+                         higher_is_better=False)
+        if isinstance(p, AppVMPlatform) and p.first_line_seconds:
+            self.results.add(p.name, "boot", "qemu_to_first_line", "s", p.first_line_seconds,
+                             higher_is_better=False)
 
     def run_workloads(self, p: Platform, rep: int) -> None:
         suites, r, quick = set(self.plan.suites), self.results, self.plan.quick
@@ -377,7 +440,7 @@ class Lab:
 
     def measure_footprint(self, p: InstancePlatform, used_before: int | None) -> None:
         r = self.results
-        image = self.client.image(BENCH_IMAGE)
+        image_bytes = self.image_bytes(p)
         used_after = self._pool_used()
         for i in range(self.plan.repeat):
             if i:
@@ -392,7 +455,9 @@ class Lab:
                   higher_is_better=False)
             r.add(p.name, "footprint", "listening_ports", "ports", f.listening_ports,
                   higher_is_better=False)
-        r.add(p.name, "footprint", "image_bytes", "bytes", image["size"], higher_is_better=False)
+        if image_bytes is not None:
+            r.add(p.name, "footprint", "image_bytes", "bytes", image_bytes,
+                  higher_is_better=False)
         if used_before is not None and used_after is not None:
             r.add(p.name, "footprint", "instance_disk_bytes", "bytes",
                   max(0, used_after - used_before), higher_is_better=False)
@@ -400,13 +465,34 @@ class Lab:
                       f"{f.threads} threads, {f.processes} processes, "
                       f"{f.listening_ports} listening ports")
 
+    def image_bytes(self, p: InstancePlatform) -> int | None:
+        """What the instance is made from: the bench image; for an app VM what it boots,
+        its compressed kernel (bzImage; Debian's vmlinuz) and its initramfs."""
+        if not isinstance(p, AppVMPlatform):
+            return int(self.client.image(BENCH_IMAGE)["size"])
+        initrd = (p.info().get("details") or {}).get("initramfs_bytes")
+        try:
+            if p.kernel == "generic":
+                from cumulo.drivers.vm.initramfs import find_kernel
+
+                path = find_kernel().vmlinuz
+            else:
+                from cumulo.images.kernel_build import CACHE
+
+                key = self.client.image(p.kernel)["properties"]["config_key"]
+                path = CACHE / key / "result" / "bzImage"
+            return path.stat().st_size + int(initrd) if initrd else None
+        except (OSError, KeyError, CumuloError) as err:
+            self.results.note(p.name, "footprint", f"image size not measured: {err}")
+            return None
+
     def measure_density(self, name: str) -> None:
         """Idle instances of ``name`` launched one by one until a bound (density.limits);
         total PSS after each launch; instances per GiB and the marginal cost at the end.
         All of them are deleted before returning (also on failure or Ctrl-C: they are in
         ``launched`` before they are asked for)."""
         r = self.results
-        lim = density.limits(KINDS[name].type == "vm", self.plan.quick,
+        lim = density.limits(KINDS[name].type in ("vm", "appvm"), self.plan.quick,
                              psutil.virtual_memory().available)
         self.progress(f"{name}: density: launching idle instances (at most {lim.max_count}, "
                       f"{lim.budget_bytes / GIB:.2f} GiB of PSS, {lim.seconds:.0f}s)")
@@ -417,8 +503,7 @@ class Lab:
             while (reason := density.stop_reason(
                     len(insts), total, time.monotonic() - t0,
                     psutil.virtual_memory().available, lim)) is None:
-                q = InstancePlatform(name, self.client,
-                                     self.instance_name(name, f"d{len(insts)}"), self.launched)
+                q = self.instance(name, f"d{len(insts)}")
                 insts.append(q)
                 q.setup()
                 total = self._total_pss(insts)
@@ -469,7 +554,8 @@ class Lab:
 
     # cleanup
     def cleanup(self) -> list[str]:
-        """Delete every instance launched (and the image if built); returns what failed."""
+        """Delete every instance launched (and the images it built or imported); returns
+        what failed."""
         from cumulo.lab.platforms import delete_instance
 
         failed = []
@@ -486,13 +572,15 @@ class Lab:
             except CumuloError as err:
                 if not _gone(err):   # its create never happened
                     failed.append(f"network {self.network}: {err}")
-        if self.built_image:
-            try:
-                self.client.delete_image(BENCH_IMAGE)
-                self.built_image = False
-            except CumuloError as err:
-                if not _gone(err):   # interrupted before the build finished
-                    failed.append(f"image {BENCH_IMAGE}: {err}")
+        for flag, ref in (("built_app", self.app_image), ("built_kernel", APP_KERNEL),
+                          ("built_image", BENCH_IMAGE)):
+            if getattr(self, flag) and ref:
+                try:
+                    self.client.delete_image(ref)
+                    setattr(self, flag, False)
+                except CumuloError as err:
+                    if not _gone(err):   # interrupted before the build finished
+                        failed.append(f"image {ref}: {err}")
         return failed
 
 

@@ -26,7 +26,10 @@ Metrics of the network suite (instance to instance; native: the host's loopback)
 (qperf, us, lower is better). For instances, each also with the suffix ``_to_host``: the
 client in the instance, the server on the lab network's gateway address (the host side of
 its bridge); native has none of these (reports compare them with native's loopback ones).
-New metrics only add series, so files written before them still read as version 1.
+Boot: ``launch_to_ready`` (s) for every instance; app VMs (``appvm-app``,
+``appvm-generic``: no exec) are ready at their app's first console line, and add
+``qemu_to_first_line`` (s, from QEMU's process start). New platforms and metrics only add
+series, so files written before them still read as version 1.
 
 Readers refuse a file whose schema or version they do not know (InvalidInputError), so a
 future version 2 cannot be misread as version 1.
@@ -45,7 +48,8 @@ from cumulo.errors import InvalidInputError
 SCHEMA = "cumulo-bench"
 VERSION = 1
 
-PLATFORMS = ("native", "container", "vm", "appvm", "vm-emulated-io")
+PLATFORMS = ("native", "container", "vm", "appvm", "vm-emulated-io", "appvm-app",
+             "appvm-generic")
 SUITES = ("cpu", "memory", "network", "disk", "boot", "footprint", "density")
 
 
