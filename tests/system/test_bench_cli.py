@@ -151,6 +151,30 @@ def test_vm_boot(daemon: Daemon, tmp_path: Path) -> None:
         assert "vm (TCG emulation, no usable KVM)" in text
 
 
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_app_vm_on_the_kernel_built_for_it_is_footprint_only(module_daemon: Daemon,
+                                                             tmp_path: Path) -> None:
+    """A real app VM (busybox-static as PID 1 on kernel/app, a cache hit once built on
+    the machine): boot to its first line and footprint measured, the cpu suite skipped
+    with a note, and its kernel and app images gone with it."""
+    daemon = module_daemon   # (nothing is left on it at the end)
+    out = tmp_path / "app.json"
+    r = daemon.cli("bench", "run", "--repeat", "1", "--platforms", "appvm-app", "--suites",
+                   "cpu,boot,footprint", "--output", str(out), timeout=900)
+    assert "appvm-app: cpu skipped" in r.stderr, r.stderr
+    nothing_left(daemon)
+    res = schema.load(out)
+    assert [n.suite for n in res.notes] == ["cpu"], res.notes
+    pss, first, ready = (res.find("appvm-app", suite, metric) for suite, metric in (
+        ("footprint", "pss"), ("boot", "qemu_to_first_line"), ("boot", "launch_to_ready")))
+    assert pss and 8 * 2**20 < pss.samples[0] < 64 * 2**20 + 2**27, pss
+    assert first and ready and 0 < first.samples[0] < ready.samples[0], (first, ready)
+    image = res.find("appvm-app", "footprint", "image_bytes")
+    assert image and 2**19 < image.samples[0] < 3 * 2**20, image   # bzImage + initramfs
+    assert res.find("appvm-app", "cpu", "sysbench_cpu") is None
+
+
 @pytest.fixture
 def netns_daemon(tmp_path: Path) -> Iterator[Daemon]:
     """A daemon inside a network namespace made for the test: its bridge and the traffic

@@ -231,3 +231,50 @@ def test_round_trips_and_measured_density_come_from_the_samples(tmp_path: Path) 
     assert "round trips: AGREES - vm" in "\n".join(report.published(r))
     plots = report.write_markdown(r, tmp_path / "rep.md")
     assert "rep-density.png" in [p.name for p in plots]
+
+
+def with_app_vms(app_pss: list[float], generic_pss: list[float] | None = None) -> Results:
+    """known() plus app VM footprints (vm: 200 MiB PSS, container: 2 MiB)."""
+    r = known()
+    for v in app_pss:
+        r.add("appvm-app", "footprint", "pss", "bytes", v * 2**20, higher_is_better=False)
+    for v in generic_pss or []:
+        r.add("appvm-generic", "footprint", "pss", "bytes", v * 2**20,
+              higher_is_better=False)
+    return r
+
+
+def test_single_purpose_vms_much_lighter_from_the_specialised_app_vm() -> None:
+    r = with_app_vms([60, 60, 64], [160])
+    r.add("vm", "boot", "launch_to_ready", "s", 15.0, higher_is_better=False)
+    r.add("appvm-app", "boot", "launch_to_ready", "s", 1.5, higher_is_better=False)
+    r.add("vm", "footprint", "image_bytes", "bytes", 80 * 2**20, higher_is_better=False)
+    r.add("appvm-app", "footprint", "image_bytes", "bytes", 2 * 2**20, higher_is_better=False)
+    r.add("vm", "density", "idle_per_gib", "instances/GiB", 4.0)
+    r.add("appvm-app", "density", "idle_per_gib", "instances/GiB", 16.0)
+    claim = report.lighter(r)
+    assert claim.startswith("Single-purpose VMs are much lighter than full VMs: AGREES - "
+                            "appvm-app needs 60.0 MiB of host memory (PSS), 0.30x vm's "
+                            "200.0 MiB [spread 0.30-0.31]"), claim
+    assert "launch to ready 1.50s vs 15.00s (0.10x)" in claim
+    assert "boots from 2.0 MiB vs 80.0 MiB (0.03x)" in claim
+    assert "idle per GiB 16.0 vs 4.0 (4.00x)" in claim
+    assert ("on Debian's kernel (appvm-generic) 160.0 MiB, 0.80x vm's: the kernel built for "
+            "app VMs takes 0.38x") in claim
+    assert "still 30x the container's 2.0 MiB" in claim and "on TCG" in claim
+    assert claim in report.published(r)
+    assert "appvm-app (TCG emulation, no usable KVM)" in report.text(r)
+
+
+def test_single_purpose_vms_verdict_follows_the_spread() -> None:
+    # the generic app VM alone stands in when the specialised one did not run
+    claim = report.lighter(with_app_vms([], [170, 175, 180]))
+    assert "DISAGREES - appvm-generic needs 175.0 MiB" in claim and "0.88x vm's" in claim
+    assert "Debian's kernel" not in claim
+    claim = report.lighter(with_app_vms([90, 100, 110]))   # 0.45-0.55 of the VM's
+    assert "INCONCLUSIVE (the spread reaches 0.5x) - appvm-app" in claim
+    r = known()
+    assert "lighter than full VMs: not measured" in report.lighter(r)
+    r = with_app_vms([60])
+    r.series = [s for s in r.series if s.platform != "vm"]
+    assert "lighter than full VMs: not measured" in report.lighter(r)
