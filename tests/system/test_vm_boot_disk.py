@@ -43,6 +43,8 @@ def _debian_vm_disk() -> Path:
     for module in (cumulo.images.bootdisk, cumulo.images.debian, cumulo.images.system):
         key.update(Path(str(module.__file__)).read_bytes())
     final = CACHE / f"debian-12-vm-{key.hexdigest()[:16]}.qcow2"
+    if final.is_file():   # without waiting for the lock another branch's build holds
+        return final
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -3,7 +3,7 @@
 The same disk cloud-init's documentation, Proxmox and OpenStack's config drive make:
 ``genisoimage -volid cidata -joliet -rock`` of meta-data, user-data and
 network-config (domain/cloud_init.py writes them). QEMU shows it to the guest as
-a read-only CD-ROM (qemu_cmd.py); it goes away with the instance dir.
+a read-only disk (qemu_cmd.py); it goes away with the instance dir.
 """
 
 from __future__ import annotations
