@@ -30,6 +30,8 @@ PACKAGES=(
                                      # without mapping partitions (grub-mkimage, no grub-install)
   ovmf                               # UEFI firmware for VMs that boot from their disk
   fdisk dosfstools mtools            # image build --vm: partition table, FAT EFI partition, mcopy
+  genisoimage                        # cloud-init: the NoCloud seed of a VM, an ISO labelled cidata
+  openssh-client                     # tests: ssh into a VM with the key cloud-init installed
   umoci                              # image import of OCI image layouts: unpacks layers to a rootfs
   sysbench                           # bench lab: cpu and memory workloads (cumulo bench run)
   hpcc                               # bench lab: HPL/LINPACK at several sizes and STREAM

@@ -337,12 +337,18 @@ class Client:
                start: bool = False, project: str | None = None, wait: bool = True,
                networks: list[dict[str, Any]] | None = None,
                storage: dict[str, Any] | None = None,
-               ssh_key: str | None = None, target: str | None = None) -> dict[str, Any]:
+               ssh_key: str | None = None, target: str | None = None,
+               user_data: str | None = None, cloud_config: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
         body = {"name": name, "image": image, "type": type, "limits": limits or {},
                 "privileged": privileged, "command": command, "options": options or {},
                 "start": start, "networks": networks, **(storage or {})}
         if ssh_key is not None:
             body["ssh_key"] = ssh_key
+        if user_data is not None:
+            body["user_data"] = user_data
+        if cloud_config:
+            body["cloud_config"] = cloud_config
         # waiting, the daemon answers once the operation ended (within 10 s): one request
         return self._op("POST", "/instances", wait, json=body,
                         timeout=None if self.timeout is None else max(self.timeout, 30),

@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mar
               pytest.mark.timeout(1200)]
 CACHE = Path("/var/cache/cumulo/test-images")
 BOOT_WAIT = 600.0     # a whole Debian on TCG on a loaded 2-core host
+STALE_AFTER = 6 * 3600.0
 
 
 def _debian_vm_disk() -> Path:
@@ -42,13 +43,16 @@ def _debian_vm_disk() -> Path:
     for module in (cumulo.images.bootdisk, cumulo.images.debian, cumulo.images.system):
         key.update(Path(str(module.__file__)).read_bytes())
     final = CACHE / f"debian-12-vm-{key.hexdigest()[:16]}.qcow2"
+    if final.is_file():   # without waiting for the lock another branch's build holds
+        return final
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if final.is_file():
             return final
-        for stale in CACHE.glob("debian-12-vm-*.qcow2"):
-            stale.unlink()
+        for stale in CACHE.glob("debian-12-vm-*.qcow2"):   # another branch's may be in use
+            if time.time() - stale.stat().st_mtime > STALE_AFTER:
+                stale.unlink()
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             files = ImageFiles(Path(tmp))
             record = debian.build_debian(files, debian.parse_spec("12", None, [], vm=True))

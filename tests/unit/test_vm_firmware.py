@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from cumulo.drivers.vm import firmware
+from cumulo.drivers.vm.accel import Accel
+from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, build_argv
 from cumulo.errors import DriverError, UnsupportedError
 
 
@@ -56,3 +58,16 @@ def test_boot_check_passes_once_the_bootloader_runs_and_is_bounded(tmp_path: Pat
         firmware.check_boot(_console(tmp_path, b""), 0, lambda: True, timeout=0.3)
     with pytest.raises(DriverError, match="stopped while booting"):
         firmware.check_boot(_console(tmp_path, b"SeaBIOS"), 0, lambda: False, timeout=5)
+
+
+def test_the_cloud_init_seed_is_a_read_only_disk_beside_the_root(tmp_path: Path) -> None:
+    """The NoCloud seed: a read-only virtio-blk (cloud-init finds its ISO by the label)."""
+    vm = VmSpec(name="v", memory=512 * MIB, vcpus=1, accel=Accel.TCG, machine=Machine.PC,
+                io=Io.PARAVIRT, kernel=Path("/k"), initrd=Path("/i"), append="",
+                serial_log=tmp_path / "c.log", qmp_socket=tmp_path / "q.sock",
+                pidfile=tmp_path / "p", root_disk=tmp_path / "root.qcow2", firmware="bios",
+                seed=tmp_path / "cidata.iso")
+    argv = " ".join(build_argv(vm))
+    assert f"file={tmp_path}/cidata.iso,if=none,id=seed,format=raw,readonly=on" in argv
+    assert argv.index("virtio-blk-pci,drive=root0") < argv.index("virtio-blk-pci,drive=seed")
+    assert VmSpec.from_dict(vm.to_dict()) == vm

@@ -147,7 +147,8 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
                             pool=body.pool, copy=body.full_copy,
                             disk=None if body.disk is None else parse_size(body.disk),
                             ssh_keys=ssh_keys.parse_keys(body.ssh_key) if body.ssh_key
-                            else (), ephemeral=body.ephemeral)
+                            else (), ephemeral=body.ephemeral, user_data=body.user_data,
+                            cloud_config=body.cloud_config or {})
         op = await run_in_threadpool(svc.instances.create, project, req)
         # (a launch then costs one request, not two: no GET .../operations/ID?wait after it)
         return accepted(await svc.ops.wait(op.id, wait, project) or op)

@@ -129,10 +129,17 @@ KernelOpt = Annotated[str | None, typer.Option(
     help="appvm: a kernel image (image build kernel), or generic for Debian's;"
          " default: the newest app kernel built here, else generic")]
 SshKeyOpt = Annotated[str | None, typer.Option(
-    "--ssh-key", help="vm: an SSH public key file (or the key itself) for root in the guest")]
+    "--ssh-key", help="vm: an SSH public key file (or the key itself) for root in the guest"
+    " (and cloud-init's default user in a VM booting its own disk)")]
 FirmwareOpt = Annotated[str | None, typer.Option(
     help="vm booting its image's disk: bios (SeaBIOS) or uefi (OVMF; the default where"
          " it is installed)")]
+UserDataOpt = Annotated[str | None, typer.Option(
+    "--user-data", help="vm booting its own disk: a cloud-init user-data file (#cloud-config"
+    " YAML or a #! script) for its NoCloud seed")]
+CloudConfigOpt = Annotated[list[str] | None, typer.Option(
+    "--cloud-config", help="vm booting its own disk: a cloud-config YAML file or KEY=VALUE"
+    " (repeatable), merged into the user-data")]
 AppOpt = Annotated[str | None, typer.Option(
     "--app", help="appvm: a static program to run as PID 1 (then give only NAME)")]
 
@@ -205,11 +212,44 @@ def _ssh_key(value: str | None) -> str | None:
     return "\n".join(ssh_keys.parse_keys(text))
 
 
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).expanduser().read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not a text file"
+        raise CumuloError(f"cannot read {what} file {path}: {reason}") from None
+
+
+def _cloud_init(user_data: str | None, cloud_config: list[str] | None
+                ) -> dict[str, Any]:
+    """--user-data and --cloud-config read and checked here, before anything is made
+    (the daemon checks again)."""
+    if user_data is None and not cloud_config:
+        return {}
+    from cumulo.domain import cloud_init
+
+    out: dict[str, Any] = {}
+    if user_data is not None:
+        out["user_data"] = cloud_init.check_user_data(_read_text(user_data, "user-data"),
+                                                      f"user-data {user_data}")
+    pieces = []
+    for item in cloud_config or ():
+        if "=" in item and not Path(item).expanduser().is_file():
+            pieces.append(cloud_init.parse_item(item))
+        else:
+            pieces.append(cloud_init.parse_cloud_config(
+                _read_text(item, "cloud-config"), f"cloud-config {item}"))
+    if pieces:
+        out["cloud_config"] = cloud_init.merge(*pieces)
+    return out
+
+
 def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
             command: list[str] | None, project: str | None, options: dict[str, str | None],
             nics: list[dict[str, Any]] | None, storage: dict[str, Any],
             ssh_key: str | None = None, target: str | None = None, ephemeral: bool = False,
-            placement_group: str | None = None, **limits: Any) -> None:
+            placement_group: str | None = None, seed: dict[str, Any] | None = None,
+            **limits: Any) -> None:
     key = _ssh_key(ssh_key)
     with client() as c:
         c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
@@ -218,7 +258,7 @@ def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
                  storage={**storage, **({"ephemeral": True} if ephemeral else {}),
                           **({"placement_group": placement_group} if placement_group
                              else {})},
-                 ssh_key=key, target=target)
+                 ssh_key=key, target=target, **(seed or {}))
     o.say(f"{'Launched' if start else 'Created'} {name}")
 
 
@@ -232,7 +272,8 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
-           firmware: FirmwareOpt = None,
+           firmware: FirmwareOpt = None, user_data: UserDataOpt = None,
+           cloud_config: CloudConfigOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None,
            target: Annotated[str | None, typer.Option(
@@ -245,12 +286,13 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
                " placement-group create)")] = None) -> None:
     """Create and start an instance from IMAGE (with --app: launch --type appvm NAME --app PATH)."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
+    seed = _cloud_init(user_data, cloud_config)
     _create(image, name, True, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
              "kernel": kernel, "firmware": firmware},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, target, ephemeral,
-            placement_group, cpu=cpu, cpu_weight=cpu_weight, cpuset=cpuset, memory=memory,
+            placement_group, seed, cpu=cpu, cpu_weight=cpu_weight, cpuset=cpuset, memory=memory,
             memory_swap=memory_swap, pids=pids, io_weight=io_weight)
 
 
@@ -264,16 +306,18 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
-           firmware: FirmwareOpt = None,
+           firmware: FirmwareOpt = None, user_data: UserDataOpt = None,
+           cloud_config: CloudConfigOpt = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None) -> None:
     """Create an instance from IMAGE without starting it."""
     image, name, type_, command = _app_image(image, name, type_, app_path, command)
+    seed = _cloud_init(user_data, cloud_config)
     _create(image, name, False, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
              "kernel": kernel, "firmware": firmware},
             _nics(network, ip, limit_ingress, limit_egress),
-            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, cpu=cpu,
+            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, seed=seed, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
             pids=pids, io_weight=io_weight)
 

@@ -58,6 +58,10 @@ class InstanceSpec:
     disks: tuple[tuple[str, Path, bool], ...] = ()
     # SSH public keys for root's authorized_keys (domain/ssh_keys.py), given at create only
     ssh_keys: tuple[str, ...] = ()
+    # cloud-init: the user's user-data (checked by domain/cloud_init.py) and cloud-config
+    # pieces merged into it, for a VM's NoCloud seed; given at create only
+    user_data: str | None = None
+    cloud_config: dict[str, Any] = field(default_factory=dict)
     # PID 1's working dir, user and stdio (the Docker API sets them), given at create only
     cwd: str = "/"
     user: tuple[int, int] = (0, 0)       # uid, gid inside

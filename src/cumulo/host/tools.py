@@ -29,6 +29,8 @@ PACKAGE_OF: dict[str, str] = {
     # bootable VM disks (image build --vm): GPT, GRUB (grub-common comes with it), EFI FAT
     "sfdisk": "fdisk", "grub-mkimage": "grub-pc-bin", "mkfs.vfat": "dosfstools",
     "mmd": "mtools", "mcopy": "mtools",
+    # the cloud-init NoCloud seed of a VM
+    "genisoimage": "genisoimage",
     # benchmarks (cumulo bench)
     "sysbench": "sysbench", "fio": "fio", "iperf3": "iperf3", "qperf": "qperf",
     # on every Debian install

@@ -60,9 +60,11 @@ _STAGES = (
 
 # what a VM booting from its own disk needs: Debian's kernel and initramfs, an init with
 # udev, DHCP by systemd-networkd, the QEMU guest agent, a login on the serial console;
-# dbus: hostnamed takes the name from the DHCP lease, logind powers off on the ACPI button
+# dbus: hostnamed takes the name from the DHCP lease, logind powers off on the ACPI button;
+# cloud-init reads the NoCloud seed Cumulo gives each VM (SSH keys, user-data, hostname),
+# sudo for its default user
 VM_PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev", "dbus", "qemu-guest-agent",
-               "iproute2", "openssh-server")
+               "iproute2", "openssh-server", "cloud-init", "sudo")
 VM_DISK_SIZE = 2048 * 1024 * 1024     # virtual; the qcow2 costs what the tree fills
 
 # PID 1 until told to stop (the same loop as the busybox image: dash runs it too)

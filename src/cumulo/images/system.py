@@ -87,14 +87,37 @@ def prepare(rootfs: Path) -> dict[str, str]:
 
 def prepare_vm(rootfs: Path) -> None:
     """A tree for a VM disk: DHCP on eth*, the hostname from the lease; no unit is
-    masked, a VM has udev and a kernel of its own."""
+    masked, a VM has udev and a kernel of its own; cloud-init on the NoCloud seed only."""
     _networkd(rootfs)
-    unit = rootfs / "etc/systemd/system" / HOSTNAME_UNIT
-    unit.write_text(HOSTNAME_SERVICE)
-    unit.chmod(0o644)
+    _cloud_init(rootfs)
+    _write(rootfs, f"etc/systemd/system/{HOSTNAME_UNIT}", HOSTNAME_SERVICE)
     wants = rootfs / "etc/systemd/system/multi-user.target.wants" / HOSTNAME_UNIT
     if not wants.is_symlink():
         wants.symlink_to(f"/etc/systemd/system/{HOSTNAME_UNIT}")
+
+
+# cloud-init looks only for Cumulo's NoCloud seed (a "cidata" disk): without it, ds-identify
+# turns cloud-init off at once instead of probing network metadata services at boot.
+# C.UTF-8 is built into glibc: no locale-gen at first boot (slow on TCG)
+CLOUD_CFG_FILE = "etc/cloud/cloud.cfg.d/90_cumulo.cfg"
+CLOUD_CFG = """# written by Cumulo's image builder: the seed comes from Cumulo (NoCloud)
+datasource_list: [ NoCloud ]
+locale: C.UTF-8
+"""
+
+
+def _write(rootfs: Path, name: str, text: str) -> None:
+    """A config file of the image, world-readable."""
+    path = rootfs / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o644)
+
+
+def _cloud_init(rootfs: Path) -> None:
+    """Point cloud-init (if the tree has it) at the NoCloud datasource only."""
+    if (rootfs / "etc/cloud").is_dir():
+        _write(rootfs, CLOUD_CFG_FILE, CLOUD_CFG)
 
 
 def _mask(rootfs: Path) -> None:
@@ -111,10 +134,7 @@ def _networkd(rootfs: Path) -> None:
     """DHCP on eth* through systemd-networkd, enabled as `systemctl enable` would."""
     if not (rootfs / "lib/systemd/systemd-networkd").exists():
         return
-    path = rootfs / NETWORK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(NETWORK)
-    path.chmod(0o644)
+    _write(rootfs, NETWORK_FILE, NETWORK)
     wants = {
         "multi-user.target.wants": "systemd-networkd.service",
         "sockets.target.wants": "systemd-networkd.socket",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cumulo import faults
-from cumulo.domain import projects
+from cumulo.domain import cloud_init, projects
 from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.limits import Limits, validate_limits
 from cumulo.domain.models import Instance, Operation, default_host_id
@@ -76,6 +76,8 @@ class CreateRequest:
     copy: bool = False               # a full copy of the image instead of a clone
     disk: int | None = None          # root size cap in bytes
     ssh_keys: tuple[str, ...] = ()   # root's authorized_keys, checked by domain/ssh_keys.py
+    user_data: str | None = None     # cloud-init user-data for the VM's NoCloud seed
+    cloud_config: dict[str, Any] = field(default_factory=dict)   # merged into it
     ephemeral: bool = False          # stateless: recreated elsewhere if its member is lost
     process: ProcessOptions | None = None   # PID 1's env, cwd, user, stdio (Docker API)
     # host directories into a container: (host path, path inside, read-only) (Docker API)
@@ -355,6 +357,13 @@ class InstanceService:
             if req.command:
                 raise InvalidInputError("a VM booting its own disk runs its own init: no"
                                         " command (use cumulo exec once it runs)")
+            if req.user_data is not None:
+                cloud_init.check_user_data(req.user_data)
+            cloud_init.user_data(req.user_data, req.cloud_config, req.ssh_keys)
+        elif req.user_data is not None or req.cloud_config:
+            raise InvalidInputError("--user-data and --cloud-config are for cloud-init in a VM"
+                                    " booting its own disk (a vm-disk image, e.g. debian/12/vm"
+                                    " with --type vm)")
         elif not command:
             raise InvalidInputError(f"image {req.image!r} has no default command: give one")
         with self.networks.lock:
@@ -371,7 +380,8 @@ class InstanceService:
             self.networks.nics_changed(project, [n.network for n in nics])
 
         def work(progress: Progress) -> dict[str, Any]:
-            spec = replace(self._spec(inst), ssh_keys=req.ssh_keys, binds=binds)
+            spec = replace(self._spec(inst), ssh_keys=req.ssh_keys, binds=binds,
+                           user_data=req.user_data, cloud_config=dict(req.cloud_config))
             if req.process is not None:
                 p = req.process
                 spec = replace(spec, env=dict(p.env), cwd=p.cwd, user=p.user,

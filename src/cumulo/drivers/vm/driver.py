@@ -46,7 +46,18 @@ from cumulo.drivers.base import (
 from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
-from cumulo.drivers.vm import agent, disks, firmware, initramfs, migration, nics, qga, qmp, tpm
+from cumulo.drivers.vm import (
+    agent,
+    disks,
+    firmware,
+    initramfs,
+    migration,
+    nics,
+    qga,
+    qmp,
+    seed,
+    tpm,
+)
 from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.qemu_cmd import (
     MIB,
@@ -119,7 +130,7 @@ class VmDriver:
     """``InstanceDriver`` for QEMU virtual machines (KVM or TCG)."""
 
     kind = "vm"
-    takes_ssh_keys = True      # via the kernel command line, see kernel_append
+    takes_ssh_keys = True      # via the kernel command line (kernel_append) or cloud-init
 
     # "disk" and "nic" stay internal: a host path must never come from an API user
     option_choices: dict[str, tuple[str, ...]] = {
@@ -242,9 +253,6 @@ class VmDriver:
         fw = firmware.choose(opts["firmware"] or None)
         if spec.root is None:
             raise UnsupportedError("a VM booting its own disk needs a storage pool")
-        if spec.ssh_keys:
-            raise UnsupportedError("--ssh-key for a VM booting its own disk needs cloud-init"
-                                   " (not done yet): put the key in the image")
         run = run_dir(self._run, spec.host_id)
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +260,9 @@ class VmDriver:
                                                    spec.root.copy, spec.root.size)
             vars_file = firmware.prepare_vars(spec.instance_dir) if fw == firmware.UEFI \
                 else None
+            cidata = seed.make(spec.instance_dir, spec.host_id, spec.hostname,
+                               [mac for _tap, mac in spec.nics], spec.user_data,
+                               spec.cloud_config, spec.ssh_keys)
             vm = VmSpec(
                 name=spec.host_id, memory=spec.limits.memory or DISK_BOOT_MEMORY,
                 vcpus=max(1, math.ceil(spec.limits.cpu or 1)), accel=choice.accel,
@@ -261,7 +272,7 @@ class VmDriver:
                 pidfile=run / "qemu.pid", taps=spec.nics, qga=True,
                 console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
-                root_disk=root_disk, firmware=fw, efi_vars=vars_file,
+                root_disk=root_disk, firmware=fw, efi_vars=vars_file, seed=cidata,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice,
@@ -621,6 +632,11 @@ class VmDriver:
         require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
         vm = self._vmspec(host_id)
         if vm.qga:   # its own OS: the standard QEMU guest agent
+            if request.tty:
+                raise UnsupportedError(
+                    f"exec -t: the QEMU guest agent of {host_id!r} runs commands without a"
+                    " terminal (guest-exec has no pty): drop -t, or use cumulo console or"
+                    " ssh for an interactive shell")
             return qga.QgaSession(vm.qmp_socket.parent, host_id, request)
         if not vm.agent_ports:
             raise UnsupportedError(f"VM {host_id!r} was created without the guest agent:"

@@ -78,6 +78,7 @@ class VmSpec:
     firmware: str = ""
     efi_vars: Path | None = None     # UEFI: this VM's variable store
     qga: bool = False                # a port for qemu-guest-agent in the guest (qga.py)
+    seed: Path | None = None         # cloud-init's NoCloud seed, a read-only disk (seed.py)
 
     def __post_init__(self) -> None:
         if self.machine == Machine.MICROVM and self.io == Io.EMULATED:
@@ -111,6 +112,7 @@ class VmSpec:
             firmware=str(d.get("firmware", "")),
             efi_vars=Path(d["efi_vars"]) if d.get("efi_vars") else None,
             qga=bool(d.get("qga", False)),
+            seed=Path(d["seed"]) if d.get("seed") else None,
         )
 
 
@@ -235,6 +237,10 @@ def _block_devices(spec: VmSpec) -> list[str]:
                                 f"id={ROOT_ID}" + (",bootindex=0" if spec.firmware else "")]
         else:
             args += ["-device", f"ide-hd,drive={ROOT_ID},id={ROOT_ID},bus=ide.1"]
+    if spec.seed is not None:   # read-only virtio-blk (an IDE CD-ROM was not found by
+        # Debian's kernel after OVMF on pc): cloud-init finds the ISO by its label
+        args += ["-drive", f"file={spec.seed},if=none,id=seed,format=raw,readonly=on",
+                 "-device", f"virtio-blk-{_blk_bus(spec.machine)},drive=seed,id=cidata"]
     q35 = spec.machine == Machine.Q35
     if q35:   # one port per volume (so it can be unplugged), and free ones
         for i in range(len(spec.volumes) + HOTPLUG_PORTS):
