@@ -18,6 +18,7 @@ from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.models import Operation
 from cumulo.drivers.migratable import Checkpointable
 from cumulo.errors import CumuloError, InvalidInputError, NotFoundError, UnsupportedError
+from cumulo.host import space
 from cumulo.services.instances import InstanceService
 from cumulo.services.operations import Progress
 
@@ -55,7 +56,9 @@ class CheckpointService:
         def work(progress: Progress) -> dict[str, Any]:
             with self.instances._locked(inst):
                 progress(0.1, "saving memory and device state")
-                stats = driver.checkpoint(inst.host_id, path)
+                where = "the state dir" if file is None else "the checkpoint's directory"
+                with space.guard(where, path.parent, f"checkpoint {name!r}"):
+                    stats = driver.checkpoint(inst.host_id, path)
                 faults.point("checkpoint.after_save")
                 self.instances.store.update_instance(project, name, state=State.STOPPED,
                                                      exit_code=None)

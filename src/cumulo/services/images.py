@@ -17,6 +17,7 @@ from cumulo.errors import (
     NotFoundError,
     UnsupportedError,
 )
+from cumulo.host import space
 from cumulo.images import app, builders, importer, kinds
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 from cumulo.services.operations import Operations, Progress
@@ -47,11 +48,16 @@ class ImageService:
             raise InvalidInputError(f"invalid alias {alias!r}")
 
         def work(progress: Progress) -> dict[str, Any]:
-            rec = prepared.run(self.files, progress)
+            with self._space(f"build image {prepared.name}"):
+                rec = prepared.run(self.files, progress)
             return {"images": [self._record(rec, alias, project).fingerprint]}
 
         return self.ops.submit(f"build image {prepared.name}", work, cancel_on_shutdown=True,
                                project=project)
+
+    def _space(self, action: str) -> contextlib.AbstractContextManager[None]:
+        """A write to the image store that runs out of space fails with one line."""
+        return space.guard("the image store", self.files.root, action)
 
     def _record(self, rec: ImageRecord, alias: str | None, project: str) -> Image:
         """Enter an imported image file in the store (under ``alias`` if given).
@@ -78,8 +84,9 @@ class ImageService:
         self.check_alias(alias)
 
         def work(progress: Progress) -> dict[str, Any]:
-            return {"images": [self.import_staged(staging, filename, alias, sha256,
-                                                  progress, project).fingerprint]}
+            with self._space(f"import image {filename}"):
+                image = self.import_staged(staging, filename, alias, sha256, progress, project)
+            return {"images": [image.fingerprint]}
 
         try:
             return self.ops.submit(f"import image {filename}", work, cancel_on_shutdown=True,
@@ -117,7 +124,8 @@ class ImageService:
         parent = self.store.get_image(inst.image, project)
 
         def work(progress: Progress) -> dict[str, Any]:
-            with self.files.staged(f"publishing {project}/{name}", rootfs=False) as staging:
+            with self._space(f"publish {project}/{name}"), \
+                    self.files.staged(f"publishing {project}/{name}", rootfs=False) as staging:
                 progress(0.1, "copying the root filesystem")
                 inst_now = instances.copy_root(project, name, staging / kinds.ROOTFS)
                 meta = ImageMeta(

@@ -18,14 +18,12 @@ clones cost only what they write, whatever the host filesystem is.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from cumulo.domain.units import format_size
 from cumulo.errors import (
     ConflictError,
     DriverError,
@@ -33,7 +31,7 @@ from cumulo.errors import (
     NotFoundError,
     RuntimeToolError,
 )
-from cumulo.host import mounts
+from cumulo.host import mounts, space
 from cumulo.host.mounts import is_mounted
 from cumulo.storage import ext4
 from cumulo.storage.base import STATE_FILE, PoolUsage, StateWriter
@@ -60,13 +58,6 @@ def _copy_file(src: Path, dst: Path) -> None:
         os.rename(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _no_space(err: BaseException) -> bool:
-    """Did ``err`` come from a full filesystem (ENOSPC, or a tool that said so)?"""
-    if isinstance(err, OSError):
-        return err.errno == errno.ENOSPC
-    return isinstance(err, RuntimeToolError) and "No space left on device" in err.stderr
 
 
 class DirPool:
@@ -99,12 +90,7 @@ class DirPool:
 
     def full_error(self, what: str) -> DriverError:
         """The one line for a write that found the pool full, with its free space now."""
-        try:
-            free = format_size(self.usage().free)
-        except OSError:
-            free = "unknown"
-        return DriverError(f"storage pool {self.name!r} is full ({free} free at {self.path}):"
-                           f" cannot make {what}")
+        return space.full_error(f"storage pool {self.name!r}", self.path, f"make {what}")
 
     # --- instance roots -------------------------------------------------------
     def _root_meta(self, key: str) -> dict[str, Any]:
@@ -164,7 +150,7 @@ class DirPool:
             if fresh:
                 with contextlib.suppress(DriverError):
                     self.delete_root(key)
-            if _no_space(err):
+            if space.no_space(err):
                 raise self.full_error(f"the root of {key!r}") from err
             if isinstance(err, OSError):
                 raise DriverError(f"cannot prepare the root of {key!r}: {err}") from err
@@ -213,7 +199,7 @@ class DirPool:
             if fresh:
                 with contextlib.suppress(DriverError):
                     self.delete_root(key)
-            if _no_space(err):
+            if space.no_space(err):
                 raise self.full_error(f"the root disk of {key!r}") from err
             if isinstance(err, (OSError, ValueError, KeyError)):
                 raise DriverError(f"cannot make the root disk of {key!r}: {err}") from err
@@ -245,7 +231,7 @@ class DirPool:
             ext4.make(tmp, size, root_owner=owner)
             os.rename(tmp, img)
         except (OSError, RuntimeToolError) as err:
-            if _no_space(err):
+            if space.no_space(err):
                 raise self.full_error(f"volume {key!r}") from err
             if isinstance(err, RuntimeToolError):
                 raise
@@ -336,7 +322,7 @@ class DirPool:
                     copy_tree(self._data(key, meta), tmp / "data")
             os.rename(tmp, final)
         except (OSError, RuntimeToolError) as err:
-            if _no_space(err):
+            if space.no_space(err):
                 raise self.full_error(f"snapshot {snap!r} of {key!r}") from err
             if isinstance(err, RuntimeToolError):
                 raise

@@ -53,11 +53,12 @@ from cumulo.errors import (
     RuntimeToolError,
     UnsupportedError,
 )
-from cumulo.host import cgroups, procs
+from cumulo.host import cgroups, procs, space
 from cumulo.host.criu import CONFIG_ANNOTATION
 from cumulo.net import netlink
 from cumulo.storage.base import RootSpec
 from cumulo.storage.pools import pool_of
+from cumulo.storage.tools import disk_usage
 
 KILL_WAIT = 10.0
 POLL = 0.02
@@ -483,6 +484,7 @@ class ContainerDriver:
         instance_dir = self._instance_dir(host_id)
         paths = self._paths(host_id, instance_dir)
         work = self._criu_dir(host_id)
+        self._require_space(host_id, path, with_root)
         checkpoint.reset(work)
         rel_parent = None
         if parent is not None:   # CRIU wants the parent relative to the image dir
@@ -503,6 +505,16 @@ class ContainerDriver:
             shutil.rmtree(work, ignore_errors=True)
         return {"total_time_ms": round((time.monotonic() - t0) * 1000),
                 "freeze_ms": round((dumped - t0) * 1000), "transferred": size}
+
+    def _require_space(self, host_id: str, path: Path, with_root: bool) -> None:
+        """The dump is written twice (CRIU's images, then the archive) after the container
+        was stopped: refuse it while it still runs if the space for that is not there."""
+        need = 2 * (cgroups.read_usage(self._cgroup(host_id)).memory_bytes or 0) + (1 << 20)
+        if with_root:
+            need += disk_usage(self._root_data(host_id))
+        for where in {path.parent, self._criu_dir(host_id).parent}:
+            space.require("the checkpoint's directory", where, need,
+                          f"save the state of {host_id!r}")
 
     def pre_dump(self, host_id: str, images: Path, archive: Path) -> dict[str, Any]:
         """Save the memory of the running container to ``images`` (kept: the final dump's

@@ -27,6 +27,7 @@ from typing import Any
 from cumulo.drivers.vm import qmp
 from cumulo.drivers.vm.qemu_cmd import MIB, VmSpec, build_argv
 from cumulo.errors import ConflictError, DriverError
+from cumulo.host import space
 
 POLL = 0.1
 UNLIMITED = 100 << 30          # bytes/s: QEMU's default cap (32 MiB/s in 7.2) is far too low
@@ -194,6 +195,12 @@ def save(sock: Path, path: Path) -> MigrationStats:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise DriverError(f"cannot write checkpoint {path}: {err}") from err
+    except DriverError as err:   # QEMU says only that its writer died: was the disk full?
+        full = space.looks_full(tmp.parent)
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise DriverError(f"cannot write checkpoint {path}: {space.ENOSPC_TEXT}") from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
