@@ -118,3 +118,30 @@ def test_image_build_and_checkpoints_into_a_full_state_dir(
     wait_count(d, "vm", before + 2)
     d.cli("delete", "vm", "--force")
     assert d.cli("list", "--format", "json").stdout.strip() == "[]"
+
+
+def test_a_launch_beyond_the_memory_left_is_refused(daemon: Daemon) -> None:
+    """A memory limit below the host's total but above what it has available now, a root
+    disk bigger than its pool has free: a launch (container or VM) and a start are refused
+    before anything is made."""
+    d = daemon
+    d.cli("image", "build", "busybox", timeout=300)
+    with open("/proc/meminfo") as f:
+        total_kib = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
+    memory = f"{total_kib // 1024 - 1}MiB"   # accepted as a limit, never available
+    for kind in ("container", "vm"):
+        r = d.cli("launch", "busybox", "big", "--type", kind, "--memory", memory,
+                  "--network", "none", "--", *SLEEP, check=False, timeout=120)
+        one_line_error(r, "memory", "exceeds what this host has", "available now of")
+        r = d.cli("launch", "busybox", "big", "--type", kind, "--disk", "64TiB",
+                  "--network", "none", "--", *SLEEP, check=False, timeout=120)
+        one_line_error(r, "--disk 64.0TiB is more than pool 'default' has free")
+        assert d.cli("list", "--format", "json").stdout.strip() == "[]"
+        assert not list((d.state_dir / "instances").iterdir())
+    # created (nothing runs yet), then started: the start is refused the same way
+    d.cli("create", "busybox", "big", "--memory", memory, "--network", "none", "--", *SLEEP)
+    r = d.cli("start", "big", check=False)
+    one_line_error(r, "memory", "available now of")
+    info = json.loads(d.cli("info", "big", "--format", "json").stdout)
+    assert info["state"] == "stopped", info
+    d.cli("delete", "big")

@@ -73,6 +73,15 @@ def parse_meminfo_total(meminfo: str) -> int:
     return 0
 
 
+def memory_available() -> int:
+    """MemAvailable now, in bytes: what a new instance may take without pushing others out
+    (0 if unknown)."""
+    for line in _read(Path("/proc/meminfo")).splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _unescape(field: str) -> str:
     """Decode mountinfo's octal escapes (``\\040`` is a space)."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

@@ -20,7 +20,7 @@ from cumulo.domain import cloud_init, projects
 from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.limits import Limits, validate_limits
 from cumulo.domain.models import Instance, Operation, default_host_id
-from cumulo.domain.units import validate_name
+from cumulo.domain.units import format_size, validate_name
 from cumulo.drivers.base import (
     Attaches,
     Details,
@@ -43,9 +43,11 @@ from cumulo.errors import (
     CumuloError,
     InvalidInputError,
     InvalidStateError,
+    LimitExceedsHostError,
     NotFoundError,
     UnsupportedError,
 )
+from cumulo.host import probe
 from cumulo.host.info import HostInfo
 from cumulo.images import kinds
 from cumulo.images import system as system_image
@@ -186,6 +188,17 @@ class InstanceService:
                and (not network or "net" in i.properties.get("features", "").split(","))]
         newest = max(fit, key=lambda i: str(i.created_at), default=None)
         return newest.fingerprint if newest else kinds.GENERIC_KERNEL
+
+    def check_memory_left(self, limits: Limits) -> None:
+        """A start whose memory limit is more than the host has available now is refused
+        before anything is made (a VM takes it all; a container may come to)."""
+        if limits.memory is None:
+            return
+        left = probe.memory_available()
+        if left and limits.memory > left:
+            raise LimitExceedsHostError(
+                "memory", format_size(limits.memory),
+                f"{format_size(left)} available now of {format_size(self.host.memory_bytes)}")
 
     def check_limits(self, limits: Limits) -> Limits:
         validate_limits(limits, self.host.cpus, self.host.memory_bytes)
@@ -333,6 +346,8 @@ class InstanceService:
         cpu, memory, disk = projects.apply_defaults(config, req.limits.cpu, req.limits.memory,
                                                     req.disk)
         limits = self.check_limits(req.limits.merged(cpu=cpu, memory=memory))
+        if req.start:
+            self.check_memory_left(limits)
         options = self.check_options(req.type, req.options)
         if "kernel" in driver.option_choices:
             options["kernel"] = self._kernel(options.get("kernel"), bool(req.networks))
@@ -505,6 +520,8 @@ class InstanceService:
         inst = self._here(project, name)
         guard(name, inst.state, action)
         driver = self._driver(inst.type)
+        if action == Action.START:
+            self.check_memory_left(inst.limits)
 
         def work(progress: Progress) -> None:
             with self._locked(inst):
