@@ -28,7 +28,8 @@ _DEFAULT = object()   # "the client's timeout", as opposed to None: no timeout
 
 _BY_NAME: dict[str, type[e.CumuloError]] = {
     cls.__name__: cls for cls in (
-        e.InvalidInputError, e.LimitExceedsHostError, e.NotFoundError, e.ConflictError,
+        e.InvalidInputError, e.LimitExceedsHostError, e.TooLargeError, e.NotFoundError,
+        e.ConflictError,
         e.AuthError, e.ForbiddenError, e.QuotaExceededError, e.RestrictedError,
         e.InvalidStateError, e.UnsupportedError, e.DriverError, e.RuntimeToolError,
         e.StoreError)

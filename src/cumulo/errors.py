@@ -4,7 +4,8 @@ Hierarchy::
 
     CumuloError
     ├── InvalidInputError        bad name, size, limit, argument (HTTP 400)
-    │   └── LimitExceedsHostError    a limit beyond what the host has
+    │   ├── LimitExceedsHostError    a limit beyond what the host has
+    │   └── TooLargeError            an upload above the configured maximum (413)
     ├── NotFoundError            unknown instance, image, operation (404)
     ├── AuthError                no, wrong, expired or revoked token (401)
     ├── ForbiddenError           the caller's role lacks a right (403)
@@ -40,6 +41,10 @@ class LimitExceedsHostError(InvalidInputError):
     def __init__(self, what: str, asked: object, available: object) -> None:
         super().__init__(f"{what} {asked} exceeds what this host has ({available})")
         self.what, self.asked, self.available = what, asked, available
+
+
+class TooLargeError(InvalidInputError):
+    """A request body (an upload) is larger than this daemon accepts."""
 
 
 class NotFoundError(CumuloError):
@@ -114,6 +119,7 @@ class StoreError(CumuloError):
 # one table from error class to HTTP status (the API answers with it; the client reads a
 # failed operation's error type back to the same status)
 STATUS: list[tuple[type[CumuloError], int]] = [
+    (TooLargeError, 413),
     (InvalidInputError, 400),
     (NotFoundError, 404),
     (AuthError, 401),

@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from cumulo.api import auth
+from cumulo.api import auth, upload_limit
 from cumulo.api import schemas as s
 from cumulo.api.convert import location, operation_out
 from cumulo.api.projects import IMAGE_PROJECT, PROJECT
@@ -68,11 +68,12 @@ def _accepted(op: Operation) -> JSONResponse:
 async def _receive(svc: Services, request: Request, expected: str | None
                    ) -> tuple[Path, str]:
     """The request body into a new staging dir, hashed on the way: (dir, sha256)."""
+    upload_limit.check_length(request.headers, "the image")
     staging = svc.images.files.staging_dir(rootfs=False)
     digest = hashlib.sha256()
     try:
         with (staging / importer.UPLOAD).open("wb") as f:
-            async for chunk in request.stream():
+            async for chunk in upload_limit.bounded(request.stream(), "the image"):
                 digest.update(chunk)
                 f.write(chunk)
         actual = digest.hexdigest()

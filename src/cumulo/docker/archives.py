@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cumulo import errors as e
+from cumulo.api import upload_limit
 from cumulo.docker.common import Context, bad, call, finish
 from cumulo.domain.models import Image
 from cumulo.images import importer
@@ -38,8 +39,9 @@ DOCKER_REF = "io.containerd.image.name"
 
 
 async def _receive(request: Request, dest: Path) -> None:
+    upload_limit.check_length(request.headers, "the archive")
     with dest.open("wb") as f:
-        async for chunk in request.stream():
+        async for chunk in upload_limit.bounded(request.stream(), "the archive"):
             if chunk:
                 f.write(chunk)
 

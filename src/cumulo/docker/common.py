@@ -53,7 +53,8 @@ def bad(message: str) -> DockerError:
 
 
 STATUS: list[tuple[type[e.CumuloError], int]] = [
-    (e.InvalidInputError, 400), (e.NotFoundError, 404), (e.InvalidStateError, 409),
+    (e.TooLargeError, 413), (e.InvalidInputError, 400), (e.NotFoundError, 404),
+    (e.InvalidStateError, 409),
     (e.ConflictError, 409), (e.UnsupportedError, 501), (e.ProjectLimitError, 403),
     (e.CumuloError, 500)]
 

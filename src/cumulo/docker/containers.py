@@ -15,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from cumulo import errors as e
+from cumulo.api import upload_limit
 from cumulo.docker import copy, output, shapes, stats
 from cumulo.docker import images as img
 from cumulo.docker.common import (
@@ -550,6 +551,8 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
 
     async def archive(request: Request) -> Response:
         """``docker cp`` out (GET, HEAD: the path's stat) and in (PUT)."""
+        if request.method == "PUT":
+            upload_limit.check_length(request.headers, "the archive")
         root = await root_of(request)
         path = request.query_params.get("path") or ""
         if not path.startswith("/"):
@@ -558,7 +561,7 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
             tmp = copy.temp_file(ctx.state_dir / "tmp")
             try:
                 with tmp.open("wb") as f:
-                    async for chunk in request.stream():
+                    async for chunk in upload_limit.bounded(request.stream(), "the archive"):
                         f.write(chunk)
                 await call(copy.unpack, root, tmp, path)
             finally:

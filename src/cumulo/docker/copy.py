@@ -82,8 +82,11 @@ def _in_child(root: Root, work: Any, path: str) -> Any:
             os.chdir("/")
             result = {"ok": work()}
         except BaseException as err:   # everything goes back as one line
-            result = {"error": f"{type(err).__name__}: {err}", "missing":
-                      isinstance(err, FileNotFoundError)}
+            refused = isinstance(err, (tarfile.TarError, KeyError))   # a member's trick
+            text = err.args[0] if isinstance(err, KeyError) and err.args else err
+            result = {"error": f"refused archive: {text}" if refused
+                      else f"{type(err).__name__}: {err}",
+                      "missing": isinstance(err, FileNotFoundError), "refused": refused}
             code = 1
         os.write(wfd, json.dumps(result).encode())
         os._exit(code)
@@ -97,7 +100,7 @@ def _in_child(root: Root, work: Any, path: str) -> Any:
     if "error" in answer:
         if answer.get("missing"):
             raise DockerError(404, f"Could not find the file {path} in container")
-        raise DockerError(500, answer["error"])
+        raise DockerError(400 if answer.get("refused") else 500, answer["error"])
     return answer["ok"]
 
 

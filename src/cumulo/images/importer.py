@@ -75,6 +75,9 @@ def _run(argv: list[str], what: str) -> str:
         raise DriverError(f"cannot {what}: {err}") from err
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "Exiting with failure status" not in ln
+                  and "Removing leading" not in ln]   # GNU tar's summary and warnings
+        lines = errors[:1] or lines   # the first error says which member and why
         raise InvalidInputError(f"cannot {what}: {lines[-1] if lines else 'exit status '}"
                                 f"{'' if lines else proc.returncode}")
     return proc.stdout
