@@ -156,6 +156,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/1.0/cluster"): Rule(READ, S),
     ("POST", "/1.0/cluster"): Rule(ADMIN, S),
     ("POST", "/1.0/cluster/join-tokens"): Rule(ADMIN, S),
+    ("POST", "/1.0/cluster/join"): Rule(ADMIN, S),
     ("GET", "/1.0/cluster/members"): Rule(READ, S),
     ("GET", "/1.0/cluster/members/{name}"): Rule(READ, S),
     ("PATCH", "/1.0/cluster/members/{name}"): Rule(ADMIN, S),

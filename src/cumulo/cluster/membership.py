@@ -127,8 +127,9 @@ class Membership:
         self.heartbeat_interval, self.offline_after = heartbeat, offline_after
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._duties: threading.Thread | None = None
         self.scheduler: Scheduler | None = None   # the placement engine's allocations
-        self.on_beat: list[Any] = []    # called after each heartbeat (recovery of others)
+        self.on_beat: list[Any] = []    # called at the heartbeat's pace (cluster duties)
 
     @property
     def member(self) -> str | None:
@@ -310,23 +311,37 @@ class Membership:
         self.beat()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
         self._thread.start()
+        self._duties = threading.Thread(target=self._hooks, name="cluster-duties",
+                                        daemon=True)
+        self._duties.start()
 
     def _loop(self) -> None:
+        """Heartbeats only: nothing slow may delay them (a late one looks offline)."""
         while not self._stop.wait(self.heartbeat_interval):
             try:
-                try:
-                    self.beat()
-                except NotFoundError:
-                    self._removed()
-                    return
-                for hook in self.on_beat:
-                    hook()
+                self.beat()
+            except NotFoundError:
+                self._removed()
+                return
             except CumuloError as err:   # the store away for a moment: try again
                 log.warning("heartbeat failed: %s", err)
             except Exception:
                 log.exception("heartbeat failed")
 
+    def _hooks(self) -> None:
+        """What members do now and then (recovery of others' instances, the automatic
+        rebalancer, networks), at the heartbeat's pace, in a thread of their own."""
+        while not self._stop.wait(self.heartbeat_interval):
+            for hook in self.on_beat:
+                try:
+                    hook()
+                except CumuloError as err:
+                    log.warning("%s failed: %s", getattr(hook, "__qualname__", hook), err)
+                except Exception:
+                    log.exception("%s failed", getattr(hook, "__qualname__", hook))
+
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        for t in (self._thread, self._duties):
+            if t is not None:
+                t.join(10)
