@@ -405,11 +405,14 @@ def small_members(cluster: tuple[list[Daemon], str]) -> Iterator[list[Daemon]]:
     finally:
         gone = [subprocess.Popen([str(BIN / "cumulo"), "delete", name, "--force"],
                                  env=daemons[i % 3].env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+                                 stderr=subprocess.PIPE, text=True)
                 for i, name in enumerate(listed(daemons[0]))]   # at once: quicker
         for p in gone:
-            p.wait(timeout=300)
-        assert listed(daemons[0]) == {}
+            _, err = p.communicate(timeout=300)
+            if p.returncode:
+                print("parallel delete:", p.args[2], err)
+        for name in listed(daemons[0]):   # what a parallel delete left
+            daemons[0].cli("delete", name, "--force")
         for name, memory in old.items():
             daemons[0].cli("cluster", "set", name, "memory", str(memory))
         daemons[0].cli("cluster", "config", "unset", "rebalance.interval")
@@ -509,7 +512,7 @@ def test_a_running_host_joins_and_a_member_is_removed(
     try:
         pid = m4.proc.pid if m4.proc else 0
         token = m1.cli("cluster", "add", "m4").stdout.strip()
-        r = m4.cli("cluster", "join", token)
+        r = m4.cli("cluster", "join", token, "--timeout", "180", timeout=240)
         assert "Joined the cluster as member m4" in r.stderr, r.stderr
         assert m4.proc is not None and m4.proc.pid == pid and m4.proc.poll() is None
         assert members(m2)["m4"]["state"] == "online"
