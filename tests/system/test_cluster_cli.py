@@ -24,8 +24,9 @@ import pytest
 from tests.helpers import checkpoint_skip_reason
 from tests.system.conftest import BIN, Daemon, counts, leftovers, wait_count
 
+# (the three members' teardown counts in the last test's time: 600 s on a busy machine)
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime,
-              pytest.mark.postgres]
+              pytest.mark.postgres, pytest.mark.timeout(600)]
 
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; echo $i > /count; sleep 0.2; done'
 NAMES = ("m1", "m2", "m3")
@@ -72,14 +73,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, pg_server: object
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         m1 = member_daemon(tmp / "m1", nss[0], "10.78.0.1", tag, ["--database", url])
-        m1.start()
+        m1.start(timeout=90)   # (joining and its migrations take a while on a busy machine)
         daemons.append(m1)
         m1.cli("cluster", "enable", "m1")
         for i, name in ((2, "m2"), (3, "m3")):
             token = m1.cli("cluster", "add", name).stdout.strip()
             d = member_daemon(tmp / name, nss[i - 1], f"10.78.0.{i}", tag, ["--join", token])
             d.join_token = token  # type: ignore[attr-defined]  # (reused in a bad case)
-            d.start()
+            d.start(timeout=90)
             daemons.append(d)
         m1.cli("image", "build", "busybox")
         file = str(tmp / "busybox.tar.gz")
