@@ -40,7 +40,7 @@ def check(key: str, value: str) -> str:
     if number < 0 or (key == "rebalance.batch" and number < 1):
         least = "at least 1" if key in _INTEGER else "zero or more"
         raise InvalidInputError(f"{key} must be {least}, not {value!r}")
-    return str(number)
+    return value.strip()
 
 
 @dataclass(frozen=True)
