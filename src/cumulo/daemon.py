@@ -198,8 +198,9 @@ def run(args: argparse.Namespace) -> None:
                           " in the clear")
     join = JoinToken.decode(args.join) if args.join else None
     identity = Identity.load(state_dir)
-    database = args.database or (join.database if join else None) or (
-        identity.database if identity else None)
+    # a member's store is its cluster's (also after `cumulo cluster join` restarted it)
+    database = (identity.database if identity else None) or args.database or (
+        join.database if join else None)
     if os.geteuid() != 0 and kinds is None:
         raise CumuloError("cumulod must run as root: containers need namespaces, cgroups and"
                           " mounts (only test drivers, --driver TYPE=fake, run without it)")

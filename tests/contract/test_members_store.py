@@ -144,7 +144,7 @@ def test_move_rechecks_the_destination(members: MemberStore) -> None:
     three(members, memory=2)
     assert members.allocate("default", "a", Request(Resources(1, 2 * GiB)), ["m1"]) == "m1"
     assert members.allocate("default", "b", Request(Resources(1, GiB)), ["m2"]) == "m2"
-    with pytest.raises(LostRace, match="m2 lacks the room"):
+    with pytest.raises(LostRace, match="m2 has 7 CPU, 1.0GiB memory"):
         members.move("default", "a", "m2")
     members.update("m3", state="evacuated")
     with pytest.raises(LostRace, match="m3 is evacuated"):
@@ -157,3 +157,103 @@ def test_move_rechecks_the_destination(members: MemberStore) -> None:
         members.remove("m3")
     with pytest.raises(LostRace, match="m1 has"):
         members.allocate("default", "c", Request(Resources(1, 3 * GiB)), ["m1"])
+
+
+def test_move_keeps_a_strict_spread_group_apart(members: MemberStore) -> None:
+    three(members)
+    members.create_group("default", "web", "spread", strict=True)
+    for name, member in (("w1", "m1"), ("w2", "m2")):
+        members.allocate("default", name, Request(Resources(1, GiB),
+                                                  placement_group=PlacementGroup("web")),
+                         [member])
+    with pytest.raises(LostRace, match="m2 already hosts one of placement group web"):
+        members.move("default", "w1", "m2")
+    assert members.move("default", "w1", "m3").member == "m3"
+    # an undo puts it back unchecked (its member may be evacuated by now)
+    members.update("m1", state="evacuated")
+    assert members.move("default", "w1", "m1", check=False).member == "m1"
+    assert members.allocation("default", "w1") is not None
+    assert members.allocation("default", "nope") is None
+
+
+def test_relocate_chooses_by_the_engine_and_undo_puts_it_back(members: MemberStore) -> None:
+    """An instance of an evacuated member goes where the engine says (the evacuated
+    member excluded by its filters), its allocation moved in one transaction; undo
+    brings it back; one that had none gets one; nobody fits: one line which filter."""
+    from cumulo.cluster.choose import request_for
+    from cumulo.domain.limits import Limits
+    from cumulo.domain.models import Instance
+
+    three(members)
+    sched = Scheduler(members)
+    members.allocate("default", "big", Request(Resources(1, 3 * GiB)), ["m2"])
+    members.allocate("default", "a", Request(Resources(1, GiB)), ["m1"])
+    members.update("m1", state="evacuated")
+    inst = Instance(project="default", name="a", type="container", image="x")
+    req = request_for(inst, members.allocation("default", "a"))
+    assert req.resources == Resources(1, GiB)
+    dest, before = sched.relocate("default", "a", req)
+    assert dest == "m3" and before is not None and before.member == "m1"   # m2: fuller
+    sched.undo("default", "a", before)
+    assert members.get("m1").used.memory == GiB and members.get("m3").instances == 0
+    # made before the cluster: no allocation; its limits count, one is made
+    old = Instance(project="default", name="old", type="container", image="x",
+                   limits=Limits(memory=2 * GiB))
+    dest, before = sched.relocate("default", "old", request_for(old, None))
+    assert (dest, before) == ("m3", None)
+    sched.undo("default", "old", before)
+    assert members.allocation("default", "old") is None
+    huge = Instance(project="default", name="huge", type="container", image="x",
+                    limits=Limits(memory=8 * GiB))
+    with pytest.raises(NoMemberFits, match=r"no member can host this instance: 1"
+                                           r" evacuated, 2 lack memory \(needs 8.0GiB\)"):
+        sched.relocate("default", "huge", request_for(huge, None))
+
+
+def test_cluster_settings_and_rounds(store_url: str) -> None:
+    """Settings are kept as checked text; a round is taken by one member at a time,
+    then not again before the cooldown."""
+    from cumulo.cluster import settings
+    from cumulo.store.cluster import ClusterStore
+
+    s = Store(store_url)
+    try:
+        cs = ClusterStore(s.db)
+        assert cs.config() == {}
+        cs.set_config("rebalance.interval", settings.check("rebalance.interval", "2"))
+        assert settings.Rebalance.of(cs.config()).interval == 2.0
+        cs.set_config("rebalance.interval", None)
+        assert settings.Rebalance.of(cs.config()) == settings.Rebalance()
+        assert cs.take_round("rebalance", cooldown=3600)
+        assert not cs.take_round("rebalance", cooldown=3600)
+        assert cs.take_round("rebalance", cooldown=0)
+        assert cs.config() == {}   # the round's mark is no setting
+    finally:
+        s.close()
+
+
+def test_forgetting_a_member_takes_its_allocations_along(store_url: str) -> None:
+    """`cumulo cluster remove --force`: the member's row, its allocations and its join
+    tokens go in one transaction; the instances still located there are named (their
+    rows are the caller's to delete)."""
+    from cumulo.domain.models import Image, Instance
+    from cumulo.store.cluster import ClusterStore
+
+    s = Store(store_url)
+    try:
+        cs = ClusterStore(s.db)
+        three(cs.members)
+        s.put_image(Image(fingerprint="i" * 64, aliases=[], size=1))
+        s.add_instance(Instance(project="default", name="x", type="container",
+                                image="i" * 64, location="m2"))
+        s.add_instance(Instance(project="default", name="y", type="container",
+                                image="i" * 64, location="m1", origin="m2"))
+        cs.members.allocate("default", "x", Request(Resources(1, GiB)), ["m2"])
+        assert cs.forget_member("m2") == [("default", "x")]
+        assert [m.name for m in cs.members.members()] == ["m1", "m3"]
+        assert cs.members.allocations() == []
+        assert s.get_instance("default", "y").origin is None
+        with pytest.raises(NotFoundError):
+            cs.forget_member("m2")
+    finally:
+        s.close()

@@ -1,8 +1,11 @@
 """Three members, each a cumulod in its own network namespace (veths to a bridge the
 test makes in a fourth), sharing one PostgreSQL over its unix socket: enable and join,
 list across members, forwarded exec, --target, evacuate and restore of a running
-container that keeps counting, a killed member going offline; bad input: an expired or
-reused join token, an unknown or offline target, evacuating the last member, SQLite.
+container and VM that keep their state, a killed member going offline, 20 parallel
+launches filling the members' declared memory, rebalance (asked and automatic), a
+running host joining with `cumulo cluster join` and a member removed; bad input: an
+expired or reused join token, an unknown or offline target, a placement nobody can
+satisfy, evacuating the last member, removing a member with instances, SQLite.
 Traffic stays inside the namespaces the test made."""
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import checkpoint_skip_reason
-from tests.system.conftest import BIN, Daemon, leftovers, wait_count
+from tests.system.conftest import BIN, Daemon, counts, leftovers, wait_count
 
+# (the three members' teardown counts in the last test's time: 600 s on a busy machine)
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime,
-              pytest.mark.postgres]
+              pytest.mark.postgres, pytest.mark.timeout(600)]
 
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; echo $i > /count; sleep 0.2; done'
 NAMES = ("m1", "m2", "m3")
@@ -38,7 +42,7 @@ def member_daemon(top: Path, ns: str, ip: str, tag: str, extra: list[str]) -> Da
                cgroup_parent=f"cumulo-cl-{top.name}-{tag}", log=top / "cumulod.log",
                wrapper=["nsenter", f"--net=/run/netns/{ns}"])
     d.extra = [*d.extra, "--listen", f"{ip}:8443", "--heartbeat", "0.5",
-               "--offline-after", "3", "--ephemeral-grace", "2", *extra]
+               "--offline-after", "5", "--ephemeral-grace", "2", *extra]
     d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
     return d
 
@@ -169,34 +173,64 @@ def test_launch_target_list_and_forwarded_exec(cluster: tuple[list[Daemon], str]
     assert listed(m1) == {}
 
 
+VM_COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; sleep 1; done'
+
+
 @pytest.mark.criu
+@pytest.mark.qemu
 @pytest.mark.skipif(checkpoint_skip_reason() is not None, reason=str(checkpoint_skip_reason()))
-def test_evacuate_and_restore_keep_a_running_container(
+def test_evacuate_and_restore_keep_a_running_container_and_vm(
         cluster: tuple[list[Daemon], str]) -> None:
+    """A container (CRIU) and a VM (QEMU, TCG) running on m2 move live to the members the
+    placement engine picks and back: the same processes count on, and a file written in
+    each before survives both moves."""
     m1, m2, m3 = cluster[0]
     m1.cli("launch", "busybox", "ct", "--target", "m2", "--", "sh", "-c", COUNTER)
+    m1.cli("launch", "busybox", "vm", "--target", "m2", "--type", "vm", "--machine", "pc",
+           "--memory", "128MiB", "--", "sh", "-c", VM_COUNTER)
     try:
         before = wait_count(m2, "ct", 5)
-        r = m1.cli("cluster", "evacuate", "m2", timeout=300)
-        assert "ct ->" in r.stderr and "(live)" in r.stderr, r.stderr
-        where = listed(m1)["ct"]["location"]
-        assert where in ("m1", "m3")
+        vm_before = wait_count(m2, "vm", 2, timeout=300)
+        m1.cli("exec", "ct", "--", "sh", "-c", "echo kept > /kept")
+        m1.cli("exec", "vm", "--", "sh", "-c", "echo kept > /etc/kept; sync")
+
+        def vm_moved() -> None:
+            """The guest went on where it was: its console there shows no boot, its
+            counter went on, and the file is on that member's disk (not a cache)."""
+            assert wait_count(m1, "vm", vm_before) > vm_before
+            assert "CUMULO-READY" not in m1.cli("logs", "vm").stdout
+            assert min(counts(m1, "vm")) > 1
+            m1.cli("exec", "vm", "--", "sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches")
+            assert m1.cli("exec", "vm", "--", "cat", "/etc/kept").stdout == "kept\n"
+
+        r = m1.cli("cluster", "evacuate", "m2", timeout=600)
+        assert "ct ->" in r.stderr and "vm ->" in r.stderr, r.stderr
+        assert r.stderr.count("(live)") == 2, r.stderr
+        seen = listed(m1)
+        assert {seen["ct"]["location"], seen["vm"]["location"]} <= {"m1", "m3"}, seen
+        assert seen["vm"]["state"] == "running", seen
         assert members(m3)["m2"]["state"] == "evacuated"
         # the same PID 1 counts on: a restart would begin at 1 again
         assert int(m3.cli("exec", "ct", "--", "cat", "/count").stdout) >= before
+        assert m3.cli("exec", "ct", "--", "cat", "/kept").stdout == "kept\n"
+        vm_moved()
         # nothing new lands on an evacuated member
         m1.cli("launch", "busybox", "other", "--", "sleep", "1000")
         assert listed(m1)["other"]["location"] != "m2"
         m1.cli("delete", "other", "--force")
 
-        r = m3.cli("cluster", "restore", "m2", timeout=300)
-        assert "ct <-" in r.stderr, r.stderr
-        assert listed(m1)["ct"]["location"] == "m2"
+        r = m3.cli("cluster", "restore", "m2", timeout=600)
+        assert "ct <-" in r.stderr and "vm <-" in r.stderr, r.stderr
+        seen = listed(m1)
+        assert seen["ct"]["location"] == seen["vm"]["location"] == "m2", seen
         assert members(m1)["m2"]["state"] == "online"
-        now = int(m1.cli("exec", "ct", "--", "cat", "/count").stdout)
-        assert now >= before
+        assert int(m1.cli("exec", "ct", "--", "cat", "/count").stdout) >= before
+        assert wait_count(m2, "vm", vm_before) > vm_before
+        for name, path in (("ct", "/kept"), ("vm", "/etc/kept")):
+            assert m1.cli("exec", name, "--", "cat", path).stdout == "kept\n"
     finally:
         m1.cli("delete", "ct", "--force")
+        m1.cli("delete", "vm", "--force")
 
 
 def join_fails(d: Daemon, tmp_path: Path, token: str) -> subprocess.CompletedProcess[str]:
@@ -344,7 +378,8 @@ def test_a_strict_spread_placement_group_keeps_replicas_apart(
         assert sorted(str(seen[n]["location"]) for n in names) == list(NAMES), seen
         r = m3.cli("launch", "busybox", "r4", "--placement-group", "reps", "--", "sleep",
                    "1000", check=False)
-        one_line_error(r, "no member can host")
+        one_line_error(r, "no member can host this instance: 3 already host one of"
+                          " placement group reps (strict spread)")
         assert "r4" not in listed(m1)
         freed = str(seen["r2"]["location"])
         m1.cli("delete", "r2", "--force")
@@ -357,3 +392,155 @@ def test_a_strict_spread_placement_group_keeps_replicas_apart(
             m1.cli("delete", name, "--force", check=False)
         m1.cli("placement-group", "delete", "reps")
     assert listed(m1) == {}
+
+
+@pytest.fixture
+def small_members(cluster: tuple[list[Daemon], str]) -> Iterator[list[Daemon]]:
+    """Each member declares 512 MiB of memory (its host's figure again afterwards)."""
+    daemons = cluster[0]
+    old = {n: m["memory"] for n, m in members(daemons[0]).items()}
+    for name in NAMES:
+        daemons[0].cli("cluster", "set", name, "memory", "512MiB")
+    try:
+        yield daemons
+    finally:
+        gone = [subprocess.Popen([str(BIN / "cumulo"), "delete", name, "--force"],
+                                 env=daemons[i % 3].env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+                for i, name in enumerate(listed(daemons[0]))]   # at once: quicker
+        for p in gone:
+            _, err = p.communicate(timeout=300)
+            if p.returncode:
+                print("parallel delete:", p.args[2], err)
+        for name in listed(daemons[0]):   # what a parallel delete left
+            daemons[0].cli("delete", name, "--force")
+        for name, memory in old.items():
+            daemons[0].cli("cluster", "set", name, "memory", str(memory))
+        daemons[0].cli("cluster", "config", "unset", "rebalance.interval")
+
+
+def test_parallel_launches_fill_the_members_without_overcommit(
+        small_members: list[Daemon]) -> None:
+    """20 launches of 96 MiB at once, asked of the three members in turn: five fit on
+    each member's 512 MiB, the other five are refused in one line naming the filter;
+    no member holds more than it declares."""
+    daemons = small_members
+    procs = [subprocess.Popen(
+        [str(BIN / "cumulo"), "launch", "busybox", f"p{i}", "--memory", "96MiB", "--",
+         "sleep", "1000"], env=daemons[i % 3].env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i in range(20)]
+    results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in procs]
+    for p in procs:
+        for f in (p.stdout, p.stderr):
+            if f is not None:
+                f.close()
+    refused = [err for code, err in results if code != 0]
+    assert len(refused) == 5, results
+    for err in refused:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "no member can host this instance: 3 lack memory" \
+            " (needs 96.0MiB)" in lines[0], err
+    seen = listed(daemons[1])
+    assert len(seen) == 15 and all(i["state"] == "running" for i in seen.values()), seen
+    where = [str(i["location"]) for i in seen.values()]
+    assert sorted(where.count(n) for n in NAMES) == [5, 5, 5], where
+    for name, m in members(daemons[2]).items():
+        assert m["instances"] == 5 and m["declared_memory"] <= m["memory"], (name, m)
+
+
+@pytest.mark.criu
+@pytest.mark.skipif(checkpoint_skip_reason() is not None, reason=str(checkpoint_skip_reason()))
+def test_rebalance_moves_the_fewest_instances(small_members: list[Daemon]) -> None:
+    """Three 128 MiB instances on m1, none elsewhere: the dry run proposes two moves (one
+    to each other member: no fewer can even them out) and moves nothing; the rebalance
+    makes them live. Then the automatic mode, one move per round, moves one of two
+    extra ones and stops: no move can lower the score further."""
+    m1, m2, m3 = small_members
+    for i in range(3):
+        m1.cli("launch", "busybox", f"b{i}", "--target", "m1", "--memory", "128MiB", "--",
+               "sleep", "1000")
+    r = m2.cli("cluster", "rebalance", "--dry-run")
+    assert "imbalance 0.3536 -> 0.0000 with 2 move(s) (dry run)" in r.stderr, r.stderr
+    assert r.stdout.count(" m1 ") == 2 and " m2 " in r.stdout and " m3 " in r.stdout, \
+        r.stdout
+    assert {str(i["location"]) for i in listed(m1).values()} == {"m1"}
+    r = m2.cli("cluster", "rebalance", "--dry-run", "--max-moves", "1")
+    assert "with 1 move(s) (dry run)" in r.stderr, r.stderr
+
+    r = m3.cli("cluster", "rebalance", timeout=300)
+    assert r.stderr.count("(live), imbalance") == 2, r.stderr
+    assert "imbalance 0.3536 -> 0.0000 with 2 move(s)" in r.stderr, r.stderr
+    where = sorted(str(i["location"]) for i in listed(m1).values())
+    assert where == ["m1", "m2", "m3"], where
+    r = m1.cli("cluster", "rebalance")
+    assert "nothing to move" in r.stderr, r.stderr
+
+    # the automatic mode: 2 more on m2 (1/3/1): one move gives 2/2/1, then none helps
+    for i in (3, 4):
+        m1.cli("launch", "busybox", f"b{i}", "--target", "m2", "--memory", "128MiB", "--",
+               "sleep", "1000")
+    for key, value in (("rebalance.threshold", "0.05"), ("rebalance.batch", "1"),
+                       ("rebalance.cooldown", "0"), ("rebalance.interval", "0.5")):
+        m2.cli("cluster", "config", "set", key, value)
+
+    def spread() -> list[int]:
+        where = [str(i["location"]) for i in listed(m1).values()]
+        return sorted(where.count(n) for n in NAMES)
+
+    poll("one automatic move", lambda: spread() == [1, 2, 2], timeout=120)
+    log = m1.log.read_text()
+    assert "rebalance (automatic): moved b" in log, log[-2000:]
+    m2.cli("cluster", "config", "unset", "rebalance.interval")
+    assert spread() == [1, 2, 2]
+    for key, value, words in (("rebalance.batch", "0", "rebalance.batch must be at least 1"),
+                              ("rebalance.speed", "1", "unknown cluster setting")):
+        one_line_error(m1.cli("cluster", "config", "set", key, value, check=False), words)
+
+
+def test_a_running_host_joins_and_a_member_is_removed(
+        cluster: tuple[list[Daemon], str], tmp_path: Path) -> None:
+    """A fourth host, a running cumulod on its own store (in m1's namespace, another
+    port), joins with `cumulo cluster join TOKEN` and restarts as member m4; it cannot be
+    removed while it has an instance (Incus' words), then it can: it notices, leaves
+    the cluster, and starts again as a single host."""
+    m1, m2, _m3 = cluster[0]
+    m4 = Daemon(state_dir=tmp_path / "state", socket=tmp_path / "cumulo.sock",
+                cgroup_parent=f"cumulo-cl-m4-{uuid.uuid4().hex[:6]}", log=tmp_path / "log",
+                wrapper=m1.wrapper)
+    m4.extra = [*m4.extra, "--listen", "10.78.0.1:8444", "--heartbeat", "0.5"]
+    m4.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(m4.socket)}
+    m4.start()
+    try:
+        pid = m4.proc.pid if m4.proc else 0
+        token = m1.cli("cluster", "add", "m4").stdout.strip()
+        r = m4.cli("cluster", "join", token, "--timeout", "180", timeout=240)
+        assert "Joined the cluster as member m4" in r.stderr, r.stderr
+        assert m4.proc is not None and m4.proc.pid == pid and m4.proc.poll() is None
+        assert members(m2)["m4"]["state"] == "online"
+        assert sorted(members(m4)) == [*NAMES, "m4"]
+        one_line_error(m4.cli("cluster", "join", token, check=False), "already member 'm4'")
+        m4.cli("image", "import", str(m1.state_dir.parent.parent / "busybox.tar.gz"),
+               "--alias", "busybox")
+        m1.cli("launch", "busybox", "x4", "--target", "m4", "--", "sleep", "1000")
+
+        for args, words in [
+            (("m4",), "member 'm4' still has the following instances: x4: evacuate it"),
+            (("m1",), "member 'm1' is the one answering"),
+            (("nowhere",), "member 'nowhere' not found"),
+        ]:
+            one_line_error(m1.cli("cluster", "remove", *args, check=False), words)
+        m2.cli("delete", "x4", "--force")
+        assert "Member m4 removed" in m1.cli("cluster", "remove", "m4").stderr
+        assert "m4" not in members(m2)
+        poll("m4 left", lambda: not (m4.state_dir / "cluster.json").exists())
+        one_line_error(m1.cli("cluster", "remove", "m4", check=False), "not found")
+        m4.stop()
+        m4.start()   # a single host again, on its own store
+        assert "in no cluster" in m4.cli("cluster", "info").stderr
+        assert listed(m4) == {}
+    finally:
+        m1.cli("cluster", "remove", "m4", "--force", check=False)
+        m4.stop()
+        for cg in Path("/sys/fs/cgroup").glob(f"*/{m4.cgroup_parent}"):
+            cg.rmdir()
+    assert not leftovers(m4.cgroup_parent)

@@ -1,35 +1,13 @@
-"""Placement at launch without --target (spread: least declared memory, then fewest
-instances) and join tokens as text."""
+"""What the placement engine is asked (a launch, an instance that exists), join tokens
+as text, and the cluster's settings."""
 
 from __future__ import annotations
 
 import pytest
 
-from cumulo.cluster.choose import choose_member
+from cumulo.cluster import settings
 from cumulo.cluster.membership import JoinToken
-from cumulo.errors import ConflictError, InvalidInputError
-from cumulo.store.cluster import EVACUATED, ONLINE, Member, Usage
-
-
-def m(name: str, state: str = ONLINE, silent: float = 0.0) -> Member:
-    return Member(name=name, address="", state=state, cpus=2, memory=1 << 30, disk=1 << 30,
-                  silent=silent)
-
-
-def test_spread_by_memory_then_instances() -> None:
-    ms = [m("a"), m("b"), m("c")]
-    usage = {"a": Usage(1, 512 << 20), "b": Usage(3, 256 << 20), "c": Usage(1, 256 << 20)}
-    assert choose_member(ms, usage, 10) == "c"      # least memory; fewer than b
-    assert choose_member(ms, {}, 10) == "a"         # all empty: the first by name
-    assert choose_member(ms, usage, 10, exclude=["c"]) == "b"
-
-
-def test_offline_and_evacuated_members_take_nothing() -> None:
-    ms = [m("a", silent=30), m("b", EVACUATED), m("c")]
-    assert choose_member(ms, {"c": Usage(9, 9 << 30)}, 10) == "c"
-    with pytest.raises(ConflictError, match="no online member can take the instance"
-                                            r" \(besides c\)"):
-        choose_member(ms, {}, 10, exclude=["c"])
+from cumulo.errors import InvalidInputError
 
 
 def test_join_token_text() -> None:
@@ -55,3 +33,17 @@ def test_a_launch_request_for_the_placement_engine() -> None:
     assert plain.features == frozenset({"type:container"}) and plain.placement_group is None
     # limits the route refuses are left to it (its one-line error)
     assert request_of({"limits": {"memory": "lots"}}, None).resources == Resources()
+
+
+def test_settings_are_checked_in_one_line() -> None:
+    assert settings.check("rebalance.threshold", "0.05") == "0.05"
+    assert settings.check("rebalance.batch", "2") == "2"
+    for key, value, words in [
+        ("rebalance.speed", "1", "unknown cluster setting 'rebalance.speed': one of"),
+        ("rebalance.batch", "1.5", "rebalance.batch must be a whole number, not '1.5'"),
+        ("rebalance.batch", "0", "rebalance.batch must be at least 1"),
+        ("rebalance.cooldown", "-1", "rebalance.cooldown must be zero or more"),
+        ("rebalance.threshold", "high", "rebalance.threshold must be a number"),
+    ]:
+        with pytest.raises(InvalidInputError, match=words.replace(".", r"\.")):
+            settings.check(key, value)

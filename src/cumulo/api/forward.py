@@ -3,7 +3,7 @@ forwarded to it (HTTP relayed as it streams; websockets pumped both ways) over H
 to the member's --listen address, its certificate pinned (the fingerprint it stored at
 join). This member authenticates with its own token and names the caller it speaks for
 (``X-Cumulo-On-Behalf-Of``): the other member authorizes that caller (api/auth.py). A
-launch goes to the member ``target`` names, or to the one ``choose_member`` picks.
+launch goes where the placement engine puts it (``--target`` among its filters).
 Forwarded requests carry ``X-Cumulo-Forwarded`` and are answered where they arrive (no
 loops); only member identities may send either header.
 """

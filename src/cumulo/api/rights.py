@@ -156,9 +156,16 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/1.0/cluster"): Rule(READ, S),
     ("POST", "/1.0/cluster"): Rule(ADMIN, S),
     ("POST", "/1.0/cluster/join-tokens"): Rule(ADMIN, S),
+    ("POST", "/1.0/cluster/join"): Rule(ADMIN, S),
     ("GET", "/1.0/cluster/members"): Rule(READ, S),
     ("GET", "/1.0/cluster/members/{name}"): Rule(READ, S),
+    ("PATCH", "/1.0/cluster/members/{name}"): Rule(ADMIN, S),
+    ("DELETE", "/1.0/cluster/members/{name}"): Rule(ADMIN, S),
     ("POST", "/1.0/cluster/members/{name}/evacuate"): Rule(ADMIN, S),
+    ("GET", "/1.0/cluster/rebalance"): Rule(READ, S),
+    ("POST", "/1.0/cluster/rebalance"): Rule(ADMIN, S),
+    ("GET", "/1.0/cluster/config"): Rule(READ, S),
+    ("PATCH", "/1.0/cluster/config"): Rule(ADMIN, S),
     ("POST", "/1.0/cluster/members/{name}/restore"): Rule(ADMIN, S),
 }
 

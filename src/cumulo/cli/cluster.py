@@ -1,4 +1,5 @@
-"""cumulo cluster ...: enable a cluster, invite members, list them, evacuate and restore."""
+"""cumulo cluster ...: enable a cluster, invite members, list them, declare what they
+offer, evacuate and restore them, rebalance, cluster-wide settings."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def info(name: Annotated[str | None, typer.Argument(help="a member (default: thi
         print(f"{label + ':':24}{o.cell(m.get(key))}")
 
 
-def _run(path: str, what: str) -> None:
+def _run(path: str, what: str, body: dict[str, Any] | None = None) -> None:
     from rich.progress import BarColumn, Progress, TextColumn
 
     with Client() as c, Progress(TextColumn("{task.description}"), BarColumn(),
@@ -92,7 +93,7 @@ def _run(path: str, what: str) -> None:
             bar.update(task, completed=op.get("progress", 0.0),
                        description=op.get("message") or what)
 
-        op = c.wait(c.request("POST", path).json(), show, timeout=3600)
+        op = c.wait(c.request("POST", path, json=body).json(), show, timeout=3600)
     r = op.get("resources") or {}
     for line in r.get("moved", []) + r.get("restored", []):
         o.say(f"  {line}")
@@ -110,3 +111,118 @@ def evacuate(name: Annotated[str, typer.Argument(help="the member to empty")]) -
 def restore(name: Annotated[str, typer.Argument(help="the evacuated member")]) -> None:
     """Bring back the instances evacuated from a member."""
     _run(f"/cluster/members/{name}/restore", f"restoring {name}")
+
+
+@cluster_app.command("remove")
+def remove(name: Annotated[str, typer.Argument(help="the member")],
+           force: Annotated[bool, typer.Option(
+               "--force", help="even if it still has instances: they are forgotten (use"
+               " it for a host that is gone for good)")] = False) -> None:
+    """Remove a member from the cluster (empty it first: `cumulo cluster evacuate`)."""
+    with Client() as c:
+        c.request("DELETE", f"/cluster/members/{name}", params={"force": force})
+    o.err.print(f"Member {name} removed")
+
+
+@cluster_app.command("set")
+def set_(name: Annotated[str, typer.Argument(help="a member")],
+         key: Annotated[str, typer.Argument(help="cpus, memory or disk")],
+         value: Annotated[str, typer.Argument(help="e.g. 4, 8GiB, 200GiB")]) -> None:
+    """Declare what a member offers to instances (the placement engine never places
+    more than that on it; its host's own figures by default)."""
+    if key not in ("cpus", "memory", "disk"):
+        o.err.print(f"Error: unknown member key {key!r}: cpus, memory or disk")
+        raise typer.Exit(1)
+    body: dict[str, Any] = {key: float(value) if key == "cpus" and _number(value) else value}
+    with Client() as c:
+        c.request("PATCH", f"/cluster/members/{name}", json=body)
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@cluster_app.command("rebalance")
+def rebalance(dry_run: Annotated[bool, typer.Option(
+                  "--dry-run", help="only print the moves it would make")] = False,
+              max_moves: Annotated[int, typer.Option(
+                  help="at most this many moves")] = 10) -> None:
+    """Move instances (live) between members so that their declared memory use is even:
+    the bounded list of moves that lowers the imbalance score the most."""
+    with Client() as c:
+        plan = c.request("GET", "/cluster/rebalance", params={"max_moves": max_moves}).json()
+    rows = [{"move": f"{m['instance']}", "from": m["source"], "to": m["target"],
+             "score": f"{m['score_before']:.4f} -> {m['score_after']:.4f}"}
+            for m in plan["moves"]]
+    if rows:
+        o.table(rows, [("MOVE", "move"), ("FROM", "from"), ("TO", "to"),
+                       ("IMBALANCE", "score")], o.Format.table)
+    summary = (f"imbalance {plan['score_before']:.4f} -> {plan['score_after']:.4f} with"
+               f" {len(rows)} move(s)")
+    if dry_run or not rows:
+        o.err.print(summary + (" (dry run)" if dry_run and rows else
+                               "" if rows else ": nothing to move"))
+        return
+    _run("/cluster/rebalance", "rebalancing", {"max_moves": max_moves})
+
+
+config_app = typer.Typer(no_args_is_help=True,
+                         help="Cluster-wide settings: the automatic rebalancer's.")
+cluster_app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(fmt: FormatOpt = o.Format.table) -> None:
+    """Every setting and its value."""
+    with Client() as c:
+        cfg = c.request("GET", "/cluster/config").json()
+    o.table([{"key": k, "value": v} for k, v in sorted(cfg.items())],
+            [("KEY", "key"), ("VALUE", "value")], fmt)
+
+
+@config_app.command("set")
+def config_set(key: Annotated[str, typer.Argument(help="e.g. rebalance.interval")],
+               value: Annotated[str, typer.Argument(help="its new value")]) -> None:
+    """Change a setting (rebalance.interval > 0 turns the automatic rebalancer on)."""
+    with Client() as c:
+        c.request("PATCH", "/cluster/config", json={key: value})
+
+
+@config_app.command("unset")
+def config_unset(key: Annotated[str, typer.Argument(help="the setting")]) -> None:
+    """Back to the default."""
+    with Client() as c:
+        c.request("PATCH", "/cluster/config", json={key: None})
+
+
+@cluster_app.command("join")
+def join(token: Annotated[str, typer.Argument(help="from `cumulo cluster add NAME`")],
+         timeout: Annotated[float, typer.Option(help="seconds to wait for the restart")]
+         = 60) -> None:
+    """Make this host (a running cumulod with --listen, holding no instance) a member:
+    the same as starting it with `cumulod --join TOKEN`. It restarts on the cluster's
+    store; this waits until it answers again as a member."""
+    import time
+
+    from cumulo.errors import CumuloError
+
+    with Client() as c:
+        member = c.request("POST", "/cluster/join", json={"token": token}).json()["member"]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with Client() as c:
+                if c.request("GET", "/cluster").json().get("member") == member:
+                    break
+        except (CumuloError, OSError):
+            pass   # restarting: its socket is away for a moment
+        if time.monotonic() > deadline:
+            o.err.print(f"Error: cumulod did not come back as member {member} within"
+                        f" {timeout:g} s: see its log")
+            raise typer.Exit(1)
+        time.sleep(0.5)
+    o.err.print(f"Joined the cluster as member {member}")

@@ -1,16 +1,19 @@
-"""Where a new instance goes: at launch the placement engine (``scheduled``: filters,
-scores, placement groups, the allocation transaction of services/placement.py);
-``choose_member``, the simple spread rule, still picks an evacuated instance's member."""
+"""What the placement engine is asked: at launch (``scheduled``: filters, scores,
+placement groups, the allocation transaction of services/placement.py) and for an
+instance that exists and must go elsewhere (``request_for``: evacuation, restore,
+rebalance, recovery of an ephemeral one)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cumulo.cluster.model import PlacementGroup, Request, Resources
+from cumulo.domain.models import Instance
 from cumulo.domain.units import parse_size
 from cumulo.errors import ConflictError, InvalidInputError
-from cumulo.store.cluster import ONLINE, Member, Usage
+from cumulo.store.cluster import ONLINE
+from cumulo.store.members import Allocation
 
 if TYPE_CHECKING:
     from cumulo.cluster.membership import Membership
@@ -18,24 +21,6 @@ if TYPE_CHECKING:
 
 # (project, the launch request's body, --target or None) -> the member that runs it
 Place = Callable[[str, dict[str, Any], str | None], str]
-
-
-def choose_member(members: Iterable[Member], usage: dict[str, Usage], offline_after: float,
-                  exclude: Iterable[str] = ()) -> str:
-    """The online member with the least declared memory, then the fewest instances,
-    then the first by name; ``exclude``: members that may not take it."""
-    skip = set(exclude)
-    candidates = [m for m in members
-                  if m.name not in skip and m.effective(offline_after) == ONLINE]
-    if not candidates:
-        raise ConflictError("no online member can take the instance"
-                            + (f" (besides {', '.join(sorted(skip))})" if skip else ""))
-
-    def key(m: Member) -> tuple[int, int, str]:
-        u = usage.get(m.name, Usage())
-        return (u.memory, u.instances, m.name)
-
-    return min(candidates, key=key).name
 
 
 def request_of(body: dict[str, Any], target: str | None) -> Request:
@@ -53,6 +38,16 @@ def request_of(body: dict[str, Any], target: str | None) -> Request:
     return Request(resources=res, type=type_, features=frozenset({f"type:{type_}"}),
                    target=target or None,
                    placement_group=PlacementGroup(str(group)) if group else None)
+
+
+def request_for(inst: Instance, alloc: Allocation | None) -> Request:
+    """An instance that exists, as the engine sees it: what its allocation holds (its
+    limits if it has none: made before the cluster), its type, its placement group."""
+    res = alloc.resources if alloc is not None else Resources(
+        float(inst.limits.cpu or 0), int(inst.limits.memory or 0))
+    group = alloc.placement_group if alloc is not None else None
+    return Request(resources=res, type=inst.type, features=frozenset({f"type:{inst.type}"}),
+                   placement_group=PlacementGroup(group) if group else None)
 
 
 def scheduled(cluster: Membership, scheduler: Scheduler) -> Place:

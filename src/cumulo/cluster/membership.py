@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,8 +127,9 @@ class Membership:
         self.heartbeat_interval, self.offline_after = heartbeat, offline_after
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._duties: threading.Thread | None = None
         self.scheduler: Scheduler | None = None   # the placement engine's allocations
-        self.on_beat: list[Any] = []    # called after each heartbeat (recovery of others)
+        self.on_beat: list[Any] = []    # called at the heartbeat's pace (cluster duties)
 
     @property
     def member(self) -> str | None:
@@ -209,6 +211,48 @@ class Membership:
         self._become(token.name)
         log.info("joined the cluster as member %s", token.name)
 
+    def remove(self, name: str, force: bool = False,
+               forget: Callable[[str, str], None] | None = None) -> list[tuple[str, str]]:
+        """Remove member ``name`` (as Incus' ``cluster remove``): refused while instances
+        are located on it unless ``force`` (they are forgotten with it: their rows and
+        allocations; what runs there is that host's to clean up). Its identity is
+        revoked, so it can no longer speak to the others; its daemon, if it runs, notices
+        at its next heartbeat and leaves the cluster. ``forget(project, name)`` deletes
+        an instance's row. The instances forgotten."""
+        me = self._require()
+        self.store.get_member(name)   # 404 for an unknown one
+        if name == me.member:
+            raise ConflictError(f"member {name!r} is the one answering: ask another member to"
+                                " remove it")
+        held = [n for _p, n, _l in self.store.instances_on(name)]
+        if held and not force:
+            raise ConflictError(f"member {name!r} still has the following instances:"
+                                f" {', '.join(held)}: evacuate it first (`cumulo cluster"
+                                f" evacuate {name}`) or remove it with --force (they are"
+                                " forgotten)")
+        held_rows = self.store.instances_on(name)
+        for project, inst, _loc in held_rows:
+            if forget is not None:
+                with contextlib.suppress(NotFoundError):
+                    forget(project, inst)
+        gone = [(p, n) for p, n, _l in held_rows]
+        self.store.forget_member(name)
+        with contextlib.suppress(NotFoundError):
+            self.identities.revoke(identity_name(name), MEMBER)
+        if self.scheduler is not None:
+            self.scheduler.forget()
+        log.warning("member %s removed from the cluster%s", name,
+                    f", forgetting {len(gone)} instance(s)" if gone else "")
+        return gone
+
+    def _removed(self) -> None:
+        """This member's row is gone (`cumulo cluster remove` on another member): leave
+        the cluster. A restart makes this host a single one again, on its own store."""
+        log.error("this host was removed from the cluster: it leaves it (restart cumulod:"
+                  " it serves as a single host again, on its own store)")
+        (self.state_dir / IDENTITY).unlink(missing_ok=True)
+        self._stop.set()
+
     # reads
     def members(self) -> list[tuple[Member, Usage]]:
         self._require()
@@ -267,19 +311,37 @@ class Membership:
         self.beat()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
         self._thread.start()
+        self._duties = threading.Thread(target=self._hooks, name="cluster-duties",
+                                        daemon=True)
+        self._duties.start()
 
     def _loop(self) -> None:
+        """Heartbeats only: nothing slow may delay them (a late one looks offline)."""
         while not self._stop.wait(self.heartbeat_interval):
             try:
                 self.beat()
-                for hook in self.on_beat:
-                    hook()
+            except NotFoundError:
+                self._removed()
+                return
             except CumuloError as err:   # the store away for a moment: try again
                 log.warning("heartbeat failed: %s", err)
             except Exception:
                 log.exception("heartbeat failed")
 
+    def _hooks(self) -> None:
+        """What members do now and then (recovery of others' instances, the automatic
+        rebalancer, networks), at the heartbeat's pace, in a thread of their own."""
+        while not self._stop.wait(self.heartbeat_interval):
+            for hook in self.on_beat:
+                try:
+                    hook()
+                except CumuloError as err:
+                    log.warning("%s failed: %s", getattr(hook, "__qualname__", hook), err)
+                except Exception:
+                    log.exception("%s failed", getattr(hook, "__qualname__", hook))
+
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        for t in (self._thread, self._duties):
+            if t is not None:
+                t.join(10)

@@ -297,13 +297,14 @@ class Inventory:
                             f"lack {what} (needs {size})"))
         pg = req.placement_group
         if pg is not None and pg.strict and (here := self._pg_counts(pg.name)) is not None:
+            shown = pg.name.rsplit("/", 1)[-1]   # (counted per project: PROJECT/NAME)
             if pg.policy == SPREAD:
-                out.append((here == 0, f"already hosts one of placement group {pg.name}"
+                out.append((here == 0, f"already hosts one of placement group {shown}"
                             " (strict spread)", f"already host one of placement group"
-                            f" {pg.name} (strict spread)"))
+                            f" {shown} (strict spread)"))
             else:
-                out.append((here > 0, f"does not host placement group {pg.name} (strict"
-                            " compact)", f"do not host placement group {pg.name} (strict"
+                out.append((here > 0, f"does not host placement group {shown} (strict"
+                            " compact)", f"do not host placement group {shown} (strict"
                             " compact)"))
         return out
 

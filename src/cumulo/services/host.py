@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.cluster.membership import JoinToken, Membership
+from cumulo.cluster.rebalancer import Rebalancer
 from cumulo.cluster.recover import GRACE, Recovery
 from cumulo.drivers.base import InstanceDriver
 from cumulo.drivers.registry import DriverContext, create_driver
@@ -119,6 +120,7 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     instances.reconcile()
     cluster.on_beat.append(Recovery(cluster, instances, GRACE if ephemeral_grace is None
                                     else ephemeral_grace).run)
+    cluster.on_beat.append(Rebalancer(cluster, instances).tick)   # its automatic mode
     cluster.on_beat.append(_network_sync(store, networks))
     volumes = VolumeService(storage, instances)
     identities = IdentityService(IdentityStore(store.db), AuditStore(store.db))

@@ -49,10 +49,7 @@ class Scheduler:
         name. ``req.placement_group`` needs only its name: policy and strictness come
         from the store. ``NoMemberFits`` (one line: which filter excluded how many
         members) when nobody can, ``ConflictError`` if every round lost its race."""
-        if req.placement_group is not None:   # as stored (policy, strict); the inventory
-            stored = self.members.get_group(project, req.placement_group.name)  # counts
-            req = replace(req, placement_group=replace(                 # groups per project
-                stored, name=f"{project}/{stored.name}"))
+        req = self.stored_group(project, req)
         last: LostRace | None = None
         for round_ in range(self.rounds):
             with self._lock:
@@ -76,6 +73,59 @@ class Scheduler:
             return member
         raise ConflictError(f"could not place instance {instance!r}: {last}")
 
+    def stored_group(self, project: str, req: Request) -> Request:
+        """``req`` with its placement group as stored (policy, strict), named as the
+        inventory counts groups (per project)."""
+        if req.placement_group is None:
+            return req
+        stored = self.members.get_group(project, req.placement_group.name.rsplit("/")[-1])
+        return replace(req, placement_group=replace(stored, name=f"{project}/{stored.name}"))
+
+    def relocate(self, project: str, instance: str, req: Request,
+                 prefer: str | None = None) -> tuple[str, Allocation | None]:
+        """Choose another member for an instance that exists (evacuation, recovery) and
+        move its allocation there, re-checked in one locked transaction (one is made if
+        it had none); ``prefer``: try that member first (a plan's choice). The member,
+        and the allocation as it was (``undo`` puts it back). ``NoMemberFits`` when the
+        filters leave nobody (its member, offline or evacuated, is excluded by them)."""
+        req = self.stored_group(project, req)
+        before = self.members.allocation(project, instance)
+        last: LostRace | None = None
+        for round_ in range(self.rounds):
+            with self._lock:
+                ranked = self.inventory(fresh=True).candidates(req, self.limit)
+            if prefer is not None and round_ == 0:
+                ranked = [prefer, *[m for m in ranked if m != prefer]]
+            try:
+                if before is None:
+                    member = self.members.allocate(project, instance, req, ranked)
+                else:
+                    member = self._move_first(project, instance, ranked)
+            except LostRace as err:
+                last = err
+                continue
+            self.forget()
+            return member, before
+        raise ConflictError(f"could not place instance {instance!r}: {last}")
+
+    def _move_first(self, project: str, instance: str, ranked: list[str]) -> str:
+        why: dict[str, str] = {}
+        for member in ranked:
+            try:
+                self.members.move(project, instance, member)
+                return member
+            except LostRace as err:
+                why.update(err.why)
+        raise LostRace(why)
+
+    def undo(self, project: str, instance: str, before: Allocation | None) -> None:
+        """Put an allocation back as ``relocate`` found it (the move failed)."""
+        if before is None:
+            self.members.release(project, instance)
+        else:
+            self.members.move(project, instance, before.member, check=False)
+        self.forget()
+
     def _unassume(self, inv: Inventory, member: str, req: Request) -> None:
         with self._lock:
             if inv is self._inventory:   # (a reload has forgotten it already)
@@ -83,14 +133,15 @@ class Scheduler:
 
     def release(self, project: str, instance: str) -> Allocation:
         done = self.members.release(project, instance)
-        self._forget()
+        self.forget()
         return done
 
-    def move(self, project: str, instance: str, to: str) -> Allocation:
-        done = self.members.move(project, instance, to)
-        self._forget()
+    def move(self, project: str, instance: str, to: str, check: bool = True) -> Allocation:
+        done = self.members.move(project, instance, to, check)
+        self.forget()
         return done
 
-    def _forget(self) -> None:
+    def forget(self) -> None:
+        """Reload the inventory before the next placement (members changed)."""
         with self._lock:
             self._inventory = None

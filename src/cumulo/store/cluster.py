@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from cumulo.cluster.model import EVACUATED, OFFLINE, ONLINE, Resources
-from cumulo.errors import ConflictError, InvalidInputError
+from cumulo.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from cumulo.store.db import Database
 from cumulo.store.identities import digest
 from cumulo.store.members import MemberRecord, MemberStore
 from cumulo.store.tables import (
+    AllocationRow,
+    ClusterConfigRow,
     InstanceRow,
     JoinTokenRow,
     MemberRow,
@@ -109,7 +111,7 @@ class ClusterStore:
                 u = out.setdefault(loc, [0, 0, 0.0])
                 u[0] += 1
                 u[1] += int((limits or {}).get("memory") or 0)
-                u[2] += float((limits or {}).get("cpus") or 0)
+                u[2] += float((limits or {}).get("cpu") or 0)
         return {k: Usage(*v) for k, v in out.items()}
 
     # instances
@@ -192,3 +194,59 @@ class ClusterStore:
                                         f" {row.expires_at:%Y-%m-%d %H:%M:%S} UTC: ask for a"
                                         f" new one with `cumulo cluster add {row.name}`")
             row.used_at = now
+
+    def forget_member(self, name: str) -> list[tuple[str, str]]:
+        """Remove member ``name`` from the store in one transaction, with the allocations
+        on it; instances evacuated from it forget where they came from; (project, name)
+        of the instances still located there (the caller deletes those rows)."""
+        with self.db.session(modify=True) as s:
+            member = s.scalar(select(MemberRow).where(MemberRow.name == name)
+                              .with_for_update())
+            if member is None:
+                raise NotFoundError("member", name)
+            rows = list(s.execute(
+                select(InstanceRow, ProjectRow.name)
+                .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
+                .where(InstanceRow.location == name)))
+            s.execute(delete(AllocationRow).where(AllocationRow.member_id == member.id))
+            s.execute(delete(JoinTokenRow).where(JoinTokenRow.name == name))
+            s.execute(update(InstanceRow).where(InstanceRow.origin == name)
+                      .values(origin=None))
+            s.delete(member)
+            return [(project, row.name) for row, project in rows]
+
+    # cluster-wide settings (cluster/settings.py checks them)
+    def config(self) -> dict[str, str]:
+        with self.db.session() as s:
+            return {r.key: r.value for r in s.scalars(select(ClusterConfigRow))
+                    if not r.key.endswith(".last")}
+
+    def set_config(self, key: str, value: str | None) -> None:
+        """Set ``key`` (None: back to its default)."""
+        with self.db.session(modify=True) as s:
+            row = s.get(ClusterConfigRow, key, with_for_update=True)
+            if value is None:
+                if row is not None:
+                    s.delete(row)
+            elif row is None:
+                s.add(ClusterConfigRow(key=key, value=value))
+            else:
+                row.value = value
+
+    def take_round(self, key: str, cooldown: float) -> bool:
+        """Whether this member may run a round of ``key`` now: none ran for ``cooldown``
+        seconds (by the database's clock); if so the round is marked as begun. One member
+        wins when several try (a row lock, or the key's uniqueness)."""
+        try:
+            with self.db.session(modify=True) as s:
+                now = self._now(s).timestamp()
+                row = s.get(ClusterConfigRow, f"{key}.last", with_for_update=True)
+                if row is not None and now - float(row.value) < cooldown:
+                    return False
+                if row is None:
+                    s.add(ClusterConfigRow(key=f"{key}.last", value=repr(now)))
+                else:
+                    row.value = repr(now)
+                return True
+        except StoreError:   # another member inserted it first
+            return False

@@ -354,23 +354,9 @@ class MemberStore:
             row = self._row(s, member, lock=True)
         except NotFoundError:
             return "is no longer a member"
-        if (state := self._state(row, s)) != ONLINE:
-            return f"is {state}"
         r = req.resources
-        free = Resources(row.cpus - row.used_cpus, row.memory - row.used_memory,
-                         row.disk - row.used_disk)
-        if not r.fits_in(free):
-            return f"has {free.cpus:g} CPU, {format_size(free.memory)} memory," \
-                   f" {format_size(free.disk)} disk free"
-        if group is not None and group.strict:
-            here = select(func.count()).select_from(AllocationRow).where(
-                AllocationRow.placement_group_id == group.id)
-            if group.policy == SPREAD and s.scalar(
-                    here.where(AllocationRow.member_id == row.id)):
-                return f"already hosts one of placement group {group.name}"
-            if group.policy != SPREAD and s.scalar(
-                    here.where(AllocationRow.member_id != row.id)):
-                return f"does not host placement group {group.name}"
+        if (refusal := self._refusal(s, row, r, group)) is not None:
+            return refusal
         s.add(AllocationRow(project_id=pid, instance=instance, member_id=row.id,
                             placement_group_id=None if group is None else group.id,
                             cpus=r.cpus, memory=r.memory, disk=r.disk))
@@ -379,6 +365,30 @@ class MemberStore:
         row.used_disk += r.disk
         row.instances += 1
         s.flush()
+        return None
+
+    def _refusal(self, s: Session, row: MemberRow, r: Resources,
+                 group: PlacementGroupRow | None, moving: int | None = None) -> str | None:
+        """Why ``row`` cannot take ``r`` (in ``group``; ``moving``: the id of the
+        allocation that would move there, not counted), or None."""
+        if (state := self._state(row, s)) != ONLINE:
+            return f"is {state}"
+        free = Resources(row.cpus - row.used_cpus, row.memory - row.used_memory,
+                         row.disk - row.used_disk)
+        if not r.fits_in(free):
+            return f"has {free.cpus:g} CPU, {format_size(free.memory)} memory," \
+                   f" {format_size(free.disk)} disk free"
+        if group is not None and group.strict:
+            here = select(func.count()).select_from(AllocationRow).where(
+                AllocationRow.placement_group_id == group.id)
+            if moving is not None:
+                here = here.where(AllocationRow.id != moving)
+            if group.policy == SPREAD and s.scalar(
+                    here.where(AllocationRow.member_id == row.id)):
+                return f"already hosts one of placement group {group.name}"
+            if group.policy != SPREAD and s.scalar(
+                    here.where(AllocationRow.member_id != row.id)):
+                return f"does not host placement group {group.name}"
         return None
 
     def release(self, project: str, instance: str) -> Allocation:
@@ -393,23 +403,26 @@ class MemberStore:
             s.delete(alloc)
             return done
 
-    def move(self, project: str, instance: str, to: str) -> Allocation:
-        """Move the allocation to member ``to`` (evacuation, rebalance), re-checking
-        that it fits there; ``LostRace`` (nothing changed) if it does not."""
+    def move(self, project: str, instance: str, to: str, check: bool = True) -> Allocation:
+        """Move the allocation to member ``to`` (evacuation, rebalance, recovery),
+        re-checking there what a new allocation would be checked for: state, room and
+        the placement group's strict rule; ``LostRace`` (nothing changed) if it fails.
+        ``check`` False: no check (an undo, back to where it was)."""
         with self.db.session(modify=True) as s:
             alloc = self._allocation(s, project, instance)
-            ids = sorted({alloc.member_id, self._row(s, to).id})   # one lock order
+            group = None if alloc.placement_group_id is None else s.scalar(
+                select(PlacementGroupRow).where(
+                    PlacementGroupRow.id == alloc.placement_group_id).with_for_update())
+            target = self._row(s, to).id
+            ids = sorted({alloc.member_id, target})   # one lock order
             rows = {r.id: r for r in s.scalars(select(MemberRow).where(
                 MemberRow.id.in_(ids)).order_by(MemberRow.id).with_for_update())}
-            src, dst = rows[alloc.member_id], rows[self._row(s, to).id]
+            src, dst = rows[alloc.member_id], rows[target]
             if src.id == dst.id:
                 return self._allocation_out(s, project, alloc)
             need = Resources(alloc.cpus, alloc.memory, alloc.disk)
-            free = Resources(dst.cpus - dst.used_cpus, dst.memory - dst.used_memory,
-                             dst.disk - dst.used_disk)
-            state = self._state(dst, s)
-            if state != ONLINE or not need.fits_in(free):
-                raise LostRace({to: f"is {state}" if state != ONLINE else "lacks the room"})
+            if check and (why := self._refusal(s, dst, need, group, alloc.id)) is not None:
+                raise LostRace({to: why})
             self._unuse(src, alloc)
             dst.used_cpus += alloc.cpus
             dst.used_memory += alloc.memory
@@ -418,6 +431,14 @@ class MemberStore:
             alloc.member_id = dst.id
             s.flush()
             return self._allocation_out(s, project, alloc)
+
+    def allocation(self, project: str, instance: str) -> Allocation | None:
+        """An instance's allocation (None: it has none, made before the cluster)."""
+        with self.db.session() as s:
+            pid = self._project_id(s, project)
+            row = s.scalar(select(AllocationRow).where(AllocationRow.project_id == pid,
+                                                       AllocationRow.instance == instance))
+            return None if row is None else self._allocation_out(s, project, row)
 
     @staticmethod
     def _unuse(row: MemberRow, alloc: AllocationRow) -> None:

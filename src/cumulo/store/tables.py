@@ -314,3 +314,11 @@ class JoinTokenRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class ClusterConfigRow(Base):
+    """A cluster-wide setting (``rebalance.*``), as text; and the automatic rebalancer's
+    last round (``rebalance.last``), which members take in turn by compare-and-set."""
+    __tablename__ = "cluster_config"
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
