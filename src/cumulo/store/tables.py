@@ -314,3 +314,13 @@ class JoinTokenRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class TpmBaselineRow(Base):
+    """A VM's measured boot as recorded by ``cumulo tpm baseline`` (services/measured_boot.py)."""
+    __tablename__ = "tpm_baselines"
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    pcrs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)      # index -> sha256
+    events: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

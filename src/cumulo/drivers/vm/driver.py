@@ -51,6 +51,7 @@ from cumulo.drivers.vm import (
     disks,
     firmware,
     initramfs,
+    measured,
     migration,
     nics,
     qga,
@@ -660,6 +661,23 @@ class VmDriver:
             return None
         with qga.connect(vm.qmp_socket.parent, host_id) as guest:
             return guest.read_file(path, limit)
+
+    # --- measured boot (TpmReader): what the guest's kernel reads from its vTPM ----------
+    def tpm_measurements(self, host_id: str) -> tuple[dict[int, str], bytes]:
+        """The sha256 PCRs and the firmware's TCG2 event log, through the guest agent."""
+        require(self.state(host_id), host_id, "read the TPM of", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        if vm.tpm_socket is None:
+            raise UnsupportedError(f"VM {host_id!r} has no vTPM: launch it with --tpm"
+                                   " --firmware uefi for measured boot")
+        if vm.firmware != firmware.UEFI:
+            how = f"boots through {vm.firmware}" if vm.firmware else "boots a kernel directly"
+            raise UnsupportedError(f"measured boot needs UEFI firmware: VM {host_id!r} {how}"
+                                   " (launch a disk image with --firmware uefi --tpm)")
+        if not vm.qga:
+            raise UnsupportedError(f"VM {host_id!r} has no QEMU guest agent to read its TPM")
+        with qga.connect(vm.qmp_socket.parent, host_id) as guest:
+            return measured.read(guest, host_id)
 
     def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
         vm = self._vmspec(host_id)
