@@ -33,10 +33,12 @@ def show(name: str, project: str | None, fmt: o.Format) -> None:
     o.table([{"pcr": n, "sha256": t["pcrs"][str(n)], "events": per_pcr.get(n, 0)}
              for n in range(SHOWN)], [("PCR", "pcr"), ("SHA256", "sha256"),
                                       ("EVENTS", "events")], fmt)
-    o.table([{**e, "digest": _short(e["sha256"]), "description": e["description"][:70]}
-             for e in t["events"]],
-            [("PCR", "pcr"), ("TYPE", "type"), ("DIGEST", "digest"),
-             ("DESCRIPTION", "description")], fmt)
+    # the events one a line, unwrapped: descriptions are long (GRUB's commands)
+    width = max((len(e["type"]) for e in t["events"]), default=4)
+    print(f"PCR  {'TYPE':<{width}}  {'SHA256':<17}  MEASURED")
+    for e in t["events"]:
+        print(f"{e['pcr']:>3}  {e['type']:<{width}}  {_short(e['sha256']):<17}"
+              f"  {e['description'][:100]}")
     bad = t["log_mismatched_pcrs"]
     print(f"event log: {len(t['events'])} events, "
           + (f"does NOT replay to PCR {', '.join(map(str, bad))}" if bad
