@@ -2,8 +2,8 @@
 the chain (PCRs 0-9), `info --tpm` reads the PCRs and the event log through the QEMU
 guest agent and the log replays to them, a baseline verifies after a restart of the
 same chain and fails after the guest's kernel changed (PCR 9 named, with the event); a
-checkpoint and restore, and a stateful snapshot, carry the TPM's state (the PCRs survive). Bad input: verify
-without a baseline, measured boot of a VM booted by SeaBIOS.
+checkpoint and restore, and a stateful snapshot, carry the TPM's state (the PCRs
+survive). Bad input: verify without a baseline, measured boot of a VM booted by SeaBIOS.
 
 One guest for the whole module (a Debian boot on TCG takes a minute or more): the
 read-only tests first, the one that changes its kernel last.
