@@ -438,6 +438,20 @@ class Client:
         return self.request("GET", f"/instances/{name}/files",
                             params={"project": self._p(project), "path": path}).content
 
+    # measured boot
+    def tpm(self, name: str, project: str | None = None) -> dict[str, Any]:
+        """A running VM's vTPM PCRs and boot event log."""
+        return self.get(f"/instances/{name}/tpm",  # type: ignore[no-any-return]
+                        params={"project": self._p(project)})
+
+    def tpm_baseline(self, name: str, project: str | None = None) -> dict[str, Any]:
+        return self.request("PUT", f"/instances/{name}/tpm/baseline",  # type: ignore[no-any-return]
+                            params={"project": self._p(project)}).json()
+
+    def tpm_verify(self, name: str, project: str | None = None) -> dict[str, Any]:
+        return self.get(f"/instances/{name}/tpm/verify",  # type: ignore[no-any-return]
+                        params={"project": self._p(project)})
+
     def console_follow(self, name: str, project: str | None = None) -> Iterator[bytes]:
         with self._stream(f"/instances/{name}/console",
                           {"project": self._p(project), "follow": "true"}) as (_head, body):

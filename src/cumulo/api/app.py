@@ -26,6 +26,7 @@ from cumulo.api import (
     identity_routes,
     membership_routes,
     placement_routes,
+    tpm_routes,
     web_routes,
 )
 from cumulo.api import schemas as s
@@ -420,6 +421,7 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     web_routes.add_routes(r, svc, listen, reports, fingerprint)
     membership_routes.add_routes(r, svc)
     placement_routes.add_routes(r, svc)
+    tpm_routes.add_routes(r, svc)
     app.include_router(r)
     assets.mount(app)
 

@@ -52,6 +52,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("WS", f"{_I}/exec-ws"): Rule(OPERATE),
     ("PUT", f"{_I}/files"): Rule(OPERATE),     # as much as an exec of cat could
     ("GET", f"{_I}/files"): Rule(OPERATE),
+    ("GET", f"{_I}/tpm"): Rule(READ),             # fixed files read by the guest agent
+    ("PUT", f"{_I}/tpm/baseline"): Rule(OPERATE),
+    ("GET", f"{_I}/tpm/verify"): Rule(READ),
     ("WS", f"{_I}/console-ws"): Rule(OPERATE),
     ("POST", f"{_I}/bandwidth"): Rule(MANAGE),
     ("POST", f"{_I}/nics"): Rule(MANAGE),

@@ -49,6 +49,7 @@ LAZY: dict[str, tuple[str, str, bool]] = {
     "placement-group": ("cumulo.cli.placement", "placement_group_app", True),
     "project": ("cumulo.cli.projects", "project_app", True),
     "file": ("cumulo.cli.files", "file_app", True),
+    "tpm": ("cumulo.cli.tpm", "tpm_app", True),
 }
 NET_LAZY = {"acl": ("cumulo.cli.firewall", "acl_app"),
             "forward": ("cumulo.cli.firewall", "forward_app")}
@@ -411,8 +412,14 @@ def list_(fmt: FormatOpt = o.Format.table, project: ProjectOpt = None) -> None:
 
 
 @app.command()
-def info(name: Instance, fmt: FormatOpt = o.Format.table, project: ProjectOpt = None) -> None:
+def info(name: Instance, fmt: FormatOpt = o.Format.table, project: ProjectOpt = None,
+         tpm: Annotated[bool, typer.Option(
+             "--tpm", help="a VM's vTPM instead: PCRs and the boot event log")] = False
+         ) -> None:
     """State, pid, limits and live usage of an instance."""
+    if tpm:
+        import_module("cumulo.cli.tpm").show(name, project, fmt)
+        return
     with client() as c:
         inst = c.instance(name, project)
     if fmt == o.Format.json:

@@ -288,3 +288,11 @@ class FileTransfer(Protocol):
     def write_file(self, host_id: str, path: str, data: bytes, mode: int) -> bool: ...
 
     def read_file(self, host_id: str, path: str, limit: int) -> bytes | None: ...
+
+
+@runtime_checkable
+class TpmReader(Protocol):
+    """Drivers whose instances may have a vTPM measured by their boot chain (VMs): the
+    sha256 PCRs and the firmware's event log, as the guest's kernel reports them."""
+
+    def tpm_measurements(self, host_id: str) -> tuple[dict[int, str], bytes]: ...

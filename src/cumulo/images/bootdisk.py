@@ -10,7 +10,8 @@ offsets. GRUB is made on the host with ``grub-mkimage`` (no grub-install):
 - BIOS: ``boot.img`` in the MBR and ``core.img`` in the BIOS boot partition,
   with the two sector pointers ``grub-bios-setup`` would write (``_bios``).
 - UEFI: ``BOOTX64.EFI`` on the EFI partition (the removable-media path every
-  firmware tries).
+  firmware tries), with GRUB's ``tpm`` module: with a vTPM it measures what it runs
+  (see docs/measured-boot.md).
 
 Both load ``/boot/grub/grub.cfg`` from the root partition, which boots
 ``/vmlinuz`` and ``/initrd.img`` with the serial console on ttyS0.
@@ -51,11 +52,16 @@ serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
 set timeout=0
+# measured boot (UEFI with a TPM): GRUB extends PCR 8 with its commands and the kernel's
+# command line, PCR 9 with the files it reads (grub.cfg, kernel, initrd); linuxefi runs
+# the kernel's EFI stub, which hands the firmware's event log on to the kernel
+if [ "$grub_platform" = "efi" ]; then insmod tpm; set linux=linuxefi; set initrd=initrdefi
+else set linux=linux; set initrd=initrd; fi
 menuentry "Debian" {{
     echo "Cumulo: GRUB loads the kernel"
     search --no-floppy --label --set=root {ROOT_LABEL}
-    linux /vmlinuz {CMDLINE}
-    initrd /initrd.img
+    $linux /vmlinuz {CMDLINE}
+    $initrd /initrd.img
 }}
 """
 FSTAB = f"LABEL={ROOT_LABEL} / ext4 errors=remount-ro 0 1\n"
@@ -160,7 +166,7 @@ def _esp(esp: Path, work: Path) -> None:
     """A FAT EFI system partition with GRUB at EFI/BOOT/BOOTX64.EFI."""
     efi = work / "BOOTX64.EFI"
     run(["grub-mkimage", "-O", "x86_64-efi", "-o", str(efi), "-p", PREFIX, *MODULES,
-         "part_gpt", "fat", "efi_gop"])
+         "part_gpt", "fat", "efi_gop", "tpm", "linuxefi"])
     with open(esp, "wb") as f:
         f.truncate(ESP[1] - ESP[0])
     run(["mkfs.vfat", "-F", "32", "-n", "EFI", str(esp)])

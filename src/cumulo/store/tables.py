@@ -322,3 +322,13 @@ class ClusterConfigRow(Base):
     __tablename__ = "cluster_config"
     key: Mapped[str] = mapped_column(String(63), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
+
+
+class TpmBaselineRow(Base):
+    """A VM's measured boot as recorded by ``cumulo tpm baseline`` (services/measured_boot.py)."""
+    __tablename__ = "tpm_baselines"
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    pcrs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)      # index -> sha256
+    events: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

@@ -51,6 +51,7 @@ from cumulo.drivers.vm import (
     disks,
     firmware,
     initramfs,
+    measured,
     migration,
     nics,
     qga,
@@ -355,24 +356,29 @@ class VmDriver:
         vm = self._with_disks(replace(self._vmspec(host_id), taps=spec.nics), spec)
         if spec.before_start is not None:
             spec.before_start()  # the NICs' taps on their bridges
-        with self._in_cgroup(vm, spec) as prefix:
+        with self._in_cgroup(vm, spec) as prefix, self._with_tpm(vm, spec, prefix):
+            state = self._launch(vm, prefix + build_argv(vm, self.qemu))
+            if vm.firmware:   # its own bootloader: a disk without one is an error
+                firmware.check_boot(vm.serial_log, 0, lambda: self._pid(vm) is not None)
+            return state
+
+    @contextlib.contextmanager
+    def _with_tpm(self, vm: VmSpec, spec: InstanceSpec, prefix: list[str]) -> Iterator[None]:
+        """The vTPM first (QEMU connects at once); no QEMU without it, nor swtpm without
+        QEMU: the block failing kills both. An incoming QEMU (restore, migration) gets the
+        TPM's state in the migration stream and hands it to this swtpm."""
+        if vm.tpm_socket is not None:
+            tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
+                      spec.instance_dir / "swtpm.log", self.swtpm, prefix)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(CumuloError):
+                self._kill(vm)
             if vm.tpm_socket is not None:
-                # the vTPM first (QEMU connects at once); no QEMU without it, nor swtpm
-                # without QEMU
-                tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
-                          spec.instance_dir / "swtpm.log", self.swtpm, prefix)
-            try:
-                state = self._launch(vm, prefix + build_argv(vm, self.qemu))
-                if vm.firmware:   # its own bootloader: a disk without one is an error
-                    firmware.check_boot(vm.serial_log, 0, lambda: self._pid(vm) is not None)
-                return state
-            except BaseException:
                 with contextlib.suppress(CumuloError):
-                    self._kill(vm)
-                if vm.tpm_socket is not None:
-                    with contextlib.suppress(CumuloError):
-                        tpm.stop(vm.tpm_socket.parent)
-                raise
+                    tpm.stop(vm.tpm_socket.parent)
+            raise
 
     # --- the cgroup around QEMU and its swtpm (host/cgroup_limits.py) --------
     def _cgroup_path(self, host_id: str) -> str:
@@ -661,6 +667,23 @@ class VmDriver:
         with qga.connect(vm.qmp_socket.parent, host_id) as guest:
             return guest.read_file(path, limit)
 
+    # --- measured boot (TpmReader): what the guest's kernel reads from its vTPM ----------
+    def tpm_measurements(self, host_id: str) -> tuple[dict[int, str], bytes]:
+        """The sha256 PCRs and the firmware's TCG2 event log, through the guest agent."""
+        require(self.state(host_id), host_id, "read the TPM of", RunStatus.RUNNING)
+        vm = self._vmspec(host_id)
+        if vm.tpm_socket is None:
+            raise UnsupportedError(f"VM {host_id!r} has no vTPM: launch it with --tpm"
+                                   " --firmware uefi for measured boot")
+        if vm.firmware != firmware.UEFI:
+            how = f"boots through {vm.firmware}" if vm.firmware else "boots a kernel directly"
+            raise UnsupportedError(f"measured boot needs UEFI firmware: VM {host_id!r} {how}"
+                                   " (launch a disk image with --firmware uefi --tpm)")
+        if not vm.qga:
+            raise UnsupportedError(f"VM {host_id!r} has no QEMU guest agent to read its TPM")
+        with qga.connect(vm.qmp_socket.parent, host_id) as guest:
+            return measured.read(guest, host_id)
+
     def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:
         vm = self._vmspec(host_id)
         try:
@@ -680,18 +703,13 @@ class VmDriver:
         return self._records.ids()
 
     # --- checkpoint, restore and live migration (drivers/migratable.py) -----
-    @staticmethod
-    def _no_tpm(vm: VmSpec, what: str) -> VmSpec:
-        if vm.tpm_socket is not None:
-            raise UnsupportedError(f"a VM with a vTPM cannot be {what} yet (the swtpm state"
-                                   " does not move with it)")
-        return vm
-
+    # the vTPM's state travels in QEMU's migration stream (its emulator backend fetches
+    # swtpm's state blobs); UEFI variables are flash memory, in the stream too
     def checkpoint(self, host_id: str, path: Path) -> dict[str, Any]:
         """Stop the vCPUs, write RAM and device state to ``path``, quit QEMU."""
         current = require(self.state(host_id), host_id, "checkpoint",
                           RunStatus.RUNNING, RunStatus.PAUSED)
-        vm = self._no_tpm(self._vmspec(host_id), "checkpointed")
+        vm = self._vmspec(host_id)
         try:
             stats = migration.save(vm.qmp_socket, path)
         except CumuloError:
@@ -712,20 +730,17 @@ class VmDriver:
         vm = self._with_disks(self._vmspec(host_id), spec)
         if spec.before_start is not None:
             spec.before_start()
-        with self._in_cgroup(vm, spec) as prefix:
+        with self._in_cgroup(vm, spec) as prefix, self._with_tpm(vm, spec, prefix):
             run = self._launch(vm, prefix + migration.incoming_argv(vm, self.qemu))
-            try:
-                migration.load(vm.qmp_socket, path)
-            except BaseException:
-                self._kill(vm)
-                raise
+            migration.load(vm.qmp_socket, path)
         return run
 
     def signature(self, host_id: str) -> str:
         vm = self._vmspec(host_id)
         return (f"{vm.machine.value}/{vm.io.value}/{vm.accel.value}/{vm.kernel.parent.name}/"
                 f"{vm.initrd.name}/{vm.memory}/{vm.vcpus}/{vm.nic}/"
-                f"{'disk' if vm.root_disk else 'nodisk'}")
+                f"{'disk' if vm.root_disk else 'nodisk'}/{vm.firmware or 'kernel'}/"
+                f"{'tpm' if vm.tpm_socket else 'notpm'}")
 
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id
@@ -734,19 +749,15 @@ class VmDriver:
         if spec.before_start is not None:
             spec.before_start()
         postcopy = self._take_postcopy(host_id)   # the guest runs here before the end
-        with self._in_cgroup(vm, spec) as prefix:
+        with self._in_cgroup(vm, spec) as prefix, self._with_tpm(vm, spec, prefix):
             self._launch(vm, prefix + migration.incoming_argv(vm, self.qemu,
                                                               autostart=postcopy))
-            try:
-                if postcopy:
-                    migration.allow_postcopy(vm.qmp_socket)
-                uri = migration.listen(vm.qmp_socket, address)
-                if vm.root_disk is not None:  # not shared: the source mirrors it here first
-                    uri += " " + migration.serve_disk(vm.qmp_socket, address, ROOT_ID)
-                return uri
-            except BaseException:
-                self._kill(vm)
-                raise
+            if postcopy:
+                migration.allow_postcopy(vm.qmp_socket)
+            uri = migration.listen(vm.qmp_socket, address)
+            if vm.root_disk is not None:  # not shared: the source mirrors it here first
+                uri += " " + migration.serve_disk(vm.qmp_socket, address, ROOT_ID)
+            return uri
 
     def finish_incoming(self, host_id: str, resume: bool) -> RunState:
         vm = self._vmspec(host_id)
@@ -761,7 +772,7 @@ class VmDriver:
              progress: Progress, cancelled: Callable[[], bool]) -> dict[str, Any]:
         current = require(self.state(host_id), host_id, "migrate",
                           RunStatus.RUNNING, RunStatus.PAUSED)
-        vm = self._no_tpm(self._vmspec(host_id), "migrated")
+        vm = self._vmspec(host_id)
 
         def report(st: migration.MigrationStats) -> None:
             phase = "post-copy" if st.postcopy else f"pass {max(1, st.passes)}"
@@ -832,7 +843,7 @@ class VmDriver:
         takes the images back and runs the guest on.
         """
         require(self.state(host_id), host_id, "snapshot the state of", RunStatus.RUNNING)
-        vm = self._no_tpm(self._vmspec(host_id), "snapshotted with its state")
+        vm = self._vmspec(host_id)
         try:
             stats = migration.save(vm.qmp_socket, path)
             then()
