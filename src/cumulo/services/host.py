@@ -25,6 +25,7 @@ from cumulo.services.instances import InstanceService
 from cumulo.services.migrations import MigrationService
 from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
+from cumulo.services.overlays import OVERLAY, Overlays
 from cumulo.services.placement import Scheduler
 from cumulo.services.projects import ProjectService
 from cumulo.services.storage import StorageService
@@ -107,8 +108,10 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
         drivers[type_] = create_driver(kind, ctx)
     image_root = state_dir / "images"
     images = ImageService(store, ops, image_root)
-    networks = NetworkService(store, _host_network(net_kind, state_dir, runtime_dir),
-                              subnet_pool or ipam.DEFAULT_POOL)
+    host_net = _host_network(net_kind, state_dir, runtime_dir)
+    networks = NetworkService(store, host_net, subnet_pool or ipam.DEFAULT_POOL,
+                              Overlays(store, host_net, lambda: cluster.member,
+                                       lambda: _addresses(cluster)))
     networks.reconcile()
     if default_network:
         networks.ensure_default(state_dir / "default-network.created")
@@ -131,17 +134,43 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
 
 
 def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
-    """In a cluster, a network another member created gets its bridge here too (checked
-    after each heartbeat)."""
-    seen = {n.bridge for n in store.list_networks()}
+    """In a cluster, a network another member created gets its bridge here too, an
+    overlay's tunnels follow members that join, leave or come back, and the DHCP and DNS
+    of an overlay follow NICs made or removed on other members (checked after each
+    heartbeat)."""
+    def state() -> tuple[object, ...]:
+        nets = store.list_networks()
+        overlays = networks.overlays.signature() if networks.overlays else ()
+        return {n.bridge for n in nets}, overlays
+    seen, nics = state(), _overlay_nics(store)
 
     def sync() -> None:
-        nonlocal seen
-        now = {n.bridge for n in store.list_networks()}
+        nonlocal seen, nics
+        now, now_nics = state(), _overlay_nics(store)
         if now != seen:
             networks.reconcile()
             seen = now
+        if now_nics != nics:
+            for project, name in {k[:2] for k in now_nics ^ nics}:
+                if any(n.project == project and n.name == name
+                       for n in store.list_networks(project)):
+                    networks.nics_changed(project, [name])
+            nics = now_nics
     return sync
+
+
+def _overlay_nics(store: Store) -> set[tuple[str, str, str, str, str]]:
+    """(project, network, instance, MAC, IP) of every NIC on an overlay."""
+    return {(n.project, n.name, inst, nic.mac, nic.ip) for n in store.list_networks()
+            if n.type == OVERLAY for inst, nic in store.network_nics(n.project, n.name)}
+
+
+def _addresses(cluster: Membership) -> dict[str, str]:
+    """Each member's cluster address (the host of its --listen), but offline ones'."""
+    if cluster.identity is None:
+        return {}
+    return {m.name: m.address.rpartition(":")[0].strip("[]")
+            for m in cluster.store.list_members() if cluster.state_of(m) != "offline"}
 
 
 def _membership(store: Store, state_dir: Path, host: HostInfo, types: list[str],
