@@ -29,7 +29,7 @@ def member_daemon(top: Path, ns: str, ip: str, tag: str, extra: list[str]) -> Da
     top.mkdir(parents=True, exist_ok=True)
     d = Daemon(state_dir=top / "state", socket=top / "cumulo.sock",
                cgroup_parent=f"cumulo-cl-{top.name}-{tag}", log=top / "cumulod.log",
-               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
+               wrapper=["nsenter", f"--net=/run/netns/{ns}"], start_timeout=60)
     d.extra = [*d.extra, "--listen", f"{ip}:8443", "--heartbeat", "0.5",
                "--offline-after", "3", "--ephemeral-grace", "2", *extra]
     d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
@@ -61,16 +61,16 @@ def three_members(tmp: Path, pg_server: object, underlay: str = "10.78.0"
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         m1 = member_daemon(tmp / "m1", nss[0], f"{underlay}.1", tag, ["--database", url])
+        daemons.append(m1)   # before it starts: one that never answers is stopped too
         m1.start()
-        daemons.append(m1)
         m1.cli("cluster", "enable", "m1")
         for i, name in ((2, "m2"), (3, "m3")):
             token = m1.cli("cluster", "add", name).stdout.strip()
             d = member_daemon(tmp / name, nss[i - 1], f"{underlay}.{i}", tag,
                               ["--join", token])
             d.join_token = token  # type: ignore[attr-defined]  # (reused in a bad case)
-            d.start()
             daemons.append(d)
+            d.start()
         m1.cli("image", "build", "busybox")
         file = str(tmp / "busybox.tar.gz")
         m1.cli("image", "export", "busybox", file)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers import checkpoint_skip_reason
 from tests.system.clusterlib import listed, members, one_line_error, poll, three_members
 from tests.system.conftest import Daemon
 
@@ -205,3 +206,39 @@ def test_bad_overlays(cluster: Cluster, daemon: Daemon) -> None:
     one_line_error(daemon.cli("network", "create", "ov", "--type", "overlay", check=False),
                    "an overlay network spans a cluster: this host is in no cluster")
     assert json.loads(daemon.cli("network", "list", "--format", "json").stdout) == []
+
+
+def last_count(d: Daemon, name: str) -> int:
+    got = d.cli("exec", name, "--", "sh", "-c", "tail -n 1 /got").stdout.strip()
+    return int(got) if got.isdigit() else 0
+
+
+@pytest.mark.criu
+@pytest.mark.skipif(checkpoint_skip_reason() is not None, reason=str(checkpoint_skip_reason()))
+def test_a_live_migration_keeps_address_and_connection(cluster: Cluster) -> None:
+    """A container serving an open TCP connection to a client on m3 moves live from m1
+    to m2: same MAC and IP, on the same segment, and the connection carries on (the
+    server's file keeps growing with the client's counts)."""
+    (m1, m2, m3), _ = cluster
+    m1.cli("network", "create", "mig", "--type", "overlay", "--subnet", "10.236.0.0/24")
+    names: list[str] = []
+    try:
+        m1.cli("launch", "busybox", "srv", "--target", "m1", "--network", "mig", "--", "sh",
+               "-c", "nc -l -p 9000 > /got")
+        names.append("srv")
+        before = json.loads(m1.cli("info", "srv", "--format", "json").stdout)["nics"][0]
+        m3.cli("launch", "busybox", "cli", "--target", "m3", "--network", "mig", "--", "sh",
+               "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done"
+                     f" | nc {before['ip']} 9000")
+        names.append("cli")
+        poll("counts arrive", lambda: last_count(m1, "srv") > 5)
+        m1.cli("migrate", "srv", "--to", "m2", timeout=300)
+        assert listed(m3)["srv"]["location"] == "m2"
+        after = json.loads(m1.cli("info", "srv", "--format", "json").stdout)["nics"][0]
+        assert (after["mac"], after["ip"]) == (before["mac"], before["ip"])
+        moved = last_count(m2, "srv")
+        poll("counts go on after the move", lambda: last_count(m2, "srv") > moved + 10)
+    finally:
+        for name in names:
+            m1.cli("delete", name, "--force")
+        m1.cli("network", "delete", "mig")
