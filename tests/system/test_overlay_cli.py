@@ -80,7 +80,8 @@ def test_an_overlay_spans_the_members(cluster: Cluster) -> None:
     """One network on all three members: a VXLAN device each (the VNI the store gave,
     from its cluster address, port 4789, no learning) flooding to the two others; an
     instance on m1 reaches one on m2 by name and address, with the overlay's MTU; their
-    addresses come from one plan; delete leaves nothing on any member."""
+    addresses come from one plan; a security group changed through m3 applies on m2,
+where its instance runs; delete leaves nothing on any member."""
     (m1, m2, m3), nss = cluster
     r = m1.cli("network", "create", "ov", "--type", "overlay", "--subnet", "10.231.0.0/24")
     assert "overlay VNI" in r.stderr and "MTU 1450" in r.stderr, r.stderr
@@ -117,6 +118,21 @@ def test_an_overlay_spans_the_members(cluster: Cluster) -> None:
         got = m1.cli("exec", "a", "--", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
                      " | nc -w 5 b 8080").stdout
         assert got.endswith("hello from b\n"), got
+
+        def fetch() -> str:
+            return m1.cli("exec", "a", "--", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
+                          " | nc -w 2 b 8080", check=False).stdout
+        # a security group changed through m3 applies on m2, where b runs
+        m3.cli("network", "acl", "create", "webs")
+        try:
+            m3.cli("network", "acl", "attach", "webs", "b")
+            poll("b closed by its group", lambda: "hello" not in fetch())
+            m3.cli("network", "acl", "rule", "add", "webs", "--protocol", "tcp", "--port",
+                   "8080", "--source", "10.231.0.0/24")
+            poll("b open to the overlay", lambda: "hello from b" in fetch())
+            m3.cli("network", "acl", "detach", "webs", "b")
+        finally:
+            m3.cli("network", "acl", "delete", "webs", check=False)
         # one plan: an address b holds is refused to a launch on another member
         one_line_error(m3.cli("launch", "busybox", "c", "--target", "m3", "--network", "ov",
                               "--ip", ips["b"], check=False), ips["b"])
@@ -224,7 +240,7 @@ def test_a_live_migration_keeps_address_and_connection(cluster: Cluster) -> None
     names: list[str] = []
     try:
         m1.cli("launch", "busybox", "srv", "--target", "m1", "--network", "mig", "--", "sh",
-               "-c", "nc -l -p 9000 > /got")
+               "-c", "sleep 100000 | nc -l -p 9000 > /got")
         names.append("srv")
         before = json.loads(m1.cli("info", "srv", "--format", "json").stdout)["nics"][0]
         m3.cli("launch", "busybox", "cli", "--target", "m3", "--network", "mig", "--", "sh",

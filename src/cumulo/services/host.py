@@ -136,7 +136,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
 def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
     """In a cluster, a network another member created gets its bridge here too, an
     overlay's tunnels follow members that join, leave or come back, and the DHCP and DNS
-    of an overlay follow NICs made or removed on other members (checked after each
+    of an overlay follow NICs made or removed on other members, and the firewall
+    follows security groups changed through another member (checked after each
     heartbeat)."""
     def state() -> tuple[object, ...]:
         nets = store.list_networks()
@@ -156,6 +157,8 @@ def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
                        for n in store.list_networks(project)):
                     networks.nics_changed(project, [name])
             nics = now_nics
+        with networks.lock:   # groups and forwards changed through another member
+            networks.firewall.apply_quietly()   # (no nft run when nothing changed)
     return sync
 
 
