@@ -139,7 +139,7 @@ def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
     of an overlay follow NICs made or removed on other members, and the firewall
     follows security groups changed through another member (checked after each
     heartbeat)."""
-    def state() -> tuple[object, ...]:
+    def state() -> tuple[set[str], tuple[object, ...]]:
         nets = store.list_networks()
         overlays = networks.overlays.signature() if networks.overlays else ()
         return {n.bridge for n in nets}, overlays
@@ -147,18 +147,21 @@ def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
 
     def sync() -> None:
         nonlocal seen, nics
-        now, now_nics = state(), _overlay_nics(store)
-        if now != seen:
-            networks.reconcile()
-            seen = now
-        if now_nics != nics:
-            for project, name in {k[:2] for k in now_nics ^ nics}:
-                if any(n.project == project and n.name == name
-                       for n in store.list_networks(project)):
-                    networks.nics_changed(project, [name])
-            nics = now_nics
-        with networks.lock:   # groups and forwards changed through another member
-            networks.firewall.apply_quietly()   # (no nft run when nothing changed)
+        with networks.lock:   # not while this member creates or deletes one
+            now, now_nics = state(), _overlay_nics(store)
+            for bridge in sorted(seen[0] - now[0]):   # deleted through another member
+                networks.forget(bridge)
+            if now != seen:
+                networks.reconcile()
+                seen = now
+            if now_nics != nics:
+                for project, name in {k[:2] for k in now_nics ^ nics}:
+                    if any(n.project == project and n.name == name
+                           for n in store.list_networks(project)):
+                        networks.nics_changed(project, [name])
+                nics = now_nics
+            # groups and forwards changed through another member (no nft run if none)
+            networks.firewall.apply_quietly()
     return sync
 
 

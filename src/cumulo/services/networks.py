@@ -144,6 +144,12 @@ class NetworkService:
     def _isolate(self) -> None:
         self.firewall.apply()
 
+    def forget(self, bridge: str) -> None:
+        """A network deleted through another member: its dnsmasq, bridge and tunnel go."""
+        with self.lock:
+            self._stop_dns(bridge)
+            self._remove_bridge(bridge)
+
     def _remove_bridge(self, bridge: str) -> None:
         try:
             self.host_net.remove_bridge(bridge)
