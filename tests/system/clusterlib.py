@@ -25,22 +25,25 @@ def sh(*args: str) -> None:
     subprocess.run(list(args), check=True, capture_output=True, timeout=30)
 
 
-def member_daemon(top: Path, ns: str, ip: str, tag: str, extra: list[str]) -> Daemon:
+def member_daemon(top: Path, ns: str, ip: str, tag: str, extra: list[str],
+                  offline_after: str = "3") -> Daemon:
     top.mkdir(parents=True, exist_ok=True)
     d = Daemon(state_dir=top / "state", socket=top / "cumulo.sock",
                cgroup_parent=f"cumulo-cl-{top.name}-{tag}", log=top / "cumulod.log",
-               wrapper=["nsenter", f"--net=/run/netns/{ns}"], start_timeout=60)
+               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
     d.extra = [*d.extra, "--listen", f"{ip}:8443", "--heartbeat", "0.5",
-               "--offline-after", "3", "--ephemeral-grace", "2", *extra]
+               "--offline-after", offline_after, "--ephemeral-grace", "2", *extra]
     d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
     return d
 
 
 @contextlib.contextmanager
-def three_members(tmp: Path, pg_server: object, underlay: str = "10.78.0"
-                  ) -> Iterator[tuple[list[Daemon], str, list[str]]]:
+def three_members(tmp: Path, pg_server: object, underlay: str = "10.78.0",
+                  offline_after: str = "3") -> Iterator[tuple[list[Daemon], str, list[str]]]:
     """(the members' daemons, the store's URL, their namespaces); everything goes at
-    the end, and no cgroup of theirs is left."""
+    the end, and no cgroup of theirs is left. ``offline_after``: seconds of silence
+    until a member is offline (short for the tests that wait for it; on a loaded host
+    a busy member may miss that many heartbeats)."""
     from tests import pg
 
     assert isinstance(pg_server, pg.PgServer)
@@ -60,14 +63,15 @@ def three_members(tmp: Path, pg_server: object, underlay: str = "10.78.0"
             sh("ip", "-n", ns, "addr", "add", f"{underlay}.{i}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        m1 = member_daemon(tmp / "m1", nss[0], f"{underlay}.1", tag, ["--database", url])
+        m1 = member_daemon(tmp / "m1", nss[0], f"{underlay}.1", tag, ["--database", url],
+                           offline_after)
         daemons.append(m1)   # before it starts: one that never answers is stopped too
         m1.start()
         m1.cli("cluster", "enable", "m1")
         for i, name in ((2, "m2"), (3, "m3")):
             token = m1.cli("cluster", "add", name).stdout.strip()
             d = member_daemon(tmp / name, nss[i - 1], f"{underlay}.{i}", tag,
-                              ["--join", token])
+                              ["--join", token], offline_after)
             d.join_token = token  # type: ignore[attr-defined]  # (reused in a bad case)
             daemons.append(d)
             d.start()

@@ -29,7 +29,8 @@ Cluster = tuple[list[Daemon], list[str]]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, pg_server: object
             ) -> Iterator[Cluster]:
-    with three_members(tmp_path_factory.mktemp("overlay"), pg_server, UNDERLAY) as (
+    with three_members(tmp_path_factory.mktemp("overlay"), pg_server, UNDERLAY,
+                       offline_after="8") as (
             daemons, _, nss):
         yield daemons, nss
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from cumulo.cluster.membership import JoinToken, Membership
 from cumulo.cluster.recover import GRACE, Recovery
 from cumulo.drivers.base import InstanceDriver
 from cumulo.drivers.registry import DriverContext, create_driver
-from cumulo.errors import ConflictError
+from cumulo.errors import ConflictError, NotFoundError
 from cumulo.host.info import HostInfo
 from cumulo.net import ipam
 from cumulo.net.base import HostNetwork
@@ -167,16 +168,28 @@ def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
 
 def _overlay_nics(store: Store) -> set[tuple[str, str, str, str, str]]:
     """(project, network, instance, MAC, IP) of every NIC on an overlay."""
-    return {(n.project, n.name, inst, nic.mac, nic.ip) for n in store.list_networks()
-            if n.type == OVERLAY for inst, nic in store.network_nics(n.project, n.name)}
+    found = set()
+    for n in store.list_networks():
+        if n.type == OVERLAY:
+            with contextlib.suppress(NotFoundError):   # deleted meanwhile
+                found |= {(n.project, n.name, inst, nic.mac, nic.ip)
+                          for inst, nic in store.network_nics(n.project, n.name)}
+    return found
 
 
 def _addresses(cluster: Membership) -> dict[str, str]:
     """Each member's cluster address (the host of its --listen), but offline ones'."""
     if cluster.identity is None:
         return {}
-    return {m.name: m.address.rpartition(":")[0].strip("[]")
-            for m in cluster.store.list_members() if cluster.state_of(m) != "offline"}
+    found = {m.name: _host(m.address) for m in cluster.store.list_members()
+             if cluster.state_of(m) != "offline"}
+    if cluster.address:   # this member, even when its own heartbeat is late
+        found[cluster.identity.member] = _host(cluster.address)
+    return found
+
+
+def _host(address: str) -> str:
+    return address.rpartition(":")[0].strip("[]")
 
 
 def _membership(store: Store, state_dir: Path, host: HostInfo, types: list[str],
