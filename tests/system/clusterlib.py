@@ -30,7 +30,7 @@ def member_daemon(top: Path, ns: str, ip: str, tag: str, extra: list[str],
     top.mkdir(parents=True, exist_ok=True)
     d = Daemon(state_dir=top / "state", socket=top / "cumulo.sock",
                cgroup_parent=f"cumulo-cl-{top.name}-{tag}", log=top / "cumulod.log",
-               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
+               wrapper=["nsenter", f"--net=/run/netns/{ns}"], start_timeout=180)
     d.extra = [*d.extra, "--listen", f"{ip}:8443", "--heartbeat", "0.5",
                "--offline-after", offline_after, "--ephemeral-grace", "2", *extra]
     d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
