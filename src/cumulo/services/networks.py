@@ -362,8 +362,9 @@ class NetworkService:
     def revive_dns(self) -> list[Network]:
         """Start again every network's dnsmasq that died on its own; returns those networks."""
         revived = []
-        for n in self.store.list_networks():
-            if self.host_net.dns_running(n.bridge):
+        here = set(self.host_net.dns_bridges())   # (in a cluster, one made elsewhere a
+        for n in self.store.list_networks():      # moment ago has not started here yet)
+            if n.bridge not in here or self.host_net.dns_running(n.bridge):
                 continue
             with self.lock:
                 try:
