@@ -20,7 +20,8 @@ from tests.system.clusterlib import listed, members, one_line_error, poll, three
 from tests.system.conftest import Daemon
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime,
-              pytest.mark.postgres]
+              pytest.mark.postgres,
+              pytest.mark.timeout(600)]   # the first test pays the cluster's set-up
 
 UNDERLAY = "10.77.0"
 Cluster = tuple[list[Daemon], list[str]]
