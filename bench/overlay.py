@@ -62,8 +62,8 @@ def main() -> None:
     made: list[str] = []
     server = pg.PgServer().start()
     try:
-        with three_members(Path(tempfile.mkdtemp(prefix="cu-bench-ov")), server, "10.73.0"
-                           ) as (daemons, _, _nss):
+        with three_members(Path(tempfile.mkdtemp(prefix="cu-bench-ov")), server, "10.73.0",
+                           offline_after="60") as (daemons, _, _nss):
             m1 = daemons[0]
             m1.cli("network", "create", "bench", "--type", "overlay", "--subnet",
                    "10.72.0.0/24")
