@@ -549,10 +549,15 @@ class Client:
         return self.get(f"/networks/{name}", params={"project": self._p(project)})  # type: ignore[no-any-return]
 
     def create_network(self, name: str, subnet: str | None = None, project: str | None = None,
-                       *, dns_domain: str | None = None, nat: bool = False) -> dict[str, Any]:
+                       *, dns_domain: str | None = None, nat: bool = False,
+                       type: str = "bridge", vni: int | None = None, mtu: int | None = None
+                       ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "subnet": subnet, "dns_domain": dns_domain,
+                                "nat": nat}
+        if type != "bridge" or vni is not None or mtu is not None:
+            body.update(type=type, vni=vni, mtu=mtu)
         return self.request("POST", "/networks", params={"project": self._p(project)},  # type: ignore[no-any-return]
-                            json={"name": name, "subnet": subnet, "dns_domain": dns_domain,
-                                  "nat": nat}).json()
+                            json=body).json()
 
     def delete_network(self, name: str, project: str | None = None) -> None:
         self.request("DELETE", f"/networks/{name}", params={"project": self._p(project)})

@@ -36,6 +36,7 @@ class Daemon:
     wrapper: list[str] = field(default_factory=list)  # e.g. ip netns exec NAME
     # no default network: it would be a bridge and NAT in the namespace the daemon runs in
     extra: list[str] = field(default_factory=lambda: ["--no-default-network"])
+    start_timeout: float = START_WAIT   # until it answers
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
@@ -43,7 +44,7 @@ class Daemon:
                 [*self.wrapper, str(BIN / "cumulod"), "--state-dir", str(self.state_dir),
                  "--socket", str(self.socket), "--cgroup-parent", self.cgroup_parent, "--log-level",
                  "info", *self.extra], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_WAIT
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"cumulod exited: {self.log.read_text()[-2000:]}")
@@ -57,7 +58,7 @@ class Daemon:
             except Exception:
                 time.sleep(0.05)
         self.stop(signal.SIGKILL)   # none left running behind a failed start
-        raise RuntimeError(f"cumulod did not answer in {START_WAIT}s")
+        raise RuntimeError(f"cumulod did not answer in {self.start_timeout:.0f}s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:

@@ -11,7 +11,6 @@ Traffic stays inside the namespaces the test made."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -22,6 +21,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import checkpoint_skip_reason
+from tests.system.clusterlib import (
+    NAMES,
+    listed,
+    members,
+    one_line_error,
+    poll,
+    three_members,
+)
 from tests.system.conftest import BIN, Daemon, counts, leftovers, wait_count
 
 # (the three members' teardown counts in the last test's time: 600 s on a busy machine)
@@ -29,106 +36,15 @@ pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime,
               pytest.mark.postgres, pytest.mark.timeout(600)]
 
 COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; echo $i > /count; sleep 0.2; done'
-NAMES = ("m1", "m2", "m3")
-
-
-def sh(*args: str) -> None:
-    subprocess.run(list(args), check=True, capture_output=True, timeout=30)
-
-
-def member_daemon(top: Path, ns: str, ip: str, tag: str, extra: list[str]) -> Daemon:
-    top.mkdir(parents=True, exist_ok=True)
-    d = Daemon(state_dir=top / "state", socket=top / "cumulo.sock",
-               cgroup_parent=f"cumulo-cl-{top.name}-{tag}", log=top / "cumulod.log",
-               wrapper=["nsenter", f"--net=/run/netns/{ns}"])
-    d.extra = [*d.extra, "--listen", f"{ip}:8443", "--heartbeat", "0.5",
-               "--offline-after", "5", "--ephemeral-grace", "2", *extra]
-    d.env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CUMULO_SOCKET": str(d.socket)}
-    return d
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, pg_server: object
             ) -> Iterator[tuple[list[Daemon], str]]:
-    """m1 enables the cluster, m2 and m3 join with tokens m1 printed; the image is built
-    on m1 and imported on the others."""
-    from tests import pg
-
-    assert isinstance(pg_server, pg.PgServer)
-    url = pg_server.create_database().replace("postgresql+psycopg://", "postgresql://")
-    tmp = tmp_path_factory.mktemp("cluster")
-    tag = uuid.uuid4().hex[:6]
-    hub, nss = f"cu-t-clh{tag}", [f"cu-t-cl{i}{tag}" for i in (1, 2, 3)]
-    daemons: list[Daemon] = []
-    try:
-        for ns in (hub, *nss):
-            sh("ip", "netns", "add", ns)
-        sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", hub, "link", "set", "br0", "up")
-        for i, ns in enumerate(nss, start=1):
-            sh("ip", "-n", hub, "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0",
-               "netns", ns)
-            sh("ip", "-n", hub, "link", "set", f"p{i}", "master", "br0", "up")
-            sh("ip", "-n", ns, "addr", "add", f"10.78.0.{i}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        m1 = member_daemon(tmp / "m1", nss[0], "10.78.0.1", tag, ["--database", url])
-        m1.start()
-        daemons.append(m1)
-        m1.cli("cluster", "enable", "m1")
-        for i, name in ((2, "m2"), (3, "m3")):
-            token = m1.cli("cluster", "add", name).stdout.strip()
-            d = member_daemon(tmp / name, nss[i - 1], f"10.78.0.{i}", tag, ["--join", token])
-            d.join_token = token  # type: ignore[attr-defined]  # (reused in a bad case)
-            d.start()
-            daemons.append(d)
-        m1.cli("image", "build", "busybox")
-        file = str(tmp / "busybox.tar.gz")
-        m1.cli("image", "export", "busybox", file)
-        for d in daemons[1:]:
-            d.cli("image", "import", file, "--alias", "busybox")
+    """Three members (tests/system/clusterlib.py)."""
+    with three_members(tmp_path_factory.mktemp("cluster"), pg_server, offline_after="5"
+                       ) as (daemons, url, _):
         yield daemons, url
-    finally:
-        try:
-            for d in daemons:
-                try:
-                    if d.proc is not None and d.proc.poll() is None:
-                        d.clear()
-                finally:
-                    d.stop()
-                    for cg in Path("/sys/fs/cgroup").glob(f"*/{d.cgroup_parent}"):
-                        cg.rmdir()
-        finally:
-            for d in daemons:
-                d.stop(signal.SIGKILL)
-            for ns in (hub, *nss):
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-            pg_server.drop_database(url)
-    for d in daemons:
-        assert not leftovers(d.cgroup_parent)
-        shutil.rmtree(d.state_dir, ignore_errors=True)
-
-
-def members(d: Daemon) -> dict[str, dict[str, object]]:
-    return {m["name"]: m for m in json.loads(d.cli("cluster", "list", "--format",
-                                                   "json").stdout)}
-
-
-def listed(d: Daemon) -> dict[str, dict[str, object]]:
-    return {i["name"]: i for i in json.loads(d.cli("list", "--format", "json").stdout)}
-
-
-def poll(what: str, check: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
-
-def one_line_error(r: subprocess.CompletedProcess[str], text: str) -> None:
-    assert r.returncode != 0, r.stdout
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and text in lines[0], r.stderr
 
 
 def test_members_join_and_list(cluster: tuple[list[Daemon], str]) -> None:

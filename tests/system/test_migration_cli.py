@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.system.clusterlib import stop_all
 from tests.system.conftest import BIN, Daemon, counts, leftovers, wait_count
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow]
@@ -104,19 +105,7 @@ def hosts(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
             daemons.append(d)
         yield daemons[0], daemons[1]
     finally:
-        try:
-            for d in daemons:
-                try:
-                    d.clear()
-                finally:   # a failed delete still stops the daemon (it says what it left)
-                    d.stop()
-                    for cg in Path("/sys/fs/cgroup").glob(f"*/{d.cgroup_parent}"):
-                        cg.rmdir()
-        finally:
-            for d in daemons:
-                d.stop(signal.SIGKILL)
-            for ns in names:
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        stop_all(daemons, names)
     for d in daemons:
         assert not leftovers(d.cgroup_parent)
         assert not qemus(d.state_dir)

@@ -294,12 +294,14 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
             summary="Create a network: a bridge with its own subnet, isolated from others")
     def create_network(body: s.NetworkCreate, project: str = PROJECT) -> s.NetworkOut:
         return network_out(svc.networks.create(project, body.name, body.subnet,
-                                               body.dns_domain, body.nat))
+                                               body.dns_domain, body.nat, body.type,
+                                               body.vni, body.mtu))
 
     @r.get("/networks/{name}", response_model=s.NetworkOut,
            summary="A network and the instances on it")
     def get_network(name: str, project: str = PROJECT) -> s.NetworkOut:
-        return network_out(svc.networks.get(project, name), svc.networks.users(project, name))
+        return network_out(svc.networks.get(project, name), svc.networks.users(project, name),
+                           svc.networks.tunnels(project, name))
 
     @r.delete("/networks/{name}", status_code=204,
               summary="Delete a network no instance uses")

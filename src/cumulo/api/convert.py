@@ -7,7 +7,7 @@ from typing import Any
 
 from cumulo.api import schemas as s
 from cumulo.domain.limits import Limits, parse_limit
-from cumulo.domain.models import Image, Instance, Network, Operation
+from cumulo.domain.models import Image, Instance, Network, Operation, Tunnel
 from cumulo.domain.units import parse_size
 from cumulo.domain.volumes import Volume
 from cumulo.drivers.base import Usage
@@ -56,8 +56,10 @@ def instance_out(inst: Instance, pid: int | None = None, usage: Usage | None = N
     )
 
 
-def network_out(net: Network, used_by: list[str] | None = None) -> s.NetworkOut:
-    return s.NetworkOut(**asdict(net), used_by=used_by or [], nat=not net.isolated)
+def network_out(net: Network, used_by: list[str] | None = None,
+                tunnels: list[Tunnel] | None = None) -> s.NetworkOut:
+    return s.NetworkOut(**asdict(net), used_by=used_by or [], nat=not net.isolated,
+                        tunnels=[s.TunnelOut(**asdict(t)) for t in tunnels or []])
 
 
 def image_out(img: Image) -> s.ImageOut:

@@ -245,6 +245,20 @@ class NetworkCreate(Strict):
         None, description="instances resolve NAME and NAME.<dns_domain>; default: cumulo")
     nat: bool = Field(False, description="masquerade traffic out of the subnet; "
                                          "default: isolated (no traffic out)")
+    type: str = Field("bridge", description="bridge (this host's), or overlay: one"
+                                            " segment over every cluster member (VXLAN)")
+    vni: int | None = Field(None, description="an overlay's VXLAN id; default: the lowest"
+                                              " free one")
+    mtu: int | None = Field(None, description="an overlay's MTU; default: the underlay's"
+                                              " less 50 (the VXLAN headers)")
+
+
+class TunnelOut(BaseModel):
+    member: str
+    state: str = Field(description="up, member offline, or what failed")
+    device: str
+    local: str = Field(description="the address the member's tunnel sends from")
+    peers: list[str] = Field(description="the members' addresses it floods to")
 
 
 class NetworkOut(BaseModel):
@@ -258,6 +272,10 @@ class NetworkOut(BaseModel):
     used_by: list[str] = []
     dns_domain: str = "cumulo"
     nat: bool = False
+    type: str = "bridge"
+    vni: int | None = None
+    mtu: int | None = None
+    tunnels: list[TunnelOut] = []
 
 
 class PoolOut(BaseModel):

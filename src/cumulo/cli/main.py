@@ -595,12 +595,21 @@ def network_create(name: str, subnet: Annotated[str | None, typer.Option(
             help="instances resolve each other as NAME and NAME.DOMAIN; default: cumulo")] = None,
         nat: Annotated[bool, typer.Option(
             "--nat/--isolated", help="masquerade traffic out of the subnet, or keep it inside "
-                                     "(default)")] = False) -> None:
+                                     "(default)")] = False,
+        type: Annotated[str, typer.Option(
+            "--type", help="bridge (this host's) or overlay (one segment over every cluster"
+                           " member, VXLAN)")] = "bridge",
+        vni: Annotated[int | None, typer.Option(
+            help="an overlay's VXLAN id; default: the lowest free one")] = None,
+        mtu: Annotated[int | None, typer.Option(
+            help="an overlay's MTU; default: the underlay's less 50")] = None) -> None:
     """Create a network: a bridge with its own subnet, DHCP and DNS, isolated from others."""
     with client() as c:
-        net = c.create_network(name, subnet, project, dns_domain=dns_domain, nat=nat)
+        net = c.create_network(name, subnet, project, dns_domain=dns_domain, nat=nat,
+                               type=type, vni=vni, mtu=mtu)
+    extra = f", overlay VNI {net['vni']}, MTU {net['mtu']}" if net.get("vni") else ""
     o.say(f"Created network {name} {net['subnet']} (gateway {net['gateway']}, "
-          f"domain {net['dns_domain']}, {'nat' if net['nat'] else 'isolated'})")
+          f"domain {net['dns_domain']}, {'nat' if net['nat'] else 'isolated'}{extra})")
 
 
 @net_app.command("list")
@@ -620,7 +629,16 @@ def network_info(name: Network, fmt: FormatOpt = o.Format.table,
                  project: ProjectOpt = None) -> None:
     """A network and the instances on it."""
     with client() as c:
-        o.key_values(c.network(name, project), fmt)
+        data = c.network(name, project)
+    if fmt != o.Format.json:
+        tunnels = data.pop("tunnels", [])
+        if data.get("type") != "overlay":
+            for key in ("vni", "mtu"):
+                data.pop(key, None)
+        else:
+            data["tunnels"] = [f"{t['member']} {t['state']} {t['device']} from {t['local']}"
+                               f" to {' '.join(t['peers']) or 'nobody'}" for t in tunnels]
+    o.key_values(data, fmt)
 
 
 @net_app.command("limit")

@@ -44,6 +44,24 @@ class Network:
     isolated: bool = True            # no traffic to other networks, nor out (else: NAT out)
     created_at: datetime | None = None
     dns_domain: str = "cumulo"       # instances resolve NAME and NAME.<dns_domain>
+    type: str = "bridge"             # bridge (this host's) or overlay (every member's, VXLAN)
+    vni: int | None = None           # an overlay's VXLAN network identifier
+    mtu: int | None = None           # an overlay's MTU (the underlay's less the encapsulation)
+
+
+VNI_FIRST, VNI_LAST = 1, 2**24 - 1   # VXLAN network identifiers: 24 bits, 0 unused
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """One member's side of an overlay: its VXLAN device, the address it sends from and
+    the members it replicates floods to; ``state`` is ``up`` or what went wrong."""
+
+    member: str
+    state: str
+    device: str = ""
+    local: str = ""
+    peers: tuple[str, ...] = ()
 
 
 @dataclass

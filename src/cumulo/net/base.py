@@ -13,6 +13,7 @@ from typing import Protocol
 
 from cumulo.net.dnsmasq import DnsHost, DnsSettings
 from cumulo.net.firewall import Firewall
+from cumulo.net.vxlan import TunnelPlan
 
 INSIDE_PREFIX = "eth"
 
@@ -27,6 +28,7 @@ class NicPlan:
     mac: str
     address: IPv4Interface     # the instance's address with the network's prefix
     gateway: IPv4Address
+    mtu: int | None = None     # an overlay's (smaller than the links' 1500)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,18 @@ class HostNetwork(Protocol):
 
     def ensure_bridge(self, bridge: str, gateway: IPv4Interface) -> None: ...
 
-    def remove_bridge(self, bridge: str) -> None: ...
+    def remove_bridge(self, bridge: str) -> None:
+        """The bridge goes, and an overlay's tunnel on it."""
+
+    # overlays (net/vxlan.py)
+    def ensure_tunnel(self, plan: TunnelPlan) -> None:
+        """The overlay's VXLAN device on its bridge, flooding to exactly ``plan.peers``."""
+
+    def tunnel_peers(self, bridge: str) -> list[str] | None:
+        """Where the tunnel on ``bridge`` floods to; None: no tunnel."""
+
+    def underlay_mtu(self, address: str) -> int | None:
+        """The MTU of the link holding ``address`` (None: no link has it)."""
 
     def apply_firewall(self, fw: Firewall) -> None:
         """Enforce ``fw`` (isolation, NAT, security groups, forwards); empty removes it."""

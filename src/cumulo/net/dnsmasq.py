@@ -51,6 +51,7 @@ class DnsSettings:
     gateway: IPv4Address
     domain: str = DEFAULT_DOMAIN
     upstream: bool = False   # forward unknown names to the host's resolvers (NAT networks)
+    mtu: int | None = None   # told to DHCP clients (an overlay's)
 
 
 def check_domain(text: str) -> str:
@@ -80,6 +81,8 @@ def config_text(s: DnsSettings, d: Path, user: str) -> str:
         "dhcp-authoritative", "dhcp-no-override",
         f"pid-file={d / 'pid'}", f"log-facility={d / 'log'}", f"user={user}",
     ]
+    if s.mtu is not None:
+        lines.append(f"dhcp-option=option:mtu,{s.mtu}")
     if not s.upstream:
         lines.append("no-resolv")   # an isolated network resolves its own names only
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 from cumulo.net.base import NicCounters, NicPlan
 from cumulo.net.dnsmasq import DnsHost, DnsSettings
 from cumulo.net.firewall import Firewall
+from cumulo.net.vxlan import TunnelPlan
 
 
 class FakeNetwork:
@@ -19,6 +20,8 @@ class FakeNetwork:
         self.shapes: dict[str, tuple[int | None, int | None, int | None]] = {}
         self.nics: dict[str, tuple[Path, NicPlan]] = {}  # by host name
         self.dns: dict[str, tuple[DnsSettings, list[DnsHost]]] = {}  # by bridge
+        self.tunnels: dict[str, TunnelPlan] = {}   # by bridge
+        self.mtu = 1500   # of every host link
 
     def addresses(self) -> list[IPv4Interface]:
         return [*self.host, *self.bridges.values()]
@@ -28,6 +31,17 @@ class FakeNetwork:
 
     def remove_bridge(self, bridge: str) -> None:
         self.bridges.pop(bridge, None)
+        self.tunnels.pop(bridge, None)
+
+    def ensure_tunnel(self, plan: TunnelPlan) -> None:
+        self.tunnels[plan.bridge] = plan
+
+    def tunnel_peers(self, bridge: str) -> list[str] | None:
+        plan = self.tunnels.get(bridge)
+        return None if plan is None else sorted(plan.peers)
+
+    def underlay_mtu(self, address: str) -> int | None:
+        return self.mtu if any(str(a.ip) == address for a in self.host) else None
 
     def apply_firewall(self, fw: Firewall) -> None:
         self.firewall = fw

@@ -18,6 +18,11 @@ conntrack, so security groups are plain ip rules on the NIC's address:
   unless a group has egress rules, then only what they allow;
 - a forward DNATs ``listen:port`` on the host to an instance's address (for
   packets from outside in ``prerouting``, from the host itself in ``output``).
+
+Overlay networks add a ``bridge cumulo_<tag>`` table: every member has the same
+gateway (address and MAC) and dnsmasq on its bridge, so nothing the bridge itself
+sends (ARP and DHCP answers, DNS) and no DHCP request crosses a tunnel (each member
+answers its own instances; the instances of one network are one segment otherwise).
 """
 
 from __future__ import annotations
@@ -61,9 +66,10 @@ class Firewall:
     nics: list[FwNic] = field(default_factory=list)
     groups: dict[str, tuple[AclRule, ...]] = field(default_factory=dict)
     forwards: list[FwForward] = field(default_factory=list)
+    tunnels: list[str] = field(default_factory=list)   # overlays' VXLAN devices
 
     def empty(self) -> bool:
-        return not self.networks and not self.forwards
+        return not self.networks and not self.forwards and not self.tunnels
 
     def needs_forwarding(self) -> bool:
         """IP forwarding on: a NAT network routes out, a forward routes in."""
@@ -217,4 +223,29 @@ def ruleset(tag: str, fw: Firewall) -> dict[str, Any]:
                                {"dnat": {"family": "ip", "addr": str(f.target),
                                          "port": f.target_port}}],
                        f"forward {f.protocol} {f.listen}:{f.port}")
-    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *b.cmds]}
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *b.cmds,
+                         *tunnel_rules(table, fw.tunnels)]}
+
+
+def tunnel_rules(table: str, tunnels: list[str]) -> list[dict[str, Any]]:
+    """Table ``bridge <table>``: the gateway and DHCP stay on each member's own side
+    of an overlay (none: the table goes)."""
+    t = {"family": "bridge", "name": table}
+    cmds: list[dict[str, Any]] = [{"add": {"table": t}}, {"delete": {"table": t}}]
+    if not tunnels:
+        return cmds
+    cmds.append({"add": {"table": t}})
+    devices = {"set": sorted(tunnels)}
+    for chain, hook in (("out", "output"), ("fwd", "forward")):
+        cmds.append({"add": {"chain": {"family": "bridge", "table": table, "name": chain,
+                                       "type": "filter", "hook": hook, "prio": 0,
+                                       "policy": "accept"}}})
+    rules = [("out", [_meta("oifname", devices), {"counter": None}, {"drop": None}],
+              "the gateway answers on its own member"),
+             ("fwd", [_meta("oifname", devices), _meta("l4proto", "udp"),
+                      _payload("udp", "dport", {"set": [67, 68]}), {"counter": None},
+                      {"drop": None}], "DHCP stays on its member")]
+    for chain, expr, comment in rules:
+        cmds.append({"add": {"rule": {"family": "bridge", "table": table, "chain": chain,
+                                      "expr": expr, "comment": comment}}})
+    return cmds

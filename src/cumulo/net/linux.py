@@ -5,10 +5,11 @@ from __future__ import annotations
 from ipaddress import IPv4Interface
 from pathlib import Path
 
-from cumulo.net import bridge, netdev, netlink, nft, nic, shaping, sysctl
+from cumulo.net import bridge, netdev, netlink, nft, nic, shaping, sysctl, vxlan
 from cumulo.net.base import NicCounters, NicPlan
 from cumulo.net.dnsmasq import DnsHost, Dnsmasq, DnsSettings
 from cumulo.net.firewall import Firewall
+from cumulo.net.vxlan import TunnelPlan
 
 
 def as_seen_inside(st: dict[str, int]) -> NicCounters:
@@ -30,7 +31,17 @@ class LinuxNetwork:
         bridge.ensure(bridge_name, gateway)
 
     def remove_bridge(self, bridge_name: str) -> None:
+        vxlan.remove(bridge_name)
         bridge.remove(bridge_name)
+
+    def ensure_tunnel(self, plan: TunnelPlan) -> None:
+        vxlan.ensure(plan)
+
+    def tunnel_peers(self, bridge_name: str) -> list[str] | None:
+        return vxlan.peers(bridge_name)
+
+    def underlay_mtu(self, address: str) -> int | None:
+        return netlink.mtu_of_address(address)
 
     def apply_firewall(self, fw: Firewall) -> None:
         if fw.needs_forwarding():

@@ -263,3 +263,69 @@ def clear_ingress(name: str) -> None:
         except NetlinkError as err:
             if err.code not in (errno.EINVAL, errno.ENOENT):
                 raise
+
+
+# --- VXLAN (net/vxlan.py) ----------------------------------------------------
+FLOOD_MAC = "00:00:00:00:00:00"   # a VXLAN FDB entry for every unknown or broadcast frame
+
+
+def create_vxlan(name: str, vni: int, local: str, port: int, bridge: str, mtu: int) -> None:
+    """A VXLAN device ``name`` (id ``vni``, sending from ``local`` to UDP ``port``,
+    learning off) on ``bridge``, up, with ``mtu``; one with other settings is made again."""
+    _check_name(name)
+    with _ipr(None, f"vxlan {name}") as ipr:
+        idx, br = _index(ipr, name), _index(ipr, bridge)
+        if br is None:
+            raise DriverError(f"bridge {bridge} does not exist")
+        if idx is not None:
+            data = ipr.get_links(idx)[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+            if (data is None or data.get_attr("IFLA_VXLAN_ID") != vni
+                    or data.get_attr("IFLA_VXLAN_LOCAL") != local):
+                ipr.link("del", index=idx)
+                idx = None
+        if idx is None:
+            ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local,
+                     vxlan_port=port, vxlan_learning=0)
+            idx = _index(ipr, name)
+        ipr.link("set", index=idx, master=br, mtu=mtu, state="up")
+        ipr.link("set", index=br, mtu=mtu)
+
+
+def flood_peers(name: str) -> list[str] | None:
+    """The addresses ``name``'s all-zero FDB entries replicate to; None: no such link."""
+    with _ipr(None, f"fdb of {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return None
+        return sorted(str(e.get_attr("NDA_DST")) for e in ipr.fdb("dump", ifindex=idx)
+                      if e.get_attr("NDA_LLADDR") == FLOOD_MAC and e.get_attr("NDA_DST"))
+
+
+def set_flood_peers(name: str, peers: list[str]) -> None:
+    """Exactly ``peers`` in ``name``'s all-zero FDB entries (head-end replication)."""
+    have = flood_peers(name)
+    if have is None:
+        raise DriverError(f"link {name} does not exist")
+    with _ipr(None, f"fdb of {name}") as ipr:
+        idx = _index(ipr, name)
+        for dst in sorted(set(peers) - set(have)):
+            ipr.fdb("append", ifindex=idx, lladdr=FLOOD_MAC, dst=dst)
+        for dst in sorted(set(have) - set(peers)):
+            ipr.fdb("del", ifindex=idx, lladdr=FLOOD_MAC, dst=dst)
+
+
+def mtu_of_address(address: str) -> int | None:
+    """The MTU of the link holding ``address`` here; None if no link has it."""
+    with _ipr(None, f"link of {address}") as ipr:
+        for a in ipr.get_addr(family=2):
+            if a.get_attr("IFA_ADDRESS") == address:
+                return int(ipr.get_links(a["index"])[0].get_attr("IFLA_MTU"))
+    return None
+
+
+def set_mtu(name: str, mtu: int, netns: Path | None = None) -> None:
+    with _ipr(netns, f"mtu of {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            raise DriverError(f"link {name} does not exist")
+        ipr.link("set", index=idx, mtu=mtu)

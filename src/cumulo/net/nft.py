@@ -14,7 +14,7 @@ import subprocess
 from typing import Any
 
 from cumulo.errors import DriverError, UnsupportedError
-from cumulo.net.firewall import FAMILY, Firewall, ruleset
+from cumulo.net.firewall import FAMILY, Firewall, ruleset, tunnel_rules
 
 TIMEOUT = 10.0
 
@@ -62,7 +62,8 @@ def delete_table(tag: str) -> None:
     if shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
         return
     table = {"family": FAMILY, "name": table_name(tag)}
-    _nft({"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]})
+    _nft({"nftables": [{"add": {"table": table}}, {"delete": {"table": table}},
+                       *tunnel_rules(table_name(tag), [])]})
 
 
 def list_tables(prefix: str = "cumulo_") -> list[str]:

@@ -22,6 +22,9 @@ def attach(netns: Path, nics: list[NicPlan]) -> None:
         for nic in nics:
             netlink.delete_link(nic.host_name)  # a stale end whose netns is still dying
             netlink.create_veth_into(nic.host_name, nic.bridge, netns, nic.inside_name, nic.mac)
+            if nic.mtu is not None:   # an overlay's: both ends
+                netlink.set_mtu(nic.host_name, nic.mtu)
+                netlink.set_mtu(nic.inside_name, nic.mtu, netns)
             netlink.configure_nic(netns, nic.inside_name, nic.address, nic.gateway)
     except BaseException:
         detach([n.host_name for n in nics])
@@ -37,6 +40,8 @@ def attach_taps(nics: list[NicPlan]) -> None:
     try:
         for nic in nics:
             netlink.create_tap(nic.host_name, nic.bridge)
+            if nic.mtu is not None:   # the guest learns it by DHCP
+                netlink.set_mtu(nic.host_name, nic.mtu)
     except BaseException:
         detach([n.host_name for n in nics])
         raise

@@ -17,6 +17,7 @@ from typing import TypeVar
 from cumulo.domain.acl import SecurityGroup, make_rule
 from cumulo.domain.units import validate_name
 from cumulo.errors import ConflictError, CumuloError, InvalidInputError, NotFoundError
+from cumulo.net import vxlan
 from cumulo.net.base import HostNetwork
 from cumulo.net.firewall import Firewall, FwForward, FwNetwork, FwNic
 from cumulo.store.firewall import FirewallStore, Forward
@@ -48,7 +49,8 @@ class FirewallService:
         return Firewall(
             networks=[FwNetwork(bridge=n.bridge, subnet=IPv4Network(n.subnet),
                                 nat=not n.isolated) for n in networks],
-            nics=nics, groups=groups, forwards=forwards)
+            nics=nics, groups=groups, forwards=forwards,
+            tunnels=[vxlan.device_name(n.bridge) for n in networks if n.type == "overlay"])
 
     def apply(self) -> None:
         """Write the table, unless it already holds exactly this (an nft run is ~15 ms,

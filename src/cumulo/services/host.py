@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from cumulo.cluster.rebalancer import Rebalancer
 from cumulo.cluster.recover import GRACE, Recovery
 from cumulo.drivers.base import InstanceDriver
 from cumulo.drivers.registry import DriverContext, create_driver
-from cumulo.errors import ConflictError
+from cumulo.errors import ConflictError, NotFoundError
 from cumulo.host.info import HostInfo
 from cumulo.net import ipam
 from cumulo.net.base import HostNetwork
@@ -26,6 +27,7 @@ from cumulo.services.instances import InstanceService
 from cumulo.services.migrations import MigrationService
 from cumulo.services.networks import NetworkService
 from cumulo.services.operations import Operations
+from cumulo.services.overlays import OVERLAY, Overlays
 from cumulo.services.placement import Scheduler
 from cumulo.services.projects import ProjectService
 from cumulo.services.storage import StorageService
@@ -108,8 +110,10 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
         drivers[type_] = create_driver(kind, ctx)
     image_root = state_dir / "images"
     images = ImageService(store, ops, image_root)
-    networks = NetworkService(store, _host_network(net_kind, state_dir, runtime_dir),
-                              subnet_pool or ipam.DEFAULT_POOL)
+    host_net = _host_network(net_kind, state_dir, runtime_dir)
+    networks = NetworkService(store, host_net, subnet_pool or ipam.DEFAULT_POOL,
+                              Overlays(store, host_net, lambda: cluster.member,
+                                       lambda: _addresses(cluster)))
     networks.reconcile()
     if default_network:
         networks.ensure_default(state_dir / "default-network.created")
@@ -133,17 +137,61 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
 
 
 def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
-    """In a cluster, a network another member created gets its bridge here too (checked
-    after each heartbeat)."""
-    seen = {n.bridge for n in store.list_networks()}
+    """In a cluster, a network another member created gets its bridge here too, an
+    overlay's tunnels follow members that join, leave or come back, and the DHCP and DNS
+    of an overlay follow NICs made or removed on other members, and the firewall
+    follows security groups changed through another member (checked after each
+    heartbeat)."""
+    def state() -> tuple[set[str], tuple[object, ...]]:
+        nets = store.list_networks()
+        overlays = networks.overlays.signature() if networks.overlays else ()
+        return {n.bridge for n in nets}, overlays
+    seen, nics = state(), _overlay_nics(store)
 
     def sync() -> None:
-        nonlocal seen
-        now = {n.bridge for n in store.list_networks()}
-        if now != seen:
-            networks.reconcile()
-            seen = now
+        nonlocal seen, nics
+        with networks.lock:   # not while this member creates or deletes one
+            now, now_nics = state(), _overlay_nics(store)
+            for bridge in sorted(seen[0] - now[0]):   # deleted through another member
+                networks.forget(bridge)
+            if now != seen:
+                networks.reconcile()
+                seen = now
+            if now_nics != nics:
+                for project, name in {k[:2] for k in now_nics ^ nics}:
+                    if any(n.project == project and n.name == name
+                           for n in store.list_networks(project)):
+                        networks.nics_changed(project, [name])
+                nics = now_nics
+            # groups and forwards changed through another member (no nft run if none)
+            networks.firewall.apply_quietly()
     return sync
+
+
+def _overlay_nics(store: Store) -> set[tuple[str, str, str, str, str]]:
+    """(project, network, instance, MAC, IP) of every NIC on an overlay."""
+    found = set()
+    for n in store.list_networks():
+        if n.type == OVERLAY:
+            with contextlib.suppress(NotFoundError):   # deleted meanwhile
+                found |= {(n.project, n.name, inst, nic.mac, nic.ip)
+                          for inst, nic in store.network_nics(n.project, n.name)}
+    return found
+
+
+def _addresses(cluster: Membership) -> dict[str, str]:
+    """Each member's cluster address (the host of its --listen), but offline ones'."""
+    if cluster.identity is None:
+        return {}
+    found = {m.name: _host(m.address) for m in cluster.store.list_members()
+             if cluster.state_of(m) != "offline"}
+    if cluster.address:   # this member, even when its own heartbeat is late
+        found[cluster.identity.member] = _host(cluster.address)
+    return found
+
+
+def _host(address: str) -> str:
+    return address.rpartition(":")[0].strip("[]")
 
 
 def _membership(store: Store, state_dir: Path, host: HostInfo, types: list[str],

@@ -15,13 +15,14 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from cumulo import faults
-from cumulo.domain.models import Instance, Network, Nic
+from cumulo.domain.models import Instance, Network, Nic, Tunnel
 from cumulo.domain.units import validate_name
-from cumulo.errors import ConflictError, CumuloError, InvalidInputError
+from cumulo.errors import ConflictError, CumuloError, InvalidInputError, UnsupportedError
 from cumulo.net import ipam, tc
 from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
 from cumulo.net.dnsmasq import DEFAULT_DOMAIN, DnsHost, DnsSettings, check_domain
 from cumulo.services.firewall import FirewallService
+from cumulo.services.overlays import BRIDGE, OVERLAY, TYPES, Overlays
 from cumulo.store.repo import DEFAULT_PROJECT, Store
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,10 @@ def parse_bandwidth(ingress: str | None, egress: str | None,
 
 class NetworkService:
     def __init__(self, store: Store, host_net: HostNetwork,
-                 subnet_pool: str = ipam.DEFAULT_POOL) -> None:
+                 subnet_pool: str = ipam.DEFAULT_POOL, overlays: Overlays | None = None
+                 ) -> None:
         self.store, self.host_net = store, host_net
+        self.overlays = overlays   # None: no overlay networks (not built for a cluster)
         self.subnet_pool = str(ipam.parse_subnet(subnet_pool))  # where automatic subnets come from
         # one change at a time: subnets, and addresses from plan_nics to the stored NIC
         self.lock = threading.RLock()
@@ -69,11 +72,29 @@ class NetworkService:
     def users(self, project: str, name: str) -> list[str]:
         return self.store.network_users(project, name)
 
+    def tunnels(self, project: str, name: str) -> list[Tunnel]:
+        """An overlay's side on each member (none for a bridge network)."""
+        network = self.store.get_network(project, name)
+        if network.type != OVERLAY or self.overlays is None:
+            return []
+        return self.overlays.tunnels(network)
+
     def create(self, project: str, name: str, subnet: str | None = None,
-               dns_domain: str | None = None, nat: bool = False) -> Network:
-        """Validate, record, then build the bridge and its dnsmasq; a failure leaves nothing."""
+               dns_domain: str | None = None, nat: bool = False, type: str = BRIDGE,
+               vni: int | None = None, mtu: int | None = None) -> Network:
+        """Validate, record, then build the bridge and its dnsmasq (an overlay: and its
+        tunnel; the other members follow); a failure leaves nothing."""
         validate_name(name)
         domain = check_domain(dns_domain) if dns_domain is not None else DEFAULT_DOMAIN
+        if type not in TYPES:
+            raise InvalidInputError(f"unknown network type {type!r}: use {' or '.join(TYPES)}")
+        if type == BRIDGE and (vni is not None or mtu is not None):
+            raise InvalidInputError("--vni and --mtu are for --type overlay")
+        if type == OVERLAY:
+            if self.overlays is None:
+                raise UnsupportedError("an overlay network spans a cluster: this host is"
+                                       " in no cluster (`cumulo cluster enable` first)")
+            mtu = self.overlays.check_new(vni, mtu)
         with self.lock:
             others = {f"{n.project}/{n.name}": IPv4Network(n.subnet)
                       for n in self.store.list_networks()}
@@ -89,11 +110,14 @@ class NetworkService:
             gateway = ipam.gateway_of(net)
             network = self.store.add_network(Network(
                 project=project, name=name, subnet=str(net), gateway=str(gateway),
-                bridge=f"cu-b{secrets.token_hex(4)}", isolated=not nat, dns_domain=domain))
+                bridge=f"cu-b{secrets.token_hex(4)}", isolated=not nat, dns_domain=domain,
+                type=type, vni=vni, mtu=mtu))
             try:
                 self.host_net.ensure_bridge(network.bridge, IPv4Interface(
                     f"{gateway}/{net.prefixlen}"))
                 faults.point("network.create.after_bridge")
+                if self.overlays is not None and network.type == OVERLAY:
+                    self.overlays.ensure(network)
                 self._isolate()
                 self.host_net.ensure_dns(self._dns_settings(network), [])
             except BaseException:
@@ -119,6 +143,12 @@ class NetworkService:
 
     def _isolate(self) -> None:
         self.firewall.apply()
+
+    def forget(self, bridge: str) -> None:
+        """A network deleted through another member: its dnsmasq, bridge and tunnel go."""
+        with self.lock:
+            self._stop_dns(bridge)
+            self._remove_bridge(bridge)
 
     def _remove_bridge(self, bridge: str) -> None:
         try:
@@ -187,7 +217,7 @@ class NetworkService:
             host_name=nic.host_name, inside_name=f"{INSIDE_PREFIX}{nic.index}",
             bridge=network.bridge, mac=nic.mac,
             address=IPv4Interface(f"{nic.ip}/{prefix}"),
-            gateway=IPv4Address(network.gateway))
+            gateway=IPv4Address(network.gateway), mtu=network.mtu)
 
     def attach_taps(self, inst: Instance) -> None:
         """A VM's NICs as taps on their bridges, with their caps, before QEMU starts."""
@@ -279,6 +309,8 @@ class NetworkService:
         for n in networks:
             prefix = IPv4Network(n.subnet).prefixlen
             self.host_net.ensure_bridge(n.bridge, IPv4Interface(f"{n.gateway}/{prefix}"))
+        if self.overlays is not None:
+            self.overlays.sync()
         self._isolate()   # none left: the table of a deleted last network goes too
         self.reconcile_dns()
 
@@ -287,7 +319,7 @@ class NetworkService:
     def _dns_settings(network: Network) -> DnsSettings:
         return DnsSettings(bridge=network.bridge, subnet=IPv4Network(network.subnet),
                            gateway=IPv4Address(network.gateway), domain=network.dns_domain,
-                           upstream=not network.isolated)
+                           upstream=not network.isolated, mtu=network.mtu)
 
     def _dns_hosts(self, network: Network) -> list[DnsHost]:
         return [DnsHost(name=inst, mac=nic.mac, ip=IPv4Address(nic.ip))
@@ -330,8 +362,9 @@ class NetworkService:
     def revive_dns(self) -> list[Network]:
         """Start again every network's dnsmasq that died on its own; returns those networks."""
         revived = []
-        for n in self.store.list_networks():
-            if self.host_net.dns_running(n.bridge):
+        here = set(self.host_net.dns_bridges())   # (in a cluster, one made elsewhere a
+        for n in self.store.list_networks():      # moment ago has not started here yet)
+            if n.bridge not in here or self.host_net.dns_running(n.bridge):
                 continue
             with self.lock:
                 try:

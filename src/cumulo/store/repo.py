@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import (
+    VNI_FIRST,
+    VNI_LAST,
     Image,
     Instance,
     Network,
@@ -18,6 +20,7 @@ from cumulo.domain.models import (
     Operation,
     OpStatus,
     Project,
+    Tunnel,
     default_host_id,
 )
 from cumulo.domain.projects import Need, instance_need, private_images
@@ -33,6 +36,7 @@ from cumulo.store.tables import (
     NicRow,
     OperationRow,
     ProjectRow,
+    TunnelRow,
     utcnow,
 )
 
@@ -347,7 +351,8 @@ class Store:
             raise StoreError(f"network {row.name} has a dangling project")
         return Network(project=project.name, name=row.name, subnet=row.subnet,
                        gateway=row.gateway, bridge=row.bridge, isolated=row.isolated,
-                       created_at=row.created_at, dns_domain=row.dns_domain)
+                       created_at=row.created_at, dns_domain=row.dns_domain,
+                       type=row.type or "bridge", vni=row.vni, mtu=row.mtu)
 
     def add_network(self, net: Network) -> Network:
         """Insert a network; a duplicate name in the project is a ConflictError, one past
@@ -357,14 +362,54 @@ class Store:
                 row = NetworkRow(project_id=admit(s, net.project, Need(networks=1)),
                                  name=net.name,
                                  subnet=net.subnet, gateway=net.gateway, bridge=net.bridge,
-                                 isolated=net.isolated, dns_domain=net.dns_domain)
+                                 isolated=net.isolated, dns_domain=net.dns_domain,
+                                 type=net.type, vni=net.vni, mtu=net.mtu)
+                if net.type == "overlay":
+                    row.vni = self._vni(s, net.vni)
                 s.add(row)
                 s.flush()
                 return self._network(s, row)
         except StoreError as err:
             if isinstance(err.__cause__, IntegrityError):
+                if net.vni is None and net.type == "overlay" and "vni" in str(err.__cause__):
+                    raise ConflictError("two overlays took the same VNI at once: try"
+                                        " again") from err
                 raise ConflictError(f"network {net.name!r} already exists") from err
             raise
+
+    @staticmethod
+    def _vni(s: Session, wanted: int | None) -> int:
+        """``wanted`` if free, else a ConflictError; None: the lowest free VNI (the
+        unique column settles a race between members)."""
+        used = {v: n for v, n in s.execute(select(NetworkRow.vni, NetworkRow.name)
+                                           .where(NetworkRow.vni.is_not(None)))}
+        if wanted is not None:
+            if wanted in used:
+                raise ConflictError(f"VNI {wanted} is already used by network"
+                                    f" {used[wanted]!r}")
+            return wanted
+        return next(v for v in range(VNI_FIRST, VNI_LAST + 1) if v not in used)
+
+    # one member's side of an overlay network
+    def set_tunnel(self, project: str, name: str, tunnel: Tunnel) -> None:
+        """Record ``tunnel`` as its member's side of the network (replacing the old)."""
+        with self.db.session(modify=True) as s:
+            net = self._network_row(s, project, name)
+            row = s.scalar(select(TunnelRow).where(TunnelRow.network_id == net.id,
+                                                   TunnelRow.member == tunnel.member))
+            if row is None:
+                row = TunnelRow(network_id=net.id, member=tunnel.member)
+                s.add(row)
+            row.state, row.device, row.local = tunnel.state, tunnel.device, tunnel.local
+            row.peers, row.updated_at = list(tunnel.peers), utcnow()
+
+    def tunnels(self, project: str, name: str) -> list[Tunnel]:
+        with self.db.session() as s:
+            net = self._network_row(s, project, name)
+            rows = s.scalars(select(TunnelRow).where(TunnelRow.network_id == net.id)
+                             .order_by(TunnelRow.member))
+            return [Tunnel(member=r.member, state=r.state, device=r.device, local=r.local,
+                           peers=tuple(r.peers or ())) for r in rows]
 
     def get_network(self, project: str, name: str) -> Network:
         with self.db.session() as s:
@@ -441,6 +486,9 @@ class Store:
             users = list(s.scalars(select(NicRow.id).where(NicRow.network_id == row.id)))
             if users:
                 raise ConflictError(f"network {name!r} is in use by {len(users)} NIC(s)")
+            for t in s.scalars(select(TunnelRow).where(TunnelRow.network_id == row.id)):
+                s.delete(t)
+            s.flush()
             s.delete(row)
 
     # operations

@@ -138,6 +138,23 @@ class NetworkRow(Base):
     isolated: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     dns_domain: Mapped[str] = mapped_column(String(253), default="cumulo")
+    type: Mapped[str] = mapped_column(String(16), default="bridge")   # or overlay
+    vni: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True)
+    mtu: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class TunnelRow(Base):
+    """One member's side of an overlay network, as that member last set it up."""
+    __tablename__ = "overlay_tunnels"
+    __table_args__ = (UniqueConstraint("network_id", "member", name="uq_tunnel_member"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"))
+    member: Mapped[str] = mapped_column(String(63))
+    state: Mapped[str] = mapped_column(String(255), default="")   # up, or what failed
+    device: Mapped[str] = mapped_column(String(15), default="")
+    local: Mapped[str] = mapped_column(String(45), default="")
+    peers: Mapped[list[str]] = mapped_column(JSON, default=list)  # head-end replication
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class NicRow(Base):

@@ -1,0 +1,106 @@
+"""Instances on two cluster members over an overlay, against the same pair on one
+member's bridge and against two namespaces joined by a VXLAN made by hand.
+
+A three-member cluster like the system tests' (tests/system/clusterlib.py: each member
+a cumulod in its own namespace, veths to an "underlay" bridge, a throwaway PostgreSQL)
+gets one overlay network; ``srv`` runs on m1, ``far`` on m2 and ``near`` on m1. The
+hand-made pair is two namespaces on an underlay bridge of their own, each with
+``ip link add ... type vxlan id 99 remote <other> dstport 4789`` and an address on it.
+iperf3 (one TCP stream) and qperf (TCP and UDP request/response) run in the instances'
+namespaces (nsenter), interleaved, so the ratios compare like with like. Traffic stays
+inside the namespaces the benchmark made.
+
+    .venv/bin/python -m bench.overlay [--repeat 3] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from bench.network import iperf, qperf, sh
+
+PAIRS = ("overlay, two members", "one member's bridge", "VXLAN by hand")
+
+
+def hand_vxlan(tag: str) -> tuple[list[str], str]:
+    """Two namespaces joined by VXLAN over veths on a bridge; (namespaces, server IP)."""
+    hub, names = f"cu-bench-vh{tag}", [f"cu-bench-v1{tag}", f"cu-bench-v2{tag}"]
+    for ns in (hub, *names):
+        sh("ip", "netns", "add", ns)
+    sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", hub, "link", "set", "br0", "up")
+    for i, ns in enumerate(names, start=1):
+        sh("ip", "-n", hub, "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0",
+           "netns", ns)
+        sh("ip", "-n", hub, "link", "set", f"p{i}", "master", "br0", "up")
+        sh("ip", "-n", ns, "addr", "add", f"10.75.0.{i}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "link", "add", "vx0", "type", "vxlan", "id", "99", "local",
+           f"10.75.0.{i}", "remote", f"10.75.0.{3 - i}", "dstport", "4789")
+        sh("ip", "-n", ns, "addr", "add", f"10.74.0.{i}/24", "dev", "vx0")
+        sh("ip", "-n", ns, "link", "set", "vx0", "up")
+    return [hub, *names], "10.74.0.1"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=3)
+    args = ap.parse_args()
+    from tests import pg
+    from tests.system.clusterlib import three_members
+
+    tput: dict[str, list[float]] = {p: [] for p in PAIRS}
+    rr: dict[str, list[dict[str, float]]] = {p: [] for p in PAIRS}
+    made: list[str] = []
+    server = pg.PgServer().start()
+    try:
+        with three_members(Path(tempfile.mkdtemp(prefix="cu-bench-ov")), server, "10.73.0",
+                           offline_after="60") as (daemons, _, _nss):
+            m1 = daemons[0]
+            m1.cli("network", "create", "bench", "--type", "overlay", "--subnet",
+                   "10.72.0.0/24")
+            for name, where in (("srv", "m1"), ("far", "m2"), ("near", "m1")):
+                m1.cli("launch", "busybox", name, "--target", where, "--network", "bench",
+                       "--", "sleep", "100000")
+            info = {n: json.loads(m1.cli("info", n, "--format", "json").stdout)
+                    for n in ("srv", "far", "near")}
+            ns = {n: f"/proc/{i['pid']}/ns/net" for n, i in info.items()}
+            ip = info["srv"]["nics"][0]["ip"]
+            made, raw_ip = hand_vxlan(uuid.uuid4().hex[:6])
+            pairs = {PAIRS[0]: (ns["srv"], ns["far"], ip),
+                     PAIRS[1]: (ns["srv"], ns["near"], ip),
+                     PAIRS[2]: (f"/run/netns/{made[1]}", f"/run/netns/{made[2]}", raw_ip)}
+            for _ in range(args.repeat):   # interleaved: drift hits every pair alike
+                for name, pair in pairs.items():
+                    tput[name].append(iperf(*pair, args.seconds))
+                    rr[name].append(qperf(*pair, args.seconds))
+            for name in ("srv", "far", "near"):
+                m1.cli("delete", name, "--force")
+            m1.cli("network", "delete", "bench")
+    finally:
+        for n in made:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True, timeout=30)
+        server.stop()
+    base = statistics.median(tput[PAIRS[2]])
+    print(f"TCP, one stream, {args.seconds}s x {args.repeat} (median Gbit/s, ratio to"
+          " VXLAN by hand):")
+    for name in PAIRS:
+        med = statistics.median(tput[name])
+        print(f"  {name:22s}: {med:6.2f}  {med / base:5.2f}x  {[round(x, 2) for x in tput[name]]}")
+    for test in ("tcp_lat", "udp_lat"):
+        meds = {n: statistics.median(r.get(test, 0.0) for r in rr[n]) for n in PAIRS}
+        print(f"{test} request/response (median per second, ratio to VXLAN by hand):")
+        for name in PAIRS:
+            print(f"  {name:22s}: {meds[name]:8.0f}  {meds[name] / meds[PAIRS[2]]:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

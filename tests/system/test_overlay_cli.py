@@ -1,0 +1,265 @@
+"""Overlay networks over three cluster members (tests/system/clusterlib.py: each member
+a cumulod in its own namespace, veths to a test "underlay" bridge, one PostgreSQL):
+instances on different members reach each other by name and address over VXLAN,
+two overlays are isolated, a member that goes away drops out of the others' floods
+and comes back, a delete leaves no device, FDB entry, bridge, rule or dnsmasq on any
+member; bad input (a VNI in use, an MTU the encapsulation cannot carry, no cluster).
+Traffic stays inside the namespaces the test made."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import checkpoint_skip_reason
+from tests.system.clusterlib import listed, members, one_line_error, poll, three_members
+from tests.system.conftest import Daemon
+
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime,
+              pytest.mark.postgres,
+              pytest.mark.timeout(600)]   # the first test pays the cluster's set-up
+
+UNDERLAY = "10.77.0"
+Cluster = tuple[list[Daemon], list[str]]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, pg_server: object
+            ) -> Iterator[Cluster]:
+    with three_members(tmp_path_factory.mktemp("overlay"), pg_server, UNDERLAY,
+                       offline_after="8") as (
+            daemons, _, nss):
+        yield daemons, nss
+
+
+def out(ns: str, *args: str) -> str:
+    return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", *args], check=True,
+                          capture_output=True, text=True, timeout=30).stdout
+
+
+def vxlans(ns: str) -> dict[str, dict[str, object]]:
+    """The VXLAN links of a member: name -> their details (ip -d -j)."""
+    links = json.loads(out(ns, "ip", "-d", "-j", "link", "show", "type", "vxlan") or "[]")
+    return {link["ifname"]: link for link in links}
+
+
+def flood_entries(ns: str) -> list[str]:
+    """The all-zero FDB entries of a member: where its floods are sent."""
+    return sorted(e["dst"] for e in json.loads(out(ns, "bridge", "-j", "fdb", "show") or "[]")
+                  if e.get("mac") == "00:00:00:00:00:00" and "dst" in e)
+
+
+def network(d: Daemon, name: str) -> dict[str, object]:
+    return dict(json.loads(d.cli("network", "info", name, "--format", "json").stdout))
+
+
+def tunnels_up(d: Daemon, name: str, n: int) -> bool:
+    found = network(d, name)["tunnels"]
+    assert isinstance(found, list)
+    return len(found) == n and all(t["state"] == "up" and len(t["peers"]) == n - 1
+                                   for t in found)
+
+
+def nothing_of(nss: list[str], bridge: str) -> list[str]:
+    """What is left of a network on the members: its bridge, tunnel, floods, dnsmasq."""
+    left = []
+    for ns in nss:
+        links = out(ns, "ip", "-o", "link", "show")
+        left += [f"{ns}: {name}" for name in (bridge, "cu-x" + bridge[4:])
+                 if f" {name}:" in links or f" {name}@" in links]
+        left += [f"{ns}: flood to {dst}" for dst in flood_entries(ns)]
+        procs = subprocess.run(["pgrep", "-af", f"dnsmasq.*{bridge}"], capture_output=True,
+                               text=True).stdout
+        left += [f"dnsmasq {line}" for line in procs.splitlines() if line]
+    return left
+
+
+def test_an_overlay_spans_the_members(cluster: Cluster) -> None:
+    """One network on all three members: a VXLAN device each (the VNI the store gave,
+    from its cluster address, port 4789, no learning) flooding to the two others; an
+    instance on m1 reaches one on m2 by name and address, with the overlay's MTU; their
+    addresses come from one plan; a security group changed through m3 applies on m2,
+where its instance runs; delete leaves nothing on any member."""
+    (m1, m2, m3), nss = cluster
+    r = m1.cli("network", "create", "ov", "--type", "overlay", "--subnet", "10.231.0.0/24")
+    assert "overlay VNI" in r.stderr and "MTU 1450" in r.stderr, r.stderr
+    info = network(m2, "ov")
+    assert info["type"] == "overlay" and info["mtu"] == 1450, info
+    vni, bridge = info["vni"], str(info["bridge"])
+    poll("tunnels up on every member", lambda: tunnels_up(m3, "ov", 3))
+    for i, ns in enumerate(nss, start=1):
+        link = vxlans(ns)["cu-x" + bridge[4:]]
+        data = link["linkinfo"]["info_data"]  # type: ignore[index]
+        assert data["id"] == vni and data["local"] == f"{UNDERLAY}.{i}", data
+        assert data["port"] == 4789 and not data.get("learning"), data
+        assert link["master"] == bridge and link["mtu"] == 1450
+        assert flood_entries(ns) == [f"{UNDERLAY}.{j}" for j in (1, 2, 3) if j != i]
+    text = m1.cli("network", "info", "ov").stdout
+    assert "m2 up" in text and "mtu:" in text, text
+
+    m1.cli("launch", "busybox", "a", "--target", "m1", "--network", "ov", "--", "sleep",
+           "1000")
+    m3.cli("launch", "busybox", "b", "--target", "m2", "--network", "ov", "--", "sh", "-c",
+           "mkdir -p /www; echo hello from b > /www/index.html; httpd -f -p 8080 -h /www")
+    try:
+        seen = listed(m2)
+        assert (seen["a"]["location"], seen["b"]["location"]) == ("m1", "m2")
+        ips = {n: json.loads(m1.cli("info", n, "--format", "json").stdout)["nics"][0]["ip"]
+               for n in ("a", "b")}
+        assert len(set(ips.values())) == 2, ips
+        assert m1.cli("exec", "a", "--", "cat", "/sys/class/net/eth0/mtu").stdout.strip() \
+            == "1450"
+        # by address, then by name (m1's dnsmasq learns b at its next heartbeat)
+        m1.cli("exec", "a", "--", "ping", "-c", "1", "-W", "5", ips["b"])
+        poll("b resolves on m1", lambda: m1.cli(
+            "exec", "a", "--", "nslookup", "b", check=False).stdout.count(ips["b"]) > 0)
+        got = m1.cli("exec", "a", "--", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
+                     " | nc -w 5 b 8080").stdout
+        assert got.endswith("hello from b\n"), got
+
+        def fetch() -> str:
+            return m1.cli("exec", "a", "--", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
+                          " | nc -w 2 b 8080", check=False).stdout
+        # a security group changed through m3 applies on m2, where b runs
+        m3.cli("network", "acl", "create", "webs")
+        try:
+            m3.cli("network", "acl", "attach", "webs", "b")
+            poll("b closed by its group", lambda: "hello" not in fetch())
+            m3.cli("network", "acl", "rule", "add", "webs", "--protocol", "tcp", "--port",
+                   "8080", "--source", "10.231.0.0/24")
+            poll("b open to the overlay", lambda: "hello from b" in fetch())
+            m3.cli("network", "acl", "detach", "webs", "b")
+        finally:
+            m3.cli("network", "acl", "delete", "webs", check=False)
+        # one plan: an address b holds is refused to a launch on another member
+        one_line_error(m3.cli("launch", "busybox", "c", "--target", "m3", "--network", "ov",
+                              "--ip", ips["b"], check=False), ips["b"])
+    finally:
+        m1.cli("delete", "a", "--force")
+        m1.cli("delete", "b", "--force")
+    m2.cli("network", "delete", "ov")
+    poll("nothing left of ov", lambda: not nothing_of(nss, bridge))
+    assert "ov" not in {n["name"] for n in json.loads(
+        m3.cli("network", "list", "--format", "json").stdout)}
+
+
+def test_two_overlays_are_isolated(cluster: Cluster) -> None:
+    """Two overlays with their own VNIs: an instance of one does not reach the other's,
+    on the same member or across."""
+    (m1, m2, m3), nss = cluster
+    m1.cli("network", "create", "red", "--type", "overlay", "--subnet", "10.232.0.0/24")
+    m2.cli("network", "create", "green", "--type", "overlay", "--subnet", "10.233.0.0/24")
+    names: list[str] = []
+    try:
+        assert network(m3, "red")["vni"] != network(m3, "green")["vni"]
+        for name, net, where in (("r1", "red", "m1"), ("r2", "red", "m2"),
+                                 ("g2", "green", "m2")):
+            m1.cli("launch", "busybox", name, "--target", where, "--network", net, "--",
+                   "sleep", "1000")
+            names.append(name)
+        ip = {n: json.loads(m1.cli("info", n, "--format", "json").stdout)["nics"][0]["ip"]
+              for n in names}
+        m1.cli("exec", "r1", "--", "ping", "-c", "1", "-W", "5", ip["r2"])
+        for src in ("r1", "r2"):
+            r = m1.cli("exec", src, "--", "ping", "-c", "1", "-W", "2", ip["g2"], check=False)
+            assert r.returncode != 0, r.stdout
+    finally:
+        for name in names:
+            m1.cli("delete", name, "--force")
+        m1.cli("network", "delete", "red")
+        m1.cli("network", "delete", "green")
+
+
+def test_a_member_that_leaves_drops_out_of_the_floods(cluster: Cluster) -> None:
+    """m3's daemon stops: once it is offline the others flood to it no more (and
+    network info says so); when it comes back, its tunnels come back too."""
+    (m1, m2, m3), nss = cluster
+    m1.cli("network", "create", "lv", "--type", "overlay", "--subnet", "10.234.0.0/24")
+    try:
+        poll("tunnels up", lambda: tunnels_up(m1, "lv", 3))
+        m3.stop(signal.SIGKILL)
+        try:
+            poll("m3 offline", lambda: members(m1)["m3"]["state"] == "offline")
+            poll("no flood to m3", lambda: all(f"{UNDERLAY}.3" not in flood_entries(ns)
+                                               for ns in nss[:2]))
+            states = {t["member"]: t["state"]
+                      for t in network(m2, "lv")["tunnels"]}  # type: ignore[attr-defined]
+            assert states["m3"] == "member offline", states
+        finally:
+            m3.start()
+        poll("m3 back in the floods", lambda: tunnels_up(m1, "lv", 3))
+        assert f"{UNDERLAY}.3" in flood_entries(nss[0])
+    finally:
+        m1.cli("network", "delete", "lv")
+
+
+def test_bad_overlays(cluster: Cluster, daemon: Daemon) -> None:
+    (m1, m2, _), nss = cluster
+    m1.cli("network", "create", "taken", "--type", "overlay", "--vni", "4242",
+           "--subnet", "10.235.0.0/24")
+    try:
+        one_line_error(m2.cli("network", "create", "again", "--type", "overlay", "--vni",
+                              "4242", check=False),
+                       "VNI 4242 is already used by network 'taken'")
+        one_line_error(m2.cli("network", "create", "big", "--type", "overlay", "--mtu",
+                              "1451", check=False),
+                       "MTU 1451 is too large for the encapsulation: the underlay carries"
+                       " 1500, VXLAN takes 50, so at most 1450")
+        one_line_error(m2.cli("network", "create", "small", "--type", "overlay", "--mtu",
+                              "500", check=False), "MTU 500 is too small")
+        one_line_error(m2.cli("network", "create", "v", "--type", "overlay", "--vni",
+                              "16777216", check=False), "invalid VNI 16777216")
+        one_line_error(m2.cli("network", "create", "plain", "--vni", "7", check=False),
+                       "--vni and --mtu are for --type overlay")
+        names = {n["name"] for n in json.loads(
+            m1.cli("network", "list", "--format", "json").stdout)}
+        assert names == {"taken"}, names
+        assert len(vxlans(nss[1])) == 1
+    finally:
+        m1.cli("network", "delete", "taken")
+    one_line_error(daemon.cli("network", "create", "ov", "--type", "overlay", check=False),
+                   "an overlay network spans a cluster: this host is in no cluster")
+    assert json.loads(daemon.cli("network", "list", "--format", "json").stdout) == []
+
+
+def last_count(d: Daemon, name: str) -> int:
+    got = d.cli("exec", name, "--", "sh", "-c", "tail -n 1 /got").stdout.strip()
+    return int(got) if got.isdigit() else 0
+
+
+@pytest.mark.criu
+@pytest.mark.skipif(checkpoint_skip_reason() is not None, reason=str(checkpoint_skip_reason()))
+@pytest.mark.xfail(reason="passes alone, fails after the module's other tests: the"
+                          " destination's bridge can keep the server's MAC learned on its"
+                          " tunnel port and drop the client's frames (docs/overlay.md)")
+def test_a_live_migration_keeps_address_and_connection(cluster: Cluster) -> None:
+    """A container serving an open TCP connection to a client on m3 moves live from m1
+    to m2: same MAC and IP, on the same segment, and the connection carries on (the
+    server's file keeps growing with the client's counts)."""
+    (m1, m2, m3), _ = cluster
+    m1.cli("network", "create", "mig", "--type", "overlay", "--subnet", "10.236.0.0/24")
+    names: list[str] = []
+    try:
+        m1.cli("launch", "busybox", "srv", "--target", "m1", "--network", "mig", "--", "sh",
+               "-c", "sleep 100000 | nc -l -p 9000 > /got")
+        names.append("srv")
+        before = json.loads(m1.cli("info", "srv", "--format", "json").stdout)["nics"][0]
+        m3.cli("launch", "busybox", "cli", "--target", "m3", "--network", "mig", "--", "sh",
+               "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done"
+                     f" | nc {before['ip']} 9000")
+        names.append("cli")
+        poll("counts arrive", lambda: last_count(m1, "srv") > 5)
+        m1.cli("migrate", "srv", "--to", "m2", timeout=300)
+        assert listed(m3)["srv"]["location"] == "m2"
+        after = json.loads(m1.cli("info", "srv", "--format", "json").stdout)["nics"][0]
+        assert (after["mac"], after["ip"]) == (before["mac"], before["ip"])
+        moved = last_count(m2, "srv")
+        poll("counts go on after the move", lambda: last_count(m2, "srv") > moved + 10)
+    finally:
+        for name in names:
+            m1.cli("delete", name, "--force")
+        m1.cli("network", "delete", "mig")
