@@ -22,6 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from cumulo.errors import DriverError
 
 IFNAMSIZ = 15
+NTF_MASTER = 0x04   # an FDB entry of the bridge the port is on (not the port's own)
 
 
 @contextlib.contextmanager
@@ -312,6 +313,31 @@ def set_flood_peers(name: str, peers: list[str]) -> None:
             ipr.fdb("append", ifindex=idx, lladdr=FLOOD_MAC, dst=dst)
         for dst in sorted(set(have) - set(peers)):
             ipr.fdb("del", ifindex=idx, lladdr=FLOOD_MAC, dst=dst)
+
+
+def forget_mac(bridge: str, mac: str, keep: str) -> list[str]:
+    """Drop what ``bridge`` learned of ``mac`` on any port but ``keep`` (``bridge fdb del
+    MAC dev PORT master``); the ports it was on. A MAC that moved here (a live migration
+    over an overlay) is otherwise still sent out where it was, and frames for it that
+    come in on that port are dropped, until the instance sends something."""
+    mac = mac.lower()
+    gone = []
+    with _ipr(None, f"fdb of {bridge}") as ipr:
+        br, port = _index(ipr, bridge), _index(ipr, keep)
+        if br is None:
+            raise DriverError(f"bridge {bridge} does not exist")
+        for e in ipr.fdb("dump"):
+            idx = int(e["ifindex"])
+            if (str(e.get_attr("NDA_LLADDR")).lower() != mac or idx == port
+                    or e.get_attr("NDA_MASTER") != br):
+                continue
+            try:
+                ipr.fdb("del", ifindex=idx, lladdr=mac, flags=NTF_MASTER)
+            except NetlinkError as err:
+                if err.code != errno.ENOENT:   # aged out meanwhile
+                    raise
+            gone.append(ipr.get_links(idx)[0].get_attr("IFLA_IFNAME"))
+    return gone
 
 
 def mtu_of_address(address: str) -> int | None:

@@ -10,10 +10,13 @@ here), and is wired the same way (drivers/container/restore_hook.py).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from cumulo.net import netlink, shaping
 from cumulo.net.base import NicPlan
+
+log = logging.getLogger(__name__)
 
 
 def attach(netns: Path, nics: list[NicPlan]) -> None:
@@ -26,6 +29,7 @@ def attach(netns: Path, nics: list[NicPlan]) -> None:
                 netlink.set_mtu(nic.host_name, nic.mtu)
                 netlink.set_mtu(nic.inside_name, nic.mtu, netns)
             netlink.configure_nic(netns, nic.inside_name, nic.address, nic.gateway)
+            _moved_here(nic)
     except BaseException:
         detach([n.host_name for n in nics])
         raise
@@ -42,9 +46,22 @@ def attach_taps(nics: list[NicPlan]) -> None:
             netlink.create_tap(nic.host_name, nic.bridge)
             if nic.mtu is not None:   # the guest learns it by DHCP
                 netlink.set_mtu(nic.host_name, nic.mtu)
+            _moved_here(nic)
     except BaseException:
         detach([n.host_name for n in nics])
         raise
+
+
+def _moved_here(nic: NicPlan) -> None:
+    """The bridge forgets where else it saw the NIC's MAC. After a live migration over an
+    overlay the destination's bridge has it learned on the tunnel port (the source's
+    frames were flooded to every member) and drops frames for it that come in there;
+    a restored container does not always send first (CRIU's window probe goes out
+    while its network is still locked), so a connection where only the peer talks
+    stalls."""
+    gone = netlink.forget_mac(nic.bridge, nic.mac, nic.host_name)
+    if gone:
+        log.info("%s: forgot MAC %s on %s", nic.bridge, nic.mac, ", ".join(gone))
 
 
 def detach(host_names: list[str]) -> None:
