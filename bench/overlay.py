@@ -8,7 +8,9 @@ hand-made pair is two namespaces on an underlay bridge of their own, each with
 ``ip link add ... type vxlan id 99 remote <other> dstport 4789`` and an address on it.
 iperf3 (one TCP stream) and qperf (TCP and UDP request/response) run in the instances'
 namespaces (nsenter), interleaved, so the ratios compare like with like. Traffic stays
-inside the namespaces the benchmark made.
+inside the namespaces the benchmark made. The cluster comes from the tests' own harness
+(``tests.system.clusterlib``, ``tests.pg``), imported at run time: run it from a
+checkout, as below.
 
     .venv/bin/python -m bench.overlay [--repeat 3] [--seconds 3]
 """

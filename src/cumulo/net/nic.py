@@ -56,9 +56,8 @@ def _moved_here(nic: NicPlan) -> None:
     """The bridge forgets where else it saw the NIC's MAC. After a live migration over an
     overlay the destination's bridge has it learned on the tunnel port (the source's
     frames were flooded to every member) and drops frames for it that come in there;
-    a restored container does not always send first (CRIU's window probe goes out
-    while its network is still locked), so a connection where only the peer talks
-    stalls."""
+    a restored container need not send first, so a connection where only the peer
+    talks would stall."""
     gone = netlink.forget_mac(nic.bridge, nic.mac, nic.host_name)
     if gone:
         log.info("%s: forgot MAC %s on %s", nic.bridge, nic.mac, ", ".join(gone))
