@@ -25,10 +25,10 @@ def recover(cluster: Membership, instances: InstanceService, project: str, name:
     cluster._require()
     inst = instances.store.get_instance(project, name)   # 404 for an unknown one
     where = inst.location or ""
-    if cluster.state_of(cluster.store.get_member(where)) != OFFLINE:
-        raise ConflictError(f"instance {name!r} is on member {where!r}, which is not offline:"
-                            " nothing to recover (move it with `cumulo cluster evacuate"
-                            f" {where}`)")
+    if not where or cluster.state_of(cluster.store.get_member(where)) != OFFLINE:
+        raise ConflictError(f"instance {name!r} is on member {where or 'none'!r}, which is"
+                            " not offline: nothing to recover (move it with `cumulo"
+                            f" cluster evacuate {where or 'MEMBER'}`)")
     if inst.ephemeral:
         raise ConflictError(f"instance {name!r} is ephemeral: it is recreated from its image"
                             " on another member by itself once the grace period is over")
