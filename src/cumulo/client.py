@@ -372,6 +372,11 @@ class Client:
         return self.request("PATCH", f"/instances/{name}", params={"project": self._p(project)},  # type: ignore[no-any-return]
                             json={"limits": limits}).json()
 
+    def set_options(self, name: str, options: dict[str, str | None],
+                    project: str | None = None) -> dict[str, Any]:
+        return self.request("PATCH", f"/instances/{name}", params={"project": self._p(project)},  # type: ignore[no-any-return]
+                            json={"options": options}).json()
+
     def exec(self, name: str, command: list[str], *, stdin: bytes = b"",
              env: dict[str, str] | None = None, cwd: str = "/", timeout: float = 60,
              project: str | None = None) -> dict[str, Any]:

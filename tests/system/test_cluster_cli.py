@@ -1,7 +1,9 @@
 """Three members, each a cumulod in its own network namespace (veths to a bridge the
 test makes in a fourth), sharing one PostgreSQL over its unix socket: enable and join,
 list across members, forwarded exec, --target, evacuate and restore of a running
-container and VM that keep their state, a killed member going offline, 20 parallel
+container and VM that keep their state, per-instance evacuation modes (stop in place, a
+stopped container moved cold), a killed member going offline (its stateful instance
+not recoverable elsewhere: snapshots are local), 20 parallel
 launches filling the members' declared memory, rebalance (asked and automatic), a
 running host joining with `cumulo cluster join` and a member removed; bad input: an
 expired or reused join token, an unknown or offline target, a placement nobody can
@@ -149,6 +151,37 @@ def test_evacuate_and_restore_keep_a_running_container_and_vm(
         m1.cli("delete", "vm", "--force")
 
 
+def test_evacuate_modes_stop_in_place_and_move_a_stopped_one_cold(
+        cluster: tuple[list[Daemon], str]) -> None:
+    """``--evacuate stop``: stopped on the evacuated member, started by restore; a stopped
+    container marked ``migrate`` (with `cumulo config set`) moves cold and back, stopped."""
+    m1, m2, _m3 = cluster[0]
+    m1.cli("launch", "busybox", "held", "--target", "m2", "--evacuate", "stop", "--",
+           "sleep", "1000")
+    m1.cli("launch", "busybox", "parked", "--target", "m2", "--", "sleep", "1000")
+    try:
+        m1.cli("stop", "parked", "--force")
+        m2.cli("config", "set", "parked", "cluster.evacuate", "migrate")
+        assert json.loads(m1.cli("info", "parked", "--format", "json").stdout)[
+            "options"] == {"cluster.evacuate": "migrate"}
+        one_line_error(m1.cli("config", "set", "parked", "cluster.evacuate", "later",
+                              check=False), "invalid cluster.evacuate 'later'")
+        r = m1.cli("cluster", "evacuate", "m2", timeout=300)
+        assert "held stopped on m2" in r.stderr and "parked ->" in r.stderr, r.stderr
+        seen = listed(m1)
+        assert seen["held"]["location"] == "m2" and seen["held"]["state"] == "stopped", seen
+        assert seen["parked"]["location"] in ("m1", "m3"), seen
+        assert seen["parked"]["state"] == "stopped", seen
+        r = m1.cli("cluster", "restore", "m2", timeout=300)
+        assert "held started again on m2" in r.stderr and "parked <-" in r.stderr, r.stderr
+        seen = listed(m1)
+        assert seen["held"]["state"] == "running" and seen["parked"]["location"] == "m2", seen
+        assert seen["parked"]["state"] == "stopped", seen
+    finally:
+        m1.cli("delete", "held", "--force")
+        m1.cli("delete", "parked", "--force")
+
+
 def join_fails(d: Daemon, tmp_path: Path, token: str) -> subprocess.CompletedProcess[str]:
     """A new cumulod with ``token`` next to member ``d`` (its namespace, another port);
     only its error line is kept of what it wrote (its log goes to stderr too)."""
@@ -197,6 +230,12 @@ def test_killed_member_goes_offline(cluster: tuple[list[Daemon], str]) -> None:
         one_line_error(m1.cli("launch", "busybox", "x", "--target", "m3", check=False),
                        "member 'm3' is offline")
         one_line_error(m1.cli("exec", "lost", "--", "true", check=False), "offline")
+        # its snapshots are in m3's own pools: recovering it elsewhere is refused
+        one_line_error(m2.cli("cluster", "recover", "lost", "--target", "m1", check=False),
+                       "cannot recover 'lost' from a snapshot: its snapshots are in the"
+                       " storage pools of m3")
+        one_line_error(m2.cli("cluster", "recover", "cattle", check=False),
+                       "not offline: nothing to recover")
         # with m3 away and m2 empty, m2 can go; then m1 is the last one and cannot
         m1.cli("cluster", "evacuate", "m2")
         one_line_error(m2.cli("cluster", "evacuate", "m1", check=False),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cumulo.cluster.placement import EVACUATED, Member, PlacementGroup, Resources
-from cumulo.cluster.rebalance import Placed, plan, score
+from cumulo.cluster.rebalance import Placed, plan, score, weighed
 
 GiB = 1 << 30
 
@@ -92,3 +92,25 @@ def test_evacuation_places_each_instance_elsewhere_largest_first() -> None:
     with pytest.raises(NoMemberFits, match=r"^cannot evacuate a: no member can host"
                                            r" instance 'web': 1 evacuated$"):
         evacuation.plan(alone, "a", [("web", Request(Resources(1, GiB)))])
+
+
+def test_instances_without_memory_weigh_their_types_default() -> None:
+    """Six VMs launched without --memory on a: declared 0, so nothing to move; weighed at
+    their default (256 MiB each) a is the fullest and half of them move."""
+    MiB = 1 << 20
+    cap = Resources(64, 4 * GiB, 1 << 40)
+    members = [Member("a", cap, Resources(6, 0, 0), 6), Member("b", cap), Member("c", cap)]
+    placed = [Placed(f"vm{i}", "a", Resources(1, 0, 0)) for i in range(6)]
+    assert plan(members, placed).moves == []
+    types = {f"vm{i}": "vm" for i in range(6)}
+    wm, wp = weighed(members, placed, types, {"vm": 256 * MiB, "container": 64 * MiB})
+    assert [m.used.memory for m in wm] == [6 * 256 * MiB, 0, 0]
+    assert {p.resources.memory for p in wp} == {256 * MiB}
+    p = plan(wm, wp)
+    assert len(p.moves) == 4 and p.after == 0.0
+    assert sorted(m.target for m in p.moves) == ["b", "b", "c", "c"]
+    # an unknown type (or one with its memory declared) keeps what it declares
+    _, kept = weighed(members, [Placed("x", "a", Resources(1, 0, 0)),
+                                Placed("y", "a", Resources(1, GiB, 0))], {"y": "vm"},
+                      {"vm": 256 * MiB})
+    assert [q.resources.memory for q in kept] == [0, GiB]

@@ -169,10 +169,15 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
         return s.HistoryOut.model_validate(svc.history.to_dict(project, name))
 
     @r.patch("/instances/{name}", response_model=s.InstanceOut,
-             summary="Change limits (applied live to a running instance)")
+             summary="Change limits (applied live to a running instance) or options"
+                     " (cluster.evacuate)")
     def patch_instance(name: str, body: s.InstancePatch, project: str = PROJECT
                        ) -> s.InstanceOut:
-        return instance_out(svc.instances.update_limits(project, name, limits_in(body.limits)))
+        if body.options:
+            inst = svc.instances.update_options(project, name, body.options)
+        if body.limits or not body.options:
+            inst = svc.instances.update_limits(project, name, limits_in(body.limits))
+        return instance_out(inst)
 
     @r.delete("/instances/{name}", status_code=202, response_model=s.OperationOut,
               summary="Delete an instance (force: also a running one)")

@@ -15,7 +15,7 @@ from starlette.background import BackgroundTask
 from cumulo.api.auth import caller_of
 from cumulo.api.convert import operation_out
 from cumulo.api.schemas import OperationOut, Strict
-from cumulo.cluster import joined, settings
+from cumulo.cluster import joined, settings, stateful
 from cumulo.cluster.evacuate import Evacuation
 from cumulo.cluster.membership import JoinToken
 from cumulo.cluster.model import Resources
@@ -74,6 +74,12 @@ class RebalancePlanOut(BaseModel):
 
 class RebalanceIn(Strict):
     max_moves: int = Field(MAX_MOVES, ge=1, description="at most this many moves")
+
+
+class RecoverIn(Strict):
+    instance: str
+    target: str | None = Field(None, description="the member to recreate it on")
+    snapshot: str | None = Field(None, description="the snapshot (default: its latest)")
 
 
 class MemberOut(BaseModel):
@@ -215,6 +221,13 @@ def add_routes(r: APIRouter, svc: Services) -> None:
         c._require()
         return JSONResponse(operation_out(evac(request).evacuate(name)).model_dump(mode="json"),
                             status_code=202)
+
+    @r.post("/cluster/recover", status_code=204,
+            summary="Recreate a stateful instance of an offline member from a snapshot held"
+                    " elsewhere (refused: snapshots are local to each member)")
+    def recover(body: RecoverIn, project: str = "default") -> None:
+        stateful.recover(svc.cluster, svc.instances, project, body.instance, body.target,
+                         body.snapshot)
 
     @r.post("/cluster/members/{name}/restore", status_code=202, response_model=OperationOut,
             summary="Bring back what was evacuated from a member")

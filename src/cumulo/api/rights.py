@@ -165,6 +165,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PATCH", "/1.0/cluster/members/{name}"): Rule(ADMIN, S),
     ("DELETE", "/1.0/cluster/members/{name}"): Rule(ADMIN, S),
     ("POST", "/1.0/cluster/members/{name}/evacuate"): Rule(ADMIN, S),
+    ("POST", "/1.0/cluster/recover"): Rule(ADMIN, S),
     ("GET", "/1.0/cluster/rebalance"): Rule(READ, S),
     ("POST", "/1.0/cluster/rebalance"): Rule(ADMIN, S),
     ("GET", "/1.0/cluster/config"): Rule(READ, S),

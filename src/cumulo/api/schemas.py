@@ -71,7 +71,10 @@ class InstanceStateChange(Strict):
 
 
 class InstancePatch(Strict):
-    limits: dict[str, Any]
+    limits: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, str | None] = Field(
+        default_factory=dict, description="the options that may change (cluster.evacuate);"
+        " null takes the default again")
 
 
 class Usage(BaseModel):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cumulo.cli import output as o
+from cumulo.cli.settings import ProjectOpt
 from cumulo.client import Client
 from cumulo.domain.units import format_size
 
@@ -111,6 +112,21 @@ def evacuate(name: Annotated[str, typer.Argument(help="the member to empty")]) -
 def restore(name: Annotated[str, typer.Argument(help="the evacuated member")]) -> None:
     """Bring back the instances evacuated from a member."""
     _run(f"/cluster/members/{name}/restore", f"restoring {name}")
+
+
+@cluster_app.command("recover")
+def recover(name: Annotated[str, typer.Argument(help="a stateful instance of an offline"
+                                                    " member")],
+            target: Annotated[str | None, typer.Option(help="the member to recreate it on")
+                              ] = None,
+            from_snapshot: Annotated[str | None, typer.Option(
+                help="the snapshot (default: its latest)")] = None,
+            project: ProjectOpt = None) -> None:
+    """Recreate a stateful instance of an offline member from a snapshot held by another
+    member. Refused for now: snapshots stay in their member's own storage pools."""
+    with Client() as c:
+        c.request("POST", "/cluster/recover", params={"project": c._p(project)},
+                  json={"instance": name, "target": target, "snapshot": from_snapshot})
 
 
 @cluster_app.command("remove")

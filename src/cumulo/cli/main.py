@@ -15,6 +15,7 @@ from cumulo.cli import output as o
 from cumulo.cli.complete import Image, Instance, Network
 from cumulo.cli.settings import ProjectOpt
 from cumulo.client import Client
+from cumulo.domain import evacuation_mode
 from cumulo.domain.units import format_size
 from cumulo.errors import CumuloError
 
@@ -107,6 +108,10 @@ IoWeight = Annotated[int | None, typer.Option(help="relative block I/O share 10.
 Type = Annotated[str, typer.Option("--type", help="instance type")]
 Privileged = Annotated[bool, typer.Option(help="no user namespace: root inside is host root")]
 Accel = Annotated[str | None, typer.Option(help="vm: auto, kvm (hardware) or tcg (emulation)")]
+Evacuate = Annotated[str | None, typer.Option(
+    "--evacuate", help="in a cluster, when its member is evacuated: auto (default: live"
+    " where it can, cold otherwise), live-migrate, migrate (cold: stop, move, start) or"
+    " stop (stopped in place, started again by `cumulo cluster restore`)")]
 Machine = Annotated[str | None, typer.Option(
     help="vm: microvm (default: no firmware or PCI, fastest boot, no hot-plug),"
          " pc (the default with --io emulated), or q35")]
@@ -274,7 +279,7 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
            firmware: FirmwareOpt = None, user_data: UserDataOpt = None,
-           cloud_config: CloudConfigOpt = None,
+           cloud_config: CloudConfigOpt = None, evacuate: Evacuate = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None,
            target: Annotated[str | None, typer.Option(
@@ -290,7 +295,7 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
     seed = _cloud_init(user_data, cloud_config)
     _create(image, name, True, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel, "firmware": firmware},
+             "kernel": kernel, "firmware": firmware, evacuation_mode.KEY: evacuate},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, target, ephemeral,
             placement_group, seed, cpu=cpu, cpu_weight=cpu_weight, cpuset=cpuset, memory=memory,
@@ -308,7 +313,7 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
            firmware: FirmwareOpt = None, user_data: UserDataOpt = None,
-           cloud_config: CloudConfigOpt = None,
+           cloud_config: CloudConfigOpt = None, evacuate: Evacuate = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None) -> None:
     """Create an instance from IMAGE without starting it."""
@@ -316,7 +321,7 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
     seed = _cloud_init(user_data, cloud_config)
     _create(image, name, False, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel, "firmware": firmware},
+             "kernel": kernel, "firmware": firmware, evacuation_mode.KEY: evacuate},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, seed=seed, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
@@ -535,7 +540,13 @@ def console(name: Instance, project: ProjectOpt = None) -> None:
 @config_app.command("set")
 def config_set(name: Instance, key: str, value: str, project: ProjectOpt = None) -> None:
     """Set a limit (cpu, cpu_weight, cpuset, memory, memory_swap, pids, io_weight);
-    a running instance gets it at once. Value 'none' removes it."""
+    a running instance gets it at once. Or cluster.evacuate (auto, live-migrate, migrate,
+    stop). Value 'none' removes it."""
+    if key in ("evacuate", evacuation_mode.KEY):
+        with client() as c:
+            c.set_options(name, {evacuation_mode.KEY: None if value == "none" else value},
+                          project)
+        return
     key = key.replace("-", "_")
     with client() as c:
         c.set_limits(name, {key: None if value == "none" else value}, project)

@@ -12,6 +12,11 @@ Placement groups are respected: instances of a ``compact`` group stay where they
 an instance of a ``spread`` group goes only where its group has fewer instances than
 where it leaves (strict: none). Moves never overcommit a destination. Pure code: the
 daemon carries the moves out by live migration; ``bench/scheduler.py`` runs it too.
+
+An instance launched without ``--memory`` declares none, but it uses some: ``weighed``
+counts it at the default memory of its type (a VM's QEMU default; a container, which
+has no default, at ``CONTAINER_WEIGHT``), on its member too, so that a member full of
+such instances is not seen as empty.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from cumulo.cluster.model import COMPACT, ONLINE, Member, PlacementGroup, Resources
 
@@ -55,6 +60,26 @@ class Plan:
                  f" {m.score_after:.4f})" for m in self.moves]
         return [*lines, f"imbalance {self.before:.4f} -> {self.after:.4f} with"
                         f" {len(self.moves)} move(s)"]
+
+
+CONTAINER_WEIGHT = 64 << 20   # a container without --memory: a small service's resident size
+
+
+def weighed(members: Sequence[Member], instances: Sequence[Placed],
+            types: Mapping[str, str], defaults: Mapping[str, int]
+            ) -> tuple[list[Member], list[Placed]]:
+    """``members`` and ``instances`` with each instance that declares no memory counted
+    at ``defaults[its type]`` (``types``: instance -> type; unknown ones weigh 0)."""
+    extra: dict[str, int] = defaultdict(int)
+    out = []
+    for p in instances:
+        weight = defaults.get(types.get(p.name, ""), 0) if p.resources.memory == 0 else 0
+        if weight:
+            p = replace(p, resources=replace(p.resources, memory=weight))
+            extra[p.member] += weight
+        out.append(p)
+    return [replace(m, used=replace(m.used, memory=m.used.memory + extra[m.name]))
+            if extra.get(m.name) else m for m in members], out
 
 
 def score(members: Sequence[Member]) -> float:

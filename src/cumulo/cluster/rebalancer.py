@@ -25,12 +25,17 @@ from cumulo.cluster.model import PlacementGroup
 from cumulo.cluster.move import Mover
 from cumulo.cluster.settings import Rebalance
 from cumulo.domain.models import Operation
+from cumulo.drivers.vm import appvm
+from cumulo.drivers.vm import driver as vm_driver
 from cumulo.errors import CumuloError, NotFoundError
 from cumulo.services.instances import InstanceService
 from cumulo.services.operations import Progress
 from cumulo.store.cluster import ONLINE
 
 log = logging.getLogger(__name__)
+# what an instance launched without --memory weighs, by type (cluster/rebalance.py)
+DEFAULT_MEMORY = {"container": rebalance.CONTAINER_WEIGHT, "vm": vm_driver.DEFAULT_MEMORY,
+                  "imagevm": vm_driver.DEFAULT_MEMORY, "appvm": appvm.DEFAULT_MEMORY}
 MAX_MOVES = 10   # cumulo cluster rebalance without --max-moves
 _ROUND = threading.Lock()   # one round at a time on this member, asked or automatic
 
@@ -81,7 +86,10 @@ class Rebalancer:
             placed.append(rebalance.Placed(f"{a.project}/{a.instance}", a.member,
                                            a.resources, pg))
         gain = self.settings().min_gain if min_gain is None else min_gain
-        p = rebalance.plan(members.scheduling(), placed, max_moves=max_moves, min_gain=gain)
+        types = {f"{i.project}/{i.name}": i.type for i in self.instances.store.list_instances()}
+        weighed, placed = rebalance.weighed(members.scheduling(), placed, types,
+                                            DEFAULT_MEMORY)
+        p = rebalance.plan(weighed, placed, max_moves=max_moves, min_gain=gain)
         steps, before = [], p.before
         for m in p.moves:
             project, _, name = m.instance.partition("/")

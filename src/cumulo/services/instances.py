@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cumulo import faults
-from cumulo.domain import cloud_init, projects
+from cumulo.domain import cloud_init, evacuation_mode, projects
 from cumulo.domain.lifecycle import Action, State, guard
 from cumulo.domain.limits import Limits, validate_limits
 from cumulo.domain.models import Instance, Operation, default_host_id
@@ -143,7 +143,7 @@ class InstanceService:
             instance_dir=self.instances_dir / inst.host_id,
             rootfs=self.image_root / inst.image / "rootfs",
             command=list(inst.command), limits=inst.limits, privileged=inst.privileged,
-            options=dict(inst.options),
+            options=evacuation_mode.driver_options(inst.options),
             kernel=self.image_root / inst.options["kernel"] / kinds.BOOT
             if inst.options.get("kernel", kinds.GENERIC_KERNEL) != kinds.GENERIC_KERNEL else None,
             on_created=(lambda pid: self.networks.attach(inst, pid)) if inst.nics else None,
@@ -160,7 +160,7 @@ class InstanceService:
 
     def check_options(self, type_: str, options: dict[str, str]) -> dict[str, str]:
         """Only the options this type's driver offers, with their allowed values."""
-        choices = self._driver(type_).option_choices
+        choices = {**self._driver(type_).option_choices, **evacuation_mode.CHOICES}
         for key, value in options.items():
             if key not in choices:
                 offered = ", ".join(sorted(choices)) or "none"
@@ -577,6 +577,27 @@ class InstanceService:
             self._driver(inst.type).update_limits(inst.host_id, limits)
             updated = self.store.update_instance(project, name, limits=limits)
         self.events.lifecycle("limits-changed", project, name, limits=limits.to_dict())
+        return updated
+
+    def update_options(self, project: str, name: str, changes: dict[str, str | None]
+                       ) -> Instance:
+        """Change the options that may change on an instance that exists: the cluster's
+        (``cluster.evacuate``); a value None takes the default again."""
+        inst = self._here(project, name)
+        fixed = sorted(k for k in changes if not k.startswith(evacuation_mode.PREFIX))
+        if fixed:
+            raise InvalidInputError(f"option {fixed[0]!r} is fixed at creation: only"
+                                    f" {', '.join(evacuation_mode.CHOICES)} can change")
+        options = dict(inst.options)
+        for key, value in changes.items():
+            if value is None:
+                options.pop(key, None)
+            else:
+                options[key] = value
+        options = self.check_options(inst.type, options)
+        with self._locked(inst):
+            updated = self.store.update_instance(project, name, options=options)
+        self.events.lifecycle("options-changed", project, name, options=options)
         return updated
 
     # exec and console

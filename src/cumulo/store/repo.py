@@ -289,7 +289,8 @@ class Store:
             return [self._instance(s, r) for r in s.scalars(q)]
 
     def update_instance(self, project: str, name: str, **fields: Any) -> Instance:
-        """Set columns: state, limits (Limits), exit_code, last_error, location, origin.
+        """Set columns: state, limits (Limits), options, exit_code, last_error, location,
+        origin.
         New limits are checked against the project's cpu and memory quotas under its row
         lock."""
         with self.db.session(modify="limits" in fields) as s:
@@ -300,6 +301,8 @@ class Store:
                 elif key == "limits":
                     admit(s, project, _more(row, value))
                     value = value.to_dict()
+                elif key == "options":
+                    value = dict(value)
                 elif key not in ("exit_code", "last_error", "location", "origin"):
                     raise StoreError(f"cannot update instance field {key}")
                 setattr(row, key, value)
