@@ -352,6 +352,11 @@ class MigrationService:
     def incoming_finish(self, project: str, name: str, start: bool = True) -> None:
         inst = self.instances.store.get_instance(project, name)
         if not self._being_received(inst):
+            if inst.state in (State.RUNNING, State.PAUSED) and self.instances.local(inst):
+                # finished already: the source lost the answer (it died, or the link), and
+                # asks again; it may not read instances here, so this is its only way to
+                # learn the guest runs here (else it would resume its copy too)
+                return
             raise ConflictError(f"instance {name!r} is not being received")
         here = {} if self.instances.member is None else {"location": self.instances.member}
         if (archive := self._archive_driver(inst.type)) is not None:
