@@ -226,5 +226,8 @@ def test_destination_dies_after_preparing(pair: tuple[Daemon, Daemon],
 
 def test_destination_dies_after_running_it(pair: tuple[Daemon, Daemon],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """The destination's QEMU ran the guest but its store still said "creating"."""
-    die_at(pair, monkeypatch, "migrate.dest.after_finish", "destination")
+    """The destination's QEMU ran the guest but its store still said "creating": its
+    restart rolls that back (QEMU killed); the source, which kept its copy paused since
+    the state went over, hears "not here" and resumes it (the seconds the guest ran
+    there are lost, it never runs on two hosts)."""
+    die_at(pair, monkeypatch, "migrate.dest.after_finish", "source")
