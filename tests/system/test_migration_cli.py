@@ -16,6 +16,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -80,8 +81,10 @@ def dnsmasqs(state_dir: Path) -> list[int]:
                                                                           or [])]
 
 
-@pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
+@contextmanager
+def two_hosts(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
+    """Two cumulod, each in a network namespace of its own, joined by a veth; on exit
+    every instance is deleted and nothing of either may be left."""
     tag = uuid.uuid4().hex[:6]
     names = [f"cu-t-ha{tag}", f"cu-t-hb{tag}"]
     daemons: list[Daemon] = []
@@ -111,6 +114,12 @@ def hosts(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
         assert not qemus(d.state_dir)
         assert not dnsmasqs(d.state_dir)
         shutil.rmtree(d.state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
+    with two_hosts(tmp_path) as pair:
+        yield pair
 
 
 def qemus(state_dir: Path, emulators_only: bool = False) -> list[int]:

@@ -76,6 +76,7 @@ class MigrationService:
         # networks and groups made for instances being received: dropped again on abort
         self._made: dict[tuple[str, str], migration_nics.Received] = {}
         self._images_received: set[str] = set()   # fingerprints sent here for migrations
+        self._received: set[tuple[str, str]] = set()   # VMs this daemon finished receiving
         self.recovery = migration_recovery.Recovery(self)
 
     # --- the image of an instance migrating here (services/migration_image.py) ---
@@ -352,6 +353,12 @@ class MigrationService:
     def incoming_finish(self, project: str, name: str, start: bool = True) -> None:
         inst = self.instances.store.get_instance(project, name)
         if not self._being_received(inst):
+            if (project, name) in self._received and inst.state in (State.RUNNING,
+                                                                     State.PAUSED):
+                # finished already: the source lost the answer (it died, or the link), and
+                # asks again; it may not read instances here, so this is its only way to
+                # learn the guest runs here (else it would resume its copy too)
+                return
             raise ConflictError(f"instance {name!r} is not being received")
         here = {} if self.instances.member is None else {"location": self.instances.member}
         if (archive := self._archive_driver(inst.type)) is not None:
@@ -372,6 +379,7 @@ class MigrationService:
             raise
         faults.point("migrate.dest.after_finish")   # running, the store not told yet
         self.instances.store.update_instance(project, name, state=State.RUNNING, **here)
+        self._received.add((project, name))
         self._placed(project, name)
         self._made.pop((project, name), None)
         self.instances.events.lifecycle("migrated-in", project, name)
