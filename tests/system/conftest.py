@@ -63,7 +63,13 @@ class Daemon:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(30)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:   # killed, never left running behind
+                self.proc.kill()
+                self.proc.wait(30)
+                raise AssertionError(f"cumulod did not stop on signal {sig} in 60s:"
+                                     f" {self.log.read_text()[-1500:]}") from None
 
     def cli(self, *args: str, input: str | None = None, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,8 @@ def _start_debian_build(daemon: Daemon, alias: str) -> dict[str, Any]:
     """Start building debian/12; return its operation once mmdebstrap is at work."""
     with daemon.client() as c:
         op = c.build_image("debian/12", alias, wait=False)
-        deadline = time.monotonic() + 60
+        # (it may first wait for another build of the suite: the cache is one at a time)
+        deadline = time.monotonic() + 240
         while not _builders_running(daemon):
             assert time.monotonic() < deadline, c.operations()
             time.sleep(0.2)

@@ -132,17 +132,28 @@ def mmdebstrap_argv(spec: DebianSpec, target: Path, cache: Path) -> list[str]:
     return [*argv, spec.suite, str(target), MIRROR]
 
 
+LOCK_POLL = 0.5   # seconds between tries of a cache lock another build holds
+
+
 @contextlib.contextmanager
-def cache_lock(cache: Path) -> Iterator[None]:
+def cache_lock(cache: Path, progress: Progress = _noop) -> Iterator[None]:
     """One build at a time per cache dir (a suite's packages: sync-out must not race a
-    sync-in; a kernel configuration's object tree)."""
+    sync-in; a kernel configuration's object tree). While another build holds it, the
+    wait says so through ``progress``, which raises when the operation is cancelled or
+    the daemon stops: a build waiting here can be cancelled."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
         lock = open(cache.parent / f".{cache.name}.lock", "w")  # noqa: SIM115
     except OSError as err:
         raise DriverError(f"cannot use the cache {cache}: {err}") from err
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                progress(0.01, f"waiting for another build that uses {cache}")
+                time.sleep(LOCK_POLL)
         yield
 
 
@@ -238,7 +249,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
     with files.staged(f"building debian/{spec.release}", rootfs=False) as staging:
         rootfs = staging / kinds.ROOTFS
         cache = CACHE_ROOT / spec.suite
-        with cache_lock(cache):
+        with cache_lock(cache, report):
             run_mmdebstrap(mmdebstrap_argv(spec, rootfs, cache), report)
         report(0.94, "tidying /etc")
         _tidy(rootfs)
@@ -267,7 +278,7 @@ def _build_vm(files: ImageFiles, spec: DebianSpec, report: Progress) -> ImageRec
     with files.staged(f"building debian/{spec.release} --vm", rootfs=False) as staging:
         tree = staging / "tree"
         cache = CACHE_ROOT / spec.suite
-        with cache_lock(cache):
+        with cache_lock(cache, report):
             run_mmdebstrap(mmdebstrap_argv(spec, tree, cache), report)
         report(0.90, "making the bootable disk")
         _tidy(tree)

@@ -204,7 +204,7 @@ def build_kernel(files: ImageFiles, req: Request, progress: Progress,
     toolchain = check_toolchain()
     key = kernel_config.cache_key(f"{source.package} {source.version}", toolchain, fragment)
     entry = cache / key
-    with cache_lock(entry):      # one build per key at a time (two daemons, two tests)
+    with cache_lock(entry, progress):   # one build per key at a time (two daemons, two tests)
         info = _cached(entry)
         hit = "yes" if info is not None else "no"
         if info is not None:
