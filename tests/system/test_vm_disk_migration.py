@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from cumulo.drivers.vm import firmware
 from tests.system.conftest import Daemon
 from tests.system.test_migration_cli import hosts, qemus  # noqa: F401 (the fixture)
 from tests.system.test_vm_boot_disk import _debian_vm_disk
@@ -67,6 +68,9 @@ def test_a_uefi_disk_vm_with_a_vtpm_migrates_live(hosts: tuple[Daemon, Daemon]  
           " echo on-disk > /root/moved; sync")
     pcrs = _tpm(a, VM)["pcrs"]
     vars_digest = hashlib.sha256(_vars_file(a).read_bytes()).hexdigest()
+    # OVMF wrote its boot entries there: a fresh copy of the template would not pass below
+    blank = firmware.ovmf_dir() / firmware.OVMF_VARS
+    assert hashlib.sha256(blank.read_bytes()).hexdigest() != vars_digest
     assert _swtpms(a.state_dir) and qemus(a.state_dir, emulators_only=True)
 
     r = a.cli("migrate", VM, "--to", "b", timeout=900)
