@@ -39,8 +39,11 @@ def execute(socket: Path, command: str, args: dict[str, Any] | None = None,
                 return asyncio.run(asyncio.wait_for(_execute(socket, command, args), timeout))
             except ConnectError as err:
                 # an event can overtake the greeting's reply (seen during an incoming
-                # migration); nothing ran yet, so connecting again is safe
-                if not isinstance(err.exc, NegotiationError):
+                # migration), and reading the greeting failed once with EINVAL (a disk
+                # VM's mirror to its migration's destination, on a loaded host); nothing
+                # ran yet, so connecting again is safe. No socket, no QEMU: at once.
+                if not isinstance(err.exc, NegotiationError | OSError) or \
+                        isinstance(err.exc, FileNotFoundError | ConnectionRefusedError):
                     raise
                 time.sleep(0.05)
         return asyncio.run(asyncio.wait_for(_execute(socket, command, args), timeout))
