@@ -33,17 +33,10 @@ PAIRS = ("overlay, two members", "one member's bridge", "VXLAN by hand")
 def hand_vxlan(tag: str) -> tuple[list[str], str]:
     """Two namespaces joined by VXLAN over veths on a bridge; (namespaces, server IP)."""
     hub, names = f"cu-bench-vh{tag}", [f"cu-bench-v1{tag}", f"cu-bench-v2{tag}"]
-    for ns in (hub, *names):
-        sh("ip", "netns", "add", ns)
-    sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
-    sh("ip", "-n", hub, "link", "set", "br0", "up")
+    from tests.system.clusterlib import make_underlay  # (run from a checkout)
+
+    make_underlay(hub, names, "10.75.0")
     for i, ns in enumerate(names, start=1):
-        sh("ip", "-n", hub, "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0",
-           "netns", ns)
-        sh("ip", "-n", hub, "link", "set", f"p{i}", "master", "br0", "up")
-        sh("ip", "-n", ns, "addr", "add", f"10.75.0.{i}/24", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", ns, "link", "add", "vx0", "type", "vxlan", "id", "99", "local",
            f"10.75.0.{i}", "remote", f"10.75.0.{3 - i}", "dstport", "4789")
         sh("ip", "-n", ns, "addr", "add", f"10.74.0.{i}/24", "dev", "vx0")

@@ -37,6 +37,22 @@ def member_daemon(top: Path, ns: str, ip: str, tag: str, extra: list[str],
     return d
 
 
+def make_underlay(hub: str, nss: list[str], prefix: str) -> None:
+    """Namespaces ``hub`` and ``nss`` made; each of ``nss`` gets an eth0 at
+    ``prefix.N/24`` (N from 1), veths to a bridge in ``hub``."""
+    for ns in (hub, *nss):
+        sh("ip", "netns", "add", ns)
+    sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", hub, "link", "set", "br0", "up")
+    for i, ns in enumerate(nss, start=1):
+        sh("ip", "-n", hub, "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0",
+           "netns", ns)
+        sh("ip", "-n", hub, "link", "set", f"p{i}", "master", "br0", "up")
+        sh("ip", "-n", ns, "addr", "add", f"{prefix}.{i}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
 @contextlib.contextmanager
 def three_members(tmp: Path, pg_server: object, underlay: str = "10.78.0",
                   offline_after: str = "3") -> Iterator[tuple[list[Daemon], str, list[str]]]:
@@ -52,17 +68,7 @@ def three_members(tmp: Path, pg_server: object, underlay: str = "10.78.0",
     hub, nss = f"cu-t-clh{tag}", [f"cu-t-cl{i}{tag}" for i in (1, 2, 3)]
     daemons: list[Daemon] = []
     try:
-        for ns in (hub, *nss):
-            sh("ip", "netns", "add", ns)
-        sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", hub, "link", "set", "br0", "up")
-        for i, ns in enumerate(nss, start=1):
-            sh("ip", "-n", hub, "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0",
-               "netns", ns)
-            sh("ip", "-n", hub, "link", "set", f"p{i}", "master", "br0", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{underlay}.{i}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        make_underlay(hub, nss, underlay)
         m1 = member_daemon(tmp / "m1", nss[0], f"{underlay}.1", tag, ["--database", url],
                            offline_after)
         daemons.append(m1)   # before it starts: one that never answers is stopped too
