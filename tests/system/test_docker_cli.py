@@ -299,7 +299,8 @@ def test_run_with_vm_isolation(dk: DockerHost) -> None:
                "echo in-a-vm; uname -r; exit 3", check=False, timeout=300)
     assert r.returncode == 3, r
     lines = r.stdout.splitlines()
-    assert lines[0] == "in-a-vm" and lines[1] != os.uname().release, r.stdout  # its kernel
+    assert len(lines) == 2 and lines[0] == "in-a-vm", r
+    assert lines[1] != os.uname().release, r.stdout   # its own kernel
     r = dk.run("run", "--rm", "--isolation", "vm", "busybox", "echo", "isolated", timeout=300)
     assert r.stdout == "isolated\n"
 

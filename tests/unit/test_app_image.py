@@ -103,3 +103,47 @@ def test_host_tsc_rate_from_cpuinfo(tmp_path: Path) -> None:
     (tmp_path / "cpuinfo").write_text("processor\t: 0\n")
     assert host_tsc_khz(tmp_path / "cpuinfo") is None
     assert host_tsc_khz(tmp_path / "missing") is None
+
+
+def test_a_qemu_that_outlives_its_guest_s_end_is_killed(tmp_path: Path) -> None:
+    """QEMU 7.2 can hang for good on its way out (in monitor_cleanup, when a QMP client
+    connects just then): once the guest told its program's end, the driver asks QEMU
+    nothing, and kills a QEMU still there ``EXIT_GRACE`` after the console went quiet."""
+    import os
+    import subprocess
+    import sys
+
+    from cumulo.drivers.base import RunStatus
+    from cumulo.drivers.registry import DriverContext
+    from cumulo.drivers.vm import driver as vm_driver
+    from cumulo.drivers.vm.accel import Accel
+    from cumulo.drivers.vm.appvm import AppVmDriver
+    from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec
+    from cumulo.host.info import HostInfo
+
+    driver = AppVmDriver(DriverContext(state_dir=tmp_path / "s", runtime_dir=tmp_path / "r",
+                                       cgroup_parent="x", host=HostInfo()))
+    log, pidfile = tmp_path / "console.log", tmp_path / "qemu.pid"
+    vm = VmSpec(name="a", memory=128 * MIB, vcpus=1, accel=Accel.TCG, machine=Machine.MICROVM,
+                io=Io.PARAVIRT, kernel=tmp_path, initrd=tmp_path, append="", serial_log=log,
+                qmp_socket=tmp_path / "no-qmp", pidfile=pidfile)
+    driver._records.put("a", {"instance_dir": str(tmp_path), "vm": vm.to_dict()})
+    # a stand-in for the hung QEMU: a process whose command line names the pid file
+    hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             str(pidfile)])
+    try:
+        pidfile.write_text(f"{hung.pid}\n")
+        log.write_bytes(b"out\n")
+        assert driver.state("a").status == RunStatus.RUNNING    # no end told: it runs
+        log.write_bytes(b"out\n[    2.126892] Kernel panic - not syncing: Attempted to kill"
+                        b" init! exitcode=0x00000300\n")
+        assert driver.state("a").status == RunStatus.RUNNING    # going, give it time
+        assert hung.poll() is None
+        old = log.stat().st_mtime - vm_driver.EXIT_GRACE - 1
+        os.utime(log, (old, old))
+        now = driver.state("a")
+        assert (now.status, now.exit_code) == (RunStatus.STOPPED, 3)
+        assert hung.wait(5) == -9
+    finally:
+        hung.kill()
+        hung.wait()

@@ -19,7 +19,7 @@ from pathlib import Path
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
 from cumulo.drivers.vm import initramfs
 from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
-from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver
+from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver, console_tail
 from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, run_dir
 from cumulo.errors import (
     CumuloError,
@@ -140,10 +140,7 @@ class AppVmDriver(VmDriver):
             raise
 
     def _exit_code(self, vm: VmSpec) -> int | None:
-        try:
-            found = PANIC_RE.findall(vm.serial_log.read_bytes())
-        except OSError:
-            return None
+        found = PANIC_RE.findall(console_tail(vm.serial_log))
         return exit_status(int(found[-1], 16)) if found else None
 
     def read_console(self, host_id: str, offset: int) -> tuple[bytes, int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import math
 import os
 import re
@@ -102,11 +103,14 @@ CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 OPTIONS = {"accel": "auto", "machine": "microvm", "io": "paravirt", "disk": "", "nic": "off"}
 OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
 OPTIONS["firmware"] = ""    # bios or uefi: a VM booted from its image's disk (firmware.py)
+log = logging.getLogger(__name__)
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
 VCPU_THREAD = re.compile(r"CPU (\d+)/")   # QEMU's vCPU threads: "CPU 0/TCG", "CPU 1/KVM"
 STATS_TIMEOUT = 1.0         # a metrics scrape skips a VM whose QMP is slower than this
 DEFAULT_PIDS = 512          # QEMU's threads (vCPUs, I/O pool up to 64) and swtpm, with room
 CGROUP_RELEASE_WAIT = 5.0   # swtpm --terminate exits just after QEMU
+EXIT_GRACE = 5.0            # seconds QEMU may take to go once its guest said it ended
+LOG_TAIL = 64 * 1024        # where on the console the end of a guest's program is told
 
 
 def kernel_append(spec: InstanceSpec) -> str:
@@ -125,6 +129,16 @@ def kernel_append(spec: InstanceSpec) -> str:
                                 f" a VM ({len(append)} bytes on the kernel command line,"
                                 f" at most {CMDLINE_MAX})")
     return append
+
+
+def console_tail(path: Path) -> bytes:
+    """The last ``LOG_TAIL`` bytes of a console log (empty if there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL))
+            return f.read()
+    except OSError:
+        return b""
 
 
 class VmDriver:
@@ -452,11 +466,7 @@ class VmDriver:
 
     def _exit_code(self, vm: VmSpec) -> int | None:
         """The guest command's exit code, if /init reported one on the console."""
-        try:
-            data = vm.serial_log.read_bytes()
-        except OSError:
-            return None
-        found = EXIT_RE.findall(data)
+        found = EXIT_RE.findall(console_tail(vm.serial_log))
         return int(found[-1]) if found else None
 
     def state(self, host_id: str) -> RunState:
@@ -466,6 +476,9 @@ class VmDriver:
         pid = self._pid(vm)
         if pid is None:
             return RunState(RunStatus.STOPPED, exit_code=self._exit_code(vm))
+        code = self._exit_code(vm)
+        if code is not None:   # the guest's program ended: QEMU is on its way out
+            return self._ending(vm, pid, code)
         try:
             status = qmp.query_status(vm.qmp_socket)
         except DriverError:
@@ -473,6 +486,25 @@ class VmDriver:
         if status in ("paused", "suspended", "postmigrate"):   # postmigrate: sent away
             return RunState(RunStatus.PAUSED, pid=pid)
         return RunState(RunStatus.RUNNING, pid=pid)
+
+    def _ending(self, vm: VmSpec, pid: int, code: int) -> RunState:
+        """QEMU after its guest's program ended: running for a moment (no QMP call: one
+        that connects while QEMU 7.2 exits can hang it for good in monitor_cleanup),
+        then, if it has not gone within ``EXIT_GRACE`` of the console's last line,
+        killed, and the VM stopped with the program's exit code."""
+        try:
+            quiet = time.time() - vm.serial_log.stat().st_mtime
+        except OSError:
+            quiet = EXIT_GRACE
+        if quiet < EXIT_GRACE:
+            return RunState(RunStatus.RUNNING, pid=pid)
+        log.warning("QEMU pid %d of %s still runs %.0f s after its guest's program ended"
+                    " (exit code %d): killing it", pid, vm.name, quiet, code)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        if not procs.wait_dead(pid, KILL_WAIT):
+            raise DriverError(f"QEMU pid {pid} of {vm.name!r} did not die after SIGKILL")
+        return RunState(RunStatus.STOPPED, exit_code=code)
 
     def _kill(self, vm: VmSpec) -> None:
         """QMP quit, then SIGKILL; returns once QEMU is gone."""

@@ -114,9 +114,9 @@ fi
 echo $! > /run/app.pid
 wait $!
 code=$?
-echo "{EXIT} $code"
 sync
 [ $B = /bin ] || mount -o remount,ro / 2>/dev/null
+echo "{EXIT} $code"
 poweroff -f
 """
 
