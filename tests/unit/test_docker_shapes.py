@@ -69,3 +69,31 @@ def test_exec_codes_of_a_command_that_cannot_run() -> None:
     assert docker_code(255, b"exec: /etc/passwd: permission denied") == 126
     assert docker_code(255, b"") == 255
     assert docker_code(3, b"permission denied") == 3
+
+
+def test_an_auto_remove_waits_for_the_attached_client_to_read_the_end() -> None:
+    """``docker run --rm``: the container that exits is removed only once its attach
+    stream has read the last output (or after a bound); removing it at once lost the
+    output of a program that ends quickly (its log went with it)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from cumulo.docker import containers
+
+    removed: list[float] = []
+    meta = SimpleNamespace(update_container=lambda *a, **k: None)
+    c = containers.Containers(SimpleNamespace(svc=None, project="p"), meta)
+    c.remove = lambda inst, force=False: removed.append(time.monotonic())
+    inst = SimpleNamespace(host_id="p_x", exit_code=0)
+    data = {"HostConfig": {"AutoRemove": True}}
+    with c.attached(inst):
+        t = threading.Thread(target=c.after_exit, args=(inst, data))
+        t.start()
+        time.sleep(0.3)
+        assert removed == []          # the client still reads
+        closed = time.monotonic()
+    t.join(5)
+    assert len(removed) == 1 and removed[0] >= closed
+    c.after_exit(inst, data)          # nobody attached: at once
+    assert len(removed) == 2

@@ -7,7 +7,9 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from starlette.requests import Request
@@ -42,6 +44,7 @@ from cumulo.services.networks import NicRequest
 
 POLL = 0.025             # how often a waiting client's container is looked at
 REAP_POLL = 0.5          # auto-remove and restart policies, in the background
+DRAIN_WAIT = 10.0        # how long an auto-remove waits for attached clients to get the end
 ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp",
               "tender", "vivid", "witty", "zen", "bold", "cool", "happy")
 NAMES = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "dijkstra",
@@ -77,6 +80,23 @@ class Containers:
         self.ctx, self.meta = ctx, meta
         self.svc = ctx.svc
         self.project = ctx.project
+        self._attached: Counter[str] = Counter()   # attach streams per container
+        self._drained = threading.Condition()
+
+    @contextlib.contextmanager
+    def attached(self, inst: Instance) -> Iterator[None]:
+        """An attach stream of ``inst`` is open: an auto-remove waits for its end, so the
+        client gets the last output before the container and its log are gone."""
+        with self._drained:
+            self._attached[inst.host_id] += 1
+        try:
+            yield
+        finally:
+            with self._drained:
+                self._attached[inst.host_id] -= 1
+                if self._attached[inst.host_id] <= 0:
+                    del self._attached[inst.host_id]
+                self._drained.notify_all()
 
     # lookups
     def find(self, ref: str) -> Instance:
@@ -284,6 +304,8 @@ class Containers:
         hc = data.get("HostConfig") or {}
         policy = (hc.get("RestartPolicy") or {}).get("Name") or "no"
         if hc.get("AutoRemove"):
+            with self._drained:   # (a client attached reads the end of the log first)
+                self._drained.wait_for(lambda: not self._attached[inst.host_id], DRAIN_WAIT)
             with contextlib.suppress(e.CumuloError):
                 self.remove(inst, force=True)
             return

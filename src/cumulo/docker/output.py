@@ -200,7 +200,8 @@ async def attach(c: Containers, inst: Instance, request: Request) -> Response:
 
     feeder = asyncio.create_task(pump_in() if want_in else watch_close())
     try:
-        await pump_out()
+        with c.attached(inst):
+            await pump_out()
     finally:
         for task in (feeder, *drains):
             task.cancel()
