@@ -89,3 +89,54 @@ def test_a_mac_learned_on_the_tunnel_port_is_forgotten(namespaces: tuple[str, st
     assert "cu-xmoved" not in ports_of(member, MAC)   # the old code left it there
     learn(member, "52:54:00:00:00:01")
     assert "cu-xmoved" not in ports_of(member, MAC)
+
+
+LISTEN = """
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("cu-xpeer", 0))
+s.settimeout(1.0)
+print("ready", flush=True)
+end = time.monotonic() + 20
+while time.monotonic() < end:
+    try:
+        data = s.recv(2048)
+    except TimeoutError:
+        continue
+    print(data[:42].hex(), flush=True)
+    if data[6:12] == bytes.fromhex(sys.argv[1].replace(":", "")):
+        break
+"""
+
+
+def test_a_wired_nic_announces_itself_over_the_segment(namespaces: tuple[str, str]
+                                                       ) -> None:
+    """After wiring, the container's NIC sends gratuitous ARP (an ARP request for its own
+    address from its own MAC, to everyone): the bridge learns it on the new port and the
+    tunnel carries it to the other members, whose bridges learn it there."""
+    member, inst = namespaces
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", "-n", member, *args], check=True, timeout=30)
+    ip("link", "add", "cu-bmoved", "type", "bridge")
+    ip("link", "add", "cu-xmoved", "type", "veth", "peer", "name", "cu-xpeer")
+    ip("link", "set", "cu-xmoved", "master", "cu-bmoved", "up")
+    ip("link", "set", "cu-xpeer", "up")
+    ip("link", "set", "cu-bmoved", "up")
+    listener = subprocess.Popen(["nsenter", f"--net=/run/netns/{member}", sys.executable,
+                                 "-c", LISTEN, MAC], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout is not None and listener.stdout.readline() == "ready\n"
+        wire = WIRE + ("import threading\nfor t in threading.enumerate():\n"
+                       "    if t.name.startswith('announce-'): t.join(10)\n")
+        subprocess.run(["nsenter", f"--net=/run/netns/{member}", sys.executable, "-c", wire,
+                        f"/run/netns/{inst}", MAC], check=True, timeout=60)
+        out, _ = listener.communicate(timeout=30)
+    finally:
+        listener.kill()
+    hw = MAC.replace(":", "")
+    ip4 = "0a090905"   # 10.9.9.5
+    # broadcast, from MAC, ARP request, sender MAC/IP = target IP = the NIC's own
+    want = f"ffffffffffff{hw}08060001080006040001{hw}{ip4}000000000000{ip4}"
+    assert want in out.split(), out
+    assert ports_of(member, MAC) == ["cu-vmoved"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -226,6 +227,20 @@ def test_bad_overlays(cluster: Cluster, daemon: Daemon) -> None:
     assert json.loads(daemon.cli("network", "list", "--format", "json").stdout) == []
 
 
+def segment_state(insts: list[tuple[Daemon, str]], nss: list[str]) -> str:
+    """What to look at when traffic stalls: the instances' sockets, links and
+    neighbours, every member's bridge FDB and link counters."""
+    lines = []
+    for d, name in insts:
+        r = d.cli("exec", name, "--", "sh", "-c", "cat /proc/net/tcp; ip -s link; ip neigh",
+                  check=False)
+        lines.append(f"--- {name}:\n{r.stdout}{r.stderr}")
+    for ns in nss:
+        lines.append(f"--- {ns} fdb:\n{out(ns, 'bridge', 'fdb', 'show')}")
+        lines.append(f"--- {ns} links:\n{out(ns, 'ip', '-s', 'link')}")
+    return "\n".join(lines)
+
+
 def last_count(d: Daemon, name: str) -> int:
     got = d.cli("exec", name, "--", "sh", "-c", "tail -n 1 /got").stdout.strip()
     return int(got) if got.isdigit() else 0
@@ -261,7 +276,11 @@ def test_a_live_migration_keeps_address_and_connection(cluster: Cluster) -> None
                  if e.get("mac") == before["mac"] and str(e.get("ifname")).startswith("cu-x")]
         assert not stale, stale
         moved = last_count(m2, "srv")
-        poll("counts go on after the move", lambda: last_count(m2, "srv") > moved + 10)
+        try:
+            poll("counts go on after the move", lambda: last_count(m2, "srv") > moved + 10)
+        except AssertionError:
+            print(segment_state([(m2, "srv"), (m3, "cli")], nss), file=sys.stderr)
+            raise
     finally:
         for name in names:
             m1.cli("delete", name, "--force")

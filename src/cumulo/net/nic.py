@@ -5,7 +5,8 @@ created it), owned by its user namespace: root inside may use raw sockets and
 mount its /sys, and exec can join it. It goes away with PID 1, and the veth
 with it; the next start wires a new pair with the same MAC and IP. A container
 restored by CRIU gets a new netns holding only lo (CRIU records none of its links
-here), and is wired the same way (drivers/container/restore_hook.py).
+here), and is wired the same way (drivers/container/restore_hook.py). A container's
+NIC announces itself once wired (net/announce.py), as QEMU does for a VM it moved.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cumulo.net import netlink, shaping
+from cumulo.net import announce, netlink, shaping
 from cumulo.net.base import NicPlan
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ def attach(netns: Path, nics: list[NicPlan]) -> None:
     except BaseException:
         detach([n.host_name for n in nics])
         raise
+    for nic in nics:   # every bridge of the segment learns where the MAC is now
+        announce.announce(netns, nic.inside_name, nic.mac, nic.address.ip)
 
 
 def attach_taps(nics: list[NicPlan]) -> None:
