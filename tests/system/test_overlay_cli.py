@@ -11,12 +11,20 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.helpers import checkpoint_skip_reason
-from tests.system.clusterlib import listed, members, one_line_error, poll, three_members
+from tests.system.clusterlib import (
+    listed,
+    members,
+    one_line_error,
+    outside,
+    poll,
+    three_members,
+)
 from tests.system.conftest import Daemon
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime,
@@ -224,6 +232,108 @@ def test_bad_overlays(cluster: Cluster, daemon: Daemon) -> None:
     one_line_error(daemon.cli("network", "create", "ov", "--type", "overlay", check=False),
                    "an overlay network spans a cluster: this host is in no cluster")
     assert json.loads(daemon.cli("network", "list", "--format", "json").stdout) == []
+
+
+# a server outside the cluster: it answers each connection with the peer's address
+ECHO_PEER = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000)); s.listen(8)
+while True:
+    c, peer = s.accept()
+    c.sendall(peer[0].encode() + b"\\n"); c.close()
+"""
+# a client outside the cluster: one HTTP request, what came back ("" if nothing)
+FETCH = """
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    c.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+    data = b""
+    while chunk := c.recv(4096):
+        data += chunk
+    print(data.decode(errors="replace"))
+except OSError as err:
+    print("error:", err)
+"""
+
+
+def fetch_from(ns: str, addr: str, port: int) -> str:
+    return out(ns, sys.executable, "-c", FETCH, addr, str(port))
+
+
+def dnat_rules(ns: str) -> list[str]:
+    """A member's DNAT rules (``dnat ip to ADDR:PORT``; not ``ct status dnat``)."""
+    return [line.strip() for line in out(ns, "nft", "list", "ruleset").splitlines()
+            if "dnat" in line and " to " in line]
+
+
+def test_nat_egress_and_forwards_follow_the_instance(cluster: Cluster) -> None:
+    """A NAT overlay: an instance's traffic out of the subnet leaves masqueraded as the
+    member it runs on, and a forward of a member's cluster address answers on the
+    address of the instance's member; after a move (cold here, then an evacuation,
+    live if CRIU works) both follow it, the old member no longer answers and keeps no
+    DNAT rule. The outside host is one more namespace on the test's underlay."""
+    (m1, m2, m3), nss = cluster
+    where = {"m1": f"{UNDERLAY}.1", "m2": f"{UNDERLAY}.2", "m3": f"{UNDERLAY}.3"}
+    ns_of = dict(zip(where, nss, strict=True))
+    m1.cli("network", "create", "egr", "--type", "overlay", "--nat", "--subnet",
+           "10.237.0.0/24")
+    server = None
+    try:
+        with outside(nss, f"{UNDERLAY}.9") as ext:
+            server = subprocess.Popen(["nsenter", f"--net=/run/netns/{ext}", sys.executable,
+                                       "-c", ECHO_PEER])
+            m1.cli("launch", "busybox", "srv", "--target", "m1", "--network", "egr", "--",
+                   "sh", "-c", "mkdir -p /www; echo hello from srv > /www/index.html;"
+                   " httpd -f -p 8080 -h /www")
+
+            def seen_as() -> str:
+                return m1.cli("exec", "srv", "--", "nc", "-w", "3", f"{UNDERLAY}.9", "7000",
+                              check=False).stdout.strip()
+
+            def check_on(member: str, old: str | None) -> None:
+                poll(f"NAT egress leaves through {member}", lambda: seen_as() == where[member])
+                poll(f"the forward answers on {member}", lambda: "hello from srv"
+                     in fetch_from(ext, where[member], 8080))
+                rows = json.loads(m3.cli("network", "forward", "list", "egr", "--format",
+                                         "json").stdout)
+                assert [r["listen_address"] for r in rows] == [where[member]], rows
+                for other in set(where) - {member}:
+                    poll(f"no DNAT left on {other}", lambda o=other: not dnat_rules(ns_of[o]))
+                if old is not None:
+                    assert "hello" not in fetch_from(ext, where[old], 8080)
+
+            # made through m2, for m1's address: it answers on m1, where srv runs
+            one_line_error(m2.cli("network", "forward", "add", "egr", f"{UNDERLAY}.9:8080",
+                                  "srv", check=False), "is not an address of this host")
+            m2.cli("network", "forward", "add", "egr", f"{UNDERLAY}.1:8080", "srv")
+            one_line_error(m3.cli("network", "forward", "add", "egr", f"{UNDERLAY}.3:8080",
+                                  "srv", check=False),
+                           "tcp port 8080 of the members' cluster addresses is already"
+                           " forwarded to 'srv'")
+            check_on("m1", None)
+            m1.cli("migrate", "srv", "--to", "m2", "--stop-first", timeout=300)
+            assert listed(m3)["srv"]["location"] == "m2"
+            check_on("m2", "m1")
+            if checkpoint_skip_reason() is None:   # running: an evacuation moves it live
+                m1.cli("cluster", "evacuate", "m2", timeout=300)
+                try:
+                    now = str(listed(m3)["srv"]["location"])
+                    assert now in ("m1", "m3"), now
+                    check_on(now, "m2")
+                finally:
+                    m1.cli("cluster", "restore", "m2")
+            m3.cli("network", "forward", "remove", "egr", f"{UNDERLAY}.1:8080")
+            for ns in nss:
+                poll("no DNAT left", lambda n=ns: not dnat_rules(n))
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        m1.cli("delete", "srv", "--force", check=False)
+        m1.cli("network", "delete", "egr")
 
 
 def last_count(d: Daemon, name: str) -> int:

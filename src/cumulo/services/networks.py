@@ -21,7 +21,7 @@ from cumulo.errors import ConflictError, CumuloError, InvalidInputError, Unsuppo
 from cumulo.net import ipam, tc
 from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
 from cumulo.net.dnsmasq import DEFAULT_DOMAIN, DnsHost, DnsSettings, check_domain
-from cumulo.services.firewall import FirewallService
+from cumulo.services.firewall import FirewallService, no_cluster
 from cumulo.services.overlays import BRIDGE, OVERLAY, TYPES, Overlays
 from cumulo.store.repo import DEFAULT_PROJECT, Store
 
@@ -60,7 +60,8 @@ class NetworkService:
         self.subnet_pool = str(ipam.parse_subnet(subnet_pool))  # where automatic subnets come from
         # one change at a time: subnets, and addresses from plan_nics to the stored NIC
         self.lock = threading.RLock()
-        self.firewall = FirewallService(store, host_net, self.lock)
+        self.firewall = FirewallService(store, host_net, self.lock,
+                                        overlays.members if overlays else no_cluster)
 
     # networks
     def list_in(self, project: str) -> list[Network]:
