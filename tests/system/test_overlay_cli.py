@@ -182,6 +182,31 @@ def test_two_overlays_are_isolated(cluster: Cluster) -> None:
         m1.cli("network", "delete", "green")
 
 
+def test_a_subnet_of_another_projects_network_is_refused(cluster: Cluster) -> None:
+    """Two projects' overlays may not share a subnet yet (one routing table per host):
+    refused in one line naming the other network, nothing made on any member."""
+    (m1, m2, _), nss = cluster
+    m1.cli("network", "create", "mine", "--type", "overlay", "--subnet", "10.241.0.0/24")
+    m2.cli("project", "create", "other")
+    try:
+        links = {ns: out(ns, "ip", "-o", "link", "show") for ns in nss}
+        one_line_error(m2.cli("--project", "other", "network", "create", "theirs", "--type",
+                              "overlay", "--subnet", "10.241.0.0/25", check=False),
+                       "subnet 10.241.0.0/25 overlaps 10.241.0.0/24 of network 'mine' in"
+                       " project 'default': networks of different projects cannot share"
+                       " addresses yet")
+        assert json.loads(m1.cli("--project", "other", "network", "list", "--format",
+                                 "json").stdout) == []
+        assert {ns: out(ns, "ip", "-o", "link", "show") for ns in nss} == links
+        # another subnet is fine
+        m2.cli("--project", "other", "network", "create", "theirs", "--type", "overlay",
+               "--subnet", "10.242.0.0/24")
+        m2.cli("--project", "other", "network", "delete", "theirs")
+    finally:
+        m1.cli("network", "delete", "mine")
+        m2.cli("project", "delete", "other", check=False)
+
+
 def test_a_member_that_leaves_drops_out_of_the_floods(cluster: Cluster) -> None:
     """m3's daemon stops: once it is offline the others flood to it no more (and
     network info says so); when it comes back, its tunnels come back too."""

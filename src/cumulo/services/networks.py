@@ -107,6 +107,7 @@ class NetworkService:
                 net = ipam.pick_subnet(others.values(), host, pool=self.subnet_pool)
             else:
                 net = ipam.parse_subnet(subnet)
+                self._not_shared(project, net)
                 ipam.check_free(net, others, host)
             gateway = ipam.gateway_of(net)
             network = self.store.add_network(Network(
@@ -128,6 +129,17 @@ class NetworkService:
                 self._remove_bridge(network.bridge)
                 raise
             return network
+
+    def _not_shared(self, project: str, net: IPv4Network) -> None:
+        """Refuse a subnet another project's network has, saying why: the hosts hold
+        every network's gateway in one routing table (docs/overlay.md)."""
+        for n in self.store.list_networks():
+            if n.project != project and net.overlaps(IPv4Network(n.subnet)):
+                raise ConflictError(
+                    f"subnet {net} overlaps {n.subnet} of network {n.name!r} in project"
+                    f" {n.project!r}: networks of different projects cannot share addresses"
+                    " yet (that needs a routing table, conntrack zone and DHCP/DNS server per"
+                    " network on every host); pick another subnet")
 
     def delete(self, project: str, name: str) -> None:
         with self.lock:
