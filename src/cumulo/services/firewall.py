@@ -178,8 +178,10 @@ class FirewallService:
     def _forwards_here(self) -> list[Forward]:
         """The forwards this host DNATs: in a cluster, a following one only where its
         instance runs (on that member's address)."""
-        me, where = self.members()
         found = self.fw.list_forwards()
+        if not found:   # (this runs after every heartbeat: no member query for nothing)
+            return found
+        me, where = self.members()
         if me is None:
             return found
         return [placed(f, where) for f in found if not follows(f, where) or f.location == me]
