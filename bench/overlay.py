@@ -12,18 +12,28 @@ inside the namespaces the benchmark made. The cluster comes from the tests' own 
 (``tests.system.clusterlib``, ``tests.pg``), imported at run time: run it from a
 checkout, as below.
 
-    .venv/bin/python -m bench.overlay [--repeat 3] [--seconds 3]
+Then (``--moves N``, when CRIU works here) a container with a TCP echo server moves
+live between m1 and m2, N times, while a client on m3 keeps one connection busy with
+small requests (one every 10 ms); side by side per move: the downtime `cumulo migrate`
+reports (container frozen to running again) and the longest gap between two answers
+the client saw (what the move costs the connection, network path included).
+
+    .venv/bin/python -m bench.overlay [--repeat 3] [--seconds 3] [--moves 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from bench.network import iperf, qperf, sh
 
@@ -44,17 +54,72 @@ def hand_vxlan(tag: str) -> tuple[list[str], str]:
     return [hub, *names], "10.74.0.1"
 
 
+# one connection, a request every 10 ms until stdin closes; prints the longest gap between
+# two answers (ms) and how many answers came back
+PINGER = """
+import select, socket, sys, time
+c = socket.create_connection((sys.argv[1], 7000), timeout=60)
+last, gap, n = time.monotonic(), 0.0, 0
+while not select.select([sys.stdin], [], [], 0.01)[0]:
+    c.sendall(b"x\\n")
+    if c.recv(64):
+        now = time.monotonic()
+        gap, last, n = max(gap, now - last), now, n + 1
+print(round(gap * 1000), n)
+"""
+
+
+def moves(m1: Any, count: int) -> list[tuple[int, int]]:
+    """``count`` live moves of an echo server between m1 and m2, each under a new
+    connection from a client on m3; (reported downtime ms, longest gap the client saw
+    ms) each."""
+    m1.cli("launch", "busybox", "echo", "--target", "m1", "--network", "bench", "--",
+           "nc", "-ll", "-p", "7000", "-e", "cat")
+    m1.cli("launch", "busybox", "client", "--target", "m3", "--network", "bench", "--",
+           "sleep", "100000")
+    found: list[tuple[int, int]] = []
+    try:
+        ip = json.loads(m1.cli("info", "echo", "--format", "json").stdout)["nics"][0]["ip"]
+        pid = json.loads(m1.cli("info", "client", "--format", "json").stdout)["pid"]
+        for i in range(count):
+            client = subprocess.Popen(
+                ["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", PINGER, ip],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                time.sleep(1)   # the connection is up and answering
+                text = m1.cli("migrate", "echo", "--to", ("m2", "m1")[i % 2],
+                              timeout=300).stderr
+                time.sleep(1)
+                gap, answers = client.communicate("stop\n", timeout=120)[0].split()
+            finally:
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+            m = re.search(r"downtime (\d+) ms", text)
+            found.append((int(m.group(1)) if m else -1, int(gap) if int(answers) else -1))
+    finally:
+        for name in ("echo", "client"):
+            m1.cli("delete", name, "--force", check=False)
+    return found
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--moves", type=int, default=3, help="live moves of a container (0: none)")
     args = ap.parse_args()
     from tests import pg
+    from tests.helpers import checkpoint_skip_reason
     from tests.system.clusterlib import three_members
 
     tput: dict[str, list[float]] = {p: [] for p in PAIRS}
     rr: dict[str, list[dict[str, float]]] = {p: [] for p in PAIRS}
     made: list[str] = []
+    moved: list[tuple[int, int]] = []
+    if args.moves and (why := checkpoint_skip_reason()) is not None:
+        print(f"no container moves: {why}", file=sys.stderr)
+        args.moves = 0
     server = pg.PgServer().start()
     try:
         with three_members(Path(tempfile.mkdtemp(prefix="cu-bench-ov")), server, "10.73.0",
@@ -79,6 +144,8 @@ def main() -> None:
                     rr[name].append(qperf(*pair, args.seconds))
             for name in ("srv", "far", "near"):
                 m1.cli("delete", name, "--force")
+            if args.moves:
+                moved = moves(m1, args.moves)
             m1.cli("network", "delete", "bench")
     finally:
         for n in made:
@@ -95,6 +162,18 @@ def main() -> None:
         print(f"{test} request/response (median per second, ratio to VXLAN by hand):")
         for name in PAIRS:
             print(f"  {name:22s}: {meds[name]:8.0f}  {meds[name] / meds[PAIRS[2]]:5.2f}x")
+
+    if moved:
+        print("live moves of a container m1<->m2 with an open connection from m3 (ms):")
+        for i, (down, gap) in enumerate(moved, start=1):
+            ratio = f"{gap / down:5.2f}x" if down > 0 and gap >= 0 else "  n/a"
+            print(f"  move {i}: downtime reported {down:5d}, longest gap the client saw"
+                  f" {gap:5d}  {ratio}")
+        ok = [(d, g) for d, g in moved if d > 0 and g >= 0]
+        if ok:
+            print(f"  median: downtime {statistics.median(d for d, _ in ok):.0f}, gap"
+                  f" {statistics.median(g for _, g in ok):.0f},"
+                  f" gap/downtime {statistics.median(g / d for d, g in ok):.2f}x")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,26 @@ def make_underlay(hub: str, nss: list[str], prefix: str) -> None:
 
 
 @contextlib.contextmanager
+def outside(nss: list[str], address: str) -> Iterator[str]:
+    """One more namespace on the underlay of the members ``nss`` (made by
+    ``three_members``) at ``address``/24: a host that is no member (a client of port
+    forwards, a server NAT egress reaches). Removed at the end."""
+    tag = nss[0][-6:]
+    hub, ns = f"cu-t-clh{tag}", f"cu-t-clo{tag}"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "-n", hub, "link", "add", "po", "type", "veth", "peer", "name", "eth0",
+           "netns", ns)
+        sh("ip", "-n", hub, "link", "set", "po", "master", "br0", "up")
+        sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
 def three_members(tmp: Path, pg_server: object, underlay: str = "10.78.0",
                   offline_after: str = "3") -> Iterator[tuple[list[Daemon], str, list[str]]]:
     """(the members' daemons, the store's URL, their namespaces); everything goes at

@@ -156,3 +156,16 @@ def test_firewall_is_written_only_when_it_changes(api: TestClient, svc: Services
     launch(api, "wired", networks=[{"network": "blue"}])
     assert fake(svc).firewall_writes == writes + 1   # its address joined the table
     assert [str(n.ip) for n in fake(svc).firewall.nics] == ["10.60.0.2"]
+
+
+def test_another_projects_subnet_is_refused_saying_why(api: TestClient, svc: Services) -> None:
+    api.post("/1.0/networks", json={"name": "mine", "subnet": "10.41.0.0/24"})
+    assert api.post("/1.0/projects", json={"name": "other"}).status_code == 201
+    r = api.post("/1.0/networks?project=other", json={"name": "theirs",
+                                                       "subnet": "10.41.0.0/24"})
+    assert r.status_code == 409, r.text
+    assert ("subnet 10.41.0.0/24 overlaps 10.41.0.0/24 of network 'mine' in project"
+            " 'default': networks of different projects cannot share addresses yet"
+            in r.json()["error"]), r.text
+    assert api.get("/1.0/networks?project=other").json() == []
+    assert len(fake(svc).bridges) == 1

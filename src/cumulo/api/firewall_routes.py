@@ -52,7 +52,9 @@ class GroupAttach(Strict):
 
 
 class ForwardIn(Strict):
-    listen_address: str = Field(description="an address of the host's own links")
+    listen_address: str = Field(description="an address of the host's own links; in a"
+                                " cluster, a member's cluster address: the forward then"
+                                " answers on the address of the member its instance runs on")
     listen_port: int
     protocol: str = "tcp"
     instance: str
@@ -61,7 +63,7 @@ class ForwardIn(Strict):
 
 class ForwardOut(BaseModel):
     network: str
-    listen_address: str
+    listen_address: str = Field(description="where it answers now")
     listen_port: int
     protocol: str
     instance: str

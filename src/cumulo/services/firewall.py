@@ -3,6 +3,12 @@
 Every change rebuilds the daemon's whole nftables table from the store in one
 transaction (net/firewall.py), so what is enforced is always what is stored;
 if applying fails, the stored change is undone and the old table stays.
+
+In a cluster, a forward of a member's cluster address follows its instance: only
+the member the instance runs on DNATs it, on its own cluster address (the reply
+leaves through that member's gateway, so no other member could answer it). After a
+move the old member's table loses the rule at its next rebuild (at the latest after
+the next heartbeat) and the new member's gains it.
 """
 
 from __future__ import annotations
@@ -25,11 +31,30 @@ from cumulo.store.repo import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Members = Callable[[], tuple[str | None, dict[str, str]]]  # this member, member -> address
+
+
+def no_cluster() -> tuple[str | None, dict[str, str]]:
+    return None, {}
+
+
+def follows(f: Forward, where: dict[str, str]) -> bool:
+    """A forward of a member's cluster address: it answers where its instance runs."""
+    return f.listen_address in where.values()
+
+
+def placed(f: Forward, where: dict[str, str]) -> Forward:
+    """``f`` as it answers now: a following forward on its instance's member's address."""
+    if follows(f, where) and f.location in where:
+        return replace(f, listen_address=where[f.location])
+    return f
 
 
 class FirewallService:
-    def __init__(self, store: Store, host_net: HostNetwork, lock: threading.RLock) -> None:
+    def __init__(self, store: Store, host_net: HostNetwork, lock: threading.RLock,
+                 members: Members = no_cluster) -> None:
         self.store, self.host_net, self.lock = store, host_net, lock
+        self.members = members   # every member's cluster address, offline ones too
         self.fw = FirewallStore(store.db)
         self._applied: Firewall | None = None   # what the host table holds, as last written
 
@@ -45,7 +70,7 @@ class FirewallService:
             for g in self.fw.list_groups()}
         forwards = [FwForward(listen=IPv4Address(f.listen_address), port=f.listen_port,
                               protocol=f.protocol, target=IPv4Address(f.target_ip),
-                              target_port=f.target_port) for f in self.fw.list_forwards()]
+                              target_port=f.target_port) for f in self._forwards_here()]
         return Firewall(
             networks=[FwNetwork(bridge=n.bridge, subnet=IPv4Network(n.subnet),
                                 nat=not n.isolated) for n in networks],
@@ -150,9 +175,21 @@ class FirewallService:
                 raise NotFoundError("security group on instance", f"{name} on {instance}")
 
     # --- port forwards ---
+    def _forwards_here(self) -> list[Forward]:
+        """The forwards this host DNATs: in a cluster, a following one only where its
+        instance runs (on that member's address)."""
+        found = self.fw.list_forwards()
+        if not found:   # (this runs after every heartbeat: no member query for nothing)
+            return found
+        me, where = self.members()
+        if me is None:
+            return found
+        return [placed(f, where) for f in found if not follows(f, where) or f.location == me]
+
     def list_forwards(self, project: str, network: str) -> list[Forward]:
         self.store.get_network(project, network)
-        return self.fw.list_forwards(project, network)
+        where = self.members()[1]
+        return [placed(f, where) for f in self.fw.list_forwards(project, network)]
 
     def add_forward(self, project: str, network: str, listen: str, port: int, protocol: str,
                     instance: str, target_port: int) -> Forward:
@@ -168,27 +205,45 @@ class FirewallService:
         with self.lock:
             net = self.store.get_network(project, network)
             host = [a.ip for a in self.host_net.addresses()]
-            if addr not in host or addr == IPv4Address(net.gateway):
+            where = self.members()[1]
+            if (addr not in host and str(addr) not in where.values()) \
+                    or addr == IPv4Address(net.gateway):
                 raise InvalidInputError(
                     f"{addr} is not an address of this host's own links: forward from one of"
                     f" {', '.join(sorted({str(a) for a in host if not a.is_loopback}))}")
+            if str(addr) in where.values():
+                self._check_following(protocol, port, where)
             f = Forward(project=project, network=network, listen_address=str(addr),
                         listen_port=port, protocol=protocol, instance=instance,
                         target_port=target_port)
             self._change(lambda: self.fw.add_forward(f),
                          lambda: self.fw.delete_forward(project, network, str(addr), port,
                                                         protocol))
-            return next(x for x in self.fw.list_forwards(project, network)
-                        if (x.listen_address, x.listen_port, x.protocol)
-                        == (str(addr), port, protocol))
+            return placed(next(x for x in self.fw.list_forwards(project, network)
+                               if (x.listen_address, x.listen_port, x.protocol)
+                               == (str(addr), port, protocol)), where)
+
+    def _check_following(self, protocol: str, port: int, where: dict[str, str]) -> None:
+        """A following forward may land on any member: its port must be free on all."""
+        for f in self.fw.list_forwards():
+            if follows(f, where) and (f.protocol, f.listen_port) == (protocol, port):
+                raise ConflictError(
+                    f"{protocol} port {port} of the members' cluster addresses is already"
+                    f" forwarded to {f.instance!r} (network {f.network!r}), which may run on"
+                    " any member: use another port")
 
     def delete_forward(self, project: str, network: str, listen: str, port: int,
                        protocol: str) -> None:
+        """Remove a forward, named by its stored address or (a following one) by the
+        address it answers on now."""
         with self.lock:
+            where = self.members()[1]
             old = [f for f in self.fw.list_forwards(project, network)
-                   if (f.listen_address, f.listen_port, f.protocol) == (listen, port, protocol)]
+                   if (f.listen_port, f.protocol) == (port, protocol)
+                   and listen in (f.listen_address, placed(f, where).listen_address)]
             if not old:
                 raise NotFoundError("forward", f"{protocol} {listen}:{port}")
-            self._change(lambda: self.fw.delete_forward(project, network, listen, port,
+            stored = old[0].listen_address
+            self._change(lambda: self.fw.delete_forward(project, network, stored, port,
                                                         protocol),
                          lambda: self.fw.add_forward(old[0]))

@@ -113,7 +113,8 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     host_net = _host_network(net_kind, state_dir, runtime_dir)
     networks = NetworkService(store, host_net, subnet_pool or ipam.DEFAULT_POOL,
                               Overlays(store, host_net, lambda: cluster.member,
-                                       lambda: _addresses(cluster)))
+                                       lambda: _addresses(cluster),
+                                       lambda: _addresses(cluster, offline=True)))
     networks.reconcile()
     if default_network:
         networks.ensure_default(state_dir / "default-network.created")
@@ -179,12 +180,13 @@ def _overlay_nics(store: Store) -> set[tuple[str, str, str, str, str]]:
     return found
 
 
-def _addresses(cluster: Membership) -> dict[str, str]:
-    """Each member's cluster address (the host of its --listen), but offline ones'."""
+def _addresses(cluster: Membership, offline: bool = False) -> dict[str, str]:
+    """Each member's cluster address (the host of its --listen), but offline ones'
+    (unless ``offline``)."""
     if cluster.identity is None:
         return {}
     found = {m.name: _host(m.address) for m in cluster.store.list_members()
-             if cluster.state_of(m) != "offline"}
+             if offline or cluster.state_of(m) != "offline"}
     if cluster.address:   # this member, even when its own heartbeat is late
         found[cluster.identity.member] = _host(cluster.address)
     return found

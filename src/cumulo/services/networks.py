@@ -21,7 +21,7 @@ from cumulo.errors import ConflictError, CumuloError, InvalidInputError, Unsuppo
 from cumulo.net import ipam, tc
 from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
 from cumulo.net.dnsmasq import DEFAULT_DOMAIN, DnsHost, DnsSettings, check_domain
-from cumulo.services.firewall import FirewallService
+from cumulo.services.firewall import FirewallService, no_cluster
 from cumulo.services.overlays import BRIDGE, OVERLAY, TYPES, Overlays
 from cumulo.store.repo import DEFAULT_PROJECT, Store
 
@@ -60,7 +60,8 @@ class NetworkService:
         self.subnet_pool = str(ipam.parse_subnet(subnet_pool))  # where automatic subnets come from
         # one change at a time: subnets, and addresses from plan_nics to the stored NIC
         self.lock = threading.RLock()
-        self.firewall = FirewallService(store, host_net, self.lock)
+        self.firewall = FirewallService(store, host_net, self.lock,
+                                        overlays.members if overlays else no_cluster)
 
     # networks
     def list_in(self, project: str) -> list[Network]:
@@ -106,6 +107,7 @@ class NetworkService:
                 net = ipam.pick_subnet(others.values(), host, pool=self.subnet_pool)
             else:
                 net = ipam.parse_subnet(subnet)
+                self._not_shared(project, net)
                 ipam.check_free(net, others, host)
             gateway = ipam.gateway_of(net)
             network = self.store.add_network(Network(
@@ -127,6 +129,17 @@ class NetworkService:
                 self._remove_bridge(network.bridge)
                 raise
             return network
+
+    def _not_shared(self, project: str, net: IPv4Network) -> None:
+        """Refuse a subnet another project's network has, saying why: the hosts hold
+        every network's gateway in one routing table (docs/overlay.md)."""
+        for n in self.store.list_networks():
+            if n.project != project and net.overlaps(IPv4Network(n.subnet)):
+                raise ConflictError(
+                    f"subnet {net} overlaps {n.subnet} of network {n.name!r} in project"
+                    f" {n.project!r}: networks of different projects cannot share addresses"
+                    " yet (that needs a routing table, conntrack zone and DHCP/DNS server per"
+                    " network on every host); pick another subnet")
 
     def delete(self, project: str, name: str) -> None:
         with self.lock:

@@ -65,9 +65,15 @@ class Overlays:
     """This member's side of every overlay network."""
 
     def __init__(self, store: Store, host_net: HostNetwork, member: Callable[[], str | None],
-                 addresses: Addresses) -> None:
+                 addresses: Addresses, every: Addresses | None = None) -> None:
         self.store, self.host_net = store, host_net
         self.member, self.addresses = member, addresses
+        self.every = every or addresses   # offline members' addresses too
+
+    def members(self) -> tuple[str | None, dict[str, str]]:
+        """This member (None: in no cluster) and every member's cluster address."""
+        me = self.member()
+        return me, (self.every() if me is not None else {})
 
     def _me(self) -> tuple[str, dict[str, str]]:
         me = self.member()

@@ -34,6 +34,7 @@ class Forward:
     target_port: int
     target_ip: str = ""
     created_at: datetime | None = None
+    location: str | None = None   # the cluster member the instance runs on
 
 
 def _rule(d: dict[str, Any]) -> AclRule:
@@ -191,7 +192,8 @@ class FirewallStore:
     def list_forwards(self, project: str | None = None,
                       network: str | None = None) -> list[Forward]:
         with self.db.session() as s:
-            q = (select(ForwardRow, NetworkRow, InstanceRow.name, NicRow.ip, ProjectRow.name)
+            q = (select(ForwardRow, NetworkRow, InstanceRow.name, NicRow.ip, ProjectRow.name,
+                        InstanceRow.location)
                  .join(NetworkRow, ForwardRow.network_id == NetworkRow.id)
                  .join(ProjectRow, NetworkRow.project_id == ProjectRow.id)
                  .join(InstanceRow, ForwardRow.instance_id == InstanceRow.id)
@@ -204,8 +206,9 @@ class FirewallStore:
                 q = q.where(NetworkRow.name == network)
             return [Forward(project=p, network=net.name, listen_address=f.listen_address,
                             listen_port=f.listen_port, protocol=f.protocol, instance=inst,
-                            target_port=f.target_port, target_ip=ip, created_at=f.created_at)
-                    for f, net, inst, ip, p in s.execute(q)]
+                            target_port=f.target_port, target_ip=ip, created_at=f.created_at,
+                            location=where)
+                    for f, net, inst, ip, p, where in s.execute(q)]
 
     def delete_forward(self, project: str, network: str, listen_address: str,
                        listen_port: int, protocol: str) -> None:
