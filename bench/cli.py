@@ -6,6 +6,8 @@ Two floors, measured in the same rounds (interleaved, so drift hits all alike):
 - the bare HTTP request the command makes, sent in this process over the unix
   socket with the standard library (a new connection each time): what the daemon
   takes to answer, with no client start-up at all.
+A third, ``import typer`` with the two savings of ``cumulo.cli.entry`` (no collections
+while importing, no interpreter teardown), shows how much of the CLI's figure is those.
 
 Ratios are the median of the per-round ratios. Each process's CPU time (user + system,
 from ``wait4``) is reported too, against that of ``import typer``: other work on a busy
@@ -93,6 +95,9 @@ def ms(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1000:7.1f} ms"
 
 
+# the floor with cumulo.cli.entry's two savings (no collections during the imports, no
+# interpreter teardown): how much of the CLI's gain on `import typer` is those two
+NO_TEARDOWN = "import typer, no teardown"
 COMMANDS = ("cumulo --help", "cumulo list", "cumulo info", "cumulo exec -- true")
 
 
@@ -110,8 +115,9 @@ def checkout(ref: str, into: str) -> list[str]:
     subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
     subprocess.run([PY, "-m", "compileall", "-q", f"{into}/src/cumulo"], check=True,
                    stdout=subprocess.DEVNULL)
+    entry = "entry" if Path(into, "src/cumulo/cli/entry.py").exists() else "main"
     return [PY, "-c", f"import sys; sys.path.insert(0, {into + '/src'!r}); "
-                      "from cumulo.cli.main import main; main()"]
+                      f"from cumulo.cli.{entry} import main; main()"]
 
 
 def measure(sock: str, name: str, repeat: int, before: list[str] | None = None
@@ -123,6 +129,8 @@ def measure(sock: str, name: str, repeat: int, before: list[str] | None = None
     q = "?project=default"
     runs: dict[str, Callable[[], None]] = {
         "import typer": process([PY, "-c", "import typer"], env, "import typer"),
+        NO_TEARDOWN: process([PY, "-c", "import gc, os; gc.set_threshold(100_000); import typer;"
+                              " os._exit(0)"], env, NO_TEARDOWN),
         **{k: process(argv, env, k) for k, argv in commands([cumulo], name).items()},
         **({f"before: {k}": process(argv, env, f"before: {k}")
             for k, argv in commands(before, name).items()} if before else {}),
@@ -154,6 +162,8 @@ def report(samples: dict[str, list[float]]) -> None:
     print("medians; ratios are medians of per-round ratios")
     label = 'python -c "import typer"'
     print(f"  {label:<28}{ms(samples['import typer'])}")
+    print(f"  {NO_TEARDOWN:<28}{ms(samples[NO_TEARDOWN])}   "
+          f"{ratio(samples, NO_TEARDOWN, 'import typer'):5.2f}x import typer")
     for key in COMMANDS:
         for who in ("", "before: "):
             if who + key not in samples:
@@ -165,9 +175,12 @@ def report(samples: dict[str, list[float]]) -> None:
                          f" ({ms(samples[floors[key]]).strip()})")
             print(line)
     print("CPU time (user + system) of the process, medians; ratios to import typer's:")
-    for key in ("import typer", *(who + k for k in COMMANDS for who in ("", "before: "))):
+    print(f"  {'':<38}x import typer   x {NO_TEARDOWN}")
+    for key in ("import typer", NO_TEARDOWN,
+                *(who + k for k in COMMANDS for who in ("", "before: "))):
         if CPU.get(key):
-            print(f"  {key:<28}{ms(CPU[key])}   {ratio(CPU, key, 'import typer'):5.2f}x")
+            print(f"  {key:<28}{ms(CPU[key])}   {ratio(CPU, key, 'import typer'):5.2f}x"
+                  f"            {ratio(CPU, key, NO_TEARDOWN):5.2f}x")
 
 
 def main() -> None:
