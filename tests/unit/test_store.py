@@ -72,6 +72,17 @@ def test_instance_update_and_delete(store: Store) -> None:
         store.get_instance("default", "a")
 
 
+def test_host_ids_of_every_project_with_renamed_ones(store: Store) -> None:
+    """What a launch checks its new host id against: derived from project and name, or
+    the one a renamed instance kept."""
+    store.ensure_project("other")
+    store.add_instance(Instance(project="default", name="a", type="container", image=FP))
+    store.add_instance(Instance(project="other", name="a", type="container", image=FP))
+    store.add_instance(Instance(project="default", name="b", type="container", image=FP))
+    store.rename_instance("default", "b", "c")
+    assert store.host_ids() == {"default_a", "other_a", "default_b"}
+
+
 def test_image_by_alias_fingerprint_and_prefix(store: Store) -> None:
     assert store.get_image("busybox").fingerprint == FP
     assert store.get_image(FP).aliases == ["busybox"]
