@@ -197,7 +197,7 @@ class ContainerDriver:
             if spec.on_created is not None:
                 spec.on_created(pid)
             faults.point("start.after_conmon")   # created, NICs in, PID 1 not started
-            self.runtime.start(host_id)
+            self.runtime.start(host_id, pid)
             self._started(host_id).touch()
         except BaseException:
             with contextlib.suppress(CumuloError):

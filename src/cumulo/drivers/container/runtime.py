@@ -7,13 +7,17 @@ so several daemons, or test runs, can share a host without seeing each other.
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 from cumulo.errors import DriverError, RuntimeToolError, UnsupportedError
+from cumulo.host import procs
 from cumulo.host.tools import not_installed
 
 KNOWN = ("runc", "crun")
@@ -52,7 +56,18 @@ class OciRuntime:
             raise RuntimeToolError(self.name, args, proc.returncode, proc.stderr)
         return proc
 
-    def start(self, cid: str) -> None:
+    def start(self, cid: str, pid: int | None = None) -> None:
+        """Let the created container's PID 1 (host pid ``pid``) run its command.
+
+        For runc, what ``runc start`` does, without running runc (a Go binary: ~5-9 ms
+        to start, a sixth of a launch): ``runc init`` waits, before it execs the
+        command, until a reader opens the container's ``exec.fifo``; it writes one byte
+        there, and runc counts a container whose fifo is gone as running. (runc 1.1 runs
+        poststart hooks at create, not here; we use no notify socket.) Anything else
+        (crun, no fifo, PID 1 gone first) goes through the runtime, which says why."""
+        if self.name == "runc" and pid is not None and _read_exec_fifo(
+                self.root / cid / "exec.fifo", pid):
+            return
         self._run(["start", cid])
 
     def kill(self, cid: str, signal: str) -> None:
@@ -151,6 +166,41 @@ class OciRuntime:
         if tty:
             argv.append("--tty")
         return [*argv, cid, *command]
+
+
+def _read_exec_fifo(fifo: Path, pid: int) -> bool:
+    """Open runc's exec fifo, read PID 1's byte until it execs (its end closes on exec),
+    remove the fifo; False if that could not be done (runc start will say why)."""
+    try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    got = b""
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while time.monotonic() < deadline:
+            # no event until PID 1 opened its end (then "0", then end of file at exec)
+            if not poller.poll(100):
+                if not procs.alive(pid):
+                    return False
+                continue
+            try:
+                chunk = os.read(fd, 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            got += chunk
+        else:
+            return False
+    finally:
+        os.close(fd)
+    if not got:
+        return False
+    fifo.unlink(missing_ok=True)
+    return True
 
 
 def choose(preferred: str | None, default: str | None, runtime_dir: Path) -> OciRuntime:
