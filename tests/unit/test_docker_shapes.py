@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cumulo.docker.common import DockerError
@@ -97,3 +99,17 @@ def test_an_auto_remove_waits_for_the_attached_client_to_read_the_end() -> None:
     assert len(removed) == 1 and removed[0] >= closed
     c.after_exit(inst, data)          # nobody attached: at once
     assert len(removed) == 2
+
+
+def test_meta_knows_which_docker_containers_run(tmp_path: Path) -> None:
+    """The reaper's first look, every 0.5 s, before it reads the store at all."""
+    from cumulo.docker.meta import Meta
+
+    meta = Meta(tmp_path)
+    assert meta.running() == set()
+    meta.put_container("default_a", {"Id": "1", "Running": True})
+    meta.put_container("default_b", {"Id": "2", "Running": False})
+    assert meta.running() == {"default_a"}
+    meta.update_container(Instance(project="default", name="a", type="container",
+                                   image="x"), Running=False)
+    assert meta.running() == set()

@@ -289,7 +289,12 @@ class Containers:
                                    StoppedByUser=by_user, ExitCode=inst.exit_code)
 
     def reap_once(self) -> None:
-        """Auto-remove and restart policies of containers that stopped on their own."""
+        """Auto-remove and restart policies of containers that stopped on their own.
+        Every 0.5 s: the store is read only while a container Docker started runs (it
+        read every instance of the project, a query each, while a launch waited for a
+        CPU)."""
+        if not self.meta.running():
+            return
         for inst in self.svc.store.list_instances(self.project):
             data = self.meta.container(inst)
             if not data.get("Running") or inst.state not in (State.RUNNING, State.STOPPED):

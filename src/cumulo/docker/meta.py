@@ -71,6 +71,14 @@ class Meta:
             _write(self._cpath(inst.host_id), data)
         return data
 
+    def running(self) -> set[str]:
+        """Host ids of the containers Docker started and has not seen finish."""
+        try:
+            files = list((self.root / "containers").glob("*.json"))
+        except OSError:
+            return set()
+        return {f.stem for f in files if _read(f).get("Running")}
+
     def drop_container(self, host_id: str) -> None:
         self._cpath(host_id).unlink(missing_ok=True)
 
