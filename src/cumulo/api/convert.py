@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from cumulo.api import schemas as s
@@ -73,7 +73,9 @@ def location(op: Operation) -> str:
 
 
 def operation_out(op: Operation) -> s.OperationOut:
-    d = asdict(op)
+    """(Its fields as they are: ``asdict`` deep-copies them, ~1 ms on the event loop for
+    each launch's answer.)"""
+    d = {f.name: getattr(op, f.name) for f in fields(op)}
     d["status"] = op.status.value
     return s.OperationOut(**d)
 

@@ -14,7 +14,7 @@ import functools
 import logging
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -29,6 +29,7 @@ from cumulo.store.repo import Store
 log = logging.getLogger(__name__)
 
 # what an operation still queued when the daemon stops ends with (it never ran)
+ENDED_KEPT = 100   # ended operations kept in memory for a ``?wait`` that comes late
 NOT_RUN = "not run: cumulod stopped before this operation started; nothing was changed"
 
 Progress = Callable[[float, str], None]
@@ -84,6 +85,10 @@ class Operations:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
+        # the last operations that ended, as they ended: a ``?wait`` that comes after the
+        # end (a launch that failed at once, a busy event loop) answers from here, not
+        # with the op as submitted (the client then asked again)
+        self._ended: OrderedDict[str, Operation] = OrderedDict()
         self._long: set[str] = set()
         # finished operations by (kind, result), e.g. ("launch instance", "success")
         self.finished: Counter[tuple[str, str]] = Counter()
@@ -141,6 +146,9 @@ class Operations:
         with self._lock:
             live.op = op
             self._live.pop(op_id, None)
+            self._ended[op_id] = op
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
             waiters, live.waiters = live.waiters, []
         live.done.set()
         for loop, fut in waiters:
@@ -222,8 +230,11 @@ class Operations:
         self._running(op_id, project)
         with self._lock:
             live = self._live.get(op_id)
-            if live is None or wait <= 0:
-                return None if live is None else live.op
+            if live is None:
+                ended = self._ended.get(op_id)
+                return ended if ended is None or project in (None, ended.project) else None
+            if wait <= 0:
+                return live.op
             live.waiters.append((loop, fut))
         try:
             return await asyncio.wait_for(fut, wait)
