@@ -39,7 +39,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.daemon import BIN, bench_daemon
+from bench.daemon import BIN, bench_daemon, unpack
 
 PY = sys.executable
 
@@ -110,13 +110,9 @@ def commands(cumulo: list[str], name: str) -> dict[str, list[str]]:
 def checkout(ref: str, into: str) -> list[str]:
     """The CLI of commit ``ref``: its src/ unpacked ``into`` a directory and compiled,
     run by this interpreter (as the installed entry point runs ours)."""
-    archive = subprocess.run(["git", "archive", ref, "src"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
-    subprocess.run([PY, "-m", "compileall", "-q", f"{into}/src/cumulo"], check=True,
-                   stdout=subprocess.DEVNULL)
-    entry = "entry" if Path(into, "src/cumulo/cli/entry.py").exists() else "main"
-    return [PY, "-c", f"import sys; sys.path.insert(0, {into + '/src'!r}); "
+    src = unpack(ref, into)
+    entry = "entry" if Path(src, "cumulo/cli/entry.py").exists() else "main"
+    return [PY, "-c", f"import sys; sys.path.insert(0, {src!r}); "
                       f"from cumulo.cli.{entry} import main; main()"]
 
 

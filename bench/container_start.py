@@ -19,7 +19,10 @@ command, id map and open-file limit, no network; its storage lives in a temp dir
 Also: containers created per second (N in a row) and host memory per idle
 container (PSS of its monitor and its processes).
 
-    .venv/bin/python -m bench.container_start [--repeat 10] [--density 50]
+``--before REF`` adds the API of the cumulod of git commit REF (its ``src/`` unpacked,
+run by this interpreter in a bench daemon of its own) to the same rounds.
+
+    .venv/bin/python -m bench.container_start [--repeat 10] [--density 50] [--before REF]
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench.daemon import BIN, bench_daemon
+from bench.daemon import BIN, bench_daemon, daemon_of, unpack
 from cumulo.client import Client
 from cumulo.host import cgroups, mounts
 
@@ -179,12 +183,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--density", type=int, default=50, help="idle containers to start")
+    ap.add_argument("--before", metavar="REF", help="also the API of the cumulod of this git"
+                    " commit (its own bench daemon), in the same rounds")
     args = ap.parse_args()
     results: dict[str, Any] = {}
-    with bench_daemon() as (c, state, parent):
+    with ExitStack() as stack:
+        c, state, parent = stack.enter_context(bench_daemon())
+        before = None
+        if args.before:
+            src = unpack(args.before, stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="cumulo-before-")))
+            before, _, _ = stack.enter_context(bench_daemon(wrapper=daemon_of(src)))
+            before.build_image("busybox")
+            ours_api(before, "warmup")
         c.build_image("busybox")
         ours_api(c, "warmup")
-        sides = ("raw", "raw_shared", "api", "cli_launch", "cli_exec", "typer", "podman")
+        sides = ("raw", "raw_shared", "api", "api_before", "cli_launch", "cli_exec", "typer",
+                 "podman")
         times: dict[str, list[float]] = {side: [] for side in sides}
         work = Path(tempfile.mkdtemp(prefix="raw-runc-"))
         podman = None
@@ -206,6 +221,9 @@ def main() -> None:
                 raw_cleanup(work / "root", f"rawsh{i}")
                 times["api"].append(timed(lambda i=i: ours_api(c, f"api{i}")))
                 c.delete(f"api{i}", force=True)
+                if (old := before) is not None:
+                    times["api_before"].append(timed(lambda i=i: ours_api(old, f"b{i}")))
+                    old.delete(f"b{i}", force=True)
                 times["cli_launch"].append(timed(lambda i=i: cli(sock, "launch", "busybox",
                                                                  f"cli{i}")))
                 times["cli_exec"].append(timed(lambda i=i: cli(sock, "exec", f"cli{i}", "--",
@@ -229,17 +247,22 @@ def main() -> None:
         times["cli_floor"] = [a + 2 * t for a, t in zip(times["api"], times["typer"],
                                                         strict=True)]
         raw_med = statistics.median(times["raw"])
-        print("launch + first exec (median, ± half range; ratios to raw runc on a fresh root):")
+        print("launch + first exec (median, ± half range; ratios to raw runc on a fresh root:"
+              " of the medians, and the median of the per-round ratios):")
         print(f"  raw runc run -d + exec : {summary(times['raw'])}")
         for side, label in (("raw_shared", "raw, shared root"), ("api", "cumulo API"),
+                            ("api_before", f"API of {args.before}"),
                             ("cli", "cumulo CLI"), ("cli_launch", "  cumulo launch"),
                             ("cli_exec", "  cumulo exec -- true"),
                             ("typer", 'python -c "import typer"'),
                             ("cli_floor", "CLI floor: API + 2 typer"),
                             ("podman", "podman run -d + exec")):
             if times[side]:
+                paired = statistics.median(a / b for a, b in zip(times[side], times["raw"],
+                                                                 strict=True))
                 print(f"  {label:23s}: {summary(times[side])}  "
-                      f"ratio {statistics.median(times[side]) / raw_med:.2f}x")
+                      f"ratio {statistics.median(times[side]) / raw_med:.2f}x"
+                      f" (per round {paired:.2f}x)")
         if podman is None:
             print("  podman                 : not installed (scripts/install.sh installs it)")
         results["launch_exec_s"] = times

@@ -65,6 +65,24 @@ def bench_daemon(wrapper: list[str] | None = None, extra: list[str] | None = Non
             finish_cleanup(tmp, parent, failed)
 
 
+def unpack(ref: str, into: str) -> str:
+    """The ``src/`` of git commit ``ref``, unpacked ``into`` a directory and compiled (as
+    an install compiles ours): the path to put first on ``sys.path``."""
+    archive = subprocess.run(["git", "archive", ref, "src"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", f"{into}/src/cumulo"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return f"{into}/src"
+
+
+def daemon_of(src: str) -> list[str]:
+    """A ``bench_daemon`` wrapper that runs the cumulod of ``src`` (from ``unpack``) with
+    this interpreter, in place of ours."""
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {src!r}); "
+            "sys.argv = sys.argv[1:]; from cumulo.daemon import main; main()"]
+
+
 def delete_all(client: Client) -> list[str]:
     """Delete every instance (forced), going on past failures, in passes until none is
     left or a pass deletes nothing; returns one line per instance it could not delete."""
