@@ -227,11 +227,12 @@ def main() -> None:
                 times["raw"].append(timed(lambda i=i: raw_runc(work / "root", bundle,
                                                                f"raw{i}", lower)))
                 raw_cleanup(work / "root", f"raw{i}")
-                times["api"].append(timed(lambda i=i: ours_api(c, f"api{i}")))
-                c.delete(f"api{i}", force=True)
-                if (old := before) is not None:
-                    times["api_before"].append(timed(lambda i=i: ours_api(old, f"b{i}")))
-                    old.delete(f"b{i}", force=True)
+                daemons = [("api", c, "api"), ("api_before", before, "b")]
+                for side, client, prefix in daemons[::1 if i % 2 else -1]:  # turn about
+                    if client is not None:
+                        times[side].append(timed(lambda i=i, client=client, prefix=prefix:
+                                                 ours_api(client, f"{prefix}{i}")))
+                        client.delete(f"{prefix}{i}", force=True)
                 if args.api_only:
                     continue
                 times["raw_shared"].append(timed(lambda i=i: raw_runc(work / "root", bundle,
