@@ -71,3 +71,61 @@ def test_the_cloud_init_seed_is_a_read_only_disk_beside_the_root(tmp_path: Path)
     assert f"file={tmp_path}/cidata.iso,if=none,id=seed,format=raw,readonly=on" in argv
     assert argv.index("virtio-blk-pci,drive=root0") < argv.index("virtio-blk-pci,drive=seed")
     assert VmSpec.from_dict(vm.to_dict()) == vm
+
+
+def _sb_ovmf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name, data in ((firmware.OVMF_CODE, b"c"), (firmware.OVMF_VARS, b"v"),
+                       (firmware.SB_CODE, b"sc"), (firmware.SB_VARS, b"ms")):
+        (tmp_path / name).write_bytes(data)
+    monkeypatch.setenv("CUMULO_OVMF_DIR", str(tmp_path))
+
+
+def test_secure_boot_is_uefi_with_microsofts_keys_on_q35_with_smm(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _sb_ovmf(monkeypatch, tmp_path)
+    assert firmware.choose(None, secure_boot=True) == "uefi"
+    assert firmware.choose("uefi", secure_boot=True) == "uefi"
+    (tmp_path / "i").mkdir()
+    vars_file = firmware.prepare_vars(tmp_path / "i", secure_boot=True)
+    assert vars_file.read_bytes() == b"ms"     # the store with the keys enrolled
+    vm = VmSpec(name="v", memory=512 * MIB, vcpus=1, accel=Accel.TCG, machine=Machine.Q35,
+                io=Io.PARAVIRT, kernel=Path("/k"), initrd=Path("/i"), append="",
+                serial_log=tmp_path / "c.log", qmp_socket=tmp_path / "q.sock",
+                pidfile=tmp_path / "p", root_disk=tmp_path / "root.qcow2", firmware="uefi",
+                efi_vars=vars_file, secure_boot=True)
+    argv = build_argv(vm)
+    assert argv[argv.index("-M") + 1] == "q35,smm=on"
+    joined = " ".join(argv)
+    assert "driver=cfi.pflash01,property=secure,value=on" in joined
+    assert f"readonly=on,file={tmp_path / firmware.SB_CODE}" in joined
+    assert VmSpec.from_dict(vm.to_dict()) == vm
+    plain = build_argv(VmSpec.from_dict({**vm.to_dict(), "secure_boot": False}))
+    assert "q35" in plain and "property=secure" not in " ".join(plain)
+
+
+def test_secure_boot_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _sb_ovmf(monkeypatch, tmp_path)
+    with pytest.raises(UnsupportedError, match="secure boot is a UEFI feature"):
+        firmware.choose("bios", secure_boot=True)
+    (tmp_path / firmware.SB_VARS).unlink()
+    with pytest.raises(UnsupportedError, match="--secure-boot needs OVMF's secure-boot build"):
+        firmware.choose(None, secure_boot=True)
+
+
+def test_the_secure_boot_check_waits_for_the_kernel_and_names_a_refusal(
+        tmp_path: Path) -> None:
+    ok = b"Welcome to GRUB!\r\nEFI stub: UEFI Secure Boot is enabled.\r\n[ 0.0] Linux version 6.1"
+    firmware.check_boot(_console(tmp_path, ok), 0, lambda: True, 5, secure_boot=True)
+    # GRUB runs but has not started the kernel: not yet a boot (bounded)
+    with pytest.raises(DriverError, match="no bootloader started"):
+        firmware.check_boot(_console(tmp_path, b"Welcome to GRUB!\r\n"), 0, lambda: True,
+                            0.3, secure_boot=True)
+    for said in (b"BdsDxe: failed to load Boot0001 \"UEFI Misc Device\" from PciRoot(0x0):"
+                 b" Access Denied\r\nBdsDxe: No bootable option or device was found.",
+                 b"Welcome to GRUB!\r\nerror: bad shim signature.\r\nPress any key to"
+                 b" continue..."):
+        with pytest.raises(DriverError, match=r"secure boot refused the VM's boot chain \("
+                                              r"(Access Denied|bad shim signature)\).*"
+                                              r"console: (BdsDxe: failed|error: bad shim)"):
+            firmware.check_boot(_console(tmp_path, said), 0, lambda: True, 5,
+                                secure_boot=True)

@@ -140,6 +140,9 @@ SshKeyOpt = Annotated[str | None, typer.Option(
 FirmwareOpt = Annotated[str | None, typer.Option(
     help="vm booting its image's disk: bios (SeaBIOS) or uefi (OVMF; the default where"
          " it is installed)")]
+SecureBootOpt = Annotated[bool, typer.Option(
+    "--secure-boot", help="vm booting its image's disk: UEFI secure boot (OVMF with"
+    " Microsoft's keys, q35 with SMM); the disk's boot chain must be signed")]
 UserDataOpt = Annotated[str | None, typer.Option(
     "--user-data", help="vm booting its own disk: a cloud-init user-data file (#cloud-config"
     " YAML or a #! script) for its NoCloud seed")]
@@ -278,7 +281,8 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
-           firmware: FirmwareOpt = None, user_data: UserDataOpt = None,
+           firmware: FirmwareOpt = None, secure_boot: SecureBootOpt = False,
+           user_data: UserDataOpt = None,
            cloud_config: CloudConfigOpt = None, evacuate: Evacuate = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None,
@@ -295,7 +299,8 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
     seed = _cloud_init(user_data, cloud_config)
     _create(image, name, True, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel, "firmware": firmware, evacuation_mode.KEY: evacuate},
+             "kernel": kernel, "firmware": firmware, evacuation_mode.KEY: evacuate,
+             "security.secureboot": "true" if secure_boot else None},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, target, ephemeral,
             placement_group, seed, cpu=cpu, cpu_weight=cpu_weight, cpuset=cpuset, memory=memory,
@@ -312,7 +317,8 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            limit_ingress: LimitIn = None, limit_egress: LimitOut = None,
            pool: PoolOpt = None, copy: CopyOpt = False, disk: DiskOpt = None,
            ssh_key: SshKeyOpt = None, kernel: KernelOpt = None,
-           firmware: FirmwareOpt = None, user_data: UserDataOpt = None,
+           firmware: FirmwareOpt = None, secure_boot: SecureBootOpt = False,
+           user_data: UserDataOpt = None,
            cloud_config: CloudConfigOpt = None, evacuate: Evacuate = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None) -> None:
@@ -321,7 +327,8 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
     seed = _cloud_init(user_data, cloud_config)
     _create(image, name, False, type_, privileged, command, project,
             {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel, "firmware": firmware, evacuation_mode.KEY: evacuate},
+             "kernel": kernel, "firmware": firmware, evacuation_mode.KEY: evacuate,
+             "security.secureboot": "true" if secure_boot else None},
             _nics(network, ip, limit_ingress, limit_egress),
             {"pool": pool, "copy": copy, "disk": disk}, ssh_key, seed=seed, cpu=cpu,
             cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
@@ -454,6 +461,9 @@ def _details_text(d: dict[str, Any] | None) -> dict[str, Any]:
     if not d:
         return {}
     out: dict[str, Any] = {}
+    if "firmware" in d:   # a VM booted from its own disk
+        out["firmware"] = d["firmware"] + (f", secure boot {'on' if d['secure_boot'] else 'off'}"
+                                           if d["firmware"] == "uefi" else "")
     if "initramfs_bytes" in d:
         out["initramfs"] = format_size(d["initramfs_bytes"])
     if "qemu_rss_bytes" in d:

@@ -11,7 +11,11 @@ offsets. GRUB is made on the host with ``grub-mkimage`` (no grub-install):
   with the two sector pointers ``grub-bios-setup`` would write (``_bios``).
 - UEFI: ``BOOTX64.EFI`` on the EFI partition (the removable-media path every
   firmware tries), with GRUB's ``tpm`` module: with a vTPM it measures what it runs
-  (see docs/measured-boot.md).
+  (see docs/measured-boot.md). When the tree has Debian's signed boot chain
+  (``shim-signed`` and ``grub-efi-amd64-signed``, installed by apt in the guest),
+  ``BOOTX64.EFI`` is shim, signed by Microsoft, next to Debian's signed GRUB
+  (``grubx64.efi``, monolithic, with ``tpm``): the disk boots with secure boot on, and
+  GRUB checks the kernel's signature through shim. Without them: GRUB made here.
 
 Both load ``/boot/grub/grub.cfg`` from the root partition, which boots
 ``/vmlinuz`` and ``/initrd.img`` with the serial console on ttyS0.
@@ -65,6 +69,16 @@ menuentry "Debian" {{
 }}
 """
 FSTAB = f"LABEL={ROOT_LABEL} / ext4 errors=remount-ro 0 1\n"
+# Debian's signed boot chain in the tree (packages shim-signed, grub-efi-amd64-signed)
+SIGNED = {"BOOTX64.EFI": "usr/lib/shim/shimx64.efi.signed",
+          "mmx64.efi": "usr/lib/shim/mmx64.efi.signed",      # MokManager, which shim may run
+          "grubx64.efi": "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"}
+# the signed GRUB reads grub.cfg from its $prefix (/EFI/debian) or its own dir: this one
+# hands over to the root partition's, as grub-install's would
+STUB_CFG = f"""search --no-floppy --label --set=root {ROOT_LABEL}
+set prefix=($root)/boot/grub
+configfile $prefix/grub.cfg
+"""
 
 
 def write_boot_config(tree: Path) -> None:
@@ -77,6 +91,11 @@ def write_boot_config(tree: Path) -> None:
     for link in ("vmlinuz", "initrd.img"):
         if not (tree / link).exists():
             raise DriverError(f"the tree has no /{link}: install a kernel (linux-image-amd64)")
+
+
+def signed_chain(tree: Path) -> bool:
+    """Whether the tree holds Debian's signed shim and GRUB (a secure-boot capable disk)."""
+    return all((tree / path).is_file() for path in SIGNED.values())
 
 
 def has_grub() -> tuple[bool, bool]:
@@ -93,8 +112,8 @@ def make_disk(tree: Path, out: Path, size: int, work: Path) -> None:
     run(["tune2fs", "-L", ROOT_LABEL, str(root)])
     esp = work / "esp.vfat"
     bios, uefi = has_grub()
-    if uefi:
-        _esp(esp, work)
+    if uefi or signed_chain(tree):
+        _esp(esp, work, tree)
     with open(out, "wb") as f:
         f.truncate(size)
     table = (f"label: gpt\n"
@@ -107,7 +126,7 @@ def make_disk(tree: Path, out: Path, size: int, work: Path) -> None:
     _sfdisk(out, table)
     _copy_in(root, out, ROOT_START)
     root.unlink()
-    if uefi:
+    if esp.exists():
         _copy_in(esp, out, ESP[0])
         esp.unlink()
     if bios:
@@ -162,15 +181,26 @@ def _bios(disk: Path, work: Path) -> None:
         f.write(boot[:MBR_CODE])    # the protective MBR's table stays
 
 
-def _esp(esp: Path, work: Path) -> None:
-    """A FAT EFI system partition with GRUB at EFI/BOOT/BOOTX64.EFI."""
-    efi = work / "BOOTX64.EFI"
-    run(["grub-mkimage", "-O", "x86_64-efi", "-o", str(efi), "-p", PREFIX, *MODULES,
-         "part_gpt", "fat", "efi_gop", "tpm", "linuxefi"])
+def _esp(esp: Path, work: Path, tree: Path) -> None:
+    """A FAT EFI system partition with the tree's signed shim and GRUB at EFI/BOOT, or
+    else GRUB made here at EFI/BOOT/BOOTX64.EFI."""
     with open(esp, "wb") as f:
         f.truncate(ESP[1] - ESP[0])
     run(["mkfs.vfat", "-F", "32", "-n", "EFI", str(esp)])
     img = f"-i{esp}"
     run(["mmd", img, "::/EFI", "::/EFI/BOOT"])
+    if signed_chain(tree):
+        stub = work / "grub.cfg"
+        stub.write_text(STUB_CFG)
+        run(["mmd", img, "::/EFI/debian"])
+        for name, path in SIGNED.items():
+            run(["mcopy", img, str(tree / path), f"::/EFI/BOOT/{name}"])
+        for where in ("BOOT", "debian"):
+            run(["mcopy", img, str(stub), f"::/EFI/{where}/grub.cfg"])
+        os.unlink(stub)
+        return
+    efi = work / "BOOTX64.EFI"
+    run(["grub-mkimage", "-O", "x86_64-efi", "-o", str(efi), "-p", PREFIX, *MODULES,
+         "part_gpt", "fat", "efi_gop", "tpm", "linuxefi"])
     run(["mcopy", img, str(efi), "::/EFI/BOOT/BOOTX64.EFI"])
     os.unlink(efi)

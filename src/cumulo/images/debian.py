@@ -62,9 +62,11 @@ _STAGES = (
 # udev, DHCP by systemd-networkd, the QEMU guest agent, a login on the serial console;
 # dbus: hostnamed takes the name from the DHCP lease, logind powers off on the ACPI button;
 # cloud-init reads the NoCloud seed Cumulo gives each VM (SSH keys, user-data, hostname),
-# sudo for its default user
+# sudo for its default user; Debian's signed boot chain for UEFI secure boot (shim signed
+# by Microsoft, GRUB and the kernel by Debian; mokutil comes with shim)
 VM_PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev", "dbus", "qemu-guest-agent",
-               "iproute2", "openssh-server", "cloud-init", "sudo")
+               "iproute2", "openssh-server", "cloud-init", "sudo", "shim-signed",
+               "grub-efi-amd64-signed")
 VM_DISK_SIZE = 2048 * 1024 * 1024     # virtual; the qcow2 costs what the tree fills
 
 # PID 1 until told to stop (the same loop as the busybox image: dash runs it too)
@@ -284,6 +286,7 @@ def _build_vm(files: ImageFiles, spec: DebianSpec, report: Progress) -> ImageRec
         _tidy(tree)
         system.prepare_vm(tree)
         version = _debian_version(tree)
+        secure = bootdisk.signed_chain(tree)
         work = staging / "work"
         work.mkdir()
         raw = work / "disk.raw"
@@ -292,18 +295,20 @@ def _build_vm(files: ImageFiles, spec: DebianSpec, report: Progress) -> ImageRec
         run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw),
              str(staging / "disk.qcow2")])
         remove_tree(work)
-        _bios, uefi = bootdisk.has_grub()
+        uefi = bootdisk.has_grub()[1] or secure
         meta = ImageMeta(
             os="debian", release=spec.release, architecture=os.uname().machine,
             kind=kinds.VM_DISK,
             description=f"Debian {spec.release} ({spec.suite}) bootable disk"
-                        f" ({'BIOS and UEFI' if uefi else 'BIOS'})",
+                        f" ({'BIOS and UEFI' if uefi else 'BIOS'}"
+                        f"{', secure boot' if secure else ''})",
             properties={"source": "mmdebstrap", "mirror": MIRROR, "suite": spec.suite,
                         "variant": spec.variant, "packages": ",".join(spec.packages),
                         "debian_version": version, "format": "qcow2",
                         "virtual_size": str(VM_DISK_SIZE),
                         "firmware": "bios,uefi" if uefi else "bios",
-                        "agent": "qemu-guest-agent", "instance": "system"},
+                        "agent": "qemu-guest-agent", "instance": "system",
+                        "secureboot": "true" if secure else "false"},
         )
         report(0.96, "hashing and importing")
         record = files.import_tree(staging, meta)

@@ -103,6 +103,8 @@ CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 OPTIONS = {"accel": "auto", "machine": "microvm", "io": "paravirt", "disk": "", "nic": "off"}
 OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
 OPTIONS["firmware"] = ""    # bios or uefi: a VM booted from its image's disk (firmware.py)
+SECURE_BOOT = "security.secureboot"   # true: UEFI secure boot (Incus's name for it)
+OPTIONS[SECURE_BOOT] = "false"
 log = logging.getLogger(__name__)
 EXIT_RE = re.compile(rb"CUMULO-EXIT (\d+)")
 VCPU_THREAD = re.compile(r"CPU (\d+)/")   # QEMU's vCPU threads: "CPU 0/TCG", "CPU 1/KVM"
@@ -154,6 +156,7 @@ class VmDriver:
         "io": ("paravirt", "emulated"),
         "tpm": ("on", "off"),
         "firmware": firmware.CHOICES,
+        SECURE_BOOT: ("true", "false"),
     }
 
     def __init__(self, ctx: DriverContext) -> None:
@@ -203,8 +206,11 @@ class VmDriver:
         opts = {**OPTIONS, **spec.options}
         if spec.boot_disk is not None:   # the image's own bootloader and kernel
             opts["machine"] = spec.options.get("machine", Machine.PC.value)
-        elif opts["firmware"]:
-            raise InvalidInputError("--firmware applies to VMs booted from a disk image"
+            if opts[SECURE_BOOT] == "true" and "machine" not in spec.options:
+                opts["machine"] = Machine.Q35.value   # SMM guards the keys
+        elif opts["firmware"] or opts[SECURE_BOOT] == "true":
+            raise InvalidInputError(f"--{'firmware' if opts['firmware'] else 'secure-boot'}"
+                                    " applies to VMs booted from a disk image"
                                     " (a vm-disk image, e.g. image build debian/12 --vm):"
                                     " this image boots Cumulo's kernel directly")
         if "machine" not in spec.options and opts["io"] == Io.EMULATED.value:
@@ -265,7 +271,11 @@ class VmDriver:
                               choice: Any, machine: Machine, io: Io) -> None:
         """A VM whose firmware boots its root disk, a clone of the image's disk."""
         assert spec.boot_disk is not None
-        fw = firmware.choose(opts["firmware"] or None)
+        secure = opts[SECURE_BOOT] == "true"
+        fw = firmware.choose(opts["firmware"] or None, secure)
+        if secure and machine != Machine.Q35:
+            raise InvalidInputError(f"secure boot needs --machine q35 (its SMM guards the"
+                                    f" UEFI variables that hold the keys), not {machine}")
         if spec.root is None:
             raise UnsupportedError("a VM booting its own disk needs a storage pool")
         run = run_dir(self._run, spec.host_id)
@@ -273,8 +283,8 @@ class VmDriver:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
             root_disk = pool_of(spec.root).vm_disk(spec.host_id, spec.boot_disk,
                                                    spec.root.copy, spec.root.size)
-            vars_file = firmware.prepare_vars(spec.instance_dir) if fw == firmware.UEFI \
-                else None
+            vars_file = firmware.prepare_vars(spec.instance_dir, secure) \
+                if fw == firmware.UEFI else None
             cidata = seed.make(spec.instance_dir, spec.host_id, spec.hostname,
                                [mac for _tap, mac in spec.nics], spec.user_data,
                                spec.cloud_config, spec.ssh_keys)
@@ -288,6 +298,7 @@ class VmDriver:
                 console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
                 root_disk=root_disk, firmware=fw, efi_vars=vars_file, seed=cidata,
+                secure_boot=secure,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice,
@@ -373,7 +384,9 @@ class VmDriver:
         with self._in_cgroup(vm, spec) as prefix, self._with_tpm(vm, spec, prefix):
             state = self._launch(vm, prefix + build_argv(vm, self.qemu))
             if vm.firmware:   # its own bootloader: a disk without one is an error
-                firmware.check_boot(vm.serial_log, 0, lambda: self._pid(vm) is not None)
+                firmware.check_boot(vm.serial_log, 0, lambda: self._pid(vm) is not None,
+                                    firmware.SB_BOOT_CHECK if vm.secure_boot
+                                    else firmware.BOOT_CHECK, secure_boot=vm.secure_boot)
             return state
 
     @contextlib.contextmanager
@@ -772,7 +785,7 @@ class VmDriver:
         return (f"{vm.machine.value}/{vm.io.value}/{vm.accel.value}/{vm.kernel.parent.name}/"
                 f"{vm.initrd.name}/{vm.memory}/{vm.vcpus}/{vm.nic}/"
                 f"{'disk' if vm.root_disk else 'nodisk'}/{vm.firmware or 'kernel'}/"
-                f"{'tpm' if vm.tpm_socket else 'notpm'}")
+                f"{'tpm' if vm.tpm_socket else 'notpm'}{'/secureboot' if vm.secure_boot else ''}")
 
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id
@@ -912,6 +925,8 @@ class VmDriver:
         vm = self._vmspec(host_id)
         out: dict[str, Any] = {"machine": vm.machine.value, "accel": vm.accel.value,
                                "io": vm.io.value, "memory_bytes": vm.memory}
+        if vm.firmware:   # booted from its own disk
+            out |= {"firmware": vm.firmware, "secure_boot": vm.secure_boot}
         with contextlib.suppress(OSError):
             out["initramfs_bytes"] = vm.initrd.stat().st_size
         pid = self._pid(vm)

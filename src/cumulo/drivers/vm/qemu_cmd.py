@@ -77,6 +77,7 @@ class VmSpec:
     # booted from its own disk by this firmware (firmware.py): bios or uefi; "": direct kernel
     firmware: str = ""
     efi_vars: Path | None = None     # UEFI: this VM's variable store
+    secure_boot: bool = False        # UEFI secure boot: q35 with SMM (firmware.py)
     qga: bool = False                # a port for qemu-guest-agent in the guest (qga.py)
     seed: Path | None = None         # cloud-init's NoCloud seed, a read-only disk (seed.py)
 
@@ -111,6 +112,7 @@ class VmSpec:
             firmware_only=bool(d.get("firmware_only", False)),
             firmware=str(d.get("firmware", "")),
             efi_vars=Path(d["efi_vars"]) if d.get("efi_vars") else None,
+            secure_boot=bool(d.get("secure_boot", False)),
             qga=bool(d.get("qga", False)),
             seed=Path(d["seed"]) if d.get("seed") else None,
         )
@@ -267,7 +269,8 @@ def _kernel(spec: VmSpec) -> list[str]:
     if spec.firmware_only or spec.firmware:
         if spec.machine == Machine.MICROVM:
             raise InvalidInputError("microvm has no firmware: it needs a kernel")
-        return firmware.qemu_args(spec.firmware, spec.efi_vars) if spec.firmware else []
+        return firmware.qemu_args(spec.firmware, spec.efi_vars, spec.secure_boot) \
+            if spec.firmware else []
     return ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
 
 
@@ -276,6 +279,8 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
     machine = spec.machine.value
     if spec.machine == Machine.MICROVM:
         machine += ",x-option-roms=off,rtc=on"
+    if spec.secure_boot:
+        machine += ",smm=on"
     return [
         qemu,
         "-name", f"guest={spec.name},debug-threads=on",
