@@ -4,7 +4,8 @@
 guest's firmware says SecureBoot is on, `info` says so, and a checkpoint and restore
 keep it. An unsigned bootloader is refused by the firmware: a clear error within a
 bounded time, nothing left. Bad input: secure boot with SeaBIOS, on pc, for a
-direct-kernel VM.
+direct-kernel VM. The same guest serves `exec -t` in a VM booted from its disk: a
+real pty in the guest (its own device, its size, ^C, the exit code), through the CLI.
 
 One Debian boot for the module (minutes on TCG); the unsigned disk is a tiny GPT disk
 with GRUB made here, which the firmware refuses at once.
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.conftest import Daemon, netns_daemon
+from tests.system.conftest import BIN, Daemon, netns_daemon
 from tests.system.test_vm_boot_disk import BOOT_WAIT, _debian_vm_disk, _qemus
+from tests.system.test_vm_console import Pty
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
               pytest.mark.timeout(1800)]
@@ -48,6 +50,15 @@ def sb_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield d
 
 
+@pytest.fixture(scope="module")
+def sb_vm(sb_daemon: Daemon) -> str:
+    """The secure-boot guest, up (launched once for the module)."""
+    sb_daemon.cli("launch", "debian-vm", VM, "--type", "vm", "--secure-boot", "--network",
+                  "lan", "--memory", "512MiB", timeout=600)
+    _wait_up(sb_daemon, VM)
+    return VM
+
+
 def _unsigned_disk(path: Path) -> Path:
     """A GPT disk whose EFI system partition holds GRUB made here (signed by no one)."""
     with open(path, "wb") as f:
@@ -65,22 +76,47 @@ def _unsigned_disk(path: Path) -> Path:
     return path
 
 
-def test_a_signed_debian_disk_boots_with_secure_boot(sb_daemon: Daemon) -> None:
+def test_a_signed_debian_disk_boots_with_secure_boot(sb_daemon: Daemon, sb_vm: str) -> None:
     d = sb_daemon
-    d.cli("launch", "debian-vm", VM, "--type", "vm", "--secure-boot", "--network", "lan",
-          "--memory", "512MiB", timeout=600)
     qemu = _qemus(VM)[0]   # OVMF's secure-boot build, its flash writable from SMM only
     assert "q35,smm=on" in qemu and "property=secure,value=on" in qemu
     assert "OVMF_CODE_4M.secboot.fd" in qemu
     info = d.cli("info", VM).stdout
     assert "uefi, secure boot on" in info and "security.secureboot=true" in info, info
-    _wait_up(d, VM)
     # the guest's view: the firmware's SecureBoot variable, and its kernel locked down
     assert d.cli("exec", VM, "--", "mokutil", "--sb-state").stdout.strip() \
         == "SecureBoot enabled"
     logs = d.cli("logs", VM).stdout
     assert "EFI stub: UEFI Secure Boot is enabled" in logs
     assert "secureboot: Secure boot enabled" in logs
+
+
+def test_exec_with_a_terminal_in_a_vm_booted_from_its_disk(sb_daemon: Daemon,
+                                                            sb_vm: str) -> None:
+    d = sb_daemon
+    t = Pty([str(BIN / "cumulo"), "exec", "-t", VM, "--", "sh"], d.env)
+    try:
+        t.expect(b"# ", 120)                      # dash's prompt: it sees a terminal
+        t.send(b"tty; stty size; echo sum=$((6*7))\r")
+        seen = t.expect(b"sum=42")
+        assert b"/dev/pts/" in seen and b"not a tty" not in seen, seen
+        t.send(b"echo sleeping-$((2+3)); sleep 300\r")   # ^C reaches it through the pty
+        t.expect(b"sleeping-5", 60)
+        t.send(b"\x03")
+        t.send(b"echo back=$((1+1))\r")
+        t.expect(b"back=2", 60)
+        t.send(b"exit 7\r")
+        assert t.proc.wait(60) == 7
+    finally:
+        t.close()
+    # the session is gone from the guest; exec without -t still works beside it
+    left = d.cli("exec", VM, "--", "sh", "-c", "ls /run/cumulo-tty;"
+                 " grep -lx sleep /proc/[0-9]*/comm || true").stdout
+    assert left.strip() == "", left
+
+
+def test_a_checkpoint_keeps_secure_boot(sb_daemon: Daemon, sb_vm: str) -> None:
+    d = sb_daemon
     # a checkpoint and restore bring back the same machine: firmware, keys, SMM
     d.cli("exec", VM, "--", "sh", "-c", "echo kept > /run/marker")
     d.cli("checkpoint", VM, timeout=600)

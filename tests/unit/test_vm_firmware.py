@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cumulo.drivers.vm import firmware
+from cumulo.drivers.base import ExecRequest
+from cumulo.drivers.vm import firmware, qga_tty
 from cumulo.drivers.vm.accel import Accel
 from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, build_argv
 from cumulo.errors import DriverError, UnsupportedError
@@ -129,3 +130,23 @@ def test_the_secure_boot_check_waits_for_the_kernel_and_names_a_refusal(
                                               r"console: (BdsDxe: failed|error: bad shim)"):
             firmware.check_boot(_console(tmp_path, said), 0, lambda: True, 5,
                                 secure_boot=True)
+
+
+def test_a_disk_vm_has_terminal_ports_beside_the_guest_agent(tmp_path: Path) -> None:
+    """exec -t: virtio-serial ports of their own, and a relay the guest runs through the
+    agent (util-linux's script on the port, the command in its pty)."""
+    vm = VmSpec(name="v", memory=512 * MIB, vcpus=1, accel=Accel.TCG, machine=Machine.PC,
+                io=Io.PARAVIRT, kernel=Path("/k"), initrd=Path("/i"), append="",
+                serial_log=tmp_path / "c.log", qmp_socket=tmp_path / "q.sock",
+                pidfile=tmp_path / "p", root_disk=tmp_path / "root.qcow2", firmware="bios",
+                qga=True, tty_ports=2)
+    argv = " ".join(build_argv(vm))
+    for i in range(2):
+        assert f"path={tmp_path}/tty{i}.sock,server=on" in argv
+        assert f"chardev=tty{i},name=org.cumulo.tty.{i}" in argv
+    assert VmSpec.from_dict(vm.to_dict()) == vm
+    script = qga_tty.relay_script(ExecRequest(command=["sh"], env={"A": "b c"}, tty=True,
+                                              rows=40, cols=100), 1, "abc")
+    assert "script -q -e -c " in script and "<>/dev/virtio-ports/org.cumulo.tty.1 >&0" in script
+    assert "stty rows 40 cols 100" in script and "export A='\"'\"'b c'\"'\"'" in script
+    assert "exec 2>&1" not in script          # the pty carries stderr itself

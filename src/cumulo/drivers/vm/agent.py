@@ -132,7 +132,19 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode() if data else "-"
 
 
-class AgentSession:
+class OwnedFds:
+    """The fds an exec session owns (``_fds``): each is closed once."""
+
+    _fds: set[int]
+
+    def _close(self, fd: int) -> None:
+        if fd in self._fds:
+            self._fds.discard(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class AgentSession(OwnedFds):
     """An ExecSession whose process runs in the guest; a thread bridges socket and pipes."""
 
     def __init__(self, run_dir: Path, name: str, request: ExecRequest,
@@ -310,9 +322,3 @@ class AgentSession:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
             self._lock_fd = -1
-
-    def _close(self, fd: int) -> None:
-        if fd in self._fds:
-            self._fds.discard(fd)
-            with contextlib.suppress(OSError):
-                os.close(fd)

@@ -56,6 +56,7 @@ from cumulo.drivers.vm import (
     migration,
     nics,
     qga,
+    qga_tty,
     qmp,
     seed,
     tpm,
@@ -294,7 +295,7 @@ class VmDriver:
                 machine=machine, io=io, kernel=Path("/nonexistent"),
                 initrd=Path("/nonexistent"), append="",
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
-                pidfile=run / "qemu.pid", taps=spec.nics, qga=True,
+                pidfile=run / "qemu.pid", taps=spec.nics, qga=True, tty_ports=qga_tty.PORTS,
                 console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
                 root_disk=root_disk, firmware=fw, efi_vars=vars_file, seed=cidata,
@@ -683,11 +684,14 @@ class VmDriver:
         require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
         vm = self._vmspec(host_id)
         if vm.qga:   # its own OS: the standard QEMU guest agent
+            if request.tty and vm.tty_ports:   # a pty in the guest, on a port of its own
+                return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request,
+                                          vm.tty_ports)
             if request.tty:
                 raise UnsupportedError(
-                    f"exec -t: the QEMU guest agent of {host_id!r} runs commands without a"
-                    " terminal (guest-exec has no pty): drop -t, or use cumulo console or"
-                    " ssh for an interactive shell")
+                    f"exec -t: VM {host_id!r} was created without a terminal port (the QEMU"
+                    " guest agent alone has no pty): recreate it, or drop -t, or use cumulo"
+                    " console or ssh for an interactive shell")
             return qga.QgaSession(vm.qmp_socket.parent, host_id, request)
         if not vm.agent_ports:
             raise UnsupportedError(f"VM {host_id!r} was created without the guest agent:"
@@ -785,7 +789,8 @@ class VmDriver:
         return (f"{vm.machine.value}/{vm.io.value}/{vm.accel.value}/{vm.kernel.parent.name}/"
                 f"{vm.initrd.name}/{vm.memory}/{vm.vcpus}/{vm.nic}/"
                 f"{'disk' if vm.root_disk else 'nodisk'}/{vm.firmware or 'kernel'}/"
-                f"{'tpm' if vm.tpm_socket else 'notpm'}{'/secureboot' if vm.secure_boot else ''}")
+                f"{'tpm' if vm.tpm_socket else 'notpm'}{'/secureboot' if vm.secure_boot else ''}"
+                f"/tty{vm.tty_ports}")
 
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id

@@ -9,7 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cumulo.drivers.vm import agent, firmware, qga, tpm
+from cumulo.drivers.vm import agent, firmware, qga, qga_tty, tpm
 from cumulo.drivers.vm.accel import Accel
 from cumulo.errors import InvalidInputError, UnsupportedError
 
@@ -79,6 +79,7 @@ class VmSpec:
     efi_vars: Path | None = None     # UEFI: this VM's variable store
     secure_boot: bool = False        # UEFI secure boot: q35 with SMM (firmware.py)
     qga: bool = False                # a port for qemu-guest-agent in the guest (qga.py)
+    tty_ports: int = 0               # virtio-serial ports for exec -t beside it (qga_tty.py)
     seed: Path | None = None         # cloud-init's NoCloud seed, a read-only disk (seed.py)
 
     def __post_init__(self) -> None:
@@ -114,6 +115,7 @@ class VmSpec:
             efi_vars=Path(d["efi_vars"]) if d.get("efi_vars") else None,
             secure_boot=bool(d.get("secure_boot", False)),
             qga=bool(d.get("qga", False)),
+            tty_ports=int(d.get("tty_ports", 0)),
             seed=Path(d["seed"]) if d.get("seed") else None,
         )
 
@@ -170,6 +172,11 @@ def _agent(spec: VmSpec, bus: str) -> list[str]:
         sock = qga.socket_path(spec.qmp_socket.parent)
         args += ["-chardev", f"socket,id=qga0,path={sock},server=on,wait=off",
                  "-device", f"virtserialport,bus=agent.0,chardev=qga0,name={qga.PORT_NAME}"]
+    for i in range(spec.tty_ports):
+        sock = qga_tty.socket_path(spec.qmp_socket.parent, i)
+        args += ["-chardev", f"socket,id=tty{i},path={sock},server=on,wait=off",
+                 "-device", f"virtserialport,bus=agent.0,chardev=tty{i},"
+                            f"name={qga_tty.PORT_NAME.format(i)}"]
     for i in range(spec.agent_ports):
         sock = agent.port_socket(spec.qmp_socket.parent, i)
         args += ["-chardev", f"socket,id=agent{i},path={sock},server=on,wait=off",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.drivers.base import ExecRequest
-from cumulo.drivers.vm.agent import KILLED, guest_script, read_stdin
+from cumulo.drivers.vm.agent import KILLED, OwnedFds, guest_script, read_stdin
 from cumulo.errors import DriverError, InvalidInputError
 
 PORT_NAME = "org.qemu.guest_agent.0"
@@ -191,7 +191,7 @@ def connect(run_dir: Path, name: str, timeout: float = READY_TIMEOUT) -> Iterato
         agent.close()
 
 
-class QgaSession:
+class QgaSession(OwnedFds):
     """An ExecSession through qemu-guest-agent: stdin until end of input, then the
     command; its output arrives when it ends (the protocol has no streaming)."""
 
@@ -220,8 +220,8 @@ class QgaSession:
         code = 255
         try:
             code, out, err = self._agent.run(self._argv, read_stdin(in_r), stop=self._stop)
-            _write_all(self._out_w, out)
-            _write_all(self._err_w, err)
+            write_all(self._out_w, out)
+            write_all(self._err_w, err)
         except (OSError, DriverError, InvalidInputError) as err:
             with contextlib.suppress(OSError):
                 os.write(self._err_w, f"cumulo: {err}\n".encode())
@@ -252,14 +252,8 @@ class QgaSession:
         for fd in list(self._fds):
             self._close(fd)
 
-    def _close(self, fd: int) -> None:
-        if fd in self._fds:
-            self._fds.discard(fd)
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
-
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
