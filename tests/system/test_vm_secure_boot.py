@@ -126,6 +126,11 @@ def test_a_checkpoint_keeps_secure_boot(sb_daemon: Daemon, sb_vm: str) -> None:
     assert d.cli("exec", VM, "--", "cat", "/run/marker").stdout == "kept\n"
     assert d.cli("exec", VM, "--", "mokutil", "--sb-state").stdout.strip() \
         == "SecureBoot enabled"
+    # a kernel upgrade in the guest runs update-grub (grub-common came with the signed
+    # GRUB): the grub.cfg it writes keeps the serial console the boot check reads
+    d.cli("exec", VM, "--", "update-grub", timeout=300)
+    cfg = d.cli("exec", VM, "--", "cat", "/boot/grub/grub.cfg").stdout
+    assert "console=ttyS0,115200n8" in cfg and "serial --unit=0 --speed=115200" in cfg
     d.cli("stop", VM, "--force")
     d.cli("delete", VM)
     assert not _qemus(VM)

@@ -69,6 +69,14 @@ menuentry "Debian" {{
 }}
 """
 FSTAB = f"LABEL={ROOT_LABEL} / ext4 errors=remount-ro 0 1\n"
+# grub-common is in the guest (the signed GRUB needs it): a kernel upgrade there runs
+# update-grub, which rewrites grub.cfg; it keeps the serial console and no menu delay
+GRUB_DEFAULTS = f"""# written by Cumulo's image builder
+GRUB_TIMEOUT=0
+GRUB_CMDLINE_LINUX="{CMDLINE.partition(' ro ')[2]}"
+GRUB_TERMINAL="serial console"
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+"""
 # Debian's signed boot chain in the tree (packages shim-signed, grub-efi-amd64-signed)
 SIGNED = {"BOOTX64.EFI": "usr/lib/shim/shimx64.efi.signed",
           "mmx64.efi": "usr/lib/shim/mmx64.efi.signed",      # MokManager, which shim may run
@@ -83,7 +91,8 @@ configfile $prefix/grub.cfg
 
 def write_boot_config(tree: Path) -> None:
     """grub.cfg and fstab inside the tree (before its ext4 is made)."""
-    for name, text in (("boot/grub/grub.cfg", GRUB_CFG), ("etc/fstab", FSTAB)):
+    for name, text in (("boot/grub/grub.cfg", GRUB_CFG), ("etc/fstab", FSTAB),
+                       ("etc/default/grub.d/cumulo.cfg", GRUB_DEFAULTS)):
         path = tree / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
