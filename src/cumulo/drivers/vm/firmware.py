@@ -22,8 +22,12 @@ CHOICES = (BIOS, UEFI)
 OVMF_DIR = Path("/usr/share/OVMF")
 OVMF_CODE, OVMF_VARS = "OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"
 VARS_FILE = "efivars.fd"              # in the instance dir
-# SeaBIOS prints to the serial port only when told where it is
-SEABIOS_SERCON = ["-fw_cfg", "name=etc/sercon-port,string=0x3f8"]
+# SeaBIOS prints to the serial port only when told where it is: fw_cfg's etc/sercon-port,
+# read as an integer of 1, 2, 4 or 8 little-endian bytes (a string such as "0x3f8" is 5
+# bytes: SeaBIOS ignored it and said nothing, so a disk with nothing to boot showed only
+# as a timeout); a file in the instance dir, written where QEMU's command line is made
+SERCON_FILE = "sercon-port"
+SERCON_PORT = 0x3F8                   # COM1, the guest's ttyS0
 SEABIOS_NO_RETRY = ["-boot", "strict=on,reboot-timeout=-1"]
 BOOT_CHECK = 60.0                     # seconds for the bootloader to show up (TCG: ~5 s)
 POLL = 0.25
@@ -66,12 +70,25 @@ def prepare_vars(instance_dir: Path) -> Path:
     return dest
 
 
-def qemu_args(firmware: str, vars_file: Path | None) -> list[str]:
+def sercon_file(instance_dir: Path) -> Path:
+    """The file telling SeaBIOS its serial console's port (see SERCON_FILE)."""
+    path = instance_dir / SERCON_FILE
+    data = SERCON_PORT.to_bytes(2, "little")
+    try:
+        if not path.is_file() or path.read_bytes() != data:
+            path.write_bytes(data)
+    except OSError as err:
+        raise DriverError(f"cannot write SeaBIOS's console port file: {err}") from err
+    return path
+
+
+def qemu_args(firmware: str, vars_file: Path | None, instance_dir: Path) -> list[str]:
     if firmware == UEFI and vars_file is not None:
         return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,"
                           f"file={ovmf_dir() / OVMF_CODE}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
-    return [*SEABIOS_SERCON, *SEABIOS_NO_RETRY]
+    return ["-fw_cfg", f"name=etc/sercon-port,file={sercon_file(instance_dir)}",
+            *SEABIOS_NO_RETRY]
 
 
 def _last_lines(data: bytes, count: int = 2) -> str:
