@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import cumulo.images.bootdisk
 import cumulo.images.debian
@@ -38,12 +40,49 @@ CACHE = Path("/var/cache/cumulo/test-images")
 BOOT_WAIT = 600.0     # a whole Debian on TCG on a loaded 2-core host
 STALE_AFTER = 6 * 3600.0
 
+# The tests' disk is the builder's (what `image build debian/12 --vm` gives users) less
+# work no test looks at that every boot pays for on TCG (seconds of a 1-vCPU guest on a
+# 2-core host running 3 test workers, found with `systemd-analyze blame` and `cloud-init
+# analyze blame` in a booted test guest). cloud-init: host keys of one type (RSA 3072 and
+# the others took 20 s of the first boot), no modules the tests do not check (printing
+# the keys, Debian's GRUB debconf, apt's sources, the locale, ...).
+TEST_CLOUD_CFG = "etc/cloud/cloud.cfg.d/95_cumulo_tests.cfg"
+TEST_SSH_KEY_TYPES = ["ed25519"]
+TEST_SKIPPED_MODULES = frozenset({
+    "snap", "ssh-import-id", "keyboard", "locale", "grub-dpkg", "apt-pipelining",
+    "apt-configure", "ntp", "timezone", "disable-ec2-metadata", "byobu",
+    "package-update-upgrade-install", "fan", "landscape", "lxd", "puppet", "chef",
+    "mcollective", "salt-minion", "reset_rmc", "refresh_rmc_and_interface",
+    "rightscale_userdata", "ssh-authkey-fingerprints", "keys-to-console", "phone-home"})
+# systemd: e2scrub_reap (no LVM here; 28 s of CPU at each boot) and the fsck of a root
+# file system made by the builder (on the boot's critical chain)
+TEST_MASKED_UNITS = ("e2scrub_reap.service", "systemd-fsck-root.service")
+
+
+def _module_name(entry: str | list[str]) -> str:
+    return (entry if isinstance(entry, str) else entry[0]).replace("_", "-")
+
+
+def _trim_for_tests(tree: Path) -> None:
+    """The tests' changes to the disk's tree (see TEST_SKIPPED_MODULES)."""
+    base = yaml.safe_load((tree / "etc/cloud/cloud.cfg").read_text())
+    skipped = {m.replace("_", "-") for m in TEST_SKIPPED_MODULES}
+    cfg: dict[str, object] = {"ssh_genkeytypes": TEST_SSH_KEY_TYPES}
+    for stage in ("cloud_init_modules", "cloud_config_modules", "cloud_final_modules"):
+        cfg[stage] = [e for e in base[stage] if _module_name(e) not in skipped]
+    (tree / TEST_CLOUD_CFG).write_text("# Cumulo's tests: only what they check\n"
+                                       + yaml.safe_dump(cfg))
+    for unit in TEST_MASKED_UNITS:
+        (tree / "etc/systemd/system" / unit).symlink_to("/dev/null")
+
 
 def _debian_vm_disk() -> Path:
     """The built debian/12 --vm disk, from the cache when its sources did not change."""
     key = hashlib.sha256()
     for module in (cumulo.images.bootdisk, cumulo.images.debian, cumulo.images.system):
         key.update(Path(str(module.__file__)).read_bytes())
+    key.update(repr((TEST_CLOUD_CFG, TEST_SSH_KEY_TYPES, sorted(TEST_SKIPPED_MODULES),
+                     TEST_MASKED_UNITS, inspect.getsource(_trim_for_tests))).encode())
     final = CACHE / f"debian-12-vm-{key.hexdigest()[:16]}.qcow2"
     if final.is_file():   # without waiting for the lock another branch's build holds
         return final
@@ -57,7 +96,8 @@ def _debian_vm_disk() -> Path:
                 stale.unlink()
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             files = ImageFiles(Path(tmp))
-            record = debian.build_debian(files, debian.parse_spec("12", None, [], vm=True))
+            record = debian.build_debian(files, debian.parse_spec("12", None, [], vm=True),
+                                         customize=_trim_for_tests)
             assert record.kind == "vm-disk"
             shutil.move(files.root / record.sha256 / "disk.qcow2", final)
     return final
