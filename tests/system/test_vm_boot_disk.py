@@ -115,10 +115,12 @@ def _instance(d: Daemon, name: str) -> dict[str, Any]:
         return c.instance(name)
 
 
-def _qemus(name: str) -> list[str]:
+def _qemus(d: Daemon, name: str) -> list[str]:
+    """The QEMU of ``d``'s instance ``name`` (another run on the machine may have one of
+    that name: its state dir differs)."""
     out = subprocess.run(["pgrep", "-af", f"guest=default_{name},"], capture_output=True,
                          text=True, check=False).stdout
-    return [ln for ln in out.splitlines() if "qemu-system" in ln]
+    return [ln for ln in out.splitlines() if "qemu-system" in ln and f"{d.state_dir}/" in ln]
 
 
 def test_a_disk_with_nothing_to_boot_is_a_clear_error(vm_daemon: Daemon,
@@ -137,7 +139,7 @@ def test_a_disk_with_nothing_to_boot_is_a_clear_error(vm_daemon: Daemon,
                   "--network", "lan", check=False, timeout=300)
         assert r.returncode != 0 and said in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
-        assert not _qemus(f"e-{fw}")
+        assert not _qemus(d, f"e-{fw}")
         assert "e-" not in d.cli("list").stdout
     # and the direct-kernel options are refused for it
     r = d.cli("launch", "empty", "e2", "--type", "vm", "--machine", "microvm", check=False)

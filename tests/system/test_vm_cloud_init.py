@@ -100,7 +100,7 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
 def test_the_guest_booted_its_own_chain_through_seabios(guest: Guest) -> None:
     d = guest.d
     # the guest's own chain: GRUB, then Debian's kernel (no -kernel on QEMU's command line)
-    assert "-kernel" not in _qemus("ci1")[0]
+    assert "-kernel" not in _qemus(d, "ci1")[0]
     logs = d.cli("logs", "ci1").stdout
     assert "Cumulo: GRUB loads the kernel" in logs and "Linux version" in logs
     r = d.cli("exec", "ci1", "--", "systemctl", "is-system-running", "--wait", check=False,
@@ -179,7 +179,7 @@ def test_user_data_cloud_init_would_not_read_is_refused(guest: Guest, content: s
     # the daemon checks it too (a client other than the CLI)
     with d.client() as c, pytest.raises(CumuloError, match="cloud-init would ignore"):
         c.create("bad1", "imported", type="vm", start=True, user_data="hello world\n")
-    assert "bad1" not in d.cli("list").stdout and not _qemus("bad1")
+    assert "bad1" not in d.cli("list").stdout and not _qemus(d, "bad1")
 
 
 def test_a_missing_key_file_is_refused(guest: Guest) -> None:
@@ -198,9 +198,9 @@ def test_acpi_stop_then_the_seed_goes_with_the_instance(guest: Guest) -> None:
     d.cli("stop", "ci1", "--timeout", "240", timeout=300)
     assert time.monotonic() - t0 < 240
     assert "reboot: Power down" in d.cli("logs", "ci1").stdout
-    assert not _qemus("ci1")
+    assert not _qemus(d, "ci1")
     seeds = list((d.state_dir / "instances").glob(f"*/{SEED}"))
     assert [s.parent.name for s in seeds] == ["default_ci1"]
     d.cli("delete", "ci1", timeout=300)
     assert not list((d.state_dir / "instances").glob(f"*/{SEED}"))
-    assert not _qemus("ci1")
+    assert not _qemus(d, "ci1")

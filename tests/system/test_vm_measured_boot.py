@@ -127,7 +127,7 @@ def test_measured_boot_errors_are_one_clear_line(mb_daemon: Daemon) -> None:
     finally:
         d.cli("stop", "mbios", "--force")
         d.cli("delete", "mbios")
-    assert not _qemus("mbios")
+    assert not _qemus(d, "mbios")
     r = d.cli("tpm", "baseline", "nope", check=False)
     assert r.returncode != 0 and "not found" in r.stderr
 
@@ -136,7 +136,7 @@ def test_a_checkpoint_carries_the_tpm_state(mb_daemon: Daemon) -> None:
     d = mb_daemon
     before = _tpm(d)["pcrs"]
     d.cli("checkpoint", VM, timeout=600)
-    assert not _qemus(VM)
+    assert not _qemus(d, VM)
     d.cli("restore", VM, timeout=600)
     # the guest ran on (no new boot): its TPM has the same PCRs, swtpm got them back
     # from the checkpoint; the UEFI variables file stayed with the instance
