@@ -224,7 +224,8 @@ def servers_in(daemon: Daemon) -> list[str]:
 def test_network_suite_native_loopback_and_container_pair(netns_daemon: Daemon,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "net.json"
-    r = netns_daemon.cli("bench", "run", "--quick", "--repeat", "2", "--platforms",
+    # one repetition: that --repeat gives as many samples is test_quick_run_...'s
+    r = netns_daemon.cli("bench", "run", "--quick", "--repeat", "1", "--platforms",
                          "native,container", "--suites", "network", "--output", str(out),
                          timeout=150)
     assert "peer bench-" in r.stderr and "iperf3 TCP" in r.stderr, r.stderr
@@ -238,7 +239,7 @@ def test_network_suite_native_loopback_and_container_pair(netns_daemon: Daemon,
         for metric in ("iperf3_tcp", "iperf3_udp"):
             s = res.find(platform, "network", metric + suffix)
             assert s is not None and s.unit == "Gbit/s" and s.higher_is_better, (metric, s)
-            assert len(s.samples) == 2 and min(s.samples) > 0.01, s
+            assert len(s.samples) == 1 and min(s.samples) > 0.01, s
         loss = res.find(platform, "network", "iperf3_udp_loss" + suffix)
         assert loss is not None and not loss.higher_is_better and loss.unit == "%", loss
         assert all(0 <= v < 100 for v in loss.samples), loss

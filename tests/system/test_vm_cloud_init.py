@@ -1,14 +1,17 @@
-"""cloud-init in VMs that boot from their own disk, on a disk imported as a qcow2.
+"""A Debian VM that boots its own disk through SeaBIOS, with cloud-init, on a disk
+imported as a qcow2.
 
 The disk is the cached ``image build debian/12 --vm`` disk (test_vm_boot_disk.py)
 rewritten by ``qemu-img convert`` with another cluster size, as another tool would
 hand it over, and imported with ``cumulo image import``. One guest boots it on TCG
 (BIOS) with ``--ssh-key``, ``--user-data`` and ``--cloud-config``, and the tests that
-only read share it: cloud-init ran from the NoCloud seed, the address came by DHCP,
-ssh from the host side of the daemon's own namespace logs in with the key, exec goes
-through the guest agent, ``exec -t`` gets a pty in the guest. Bad input (user-data that is
-not YAML or has no #cloud-config line, a missing key file) fails before anything is
-made. Deleting the guest removes its seed.
+only read share it (a Debian boot on TCG takes minutes): the guest's own chain (GRUB,
+Debian's kernel) booted it with no failed unit, cloud-init ran from the NoCloud seed,
+the address came by DHCP, ssh from the host side of the daemon's own namespace logs in
+with the key, exec (stdin, stdout, stderr, exit code) and file push/pull go through the
+guest agent, ``exec -t`` gets a pty in the guest. Bad input (user-data that is not YAML or has
+no #cloud-config line, a missing key file) fails before anything is made. Last, the
+ACPI power button stops it cleanly, and deleting it removes its seed.
 """
 
 from __future__ import annotations
@@ -94,6 +97,37 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
         yield Guest(d, "ci1", key, ip, d.wrapper[1], tmp)
 
 
+def test_the_guest_booted_its_own_chain_through_seabios(guest: Guest) -> None:
+    d = guest.d
+    # the guest's own chain: GRUB, then Debian's kernel (no -kernel on QEMU's command line)
+    assert "-kernel" not in _qemus(d, "ci1")[0]
+    logs = d.cli("logs", "ci1").stdout
+    assert "Cumulo: GRUB loads the kernel" in logs and "Linux version" in logs
+    r = d.cli("exec", "ci1", "--", "systemctl", "is-system-running", "--wait", check=False,
+              timeout=300)
+    failed = d.cli("exec", "ci1", "--", "systemctl", "--failed", "--no-legend",
+                   check=False).stdout
+    assert r.stdout.strip() == "running", f"{r.stdout} {r.stderr} failed units: {failed}"
+
+
+def test_exec_and_files_go_through_the_guest_agent(guest: Guest) -> None:
+    d, tmp = guest.d, guest.tmp
+    # exec through qemu-guest-agent: stdin, stdout, stderr, exit code
+    r = d.cli("exec", "ci1", "--", "sh", "-c", "cat; echo oops >&2; exit 3", check=False,
+              input="hello\n")
+    assert (r.returncode, r.stdout, "oops" in r.stderr) == (3, "hello\n", True)
+    # file push/pull through the agent's guest-file-* commands
+    blob = tmp / "blob"
+    blob.write_bytes(bytes(range(256)) * 1000)
+    d.cli("file", "push", "ci1", str(blob), "/root/blob", "--mode", "0600")
+    assert d.cli("exec", "ci1", "--", "stat", "-c", "%a %s", "/root/blob").stdout.split() \
+        == ["600", "256000"]
+    d.cli("file", "pull", "ci1", "/root/blob", str(tmp / "back"))
+    assert (tmp / "back").read_bytes() == blob.read_bytes()
+    r = d.cli("file", "pull", "ci1", "/nope", str(tmp / "x"), check=False)
+    assert r.returncode != 0 and "/nope" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
 def test_cloud_init_ran_the_seed(guest: Guest) -> None:
     d = guest.d
     # the NoCloud datasource, from the cidata seed: the hostname, runcmd, write_files
@@ -103,8 +137,6 @@ def test_cloud_init_ran_the_seed(guest: Guest) -> None:
     assert d.cli("exec", "ci1", "--", "hostname").stdout.strip() == "ci1"
     assert d.cli("exec", "ci1", "--", "cat", "/root/runcmd.txt").stdout == "made-by-runcmd\n"
     assert d.cli("exec", "ci1", "--", "cat", "/etc/cumulo-note").stdout == "noted"
-    # the guest's own chain booted the imported disk (no -kernel), through the agent
-    assert "-kernel" not in _qemus("ci1")[0]
 
 
 def test_ssh_with_the_given_key_over_the_dhcp_address(guest: Guest) -> None:
@@ -148,7 +180,7 @@ def test_user_data_cloud_init_would_not_read_is_refused(guest: Guest, content: s
     # the daemon checks it too (a client other than the CLI)
     with d.client() as c, pytest.raises(CumuloError, match="cloud-init would ignore"):
         c.create("bad1", "imported", type="vm", start=True, user_data="hello world\n")
-    assert "bad1" not in d.cli("list").stdout and not _qemus("bad1")
+    assert "bad1" not in d.cli("list").stdout and not _qemus(d, "bad1")
 
 
 def test_a_missing_key_file_is_refused(guest: Guest) -> None:
@@ -160,10 +192,16 @@ def test_a_missing_key_file_is_refused(guest: Guest) -> None:
     assert "bad2" not in d.cli("list").stdout
 
 
-def test_the_seed_goes_with_the_instance(guest: Guest) -> None:
+def test_acpi_stop_then_the_seed_goes_with_the_instance(guest: Guest) -> None:
     d = guest.d
+    # stop: the ACPI power button makes systemd power off before the timeout
+    t0 = time.monotonic()
+    d.cli("stop", "ci1", "--timeout", "240", timeout=300)
+    assert time.monotonic() - t0 < 240
+    assert "reboot: Power down" in d.cli("logs", "ci1").stdout
+    assert not _qemus(d, "ci1")
     seeds = list((d.state_dir / "instances").glob(f"*/{SEED}"))
     assert [s.parent.name for s in seeds] == ["default_ci1"]
-    d.cli("delete", "ci1", "--force", timeout=300)
+    d.cli("delete", "ci1", timeout=300)
     assert not list((d.state_dir / "instances").glob(f"*/{SEED}"))
-    assert not _qemus("ci1")
+    assert not _qemus(d, "ci1")

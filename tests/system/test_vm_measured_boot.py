@@ -1,25 +1,43 @@
-"""Measured boot of a Debian VM booted by UEFI with a vTPM, on TCG: OVMF and GRUB measure
-the chain (PCRs 0-9), `info --tpm` reads the PCRs and the event log through the QEMU
-guest agent and the log replays to them, a baseline verifies after a restart of the
-same chain and fails after the guest's kernel changed (PCR 9 named, with the event); a
-checkpoint and restore, and a stateful snapshot, carry the TPM's state (the PCRs
-survive). Bad input: verify without a baseline, measured boot of a VM booted by SeaBIOS.
+"""A Debian VM booted by UEFI from its own disk with a vTPM, on TCG: measured boot, then
+live migration.
 
-One guest for the whole module (a Debian boot on TCG takes a minute or more): the
-read-only tests first, the one that changes its kernel last.
+Measured boot: OVMF and GRUB measure the chain (PCRs 0-9), `info --tpm` reads the PCRs
+and the event log through the QEMU guest agent and the log replays to them, a baseline
+verifies after a restart of the same chain and fails after the guest's kernel changed
+(PCR 9 named, with the event); a checkpoint and restore, and a stateful snapshot, carry
+the TPM's state (the PCRs survive). Bad input: verify without a baseline, measured boot
+of a VM booted by SeaBIOS.
+
+Live migration between two cumulod on this machine (each in its own network namespace,
+joined by a veth: ``two_hosts`` of test_migration_cli). The root disk is mirrored over
+NBD, RAM and device state follow; the guest runs on without a new boot (same boot id,
+uptime goes on, a file in its tmpfs is still there), ``exec`` works through the guest
+agent on the destination, its PCRs are the same (the TPM's state went along), the UEFI
+variable store is in the destination's instance dir with the same bytes, and nothing of
+the VM stays on the source (QEMU, swtpm, cgroup, files).
+
+One guest for the whole module (a Debian boot on TCG takes minutes), on the first host:
+the read-only tests first, then the ones that checkpoint it and change its kernel, the
+migration last.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from tests.system.conftest import Daemon, netns_daemon
+from cumulo.drivers.vm import firmware
+from tests.system.conftest import Daemon
+from tests.system.test_migration_cli import qemus, two_hosts
 from tests.system.test_vm_boot_disk import BOOT_WAIT, _debian_vm_disk, _qemus
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
@@ -44,15 +62,30 @@ def _tpm(d: Daemon, name: str = VM) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def mb_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Daemon]]:
+    """Two hosts; the guest booted on the first, the second with the same image."""
     disk = _debian_vm_disk()
-    with netns_daemon(tmp_path_factory.mktemp("mboot"), "mbt") as d:
-        d.cli("network", "create", "lan", "--subnet", "10.97.0.0/24")
-        d.cli("image", "import", str(disk), "--alias", "debian-vm", timeout=600)
-        d.cli("launch", "debian-vm", VM, "--type", "vm", "--firmware", "uefi", "--tpm",
+    with two_hosts(tmp_path_factory.mktemp("mboot")) as (a, b):
+        a.cli("network", "create", "lan", "--subnet", "10.97.0.0/24")
+        a.cli("image", "import", str(disk), "--alias", "debian-vm", timeout=600)
+        a.cli("launch", "debian-vm", VM, "--type", "vm", "--firmware", "uefi", "--tpm",
               "--network", "lan", "--memory", "512MiB")
-        _wait_agent(d, VM)
-        yield d
+        # b gets the same image while the guest boots (the migration would send it otherwise)
+        imported: list[str] = []
+        t = threading.Thread(target=lambda: imported.append(
+            b.cli("image", "import", str(disk), "--alias", "debian-vm", timeout=600).stdout))
+        t.start()
+        a.cli("remote", "add", "b", "https://10.77.0.2:8443", "--token",
+              b.cli("remote", "token").stdout.strip())
+        _wait_agent(a, VM)
+        t.join(timeout=600)
+        assert imported
+        yield a, b
+
+
+@pytest.fixture
+def mb_daemon(pair: tuple[Daemon, Daemon]) -> Daemon:
+    return pair[0]
 
 
 def test_info_tpm_shows_the_measured_chain(mb_daemon: Daemon) -> None:
@@ -94,7 +127,7 @@ def test_measured_boot_errors_are_one_clear_line(mb_daemon: Daemon) -> None:
     finally:
         d.cli("stop", "mbios", "--force")
         d.cli("delete", "mbios")
-    assert not _qemus("mbios")
+    assert not _qemus(d, "mbios")
     r = d.cli("tpm", "baseline", "nope", check=False)
     assert r.returncode != 0 and "not found" in r.stderr
 
@@ -103,7 +136,7 @@ def test_a_checkpoint_carries_the_tpm_state(mb_daemon: Daemon) -> None:
     d = mb_daemon
     before = _tpm(d)["pcrs"]
     d.cli("checkpoint", VM, timeout=600)
-    assert not _qemus(VM)
+    assert not _qemus(d, VM)
     d.cli("restore", VM, timeout=600)
     # the guest ran on (no new boot): its TPM has the same PCRs, swtpm got them back
     # from the checkpoint; the UEFI variables file stayed with the instance
@@ -145,3 +178,53 @@ def test_verify_passes_after_a_restart_and_fails_after_the_kernel_changed(
     # the new chain becomes the baseline: it verifies again
     d.cli("tpm", "baseline", VM)
     assert d.cli("tpm", "verify", VM).returncode == 0
+
+
+def _swtpms(state_dir: Path) -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "swtpm" and str(state_dir) in " ".join(p.info["cmdline"]
+                                                                        or [])]
+
+
+def _vars_file(d: Daemon) -> Path:
+    [found] = list(d.state_dir.rglob("efivars.fd"))
+    return found
+
+
+def test_the_uefi_disk_vm_with_its_vtpm_migrates_live(pair: tuple[Daemon, Daemon]) -> None:
+    a, b = pair
+    boot_id = a.cli("exec", VM, "--", "cat", "/proc/sys/kernel/random/boot_id").stdout
+    up_before = float(a.cli("exec", VM, "--", "cat", "/proc/uptime").stdout.split()[0])
+    a.cli("exec", VM, "--", "sh", "-c", "echo in-ram > /run/marker;"
+          " echo on-disk > /root/moved; sync")
+    pcrs = _tpm(a, VM)["pcrs"]
+    vars_digest = hashlib.sha256(_vars_file(a).read_bytes()).hexdigest()
+    # OVMF wrote its boot entries there: a fresh copy of the template would not pass below
+    blank = firmware.ovmf_dir() / firmware.OVMF_VARS
+    assert hashlib.sha256(blank.read_bytes()).hexdigest() != vars_digest
+    assert _swtpms(a.state_dir) and qemus(a.state_dir, emulators_only=True)
+
+    r = a.cli("migrate", VM, "--to", "b", timeout=900)
+    m = re.search(r"total (\d+) ms, downtime (\d+) ms", r.stderr)
+    assert m, r.stderr
+    print(f"UEFI disk VM with vTPM, live on TCG: {r.stderr.strip()}")
+
+    # it runs on b, the same boot: boot id, uptime on, RAM (its tmpfs) and disk came along
+    assert json.loads(b.cli("info", VM, "--format", "json").stdout)["state"] == "running"
+    assert b.cli("exec", VM, "--", "cat", "/proc/sys/kernel/random/boot_id").stdout == boot_id
+    assert float(b.cli("exec", VM, "--", "cat", "/proc/uptime").stdout.split()[0]) > up_before
+    assert b.cli("exec", VM, "--", "cat", "/run/marker").stdout == "in-ram\n"
+    b.cli("exec", VM, "--", "sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches")
+    assert b.cli("exec", VM, "--", "cat", "/root/moved").stdout == "on-disk\n"
+    # the vTPM's state went along (same PCRs, read through b's swtpm), and so did the
+    # UEFI variable store: b's file has the source's bytes
+    assert _tpm(b, VM)["pcrs"] == pcrs
+    assert _swtpms(b.state_dir)
+    assert hashlib.sha256(_vars_file(b).read_bytes()).hexdigest() == vars_digest
+
+    # nothing of it on a: no instance, QEMU, swtpm, cgroup, instance dir or VARS file
+    assert json.loads(a.cli("list", "--format", "json").stdout) == []
+    assert not qemus(a.state_dir) and not _swtpms(a.state_dir)
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{a.cgroup_parent}/*{VM}*"))
+    assert not list(a.state_dir.rglob("efivars.fd"))
+    assert not [p for p in a.state_dir.rglob(f"*{VM}*")], list(a.state_dir.rglob(f"*{VM}*"))

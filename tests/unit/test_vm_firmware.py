@@ -33,10 +33,14 @@ def test_uefi_is_the_default_where_ovmf_is_installed(monkeypatch: pytest.MonkeyP
     (tmp_path / "i").mkdir()
     vars_file = firmware.prepare_vars(tmp_path / "i")
     assert vars_file.read_bytes() == b"x"      # this VM's own copy
-    args = firmware.qemu_args("uefi", vars_file)
+    args = firmware.qemu_args("uefi", vars_file, tmp_path / "i")
     assert f"file={tmp_path / firmware.OVMF_CODE}" in args[1] and "readonly=on" in args[1]
     assert args[3].endswith(f"file={vars_file}")
-    assert "etc/sercon-port" in " ".join(firmware.qemu_args("bios", None))
+    # SeaBIOS reads its console port as a little-endian integer of 1, 2, 4 or 8 bytes
+    args = firmware.qemu_args("bios", None, tmp_path / "i")
+    sercon = tmp_path / "i" / firmware.SERCON_FILE
+    assert f"name=etc/sercon-port,file={sercon}" in args
+    assert sercon.read_bytes() == b"\xf8\x03"
 
 
 def _console(tmp_path: Path, text: bytes) -> Path:

@@ -237,9 +237,11 @@ def _debian_version(rootfs: Path) -> str:
         return ""
 
 
-def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None = None
-                 ) -> ImageRecord:
-    """Build ``debian/<release>`` into ``files``; nothing stays behind when it fails."""
+def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None = None,
+                 customize: Callable[[Path], None] | None = None) -> ImageRecord:
+    """Build ``debian/<release>`` into ``files``; nothing stays behind when it fails.
+    ``customize`` (a VM disk only) changes the tree before its disk is made (the tests
+    trim their image with it)."""
     report = progress or _noop
     if os.geteuid() != 0:
         raise UnsupportedError("building a Debian image needs root (mmdebstrap --mode=root)")
@@ -247,7 +249,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
         if not any(Path(d, tool).exists() for d in os.get_exec_path()):
             raise not_installed(tool, "build Debian images")
     if spec.vm:
-        return _build_vm(files, spec, report)
+        return _build_vm(files, spec, report, customize)
     with files.staged(f"building debian/{spec.release}", rootfs=False) as staging:
         rootfs = staging / kinds.ROOTFS
         cache = CACHE_ROOT / spec.suite
@@ -273,7 +275,8 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
     return record
 
 
-def _build_vm(files: ImageFiles, spec: DebianSpec, report: Progress) -> ImageRecord:
+def _build_vm(files: ImageFiles, spec: DebianSpec, report: Progress,
+              customize: Callable[[Path], None] | None) -> ImageRecord:
     """A vm-disk image: the tree made by mmdebstrap, then a bootable qcow2 of it."""
     if not bootdisk.has_grub()[0]:
         raise not_installed("grub-mkimage", "make a BIOS-bootable disk (grub-pc-bin)")
@@ -285,6 +288,8 @@ def _build_vm(files: ImageFiles, spec: DebianSpec, report: Progress) -> ImageRec
         report(0.90, "making the bootable disk")
         _tidy(tree)
         system.prepare_vm(tree)
+        if customize is not None:
+            customize(tree)
         version = _debian_version(tree)
         secure = bootdisk.signed_chain(tree)
         work = staging / "work"

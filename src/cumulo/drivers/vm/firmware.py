@@ -34,8 +34,12 @@ OVMF_CODE, OVMF_VARS = "OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"
 SB_CODE, SB_VARS = "OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"
 SB_ARGS = ["-global", "driver=cfi.pflash01,property=secure,value=on"]
 VARS_FILE = "efivars.fd"              # in the instance dir
-# SeaBIOS prints to the serial port only when told where it is
-SEABIOS_SERCON = ["-fw_cfg", "name=etc/sercon-port,string=0x3f8"]
+# SeaBIOS prints to the serial port only when told where it is: fw_cfg's etc/sercon-port,
+# read as an integer of 1, 2, 4 or 8 little-endian bytes (a string such as "0x3f8" is 5
+# bytes: SeaBIOS ignored it and said nothing, so a disk with nothing to boot showed only
+# as a timeout); a file in the instance dir, written where QEMU's command line is made
+SERCON_FILE = "sercon-port"
+SERCON_PORT = 0x3F8                   # COM1, the guest's ttyS0
 SEABIOS_NO_RETRY = ["-boot", "strict=on,reboot-timeout=-1"]
 BOOT_CHECK = 60.0                     # seconds for the bootloader to show up (TCG: ~5 s)
 SB_BOOT_CHECK = 180.0                 # with secure boot: for the kernel (TCG: ~30 s)
@@ -98,7 +102,20 @@ def prepare_vars(instance_dir: Path, secure_boot: bool = False) -> Path:
     return dest
 
 
-def qemu_args(firmware: str, vars_file: Path | None, secure_boot: bool = False) -> list[str]:
+def sercon_file(instance_dir: Path) -> Path:
+    """The file telling SeaBIOS its serial console's port (see SERCON_FILE)."""
+    path = instance_dir / SERCON_FILE
+    data = SERCON_PORT.to_bytes(2, "little")
+    try:
+        if not path.is_file() or path.read_bytes() != data:
+            path.write_bytes(data)
+    except OSError as err:
+        raise DriverError(f"cannot write SeaBIOS's console port file: {err}") from err
+    return path
+
+
+def qemu_args(firmware: str, vars_file: Path | None, instance_dir: Path,
+              secure_boot: bool = False) -> list[str]:
     """The firmware's flash (UEFI) or SeaBIOS's settings; with secure boot the flash
     is writable only from SMM (the machine needs smm=on, see qemu_cmd)."""
     if firmware == UEFI and vars_file is not None:
@@ -106,7 +123,8 @@ def qemu_args(firmware: str, vars_file: Path | None, secure_boot: bool = False) 
         return [*(SB_ARGS if secure_boot else []),
                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
-    return [*SEABIOS_SERCON, *SEABIOS_NO_RETRY]
+    return ["-fw_cfg", f"name=etc/sercon-port,file={sercon_file(instance_dir)}",
+            *SEABIOS_NO_RETRY]
 
 
 def _last_lines(data: bytes, count: int = 2, markers: tuple[bytes, ...] = FAILED) -> str:

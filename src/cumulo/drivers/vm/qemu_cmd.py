@@ -276,7 +276,8 @@ def _kernel(spec: VmSpec) -> list[str]:
     if spec.firmware_only or spec.firmware:
         if spec.machine == Machine.MICROVM:
             raise InvalidInputError("microvm has no firmware: it needs a kernel")
-        return firmware.qemu_args(spec.firmware, spec.efi_vars, spec.secure_boot) \
+        return firmware.qemu_args(spec.firmware, spec.efi_vars, spec.serial_log.parent,
+                                  spec.secure_boot) \
             if spec.firmware else []
     return ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
 
