@@ -78,7 +78,7 @@ def _unsigned_disk(path: Path) -> Path:
 
 def test_a_signed_debian_disk_boots_with_secure_boot(sb_daemon: Daemon, sb_vm: str) -> None:
     d = sb_daemon
-    qemu = _qemus(VM)[0]   # OVMF's secure-boot build, its flash writable from SMM only
+    qemu = _qemus(d, VM)[0]   # OVMF's secure-boot build, its flash writable from SMM only
     assert "q35,smm=on" in qemu and "property=secure,value=on" in qemu
     assert "OVMF_CODE_4M.secboot.fd" in qemu
     info = d.cli("info", VM).stdout
@@ -122,9 +122,9 @@ def test_a_checkpoint_keeps_secure_boot(sb_daemon: Daemon, sb_vm: str) -> None:
     # a checkpoint and restore bring back the same machine: firmware, keys, SMM
     d.cli("exec", VM, "--", "sh", "-c", "echo kept > /run/marker")
     d.cli("checkpoint", VM, timeout=600)
-    assert not _qemus(VM)
+    assert not _qemus(d, VM)
     d.cli("restore", VM, timeout=600)
-    assert "q35,smm=on" in _qemus(VM)[0]
+    assert "q35,smm=on" in _qemus(d, VM)[0]
     assert d.cli("exec", VM, "--", "cat", "/run/marker").stdout == "kept\n"
     assert d.cli("exec", VM, "--", "mokutil", "--sb-state").stdout.strip() \
         == "SecureBoot enabled"
@@ -135,7 +135,7 @@ def test_a_checkpoint_keeps_secure_boot(sb_daemon: Daemon, sb_vm: str) -> None:
     assert "console=ttyS0,115200n8" in cfg and "serial --unit=0 --speed=115200" in cfg
     d.cli("stop", VM, "--force")
     d.cli("delete", VM)
-    assert not _qemus(VM)
+    assert not _qemus(d, VM)
 
 
 def test_an_unsigned_bootloader_is_refused_with_a_clear_error(sb_daemon: Daemon,
@@ -151,7 +151,7 @@ def test_an_unsigned_bootloader_is_refused_with_a_clear_error(sb_daemon: Daemon,
     assert "BdsDxe: failed to load" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert time.monotonic() - t0 < 300          # bounded (SB_BOOT_CHECK), not a hang
-    assert not _qemus("u1") and "u1" not in d.cli("list").stdout
+    assert not _qemus(d, "u1") and "u1" not in d.cli("list").stdout
     # the same disk without secure boot: the firmware runs its GRUB
     d.cli("launch", "unsigned", "u2", "--type", "vm", "--firmware", "uefi", timeout=400)
     assert "Welcome to GRUB" in d.cli("logs", "u2").stdout
@@ -168,7 +168,7 @@ def test_secure_boot_bad_input_is_one_line(sb_daemon: Daemon) -> None:
                   check=False)
         assert r.returncode != 0 and said in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
-        assert not _qemus("bad") and "bad" not in d.cli("list").stdout
+        assert not _qemus(d, "bad") and "bad" not in d.cli("list").stdout
     d.cli("image", "build", "busybox")
     for type_, said in (("vm", "--secure-boot applies to VMs booted from a disk image"),
                         ("container", "option 'security.secureboot' does not apply")):
