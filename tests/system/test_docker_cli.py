@@ -88,7 +88,12 @@ def test_run_interactive_with_a_tty(dk: DockerHost, tmp_path: Path) -> None:
                            " docker run -it --rm --name tty1 busybox sh",
                            "/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, env=dk.env) as proc:
-        _tty_session(dk, proc)
+        try:
+            _tty_session(dk, proc)
+        finally:   # a failed session must not leave the with block waiting for the CLI
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
     assert "tty1" not in dk.run("ps", "-a", "--format", "{{.Names}}").stdout
 
 
@@ -104,14 +109,20 @@ def _tty_session(dk: DockerHost, proc: subprocess.Popen[bytes]) -> None:
         done.set()
 
     threading.Thread(target=read, daemon=True).start()
-    dk.wait_for(lambda: b"/ # " in seen, "the shell's prompt")
+
+    def wait_for(text: bytes, what: str) -> None:
+        try:
+            dk.wait_for(lambda: text in seen, what)
+        except AssertionError as err:
+            raise AssertionError(f"{err}; the terminal showed {bytes(seen)!r}") from None
+    wait_for(b"/ # ", "the shell's prompt")
     proc.stdin.write(b"echo tty-$((6*7)); [ -t 0 ] && echo is-$((1+1))-tty\n")
     proc.stdin.flush()
-    dk.wait_for(lambda: b"is-2-tty" in seen, "the command's output")   # not the echo
+    wait_for(b"is-2-tty", "the command's output")   # not the echo
     assert b"tty-42" in seen
     proc.stdin.write(b"stty size\n")     # the client's window, through the resize call
     proc.stdin.flush()
-    dk.wait_for(lambda: b"33 101" in seen, "the window size")
+    wait_for(b"33 101", "the window size")
     proc.stdin.write(b"exit 4\n")
     proc.stdin.flush()
     assert proc.wait(60) == 4, bytes(seen)

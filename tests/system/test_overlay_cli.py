@@ -188,7 +188,8 @@ def test_a_subnet_of_another_projects_network_is_refused(cluster: Cluster) -> No
     (m1, m2, _), nss = cluster
     m1.cli("network", "create", "mine", "--type", "overlay", "--subnet", "10.241.0.0/24")
     m2.cli("project", "create", "other")
-    try:
+    try:   # (the other members make their side of "mine" a moment later)
+        poll("mine on every member", lambda: tunnels_up(m1, "mine", 3))
         links = {ns: out(ns, "ip", "-o", "link", "show") for ns in nss}
         one_line_error(m2.cli("--project", "other", "network", "create", "theirs", "--type",
                               "overlay", "--subnet", "10.241.0.0/25", check=False),
