@@ -25,10 +25,6 @@ _MODULE_SECONDS = {
     # first of them to start)
     "system/test_vm_measured_boot.py": 330, "system/test_vm_cloud_init.py": 240,
     "system/test_vm_boot_disk.py": 30, "system/test_system_container.py": 140,
-    "system/test_vm_secure_boot.py": 150, "system/test_migration_faults.py": 150,
-    "system/test_overlay_cli.py": 150, "system/test_cluster_cli.py": 140,
-    "system/test_docker_cli.py": 70, "system/test_appvm_kernel.py": 70,
-    "system/test_soak.py": 45, "system/test_concurrency.py": 40,
     "system/test_migration_cli.py": 90, "system/test_image_io.py": 76,
     "integration/test_firewall.py": 67, "integration/test_vm_root_disk.py": 63,
     "system/test_appvm_cli.py": 57, "system/test_exec_interrupt.py": 58,
