@@ -21,24 +21,14 @@ from pathlib import Path
 import pytest
 
 from tests.system.conftest import BIN, Daemon, netns_daemon
-from tests.system.test_vm_boot_disk import BOOT_WAIT, _debian_vm_disk, _qemus
+from tests.system.test_vm_boot_disk import _debian_vm_disk, _qemus
 from tests.system.test_vm_console import Pty
+from tests.system.test_vm_measured_boot import _wait_agent as _wait_up
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
               pytest.mark.timeout(1800)]
 VM = "sb1"
 MIB = 2**20
-
-
-def _wait_up(d: Daemon, name: str) -> None:
-    deadline = time.monotonic() + BOOT_WAIT
-    while True:   # qemu-guest-agent answers once systemd started it
-        r = d.cli("exec", name, "--", "systemctl", "is-system-running", check=False,
-                  timeout=300)
-        if r.stdout.strip() in ("running", "degraded"):
-            return
-        assert time.monotonic() < deadline, f"{name} did not come up: {r.stdout} {r.stderr}"
-        time.sleep(3)
 
 
 @pytest.fixture(scope="module")
