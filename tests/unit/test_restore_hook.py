@@ -21,7 +21,7 @@ def run_hook(instance_dir: Path, pid: int) -> int:
 
 def test_the_hook_hands_the_pid_and_waits_for_the_wiring(tmp_path: Path) -> None:
     got: list[int] = []
-    with restore_hook.Plugger(tmp_path, got.append) as plug:
+    with restore_hook.Plugger(tmp_path, got.append, lock=False) as plug:
         assert run_hook(tmp_path, 4242) == 0
     assert got == [4242] and plug.wired and plug.error is None
     assert sorted(p.name for p in tmp_path.iterdir()) == []   # its files are gone
@@ -31,7 +31,7 @@ def test_a_failed_wiring_fails_the_hook_with_its_cause(tmp_path: Path) -> None:
     def wire(pid: int) -> None:
         raise RuntimeError(f"no bridge for {pid}")
 
-    with restore_hook.Plugger(tmp_path, wire) as plug:
+    with restore_hook.Plugger(tmp_path, wire, lock=False) as plug:
         assert run_hook(tmp_path, 7) == 1
     assert not plug.wired and "no bridge for 7" in str(plug.error)
 

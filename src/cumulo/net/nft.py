@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from cumulo.errors import DriverError, UnsupportedError
@@ -23,11 +24,13 @@ def table_name(tag: str) -> str:
     return f"cumulo_{tag}"
 
 
-def _nft(payload: dict[str, Any] | None, *args: str) -> str:
+def _nft(payload: dict[str, Any] | None, *args: str, netns: Path | None = None) -> str:
     nft = shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin")
     if nft is None:
         raise UnsupportedError("networks need nftables: install the nftables package")
     cmd = [nft, "-j", *args] if payload is None else [nft, "-j", *args, "-f", "-"]
+    if netns is not None:
+        cmd = ["nsenter", f"--net={netns}", *cmd]
     try:
         r = subprocess.run(cmd, input=None if payload is None else json.dumps(payload),
                            capture_output=True, text=True, timeout=TIMEOUT)
@@ -70,3 +73,25 @@ def list_tables(prefix: str = "cumulo_") -> list[str]:
     out = json.loads(_nft(None, "list", "tables") or '{"nftables": []}')
     names = [item["table"]["name"] for item in out.get("nftables", []) if "table" in item]
     return sorted(n for n in names if n.startswith(prefix))
+
+
+RESTORE_LOCK = {"family": "inet", "name": "cumulo_restore_lock"}
+
+
+def lock_input(netns: Path) -> None:
+    """Drop every packet that comes into ``netns`` but over ``lo``: a restored container's
+    NICs are wired before CRIU has put its TCP sockets back, and a segment arriving in
+    between would be answered with a reset (CRIU locks only the netns it dumps)."""
+    table = RESTORE_LOCK
+    chain = {"family": table["family"], "table": table["name"], "name": "input",
+             "type": "filter", "hook": "input", "prio": -300, "policy": "drop"}
+    lo = {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}}
+    _nft({"nftables": [{"add": {"table": table}}, {"add": {"chain": chain}},
+                       {"add": {"rule": {"family": table["family"], "table": table["name"],
+                                         "chain": "input", "expr": [lo, {"accept": None}]}}}]},
+         netns=netns)
+
+
+def unlock_input(netns: Path) -> None:
+    """Remove ``lock_input``'s table (the peers' retransmissions then reach the sockets)."""
+    _nft({"nftables": [{"delete": {"table": RESTORE_LOCK}}]}, netns=netns)

@@ -577,6 +577,7 @@ class ContainerDriver:
                                            runtime_args=tuple(self.runtime.criu_args(criu)))
             if not plug.wired:   # runc ran no hook: wire them now
                 plug.wire(pid)
+            plug.unlock()
             self._started(host_id).touch()
         except RuntimeToolError as err:
             with contextlib.suppress(CumuloError):

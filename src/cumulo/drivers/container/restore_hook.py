@@ -11,6 +11,12 @@ writes that state to ``plug.json`` in the instance dir and waits (bounded) for t
 driver's answer, ``plugged`` or ``plug-failed``. ``Plugger`` is the driver's side: a
 thread that waits for ``plug.json``, calls the service's ``on_created(pid)`` (the same
 wiring as at a start) and answers. The hook is removed again after the restore.
+
+CRIU locks the network of a netns it dumps, not of this new one: a peer's segment that
+came in over a freshly wired NIC before CRIU had put the socket back would be answered
+with a reset, and the connection lost. So the netns drops all input but ``lo`` from
+before the wiring until the driver calls ``unlock`` once the restore is done; the
+peers' retransmissions then reach the restored sockets.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from cumulo.errors import UnsupportedError
+from cumulo.net import nft
 
 STATE = "plug.json"
 DONE = "plugged"
@@ -77,9 +86,11 @@ def clear(instance_dir: Path) -> None:
 class Plugger:
     """Waits for the hook's ``plug.json`` and wires the NICs into that pid's netns."""
 
-    def __init__(self, instance_dir: Path, wire: Callable[[int], None]) -> None:
-        self.instance_dir, self.wire = instance_dir, wire
+    def __init__(self, instance_dir: Path, wire: Callable[[int], None],
+                 lock: bool = True) -> None:
+        self.instance_dir, self.wire, self.lock = instance_dir, wire, lock
         self.wired = False
+        self.pid: int | None = None    # the netns whose input is locked
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cumulo-restore-plug",
@@ -95,6 +106,12 @@ class Plugger:
         self._thread.join(WAIT_S)
         clear(self.instance_dir)
 
+    def unlock(self) -> None:
+        """Let packets into the restored netns again (a no-op if it was not locked)."""
+        if self.pid is not None:
+            nft.unlock_input(Path(f"/proc/{self.pid}/ns/net"))
+            self.pid = None
+
     def _run(self) -> None:
         state, done, failed = _files(self.instance_dir)
         deadline = time.monotonic() + 10 * WAIT_S
@@ -106,6 +123,10 @@ class Plugger:
             return
         try:
             pid = int(json.loads(state.read_text())["pid"])
+            if self.lock:
+                with contextlib.suppress(UnsupportedError):   # no nft: no NIC to lock
+                    nft.lock_input(Path(f"/proc/{pid}/ns/net"))
+                    self.pid = pid
             self.wire(pid)
             self.wired = True
             done.touch()

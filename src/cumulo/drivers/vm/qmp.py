@@ -13,7 +13,7 @@ from typing import Any
 
 from qemu.qmp import QMPClient, QMPError
 from qemu.qmp.protocol import ConnectError
-from qemu.qmp.qmp_client import NegotiationError
+from qemu.qmp.qmp_client import GreetingError, NegotiationError
 
 from cumulo.errors import DriverError
 
@@ -38,11 +38,12 @@ def execute(socket: Path, command: str, args: dict[str, Any] | None = None,
             try:
                 return asyncio.run(asyncio.wait_for(_execute(socket, command, args), timeout))
             except ConnectError as err:
-                # an event can overtake the greeting's reply (seen during an incoming
-                # migration), and reading the greeting failed once with EINVAL (a disk
-                # VM's mirror to its migration's destination, on a loaded host); nothing
-                # ran yet, so connecting again is safe. No socket, no QEMU: at once.
-                if not isinstance(err.exc, NegotiationError | OSError) or \
+                # an event can overtake the greeting or its reply (seen during an
+                # incoming migration and a disk mirror to a migration's destination),
+                # and reading the greeting failed once with EINVAL (that mirror, on a
+                # loaded host); nothing ran yet, so connecting again is safe. No
+                # socket, no QEMU: at once.
+                if not isinstance(err.exc, GreetingError | NegotiationError | OSError) or \
                         isinstance(err.exc, FileNotFoundError | ConnectionRefusedError):
                     raise
                 time.sleep(0.05)
