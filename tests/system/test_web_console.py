@@ -1,7 +1,8 @@
 """The web console in a real browser: Playwright drives Debian's Chromium against a real
-cumulod serving HTTPS on loopback (its self-signed certificate accepted as a user
-would). Sign in, launch from the form, use the terminal, watch a graph, stop and delete;
-a VM's serial console; a bad launch shows the API's error; a viewer sees but may not act.
+cumulod serving HTTPS (its self-signed certificate accepted as a user would), the
+browser in a netns of its own. Sign in, launch from the form, use the terminal, watch
+a graph, stop and delete; a VM's serial console; a bad launch shows the API's error; a
+viewer sees but may not act.
 
 One browser for the module, a fresh page (and sessionStorage) per test; every page must
 end with no console errors. Screenshots go to the test's tmp dir (the path is printed;
@@ -15,10 +16,12 @@ import os
 import re
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,27 +49,62 @@ os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright: pip install -e .[dev]")
 
 
-def free_port() -> int:
+def free_port(host: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str]]:
-    """A cumulod serving HTTPS on loopback (history every second), with busybox built."""
-    port = free_port()
-    with running_daemon(tmp_path_factory.mktemp("web"),
-                        ("--listen", f"127.0.0.1:{port}", "--history-interval", "1")) as d:
-        d.cli("image", "build", "busybox")
-        yield d, f"https://127.0.0.1:{port}"
+def browser_net() -> Iterator[tuple[str, str]]:
+    """A netns of its own for the browser, joined to the host by a veth: Chromium aborts
+    its requests with ERR_NETWORK_CHANGED when addresses come and go in its netns, and
+    the other tests' bridges and veths come and go in the host's. Yields the netns and
+    the host end's address (where the daemon listens)."""
+    tag = uuid.uuid4().hex[:8]
+    ns, host_if = f"cu-t-ui{tag}", f"cu-t-ui{tag}"[:15]
+    third = int(tag[:2], 16)
+    host_ip, ns_ip = f"10.251.{third}.1", f"10.251.{third}.2"
+    cmds = [["ip", "netns", "add", ns],
+            ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns],
+            ["ip", "addr", "add", f"{host_ip}/30", "dev", host_if],
+            ["ip", "link", "set", host_if, "up"],
+            ["ip", "-n", ns, "addr", "add", f"{ns_ip}/30", "dev", "eth0"],
+            ["ip", "-n", ns, "link", "set", "eth0", "up"],
+            ["ip", "-n", ns, "link", "set", "lo", "up"]]
+    try:
+        for cmd in cmds:
+            subprocess.run(cmd, check=True, timeout=30)
+        yield ns, host_ip
+    finally:
+        subprocess.run(["ip", "link", "delete", host_if], check=False, timeout=30,
+                       capture_output=True)
+        subprocess.run(["ip", "netns", "delete", ns], check=False, timeout=30)
 
 
 @pytest.fixture(scope="module")
-def browser_context() -> Iterator[Any]:
+def web(tmp_path_factory: pytest.TempPathFactory, browser_net: tuple[str, str]
+        ) -> Iterator[tuple[Daemon, str]]:
+    """A cumulod serving HTTPS on the browser's veth (history every second), with busybox
+    built."""
+    host = browser_net[1]
+    port = free_port(host)
+    with running_daemon(tmp_path_factory.mktemp("web"),
+                        ("--listen", f"{host}:{port}", "--history-interval", "1")) as d:
+        d.cli("image", "build", "busybox")
+        yield d, f"https://{host}:{port}"
+
+
+@pytest.fixture(scope="module")
+def browser_context(browser_net: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[Any]:
+    wrapper = tmp_path_factory.mktemp("chromium") / "chromium"
+    wrapper.write_text(f'#!/bin/sh\nexec nsenter --net=/run/netns/{browser_net[0]}'
+                       f' {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
     with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         ctx = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), args=ARGS, headless=True,
+            profile, executable_path=str(wrapper), args=ARGS, headless=True,
             viewport={"width": 1280, "height": 800},
             ignore_https_errors=True)   # self-signed: the fingerprint is checked below
         ctx.set_default_timeout(WAIT_MS)
