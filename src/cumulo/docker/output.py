@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -26,8 +27,9 @@ from cumulo.domain.models import Instance
 if TYPE_CHECKING:
     from cumulo.docker.containers import Containers
 
+log = logging.getLogger(__name__)
 POLL = 0.025             # how often a followed log is read again
-STDIN_WAIT = 10.0        # seconds conmon may take to open its attach socket
+STDIN_WAIT = 30.0        # seconds conmon may take to open its attach socket (loaded host)
 
 
 def _rfc3339_seconds(stamp: bytes) -> float:
@@ -158,7 +160,8 @@ async def attach(c: Containers, inst: Instance, request: Request) -> Response:
                         await loop.sock_sendall(sock, piece)
                 if not chunk:
                     return
-        except (OSError, e.CumuloError):
+        except (OSError, e.CumuloError) as err:   # the client's input is lost: say so
+            log.warning("docker attach: input to %s dropped: %s", name, err)
             return
         finally:
             if sock is not None:   # end of input; the drain closes it once conmon does
