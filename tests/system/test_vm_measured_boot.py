@@ -2,11 +2,11 @@
 live migration.
 
 Measured boot: OVMF and GRUB measure the chain (PCRs 0-9), `info --tpm` reads the PCRs
-and the event log through the QEMU guest agent and the log replays to them, a baseline
-verifies after a restart of the same chain and fails after the guest's kernel changed
-(PCR 9 named, with the event); a checkpoint and restore, and a stateful snapshot, carry
-the TPM's state (the PCRs survive). Bad input: verify without a baseline, measured boot
-of a VM booted by SeaBIOS.
+and the event log through the QEMU guest agent and the log replays to them; after a
+restart with the guest's kernel changed, verify names PCR 9 and the kernel's event and
+nothing else (the rest of the chain replays as in the baseline); a checkpoint and
+restore, and a stateful snapshot, carry the TPM's state (the PCRs survive). Bad input:
+verify without a baseline, measured boot of a VM booted by SeaBIOS.
 
 Live migration between two cumulod on this machine (each in its own network namespace,
 joined by a veth: ``two_hosts`` of test_migration_cli). The root disk is mirrored over
@@ -153,15 +153,15 @@ def test_a_checkpoint_carries_the_tpm_state(mb_daemon: Daemon) -> None:
     d.cli("snapshot", "delete", VM, "s1")
 
 
-def test_verify_passes_after_a_restart_and_fails_after_the_kernel_changed(
+def test_verify_after_a_restart_finds_the_changed_kernel_and_nothing_else(
         mb_daemon: Daemon, tmp_path: Path) -> None:
+    """One restart serves both halves: after it, every event but the changed kernel's
+    replays as in the baseline (a restart of the same chain verifies), and the kernel's
+    new digest is named."""
     d = mb_daemon
     out = d.cli("tpm", "baseline", VM).stdout
     assert "Recorded the measured-boot baseline" in out
-    d.cli("restart", VM, "--timeout", "240", timeout=600)
-    _wait_agent(d, VM)
-    r = d.cli("tpm", "verify", VM, check=False)
-    assert r.returncode == 0 and "matches the baseline" in r.stdout, r.stdout + r.stderr
+    assert d.cli("tpm", "verify", VM).returncode == 0
     # the guest's kernel changes on its disk (a few bytes appended: it still boots)
     kernel = tmp_path / "vmlinuz"
     d.cli("file", "pull", VM, "/vmlinuz", str(kernel))
@@ -174,7 +174,9 @@ def test_verify_passes_after_a_restart_and_fails_after_the_kernel_changed(
     assert r.returncode == 1 and "CHANGED" in r.stdout, r.stdout + r.stderr
     assert "PCR 9 (files GRUB read" in r.stdout and "new: EV_IPL /vmlinuz" in r.stdout
     v = json.loads(d.cli("tpm", "verify", VM, "--format", "json", check=False).stdout)
-    assert [c["pcr"] for c in v["changed"]] == [9]    # firmware, GRUB, command line: same
+    # firmware, GRUB, command line, initrd and grub.cfg measured as before the restart:
+    # only the kernel's event is new
+    assert [(c["pcr"], c["events"]) for c in v["changed"]] == [(9, ["EV_IPL /vmlinuz"])]
     # the new chain becomes the baseline: it verifies again
     d.cli("tpm", "baseline", VM)
     assert d.cli("tpm", "verify", VM).returncode == 0

@@ -603,6 +603,8 @@ class InstanceService:
     # exec and console
     def exec(self, project: str, name: str, request: ExecRequest) -> ExecSession:
         inst = self._mine(self.store.get_instance(project, name))
+        if inst.state != State.RUNNING:   # the store may lag the host: a watchdog round
+            inst = self.refresh(inst)     # saw a stateful snapshot's pause, say
         guard(name, inst.state, Action.EXEC)
         if not request.command:
             raise InvalidInputError("exec needs a command")
