@@ -157,7 +157,7 @@ def test_ssh_with_the_given_key_over_the_dhcp_address(guest: Guest) -> None:
 
 
 def test_exec_with_a_terminal_runs_on_a_pty_in_the_guest(guest: Guest) -> None:
-    """exec -t (interactive use: tests/system/test_vm_secure_boot.py), stdin not a tty."""
+    """exec -t (interactive use: tests/system/test_vm_measured_boot.py), stdin not a tty."""
     r = guest.d.cli("exec", "-t", "ci1", "--", "sh", "-c", "tty; exit 3", check=False,
                     input="", timeout=120)
     assert r.returncode == 3 and "/dev/pts/" in r.stdout, r.stdout + r.stderr

@@ -1,9 +1,18 @@
-"""A Debian VM booted by UEFI from its own disk with a vTPM, on TCG: measured boot, then
-live migration.
+"""A Debian VM booted by UEFI from its own disk with secure boot and a vTPM, on TCG:
+secure boot, measured boot, exec with a terminal, then live migration.
+
+Secure boot: the `debian/12 --vm` disk (Debian's shim signed by Microsoft, GRUB and
+kernel signed by Debian) boots with `--secure-boot` (OVMF's secure-boot build with
+Microsoft's keys, q35 with SMM); the guest's firmware says SecureBoot is on, `info` says
+so, a checkpoint and restore and a live migration keep it. An unsigned bootloader is
+refused by the firmware: a clear error within a bounded time, nothing left (a tiny GPT
+disk with GRUB made here). Bad input: secure boot with SeaBIOS, on pc, for a
+direct-kernel VM. `exec -t`: a real pty in the guest (its own device, its size, ^C, the
+exit code), through the CLI.
 
 Measured boot: OVMF and GRUB measure the chain (PCRs 0-9), `info --tpm` reads the PCRs
 and the event log through the QEMU guest agent and the log replays to them; after a
-restart with the guest's kernel changed, verify names PCR 9 and the kernel's event and
+restart with the guest's initrd changed, verify names PCR 9 and the initrd's event and
 nothing else (the rest of the chain replays as in the baseline); a checkpoint and
 restore, and a stateful snapshot, carry the TPM's state (the PCRs survive). Bad input:
 verify without a baseline, measured boot of a VM booted by SeaBIOS.
@@ -26,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -36,13 +46,15 @@ import psutil
 import pytest
 
 from cumulo.drivers.vm import firmware
-from tests.system.conftest import Daemon
+from tests.system.conftest import BIN, Daemon
 from tests.system.test_migration_cli import qemus, two_hosts
 from tests.system.test_vm_boot_disk import BOOT_WAIT, _debian_vm_disk, _qemus
+from tests.system.test_vm_console import Pty
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
               pytest.mark.timeout(1800)]
 VM = "mb1"
+MIB = 2**20
 
 
 def _wait_agent(d: Daemon, name: str) -> None:
@@ -57,6 +69,23 @@ def _wait_agent(d: Daemon, name: str) -> None:
         time.sleep(3)
 
 
+def _unsigned_disk(path: Path) -> Path:
+    """A GPT disk whose EFI system partition holds GRUB made here (signed by no one)."""
+    with open(path, "wb") as f:
+        f.truncate(40 * MIB)
+    subprocess.run(["sfdisk", "--quiet", str(path)], check=True, text=True,
+                   input="label: gpt\nstart=2048, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n")
+    subprocess.run(["mkfs.vfat", "-F", "32", "--offset", "2048", str(path),
+                    str((40 * MIB - 2 * MIB) // 1024)], check=True, capture_output=True)
+    efi = path.with_name("BOOTX64.EFI")
+    subprocess.run(["grub-mkimage", "-O", "x86_64-efi", "-o", str(efi), "-p", "/boot/grub",
+                    "normal", "echo"], check=True)
+    img = f"-i{path}@@1M"
+    subprocess.run(["mmd", img, "::/EFI", "::/EFI/BOOT"], check=True)
+    subprocess.run(["mcopy", img, str(efi), "::/EFI/BOOT/BOOTX64.EFI"], check=True)
+    return path
+
+
 def _tpm(d: Daemon, name: str = VM) -> dict[str, Any]:
     return json.loads(d.cli("info", name, "--tpm", "--format", "json").stdout)  # type: ignore[no-any-return]
 
@@ -69,7 +98,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Dae
         a.cli("network", "create", "lan", "--subnet", "10.97.0.0/24")
         a.cli("image", "import", str(disk), "--alias", "debian-vm", timeout=600)
         a.cli("launch", "debian-vm", VM, "--type", "vm", "--firmware", "uefi", "--tpm",
-              "--network", "lan", "--memory", "512MiB")
+              "--secure-boot", "--network", "lan", "--memory", "512MiB")
         # b gets the same image while the guest boots (the migration would send it otherwise)
         imported: list[str] = []
         t = threading.Thread(target=lambda: imported.append(
@@ -111,6 +140,46 @@ def test_info_tpm_shows_the_measured_chain(mb_daemon: Daemon) -> None:
     assert "replays to the PCRs" in table and "EV_EFI_BOOT_SERVICES_APPLICATION" in table
 
 
+def test_a_signed_debian_disk_boots_with_secure_boot(mb_daemon: Daemon) -> None:
+    d = mb_daemon
+    qemu = _qemus(d, VM)[0]   # OVMF's secure-boot build, its flash writable from SMM only
+    assert "q35,smm=on" in qemu and "property=secure,value=on" in qemu
+    assert "OVMF_CODE_4M.secboot.fd" in qemu
+    info = d.cli("info", VM).stdout
+    assert "uefi, secure boot on" in info and "security.secureboot=true" in info, info
+    # the guest's view: the firmware's SecureBoot variable, and its kernel locked down
+    assert d.cli("exec", VM, "--", "mokutil", "--sb-state").stdout.strip() \
+        == "SecureBoot enabled"
+    logs = d.cli("logs", VM).stdout
+    assert "EFI stub: UEFI Secure Boot is enabled" in logs
+    assert "secureboot: Secure boot enabled" in logs
+
+
+def test_exec_with_a_terminal_in_a_vm_booted_from_its_disk(mb_daemon: Daemon) -> None:
+    d = mb_daemon
+    t = Pty([str(BIN / "cumulo"), "exec", "-t", VM, "--", "sh"], d.env)
+    try:
+        t.expect(b"# ", 120)                      # dash's prompt: it sees a terminal
+        t.send(b"tty; stty size; echo sum=$((6*7))\r")
+        seen = t.expect(b"sum=42")
+        assert b"/dev/pts/" in seen and b"not a tty" not in seen, seen
+        # ^C reaches the foreground job through the guest's pty; the job itself says it
+        # runs (dash made it the foreground group before that), so ^C cannot come early
+        t.send(b"sh -c 'echo sleeping-$((2+3)); exec sleep 300'\r")
+        t.expect(b"sleeping-5", 60)
+        t.send(b"\x03")
+        t.send(b"echo back=$((1+1))\r")
+        t.expect(b"back=2", 60)
+        t.send(b"exit 7\r")
+        assert t.proc.wait(60) == 7
+    finally:
+        t.close()
+    # the session is gone from the guest; exec without -t still works beside it
+    left = d.cli("exec", VM, "--", "sh", "-c", "ls /run/cumulo-tty;"
+                 " grep -lx sleep /proc/[0-9]*/comm || true").stdout
+    assert left.strip() == "", left
+
+
 def test_measured_boot_errors_are_one_clear_line(mb_daemon: Daemon) -> None:
     d = mb_daemon
     r = d.cli("tpm", "verify", VM, check=False)
@@ -132,6 +201,45 @@ def test_measured_boot_errors_are_one_clear_line(mb_daemon: Daemon) -> None:
     assert r.returncode != 0 and "not found" in r.stderr
 
 
+def test_an_unsigned_bootloader_is_refused_with_a_clear_error(mb_daemon: Daemon,
+                                                              tmp_path: Path) -> None:
+    d = mb_daemon
+    d.cli("image", "import", str(_unsigned_disk(tmp_path / "unsigned.raw")),
+          "--alias", "unsigned")
+    t0 = time.monotonic()
+    r = d.cli("launch", "unsigned", "u1", "--type", "vm", "--secure-boot", check=False,
+              timeout=400)
+    assert r.returncode != 0, r.stdout
+    assert "secure boot refused the VM's boot chain (Access Denied)" in r.stderr, r.stderr
+    assert "BdsDxe: failed to load" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - t0 < 300          # bounded (SB_BOOT_CHECK), not a hang
+    assert not _qemus(d, "u1") and "u1" not in d.cli("list").stdout
+    # the same disk without secure boot: the firmware runs its GRUB
+    d.cli("launch", "unsigned", "u2", "--type", "vm", "--firmware", "uefi", timeout=400)
+    assert "Welcome to GRUB" in d.cli("logs", "u2").stdout
+    d.cli("stop", "u2", "--force")
+    d.cli("delete", "u2")
+
+
+def test_secure_boot_bad_input_is_one_line(mb_daemon: Daemon) -> None:
+    d = mb_daemon
+    for args, said in (
+            (("--firmware", "bios"), "secure boot is a UEFI feature"),
+            (("--machine", "pc"), "secure boot needs --machine q35")):
+        r = d.cli("launch", "debian-vm", "bad", "--type", "vm", "--secure-boot", *args,
+                  check=False)
+        assert r.returncode != 0 and said in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert not _qemus(d, "bad") and "bad" not in d.cli("list").stdout
+    d.cli("image", "build", "busybox")
+    for type_, said in (("vm", "--secure-boot applies to VMs booted from a disk image"),
+                        ("container", "option 'security.secureboot' does not apply")):
+        r = d.cli("launch", "busybox", "bad", "--type", type_, "--secure-boot", check=False)
+        assert r.returncode != 0 and said in r.stderr, r.stderr
+        assert "bad" not in d.cli("list").stdout
+
+
 def test_a_checkpoint_carries_the_tpm_state(mb_daemon: Daemon) -> None:
     d = mb_daemon
     before = _tpm(d)["pcrs"]
@@ -142,6 +250,10 @@ def test_a_checkpoint_carries_the_tpm_state(mb_daemon: Daemon) -> None:
     # from the checkpoint; the UEFI variables file stayed with the instance
     assert _tpm(d)["pcrs"] == before
     assert "tpm" in d.cli("exec", VM, "--", "ls", "/sys/class/tpm").stdout
+    # the same machine came back: firmware, keys, SMM
+    assert "q35,smm=on" in _qemus(d, VM)[0]
+    assert d.cli("exec", VM, "--", "mokutil", "--sb-state").stdout.strip() \
+        == "SecureBoot enabled"
     # a stateful snapshot: the guest and its TPM come back at that instant
     d.cli("snapshot", "create", VM, "s1", "--stateful", timeout=600)
     d.cli("exec", VM, "--", "sh", "-c", "echo after > /root/marker; sync")
@@ -153,30 +265,27 @@ def test_a_checkpoint_carries_the_tpm_state(mb_daemon: Daemon) -> None:
     d.cli("snapshot", "delete", VM, "s1")
 
 
-def test_verify_after_a_restart_finds_the_changed_kernel_and_nothing_else(
-        mb_daemon: Daemon, tmp_path: Path) -> None:
-    """One restart serves both halves: after it, every event but the changed kernel's
-    replays as in the baseline (a restart of the same chain verifies), and the kernel's
-    new digest is named."""
+def test_verify_after_a_restart_finds_the_changed_initrd_and_nothing_else(
+        mb_daemon: Daemon) -> None:
+    """One restart serves both halves: after it, every event but the changed initrd's
+    replays as in the baseline (a restart of the same chain verifies), and the initrd's
+    new digest is named. (The initrd, not the kernel: secure boot refuses a kernel whose
+    signature no longer matches, as it should; GRUB measures the initrd without checking
+    it, and zeros after its last cpio archive still boot.)"""
     d = mb_daemon
     out = d.cli("tpm", "baseline", VM).stdout
     assert "Recorded the measured-boot baseline" in out
     assert d.cli("tpm", "verify", VM).returncode == 0
-    # the guest's kernel changes on its disk (a few bytes appended: it still boots)
-    kernel = tmp_path / "vmlinuz"
-    d.cli("file", "pull", VM, "/vmlinuz", str(kernel))
-    kernel.write_bytes(kernel.read_bytes() + b"not the kernel we measured")
-    d.cli("file", "push", VM, str(kernel), "/vmlinuz")
-    d.cli("exec", VM, "--", "sync")
+    d.cli("exec", VM, "--", "sh", "-c", "head -c 4096 /dev/zero >> /initrd.img; sync")
     d.cli("restart", VM, "--timeout", "240", timeout=600)
     _wait_agent(d, VM)
     r = d.cli("tpm", "verify", VM, check=False)
     assert r.returncode == 1 and "CHANGED" in r.stdout, r.stdout + r.stderr
-    assert "PCR 9 (files GRUB read" in r.stdout and "new: EV_IPL /vmlinuz" in r.stdout
+    assert "PCR 9 (files GRUB read" in r.stdout and "new: EV_IPL /initrd.img" in r.stdout
     v = json.loads(d.cli("tpm", "verify", VM, "--format", "json", check=False).stdout)
-    # firmware, GRUB, command line, initrd and grub.cfg measured as before the restart:
-    # only the kernel's event is new
-    assert [(c["pcr"], c["events"]) for c in v["changed"]] == [(9, ["EV_IPL /vmlinuz"])]
+    # firmware, GRUB, command line, kernel and grub.cfg measured as before the restart:
+    # only the initrd's event is new
+    assert [(c["pcr"], c["events"]) for c in v["changed"]] == [(9, ["EV_IPL /initrd.img"])]
     # the new chain becomes the baseline: it verifies again
     d.cli("tpm", "baseline", VM)
     assert d.cli("tpm", "verify", VM).returncode == 0
@@ -223,6 +332,8 @@ def test_the_uefi_disk_vm_with_its_vtpm_migrates_live(pair: tuple[Daemon, Daemon
     assert _tpm(b, VM)["pcrs"] == pcrs
     assert _swtpms(b.state_dir)
     assert hashlib.sha256(_vars_file(b).read_bytes()).hexdigest() == vars_digest
+    assert b.cli("exec", VM, "--", "mokutil", "--sb-state").stdout.strip() \
+        == "SecureBoot enabled"
 
     # nothing of it on a: no instance, QEMU, swtpm, cgroup, instance dir or VARS file
     assert json.loads(a.cli("list", "--format", "json").stdout) == []
@@ -230,3 +341,9 @@ def test_the_uefi_disk_vm_with_its_vtpm_migrates_live(pair: tuple[Daemon, Daemon
     assert not list(Path("/sys/fs/cgroup").glob(f"*/{a.cgroup_parent}/*{VM}*"))
     assert not list(a.state_dir.rglob("efivars.fd"))
     assert not [p for p in a.state_dir.rglob(f"*{VM}*")], list(a.state_dir.rglob(f"*{VM}*"))
+
+    # a kernel upgrade in the guest runs update-grub (grub-common came with the signed
+    # GRUB): the grub.cfg it writes keeps the serial console the boot check reads
+    b.cli("exec", VM, "--", "update-grub", timeout=300)
+    cfg = b.cli("exec", VM, "--", "cat", "/boot/grub/grub.cfg").stdout
+    assert "console=ttyS0,115200n8" in cfg and "serial --unit=0 --speed=115200" in cfg
