@@ -12,13 +12,8 @@ console's words, leaving nothing. The daemon runs in its own netns.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import inspect
-import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,14 +26,13 @@ import cumulo.images.debian
 import cumulo.images.system
 from cumulo.images import debian
 from cumulo.images.files import ImageFiles
+from tests.system import image_cache
 from tests.system.conftest import Daemon, netns_daemon
 
 # the first run of a change to the disk's sources builds it (~5 min) inside the first test
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
               pytest.mark.timeout(1200)]
-CACHE = Path("/var/cache/cumulo/test-images")
 BOOT_WAIT = 600.0     # a whole Debian on TCG on a loaded 2-core host
-STALE_AFTER = 6 * 3600.0
 
 # The tests' disk is the builder's (what `image build debian/12 --vm` gives users) less
 # work no test looks at that every boot pays for on TCG (seconds of a 1-vCPU guest on a
@@ -78,29 +72,19 @@ def _trim_for_tests(tree: Path) -> None:
 
 def _debian_vm_disk() -> Path:
     """The built debian/12 --vm disk, from the cache when its sources did not change."""
-    key = hashlib.sha256()
-    for module in (cumulo.images.bootdisk, cumulo.images.debian, cumulo.images.system):
-        key.update(Path(str(module.__file__)).read_bytes())
-    key.update(repr((TEST_CLOUD_CFG, TEST_SSH_KEY_TYPES, sorted(TEST_SKIPPED_MODULES),
-                     TEST_MASKED_UNITS, inspect.getsource(_trim_for_tests))).encode())
-    final = CACHE / f"debian-12-vm-{key.hexdigest()[:16]}.qcow2"
-    if final.is_file():   # without waiting for the lock another branch's build holds
-        return final
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if final.is_file():
-            return final
-        for stale in CACHE.glob("debian-12-vm-*.qcow2"):   # another branch's may be in use
-            if time.time() - stale.stat().st_mtime > STALE_AFTER:
-                stale.unlink()
-        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-            files = ImageFiles(Path(tmp))
-            record = debian.build_debian(files, debian.parse_spec("12", None, [], vm=True),
-                                         customize=_trim_for_tests)
-            assert record.kind == "vm-disk"
-            shutil.move(files.root / record.sha256 / "disk.qcow2", final)
-    return final
+    key = image_cache.source_key(
+        (cumulo.images.bootdisk, cumulo.images.debian, cumulo.images.system),
+        repr((TEST_CLOUD_CFG, TEST_SSH_KEY_TYPES, sorted(TEST_SKIPPED_MODULES),
+              TEST_MASKED_UNITS, inspect.getsource(_trim_for_tests))))
+
+    def build(tmp: Path) -> Path:
+        files = ImageFiles(tmp)
+        record = debian.build_debian(files, debian.parse_spec("12", None, [], vm=True),
+                                     customize=_trim_for_tests)
+        assert record.kind == "vm-disk"
+        return files.root / record.sha256 / "disk.qcow2"
+
+    return image_cache.cached("debian-12-vm", key, ".qcow2", build)
 
 
 @pytest.fixture(scope="module")

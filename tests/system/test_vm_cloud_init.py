@@ -59,17 +59,26 @@ def _ssh(g: Guest, user: str, *command: str) -> subprocess.CompletedProcess[str]
         capture_output=True, text=True, timeout=120, check=False)
 
 
-def _cloud_init_done(d: Daemon, name: str) -> str:
-    """Poll `cloud-init status` through the guest agent until it ended (bounded)."""
-    deadline = time.monotonic() + CLOUD_INIT_WAIT
+def _keygen(key: Path) -> Path:
+    """A new ed25519 key pair without a passphrase: ``key`` and ``key``.pub."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cumulo-test",
+                    "-f", str(key)], check=True, timeout=60)
+    return key
+
+
+def _cloud_init_done(d: Daemon, name: str, wait: float = CLOUD_INIT_WAIT,
+                     pause: float = 3.0) -> str:
+    """Poll `cloud-init status` through exec (a VM's guest agent) until it ended
+    (bounded by ``wait`` seconds)."""
+    deadline = time.monotonic() + wait
     out = ""
     while time.monotonic() < deadline:
         r = d.cli("exec", name, "--", "cloud-init", "status", check=False, timeout=300)
         out = r.stdout + r.stderr
         if "status: done" in out or "status: error" in out:
             return out
-        time.sleep(3)
-    raise AssertionError(f"cloud-init did not finish in {CLOUD_INIT_WAIT:.0f}s: {out}")
+        time.sleep(pause)
+    raise AssertionError(f"cloud-init did not finish in {wait:.0f}s: {out}")
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +88,7 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     imported = tmp / "debian-12.qcow2"
     subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", "-o", "cluster_size=131072",
                     str(_debian_vm_disk()), str(imported)], check=True, timeout=600)
-    key = tmp / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cumulo-test",
-                    "-f", str(key)], check=True, timeout=60)
+    key = _keygen(tmp / "id_ed25519")
     (tmp / "user-data").write_text(USER_DATA)
     with netns_daemon(tmp, "vci") as d:
         d.cli("network", "create", "lan", "--subnet", "10.96.0.0/24")
@@ -149,9 +156,7 @@ def test_ssh_with_the_given_key_over_the_dhcp_address(guest: Guest) -> None:
     r = _ssh(guest, "debian", "sudo", "-n", "id", "-u")
     assert (r.returncode, r.stdout.strip()) == (0, "0"), r.stderr
     # another key is refused (BatchMode: no password prompt)
-    other = guest.tmp / "other"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
-                   check=True, timeout=60)
+    other = _keygen(guest.tmp / "other")
     r = _ssh(Guest(d, "ci1", other, guest.ip, guest.netns, guest.tmp), "root", "true")
     assert r.returncode == 255 and "Permission denied" in r.stderr, r.stderr
 

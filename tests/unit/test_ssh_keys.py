@@ -56,7 +56,7 @@ def test_the_api_refuses_a_bad_key_and_a_key_for_a_container_creating_nothing(
         with TestClient(create_app(svc)) as api:
             for extra, message in [
                 ({"type": "vm", "ssh_key": "ssh-ed25519 AAAA"}, "damaged base64"),
-                ({"type": "container", "ssh_key": ED}, "does not apply to a container"),
+                ({"type": "container", "ssh_key": ED}, "does not apply to this container"),
             ]:
                 r = api.post("/1.0/instances", json={"name": "k", "image": "testimg", **extra})
                 assert r.status_code == 400 and message in r.json()["error"], r.text

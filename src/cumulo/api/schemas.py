@@ -49,14 +49,14 @@ class InstanceCreate(Strict):
     full_copy: bool = Field(False, alias="copy",
                             description="a full copy of the image instead of a clone of it")
     disk: int | str | None = Field(None, description="root size cap: bytes or a size like 2GiB")
-    ssh_key: str | None = Field(None, description="vm: SSH public key(s), authorized_keys lines,"
-                                                  " for root in the guest")
+    ssh_key: str | None = Field(None, description="vm, system container: SSH public"
+                                " key(s), authorized_keys lines, for root in the guest")
     user_data: str | None = Field(
-        None, description="vm booting its own disk: cloud-init user-data for its NoCloud seed"
-                          " (a #cloud-config YAML document or a #! script)")
+        None, description="vm booting its own disk, system container: cloud-init user-data for"
+                          " its NoCloud seed (a #cloud-config YAML document or a #! script)")
     cloud_config: dict[str, Any] | None = Field(
-        None, description="vm booting its own disk: cloud-config keys merged into the"
-                          " user-data (ssh_authorized_keys add up)")
+        None, description="vm booting its own disk, system container: cloud-config keys"
+                          " merged into the user-data (ssh_authorized_keys add up)")
     ephemeral: bool = Field(False, description="stateless: in a cluster, recreated from its"
                                                " image on another member if its own is lost")
     placement_group: str | None = Field(

@@ -135,8 +135,8 @@ KernelOpt = Annotated[str | None, typer.Option(
     help="appvm: a kernel image (image build kernel), or generic for Debian's;"
          " default: the newest app kernel built here, else generic")]
 SshKeyOpt = Annotated[str | None, typer.Option(
-    "--ssh-key", help="vm: an SSH public key file (or the key itself) for root in the guest"
-    " (and cloud-init's default user in a VM booting its own disk)")]
+    "--ssh-key", help="vm, system container: an SSH public key file (or the key itself) for"
+    " root in the guest (and cloud-init's default user where cloud-init puts it)")]
 FirmwareOpt = Annotated[str | None, typer.Option(
     help="vm booting its image's disk: bios (SeaBIOS) or uefi (OVMF; the default where"
          " it is installed)")]
@@ -144,11 +144,11 @@ SecureBootOpt = Annotated[bool, typer.Option(
     "--secure-boot", help="vm booting its image's disk: UEFI secure boot (OVMF with"
     " Microsoft's keys, q35 with SMM); the disk's boot chain must be signed")]
 UserDataOpt = Annotated[str | None, typer.Option(
-    "--user-data", help="vm booting its own disk: a cloud-init user-data file (#cloud-config"
-    " YAML or a #! script) for its NoCloud seed")]
+    "--user-data", help="vm booting its own disk, system container: a cloud-init user-data"
+    " file (#cloud-config YAML or a #! script) for its NoCloud seed")]
 CloudConfigOpt = Annotated[list[str] | None, typer.Option(
-    "--cloud-config", help="vm booting its own disk: a cloud-config YAML file or KEY=VALUE"
-    " (repeatable), merged into the user-data")]
+    "--cloud-config", help="vm booting its own disk, system container: a cloud-config YAML"
+    " file or KEY=VALUE (repeatable), merged into the user-data")]
 AppOpt = Annotated[str | None, typer.Option(
     "--app", help="appvm: a static program to run as PID 1 (then give only NAME)")]
 

@@ -136,3 +136,13 @@ def network_config(macs: list[str]) -> str:
     ethernets = {f"eth{i}": {"match": {"macaddress": mac.lower()}, "dhcp4": True}
                  for i, mac in enumerate(macs)}
     return yaml.safe_dump({"version": 2, "ethernets": ethernets}, sort_keys=False)
+
+
+def seed_files(instance_id: str, hostname: str, macs: list[str], given: str | None,
+               cloud_config: dict[str, Any], ssh_keys: tuple[str, ...] | list[str]
+               ) -> dict[str, str]:
+    """The NoCloud seed's files by name, the same for a VM's ISO and a container's
+    /var/lib/cloud/seed/nocloud-net."""
+    return {"meta-data": meta_data(instance_id, hostname),
+            "user-data": user_data(given, cloud_config, ssh_keys),
+            "network-config": network_config(macs)}

@@ -4,7 +4,8 @@
 writes what a container needs to boot it (DHCP on every ``eth*`` with
 systemd-networkd, units that cannot work in an unprivileged container masked)
 and returns the image properties saying so: ``instance=system``, ``init`` and
-``stop_signal``. An image without an init is an application image
+``stop_signal``; cloud-init, if the tree has it, reads only the NoCloud seed Cumulo
+gives each instance. An image without an init is an application image
 (``instance=application``): its command is PID 1, as before.
 """
 
@@ -78,6 +79,7 @@ def prepare(rootfs: Path) -> dict[str, str]:
     init = _init(rootfs)
     if init is None:
         return {INSTANCE: APPLICATION}
+    _cloud_init(rootfs)    # its seed is in /var/lib/cloud/seed (drivers/container/seed.py)
     if "systemd" not in init.name:
         return {INSTANCE: SYSTEM, INIT: "/sbin/init", STOP_SIGNAL: SYSV_STOP}
     _mask(rootfs)
@@ -96,7 +98,8 @@ def prepare_vm(rootfs: Path) -> None:
         wants.symlink_to(f"/etc/systemd/system/{HOSTNAME_UNIT}")
 
 
-# cloud-init looks only for Cumulo's NoCloud seed (a "cidata" disk): without it, ds-identify
+# cloud-init looks only for Cumulo's NoCloud seed (a VM's "cidata" disk, a system
+# container's /var/lib/cloud/seed/nocloud-net): without it, ds-identify
 # turns cloud-init off at once instead of probing network metadata services at boot.
 # C.UTF-8 is built into glibc: no locale-gen at first boot (slow on TCG)
 CLOUD_CFG_FILE = "etc/cloud/cloud.cfg.d/90_cumulo.cfg"

@@ -351,9 +351,6 @@ class InstanceService:
         options = self.check_options(req.type, req.options)
         if "kernel" in driver.option_choices:
             options["kernel"] = self._kernel(options.get("kernel"), bool(req.networks))
-        if req.ssh_keys and not getattr(driver, "takes_ssh_keys", False):
-            raise InvalidInputError(f"--ssh-key does not apply to a {req.type}: only VMs take"
-                                    " an SSH key for now")
         if not req.privileged and not self.host.userns:
             raise UnsupportedError(
                 "this host does not allow user namespaces (user.max_user_namespaces is 0),"
@@ -372,15 +369,25 @@ class InstanceService:
             if req.command:
                 raise InvalidInputError("a VM booting its own disk runs its own init: no"
                                         " command (use cumulo exec once it runs)")
+        elif not command:
+            raise InvalidInputError(f"image {req.image!r} has no default command: give one")
+        # a cloud-init seed: a VM booting its own disk (cidata ISO), a system container
+        # (in its root); whether the image has cloud-init is the image's business
+        seeded = image.kind == kinds.VM_DISK or (req.type == "container"
+                                                 and bool(options.get(system_image.INIT)))
+        if req.ssh_keys and not (seeded or getattr(driver, "takes_ssh_keys", False)):
+            raise InvalidInputError(f"--ssh-key does not apply to this {req.type}: VMs and"
+                                    " system containers (an image with an init, cloud-init"
+                                    " in it, no command) take SSH keys")
+        if seeded:
             if req.user_data is not None:
                 cloud_init.check_user_data(req.user_data)
             cloud_init.user_data(req.user_data, req.cloud_config, req.ssh_keys)
         elif req.user_data is not None or req.cloud_config:
             raise InvalidInputError("--user-data and --cloud-config are for cloud-init in a VM"
                                     " booting its own disk (a vm-disk image, e.g. debian/12/vm"
-                                    " with --type vm)")
-        elif not command:
-            raise InvalidInputError(f"image {req.image!r} has no default command: give one")
+                                    " with --type vm) or a system container (an image with an"
+                                    " init, no command)")
         with self.networks.lock:
             fixed = self._free_host_id(project, req.name)
             nics = self.networks.plan_nics(project, fixed or default_host_id(project, req.name),

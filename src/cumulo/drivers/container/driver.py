@@ -30,7 +30,15 @@ from cumulo.drivers.base import (
     Usage,
     require,
 )
-from cumulo.drivers.container import changes, checkpoint, monitor, restore_hook, rootfs, system
+from cumulo.drivers.container import (
+    changes,
+    checkpoint,
+    monitor,
+    restore_hook,
+    rootfs,
+    seed,
+    system,
+)
 from cumulo.drivers.container.exec_session import RuntimeExecSession
 from cumulo.drivers.container.oci_spec import (
     IDMAP_BASE,
@@ -130,6 +138,9 @@ class ContainerDriver:
                                              "binds": [[str(s), d, ro]
                                                        for s, d, ro in spec.binds]})
             self._prepare(spec)
+            if system.is_system(spec.options):   # cloud-init's seed, as a VM's cidata disk
+                seed.write(spec.instance_dir / "rootfs", seed.files(spec),
+                           0 if spec.privileged else IDMAP_BASE)
             faults.point("create.after_rootfs")
         except BaseException as err:
             with contextlib.suppress(CumuloError):

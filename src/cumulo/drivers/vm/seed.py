@@ -28,9 +28,8 @@ def make(instance_dir: Path, instance_id: str, hostname: str, macs: list[str],
          user_data: str | None, cloud_config: dict[str, Any],
          ssh_keys: tuple[str, ...]) -> Path:
     """Write the seed ISO of one VM; its path."""
-    files = {"meta-data": cloud_init.meta_data(instance_id, hostname),
-             "user-data": cloud_init.user_data(user_data, cloud_config, ssh_keys),
-             "network-config": cloud_init.network_config(macs)}
+    files = cloud_init.seed_files(instance_id, hostname, macs, user_data, cloud_config,
+                                  ssh_keys)
     out = instance_dir / FILE
     with tempfile.TemporaryDirectory(prefix=".seed-", dir=instance_dir) as tmp:
         for name, text in files.items():
