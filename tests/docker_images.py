@@ -37,3 +37,39 @@ def busybox_archive(top: Path, tag: str = "busybox:latest") -> Path:
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
     return out
+
+
+def oci_archive(docker_archive: Path, out: Path, ref: str) -> Path:
+    """The image of a one-image Docker archive as a tarred OCI image layout (blobs by
+    digest, index.json naming it ``ref`` as containerd and Docker 25+ do)."""
+    with tarfile.open(docker_archive) as src:
+        def read(name: str) -> bytes:
+            member = src.extractfile(name)
+            assert member is not None, name
+            return member.read()
+        entry = json.loads(read("manifest.json"))[0]
+        config, layers = read(entry["Config"]), [read(n) for n in entry["Layers"]]
+    blobs: dict[str, bytes] = {}
+
+    def blob(data: bytes, media: str) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        return {"mediaType": media, "digest": f"sha256:{digest}", "size": len(data)}
+
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": blob(config, "application/vnd.oci.image.config.v1+json"),
+        "layers": [blob(x, "application/vnd.oci.image.layer.v1.tar") for x in layers]}
+    ).encode()
+    desc = blob(manifest, "application/vnd.oci.image.manifest.v1+json")
+    desc["annotations"] = {"io.containerd.image.name": f"docker.io/library/{ref}",
+                           "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1]}
+    index = json.dumps({"schemaVersion": 2, "manifests": [desc]}).encode()
+    with tarfile.open(out, "w") as tar:
+        files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": index,
+                 **{f"blobs/sha256/{d}": data for d, data in blobs.items()}}
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import container_skip_reason
+from tests.docker_images import oci_archive
+from tests.helpers import checkpoint_skip_reason, container_skip_reason
 from tests.system.dockerlib import DockerHost, docker_host
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime,
@@ -466,3 +467,209 @@ def test_events_since_until_replay_what_happened(dk: DockerHost) -> None:
     later = dk.run("events", "--since", f"{end:.3f}", "--until", f"{time.time() + 1:.3f}",
                    timeout=30).stdout
     assert "past" not in later and "history" not in later, later
+
+
+def _post(dk: DockerHost, path: str) -> bytes:
+    """The status line of a bodiless POST on the Docker socket."""
+    answer = _raw(dk.socket, b"POST /v1.45" + path.encode() + b" HTTP/1.1\r\nHost: d\r\n"
+                  b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_signals_restart_logs_since_until_and_no_op_answers(dk: DockerHost) -> None:
+    """``kill -s USR1`` reaches a trap, ``restart`` runs PID 1 anew, ``logs --since/--until``
+    cut at a line's own time (both ends included, as Docker), and starting a started or
+    stopping a stopped container is Docker's 304: the CLI says nothing wrong."""
+    dk.run("run", "-d", "--name", "sig", "busybox", "sh", "-c",
+           'trap "echo got-usr1" USR1; i=0; while true; do echo line $i; i=$((i+1));'
+           " sleep 0.2; done")
+    try:
+        dk.wait_for(lambda: "line 5" in dk.run("logs", "sig").stdout, "six lines")
+        stamped = [ln.split(" ", 1) for ln in dk.run("logs", "-t", "sig").stdout.splitlines()]
+        texts = [text for _stamp, text in stamped]
+        since = dk.run("logs", "--since", stamped[2][0], "sig").stdout.splitlines()
+        assert since[:len(texts) - 2] == texts[2:], (since, stamped)   # (and new lines)
+        until = dk.run("logs", "--until", stamped[1][0], "sig").stdout.splitlines()
+        assert until == texts[:2], (until, stamped)
+        both = dk.run("logs", "-t", "--since", stamped[1][0], "--until", stamped[3][0],
+                      "sig").stdout.splitlines()
+        assert [ln.split(" ", 1) for ln in both] == stamped[1:4], both
+
+        dk.run("kill", "-s", "SIGUSR1", "sig")
+        dk.wait_for(lambda: "got-usr1" in dk.run("logs", "sig").stdout, "the trap's line")
+        assert dk.run("inspect", "-f", "{{.State.Status}}", "sig").stdout.strip() == "running"
+
+        assert _post(dk, "/containers/sig/start") == b"HTTP/1.1 304 Not Modified"
+        r = dk.run("start", "sig")
+        assert r.stdout.strip() == "sig" and r.stderr == "", r
+
+        before = dk.run("inspect", "-f", "{{.State.Pid}} {{.State.StartedAt}}",
+                        "sig").stdout.split()
+        dk.run("restart", "-t", "1", "sig")
+        after = dk.run("inspect", "-f", "{{.State.Pid}} {{.State.StartedAt}} {{.State.Status}}"
+                       " {{.RestartCount}}", "sig").stdout.split()
+        assert after[0] != before[0] and after[1] > before[1], (before, after)
+        assert after[2:] == ["running", "0"], after   # a restart by hand is no policy's
+        dk.wait_for(lambda: dk.run("logs", "sig").stdout.count("line 0\n") == 2,
+                    "the second run's first line")
+
+        dk.run("stop", "-t", "1", "sig")
+        assert _post(dk, "/containers/sig/stop") == b"HTTP/1.1 304 Not Modified"
+        r = dk.run("stop", "sig")
+        assert r.stdout.strip() == "sig" and r.stderr == "", r
+        dk.fails("kill", "-s", "USR1", "sig", match="is not running", code=1)
+    finally:
+        dk.run("rm", "-f", "sig", check=False)
+
+
+def test_rm_v_removes_the_containers_anonymous_volumes_only(dk: DockerHost) -> None:
+    dk.run("volume", "create", "keepme")
+    unnamed = dk.run("volume", "create").stdout.strip()   # made by hand: not the container's
+    dk.run("create", "--name", "vols", "-v", "/anon", "-v", "keepme:/named", "--mount",
+           "type=volume,target=/anon2", "busybox", "true")
+    try:
+        mounts = json.loads(dk.run("inspect", "-f", "{{json .Mounts}}", "vols").stdout)
+        by_path = {m["Destination"]: m["Name"] for m in mounts if m["Type"] == "volume"}
+        assert sorted(by_path) == ["/anon", "/anon2", "/named"], mounts
+        assert by_path["/named"] == "keepme"
+        anonymous = {by_path["/anon"], by_path["/anon2"]}
+        info = json.loads(dk.run("volume", "inspect", by_path["/anon"]).stdout)[0]
+        assert info["Labels"] == {"com.docker.volume.anonymous": ""}, info
+        dk.run("start", "-a", "vols")
+        dk.run("rm", "-v", "vols")
+        left = set(dk.run("volume", "ls", "-q").stdout.split())
+        assert not anonymous & left and {"keepme", unnamed} <= left, (anonymous, left)
+        info = json.loads(dk.run("volume", "inspect", "keepme").stdout)[0]
+        assert (info["Name"], info["Driver"], info["Scope"]) == ("keepme", "local", "local")
+        assert info["CreatedAt"][:4].isdigit() and info["Labels"] == {}, info
+        dk.fails("volume", "inspect", "nosuchvol", match="no such volume", code=1)
+    finally:
+        dk.run("rm", "-f", "vols", check=False)
+        dk.run("volume", "rm", "keepme", unnamed, check=False)
+
+
+def test_prunes_take_only_what_nothing_uses(dk: DockerHost) -> None:
+    dk.run("network", "create", "--internal", "--subnet", "10.231.8.0/24", "usednet")
+    dk.run("network", "create", "--internal", "--subnet", "10.231.9.0/24", "idlenet")
+    dk.run("run", "-d", "--name", "alive", "-v", "/inuse", "--network", "usednet", "busybox",
+           "sleep", "300")
+    dk.run("run", "--name", "done1", "-v", "/gone", "busybox", "true")
+    dk.run("create", "--name", "made1", "busybox", "true")
+    dk.run("volume", "create", "idlevol")
+    try:
+        ids = {n: dk.run("inspect", "-f", "{{.Id}}", n).stdout.strip() for n in ("done1",
+                                                                              "made1")}
+        gone = json.loads(dk.run("inspect", "-f", "{{json .Mounts}}", "done1").stdout)[0]
+        r = dk.run("container", "prune", "-f")   # exited and never started, as Docker
+        assert set(ids.values()) <= set(r.stdout.split()), r.stdout
+        assert dk.run("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["alive"]
+
+        r = dk.run("network", "prune", "-f")
+        nets = dk.run("network", "ls", "--format", "{{.Name}}").stdout.split()
+        assert "idlenet" in r.stdout and "usednet" not in r.stdout, r.stdout
+        assert "usednet" in nets and "idlenet" not in nets, nets
+
+        # a newer client prunes only anonymous volumes unless told -a (API 1.42)
+        r = dk.run("volume", "prune", "-f")
+        vols = dk.run("volume", "ls", "-q").stdout.split()
+        assert gone["Name"] in r.stdout and "idlevol" in vols, (r.stdout, vols)
+        inuse = json.loads(dk.run("inspect", "-f", "{{json .Mounts}}", "alive").stdout)[0]
+        assert inuse["Name"] in vols   # attached to a container: kept
+        r = dk.run("volume", "prune", "-a", "-f")
+        vols = dk.run("volume", "ls", "-q").stdout.split()
+        assert "idlevol" in r.stdout and "idlevol" not in vols and inuse["Name"] in vols
+
+        rootfs = dk.archive.parent / "rootfs"
+        def tar(*paths: str) -> bytes:   # (two contents: the same would be one image)
+            return subprocess.run(["tar", "-C", str(rootfs), "-c", *paths],
+                                  capture_output=True, check=True).stdout
+        dangling = subprocess.run(["docker", "import", "-"], input=tar("./bin/busybox"),
+                                  capture_output=True, env=dk.env,
+                                  check=True).stdout.decode().strip()
+        subprocess.run(["docker", "import", "-", "prunable:1"],
+                       input=tar("./bin/busybox", "./bin/sh"), capture_output=True,
+                       env=dk.env, check=True)
+        r = dk.run("image", "prune", "-f")
+        assert dangling in r.stdout, r.stdout
+        ids = dk.run("images", "-q", "--no-trunc").stdout.split()
+        assert dangling not in ids and "prunable" in dk.run("images").stdout
+        r = dk.run("image", "prune", "-a", "-f")
+        images = dk.run("images", "--format", "{{.Repository}}").stdout.split()
+        assert "prunable" not in images and "busybox" in images, (r.stdout, images)
+    finally:
+        dk.run("rm", "-f", "alive", "done1", "made1", check=False)
+        dk.run("network", "rm", "usednet", "idlenet", check=False)
+        dk.run("volume", "prune", "-a", "-f", check=False)
+        dk.run("rmi", "prunable:1", check=False)
+
+
+def test_build_plugins_login_and_push_are_dockers_501(dk: DockerHost, tmp_path: Path) -> None:
+    for path in (b"POST /v1.45/build", b"GET /v1.45/plugins", b"POST /v1.45/auth",
+                 b"POST /v1.45/images/busybox/push"):
+        answer = _raw(dk.socket, path + b" HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n"
+                      b"Connection: close\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 501 "), answer
+        assert b"\r\ncontent-type: application/json\r\n" in head.lower() + b"\r\n", head
+        assert "Cumulo" in json.loads(body)["message"], body
+    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    r = subprocess.run(["docker", "build", "-t", "x", str(tmp_path)], capture_output=True,
+                       text=True, env={**dk.env, "DOCKER_BUILDKIT": "0"}, timeout=60)
+    assert r.returncode == 1 and "Error response from daemon: docker build is not" \
+        " supported by Cumulo's Docker API" in r.stderr, r
+    dk.fails("plugin", "ls", match="/plugins is not supported by Cumulo", code=1)
+    r = dk.run("login", "-u", "someone", "--password-stdin", "localhost:1", input="pw\n",
+               check=False)
+    assert r.returncode == 1 and "Error response from daemon: " in r.stderr \
+        and "/auth is not supported" in r.stderr, r
+    dk.fails("push", "busybox", match="Cumulo has no registry access", code=1)
+
+
+def test_load_of_an_oci_layout_archive(dk: DockerHost, tmp_path: Path) -> None:
+    archive = oci_archive(dk.archive, tmp_path / "oci.tar", "ocibox:v2")
+    r = dk.run("load", "-i", str(archive))
+    assert "Loaded image: ocibox:v2" in r.stdout, r.stdout
+    try:
+        assert dk.run("run", "--rm", "ocibox:v2", "echo", "from-oci").stdout == "from-oci\n"
+        cfg = json.loads(dk.run("image", "inspect", "-f", "{{json .Config}}",
+                                "ocibox:v2").stdout)
+        assert cfg["Labels"] == {"made-by": "cumulo-tests"}, cfg
+    finally:
+        dk.run("rmi", "ocibox:v2", check=False)
+
+
+@pytest.mark.criu
+@pytest.mark.skipif(checkpoint_skip_reason() is not None,
+                    reason=str(checkpoint_skip_reason()))
+def test_cumulo_limits_and_checkpoint_on_a_docker_container(dk: DockerHost) -> None:
+    """A Docker container is a Cumulo instance: ``cumulo config set`` changes show in
+    ``docker inspect``, and ``cumulo checkpoint`` + ``restore`` carry its PID 1 on."""
+    dk.run("run", "-d", "--name", "ckpt", "-m", "64m", "busybox", "sh", "-c",
+           "i=0; while true; do i=$((i+1)); echo count $i; sleep 0.2; done")
+    try:
+        dk.daemon.cli("config", "set", "ckpt", "memory", "96MiB")
+        dk.daemon.cli("config", "set", "ckpt", "pids", "50")
+        dk.daemon.cli("config", "set", "ckpt", "cpu", "0.5")
+        hc = json.loads(dk.run("inspect", "-f", "{{json .HostConfig}}", "ckpt").stdout)
+        assert (hc["Memory"], hc["PidsLimit"], hc["NanoCpus"]) == (96 << 20, 50, 500_000_000)
+        stats = dk.run("stats", "--no-stream", "--format", "{{.MemUsage}}", "ckpt").stdout
+        assert stats.strip().endswith("/ 96MiB"), stats
+        dk.wait_for(lambda: "count 3\n" in dk.run("logs", "ckpt").stdout, "three counts")
+        pid = dk.run("inspect", "-f", "{{.State.Pid}}", "ckpt").stdout.strip()
+        dk.daemon.cli("checkpoint", "ckpt")
+        assert dk.run("inspect", "-f", "{{.State.Status}}", "ckpt").stdout.strip() == "exited"
+        stopped_at = dk.run("logs", "ckpt").stdout.count("count ")
+        dk.daemon.cli("restore", "ckpt")
+        assert dk.run("inspect", "-f", "{{.State.Status}}", "ckpt").stdout.strip() == "running"
+        dk.wait_for(lambda: dk.run("logs", "ckpt").stdout.count("count ") > stopped_at + 2,
+                    "counting on after the restore")
+        counts = [int(ln.split()[1]) for ln in dk.run("logs", "ckpt").stdout.splitlines()]
+        assert counts == list(range(1, len(counts) + 1)), counts   # one PID 1 all along
+        assert dk.run("exec", "ckpt", "cat", "/proc/1/cmdline").stdout.startswith("sh")
+        hc = json.loads(dk.run("inspect", "-f", "{{json .HostConfig}}", "ckpt").stdout)
+        assert hc["Memory"] == 96 << 20
+        assert pid   # (a restored PID 1 may have another host pid)
+        dk.run("stop", "-t", "1", "ckpt")
+        assert dk.run("inspect", "-f", "{{.State.Status}}", "ckpt").stdout.strip() == "exited"
+    finally:
+        dk.run("rm", "-f", "ckpt", check=False)

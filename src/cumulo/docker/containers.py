@@ -69,6 +69,11 @@ def check_name(name: str) -> None:
                   " Cumulo (lowercase letters, digits and '-', up to 63)") from None
 
 
+def anonymous_name() -> str:
+    """An anonymous volume's name (Docker's 64 hex digits are over Cumulo's 63)."""
+    return f"v{secrets.token_hex(6)}"
+
+
 def random_name() -> str:
     return f"{secrets.choice(ADJECTIVES)}-{secrets.choice(NAMES)}"
 
@@ -193,7 +198,7 @@ class Containers:
             raise DockerError(501, f"network mode {mode!r} is not supported by Cumulo")
         else:
             networks = (NicRequest(mode),)
-        vols, binds = self._volumes(hc)
+        vols, binds = self._volumes(hc, body.get("Volumes"))
         if any((hc.get("PortBindings") or {}).values()) and networks == ():
             raise bad("publishing a port needs a network: not with --network none")
         op = self.svc.instances.create(self.project, CreateRequest(
@@ -212,14 +217,16 @@ class Containers:
                        "Env": [f"{k}={v}" for k, v in env.items()], "Hostname": name,
                        "User": user_text, "WorkingDir": cwd if cwd != "/" else ""})
         return {"op": op, "name": name, "vols": vols, "meta": {
-            "Id": cid, "Config": config, "HostConfig": hc, "Starts": 0}}
+            "Id": cid, "Config": config, "HostConfig": hc, "Starts": 0,
+            "AnonVolumes": [v for v, _path, anon in vols if anon]}}
 
     @staticmethod
-    def _volumes(hc: dict[str, Any]
-                 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, bool]]]:
-        """Named volumes to attach: (volume, path); host directories to bind: (host path,
-        path, read-only)."""
-        out: list[tuple[str, str]] = []
+    def _volumes(hc: dict[str, Any], anonymous: dict[str, Any] | None = None
+                 ) -> tuple[list[tuple[str, str, bool]], list[tuple[str, str, bool]]]:
+        """Volumes to attach: (volume, path, anonymous); host directories to bind: (host
+        path, path, read-only). ``anonymous``: Config.Volumes (``-v /path``), a new volume
+        for each path no bind or mount already covers."""
+        out: list[tuple[str, str, bool]] = []
         binds: list[tuple[str, str, bool]] = []
         for bind in hc.get("Binds") or []:
             src, _, rest = str(bind).partition(":")
@@ -229,24 +236,32 @@ class Containers:
             if src.startswith("/"):
                 binds.append((_bind_source(src), dest, "ro" in mode.split(",")))
             else:
-                out.append((src, dest))
+                out.append((src, dest, False))
         for m in hc.get("Mounts") or []:
             if m.get("Type") == "bind":
                 binds.append((_bind_source(str(m.get("Source") or "")), m["Target"],
                               bool(m.get("ReadOnly"))))
             elif m.get("Type") == "volume":
-                out.append((m.get("Source") or f"v{secrets.token_hex(6)}", m["Target"]))
+                src = str(m.get("Source") or "")
+                out.append((src or anonymous_name(), m["Target"], not src))
             else:
                 raise DockerError(501, f"mounts of type {m.get('Type')!r} are not supported"
                                        " by Cumulo: use a named volume or a bind")
+        taken = {path.rstrip("/") for _v, path, _a in out} | {p.rstrip("/") for _s, p, _r
+                                                             in binds}
+        for path in anonymous or {}:
+            if str(path).rstrip("/") not in taken:
+                out.append((anonymous_name(), str(path), True))
         return out, binds
 
-    def attach_volumes(self, name: str, vols: list[tuple[str, str]]) -> None:
-        for vol, path in vols:
+    def attach_volumes(self, name: str, vols: list[tuple[str, str, bool]]) -> None:
+        for vol, path, anon in vols:
             try:
                 self.svc.volumes.get(self.project, vol)
             except e.NotFoundError:
                 self.svc.volumes.create(self.project, vol, "1GiB")
+                if anon:
+                    self.meta.mark_anonymous(vol)
             self.svc.volumes.attach(self.project, vol, name, path)
 
     def publish(self, name: str, hc: dict[str, Any]) -> None:
@@ -312,7 +327,7 @@ class Containers:
             with self._drained:   # (a client attached reads the end of the log first)
                 self._drained.wait_for(lambda: not self._attached[inst.host_id], DRAIN_WAIT)
             with contextlib.suppress(e.CumuloError):
-                self.remove(inst, force=True)
+                self.remove(inst, force=True, volumes=True)   # as Docker's --rm
             return
         count = int(data.get("RestartCount") or 0)
         retry = int((hc.get("RestartPolicy") or {}).get("MaximumRetryCount") or 0)
@@ -326,12 +341,19 @@ class Containers:
             self.meta.update_container(inst, RestartCount=count + 1)
             self.started(inst)
 
-    def remove(self, inst: Instance, force: bool) -> None:
+    def remove(self, inst: Instance, force: bool, volumes: bool = False) -> None:
+        """The container; with ``volumes`` its anonymous volumes too (``rm -v``, ``--rm``),
+        not named ones, nor one another container uses."""
+        anonymous = self.meta.container(inst).get("AnonVolumes") or []
         op = self.svc.instances.delete(self.project, inst.name, force=force)
         done = self.svc.ops.get(op.id, 600)
         if done.error:
             raise e.DriverError(done.error)
         self.meta.drop_container(inst.host_id)
+        for vol in anonymous if volumes else []:
+            with contextlib.suppress(e.CumuloError):
+                self.svc.volumes.delete(self.project, vol)
+                self.meta.forget_volume(vol)
 
     async def reaper(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -478,12 +500,7 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         if inst.state in (State.RUNNING, State.PAUSED) and not force:
             raise conflict(f"cannot remove container \"/{inst.name}\": container is running:"
                            " stop the container before removing or force remove")
-        await call(c.remove, inst, force)
-        if flag(request, "v"):
-            for vol in await call(svc.volumes.list_in, project):
-                if not vol.attachments and vol.name.startswith("v") and len(vol.name) == 13:
-                    with contextlib.suppress(e.CumuloError):
-                        await call(svc.volumes.delete, project, vol.name)
+        await call(c.remove, inst, force, flag(request, "v"))
         return Response(status_code=204)
 
     async def inspect(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -14,7 +15,16 @@ from starlette.routing import Route
 
 from cumulo import errors as e
 from cumulo.docker import archives
-from cumulo.docker.common import Context, DockerError, bad, call, conflict, flag, not_found
+from cumulo.docker.common import (
+    Context,
+    DockerError,
+    bad,
+    call,
+    conflict,
+    filters,
+    flag,
+    not_found,
+)
 from cumulo.docker.common import ok_json as js
 from cumulo.docker.meta import Meta
 from cumulo.domain.models import Image
@@ -246,14 +256,18 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                            config_of(meta, image)))
         return await archives.save(ctx, chosen)
 
-    async def prune(_request: Request) -> Response:
-        deleted = []
+    async def prune(request: Request) -> Response:
+        """Unused images without a tag; with the filter ``dangling=false`` (``docker image
+        prune -a``) every image no container uses, its tags (and Cumulo aliases) too."""
+        every = [v.lower() for v in filters(request).get("dangling", [])] in (["false"],
+                                                                              ["0"])
+        deleted: list[dict[str, str]] = []
         for image in await call(svc.images.list):
-            if usable(image) and not tags_of(meta, image) and not await call(
+            if not usable(image) or (tags_of(meta, image) and not every) or await call(
                     svc.store.image_users, image.fingerprint):
-                await call(svc.images.delete, image.fingerprint)
-                meta.forget_image(image.fingerprint)
-                deleted.append({"Deleted": f"sha256:{image.fingerprint}"})
+                continue
+            with contextlib.suppress(DockerError, e.CumuloError):   # (in use meanwhile)
+                deleted += await call(remove, image.fingerprint, False)
         return js({"ImagesDeleted": deleted or None, "SpaceReclaimed": 0})
 
     return [

@@ -1,7 +1,8 @@
 """Facts only the Docker face knows, kept as small JSON files beside the store.
 
 Per container: its Docker id, creation config (Config, HostConfig) and the last
-start and finish times. Per image: its Docker tags (``busybox:latest``) and its
+start and finish times, its anonymous volumes. Per volume: whether it is anonymous.
+Per image: its Docker tags (``busybox:latest``) and its
 config (Cmd, Entrypoint, Env, WorkingDir, User). Cumulo's own store keeps the
 instance and the image; these files are only the Docker-shaped extras.
 """
@@ -81,6 +82,24 @@ class Meta:
 
     def drop_container(self, host_id: str) -> None:
         self._cpath(host_id).unlink(missing_ok=True)
+
+    # volumes
+    @property
+    def _vpath(self) -> Path:
+        return self.root / "volumes.json"
+
+    def anonymous(self) -> set[str]:
+        """Volumes made for a container's ``-v /path``: ``rm -v`` and prune take them."""
+        return set(_read(self._vpath).get("anonymous") or [])
+
+    def mark_anonymous(self, name: str) -> None:
+        with self._lock:
+            _write(self._vpath, {"anonymous": sorted(self.anonymous() | {name})})
+
+    def forget_volume(self, name: str) -> None:
+        with self._lock:
+            if name in (known := self.anonymous()):
+                _write(self._vpath, {"anonymous": sorted(known - {name})})
 
     # images
     @property

@@ -22,6 +22,7 @@ from cumulo.services.nic_hotplug import NicPlugs
 
 DEFAULT_VOLUME_SIZE = "1GiB"
 BRIDGE = "bridge"          # Docker's name for the default network
+ANONYMOUS = "com.docker.volume.anonymous"   # the label of a container's ``-v /path``
 
 
 def _net_id(net: Network) -> str:
@@ -137,9 +138,10 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
         await call(NicPlugs(svc.instances).detach, project, inst.name, net.name)
         return Response(status_code=200)
 
-    def shape_vol(vol: Volume) -> dict[str, Any]:
+    def shape_vol(vol: Volume, anonymous: set[str]) -> dict[str, Any]:
+        labels = {ANONYMOUS: ""} if vol.name in anonymous else {}
         return {"Name": vol.name, "Driver": "local", "Mountpoint": "",
-                "CreatedAt": iso(vol.created_at), "Labels": {}, "Scope": "local",
+                "CreatedAt": iso(vol.created_at), "Labels": labels, "Scope": "local",
                 "Options": {"size": str(vol.size), "pool": vol.pool},
                 "Status": {"attachments": [a.instance for a in vol.attachments]}}
 
@@ -151,7 +153,8 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
 
     async def list_volumes(_request: Request) -> Response:
         vols = await call(svc.volumes.list_in, project)
-        return js({"Volumes": [shape_vol(v) for v in vols], "Warnings": []})
+        anonymous = meta.anonymous()
+        return js({"Volumes": [shape_vol(v, anonymous) for v in vols], "Warnings": []})
 
     async def create_volume(request: Request) -> Response:
         body = await body_json(request)
@@ -161,13 +164,14 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                                    " Cumulo: only local")
         size = (body.get("DriverOpts") or {}).get("size") or DEFAULT_VOLUME_SIZE
         try:
-            return js(shape_vol(await call(svc.volumes.get, project, name)), 201)
+            return js(shape_vol(await call(svc.volumes.get, project, name), meta.anonymous()),
+                      201)
         except e.NotFoundError:
             pass
-        return js(shape_vol(await call(svc.volumes.create, project, name, size)), 201)
+        return js(shape_vol(await call(svc.volumes.create, project, name, size), set()), 201)
 
     async def get_volume(request: Request) -> Response:
-        return js(shape_vol(await get_vol(request.path_params["name"])))
+        return js(shape_vol(await get_vol(request.path_params["name"]), meta.anonymous()))
 
     async def delete_volume(request: Request) -> Response:
         vol = await get_vol(request.path_params["name"])
@@ -175,13 +179,21 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
             ids = ", ".join(meta.container_id(project, a.instance) for a in vol.attachments)
             raise conflict(f"remove {vol.name}: volume is in use - [{ids}]")
         await call(svc.volumes.delete, project, vol.name)
+        meta.forget_volume(vol.name)
         return Response(status_code=204)
 
-    async def prune_volumes(_request: Request) -> Response:
+    async def prune_volumes(request: Request) -> Response:
+        """Volumes no container uses; from API 1.42 on only anonymous ones unless the
+        filter ``all`` is true (``docker volume prune -a``), as Docker."""
+        version = request.scope.get("cumulo.api_version") or (1, 45)
+        every = version < (1, 42) or "true" in [v.lower() for v in filters(request).get(
+            "all", [])]
+        anonymous = meta.anonymous()
         gone = []
         for vol in await call(svc.volumes.list_in, project):
-            if not vol.attachments:
+            if not vol.attachments and (every or vol.name in anonymous):
                 await call(svc.volumes.delete, project, vol.name)
+                meta.forget_volume(vol.name)
                 gone.append(vol.name)
         return js({"VolumesDeleted": gone or None, "SpaceReclaimed": 0})
 

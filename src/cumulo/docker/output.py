@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from cumulo import errors as e
 from cumulo.docker import streams
-from cumulo.docker.common import call, flag, int_param
+from cumulo.docker.common import bad, call, flag, int_param
 from cumulo.domain.lifecycle import State
 from cumulo.domain.models import Instance
 
@@ -30,12 +30,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 POLL = 0.025             # how often a followed log is read again
 STDIN_WAIT = 30.0        # seconds conmon may take to open its attach socket (loaded host)
+NS = 1_000_000_000
 
 
-def _rfc3339_seconds(stamp: bytes) -> float:
+def _stamp_ns(stamp: bytes) -> int:
+    """A log record's RFC 3339 time in ns since the epoch, to the nanosecond (datetime
+    keeps microseconds: a ``--since`` of a line's own time would drop that line)."""
+    text = stamp.decode(errors="replace").replace("Z", "+00:00")
+    whole, dot, rest = text.partition(".")
+    digits = rest[:len(rest) - len(rest.lstrip("0123456789"))] if dot else ""
+    zone = rest[len(digits):] if dot else ""
     with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(stamp.decode().replace("Z", "+00:00")).timestamp()
-    return 0.0
+        secs = int(datetime.fromisoformat(whole + zone).timestamp())
+        return secs * NS + int((digits + "0" * 9)[:9] or 0)
+    return 0
+
+
+def _param_ns(request: Request, name: str) -> int:
+    """Docker's ``since``/``until``: seconds, with up to 9 digits of fraction."""
+    text = request.query_params.get(name) or "0"
+    secs, _, frac = text.partition(".")
+    try:
+        return int(secs) * NS + (int((frac + "0" * 9)[:9]) if frac else 0)
+    except ValueError:
+        raise bad(f"invalid value for {name!r}: {text!r}") from None
 
 
 async def logs(c: Containers, inst: Instance, request: Request) -> Response:
@@ -45,8 +63,7 @@ async def logs(c: Containers, inst: Instance, request: Request) -> Response:
     follow, stamps = flag(request, "follow"), flag(request, "timestamps")
     tail_text = request.query_params.get("tail") or "all"
     tail = None if tail_text == "all" else int_param(request, "tail")
-    since = float(request.query_params.get("since") or 0)
-    until = float(request.query_params.get("until") or 0)
+    since, until = _param_ns(request, "since"), _param_ns(request, "until")
     svc, project = c.svc, c.project
 
     def shape(records: list[Any]) -> list[tuple[int, bytes]]:
@@ -55,7 +72,7 @@ async def logs(c: Containers, inst: Instance, request: Request) -> Response:
             stream = streams.STREAMS.get(stream_name, streams.STDOUT)
             if not want[stream]:
                 continue
-            t = _rfc3339_seconds(stamp) if (since or until) else 0.0
+            t = _stamp_ns(stamp) if (since or until) else 0
             if (since and t < since) or (until and t > until):
                 continue
             text = payload if partial else payload + b"\n"
