@@ -159,3 +159,27 @@ def test_rename_binds_and_archives_of_a_stopped_container(client: docker.DockerC
     finally:
         c.remove(force=True)
         shutil.rmtree(share)
+
+
+def test_streamed_stats_carry_the_previous_sample(client: docker.DockerClient) -> None:
+    """``stats(stream=True)``: one sample a second, each with the one before as its
+    ``precpu_stats`` (what ``docker stats`` computes CPU % from)."""
+    c = client.containers.run("busybox", ["sh", "-c", "while true; do :; done"],
+                              detach=True, name="sdk-stats", mem_limit="48m")
+    try:
+        samples = []
+        for sample in c.stats(stream=True, decode=True):
+            samples.append(sample)
+            if len(samples) == 2:
+                break
+        first, second = samples
+        assert second["read"] > first["read"] and second["preread"] == first["read"]
+        assert second["precpu_stats"]["cpu_usage"] == first["cpu_stats"]["cpu_usage"]
+        used = [s["cpu_stats"]["cpu_usage"]["total_usage"] for s in samples]
+        assert 0 < used[0] < used[1], used   # a busy loop: CPU time between the two
+        assert second["cpu_stats"]["system_cpu_usage"] > first["cpu_stats"][
+            "system_cpu_usage"]
+        assert all(s["memory_stats"]["limit"] == 48 << 20 for s in samples)
+        assert second["name"] == "/sdk-stats" and second["id"] == c.id
+    finally:
+        c.remove(force=True)
