@@ -315,6 +315,21 @@ def test_run_with_vm_isolation(dk: DockerHost) -> None:
     assert lines[1] != os.uname().release, r.stdout   # its own kernel
     r = dk.run("run", "--rm", "--isolation", "vm", "busybox", "echo", "isolated", timeout=300)
     assert r.stdout == "isolated\n"
+    dk.run("run", "-d", "--runtime", "cumulo-vm", "--name", "vmd", "busybox", "sh", "-c",
+           "echo vm-out; echo vm-err >&2; for i in 1 2 3; do echo tick $i; sleep 0.3; done;"
+           " exit 5", timeout=300)
+    try:
+        err = dk.fails("exec", "vmd", "true", code=1, match="docker exec is not supported on"
+                       " a cumulo-vm container: its VM runs only the image's command")
+        assert len(err.strip().splitlines()) == 1, err
+        # logs of a VM: its console, what its command wrote (one stream: the serial); the
+        # sleeps end (a guest timer that never fired hung them)
+        assert dk.run("logs", "-f", "vmd", timeout=300).stdout == \
+            "vm-out\nvm-err\ntick 1\ntick 2\ntick 3\n"
+        assert dk.run("wait", "vmd", timeout=120).stdout.strip() == "5"
+        assert dk.run("logs", "--tail", "1", "vmd").stdout == "tick 3\n"
+    finally:
+        dk.run("rm", "-f", "vmd", check=False)
 
 
 def test_cp_both_ways_with_owners_inside(dk: DockerHost, tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ def test_arguments_go_after_the_double_dash_quoted_when_needed() -> None:
         with pytest.raises(InvalidInputError, match="kernel command line"):
             app_append("x", [bad])
     assert app_append("x", [], 2445430).endswith(
-        " tsc_early_khz=2445430 tsc=reliable noapictimer no_timer_check rdinit=/x --")
+        " tsc_early_khz=2445430 tsc=reliable lapic_timer_period=4000000 no_timer_check"
+        " rdinit=/x --")
     with pytest.raises(InvalidInputError, match="at most 30"):
         app_append("x", ["x"] * 31)
 

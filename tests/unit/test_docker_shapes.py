@@ -86,7 +86,7 @@ def test_an_auto_remove_waits_for_the_attached_client_to_read_the_end() -> None:
     removed: list[float] = []
     meta = SimpleNamespace(update_container=lambda *a, **k: None)
     c = containers.Containers(SimpleNamespace(svc=None, project="p"), meta)
-    c.remove = lambda inst, force=False: removed.append(time.monotonic())
+    c.remove = lambda inst, force=False, volumes=False: removed.append(time.monotonic())
     inst = SimpleNamespace(host_id="p_x", exit_code=0)
     data = {"HostConfig": {"AutoRemove": True}}
     with c.attached(inst):
@@ -113,3 +113,14 @@ def test_meta_knows_which_docker_containers_run(tmp_path: Path) -> None:
     meta.update_container(Instance(project="default", name="a", type="container",
                                    image="x"), Running=False)
     assert meta.running() == set()
+
+
+def test_log_times_to_the_nanosecond_and_lines_of_a_chunk() -> None:
+    from cumulo.docker.output import _lines, _stamp_ns
+
+    t = _stamp_ns(b"2026-12-05T05:43:50.905929425Z")
+    assert t == _stamp_ns(b"2026-12-05T05:43:50.905929425+00:00") == 1796449430905929425
+    assert _stamp_ns(b"2026-12-05T05:43:50Z") == 1796449430 * 10**9
+    assert _stamp_ns(b"2026-12-05T05:43:50.9Z") == 1796449430 * 10**9 + 900_000_000
+    assert _stamp_ns(b"garbage") == 0
+    assert _lines(b"a\r\nb\nc") == [b"a\r\n", b"b\n", b"c"] and _lines(b"") == []

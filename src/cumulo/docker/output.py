@@ -46,6 +46,12 @@ def _stamp_ns(stamp: bytes) -> int:
     return 0
 
 
+def _lines(text: bytes) -> list[bytes]:
+    """``text`` cut after each newline (only there: a TTY's \\r stays in its line)."""
+    parts = text.split(b"\n")
+    return [p + b"\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def _param_ns(request: Request, name: str) -> int:
     """Docker's ``since``/``until``: seconds, with up to 9 digits of fraction."""
     text = request.query_params.get(name) or "0"
@@ -72,13 +78,15 @@ async def logs(c: Containers, inst: Instance, request: Request) -> Response:
             stream = streams.STREAMS.get(stream_name, streams.STDOUT)
             if not want[stream]:
                 continue
-            t = _stamp_ns(stamp) if (since or until) else 0
-            if (since and t < since) or (until and t > until):
-                continue
+            t = _stamp_ns(stamp) if (since or until) and stamp else 0
+            if t and ((since and t < since) or (until and t > until)):
+                continue   # (a VM's console has no times: all of it is kept)
             text = payload if partial else payload + b"\n"
-            if stamps and stamp:   # RFC 3339 as Docker writes it: Z, not +00:00
-                text = stamp.replace(b"+00:00", b"Z") + b" " + text
-            out.append((stream, text))
+            # one line each (a VM's console comes in chunks of lines: --tail counts lines)
+            for line in _lines(text):
+                if stamps and stamp:   # RFC 3339 as Docker writes it: Z, not +00:00
+                    line = stamp.replace(b"+00:00", b"Z") + b" " + line
+                out.append((stream, line))
         return out
 
     async def gen() -> AsyncIterator[bytes]:

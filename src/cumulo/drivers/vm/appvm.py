@@ -39,16 +39,20 @@ PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
 PANIC_LINE_RE = re.compile(rb"(?m)^\[ *\d+\.\d+\] Kernel panic - not syncing: Attempted to kill")
 LOOK_BACK = 4096
 OPTIONS = {"accel": "auto", "kernel": kinds.GENERIC_KERNEL}
+# APIC bus cycles per tick: QEMU's 1 GHz bus over the kernels' HZ=250 (Debian's; the
+# specialised kernel keeps the default)
+LAPIC_PERIOD = 1_000_000_000 // 250
 
 
 def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
     """console, quiet, the reboot policy and the program as init, then its arguments
     after ``--``. ``tsc_khz`` (given on TCG): microvm has no HPET or PM timer, and a
     loaded host makes the PIT calibration fail and the boot hang; giving the TSC rate
-    skips it. On TCG the one vCPU also takes its tick from the PIT (``noapictimer``), as
-    calibrating the local APIC timer is 100 ms of emulated busy loop per boot (KVM's CPUs
-    have a TSC-deadline timer that needs none), and the IO-APIC timer check, which a
-    loaded host can fail, is skipped."""
+    skips it. On TCG the local APIC timer's rate is given too (``lapic_timer_period``:
+    QEMU's APIC bus runs at 1 GHz), as calibrating it is 100 ms of emulated busy loop per
+    boot (KVM's CPUs have a TSC-deadline timer that needs none); ``noapictimer`` did that
+    job before but left microvm with no timer that fires: a ``sleep`` in the guest never
+    ended. The IO-APIC timer check, which a loaded host can fail, is skipped."""
     if len(args) > MAX_ARGS:
         raise InvalidInputError(f"an app VM takes at most {MAX_ARGS} arguments")
     quoted = []
@@ -59,8 +63,8 @@ def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
                 " double quote, tab or newline")
         quoted.append(f'"{a}"' if " " in a else a)
     # loglevel=1: only emergencies (the panic line that carries the exit status)
-    tsc = ([f"tsc_early_khz={tsc_khz}", TSC_RELIABLE, "noapictimer", "no_timer_check"]
-           if tsc_khz else [])
+    tsc = ([f"tsc_early_khz={tsc_khz}", TSC_RELIABLE, f"lapic_timer_period={LAPIC_PERIOD}",
+            "no_timer_check"] if tsc_khz else [])
     append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", *tsc,
                        f"rdinit=/{name.lstrip('/')}", "--", *quoted])
     if len(append) > CMDLINE_MAX:
