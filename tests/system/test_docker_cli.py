@@ -659,7 +659,8 @@ def test_load_of_an_oci_layout_archive(dk: DockerHost, tmp_path: Path) -> None:
 def test_cumulo_limits_and_checkpoint_on_a_docker_container(dk: DockerHost) -> None:
     """A Docker container is a Cumulo instance: ``cumulo config set`` changes show in
     ``docker inspect``, and ``cumulo checkpoint`` + ``restore`` carry its PID 1 on."""
-    dk.run("run", "-d", "--name", "ckpt", "-m", "64m", "busybox", "sh", "-c",
+    dk.run("run", "-d", "--name", "ckpt", "-m", "64m", "--restart", "always", "busybox",
+           "sh", "-c",
            "i=0; while true; do i=$((i+1)); echo count $i; sleep 0.2; done")
     try:
         dk.daemon.cli("config", "set", "ckpt", "memory", "96MiB")
@@ -672,6 +673,9 @@ def test_cumulo_limits_and_checkpoint_on_a_docker_container(dk: DockerHost) -> N
         dk.wait_for(lambda: "count 3\n" in dk.run("logs", "ckpt").stdout, "three counts")
         pid = dk.run("inspect", "-f", "{{.State.Pid}}", "ckpt").stdout.strip()
         dk.daemon.cli("checkpoint", "ckpt")
+        dk.wait_for(lambda: not dk.run("inspect", "-f", "{{.State.FinishedAt}}", "ckpt"
+                                       ).stdout.startswith("0001"), "the end seen")
+        # checkpointed, not ended: its restart policy does not start it afresh
         assert dk.run("inspect", "-f", "{{.State.Status}}", "ckpt").stdout.strip() == "exited"
         stopped_at = dk.run("logs", "ckpt").stdout.count("count ")
         dk.daemon.cli("restore", "ckpt")

@@ -39,6 +39,7 @@ from cumulo.domain.lifecycle import Action, State
 from cumulo.domain.models import Instance
 from cumulo.domain.units import validate_name
 from cumulo.drivers.container.oci_spec import IDMAP_BASE, IDMAP_SIZE
+from cumulo.services.checkpoints import DEFAULT_FILE as CHECKPOINT_FILE
 from cumulo.services.instances import CreateRequest, ProcessOptions
 from cumulo.services.networks import NicRequest
 
@@ -320,6 +321,9 @@ class Containers:
             self.after_exit(inst, data)
 
     def after_exit(self, inst: Instance, data: dict[str, Any]) -> None:
+        if (self.svc.instances.instances_dir / inst.host_id / CHECKPOINT_FILE).exists():
+            self.finished(inst, True)   # cumulo checkpoint: no restart, no removal
+            return
         self.finished(inst, bool(data.get("StoppedByUser")))
         hc = data.get("HostConfig") or {}
         policy = (hc.get("RestartPolicy") or {}).get("Name") or "no"
