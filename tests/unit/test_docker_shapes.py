@@ -85,7 +85,8 @@ def test_an_auto_remove_waits_for_the_attached_client_to_read_the_end() -> None:
 
     removed: list[float] = []
     meta = SimpleNamespace(update_container=lambda *a, **k: None)
-    c = containers.Containers(SimpleNamespace(svc=None, project="p"), meta)
+    svc = SimpleNamespace(instances=SimpleNamespace(instances_dir=Path("/nonexistent")))
+    c = containers.Containers(SimpleNamespace(svc=svc, project="p"), meta)
     c.remove = lambda inst, force=False, volumes=False: removed.append(time.monotonic())
     inst = SimpleNamespace(host_id="p_x", exit_code=0)
     data = {"HostConfig": {"AutoRemove": True}}
