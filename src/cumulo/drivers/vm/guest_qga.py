@@ -9,7 +9,9 @@ guest-shutdown (as the power button: the instance command gets SIGTERM).
 
 A small awk program turns a request into shell assignments and files (strings land in
 files ``v.KEY``, raw, and ``q.KEY``, shell-quoted; arrays of strings in ``v.KEY`` as
-quoted words), so no JSON string reaches ``eval`` unquoted.
+quoted words), so no JSON string reaches ``eval`` unquoted. Values are strings, integers,
+booleans, arrays of strings and objects: what QGA's commands take; anything else is
+refused ("Invalid or unsupported JSON").
 
 One extension, invisible to standard clients: while a command runs, guest-exec-status
 also returns ``cumulo-out`` / ``cumulo-err``, base64 of the output written since the
@@ -133,10 +135,10 @@ function obj(   c, k) {
 """
 
 GUEST_SCRIPT = r"""#!/bin/sh
-# cumulo-qga PORT: the QEMU guest agent protocol (a subset) on one virtio-serial port;
-# see drivers/vm/guest_qga.py on the host for what it answers.
+# cumulo-qga PORT [DIR]: the QEMU guest agent protocol (a subset) on one virtio-serial
+# port; see drivers/vm/guest_qga.py on the host for what it answers.
 port=$1
-d=/run/qga
+d=${2:-/run/qga}
 mkdir -p $d/x $d/p $d/f
 cat > $d/json.awk <<'EOF'
 @PARSER@EOF
@@ -234,6 +236,7 @@ while :; do
   rm -f $d/v.* $d/q.*
   bad="" execute="" id="" pid="" handle="" count="" mode="" capture_output=""
   eval "$(printf '%s\n' "$line" | awk -v d=$d -f $d/json.awk)"
+  if [ -n "$bad" ]; then fail GenericError "Invalid or unsupported JSON"; continue; fi
   case "$execute" in
     guest-sync-delimited) printf '\377' >&3; reply "${id:-0}" ;;
     guest-sync) reply "${id:-0}" ;;
@@ -246,7 +249,7 @@ while :; do
     guest-file-write) do_file write ;;
     guest-file-close) do_file close ;;
     guest-shutdown) kill -TERM $(cat /run/app.pid) 2>/dev/null ;;
-    "") [ -z "$bad" ] || fail GenericError "Invalid JSON syntax" ;;
+    "") ;;
     *) fail CommandNotFound "The command $execute has not been found" ;;
   esac
 done
