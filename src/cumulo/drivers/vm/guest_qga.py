@@ -7,9 +7,10 @@ guest-sync-delimited, guest-sync, guest-ping, guest-info, guest-exec (path, arg,
 input-data, capture-output), guest-exec-status, guest-file-open/read/write/close and
 guest-shutdown (as the power button: the instance command gets SIGTERM).
 
-A small awk program turns a request into shell assignments and files (strings land in
-files ``v.KEY``, raw, and ``q.KEY``, shell-quoted; arrays of strings in ``v.KEY`` as
-quoted words), so no JSON string reaches ``eval`` unquoted. Values are strings, integers,
+A small awk program turns a request into shell assignments (numbers, booleans, plain
+words) and files (every string lands raw in ``v.KEY``; a guest-exec's path, arguments and
+environment, shell-quoted, in the command file ``x/N.cmd``), so no JSON string reaches
+``eval`` unquoted. Values are strings, integers,
 booleans, arrays of strings and objects: what QGA's commands take; anything else is
 refused ("Invalid or unsupported JSON").
 
@@ -83,13 +84,15 @@ function val(k,   c, v, words) {
   if (c == "\"") {
     v = str()
     save(d "/v." k, v)
-    if (length(v) < 4096) save(d "/q." k, quote(v))
+    print "f_" k "=1"
+    if (k == "path") qpath = quote(v)
+    if (k == "execute") exe = v
     if (v ~ /^[A-Za-z0-9_.+-]*$/ && length(v) < 256) print k "='" v "'"
     return
   }
   if (c == "[") {
     p++; ws(); words = ""
-    if (substr(s, p, 1) == "]") { p++; save(d "/v." k, ""); return }
+    if (substr(s, p, 1) == "]") { p++; list[k] = ""; return }
     while (1) {
       ws()
       if (substr(s, p, 1) != "\"") bad()
@@ -98,7 +101,7 @@ function val(k,   c, v, words) {
       if (c == "]") break
       if (c != ",") bad()
     }
-    save(d "/v." k, words)
+    list[k] = words
     return
   }
   if (match(substr(s, p), /^[-+.0-9a-zE]+/)) {
@@ -131,15 +134,22 @@ function obj(   c, k) {
   if (s == "") exit
   p = 1
   obj()
+  if (exe == "guest-exec" && qpath != "") {   # the command for sh: x/N.cmd
+    f = d "/x/" n ".cmd"
+    if ("env" in list) print "export" list["env"] > f
+    print "exec " qpath list["arg"] > f
+    close(f)
+  }
 }
 """
 
 GUEST_SCRIPT = r"""#!/bin/sh
 # cumulo-qga PORT [DIR]: the QEMU guest agent protocol (a subset) on one virtio-serial
-# port; see drivers/vm/guest_qga.py on the host for what it answers.
+# port; see drivers/vm/guest_qga.py on the host for what it answers. Few forks: each
+# costs milliseconds under TCG (state in shell variables, builtins where they do).
 port=$1
 d=${2:-/run/qga}
-mkdir -p $d/x $d/p $d/f
+mkdir -p $d/x $d/f
 cat > $d/json.awk <<'EOF'
 @PARSER@EOF
 mkfifo $d/idle
@@ -153,44 +163,49 @@ fail() {  # CLASS MESSAGE
 size() { stat -c %s "$1" 2>/dev/null || echo 0; }
 b64() { base64 -w 0 "$1" 2>/dev/null; }
 n=0
-do_exec() {
-  [ -f $d/q.path ] || { fail GenericError "Parameter 'path' is missing"; return; }
-  n=$((n + 1))
+do_exec() {  # the awk program wrote the command to x/N.cmd
+  [ -f $d/x/$n.cmd ] || { fail GenericError "Parameter 'path' is missing"; return; }
   x=$d/x/$n
-  mkdir -p $x
-  [ -f $d/v.env ] && echo "export $(cat $d/v.env)" > $x/cmd
-  echo "exec $(cat $d/q.path) $(cat $d/v.arg 2>/dev/null)" >> $x/cmd
-  if [ -f $d/v.input_data ]; then base64 -d $d/v.input_data > $x/in; else : > $x/in; fi
-  if [ "$capture_output" = true ]; then out=$x/out err=$x/err; else out=/dev/null err=/dev/null; fi
-  : > $x/out; : > $x/err; echo 0 > $x/oo; echo 0 > $x/eo
-  setsid sh -c 'sh "$1/cmd"; echo $? > "$1/c"; mv "$1/c" "$1/code"' - $x \
-    < $x/in > $out 2> $err 3>&- 4>&- &
-  ln -s $x $d/p/$!
+  in=/dev/null
+  [ -n "$f_input_data" ] && base64 -d $d/v.input_data > $x.in && in=$x.in
+  out=/dev/null err=/dev/null
+  [ "$capture_output" = true ] && out=$x.out err=$x.err
+  : > $x.out; : > $x.err
+  setsid sh -c 'sh "$1.cmd"; echo $? > "$1.c"; mv "$1.c" "$1.code"' - $x \
+    < $in > $out 2> $err 3>&- 4>&- &
+  eval "x_$!=$n o_$!=0 e_$!=0"
   reply "{\"pid\": $!}"
 }
-new() {  # TAG FILE OFFSET-FILE: the output written since the last status, as a JSON member
-  off=$(cat "$3"); end=$(size "$2")
-  [ "$end" -gt "$off" ] || return 0
-  tail -c +$((off + 1)) "$2" | head -c 49152 > $d/chunk
-  echo $((off + $(size $d/chunk))) > "$3"
-  printf ', "%s": "%s"' "$1" "$(b64 $d/chunk)"
+new() {  # TAG FILE OFFSET-VAR: output written since the last status, a JSON member, to fd 3
+  eval "off=\$$3"
+  : > $d/chunk
+  dd if="$2" of=$d/chunk bs=49152 skip=$off iflag=skip_bytes count=1 2>/dev/null
+  [ -s $d/chunk ] || return 0
+  eval "$3=$((off + $(size $d/chunk)))"
+  printf ', "%s": "' "$1"; b64 $d/chunk; printf '"'
 }
 do_status() {
-  x=$d/p/${pid:-none}
-  [ -d $x ] || { fail GenericError "Invalid parameter 'pid'"; return; }
-  if [ ! -f $x/code ]; then
-    st=$(sed 's/.*) //; s/ .*//' /proc/$pid/stat 2>/dev/null)
-    if [ -n "$st" ] && [ "$st" != Z ]; then
-      printf '{"return": {"exited": false%s%s}}\n' "$(new cumulo-out $x/out $x/oo)" \
-        "$(new cumulo-err $x/err $x/eo)" >&3
+  case "$pid" in *[!0-9]*|"") pid=none ;; esac
+  eval "n=\${x_$pid:-}"
+  [ -n "$n" ] || { fail GenericError "Invalid parameter 'pid'"; return; }
+  x=$d/x/$n
+  if [ ! -f $x.code ]; then
+    st=""
+    read -r st < /proc/$pid/stat 2>/dev/null
+    st=${st##*) }
+    if [ -n "$st" ] && [ "${st%% *}" != Z ]; then
+      { printf '{"return": {"exited": false'; new cumulo-out $x.out o_$pid
+        new cumulo-err $x.err e_$pid; printf '}}\n'; } >&3
       return
     fi
   fi
   wait $pid 2>/dev/null
-  if [ -f $x/code ]; then how="\"exitcode\": $(cat $x/code)"; else how='"signal": 9'; fi
-  { printf '{"return": {"exited": true, %s, "out-data": "' "$how"; b64 $x/out
-    printf '", "err-data": "'; b64 $x/err; printf '"}}\n'; } >&3
-  rm -rf "$(readlink $x)" $x
+  how='"signal": 9'
+  if [ -f $x.code ]; then read -r code < $x.code; how="\"exitcode\": $code"; fi
+  { printf '{"return": {"exited": true, %s, "out-data": "' "$how"; b64 $x.out
+    printf '", "err-data": "'; b64 $x.err; printf '"}}\n'; } >&3
+  rm -f $x.cmd $x.in $x.out $x.err $x.code
+  unset x_$pid o_$pid e_$pid
 }
 h=0
 do_open() {
@@ -202,30 +217,32 @@ do_open() {
     *) false ;;
   esac || { fail GenericError "failed to open file '$path' (mode: '${mode:-r}')"; return; }
   h=$((h + 1))
-  cp $d/v.path $d/f/$h.path
-  echo 0 > $d/f/$h.pos
+  cp $d/v.path $d/f/$h
+  eval "p_$h=0"
   reply $h
 }
 do_file() {  # read | write | close
-  f=$d/f/${handle:-none}
-  [ -f $f.path ] || { fail GenericError "handle '$handle' has not been found"; return; }
-  path=$(cat $f.path); pos=$(cat $f.pos)
+  case "$handle" in *[!0-9]*|"") handle=none ;; esac
+  eval "pos=\${p_$handle:-}"
+  [ -n "$pos" ] || { fail GenericError "handle '$handle' has not been found"; return; }
+  path=$(cat $d/f/$handle)
   case $1 in
     read)
       count=${count:-4096}
-      tail -c +$((pos + 1)) "$path" 2>/dev/null | head -c $count > $d/chunk
+      : > $d/chunk
+      dd if="$path" of=$d/chunk bs=$count skip=$pos iflag=skip_bytes count=1 2>/dev/null
       got=$(size $d/chunk)
-      echo $((pos + got)) > $f.pos
+      eval "p_$handle=$((pos + got))"
       eof=false; [ "$got" -lt "$count" ] && eof=true
-      printf '{"return": {"count": %s, "buf-b64": "%s", "eof": %s}}\n' $got \
-        "$(b64 $d/chunk)" $eof >&3 ;;
+      { printf '{"return": {"count": %s, "buf-b64": "' $got; b64 $d/chunk
+        printf '", "eof": %s}}\n' $eof; } >&3 ;;
     write)
       base64 -d $d/v.buf_b64 > $d/chunk 2>/dev/null
       cat $d/chunk >> "$path" || { fail GenericError "cannot write to '$path'"; return; }
       got=$(size $d/chunk)
-      echo $((pos + got)) > $f.pos
+      eval "p_$handle=$((pos + got))"
       reply "{\"count\": $got, \"eof\": false}" ;;
-    close) rm -f $f.path $f.pos; reply "{}" ;;
+    close) rm -f $d/f/$handle; unset p_$handle; reply "{}" ;;
   esac
 }
 info='{"version": "@VERSION@", "supported_commands": [@COMMANDS@]}'
@@ -233,16 +250,16 @@ exec 3<>"$port"
 while :; do
   # no host connected: the port reads as end of file at once
   if ! IFS= read -r line <&3; then nap 0.05; continue; fi
-  rm -f $d/v.* $d/q.*
   bad="" execute="" id="" pid="" handle="" count="" mode="" capture_output=""
-  eval "$(printf '%s\n' "$line" | awk -v d=$d -f $d/json.awk)"
+  f_path="" f_input_data="" f_buf_b64=""
+  eval "$(printf '%s\n' "$line" | awk -v d=$d -v n=$((n + 1)) -f $d/json.awk)"
   if [ -n "$bad" ]; then fail GenericError "Invalid or unsupported JSON"; continue; fi
   case "$execute" in
     guest-sync-delimited) printf '\377' >&3; reply "${id:-0}" ;;
     guest-sync) reply "${id:-0}" ;;
     guest-ping) reply "{}" ;;
     guest-info) reply "$info" ;;
-    guest-exec) do_exec ;;
+    guest-exec) n=$((n + 1)); do_exec ;;
     guest-exec-status) do_status ;;
     guest-file-open) do_open ;;
     guest-file-read) do_file read ;;
