@@ -42,7 +42,7 @@ SOCKET = "qga.sock"
 READY_TIMEOUT = 90.0          # a whole Debian boots on TCG in about a minute
 SYNC_EVERY = 2.0
 POLL = 0.2                    # guest-exec-status of a short command (run)
-POLL_MIN, POLL_MAX = 0.05, 0.5  # of an exec session: sooner while output comes
+POLL_MIN, POLL_MAX = 0.05, 0.25  # of an exec session: sooner while output comes
 KILL_WAIT = 10.0
 CHUNK = 48 * 1024             # file bytes per guest-file-read/write
 
