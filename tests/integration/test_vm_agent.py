@@ -1,4 +1,5 @@
-"""Exec into a real TCG guest through our agent over virtio-serial (drivers/vm/agent.py).
+"""Exec into a real TCG busybox guest through its guest agent over virtio-serial: the QEMU
+guest agent protocol (drivers/vm/guest_qga.py in the guest, drivers/vm/qga.py here).
 
 One VM (pc, 128 MiB, --io emulated so the agent is the only virtio device) is booted
 for the whole module and deleted by the fixture, even on failure.
@@ -6,7 +7,12 @@ for the whole module and deleted by the fixture, even on failure.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import select
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,10 +25,12 @@ from cumulo.api.exec_ws import run_collect
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import ExecRequest, InstanceSpec, RunStatus
 from cumulo.drivers.registry import DriverContext
+from cumulo.drivers.vm import qga
 from cumulo.drivers.vm.driver import VmDriver
-from cumulo.drivers.vm.qemu_cmd import MIB
+from cumulo.drivers.vm.qemu_cmd import MIB, run_dir
 from cumulo.errors import InvalidStateError
 from tests.integration.test_vm_driver import HOST
+from tests.qga_contract import check_agent
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
@@ -30,6 +38,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 class Guest:
     def __init__(self, driver: VmDriver, spec: InstanceSpec) -> None:
         self.driver, self.spec = driver, spec
+        self.run_dir = run_dir(driver.ctx.runtime_dir / "vm", spec.host_id)
 
     def run(self, *argv: str, stdin: bytes = b"", tty: bool = False,
             env: dict[str, str] | None = None, cwd: str = "/") -> tuple[int, str, str]:
@@ -118,6 +127,64 @@ def test_killing_a_session_kills_the_command_in_the_guest(guest: Guest) -> None:
     while guest.run("kill", "-0", pid)[0] == 0:
         assert time.monotonic() < deadline, "the command outlived its session"
         time.sleep(0.2)
+
+
+def test_the_agent_port_speaks_qemus_guest_agent_protocol(guest: Guest) -> None:
+    """A raw exchange, as any QGA client would have it (the old line agent had no such port)."""
+    guest.run("true")     # booted
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, \
+            contextlib.closing(sock.makefile("rb")) as lines:
+        sock.settimeout(30)
+        sock.connect(str(qga.socket_path(guest.run_dir)))
+        sock.sendall(b'\xff{"execute": "guest-sync-delimited", "arguments": {"id": 4242}}\n')
+        assert lines.readline() == b'\xff{"return": 4242}\n'
+        sock.sendall(b'{"execute": "guest-ping"}\n{"execute": "guest-info"}\n')
+        assert json.loads(lines.readline()) == {"return": {}}
+        info = json.loads(lines.readline())["return"]
+        assert info["version"].startswith("cumulo-busybox")
+        sock.sendall(b'{"execute": "guest-exec", "arguments": {"path": "echo",'
+                     b' "arg": ["h\\u00e9"], "capture-output": true}}\n')
+        pid = json.loads(lines.readline())["return"]["pid"]
+        deadline = time.monotonic() + 30
+        while True:
+            sock.sendall(json.dumps({"execute": "guest-exec-status",
+                                     "arguments": {"pid": pid}}).encode() + b"\n")
+            status = json.loads(lines.readline())["return"]
+            if status["exited"]:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert status["exitcode"] == 0 and status["out-data"] == "aMOpCg=="   # "hé\n"
+        sock.sendall(b'{"execute": "guest-nope"}\n')
+        assert json.loads(lines.readline())["error"]["class"] == "CommandNotFound"
+
+
+def test_the_same_agent_contract_as_debians_qemu_guest_agent(guest: Guest) -> None:
+    check_agent(guest.run_dir, guest.spec.host_id)
+
+
+def test_output_reaches_the_caller_while_the_command_runs(guest: Guest) -> None:
+    session = guest.driver.exec(guest.spec.host_id,
+                                ExecRequest(["sh", "-c", "echo first; sleep 600"]))
+    try:
+        session.close_stdin()
+        got = b""
+        deadline = time.monotonic() + 30
+        while b"first\n" not in got:
+            assert time.monotonic() < deadline, f"no output while it runs: {got!r}"
+            if select.select([session.stdout_fd], [], [], 0.2)[0]:
+                got += os.read(session.stdout_fd, 100)
+        assert session.wait(0) is None      # still running: sleep 600
+    finally:
+        session.kill()
+    assert session.wait(10) == 137
+
+
+def test_files_in_and_out_through_the_agent(guest: Guest) -> None:
+    data = os.urandom(70000)
+    assert guest.driver.write_file(guest.spec.host_id, "/root/blob", data, 0o600)
+    assert guest.run("stat", "-c", "%a %s", "/root/blob") == (0, "600 70000\n", "")
+    assert guest.driver.read_file(guest.spec.host_id, "/root/blob", 1 << 20) == data
 
 
 def test_exec_into_a_stopped_vm_is_a_clear_error(guest: Guest) -> None:

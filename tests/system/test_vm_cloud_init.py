@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from cumulo.errors import CumuloError
+from tests.qga_contract import check_agent
 from tests.system.conftest import Daemon, netns_daemon
 from tests.system.test_vm_boot_disk import _debian_vm_disk, _instance, _qemus
 
@@ -133,6 +134,14 @@ def test_exec_and_files_go_through_the_guest_agent(guest: Guest) -> None:
     assert (tmp / "back").read_bytes() == blob.read_bytes()
     r = d.cli("file", "pull", "ci1", "/nope", str(tmp / "x"), check=False)
     assert r.returncode != 0 and "/nope" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_the_same_agent_contract_as_our_busybox_agent(guest: Guest) -> None:
+    """The host's one QGA client against qemu-guest-agent, asked what tests/integration/
+    test_vm_agent.py asks our busybox agent (tests/qga_contract.py)."""
+    sockets = list(guest.d.state_dir.glob("run/**/qga.sock"))
+    assert len(sockets) == 1, sockets
+    check_agent(sockets[0].parent, "ci1")
 
 
 def test_cloud_init_ran_the_seed(guest: Guest) -> None:

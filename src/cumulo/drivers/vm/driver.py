@@ -48,7 +48,6 @@ from cumulo.drivers.migratable import Progress
 from cumulo.drivers.records import Records
 from cumulo.drivers.registry import DriverContext
 from cumulo.drivers.vm import (
-    agent,
     disks,
     firmware,
     initramfs,
@@ -71,6 +70,7 @@ from cumulo.drivers.vm.qemu_cmd import (
     VmSpec,
     build_argv,
     memory_max,
+    old_agent_socket,
     run_dir,
 )
 from cumulo.errors import (
@@ -250,7 +250,7 @@ class VmDriver:
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", disk=Path(opts["disk"]) if opts["disk"] else None,
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
-                nic=opts["nic"] == "on", agent_ports=agent.PORTS, taps=spec.nics,
+                nic=opts["nic"] == "on", qga=True, taps=spec.nics,
                 console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
             )
@@ -553,7 +553,7 @@ class VmDriver:
         self._kill(vm)
         vm.qmp_socket.unlink(missing_ok=True)
         for i in range(vm.agent_ports):
-            agent.port_socket(vm.qmp_socket.parent, i).unlink(missing_ok=True)
+            old_agent_socket(vm.qmp_socket.parent, i).unlink(missing_ok=True)
         if vm.console_socket is not None:
             vm.console_socket.unlink(missing_ok=True)
         if vm.tpm_socket is not None:
@@ -680,23 +680,18 @@ class VmDriver:
 
     # --- processes and console ----------------------------------------------
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
-        """Run a command in the guest through our agent over virtio-serial (see agent.py)."""
+        """Run a command in the guest through its QEMU guest agent (qemu-guest-agent in a
+        VM booted from its disk, guest_qga.py in a busybox VM); with -t and a terminal
+        port, in a pty of its own (qga_tty.py)."""
         require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
         vm = self._vmspec(host_id)
-        if vm.qga:   # its own OS: the standard QEMU guest agent
-            if request.tty and vm.tty_ports:   # a pty in the guest, on a port of its own
-                return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request,
-                                          vm.tty_ports)
-            if request.tty:
-                raise UnsupportedError(
-                    f"exec -t: VM {host_id!r} was created without a terminal port (the QEMU"
-                    " guest agent alone has no pty): recreate it, or drop -t, or use cumulo"
-                    " console or ssh for an interactive shell")
-            return qga.QgaSession(vm.qmp_socket.parent, host_id, request)
-        if not vm.agent_ports:
-            raise UnsupportedError(f"VM {host_id!r} was created without the guest agent:"
-                                   " recreate it to exec into it")
-        return agent.AgentSession(vm.qmp_socket.parent, host_id, request)
+        if not vm.qga:
+            raise UnsupportedError(f"VM {host_id!r} was created with an older exec agent"
+                                   " that is gone: recreate it to exec into it")
+        if request.tty and vm.tty_ports:
+            return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request, vm.tty_ports)
+        # -t without a terminal port (busybox has no ``script``): one stream, no pty
+        return qga.QgaSession(vm.qmp_socket.parent, host_id, request)
 
     # --- files through qemu-guest-agent (FileTransfer); others go through exec ------
     def write_file(self, host_id: str, path: str, data: bytes, mode: int) -> bool:
@@ -790,7 +785,7 @@ class VmDriver:
                 f"{vm.initrd.name}/{vm.memory}/{vm.vcpus}/{vm.nic}/"
                 f"{'disk' if vm.root_disk else 'nodisk'}/{vm.firmware or 'kernel'}/"
                 f"{'tpm' if vm.tpm_socket else 'notpm'}{'/secureboot' if vm.secure_boot else ''}"
-                f"/tty{vm.tty_ports}")
+                f"/tty{vm.tty_ports}{'/oldagent' if vm.agent_ports else ''}")
 
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cumulo.drivers.vm import agent
+from cumulo.drivers.vm import guest_qga, qga
 from cumulo.errors import DriverError, NotFoundError
 from cumulo.host.tools import not_installed
 
@@ -97,10 +97,10 @@ for arg in $(cat /proc/cmdline); do
     cumulo.cmd=*) cmd=$(echo "${{arg#*=}}" | base64 -d) ;;
   esac
 done
-# the exec agent on each of its virtio-serial ports (drivers/vm/agent.py)
+# the guest agent (QEMU's protocol, drivers/vm/guest_qga.py) on its virtio-serial port
 for p in /sys/class/virtio-ports/*; do
   case "$(cat $p/name 2>/dev/null)" in
-    org.cumulo.agent.*) setsid sh $B/cumulo-agent /dev/${{p##*/}} </dev/null >/dev/null 2>&1 & ;;
+    {qga.PORT_NAME}) setsid sh $B/cumulo-agent /dev/${{p##*/}} </dev/null >/dev/null 2>&1 & ;;
   esac
 done
 # ACPI power button (QMP system_powerdown): stop the command, then power off
@@ -261,7 +261,7 @@ def build(kernel: Kernel, busybox: Path | None = None) -> bytes:
     c.file("bin/busybox", bb.read_bytes(), 0o755)
     c.symlink("bin/sh", "busybox")
     c.file("init", INIT.encode(), 0o755)
-    c.file("bin/cumulo-agent", agent.GUEST_SCRIPT.encode(), 0o755)
+    c.file("bin/cumulo-agent", guest_qga.GUEST_SCRIPT.encode(), 0o755)
     c.file("etc/acpi/PWRF/00000080", POWER_BUTTON.encode(), 0o755)
     c.file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755)
     c.file("etc/modules.order", "".join(f"{name}\n" for name, _ in mods).encode())

@@ -9,7 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cumulo.drivers.vm import agent, firmware, qga, qga_tty, tpm
+from cumulo.drivers.vm import firmware, qga, qga_tty, tpm
 from cumulo.drivers.vm.accel import Accel
 from cumulo.errors import InvalidInputError, UnsupportedError
 
@@ -69,7 +69,7 @@ class VmSpec:
     disk: Path | None = None
     disk_format: str = "raw"
     nic: bool = False                # a NIC on an isolated hub: the guest sees it, no traffic
-    agent_ports: int = 0             # virtio-serial ports for the exec agent (see agent.py)
+    agent_ports: int = 0             # the old exec agent's ports (kept: a VM's device layout)
     taps: tuple[tuple[str, str], ...] = ()   # (tap name, guest MAC): NICs on our networks
     console_socket: Path | None = None  # interactive serial console (still logged to serial_log)
     tpm_socket: Path | None = None   # swtpm's control socket: a TPM 2.0 in the guest (tpm.py)
@@ -163,6 +163,13 @@ def nic_ids(tap: str) -> tuple[str, str]:
     return f"nd-{tap}", f"nic-{tap}"
 
 
+def old_agent_socket(run_dir: Path, index: int) -> Path:
+    """The host end of port ``index`` of the line-protocol exec agent that busybox VMs had
+    before they spoke QEMU's guest agent protocol: VMs created then keep their devices
+    (a checkpoint needs the same machine), with no exec."""
+    return run_dir / f"agent{index}.sock"
+
+
 def _agent(spec: VmSpec, bus: str) -> list[str]:
     """virtio-serial ports for the exec agent, on every I/O family: the agent's own channel."""
     if not spec.agent_ports and not spec.qga:
@@ -178,10 +185,10 @@ def _agent(spec: VmSpec, bus: str) -> list[str]:
                  "-device", f"virtserialport,bus=agent.0,chardev=tty{i},"
                             f"name={qga_tty.PORT_NAME.format(i)}"]
     for i in range(spec.agent_ports):
-        sock = agent.port_socket(spec.qmp_socket.parent, i)
+        sock = old_agent_socket(spec.qmp_socket.parent, i)
         args += ["-chardev", f"socket,id=agent{i},path={sock},server=on,wait=off",
                  "-device", f"virtserialport,bus=agent.0,chardev=agent{i},"
-                            f"name={agent.PORT_NAME.format(i)}"]
+                            f"name=org.cumulo.agent.{i}"]
     return args
 
 

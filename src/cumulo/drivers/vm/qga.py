@@ -1,4 +1,5 @@
-"""The standard QEMU guest agent protocol (qemu-guest-agent in the guest), host side.
+"""The standard QEMU guest agent protocol, host side: qemu-guest-agent in VMs booted from
+their own disk, our busybox sh agent (guest_qga.py) in initramfs VMs.
 
 QEMU gives the guest a virtio-serial port ``org.qemu.guest_agent.0`` backed on the
 host by a unix socket (``qga.sock`` in the VM's run dir); one client at a time
@@ -6,7 +7,8 @@ host by a unix socket (``qga.sock`` in the VM's run dir); one client at a time
 0xFF byte that resets the agent's parser, skips whatever a previous client left.
 
 Used: guest-sync, guest-ping, guest-info, guest-exec + guest-exec-status (exec:
-stdin collected until end of input, output returned when the command ends),
+stdin collected until end of input; output as it comes with our agent, when the command
+ends with qemu-guest-agent),
 guest-file-open/read/write/close (file push/pull), guest-shutdown (stop).
 """
 
@@ -26,14 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.drivers.base import ExecRequest
-from cumulo.drivers.vm.agent import KILLED, OwnedFds, guest_script, read_stdin
+from cumulo.drivers.vm.exec_session import (
+    KILLED,
+    OwnedFds,
+    guest_script,
+    read_stdin,
+    write_all,
+)
 from cumulo.errors import DriverError, InvalidInputError
 
 PORT_NAME = "org.qemu.guest_agent.0"
 SOCKET = "qga.sock"
 READY_TIMEOUT = 90.0          # a whole Debian boots on TCG in about a minute
 SYNC_EVERY = 2.0
-POLL = 0.2
+POLL = 0.2                    # guest-exec-status of a short command (run)
+POLL_MIN, POLL_MAX = 0.05, 0.25  # of an exec session: sooner while output comes
+KILL_WAIT = 10.0
 CHUNK = 48 * 1024             # file bytes per guest-file-read/write
 
 
@@ -192,26 +202,24 @@ def connect(run_dir: Path, name: str, timeout: float = READY_TIMEOUT) -> Iterato
 
 
 class QgaSession(OwnedFds):
-    """An ExecSession through qemu-guest-agent: stdin until end of input, then the
-    command; its output arrives when it ends (the protocol has no streaming)."""
+    """An ExecSession through the guest agent: stdin until end of input, then the command.
+
+    Each question is a short connection, so other execs and file copies go on meanwhile.
+    Output comes with guest-exec-status: qemu-guest-agent returns all of it once the
+    command exited; our busybox agent (guest_qga.py) also returns what is new while it
+    runs (``cumulo-out``/``cumulo-err``), and the final ``out-data`` adds only the rest.
+    """
 
     def __init__(self, run_dir: Path, name: str, request: ExecRequest) -> None:
         self.name, self._run_dir = name, run_dir
         self._argv = ["/bin/sh", "-c", guest_script(request)]
         self._code: int | None = None
+        self._pid: int | None = None
         self._done = threading.Event()
         self._stop = threading.Event()
         self._fds: set[int] = set()
-        self._agent = Qga(run_dir, name)   # fails now if the guest has no agent
-        in_r, self._in_w = os.pipe()
-        out_r, self._out_w = os.pipe()
-        err_r, self._err_w = os.pipe()
-        self._fds.update((in_r, self._in_w, out_r, self._out_w, err_r, self._err_w))
-        self.stdin_fd: int | None = self._in_w
-        self.stdout_fd = out_r
-        self.stderr_fd: int | None = None if request.tty else err_r
-        if request.tty:
-            self._err_w = self._out_w
+        Qga(run_dir, name).close()      # fails now if the guest has no agent (or waits for it)
+        in_r = self._open_pipes(merge=request.tty)
         self._thread = threading.Thread(target=self._work, args=(in_r,), daemon=True,
                                         name=f"qga-{name}")
         self._thread.start()
@@ -219,18 +227,47 @@ class QgaSession(OwnedFds):
     def _work(self, in_r: int) -> None:
         code = 255
         try:
-            code, out, err = self._agent.run(self._argv, read_stdin(in_r), stop=self._stop)
-            write_all(self._out_w, out)
-            write_all(self._err_w, err)
-        except (OSError, DriverError, InvalidInputError) as err:
+            stdin = read_stdin(in_r)
+            args: dict[str, Any] = {"path": self._argv[0], "arg": self._argv[1:],
+                                    "capture-output": True}
+            if stdin:
+                args["input-data"] = base64.b64encode(stdin).decode()
+            with connect(self._run_dir, self.name) as agent:
+                self._pid = int(agent.call("guest-exec", **args)["pid"])
+            if self._stop.is_set():     # killed while it was being started
+                self._kill_guest(self._pid)
+            code = self._follow(self._pid)
+        except (OSError, ValueError, DriverError, InvalidInputError) as err:
             with contextlib.suppress(OSError):
                 os.write(self._err_w, f"cumulo: {err}\n".encode())
         finally:
             self._code = KILLED if self._stop.is_set() else code
-            self._agent.close()
             for fd in {self._out_w, self._err_w}:
                 self._close(fd)
             self._done.set()
+
+    def _follow(self, pid: int) -> int:
+        """Output to the pipes as it comes, until the command exited: its exit code."""
+        sent = {"out": 0, "err": 0}
+        pause = POLL_MIN
+        while not self._stop.is_set():
+            with connect(self._run_dir, self.name) as agent:
+                status = agent.call("guest-exec-status", pid=pid)
+            news = False
+            for key, fd in (("out", self._out_w), ("err", self._err_w)):
+                if status.get("exited"):    # all of it: what we have not had yet
+                    data = base64.b64decode(status.get(f"{key}-data", ""))[sent[key]:]
+                else:
+                    data = base64.b64decode(status.get(f"cumulo-{key}", ""))
+                write_all(fd, data)
+                sent[key] += len(data)
+                news = news or bool(data)
+            if status.get("exited"):
+                code = status.get("exitcode")
+                return 128 + int(status.get("signal", 9)) if code is None else int(code)
+            pause = POLL_MIN if news else min(POLL_MAX, pause * 2)
+            self._stop.wait(pause)
+        return KILLED
 
     def wait(self, timeout: float | None = None) -> int | None:
         self._done.wait(timeout)
@@ -240,20 +277,22 @@ class QgaSession(OwnedFds):
         self._close(self._in_w)
 
     def resize(self, rows: int, cols: int) -> None:
-        pass
+        pass    # no terminal
 
     def kill(self) -> None:
+        """SIGKILL to the command (and its process group, where it has its own)."""
         self._stop.set()
         self._close(self._in_w)
-        self._thread.join(5)
+        if self._pid is not None and not self._done.is_set():
+            self._kill_guest(self._pid)
+        self._thread.join(KILL_WAIT)
         if self._code is None:
             self._code = KILLED
         self._done.set()
         for fd in list(self._fds):
             self._close(fd)
 
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    def _kill_guest(self, pid: int) -> None:
+        with contextlib.suppress(DriverError, InvalidInputError), \
+                connect(self._run_dir, self.name, KILL_WAIT) as agent:
+            agent.run(["/bin/sh", "-c", f"kill -9 -{pid} 2>/dev/null || kill -9 {pid}"], b"")

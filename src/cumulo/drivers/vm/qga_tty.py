@@ -32,7 +32,7 @@ from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest
 from cumulo.drivers.vm import qga
-from cumulo.drivers.vm.agent import KILLED, OwnedFds, guest_script
+from cumulo.drivers.vm.exec_session import KILLED, OwnedFds, guest_script, write_all
 from cumulo.errors import ConflictError, DriverError, InvalidInputError
 
 PORTS = 2                           # concurrent terminal sessions per VM
@@ -93,12 +93,7 @@ class TtySession(OwnedFds):
         except BaseException:
             self._release()
             raise
-        in_r, self._in_w = os.pipe()
-        out_r, self._out_w = os.pipe()
-        self._fds.update((in_r, self._in_w, out_r, self._out_w))
-        self.stdin_fd: int | None = self._in_w
-        self.stdout_fd = out_r
-        self.stderr_fd: int | None = None
+        in_r = self._open_pipes(merge=True)
         self._threads = [threading.Thread(target=self._pump_out, daemon=True,
                                           name=f"tty-out-{name}"),
                          threading.Thread(target=self._pump_in, args=(in_r,), daemon=True,
@@ -147,7 +142,7 @@ class TtySession(OwnedFds):
                     data = self._sock.recv(65536)
                     if not data:
                         break
-                    qga.write_all(self._out_w, data)
+                    write_all(self._out_w, data)
                 elif code is not None or self._stop.is_set():
                     break        # quiet after the end: all of it came
                 if code is not None and time.monotonic() - ended_at > DRAIN_MAX:
