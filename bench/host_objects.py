@@ -100,9 +100,11 @@ def host_objects(state: Path, parent: str, ns: str) -> dict[str, set[str]]:
                                      _run("ip", "-n", ns, "-o", "link", "show", "type", type_),
                                      re.M))
     found["netns"] = _netns(state, parent, ns)
-    # qdiscs a link gets by default (noqueue on veth and bridges) are not ours
+    # qdiscs a link gets by default (noqueue on veth and bridges, pfifo_fast on a tap:
+    # handle 0:) are not ours
     found["qdiscs"] = {line for line in _run("tc", "-n", ns, "qdisc", "show").splitlines()
-                       if line.startswith("qdisc ") and not line.startswith("qdisc noqueue")}
+                       if re.match(r"qdisc \S+ (?!0: )", line)
+                       and not line.startswith("qdisc noqueue")}
     found.update(_nft(ns))
     found["loop"] = {line.split(":")[0] for line in _run("losetup", "-a").splitlines()
                      if str(state) in line}

@@ -6,7 +6,7 @@ Every ``--every`` cycles it prints the daemon's memory (RSS), threads and open f
 the host's count of the kernel objects a daemon makes (``bench.host_objects``): cgroups
 under its parent, mounts and files under its state dir, conmon, QEMU, swtpm and dnsmasq
 processes, network namespaces other than its own, links in its namespace (taps among
-them), qdiscs other than the default noqueue, the rules, sets (and maps) and set elements
+them), qdiscs other than a link's default, the rules, sets (and maps) and set elements
 of its nftables tables, loop devices. At the end it reports the growth from the first row to the
 last (after a warm-up row) and what is left once every instance is gone: all zero is
 the goal.
