@@ -3,9 +3,11 @@
 A throwaway daemon (in its own network namespace) runs N cycles on busybox containers
 (``--nic``: each on a network, so a veth, a DHCP lease and nft set entries per cycle).
 Every ``--every`` cycles it prints the daemon's memory (RSS), threads and open files and
-the host's count of the kernel objects a daemon makes: cgroups under its parent, mounts
-and files under its state dir, conmon, QEMU, swtpm and dnsmasq processes, links in its
-namespace, loop devices. At the end it reports the growth from the first row to the
+the host's count of the kernel objects a daemon makes (``bench.host_objects``): cgroups
+under its parent, mounts and files under its state dir, conmon, QEMU, swtpm and dnsmasq
+processes, network namespaces other than its own, links in its namespace (taps among
+them), qdiscs other than a link's default, the rules, sets (and maps) and set elements
+of its nftables tables, loop devices. At the end it reports the growth from the first row to the
 last (after a warm-up row) and what is left once every instance is gone: all zero is
 the goal.
 
@@ -27,10 +29,12 @@ from typing import Any
 import psutil
 
 from bench.daemon import bench_daemon
+from bench.host_objects import host_objects
 from cumulo.client import Client
 
 COLUMNS = ("cycle", "seconds", "rss_mib", "threads", "fds", "cgroups", "mounts", "files",
-           "conmon", "qemu", "dnsmasq", "links", "loops")
+           "conmon", "qemu", "swtpm", "dnsmasq", "netns", "links", "taps", "qdiscs",
+           "nft_rules", "nft_sets", "nft_elems", "loops")
 
 
 def _daemon(state: Path) -> psutil.Process:
@@ -41,31 +45,22 @@ def _daemon(state: Path) -> psutil.Process:
     raise RuntimeError(f"no cumulod for {state}")
 
 
-def _procs(name: str, state: Path) -> int:
-    return sum(1 for p in psutil.process_iter(["name", "cmdline"])
-               if p.info["name"] == name and str(state) in " ".join(p.info["cmdline"] or []))
-
-
 def sample(c: Client, state: Path, parent: str, ns: str, cycle: int, t0: float
            ) -> dict[str, Any]:
     """One row: the daemon's own figures and the host's objects."""
     d = _daemon(state)
     with d.oneshot():
         rss, threads, fds = d.memory_info().rss, d.num_threads(), d.num_fds()
-    with open("/proc/self/mountinfo") as f:
-        mounts = sum(1 for line in f if str(state) in line)
     links = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True,
                            check=True, timeout=30).stdout.count(": cu-")
-    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True,
-                           timeout=30).stdout.count(str(state))
+    o = {k: len(v) for k, v in host_objects(state, parent, ns).items()}
     return {"cycle": cycle, "seconds": round(time.monotonic() - t0, 1),
             "rss_mib": round(rss / 2**20, 1), "threads": threads, "fds": fds,
-            "cgroups": sum(1 for p in Path("/sys/fs/cgroup").glob(f"*/{parent}/*")
-                           if p.is_dir()),
-            "mounts": mounts,
-            "files": sum(1 for _ in (state / "instances").glob("*")),
-            "conmon": _procs("conmon", state), "qemu": _procs("qemu-system-x86_64", state),
-            "dnsmasq": _procs("dnsmasq", state), "links": links, "loops": loops}
+            "cgroups": o["cgroups"], "mounts": o["mounts"], "files": o["instance dirs"],
+            "conmon": o["conmon"], "qemu": o["qemu"], "swtpm": o["swtpm"],
+            "dnsmasq": o["dnsmasq"], "netns": o["netns"], "links": links, "taps": o["tap"],
+            "qdiscs": o["qdiscs"], "nft_rules": o["nft rules"], "nft_sets": o["nft sets"],
+            "nft_elems": o["nft elements"], "loops": o["loop"]}
 
 
 def cycle(c: Client, name: str, nic: bool, type_: str = "container") -> None:

@@ -23,6 +23,7 @@ POINTS = (
     # snapshots, checkpoints, volumes (services/volumes.py, checkpoints.py)
     "snapshot.after_create", "checkpoint.after_save", "restore.after_driver",
     "volume.attach.before_record",
+    "vm.start.after_swtpm", "vm.start.after_qemu",
     # networks (services/networks.py)
     "network.create.after_bridge", "network.delete.after_record",
     # migration, both sides (services/migrations.py)

@@ -5,8 +5,10 @@ One daemon for the module, in its own network namespace, on a network of its own
 each test arms one point (``CUMULO_FAULT``), runs the operation that reaches it (the
 daemon exits 137 there, as if SIGKILLed), restarts the daemon unarmed and compares the
 store with the host: cgroups, mounts, runtime and instance files, conmon and dnsmasq
-processes, links (bridges, veth), the nftables table, loop devices. Busybox containers:
-the cheapest real instances. The migration points are in test_migration_faults.py.
+processes, network namespaces, links (bridges, veth, taps), qdiscs, the nftables table
+with its rules and sets, QEMU and swtpm processes, loop devices (``bench.host_objects``).
+Busybox containers: the cheapest real instances. The migration points are in
+test_migration_faults.py.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from bench.host_objects import host_objects as bench_host_objects
+from bench.host_objects import procs
 
 from cumulo import faults
 from tests.helpers import checkpoint_skip_reason
@@ -103,50 +109,40 @@ def start(d: Daemon, timeout: float = 180) -> None:
         assert time.monotonic() < deadline, "cumulod did not answer"
 
 
-def restart(d: Daemon, monkeypatch: pytest.MonkeyPatch, fault: str | None) -> None:
-    """SIGKILL (what the points stand for, and quick on a loaded machine), then start."""
+def restart(d: Daemon, monkeypatch: pytest.MonkeyPatch, fault: str | None
+            ) -> tuple[int, str]:
+    """SIGKILL (what the points stand for, and quick on a loaded machine), then start;
+    returns what the start's reconciliation logged (``reconciled``)."""
     d.stop(signal.SIGKILL)
     if fault:
         monkeypatch.setenv(faults.ENV, fault)
     else:
         monkeypatch.delenv(faults.ENV, raising=False)
+    logged = d.log.stat().st_size
     start(d)
+    return reconciled(d, logged)
+
+
+def reconciled(d: Daemon, offset: int, timeout: float = 120) -> tuple[int, str]:
+    """The start's reconciliation line (one pass, one line: ``N instance(s) ...: what it
+    fixed``), waited for within a bound; N is every instance the store holds (a half-made
+    one included)."""
+    found: list[tuple[str, str]] = []
+    deadline = time.monotonic() + timeout
+    while not (found := re.findall(r"reconciled (\d+) instance\(s\) with the host: (.*)",
+                                   d.log.read_bytes()[offset:].decode(errors="replace"))):
+        assert time.monotonic() < deadline, f"no reconciliation logged in {timeout:.0f}s"
+        time.sleep(0.2)
+    return int(found[-1][0]), found[-1][1]   # (a start retried on a loaded host: the last)
 
 
 def procs_in(d: Daemon, name: str) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["name", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["name"] == name and (str(d.state_dir) in cmd or
-                                       d.cgroup_parent in cmd):
-            out.append(p)
-    return out
+    return procs(name, d.state_dir, d.cgroup_parent)
 
 
 def host_objects(d: Daemon) -> dict[str, set[str]]:
-    """What the host holds for this daemon, by kind."""
-    ns = ns_of(d)
-    found: dict[str, set[str]] = {}
-    found["cgroups"] = {p.name for p in Path("/sys/fs/cgroup").glob(f"*/{d.cgroup_parent}/*")
-                        if p.is_dir()}
-    with open("/proc/self/mountinfo") as f:
-        mounts = [line.split()[4] for line in f]
-    found["mounts"] = {m for m in mounts if str(d.state_dir / "instances") in m}
-    found["instance dirs"] = {p.name for p in (d.state_dir / "instances").glob("*")}
-    found["container records"] = {p.stem for p in (d.state_dir / "container").glob("*.json")}
-    found["conmon"] = {str(p.pid) for p in procs_in(d, "conmon")}
-    found["dnsmasq"] = {str(p.pid) for p in procs_in(d, "dnsmasq")}
-    found["qemu/swtpm"] = {str(p.pid) for p in procs_in(d, "qemu-system-x86_64")
-                           + procs_in(d, "swtpm")}
-    links = sh("ip", "-n", ns, "-o", "link")
-    found["bridges"] = set(re.findall(r"^\d+: (cu-b[0-9a-f]+)[:@]", links, re.M))
-    found["veth"] = set(re.findall(r"^\d+: (cu-[^b][^:@]*)[:@]", links, re.M))
-    tables = sh("nsenter", f"--net=/run/netns/{ns}", "nft", "list", "tables")
-    found["nft"] = set(re.findall(r"table inet (cumulo_\w+)", tables))
-    loops = sh("losetup", "-a")
-    found["loop"] = {line.split(":")[0] for line in loops.splitlines()
-                     if str(d.state_dir) in line}
-    return found
+    """What the host holds for this daemon, by kind (``bench.host_objects.KINDS``)."""
+    return bench_host_objects(d.state_dir, d.cgroup_parent, ns_of(d))
 
 
 def assert_true_state(d: Daemon) -> dict[str, dict[str, Any]]:
@@ -166,20 +162,31 @@ def assert_true_state(d: Daemon) -> dict[str, dict[str, Any]]:
     stray = {m for m in host["mounts"] if not any(f"/{i}/" in m + "/" for i in ids)}
     if stray:
         problems.append(f"mounts of no instance: {stray}")
-    if len(host["conmon"]) != len(running):
-        problems.append(f"{len(host['conmon'])} conmon for {len(running)} running")
+    vms = {f"default_{n}" for n, i in insts.items() if i["type"] == "vm"}
+    if len(host["conmon"]) != len(running - vms):
+        problems.append(f"{len(host['conmon'])} conmon for {len(running - vms)} running")
     if len(host["dnsmasq"]) != len(nets):
         problems.append(f"{len(host['dnsmasq'])} dnsmasq for {len(nets)} networks")
     if host["bridges"] != {n["bridge"] for n in nets if "bridge" in n} and \
             len(host["bridges"]) != len(nets):
         problems.append(f"bridges {host['bridges']} for networks {[n['name'] for n in nets]}")
-    with_nic = [i for i in insts.values() if i["state"] in ("running", "paused")]
-    if len(host["veth"]) != len(with_nic):
-        problems.append(f"veth {host['veth']} for {len(with_nic)} running instances")
-    if bool(host["nft"]) != bool(nets):
-        problems.append(f"nft tables {host['nft']} for {len(nets)} networks")
-    if host["loop"] or host["qemu/swtpm"]:
-        problems.append(f"loop devices {host['loop']}, QEMU/swtpm {host['qemu/swtpm']}")
+    # every instance here has one NIC: a veth for a running container, a tap for a VM
+    if len(host["veth"]) != len(running - vms):
+        problems.append(f"veth {host['veth']} for {len(running - vms)} running containers")
+    for kind in ("qemu", "swtpm", "tap"):   # the VMs here have a vTPM and a NIC each
+        if len(host[kind]) != len(running & vms):
+            problems.append(f"{kind} {host[kind]} for {len(running & vms)} running VMs")
+    for kind in ("nft tables", "nft rules"):   # the daemon's table is there while a
+        if bool(host[kind]) != bool(nets):      # network is, and only then
+            problems.append(f"{kind} {sorted(host[kind])[:5]} for {len(nets)} networks")
+    if not nets and (host["nft sets"] or host["nft elements"]):
+        problems.append(f"nft sets {host['nft sets']} for no network")
+    # one netns each for the running containers, none for a stopped or deleted one
+    if len(host["netns"]) != len(running - vms):
+        problems.append(f"netns {host['netns']} for {len(running - vms)} running")
+    for kind in ("loop", "qdiscs"):
+        if host[kind]:
+            problems.append(f"{kind} left: {host[kind]}")
     for name, inst in insts.items():   # what the store says runs, runs
         if inst["state"] == "running":
             r = d.cli("exec", name, "--", "true", check=False, timeout=60)
@@ -192,6 +199,9 @@ def assert_true_state(d: Daemon) -> dict[str, dict[str, Any]]:
 # point -> (what to make before arming, the command that reaches the point, the state the
 # victim must be in after the restart: None = gone)
 LAUNCH = ("launch", "busybox", "v", "--network", "fnet", "--", "sleep", "3600")
+VM_LAUNCH = ("launch", "busybox", "v", "--type", "vm", "--tpm", "--network", "fnet", "--",
+             "sleep", "3600")
+VM_POINTS = {"vm.start.after_swtpm", "vm.start.after_qemu"}
 CASES: dict[str, tuple[list[tuple[str, ...]], tuple[str, ...], str | None]] = {
     "create.after_record": ([], LAUNCH, None),
     "create.after_rootfs": ([], LAUNCH, None),
@@ -207,6 +217,9 @@ CASES: dict[str, tuple[list[tuple[str, ...]], tuple[str, ...], str | None]] = {
     "volume.attach.before_record": ([LAUNCH, ("volume", "create", "vol", "--size", "16MiB")],
                                     ("volume", "attach", "vol", "v", "/data"),
                                     "running"),
+    # a VM with a vTPM and a NIC: its swtpm and tap are made before QEMU starts
+    "vm.start.after_swtpm": ([VM_LAUNCH, ("stop", "v", "--force")], ("start", "v"), "stopped"),
+    "vm.start.after_qemu": ([VM_LAUNCH, ("stop", "v", "--force")], ("start", "v"), "running"),
     "network.create.after_bridge": ([], ("network", "create", "n2"), None),
     "network.delete.after_record": ([("network", "create", "n2")], ("network", "delete", "n2"),
                                     None),
@@ -227,6 +240,8 @@ def test_every_point_is_placed_and_tested() -> None:
 def test_killed_at(point: str, fd: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     if point in CRIU_POINTS and (reason := checkpoint_skip_reason()) is not None:
         pytest.skip(reason)
+    if point in VM_POINTS and not Path("/dev/net/tun").exists():
+        pytest.skip("no /dev/net/tun for a VM's tap")
     before, command, want = CASES[point]
     for args in before:
         fd.cli(*args, timeout=180)
@@ -234,8 +249,15 @@ def test_killed_at(point: str, fd: Daemon, monkeypatch: pytest.MonkeyPatch) -> N
     r = fd.cli(*command, check=False, timeout=180)
     assert fd.proc is not None and fd.proc.wait(60) == faults.EXIT_CODE, (r, point)
     assert r.returncode != 0
-    restart(fd, monkeypatch, None)
+    seen, fixed = restart(fd, monkeypatch, None)
     try:
+        # the restart's reconciliation saw the one instance the store held, and said what
+        # it fixed: a half-made instance removed, a state put right (or nothing)
+        assert seen == (0 if point.startswith("network.") else 1), (seen, fixed)
+        if want is None and not point.startswith("network."):
+            assert "v: half-created, removed" in fixed, fixed
+        elif point in ("stop.after_driver", "checkpoint.after_save"):
+            assert "v: running -> stopped" in fixed, fixed
         insts = assert_true_state(fd)
         nets = {n["name"] for n in json.loads(fd.cli("network", "list", "--format",
                                                      "json").stdout)}
@@ -282,18 +304,54 @@ def info(d: Daemon, name: str) -> dict[str, Any]:
     return json.loads(d.cli("info", name, "--format", "json").stdout)  # type: ignore[no-any-return]
 
 
+@contextmanager
+def lifecycle_events(d: Daemon) -> Iterator[list[dict[str, Any]]]:
+    """The daemon's lifecycle events while the block runs, as they come (a thread reads)."""
+    got: list[dict[str, Any]] = []
+    with d.client() as c:
+        ws = c.events(["lifecycle"])
+
+        def read() -> None:
+            try:
+                for msg in ws:
+                    got.append(json.loads(msg)["metadata"])
+            except Exception:   # the socket closed under it: the block is over
+                pass
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            yield got
+        finally:
+            ws.close_socket()
+            reader.join(10)
+
+
+def event(events: list[dict[str, Any]], action: str, name: str) -> dict[str, Any]:
+    """The first ``action`` event about ``name``, waited for (bounded)."""
+    return wait_for(f"{action} event for {name}", lambda: next(  # type: ignore[no-any-return]
+        (e for e in events if e["action"] == action and e["name"] == name), None))
+
+
 def child_of(d: Daemon, name: str, host_id: str) -> psutil.Process:
     [p] = [p for p in procs_in(d, name) if host_id in " ".join(p.cmdline())]
     return p
 
 
 def test_dead_children_are_noticed_and_cleared(fd: Daemon) -> None:
+    with lifecycle_events(fd) as events:
+        dead_children(fd, events)
+
+
+def dead_children(fd: Daemon, events: list[dict[str, Any]]) -> None:
     # conmon killed: the container can no longer be supervised: stopped, and said why
     fd.cli(*LAUNCH, timeout=180)
     child_of(fd, "conmon", "default_v").kill()
     i = wait_for("stop after conmon died", lambda: (i := info(fd, "v"))["state"] == "stopped"
                  and i)
     assert "its conmon died" in i["last_error"], i
+    died = event(events, "instance-died", "v")
+    assert died["context"]["reason"] == i["last_error"], died
     wait_true_state(fd)
     fd.cli("start", "v", timeout=120)   # and it starts again
     wait_true_state(fd)
@@ -305,6 +363,8 @@ def test_dead_children_are_noticed_and_cleared(fd: Daemon) -> None:
     i = wait_for("stop after PID 1 died", lambda: (i := info(fd, "v"))["state"] == "stopped"
                  and i)
     assert i["exit_code"] == 137, i
+    event(events, "instance-stopped", "v")   # an exit with a status is no death
+    assert [e for e in events if e["action"] == "instance-died"] == [died], events
     wait_true_state(fd)
 
     # the network's dnsmasq killed: started again
@@ -312,6 +372,7 @@ def test_dead_children_are_noticed_and_cleared(fd: Daemon) -> None:
     old.kill()
     wait_for("new dnsmasq", lambda: [p for p in procs_in(fd, "dnsmasq") if p.pid != old.pid])
     assert "the dnsmasq of network fnet had died: started again" in fd.log.read_text()
+    event(events, "network-dns-restarted", "fnet")
     wait_true_state(fd)
     clear(fd)
 
@@ -321,23 +382,32 @@ def test_dead_qemu_and_swtpm_are_noticed_and_cleared(fd: Daemon) -> None:
     fd.cli("launch", "busybox", "vm", "--type", "vm", "--tpm", "--", "sleep", "3600",
            timeout=300)
     try:
-        # swtpm killed: the VM has lost its TPM: stopped, and said why
-        child_of(fd, "swtpm", "default_vm").kill()
-        i = wait_for("stop after swtpm died",
-                     lambda: (i := info(fd, "vm"))["state"] == "stopped" and i)
-        assert "its swtpm died" in i["last_error"], i
-        assert not procs_in(fd, "qemu-system-x86_64") and not procs_in(fd, "swtpm")
-
-        # QEMU killed: stopped with no exit status, its swtpm and cgroup gone
-        fd.cli("start", "vm", timeout=300)
-        child_of(fd, "qemu-system-x86_64", "default_vm").kill()
-        i = wait_for("stop after QEMU died",
-                     lambda: (i := info(fd, "vm"))["state"] == "stopped" and i)
-        assert "no exit status" in i["last_error"], i
-        wait_for("swtpm gone", lambda: not procs_in(fd, "swtpm"))
-        wait_for("VM cgroup gone", lambda: not [
-            p for p in Path("/sys/fs/cgroup/pids").glob(f"{fd.cgroup_parent}/*") if p.is_dir()])
-        assert "instance vm died" in fd.log.read_text()
+        with lifecycle_events(fd) as events:
+            dead_qemu_and_swtpm(fd, events)
     finally:
         clear(fd)
     assert_true_state(fd)
+
+
+def dead_qemu_and_swtpm(fd: Daemon, events: list[dict[str, Any]]) -> None:
+    # swtpm killed: the VM has lost its TPM: stopped, and said why
+    child_of(fd, "swtpm", "default_vm").kill()
+    i = wait_for("stop after swtpm died",
+                 lambda: (i := info(fd, "vm"))["state"] == "stopped" and i)
+    assert "its swtpm died" in i["last_error"], i
+    assert event(events, "instance-died", "vm")["context"]["reason"] == i["last_error"]
+    assert not procs_in(fd, "qemu-system-x86_64") and not procs_in(fd, "swtpm")
+
+    # QEMU killed: stopped with no exit status, its swtpm and cgroup gone
+    fd.cli("start", "vm", timeout=300)
+    child_of(fd, "qemu-system-x86_64", "default_vm").kill()
+    i = wait_for("stop after QEMU died",
+                 lambda: (i := info(fd, "vm"))["state"] == "stopped" and i)
+    assert "no exit status" in i["last_error"], i
+    died = wait_for("a second instance-died event", lambda: [
+        e for e in events if e["action"] == "instance-died" and e["name"] == "vm"][1:])
+    assert died[0]["context"]["reason"] == i["last_error"], died
+    wait_for("swtpm gone", lambda: not procs_in(fd, "swtpm"))
+    wait_for("VM cgroup gone", lambda: not [
+        p for p in Path("/sys/fs/cgroup/pids").glob(f"{fd.cgroup_parent}/*") if p.is_dir()])
+    assert "instance vm died" in fd.log.read_text()

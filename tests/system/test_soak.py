@@ -18,5 +18,6 @@ def test_soak_100_cycles_leaves_nothing_and_nothing_grows() -> None:
     # a leak per cycle would show as 100; the bounds leave room for noise and pools
     assert g["fds"] <= 5 and g["threads"] <= 3, g
     assert g["rss_mib"] < 32, g
-    for kind in ("cgroups", "mounts", "files", "conmon", "qemu", "links", "loops"):
+    for kind in ("cgroups", "mounts", "files", "conmon", "qemu", "swtpm", "netns", "links",
+                 "taps", "qdiscs", "nft_rules", "nft_sets", "nft_elems", "loops"):
         assert g[kind] == 0, (kind, g)

@@ -289,7 +289,7 @@ class MigrationService:
         try:
             image = self.instances.store.get_image(str(body["image"]), project)
         except NotFoundError:
-            raise ConflictError(f"this host lacks image {str(body['image'])[:12]}, which"
+            raise ConflictError(f"this host lacks image {str(body['image'])[:12]!r}, which"
                                 f" instance {name!r} runs from: import it here first (`cumulo"
                                 " image export` on the source), then migrate again") from None
         if self.instances.member is not None:   # the row is shared: it moves, not copied

@@ -32,6 +32,7 @@ from typing import Any
 
 import psutil
 
+from cumulo import faults
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import (
     DiskStats,
@@ -384,6 +385,7 @@ class VmDriver:
             spec.before_start()  # the NICs' taps on their bridges
         with self._in_cgroup(vm, spec) as prefix, self._with_tpm(vm, spec, prefix):
             state = self._launch(vm, prefix + build_argv(vm, self.qemu))
+            faults.point("vm.start.after_qemu")
             if vm.firmware:   # its own bootloader: a disk without one is an error
                 firmware.check_boot(vm.serial_log, 0, lambda: self._pid(vm) is not None,
                                     firmware.SB_BOOT_CHECK if vm.secure_boot
@@ -398,6 +400,7 @@ class VmDriver:
         if vm.tpm_socket is not None:
             tpm.start(spec.instance_dir / "tpm", vm.tpm_socket.parent,
                       spec.instance_dir / "swtpm.log", self.swtpm, prefix)
+        faults.point("vm.start.after_swtpm")   # (its taps made too; no QEMU yet)
         try:
             yield
         except BaseException:
