@@ -224,6 +224,17 @@ def test_cluster_settings_and_rounds(store_url: str) -> None:
         assert settings.Rebalance.of(cs.config()).interval == 2.0
         cs.set_config("rebalance.interval", None)
         assert settings.Rebalance.of(cs.config()) == settings.Rebalance()
+        # the scheduler reads its strategy from the store at each placement
+        members = MemberStore(s.db)
+        three(members)
+        sched = Scheduler(members, strategy_of=lambda: settings.strategy(cs.config()))
+        first = sched.allocate("default", "a", Request(Resources(1, GiB)))
+        assert sched.allocate("default", "b", Request(Resources(1, GiB))) != first
+        cs.set_config("placement.strategy", settings.check("placement.strategy", "compact"))
+        sched.forget()
+        assert sched.allocate("default", "c", Request(Resources(1, GiB))) == \
+            sched.allocate("default", "d", Request(Resources(1, GiB)))
+        cs.set_config("placement.strategy", None)
         assert cs.take_round("rebalance", cooldown=3600)
         assert not cs.take_round("rebalance", cooldown=3600)
         assert cs.take_round("rebalance", cooldown=0)

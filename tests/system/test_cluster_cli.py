@@ -13,6 +13,7 @@ Traffic stays inside the namespaces the test made."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -89,6 +90,120 @@ def test_launch_target_list_and_forwarded_exec(cluster: tuple[list[Daemon], str]
     one_line_error(m1.cli("launch", "busybox", "x", "--target", "nowhere", check=False),
                    "member 'nowhere' not found")
     assert listed(m1) == {}
+
+
+def test_a_project_quota_counts_every_member(cluster: tuple[list[Daemon], str]) -> None:
+    """Projects and their quotas are the cluster's: two instances of a project limited
+    to two, launched on different members from different members, fill it everywhere."""
+    m1, m2, m3 = cluster[0]
+    m1.cli("project", "create", "qt", "-c", "limits.instances=2")
+    try:
+        m1.cli("--project", "qt", "launch", "busybox", "q1", "--target", "m2", "--",
+               "sleep", "1000")
+        m2.cli("--project", "qt", "launch", "busybox", "q2", "--target", "m3", "--",
+               "sleep", "1000")
+        for d, target in ((m3, "m1"), (m1, None), (m2, "m2")):
+            one_line_error(d.cli("--project", "qt", "launch", "busybox", "q3",
+                                 *(["--target", target] if target else []), check=False),
+                           "project 'qt' is over quota: limits.instances=2, in use 2, this"
+                           " needs 1 more")
+        seen = {i["name"]: i["location"] for i in json.loads(m3.cli(
+            "--project", "qt", "list", "--format", "json").stdout)}
+        assert seen == {"q1": "m2", "q2": "m3"}, seen
+        m3.cli("--project", "qt", "delete", "q1", "--force")   # room again, anywhere
+        m3.cli("--project", "qt", "launch", "busybox", "q3", "--target", "m1", "--",
+               "sleep", "1000")
+    finally:
+        for name in ("q1", "q2", "q3"):
+            m1.cli("--project", "qt", "delete", name, "--force", check=False)
+        m1.cli("project", "delete", "qt")
+
+
+def test_member_groups_and_the_compact_strategy(cluster: tuple[list[Daemon], str]) -> None:
+    """`cumulo cluster group assign` puts members in groups, `--target @GROUP` places
+    among them (spread); `placement.strategy compact` fills one member before the next."""
+    m1, m2, m3 = cluster[0]
+    m1.cli("cluster", "group", "assign", "m2", "fast,ssd")
+    m2.cli("cluster", "group", "assign", "m3", "fast")
+    try:
+        assert {n: m["groups"] for n, m in members(m3).items()} == {
+            "m1": [], "m2": ["fast", "ssd"], "m3": ["fast"]}
+        groups = json.loads(m1.cli("cluster", "group", "list", "--format", "json").stdout)
+        assert groups == [{"name": "fast", "members": "m2, m3"},
+                          {"name": "ssd", "members": "m2"}], groups
+        for i in range(2):
+            m1.cli("launch", "busybox", f"g{i}", "--target", "@fast", "--", "sleep", "1000")
+        m3.cli("launch", "busybox", "g2", "--target", "@ssd", "--", "sleep", "1000")
+        seen = listed(m2)
+        assert sorted(str(seen[f"g{i}"]["location"]) for i in range(2)) == ["m2", "m3"]
+        assert seen["g2"]["location"] == "m2"
+        one_line_error(m1.cli("launch", "busybox", "x", "--target", "@slow", check=False),
+                       "member group 'slow' not found")
+        one_line_error(m1.cli("cluster", "group", "assign", "m1", "Bad_Name", check=False),
+                       "invalid member group name 'Bad_Name'")
+        for name in ("g0", "g1", "g2"):
+            m1.cli("delete", name, "--force")
+
+        # compact: both go where one already is (spread would put the second elsewhere)
+        m1.cli("cluster", "config", "set", "placement.strategy", "compact")
+        assert json.loads(m2.cli("cluster", "config", "show", "--format", "json").stdout
+                          )[0] == {"key": "placement.strategy", "value": "compact"}
+        for i, d in enumerate((m1, m2, m3)):
+            d.cli("launch", "busybox", f"c{i}", "--", "sleep", "1000")
+        where = {str(i["location"]) for i in listed(m1).values()}
+        assert len(where) == 1, listed(m1)
+        m1.cli("cluster", "config", "unset", "placement.strategy")
+        m2.cli("launch", "busybox", "c3", "--", "sleep", "1000")
+        assert listed(m1)["c3"]["location"] not in where
+        one_line_error(m1.cli("cluster", "config", "set", "placement.strategy", "pack",
+                              check=False),
+                       "placement.strategy must be one of spread, compact, not 'pack'")
+    finally:
+        for name in NAMES:
+            m1.cli("cluster", "group", "assign", name, "")
+        m1.cli("cluster", "config", "unset", "placement.strategy")
+        for name in listed(m1):
+            m1.cli("delete", name, "--force")
+
+
+def test_an_image_follows_a_launch_to_a_member_without_it(
+        cluster: tuple[list[Daemon], str]) -> None:
+    """An image published on m1 (its files there only; the images table is shared): a
+    launch asked of m2 for m3 gets m3 the files from m1 first, with progress, and the
+    instance runs the image's content there."""
+    m1, m2, m3 = cluster[0]
+    m1.cli("launch", "busybox", "src", "--target", "m1", "--", "sleep", "1000")
+    try:
+        m1.cli("exec", "src", "--", "sh", "-c", "echo marked > /marker")
+        m1.cli("stop", "src", "--force")
+        m1.cli("publish", "src", "--alias", "marked", timeout=300)
+        m1.cli("delete", "src")
+        fp = json.loads(m2.cli("image", "info", "marked", "--format", "json").stdout
+                        )["fingerprint"]
+        assert (m1.state_dir / "images" / fp).is_dir()
+        assert not (m3.state_dir / "images" / fp).exists()
+        watch = subprocess.Popen([str(BIN / "cumulo"), "monitor", "--type", "operation",
+                                  "--format", "json"], env=m3.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True)
+        try:
+            time.sleep(1)   # (the monitor connects; a missed event fails the test)
+            m2.cli("launch", "marked", "follows", "--target", "m3", "--", "sleep", "1000",
+                   timeout=300)
+        finally:
+            watch.terminate()
+            out, _ = watch.communicate(timeout=30)
+        assert listed(m1)["follows"]["location"] == "m3"
+        assert m1.cli("exec", "follows", "--", "cat", "/marker").stdout == "marked\n"
+        assert (m3.state_dir / "images" / fp).is_dir()
+        assert "image marked fetched from member m1" in m3.log.read_text()
+        messages = [json.loads(line)["metadata"].get("message") or "" for line in
+                    out.splitlines()]
+        assert any(m.startswith("fetching image marked from m1: ") for m in messages), \
+            messages
+    finally:
+        for name in ("src", "follows"):
+            m1.cli("delete", name, "--force", check=False)
+        m1.cli("image", "delete", "marked", check=False)
 
 
 VM_COUNTER = 'i=0; while :; do i=$((i+1)); echo "count $i"; sleep 1; done'
@@ -214,13 +329,28 @@ def test_sqlite_host_cannot_enable(daemon: Daemon) -> None:
                    "this host is in no cluster")
 
 
+def link(ns: str, state: str) -> None:
+    """The underlay veth of the member in namespace ``ns`` up or down."""
+    subprocess.run(["ip", "-n", ns, "link", "set", "eth0", state], check=True,
+                   capture_output=True, timeout=30)
+
+
 def test_killed_member_goes_offline(cluster: tuple[list[Daemon], str]) -> None:
     m1, m2, m3 = cluster[0]
     m1.cli("launch", "busybox", "lost", "--target", "m3", "--", "sleep", "1000")
     m1.cli("launch", "busybox", "cattle", "--target", "m3", "--ephemeral", "--", "sleep",
            "1000")
-    m3.stop(signal.SIGKILL)   # its containers run on; nobody hears from m3
+    # its daemon stopped and its namespace cut off: its containers run on, nobody hears
+    # from m3 and nothing reaches it (its underlay veth down)
+    ns = m3.wrapper[1].removeprefix("--net=/run/netns/")
+    m3.stop(signal.SIGKILL)
+    link(ns, "down")
     try:
+        # m3's address does not even refuse a connection: nothing answers there
+        r = subprocess.run([*m1.wrapper, "python3", "-c", "import socket; socket."
+                            "create_connection(('10.78.0.3', 8443), 2)"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "refused" not in r.stderr, r.stderr
         poll("m3 offline", lambda: members(m1)["m3"]["state"] == "offline")
         assert listed(m2)["lost"]["state"] == "unreachable"   # not "stopped"
         # the ephemeral one comes back from its image on another member, after the grace
@@ -242,6 +372,7 @@ def test_killed_member_goes_offline(cluster: tuple[list[Daemon], str]) -> None:
                        "no other member is online")
         m1.cli("cluster", "restore", "m2")
     finally:
+        link(ns, "up")
         m3.start()
     poll("m3 online", lambda: members(m1)["m3"]["state"] == "online")
     assert listed(m1)["lost"]["state"] == "running"
@@ -411,9 +542,41 @@ def test_rebalance_moves_the_fewest_instances(small_members: list[Daemon]) -> No
     makes them live. Then the automatic mode, one move per round, moves one of two
     extra ones and stops: no move can lower the score further."""
     m1, m2, m3 = small_members
+    # every member's lifecycle events, as they come (a round publishes on its member)
+    watch = [subprocess.Popen([str(BIN / "cumulo"), "monitor", "--type", "lifecycle",
+                               "--format", "json"], env=d.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for d in small_members]
+    try:
+        rebalance_asked_and_automatic(small_members, watch)
+    finally:
+        for p in watch:
+            p.terminate()
+            p.wait(timeout=30)
+            if p.stdout:
+                p.stdout.close()
+
+
+def events(p: subprocess.Popen[str], action: str, count: int) -> list[dict[str, object]]:
+    """The next ``count`` lifecycle events ``action`` that monitor ``p`` printed (others
+    are skipped), their metadata."""
+    found: list[dict[str, object]] = []
+    assert p.stdout is not None
+    while len(found) < count:
+        line = p.stdout.readline()   # (the test's timeout bounds a stream that stops)
+        assert line, f"monitor ended before {count} {action}: {found}"
+        meta = json.loads(line)["metadata"]
+        if meta["action"] == action:
+            found.append(meta)
+    return found
+
+
+def rebalance_asked_and_automatic(small_members: list[Daemon],
+                                  watch: list[subprocess.Popen[str]]) -> None:
+    m1, m2, m3 = small_members
     for i in range(3):
         m1.cli("launch", "busybox", f"b{i}", "--target", "m1", "--memory", "128MiB", "--",
                "sleep", "1000")
+    events(watch[0], "instance-created", 3)   # (m1's monitor listens: so do the others)
     r = m2.cli("cluster", "rebalance", "--dry-run")
     assert "imbalance 0.3536 -> 0.0000 with 2 move(s) (dry run)" in r.stderr, r.stderr
     assert r.stdout.count(" m1 ") == 2 and " m2 " in r.stdout and " m3 " in r.stdout, \
@@ -425,6 +588,26 @@ def test_rebalance_moves_the_fewest_instances(small_members: list[Daemon]) -> No
     r = m3.cli("cluster", "rebalance", timeout=300)
     assert r.stderr.count("(live), imbalance") == 2, r.stderr
     assert "imbalance 0.3536 -> 0.0000 with 2 move(s)" in r.stderr, r.stderr
+    # published by m3, which ran the round: the plan, each move with its scores, the end
+    (planned,) = events(watch[2], "cluster-rebalance-planned", 1)
+    assert planned["context"] == {"mode": "asked", "before": 0.353553, "after": 0.0,
+                                  "moves": 2}, planned
+    first, second = events(watch[2], "instance-rebalanced", 2)
+    for e in (first, second):
+        c = e["context"]
+        assert isinstance(c, dict) and c["source"] == "m1" and c["how"] == "live", e
+        assert c["mode"] == "asked" and c["score_before"] > c["score_after"], e
+    assert first["context"]["score_before"] == 0.353553, first  # type: ignore[index]
+    assert first["context"]["score_after"] == 0.204124, first  # type: ignore[index]
+    assert second["context"]["score_after"] == 0.0, second  # type: ignore[index]
+    assert {first["context"]["target"], second["context"]["target"]} == {  # type: ignore[index]
+        "m2", "m3"}
+    (done,) = events(watch[2], "cluster-rebalance-done", 1)
+    assert done["context"] == {"mode": "asked", "before": 0.353553, "after": 0.0,
+                               "moves": 2}, done
+    text = m3.log.read_text()
+    assert "rebalance (asked): moved b" in text and "imbalance 0.3536 -> 0.0000 with 2" \
+        " move(s)" in text
     where = sorted(str(i["location"]) for i in listed(m1).values())
     assert where == ["m1", "m2", "m3"], where
     r = m1.cli("cluster", "rebalance")
@@ -448,6 +631,17 @@ def test_rebalance_moves_the_fewest_instances(small_members: list[Daemon]) -> No
     poll("the automatic move logged", lambda: any(
         "rebalance (automatic): moved b" in d.log.read_text() for d in small_members),
         timeout=30)
+    # 1/3/1 of 512 MiB each, then 2/2/1: the scores it logs and publishes
+    (ran,) = [i for i, d in enumerate(small_members)
+              if "rebalance (automatic): moved b" in d.log.read_text()]
+    moved = re.search(r"rebalance \(automatic\): moved (b\d) from m2 to (m\d) \(live\):"
+                      r" imbalance ([\d.]+) -> ([\d.]+)", small_members[ran].log.read_text())
+    assert moved and moved[2] in ("m1", "m3"), small_members[ran].log.read_text()
+    assert (moved[3], moved[4]) == ("0.2357", "0.1179"), moved[0]
+    (e,) = events(watch[ran], "instance-rebalanced", 1)
+    assert e["name"] == moved[1] and e["context"] == {
+        "source": "m2", "target": moved[2], "how": "live", "score_before": 0.235702,
+        "score_after": 0.117851, "mode": "automatic"}, e
     m2.cli("cluster", "config", "unset", "rebalance.interval")
     assert spread() == [1, 2, 2]
     for key, value, words in (("rebalance.batch", "0", "rebalance.batch must be at least 1"),

@@ -38,12 +38,16 @@ def test_a_launch_request_for_the_placement_engine() -> None:
 def test_settings_are_checked_in_one_line() -> None:
     assert settings.check("rebalance.threshold", "0.05") == "0.05"
     assert settings.check("rebalance.batch", "2") == "2"
+    assert settings.check("placement.strategy", " compact") == "compact"
+    assert settings.strategy({}) == "spread"
     for key, value, words in [
         ("rebalance.speed", "1", "unknown cluster setting 'rebalance.speed': one of"),
         ("rebalance.batch", "1.5", "rebalance.batch must be a whole number, not '1.5'"),
         ("rebalance.batch", "0", "rebalance.batch must be at least 1"),
         ("rebalance.cooldown", "-1", "rebalance.cooldown must be zero or more"),
         ("rebalance.threshold", "high", "rebalance.threshold must be a number"),
+        ("placement.strategy", "pack", "placement.strategy must be one of spread, compact,"
+                                       " not 'pack'"),
     ]:
         with pytest.raises(InvalidInputError, match=words.replace(".", r"\.")):
             settings.check(key, value)

@@ -20,7 +20,7 @@ from cumulo.cluster.evacuate import Evacuation
 from cumulo.cluster.membership import JoinToken
 from cumulo.cluster.model import Resources
 from cumulo.cluster.rebalancer import MAX_MOVES, Rebalancer
-from cumulo.domain.units import parse_size
+from cumulo.domain.units import parse_size, validate_name
 from cumulo.errors import InvalidInputError
 from cumulo.services.host import Services
 from cumulo.store.cluster import Member, Usage
@@ -54,6 +54,8 @@ class MemberPatch(Strict):
     cpus: float | None = Field(None, description="CPUs it offers to instances")
     memory: str | int | None = Field(None, description="memory it offers (bytes, or 2GiB)")
     disk: str | int | None = Field(None, description="disk it offers (bytes, or 100GiB)")
+    groups: list[str] | None = Field(None, description="the member groups it is in (all of"
+                                     " them: `--target @GROUP` places in a group)")
 
 
 class MoveOut(BaseModel):
@@ -163,7 +165,8 @@ def add_routes(r: APIRouter, svc: Services) -> None:
         return next(m for m in members() if m.name == name)
 
     @r.patch("/cluster/members/{name}", response_model=MemberOut,
-             summary="Change what a member declares it offers (CPUs, memory, disk)")
+             summary="Change what a member declares it offers (CPUs, memory, disk) or"
+                     " the groups it is in")
     def patch_member(name: str, body: MemberPatch) -> MemberOut:
         c = svc.cluster
         c._require()
@@ -174,7 +177,9 @@ def add_routes(r: APIRouter, svc: Services) -> None:
                         size(body.memory, m.memory), size(body.disk, m.disk))
         if cap.cpus <= 0 or cap.memory <= 0 or cap.disk <= 0:
             raise InvalidInputError("a member's CPUs, memory and disk must be positive")
-        c.store.members.update(name, capacity=cap)
+        groups = None if body.groups is None else frozenset(
+            validate_name(g, "member group") for g in body.groups)
+        c.store.members.update(name, capacity=cap, groups=groups)
         svc.scheduler.forget()
         return get_member(name)
 

@@ -186,6 +186,35 @@ def rebalance(dry_run: Annotated[bool, typer.Option(
     _run("/cluster/rebalance", "rebalancing", {"max_moves": max_moves})
 
 
+group_app = typer.Typer(no_args_is_help=True,
+                        help="Member groups: `cumulo launch ... --target @GROUP` places there.")
+cluster_app.add_typer(group_app, name="group")
+
+
+@group_app.command("assign")
+def group_assign(member: Annotated[str, typer.Argument(help="a member")],
+                 groups: Annotated[str, typer.Argument(
+                     help="every group it is to be in, comma-separated ('' for none)")]
+                 ) -> None:
+    """Put a member in these groups (and in no other), as `incus cluster group assign`."""
+    names = [g.strip() for g in groups.split(",") if g.strip()]
+    with Client() as c:
+        c.request("PATCH", f"/cluster/members/{member}", json={"groups": names})
+
+
+@group_app.command("list")
+def group_list(fmt: FormatOpt = o.Format.table) -> None:
+    """Groups and their members (a group exists while a member is in it)."""
+    with Client() as c:
+        ms = c.request("GET", "/cluster/members").json()
+    groups: dict[str, list[str]] = {}
+    for m in ms:
+        for g in m["groups"]:
+            groups.setdefault(g, []).append(m["name"])
+    o.table([{"name": g, "members": ", ".join(sorted(n))} for g, n in sorted(groups.items())],
+            [("NAME", "name"), ("MEMBERS", "members")], fmt)
+
+
 config_app = typer.Typer(no_args_is_help=True,
                          help="Cluster-wide settings: the automatic rebalancer's.")
 cluster_app.add_typer(config_app, name="config")

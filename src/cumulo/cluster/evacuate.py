@@ -51,8 +51,9 @@ class Evacuation:
                                 " take its instances")
         reqs = [(f"{project}/{name}", self.mover.request(project, name))
                 for project, name, mode in todo if mode != evacuation_mode.STOP]
-        planned = dict(evacuation.plan(self.mover.scheduler.members.scheduling(), member,
-                                       reqs))   # NoMemberFits: refused, nothing changed
+        scheduler = self.mover.scheduler
+        planned = dict(evacuation.plan(scheduler.members.scheduling(), member, reqs,
+                                       scheduler.strategy))   # NoMemberFits: refused
         self.cluster.store.set_state(member, EVACUATED)
 
         def work(progress: Progress) -> dict[str, Any]:

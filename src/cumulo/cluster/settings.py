@@ -1,7 +1,11 @@
 """Cluster-wide settings (``cumulo cluster config``), kept as text in the shared store
-and checked here: the automatic rebalancer's, after Incus' ``cluster.rebalance.*``.
+and checked here: the placement engine's scoring strategy, and the automatic
+rebalancer's, after Incus' ``cluster.rebalance.*``.
 
 =====================  =======  ==================================================
+placement.strategy     spread   how launches, evacuations and recoveries score
+                                members: spread (least used first) or compact
+                                (most used first: fill members one by one)
 rebalance.interval     0        seconds between two checks by the daemon; 0: off
 rebalance.threshold    0.1      imbalance score from which a check moves instances
 rebalance.batch        3        most moves in one round
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cumulo.cluster.model import POLICIES, SPREAD
 from cumulo.errors import InvalidInputError
 
 DEFAULTS: dict[str, str] = {
+    "placement.strategy": SPREAD,
     "rebalance.interval": "0",
     "rebalance.threshold": "0.1",
     "rebalance.batch": "3",
@@ -32,6 +38,11 @@ def check(key: str, value: str) -> str:
     if key not in DEFAULTS:
         raise InvalidInputError(f"unknown cluster setting {key!r}: one of"
                                 f" {', '.join(DEFAULTS)}")
+    if key == "placement.strategy":
+        if value.strip() not in POLICIES:
+            raise InvalidInputError(f"{key} must be one of {', '.join(POLICIES)}, not"
+                                    f" {value!r}")
+        return value.strip()
     try:
         number = int(value) if key in _INTEGER else float(value)
     except ValueError:
@@ -59,3 +70,8 @@ class Rebalance:
         return Rebalance(float(v["rebalance.interval"]), float(v["rebalance.threshold"]),
                          int(v["rebalance.batch"]), float(v["rebalance.cooldown"]),
                          float(v["rebalance.min_gain"]))
+
+
+def strategy(stored: dict[str, str]) -> str:
+    """The placement engine's strategy, from the store's text."""
+    return stored.get("placement.strategy", SPREAD)

@@ -7,8 +7,10 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from cumulo.cluster import image_pull, settings
 from cumulo.cluster.membership import JoinToken, Membership
 from cumulo.cluster.rebalancer import Rebalancer
 from cumulo.cluster.recover import GRACE, Recovery
@@ -119,9 +121,12 @@ def build_services(state_dir: Path, runtime_dir: Path, host: HostInfo, *,
     if default_network:
         networks.ensure_default(state_dir / "default-network.created")
     storage = StorageService(state_dir, VolumeStore(store.db))
-    scheduler = cluster.scheduler = Scheduler(MemberStore(store.db, cluster.offline_after))
+    scheduler = cluster.scheduler = Scheduler(
+        MemberStore(store.db, cluster.offline_after),
+        strategy_of=lambda: settings.strategy(cluster.store.config()))
     instances = InstanceService(store, ops, drivers, host, state_dir, image_root, networks,
                                 storage, cluster)
+    instances.fetch_image = partial(image_pull.pull, cluster, images)
     instances.reconcile()
     cluster.on_beat.append(Recovery(cluster, instances, GRACE if ephemeral_grace is None
                                     else ephemeral_grace).run)

@@ -9,7 +9,7 @@ import shutil
 import socket
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -117,6 +117,8 @@ class InstanceService:
         self._exits = threading.Lock()
         # instances seen to stop on their own, not yet cleared up (services/watchdog.py)
         self.ended: set[tuple[str, str]] = set()
+        # in a cluster: gets an image's files from another member (cluster/image_pull.py)
+        self.fetch_image: Callable[[str, Progress], object] | None = None
 
     # helpers
     @contextmanager
@@ -411,6 +413,8 @@ class InstanceService:
             try:
                 with self._locked(inst):
                     faults.point("create.after_record")
+                    if self.fetch_image is not None:   # the image follows its instance
+                        self.fetch_image(inst.image, progress)
                     progress(0.2, "preparing root filesystem")
                     if req.start and isinstance(driver, Launches):
                         driver.launch(spec)
@@ -691,6 +695,8 @@ class InstanceService:
         spec = self._spec(inst)
         with self._locked(inst):
             try:
+                if self.fetch_image is not None:
+                    self.fetch_image(inst.image, lambda _f, _m: None)
                 if isinstance(driver, Launches):
                     driver.launch(spec)
                 else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -27,12 +28,19 @@ if TYPE_CHECKING:
 
 class Scheduler:
     def __init__(self, members: MemberStore, strategy: str = SPREAD,
-                 max_age: float = 5.0, rounds: int = 3, candidates: int = 4) -> None:
-        self.members, self.strategy = members, strategy
+                 max_age: float = 5.0, rounds: int = 3, candidates: int = 4,
+                 strategy_of: Callable[[], str] | None = None) -> None:
+        self.members, self._strategy, self._strategy_of = members, strategy, strategy_of
         self.max_age, self.rounds, self.limit = max_age, rounds, candidates
         self._lock = threading.Lock()
         self._inventory: Inventory | None = None
         self._loaded = 0.0
+
+    @property
+    def strategy(self) -> str:
+        """spread or compact: the cluster's setting (``placement.strategy``) if it has
+        one, read afresh."""
+        return self._strategy_of() if self._strategy_of is not None else self._strategy
 
     def inventory(self, fresh: bool = False) -> Inventory:
         """The members as the engine sees them (reloaded if stale or ``fresh``)."""
