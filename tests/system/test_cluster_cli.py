@@ -183,10 +183,12 @@ def test_an_image_follows_a_launch_to_a_member_without_it(
         assert (m1.state_dir / "images" / fp).is_dir()
         assert not (m3.state_dir / "images" / fp).exists()
         watch = subprocess.Popen([str(BIN / "cumulo"), "monitor", "--type", "operation",
-                                  "--format", "json"], env=m3.env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, text=True)
+                                  "--type", "lifecycle", "--format", "json"], env=m3.env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
-            time.sleep(1)   # (the monitor connects; a missed event fails the test)
+            # m3's monitor listens once it has seen an instance made there
+            m3.cli("launch", "busybox", "ready", "--target", "m3", "--", "sleep", "1000")
+            events(watch, "instance-created", 1)
             m2.cli("launch", "marked", "follows", "--target", "m3", "--", "sleep", "1000",
                    timeout=300)
         finally:
@@ -201,7 +203,7 @@ def test_an_image_follows_a_launch_to_a_member_without_it(
         assert any(m.startswith("fetching image marked from m1: ") for m in messages), \
             messages
     finally:
-        for name in ("src", "follows"):
+        for name in ("src", "follows", "ready"):
             m1.cli("delete", name, "--force", check=False)
         m1.cli("image", "delete", "marked", check=False)
 
@@ -565,7 +567,7 @@ def events(p: subprocess.Popen[str], action: str, count: int) -> list[dict[str, 
         line = p.stdout.readline()   # (the test's timeout bounds a stream that stops)
         assert line, f"monitor ended before {count} {action}: {found}"
         meta = json.loads(line)["metadata"]
-        if meta["action"] == action:
+        if meta.get("action") == action:
             found.append(meta)
     return found
 
