@@ -27,6 +27,7 @@ def _rows(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
         m["features_text"] = " ".join(
             [*(["kvm"] if f.get("kvm") else []), *(["criu"] if f.get("criu") else []),
              *f.get("runtimes", [])])
+        m["groups_text"] = ", ".join(m.get("groups") or [])
     return members
 
 
@@ -78,7 +79,8 @@ def info(name: Annotated[str | None, typer.Argument(help="a member (default: thi
         return
     for key, label in (("name", "Name"), ("address", "Address"), ("state", "State"),
                        ("capacity", "Capacity"), ("declared", "Declared"),
-                       ("features_text", "Features"), ("silent", "Last heartbeat (s ago)")):
+                       ("features_text", "Features"), ("groups_text", "Groups"),
+                       ("silent", "Last heartbeat (s ago)")):
         print(f"{label + ':':24}{o.cell(m.get(key))}")
 
 
