@@ -58,11 +58,12 @@ class Scheduler:
         from the store. ``NoMemberFits`` (one line: which filter excluded how many
         members) when nobody can, ``ConflictError`` if every round lost its race."""
         req = self.stored_group(project, req)
+        strategy = self.strategy   # as set now (the inventory may be older)
         last: LostRace | None = None
         for round_ in range(self.rounds):
             with self._lock:
                 inv = self.inventory(fresh=round_ > 0)
-                ranked = inv.candidates(req, self.limit)
+                ranked = inv.candidates(req, self.limit, strategy)
                 inv.record(ranked[0], req)   # assumed taken, so that launches in this
                                              # process meanwhile look elsewhere
             try:
