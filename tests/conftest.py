@@ -17,25 +17,29 @@ from tests import pg
 
 # Seconds a module took in a serial run on the 2-core CI host (TCG), to start the longest
 # modules first when workers share them out: longest first ends the run soonest. Only an
-# order: a stale figure costs a little time, nothing else. test_image_build: ~100 s with
-# the Debian packages cached, ~260 s without.
+# order: a stale figure costs a little time, nothing else. Figures: the "slowest modules"
+# summary of a CI run (session 20), the new modules estimated.
 _MODULE_SECONDS = {
-    "system/test_bench_cli.py": 180, "system/test_image_build.py": 150,
     # (the Debian VM disk built once and cached; ~300 s more the first time, in the
     # first of them to start)
     "system/test_vm_measured_boot.py": 420, "system/test_vm_cloud_init.py": 240,
-    "system/test_vm_boot_disk.py": 30, "system/test_system_container.py": 140,
-    "system/test_migration_cli.py": 90, "system/test_image_io.py": 76,
-    "integration/test_firewall.py": 67, "integration/test_vm_root_disk.py": 63,
-    "system/test_appvm_cli.py": 57, "system/test_exec_interrupt.py": 58,
-    "integration/test_networks.py": 50,
-    "system/test_vm_console.py": 49, "integration/test_vm_network.py": 46,
-    "system/test_cli.py": 44, "system/test_vm_cli.py": 37,
-    "system/test_container_migration_cli.py": 33, "system/test_snapshot_stateful_cli.py": 33,
-    "integration/test_bandwidth.py": 30, "integration/test_vm_driver.py": 28,
-    "system/test_vm_storage_cli.py": 28, "integration/test_vm_migration.py": 24,
-    "system/test_vm_checkpoint_cli.py": 22, "system/test_clone_footprint.py": 17,
-    "integration/test_vm_microvm.py": 15, "system/test_storage_cli.py": 14,
+    "system/test_cluster_cli.py": 200, "system/test_overlay_cli.py": 180,
+    "system/test_migration_faults.py": 160, "system/test_fault_points.py": 150,
+    "system/test_bench_cli.py": 150, "system/test_image_build.py": 100,
+    "system/test_appvm_kernel.py": 90, "system/test_system_container.py": 80,
+    "system/test_api_fuzz_daemon.py": 70, "integration/test_vm_driver.py": 67,
+    "system/test_migration_cli.py": 60, "system/test_web_console.py": 60,
+    "system/test_container_migration_cli.py": 53, "integration/test_vm_root_disk.py": 53,
+    "system/test_system_container_cloud_init.py": 50, "system/test_image_io.py": 50,
+    "integration/test_firewall.py": 45, "system/test_appvm_cli.py": 40,
+    "system/test_exec_interrupt.py": 40, "integration/test_networks.py": 40,
+    "system/test_vm_console.py": 35, "integration/test_vm_network.py": 35,
+    "system/test_cli.py": 35, "system/test_vm_cli.py": 30, "system/test_path_tricks.py": 30,
+    "system/test_snapshot_stateful_cli.py": 30, "integration/test_bandwidth.py": 30,
+    "system/test_vm_boot_disk.py": 30, "system/test_vm_storage_cli.py": 25,
+    "integration/test_vm_migration.py": 24, "system/test_vm_checkpoint_cli.py": 22,
+    "system/test_clone_footprint.py": 17, "integration/test_vm_microvm.py": 15,
+    "system/test_storage_cli.py": 14,
 }
 # Otherwise a rough cost of one test by its marks.
 _WEIGHTS = (("qemu", 15.0), ("slow", 10.0), ("system", 3.0), ("runtime", 2.0), ("root", 1.0))
