@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.errors import DriverError, UnsupportedError
-from cumulo.net.firewall import FAMILY, Firewall, ruleset, tunnel_rules
+from cumulo.net.firewall import FAMILY, Firewall, bridge_rules, inside_ruleset, ruleset
 
 TIMEOUT = 10.0
 
@@ -50,6 +50,11 @@ def apply(tag: str, fw: Firewall) -> None:
     _nft(ruleset(tag, fw))
 
 
+def apply_inside(netns: Path, gateway_link: str, uplink: str, nat: bool) -> None:
+    """The table of a network's own namespace (net/l3ns.py): NAT out, or nothing."""
+    _nft(inside_ruleset(gateway_link, uplink, nat), netns=netns)
+
+
 def check(tag: str, fw: Firewall) -> None:
     """Let nft parse and check ``fw``'s ruleset without applying it (``nft -c``)."""
     _nft(ruleset(tag, fw), "-c")
@@ -66,7 +71,7 @@ def delete_table(tag: str) -> None:
         return
     table = {"family": FAMILY, "name": table_name(tag)}
     _nft({"nftables": [{"add": {"table": table}}, {"delete": {"table": table}},
-                       *tunnel_rules(table_name(tag), [])]})
+                       *bridge_rules(table_name(tag), [], [])]})
 
 
 def list_tables(prefix: str = "cumulo_") -> list[str]:
