@@ -1,4 +1,5 @@
-"""DHCP and DNS for one network: one dnsmasq per bridge, in the daemon's own netns.
+"""DHCP and DNS for one network: one dnsmasq per bridge, in the daemon's own netns
+(or the network's own, net/l3ns.py).
 
 Each network gets a directory ``<runtime_dir>/dnsmasq/<bridge>/`` holding its
 config, pid file, leases, and two files written from the store: ``dhcp-hosts``
