@@ -219,6 +219,26 @@ while True:
 """
 
 
+FETCH = """
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    c.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+    data = b""
+    while chunk := c.recv(4096):
+        data += chunk
+    print(data.decode(errors="replace"))
+except OSError as err:
+    print("error:", err)
+"""
+
+
+def fetch(ns: str, addr: str, port: int) -> str:
+    """One HTTP request from namespace ``ns``: what came back."""
+    return sh("nsenter", f"--net=/run/netns/{ns}", "python3", "-c", FETCH, addr,
+              str(port)).stdout
+
+
 def test_two_projects_share_a_subnet(netd: NetDaemon) -> None:
     """Two NAT networks of two projects with one subnet, on one host: an instance of
     each at the same address gets its DHCP lease from its own network's dnsmasq, pings
@@ -254,7 +274,8 @@ def test_two_projects_share_a_subnet(netd: NetDaemon) -> None:
         d.cli("--project", "other", "launch", "busybox", "b", "--network", "theirs", "--",
               "sleep", "1000")
         d.cli("--project", "other", "launch", "busybox", "b2", "--network", "theirs",
-              "--ip", "10.212.0.77", "--", "sleep", "1000")
+              "--ip", "10.212.0.77", "--", "sh", "-c", "mkdir -p /www; echo hello from b2"
+              " > /www/index.html; httpd -f -p 8080 -h /www")
         assert nic(d, "a")["ip"] == "10.212.0.2"
         b_nics = json.loads(d.cli("--project", "other", "info", "b", "--format",
                                   "json").stdout)["nics"]
@@ -282,10 +303,15 @@ def test_two_projects_share_a_subnet(netd: NetDaemon) -> None:
                                                       "theirs", "--format", "json").stdout)
                                          ["bridge"])[4:])]
         assert len(spaces) == 1, spaces
-        # refused on it for now, in one line
-        r = d.cli("--project", "other", "network", "forward", "add", "theirs",
-                  "10.98.0.1:8080", "b", check=False)
-        assert r.returncode == 1 and "not supported yet" in r.stderr, r.stderr
+        # a forward: DNATed by the host to the namespace, and there to b2
+        d.cli("--project", "other", "network", "forward", "add", "theirs", "10.98.0.1:8080",
+              "b2")
+        assert "hello from b2" in fetch(out_ns, "10.98.0.1", 8080)
+        # security groups: refused on it for now, in one line
+        d.cli("--project", "other", "network", "acl", "create", "web")
+        r = d.cli("--project", "other", "network", "acl", "attach", "web", "b2", check=False)
+        assert r.returncode == 1 and "not supported yet" in r.stderr and \
+            len(r.stderr.strip().splitlines()) == 1, r.stderr
 
         # a restart of the daemon finds it all again
         d.stop()
@@ -293,6 +319,10 @@ def test_two_projects_share_a_subnet(netd: NetDaemon) -> None:
         assert run("other", "b", "ping", "-c", "1", "-W", "3", "10.212.0.1").returncode == 0
         assert run("other", "b", "nc", "-w", "3", "10.98.0.2", "7000").stdout.strip() \
             == "10.98.0.1"
+        assert "hello from b2" in fetch(out_ns, "10.98.0.1", 8080)
+        d.cli("--project", "other", "network", "forward", "remove", "theirs",
+              "10.98.0.1:8080")
+        assert "hello" not in fetch(out_ns, "10.98.0.1", 8080)
 
         for project, name in (("default", "a"), ("other", "b"), ("other", "b2")):
             d.cli("--project", project, "delete", "--force", name)

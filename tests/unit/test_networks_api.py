@@ -172,7 +172,7 @@ def test_another_projects_subnet_gets_a_namespace_of_its_own(api: TestClient, sv
     assert theirs.own_netns and not svc.networks.get("default", "mine").own_netns
     net = fake(svc)
     assert list(net.bridges) == [svc.networks.get("default", "mine").bridge]
-    assert net.apart[theirs.bridge][1].nat
+    assert net.apart[theirs.bridge][1].inside.nat
     assert net.dns[theirs.bridge][0].own_netns
     assert theirs.bridge in net.firewall.apart   # seen as its uplink by the host's table
     assert "cu-u" + theirs.bridge[4:] in [n.bridge for n in net.firewall.networks]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cumulo.net.dnsmasq import DnsHost, DnsSettings
-from cumulo.net.firewall import Firewall
+from cumulo.net.firewall import Firewall, FwInside
 from cumulo.net.vxlan import TunnelPlan
 
 INSIDE_PREFIX = "eth"
@@ -36,7 +36,7 @@ class OwnNetns:
     """A network whose gateway, DHCP/DNS and NAT live in a namespace of its own
     (net/l3ns.py): its subnet overlaps another project's network."""
 
-    nat: bool
+    inside: FwInside       # its table in there
     mtu: int | None = None
 
 

@@ -60,6 +60,15 @@ class FwForward:
     target_port: int
 
 
+@dataclass(frozen=True)
+class FwInside:
+    """The table in a network's own namespace (net/l3ns.py): NAT out, forwards in
+    (``listen``: the namespace's uplink address, where this host's table DNATs to)."""
+
+    nat: bool
+    forwards: tuple[FwForward, ...] = ()
+
+
 @dataclass
 class Firewall:
     networks: list[FwNetwork] = field(default_factory=list)
@@ -71,6 +80,7 @@ class Firewall:
     # bridge, and their gateway legs (ports of those bridges)
     apart: list[str] = field(default_factory=list)
     legs: list[str] = field(default_factory=list)
+    insides: dict[str, FwInside] = field(default_factory=dict)   # by bridge
 
     def empty(self) -> bool:
         return not self.networks and not self.forwards and not self.tunnels \
@@ -280,19 +290,28 @@ def bridge_rules(table: str, tunnels: list[str], legs: list[str]) -> list[dict[s
     return cmds
 
 
-def inside_ruleset(gateway_link: str, uplink: str, nat: bool) -> dict[str, Any]:
+def inside_ruleset(gateway_link: str, uplink: str, inside: FwInside) -> dict[str, Any]:
     """Table ``inet cumulo`` in a network's own namespace (net/l3ns.py): a NAT network
     goes out over ``uplink`` masqueraded, and comes in only as replies; an isolated one
-    neither."""
+    neither; a forward comes in over ``uplink`` to its instance."""
     table = "cumulo"
     b = _Builder(table)
     t = {"family": FAMILY, "name": table}
     b.cmds += [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}}]
     b.chain("forward", type="filter", hook="forward", prio=0, policy="drop")
     b.rule("forward", [_ct("state", ["established", "related"]), {"accept": None}])
-    if nat:
+    if inside.nat:
         b.rule("forward", [_meta("iifname", gateway_link), _meta("oifname", uplink),
                            {"accept": None}], "nat out")
         b.chain("postrouting", type="nat", hook="postrouting", prio=100, policy="accept")
         b.rule("postrouting", [_meta("oifname", uplink), {"masquerade": None}], "nat out")
+    if inside.forwards:
+        b.rule("forward", [_ct("status", ["dnat"]), {"accept": None}], "port forwards")
+        b.chain("prerouting", type="nat", hook="prerouting", prio=-100, policy="accept")
+        for f in inside.forwards:
+            b.rule("prerouting", [_meta("iifname", uplink), _ip("daddr", f"{f.listen}/32"),
+                                  _meta("l4proto", f.protocol), _payload("th", "dport", f.port),
+                                  {"dnat": {"family": "ip", "addr": str(f.target),
+                                            "port": f.target_port}}],
+                   f"forward {f.protocol} {f.port}")
     return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *b.cmds]}

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from cumulo.net import bridge, ipam, netlink, nft, sysctl
+from cumulo.net.firewall import FwInside
 
 GATEWAY_LINK, UPLINK = "gw", "up"
 LINK_POOL = IPv4Network("169.254.0.0/16")
@@ -58,7 +59,12 @@ def link_net(bridge_name: str) -> IPv4Network:
     return net
 
 
-def ensure(tag: str, bridge_name: str, gateway: IPv4Interface, nat: bool,
+def inner_address(bridge_name: str) -> IPv4Address:
+    """The namespace's end of the /30 (where this host's table DNATs forwards to)."""
+    return list(link_net(bridge_name).hosts())[1]
+
+
+def ensure(tag: str, bridge_name: str, gateway: IPv4Interface, inside: FwInside,
            mtu: int | None) -> None:
     """The bridge without an address, the namespace with its two legs, routes and table."""
     netlink.create_bridge(bridge_name, ipam.mac_for(f"bridge/{bridge_name}".encode()))
@@ -68,13 +74,13 @@ def ensure(tag: str, bridge_name: str, gateway: IPv4Interface, nat: bool,
     sysctl.enable(f"net/ipv6/conf/{bridge_name}/disable_ipv6")
     path = netlink.create_netns(netns_name(tag, bridge_name))
     leg, uplink = leg_name(bridge_name), uplink_name(bridge_name)
-    for host_end, inside, br, mac in ((leg, GATEWAY_LINK, bridge_name,
-                                       bridge.gateway_mac(gateway)),
-                                      (uplink, UPLINK, None, None)):
-        if netlink.link_exists(host_end) and not netlink.link_exists(inside, path):
+    for host_end, peer, br, mac in ((leg, GATEWAY_LINK, bridge_name,
+                                     bridge.gateway_mac(gateway)),
+                                    (uplink, UPLINK, None, None)):
+        if netlink.link_exists(host_end) and not netlink.link_exists(peer, path):
             netlink.delete_link(host_end)   # the other end went with an older namespace
         if not netlink.link_exists(host_end):
-            netlink.create_veth_into(host_end, br, path, inside, mac)
+            netlink.create_veth_into(host_end, br, path, peer, mac)
     outer, inner = list(link_net(bridge_name).hosts())
     netlink.set_address(uplink, IPv4Interface(f"{outer}/30"))
     netlink.link_up("lo", path)
@@ -84,9 +90,18 @@ def ensure(tag: str, bridge_name: str, gateway: IPv4Interface, nat: bool,
         netlink.set_mtu(leg, mtu)
         netlink.set_mtu(GATEWAY_LINK, mtu, path)
     netlink.link_up(GATEWAY_LINK, path)
-    if nat:
+    if inside.nat or inside.forwards:
         sysctl.enable_in(path, "net/ipv4/ip_forward")
-    nft.apply_inside(path, GATEWAY_LINK, UPLINK, nat)
+    nft.apply_inside(path, GATEWAY_LINK, UPLINK, inside)
+
+
+def apply_inside(tag: str, bridge_name: str, inside: FwInside) -> None:
+    """The namespace's table, if the namespace is there (``ensure`` makes it later)."""
+    path = netns_path(tag, bridge_name)
+    if path.exists():
+        if inside.forwards:
+            sysctl.enable_in(path, "net/ipv4/ip_forward")
+        nft.apply_inside(path, GATEWAY_LINK, UPLINK, inside)
 
 
 def remove(tag: str, bridge_name: str) -> None:

@@ -32,7 +32,7 @@ class LinuxNetwork:
         if own is None:
             bridge.ensure(bridge_name, gateway)
         else:
-            l3ns.ensure(self.tag, bridge_name, gateway, own.nat, own.mtu)
+            l3ns.ensure(self.tag, bridge_name, gateway, own.inside, own.mtu)
 
     def remove_bridge(self, bridge_name: str) -> None:
         vxlan.remove(bridge_name)
@@ -54,6 +54,8 @@ class LinuxNetwork:
         if any(n.groups for n in fw.nics):  # bridged traffic through the inet hooks
             sysctl.enable("net/bridge/bridge-nf-call-iptables", module="br_netfilter")
         nft.apply(self.tag, fw)
+        for bridge_name, inside in sorted(fw.insides.items()):
+            l3ns.apply_inside(self.tag, bridge_name, inside)
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         nic.attach(netns, nics)

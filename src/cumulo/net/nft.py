@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.errors import DriverError, UnsupportedError
-from cumulo.net.firewall import FAMILY, Firewall, bridge_rules, inside_ruleset, ruleset
+from cumulo.net.firewall import (
+    FAMILY,
+    Firewall,
+    FwInside,
+    bridge_rules,
+    inside_ruleset,
+    ruleset,
+)
 
 TIMEOUT = 10.0
 
@@ -50,9 +57,9 @@ def apply(tag: str, fw: Firewall) -> None:
     _nft(ruleset(tag, fw))
 
 
-def apply_inside(netns: Path, gateway_link: str, uplink: str, nat: bool) -> None:
-    """The table of a network's own namespace (net/l3ns.py): NAT out, or nothing."""
-    _nft(inside_ruleset(gateway_link, uplink, nat), netns=netns)
+def apply_inside(netns: Path, gateway_link: str, uplink: str, inside: FwInside) -> None:
+    """The table of a network's own namespace (net/l3ns.py): NAT out, forwards in."""
+    _nft(inside_ruleset(gateway_link, uplink, inside), netns=netns)
 
 
 def check(tag: str, fw: Firewall) -> None:

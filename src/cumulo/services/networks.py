@@ -143,10 +143,10 @@ class NetworkService:
             if l3ns.link_net(name) not in taken:
                 return name
 
-    @staticmethod
-    def own_netns(network: Network) -> OwnNetns | None:
-        return OwnNetns(nat=not network.isolated, mtu=network.mtu) \
-            if network.own_netns else None
+    def own_netns(self, network: Network) -> OwnNetns | None:
+        if not network.own_netns:
+            return None
+        return OwnNetns(inside=self.firewall.inside(network), mtu=network.mtu)
 
     def _ensure_bridge(self, network: Network) -> None:
         prefix = IPv4Network(network.subnet).prefixlen
