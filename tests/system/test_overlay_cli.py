@@ -208,12 +208,15 @@ def test_two_projects_share_a_subnet(cluster: Cluster) -> None:
         with outside(nss, f"{UNDERLAY}.9") as ext:
             server = subprocess.Popen(["nsenter", f"--net=/run/netns/{ext}", sys.executable,
                                        "-c", ECHO_PEER])
-            for project, name, where, extra in (("default", "a", "m1", []),
-                                                ("other", "b", "m1", []),
-                                                ("other", "b2", "m2", ["--ip", "10.241.0.77"])):
+            web = ["sh", "-c", "mkdir -p /www; echo hello from b2 > /www/index.html;"
+                   " httpd -f -p 8080 -h /www"]
+            for project, name, where, extra, cmd in (
+                    ("default", "a", "m1", [], ["sleep", "1000"]),
+                    ("other", "b", "m1", [], ["sleep", "1000"]),
+                    ("other", "b2", "m2", ["--ip", "10.241.0.77"], web)):
                 m1.cli("--project", project, "launch", "busybox", name, "--target", where,
                        "--network", "mine" if project == "default" else "theirs", *extra,
-                       "--", "sleep", "1000")
+                       "--", *cmd)
                 names.append((project, name))
 
             def run(project: str, name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
@@ -237,9 +240,14 @@ def test_two_projects_share_a_subnet(cluster: Cluster) -> None:
                        ).returncode == 0
             assert run("default", "a", "ping", "-c", "1", "-W", "2", "10.241.0.77"
                        ).returncode != 0
-            r = m1.cli("--project", "other", "network", "forward", "add", "theirs",
-                       f"{UNDERLAY}.1:8080", "b", check=False)
-            one_line_error(r, "forwards on it are not supported yet")
+            # a forward of a member's address answers where b2 runs (m2), DNATed twice
+            m1.cli("--project", "other", "network", "forward", "add", "theirs",
+                   f"{UNDERLAY}.1:8080", "b2")
+            poll("the forward answers on m2", lambda: "hello from b2"
+                 in fetch_from(ext, f"{UNDERLAY}.2", 8080))
+            assert "hello" not in fetch_from(ext, f"{UNDERLAY}.1", 8080)
+            m1.cli("--project", "other", "network", "forward", "remove", "theirs",
+                   f"{UNDERLAY}.1:8080")
     finally:
         if server is not None:
             server.kill()
