@@ -7,6 +7,7 @@ A daemon here is its state dir, its cgroup parent and the network namespace it r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,8 +17,8 @@ from pathlib import Path
 import psutil
 
 KINDS = ("cgroups", "mounts", "instance dirs", "container records", "conmon", "qemu",
-         "swtpm", "dnsmasq", "bridges", "veth", "tap", "netns", "qdiscs", "nft tables",
-         "nft rules", "nft sets", "nft elements", "loop")
+         "swtpm", "dnsmasq", "bridges", "veth", "legs", "tap", "netns", "network netns",
+         "qdiscs", "nft tables", "nft rules", "nft sets", "nft elements", "loop")
 
 
 def _run(*args: str) -> str:
@@ -99,6 +100,13 @@ def host_objects(state: Path, parent: str, ns: str) -> dict[str, set[str]]:
         found[kind] = set(re.findall(r"^\d+: (cu-[^:@]+)[:@]",
                                      _run("ip", "-n", ns, "-o", "link", "show", "type", type_),
                                      re.M))
+    # a network with a namespace of its own (its subnet shared with another project's):
+    # the namespace, and its two legs (gateway, uplink) that are veths too
+    found["legs"] = {v for v in found["veth"] if re.match(r"cu-[gu]", v)}
+    found["veth"] -= found["legs"]
+    tag = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:8]
+    found["network netns"] = {n for n in _run("ip", "netns", "list").split()
+                              if n.startswith(f"cumulo-{tag}-")}
     found["netns"] = _netns(state, parent, ns)
     # qdiscs a link gets by default (noqueue on veth and bridges, pfifo_fast on a tap:
     # handle 0:) are not ours

@@ -145,10 +145,15 @@ def host_objects(d: Daemon) -> dict[str, set[str]]:
     return bench_host_objects(d.state_dir, d.cgroup_parent, ns_of(d))
 
 
+def every_network(d: Daemon) -> list[dict[str, Any]]:
+    with d.client() as c:
+        return [n for p in c.projects() for n in c.networks(p["name"])]
+
+
 def assert_true_state(d: Daemon) -> dict[str, dict[str, Any]]:
     """The store's view (through the CLI) matches the host; returns the instances by name."""
     insts = {i["name"]: i for i in json.loads(d.cli("list", "--format", "json").stdout)}
-    nets = json.loads(d.cli("network", "list", "--format", "json").stdout)
+    nets = every_network(d)
     host = host_objects(d)
     ids = {f"default_{n}" for n in insts}
     running = {f"default_{n}" for n, i in insts.items() if i["state"] in ("running", "paused")}
@@ -187,6 +192,11 @@ def assert_true_state(d: Daemon) -> dict[str, dict[str, Any]]:
     for kind in ("loop", "qdiscs"):
         if host[kind]:
             problems.append(f"{kind} left: {host[kind]}")
+    # a network whose subnet another project has too: a namespace and two legs each
+    apart = [n for n in nets if n.get("own_netns")]
+    if len(host["network netns"]) != len(apart) or len(host["legs"]) != 2 * len(apart):
+        problems.append(f"namespaces {host['network netns']}, legs {host['legs']} for"
+                        f" networks {[n['name'] for n in apart]} with their own")
     for name, inst in insts.items():   # what the store says runs, runs
         if inst["state"] == "running":
             r = d.cli("exec", name, "--", "true", check=False, timeout=60)
@@ -276,6 +286,36 @@ def test_killed_at(point: str, fd: Daemon, monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         clear(fd)
     assert_true_state(fd)
+
+
+@pytest.mark.parametrize("point", ["network.create.after_bridge",
+                                   "network.delete.after_record"])
+def test_killed_at_with_a_namespace_of_its_own(point: str, fd: Daemon,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network whose subnet is another project's (its gateway in a namespace of its
+    own): killed while it is made or deleted, the restart leaves its namespace, legs,
+    dnsmasq and table exactly as the store says; its delete then leaves none."""
+    with fd.client() as c:
+        if "o" not in {p["name"] for p in c.projects()}:
+            fd.cli("project", "create", "o")
+    make = ("--project", "o", "network", "create", "n3", "--subnet", "10.123.0.0/24",
+            "--nat")
+    if point == "network.delete.after_record":
+        fd.cli(*make)
+    restart(fd, monkeypatch, point)
+    r = fd.cli(*(make if point.startswith("network.create") else
+                 ("--project", "o", "network", "delete", "n3")), check=False, timeout=180)
+    assert fd.proc is not None and fd.proc.wait(60) == faults.EXIT_CODE, (r, point)
+    restart(fd, monkeypatch, None)
+    try:
+        assert_true_state(fd)
+        there = {n["name"] for n in json.loads(fd.cli("--project", "o", "network", "list",
+                                                      "--format", "json").stdout)}
+        assert there == ({"n3"} if point.startswith("network.create") else set())
+    finally:
+        fd.cli("--project", "o", "network", "delete", "n3", check=False)
+    assert_true_state(fd)
+    assert not host_objects(fd)["netns"]
 
 
 # --- children that die on their own (services/watchdog.py) ---------------------------

@@ -182,30 +182,90 @@ def test_two_overlays_are_isolated(cluster: Cluster) -> None:
         m1.cli("network", "delete", "green")
 
 
-def test_a_subnet_of_another_projects_network_is_refused(cluster: Cluster) -> None:
-    """Two projects' overlays may not share a subnet yet (one routing table per host):
-    refused in one line naming the other network, nothing made on any member."""
-    (m1, m2, _), nss = cluster
-    m1.cli("network", "create", "mine", "--type", "overlay", "--subnet", "10.241.0.0/24")
+def test_two_projects_share_a_subnet(cluster: Cluster) -> None:
+    """Two projects' NAT overlays with one subnet: on one member an instance of each has
+    the same address; each gets its DHCP lease from its own network, pings its gateway,
+    goes out NATed as its member; the second network's instances reach each other across
+    members, never the first's; the second's gateway lives in a namespace of its own on
+    every member, and its delete leaves nothing of it on any."""
+    (m1, m2, m3), nss = cluster
+    m1.cli("network", "create", "mine", "--type", "overlay", "--nat", "--subnet",
+           "10.241.0.0/24")
     m2.cli("project", "create", "other")
-    try:   # (the other members make their side of "mine" a moment later)
-        poll("mine on every member", lambda: tunnels_up(m1, "mine", 3))
-        links = {ns: out(ns, "ip", "-o", "link", "show") for ns in nss}
-        one_line_error(m2.cli("--project", "other", "network", "create", "theirs", "--type",
-                              "overlay", "--subnet", "10.241.0.0/25", check=False),
-                       "subnet 10.241.0.0/25 overlaps 10.241.0.0/24 of network 'mine' in"
-                       " project 'default': networks of different projects cannot share"
-                       " addresses yet")
-        assert json.loads(m1.cli("--project", "other", "network", "list", "--format",
-                                 "json").stdout) == []
-        assert {ns: out(ns, "ip", "-o", "link", "show") for ns in nss} == links
-        # another subnet is fine
-        m2.cli("--project", "other", "network", "create", "theirs", "--type", "overlay",
-               "--subnet", "10.242.0.0/24")
-        m2.cli("--project", "other", "network", "delete", "theirs")
+    names: list[tuple[str, str]] = []
+    server = None
+    try:
+        r = m2.cli("--project", "other", "network", "create", "theirs", "--type", "overlay",
+                   "--nat", "--subnet", "10.241.0.0/24")
+        assert "10.241.0.0/24" in r.stderr, r.stderr
+        info = json.loads(m3.cli("--project", "other", "network", "info", "theirs",
+                                 "--format", "json").stdout)
+        bridge = str(info["bridge"])
+        poll("theirs on every member", lambda: tunnels_up(m1, "mine", 3) and all(
+            t["state"] == "up" for t in json.loads(m1.cli(
+                "--project", "other", "network", "info", "theirs", "--format", "json"
+            ).stdout)["tunnels"]) and len(spaces_of(bridge)) == 3)
+        with outside(nss, f"{UNDERLAY}.9") as ext:
+            server = subprocess.Popen(["nsenter", f"--net=/run/netns/{ext}", sys.executable,
+                                       "-c", ECHO_PEER])
+            web = ["sh", "-c", "mkdir -p /www; echo hello from b2 > /www/index.html;"
+                   " httpd -f -p 8080 -h /www"]
+            for project, name, where, extra, cmd in (
+                    ("default", "a", "m1", [], ["sleep", "1000"]),
+                    ("other", "b", "m1", [], ["sleep", "1000"]),
+                    ("other", "b2", "m2", ["--ip", "10.241.0.77"], web)):
+                m1.cli("--project", project, "launch", "busybox", name, "--target", where,
+                       "--network", "mine" if project == "default" else "theirs", *extra,
+                       "--", *cmd)
+                names.append((project, name))
+
+            def run(project: str, name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+                return m1.cli("--project", project, "exec", name, "--", *cmd, check=False)
+
+            for project, name in (("default", "a"), ("other", "b")):
+                nic = json.loads(m1.cli("--project", project, "info", name, "--format",
+                                        "json").stdout)["nics"][0]
+                assert nic["ip"] == "10.241.0.2", nic
+                lease = run(project, name, "udhcpc", "-i", "eth0", "-n", "-q", "-t", "3",
+                            "-s", "/bin/true")
+                said = lease.stdout + lease.stderr
+                assert "obtained" in said and "10.241.0.2" in said, (name, said)
+                assert run(project, name, "ping", "-c", "1", "-W", "3", "10.241.0.1"
+                           ).returncode == 0, name
+                poll(f"{name} goes out as m1", lambda p=project, n=name: run(
+                    p, n, "nc", "-w", "3", f"{UNDERLAY}.9", "7000").stdout.strip()
+                    == f"{UNDERLAY}.1")
+            # across members in its own network; never into the other one
+            assert run("other", "b", "ping", "-c", "1", "-W", "5", "10.241.0.77"
+                       ).returncode == 0
+            assert run("default", "a", "ping", "-c", "1", "-W", "2", "10.241.0.77"
+                       ).returncode != 0
+            # a forward of a member's address answers where b2 runs (m2), DNATed twice
+            m1.cli("--project", "other", "network", "forward", "add", "theirs",
+                   f"{UNDERLAY}.1:8080", "b2")
+            poll("the forward answers on m2", lambda: "hello from b2"
+                 in fetch_from(ext, f"{UNDERLAY}.2", 8080))
+            assert "hello" not in fetch_from(ext, f"{UNDERLAY}.1", 8080)
+            m1.cli("--project", "other", "network", "forward", "remove", "theirs",
+                   f"{UNDERLAY}.1:8080")
     finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        for project, name in names:
+            m1.cli("--project", project, "delete", name, "--force", check=False)
+        m2.cli("--project", "other", "network", "delete", "theirs", check=False)
         m1.cli("network", "delete", "mine")
         m2.cli("project", "delete", "other", check=False)
+    poll("nothing left of theirs", lambda: not nothing_of(nss, bridge)
+         and not spaces_of(bridge))
+
+
+def spaces_of(bridge: str) -> list[str]:
+    """The namespaces of a network with one of its own, one per member that has it."""
+    return [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                      text=True).stdout.split()
+            if n.startswith("cumulo-") and n.endswith(bridge[4:])]
 
 
 def test_a_member_that_leaves_drops_out_of_the_floods(cluster: Cluster) -> None:

@@ -158,14 +158,28 @@ def test_firewall_is_written_only_when_it_changes(api: TestClient, svc: Services
     assert [str(n.ip) for n in fake(svc).firewall.nics] == ["10.60.0.2"]
 
 
-def test_another_projects_subnet_is_refused_saying_why(api: TestClient, svc: Services) -> None:
+def test_another_projects_subnet_gets_a_namespace_of_its_own(api: TestClient, svc: Services
+                                                              ) -> None:
+    """A subnet another project's network has is taken: that network's gateway, DHCP/DNS
+    and NAT go into a namespace of its own (no address of the host's); one of the same
+    project is still refused, and a subnet nobody has stays on the plain path."""
     api.post("/1.0/networks", json={"name": "mine", "subnet": "10.41.0.0/24"})
     assert api.post("/1.0/projects", json={"name": "other"}).status_code == 201
     r = api.post("/1.0/networks?project=other", json={"name": "theirs",
-                                                       "subnet": "10.41.0.0/24"})
-    assert r.status_code == 409, r.text
-    assert ("subnet 10.41.0.0/24 overlaps 10.41.0.0/24 of network 'mine' in project"
-            " 'default': networks of different projects cannot share addresses yet"
-            in r.json()["error"]), r.text
-    assert api.get("/1.0/networks?project=other").json() == []
-    assert len(fake(svc).bridges) == 1
+                                                       "subnet": "10.41.0.0/24", "nat": True})
+    assert r.status_code == 201, r.text
+    theirs = svc.networks.get("other", "theirs")
+    assert theirs.own_netns and not svc.networks.get("default", "mine").own_netns
+    net = fake(svc)
+    assert list(net.bridges) == [svc.networks.get("default", "mine").bridge]
+    assert net.apart[theirs.bridge][1].inside.nat
+    assert net.dns[theirs.bridge][0].own_netns
+    assert theirs.bridge in net.firewall.apart   # seen as its uplink by the host's table
+    assert "cu-u" + theirs.bridge[4:] in [n.bridge for n in net.firewall.networks]
+    r = api.post("/1.0/networks?project=other", json={"name": "x", "subnet": "10.41.0.128/25"})
+    assert r.status_code == 409 and "overlaps 10.41.0.0/24 of network 'other/theirs'" \
+        in r.json()["error"], r.text
+    r = api.post("/1.0/networks?project=other", json={"name": "y", "subnet": "10.42.0.0/24"})
+    assert r.status_code == 201 and not svc.networks.get("other", "y").own_netns
+    assert api.delete("/1.0/networks/theirs?project=other").status_code in (200, 204)
+    assert theirs.bridge not in net.apart and theirs.bridge not in net.dns

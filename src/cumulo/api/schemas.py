@@ -278,6 +278,9 @@ class NetworkOut(BaseModel):
     type: str = "bridge"
     vni: int | None = None
     mtu: int | None = None
+    own_netns: bool = Field(False, description="its gateway, DHCP/DNS and NAT live in a"
+                            " network namespace of its own on each host: its subnet"
+                            " overlaps another project's network")
     tunnels: list[TunnelOut] = []
 
 

@@ -629,6 +629,8 @@ def network_create(name: str, subnet: Annotated[str | None, typer.Option(
         net = c.create_network(name, subnet, project, dns_domain=dns_domain, nat=nat,
                                type=type, vni=vni, mtu=mtu)
     extra = f", overlay VNI {net['vni']}, MTU {net['mtu']}" if net.get("vni") else ""
+    if net.get("own_netns"):
+        extra += ", in a namespace of its own: another project has this subnet too"
     o.say(f"Created network {name} {net['subnet']} (gateway {net['gateway']}, "
           f"domain {net['dns_domain']}, {'nat' if net['nat'] else 'isolated'}{extra})")
 

@@ -47,6 +47,8 @@ class Network:
     type: str = "bridge"             # bridge (this host's) or overlay (every member's, VXLAN)
     vni: int | None = None           # an overlay's VXLAN network identifier
     mtu: int | None = None           # an overlay's MTU (the underlay's less the encapsulation)
+    own_netns: bool = False          # gateway, DHCP/DNS and NAT in a namespace of its own on
+                                     # each host: its subnet overlaps another project's network
 
 
 VNI_FIRST, VNI_LAST = 1, 2**24 - 1   # VXLAN network identifiers: 24 bits, 0 unused

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cumulo.net.dnsmasq import DnsHost, DnsSettings
-from cumulo.net.firewall import Firewall
+from cumulo.net.firewall import Firewall, FwInside
 from cumulo.net.vxlan import TunnelPlan
 
 INSIDE_PREFIX = "eth"
@@ -29,6 +29,15 @@ class NicPlan:
     address: IPv4Interface     # the instance's address with the network's prefix
     gateway: IPv4Address
     mtu: int | None = None     # an overlay's (smaller than the links' 1500)
+
+
+@dataclass(frozen=True)
+class OwnNetns:
+    """A network whose gateway, DHCP/DNS and NAT live in a namespace of its own
+    (net/l3ns.py): its subnet overlaps another project's network."""
+
+    inside: FwInside       # its table in there
+    mtu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -49,10 +58,12 @@ class HostNetwork(Protocol):
     def addresses(self) -> list[IPv4Interface]:
         """IPv4 addresses already on the host's links (subnets must not overlap them)."""
 
-    def ensure_bridge(self, bridge: str, gateway: IPv4Interface) -> None: ...
+    def ensure_bridge(self, bridge: str, gateway: IPv4Interface,
+                      own: OwnNetns | None = None) -> None:
+        """The bridge with the gateway; ``own``: the gateway in the network's namespace."""
 
     def remove_bridge(self, bridge: str) -> None:
-        """The bridge goes, and an overlay's tunnel on it."""
+        """The bridge goes, and an overlay's tunnel on it, and the network's namespace."""
 
     # overlays (net/vxlan.py)
     def ensure_tunnel(self, plan: TunnelPlan) -> None:
@@ -98,3 +109,6 @@ class HostNetwork(Protocol):
 
     def dns_running(self, bridge: str) -> bool:
         """Whether the network's dnsmasq is alive (it may have died on its own)."""
+
+    def netns_bridges(self) -> list[str]:
+        """Bridges of the networks that have a namespace of their own here."""

@@ -1,4 +1,5 @@
-"""DHCP and DNS for one network: one dnsmasq per bridge, in the daemon's own netns.
+"""DHCP and DNS for one network: one dnsmasq per bridge, in the daemon's own netns
+(or the network's own, net/l3ns.py).
 
 Each network gets a directory ``<runtime_dir>/dnsmasq/<bridge>/`` holding its
 config, pid file, leases, and two files written from the store: ``dhcp-hosts``
@@ -52,6 +53,7 @@ class DnsSettings:
     domain: str = DEFAULT_DOMAIN
     upstream: bool = False   # forward unknown names to the host's resolvers (NAT networks)
     mtu: int | None = None   # told to DHCP clients (an overlay's)
+    own_netns: bool = False  # runs in the network's namespace (net/l3ns.py)
 
 
 def check_domain(text: str) -> str:
@@ -66,11 +68,12 @@ def check_domain(text: str) -> str:
     return domain
 
 
-def config_text(s: DnsSettings, d: Path, user: str) -> str:
-    """The whole dnsmasq config (one long option per line); nothing else is read."""
+def config_text(s: DnsSettings, d: Path, user: str, interface: str | None = None) -> str:
+    """The whole dnsmasq config (one long option per line); nothing else is read.
+    ``interface``: where it listens, if not on the bridge."""
     net = s.subnet
     lines = [
-        f"interface={s.bridge}", "except-interface=lo", "bind-interfaces",
+        f"interface={interface or s.bridge}", "except-interface=lo", "bind-interfaces",
         "no-hosts", "domain-needed", "bogus-priv", "strict-order", "no-ping",
         f"domain={s.domain}", f"local=/{s.domain}/", f"addn-hosts={d / 'hosts'}",
         f"dhcp-range={net.network_address},static,{net.netmask},{LEASE_TIME}",
@@ -177,13 +180,16 @@ class Dnsmasq:
         want = f"--conf-file={d / 'dnsmasq.conf'}".encode()
         return pid if want in cmdline else None
 
-    def ensure(self, settings: DnsSettings, hosts: list[DnsHost]) -> None:
-        """Running with ``settings`` and ``hosts``: started, reloaded or restarted."""
+    def ensure(self, settings: DnsSettings, hosts: list[DnsHost], netns: Path | None = None,
+               interface: str | None = None) -> None:
+        """Running with ``settings`` and ``hosts``: started, reloaded or restarted;
+        ``netns``: in that namespace, on ``interface`` there."""
         d = self.dir(settings.bridge)
         try:
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o755)
-            conf_changed = _write(d / "dnsmasq.conf", config_text(settings, d, self._user(d)))
+            conf_changed = _write(d / "dnsmasq.conf", config_text(settings, d, self._user(d),
+                                                                interface))
             _write(d / "hosts", hosts_text(hosts, settings.domain))
             _write(d / "dhcp-hosts", dhcp_hosts_text(hosts))
         except OSError as err:
@@ -201,14 +207,15 @@ class Dnsmasq:
             self._kill(settings.bridge, pid)
         if stale:
             _drop_leases(d / "leases", stale)
-        self._start(settings.bridge)
+        self._start(settings.bridge, netns)
 
-    def _start(self, bridge: str) -> None:
+    def _start(self, bridge: str, netns: Path | None = None) -> None:
         d = self.dir(bridge)
         (d / "pid").unlink(missing_ok=True)
         # dnsmasq forks and its parent exits once the child is ready, or with the error
         try:
-            r = subprocess.run([self._binary(), f"--conf-file={d / 'dnsmasq.conf'}"],
+            enter = [] if netns is None else ["nsenter", f"--net={netns}"]
+            r = subprocess.run([*enter, self._binary(), f"--conf-file={d / 'dnsmasq.conf'}"],
                                capture_output=True, text=True, timeout=START_TIMEOUT,
                                stdin=subprocess.DEVNULL)
         except (OSError, subprocess.SubprocessError) as err:

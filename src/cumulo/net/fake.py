@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Interface
 from pathlib import Path
 
-from cumulo.net.base import NicCounters, NicPlan
+from cumulo.net.base import NicCounters, NicPlan, OwnNetns
 from cumulo.net.dnsmasq import DnsHost, DnsSettings
 from cumulo.net.firewall import Firewall
 from cumulo.net.vxlan import TunnelPlan
@@ -15,6 +15,7 @@ class FakeNetwork:
     def __init__(self, host: list[IPv4Interface] | None = None) -> None:
         self.host = list(host or [])
         self.bridges: dict[str, IPv4Interface] = {}
+        self.apart: dict[str, tuple[IPv4Interface, OwnNetns]] = {}   # own namespaces
         self.firewall = Firewall()
         self.firewall_writes = 0   # how often the table was written (an nft run each)
         self.shapes: dict[str, tuple[int | None, int | None, int | None]] = {}
@@ -26,11 +27,16 @@ class FakeNetwork:
     def addresses(self) -> list[IPv4Interface]:
         return [*self.host, *self.bridges.values()]
 
-    def ensure_bridge(self, bridge: str, gateway: IPv4Interface) -> None:
-        self.bridges[bridge] = gateway
+    def ensure_bridge(self, bridge: str, gateway: IPv4Interface,
+                      own: OwnNetns | None = None) -> None:
+        if own is None:
+            self.bridges[bridge] = gateway
+        else:   # not an address of the host's
+            self.apart[bridge] = (gateway, own)
 
     def remove_bridge(self, bridge: str) -> None:
         self.bridges.pop(bridge, None)
+        self.apart.pop(bridge, None)
         self.tunnels.pop(bridge, None)
 
     def ensure_tunnel(self, plan: TunnelPlan) -> None:
@@ -79,3 +85,6 @@ class FakeNetwork:
 
     def dns_running(self, bridge: str) -> bool:
         return bridge in self.dns
+
+    def netns_bridges(self) -> list[str]:
+        return sorted(self.apart)

@@ -60,6 +60,15 @@ class FwForward:
     target_port: int
 
 
+@dataclass(frozen=True)
+class FwInside:
+    """The table in a network's own namespace (net/l3ns.py): NAT out, forwards in
+    (``listen``: the namespace's uplink address, where this host's table DNATs to)."""
+
+    nat: bool
+    forwards: tuple[FwForward, ...] = ()
+
+
 @dataclass
 class Firewall:
     networks: list[FwNetwork] = field(default_factory=list)
@@ -67,9 +76,15 @@ class Firewall:
     groups: dict[str, tuple[AclRule, ...]] = field(default_factory=dict)
     forwards: list[FwForward] = field(default_factory=list)
     tunnels: list[str] = field(default_factory=list)   # overlays' VXLAN devices
+    # networks with a namespace of their own (net/l3ns.py): their bridges, which only
+    # bridge, and their gateway legs (ports of those bridges)
+    apart: list[str] = field(default_factory=list)
+    legs: list[str] = field(default_factory=list)
+    insides: dict[str, FwInside] = field(default_factory=dict)   # by bridge
 
     def empty(self) -> bool:
-        return not self.networks and not self.forwards and not self.tunnels
+        return not self.networks and not self.forwards and not self.tunnels \
+            and not self.apart
 
     def needs_forwarding(self) -> bool:
         """IP forwarding on: a NAT network routes out, a forward routes in."""
@@ -156,6 +171,22 @@ def ruleset(tag: str, fw: Firewall) -> dict[str, Any]:
     b.chain("forward", type="filter", hook="forward", prio=0, policy="accept")
     bridges = sorted(n.bridge for n in fw.networks)
 
+    # 0. a bridge of a network with its own namespace only bridges: this host has no
+    #    address there (its ARP is off, net/l3ns.py) and takes nothing in from it
+    if fw.apart:   # (what it bridges passes these hooks through br_netfilter: no
+        #             conntrack, or this host's NAT of an overlapping subnet would take it)
+        b.chain("raw", type="filter", hook="prerouting", prio=-300, policy="accept")
+        b.rule("raw", [_meta("iifname", {"set": sorted(fw.apart)}), {"notrack": None}],
+               "bridged only")
+        b.chain("input", type="filter", hook="input", prio=0, policy="accept")
+        b.rule("input", [_meta("iifname", {"set": sorted(fw.apart)}), {"counter": None},
+                         {"drop": None}], "no address of this host's there")
+    for br in sorted(fw.apart):
+        b.rule("forward", [_meta("iifname", br), _meta("oifname", br), {"accept": None}],
+               f"bridged in {br}")
+        b.rule("forward", [_meta("iifname", br), {"counter": None}, {"drop": None}],
+               f"never routed from {br}")
+
     # 1. networks never reach each other, whatever else is allowed
     for br in bridges:
         others = [o for o in bridges if o != br]
@@ -224,28 +255,63 @@ def ruleset(tag: str, fw: Firewall) -> dict[str, Any]:
                                          "port": f.target_port}}],
                        f"forward {f.protocol} {f.listen}:{f.port}")
     return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *b.cmds,
-                         *tunnel_rules(table, fw.tunnels)]}
+                         *bridge_rules(table, fw.tunnels, fw.legs)]}
 
 
-def tunnel_rules(table: str, tunnels: list[str]) -> list[dict[str, Any]]:
+def bridge_rules(table: str, tunnels: list[str], legs: list[str]) -> list[dict[str, Any]]:
     """Table ``bridge <table>``: the gateway and DHCP stay on each member's own side
-    of an overlay (none: the table goes)."""
+    of an overlay, whether the bridge or a gateway leg (net/l3ns.py) holds the gateway
+    (no tunnel: the table goes)."""
     t = {"family": "bridge", "name": table}
     cmds: list[dict[str, Any]] = [{"add": {"table": t}}, {"delete": {"table": t}}]
     if not tunnels:
         return cmds
     cmds.append({"add": {"table": t}})
-    devices = {"set": sorted(tunnels)}
+    rules: list[tuple[str, list[dict[str, Any]], str]] = []
+    if tunnels:
+        devices = {"set": sorted(tunnels)}
+        rules += [("out", [_meta("oifname", devices), {"counter": None}, {"drop": None}],
+                   "the gateway answers on its own member"),
+                  ("fwd", [_meta("oifname", devices), _meta("l4proto", "udp"),
+                           _payload("udp", "dport", {"set": [67, 68]}), {"counter": None},
+                           {"drop": None}], "DHCP stays on its member")]
+        if legs:
+            rules.append(("fwd", [_meta("iifname", {"set": sorted(legs)}),
+                                  _meta("oifname", devices), {"counter": None},
+                                  {"drop": None}], "the gateway answers on its own member"))
     for chain, hook in (("out", "output"), ("fwd", "forward")):
-        cmds.append({"add": {"chain": {"family": "bridge", "table": table, "name": chain,
-                                       "type": "filter", "hook": hook, "prio": 0,
-                                       "policy": "accept"}}})
-    rules = [("out", [_meta("oifname", devices), {"counter": None}, {"drop": None}],
-              "the gateway answers on its own member"),
-             ("fwd", [_meta("oifname", devices), _meta("l4proto", "udp"),
-                      _payload("udp", "dport", {"set": [67, 68]}), {"counter": None},
-                      {"drop": None}], "DHCP stays on its member")]
+        if any(r[0] == chain for r in rules):
+            cmds.append({"add": {"chain": {"family": "bridge", "table": table, "name": chain,
+                                           "type": "filter", "hook": hook, "prio": 0,
+                                           "policy": "accept"}}})
     for chain, expr, comment in rules:
         cmds.append({"add": {"rule": {"family": "bridge", "table": table, "chain": chain,
                                       "expr": expr, "comment": comment}}})
     return cmds
+
+
+def inside_ruleset(gateway_link: str, uplink: str, inside: FwInside) -> dict[str, Any]:
+    """Table ``inet cumulo`` in a network's own namespace (net/l3ns.py): a NAT network
+    goes out over ``uplink`` masqueraded, and comes in only as replies; an isolated one
+    neither; a forward comes in over ``uplink`` to its instance."""
+    table = "cumulo"
+    b = _Builder(table)
+    t = {"family": FAMILY, "name": table}
+    b.cmds += [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}}]
+    b.chain("forward", type="filter", hook="forward", prio=0, policy="drop")
+    b.rule("forward", [_ct("state", ["established", "related"]), {"accept": None}])
+    if inside.nat:
+        b.rule("forward", [_meta("iifname", gateway_link), _meta("oifname", uplink),
+                           {"accept": None}], "nat out")
+        b.chain("postrouting", type="nat", hook="postrouting", prio=100, policy="accept")
+        b.rule("postrouting", [_meta("oifname", uplink), {"masquerade": None}], "nat out")
+    if inside.forwards:
+        b.rule("forward", [_ct("status", ["dnat"]), {"accept": None}], "port forwards")
+        b.chain("prerouting", type="nat", hook="prerouting", prio=-100, policy="accept")
+        for f in inside.forwards:
+            b.rule("prerouting", [_meta("iifname", uplink), _ip("daddr", f"{f.listen}/32"),
+                                  _meta("l4proto", f.protocol), _payload("th", "dport", f.port),
+                                  {"dnat": {"family": "ip", "addr": str(f.target),
+                                            "port": f.target_port}}],
+                   f"forward {f.protocol} {f.port}")
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *b.cmds]}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ipaddress import IPv4Interface
 from pathlib import Path
 
-from cumulo.net import bridge, netdev, netlink, nft, nic, shaping, sysctl, vxlan
-from cumulo.net.base import NicCounters, NicPlan
+from cumulo.net import bridge, l3ns, netdev, netlink, nft, nic, shaping, sysctl, vxlan
+from cumulo.net.base import NicCounters, NicPlan, OwnNetns
 from cumulo.net.dnsmasq import DnsHost, Dnsmasq, DnsSettings
 from cumulo.net.firewall import Firewall
 from cumulo.net.vxlan import TunnelPlan
@@ -27,11 +27,16 @@ class LinuxNetwork:
     def addresses(self) -> list[IPv4Interface]:
         return netlink.host_addresses()
 
-    def ensure_bridge(self, bridge_name: str, gateway: IPv4Interface) -> None:
-        bridge.ensure(bridge_name, gateway)
+    def ensure_bridge(self, bridge_name: str, gateway: IPv4Interface,
+                      own: OwnNetns | None = None) -> None:
+        if own is None:
+            bridge.ensure(bridge_name, gateway)
+        else:
+            l3ns.ensure(self.tag, bridge_name, gateway, own.inside, own.mtu)
 
     def remove_bridge(self, bridge_name: str) -> None:
         vxlan.remove(bridge_name)
+        l3ns.remove(self.tag, bridge_name)
         bridge.remove(bridge_name)
 
     def ensure_tunnel(self, plan: TunnelPlan) -> None:
@@ -49,6 +54,8 @@ class LinuxNetwork:
         if any(n.groups for n in fw.nics):  # bridged traffic through the inet hooks
             sysctl.enable("net/bridge/bridge-nf-call-iptables", module="br_netfilter")
         nft.apply(self.tag, fw)
+        for bridge_name, inside in sorted(fw.insides.items()):
+            l3ns.apply_inside(self.tag, bridge_name, inside)
 
     def attach(self, netns: Path, nics: list[NicPlan]) -> None:
         nic.attach(netns, nics)
@@ -72,7 +79,11 @@ class LinuxNetwork:
 
     # DHCP and DNS
     def ensure_dns(self, settings: DnsSettings, hosts: list[DnsHost]) -> None:
-        self.dnsmasq.ensure(settings, hosts)
+        if settings.own_netns:   # on the gateway's leg, in the network's namespace
+            self.dnsmasq.ensure(settings, hosts, netns=l3ns.netns_path(self.tag, settings.bridge),
+                                interface=l3ns.GATEWAY_LINK)
+        else:
+            self.dnsmasq.ensure(settings, hosts)
 
     def stop_dns(self, bridge_name: str) -> None:
         self.dnsmasq.stop(bridge_name)
@@ -82,3 +93,6 @@ class LinuxNetwork:
 
     def dns_running(self, bridge: str) -> bool:
         return self.dnsmasq.pid(bridge) is not None
+
+    def netns_bridges(self) -> list[str]:
+        return l3ns.bridges(self.tag)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cumulo.errors import DriverError
@@ -114,23 +115,64 @@ def create_tap(name: str, bridge: str) -> None:
         ipr.link("set", index=idx, master=br, state="up")
 
 
-def create_veth_into(host_name: str, bridge: str, netns: Path, peer_name: str, mac: str
-                     ) -> None:
-    """A veth pair: ``host_name`` here, enslaved to ``bridge``; ``peer_name`` in ``netns``."""
+def create_veth_into(host_name: str, bridge: str | None, netns: Path, peer_name: str,
+                     mac: str | None) -> None:
+    """A veth pair: ``host_name`` here, up, enslaved to ``bridge`` (None: to nothing);
+    ``peer_name`` in ``netns`` (with ``mac``, or the kernel's)."""
     _check_name(host_name)
     _check_name(peer_name)
     fd = os.open(netns, os.O_RDONLY)
     try:
         with _ipr(None, f"veth {host_name}") as ipr:
-            br = _index(ipr, bridge)
-            if br is None:
+            br = _index(ipr, bridge) if bridge is not None else None
+            if bridge is not None and br is None:
                 raise DriverError(f"bridge {bridge} does not exist")
-            ipr.link("add", ifname=host_name, kind="veth",
-                     peer={"ifname": peer_name, "address": mac, "net_ns_fd": fd})
+            peer: dict[str, Any] = {"ifname": peer_name, "net_ns_fd": fd}
+            if mac is not None:
+                peer["address"] = mac
+            ipr.link("add", ifname=host_name, kind="veth", peer=peer)
             idx = _index(ipr, host_name)
-            ipr.link("set", index=idx, master=br, state="up")
+            if br is not None:
+                ipr.link("set", index=idx, master=br, state="up")
+            else:
+                ipr.link("set", index=idx, state="up")
     finally:
         os.close(fd)
+
+
+# --- named network namespaces (net/l3ns.py) ----------------------------------
+def netns_path(name: str) -> Path:
+    return Path(pr_netns.NETNS_RUN_DIR) / name
+
+
+def create_netns(name: str) -> Path:
+    """The named namespace ``name`` (``/run/netns/NAME``), made if missing; its path."""
+    path = netns_path(name)
+    if not path.exists():
+        try:
+            pr_netns.create(name)
+        except OSError as err:
+            raise DriverError(f"cannot make network namespace {name}: {err}") from err
+    return path
+
+
+def remove_netns(name: str) -> None:
+    """Unmount and remove the named namespace ``name`` (gone already is fine)."""
+    if not netns_path(name).exists():
+        return
+    try:
+        pr_netns.remove(name)
+    except OSError as err:
+        if err.errno != errno.ENOENT:
+            raise DriverError(f"cannot remove network namespace {name}: {err}") from err
+
+
+def list_netns(prefix: str) -> list[str]:
+    """Named namespaces whose name starts with ``prefix``."""
+    try:
+        return sorted(n for n in pr_netns.listnetns() if n.startswith(prefix))
+    except OSError:
+        return []
 
 
 def configure_nic(netns: Path, name: str, iface: IPv4Interface, gateway: IPv4Address) -> None:

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.errors import DriverError, UnsupportedError
-from cumulo.net.firewall import FAMILY, Firewall, ruleset, tunnel_rules
+from cumulo.net.firewall import (
+    FAMILY,
+    Firewall,
+    FwInside,
+    bridge_rules,
+    inside_ruleset,
+    ruleset,
+)
 
 TIMEOUT = 10.0
 
@@ -50,6 +57,11 @@ def apply(tag: str, fw: Firewall) -> None:
     _nft(ruleset(tag, fw))
 
 
+def apply_inside(netns: Path, gateway_link: str, uplink: str, inside: FwInside) -> None:
+    """The table of a network's own namespace (net/l3ns.py): NAT out, forwards in."""
+    _nft(inside_ruleset(gateway_link, uplink, inside), netns=netns)
+
+
 def check(tag: str, fw: Firewall) -> None:
     """Let nft parse and check ``fw``'s ruleset without applying it (``nft -c``)."""
     _nft(ruleset(tag, fw), "-c")
@@ -66,7 +78,7 @@ def delete_table(tag: str) -> None:
         return
     table = {"family": FAMILY, "name": table_name(tag)}
     _nft({"nftables": [{"add": {"table": table}}, {"delete": {"table": table}},
-                       *tunnel_rules(table_name(tag), [])]})
+                       *bridge_rules(table_name(tag), [], [])]})
 
 
 def list_tables(prefix: str = "cumulo_") -> list[str]:

@@ -11,8 +11,8 @@ from cumulo.host.tools import not_installed
 PROC = Path("/proc/sys")
 
 
-def enable(key: str, module: str | None = None) -> None:
-    """Set ``/proc/sys/<key>`` to 1 (loading ``module`` first if the key is missing)."""
+def enable(key: str, module: str | None = None, value: str = "1") -> None:
+    """Set ``/proc/sys/<key>`` to ``value`` (loading ``module`` first if the key is missing)."""
     path = PROC / key
     if not path.exists() and module is not None:
         try:
@@ -25,7 +25,21 @@ def enable(key: str, module: str | None = None) -> None:
         raise UnsupportedError(f"this kernel has no {key.replace('/', '.')}"
                                + (f" (module {module})" if module else ""))
     try:
-        if path.read_text().strip() != "1":
-            path.write_text("1\n")
+        if path.read_text().strip() != value:
+            path.write_text(f"{value}\n")
     except OSError as err:
-        raise DriverError(f"cannot set {key.replace('/', '.')} = 1: {err}") from err
+        raise DriverError(f"cannot set {key.replace('/', '.')} = {value}: {err}") from err
+
+
+def enable_in(netns: Path, key: str) -> None:
+    """Set ``key`` (``net/ipv4/ip_forward``) to 1 inside the namespace ``netns``: /proc/sys/net
+    shows the namespace of whoever opens it, so a process in there writes it."""
+    try:
+        r = subprocess.run(["nsenter", f"--net={netns}", "sysctl", "-qw",
+                            f"{key.replace('/', '.')}=1"],
+                           capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise DriverError(f"cannot set {key.replace('/', '.')} in {netns}: {err}") from err
+    if r.returncode != 0:
+        raise DriverError(f"cannot set {key.replace('/', '.')} in {netns}: "
+                          f"{r.stderr.strip() or r.returncode}")

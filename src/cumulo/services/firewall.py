@@ -21,11 +21,18 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import TypeVar
 
 from cumulo.domain.acl import SecurityGroup, make_rule
+from cumulo.domain.models import Network
 from cumulo.domain.units import validate_name
-from cumulo.errors import ConflictError, CumuloError, InvalidInputError, NotFoundError
-from cumulo.net import vxlan
+from cumulo.errors import (
+    ConflictError,
+    CumuloError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
+from cumulo.net import l3ns, vxlan
 from cumulo.net.base import HostNetwork
-from cumulo.net.firewall import Firewall, FwForward, FwNetwork, FwNic
+from cumulo.net.firewall import Firewall, FwForward, FwInside, FwNetwork, FwNic
 from cumulo.store.firewall import FirewallStore, Forward
 from cumulo.store.repo import Store
 
@@ -64,18 +71,37 @@ class FirewallService:
         by_key = {(n.project, n.name): n for n in networks}
         nics = [FwNic(ip=IPv4Address(nic.ip), bridge=by_key[(n.project, n.name)].bridge,
                       groups=tuple(f"{n.project}/{g}" for g in nic.groups))
-                for n in networks for _, nic in self.store.network_nics(n.project, n.name)]
+                for n in networks if not n.own_netns   # (their addresses are not unique)
+                for _, nic in self.store.network_nics(n.project, n.name)]
         groups = {f"{g.project}/{g.name}": tuple(
             replace(r, group=f"{g.project}/{r.group}") if r.group else r for r in g.rules)
             for g in self.fw.list_groups()}
-        forwards = [FwForward(listen=IPv4Address(f.listen_address), port=f.listen_port,
-                              protocol=f.protocol, target=IPv4Address(f.target_ip),
-                              target_port=f.target_port) for f in self._forwards_here()]
-        return Firewall(
-            networks=[FwNetwork(bridge=n.bridge, subnet=IPv4Network(n.subnet),
+        forwards: list[FwForward] = []
+        insides = {n.bridge: FwInside(nat=not n.isolated) for n in networks if n.own_netns}
+        for f in self._forwards_here():
+            fwd = FwForward(listen=IPv4Address(f.listen_address), port=f.listen_port,
+                            protocol=f.protocol, target=IPv4Address(f.target_ip),
+                            target_port=f.target_port)
+            net = by_key.get((f.project, f.network))
+            if net is not None and net.own_netns:   # DNATed twice: to the namespace, then in
+                inner = replace(fwd, listen=l3ns.inner_address(net.bridge))
+                inside = insides[net.bridge]
+                insides[net.bridge] = replace(inside, forwards=(*inside.forwards, inner))
+                fwd = replace(fwd, target=inner.listen, target_port=fwd.port)
+            forwards.append(fwd)
+        apart = [n.bridge for n in networks if n.own_netns]
+        return Firewall(   # a network with its own namespace is seen as its uplink here
+            networks=[FwNetwork(bridge=l3ns.uplink_name(n.bridge), subnet=l3ns.link_net(n.bridge),
+                                nat=not n.isolated) if n.own_netns else
+                      FwNetwork(bridge=n.bridge, subnet=IPv4Network(n.subnet),
                                 nat=not n.isolated) for n in networks],
+            apart=apart, legs=[l3ns.leg_name(b) for b in apart], insides=insides,
             nics=nics, groups=groups, forwards=forwards,
             tunnels=[vxlan.device_name(n.bridge) for n in networks if n.type == "overlay"])
+
+    def inside(self, network: Network) -> FwInside:
+        """The table of ``network``'s own namespace (net/l3ns.py) as it must be now."""
+        return self.desired().insides.get(network.bridge, FwInside(nat=not network.isolated))
 
     def apply(self) -> None:
         """Write the table, unless it already holds exactly this (an nft run is ~15 ms,
@@ -160,6 +186,9 @@ class FirewallService:
     def attach(self, project: str, name: str, instance: str, network: str | None) -> None:
         with self.lock:
             self.fw.get_group(project, name)
+            for nic in self.store.get_instance(project, instance).nics:
+                if network in (None, nic.network):
+                    self._not_apart(project, nic.network, "security groups")
             if not self._change(
                     lambda: self.fw.set_nic_groups(project, instance, network, add=name),
                     lambda: self.fw.set_nic_groups(project, instance, network, remove=name)):
@@ -204,6 +233,8 @@ class FirewallService:
             raise InvalidInputError(f"invalid listen address {listen!r}") from None
         with self.lock:
             net = self.store.get_network(project, network)
+            if net.own_netns:
+                self._port_once(net, protocol, port)
             host = [a.ip for a in self.host_net.addresses()]
             where = self.members()[1]
             if (addr not in host and str(addr) not in where.values()) \
@@ -222,6 +253,24 @@ class FirewallService:
             return placed(next(x for x in self.fw.list_forwards(project, network)
                                if (x.listen_address, x.listen_port, x.protocol)
                                == (str(addr), port, protocol)), where)
+
+    def _port_once(self, net: Network, protocol: str, port: int) -> None:
+        """A network with its own namespace takes each port once: its forwards all come
+        to one address of its namespace (net/l3ns.py)."""
+        for f in self.fw.list_forwards(net.project, net.name):
+            if (f.protocol, f.listen_port) == (protocol, port):
+                raise ConflictError(
+                    f"network {net.name!r} already forwards {protocol} port {port} (from"
+                    f" {f.listen_address}): a network that shares its subnet with another"
+                    " project's takes each port once")
+
+    def _not_apart(self, project: str, network: str, what: str) -> None:
+        """Refuse what a network with its own namespace cannot have yet: its addresses
+        are another project's too, and this host's table keys both by address."""
+        if self.store.get_network(project, network).own_netns:
+            raise UnsupportedError(
+                f"network {network!r} shares its subnet with another project's network:"
+                f" {what} on it are not supported yet (docs/overlay.md)")
 
     def _check_following(self, protocol: str, port: int, where: dict[str, str]) -> None:
         """A following forward may land on any member: its port must be free on all."""

@@ -18,8 +18,8 @@ from cumulo import faults
 from cumulo.domain.models import Instance, Network, Nic, Tunnel
 from cumulo.domain.units import validate_name
 from cumulo.errors import ConflictError, CumuloError, InvalidInputError, UnsupportedError
-from cumulo.net import ipam, tc
-from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan
+from cumulo.net import ipam, l3ns, tc
+from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan, OwnNetns
 from cumulo.net.dnsmasq import DEFAULT_DOMAIN, DnsHost, DnsSettings, check_domain
 from cumulo.services.firewall import FirewallService, no_cluster
 from cumulo.services.overlays import BRIDGE, OVERLAY, TYPES, Overlays
@@ -97,26 +97,30 @@ class NetworkService:
                                        " in no cluster (`cumulo cluster enable` first)")
             mtu = self.overlays.check_new(vni, mtu)
         with self.lock:
-            others = {f"{n.project}/{n.name}": IPv4Network(n.subnet)
-                      for n in self.store.list_networks()}
+            all_networks = self.store.list_networks()
+            others = {f"{n.project}/{n.name}": IPv4Network(n.subnet) for n in all_networks}
             if any(n.name == name for n in self.store.list_networks(project)):
                 raise ConflictError(f"network {name!r} already exists")
             host = [a for a in self.host_net.addresses()
                     if not any(a.ip in net for net in others.values())]
+            own_netns = False
             if subnet is None:
                 net = ipam.pick_subnet(others.values(), host, pool=self.subnet_pool)
             else:
                 net = ipam.parse_subnet(subnet)
-                self._not_shared(project, net)
-                ipam.check_free(net, others, host)
+                # another project's subnet is fine: this network's gateway, DHCP/DNS and
+                # NAT then live in a namespace of its own on every host (net/l3ns.py)
+                own_netns = any(n.project != project and net.overlaps(IPv4Network(n.subnet))
+                                for n in all_networks)
+                ipam.check_free(net, {k: v for k, v in others.items()
+                                      if k.split("/", 1)[0] == project}, host)
             gateway = ipam.gateway_of(net)
             network = self.store.add_network(Network(
                 project=project, name=name, subnet=str(net), gateway=str(gateway),
-                bridge=f"cu-b{secrets.token_hex(4)}", isolated=not nat, dns_domain=domain,
-                type=type, vni=vni, mtu=mtu))
+                bridge=self._new_bridge(all_networks), isolated=not nat, dns_domain=domain,
+                type=type, vni=vni, mtu=mtu, own_netns=own_netns))
             try:
-                self.host_net.ensure_bridge(network.bridge, IPv4Interface(
-                    f"{gateway}/{net.prefixlen}"))
+                self._ensure_bridge(network)
                 faults.point("network.create.after_bridge")
                 if self.overlays is not None and network.type == OVERLAY:
                     self.overlays.ensure(network)
@@ -130,16 +134,25 @@ class NetworkService:
                 raise
             return network
 
-    def _not_shared(self, project: str, net: IPv4Network) -> None:
-        """Refuse a subnet another project's network has, saying why: the hosts hold
-        every network's gateway in one routing table (docs/overlay.md)."""
-        for n in self.store.list_networks():
-            if n.project != project and net.overlaps(IPv4Network(n.subnet)):
-                raise ConflictError(
-                    f"subnet {net} overlaps {n.subnet} of network {n.name!r} in project"
-                    f" {n.project!r}: networks of different projects cannot share addresses"
-                    " yet (that needs a routing table, conntrack zone and DHCP/DNS server per"
-                    " network on every host); pick another subnet")
+    @staticmethod
+    def _new_bridge(networks: list[Network]) -> str:
+        """A bridge name whose namespace link (net/l3ns.py) no other network has."""
+        taken = {l3ns.link_net(n.bridge) for n in networks}
+        while True:
+            name = f"cu-b{secrets.token_hex(4)}"
+            if l3ns.link_net(name) not in taken:
+                return name
+
+    def own_netns(self, network: Network) -> OwnNetns | None:
+        if not network.own_netns:
+            return None
+        return OwnNetns(inside=self.firewall.inside(network), mtu=network.mtu)
+
+    def _ensure_bridge(self, network: Network) -> None:
+        prefix = IPv4Network(network.subnet).prefixlen
+        self.host_net.ensure_bridge(network.bridge,
+                                    IPv4Interface(f"{network.gateway}/{prefix}"),
+                                    self.own_netns(network))
 
     def delete(self, project: str, name: str) -> None:
         with self.lock:
@@ -224,8 +237,7 @@ class NetworkService:
         """How to wire ``nic``, its network's bridge made sure of."""
         network = self.store.get_network(project, nic.network)
         prefix = IPv4Network(network.subnet).prefixlen
-        self.host_net.ensure_bridge(network.bridge,
-                                    IPv4Interface(f"{network.gateway}/{prefix}"))
+        self._ensure_bridge(network)
         return NicPlan(
             host_name=nic.host_name, inside_name=f"{INSIDE_PREFIX}{nic.index}",
             bridge=network.bridge, mac=nic.mac,
@@ -320,8 +332,7 @@ class NetworkService:
         """Bridges and isolation back after a reboot; nothing at all without networks."""
         networks = self.store.list_networks()
         for n in networks:
-            prefix = IPv4Network(n.subnet).prefixlen
-            self.host_net.ensure_bridge(n.bridge, IPv4Interface(f"{n.gateway}/{prefix}"))
+            self._ensure_bridge(n)
         if self.overlays is not None:
             self.overlays.sync()
         self._isolate()   # none left: the table of a deleted last network goes too
@@ -332,7 +343,8 @@ class NetworkService:
     def _dns_settings(network: Network) -> DnsSettings:
         return DnsSettings(bridge=network.bridge, subnet=IPv4Network(network.subnet),
                            gateway=IPv4Address(network.gateway), domain=network.dns_domain,
-                           upstream=not network.isolated, mtu=network.mtu)
+                           upstream=not network.isolated, mtu=network.mtu,
+                           own_netns=network.own_netns)
 
     def _dns_hosts(self, network: Network) -> list[DnsHost]:
         return [DnsHost(name=inst, mac=nic.mac, ip=IPv4Address(nic.ip))
@@ -366,7 +378,7 @@ class NetworkService:
             except CumuloError as err:
                 log.error("cannot start DHCP and DNS of network %s: %s", n.name, err)
         known = {n.bridge for n in networks}
-        for bridge in self.host_net.dns_bridges():
+        for bridge in sorted({*self.host_net.dns_bridges(), *self.host_net.netns_bridges()}):
             if bridge not in known:
                 log.warning("removing deleted bridge %s and its dnsmasq", bridge)
                 self._stop_dns(bridge)

@@ -360,7 +360,8 @@ class Store:
         return Network(project=project.name, name=row.name, subnet=row.subnet,
                        gateway=row.gateway, bridge=row.bridge, isolated=row.isolated,
                        created_at=row.created_at, dns_domain=row.dns_domain,
-                       type=row.type or "bridge", vni=row.vni, mtu=row.mtu)
+                       type=row.type or "bridge", vni=row.vni, mtu=row.mtu,
+                       own_netns=bool(row.own_netns))
 
     def add_network(self, net: Network) -> Network:
         """Insert a network; a duplicate name in the project is a ConflictError, one past
@@ -371,7 +372,8 @@ class Store:
                                  name=net.name,
                                  subnet=net.subnet, gateway=net.gateway, bridge=net.bridge,
                                  isolated=net.isolated, dns_domain=net.dns_domain,
-                                 type=net.type, vni=net.vni, mtu=net.mtu)
+                                 type=net.type, vni=net.vni, mtu=net.mtu,
+                                 own_netns=net.own_netns)
                 if net.type == "overlay":
                     row.vni = self._vni(s, net.vni)
                 s.add(row)

@@ -141,6 +141,7 @@ class NetworkRow(Base):
     type: Mapped[str] = mapped_column(String(16), default="bridge")   # or overlay
     vni: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True)
     mtu: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    own_netns: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class TunnelRow(Base):
