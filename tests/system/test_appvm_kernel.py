@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 
 from cumulo.images import kernel_build
-from tests.system.conftest import Daemon
+from tests.system.conftest import BIN, Daemon
 from tests.system.test_appvm_cli import HELLO, wait_stopped
 
 BUILD_TIMEOUT = 3600
@@ -36,6 +38,17 @@ def kernel(module_daemon: Daemon) -> dict[str, Any]:
         pytest.fail("linux-source is not installed: scripts/install.sh installs it")
     module_daemon.cli("image", "build", "kernel", "--profile", "app", timeout=BUILD_TIMEOUT)
     return image(module_daemon, "kernel/app")
+
+
+def build_on_a_terminal(daemon: Daemon, *args: str) -> str:
+    """``cumulo image build kernel ARGS`` on a pty (``script``), as a user sees it: the
+    progress bar only shows on a terminal. Its output without the terminal's escapes."""
+    cmd = shlex.join([str(BIN / "cumulo"), "image", "build", "kernel", *args])
+    r = subprocess.run(["script", "-qfec", f"stty cols 200; {cmd}", "/dev/null"],
+                       capture_output=True, env=daemon.env, timeout=BUILD_TIMEOUT)
+    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", r.stdout.decode(errors="replace"))
+    assert r.returncode == 0, out[-2000:]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +92,9 @@ def test_app_vm_boots_the_specialised_kernel_by_default(
 
 def test_a_second_build_is_a_cache_hit_and_a_damaged_entry_is_rebuilt(
         module_daemon: Daemon, kernel: dict[str, Any]) -> None:
-    module_daemon.cli("image", "build", "kernel", "--alias", "again", timeout=BUILD_TIMEOUT)
+    shown = build_on_a_terminal(module_daemon, "--alias", "again")
+    assert "building kernel: kernel 6." in shown and "ready (cache hit)" in shown, shown
+    assert "compiling" not in shown, shown
     again = image(module_daemon, "again")
     assert again["fingerprint"] == kernel["fingerprint"]      # same content, same image
     entry = kernel_build.CACHE / kernel["properties"]["config_key"] / "result"
@@ -87,7 +102,13 @@ def test_a_second_build_is_a_cache_hit_and_a_damaged_entry_is_rebuilt(
     good = hashlib.sha256(vmlinux.read_bytes()).hexdigest()
     with vmlinux.open("ab") as f:               # damage the cached result
         f.write(b"\0")
-    module_daemon.cli("image", "build", "kernel", "--alias", "rebuilt", timeout=BUILD_TIMEOUT)
+    shown = build_on_a_terminal(module_daemon, "--alias", "rebuilt")
+    # the build's steps showed on the bar as they came, and how it ended
+    for step in ("building kernel: unpacking linux-source-", "building kernel: configuring",
+                 "building kernel: compiling on", "ready (built)"):
+        assert step in shown, (step, shown[-2000:])
+    assert re.search(r"Built .*\brebuilt\b", shown), shown[-2000:]
+    assert "cache hit" not in shown, shown[-2000:]
     # rebuilt in the cached object tree, to the same bytes: the build is reproducible
     assert hashlib.sha256(vmlinux.read_bytes()).hexdigest() == good
     assert image(module_daemon, "rebuilt")["fingerprint"] == kernel["fingerprint"]
