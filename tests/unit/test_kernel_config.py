@@ -10,6 +10,7 @@ import pytest
 
 from cumulo.errors import InvalidInputError, UnsupportedError
 from cumulo.images import builders, kernel_build, kernel_config
+from cumulo.services.images import ALIAS_RE
 
 
 def test_features_are_known_unique_and_sorted() -> None:
@@ -47,7 +48,8 @@ def test_the_cache_key_changes_with_source_toolchain_and_fragment() -> None:
 
 def test_build_requests_are_checked_before_anything_runs() -> None:
     p = builders.prepare("kernel", builders.BuildOptions(features=("net", "block")))
-    assert p.alias == "kernel/app+block+net"
+    assert p.alias == "kernel/app-block-net"
+    assert ALIAS_RE.match(p.alias)          # an alias the image store takes
     with pytest.raises(InvalidInputError, match="^--variant does not apply to the kernel"):
         builders.prepare("kernel", builders.BuildOptions(variant="standard"))
     with pytest.raises(InvalidInputError, match="^--profile does not apply to the busybox"):

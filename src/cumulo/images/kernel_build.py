@@ -90,7 +90,7 @@ class Request:
 
     @property
     def alias(self) -> str:
-        return "kernel/" + "+".join((self.profile, *self.features))
+        return "kernel/" + "-".join((self.profile, *self.features))   # + is no alias character
 
 
 def _sha(path: Path) -> str:
