@@ -5,8 +5,11 @@ buy? Both kernels boot the same app (busybox-static) on QEMU's microvm with the 
 command line the app VM driver uses (`qemu_cmd.build_argv`), alternating, and the
 figures are printed as specialised/generic ratios:
 
-- kernel image size: the compressed image (bzImage; Debian's vmlinuz) and the ELF that
-  microvm boots through PVH (vmlinux)
+- kernel image size: the compressed image (bzImage; Debian's vmlinuz), the ELF that
+  microvm boots through PVH (vmlinux) and the bytes of it QEMU loads into guest RAM; the
+  specialised kernel's vmlinux as app VMs boot it (without its alignment padding) and as
+  the build left it ("padded"), booted side by side
+- QEMU's PSS at the program's first line (same 128 MiB guest for all)
 - time from QEMU's start to the program's first output line (median of ``--runs``)
 - guest memory the kernel takes: MemTotal - MemFree as the program starts
 - QEMU's PSS and threads for a running app VM (through ``cumulo launch`` on a
@@ -23,6 +26,7 @@ time on a machine, which takes minutes).
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -39,7 +43,7 @@ from cumulo.drivers.vm import initramfs
 from cumulo.drivers.vm.accel import Accel, host_tsc_khz
 from cumulo.drivers.vm.appvm import app_append
 from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, build_argv
-from cumulo.images import kernel_build
+from cumulo.images import kernel_build, kernel_elf
 
 BUSYBOX = Path("/bin/busybox")
 # the marker the timer waits for first, then what the kernel left free (from /proc)
@@ -49,9 +53,10 @@ MEMORY = 128 * MIB       # boots: the same guest RAM for both (Debian's kernel n
 
 
 def boot_once(kernel: Path, initrd: Path, work: Path, timeout: float = 120
-              ) -> tuple[float, float, str]:
+              ) -> tuple[float, float, int, str]:
     """Seconds from QEMU's start to the app's marker line, the CPU seconds QEMU used by
-    then (less sensitive to a busy host than the wall time), and the console text."""
+    then (less sensitive to a busy host than the wall time), QEMU's PSS then, and the
+    console text."""
     log = work / "console.log"
     log.unlink(missing_ok=True)
     spec = VmSpec(name="bench", memory=MEMORY, vcpus=1, accel=Accel.TCG,
@@ -65,9 +70,10 @@ def boot_once(kernel: Path, initrd: Path, work: Path, timeout: float = 120
         while time.monotonic() - start < timeout:
             if log.exists() and b"app-first-line" in log.read_bytes():
                 took = time.monotonic() - start
-                cpu = psutil.Process(proc.pid).cpu_times()
+                qemu = psutil.Process(proc.pid)
+                cpu, pss = qemu.cpu_times(), qemu.memory_full_info().pss
                 proc.wait(timeout)           # the app ends: the rest of its output
-                return took, cpu.user + cpu.system, log.read_text(errors="replace")
+                return took, cpu.user + cpu.system, pss, log.read_text(errors="replace")
             if proc.poll() is not None and b"app-first-line" not in log.read_bytes():
                 raise RuntimeError(f"QEMU ended before the app printed: {log.read_text()}")
             time.sleep(0.005)
@@ -105,38 +111,57 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7, help="boots of each kernel")
     args = ap.parse_args()
     generic = initramfs.find_kernel()
-    with bench_daemon() as (c, _state, _parent):
+    with tempfile.TemporaryDirectory(prefix="cumulo-bench-") as tmp, \
+            bench_daemon() as (c, state, _parent):
         c.build_image("kernel", profile="app")
         k = c.image("kernel/app")
         result = kernel_build.CACHE / k["properties"]["config_key"] / "result"
         app = c.import_app("busybox", BUSYBOX.read_bytes())["fingerprint"]
         fp = {"specialised": footprint(c, app, k["fingerprint"], "64MiB"),
               "generic": footprint(c, app, "generic", "128MiB")}
-    kernels = {"specialised": result / "vmlinux", "generic": generic.for_machine(True)}
-    sizes = {"specialised": ((result / "bzImage").stat().st_size,
-                             (result / "vmlinux").stat().st_size),
-             "generic": (generic.vmlinuz.stat().st_size, kernels["generic"].stat().st_size)}
-    times: dict[str, list[float]] = {n: [] for n in kernels}
-    cpus: dict[str, list[float]] = {n: [] for n in kernels}
-    used: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="cumulo-bench-") as tmp:
+        # what app VMs boot: the image's vmlinux (kernel_elf.compact); beside it the
+        # build's own, with its 2 MiB alignment padding
+        booted = Path(tmp) / "vmlinux"
+        shutil.copyfile(state / "images" / k["fingerprint"] / "boot" / "vmlinux", booted)
+        kernels = {"specialised": booted, "padded": result / "vmlinux",
+                   "generic": generic.for_machine(True)}
+        sizes = {"specialised": ((result / "bzImage").stat().st_size, booted.stat().st_size),
+                 "padded": ((result / "bzImage").stat().st_size,
+                            (result / "vmlinux").stat().st_size),
+                 "generic": (generic.vmlinuz.stat().st_size,
+                             kernels["generic"].stat().st_size)}
+        times: dict[str, list[float]] = {n: [] for n in kernels}
+        cpus: dict[str, list[float]] = {n: [] for n in kernels}
+        psss: dict[str, list[int]] = {n: [] for n in kernels}
+        used: dict[str, int] = {}
         initrd = Path(tmp) / "app.cpio"
         initrd.write_bytes(initramfs.build_app(BUSYBOX.read_bytes(), "busybox"))
-        for _ in range(args.runs):          # alternate: both see the same machine
+        for _ in range(args.runs):          # alternate: all see the same machine
             for n, path in kernels.items():
-                secs, cpu, console = boot_once(path, initrd, Path(tmp))
+                secs, cpu, pss, console = boot_once(path, initrd, Path(tmp))
                 times[n].append(secs)
                 cpus[n].append(cpu)
+                psss[n].append(pss)
                 used[n] = kernel_used_kib(console)
+        loaded = {n: kernel_elf.loaded_bytes(p)[0] for n, p in kernels.items()}
     avail = mem_available()
-    print(f"{'kernel':12} {'bzImage':>9} {'vmlinux':>9} {'first line':>11} {'guest used':>11}"
-          f" {'QEMU PSS':>9} {'threads':>8} {'VMs fit':>10}")
+    print(f"{'kernel':12} {'bzImage':>9} {'vmlinux':>9} {'loaded':>9} {'first line':>11}"
+          f" {'guest used':>11} {'PSS 128M':>9} {'QEMU PSS':>9} {'threads':>8} {'VMs fit':>10}")
     med = {n: statistics.median(t) for n, t in times.items()}
     cpu_med = {n: statistics.median(t) for n, t in cpus.items()}
+    pss_med = {n: statistics.median(t) for n, t in psss.items()}
     for n in kernels:
-        print(f"{n:12} {sizes[n][0] / MIB:7.2f}Mi {sizes[n][1] / MIB:7.2f}Mi {med[n]:10.2f}s"
-              f" {used[n] / 1024:9.1f}Mi {fp[n]['pss'] / MIB:7.1f}Mi {fp[n]['threads']:8d}"
-              f" {avail // max(1, fp[n]['pss']):10d}")
+        f = fp.get(n, {"pss": 0, "threads": 0})
+        print(f"{n:12} {sizes[n][0] / MIB:7.2f}Mi {sizes[n][1] / MIB:7.2f}Mi"
+              f" {loaded[n] / MIB:7.2f}Mi {med[n]:10.2f}s {used[n] / 1024:9.1f}Mi"
+              f" {pss_med[n] / MIB:7.1f}Mi {f['pss'] / MIB:7.1f}Mi {f['threads']:8d}"
+              f" {avail // max(1, f['pss']) if f['pss'] else 0:10d}")
+    print(f"vmlinux without its padding (specialised/padded): file"
+          f" {sizes['specialised'][1] / sizes['padded'][1]:.2f}x, loaded"
+          f" {loaded['specialised'] / loaded['padded']:.2f}x, QEMU PSS at the first line"
+          f" (128 MiB guest) {pss_med['specialised'] / pss_med['padded']:.2f}x, first line"
+          f" {med['specialised'] / med['padded']:.2f}x, CPU time to it"
+          f" {cpu_med['specialised'] / cpu_med['padded']:.2f}x")
     s, g = "specialised", "generic"
     print(f"specialised/generic: first line {med[s] / med[g]:.2f}x (goal <= 0.25x),"
           f" QEMU CPU time to it {cpu_med[s] / cpu_med[g]:.2f}x"
