@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cumulo.images import kernel_build
+from cumulo.images import kernel_build, kernel_elf
 from tests.system.conftest import BIN, Daemon
 from tests.system.test_appvm_cli import HELLO, wait_stopped
 
@@ -60,13 +60,18 @@ def hello(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d / "hello"
 
 
-def test_the_built_kernel_is_a_small_kernel_image(kernel: dict[str, Any]) -> None:
+def test_the_built_kernel_is_a_small_kernel_image(
+        module_daemon: Daemon, kernel: dict[str, Any]) -> None:
     assert kernel["kind"] == "kernel" and kernel["os"] == "linux", kernel
     props = kernel["properties"]
     assert props["profile"] == "app" and props["source"].startswith("linux-source-"), props
     entry = kernel_build.CACHE / props["config_key"] / "result"
     # the compressed image is what Debian ships as vmlinuz (about 8 MiB there)
     assert (entry / "bzImage").stat().st_size < 3 * 1024 * 1024
+    # and what app VMs boot (through PVH, uncompressed), its alignment padding left out
+    booted = module_daemon.state_dir / "images" / kernel["fingerprint"] / "boot" / "vmlinux"
+    assert booted.stat().st_size < 3 * 1024 * 1024 < (entry / "vmlinux").stat().st_size
+    assert kernel_elf.loaded_bytes(booted)[0] < 3 * 1024 * 1024
     config = (entry / "config").read_text()
     assert "CONFIG_PVH=y" in config and "CONFIG_VIRTIO_MMIO=y" in config
     assert "# CONFIG_MODULES is not set" in config      # tinyconfig: nothing to load
