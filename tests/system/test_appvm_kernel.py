@@ -131,6 +131,15 @@ def test_bad_kernel_requests_are_one_line_and_leave_nothing(
     r = module_daemon.cli("launch", "--type", "appvm", "bad", "--app", str(hello),
                           "--kernel", "busybox-nope", check=False)
     assert r.returncode == 1 and "busybox-nope" in r.stderr, r.stderr
+    # a vTPM needs the TPM driver built in: none of these kernels has it
+    for args, want in (((), "Debian's kernel has it as a module"),
+                       (("--kernel", kernel["fingerprint"]),
+                        f"kernel image {kernel['fingerprint'][:12]} has none")):
+        r = module_daemon.cli("launch", "--type", "appvm", "bad", "--app", str(hello),
+                              "--tpm", *args, check=False)
+        assert r.returncode == 1 and want in r.stderr, r.stderr
+        assert r.stderr.strip().endswith("cumulo image build kernel --with tpm"), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     module_daemon.cli("image", "build", "busybox")
     r = module_daemon.cli("launch", "--type", "appvm", "bad", "--app", str(hello),
                           "--kernel", "busybox", check=False)

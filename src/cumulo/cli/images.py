@@ -87,7 +87,7 @@ def image_build(
     profile: Annotated[str | None, typer.Option(
         help="kernel: what it is for (app: single-application VMs, the default)")] = None,
     with_: Annotated[str | None, typer.Option(
-        "--with", help="kernel: more to build in, comma-separated (net, block, rng)")] = None,
+        "--with", help="kernel: more to build in, comma-separated (net, block, rng, tpm)")] = None,
     vm: Annotated[bool, typer.Option(
         "--vm", help="debian: a disk that VMs boot through firmware (GRUB, Debian's kernel,"
                      " systemd, qemu-guest-agent)")] = False,

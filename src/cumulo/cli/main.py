@@ -130,7 +130,8 @@ PoolOpt = Annotated[str | None, typer.Option("--pool", help="storage pool of the
 CopyOpt = Annotated[bool, typer.Option(
     "--copy", help="a full copy of the image (default: a copy-on-write clone of it)")]
 DiskOpt = Annotated[str | None, typer.Option("--disk", help="root size cap, e.g. 2GiB")]
-TpmOpt = Annotated[bool, typer.Option("--tpm", help="vm: a TPM 2.0 (one swtpm per VM)")]
+TpmOpt = Annotated[bool, typer.Option(
+    "--tpm", help="vm, appvm: a TPM 2.0 (one swtpm per VM; an app VM needs a kernel --with tpm)")]
 KernelOpt = Annotated[str | None, typer.Option(
     help="appvm: a kernel image (image build kernel), or generic for Debian's;"
          " default: the newest app kernel built here, else generic")]

@@ -82,6 +82,12 @@ CONFIG_BLK_DEV=y
 CONFIG_VIRTIO_BLK=y
 CONFIG_EXT4_FS=y
 """,
+    # a TPM 2.0: QEMU's tpm-tis at its fixed address (0xfed40000) on microvm, whose ACPI
+    # tables describe no TPM, so the driver is forced to probe it (app VMs' --tpm)
+    "tpm": """\
+CONFIG_TCG_TPM=y
+CONFIG_TCG_TIS=y
+""",
     # random numbers from the host (virtio-rng) for programs that block on getrandom
     "rng": """\
 CONFIG_HW_RANDOM=y

@@ -173,10 +173,10 @@ class InstanceService:
                     f"invalid {key} {value!r}: use one of {', '.join(choices[key])}")
         return dict(options)
 
-    def _kernel(self, ref: str | None, network: bool) -> str:
+    def _kernel(self, ref: str | None, network: bool, tpm: bool = False) -> str:
         """An app VM's kernel: the image asked for (a ``kernel`` image's fingerprint), or
-        the newest app-profile kernel built here (with ``net`` if the VM has a NIC), or
-        ``generic`` (Debian's, from the host's kernel cache)."""
+        the newest app-profile kernel built here (with ``net`` if the VM has a NIC, ``tpm``
+        if a vTPM), or ``generic`` (Debian's, from the host's kernel cache)."""
         if ref == kinds.GENERIC_KERNEL:
             return kinds.GENERIC_KERNEL
         if ref is not None:
@@ -185,9 +185,10 @@ class InstanceService:
                 raise InvalidInputError(f"image {ref!r} is a {image.kind} image, not a kernel"
                                         " (build one: cumulo image build kernel)")
             return image.fingerprint
+        needs = {f for f, asked in (("net", network), ("tpm", tpm)) if asked}
         fit = [i for i in self.store.list_images() if i.kind == kinds.KERNEL
                and i.properties.get("profile") == "app"
-               and (not network or "net" in i.properties.get("features", "").split(","))]
+               and needs <= set(i.properties.get("features", "").split(","))]
         newest = max(fit, key=lambda i: str(i.created_at), default=None)
         return newest.fingerprint if newest else kinds.GENERIC_KERNEL
 
@@ -352,7 +353,8 @@ class InstanceService:
             self.check_memory_left(limits)
         options = self.check_options(req.type, req.options)
         if "kernel" in driver.option_choices:
-            options["kernel"] = self._kernel(options.get("kernel"), bool(req.networks))
+            options["kernel"] = self._kernel(options.get("kernel"), bool(req.networks),
+                                             options.get("tpm") == "on")
         if not req.privileged and not self.host.userns:
             raise UnsupportedError(
                 "this host does not allow user namespaces (user.max_user_namespaces is 0),"

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
-from cumulo.drivers.vm import initramfs
+from cumulo.drivers.vm import initramfs, tpm
 from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver, console_tail
 from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, run_dir
@@ -38,13 +38,16 @@ PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
 # the kernel's report of init's exit starts its line; what follows is the panic's dump
 PANIC_LINE_RE = re.compile(rb"(?m)^\[ *\d+\.\d+\] Kernel panic - not syncing: Attempted to kill")
 LOOK_BACK = 4096
-OPTIONS = {"accel": "auto", "kernel": kinds.GENERIC_KERNEL}
+NO_TPM_DRIVER = ("--tpm on an app VM needs a kernel with the TPM driver built in ({kernel}):"
+                 " cumulo image build kernel --with tpm")
+OPTIONS = {"accel": "auto", "kernel": kinds.GENERIC_KERNEL, "tpm": "off"}
 # APIC bus cycles per tick: QEMU's 1 GHz bus over the kernels' HZ=250 (Debian's; the
 # specialised kernel keeps the default)
 LAPIC_PERIOD = 1_000_000_000 // 250
 
 
-def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
+def app_append(name: str, args: list[str], tsc_khz: int | None = None,
+               extra: tuple[str, ...] = ()) -> str:
     """console, quiet, the reboot policy and the program as init, then its arguments
     after ``--``. ``tsc_khz`` (given on TCG): microvm has no HPET or PM timer, and a
     loaded host makes the PIT calibration fail and the boot hang; giving the TSC rate
@@ -66,19 +69,26 @@ def app_append(name: str, args: list[str], tsc_khz: int | None = None) -> str:
     tsc = ([f"tsc_early_khz={tsc_khz}", TSC_RELIABLE, f"lapic_timer_period={LAPIC_PERIOD}",
             "no_timer_check"] if tsc_khz else [])
     append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", *tsc,
-                       f"rdinit=/{name.lstrip('/')}", "--", *quoted])
+                       *extra, f"rdinit=/{name.lstrip('/')}", "--", *quoted])
     if len(append) > CMDLINE_MAX:
         raise InvalidInputError(f"the app's arguments are too long ({len(append)} bytes on"
                                 f" the kernel command line, at most {CMDLINE_MAX})")
     return append
 
 
-def _kernel(boot: Path | None) -> Path:
-    """What microvm boots: a built kernel image's vmlinux (PVH), or Debian's."""
+def _kernel(boot: Path | None, tpm_on: bool) -> Path:
+    """What microvm boots: a built kernel image's vmlinux (PVH), or Debian's. A vTPM needs
+    the TPM driver built in: an app VM loads no modules."""
     if boot is None:
+        if tpm_on:
+            raise InvalidInputError(NO_TPM_DRIVER.format(kernel="Debian's kernel has it as a"
+                                                         " module, and an app VM loads none"))
         return initramfs.find_kernel().for_machine(True)
     if not (boot / "vmlinux").is_file():
         raise NotFoundError("kernel image", str(boot.parent.name[:12]))
+    if tpm_on and "CONFIG_TCG_TIS=y" not in (boot / "config").read_text().splitlines():
+        raise InvalidInputError(NO_TPM_DRIVER.format(
+            kernel=f"kernel image {boot.parent.name[:12]} has none"))
     return boot / "vmlinux"
 
 
@@ -94,7 +104,9 @@ class AppVmDriver(VmDriver):
     kind = "appvm"
     takes_ssh_keys = False     # one program, no shell, no sshd
     # kernel: a kernel image's fingerprint or "generic" (the service resolves it)
-    option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg"), "kernel": ()}
+    # tpm: a vTPM (swtpm, QEMU's tpm-tis) on a kernel built --with tpm
+    option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg"), "kernel": (),
+                                                  "tpm": ("on", "off")}
 
     def _init(self, spec: InstanceSpec) -> tuple[str, Path]:
         """What the kernel runs as init (``rdinit=``) and where it comes from, checked
@@ -116,11 +128,14 @@ class AppVmDriver(VmDriver):
 
     def create(self, spec: InstanceSpec) -> None:
         self._check_new(spec, OPTIONS, f"{self.kind} VM")
-        choice = choose_accel({**OPTIONS, **spec.options}["accel"], self.ctx.host)
+        opts = {**OPTIONS, **spec.options}
+        choice = choose_accel(opts["accel"], self.ctx.host)
         name, source = self._init(spec)
+        tpm_on = opts["tpm"] == "on"
         append = app_append(name, spec.command[1:],
-                            host_tsc_khz() if choice.accel == Accel.TCG else None)
-        kernel = _kernel(spec.kernel)
+                            host_tsc_khz() if choice.accel == Accel.TCG else None,
+                            tuple(tpm.MICROVM_APPEND.split()) if tpm_on else ())
+        kernel = _kernel(spec.kernel, tpm_on)
         run = run_dir(self._run, spec.host_id)
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +148,7 @@ class AppVmDriver(VmDriver):
                 io=Io.PARAVIRT, kernel=kernel, initrd=initrd, append=append,
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
+                tpm_socket=tpm.ctrl_socket(run) if tpm_on else None,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})
