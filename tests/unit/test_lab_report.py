@@ -278,3 +278,23 @@ def test_single_purpose_vms_verdict_follows_the_spread() -> None:
     r = with_app_vms([60])
     r.series = [s for s in r.series if s.platform != "vm"]
     assert "lighter than full VMs: not measured" in report.lighter(r)
+
+
+def test_a_lab_vm_still_booting_is_waited_for_not_taken_for_a_dead_daemon() -> None:
+    """wait_ready's exec must outlast the daemon's own wait for a booting guest's agent:
+    its HTTP bound was 40 s against the agent's 60, so a VM booting slowly on a loaded
+    host failed the whole platform with "cannot reach cumulod: timed out"."""
+    from cumulo.drivers.vm import agent
+    from cumulo.lab import platforms
+
+    asked: list[float] = []
+
+    class Booting:
+        def exec(self, name: str, command: list[str], timeout: float) -> dict[str, int]:
+            asked.append(timeout + 10)          # what the client gives the request
+            return {"exit_code": 0}
+
+    p = platforms.InstancePlatform("vm", Booting(), "lab-vm", [])  # type: ignore[arg-type]
+    p.wait_ready()
+    assert asked and asked[0] > agent.READY_TIMEOUT + 10, asked
+    assert platforms.AGENT_WAIT == agent.READY_TIMEOUT

@@ -29,6 +29,10 @@ from typing import Any
 from cumulo.client import APIError, Client
 from cumulo.errors import DriverError
 
+# how long the daemon waits for a booting VM's guest agent before it answers an exec
+# (drivers/vm/agent.py READY_TIMEOUT)
+AGENT_WAIT = 60.0
+
 BENCH_IMAGE = "bench"
 
 
@@ -135,7 +139,10 @@ class InstancePlatform(Platform):
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if self.client.exec(self.instance, ["true"], timeout=30)["exit_code"] == 0:
+                # the request's own bound (exec timeout + 10 s) outlasts the daemon's wait
+                # for a booting guest's agent: else a slow boot read as a dead daemon
+                if self.client.exec(self.instance, ["true"],
+                                    timeout=AGENT_WAIT + 20)["exit_code"] == 0:
                     return
             except APIError:
                 if time.monotonic() > deadline:
