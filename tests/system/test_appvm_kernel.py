@@ -12,16 +12,59 @@ import json
 import re
 import shlex
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cumulo.images import kernel_build, kernel_elf
-from tests.system.conftest import BIN, Daemon
+from tests.system.conftest import BIN, Daemon, netns_daemon
 from tests.system.test_appvm_cli import HELLO, wait_stopped
 
 BUILD_TIMEOUT = 3600
+# an app VM's network check: the address the kernel took by DHCP (ip=dhcp), then a TCP
+# connection to the gateway's DNS (dnsmasq); with a second argument it stays up
+NETPROBE = r"""
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    struct ifreq ifr = {0};
+    int s = socket(AF_INET, SOCK_DGRAM, 0), c, err = 0;
+    socklen_t len = sizeof err;
+    strcpy(ifr.ifr_name, "eth0");
+    if (s < 0 || ioctl(s, SIOCGIFADDR, &ifr) < 0) {
+        printf("no address: %s\n", strerror(errno));
+        return 2;
+    }
+    printf("address %s\n", inet_ntoa(((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr));
+    struct sockaddr_in gw = {.sin_family = AF_INET, .sin_port = htons(53)};
+    inet_pton(AF_INET, argv[1], &gw.sin_addr);
+    c = socket(AF_INET, SOCK_STREAM, 0);
+    fcntl(c, F_SETFL, O_NONBLOCK);
+    connect(c, (struct sockaddr *)&gw, sizeof gw);
+    struct pollfd p = {c, POLLOUT, 0};
+    if (poll(&p, 1, 30000) != 1 || getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &len) || err) {
+        printf("cannot reach %s:53: %s\n", argv[1], err ? strerror(err) : "timed out");
+        return 3;
+    }
+    printf("reached %s:53\n", argv[1]);
+    fflush(stdout);
+    if (argc > 2)
+        for (;;)
+            pause();
+    return 0;
+}
+"""
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
               pytest.mark.timeout(BUILD_TIMEOUT)]
 
@@ -51,13 +94,32 @@ def build_on_a_terminal(daemon: Daemon, *args: str) -> str:
     return out
 
 
+def static_program(d: Path, name: str, source: str) -> Path:
+    (d / f"{name}.c").write_text(source)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(d / name), str(d / f"{name}.c")],
+                   check=True, timeout=120)
+    return d / name
+
+
+@pytest.fixture(scope="module")
+def net_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon in a netns of its own with a network, and the app kernel built --with net
+    (a cache hit after the first time on a machine)."""
+    with netns_daemon(tmp_path_factory.mktemp("appnet"), "akn") as d:
+        d.cli("network", "create", "lan", "--subnet", "10.93.0.0/24")
+        d.cli("image", "build", "kernel", "--with", "net", timeout=BUILD_TIMEOUT)
+        yield d
+
+
 @pytest.fixture(scope="module")
 def hello(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = Path(str(tmp_path_factory.mktemp("hello")))
-    (d / "hello.c").write_text(HELLO)
-    subprocess.run(["gcc", "-static", "-O2", "-o", str(d / "hello"), str(d / "hello.c")],
-                   check=True, timeout=120)
-    return d / "hello"
+    return static_program(Path(str(tmp_path_factory.mktemp("hello"))), "hello", HELLO)
+
+
+@pytest.fixture(scope="module")
+def netprobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return static_program(Path(str(tmp_path_factory.mktemp("netprobe"))), "netprobe",
+                          NETPROBE)
 
 
 def test_the_built_kernel_is_a_small_kernel_image(
@@ -147,3 +209,44 @@ def test_bad_kernel_requests_are_one_line_and_leave_nothing(
     assert json.loads(module_daemon.cli("list", "--format", "json").stdout) == []
     after = json.loads(module_daemon.cli("image", "list", "--format", "json").stdout)
     assert len(after) == len(json.loads(before)) + 1        # only busybox was added
+
+
+def _qemu_of(d: Daemon, name: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", f"guest=default_{name},"], capture_output=True,
+                         text=True, check=False).stdout
+    return [ln for ln in out.splitlines() if "qemu-system" in ln and f"{d.state_dir}/" in ln]
+
+
+def test_an_app_vm_on_the_net_kernel_gets_its_address_and_reaches_its_gateway(
+        net_daemon: Daemon, netprobe: Path) -> None:
+    d = net_daemon
+    net = image(d, "kernel/app-net")
+    assert net["properties"]["features"] == "net", net["properties"]
+    gateway = json.loads(d.cli("network", "info", "lan", "--format", "json").stdout)["gateway"]
+    d.cli("launch", "--type", "appvm", "n1", "--app", str(netprobe), "--network", "lan",
+          "--", gateway)
+    info = wait_stopped(d, "n1")
+    logs = d.cli("logs", "n1").stdout
+    # the kernel built with net is the default for an app VM with a NIC
+    assert info["options"]["kernel"] == net["fingerprint"], info["options"]
+    ip = info["nics"][0]["ip"]
+    assert f"address {ip}\n" in logs and f"reached {gateway}:53" in logs, logs
+    assert info["exit_code"] == 0, (info, logs)
+    d.cli("delete", "n1")
+
+
+def test_a_running_app_vm_on_the_specialised_kernel_stops(
+        net_daemon: Daemon, netprobe: Path) -> None:
+    d = net_daemon
+    gateway = json.loads(d.cli("network", "info", "lan", "--format", "json").stdout)["gateway"]
+    d.cli("launch", "--type", "appvm", "n2", "--app", str(netprobe), "--network", "lan",
+          "--", gateway, "stay")
+    deadline = time.monotonic() + 120
+    while f"reached {gateway}:53" not in d.cli("logs", "n2").stdout:   # up, and stays up
+        assert time.monotonic() < deadline, d.cli("logs", "n2").stdout[-2000:]
+        time.sleep(0.5)
+    assert _qemu_of(d, "n2")
+    d.cli("stop", "n2", timeout=180)
+    info = json.loads(d.cli("info", "n2", "--format", "json").stdout)
+    assert info["state"] == "stopped" and not _qemu_of(d, "n2"), info
+    d.cli("delete", "n2")

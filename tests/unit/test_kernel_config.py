@@ -96,15 +96,20 @@ def test_an_app_vm_s_tpm_needs_a_kernel_with_the_tpm_driver(tmp_path: Path) -> N
     with pytest.raises(InvalidInputError, match=r"^--tpm on an app VM needs a kernel with the"
                        r" TPM driver built in \(Debian's kernel has it as a module.*"
                        r"cumulo image build kernel --with tpm$"):
-        appvm._kernel(None, True)
+        appvm._kernel(None, ("tpm",))
     boot = tmp_path / ("f" * 12) / "boot"
     boot.mkdir(parents=True)
     (boot / "vmlinux").write_bytes(b"")
     (boot / "config").write_text("CONFIG_PVH=y\n# CONFIG_TCG_TIS is not set\n")
     with pytest.raises(InvalidInputError, match="kernel image ffffffffffff has none"):
-        appvm._kernel(boot, True)
-    assert appvm._kernel(boot, False) == boot / "vmlinux"
+        appvm._kernel(boot, ("tpm",))
+    assert appvm._kernel(boot) == boot / "vmlinux"
     (boot / "config").write_text("CONFIG_PVH=y\nCONFIG_TCG_TIS=y\n")
-    assert appvm._kernel(boot, True) == boot / "vmlinux"
+    assert appvm._kernel(boot, ("tpm",)) == boot / "vmlinux"
+    # and a NIC needs virtio-net and the kernel's DHCP client
+    with pytest.raises(InvalidInputError, match=r"^--network on an app VM needs a kernel with"
+                       r" virtio-net and DHCP built in \(kernel image ffffffffffff has none\):"
+                       r" cumulo image build kernel --with net$"):
+        appvm._kernel(boot, ("net", "tpm"))
     append = appvm.app_append("hello", ["a"], None, tuple(tpm.MICROVM_APPEND.split()))
     assert append.endswith(f"{tpm.MICROVM_APPEND} rdinit=/hello -- a"), append

@@ -65,10 +65,13 @@ PROFILES = {"app": APP}
 
 # one fragment per need, as Lupine's per-application options
 FEATURES = {
-    # a virtio NIC and a minimal IPv4 stack (the program configures its address)
+    # a virtio NIC and a minimal IPv4 stack; the kernel takes its address by DHCP before
+    # the program starts (ip=dhcp on the command line of an app VM with a network)
     "net": """\
 CONFIG_NET=y
 CONFIG_INET=y
+CONFIG_IP_PNP=y
+CONFIG_IP_PNP_DHCP=y
 CONFIG_UNIX=y
 CONFIG_NETDEVICES=y
 CONFIG_NET_CORE=y

@@ -38,8 +38,10 @@ PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
 # the kernel's report of init's exit starts its line; what follows is the panic's dump
 PANIC_LINE_RE = re.compile(rb"(?m)^\[ *\d+\.\d+\] Kernel panic - not syncing: Attempted to kill")
 LOOK_BACK = 4096
-NO_TPM_DRIVER = ("--tpm on an app VM needs a kernel with the TPM driver built in ({kernel}):"
-                 " cumulo image build kernel --with tpm")
+# kernel feature -> the flag that needs it, what, and the options it must have built in
+BUILT_IN = {"net": ("--network", "virtio-net and DHCP",
+                    ("CONFIG_VIRTIO_NET=y", "CONFIG_IP_PNP_DHCP=y")),
+            "tpm": ("--tpm", "the TPM driver", ("CONFIG_TCG_TIS=y",))}
 OPTIONS = {"accel": "auto", "kernel": kinds.GENERIC_KERNEL, "tpm": "off"}
 # APIC bus cycles per tick: QEMU's 1 GHz bus over the kernels' HZ=250 (Debian's; the
 # specialised kernel keeps the default)
@@ -76,20 +78,28 @@ def app_append(name: str, args: list[str], tsc_khz: int | None = None,
     return append
 
 
-def _kernel(boot: Path | None, tpm_on: bool) -> Path:
-    """What microvm boots: a built kernel image's vmlinux (PVH), or Debian's. A vTPM needs
-    the TPM driver built in: an app VM loads no modules."""
+def _kernel(boot: Path | None, needs: tuple[str, ...] = ()) -> Path:
+    """What microvm boots: a built kernel image's vmlinux (PVH), or Debian's. What the VM
+    ``needs`` (features: net, tpm) must be built in: an app VM loads no modules."""
     if boot is None:
-        if tpm_on:
-            raise InvalidInputError(NO_TPM_DRIVER.format(kernel="Debian's kernel has it as a"
-                                                         " module, and an app VM loads none"))
+        for need in needs:
+            raise InvalidInputError(_no_driver(need, "Debian's kernel has it as a module,"
+                                                     " and an app VM loads none"))
         return initramfs.find_kernel().for_machine(True)
     if not (boot / "vmlinux").is_file():
         raise NotFoundError("kernel image", str(boot.parent.name[:12]))
-    if tpm_on and "CONFIG_TCG_TIS=y" not in (boot / "config").read_text().splitlines():
-        raise InvalidInputError(NO_TPM_DRIVER.format(
-            kernel=f"kernel image {boot.parent.name[:12]} has none"))
+    config = set((boot / "config").read_text().splitlines())
+    for need in needs:
+        if not set(BUILT_IN[need][2]) <= config:
+            raise InvalidInputError(_no_driver(need, f"kernel image {boot.parent.name[:12]}"
+                                                     " has none"))
     return boot / "vmlinux"
+
+
+def _no_driver(need: str, why: str) -> str:
+    flag, what, _ = BUILT_IN[need]
+    return (f"{flag} on an app VM needs a kernel with {what} built in ({why}):"
+            f" cumulo image build kernel --with {need}")
 
 
 def exit_status(wait_status: int) -> int:
@@ -132,10 +142,13 @@ class AppVmDriver(VmDriver):
         choice = choose_accel(opts["accel"], self.ctx.host)
         name, source = self._init(spec)
         tpm_on = opts["tpm"] == "on"
+        # a NIC: the kernel takes its address by DHCP before the program starts
+        extra = (*(tpm.MICROVM_APPEND.split() if tpm_on else ()),
+                 *(["ip=dhcp"] if spec.nics else ()))
         append = app_append(name, spec.command[1:],
-                            host_tsc_khz() if choice.accel == Accel.TCG else None,
-                            tuple(tpm.MICROVM_APPEND.split()) if tpm_on else ())
-        kernel = _kernel(spec.kernel, tpm_on)
+                            host_tsc_khz() if choice.accel == Accel.TCG else None, extra)
+        kernel = _kernel(spec.kernel, (*(["net"] if spec.nics else ()),
+                                       *(["tpm"] if tpm_on else ())))
         run = run_dir(self._run, spec.host_id)
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +161,7 @@ class AppVmDriver(VmDriver):
                 io=Io.PARAVIRT, kernel=kernel, initrd=initrd, append=append,
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
-                tpm_socket=tpm.ctrl_socket(run) if tpm_on else None,
+                tpm_socket=tpm.ctrl_socket(run) if tpm_on else None, taps=spec.nics,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})
