@@ -15,7 +15,8 @@ figures are printed as specialised/generic ratios:
 - QEMU's PSS and threads for a running app VM (through ``cumulo launch`` on a
   throwaway daemon) at each kernel's smallest memory (64 MiB specialised; Debian's
   kernel does not reach PID 1 in 64 MiB, so 128), and how many such app VMs this host's
-  memory holds (MemAvailable / PSS: an estimate, not started one by one)
+  memory holds: ``--density`` more are started (bounded by ``--budget``), and
+  MemAvailable before them is divided by what each one really took (`density`)
 
     flock /tmp/cumulo-heavy.lock .venv/bin/python -m bench.appvm_kernel [--runs 7]
 
@@ -99,6 +100,39 @@ def footprint(c: Client, app: str, kernel: str, memory: str) -> dict[str, Any]:
     return {"pss": d.get("qemu_pss_bytes", 0), "threads": d.get("qemu_threads", 0)}
 
 
+def density(c: Client, app: str, kernel: str, memory: str, count: int,
+            budget: int) -> dict[str, float]:
+    """How many such app VMs this host's memory holds, from VMs really started: ``count``
+    idle ones (beside the one ``footprint`` left running), each started only while the
+    ones of this run stay under ``budget`` bytes of PSS and MemAvailable stays above
+    twice the budget (a shared machine is never driven near its end). The cost of one
+    more VM is the growth of the QEMUs' summed PSS (shared pages count once) and of
+    MemAvailable's drop, per VM started; the VMs that would fit are MemAvailable at the
+    start over the larger of the two."""
+    def total_pss() -> int:
+        return sum((c.instance(n).get("details") or {}).get("qemu_pss_bytes", 0)
+                   for n in names)
+
+    names = [f"fp-{kernel[:8]}"]
+    before_avail, before_pss = mem_available(), total_pss()
+    started = 0
+    for i in range(count):
+        if total_pss() + before_pss / len(names) > budget or mem_available() < 2 * budget:
+            break
+        name = f"dn-{kernel[:8]}-{i}"
+        c.create(name, app, type="appvm", limits={"memory": memory},
+                 command=["busybox", "sleep", "600"], start=True, options={"kernel": kernel})
+        names.append(name)
+        wait_running(c, name)
+        started += 1
+    time.sleep(10)                 # the guests settle
+    grown_pss = (total_pss() - before_pss) / max(1, started)
+    dropped = (before_avail - mem_available()) / max(1, started)
+    cost = max(grown_pss, dropped, 1)
+    return {"started": started, "pss_per_vm": grown_pss, "avail_per_vm": dropped,
+            "fit": before_avail / cost}
+
+
 def mem_available() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -109,6 +143,10 @@ def mem_available() -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7, help="boots of each kernel")
+    ap.add_argument("--density", type=int, default=4,
+                    help="app VMs of each kernel started to measure the cost of one more")
+    ap.add_argument("--budget", type=int, default=1024,
+                    help="MiB: the most the VMs of one kernel may take (PSS) in that count")
     args = ap.parse_args()
     generic = initramfs.find_kernel()
     with tempfile.TemporaryDirectory(prefix="cumulo-bench-") as tmp, \
@@ -119,6 +157,12 @@ def main() -> None:
         app = c.import_app("busybox", BUSYBOX.read_bytes())["fingerprint"]
         fp = {"specialised": footprint(c, app, k["fingerprint"], "64MiB"),
               "generic": footprint(c, app, "generic", "128MiB")}
+        dens = {"specialised": density(c, app, k["fingerprint"], "64MiB", args.density,
+                                       args.budget * MIB)}
+        for name in [i["name"] for i in c.instances() if i["name"].startswith("dn-")]:
+            c.delete(name, force=True)      # not in the generic kernel's count
+        dens["generic"] = density(c, app, "generic", "128MiB", args.density,
+                                  args.budget * MIB)
         # what app VMs boot: the image's vmlinux (kernel_elf.compact); beside it the
         # build's own, with its 2 MiB alignment padding
         booted = Path(tmp) / "vmlinux"
@@ -144,7 +188,6 @@ def main() -> None:
                 psss[n].append(pss)
                 used[n] = kernel_used_kib(console)
         loaded = {n: kernel_elf.loaded_bytes(p)[0] for n, p in kernels.items()}
-    avail = mem_available()
     print(f"{'kernel':12} {'bzImage':>9} {'vmlinux':>9} {'loaded':>9} {'first line':>11}"
           f" {'guest used':>11} {'PSS 128M':>9} {'QEMU PSS':>9} {'threads':>8} {'VMs fit':>10}")
     med = {n: statistics.median(t) for n, t in times.items()}
@@ -155,7 +198,11 @@ def main() -> None:
         print(f"{n:12} {sizes[n][0] / MIB:7.2f}Mi {sizes[n][1] / MIB:7.2f}Mi"
               f" {loaded[n] / MIB:7.2f}Mi {med[n]:10.2f}s {used[n] / 1024:9.1f}Mi"
               f" {pss_med[n] / MIB:7.1f}Mi {f['pss'] / MIB:7.1f}Mi {f['threads']:8d}"
-              f" {avail // max(1, f['pss']) if f['pss'] else 0:10d}")
+              f" {dens[n]['fit'] if n in dens else 0:10.0f}")
+    for n, dn in dens.items():
+        print(f"{n}: {dn['started']:.0f} more app VMs started: + {dn['pss_per_vm'] / MIB:.1f}"
+              f" MiB of QEMU PSS and - {dn['avail_per_vm'] / MIB:.1f} MiB of MemAvailable"
+              f" each; VMs fit = MemAvailable before them / the larger")
     print(f"vmlinux without its padding (specialised/padded): file"
           f" {sizes['specialised'][1] / sizes['padded'][1]:.2f}x, loaded"
           f" {loaded['specialised'] / loaded['padded']:.2f}x, QEMU PSS at the first line"
