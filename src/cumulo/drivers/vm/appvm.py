@@ -142,6 +142,10 @@ class AppVmDriver(VmDriver):
         choice = choose_accel(opts["accel"], self.ctx.host)
         name, source = self._init(spec)
         tpm_on = opts["tpm"] == "on"
+        if spec.nics:
+            raise UnsupportedError(
+                "--network on an app VM is not supported yet: the kernel built --with net"
+                " registers microvm's virtio-mmio NIC but no eth0 appears in the guest")
         # a NIC: the kernel takes its address by DHCP before the program starts
         extra = (*(tpm.MICROVM_APPEND.split() if tpm_on else ()),
                  *(["ip=dhcp"] if spec.nics else ()))
