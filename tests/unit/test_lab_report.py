@@ -282,9 +282,9 @@ def test_single_purpose_vms_verdict_follows_the_spread() -> None:
 
 def test_a_lab_vm_still_booting_is_waited_for_not_taken_for_a_dead_daemon() -> None:
     """wait_ready's exec must outlast the daemon's own wait for a booting guest's agent:
-    its HTTP bound was 40 s against the agent's 60, so a VM booting slowly on a loaded
+    its HTTP bound was 40 s against the agent's 60 (now 90: qga), so a VM booting slowly on a loaded
     host failed the whole platform with "cannot reach cumulod: timed out"."""
-    from cumulo.drivers.vm import agent
+    from cumulo.drivers.vm import qga as agent
     from cumulo.lab import platforms
 
     asked: list[float] = []

@@ -30,8 +30,8 @@ from cumulo.client import APIError, Client
 from cumulo.errors import DriverError
 
 # how long the daemon waits for a booting VM's guest agent before it answers an exec
-# (drivers/vm/agent.py READY_TIMEOUT)
-AGENT_WAIT = 60.0
+# (drivers/vm/qga.py READY_TIMEOUT)
+AGENT_WAIT = 90.0
 
 BENCH_IMAGE = "bench"
 
