@@ -8,7 +8,7 @@ import json
 import os
 import secrets
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -46,6 +46,7 @@ from cumulo.services.networks import NicRequest
 POLL = 0.025             # how often a waiting client's container is looked at
 REAP_POLL = 0.5          # auto-remove and restart policies, in the background
 DRAIN_WAIT = 10.0        # how long an auto-remove waits for attached clients to get the end
+REMOVED_KEPT = 256       # exit codes kept of containers --rm removed
 ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp",
               "tender", "vivid", "witty", "zen", "bold", "cool", "happy")
 NAMES = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "dijkstra",
@@ -87,6 +88,9 @@ class Containers:
         self.svc = ctx.svc
         self.project = ctx.project
         self._attached: Counter[str] = Counter()   # attach streams per container
+        # exit codes of containers --rm removed, for a wait that comes too late to see
+        # them stop (host id -> code; the newest REMOVED_KEPT)
+        self.removed_codes: OrderedDict[str, int | None] = OrderedDict()
         self._drained = threading.Condition()
 
     @contextlib.contextmanager
@@ -328,6 +332,9 @@ class Containers:
         hc = data.get("HostConfig") or {}
         policy = (hc.get("RestartPolicy") or {}).get("Name") or "no"
         if hc.get("AutoRemove"):
+            self.removed_codes[inst.host_id] = self.svc.instances.exit_code(inst)
+            while len(self.removed_codes) > REMOVED_KEPT:
+                self.removed_codes.popitem(last=False)
             with self._drained:   # (a client attached reads the end of the log first)
                 self._drained.wait_for(lambda: not self._attached[inst.host_id], DRAIN_WAIT)
             with contextlib.suppress(e.CumuloError):
@@ -472,6 +479,8 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
                     now = await call(svc.instances.get, project, name)
                 except e.NotFoundError:
                     if condition in ("removed", "not-running", "next-exit"):
+                        if code is None:   # --rm removed it before this wait saw it stop
+                            code = c.removed_codes.get(inst.host_id)
                         break
                     raise
                 data = meta.container(now)
