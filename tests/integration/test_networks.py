@@ -24,6 +24,7 @@ import pytest
 
 from tests.helpers import container_skip_reason
 from tests.system.conftest import Daemon, leftovers
+from tests.system.test_overlay_cli import ECHO_PEER, FETCH
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime]
 if (_reason := container_skip_reason()) is not None:
@@ -206,31 +207,6 @@ def test_default_network_on_first_start_only(netd: NetDaemon) -> None:
     d.start()  # deleted by the user: not made again
     assert json.loads(d.cli("network", "list", "--format", "json").stdout) == []
     assert d.links() == [] and d.tables() == []
-
-
-ECHO_PEER = """
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000)); s.listen(8)
-while True:
-    c, peer = s.accept()
-    c.sendall(peer[0].encode() + b"\\n"); c.close()
-"""
-
-
-FETCH = """
-import socket, sys
-try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-    c.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
-    data = b""
-    while chunk := c.recv(4096):
-        data += chunk
-    print(data.decode(errors="replace"))
-except OSError as err:
-    print("error:", err)
-"""
 
 
 def fetch(ns: str, addr: str, port: int) -> str:
