@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cumulo.drivers.vm import qmp
+from cumulo.errors import DriverError
 
 GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0},
                                 "package": ""}, "capabilities": []}}
@@ -66,3 +69,14 @@ def test_an_event_before_the_greeting_costs_one_session_not_the_call(tmp_path: P
         server.close()
     assert sessions[-2:] == ["greeting: qmp_capabilities", "greeting: query-status"]
     assert "event: query-status" not in sessions   # nothing ran in the failed session
+
+
+def test_a_qemu_that_does_not_answer_is_named_as_such(tmp_path: Path) -> None:
+    """QEMU blocked (a disk mirror waiting on a cut link) accepts but never greets: the
+    error says so, never an empty reason."""
+    path = tmp_path / "qmp.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen(8)
+        with pytest.raises(DriverError, match=r"query-status .* did not answer in 0.3s"):
+            qmp.execute(path, "query-status", timeout=0.3)

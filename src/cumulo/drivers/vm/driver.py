@@ -831,18 +831,14 @@ class VmDriver:
         postcopy = self._take_postcopy(host_id)
         if vm.root_disk is not None and not disk.startswith("nbd:"):
             raise ConflictError("the destination offers no disk to mirror the root disk into")
-        done = False
-        try:
-            if vm.root_disk is not None:
-                migration.mirror_disk(vm.qmp_socket, ROOT_ID, disk, progress,
-                                      cancelled=cancelled)
-            stats = migration.send(vm.qmp_socket, ram, live=live and current.status ==
-                                   RunStatus.RUNNING, bandwidth=bandwidth, on_progress=report,
-                                   cancelled=cancelled, postcopy=postcopy)
-            done = True
-        finally:
-            if vm.root_disk is not None:   # abandoned: do not wait for the copy
-                migration.end_mirror(vm.qmp_socket, force=not done)
+        kw: dict[str, Any] = {"live": live and current.status == RunStatus.RUNNING,
+                              "bandwidth": bandwidth, "on_progress": report,
+                              "postcopy": postcopy}
+        if vm.root_disk is not None:
+            stats = migration.send_with_disk(vm.qmp_socket, ROOT_ID, ram, disk, progress,
+                                             cancelled, **kw)
+        else:
+            stats = migration.send(vm.qmp_socket, ram, cancelled=cancelled, **kw)
         return stats.to_dict()
 
     # --- post-copy, asked for before the next migration (drivers/migratable.Postcopy) --

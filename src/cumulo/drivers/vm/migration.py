@@ -16,6 +16,7 @@ not on shared storage, each must be mirrored to the destination over NBD first
 from __future__ import annotations
 
 import contextlib
+import logging
 import shlex
 import socket
 import time
@@ -36,6 +37,8 @@ INCOMING_TIMEOUT = 600.0
 TERMINAL = ("completed", "failed", "cancelled")
 STALL_TIMEOUT = 30.0           # no byte through for this long: the link is gone, cancel
 SETTLE_TIMEOUT = 60.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,31 @@ def mirror_disk(sock: Path, node: str, target: str, progress: Callable[[float, s
         if cancelled():
             raise ConflictError("the migration was cancelled: the instance stays here")
         time.sleep(POLL)
+
+
+def send_with_disk(sock: Path, node: str, ram: str, disk: str,
+                   progress: Callable[[float, str], None],
+                   cancelled: Callable[[], bool], **send_kw: Any) -> MigrationStats:
+    """Mirror the root disk ``node`` into the NBD export ``disk``, then ``send`` the RAM to
+    ``ram``; the mirror ends either way (the source keeps its own disk).
+
+    When the send failed, its error is the one raised: ending the abandoned mirror can
+    fail too (with the link down, QEMU may wait for the NBD connection and not answer
+    QMP), and the recovery ends it later (``end_outgoing``).
+    """
+    done = False
+    try:
+        mirror_disk(sock, node, disk, progress, cancelled=cancelled)
+        stats = send(sock, ram, cancelled=cancelled, **send_kw)
+        done = True
+    finally:
+        try:
+            end_mirror(sock, force=not done)
+        except DriverError as err:
+            if done:
+                raise
+            log.warning("the abandoned disk mirror did not end yet (ended later): %s", err)
+    return stats
 
 
 def end_mirror(sock: Path, force: bool = False) -> None:

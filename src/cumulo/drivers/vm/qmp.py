@@ -49,8 +49,15 @@ def execute(socket: Path, command: str, args: dict[str, Any] | None = None,
                 time.sleep(0.05)
         return asyncio.run(asyncio.wait_for(_execute(socket, command, args), timeout))
     except (QMPError, OSError, EOFError, TimeoutError) as err:
-        raise DriverError(f"QMP {command} on {socket} failed: {err or type(err).__name__}"
+        raise DriverError(f"QMP {command} on {socket} failed: {_said(err, timeout)}"
                           ) from err
+
+
+def _said(err: BaseException, timeout: float) -> str:
+    """What went wrong, never empty (a timeout's text is)."""
+    if isinstance(err, TimeoutError):
+        return f"QEMU did not answer in {timeout:g}s"
+    return str(err) or type(err).__name__
 
 
 def reachable(socket: Path) -> bool:

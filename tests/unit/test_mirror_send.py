@@ -1,0 +1,66 @@
+"""A live migration with a root disk mirror: when the send fails (the link stalled), its
+error is the one the user sees, even when ending the abandoned mirror fails too (QEMU
+waiting on the NBD connection answers no QMP); a failed end after a good send is an
+error of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cumulo.drivers.vm import migration
+from cumulo.errors import DriverError
+
+SOCK = Path("/nonexistent/qmp.sock")
+
+
+def fake(monkeypatch: pytest.MonkeyPatch, send_fails: bool, end_fails: bool) -> list[str]:
+    calls: list[str] = []
+
+    def mirror_disk(*a: Any, **kw: Any) -> None:
+        calls.append("mirror")
+
+    def send(*a: Any, **kw: Any) -> migration.MigrationStats:
+        calls.append("send")
+        if send_fails:
+            raise DriverError("the migration stalled (nothing went through for 30s)")
+        return migration.MigrationStats(status="completed")
+
+    def end_mirror(sock: Path, force: bool = False) -> None:
+        calls.append(f"end force={force}")
+        if end_fails:
+            raise DriverError("QMP query-block-jobs failed: QEMU did not answer in 5s")
+
+    monkeypatch.setattr(migration, "mirror_disk", mirror_disk)
+    monkeypatch.setattr(migration, "send", send)
+    monkeypatch.setattr(migration, "end_mirror", end_mirror)
+    return calls
+
+
+def run() -> migration.MigrationStats:
+    return migration.send_with_disk(SOCK, "root", "tcp:10.0.0.2:1", "nbd:10.0.0.2:2",
+                                    lambda f, m: None, lambda: False, live=True)
+
+
+def test_the_stall_is_reported_not_the_mirror_that_could_not_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake(monkeypatch, send_fails=True, end_fails=True)
+    with pytest.raises(DriverError, match="stalled"):
+        run()
+    assert calls == ["mirror", "send", "end force=True"]
+
+
+def test_a_mirror_that_cannot_end_after_a_good_send_is_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake(monkeypatch, send_fails=False, end_fails=True)
+    with pytest.raises(DriverError, match="query-block-jobs"):
+        run()
+    assert calls == ["mirror", "send", "end force=False"]
+
+
+def test_a_good_send_ends_the_mirror_in_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake(monkeypatch, send_fails=False, end_fails=False)
+    assert run().status == "completed"
+    assert calls == ["mirror", "send", "end force=False"]
