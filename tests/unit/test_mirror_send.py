@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cumulo.drivers.vm import migration
+from cumulo.drivers.vm import migration, qmp
 from cumulo.errors import DriverError
 
 SOCK = Path("/nonexistent/qmp.sock")
@@ -64,3 +64,25 @@ def test_a_good_send_ends_the_mirror_in_step(monkeypatch: pytest.MonkeyPatch) ->
     calls = fake(monkeypatch, send_fails=False, end_fails=False)
     assert run().status == "completed"
     assert calls == ["mirror", "send", "end force=False"]
+
+
+def test_a_qemu_that_stops_answering_while_sending_is_a_stall(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """QEMU blocked on the cut link answers no query-migrate: after the stall time the
+    send ends with the stall (the recovery settles the migration once QEMU answers), not
+    with the first QMP timeout."""
+    asked: list[str] = []
+    for name in ("migrate_set_capabilities", "migrate_set_parameters", "migrate",
+                 "migrate_cancel"):
+        monkeypatch.setattr(qmp, name, lambda *a, n=name, **kw: asked.append(n))
+
+    def stats(sock: Path) -> migration.MigrationStats:
+        asked.append("query-migrate")
+        raise qmp.QmpTimeout("QMP query-migrate failed: QEMU did not answer in 5s")
+
+    monkeypatch.setattr(migration, "_stats", stats)
+    monkeypatch.setattr(migration, "STALL_TIMEOUT", 0.3)
+    monkeypatch.setattr(migration, "POLL", 0.01)
+    with pytest.raises(DriverError, match="stalled .* QEMU does not answer"):
+        migration.send(SOCK, "tcp:10.0.0.2:1", live=True)
+    assert asked.count("query-migrate") > 1 and "migrate_cancel" not in asked

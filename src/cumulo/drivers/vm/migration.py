@@ -131,7 +131,17 @@ def send(sock: Path, uri: str, *, live: bool, bandwidth: int | None = None,
     asked_cancel = switched = stalled = False
     moved, moved_at = -1, time.monotonic()
     while True:
-        st = _stats(sock)
+        try:
+            st = _stats(sock)
+        except qmp.QmpTimeout as err:
+            # QEMU blocked (a drain waiting on the disk mirror's cut NBD link): no
+            # progress either; the recovery settles it once QEMU answers again
+            if time.monotonic() - moved_at > STALL_TIMEOUT:
+                raise DriverError(f"the migration stalled (nothing went through for"
+                                  f" {STALL_TIMEOUT:.0f}s: is the link down?) and QEMU does"
+                                  f" not answer (it waits on the link); it is settled once"
+                                  f" QEMU answers again") from err
+            continue
         if st.transferred != moved:
             moved, moved_at = st.transferred, time.monotonic()
         if st.status == "completed":

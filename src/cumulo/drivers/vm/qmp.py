@@ -18,6 +18,12 @@ from qemu.qmp.qmp_client import GreetingError, NegotiationError
 from cumulo.errors import DriverError
 
 TIMEOUT = 5.0
+
+
+class QmpTimeout(DriverError):
+    """QEMU took the connection but did not answer in time (its main loop is blocked,
+    e.g. draining a disk whose NBD link is down): it may answer later."""
+
 NEGOTIATION_RETRIES = 3
 
 
@@ -48,16 +54,12 @@ def execute(socket: Path, command: str, args: dict[str, Any] | None = None,
                     raise
                 time.sleep(0.05)
         return asyncio.run(asyncio.wait_for(_execute(socket, command, args), timeout))
-    except (QMPError, OSError, EOFError, TimeoutError) as err:
-        raise DriverError(f"QMP {command} on {socket} failed: {_said(err, timeout)}"
+    except TimeoutError as err:
+        raise QmpTimeout(f"QMP {command} on {socket} failed: QEMU did not answer in"
+                         f" {timeout:g}s") from err
+    except (QMPError, OSError, EOFError) as err:
+        raise DriverError(f"QMP {command} on {socket} failed: {str(err) or type(err).__name__}"
                           ) from err
-
-
-def _said(err: BaseException, timeout: float) -> str:
-    """What went wrong, never empty (a timeout's text is)."""
-    if isinstance(err, TimeoutError):
-        return f"QEMU did not answer in {timeout:g}s"
-    return str(err) or type(err).__name__
 
 
 def reachable(socket: Path) -> bool:
