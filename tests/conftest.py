@@ -209,9 +209,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 _SPENT: dict[str, float] = {}
 
 
+_WORKERS: dict[str, float] = {}
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     module = report.nodeid.split("::", 1)[0]
     _SPENT[module] = _SPENT.get(module, 0.0) + report.duration
+    node = getattr(report, "node", None)   # the xdist worker that ran it
+    worker = str(getattr(getattr(node, "gateway", None), "id", "main"))
+    _WORKERS[worker] = _WORKERS.get(worker, 0.0) + report.duration
 
 
 def _print_module_times(terminalreporter: pytest.TerminalReporter) -> None:
@@ -220,3 +226,6 @@ def _print_module_times(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("=", "slowest 15 modules (seconds, all their tests)")
     for module, seconds in sorted(_SPENT.items(), key=lambda kv: -kv[1])[:15]:
         terminalreporter.write_line(f"{seconds:8.1f}  {module}")
+    # the busiest worker bounds the run: a spread here means the order hints are stale
+    terminalreporter.write_line("busy seconds per worker: " + ", ".join(
+        f"{w} {s:.0f}" for w, s in sorted(_WORKERS.items())) + f" (all {sum(_SPENT.values()):.0f})")
