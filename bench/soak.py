@@ -12,14 +12,22 @@ last (after a warm-up row) and what is left once every instance is gone: all zer
 the goal.
 
     .venv/bin/python -m bench.soak --cycles 1000 [--every 100] [--nic] [--type vm] [--json]
+        [--heap]
+
+``--heap``: the daemon traces its allocations from the first row on (slower) and dumps
+its heap at each later row (``cumulo.host.heap_dump``); the end adds the lines of code
+whose live memory grew most from the first dump to the last.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,6 +71,29 @@ def sample(c: Client, state: Path, parent: str, ns: str, cycle: int, t0: float
             "nft_elems": o["nft elements"], "loops": o["loop"]}
 
 
+def heap_dump(state: Path) -> Path:
+    """Ask the daemon to start tracing (the first time) or for a heap snapshot; the file
+    it wrote (``cumulo.host.heap_dump``)."""
+    d = _daemon(state)
+    before = set((state / "heap").glob("*[a-z]"))
+    d.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        new = set((state / "heap").glob("*[a-z]")) - before
+        if new:
+            return new.pop()
+        time.sleep(0.2)
+    raise RuntimeError("the daemon wrote no heap snapshot (is it tracing?)")
+
+
+def heap_growth(first: Path, last: Path, top: int = 15) -> list[str]:
+    """The ``top`` lines of code whose live memory grew most between two snapshots."""
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    old = tracemalloc.Snapshot.load(str(first)).filter_traces(ignore)
+    new = tracemalloc.Snapshot.load(str(last)).filter_traces(ignore)
+    return [str(s) for s in new.compare_to(old, "lineno")[:top]]
+
+
 def cycle(c: Client, name: str, nic: bool, type_: str = "container") -> None:
     c.create(name, "busybox", type=type_, command=["sleep", "600"], start=True,
              networks=[{"network": "soak"}] if nic else [])
@@ -85,9 +116,14 @@ def netns() -> Iterator[str]:
 
 
 def soak(cycles: int, every: int, nic: bool, type_: str = "container", *,
-         report: Callable[[dict[str, Any]], None] = lambda row: None) -> dict[str, Any]:
-    """Run the soak; returns {"rows": [...], "growth": {...}, "left": {...}}."""
+         report: Callable[[dict[str, Any]], None] = lambda row: None,
+         heap: bool = False) -> dict[str, Any]:
+    """Run the soak; returns {"rows": [...], "growth": {...}, "left": {...}} (and
+    "heap_growth" with ``heap``)."""
     rows: list[dict[str, Any]] = []
+    snaps: list[Path] = []
+    if heap:
+        os.environ["CUMULO_HEAP_DUMPS"] = "1"   # the daemon inherits it
     with netns() as ns, bench_daemon(wrapper=["nsenter", f"--net=/run/netns/{ns}"]) as (
             c, state, parent):
         c.build_image("busybox")
@@ -97,18 +133,25 @@ def soak(cycles: int, every: int, nic: bool, type_: str = "container", *,
         cycle(c, "warm", nic, type_)   # first-use costs (imports, caches) before the first row
         rows.append(sample(c, state, parent, ns, 0, t0))
         report(rows[-1])
+        if heap:
+            heap_dump(state)   # tracing starts
         for i in range(1, cycles + 1):
             cycle(c, f"s{i}", nic, type_)
             if i % every == 0 or i == cycles:
                 rows.append(sample(c, state, parent, ns, i, t0))
                 report(rows[-1])
+                if heap:
+                    snaps.append(heap_dump(state))
         if nic:
             c.delete_network("soak")
         left = sample(c, state, parent, ns, cycles, t0)
+        grew = heap_growth(snaps[0], snaps[-1]) if len(snaps) >= 2 else None
     first, last = rows[0], rows[-1]
     growth = {k: round(last[k] - first[k], 1) for k in COLUMNS[2:]}
-    return {"rows": rows, "growth": growth,
-            "left": {k: left[k] for k in COLUMNS[5:]}}
+    result = {"rows": rows, "growth": growth, "left": {k: left[k] for k in COLUMNS[5:]}}
+    if grew is not None:   # read before the daemon's state dir went
+        result["heap_growth"] = grew
+    return result
 
 
 def main() -> None:
@@ -119,16 +162,24 @@ def main() -> None:
     p.add_argument("--type", default="container", choices=["container", "vm"],
                    help="vm: cheap microvm guests on TCG (about 10 s a cycle)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--heap", action="store_true",
+                   help="trace the daemon's allocations: what grew, by line of code")
     a = p.parse_args()
     if not a.json:
         print(" ".join(f"{c:>8}" for c in COLUMNS))
-    result = soak(a.cycles, a.every, a.nic, a.type, report=(lambda row: None) if a.json else (
-        lambda row: print(" ".join(f"{row[c]:>8}" for c in COLUMNS), flush=True)))
+    result = soak(a.cycles, a.every, a.nic, a.type, heap=a.heap, report=(
+        (lambda row: None) if a.json else (
+            lambda row: print(" ".join(f"{row[c]:>8}" for c in COLUMNS), flush=True))))
     if a.json:
         print(json.dumps(result, indent=1))
         return
     print("growth first -> last row:", result["growth"])
     print("left after the last delete:", result["left"])
+    if "heap_growth" in result:
+        print("the daemon's live memory that grew most (first row after the warm-up ->"
+              " last):")
+        for line in result["heap_growth"]:
+            print(" ", line)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import grp
 import hashlib
 import ipaddress
@@ -29,6 +30,7 @@ from cumulo.docker import serve as docker_serve
 from cumulo.docker.common import Context as DockerContext
 from cumulo.errors import CumuloError, InvalidInputError
 from cumulo.host import certificate
+from cumulo.host.heap_dump import heap_dumps_on_usr2
 from cumulo.host.probe import probe
 from cumulo.services import history
 from cumulo.services.events import LogHandler
@@ -263,8 +265,14 @@ def run(args: argparse.Namespace) -> None:
             # the default action, that would kill the daemon before the last exec
             # sessions are killed and the services closed
             signal.signal(signal.SIGTERM, _stopped)
+            heap_dumps_on_usr2(state_dir)
             server = make_server(svc, args.log_level, tls_socket, tls, fingerprint,
                                  args.listen, state_dir / "reports")
+            # the start-up's objects (modules, the app) live as long as the daemon: out of
+            # the collector's way, so full collections come as often as the garbage of
+            # the work needs them (netlink messages are cycles) instead of once its heap
+            # grew by a quarter of the whole start-up's
+            gc.freeze()
             asyncio.run(_serve(server, sockets, docker, docker_sock))
         finally:
             for name in ("cumulo", "cumulod"):
