@@ -114,6 +114,7 @@ class AppVmDriver(VmDriver):
     kind = "appvm"
     takes_ssh_keys = False     # one program, no shell, no sshd
     agent = False              # a port for a guest agent (an image VM's: image_guest.py)
+    tty_lines = 0              # serial lines for exec -t beside it (image_guest.tty_relay)
     # kernel: a kernel image's fingerprint or "generic" (the service resolves it)
     # tpm: a vTPM (swtpm, QEMU's tpm-tis) on a kernel built --with tpm
     option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg"), "kernel": (),
@@ -171,7 +172,7 @@ class AppVmDriver(VmDriver):
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if tpm_on else None, taps=spec.nics,
-                qga=self.agent,
+                qga=self.agent, tty_ports=self.tty_lines, tty_serial=self.tty_lines > 0,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})

@@ -16,15 +16,22 @@ with an empty environment runs a sh script: the image's environment, ``cd`` to t
 working dir, the command looked up in the image's ``PATH`` (busybox's sh would run its
 own applet for a bare ``ls``: the image's ``ls`` must run), and exec, as another
 user through ``nsenter -S/-G`` where one is asked for.
+
+``exec -t``: busybox has no ``script`` to make a pty, so the VM gets an ISA serial line
+(``ttyS1``, a unix socket on the host: ``VmSpec.tty_serial``) and ``tty_relay`` runs the
+command on it, as the session leader with the line as its controlling terminal: the
+guest's line discipline echoes and turns ^C into SIGINT as a pty's does; a resize is
+``stty`` on the line (qga_tty.TtySession does the rest, as for a pty).
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest
-from cumulo.drivers.vm import initramfs, qga
+from cumulo.drivers.vm import initramfs, qga, qga_tty
 from cumulo.drivers.vm.exec_session import check_env
 
 IMAGE_DIR = "/image"
@@ -107,6 +114,24 @@ def chroot_script(request: ExecRequest) -> str:
 def exec_argv(request: ExecRequest) -> list[str]:
     """The guest-exec of ``request``: our sh, in the image's root, runs its script."""
     return [*enter_argv(), "-c", chroot_script(request)]
+
+
+def tty_relay(request: ExecRequest, port: int, ident: str) -> str:
+    """The relay of a terminal session (see the module's docstring) on serial line
+    ``port`` + 1; its pid file names the command, its tty file the line."""
+    run, line = qga_tty.RUN, f"/dev/ttyS{port + 1}"
+    env = {"TERM": "xterm", **request.env}
+    inner = shlex.join([*enter_argv(), "-c", chroot_script(replace(request, tty=False,
+                                                                   env=env))])
+    return (f"mkdir -p {run}\n"
+            f"[ -c {line} ] || {{ echo 'no terminal line {line} in the guest' >&2; exit 125; }}\n"
+            f"echo {line} > {run}/{ident}.tty\n"
+            f"stty -F {line} sane 115200 rows {request.rows} cols {request.cols}\n"
+            f"setsid -c sh -c {shlex.quote(f'echo $$ > {run}/{ident}.pid; exec {inner}')}"
+            f" <>{line} >&0 2>&0\n"
+            f"code=$?\n"
+            f"rm -f {run}/{ident}.pid {run}/{ident}.tty\n"
+            f"exit $code\n")
 
 
 def initrd(kernel: initramfs.Kernel, cache_dir: Path, rootfs: Path, workload: ExecRequest,

@@ -15,7 +15,7 @@ import posixpath
 from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunStatus, require
-from cumulo.drivers.vm import image_guest, initramfs, qga
+from cumulo.drivers.vm import image_guest, initramfs, qga, qga_tty
 from cumulo.drivers.vm.appvm import AppVmDriver
 from cumulo.errors import InvalidInputError, UnsupportedError
 
@@ -53,6 +53,7 @@ class ImageVmDriver(AppVmDriver):
 
     kind = "imagevm"
     agent = True
+    tty_lines = 1       # ttyS1 (ttyS0 is the console; a third line would share its IRQ)
 
     def _init(self, spec: InstanceSpec) -> tuple[str, Path]:
         _command(spec)
@@ -68,13 +69,16 @@ class ImageVmDriver(AppVmDriver):
                                   source, workload, spec.hostname)
 
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
-        """The command in the image's tree, through the guest agent (``-t``: one stream,
-        no pty, as in a busybox VM)."""
+        """The command in the image's tree, through the guest agent; ``-t`` on the VM's
+        serial terminal line (one session at a time)."""
         require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
         vm = self._vmspec(host_id)
         if not vm.qga:
             raise UnsupportedError(f"image VM {host_id!r} was created before image VMs had a"
                                    " guest agent: recreate it to exec into it")
+        if request.tty and vm.tty_ports:
+            return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request, vm.tty_ports,
+                                      image_guest.tty_relay)
         return qga.QgaSession(vm.qmp_socket.parent, host_id, request,
                               image_guest.exec_argv(request))
 
