@@ -85,8 +85,14 @@ def test_run_rm_gives_the_exit_status_and_both_streams(dk: DockerHost) -> None:
 def test_run_interactive_with_a_tty(dk: DockerHost, tmp_path: Path) -> None:
     """``docker run -it --rm busybox sh`` on a pty (``script``): a prompt, typed commands
     echoed and run, the shell's exit status as the CLI's."""
-    with subprocess.Popen(["script", "-qfec", "stty rows 33 cols 101;"
-                           " docker run -it --rm --name tty1 busybox sh",
+    docker_tty(dk, "docker run -it --rm --name tty1 busybox sh")
+    assert "tty1" not in dk.run("ps", "-a", "--format", "{{.Names}}").stdout
+
+
+def docker_tty(dk: DockerHost, command: str) -> None:
+    """``command`` (a docker CLI line giving a busybox shell at ``/``) on a pty
+    (``script``), through ``_tty_session``."""
+    with subprocess.Popen(["script", "-qfec", f"stty rows 33 cols 101; {command}",
                            "/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, env=dk.env) as proc:
         try:
@@ -95,7 +101,6 @@ def test_run_interactive_with_a_tty(dk: DockerHost, tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(30)
-    assert "tty1" not in dk.run("ps", "-a", "--format", "{{.Names}}").stdout
 
 
 def _tty_session(dk: DockerHost, proc: subprocess.Popen[bytes]) -> None:

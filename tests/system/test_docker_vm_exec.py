@@ -7,14 +7,13 @@ of TCG."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.helpers import container_skip_reason
 from tests.system.dockerlib import DockerHost, docker_host
-from tests.system.test_docker_cli import _tty_session
+from tests.system.test_docker_cli import docker_tty
 
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.qemu,
               pytest.mark.slow,
@@ -96,16 +95,7 @@ def test_exec_env_workdir_user(dk: DockerHost, vm: str) -> None:
 def test_exec_interactive_with_a_tty(dk: DockerHost, vm: str) -> None:
     """``docker exec -it C sh`` on a pty (``script``): the VM's serial terminal line, so a
     prompt, typed commands echoed and run, the window size, the shell's exit status."""
-    with subprocess.Popen(["script", "-qfec", "stty rows 33 cols 101;"
-                           f" docker exec -it -w / {vm} sh", "/dev/null"],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=dk.env) as proc:
-        try:
-            _tty_session(dk, proc)
-        finally:   # a failed session must not leave the with block waiting for the CLI
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(30)
+    docker_tty(dk, f"docker exec -it -w / {vm} sh")
     # the line is free again: a second session
     r = dk.run("exec", "-t", vm, "sh", "-c", "tty; exit 5", check=False)
     assert r.returncode == 5 and "/dev/ttyS1" in r.stdout, r
