@@ -101,11 +101,16 @@ def test_exec_interactive_with_a_tty(dk: DockerHost, vm: str) -> None:
     assert r.returncode == 5 and "/dev/ttyS1" in r.stdout, r
 
 
-def test_cumulo_exec_into_the_same_instance(dk: DockerHost, vm: str) -> None:
+def test_cumulo_exec_and_files_into_the_same_instance(dk: DockerHost, vm: str) -> None:
+    """``cumulo exec`` and ``cumulo file push/pull`` go to the same tree."""
     r = dk.daemon.cli("exec", vm, "--", "cat", "/tmp/from-workload", timeout=BOOT)
     assert r.stdout == "made-by-the-workload\n"
     r = dk.daemon.cli("exec", vm, "--", "sh", "-c", "exit 7", check=False)
     assert r.returncode == 7
+    assert dk.daemon.cli("file", "pull", vm, "/tmp/from-workload", "-").stdout == \
+        "made-by-the-workload\n"
+    dk.daemon.cli("file", "push", vm, "-", "/tmp/pushed", input="pushed in\n")
+    assert dk.run("exec", vm, "cat", "/tmp/pushed").stdout == "pushed in\n"
 
 
 def test_exec_into_a_stopped_vm_container_is_a_clear_error(dk: DockerHost) -> None:
