@@ -38,10 +38,12 @@ def dk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerHost]:
 
 @pytest.fixture(scope="module")
 def vm(dk: DockerHost) -> Iterator[str]:
-    """A cumulo-vm container whose workload wrote a file in its tree, then sleeps."""
+    """A cumulo-vm container whose workload wrote files in its working dir (/tmp), then
+    sleeps."""
     dk.run("run", "-d", "--runtime", "cumulo-vm", "--name", NAME, "-e", "FROM_RUN=yes",
            "-w", "/tmp", "busybox", "sh", "-c",
-           "echo made-by-the-workload > /tmp/from-workload; echo ready; sleep 3600",
+           "echo made-by-the-workload > from-workload; echo $FROM_RUN > workload-env;"
+           " echo ready; sleep 3600",
            timeout=BOOT)
     try:
         dk.wait_for(lambda: "ready" in dk.run("logs", NAME).stdout, "the workload",
@@ -82,9 +84,12 @@ def test_exec_runs_in_the_image_tree(dk: DockerHost, vm: str) -> None:
 
 
 def test_exec_env_workdir_user(dk: DockerHost, vm: str) -> None:
-    """The container's environment and working dir (set at run), and exec's -e, -w, -u."""
+    """The container's environment and working dir (set at run), for the workload and
+    for exec, and exec's -e, -w, -u."""
     r = dk.run("exec", vm, "sh", "-c", "echo $FROM_RUN; pwd; id -u", timeout=BOOT)
     assert r.stdout == "yes\n/tmp\n0\n"
+    # the workload had them too: it wrote $FROM_RUN to a relative path
+    assert dk.run("exec", vm, "cat", "/tmp/workload-env").stdout == "yes\n"
     r = dk.run("exec", "-e", "FROM_EXEC=a b", "-w", "/etc", "-u", "1000:1001", vm,
                "sh", "-c", "echo $FROM_RUN $FROM_EXEC; pwd; id -u; id -g")
     assert r.stdout == "yes a b\n/etc\n1000\n1001\n"
