@@ -2,8 +2,8 @@
 
 Exec instances live in memory, as in Docker (they are gone after a restart). A
 command the runtime cannot run ends with Docker's codes: 127 when it is not
-found, 126 when it may not be executed. A ``cumulo-vm`` container has no agent to run
-a second process: exec into it is refused (501) with one line saying so.
+found, 126 when it may not be executed. Into a ``cumulo-vm`` container it goes through
+the VM's guest agent, in the image's tree (drivers/vm/image_guest.py).
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ NOT_FOUND = (b"executable file not found", b"no such file or directory")
 DENIED = (b"permission denied",)
 RUNTIME_FAILED = 255
 KEEP_FINISHED = 600.0    # seconds a finished exec stays inspectable
-VM_EXEC = (f"docker exec is not supported on a {shapes.VM_RUNTIME} container: its VM runs"
-           " only the image's command, with no agent to start another process in it; use"
-           " docker logs or docker attach, or run the image without --runtime to exec")
 
 
 @dataclass
@@ -95,8 +92,6 @@ def routes(ctx: Context, meta: Meta) -> list[Route]:
             raise conflict(f"Container {cid} is not running" if inst.state != State.PAUSED
                            else f"Container {cid} is paused, unpause the container before"
                            " exec")
-        if inst.type == shapes.VM_TYPE:
-            raise DockerError(501, VM_EXEC)
         if not body.get("Cmd"):
             raise DockerError(400, "No exec command specified")
         ex = Exec(secrets.token_hex(32), inst.name, cid, body)

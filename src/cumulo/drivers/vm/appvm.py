@@ -113,6 +113,8 @@ class AppVmDriver(VmDriver):
 
     kind = "appvm"
     takes_ssh_keys = False     # one program, no shell, no sshd
+    agent = False              # a port for a guest agent (an image VM's: image_guest.py)
+    tty_lines = 0              # serial lines for exec -t beside it (image_guest.tty_relay)
     # kernel: a kernel image's fingerprint or "generic" (the service resolves it)
     # tpm: a vTPM (swtpm, QEMU's tpm-tis) on a kernel built --with tpm
     option_choices: dict[str, tuple[str, ...]] = {"accel": ("auto", "kvm", "tcg"), "kernel": (),
@@ -129,6 +131,10 @@ class AppVmDriver(VmDriver):
             raise InvalidInputError(
                 "an app VM needs an app image: cumulo launch --type appvm NAME --app PATH")
         return name, program
+
+    def _args(self, spec: InstanceSpec) -> list[str]:
+        """init's arguments, on the kernel command line."""
+        return spec.command[1:]
 
     def _initrd(self, spec: InstanceSpec, init: str, source: Path) -> bytes:
         """The initramfs: the program alone."""
@@ -149,7 +155,7 @@ class AppVmDriver(VmDriver):
         # a NIC: the kernel takes its address by DHCP before the program starts
         extra = (*(tpm.MICROVM_APPEND.split() if tpm_on else ()),
                  *(["ip=dhcp"] if spec.nics else ()))
-        append = app_append(name, spec.command[1:],
+        append = app_append(name, self._args(spec),
                             host_tsc_khz() if choice.accel == Accel.TCG else None, extra)
         kernel = _kernel(spec.kernel, (*(["net"] if spec.nics else ()),
                                        *(["tpm"] if tpm_on else ())))
@@ -166,6 +172,7 @@ class AppVmDriver(VmDriver):
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if tpm_on else None, taps=spec.nics,
+                qga=self.agent, tty_ports=self.tty_lines, tty_serial=self.tty_lines > 0,
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})

@@ -25,11 +25,16 @@ def read_stdin(fd: int) -> bytes:
     return bytes(stdin)
 
 
-def guest_script(request: ExecRequest) -> str:
-    """The sh script the guest runs for ``request``: cwd, environment, then exec argv."""
-    for key in request.env:
+def check_env(env: dict[str, str]) -> None:
+    """Names a guest's sh can export, or InvalidInputError."""
+    for key in env:
         if not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
             raise InvalidInputError(f"invalid environment variable name {key!r}")
+
+
+def guest_script(request: ExecRequest) -> str:
+    """The sh script the guest runs for ``request``: cwd, environment, then exec argv."""
+    check_env(request.env)
     lines = [f"cd {shlex.quote(request.cwd or '/')} || exit 126"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in request.env.items()]
     if request.tty:  # no pty in the guest: one stream, in the order it was written

@@ -245,14 +245,16 @@ class _Cpio:
         return self.buf.getvalue()
 
 
-def build(kernel: Kernel, busybox: Path | None = None) -> bytes:
-    """The gzipped cpio archive for ``kernel``."""
+def build(kernel: Kernel, busybox: Path | None = None, init: str = INIT,
+          modules: tuple[str, ...] = WANTED_MODULES) -> bytes:
+    """The gzipped cpio archive for ``kernel``: ``init`` as /init (an image VM has its own:
+    image_guest.py) and the ``modules`` it loads."""
     bb = busybox or Path(shutil.which("busybox") or "/bin/busybox")
     if not bb.is_file():
         if busybox is None:
             raise not_installed("busybox", "build the VM initramfs")
         raise NotFoundError("busybox", str(bb))
-    mods = module_order(kernel)
+    mods = module_order(kernel, modules)
     c = _Cpio()
     for d in ("bin", "dev", "etc", "etc/acpi", "etc/acpi/PWRF", "lib", "lib/modules", "proc",
               "sys", "root", "run", "tmp"):
@@ -260,7 +262,7 @@ def build(kernel: Kernel, busybox: Path | None = None) -> bytes:
     c.chardev("dev/console", 5, 1)
     c.file("bin/busybox", bb.read_bytes(), 0o755)
     c.symlink("bin/sh", "busybox")
-    c.file("init", INIT.encode(), 0o755)
+    c.file("init", init.encode(), 0o755)
     c.file("bin/cumulo-agent", guest_qga.GUEST_SCRIPT.encode(), 0o755)
     c.file("etc/acpi/PWRF/00000080", POWER_BUTTON.encode(), 0o755)
     c.file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755)
@@ -277,7 +279,8 @@ _built: dict[tuple[object, ...], Path] = {}
 _building = threading.Lock()
 
 
-def _inputs(kernel: Kernel, cache_dir: Path, busybox: Path | None) -> tuple[object, ...]:
+def _inputs(kernel: Kernel, cache_dir: Path, busybox: Path | None, init: str,
+            modules: tuple[str, ...]) -> tuple[object, ...]:
     """What ``build`` reads besides this module's own text: the kernel's files, busybox."""
     def stamp(path: Path) -> tuple[str, int, int]:
         try:
@@ -288,24 +291,25 @@ def _inputs(kernel: Kernel, cache_dir: Path, busybox: Path | None) -> tuple[obje
 
     bb = busybox or Path(shutil.which("busybox") or "/bin/busybox")
     return (kernel.version, str(cache_dir), stamp(kernel.root), stamp(kernel.modules),
-            stamp(kernel.modules / "modules.builtin"), stamp(bb))
+            stamp(kernel.modules / "modules.builtin"), stamp(bb), init, modules)
 
 
-def ensure(kernel: Kernel, cache_dir: Path, busybox: Path | None = None) -> Path:
+def ensure(kernel: Kernel, cache_dir: Path, busybox: Path | None = None, init: str = INIT,
+           modules: tuple[str, ...] = WANTED_MODULES) -> Path:
     """Build (once per content) and return the path of the initramfs for ``kernel``."""
-    key = _inputs(kernel, cache_dir, busybox)
+    key = _inputs(kernel, cache_dir, busybox, init, modules)
     if (known := _built.get(key)) is not None and known.is_file():
         return known
     with _building:
         if (known := _built.get(key)) is not None and known.is_file():
             return known
-        return _build_into(kernel, cache_dir, busybox, key)
+        return _build_into(kernel, cache_dir, busybox, init, modules, key)
 
 
-def _build_into(kernel: Kernel, cache_dir: Path, busybox: Path | None,
-                key: tuple[object, ...]) -> Path:
+def _build_into(kernel: Kernel, cache_dir: Path, busybox: Path | None, init: str,
+                modules: tuple[str, ...], key: tuple[object, ...]) -> Path:
     try:
-        data = build(kernel, busybox)
+        data = build(kernel, busybox, init, modules)
         digest = hashlib.sha256(data).hexdigest()[:16]
         path = cache_dir / f"initramfs-{kernel.version}-{digest}.cpio.gz"
         if not path.exists():
@@ -332,22 +336,34 @@ def build_app(app: bytes, name: str) -> bytes:
     return c.finish()
 
 
-def build_tree(rootfs: Path) -> bytes:
+def build_tree(rootfs: Path, prefix: str = "", extra: dict[str, bytes] | None = None
+               ) -> bytes:
     """The gzipped cpio of a whole root filesystem tree (an image's, for a VM that runs
-    it from memory), with ``/dev/console``; owners are root, modes kept."""
+    it from memory), with ``/dev/console``; owners are root, modes kept. With ``prefix``
+    the tree goes under that dir; ``extra`` files (path: bytes) are added beside it."""
     c = _Cpio()
+    top = f"{prefix}/" if prefix else ""
+    if prefix:
+        c.dir(prefix)
     has_dev = False
     for path in sorted(rootfs.rglob("*")):
         name = str(path.relative_to(rootfs))
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode):
-            c.symlink(name, os.readlink(path))
+            c.symlink(top + name, os.readlink(path))
         elif stat.S_ISDIR(st.st_mode):
-            c._entry(name, stat.S_IFDIR | stat.S_IMODE(st.st_mode))
+            c._entry(top + name, stat.S_IFDIR | stat.S_IMODE(st.st_mode))
             has_dev = has_dev or name == "dev"
         elif stat.S_ISREG(st.st_mode):
-            c.file(name, path.read_bytes(), stat.S_IMODE(st.st_mode))
+            c.file(top + name, path.read_bytes(), stat.S_IMODE(st.st_mode))
     if not has_dev:
-        c.dir("dev")
-    c.chardev("dev/console", 5, 1)
+        c.dir(f"{top}dev")
+    c.chardev(f"{top}dev/console", 5, 1)
+    made: set[str] = set()
+    for name, data in (extra or {}).items():
+        parent = os.path.dirname(name)
+        if parent and parent not in made:
+            c.dir(parent)
+            made.add(parent)
+        c.file(name, data, 0o755)
     return gzip.compress(c.finish(), compresslevel=1, mtime=0)

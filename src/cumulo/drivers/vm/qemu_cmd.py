@@ -80,6 +80,9 @@ class VmSpec:
     secure_boot: bool = False        # UEFI secure boot: q35 with SMM (firmware.py)
     qga: bool = False                # a port for qemu-guest-agent in the guest (qga.py)
     tty_ports: int = 0               # virtio-serial ports for exec -t beside it (qga_tty.py)
+    # those ports are ISA serial lines (ttyS1...): a real terminal for a guest without
+    # ``script`` to make a pty (an image VM: image_guest.py)
+    tty_serial: bool = False
     seed: Path | None = None         # cloud-init's NoCloud seed, a read-only disk (seed.py)
 
     def __post_init__(self) -> None:
@@ -116,6 +119,7 @@ class VmSpec:
             secure_boot=bool(d.get("secure_boot", False)),
             qga=bool(d.get("qga", False)),
             tty_ports=int(d.get("tty_ports", 0)),
+            tty_serial=bool(d.get("tty_serial", False)),
             seed=Path(d["seed"]) if d.get("seed") else None,
         )
 
@@ -181,9 +185,10 @@ def _agent(spec: VmSpec, bus: str) -> list[str]:
                  "-device", f"virtserialport,bus=agent.0,chardev=qga0,name={qga.PORT_NAME}"]
     for i in range(spec.tty_ports):
         sock = qga_tty.socket_path(spec.qmp_socket.parent, i)
-        args += ["-chardev", f"socket,id=tty{i},path={sock},server=on,wait=off",
-                 "-device", f"virtserialport,bus=agent.0,chardev=tty{i},"
-                            f"name={qga_tty.PORT_NAME.format(i)}"]
+        args += ["-chardev", f"socket,id=tty{i},path={sock},server=on,wait=off", "-device",
+                 f"isa-serial,chardev=tty{i},index={i + 1}" if spec.tty_serial
+                 else f"virtserialport,bus=agent.0,chardev=tty{i},"
+                      f"name={qga_tty.PORT_NAME.format(i)}"]
     for i in range(spec.agent_ports):
         sock = old_agent_socket(spec.qmp_socket.parent, i)
         args += ["-chardev", f"socket,id=agent{i},path={sock},server=on,wait=off",

@@ -210,9 +210,12 @@ class QgaSession(OwnedFds):
     runs (``cumulo-out``/``cumulo-err``), and the final ``out-data`` adds only the rest.
     """
 
-    def __init__(self, run_dir: Path, name: str, request: ExecRequest) -> None:
+    def __init__(self, run_dir: Path, name: str, request: ExecRequest,
+                 argv: list[str] | None = None) -> None:
+        """``argv``: what the guest runs for ``request`` when not ``sh -c`` of its
+        ``guest_script`` (an image VM's: image_guest.py)."""
         self.name, self._run_dir = name, run_dir
-        self._argv = ["/bin/sh", "-c", guest_script(request)]
+        self._argv = argv or ["/bin/sh", "-c", guest_script(request)]
         self._code: int | None = None
         self._pid: int | None = None
         self._done = threading.Event()

@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -67,7 +68,10 @@ def relay_script(request: ExecRequest, port: int, ident: str) -> str:
 class TtySession(OwnedFds):
     """An ExecSession with a pty in the guest (see the module's docstring)."""
 
-    def __init__(self, run_dir: Path, name: str, request: ExecRequest, ports: int) -> None:
+    def __init__(self, run_dir: Path, name: str, request: ExecRequest, ports: int,
+                 relay: Callable[[ExecRequest, int, str], str] = relay_script) -> None:
+        """``relay``: the guest's relay for (request, port, session id), when not
+        ``relay_script`` (an image VM's, on a serial line: image_guest.py)."""
         self.name, self._run_dir = name, run_dir
         self._id = uuid.uuid4().hex[:12]
         self._code: int | None = None
@@ -83,7 +87,7 @@ class TtySession(OwnedFds):
             with qga.connect(run_dir, name) as agent:   # fails now without an agent
                 self._pid = int(agent.call(
                     "guest-exec", path="/bin/sh",
-                    arg=["-c", relay_script(request, self._port, self._id)],
+                    arg=["-c", relay(request, self._port, self._id)],
                     env=[f"{k}={v}" for k, v in (("TERM", request.env.get("TERM", "xterm")),
                                                  ("PATH", "/usr/local/sbin:/usr/local/bin:"
                                                   "/usr/sbin:/usr/bin:/sbin:/bin"))])["pid"])
