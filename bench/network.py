@@ -8,9 +8,11 @@ same host ``iperf3`` runs in the containers' network namespaces (nsenter) and
 in the hand-made ones, interleaved, so the ratio is what our wiring costs. qperf's
 tcp_lat and udp_lat give the request/response round trip (transactions per second =
 1 / latency). Then the server joins a security group of 100 rules (the last one
-allows the benchmark's ports) and both are measured again.
+allows the benchmark's ports) and both are measured again. With ``--shared-subnet``
+another project's network has the benchmark network's subnet first, so the benchmark's
+has its own namespace and its security group is matched by port in the bridge table.
 
-    .venv/bin/python -m bench.network [--repeat 3] [--seconds 3]
+    .venv/bin/python -m bench.network [--repeat 3] [--seconds 3] [--shared-subnet]
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--shared-subnet", action="store_true",
+                    help="another project's network has the subnet too")
     args = ap.parse_args()
     tag = uuid.uuid4().hex[:6]
     bench = f"cu-bench-{tag}"
@@ -115,23 +119,31 @@ def main() -> None:
     try:
         with bench_daemon(["nsenter", f"--net=/run/netns/{bench}"]) as (c, _state, _parent):
             c.build_image("busybox")
-            c.create_network("bench", "10.99.0.0/24")
-            for name in ("srv", "cli"):
-                c.create(name, "busybox", start=True, networks=[{"network": "bench"}])
-            srv, cli = c.instance("srv"), c.instance("cli")
-            srv_ns, cli_ns = f"/proc/{srv['pid']}/ns/net", f"/proc/{cli['pid']}/ns/net"
-            raw_ns, raw_ip = hand_wired(bench, tag)
-            raw_pair = (f"/run/netns/{raw_ns[0]}", f"/run/netns/{raw_ns[1]}", raw_ip)
-            ip = srv["nics"][0]["ip"]
-            for _ in range(args.repeat):  # interleaved, so drift hits both sides alike
-                ours.append(iperf(srv_ns, cli_ns, ip, args.seconds))
-                raw.append(iperf(*raw_pair, args.seconds))
-                rr["cumulo"].append(qperf(srv_ns, cli_ns, ip, args.seconds))
-                rr["raw"].append(qperf(*raw_pair, args.seconds))
-            sg_rules(c)
-            for _ in range(args.repeat):
-                sg.append(iperf(srv_ns, cli_ns, ip, args.seconds))
-                rr["cumulo_sg100"].append(qperf(srv_ns, cli_ns, ip, args.seconds))
+            if args.shared_subnet:
+                c.create_project("other")
+                c.create_network("first", "10.99.0.0/24", project="other")
+            try:
+                net = c.create_network("bench", "10.99.0.0/24")
+                print(f"network bench: own namespace {net.get('own_netns', False)}")
+                for name in ("srv", "cli"):
+                    c.create(name, "busybox", start=True, networks=[{"network": "bench"}])
+                srv, cli = c.instance("srv"), c.instance("cli")
+                srv_ns, cli_ns = f"/proc/{srv['pid']}/ns/net", f"/proc/{cli['pid']}/ns/net"
+                raw_ns, raw_ip = hand_wired(bench, tag)
+                raw_pair = (f"/run/netns/{raw_ns[0]}", f"/run/netns/{raw_ns[1]}", raw_ip)
+                ip = srv["nics"][0]["ip"]
+                for _ in range(args.repeat):  # interleaved, so drift hits both sides alike
+                    ours.append(iperf(srv_ns, cli_ns, ip, args.seconds))
+                    raw.append(iperf(*raw_pair, args.seconds))
+                    rr["cumulo"].append(qperf(srv_ns, cli_ns, ip, args.seconds))
+                    rr["raw"].append(qperf(*raw_pair, args.seconds))
+                sg_rules(c)
+                for _ in range(args.repeat):
+                    sg.append(iperf(srv_ns, cli_ns, ip, args.seconds))
+                    rr["cumulo_sg100"].append(qperf(srv_ns, cli_ns, ip, args.seconds))
+            finally:   # (the daemon's clean-up knows its own project only)
+                if args.shared_subnet:
+                    c.delete_network("first", project="other")
     finally:
         for ns in [*raw_ns, bench]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)

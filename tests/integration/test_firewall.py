@@ -8,6 +8,7 @@ with a veth (192.0.2.0/24, a documentation range). Nothing leaves those namespac
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ import pytest
 
 from tests.helpers import container_skip_reason
 from tests.integration.test_networks import NetDaemon, netd, nic, sh
+from tests.system.test_overlay_cli import ECHO_PEER
 
 __all__ = ["netd"]  # the fixture, used by name
 
@@ -178,3 +180,128 @@ def test_nat_out_forward_in_and_isolated_stays_in(netd: NetDaemon, outside: str)
     d.cli("delete", "--force", "web")
     assert json.loads(d.cli("network", "forward", "list", "green", "--format",
                             "json").stdout) == []
+
+
+SHARED = "10.213.0"   # the subnet both projects' networks have
+WEB2 = ("mkdir -p /www && echo hello-$(hostname) > /www/index.html && httpd -p 8080 -h /www"
+        " && httpd -p 9090 -h /www")
+
+
+def bridge_tables(d: NetDaemon) -> list[str]:
+    out = json.loads(d.inside("nft", "-j", "list", "tables", "bridge").stdout)
+    return [t["table"]["name"] for t in out["nftables"] if "table" in t]
+
+
+def test_security_groups_on_two_projects_one_subnet(netd: NetDaemon, outside: str) -> None:
+    """Two projects' NAT networks with one subnet, a server at the same address in each
+    (a in default, b in other) and a client at the same address in each: each project's
+    group opens its own port to its own server only, live; a group as the peer, egress
+    rules, DHCP and the gateway, and a forward work as on a plain network; detaching
+    and deleting leave no table, chain or namespace behind."""
+    d = netd
+    d.cli("image", "build", "busybox")
+    d.cli("project", "create", "other")
+    echo = subprocess.Popen(["nsenter", f"--net=/run/netns/{outside}", "python3", "-c",
+                             ECHO_PEER])
+    try:
+        d.cli("network", "create", "mine", "--subnet", f"{SHARED}.0/24", "--nat")
+        d.cli("--project", "other", "network", "create", "theirs", "--subnet",
+              f"{SHARED}.0/24", "--nat")
+        theirs = json.loads(d.cli("--project", "other", "network", "info", "theirs",
+                                  "--format", "json").stdout)
+        assert theirs["own_netns"] is True
+        for project, net, server, client in (("default", "mine", "a", "ac"),
+                                             ("other", "theirs", "b", "bc")):
+            d.cli("--project", project, "launch", "busybox", server, "--network", net,
+                  "--ip", f"{SHARED}.10")
+            d.cli("--project", project, "launch", "busybox", client, "--network", net,
+                  "--ip", f"{SHARED}.20")
+            d.cli("--project", project, "exec", server, "--", "sh", "-c", WEB2)
+
+        def get(project: str, client: str, port: int) -> str | None:
+            r = d.cli("--project", project, "exec", client, "--",
+                      *get_script(f"{SHARED}.10", port), check=False)
+            return body(r.stdout)
+
+        def run(project: str, name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+            return d.cli("--project", project, "exec", name, "--", *cmd, check=False)
+
+        def ping(project: str, name: str, ip: str) -> bool:
+            return run(project, name, "ping", "-c", "1", "-W", "2", ip).returncode == 0
+
+        def seen() -> tuple[str | None, ...]:
+            """What a's and b's ports 8080 and 9090 answer their own network's client."""
+            return (get("default", "ac", 8080), get("default", "ac", 9090),
+                    get("other", "bc", 8080), get("other", "bc", 9090))
+
+        assert seen() == ("hello-a", "hello-a", "hello-b", "hello-b")
+
+        # other's group on b: nothing in (default deny), a is untouched
+        d.cli("--project", "other", "network", "acl", "create", "web")
+        d.cli("--project", "other", "network", "acl", "attach", "web", "b")
+        assert seen() == ("hello-a", "hello-a", None, None)
+        assert not ping("other", "bc", f"{SHARED}.10") and ping("default", "ac", f"{SHARED}.10")
+        assert ping("other", "b", f"{SHARED}.20")   # egress is free, its replies come back
+        # a port opened live, on b only
+        d.cli("--project", "other", "network", "acl", "rule", "add", "web", "--protocol",
+              "tcp", "--port", "8080")
+        assert seen() == ("hello-a", "hello-a", "hello-b", None)
+        # default's group of the same name opens the other port on a, same address
+        d.cli("network", "acl", "create", "web")
+        d.cli("network", "acl", "rule", "add", "web", "--protocol", "tcp", "--port", "9090")
+        d.cli("network", "acl", "attach", "web", "a")
+        assert seen() == (None, "hello-a", "hello-b", None)
+        # closed live
+        d.cli("--project", "other", "network", "acl", "rule", "remove", "web", "1")
+        assert seen() == (None, "hello-a", None, None)
+
+        # a group as the peer: only NICs in "clients" get in
+        d.cli("--project", "other", "network", "acl", "create", "clients")
+        d.cli("--project", "other", "network", "acl", "rule", "add", "web", "--protocol",
+              "tcp", "--port", "8000-8090", "--group", "clients")
+        assert get("other", "bc", 8080) is None
+        d.cli("--project", "other", "network", "acl", "attach", "clients", "bc")
+        assert seen() == (None, "hello-a", "hello-b", None)
+
+        # egress rules limit what leaves: to b's port, not out of the network
+        assert run("other", "bc", "nc", "-w", "3", "192.0.2.2", "7000").stdout.strip() \
+            == "192.0.2.1"
+        d.cli("--project", "other", "network", "acl", "rule", "add", "clients", "--direction",
+              "egress", "--protocol", "tcp", "--port", "8080")
+        assert get("other", "bc", 8080) == "hello-b"
+        assert run("other", "bc", "nc", "-w", "3", "192.0.2.2", "7000").stdout.strip() == ""
+        assert run("default", "ac", "nc", "-w", "3", "192.0.2.2", "7000").stdout.strip() \
+            == "192.0.2.1"
+        # the network's own gateway, DHCP and DNS are not filtered (the host's, on a plain
+        # network): a lease for both, in their groups
+        for name in ("b", "bc"):
+            lease = run("other", name, "udhcpc", "-i", "eth0", "-n", "-q", "-t", "3", "-s",
+                        "/bin/true")
+            assert "obtained" in lease.stdout + lease.stderr, (name, lease.stderr)
+            assert ping("other", name, f"{SHARED}.1"), name
+        # a forward reaches b as on a plain network
+        d.cli("--project", "other", "network", "forward", "add", "theirs", "192.0.2.1:8080",
+              "b")
+        got = sh("ip", "netns", "exec", outside, *get_script("192.0.2.1", 8080), check=False)
+        assert body(got.stdout) == "hello-b", got
+
+        # no group left on a NIC of that network: its bridge table goes
+        assert bridge_tables(d) != []
+        d.cli("--project", "other", "network", "acl", "detach", "web", "b")
+        d.cli("--project", "other", "network", "acl", "detach", "clients", "bc")
+        assert bridge_tables(d) == []
+        assert seen() == (None, "hello-a", "hello-b", "hello-b")
+        for project, name in (("default", "a"), ("default", "ac"), ("other", "b"),
+                              ("other", "bc")):
+            d.cli("--project", project, "delete", "--force", name)
+        d.cli("--project", "other", "network", "acl", "rule", "remove", "web", "1")
+        for project, group in (("other", "clients"), ("other", "web"), ("default", "web")):
+            d.cli("--project", project, "network", "acl", "delete", group)
+        d.cli("--project", "other", "network", "delete", "theirs")
+        d.cli("network", "delete", "mine")
+        assert d.links() == ["cu-t-up"] and d.tables() == []   # (the test's own link)
+        assert not [n for n in sh("ip", "netns", "list").stdout.split()
+                    if n.endswith(str(theirs["bridge"])[4:])]
+    finally:
+        echo.kill()
+        echo.wait()

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.helpers import container_skip_reason
+from tests.integration.test_firewall import WEB2, body, get_script
 from tests.integration.test_networks import NetDaemon, netd, nic
 
 __all__ = ["netd"]  # the fixture, used by name
@@ -64,3 +65,52 @@ def test_vm_on_a_network_reaches_a_container(netd: NetDaemon, io: str) -> None:
     d.cli("network", "delete", "blue")
     assert d.links() == []
     assert json.loads(d.cli("list", "--format", "json").stdout) == []
+
+
+def test_a_vm_in_a_security_group_on_a_shared_subnet(netd: NetDaemon) -> None:
+    """A VM of project other and a container of default at the same address, on two
+    networks with one subnet: other's group opens one port of the VM (its tap is the
+    key), live, and the container at the same address keeps both ports open."""
+    d = netd
+    d.cli("image", "build", "busybox")
+    d.cli("project", "create", "other")
+    d.cli("network", "create", "mine", "--subnet", "10.214.0.0/24")
+    d.cli("--project", "other", "network", "create", "theirs", "--subnet", "10.214.0.0/24")
+    d.cli("launch", "busybox", "a", "--network", "mine", "--ip", "10.214.0.40")
+    d.cli("exec", "a", "--", "sh", "-c", WEB2)
+    d.cli("--project", "other", "launch", "busybox", "vm", "--type", "vm", "--machine", "pc",
+          "--memory", "128MiB", "--network", "theirs", "--ip", "10.214.0.40", "--", "sh",
+          "-c", WEB2 + " && sleep 100000")
+    for project, net, client in (("default", "mine", "ac"), ("other", "theirs", "bc")):
+        d.cli("--project", project, "launch", "busybox", client, "--network", net, "--ip",
+              "10.214.0.20")
+
+    def seen() -> tuple[str | None, ...]:
+        """a's and the VM's ports 8080 and 9090, from their own network's client."""
+        return tuple(body(d.cli("--project", project, "exec", client, "--",
+                                *get_script("10.214.0.40", port), check=False).stdout)
+                     for project, client in (("default", "ac"), ("other", "bc"))
+                     for port in (8080, 9090))
+
+    deadline = time.monotonic() + 180   # the guest boots (TCG) and starts its servers
+    while seen() != ("hello-a", "hello-a", "hello-vm", "hello-vm"):
+        assert time.monotonic() < deadline, seen()
+        time.sleep(2)
+    d.cli("--project", "other", "network", "acl", "create", "web")
+    d.cli("--project", "other", "network", "acl", "rule", "add", "web", "--protocol", "tcp",
+          "--port", "8080")
+    d.cli("--project", "other", "network", "acl", "attach", "web", "vm")
+    assert seen() == ("hello-a", "hello-a", "hello-vm", None)
+    d.cli("--project", "other", "network", "acl", "rule", "remove", "web", "1")
+    assert seen() == ("hello-a", "hello-a", None, None)
+    tap = str(json.loads(d.cli("--project", "other", "info", "vm", "--format", "json"
+                               ).stdout)["nics"][0]["host_name"])
+    assert tap in d.inside("nft", "list", "table", "bridge", d.tables()[0]).stdout
+
+    for project, name in (("default", "a"), ("default", "ac"), ("other", "vm"),
+                          ("other", "bc")):
+        d.cli("--project", project, "delete", "--force", name)
+    d.cli("--project", "other", "network", "acl", "delete", "web")
+    d.cli("--project", "other", "network", "delete", "theirs")
+    d.cli("network", "delete", "mine")
+    assert d.links() == [] and d.tables() == []

@@ -240,6 +240,17 @@ def test_two_projects_share_a_subnet(cluster: Cluster) -> None:
                        ).returncode == 0
             assert run("default", "a", "ping", "-c", "1", "-W", "2", "10.241.0.77"
                        ).returncode != 0
+            # a security group on b2 holds on m2 (b2's tap or veth is its key there): its
+            # port from b on m1, over the tunnel, and no ping
+            m1.cli("--project", "other", "network", "acl", "create", "web")
+            m1.cli("--project", "other", "network", "acl", "rule", "add", "web", "--protocol",
+                   "tcp", "--port", "8080")
+            m1.cli("--project", "other", "network", "acl", "attach", "web", "b2")
+            poll("b2's group on m2", lambda: run("other", "b", "ping", "-c", "1", "-W", "2",
+                                                 "10.241.0.77").returncode != 0)
+            got = run("other", "b", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3"
+                      " 10.241.0.77 8080")
+            assert "hello from b2" in got.stdout, got
             # a forward of a member's address answers where b2 runs (m2), DNATed twice
             m1.cli("--project", "other", "network", "forward", "add", "theirs",
                    f"{UNDERLAY}.1:8080", "b2")
@@ -254,6 +265,7 @@ def test_two_projects_share_a_subnet(cluster: Cluster) -> None:
             server.wait()
         for project, name in names:
             m1.cli("--project", project, "delete", name, "--force", check=False)
+        m2.cli("--project", "other", "network", "acl", "delete", "web", check=False)
         m2.cli("--project", "other", "network", "delete", "theirs", check=False)
         m1.cli("network", "delete", "mine")
         m2.cli("project", "delete", "other", check=False)

@@ -19,6 +19,13 @@ conntrack, so security groups are plain ip rules on the NIC's address:
 - a forward DNATs ``listen:port`` on the host to an instance's address (for
   packets from outside in ``prerouting``, from the host itself in ``output``).
 
+A network whose subnet another project's has too (net/l3ns.py) has addresses that
+are not unique on the host, so its NICs' security groups are matched by their host
+end (port) in the ``bridge cumulo_<tag>`` table instead (same rules, same sets):
+its bridged frames are tracked in a conntrack zone of its own, and the inet
+``forward`` hook marks those of a known connection (``REPLY_MARK``) for the bridge
+table, which has no conntrack of its own on this kernel.
+
 Overlay networks add a ``bridge cumulo_<tag>`` table: every member has the same
 gateway (address and MAC) and dnsmasq on its bridge, so nothing the bridge itself
 sends (ARP and DHCP answers, DNS) and no DHCP request crosses a tunnel (each member
@@ -35,6 +42,10 @@ from typing import Any
 from cumulo.domain.acl import AclRule
 
 FAMILY = "inet"
+# a bridged frame of a known connection, in a network with its own namespace: set by
+# the inet forward hook (br_netfilter), read and cleared by the bridge table's
+REPLY_MARK = 0x00400000
+ALL_BITS = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class FwNic:
     ip: IPv4Address
     bridge: str
     groups: tuple[str, ...] = ()
+    port: str = ""   # its host end, when its network has its own namespace: the key
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,8 @@ class Firewall:
     apart: list[str] = field(default_factory=list)
     legs: list[str] = field(default_factory=list)
     insides: dict[str, FwInside] = field(default_factory=dict)   # by bridge
+    zones: dict[str, int] = field(default_factory=dict)    # their conntrack zones, by bridge
+    gateways: dict[str, IPv4Address] = field(default_factory=dict)   # by leg
 
     def empty(self) -> bool:
         return not self.networks and not self.forwards and not self.tunnels \
@@ -126,23 +140,23 @@ def _l4(rule_protocol: str, ports: tuple[int, int] | None) -> list[dict[str, Any
 
 
 class _Builder:
-    def __init__(self, table: str) -> None:
-        self.table = table
+    def __init__(self, table: str, family: str = FAMILY) -> None:
+        self.table, self.family = table, family
         self.cmds: list[dict[str, Any]] = []
 
     def chain(self, name: str, **hook: Any) -> None:
-        self.cmds.append({"add": {"chain": {"family": FAMILY, "table": self.table,
+        self.cmds.append({"add": {"chain": {"family": self.family, "table": self.table,
                                             "name": name, **hook}}})
 
     def rule(self, chain: str, expr: list[dict[str, Any]], comment: str | None = None) -> None:
-        body: dict[str, Any] = {"family": FAMILY, "table": self.table, "chain": chain,
+        body: dict[str, Any] = {"family": self.family, "table": self.table, "chain": chain,
                                 "expr": expr}
         if comment:
             body["comment"] = comment[:120]
         self.cmds.append({"add": {"rule": body}})
 
     def set(self, name: str, addrs: list[str]) -> None:
-        body: dict[str, Any] = {"family": FAMILY, "table": self.table, "name": name,
+        body: dict[str, Any] = {"family": self.family, "table": self.table, "name": name,
                                 "type": "ipv4_addr", "flags": ["interval"]}
         if addrs:
             body["elem"] = sorted(addrs)
@@ -162,6 +176,60 @@ def _peer(rule: AclRule, field_name: str) -> list[dict[str, Any]]:
     return []
 
 
+def _mark(op: str, bits: int) -> dict[str, Any]:
+    """``meta mark set meta mark <op> bits``."""
+    mark = {"meta": {"key": "mark"}}
+    return {"mangle": {"key": mark, "value": {op: [mark, bits]}}}
+
+
+def _group_sets(b: _Builder, fw: Firewall) -> None:
+    """A set of the member addresses of each group a rule names as its peer."""
+    for name in sorted({r.group for rules in fw.groups.values() for r in rules if r.group}):
+        b.set(_group_set(name), sorted({str(n.ip) for n in fw.nics if name in n.groups}))
+
+
+Key = str | dict[str, Any]   # a vmap element's key: an address, or port . address
+
+
+def _nic_chains(b: _Builder, nics: list[tuple[Key, FwNic]],
+                groups: dict[str, tuple[AclRule, ...]]
+                ) -> tuple[list[tuple[Key, str]], list[tuple[Key, str]]]:
+    """A chain per NIC in groups for what may come in, and one for what may go out if a
+    group has egress rules; (key, chain) pairs for the ingress and the egress vmap."""
+    ingress: list[tuple[Key, str]] = []
+    egress: list[tuple[Key, str]] = []
+    for i, (key, nic) in enumerate(nics):
+        if not nic.groups:
+            continue
+        who = f"{nic.port} {nic.ip}" if nic.port else str(nic.ip)
+        rules = [r for g in nic.groups for r in groups.get(g, ())]
+        for direction, chain, peer, out, verb in (
+                ("ingress", f"in_{i}", "saddr", ingress, "in"),
+                ("egress", f"out_{i}", "daddr", egress, "out")):
+            mine = [r for r in rules if r.direction == direction]
+            if direction == "egress" and not mine:
+                continue   # egress is free unless a group limits it
+            b.chain(chain)
+            out.append((key, chain))
+            for r in mine:
+                b.rule(chain, [*_peer(r, peer), *_l4(r.protocol, r.ports),
+                               {"counter": None}, {"accept": None}], r.describe())
+            b.rule(chain, [{"counter": None}, {"drop": None}], f"{who}: not allowed {verb}")
+    return ingress, egress
+
+
+def _dispatch(b: _Builder, chain: str, key: dict[str, Any],
+              chains: list[tuple[Key, str]]) -> None:
+    if chains:
+        b.rule(chain, [{"vmap": {"key": key, "data": {"set": [
+            [k, {"jump": {"target": c}}] for k, c in chains]}}}])
+
+
+def _ip_key(field_name: str, port_key: str | None = None) -> dict[str, Any]:
+    ip = {"payload": {"protocol": "ip", "field": field_name}}
+    return ip if port_key is None else {"concat": [{"meta": {"key": port_key}}, ip]}
+
+
 def ruleset(tag: str, fw: Firewall) -> dict[str, Any]:
     """The nft JSON that replaces table ``inet cumulo_<tag>`` with ``fw``."""
     table = f"cumulo_{tag}"
@@ -173,15 +241,25 @@ def ruleset(tag: str, fw: Firewall) -> dict[str, Any]:
 
     # 0. a bridge of a network with its own namespace only bridges: this host has no
     #    address there (its ARP is off, net/l3ns.py) and takes nothing in from it
-    if fw.apart:   # (what it bridges passes these hooks through br_netfilter: no
-        #             conntrack, or this host's NAT of an overlapping subnet would take it)
+    if fw.apart:   # (what it bridges passes these hooks through br_netfilter: its
+        #             own conntrack zone, kept out of this host's NAT, or the NAT of an
+        #             overlapping subnet would take it)
         b.chain("raw", type="filter", hook="prerouting", prio=-300, policy="accept")
-        b.rule("raw", [_meta("iifname", {"set": sorted(fw.apart)}), {"notrack": None}],
-               "bridged only")
+        for br in sorted(fw.apart):
+            zone = fw.zones.get(br)
+            b.rule("raw", [_meta("iifname", br), {"notrack": None} if zone is None else
+                           {"mangle": {"key": {"ct": {"key": "zone"}}, "value": zone}}],
+                   "bridged only: its own conntrack")
         b.chain("input", type="filter", hook="input", prio=0, policy="accept")
         b.rule("input", [_meta("iifname", {"set": sorted(fw.apart)}), {"counter": None},
                          {"drop": None}], "no address of this host's there")
+    ported = any(n.port and n.groups for n in fw.nics)
     for br in sorted(fw.apart):
+        if ported:   # the bridge table's security groups let a known connection pass
+            b.rule("forward", [_meta("iifname", br), _meta("oifname", br),
+                               _ct("state", ["established", "related"]),
+                               _mark("|", REPLY_MARK), {"accept": None}],
+                   f"known connection in {br}: for the bridge table")
         b.rule("forward", [_meta("iifname", br), _meta("oifname", br), {"accept": None}],
                f"bridged in {br}")
         b.rule("forward", [_meta("iifname", br), {"counter": None}, {"drop": None}],
@@ -203,42 +281,19 @@ def ruleset(tag: str, fw: Firewall) -> dict[str, Any]:
         if not n.nat:
             b.rule("forward", [_meta("iifname", n.bridge), _meta("oifname", n.bridge, "!="),
                                {"counter": None}, {"drop": None}], f"isolated {n.bridge}")
-    # 4. security groups: per-NIC chains by the NIC's address
-    for name in sorted({r.group for rules in fw.groups.values() for r in rules if r.group}):
-        members = [str(n.ip) for n in fw.nics if name in n.groups]
-        b.set(_group_set(name), members)
-    ingress: dict[str, str] = {}
-    egress: dict[str, str] = {}
-    for i, nic in enumerate(sorted(fw.nics, key=lambda n: int(n.ip))):
-        if not nic.groups:
-            continue
-        rules = [r for g in nic.groups for r in fw.groups.get(g, ())]
-        chain = f"in_{i}"
-        b.chain(chain)
-        ingress[str(nic.ip)] = chain
-        for r in rules:
-            if r.direction == "ingress":
-                b.rule(chain, [*_peer(r, "saddr"), *_l4(r.protocol, r.ports),
-                               {"counter": None}, {"accept": None}], r.describe())
-        b.rule(chain, [{"counter": None}, {"drop": None}], f"{nic.ip}: not allowed in")
-        if any(r.direction == "egress" for r in rules):
-            chain = f"out_{i}"
-            b.chain(chain)
-            egress[str(nic.ip)] = chain
-            for r in rules:
-                if r.direction == "egress":
-                    b.rule(chain, [*_peer(r, "daddr"), *_l4(r.protocol, r.ports),
-                                   {"counter": None}, {"accept": None}], r.describe())
-            b.rule(chain, [{"counter": None}, {"drop": None}], f"{nic.ip}: not allowed out")
-    for key, chains in (("daddr", ingress), ("saddr", egress)):
-        if chains:
-            b.rule("forward", [{"vmap": {
-                "key": {"payload": {"protocol": "ip", "field": key}},
-                "data": {"set": [[ip, {"jump": {"target": c}}] for ip, c in chains.items()]},
-            }}])
+    # 4. security groups: per-NIC chains by the NIC's address (one with a port: in the
+    #    bridge table)
+    _group_sets(b, fw)
+    by_ip = sorted((n for n in fw.nics if not n.port), key=lambda n: int(n.ip))
+    ingress, egress = _nic_chains(b, [(str(n.ip), n) for n in by_ip], fw.groups)
+    _dispatch(b, "forward", _ip_key("daddr"), ingress)
+    _dispatch(b, "forward", _ip_key("saddr"), egress)
     # 5. NAT out, forwards in
     if any(n.nat for n in fw.networks):
         b.chain("postrouting", type="nat", hook="postrouting", prio=100, policy="accept")
+        if fw.apart:
+            b.rule("postrouting", [_meta("oifname", {"set": sorted(fw.apart)}),
+                                   {"accept": None}], "bridged only: not NATed here")
         for n in fw.networks:
             if n.nat:
                 b.rule("postrouting", [_ip("saddr", n.subnet), _ip("daddr", n.subnet, "!="),
@@ -247,6 +302,9 @@ def ruleset(tag: str, fw: Firewall) -> dict[str, Any]:
     if fw.forwards:
         b.chain("prerouting", type="nat", hook="prerouting", prio=-100, policy="accept")
         b.chain("output", type="nat", hook="output", prio=-100, policy="accept")
+        if fw.apart:
+            b.rule("prerouting", [_meta("iifname", {"set": sorted(fw.apart)}),
+                                  {"accept": None}], "bridged only: not NATed here")
         for f in fw.forwards:
             for chain in ("prerouting", "output"):
                 b.rule(chain, [_ip("daddr", f"{f.listen}/32"), _meta("l4proto", f.protocol),
@@ -255,39 +313,64 @@ def ruleset(tag: str, fw: Firewall) -> dict[str, Any]:
                                          "port": f.target_port}}],
                        f"forward {f.protocol} {f.listen}:{f.port}")
     return {"nftables": [{"metainfo": {"json_schema_version": 1}}, *b.cmds,
-                         *bridge_rules(table, fw.tunnels, fw.legs)]}
+                         *bridge_rules(table, fw)]}
 
 
-def bridge_rules(table: str, tunnels: list[str], legs: list[str]) -> list[dict[str, Any]]:
+def bridge_rules(table: str, fw: Firewall | None = None) -> list[dict[str, Any]]:
     """Table ``bridge <table>``: the gateway and DHCP stay on each member's own side
-    of an overlay, whether the bridge or a gateway leg (net/l3ns.py) holds the gateway
-    (no tunnel: the table goes)."""
+    of an overlay, whether the bridge or a gateway leg (net/l3ns.py) holds the gateway;
+    the security groups of NICs matched by port (none of either, or no ``fw``: the
+    table goes)."""
     t = {"family": "bridge", "name": table}
     cmds: list[dict[str, Any]] = [{"add": {"table": t}}, {"delete": {"table": t}}]
-    if not tunnels:
+    ported = [] if fw is None else sorted((n for n in fw.nics if n.port and n.groups),
+                                          key=lambda n: n.port)
+    if fw is None or (not fw.tunnels and not ported):
         return cmds
-    cmds.append({"add": {"table": t}})
-    rules: list[tuple[str, list[dict[str, Any]], str]] = []
-    if tunnels:
-        devices = {"set": sorted(tunnels)}
-        rules += [("out", [_meta("oifname", devices), {"counter": None}, {"drop": None}],
-                   "the gateway answers on its own member"),
-                  ("fwd", [_meta("oifname", devices), _meta("l4proto", "udp"),
-                           _payload("udp", "dport", {"set": [67, 68]}), {"counter": None},
-                           {"drop": None}], "DHCP stays on its member")]
-        if legs:
-            rules.append(("fwd", [_meta("iifname", {"set": sorted(legs)}),
-                                  _meta("oifname", devices), {"counter": None},
-                                  {"drop": None}], "the gateway answers on its own member"))
-    for chain, hook in (("out", "output"), ("fwd", "forward")):
-        if any(r[0] == chain for r in rules):
-            cmds.append({"add": {"chain": {"family": "bridge", "table": table, "name": chain,
-                                           "type": "filter", "hook": hook, "prio": 0,
-                                           "policy": "accept"}}})
-    for chain, expr, comment in rules:
-        cmds.append({"add": {"rule": {"family": "bridge", "table": table, "chain": chain,
-                                      "expr": expr, "comment": comment}}})
-    return cmds
+    b = _Builder(table, "bridge")
+    b.cmds.append({"add": {"table": t}})
+    if fw.tunnels:
+        devices = {"set": sorted(fw.tunnels)}
+        b.chain("out", type="filter", hook="output", prio=0, policy="accept")
+        b.rule("out", [_meta("oifname", devices), {"counter": None}, {"drop": None}],
+               "the gateway answers on its own member")
+        b.chain("fwd", type="filter", hook="forward", prio=0, policy="accept")
+        b.rule("fwd", [_meta("oifname", devices), _meta("l4proto", "udp"),
+                       _payload("udp", "dport", {"set": [67, 68]}), {"counter": None},
+                       {"drop": None}], "DHCP stays on its member")
+        if fw.legs:
+            b.rule("fwd", [_meta("iifname", {"set": sorted(fw.legs)}),
+                           _meta("oifname", devices), {"counter": None}, {"drop": None}],
+                   "the gateway answers on its own member")
+    if ported:
+        _port_groups(b, fw, ported)
+    return cmds + b.cmds
+
+
+def _port_groups(b: _Builder, fw: Firewall, nics: list[FwNic]) -> None:
+    """Security groups by port, after br_netfilter's inet hooks (priority 0) marked
+    what belongs to a known connection. What comes from a gateway leg is a reply, a
+    forward or the gateway itself (the network's namespace lets nothing else in), and
+    what goes to the gateway itself is the host's on a plain network: neither is
+    filtered, as on a plain network, where neither passes the forward hook."""
+    b.chain("groups", type="filter", hook="forward", prio=100, policy="accept")
+    mark = {"meta": {"key": "mark"}}
+    b.rule("groups", [{"match": {"op": "==", "left": {"&": [mark, REPLY_MARK]},
+                                 "right": REPLY_MARK}},
+                      _mark("&", ALL_BITS ^ REPLY_MARK), {"accept": None}],
+           "a known connection")
+    if fw.legs:
+        b.rule("groups", [_meta("iifname", {"set": sorted(fw.legs)}), {"accept": None}],
+               "from the gateway")
+    for leg, gateway in sorted(fw.gateways.items()):
+        b.rule("groups", [_meta("oifname", leg),
+                          _payload("ip", "daddr", {"set": [str(gateway), "255.255.255.255"]}),
+                          {"accept": None}], "to the gateway itself")
+    _group_sets(b, fw)
+    ingress, egress = _nic_chains(
+        b, [({"concat": [n.port, str(n.ip)]}, n) for n in nics], fw.groups)
+    _dispatch(b, "groups", _ip_key("daddr", "oifname"), ingress)
+    _dispatch(b, "groups", _ip_key("saddr", "iifname"), egress)
 
 
 def inside_ruleset(gateway_link: str, uplink: str, inside: FwInside) -> dict[str, Any]:

@@ -12,6 +12,10 @@ daemon's namespace with no address. The namespace ``cumulo-<tag>-<hex>`` holds:
   a NAT network's traffic is masqueraded as ``up``'s address in there, then again by
   the daemon's table as that of any NAT network;
 - the network's dnsmasq (on ``gw``) and a table ``inet cumulo`` (NAT out, or nothing).
+
+On the host its bridged frames are tracked in a conntrack zone of its own
+(``conntrack_zone``), and its NICs' security groups are matched by their host end
+(net/firewall.py).
 """
 
 from __future__ import annotations
@@ -57,6 +61,12 @@ def link_net(bridge_name: str) -> IPv4Network:
     if METADATA in net or i == 0:
         net = IPv4Network((int(net.network_address) + 4, 30))
     return net
+
+
+def conntrack_zone(bridge_name: str) -> int:
+    """The zone its bridged frames are tracked in on the host (its addresses are another
+    network's too): the number of its /30, unique on the host as the /30 is, never 0."""
+    return (int(link_net(bridge_name).network_address) - int(LINK_POOL.network_address)) // 4
 
 
 def inner_address(bridge_name: str) -> IPv4Address:

@@ -78,7 +78,7 @@ def delete_table(tag: str) -> None:
         return
     table = {"family": FAMILY, "name": table_name(tag)}
     _nft({"nftables": [{"add": {"table": table}}, {"delete": {"table": table}},
-                       *bridge_rules(table_name(tag), [], [])]})
+                       *bridge_rules(table_name(tag))]})
 
 
 def list_tables(prefix: str = "cumulo_") -> list[str]:

@@ -28,7 +28,6 @@ from cumulo.errors import (
     CumuloError,
     InvalidInputError,
     NotFoundError,
-    UnsupportedError,
 )
 from cumulo.net import l3ns, vxlan
 from cumulo.net.base import HostNetwork
@@ -69,10 +68,11 @@ class FirewallService:
     def desired(self) -> Firewall:
         networks = self.store.list_networks()
         by_key = {(n.project, n.name): n for n in networks}
-        nics = [FwNic(ip=IPv4Address(nic.ip), bridge=by_key[(n.project, n.name)].bridge,
-                      groups=tuple(f"{n.project}/{g}" for g in nic.groups))
-                for n in networks if not n.own_netns   # (their addresses are not unique)
-                for _, nic in self.store.network_nics(n.project, n.name)]
+        nics = [FwNic(ip=IPv4Address(nic.ip), bridge=n.bridge,
+                      groups=tuple(f"{n.project}/{g}" for g in nic.groups),
+                      port=nic.host_name if n.own_netns else "")   # (addresses not unique)
+                for n in networks for _, nic in self.store.network_nics(n.project, n.name)
+                if nic.host_name or not n.own_netns]
         groups = {f"{g.project}/{g.name}": tuple(
             replace(r, group=f"{g.project}/{r.group}") if r.group else r for r in g.rules)
             for g in self.fw.list_groups()}
@@ -96,6 +96,9 @@ class FirewallService:
                       FwNetwork(bridge=n.bridge, subnet=IPv4Network(n.subnet),
                                 nat=not n.isolated) for n in networks],
             apart=apart, legs=[l3ns.leg_name(b) for b in apart], insides=insides,
+            zones={b: l3ns.conntrack_zone(b) for b in apart},
+            gateways={l3ns.leg_name(n.bridge): IPv4Address(n.gateway)
+                      for n in networks if n.own_netns},
             nics=nics, groups=groups, forwards=forwards,
             tunnels=[vxlan.device_name(n.bridge) for n in networks if n.type == "overlay"])
 
@@ -186,9 +189,6 @@ class FirewallService:
     def attach(self, project: str, name: str, instance: str, network: str | None) -> None:
         with self.lock:
             self.fw.get_group(project, name)
-            for nic in self.store.get_instance(project, instance).nics:
-                if network in (None, nic.network):
-                    self._not_apart(project, nic.network, "security groups")
             if not self._change(
                     lambda: self.fw.set_nic_groups(project, instance, network, add=name),
                     lambda: self.fw.set_nic_groups(project, instance, network, remove=name)):
@@ -263,14 +263,6 @@ class FirewallService:
                     f"network {net.name!r} already forwards {protocol} port {port} (from"
                     f" {f.listen_address}): a network that shares its subnet with another"
                     " project's takes each port once")
-
-    def _not_apart(self, project: str, network: str, what: str) -> None:
-        """Refuse what a network with its own namespace cannot have yet: its addresses
-        are another project's too, and this host's table keys both by address."""
-        if self.store.get_network(project, network).own_netns:
-            raise UnsupportedError(
-                f"network {network!r} shares its subnet with another project's network:"
-                f" {what} on it are not supported yet (docs/overlay.md)")
 
     def _check_following(self, protocol: str, port: int, where: dict[str, str]) -> None:
         """A following forward may land on any member: its port must be free on all."""
