@@ -29,6 +29,9 @@ def check_agent(run_dir: Path, name: str, path: str = "/tmp/qga-contract") -> No
         assert (code, out, err) == (3, b"in\x00\xff\n", WORD.encode())
         code, out, _ = agent.run(["sh", "-c", "echo $A", "-"], b"", env=["A=x y"])
         assert (code, out) == (0, b"x y\n")
+        # a command does not ignore SIGINT or SIGQUIT (^C on exec -t's terminal works)
+        code, out, _ = agent.run(["grep", "SigIgn", "/proc/self/status"], b"")
+        assert code == 0 and int(out.split()[1], 16) & 0b110 == 0, out
         # files: binary, over several guest-file-read/write chunks, then the mode
         data = bytes(range(256)) * 400
         agent.write_file(path, data, 0o640)

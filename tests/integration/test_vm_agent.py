@@ -97,8 +97,10 @@ def test_exit_status_stderr_env_cwd_and_stdin(guest: Guest) -> None:
     data = bytes(range(256)) * 40
     code, out, _ = guest.run("sh", "-c", "wc -c; ls /dev/vport*", stdin=data)
     assert code == 0 and out.split()[0] == str(len(data))
-    # a tty request has no terminal in the guest: stderr joins stdout
-    assert guest.run("sh", "-c", "echo a; echo b >&2", tty=True) == (0, "a\nb\n", "")
+    # a tty request runs on a terminal in the guest, a virtio console: stderr joins
+    # stdout, and its line discipline ends lines with CRLF
+    assert guest.run("sh", "-c", "echo a; echo b >&2; tty", tty=True) \
+        == (0, "a\r\nb\r\n/dev/hvc0\r\n", "")
 
 
 def test_large_output_and_two_execs_at_once(guest: Guest) -> None:

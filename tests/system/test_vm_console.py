@@ -7,11 +7,15 @@ user would) is answered on the same console.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
+import signal
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Iterator
 
@@ -51,10 +55,14 @@ def meminfo_total(daemon: Daemon) -> int:
 
 
 class Pty:
-    """A command on a pty, read with a deadline (never an unbounded wait)."""
+    """A command on a pty, read with a deadline (never an unbounded wait); ``size``: the
+    window's (rows, cols) before the command starts (else the pty's 0x0)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str],
+                 size: tuple[int, int] | None = None) -> None:
         self.master, slave = pty.openpty()
+        if size:
+            self._size(*size)
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
                                      close_fds=True)
         os.close(slave)
@@ -75,6 +83,15 @@ class Pty:
 
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
+
+    def _size(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def resize(self, rows: int, cols: int) -> None:
+        """The window changes: its new size, then SIGWINCH to the command (the pty is not
+        its controlling terminal, so the kernel does not send it)."""
+        self._size(rows, cols)
+        self.proc.send_signal(signal.SIGWINCH)
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -154,3 +154,22 @@ def test_a_disk_vm_has_terminal_ports_beside_the_guest_agent(tmp_path: Path) -> 
     assert "script -q -e -c " in script and "<>/dev/virtio-ports/org.cumulo.tty.1 >&0" in script
     assert "stty rows 40 cols 100" in script and "export A='\"'\"'b c'\"'\"'" in script
     assert "exec 2>&1" not in script          # the pty carries stderr itself
+
+
+def test_a_busybox_vm_has_virtio_consoles_for_terminals(tmp_path: Path) -> None:
+    """exec -t without ``script`` in the guest: a virtconsole per slot (/dev/hvcN, a tty
+    with a line discipline) and busybox setsid -c making it the command's terminal."""
+    vm = VmSpec(name="v", memory=128 * MIB, vcpus=1, accel=Accel.TCG, machine=Machine.PC,
+                io=Io.PARAVIRT, kernel=Path("/k"), initrd=Path("/i"), append="",
+                serial_log=tmp_path / "c.log", qmp_socket=tmp_path / "q.sock",
+                pidfile=tmp_path / "p", qga=True, hvc_ports=2)
+    argv = " ".join(build_argv(vm))
+    for i in range(2):
+        assert f"pipe,id=hvc{i},path={tmp_path}/hvc{i} " in argv   # FIFOs: see qga_tty.py
+        assert f"virtconsole,bus=agent.0,chardev=hvc{i},name=org.cumulo.hvc.{i}" in argv
+    assert "org.cumulo.tty" not in argv
+    assert VmSpec.from_dict(vm.to_dict()) == vm
+    script = qga_tty.hvc_script(ExecRequest(command=["sh"], tty=True, rows=40, cols=100),
+                                1, "abc")
+    assert "setsid -c sh -c " in script and "<>/dev/hvc1 >&0 2>&0" in script
+    assert "stty sane rows 40 cols 100" in script and "exec 2>&1" not in script

@@ -34,7 +34,7 @@ def test_the_agent_port_is_virtio_serial_on_every_io_family() -> None:
             opt(argv, "-device")
     assert not opt(build_argv(spec(Machine.PC, Io.PARAVIRT)), "-chardev")
     # /init starts our agent on that port
-    assert "org.qemu.guest_agent.0) setsid sh $B/cumulo-agent" in INIT
+    assert "org.qemu.guest_agent.0) setsid setsid sh $B/cumulo-agent" in INIT
 
 
 def test_a_vm_made_with_the_old_agent_keeps_its_ports() -> None:

@@ -251,7 +251,7 @@ class VmDriver:
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", disk=Path(opts["disk"]) if opts["disk"] else None,
                 disk_format="qcow2" if opts["disk"].endswith(".qcow2") else "raw",
-                nic=opts["nic"] == "on", qga=True, taps=spec.nics,
+                nic=opts["nic"] == "on", qga=True, hvc_ports=qga_tty.PORTS, taps=spec.nics,
                 console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
             )
@@ -453,6 +453,7 @@ class VmDriver:
             if not path.is_file():
                 raise NotFoundError("VM boot file", str(path))
         vm.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
+        qga_tty.make_fifos(vm.qmp_socket.parent, vm.hvc_ports)
         vm.pidfile.unlink(missing_ok=True)
         vm.qmp_socket.unlink(missing_ok=True)
         try:
@@ -685,7 +686,7 @@ class VmDriver:
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
         """Run a command in the guest through its QEMU guest agent (qemu-guest-agent in a
         VM booted from its disk, guest_qga.py in a busybox VM); with -t and a terminal
-        port, in a pty of its own (qga_tty.py)."""
+        port or console, on a terminal of its own (qga_tty.py)."""
         require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
         vm = self._vmspec(host_id)
         if not vm.qga:
@@ -693,7 +694,10 @@ class VmDriver:
                                    " that is gone: recreate it to exec into it")
         if request.tty and vm.tty_ports:
             return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request, vm.tty_ports)
-        # -t without a terminal port (busybox has no ``script``): one stream, no pty
+        if request.tty and vm.hvc_ports:     # a busybox VM: its virtio consoles
+            return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request, vm.hvc_ports,
+                                      qga_tty.hvc_script, qga_tty.HVC)
+        # -t in a VM created before it had terminals: one stream, no pty
         return qga.QgaSession(vm.qmp_socket.parent, host_id, request)
 
     # --- files through qemu-guest-agent (FileTransfer); others go through exec ------
@@ -788,7 +792,8 @@ class VmDriver:
                 f"{vm.initrd.name}/{vm.memory}/{vm.vcpus}/{vm.nic}/"
                 f"{'disk' if vm.root_disk else 'nodisk'}/{vm.firmware or 'kernel'}/"
                 f"{'tpm' if vm.tpm_socket else 'notpm'}{'/secureboot' if vm.secure_boot else ''}"
-                f"/tty{vm.tty_ports}{'/oldagent' if vm.agent_ports else ''}")
+                f"/tty{vm.tty_ports}{f'/hvc{vm.hvc_ports}' if vm.hvc_ports else ''}"
+                f"{'/oldagent' if vm.agent_ports else ''}")
 
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id

@@ -19,7 +19,8 @@ also returns ``cumulo-out`` / ``cumulo-err``, base64 of the output written since
 previous status; once it exited, ``out-data`` / ``err-data`` hold all of it, as in
 qemu-guest-agent. The host writes the part it has not had yet (``qga.QgaSession``), so
 output of a long command reaches the user while it runs. Commands run in their own
-session (setsid): the host kills one with ``kill -9 -PID``.
+session (setsid): the host kills one with ``kill -9 -PID``; unlike sh's background jobs
+they do not ignore SIGINT, so ^C works on a terminal (qga_tty.py).
 """
 
 from __future__ import annotations
@@ -171,10 +172,13 @@ do_exec() {  # the awk program wrote the command to x/N.cmd
   out=/dev/null err=/dev/null
   [ "$capture_output" = true ] && out=$x.out err=$x.err
   : > $x.out; : > $x.err
-  setsid sh -c 'sh "$1.cmd"; echo $? > "$1.c"; mv "$1.c" "$1.code"' - $x \
-    < $in > $out 2> $err 3>&- 4>&- &
-  eval "x_$!=$n o_$!=0 e_$!=0"
-  reply "{\"pid\": $!}"
+  # in a session of its own, SIGINT not ignored (as "&" would): setsid twice, the second
+  # forks; the command's sh says its pid, then lets go of the pipe
+  pid=$(setsid setsid sh -c 'echo $$; exec > "$2" 2> "$3"; sh "$1.cmd"; echo $? > "$1.c"
+    mv "$1.c" "$1.code"' - $x $out $err < $in 3>&- 4>&-)
+  case "$pid" in ""|*[!0-9]*) fail GenericError "cannot start the command"; return ;; esac
+  eval "x_$pid=$n o_$pid=0 e_$pid=0"
+  reply "{\"pid\": $pid}"
 }
 new() {  # TAG FILE OFFSET-VAR: output written since the last status, a JSON member, to fd 3
   eval "off=\$$3"
@@ -199,7 +203,6 @@ do_status() {
       return
     fi
   fi
-  wait $pid 2>/dev/null
   how='"signal": 9'
   if [ -f $x.code ]; then read -r code < $x.code; how="\"exitcode\": $code"; fi
   { printf '{"return": {"exited": true, %s, "out-data": "' "$how"; b64 $x.out

@@ -97,10 +97,12 @@ for arg in $(cat /proc/cmdline); do
     cumulo.cmd=*) cmd=$(echo "${{arg#*=}}" | base64 -d) ;;
   esac
 done
-# the guest agent (QEMU's protocol, drivers/vm/guest_qga.py) on its virtio-serial port
+# the guest agent (QEMU's protocol, drivers/vm/guest_qga.py) on its virtio-serial port;
+# setsid twice (the second forks), not "&": sh's background jobs ignore SIGINT, and so
+# would every command the agent runs (^C in exec -t would do nothing)
 for p in /sys/class/virtio-ports/*; do
   case "$(cat $p/name 2>/dev/null)" in
-    {qga.PORT_NAME}) setsid sh $B/cumulo-agent /dev/${{p##*/}} </dev/null >/dev/null 2>&1 & ;;
+    {qga.PORT_NAME}) setsid setsid sh $B/cumulo-agent /dev/${{p##*/}} </dev/null >/dev/null 2>&1 ;;
   esac
 done
 # ACPI power button (QMP system_powerdown): stop the command, then power off

@@ -83,6 +83,7 @@ class VmSpec:
     # those ports are ISA serial lines (ttyS1...): a real terminal for a guest without
     # ``script`` to make a pty (an image VM: image_guest.py)
     tty_serial: bool = False
+    hvc_ports: int = 0               # virtio consoles for exec -t (busybox VMs: qga_tty.py)
     seed: Path | None = None         # cloud-init's NoCloud seed, a read-only disk (seed.py)
 
     def __post_init__(self) -> None:
@@ -120,6 +121,7 @@ class VmSpec:
             qga=bool(d.get("qga", False)),
             tty_ports=int(d.get("tty_ports", 0)),
             tty_serial=bool(d.get("tty_serial", False)),
+            hvc_ports=int(d.get("hvc_ports", 0)),
             seed=Path(d["seed"]) if d.get("seed") else None,
         )
 
@@ -183,12 +185,16 @@ def _agent(spec: VmSpec, bus: str) -> list[str]:
         sock = qga.socket_path(spec.qmp_socket.parent)
         args += ["-chardev", f"socket,id=qga0,path={sock},server=on,wait=off",
                  "-device", f"virtserialport,bus=agent.0,chardev=qga0,name={qga.PORT_NAME}"]
+    run = spec.qmp_socket.parent
     for i in range(spec.tty_ports):
-        sock = qga_tty.socket_path(spec.qmp_socket.parent, i)
-        args += ["-chardev", f"socket,id=tty{i},path={sock},server=on,wait=off", "-device",
+        args += ["-chardev", qga_tty.chardev(run, i, qga_tty.PTY), "-device",
                  f"isa-serial,chardev=tty{i},index={i + 1}" if spec.tty_serial
                  else f"virtserialport,bus=agent.0,chardev=tty{i},"
                       f"name={qga_tty.PORT_NAME.format(i)}"]
+    for i in range(spec.hvc_ports):    # a virtconsole: a tty in the guest (/dev/hvcN)
+        args += ["-chardev", qga_tty.chardev(run, i, qga_tty.HVC),
+                 "-device", f"virtconsole,bus=agent.0,chardev=hvc{i},"
+                            f"name={qga_tty.HVC_NAME.format(i)}"]
     for i in range(spec.agent_ports):
         sock = old_agent_socket(spec.qmp_socket.parent, i)
         args += ["-chardev", f"socket,id=agent{i},path={sock},server=on,wait=off",

@@ -14,6 +14,19 @@ The exit code comes from ``guest-exec-status`` (``script -e`` returns the comman
 the agent is asked in short connections, so other execs and file copies go on while a
 session is open. A resize runs ``stty`` on the session's pty (the kernel sends the
 command SIGWINCH); a kill sends SIGKILL to ``script``, whose pty hangs up the command.
+
+Busybox (initramfs) VMs have no ``script``: they get ``virtconsole`` devices instead
+(``org.cumulo.hvc.N``), each a tty in the guest (``/dev/hvcN``, the kernel's hvc driver
+with its line discipline). The relay there is busybox ``setsid -c``: the command in a
+session of its own whose controlling tty is that console, so ^C is SIGINT to its
+foreground group, ``stty`` sets its size (a resize: SIGWINCH), and the relay's sh waits
+for it and returns its exit code. QEMU does not hold back a console's output when the host
+is slow to take it (a virtserialport's it does): what its chardev cannot take at once is
+dropped. So a console's chardev is a pair of FIFOs (``hvcN.in``, ``hvcN.out``) rather
+than a socket: the host makes the output FIFO 1 MiB, and small writes (a line each) share
+its pages, where each would take a socket buffer of its own. A console is slow for bulk
+output on TCG all the same (tens of KB/s: the guest waits for QEMU at each write): fine
+for a terminal; ``exec`` without ``-t`` is the way for data.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest
@@ -38,15 +51,12 @@ from cumulo.errors import ConflictError, DriverError, InvalidInputError
 
 PORTS = 2                           # concurrent terminal sessions per VM
 PORT_NAME = "org.cumulo.tty.{}"
+FIFO_SIZE = 1 << 20                 # the console output FIFO (/proc/sys/fs/pipe-max-size)
 STATUS_EVERY = 0.5                  # seconds between guest-exec-status questions
 DRAIN_QUIET = 0.3                   # the command ended: output still coming is read
 DRAIN_MAX = 5.0
 KILL_WAIT = 10.0
 RUN = "/run/cumulo-tty"             # in the guest: each session's pty name and relay pid
-
-
-def socket_path(run_dir: Path, port: int) -> Path:
-    return run_dir / f"tty{port}.sock"
 
 
 def relay_script(request: ExecRequest, port: int, ident: str) -> str:
@@ -65,14 +75,69 @@ def relay_script(request: ExecRequest, port: int, ident: str) -> str:
             f"exit $code\n")
 
 
+def hvc_script(request: ExecRequest, port: int, ident: str) -> str:
+    """A busybox guest's relay: the command in a session of its own on the virtio console
+    ``/dev/hvcN`` (its controlling tty: ``setsid -c``), in the foreground of this sh,
+    which then has its exit code. ``stty sane``: a killed full-screen program may have
+    left the console raw."""
+    dev = f"/dev/hvc{port}"
+    inner = (f"echo $$ > {RUN}/{ident}.pid;"
+             f" stty sane rows {request.rows} cols {request.cols} 2>/dev/null\n"
+             + guest_script(replace(request, tty=False)))
+    return (f"mkdir -p {RUN}\n"
+            f"[ -c {dev} ] || {{ echo 'no console {dev} in the guest' >&2; exit 125; }}\n"
+            f"echo {dev} > {RUN}/{ident}.tty\n"
+            f"setsid -c sh -c {shlex.quote(inner)} <>{dev} >&0 2>&0\n"
+            f"code=$?\n"
+            f"rm -f {RUN}/{ident}.pid {RUN}/{ident}.tty\n"
+            f"exit $code\n")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """The host's end of a VM's terminal slots: their file names, and their chardev."""
+
+    prefix: str
+    fifo: bool      # two FIFOs (a virtio console's: see the module's docstring), else a socket
+
+
+PTY = Kind("tty", False)   # virtio-serial ports (script's pty), serial lines (image VMs)
+HVC = Kind("hvc", True)    # the virtio consoles of busybox VMs: /dev/hvcN in the guest
+HVC_NAME = "org.cumulo.hvc.{}"
+
+
+def socket_path(run_dir: Path, port: int, kind: Kind = PTY) -> Path:
+    """The host end of a slot: a unix socket, or with ``kind.fifo`` the FIFOs' stem."""
+    return run_dir / (f"{kind.prefix}{port}" if kind.fifo else f"{kind.prefix}{port}.sock")
+
+
+def chardev(run_dir: Path, port: int, kind: Kind) -> str:
+    """QEMU's -chardev for a slot (QEMU opens ``PATH.in`` and ``PATH.out`` of a pipe)."""
+    path = socket_path(run_dir, port, kind)
+    return (f"pipe,id={kind.prefix}{port},path={path}" if kind.fifo
+            else f"socket,id={kind.prefix}{port},path={path},server=on,wait=off")
+
+
+def make_fifos(run_dir: Path, ports: int) -> None:
+    """The console slots' FIFOs, new before each QEMU start (QEMU needs them to exist)."""
+    for port in range(ports):
+        stem = socket_path(run_dir, port, HVC)
+        for end in (".in", ".out"):
+            path = stem.with_name(stem.name + end)
+            path.unlink(missing_ok=True)
+            os.mkfifo(path, 0o600)
+
+
 class TtySession(OwnedFds):
     """An ExecSession with a pty in the guest (see the module's docstring)."""
 
     def __init__(self, run_dir: Path, name: str, request: ExecRequest, ports: int,
-                 relay: Callable[[ExecRequest, int, str], str] = relay_script) -> None:
+                 relay: Callable[[ExecRequest, int, str], str] = relay_script,
+                 kind: Kind = PTY) -> None:
         """``relay``: the guest's relay for (request, port, session id), when not
-        ``relay_script`` (an image VM's, on a serial line: image_guest.py)."""
-        self.name, self._run_dir = name, run_dir
+        ``relay_script`` (an image VM's, on a serial line: image_guest.py; a busybox VM's
+        on a virtio console: ``hvc_script``, with ``kind`` HVC)."""
+        self.name, self._run_dir, self._kind = name, run_dir, kind
         self._id = uuid.uuid4().hex[:12]
         self._code: int | None = None
         self._done = threading.Event()
@@ -81,8 +146,7 @@ class TtySession(OwnedFds):
         self._lock, self._port = self._take_port(ports)
         self._fds.add(self._lock)
         try:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._sock.connect(str(socket_path(run_dir, self._port)))
+            self._rd, self._wr = self._connect(socket_path(run_dir, self._port, kind))
             self._drop_stale()
             with qga.connect(run_dir, name) as agent:   # fails now without an agent
                 self._pid = int(agent.call(
@@ -107,7 +171,8 @@ class TtySession(OwnedFds):
 
     def _take_port(self, ports: int) -> tuple[int, int]:
         for port in range(ports):
-            fd = os.open(self._run_dir / f"tty{port}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self._run_dir / f"{self._kind.prefix}{port}.lock",
+                         os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return fd, port
@@ -116,10 +181,35 @@ class TtySession(OwnedFds):
         raise ConflictError(f"{ports} terminal sessions are open in {self.name!r} already:"
                             " end one first")
 
+    def _connect(self, path: Path) -> tuple[int, int]:
+        """The slot's (read, write) fds, owned: its socket, or its two FIFOs, the output
+        one made large (see the module's docstring)."""
+        if self._kind.fifo:
+            rd = os.open(f"{path}.out", os.O_RDONLY | os.O_NONBLOCK)
+            self._fds.add(rd)
+            with contextlib.suppress(OSError):      # else the default 64 KiB
+                fcntl.fcntl(rd, fcntl.F_SETPIPE_SZ, FIFO_SIZE)
+            wr = os.open(f"{path}.in", os.O_WRONLY | os.O_NONBLOCK)  # ENXIO without QEMU
+            self._fds.add(wr)
+            os.set_blocking(wr, True)
+            return rd, wr
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            sock.close()
+            raise
+        fd = sock.detach()
+        self._fds.add(fd)
+        return fd, fd
+
     def _drop_stale(self) -> None:
         """Bytes a previous session's relay wrote after it was given up are not ours."""
-        while select.select([self._sock], [], [], 0)[0]:
-            if not self._sock.recv(65536):
+        while select.select([self._rd], [], [], 0)[0]:
+            try:
+                if not os.read(self._rd, 65536):
+                    break
+            except BlockingIOError:
                 break
 
     # --- the bytes ---------------------------------------------------------------
@@ -127,7 +217,7 @@ class TtySession(OwnedFds):
         """What the user types, to the guest's pty."""
         with contextlib.suppress(OSError):
             while data := os.read(in_r, 65536):
-                self._sock.sendall(data)
+                write_all(self._wr, data)
 
     def _pump_out(self) -> None:
         """The pty's output to the caller until the relay exited (and its last bytes
@@ -140,10 +230,13 @@ class TtySession(OwnedFds):
                     code = self._status()
                     next_status = now + STATUS_EVERY
                     ended_at = now if code is not None else 0.0
-                ready = select.select([self._sock], [], [],
+                ready = select.select([self._rd], [], [],
                                       DRAIN_QUIET if code is not None else STATUS_EVERY)[0]
                 if ready:
-                    data = self._sock.recv(65536)
+                    try:
+                        data = os.read(self._rd, 65536)
+                    except BlockingIOError:
+                        continue
                     if not data:
                         break
                     write_all(self._out_w, data)
@@ -181,7 +274,7 @@ class TtySession(OwnedFds):
     def close_stdin(self) -> None:
         """End of input on a terminal: ^D."""
         with contextlib.suppress(OSError):
-            self._sock.sendall(b"\x04")
+            os.write(self._wr, b"\x04")
 
     def resize(self, rows: int, cols: int) -> None:
         with contextlib.suppress(DriverError, InvalidInputError):
@@ -204,7 +297,5 @@ class TtySession(OwnedFds):
         self._release()
 
     def _release(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            self._sock.close()
         for fd in list(self._fds):
             self._close(fd)
