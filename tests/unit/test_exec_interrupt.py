@@ -29,6 +29,7 @@ import uvicorn
 from cumulo.api import exec_ws
 from cumulo.client import Client
 from cumulo.daemon import make_server
+from cumulo.drivers.base import ExecRequest, ExecSession
 from cumulo.services.host import Services
 from cumulo.wsclient import StreamClosed, WebSocket
 
@@ -221,3 +222,51 @@ def test_a_malformed_control_message_ends_only_its_session(served: Served) -> No
     gone(marker)
     ws.close()
     assert exec_once(c, "a", ["echo", "next"]) == (b"next\n", 0)
+
+
+def test_a_session_slow_to_start_is_not_cut_by_the_keepalive(served: Served, svc: Services,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """A session that takes long to start (a VM whose guest agent answers late, just after
+    a migration or a boot) still gives its output and exit code: the server reads the
+    client meanwhile, so its answers to the keepalive pings are seen (uvicorn pauses
+    reading while a message waits for the app, and cut such streams with 1011 after
+    ping interval + timeout: the CLI said "lost the connection ... the command was
+    killed")."""
+    served.server.config.ws_ping_interval = 0.05   # each new connection reads these
+    served.server.config.ws_ping_timeout = 0.05
+    driver = svc.instances.drivers["container"]
+    real_exec = driver.exec
+
+    def slow_exec(host_id: str, request: ExecRequest) -> ExecSession:
+        time.sleep(10 * 0.1)   # 10 keepalive rounds: as a guest agent that answers at last
+        return real_exec(host_id, request)
+
+    monkeypatch.setattr(driver, "exec", slow_exec)
+    assert exec_once(served.client, "a", ["echo", "late"]) == (b"late\n", 0)
+
+
+def test_a_client_that_leaves_while_its_session_starts_leaves_no_command(
+        served: Served, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = svc.instances.drivers["container"]
+    real_exec = driver.exec
+    asked, go, made = threading.Event(), threading.Event(), threading.Event()
+
+    def held_exec(host_id: str, request: ExecRequest) -> ExecSession:
+        asked.set()
+        assert go.wait(ANSWER)
+        session = real_exec(host_id, request)
+        made.set()
+        return session
+
+    monkeypatch.setattr(driver, "exec", held_exec)
+    marker = f"{5000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+    ws = served.client.exec_stream("a", {"command": ["sleep", marker]})
+    assert asked.wait(ANSWER)
+    ws.close_socket()          # gone before its command started
+    time.sleep(0.2)            # (the server sees it leave, or not yet: either way)
+    go.set()
+    assert made.wait(ANSWER)   # its command started after all...
+    gone(marker)               # ...and was killed
+    monkeypatch.setattr(driver, "exec", real_exec)
+    assert exec_once(served.client, "a", ["echo", "next"]) == (b"next\n", 0)

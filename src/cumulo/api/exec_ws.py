@@ -18,6 +18,7 @@ import os
 import selectors
 import threading
 import time
+from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
@@ -104,29 +105,65 @@ async def serve(ws: WebSocket, svc: Services, project: str, name: str) -> None:
     await web_auth.accept(ws)
     try:
         body = ExecIn.model_validate_json(await ws.receive_text())
-        req = ExecRequest(command=body.command, env=body.env, cwd=body.cwd, tty=body.tty,
-                          rows=body.rows, cols=body.cols)
-        session = await in_thread(svc.instances.exec, project, name, req, orphan=_kill)
     except ValidationError as err:
         await _send_error(ws, CumuloError(f"invalid exec request: {err.errors()[0]['msg']}"))
         return
-    except (CumuloError, WebSocketDisconnect) as err:
+    except WebSocketDisconnect as err:
         await _send_error(ws, err)
         return
+    req = ExecRequest(command=body.command, env=body.env, cwd=body.cwd, tty=body.tty,
+                      rows=body.rows, cols=body.cols)
+    # the client is read from now on, also while the session starts (a VM's guest agent
+    # may answer only after a minute: just booted, just migrated). A server that reads
+    # nothing leaves the client's pongs unread, and uvicorn's keepalive then cuts the
+    # stream (1011) as if the client had gone.
+    inbox = _Inbox()
+    client = asyncio.create_task(_from_client(ws, inbox))
+    starting = in_thread(svc.instances.exec, project, name, req, orphan=_kill)
     try:
-        await _pump(ws, session)
+        either: list[asyncio.Future[Any]] = [client, starting]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        starting.cancel()   # its session, when it comes, is killed (orphan)
+        await _stop(client)
+        raise
+    if not starting.done():   # the client left (or sent nonsense) before it started
+        starting.cancel()
+        await _stop(client)
+        return
+    try:
+        session = starting.result()
+    except CumuloError as err:
+        await _stop(client)
+        await _send_error(ws, err)
+        return
+    except BaseException:
+        await _stop(client)
+        raise
+    inbox.attach(session)
+    try:
+        await _pump(ws, session, client)
     finally:
         # off the loop (it can take seconds), and to the end even if this task is
         # cancelled or the daemon is exiting
         await asyncio.shield(in_thread(_kill, session, daemon=False))
 
 
+async def _stop(client: asyncio.Task[None]) -> None:
+    """End the task reading the client (a malformed message from it just ends its
+    session: whatever it raised is dropped)."""
+    client.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await client
+
+
 def _kill(session: ExecSession) -> None:
     session.kill()
 
 
-async def _pump(ws: WebSocket, session: ExecSession) -> None:
-    """Stream until the command ended and its output is drained, or the client left.
+async def _pump(ws: WebSocket, session: ExecSession, client: asyncio.Task[None]) -> None:
+    """Stream until the command ended and its output is drained, or the client left
+    (``client``, the task reading it, ended).
 
     The loop watches the session's fds until this returns; only then may the caller
     kill the session, which closes them. (An fd closed while the loop watches it
@@ -152,7 +189,6 @@ async def _pump(ws: WebSocket, session: ExecSession) -> None:
         loop.add_reader(fd, on_readable, fd)
     exited = in_thread(session.wait, None)
     exited.add_done_callback(lambda _: events.put_nowait((EXIT, b"")))
-    client = asyncio.create_task(_from_client(ws, session))
     client.add_done_callback(lambda _: events.put_nowait((GONE, b"")))
     try:
         code = await _forward(ws, events, len(streams), exited)
@@ -164,10 +200,7 @@ async def _pump(ws: WebSocket, session: ExecSession) -> None:
     finally:
         for fd in streams:
             loop.remove_reader(fd)
-        client.cancel()
-        # a malformed message from the client just ends its session
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await client
+        await _stop(client)
         exited.cancel()   # its thread ends with the session
 
 
@@ -202,39 +235,60 @@ async def _forward(ws: WebSocket, events: asyncio.Queue[tuple[int, bytes]], stre
     return 255 if code is None else code
 
 
-async def _from_client(ws: WebSocket, session: ExecSession) -> None:
+class _Inbox:
+    """Where what the client sends goes: stdin in a queue of at most ``STDIN_BACKLOG``
+    messages, and a resize kept until the session exists (it may start late)."""
+
+    def __init__(self) -> None:
+        self.stdin: asyncio.Queue[bytes | None] = asyncio.Queue(STDIN_BACKLOG)  # None: EOF
+        self.session: asyncio.Future[ExecSession] = asyncio.get_running_loop().create_future()
+        self.size: tuple[int, int] | None = None
+
+    def attach(self, session: ExecSession) -> None:
+        self.session.set_result(session)
+        if self.size is not None:
+            session.resize(*self.size)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.session.done():
+            self.session.result().resize(rows, cols)
+        else:
+            self.size = (rows, cols)
+
+
+async def _from_client(ws: WebSocket, inbox: _Inbox) -> None:
     """Stdin and control messages until the client goes away.
 
     Messages are taken as they come, so that a client that leaves is seen even while
-    the command does not read its input: stdin waits in a queue of at most
-    ``STDIN_BACKLOG`` messages (beyond that, the client waits).
+    the command does not read its input (or has not started): stdin waits in the
+    inbox's queue (beyond that, the client waits).
     """
-    stdin: asyncio.Queue[bytes | None] = asyncio.Queue(STDIN_BACKLOG)  # None: end of input
-    writer = asyncio.create_task(_to_stdin(session, stdin))
+    writer = asyncio.create_task(_to_stdin(inbox))
     try:
         while True:
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
                 return
             if msg.get("bytes"):
-                await stdin.put(msg["bytes"])
+                await inbox.stdin.put(msg["bytes"])
             elif msg.get("text"):
                 ctl = json.loads(msg["text"])
                 if "resize" in ctl:
-                    session.resize(int(ctl["resize"][0]), int(ctl["resize"][1]))
+                    inbox.resize(int(ctl["resize"][0]), int(ctl["resize"][1]))
                 if ctl.get("eof"):
-                    await stdin.put(None)
+                    await inbox.stdin.put(None)
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
 
 
-async def _to_stdin(session: ExecSession, stdin: asyncio.Queue[bytes | None]) -> None:
-    """Write what the client typed or piped to the command, in order."""
+async def _to_stdin(inbox: _Inbox) -> None:
+    """Write what the client typed or piped to the command, in order, once it started."""
+    session = await inbox.session
     done = False   # end of input sent, or the command closed its stdin or ended: the
     while True:    # rest is dropped (a closed fd's number may be another session's now)
-        chunk = await stdin.get()
+        chunk = await inbox.stdin.get()
         if chunk is None:
             if not done:
                 session.close_stdin()
