@@ -35,14 +35,36 @@ def path() -> Iterator[str]:
 
 
 def spawn(path: str, seconds: float) -> subprocess.Popen[bytes]:
-    """A sleep in the cgroup at ``path``; returns once it has joined."""
+    """A sleep in the cgroup at ``path`` in every hierarchy; returns once it runs.
+
+    The prefix's shell joins the hierarchies one by one, then execs the sleep: seen in
+    one of them only, it may still be on its way into the others, whose dirs ``remove``
+    then takes, and the shell fails to join those and exits, emptying the rest.
+    """
     procs = cgroup_limits.create(path, cgroup_limits.CgroupLimits(pids_max=10))
     proc = subprocess.Popen([*cgroup_limits.spawn_prefix(procs), "sleep", str(seconds)])
     deadline = time.monotonic() + 5
-    while not cgroups.holds(proc.pid, path):
-        assert time.monotonic() < deadline, "the sleep never joined its cgroup"
+    while not running_sleep(proc.pid):
+        assert proc.poll() is None, f"the sleep could not join its cgroup ({proc.returncode})"
+        assert time.monotonic() < deadline, "the sleep never started in its cgroup"
         time.sleep(0.02)
+    assert len(in_cgroup(proc.pid, path)) == len(procs)
     return proc
+
+
+def running_sleep(pid: int) -> bool:
+    """The prefix's shell has joined every hierarchy and become the sleep."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep"
+    except OSError:
+        return False
+
+
+def in_cgroup(pid: int, path: str) -> list[str]:
+    """The lines of /proc/PID/cgroup that put it in ``path``."""
+    top = "/" + path.strip("/")
+    return [line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+            if line.split(":", 2)[-1] == top]
 
 
 def test_a_busy_cgroup_is_reported_without_wait(path: str) -> None:
@@ -71,6 +93,7 @@ def test_wait_is_bounded_and_still_reports_what_is_left(path: str) -> None:
         start = time.monotonic()
         assert cgroups.remove(path, wait=0.3)
         assert 0.3 <= time.monotonic() - start < 5
+        assert proc.poll() is None and in_cgroup(proc.pid, path)   # left as it was
     finally:
         proc.kill()
         proc.wait()
