@@ -113,6 +113,8 @@ class InstanceService:
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.image_root = image_root
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._owners: dict[str, int] = {}   # host id -> the thread whose operation holds it
+        self._turns: defaultdict[str, int] = defaultdict(int)   # operations begun, by host id
         self._locks_guard = threading.Lock()
         self._exits = threading.Lock()
         # instances seen to stop on their own, not yet cleared up (services/watchdog.py)
@@ -126,7 +128,27 @@ class InstanceService:
         with self._locks_guard:
             lock = self._locks[inst.host_id]
         with lock:
-            yield
+            with self._locks_guard:
+                self._owners[inst.host_id] = threading.get_ident()
+                self._turns[inst.host_id] += 1
+            try:
+                yield
+            finally:
+                with self._locks_guard:
+                    del self._owners[inst.host_id]
+
+    def _quiet(self, inst: Instance) -> int | None:
+        """None while an operation of another thread holds the instance (a stateful
+        snapshot, a checkpoint, a migration, a stop): what the host shows meanwhile, such
+        as the guest it paused, is that operation's to record, not a refresh's. Else how
+        many operations it has seen begin: a look at the host was quiet if this is the
+        same before and after it."""
+        with self._locks_guard:
+            lock = self._locks.get(inst.host_id)
+            if (lock is not None and lock.locked()
+                    and self._owners.get(inst.host_id) != threading.get_ident()):
+                return None
+            return self._turns.get(inst.host_id, 0)
 
     def _driver(self, type_: str) -> InstanceDriver:
         try:
@@ -239,14 +261,20 @@ class InstanceService:
         return inst
 
     def refresh(self, inst: Instance) -> Instance:
-        """Notice a PID 1 that exited on its own since we last looked."""
+        """Notice a PID 1 that exited on its own since we last looked, or a guest paused
+        or resumed outside of our operations (while one holds the instance, the store
+        keeps what it says: the operation records the outcome)."""
         if inst.state not in (State.RUNNING, State.PAUSED) or not self.local(inst):
             return inst
+        before = self._quiet(inst)
         try:
             run = self._driver(inst.type).state(inst.host_id)
         except CumuloError as err:
             log.warning("cannot read state of %s: %s", inst.host_id, err)
             return inst
+        if run.status in (RunStatus.RUNNING, RunStatus.PAUSED) and (
+                before is None or self._quiet(inst) != before):
+            return inst   # an operation's doing, seen while it was under way
         if run.status == RunStatus.RUNNING and inst.state != State.RUNNING:
             return self.store.update_instance(inst.project, inst.name, state=State.RUNNING)
         if run.status == RunStatus.PAUSED and inst.state != State.PAUSED:
@@ -616,8 +644,8 @@ class InstanceService:
     # exec and console
     def exec(self, project: str, name: str, request: ExecRequest) -> ExecSession:
         inst = self._mine(self.store.get_instance(project, name))
-        if inst.state != State.RUNNING:   # the store may lag the host: a watchdog round
-            inst = self.refresh(inst)     # saw a stateful snapshot's pause, say
+        if inst.state != State.RUNNING:   # the store may lag the host: a guest paused
+            inst = self.refresh(inst)     # and resumed outside of our operations, say
         guard(name, inst.state, Action.EXEC)
         if not request.command:
             raise InvalidInputError("exec needs a command")

@@ -1,0 +1,104 @@
+"""What the host shows while an operation holds an instance (a stateful snapshot pauses the
+guest while it saves its state; a checkpoint or migration stops it) is that operation's
+to record: the watchdog, ``cumulo list`` and the others that refresh the store from the
+host leave the state alone meanwhile, and take it up again once the operation ended."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cumulo.domain.lifecycle import State
+from cumulo.drivers.base import RunState
+from cumulo.services.host import Services
+from cumulo.services.watchdog import Watchdog
+from tests.unit.conftest import launch
+
+WAIT = 15.0
+
+
+def stored(svc: Services, name: str) -> State:
+    return svc.store.get_instance("default", name).state
+
+
+@contextmanager
+def operation_pausing(svc: Services, name: str) -> Iterator[None]:
+    """An operation on another thread holding ``name`` with its guest paused (as a stateful
+    snapshot saving the state); it resumes the guest and lets go on leaving."""
+    inst = svc.store.get_instance("default", name)
+    driver = svc.instances.drivers[inst.type]
+    paused, done = threading.Event(), threading.Event()
+
+    def op() -> None:
+        with svc.instances._locked(inst):
+            driver.pause(inst.host_id)
+            paused.set()
+            assert done.wait(WAIT)
+            driver.resume(inst.host_id)
+            svc.store.update_instance("default", name, state=State.RUNNING)
+
+    t = threading.Thread(target=op)
+    t.start()
+    try:
+        assert paused.wait(WAIT)
+        yield
+    finally:
+        done.set()
+        t.join(WAIT)
+    assert not t.is_alive()
+
+
+def test_a_guest_an_operation_paused_is_not_recorded_paused(api: TestClient,
+                                                            svc: Services) -> None:
+    launch(api, "v1")
+    watchdog = Watchdog(svc.instances, svc.networks, interval=0)
+    with operation_pausing(svc, "v1"):
+        watchdog.check()
+        assert stored(svc, "v1") == State.RUNNING
+        assert [i.state for i in svc.instances.list("default")] == [State.RUNNING]
+        assert api.get("/1.0/instances/v1").json()["state"] == "running"
+    watchdog.check()
+    assert stored(svc, "v1") == State.RUNNING
+    # a guest paused outside of any operation is recorded, as before
+    inst = svc.store.get_instance("default", "v1")
+    svc.instances.drivers[inst.type].pause(inst.host_id)
+    watchdog.check()
+    assert stored(svc, "v1") == State.PAUSED
+
+
+def test_an_operation_begun_and_ended_during_a_look_leaves_no_state(
+        api: TestClient, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host was read while an operation ran that had begun and ended by the time the
+    refresh checked for one: what it read is still that operation's."""
+    launch(api, "v1")
+    inst = svc.store.get_instance("default", "v1")
+    driver = svc.instances.drivers[inst.type]
+    real_state = driver.state
+    in_op = [False]
+
+    def state_read_mid_operation(host_id: str) -> RunState:
+        if in_op[0]:
+            return real_state(host_id)
+        in_op[0] = True
+        try:
+            with operation_pausing(svc, "v1"):
+                return real_state(host_id)
+        finally:
+            in_op[0] = False
+
+    monkeypatch.setattr(driver, "state", state_read_mid_operation)
+    Watchdog(svc.instances, svc.networks, interval=0).check()
+    assert stored(svc, "v1") == State.RUNNING
+
+
+def test_an_operation_itself_reads_the_host(api: TestClient, svc: Services) -> None:
+    """Its guard sees a guest paused before it began (the store not told yet)."""
+    launch(api, "v1")
+    inst = svc.store.get_instance("default", "v1")
+    svc.instances.drivers[inst.type].pause(inst.host_id)
+    with svc.instances._locked(inst):
+        assert svc.instances.get("default", "v1").state == State.PAUSED
