@@ -30,6 +30,7 @@ from cumulo.api import exec_ws
 from cumulo.client import Client
 from cumulo.daemon import make_server
 from cumulo.drivers.base import ExecRequest, ExecSession
+from cumulo.drivers.vm.exec_session import MAX_STDIN
 from cumulo.services.host import Services
 from cumulo.wsclient import StreamClosed, WebSocket
 
@@ -200,7 +201,7 @@ def test_a_stopping_server_ends_open_sessions(served: Served) -> None:
     left, left_marker = start_forever(c, "b", tty=True)
     left.close_socket()
     stuck, stuck_marker = start_forever(c, "a")
-    fill_stdin(stuck, exec_ws.STDIN_BACKLOG + 3)
+    fill_stdin(stuck, exec_ws.STDIN_BACKLOG // 65536 + 3)
     stuck.close_socket()
     collected, collect_marker = start_collect(c, "b")
     served.server.should_exit = True       # what SIGTERM does
@@ -244,6 +245,18 @@ def test_a_session_slow_to_start_is_not_cut_by_the_keepalive(served: Served, svc
 
     monkeypatch.setattr(driver, "exec", slow_exec)
     assert exec_once(served.client, "a", ["echo", "late"]) == (b"late\n", 0)
+    # and stdin sent meanwhile, in many small pieces (a slow producer's): a VM takes all
+    # of its stdin at once, and all of it may wait while its agent wakes up
+    assert exec_ws.STDIN_BACKLOG > MAX_STDIN
+    ws = served.client.exec_stream("a", {"command": ["cat"]})
+    try:
+        pieces = [b"%04d " % i + b"x" * 1000 + b"\n" for i in range(64)]
+        for piece in pieces:
+            ws.send(piece)
+        ws.send(json.dumps({"eof": True}))
+        assert within(ANSWER, lambda: read_all(ws)) == (b"".join(pieces), 0)
+    finally:
+        ws.close()
 
 
 def test_a_client_that_leaves_while_its_session_starts_leaves_no_command(

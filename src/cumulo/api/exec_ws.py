@@ -18,6 +18,7 @@ import os
 import selectors
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -33,7 +34,10 @@ from cumulo.services.host import Services
 
 STDOUT, STDERR = 1, 2
 EXIT, GONE = 3, 4      # the other events of a pump: the command ended, the client left
-STDIN_BACKLOG = 16     # stdin messages (up to 64 KiB each from our CLI) waiting for the command
+# bytes of stdin that may wait for the command (the client waits beyond): more than all
+# that a VM takes (MAX_STDIN of drivers/vm/exec_session.py, one message to its agent), so
+# the server reads on while a VM's agent wakes up (the client's pongs come after it)
+STDIN_BACKLOG = 2**20 + 2**16
 DRAIN_AFTER_EXIT = 1.0  # seconds to wait for output held open by leftover children
 
 
@@ -236,13 +240,31 @@ async def _forward(ws: WebSocket, events: asyncio.Queue[tuple[int, bytes]], stre
 
 
 class _Inbox:
-    """Where what the client sends goes: stdin in a queue of at most ``STDIN_BACKLOG``
-    messages, and a resize kept until the session exists (it may start late)."""
+    """Where what the client sends goes: stdin, of which at most ``STDIN_BACKLOG`` bytes
+    wait (``put`` waits beyond), and a resize kept until the session exists (it may
+    start late)."""
 
     def __init__(self) -> None:
-        self.stdin: asyncio.Queue[bytes | None] = asyncio.Queue(STDIN_BACKLOG)  # None: EOF
+        self._stdin: deque[bytes | None] = deque()   # None: end of input
+        self._waiting = 0   # bytes
+        self._changed = asyncio.Condition()
         self.session: asyncio.Future[ExecSession] = asyncio.get_running_loop().create_future()
         self.size: tuple[int, int] | None = None
+
+    async def put(self, chunk: bytes | None) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._waiting < STDIN_BACKLOG)
+            self._stdin.append(chunk)
+            self._waiting += len(chunk or b"")
+            self._changed.notify_all()
+
+    async def get(self) -> bytes | None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._stdin))
+            chunk = self._stdin.popleft()
+            self._waiting -= len(chunk or b"")
+            self._changed.notify_all()
+            return chunk
 
     def attach(self, session: ExecSession) -> None:
         self.session.set_result(session)
@@ -261,7 +283,7 @@ async def _from_client(ws: WebSocket, inbox: _Inbox) -> None:
 
     Messages are taken as they come, so that a client that leaves is seen even while
     the command does not read its input (or has not started): stdin waits in the
-    inbox's queue (beyond that, the client waits).
+    inbox (beyond ``STDIN_BACKLOG`` bytes, the client waits).
     """
     writer = asyncio.create_task(_to_stdin(inbox))
     try:
@@ -270,13 +292,13 @@ async def _from_client(ws: WebSocket, inbox: _Inbox) -> None:
             if msg["type"] == "websocket.disconnect":
                 return
             if msg.get("bytes"):
-                await inbox.stdin.put(msg["bytes"])
+                await inbox.put(msg["bytes"])
             elif msg.get("text"):
                 ctl = json.loads(msg["text"])
                 if "resize" in ctl:
                     inbox.resize(int(ctl["resize"][0]), int(ctl["resize"][1]))
                 if ctl.get("eof"):
-                    await inbox.stdin.put(None)
+                    await inbox.put(None)
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -288,7 +310,7 @@ async def _to_stdin(inbox: _Inbox) -> None:
     session = await inbox.session
     done = False   # end of input sent, or the command closed its stdin or ended: the
     while True:    # rest is dropped (a closed fd's number may be another session's now)
-        chunk = await inbox.stdin.get()
+        chunk = await inbox.get()
         if chunk is None:
             if not done:
                 session.close_stdin()
