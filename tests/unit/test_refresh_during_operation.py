@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cumulo.domain.lifecycle import State
-from cumulo.drivers.base import RunState
+from cumulo.drivers.base import ExecRequest, ExecSession, RunState
+from cumulo.errors import InvalidStateError
 from cumulo.services.host import Services
 from cumulo.services.watchdog import Watchdog
 from tests.unit.conftest import launch
@@ -102,3 +103,22 @@ def test_an_operation_itself_reads_the_host(api: TestClient, svc: Services) -> N
     svc.instances.drivers[inst.type].pause(inst.host_id)
     with svc.instances._locked(inst):
         assert svc.instances.get("default", "v1").state == State.PAUSED
+
+
+def test_exec_during_such_an_operation_names_the_instance(
+        api: TestClient, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver refuses in its own words (the VM driver names its host id); the store,
+    left alone, lets the guard pass: the error still names the instance."""
+    launch(api, "v1")
+    inst = svc.store.get_instance("default", "v1")
+    driver = svc.instances.drivers[inst.type]
+
+    def refuse(host_id: str, request: ExecRequest) -> ExecSession:
+        raise InvalidStateError(host_id, "paused", "exec")
+
+    monkeypatch.setattr(driver, "exec", refuse)
+    assert inst.host_id != "v1"
+    with operation_pausing(svc, "v1"):
+        r = api.post("/1.0/instances/v1/exec", json={"command": ["true"]})
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "cannot exec instance 'v1': it is paused", r.text

@@ -653,9 +653,11 @@ class InstanceService:
         # unless it refuses, so that the store learns why and the error names the instance
         try:
             return self._driver(inst.type).exec(inst.host_id, request)
-        except InvalidStateError:
+        except InvalidStateError as err:
             guard(name, self.get(project, name).state, Action.EXEC)
-            raise
+            # the store keeps its state while an operation holds the instance (a stateful
+            # snapshot pausing it, say): the host's state, under the instance's name
+            raise InvalidStateError(name, err.current, err.action) from None
 
     def console(self, project: str, name: str, offset: int) -> tuple[bytes, int, Instance]:
         inst = self._here(project, name)
