@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,10 @@ from tests.system.conftest import BIN, Daemon, netns_daemon
 from tests.system.test_appvm_cli import HELLO, wait_stopped
 
 BUILD_TIMEOUT = 3600
-# an app VM's network check: the address the kernel took by DHCP (ip=dhcp), then a TCP
-# connection to the gateway's DNS (dnsmasq); with a second argument it stays up
-NETPROBE = r"""
+# an app VM's network program: the address the kernel took by DHCP (ip=dhcp), a TCP
+# connection out to the gateway's DNS (dnsmasq), then a TCP server on port 7000 that
+# answers each connection with that address; it ends after the first one
+NETAPP = r"""
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -39,16 +41,18 @@ NETPROBE = r"""
 #include <unistd.h>
 int main(int argc, char **argv) {
     struct ifreq ifr = {0};
-    int s = socket(AF_INET, SOCK_DGRAM, 0), c, err = 0;
+    int s = socket(AF_INET, SOCK_DGRAM, 0), c, l, one = 1, err = 0;
     socklen_t len = sizeof err;
+    char addr[INET_ADDRSTRLEN], line[64];
     strcpy(ifr.ifr_name, "eth0");
     if (s < 0 || ioctl(s, SIOCGIFADDR, &ifr) < 0) {
         printf("no address: %s\n", strerror(errno));
         return 2;
     }
-    printf("address %s\n", inet_ntoa(((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr));
+    strcpy(addr, inet_ntoa(((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr));
+    printf("address %s\n", addr);
     struct sockaddr_in gw = {.sin_family = AF_INET, .sin_port = htons(53)};
-    inet_pton(AF_INET, argv[1], &gw.sin_addr);
+    inet_pton(AF_INET, argc > 1 ? argv[1] : "0.0.0.0", &gw.sin_addr);
     c = socket(AF_INET, SOCK_STREAM, 0);
     fcntl(c, F_SETFL, O_NONBLOCK);
     connect(c, (struct sockaddr *)&gw, sizeof gw);
@@ -57,13 +61,33 @@ int main(int argc, char **argv) {
         printf("cannot reach %s:53: %s\n", argv[1], err ? strerror(err) : "timed out");
         return 3;
     }
+    close(c);
     printf("reached %s:53\n", argv[1]);
+    struct sockaddr_in me = {.sin_family = AF_INET, .sin_port = htons(7000)};
+    l = socket(AF_INET, SOCK_STREAM, 0);
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(l, (struct sockaddr *)&me, sizeof me) || listen(l, 4)) {
+        printf("cannot listen: %s\n", strerror(errno));
+        return 4;
+    }
+    printf("listening on %s:7000\n", addr);
     fflush(stdout);
-    if (argc > 2)
-        for (;;)
-            pause();
+    c = accept(l, NULL, NULL);
+    snprintf(line, sizeof line, "hello from the app at %s\n", addr);
+    write(c, line, strlen(line));
+    close(c);
+    printf("answered\n");
     return 0;
 }
+"""
+# from the daemon's namespace, where the network's bridge is: what a TCP connection gets
+FETCH = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], 7000), timeout=5) as c:
+        print(c.recv(200).decode(errors="replace"), end="")
+except OSError as err:
+    print("error:", err)
 """
 pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.qemu, pytest.mark.slow,
               pytest.mark.timeout(BUILD_TIMEOUT)]
@@ -117,9 +141,8 @@ def hello(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def netprobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return static_program(Path(str(tmp_path_factory.mktemp("netprobe"))), "netprobe",
-                          NETPROBE)
+def netapp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return static_program(Path(str(tmp_path_factory.mktemp("netapp"))), "netapp", NETAPP)
 
 
 def test_the_built_kernel_is_a_small_kernel_image(
@@ -217,24 +240,40 @@ def _qemu_of(d: Daemon, name: str) -> list[str]:
     return [ln for ln in out.splitlines() if "qemu-system" in ln and f"{d.state_dir}/" in ln]
 
 
-@pytest.mark.skip(reason="the net kernel registers microvm's virtio-mmio NIC but no eth0"
-                  " appears (not found before the deadline): launch refuses --network")
-def test_an_app_vm_on_the_net_kernel_gets_its_address_and_reaches_its_gateway(
-        net_daemon: Daemon, netprobe: Path) -> None:
+def test_an_app_vm_with_a_network_gets_its_address_and_answers_on_it(
+        net_daemon: Daemon, netapp: Path) -> None:
+    """--network on the kernel built --with net: eth0 with the address IPAM gave the NIC
+    (by the kernel's DHCP), out to the gateway, and a TCP server in the app that the host
+    side of the network reaches; the same app without --network has no eth0."""
     d = net_daemon
     net = image(d, "kernel/app-net")
     assert net["properties"]["features"] == "net", net["properties"]
     gateway = json.loads(d.cli("network", "info", "lan", "--format", "json").stdout)["gateway"]
-    d.cli("launch", "--type", "appvm", "n1", "--app", str(netprobe), "--network", "lan",
+    d.cli("launch", "--type", "appvm", "n1", "--app", str(netapp), "--network", "lan",
           "--", gateway)
-    info = wait_stopped(d, "n1")
-    logs = d.cli("logs", "n1").stdout
+    info = json.loads(d.cli("info", "n1", "--format", "json").stdout)
     # the kernel built with net is the default for an app VM with a NIC
     assert info["options"]["kernel"] == net["fingerprint"], info["options"]
     ip = info["nics"][0]["ip"]
+    deadline = time.monotonic() + 120
+    while f"listening on {ip}:7000" not in (logs := d.cli("logs", "n1").stdout):
+        state = json.loads(d.cli("info", "n1", "--format", "json").stdout)["state"]
+        assert time.monotonic() < deadline and state == "running", (state, logs)
+        time.sleep(0.5)
     assert f"address {ip}\n" in logs and f"reached {gateway}:53" in logs, logs
-    assert info["exit_code"] == 0, (info, logs)
+    got = subprocess.run([*d.wrapper, sys.executable, "-c", FETCH, ip], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert got == f"hello from the app at {ip}\n", got
+    info = wait_stopped(d, "n1")
+    assert info["exit_code"] == 0, (info, d.cli("logs", "n1").stdout)
+    assert "answered" in d.cli("logs", "n1").stdout
     d.cli("delete", "n1")
+    # without --network, as before: no NIC, no eth0
+    d.cli("launch", "--type", "appvm", "n2", "--app", str(netapp), "--", gateway)
+    info = wait_stopped(d, "n2")
+    assert info["exit_code"] == 2 and info["nics"] == [], info
+    assert "no address: No such device" in d.cli("logs", "n2").stdout
+    d.cli("delete", "n2")
 
 
 def test_a_running_app_vm_on_the_specialised_kernel_stops(

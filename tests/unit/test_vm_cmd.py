@@ -38,10 +38,10 @@ def test_unknown_accel_is_bad_input() -> None:
         choose_accel("xen", VMX)
 
 
-def spec(machine: Machine, io: Io, **kw: object) -> VmSpec:
+def spec(machine: Machine, io: Io, append: str = "console=ttyS0", **kw: object) -> VmSpec:
     t = Path("/t")
     return VmSpec(name="vm1", memory=128 * MIB, vcpus=2, accel=Accel.TCG, machine=machine,
-                  io=io, kernel=t / "vmlinuz", initrd=t / "initrd", append="console=ttyS0",
+                  io=io, kernel=t / "vmlinuz", initrd=t / "initrd", append=append,
                   serial_log=t / "console.log", qmp_socket=t / "qmp.sock",
                   pidfile=t / "qemu.pid", **kw)  # type: ignore[arg-type]
 
@@ -58,6 +58,37 @@ def test_microvm_uses_virtio_mmio_and_no_pci() -> None:
     assert {"virtio-blk-device,drive=disk0", "virtio-net-device,netdev=net0",
             "virtio-rng-device"} <= set(devices)
     assert "virtio-balloon-device,id=balloon0" in devices
+
+
+def test_microvm_for_a_kernel_without_acpi_names_its_virtio_devices_before_the_app_args(
+        ) -> None:
+    """ACPI off (one IO-APIC, 8 transports on IRQs 5-12), QEMU's own list off (it would
+    come after "--", as the app's arguments), ours before "--", from the last transport
+    down in the order of the devices on QEMU's command line."""
+    taps = (("cu-v1", "52:54:00:00:00:01"), ("cu-v2", "52:54:00:00:00:02"))
+    s = spec(Machine.MICROVM, Io.PARAVIRT, taps=taps, mmio_cmdline=True,
+             append="console=ttyS0 rdinit=/app -- a -- \"b c\"")
+    argv = build_argv(s)
+    assert opt(argv, "-M")[0].endswith(",acpi=off,auto-kernel-cmdline=off")
+    devices = [d.split(",")[0] for d in opt(argv, "-device")]
+    assert devices == ["virtio-net-device", "virtio-net-device", "virtio-rng-device",
+                       "virtio-balloon-device"]
+    assert opt(argv, "-append") == [
+        "console=ttyS0 rdinit=/app virtio_mmio.device=512@0xfeb00e00:12"
+        " virtio_mmio.device=512@0xfeb00c00:11 virtio_mmio.device=512@0xfeb00a00:10"
+        " virtio_mmio.device=512@0xfeb00800:9 -- a -- \"b c\""]
+    assert VmSpec.from_dict(s.to_dict()) == s
+    # no "--": at the end; without the flag (Debian's kernel finds them through ACPI)
+    # nothing changes
+    assert opt(build_argv(spec(Machine.MICROVM, Io.PARAVIRT, mmio_cmdline=True)),
+               "-append")[0].endswith("console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12"
+                                      " virtio_mmio.device=512@0xfeb00c00:11")
+    plain = build_argv(spec(Machine.MICROVM, Io.PARAVIRT, taps=taps))
+    assert opt(plain, "-append") == ["console=ttyS0"] and "acpi" not in opt(plain, "-M")[0]
+    many = tuple((f"cu-v{i}", f"52:54:00:00:00:{i:02x}") for i in range(7))
+    with pytest.raises(InvalidInputError, match="8 virtio-mmio transports: this VM would"
+                                                " need 9"):
+        build_argv(spec(Machine.MICROVM, Io.PARAVIRT, taps=many, mmio_cmdline=True))
 
 
 def test_pc_paravirt_uses_pci_virtio_and_emulated_uses_ide_and_e1000() -> None:

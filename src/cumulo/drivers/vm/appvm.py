@@ -20,7 +20,7 @@ from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
 from cumulo.drivers.vm import initramfs, tpm
 from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver, console_tail
-from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, run_dir
+from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, mmio_append, run_dir
 from cumulo.errors import (
     CumuloError,
     DriverError,
@@ -72,10 +72,14 @@ def app_append(name: str, args: list[str], tsc_khz: int | None = None,
             "no_timer_check"] if tsc_khz else [])
     append = " ".join(["console=ttyS0", "quiet", "loglevel=1", "panic=-1", "reboot=t", *tsc,
                        *extra, f"rdinit=/{name.lstrip('/')}", "--", *quoted])
+    _check_length(append)
+    return append
+
+
+def _check_length(append: str) -> None:
     if len(append) > CMDLINE_MAX:
         raise InvalidInputError(f"the app's arguments are too long ({len(append)} bytes on"
                                 f" the kernel command line, at most {CMDLINE_MAX})")
-    return append
 
 
 def _kernel(boot: Path | None, needs: tuple[str, ...] = ()) -> Path:
@@ -148,11 +152,8 @@ class AppVmDriver(VmDriver):
         choice = choose_accel(opts["accel"], self.ctx.host)
         name, source = self._init(spec)
         tpm_on = opts["tpm"] == "on"
-        if spec.nics:
-            raise UnsupportedError(
-                "--network on an app VM is not supported yet: the kernel built --with net"
-                " registers microvm's virtio-mmio NIC but no eth0 appears in the guest")
-        # a NIC: the kernel takes its address by DHCP before the program starts
+        # a NIC: the kernel takes its address by DHCP (the network's dnsmasq hands each MAC
+        # the address IPAM gave it) before the program starts
         extra = (*(tpm.MICROVM_APPEND.split() if tpm_on else ()),
                  *(["ip=dhcp"] if spec.nics else ()))
         append = app_append(name, self._args(spec),
@@ -173,7 +174,10 @@ class AppVmDriver(VmDriver):
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if tpm_on else None, taps=spec.nics,
                 qga=self.agent, tty_ports=self.tty_lines, tty_serial=self.tty_lines > 0,
+                # a built kernel has no ACPI: its virtio devices go on its command line
+                mmio_cmdline=spec.kernel is not None,
             )
+            _check_length(mmio_append(vm))
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice})
         except BaseException as err:

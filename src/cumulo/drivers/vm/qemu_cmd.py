@@ -21,6 +21,13 @@ TCG_TB_MIB = 256
 QEMU_OVERHEAD = 192 * MIB    # QEMU's own code, heap, I/O buffers, and the swtpm
 UNIX_PATH_MAX = 107          # bytes of a UNIX socket path (sun_path, less its NUL)
 LONGEST_SOCKET = "console.sock"   # qmp.sock, swtpm.sock and agentN.sock are shorter
+# microvm without ACPI (one IO-APIC): 8 virtio-mmio transports of 512 bytes from this
+# address, on IRQs 5-12; QEMU puts the command line's virtio devices on them from the last
+# one down (QEMU's hw/i386/microvm.c)
+MMIO_BASE = 0xFEB00000
+MMIO_SIZE = 512
+MMIO_TRANSPORTS = 8
+MMIO_IRQ_BASE = 5
 
 
 def run_dir(root: Path, host_id: str) -> Path:
@@ -85,6 +92,9 @@ class VmSpec:
     tty_serial: bool = False
     hvc_ports: int = 0               # virtio consoles for exec -t (busybox VMs: qga_tty.py)
     seed: Path | None = None         # cloud-init's NoCloud seed, a read-only disk (seed.py)
+    # microvm without ACPI, its virtio-mmio devices named on the kernel command line before
+    # the program's "--" (mmio_append): for a kernel without ACPI (an app VM's built one)
+    mmio_cmdline: bool = False
 
     def __post_init__(self) -> None:
         if self.machine == Machine.MICROVM and self.io == Io.EMULATED:
@@ -123,6 +133,7 @@ class VmSpec:
             tty_serial=bool(d.get("tty_serial", False)),
             hvc_ports=int(d.get("hvc_ports", 0)),
             seed=Path(d["seed"]) if d.get("seed") else None,
+            mmio_cmdline=bool(d.get("mmio_cmdline", False)),
         )
 
 
@@ -288,6 +299,30 @@ def _serial(spec: VmSpec) -> list[str]:
             "-serial", "chardev:console"]
 
 
+def mmio_append(spec: VmSpec) -> str:
+    """The kernel command line, with ``virtio_mmio.device=SIZE@ADDR:IRQ`` for each virtio
+    device when the spec asks (``mmio_cmdline``). A kernel without ACPI finds microvm's
+    virtio-mmio devices only there. QEMU would append them itself with ACPI off, but after
+    the app's ``--``, where the kernel hands them to the program as arguments: so QEMU's
+    own (auto-kernel-cmdline) is off and they go before it. With ACPI on (the default),
+    QEMU makes 24 transports on a second IO-APIC and names none."""
+    if not (spec.mmio_cmdline and spec.machine == Machine.MICROVM):
+        return spec.append
+    args = _devices(spec) + _block_devices(spec)
+    drivers = [args[i + 1].split(",")[0].removeprefix("driver=")
+               for i, a in enumerate(args[:-1]) if a == "-device"]
+    virtio = [d for d in drivers if d.startswith("virtio-") and d.endswith("-device")]
+    if len(virtio) > MMIO_TRANSPORTS:
+        raise InvalidInputError(f"microvm without ACPI has {MMIO_TRANSPORTS} virtio-mmio"
+                                f" transports: this VM would need {len(virtio)}")
+    index = range(MMIO_TRANSPORTS - 1, MMIO_TRANSPORTS - 1 - len(virtio), -1)
+    params = [f"virtio_mmio.device={MMIO_SIZE}@{MMIO_BASE + i * MMIO_SIZE:#x}"
+              f":{MMIO_IRQ_BASE + i}" for i in index]
+    words = spec.append.split(" ")
+    at = words.index("--") if "--" in words else len(words)
+    return " ".join([*words[:at], *params, *words[at:]])
+
+
 def _kernel(spec: VmSpec) -> list[str]:
     """Direct kernel boot; none for a firmware-only start (a KVM check on hosts whose KVM
     runs firmware but no stock kernel, see HOST-NOTES.md)."""
@@ -297,7 +332,8 @@ def _kernel(spec: VmSpec) -> list[str]:
         return firmware.qemu_args(spec.firmware, spec.efi_vars, spec.serial_log.parent,
                                   spec.secure_boot) \
             if spec.firmware else []
-    return ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
+    return ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd),
+            "-append", mmio_append(spec)]
 
 
 def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
@@ -305,6 +341,8 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
     machine = spec.machine.value
     if spec.machine == Machine.MICROVM:
         machine += ",x-option-roms=off,rtc=on"
+        if spec.mmio_cmdline:
+            machine += ",acpi=off,auto-kernel-cmdline=off"
     if spec.secure_boot:
         machine += ",smm=on"
     return [
