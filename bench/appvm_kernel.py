@@ -53,18 +53,22 @@ PROBE = ["sh", "-c", "echo app-first-line; /busybox mkdir -p /proc;"
 MEMORY = 128 * MIB       # boots: the same guest RAM for both (Debian's kernel needs 128)
 
 
-def boot_once(kernel: Path, initrd: Path, work: Path, timeout: float = 120
+def boot_once(kernel: Path, initrd: Path, work: Path, timeout: float = 120, *,
+              mmio_cmdline: bool = False, taps: tuple[tuple[str, str], ...] = (),
+              extra: tuple[str, ...] = (), wrap: tuple[str, ...] = ()
               ) -> tuple[float, float, int, str]:
     """Seconds from QEMU's start to the app's marker line, the CPU seconds QEMU used by
     then (less sensitive to a busy host than the wall time), QEMU's PSS then, and the
-    console text."""
+    console text. ``mmio_cmdline`` as the app VM driver sets it for a built kernel,
+    ``taps`` its NICs, ``extra`` kernel parameters, ``wrap`` before QEMU (nsenter)."""
     log = work / "console.log"
     log.unlink(missing_ok=True)
     spec = VmSpec(name="bench", memory=MEMORY, vcpus=1, accel=Accel.TCG,
                   machine=Machine.MICROVM, io=Io.PARAVIRT, kernel=kernel, initrd=initrd,
-                  append=app_append("busybox", PROBE, host_tsc_khz()), serial_log=log,
-                  qmp_socket=work / "qmp.sock", pidfile=work / "qemu.pid")
-    argv = [a for a in build_argv(spec) if a != "-daemonize"]
+                  append=app_append("busybox", PROBE, host_tsc_khz(), extra), serial_log=log,
+                  qmp_socket=work / "qmp.sock", pidfile=work / "qemu.pid",
+                  mmio_cmdline=mmio_cmdline, taps=taps)
+    argv = [*wrap, *(a for a in build_argv(spec) if a != "-daemonize")]
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -182,7 +186,8 @@ def main() -> None:
         initrd.write_bytes(initramfs.build_app(BUSYBOX.read_bytes(), "busybox"))
         for _ in range(args.runs):          # alternate: all see the same machine
             for n, path in kernels.items():
-                secs, cpu, pss, console = boot_once(path, initrd, Path(tmp))
+                secs, cpu, pss, console = boot_once(path, initrd, Path(tmp),
+                                                    mmio_cmdline=n != "generic")
                 times[n].append(secs)
                 cpus[n].append(cpu)
                 psss[n].append(pss)

@@ -27,7 +27,8 @@ from tests.system.test_appvm_cli import HELLO, wait_stopped
 BUILD_TIMEOUT = 3600
 # an app VM's network program: the address the kernel took by DHCP (ip=dhcp), a TCP
 # connection out to the gateway's DNS (dnsmasq), then a TCP server on port 7000 that
-# answers each connection with that address; it ends after the first one
+# answers each connection with that address; it ends after the number of connections its
+# second argument says (1 without it)
 NETAPP = r"""
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,6 +36,7 @@ NETAPP = r"""
 #include <net/if.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -72,11 +74,14 @@ int main(int argc, char **argv) {
     }
     printf("listening on %s:7000\n", addr);
     fflush(stdout);
-    c = accept(l, NULL, NULL);
     snprintf(line, sizeof line, "hello from the app at %s\n", addr);
-    write(c, line, strlen(line));
-    close(c);
-    printf("answered\n");
+    for (int n = argc > 2 ? atoi(argv[2]) : 1; n > 0; n--) {
+        c = accept(l, NULL, NULL);
+        write(c, line, strlen(line));
+        close(c);
+        printf("answered\n");
+        fflush(stdout);
+    }
     return 0;
 }
 """
@@ -243,14 +248,17 @@ def _qemu_of(d: Daemon, name: str) -> list[str]:
 def test_an_app_vm_with_a_network_gets_its_address_and_answers_on_it(
         net_daemon: Daemon, netapp: Path) -> None:
     """--network on the kernel built --with net: eth0 with the address IPAM gave the NIC
-    (by the kernel's DHCP), out to the gateway, and a TCP server in the app that the host
-    side of the network reaches; the same app without --network has no eth0."""
+    (by the kernel's DHCP), out to the gateway, and a TCP server in the app that another
+    instance on the network and the host side of it reach; the same app without
+    --network has no eth0."""
     d = net_daemon
     net = image(d, "kernel/app-net")
     assert net["properties"]["features"] == "net", net["properties"]
     gateway = json.loads(d.cli("network", "info", "lan", "--format", "json").stdout)["gateway"]
+    d.cli("image", "build", "busybox")
+    d.cli("launch", "busybox", "peer", "--network", "lan", "--", "sleep", "600")
     d.cli("launch", "--type", "appvm", "n1", "--app", str(netapp), "--network", "lan",
-          "--", gateway)
+          "--", gateway, "2")
     info = json.loads(d.cli("info", "n1", "--format", "json").stdout)
     # the kernel built with net is the default for an app VM with a NIC
     assert info["options"]["kernel"] == net["fingerprint"], info["options"]
@@ -261,13 +269,16 @@ def test_an_app_vm_with_a_network_gets_its_address_and_answers_on_it(
         assert time.monotonic() < deadline and state == "running", (state, logs)
         time.sleep(0.5)
     assert f"address {ip}\n" in logs and f"reached {gateway}:53" in logs, logs
+    got = d.cli("exec", "peer", "--", "nc", "-w", "10", ip, "7000").stdout
+    assert got == f"hello from the app at {ip}\n", got
     got = subprocess.run([*d.wrapper, sys.executable, "-c", FETCH, ip], capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert got == f"hello from the app at {ip}\n", got
     info = wait_stopped(d, "n1")
     assert info["exit_code"] == 0, (info, d.cli("logs", "n1").stdout)
-    assert "answered" in d.cli("logs", "n1").stdout
+    assert d.cli("logs", "n1").stdout.count("answered\n") == 2
     d.cli("delete", "n1")
+    d.cli("delete", "peer", "--force")
     # without --network, as before: no NIC, no eth0
     d.cli("launch", "--type", "appvm", "n2", "--app", str(netapp), "--", gateway)
     info = wait_stopped(d, "n2")
