@@ -287,6 +287,27 @@ def test_an_app_vm_with_a_network_gets_its_address_and_answers_on_it(
     d.cli("delete", "n2")
 
 
+def test_bad_network_requests_on_app_vms_are_one_line_and_leave_nothing(
+        net_daemon: Daemon, netapp: Path) -> None:
+    d = net_daemon
+    d.cli("network", "create", "lan2", "--subnet", "10.94.0.0/24")
+    before = {n["name"]: n for n in json.loads(d.cli("network", "list", "--format",
+                                                     "json").stdout)}
+    for args, want in (
+            (("--network", "lan", "--network", "lan2"), "an app VM takes one network, not 2"),
+            (("--network", "lan", "--kernel", "generic"),
+             "a NIC (--network, or the project's network 'default') on an app VM needs a"
+             " kernel with virtio-net and DHCP built in (Debian's kernel has it as a module")):
+        r = d.cli("launch", "--type", "appvm", "bad", "--app", str(netapp), *args, check=False)
+        assert r.returncode == 1 and want in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert json.loads(d.cli("list", "--format", "json").stdout) == []
+    after = {n["name"]: n for n in json.loads(d.cli("network", "list", "--format",
+                                                    "json").stdout)}
+    assert after == before         # no address kept for the VM that was not made
+    d.cli("network", "delete", "lan2")
+
+
 def test_a_running_app_vm_on_the_specialised_kernel_stops(
         module_daemon: Daemon, kernel: dict[str, Any]) -> None:
     d = module_daemon

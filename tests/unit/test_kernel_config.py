@@ -107,9 +107,10 @@ def test_an_app_vm_s_tpm_needs_a_kernel_with_the_tpm_driver(tmp_path: Path) -> N
     (boot / "config").write_text("CONFIG_PVH=y\nCONFIG_TCG_TIS=y\n")
     assert appvm._kernel(boot, ("tpm",)) == boot / "vmlinux"
     # and a NIC needs virtio-net and the kernel's DHCP client
-    with pytest.raises(InvalidInputError, match=r"^--network on an app VM needs a kernel with"
-                       r" virtio-net and DHCP built in \(kernel image ffffffffffff has none\):"
-                       r" cumulo image build kernel --with net$"):
+    with pytest.raises(InvalidInputError, match=r"^a NIC \(--network, or the project's network"
+                       r" 'default'\) on an app VM needs a kernel with virtio-net and DHCP"
+                       r" built in \(kernel image ffffffffffff has none\): cumulo image build"
+                       r" kernel --with net, or launch with --network none$"):
         appvm._kernel(boot, ("net", "tpm"))
     append = appvm.app_append("hello", ["a"], None, tuple(tpm.MICROVM_APPEND.split()))
     assert append.endswith(f"{tpm.MICROVM_APPEND} rdinit=/hello -- a"), append

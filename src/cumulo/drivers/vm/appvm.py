@@ -39,8 +39,8 @@ PANIC_RE = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
 PANIC_LINE_RE = re.compile(rb"(?m)^\[ *\d+\.\d+\] Kernel panic - not syncing: Attempted to kill")
 LOOK_BACK = 4096
 # kernel feature -> the flag that needs it, what, and the options it must have built in
-BUILT_IN = {"net": ("--network", "virtio-net and DHCP",
-                    ("CONFIG_VIRTIO_NET=y", "CONFIG_IP_PNP_DHCP=y")),
+BUILT_IN = {"net": ("a NIC (--network, or the project's network 'default')",
+                    "virtio-net and DHCP", ("CONFIG_VIRTIO_NET=y", "CONFIG_IP_PNP_DHCP=y")),
             "tpm": ("--tpm", "the TPM driver", ("CONFIG_TCG_TIS=y",))}
 OPTIONS = {"accel": "auto", "kernel": kinds.GENERIC_KERNEL, "tpm": "off"}
 # APIC bus cycles per tick: QEMU's 1 GHz bus over the kernels' HZ=250 (Debian's; the
@@ -103,7 +103,8 @@ def _kernel(boot: Path | None, needs: tuple[str, ...] = ()) -> Path:
 def _no_driver(need: str, why: str) -> str:
     flag, what, _ = BUILT_IN[need]
     return (f"{flag} on an app VM needs a kernel with {what} built in ({why}):"
-            f" cumulo image build kernel --with {need}")
+            f" cumulo image build kernel --with {need}"
+            + (", or launch with --network none" if need == "net" else ""))
 
 
 def exit_status(wait_status: int) -> int:
@@ -152,6 +153,10 @@ class AppVmDriver(VmDriver):
         choice = choose_accel(opts["accel"], self.ctx.host)
         name, source = self._init(spec)
         tpm_on = opts["tpm"] == "on"
+        if len(spec.nics) > 1:
+            raise InvalidInputError(
+                f"an app VM takes one network, not {len(spec.nics)}: its kernel configures"
+                " one interface as it boots (ip=dhcp), and the program none")
         # a NIC: the kernel takes its address by DHCP (the network's dnsmasq hands each MAC
         # the address IPAM gave it) before the program starts
         extra = (*(tpm.MICROVM_APPEND.split() if tpm_on else ()),
