@@ -245,12 +245,28 @@ def _qemu_of(d: Daemon, name: str) -> list[str]:
     return [ln for ln in out.splitlines() if "qemu-system" in ln and f"{d.state_dir}/" in ln]
 
 
+def _listening(d: Daemon, name: str, ip: str) -> str:
+    """The app's output once it listens on ``ip`` (it must not stop before)."""
+    deadline = time.monotonic() + 120
+    while f"listening on {ip}:7000" not in (logs := d.cli("logs", name).stdout):
+        state = json.loads(d.cli("info", name, "--format", "json").stdout)["state"]
+        assert time.monotonic() < deadline and state == "running", (state, logs)
+        time.sleep(0.5)
+    return logs
+
+
+def _fetch_from_host_side(d: Daemon, ip: str) -> str:
+    return subprocess.run([*d.wrapper, sys.executable, "-c", FETCH, ip], capture_output=True,
+                          text=True, timeout=60, check=True).stdout
+
+
 def test_an_app_vm_with_a_network_gets_its_address_and_answers_on_it(
         net_daemon: Daemon, netapp: Path) -> None:
     """--network on the kernel built --with net: eth0 with the address IPAM gave the NIC
     (by the kernel's DHCP), out to the gateway, and a TCP server in the app that another
     instance on the network and the host side of it reach; the same app without
-    --network has no eth0."""
+    --network has no eth0, gets one when a network is attached while it is stopped, and
+    none once it is detached."""
     d = net_daemon
     net = image(d, "kernel/app-net")
     assert net["properties"]["features"] == "net", net["properties"]
@@ -263,17 +279,11 @@ def test_an_app_vm_with_a_network_gets_its_address_and_answers_on_it(
     # the kernel built with net is the default for an app VM with a NIC
     assert info["options"]["kernel"] == net["fingerprint"], info["options"]
     ip = info["nics"][0]["ip"]
-    deadline = time.monotonic() + 120
-    while f"listening on {ip}:7000" not in (logs := d.cli("logs", "n1").stdout):
-        state = json.loads(d.cli("info", "n1", "--format", "json").stdout)["state"]
-        assert time.monotonic() < deadline and state == "running", (state, logs)
-        time.sleep(0.5)
+    logs = _listening(d, "n1", ip)
     assert f"address {ip}\n" in logs and f"reached {gateway}:53" in logs, logs
     got = d.cli("exec", "peer", "--", "nc", "-w", "10", ip, "7000").stdout
     assert got == f"hello from the app at {ip}\n", got
-    got = subprocess.run([*d.wrapper, sys.executable, "-c", FETCH, ip], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
-    assert got == f"hello from the app at {ip}\n", got
+    assert _fetch_from_host_side(d, ip) == f"hello from the app at {ip}\n"
     info = wait_stopped(d, "n1")
     assert info["exit_code"] == 0, (info, d.cli("logs", "n1").stdout)
     assert d.cli("logs", "n1").stdout.count("answered\n") == 2
@@ -284,6 +294,17 @@ def test_an_app_vm_with_a_network_gets_its_address_and_answers_on_it(
     info = wait_stopped(d, "n2")
     assert info["exit_code"] == 2 and info["nics"] == [], info
     assert "no address: No such device" in d.cli("logs", "n2").stdout
+    # a network attached while it is stopped: at the next start
+    d.cli("network", "attach", "lan", "n2")
+    d.cli("start", "n2")
+    ip = json.loads(d.cli("info", "n2", "--format", "json").stdout)["nics"][0]["ip"]
+    _listening(d, "n2", ip)
+    assert _fetch_from_host_side(d, ip) == f"hello from the app at {ip}\n"
+    assert wait_stopped(d, "n2")["exit_code"] == 0
+    d.cli("network", "detach", "lan", "n2")
+    d.cli("start", "n2")
+    info = wait_stopped(d, "n2")
+    assert info["exit_code"] == 2 and info["nics"] == [], info
     d.cli("delete", "n2")
 
 

@@ -114,3 +114,16 @@ def test_an_app_vm_s_tpm_needs_a_kernel_with_the_tpm_driver(tmp_path: Path) -> N
         appvm._kernel(boot, ("net", "tpm"))
     append = appvm.app_append("hello", ["a"], None, tuple(tpm.MICROVM_APPEND.split()))
     assert append.endswith(f"{tpm.MICROVM_APPEND} rdinit=/hello -- a"), append
+
+
+def test_an_app_vm_with_a_nic_has_the_kernel_s_dhcp_before_the_program_s_arguments() -> None:
+    """Added at create or at a start with a NIC attached since, taken out once it is
+    detached; the program's own ip=dhcp (after "--") is its argument and stays."""
+    from cumulo.drivers.vm import appvm
+
+    append = appvm.app_append("app", ["ip=dhcp", "x"])
+    assert append.endswith("rdinit=/app -- ip=dhcp x") and append.count("ip=dhcp") == 1
+    with_nic = appvm._with_dhcp(append, True)
+    assert with_nic.endswith("rdinit=/app ip=dhcp -- ip=dhcp x"), with_nic
+    assert appvm._with_dhcp(with_nic, True) == with_nic
+    assert appvm._with_dhcp(with_nic, False) == append

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
@@ -42,6 +43,7 @@ LOOK_BACK = 4096
 BUILT_IN = {"net": ("a NIC (--network, or the project's network 'default')",
                     "virtio-net and DHCP", ("CONFIG_VIRTIO_NET=y", "CONFIG_IP_PNP_DHCP=y")),
             "tpm": ("--tpm", "the TPM driver", ("CONFIG_TCG_TIS=y",))}
+DHCP = "ip=dhcp"
 OPTIONS = {"accel": "auto", "kernel": kinds.GENERIC_KERNEL, "tpm": "off"}
 # APIC bus cycles per tick: QEMU's 1 GHz bus over the kernels' HZ=250 (Debian's; the
 # specialised kernel keeps the default)
@@ -100,6 +102,23 @@ def _kernel(boot: Path | None, needs: tuple[str, ...] = ()) -> Path:
     return boot / "vmlinux"
 
 
+def _check_nics(spec: InstanceSpec) -> None:
+    if len(spec.nics) > 1:
+        raise InvalidInputError(
+            f"an app VM takes one network, not {len(spec.nics)}: its kernel configures one"
+            " interface as it boots (ip=dhcp), and the program none")
+
+
+def _with_dhcp(append: str, nic: bool) -> str:
+    """The command line with ``ip=dhcp`` before the program's ``--`` if the VM has a NIC
+    (the kernel takes its address from the network's dnsmasq, which hands each MAC the
+    address IPAM gave it, before the program starts), without it if not."""
+    words = append.split(" ")
+    at = words.index("--") if "--" in words else len(words)
+    kernel = [w for w in words[:at] if w != DHCP]
+    return " ".join([*kernel, *([DHCP] if nic else []), *words[at:]])
+
+
 def _no_driver(need: str, why: str) -> str:
     flag, what, _ = BUILT_IN[need]
     return (f"{flag} on an app VM needs a kernel with {what} built in ({why}):"
@@ -153,16 +172,10 @@ class AppVmDriver(VmDriver):
         choice = choose_accel(opts["accel"], self.ctx.host)
         name, source = self._init(spec)
         tpm_on = opts["tpm"] == "on"
-        if len(spec.nics) > 1:
-            raise InvalidInputError(
-                f"an app VM takes one network, not {len(spec.nics)}: its kernel configures"
-                " one interface as it boots (ip=dhcp), and the program none")
-        # a NIC: the kernel takes its address by DHCP (the network's dnsmasq hands each MAC
-        # the address IPAM gave it) before the program starts
-        extra = (*(tpm.MICROVM_APPEND.split() if tpm_on else ()),
-                 *(["ip=dhcp"] if spec.nics else ()))
+        _check_nics(spec)
         append = app_append(name, self._args(spec),
-                            host_tsc_khz() if choice.accel == Accel.TCG else None, extra)
+                            host_tsc_khz() if choice.accel == Accel.TCG else None,
+                            tuple(tpm.MICROVM_APPEND.split()) if tpm_on else ())
         kernel = _kernel(spec.kernel, (*(["net"] if spec.nics else ()),
                                        *(["tpm"] if tpm_on else ())))
         run = run_dir(self._run, spec.host_id)
@@ -174,7 +187,8 @@ class AppVmDriver(VmDriver):
                 name=spec.host_id, vcpus=1, accel=choice.accel, machine=Machine.MICROVM,
                 memory=spec.limits.memory or (SPECIALISED_MEMORY if spec.kernel
                                               else DEFAULT_MEMORY),
-                io=Io.PARAVIRT, kernel=kernel, initrd=initrd, append=append,
+                io=Io.PARAVIRT, kernel=kernel, initrd=initrd,
+                append=_with_dhcp(append, bool(spec.nics)),
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if tpm_on else None, taps=spec.nics,
@@ -191,6 +205,18 @@ class AppVmDriver(VmDriver):
             if isinstance(err, OSError):
                 raise DriverError(f"cannot create app VM {spec.host_id!r}: {err}") from err
             raise
+
+    def start(self, spec: InstanceSpec) -> RunState:
+        """As a VM starts, with the NICs it has now: one attached while it was stopped
+        needs the kernel's DHCP on the command line (and a kernel that has it)."""
+        _check_nics(spec)
+        if spec.nics:
+            _kernel(spec.kernel, ("net",))
+        vm = self._vmspec(spec.host_id)
+        append = _with_dhcp(vm.append, bool(spec.nics))
+        if append != vm.append:
+            self._put_vm(replace(vm, append=append))
+        return super().start(spec)
 
     def _exit_code(self, vm: VmSpec) -> int | None:
         found = PANIC_RE.findall(console_tail(vm.serial_log))
