@@ -312,14 +312,22 @@ def test_bad_network_requests_on_app_vms_are_one_line_and_leave_nothing(
         net_daemon: Daemon, netapp: Path) -> None:
     d = net_daemon
     d.cli("network", "create", "lan2", "--subnet", "10.94.0.0/24")
+    d.cli("image", "build", "busybox")
     before = {n["name"]: n for n in json.loads(d.cli("network", "list", "--format",
                                                      "json").stdout)}
     for args, want in (
-            (("--network", "lan", "--network", "lan2"), "an app VM takes one network, not 2"),
-            (("--network", "lan", "--kernel", "generic"),
+            (("--app", str(netapp), "--network", "lan", "--network", "lan2"),
+             "an app VM takes one network, not 2"),
+            (("--app", str(netapp), "--network", "lan", "--kernel", "generic"),
              "a NIC (--network, or the project's network 'default') on an app VM needs a"
-             " kernel with virtio-net and DHCP built in (Debian's kernel has it as a module")):
-        r = d.cli("launch", "--type", "appvm", "bad", "--app", str(netapp), *args, check=False)
+             " kernel with virtio-net and DHCP built in (Debian's kernel has it as a module"),
+            # an image VM (docker's cumulo-vm) is an app VM on Debian's kernel whose
+            # initramfs has no virtio-net: refused as before, saying so
+            (("busybox", "bad", "--type", "imagevm", "--network", "lan", "--", "sleep", "9"),
+             "a NIC on an image VM (--network, or the project's network 'default') is not"
+             " supported yet: its initramfs loads no virtio-net driver")):
+        r = d.cli("launch", *(args if args[0] == "busybox" else ("--type", "appvm", "bad",
+                                                                   *args)), check=False)
         assert r.returncode == 1 and want in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert json.loads(d.cli("list", "--format", "json").stdout) == []

@@ -102,13 +102,6 @@ def _kernel(boot: Path | None, needs: tuple[str, ...] = ()) -> Path:
     return boot / "vmlinux"
 
 
-def _check_nics(spec: InstanceSpec) -> None:
-    if len(spec.nics) > 1:
-        raise InvalidInputError(
-            f"an app VM takes one network, not {len(spec.nics)}: its kernel configures one"
-            " interface as it boots (ip=dhcp), and the program none")
-
-
 def _with_dhcp(append: str, nic: bool) -> str:
     """The command line with ``ip=dhcp`` before the program's ``--`` if the VM has a NIC
     (the kernel takes its address from the network's dnsmasq, which hands each MAC the
@@ -172,12 +165,10 @@ class AppVmDriver(VmDriver):
         choice = choose_accel(opts["accel"], self.ctx.host)
         name, source = self._init(spec)
         tpm_on = opts["tpm"] == "on"
-        _check_nics(spec)
-        append = app_append(name, self._args(spec),
-                            host_tsc_khz() if choice.accel == Accel.TCG else None,
-                            tuple(tpm.MICROVM_APPEND.split()) if tpm_on else ())
-        kernel = _kernel(spec.kernel, (*(["net"] if spec.nics else ()),
-                                       *(["tpm"] if tpm_on else ())))
+        append = self._nic_append(spec, app_append(
+            name, self._args(spec), host_tsc_khz() if choice.accel == Accel.TCG else None,
+            tuple(tpm.MICROVM_APPEND.split()) if tpm_on else ()))
+        kernel = _kernel(spec.kernel, ("tpm",) if tpm_on else ())
         run = run_dir(self._run, spec.host_id)
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +179,7 @@ class AppVmDriver(VmDriver):
                 memory=spec.limits.memory or (SPECIALISED_MEMORY if spec.kernel
                                               else DEFAULT_MEMORY),
                 io=Io.PARAVIRT, kernel=kernel, initrd=initrd,
-                append=_with_dhcp(append, bool(spec.nics)),
+                append=append,
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if tpm_on else None, taps=spec.nics,
@@ -206,14 +197,23 @@ class AppVmDriver(VmDriver):
                 raise DriverError(f"cannot create app VM {spec.host_id!r}: {err}") from err
             raise
 
-    def start(self, spec: InstanceSpec) -> RunState:
-        """As a VM starts, with the NICs it has now: one attached while it was stopped
-        needs the kernel's DHCP on the command line (and a kernel that has it)."""
-        _check_nics(spec)
+    def _nic_append(self, spec: InstanceSpec, append: str) -> str:
+        """The command line for the VM's NICs, checked before anything is made: the
+        kernel takes the address of the one NIC an app VM may have by DHCP (``ip=dhcp``),
+        so it needs virtio-net and its DHCP client built in."""
+        if len(spec.nics) > 1:
+            raise InvalidInputError(
+                f"an app VM takes one network, not {len(spec.nics)}: its kernel configures one"
+                " interface as it boots (ip=dhcp), and the program none")
         if spec.nics:
             _kernel(spec.kernel, ("net",))
+        return _with_dhcp(append, bool(spec.nics))
+
+    def start(self, spec: InstanceSpec) -> RunState:
+        """As a VM starts, with the NICs it has now (one attached while it was stopped
+        needs the kernel's DHCP on the command line)."""
         vm = self._vmspec(spec.host_id)
-        append = _with_dhcp(vm.append, bool(spec.nics))
+        append = self._nic_append(spec, vm.append)
         if append != vm.append:
             self._put_vm(replace(vm, append=append))
         return super().start(spec)

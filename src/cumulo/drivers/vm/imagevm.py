@@ -62,6 +62,17 @@ class ImageVmDriver(AppVmDriver):
     def _args(self, spec: InstanceSpec) -> list[str]:
         return []      # the command is in the initramfs (image_guest.RUN_SCRIPT)
 
+    def _nic_append(self, spec: InstanceSpec, append: str) -> str:
+        """No NIC yet: the initramfs loads virtio_console only (image_guest), no
+        virtio-net, and Debian's kernel has none built in (an app VM's ip=dhcp needs a
+        kernel built --with net)."""
+        if spec.nics:
+            raise UnsupportedError(
+                "a NIC on an image VM (--network, or the project's network 'default') is not"
+                " supported yet: its initramfs loads no virtio-net driver; run it with"
+                " --network none")
+        return append
+
     def _initrd(self, spec: InstanceSpec, init: str, source: Path) -> bytes:
         workload = ExecRequest(command=[_command(spec), *spec.command[1:]], env=spec.env,
                                cwd=spec.cwd, user=spec.user)
