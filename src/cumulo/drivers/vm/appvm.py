@@ -21,7 +21,15 @@ from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunState
 from cumulo.drivers.vm import initramfs, tpm
 from cumulo.drivers.vm.accel import TSC_RELIABLE, Accel, choose_accel, host_tsc_khz
 from cumulo.drivers.vm.driver import CMDLINE_MAX, VmDriver, console_tail
-from cumulo.drivers.vm.qemu_cmd import MIB, Io, Machine, VmSpec, mmio_append, run_dir
+from cumulo.drivers.vm.qemu_cmd import (
+    MIB,
+    Io,
+    Machine,
+    VmSpec,
+    mmio_append,
+    run_dir,
+    split_append,
+)
 from cumulo.errors import (
     CumuloError,
     DriverError,
@@ -106,10 +114,8 @@ def _with_dhcp(append: str, nic: bool) -> str:
     """The command line with ``ip=dhcp`` before the program's ``--`` if the VM has a NIC
     (the kernel takes its address from the network's dnsmasq, which hands each MAC the
     address IPAM gave it, before the program starts), without it if not."""
-    words = append.split(" ")
-    at = words.index("--") if "--" in words else len(words)
-    kernel = [w for w in words[:at] if w != DHCP]
-    return " ".join([*kernel, *([DHCP] if nic else []), *words[at:]])
+    kernel, init = split_append(append)
+    return " ".join([*(w for w in kernel if w != DHCP), *([DHCP] if nic else []), *init])
 
 
 def _no_driver(need: str, why: str) -> str:
@@ -178,8 +184,7 @@ class AppVmDriver(VmDriver):
                 name=spec.host_id, vcpus=1, accel=choice.accel, machine=Machine.MICROVM,
                 memory=spec.limits.memory or (SPECIALISED_MEMORY if spec.kernel
                                               else DEFAULT_MEMORY),
-                io=Io.PARAVIRT, kernel=kernel, initrd=initrd,
-                append=append,
+                io=Io.PARAVIRT, kernel=kernel, initrd=initrd, append=append,
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if tpm_on else None, taps=spec.nics,

@@ -318,9 +318,16 @@ def mmio_append(spec: VmSpec) -> str:
     index = range(MMIO_TRANSPORTS - 1, MMIO_TRANSPORTS - 1 - len(virtio), -1)
     params = [f"virtio_mmio.device={MMIO_SIZE}@{MMIO_BASE + i * MMIO_SIZE:#x}"
               f":{MMIO_IRQ_BASE + i}" for i in index]
-    words = spec.append.split(" ")
+    kernel, init = split_append(spec.append)
+    return " ".join([*kernel, *params, *init])
+
+
+def split_append(append: str) -> tuple[list[str], list[str]]:
+    """A kernel command line's words: the kernel's, and from the ``--`` on what it hands
+    to init (an app's arguments)."""
+    words = append.split(" ")
     at = words.index("--") if "--" in words else len(words)
-    return " ".join([*words[:at], *params, *words[at:]])
+    return words[:at], words[at:]
 
 
 def _kernel(spec: VmSpec) -> list[str]:
