@@ -228,8 +228,6 @@ class Client:
                   ) -> Iterator[tuple[Response, Iterator[bytes]]]:
         """Send one request; yield the answer's head (no body yet) and its body's pieces
         as they come. ``content``: bytes or a file to upload; ``timeout=None``: none."""
-        import h11
-
         t: float | None = self.timeout if timeout is _DEFAULT else timeout
         hdrs = {k.lower(): v for k, v in {**self.headers, **(headers or {})}.items()}
         body = content
@@ -245,23 +243,29 @@ class Client:
         except OSError as err:
             raise self._unreachable(err) from err
         with sock:
-            conn = h11.Connection(h11.CLIENT)
-            request = h11.Request(method=method, target=API + path + _query(params),
-                                  headers=[("host", host), ("connection", "close"),
-                                           *hdrs.items()])
-            events = chain([request], (h11.Data(data=c) for c in _chunks(body)),
-                           [h11.EndOfMessage()])
+            yield self._http(sock, host, method, API + path + _query(params), hdrs, body)
+
+    def _http(self, sock: socket.socket, host: str, method: str, target: str,
+              hdrs: dict[str, str], body: Any) -> tuple[Response, Iterator[bytes]]:
+        """Send the request on ``sock``; the answer's head and its body's pieces."""
+        import h11
+
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(method=method, target=target,
+                              headers=[("host", host), ("connection", "close"), *hdrs.items()])
+        events = chain([request], (h11.Data(data=c) for c in _chunks(body)),
+                       [h11.EndOfMessage()])
+        try:
             try:
-                try:
-                    for event in events:
-                        if data := conn.send(event):   # b"": no send (EPIPE once answered)
-                            sock.sendall(data)
-                except OSError:
-                    pass   # it may have answered (and closed) before taking it all: read on
-                head = _head(conn, sock)
-            except (OSError, h11.ProtocolError) as err:
-                raise self._unreachable(err) from err
-            yield head, _body(conn, sock, self.where())
+                for event in events:
+                    if data := conn.send(event):   # b"": no send (EPIPE once answered)
+                        sock.sendall(data)
+            except OSError:
+                pass   # it may have answered (and closed) before taking it all: read on
+            head = _head(conn, sock)
+        except (OSError, h11.ProtocolError) as err:
+            raise self._unreachable(err) from err
+        return head, _body(conn, sock, self.where())
 
     def _unreachable(self, err: Exception) -> DaemonUnreachable:
         if self.base.startswith("http://") and not isinstance(err, OSError):
@@ -409,17 +413,23 @@ class Client:
     def _websocket(self, path: str, what: str, first: str | None = None) -> WebSocket:
         """A websocket on ``path`` (under /1.0), on a socket of our own (wsclient.py);
         ``first``: a text message sent as soon as it is open (wsopen.py)."""
-        from cumulo.wsopen import Rejected, handshake
+        from cumulo.wsopen import Rejected
 
         try:
             sock, host = self._connect(self.timeout)
             try:
-                return handshake(sock, host, API + path, self.headers, first)
+                return self._handshake(sock, host, API + path, first)
             except BaseException:
                 sock.close()
                 raise
         except (OSError, Rejected) as err:
             raise DaemonUnreachable(f"cannot open {what} at {self.where()}: {err}") from err
+
+    def _handshake(self, sock: socket.socket, host: str, target: str, first: str | None
+                   ) -> WebSocket:
+        from cumulo.wsopen import handshake
+
+        return handshake(sock, host, target, self.headers, first)
 
     def metrics(self) -> str:
         """The Prometheus exposition of ``GET /1.0/metrics``."""

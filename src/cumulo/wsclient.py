@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
-import time
-from collections import deque
-from collections.abc import Iterator
 from typing import cast
 
 from wsproto.connection import Connection, ConnectionState
@@ -33,24 +29,20 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from cumulo.wsopen import Rejected, StreamClosed, handshake
+from cumulo.wsopen import MessageReader, Rejected, StreamClosed, handshake
 
 __all__ = ["Rejected", "StreamClosed", "WebSocket", "handshake"]
 
 NORMAL, GOING_AWAY, ABNORMAL = 1000, 1001, 1006
-CLOSE_WAIT = 2.0   # seconds ``close`` waits for the peer's close frame
 
 
-class WebSocket:
+class WebSocket(MessageReader):
     """An open websocket: ``send``, ``recv`` or iterate, ``close``."""
 
     def __init__(self, sock: socket.socket, conn: Connection) -> None:
-        self._sock, self._conn = sock, conn
-        self._send_lock = threading.Lock()
-        self._messages: deque[bytes | str] = deque()
+        super().__init__(sock)
+        self._conn = conn
         self._partial: list[bytes | bytearray | str] = []   # a message's frames so far
-        self._read_lock = threading.Lock()   # one reader at a time
-        self.close_code: int | None = None     # set when the peer's close (or EOF) is seen
 
     def send(self, message: bytes | str) -> None:
         """One message: bytes as a binary frame, str as a text frame."""
@@ -65,27 +57,6 @@ class WebSocket:
             except LocalProtocolError:
                 raise StreamClosed(self.close_code) from None
             self._sock.sendall(data)
-
-    def recv(self) -> bytes | str:
-        """The next message; ``StreamClosed`` once the peer closed or the link broke."""
-        with self._read_lock:
-            while not self._messages:
-                if self.close_code is not None:
-                    raise StreamClosed(self.close_code)
-                try:
-                    data: bytes | None = self._sock.recv(1 << 16) or None
-                except OSError:
-                    data = None
-                self._receive(data)
-            return self._messages.popleft()
-
-    def __iter__(self) -> Iterator[bytes | str]:
-        """Messages until the websocket closes, however it closes (see ``close_code``)."""
-        while True:
-            try:
-                yield self.recv()
-            except StreamClosed:
-                return
 
     def _receive(self, data: bytes | None) -> None:
         """Feed bytes read (None: end of stream; b"": none, just take the events pending)
@@ -125,17 +96,7 @@ class WebSocket:
         with contextlib.suppress(OSError, StreamClosed):
             if self._conn.state is ConnectionState.OPEN:
                 self._send(CloseConnection(code=code))
-        if not self._read_lock.acquire(blocking=False):
-            return
-        try:
-            deadline = time.monotonic() + CLOSE_WAIT
-            with contextlib.suppress(OSError):
-                while self.close_code is None and (left := deadline - time.monotonic()) > 0:
-                    self._sock.settimeout(left)
-                    self._receive(self._sock.recv(1 << 16) or None)
-            self._sock.close()
-        finally:
-            self._read_lock.release()
+        self._await_close()
 
     def close_socket(self) -> None:
         """Drop the connection with no close handshake (as a killed client would)."""

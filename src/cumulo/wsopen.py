@@ -12,8 +12,13 @@ everything after it is wsproto's (``cumulo.wsclient``).
 from __future__ import annotations
 
 import binascii
+import contextlib
 import os
 import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from cumulo.errors import CumuloError
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from cumulo.wsclient import WebSocket
 
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # RFC 6455 1.3
+CLOSE_WAIT = 2.0   # seconds ``close`` waits for the peer's close frame
 
 
 class Rejected(CumuloError):
@@ -40,16 +46,74 @@ class StreamClosed(CumuloError):
         self.code = code
 
 
+class MessageReader:
+    """What the two websocket clients share (``cumulo.wsclient.WebSocket`` on wsproto,
+    ``cumulo.liteclient.LiteWebSocket`` on the standard library): messages read one at
+    a time until the peer closes, and the wait for its close frame. A subclass feeds
+    what it reads to ``_receive``, which queues whole messages and sets ``close_code``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()   # one reader at a time
+        self._messages: deque[bytes | str] = deque()
+        self.close_code: int | None = None     # set when the peer's close (or EOF) is seen
+
+    def _receive(self, data: bytes | None) -> None:
+        raise NotImplementedError
+
+    def recv(self) -> bytes | str:
+        """The next message; ``StreamClosed`` once the peer closed or the link broke."""
+        with self._read_lock:
+            while not self._messages:
+                if self.close_code is not None:
+                    raise StreamClosed(self.close_code)
+                try:
+                    data: bytes | None = self._sock.recv(1 << 16) or None
+                except OSError:
+                    data = None
+                self._receive(data)
+            return self._messages.popleft()
+
+    def __iter__(self) -> Iterator[bytes | str]:
+        """Messages until the websocket closes, however it closes (see ``close_code``)."""
+        while True:
+            try:
+                yield self.recv()
+            except StreamClosed:
+                return
+
+    def _await_close(self) -> None:
+        """After our close frame: wait a little for the peer's, close the socket. While
+        another thread reads, that reader sees the peer's answer and ends, and its own
+        ``close`` then closes the socket."""
+        if not self._read_lock.acquire(blocking=False):
+            return
+        try:
+            deadline = time.monotonic() + CLOSE_WAIT
+            with contextlib.suppress(OSError):
+                while self.close_code is None and (left := deadline - time.monotonic()) > 0:
+                    self._sock.settimeout(left)
+                    self._receive(self._sock.recv(1 << 16) or None)
+            self._sock.close()
+        finally:
+            self._read_lock.release()
+
+
 def text_frame(text: str) -> bytes:
     """One complete client text frame (FIN, opcode 1, masked) carrying ``text``."""
-    payload = text.encode()
+    return frame(1, text.encode())
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One complete client frame (FIN, masked) of ``opcode`` carrying ``payload``."""
     n = len(payload)
     if n < 126:
-        head = bytes((0x81, 0x80 | n))
+        head = bytes((0x80 | opcode, 0x80 | n))
     elif n < 1 << 16:
-        head = bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
     else:
-        head = bytes((0x81, 0x80 | 127)) + n.to_bytes(8, "big")
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
     mask = os.urandom(4)
     key = (mask * (n // 4 + 1))[:n]
     masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")

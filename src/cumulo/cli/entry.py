@@ -1,6 +1,7 @@
 """The `cumulo` command's entry point: what a short-lived Python process need not pay.
 
-``cumulo.cli.main:main`` runs the command; this wraps it for the installed script:
+``cumulo.cli.fast`` runs the plain forms of the launch path's commands without typer,
+``cumulo.cli.main:main`` everything else; this wraps them for the installed script:
 
 - the garbage collector's first threshold is raised from 700 to 100,000 allocations: a
   quick command allocates some 30,000 objects (modules, classes, functions) that live
@@ -25,13 +26,17 @@ import sys
 
 def main() -> None:
     gc.set_threshold(100_000, *gc.get_threshold()[1:])
-    from cumulo.cli.main import main as run
+    from cumulo.cli.fast import run as fast
 
-    try:
-        run()
-        code = 0
-    except SystemExit as exc:   # typer's exit, or ours; other exceptions end as usual
-        code = exit_code(exc.code)
+    code = fast(sys.argv[1:])
+    if code is None:   # not a command line of the fast path: the full CLI runs it
+        from cumulo.cli.main import main as run
+
+        try:
+            run()
+            code = 0
+        except SystemExit as exc:   # typer's exit, or ours; other exceptions end as usual
+            code = exit_code(exc.code)
     finish(code)
 
 

@@ -1,67 +1,16 @@
-"""The CLI's own config file (``cumulo project switch`` remembers the project there) and
-how the CLI picks the project it acts in.
-
-The file is ``$CUMULO_CONFIG``, else ``$XDG_CONFIG_HOME/cumulo/config.json``, else
-``~/.config/cumulo/config.json``. The project: a command's ``--project``, else the
-global ``cumulo --project P``, else ``CUMULO_PROJECT``, else the one switched to, else
-``default``; the CLI hands its choice to the client as ``CUMULO_PROJECT``.
-"""
+"""The ``--project`` option of the CLI's commands; the config file and the choice of the
+project are in ``cumulo.cli.config_file`` (no typer there, for the fast path)."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from cumulo.errors import CumuloError
+from cumulo.cli.config_file import ENV, choose_project, current_project, load, path, save
 
-ENV = "CUMULO_PROJECT"
+__all__ = ["ENV", "ProjectOpt", "choose_project", "current_project", "load", "path", "save"]
+
 ProjectOpt = Annotated[str | None, typer.Option(
     "--project", help="project (tenant); default: cumulo --project, CUMULO_PROJECT or"
     " `cumulo project switch`, else default")]
-
-
-def path() -> Path:
-    if os.environ.get("CUMULO_CONFIG"):
-        return Path(os.environ["CUMULO_CONFIG"])
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "cumulo" / "config.json"
-
-
-def load() -> dict[str, Any]:
-    try:
-        data = json.loads(path().read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as err:
-        raise CumuloError(f"cannot read the CLI config {path()}: {err}") from None
-    return data if isinstance(data, dict) else {}
-
-
-def save(data: dict[str, Any]) -> None:
-    p = path()
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        tmp.replace(p)
-    except OSError as err:
-        raise CumuloError(f"cannot write the CLI config {p}: {err.strerror}") from None
-
-
-def choose_project(flag: str | None) -> None:
-    """The global --project, else CUMULO_PROJECT, else the switched-to project, for every
-    client this run makes."""
-    if flag:
-        os.environ[ENV] = flag
-    elif not os.environ.get(ENV):
-        saved = load().get("project")
-        if isinstance(saved, str) and saved:
-            os.environ[ENV] = saved
-
-
-def current_project() -> str:
-    return os.environ.get(ENV) or "default"
