@@ -7,10 +7,12 @@ is what Cumulo adds: API, store, conmon. (``raw, shared root`` runs every contai
 the warm-up instance's overlay, as this bench did before: no mount, and a root whose
 files are already cached.)
 
-The CLI side is timed in parts: ``cumulo launch`` and ``cumulo exec``, and in each
-round ``python -c "import typer"``, the floor of any typer CLI's start. ``CLI floor``
-is the API's time plus two such starts: what the CLI would take if it cost nothing
-beyond its argument parser.
+The CLI side is timed in parts: ``cumulo launch`` and ``cumulo exec``, both through
+the fast path (``cumulo.cli.fast``, the default) and through the full typer CLI
+(``CUMULO_CLI_FAST=0``), taking turns at going first; and in each round ``python -c
+pass`` (the interpreter's start) and ``python -c "import typer"`` (the start of any typer
+CLI). ``CLI floor`` is the API's time plus two interpreter starts: what the CLI would take
+if it cost nothing beyond Python's start; ``full floor`` the same with typer imported.
 
 Peer: `podman run -d` + `podman exec` (Debian's podman, on runc and conmon too)
 on the same uid-shifted busybox tree (as an overlay, ``--rootfs DIR:O``), the same
@@ -60,13 +62,19 @@ def ours_api(c: Client, name: str) -> None:
     assert r["exit_code"] == 0, r
 
 
-def cli(sock: str, *args: str) -> None:
-    env = {"CUMULO_SOCKET": sock, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+def cli(sock: str, *args: str, fast: str = "1") -> None:
+    """``cumulo ARGS``; ``fast="0"``: through the full (typer) CLI, not the fast path."""
+    env = {"CUMULO_SOCKET": sock, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+           "CUMULO_CLI_FAST": fast}
     subprocess.run([str(BIN / "cumulo"), *args], env=env, check=True, capture_output=True)
 
 
 def import_typer() -> None:
     subprocess.run([sys.executable, "-c", "import typer"], check=True)
+
+
+def python_start() -> None:
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
 
 
 def raw_bundle(state: Path, template: str, parent: str, work: Path) -> Path:
@@ -206,8 +214,8 @@ def main() -> None:
             ours_api(before, "warmup")
         c.build_image("busybox")
         ours_api(c, "warmup")
-        sides = ("raw", "raw_shared", "api", "api_before", "cli_launch", "cli_exec", "typer",
-                 "podman")
+        sides = ("raw", "raw_shared", "api", "api_before", "cli_launch", "cli_exec",
+                 "full_launch", "full_exec", "typer", "python", "podman")
         times: dict[str, list[float]] = {side: [] for side in sides}
         work = Path(tempfile.mkdtemp(prefix="raw-runc-"))
         # the raw containers' root user (an id map's) walks down to its overlay (podman's
@@ -238,12 +246,15 @@ def main() -> None:
                 times["raw_shared"].append(timed(lambda i=i: raw_runc(work / "root", bundle,
                                                                       f"rawsh{i}")))
                 raw_cleanup(work / "root", f"rawsh{i}")
-                times["cli_launch"].append(timed(lambda i=i: cli(sock, "launch", "busybox",
-                                                                 f"cli{i}")))
-                times["cli_exec"].append(timed(lambda i=i: cli(sock, "exec", f"cli{i}", "--",
-                                                               "true")))
-                c.delete(f"cli{i}", force=True)
+                paths = [("cli", "1"), ("full", "0")]   # the fast path, the full CLI
+                for side, fast in paths[::1 if i % 2 else -1]:   # turn about
+                    times[f"{side}_launch"].append(timed(lambda i=i, side=side, fast=fast: cli(
+                        sock, "launch", "busybox", f"{side}{i}", fast=fast)))
+                    times[f"{side}_exec"].append(timed(lambda i=i, side=side, fast=fast: cli(
+                        sock, "exec", f"{side}{i}", "--", "true", fast=fast)))
+                    c.delete(f"{side}{i}", force=True)
                 times["typer"].append(timed(import_typer))
+                times["python"].append(timed(python_start))
                 if podman is not None:
                     times["podman"].append(timed(lambda i=i: podman.run(f"p{i}")))
                     podman.remove(f"p{i}")
@@ -262,10 +273,12 @@ def main() -> None:
                 if left:
                     print(f"cgroups left behind: {', '.join(left)}", file=sys.stderr)
         c.delete("warmup", force=True)
-        times["cli"] = [a + b for a, b in zip(times["cli_launch"], times["cli_exec"],
-                                               strict=True)]
-        times["cli_floor"] = [a + 2 * t for a, t in zip(times["api"], times["typer"],
-                                                        strict=True)] if times["typer"] else []
+        for side in ("cli", "full"):
+            times[side] = [a + b for a, b in zip(times[f"{side}_launch"], times[f"{side}_exec"],
+                                                 strict=True)]
+        for floor, start in (("cli_floor", "python"), ("full_floor", "typer")):
+            times[floor] = [a + 2 * t for a, t in zip(times["api"], times[start], strict=True)
+                            ] if times[start] else []
         raw_med = statistics.median(times["raw"])
         print("launch + first exec (median, ± half range; ratios to raw runc on a fresh root:"
               " of the medians, and the median of the per-round ratios):")
@@ -274,8 +287,12 @@ def main() -> None:
                             ("api_before", f"API of {args.before}"),
                             ("cli", "cumulo CLI"), ("cli_launch", "  cumulo launch"),
                             ("cli_exec", "  cumulo exec -- true"),
+                            ("full", "full CLI (FAST=0)"), ("full_launch", "  cumulo launch"),
+                            ("full_exec", "  cumulo exec -- true"),
+                            ("python", 'python -c "pass"'),
                             ("typer", 'python -c "import typer"'),
-                            ("cli_floor", "CLI floor: API + 2 typer"),
+                            ("cli_floor", "CLI floor: API + 2 pass"),
+                            ("full_floor", "full floor: API + 2 typer"),
                             ("podman", "podman run -d + exec")):
             if times[side]:
                 paired = statistics.median(a / b for a, b in zip(times[side], times["raw"],
