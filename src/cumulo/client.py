@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import chain
-from typing import TYPE_CHECKING, Any
 
 from cumulo import errors as e
 
+TYPE_CHECKING = False   # as typing's, without importing typing: ~4 ms of the CLI fast path
 if TYPE_CHECKING:  # imported where used: the CLI's quick commands pay for neither
     import socket
+    from collections.abc import Callable, Iterator
+    from typing import Any
 
     from cumulo.wsclient import WebSocket
 

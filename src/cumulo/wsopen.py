@@ -18,12 +18,13 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from cumulo.errors import CumuloError
 
+TYPE_CHECKING = False   # as typing's, without importing typing: ~4 ms of the CLI fast path
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from cumulo.wsclient import WebSocket
 
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # RFC 6455 1.3

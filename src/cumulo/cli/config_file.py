@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any
 
 from cumulo.errors import CumuloError
 
+TYPE_CHECKING = False   # as typing's, without importing typing: ~4 ms of the CLI fast path
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 ENV = "CUMULO_PROJECT"
 

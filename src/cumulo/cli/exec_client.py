@@ -10,13 +10,15 @@ import sys
 import termios
 import threading
 import tty
-from types import FrameType
-from typing import TYPE_CHECKING, Any
 
 from cumulo.client import APIError, Client, stream_cut
 from cumulo.wsopen import StreamClosed
 
+TYPE_CHECKING = False   # as typing's, without importing typing: ~4 ms of the CLI fast path
 if TYPE_CHECKING:   # imported once the request is on its way (wsopen.py)
+    from types import FrameType
+    from typing import Any
+
     from cumulo.wsclient import WebSocket
 
 
