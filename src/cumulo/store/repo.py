@@ -204,9 +204,10 @@ class Store:
         return row
 
     def _instance(self, s: Session, row: InstanceRow,
-                  names: tuple[str, str] | None = None) -> Instance:
+                  names: tuple[str, str] | None = None, nics: list[Nic] | None = None
+                  ) -> Instance:
         """The instance of ``row``; ``names``: its project's name and image's fingerprint,
-        when the query that found the row read them already."""
+        and ``nics`` its NICs, when the queries that found the row read them already."""
         if names is None:
             project = s.get(ProjectRow, row.project_id)
             image = s.get(ImageRow, row.image_id)
@@ -218,7 +219,8 @@ class Store:
             state=State(row.state), limits=Limits.from_dict(dict(row.limits)),
             privileged=row.privileged, command=list(row.command),
             options=dict(row.options or {}), exit_code=row.exit_code,
-            last_error=row.last_error, created_at=row.created_at, nics=self._nics(s, row.id),
+            last_error=row.last_error, created_at=row.created_at,
+            nics=self._nics(s, row.id) if nics is None else nics,
             root=dict(row.root) if row.root is not None else None,
             location=row.location, origin=row.origin, ephemeral=row.ephemeral,
             fixed_host_id=row.host_id,
@@ -226,11 +228,22 @@ class Store:
 
     @staticmethod
     def _nics(s: Session, instance_id: int) -> list[Nic]:
+        return Store._nics_of(s, [instance_id]).get(instance_id, [])
+
+    @staticmethod
+    def _nics_of(s: Session, instance_ids: list[int]) -> dict[int, list[Nic]]:
+        """The NICs of these instances, in index order, by instance id: one query."""
+        if not instance_ids:
+            return {}
         q = (select(NicRow, NetworkRow.name).join(NetworkRow, NicRow.network_id == NetworkRow.id)
-             .where(NicRow.instance_id == instance_id).order_by(NicRow.idx))
-        return [Nic(network=net, index=n.idx, mac=n.mac, ip=n.ip, host_name=n.host_name,
-                    groups=list(n.groups or []), bandwidth=dict(n.bandwidth or {}))
-                for n, net in s.execute(q)]
+             .where(NicRow.instance_id.in_(instance_ids))
+             .order_by(NicRow.instance_id, NicRow.idx))
+        out: dict[int, list[Nic]] = {}
+        for n, net in s.execute(q):
+            out.setdefault(n.instance_id, []).append(Nic(
+                network=net, index=n.idx, mac=n.mac, ip=n.ip, host_name=n.host_name,
+                groups=list(n.groups or []), bandwidth=dict(n.bandwidth or {})))
+        return out
 
     def add_instance(self, inst: Instance) -> Instance:
         """Insert a new instance; a duplicate name in the project is a ConflictError, one
@@ -282,11 +295,19 @@ class Store:
             return self._instance(s, hit[0], (project, hit[1]))
 
     def list_instances(self, project: str | None = None) -> list[Instance]:
+        """Two queries however many there are (the rows with their names, then every NIC):
+        the watchdog and the metrics history list them all every few seconds."""
         with self.db.session() as s:
-            q = select(InstanceRow).order_by(InstanceRow.project_id, InstanceRow.name)
+            q = (select(InstanceRow, ProjectRow.name, ImageRow.fingerprint)
+                 .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
+                 .join(ImageRow, InstanceRow.image_id == ImageRow.id)
+                 .order_by(InstanceRow.project_id, InstanceRow.name))
             if project is not None:
                 q = q.where(InstanceRow.project_id == self._project_id(s, project))
-            return [self._instance(s, r) for r in s.scalars(q)]
+            hits = s.execute(q).all()
+            nics = self._nics_of(s, [row.id for row, _, _ in hits])
+            return [self._instance(s, row, (pname, fp), nics.get(row.id, []))
+                    for row, pname, fp in hits]
 
     def update_instance(self, project: str, name: str, **fields: Any) -> Instance:
         """Set columns: state, limits (Limits), options, exit_code, last_error, location,
