@@ -1,13 +1,15 @@
-"""The CLI's websocket client (cumulo.wsopen, cumulo.wsclient) against a wsproto server
-on a socket pair: the first message sent with the upgrade arrives first, messages split
-over frames arrive whole, pings are answered, a close or a cut link ends the stream with
-its code, a refused upgrade is one error, a wrong accept key is refused."""
+"""The CLI's websocket clients (cumulo.wsopen with cumulo.wsclient on wsproto, and the fast
+path's cumulo.liteclient on the standard library; every test runs on both) against a
+wsproto server on a socket pair: the first message sent with the upgrade arrives first,
+messages split over frames arrive whole, pings are answered, a close or a cut link ends the
+stream with its code, a refused upgrade is one error, a wrong accept key is refused."""
 
 from __future__ import annotations
 
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from wsproto import ConnectionType, WSConnection
@@ -24,8 +26,24 @@ from wsproto.events import (
     TextMessage,
 )
 
+from cumulo.liteclient import LiteClient
 from cumulo.wsclient import WebSocket
 from cumulo.wsopen import Rejected, StreamClosed, handshake, text_frame
+
+
+def lite_handshake(sock: socket.socket, host: str, target: str,
+                   headers: dict[str, str] | None = None, first: str | None = None) -> Any:
+    client = LiteClient(socket="unused")
+    client.headers = dict(headers or {})
+    return client._handshake(sock, host, target, first)
+
+
+HANDSHAKES: dict[str, Callable[..., Any]] = {"wsproto": handshake, "lite": lite_handshake}
+
+
+@pytest.fixture(params=sorted(HANDSHAKES))
+def shake(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    return HANDSHAKES[request.param]
 
 
 class Server:
@@ -50,12 +68,13 @@ class Server:
         return request
 
 
-def served(script: Callable[[Server], None], first: str | None = None) -> Iterator[WebSocket]:
+def served(script: Callable[[Server], None], shake: Callable[..., Any],
+           first: str | None = None) -> Iterator[WebSocket]:
     ours, theirs = socket.socketpair()
     thread = threading.Thread(target=script, args=(Server(theirs),), daemon=True)
     thread.start()
     ours.settimeout(10)
-    ws = handshake(ours, "cumulo", "/1.0/x?project=p", {"Authorization": "Bearer t"}, first)
+    ws = shake(ours, "cumulo", "/1.0/x?project=p", {"Authorization": "Bearer t"}, first)
     try:
         yield ws
     finally:
@@ -64,7 +83,8 @@ def served(script: Callable[[Server], None], first: str | None = None) -> Iterat
         theirs.close()
 
 
-def test_messages_split_over_frames_arrive_whole_and_pings_are_answered() -> None:
+def test_messages_split_over_frames_arrive_whole_and_pings_are_answered(
+        shake: Callable[..., Any]) -> None:
     got: list[object] = []
 
     def script(s: Server) -> None:
@@ -80,7 +100,7 @@ def test_messages_split_over_frames_arrive_whole_and_pings_are_answered() -> Non
         s.send(CloseConnection(code=1000))
         got.append(s.next())                        # the client's close answer
 
-    for ws in served(script):
+    for ws in served(script, shake):
         assert ws.recv() == b"\x01hello"
         ws.send("stdin")
         assert list(ws) == ['{"exit_code": 0}']
@@ -91,13 +111,13 @@ def test_messages_split_over_frames_arrive_whole_and_pings_are_answered() -> Non
     assert isinstance(got[3], CloseConnection)
 
 
-def test_a_close_code_is_kept_and_recv_then_raises() -> None:
+def test_a_close_code_is_kept_and_recv_then_raises(shake: Callable[..., Any]) -> None:
     def script(s: Server) -> None:
         s.accept()
         s.send(CloseConnection(code=1012))          # "service restart": cumulod stops
         s.next()
 
-    for ws in served(script):
+    for ws in served(script, shake):
         with pytest.raises(StreamClosed) as closed:
             ws.recv()
         assert closed.value.code == ws.close_code == 1012
@@ -105,17 +125,17 @@ def test_a_close_code_is_kept_and_recv_then_raises() -> None:
             ws.send(b"late")
 
 
-def test_a_cut_link_ends_the_stream_as_abnormal() -> None:
+def test_a_cut_link_ends_the_stream_as_abnormal(shake: Callable[..., Any]) -> None:
     def script(s: Server) -> None:
         s.accept()
         s.sock.shutdown(socket.SHUT_RDWR)
 
-    for ws in served(script):
+    for ws in served(script, shake):
         assert list(ws) == []
         assert ws.close_code == 1006
 
 
-def test_a_refused_upgrade_is_one_error_with_its_status() -> None:
+def test_a_refused_upgrade_is_one_error_with_its_status(shake: Callable[..., Any]) -> None:
     ours, theirs = socket.socketpair()
 
     def script() -> None:
@@ -128,11 +148,12 @@ def test_a_refused_upgrade_is_one_error_with_its_status() -> None:
     threading.Thread(target=script, daemon=True).start()
     ours.settimeout(10)
     with ours, theirs, pytest.raises(Rejected) as refused:
-        handshake(ours, "cumulo", "/1.0/x", None)
+        shake(ours, "cumulo", "/1.0/x", None)
     assert refused.value.status == 403 and "no" in str(refused.value)
 
 
-def test_the_first_message_goes_with_the_upgrade_and_arrives_first() -> None:
+def test_the_first_message_goes_with_the_upgrade_and_arrives_first(
+        shake: Callable[..., Any]) -> None:
     """``first`` (exec's request) is sent once the server accepted, as a frame of our own
     (before wsproto is imported); sizes across the 7-bit, 16-bit and 64-bit lengths."""
     got: list[object] = []
@@ -156,7 +177,7 @@ def test_the_first_message_goes_with_the_upgrade_and_arrives_first() -> None:
         s.send(CloseConnection(code=1000))
         got.append(s.next())
 
-    for ws in served(script, first='{"command": ["true"]}'):
+    for ws in served(script, shake, first='{"command": ["true"]}'):
         for text in texts:
             ws._sock.sendall(text_frame(text))   # our framing, every length encoding
         assert list(ws) == ["done"]
@@ -165,7 +186,7 @@ def test_the_first_message_goes_with_the_upgrade_and_arrives_first() -> None:
     assert isinstance(got[-1], CloseConnection)
 
 
-def test_a_wrong_accept_key_is_refused() -> None:
+def test_a_wrong_accept_key_is_refused(shake: Callable[..., Any]) -> None:
     ours, theirs = socket.socketpair()
 
     def script() -> None:
@@ -176,4 +197,21 @@ def test_a_wrong_accept_key_is_refused() -> None:
     threading.Thread(target=script, daemon=True).start()
     ours.settimeout(10)
     with ours, theirs, pytest.raises(OSError, match="Sec-WebSocket-Accept"):
-        handshake(ours, "cumulo", "/1.0/x", None, first="{}")
+        shake(ours, "cumulo", "/1.0/x", None, first="{}")
+
+
+def test_long_messages_from_the_server_arrive_whole(shake: Callable[..., Any]) -> None:
+    """Every length encoding of the server's frames (7-bit, 16-bit, 64-bit), in one read
+    or spread over many."""
+    sizes = [0, 125, 126, 65_535, 65_536, 200_000]
+
+    def script(s: Server) -> None:
+        s.accept()
+        for n in sizes:
+            s.send(BytesMessage(data=b"\x01" + b"y" * n))
+        s.send(CloseConnection(code=1000))
+        s.next()
+
+    for ws in served(script, shake):
+        assert [len(m) - 1 for m in ws] == sizes
+        assert ws.close_code == 1000
