@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import tracemalloc
 import uuid
@@ -165,6 +166,8 @@ def main() -> None:
     p.add_argument("--heap", action="store_true",
                    help="trace the daemon's allocations: what grew, by line of code")
     a = p.parse_args()
+    # a TERM (timeout, kill) unwinds like ^C: the daemon, its instances and netns go
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not a.json:
         print(" ".join(f"{c:>8}" for c in COLUMNS))
     result = soak(a.cycles, a.every, a.nic, a.type, heap=a.heap, report=(
