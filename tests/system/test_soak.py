@@ -15,8 +15,10 @@ def test_soak_100_cycles_leaves_nothing_and_nothing_grows() -> None:
     print(result["rows"])
     assert all(v == 0 for v in result["left"].values()), result["left"]
     g = result["growth"]
-    # a leak per cycle would show as 100; the bounds leave room for noise and pools
-    assert g["fds"] <= 5 and g["threads"] <= 3, g
+    # a leak per cycle would show as 100; the bounds leave room for noise and pools: the
+    # store's SQLite pool opens connections as concurrent requests ask (2 fds each, the db
+    # and its WAL; 5 kept + 10 overflow), seen from +2 to +6 in 100 cycles
+    assert g["fds"] <= 24 and g["threads"] <= 3, g
     assert g["rss_mib"] < 32, g
     for kind in ("cgroups", "mounts", "files", "conmon", "qemu", "swtpm", "netns", "links",
                  "taps", "qdiscs", "nft_rules", "nft_sets", "nft_elems", "loops"):
