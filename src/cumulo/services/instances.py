@@ -137,6 +137,15 @@ class InstanceService:
                 with self._locks_guard:
                     del self._owners[inst.host_id]
 
+    def _forget_lock(self, inst: Instance) -> None:
+        """A deleted instance's lock and count go (else one of each per name ever used:
+        the NIC soak's heap grew by them), unless another operation holds or takes it."""
+        with self._locks_guard:
+            lock = self._locks.get(inst.host_id)
+            if lock is not None and not lock.locked():
+                del self._locks[inst.host_id]
+                self._turns.pop(inst.host_id, None)
+
     def _quiet(self, inst: Instance) -> int | None:
         """None while an operation of another thread holds the instance (a stateful
         snapshot, a checkpoint, a migration, a stop): what the host shows meanwhile, such
@@ -286,7 +295,8 @@ class InstanceService:
                     return now
                 died = None
                 with self._locks_guard:   # an operation under way (a stop, the watchdog's
-                    busy = self._locks[inst.host_id].locked()   # own) records the end itself
+                    held = self._locks.get(inst.host_id)   # own) records the end itself
+                    busy = held is not None and held.locked()
                 if busy:
                     return now
                 self.ended.add((inst.project, inst.name))   # cleared by services/watchdog.py
@@ -551,6 +561,7 @@ class InstanceService:
                 self.networks.nics_changed(project, [n.network for n in inst.nics])
                 if self.storage:
                     self.storage.release_unused_mounts(project)
+            self._forget_lock(inst)
 
         return self.ops.submit(f"delete instance {name}", work,
                                {"instances": [f"{project}/{name}"]})
