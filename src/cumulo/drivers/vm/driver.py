@@ -70,8 +70,10 @@ from cumulo.drivers.vm.qemu_cmd import (
     Machine,
     VmSpec,
     build_argv,
+    dirty_tracking_safe,
     memory_max,
     old_agent_socket,
+    ram_pad,
     run_dir,
 )
 from cumulo.errors import (
@@ -254,6 +256,7 @@ class VmDriver:
                 nic=opts["nic"] == "on", qga=True, hvc_ports=qga_tty.PORTS, taps=spec.nics,
                 console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
+                ram_pad=ram_pad(choice.accel),
             )
             vm = replace(vm, root_disk=root_disk)
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
@@ -300,7 +303,7 @@ class VmDriver:
                 console_socket=run / "console.sock",
                 tpm_socket=tpm.ctrl_socket(run) if opts["tpm"] == "on" else None,
                 root_disk=root_disk, firmware=fw, efi_vars=vars_file, seed=cidata,
-                secure_boot=secure,
+                secure_boot=secure, ram_pad=ram_pad(choice.accel),
             )
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                               "vm": vm.to_dict(), "notice": choice.notice,
@@ -379,8 +382,10 @@ class VmDriver:
     def start(self, spec: InstanceSpec) -> RunState:
         host_id = spec.host_id
         require(self.state(host_id), host_id, "start", RunStatus.STOPPED)
-        # root disk checked; the volumes and NICs attached now (also while it was stopped)
-        vm = self._with_disks(replace(self._vmspec(host_id), taps=spec.nics), spec)
+        # root disk checked; the volumes and NICs attached now (also while it was stopped);
+        # a cold boot takes today's RAM padding (a VM recorded before it gets it now)
+        vm = self._vmspec(host_id)
+        vm = self._with_disks(replace(vm, taps=spec.nics, ram_pad=ram_pad(vm.accel)), spec)
         if spec.before_start is not None:
             spec.before_start()  # the NICs' taps on their bridges
         with self._in_cgroup(vm, spec) as prefix, self._with_tpm(vm, spec, prefix):
@@ -793,7 +798,8 @@ class VmDriver:
                 f"{'disk' if vm.root_disk else 'nodisk'}/{vm.firmware or 'kernel'}/"
                 f"{'tpm' if vm.tpm_socket else 'notpm'}{'/secureboot' if vm.secure_boot else ''}"
                 f"/tty{vm.tty_ports}{f'/hvc{vm.hvc_ports}' if vm.hvc_ports else ''}"
-                f"{'/oldagent' if vm.agent_ports else ''}")
+                f"{'/oldagent' if vm.agent_ports else ''}"
+                f"{f'/ram+{vm.ram_pad}' if vm.ram_pad else ''}")
 
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id
@@ -836,6 +842,13 @@ class VmDriver:
         postcopy = self._take_postcopy(host_id)
         if vm.root_disk is not None and not disk.startswith("nbd:"):
             raise ConflictError("the destination offers no disk to mirror the root disk into")
+        if live and not dirty_tracking_safe(vm):
+            # QEMU < 9.0 on TCG would lose the guest's later stores (qemu_cmd.TCG_RAM_PAD):
+            # this VM, booted before its RAM was padded, moves with its vCPUs stopped
+            log.warning("VM %s moves with its vCPUs stopped: live migration of a TCG guest"
+                        " of %d MiB would damage its memory (stop and start it once to"
+                        " get a RAM size that migrates live)", host_id, vm.memory // MIB)
+            live = False
         kw: dict[str, Any] = {"live": live and current.status == RunStatus.RUNNING,
                               "bandwidth": bandwidth, "on_progress": report,
                               "postcopy": postcopy}
@@ -950,7 +963,8 @@ class VmDriver:
             pass
         if vm.io == Io.PARAVIRT:
             with contextlib.suppress(DriverError):
-                out["balloon_actual_bytes"] = qmp.query_balloon(vm.qmp_socket)
+                # the padding (qemu_cmd.TCG_RAM_PAD) is not memory the user gave it
+                out["balloon_actual_bytes"] = qmp.query_balloon(vm.qmp_socket) - vm.ram_pad
         return out
 
     def _balloon(self, host_id: str, vm: VmSpec, memory: int) -> None:
@@ -965,7 +979,7 @@ class VmDriver:
                 f" ({boot // MIB}MiB): stop it first to give it {memory // MIB}MiB")
         if memory < BALLOON_MIN:
             raise InvalidInputError(f"a running VM keeps at least {BALLOON_MIN // MIB}MiB")
-        qmp.balloon(vm.qmp_socket, memory)
+        qmp.balloon(vm.qmp_socket, min(boot, memory + vm.ram_pad))
 
     # --- shared by the VM kinds (vm, appvm) ----------------------------------
     def _check_new(self, spec: InstanceSpec, options: dict[str, str], what: str) -> None:

@@ -19,6 +19,13 @@ MIB = 1024 * 1024
 # min(1GiB, host RAM / 8)); the VM's cgroup allows guest RAM + this + QEMU_OVERHEAD
 TCG_TB_MIB = 256
 QEMU_OVERHEAD = 192 * MIB    # QEMU's own code, heap, I/O buffers, and the swtpm
+# TCG guest RAM is padded so its size is no multiple of 64 pages (256 KiB): QEMU before
+# 9.0 syncs such a RAM block's migration dirty bitmap 64 pages at a time and then forgets
+# to re-arm TCG's TLB, so stores through it after the first pass are never sent again
+# and the guest arrives with stale pages (a kernel panic after a live migration). Any
+# other size takes QEMU's page-by-page path, which re-arms it. QEMU fixed it in 9.0
+# ("system/physmem: Fix migration dirty bitmap coherency with TCG memory access").
+TCG_RAM_PAD = 8 * 1024       # QEMU rounds -m up to 8 KiB
 UNIX_PATH_MAX = 107          # bytes of a UNIX socket path (sun_path, less its NUL)
 LONGEST_SOCKET = "console.sock"   # qmp.sock, swtpm.sock and agentN.sock are shorter
 # microvm without ACPI (one IO-APIC): 8 virtio-mmio transports of 512 bytes from this
@@ -95,6 +102,9 @@ class VmSpec:
     # microvm without ACPI, its virtio-mmio devices named on the kernel command line before
     # the program's "--" (mmio_append): for a kernel without ACPI (an app VM's built one)
     mmio_cmdline: bool = False
+    # bytes of RAM beyond ``memory`` (TCG_RAM_PAD on TCG, see there); 0 in records of VMs
+    # started before, whose running QEMU and saved states have exactly ``memory``
+    ram_pad: int = 0
 
     def __post_init__(self) -> None:
         if self.machine == Machine.MICROVM and self.io == Io.EMULATED:
@@ -134,13 +144,32 @@ class VmSpec:
             hvc_ports=int(d.get("hvc_ports", 0)),
             seed=Path(d["seed"]) if d.get("seed") else None,
             mmio_cmdline=bool(d.get("mmio_cmdline", False)),
+            ram_pad=int(d.get("ram_pad", 0)),
         )
+
+
+def ram_pad(accel: Accel) -> int:
+    """The RAM a VM booted now on ``accel`` gets beyond its memory (TCG_RAM_PAD)."""
+    return TCG_RAM_PAD if accel == Accel.TCG else 0
+
+
+def dirty_tracking_safe(spec: VmSpec) -> bool:
+    """Whether a live (pre-copy) migration of this VM keeps its memory intact: not a TCG
+    guest whose RAM size is a multiple of 64 pages (see TCG_RAM_PAD)."""
+    return spec.accel != Accel.TCG or bool((spec.memory + spec.ram_pad) % (64 * 4096))
+
+
+def _ram_arg(spec: VmSpec) -> str:
+    """``-m``: whole MiB as before, in KiB when padded."""
+    if spec.ram_pad:
+        return f"{(spec.memory + spec.ram_pad) // 1024}K"
+    return f"{max(1, spec.memory // MIB)}M"
 
 
 def memory_max(spec: VmSpec) -> int:
     """Bytes the VM's cgroup allows QEMU: guest RAM, TCG's code buffer, QEMU's own."""
     tb = TCG_TB_MIB * MIB if spec.accel == Accel.TCG else 0
-    return spec.memory + tb + QEMU_OVERHEAD
+    return spec.memory + spec.ram_pad + tb + QEMU_OVERHEAD
 
 
 def _devices(spec: VmSpec) -> list[str]:
@@ -358,7 +387,7 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-accel", f"tcg,tb-size={TCG_TB_MIB}" if spec.accel == Accel.TCG else spec.accel.value,
         "-M", machine,
-        "-m", f"{max(1, spec.memory // MIB)}M",
+        "-m", _ram_arg(spec),
         "-smp", str(spec.vcpus),
         *_kernel(spec),
         *_serial(spec),
