@@ -50,6 +50,14 @@ class Migratable(Protocol):
 
 
 @runtime_checkable
+class MachineVariants(Protocol):
+    def match_source(self, host_id: str, theirs: str) -> None:
+        """On the destination, before the signatures are compared: take the source's
+        variant (``theirs``) of a detail this host runs either way, so that an instance
+        started before that detail changed can still move here."""
+
+
+@runtime_checkable
 class Checkpointable(Protocol):
     def checkpoint(self, host_id: str, path: Path) -> dict[str, Any]:
         """Save the running (or paused) instance's whole state to ``path`` and stop it."""

@@ -34,7 +34,7 @@ from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
 from cumulo.domain.models import Instance, Operation
 from cumulo.domain.units import validate_name
-from cumulo.drivers.migratable import Migratable, Postcopy, StateArchive
+from cumulo.drivers.migratable import MachineVariants, Migratable, Postcopy, StateArchive
 from cumulo.errors import (
     ConflictError,
     CumuloError,
@@ -332,6 +332,8 @@ class MigrationService:
                 mine = "" if body.get("cold") else archive.signature(inst.host_id)
             else:
                 assert driver is not None
+                if isinstance(driver, MachineVariants):
+                    driver.match_source(inst.host_id, str(body.get("signature") or ""))
                 mine = driver.signature(inst.host_id)
             if mine != body.get("signature"):
                 raise ConflictError(f"the hosts would run different machines ({mine} here,"

@@ -801,6 +801,16 @@ class VmDriver:
                 f"{'/oldagent' if vm.agent_ports else ''}"
                 f"{f'/ram+{vm.ram_pad}' if vm.ram_pad else ''}")
 
+    def match_source(self, host_id: str, theirs: str) -> None:
+        """An incoming VM takes the source's RAM padding (qemu_cmd.TCG_RAM_PAD): one
+        booted before the padding (none) can still move here (with its vCPUs stopped,
+        see ``send``); its next cold start pads it. Only the two known sizes."""
+        vm = self._vmspec(host_id)
+        m = re.search(r"/ram\+(\d+)$", theirs)
+        pad = int(m.group(1)) if m else 0
+        if pad != vm.ram_pad and pad in (0, ram_pad(vm.accel)):
+            self._put_vm(replace(vm, ram_pad=pad))
+
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id
         require(self.state(host_id), host_id, "receive", RunStatus.STOPPED)
