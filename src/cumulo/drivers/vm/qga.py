@@ -57,7 +57,11 @@ class Qga:
     def __init__(self, run_dir: Path, name: str, timeout: float = READY_TIMEOUT) -> None:
         self.name = name
         self._buf = b""
-        self._lock = os.open(run_dir / "qga.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._lock = os.open(run_dir / "qga.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:   # its run dir went with it (a kill racing a delete)
+            raise DriverError(f"the guest agent of {name!r} is gone: the VM is not"
+                              " running") from None
         deadline = time.monotonic() + timeout
         try:
             while True:   # one client at a time: wait for the previous one (bounded)
