@@ -21,8 +21,9 @@ import pytest
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import InstanceSpec, RunStatus
 from cumulo.drivers.registry import DriverContext
+from cumulo.drivers.vm.accel import Accel
 from cumulo.drivers.vm.driver import VmDriver
-from cumulo.drivers.vm.qemu_cmd import MIB, QEMU_OVERHEAD, TCG_TB_MIB
+from cumulo.drivers.vm.qemu_cmd import MIB, QEMU_OVERHEAD, TCG_RAM_PAD, TCG_TB_MIB
 from cumulo.errors import CumuloError
 from cumulo.host import cgroup_limits, cgroups, procs
 from tests.integration.test_vm_driver import HOST, Env
@@ -91,7 +92,9 @@ def test_qemu_and_its_swtpm_run_in_the_vm_cgroup_with_its_limits(booted: Booted)
         assert line.split(":", 2)[2] == booted.cgroup, text
     for pid in (booted.pid, swtpm[0].pid):
         assert cgroups.holds(pid, booted.cgroup)
-    want = 128 * MIB + TCG_TB_MIB * MIB + QEMU_OVERHEAD
+    vm = booted.env.driver._vmspec(booted.spec.host_id)
+    tcg = TCG_RAM_PAD + TCG_TB_MIB * MIB if vm.accel == Accel.TCG else 0
+    want = 128 * MIB + tcg + QEMU_OVERHEAD
     assert cgroup_limits.read_limits(booted.cgroup) == {
         "memory_max": want, "cpu_max": 1.0, "pids_max": 100}
     if cgroups.version() == 1:

@@ -35,12 +35,26 @@ def _pump_stdin(ws: WebSocket) -> None:
         pass
 
 
+def _window() -> os.terminal_size:
+    """The terminal's size: from the terminal itself when there is one (as ssh and docker
+    read it), not from COLUMNS/LINES, which the environment can hold stale (pytest-xdist's
+    workers set 80x24); else shutil's (those variables, then 80x24)."""
+    for fd in (1, 0, 2):
+        try:
+            size = os.get_terminal_size(fd)
+        except OSError:
+            continue
+        if size.columns and size.lines:
+            return size
+    return shutil.get_terminal_size()
+
+
 def _send_resizes(ws: WebSocket, winched: threading.Event) -> None:
     """Send the terminal's size after each SIGWINCH (the handler only sets ``winched``:
     sending from it could interrupt a send of the main thread's, mid-frame)."""
     while winched.wait():
         winched.clear()
-        s = shutil.get_terminal_size()
+        s = _window()
         try:
             ws.send(json.dumps({"resize": [s.lines, s.columns]}))
         except (OSError, StreamClosed):
@@ -49,7 +63,7 @@ def _send_resizes(ws: WebSocket, winched: threading.Event) -> None:
 
 def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
              env: dict[str, str], cwd: str, project: str | None) -> int:
-    size = shutil.get_terminal_size()
+    size = _window()
     request: dict[str, Any] = {"command": command, "tty": tty_mode, "env": env, "cwd": cwd,
                                "rows": size.lines, "cols": size.columns}
     ws = client.exec_stream(name, request, project)

@@ -81,14 +81,8 @@ def hvc_script(request: ExecRequest, port: int, ident: str) -> str:
     which then has its exit code. ``stty sane``: a killed full-screen program may have
     left the console raw."""
     dev = f"/dev/hvc{port}"
-    size = f"{int(request.rows)} {int(request.cols)}"
-    # the size is set apart from ``sane`` (whose tcsetattr can fail on a console the host
-    # end does not drain yet, and then busybox sets nothing) and until it reads back: a
-    # fresh console is 0x0, which busybox's shell takes for 24x80
-    inner = (f"echo $$ > {RUN}/{ident}.pid; stty sane 2>/dev/null; i=0\n"
-             f"while [ \"$(stty size 2>/dev/null)\" != \"{size}\" ] && [ $i -lt 30 ]; do"
-             f" stty rows {int(request.rows)} cols {int(request.cols)} 2>/dev/null;"
-             f" i=$((i+1)); [ $i -gt 1 ] && sleep 0.1; done\n"
+    inner = (f"echo $$ > {RUN}/{ident}.pid;"
+             f" stty sane rows {request.rows} cols {request.cols} 2>/dev/null\n"
              + guest_script(replace(request, tty=False)))
     return (f"mkdir -p {RUN}\n"
             f"[ -c {dev} ] || {{ echo 'no console {dev} in the guest' >&2; exit 125; }}\n"
@@ -110,7 +104,6 @@ class Kind:
 PTY = Kind("tty", False)   # virtio-serial ports (script's pty), serial lines (image VMs)
 HVC = Kind("hvc", True)    # the virtio consoles of busybox VMs: /dev/hvcN in the guest
 HVC_NAME = "org.cumulo.hvc.{}"
-RESIZE_AGAIN = 2.0   # seconds: a fresh console's size set once more from the host
 
 
 def socket_path(run_dir: Path, port: int, kind: Kind = PTY) -> Path:
@@ -175,15 +168,6 @@ class TtySession(OwnedFds):
                                           name=f"tty-in-{name}")]
         for t in self._threads:
             t.start()
-        if kind is HVC:   # once more when the guest surely opened it (see hvc_script)
-            again = threading.Timer(RESIZE_AGAIN, self._size_again,
-                                    (request.rows, request.cols))
-            again.daemon = True
-            again.start()
-
-    def _size_again(self, rows: int, cols: int) -> None:
-        if not self._done.is_set():
-            self.resize(rows, cols)   # the same size: no SIGWINCH unless it was lost
 
     def _take_port(self, ports: int) -> tuple[int, int]:
         for port in range(ports):
