@@ -94,6 +94,8 @@ class FakeDaemon:
     def __init__(self, path: Path, answer: Callable[[str, str, Any], Answer]) -> None:
         self.path, self.answer = path, answer
         self.log: list[Any] = []
+        self.busy = 0   # connections accepted and not yet done with
+        self.idle = threading.Condition()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(8)
@@ -103,14 +105,27 @@ class FakeDaemon:
     def close(self) -> None:
         self.sock.close()
 
+    def wait_idle(self) -> None:
+        """Until every connection taken is done with: a client that got its answer may
+        exit before this side logged the rest (the websocket's messages)."""
+        with self.idle:
+            assert self.idle.wait_for(lambda: self.busy == 0, timeout=10), "still busy"
+
     def _serve(self) -> None:
         while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn, contextlib.suppress(OSError, h11.ProtocolError):
-                self._one(conn)
+            with self.idle:
+                self.busy += 1
+            try:
+                with conn, contextlib.suppress(OSError, h11.ProtocolError):
+                    self._one(conn)
+            finally:
+                with self.idle:
+                    self.busy -= 1
+                    self.idle.notify_all()
 
     def _one(self, conn: socket.socket) -> None:
         data = b""
@@ -227,6 +242,7 @@ def both(fake: FakeDaemon, tmp_path: Path, argv: list[str], stdin: bytes = b""
         fake.log.clear()
         r = subprocess.run([sys.executable, "-c", code, *argv], input=stdin,
                            capture_output=True, env=env, timeout=60)
+        fake.wait_idle()
         out.append((r.returncode, r.stdout.decode(), r.stderr.decode(), list(fake.log)))
     return out
 
