@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.system.conftest import Daemon, leftovers
@@ -145,10 +145,14 @@ def listed(d: Daemon) -> dict[str, dict[str, object]]:
     return {i["name"]: i for i in json.loads(d.cli("list", "--format", "json").stdout)}
 
 
-def poll(what: str, check: object, timeout: float = 60) -> None:
+def poll(what: str, check: object, timeout: float = 60,
+         why: Callable[[], object] | None = None) -> None:
+    """Until ``check()``; at the timeout, fail saying ``what`` (and ``why()``: what
+    there was instead)."""
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
+        if time.monotonic() >= deadline:
+            raise AssertionError(what if why is None else f"{what}: {why()}")
         time.sleep(0.2)
 
 

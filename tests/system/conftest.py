@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 
 from cumulo.client import APIError, Client
+from tests import zygote
+from tests.costs import timed
 
 BIN = Path(sys.executable).parent
 START_WAIT = 60   # s: a loaded machine (tests in parallel) starts a daemon slowly
+_RUNNING: dict[int, Daemon] = {}   # the daemons this worker started and has not stopped
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Daemon:
     socket: Path
     cgroup_parent: str
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | zygote.Forked | None = None
     env: dict[str, str] = field(default_factory=dict)
     wrapper: list[str] = field(default_factory=list)  # e.g. ip netns exec NAME
     # no default network: it would be a bridge and NAT in the namespace the daemon runs in
@@ -39,11 +42,21 @@ class Daemon:
     start_timeout: float = START_WAIT   # until it answers
 
     def start(self) -> None:
+        with timed("daemon start"):
+            self._start()
+
+    def _start(self) -> None:
+        args = ["--state-dir", str(self.state_dir), "--socket", str(self.socket),
+                "--cgroup-parent", self.cgroup_parent, "--log-level", "info", *self.extra]
+        netns = self.wrapper[1].removeprefix("--net=") if self.wrapper[:1] == ["nsenter"] \
+            and len(self.wrapper) == 2 and self.wrapper[1].startswith("--net=") else None
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*self.wrapper, str(BIN / "cumulod"), "--state-dir", str(self.state_dir),
-                 "--socket", str(self.socket), "--cgroup-parent", self.cgroup_parent, "--log-level",
-                 "info", *self.extra], stdout=log, stderr=subprocess.STDOUT)
+            if netns is not None or not self.wrapper:
+                self.proc = zygote.spawn_daemon(args, log, netns)
+            else:
+                self.proc = subprocess.Popen([*self.wrapper, str(BIN / "cumulod"), *args],
+                                             stdout=log, stderr=subprocess.STDOUT)
+        _RUNNING[id(self)] = self
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -61,6 +74,11 @@ class Daemon:
         raise RuntimeError(f"cumulod did not answer in {self.start_timeout:.0f}s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        with timed("daemon stop"):
+            self._stop(sig)
+
+    def _stop(self, sig: int) -> None:
+        _RUNNING.pop(id(self), None)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -73,8 +91,8 @@ class Daemon:
 
     def cli(self, *args: str, input: str | None = None, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([str(BIN / "cumulo"), *args], capture_output=True, text=True,
-                           env=self.env, input=input, timeout=timeout)
+        with timed("cli call"):
+            r = zygote.run(list(args), self.env, input=input, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"cumulo {' '.join(args)} -> {r.returncode}\n"
                                  f"stdout: {r.stdout}\nstderr: {r.stderr}")
@@ -88,7 +106,7 @@ class Daemon:
         projects but default, if the daemon still runs."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        with self.client() as c:
+        with timed("daemon clear"), self.client() as c:
             for project in [p["name"] for p in c.projects()]:
                 for inst in c.instances(project):
                     c.delete(inst["name"], force=True, project=project)
@@ -99,6 +117,31 @@ class Daemon:
                 if project != "default":
                     with contextlib.suppress(APIError):   # it keeps images of its own
                         c.delete_project(project)
+
+
+def notable(log: Path, lines: int = 30, tail: int = 400_000) -> str:
+    """The last warnings, errors and tracebacks of a daemon's log."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - tail))
+            text = f.read().decode(errors="replace")
+    except OSError as err:
+        return f"({err})"
+    keep = [line for line in text.splitlines()
+            if not re.match(r"\d{4}-\d\d-\d\d [\d:,]+ (INFO|DEBUG) |INFO: ", line)]
+    return "\n".join(keep[-lines:]) or "(no warnings or errors)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """A failed test's report shows what its daemons logged beyond INFO: in CI, where
+    the temp dirs are gone, that is the only trace of what they saw."""
+    report = yield
+    if report.failed:
+        for d in list(_RUNNING.values()):
+            report.sections.append((f"cumulod {d.log}", notable(d.log)))
+    return report
 
 
 def can_connect(path: Path) -> bool:

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from cumulo.domain.models import Network
+from cumulo.domain.acl import SecurityGroup
+from cumulo.domain.models import Image, Instance, Network, Nic
 from cumulo.errors import ConflictError, InvalidInputError, UnsupportedError
 from cumulo.net.fake import FakeNetwork
 from cumulo.net.firewall import ruleset
+from cumulo.services.host import _network_sync
 from cumulo.services.networks import NetworkService
 from cumulo.services.overlays import Overlays, overlay_mtu, plan
+from cumulo.store.firewall import FirewallStore
 from cumulo.store.repo import Store
 
 ADDRS = {"m1": "10.0.0.1", "m2": "10.0.0.2", "m3": "10.0.0.3"}
@@ -103,3 +106,27 @@ def test_no_overlay_outside_a_cluster(tmp_path: Path) -> None:
     assert store.list_networks() == [] and host.bridges == {}
     with pytest.raises(ConflictError, match="no overlay"):
         plan(Network("default", "n", "10.1.0.0/24", "10.1.0.1", "cu-b1"), "m1", ADDRS)
+
+
+def test_the_sync_goes_on_after_another_member_deleted_a_project(
+        member: tuple[NetworkService, FakeNetwork, dict[str, str]]) -> None:
+    """An overlay with a NIC, in a project another member then empties and deletes:
+    the heartbeat's sync forgets it, and a security group made through another member
+    afterwards still reaches this member's firewall (a failing step once kept every
+    later sync from the firewall, and the sync failed at every heartbeat)."""
+    svc, host, _ = member
+    store = svc.store
+    store.projects.create("other")
+    svc.create("other", "ov", type="overlay", subnet="10.9.0.0/24")
+    store.put_image(Image(fingerprint="f" * 64))
+    store.add_instance(Instance(project="other", name="a", type="container", image="f" * 64,
+                                nics=[Nic(network="ov", index=0, mac="0a:ce:00:00:00:01",
+                                          ip="10.9.0.2")]))
+    sync = _network_sync(store, svc)
+    store.delete_instance("other", "a")   # all through another member
+    store.delete_network("other", "ov")
+    store.projects.delete("other")
+    FirewallStore(store.db).add_group(SecurityGroup(project="default", name="g"))
+    sync()
+    assert "default/g" in host.firewall.groups and host.bridges == {}
+    sync()   # and again: nothing left to fail on

@@ -72,6 +72,7 @@ class Services:
         self.history.stop()
         self.events.close()
         self.ops.shutdown()
+        self.identities.audit.close()   # what is queued is written
         self.store.close()
 
 
@@ -157,20 +158,20 @@ def _network_sync(store: Store, networks: NetworkService) -> Callable[[], None]:
     def sync() -> None:
         nonlocal seen, nics
         with networks.lock:   # not while this member creates or deletes one
-            now, now_nics = state(), _overlay_nics(store)
-            for bridge in sorted(seen[0] - now[0]):   # deleted through another member
-                networks.forget(bridge)
-            if now != seen:
-                networks.reconcile()
-                seen = now
-            if now_nics != nics:
-                for project, name in {k[:2] for k in now_nics ^ nics}:
-                    if any(n.project == project and n.name == name
-                           for n in store.list_networks(project)):
-                        networks.nics_changed(project, [name])
-                nics = now_nics
-            # groups and forwards changed through another member (no nft run if none)
-            networks.firewall.apply_quietly()
+            try:
+                now, now_nics = state(), _overlay_nics(store)
+                for bridge in sorted(seen[0] - now[0]):   # deleted through another member
+                    networks.forget(bridge)
+                if now != seen:
+                    networks.reconcile()
+                    seen = now
+                if now_nics != nics:
+                    there = {(n.project, n.name) for n in store.list_networks()}
+                    for project, name in {k[:2] for k in now_nics ^ nics} & there:
+                        networks.nics_changed(project, [name])   # (not a deleted one's)
+                    nics = now_nics
+            finally:   # groups and forwards changed through another member (no nft run
+                networks.firewall.apply_quietly()   # if none), whatever failed above
     return sync
 
 
