@@ -16,7 +16,8 @@ the goal.
 
 ``--heap``: the daemon traces its allocations from the first row on (slower) and dumps
 its heap at each later row (``cumulo.host.heap_dump``); the end adds the lines of code
-whose live memory grew most from the first dump to the last.
+whose live memory grew most from the first dump to the last, and the interned strings
+alive at the last dump and not at the first, by shape.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,11 +78,14 @@ def heap_dump(state: Path) -> Path:
     """Ask the daemon to start tracing (the first time) or for a heap snapshot; the file
     it wrote (``cumulo.host.heap_dump``)."""
     d = _daemon(state)
-    before = set((state / "heap").glob("*[a-z]"))
+    def written() -> set[Path]:
+        return {*(state / "heap").glob("*.snap"), *(state / "heap").glob("tracing")}
+
+    before = written()
     d.send_signal(signal.SIGUSR2)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        new = set((state / "heap").glob("*[a-z]")) - before
+        new = written() - before
         if new:
             return new.pop()
         time.sleep(0.2)
@@ -93,6 +98,24 @@ def heap_growth(first: Path, last: Path, top: int = 15) -> list[str]:
     old = tracemalloc.Snapshot.load(str(first)).filter_traces(ignore)
     new = tracemalloc.Snapshot.load(str(last)).filter_traces(ignore)
     return [str(s) for s in new.compare_to(old, "lineno")[:top]]
+
+
+def interned_growth(first: Path, last: Path, top: int = 15) -> list[str] | None:
+    """How many interned strings were alive at each snapshot, and the ``top`` shapes
+    (digits as #) of those alive at the last and not at the first, most first."""
+    old_file, new_file = first.with_suffix(".interned"), last.with_suffix(".interned")
+    if not (old_file.exists() and new_file.exists()):
+        return None
+    old = set(old_file.read_text().splitlines())
+    new = set(new_file.read_text().splitlines())
+    shapes: dict[str, list[str]] = {}
+    for line in sorted(new - old):
+        shapes.setdefault(re.sub(r"[0-9a-f]{6,}|\d+", "#", line), []).append(line)
+    lines = [f"interned strings alive: {len(old)} -> {len(new)}"
+             f" ({len(new - old)} new ones alive, {len(old - new)} gone)"]
+    for shape, found in sorted(shapes.items(), key=lambda kv: -len(kv[1]))[:top]:
+        lines.append(f"{len(found):6d}  {shape}  e.g. {found[0]}")
+    return lines
 
 
 def cycle(c: Client, name: str, nic: bool, type_: str = "container") -> None:
@@ -147,11 +170,14 @@ def soak(cycles: int, every: int, nic: bool, type_: str = "container", *,
             c.delete_network("soak")
         left = sample(c, state, parent, ns, cycles, t0)
         grew = heap_growth(snaps[0], snaps[-1]) if len(snaps) >= 2 else None
+        strings = interned_growth(snaps[0], snaps[-1]) if len(snaps) >= 2 else None
     first, last = rows[0], rows[-1]
     growth = {k: round(last[k] - first[k], 1) for k in COLUMNS[2:]}
     result = {"rows": rows, "growth": growth, "left": {k: left[k] for k in COLUMNS[5:]}}
     if grew is not None:   # read before the daemon's state dir went
         result["heap_growth"] = grew
+    if strings is not None:
+        result["interned_growth"] = strings
     return result
 
 
@@ -183,6 +209,8 @@ def main() -> None:
               " last):")
         for line in result["heap_growth"]:
             print(" ", line)
+    for line in result.get("interned_growth", []):
+        print(" ", line)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from cumulo.docker.common import Context as DockerContext
 from cumulo.errors import CumuloError, InvalidInputError
 from cumulo.host import certificate
 from cumulo.host.heap_dump import heap_dumps_on_usr2
+from cumulo.host.malloc_trim import Trimmer
 from cumulo.host.probe import probe
 from cumulo.services import history
 from cumulo.services.events import LogHandler
@@ -250,6 +251,8 @@ def run(args: argparse.Namespace) -> None:
         svc.history.start()
         if svc.watchdog is not None:
             svc.watchdog.start()
+        trimmer = Trimmer()   # freed native memory back to the kernel (glibc)
+        trimmer.start()
         handler = LogHandler(svc.events, logging.INFO)
         for name in ("cumulo", "cumulod"):   # our records become ``logging`` events
             logging.getLogger(name).addHandler(handler)
@@ -277,6 +280,7 @@ def run(args: argparse.Namespace) -> None:
         finally:
             for name in ("cumulo", "cumulod"):
                 logging.getLogger(name).removeHandler(handler)
+            trimmer.stop()
             svc.close()
     finally:
         for s in [*sockets, *([tls_socket] if tls_socket else [])]:

@@ -368,8 +368,10 @@ class Containers:
 
     async def reaper(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            with contextlib.suppress(Exception):
-                await call(self.reap_once)
+            # no worker thread woken twice a second on a host without Docker containers
+            if self.meta.any_containers():
+                with contextlib.suppress(Exception):
+                    await call(self.reap_once)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), REAP_POLL)
 

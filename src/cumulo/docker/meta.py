@@ -72,6 +72,14 @@ class Meta:
             _write(self._cpath(inst.host_id), data)
         return data
 
+    def any_containers(self) -> bool:
+        """Whether Docker made any container (one directory listing, no file read)."""
+        try:
+            with os.scandir(self.root / "containers") as entries:
+                return any(e.name.endswith(".json") for e in entries)
+        except OSError:
+            return False
+
     def running(self) -> set[str]:
         """Host ids of the containers Docker started and has not seen finish."""
         try:

@@ -26,6 +26,8 @@ PACKAGE_OF: dict[str, str] = {
     # specialised guest kernels (image build kernel)
     "make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
     "strip": "binutils",
+    # the heap dumps' census of interned strings (host/heap_dump.py: libpython's symbols)
+    "nm": "binutils",
     # bootable VM disks (image build --vm): GPT, GRUB (grub-common comes with it), EFI FAT
     "sfdisk": "fdisk", "grub-mkimage": "grub-pc-bin", "mkfs.vfat": "dosfstools",
     "mmd": "mtools", "mcopy": "mtools",

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from cumulo.host.periodic import Periodic
 from cumulo.services.instances import InstanceService
 from cumulo.services.telemetry import Sample, sample_all
 
@@ -43,35 +44,21 @@ class Point:
                    tx_bytes=sum(c.tx_bytes for c in s.nics.values()))
 
 
-class History:
+class History(Periodic):
     """Rings of points by (project, name), filled by a thread between start and stop."""
+
+    name = "history"
+    at_start = True
 
     def __init__(self, instances: InstanceService, interval: float = INTERVAL,
                  points: int = POINTS) -> None:
-        self.instances, self.interval, self.points = instances, interval, points
+        super().__init__(interval)
+        self.instances, self.points = instances, points
         self._rings: dict[tuple[str, str], deque[Point]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is None and self.interval > 0:
-            self._thread = threading.Thread(target=self._loop, name="history", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.record(sample_all(self.instances))
-            except Exception:   # a bad round must not end the history
-                log.exception("usage history: sampling failed")
-            self._stop.wait(self.interval)
+    def tick(self) -> None:
+        self.record(sample_all(self.instances))
 
     def record(self, samples: list[Sample]) -> None:
         """Append one reading per instance; forget instances not in ``samples``."""

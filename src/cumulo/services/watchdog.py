@@ -16,11 +16,11 @@ instance (its conmon or QEMU, and helpers such as swtpm) and each network's dnsm
 from __future__ import annotations
 
 import logging
-import threading
 
 from cumulo.domain.lifecycle import State
 from cumulo.drivers.supervised import Supervised
 from cumulo.errors import CumuloError, NotFoundError
+from cumulo.host.periodic import Periodic
 from cumulo.services.instances import InstanceService
 from cumulo.services.networks import NetworkService
 
@@ -28,29 +28,16 @@ log = logging.getLogger(__name__)
 INTERVAL = 3.0
 
 
-class Watchdog:
+class Watchdog(Periodic):
+    name = "watchdog"
+
     def __init__(self, instances: InstanceService, networks: NetworkService,
                  interval: float = INTERVAL) -> None:
-        self.instances, self.networks, self.interval = instances, networks, interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval)
+        self.instances, self.networks = instances, networks
 
-    def start(self) -> None:
-        if self.interval > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, daemon=True, name="watchdog")
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception:   # one bad round must not end the watch
-                log.exception("watchdog round failed")
+    def tick(self) -> None:
+        self.check()
 
     def check(self) -> list[str]:
         """One round; returns what it did, one line each."""
@@ -62,7 +49,10 @@ class Watchdog:
             driver = svc.drivers.get(inst.type)
             if driver is None:
                 continue
-            svc.refresh(inst)   # a process that ended goes to ``ended``
+            try:
+                svc.refresh(inst)   # a process that ended goes to ``ended``
+            except NotFoundError:   # deleted since the list: nothing to watch
+                continue
             if (inst.project, inst.name) in svc.ended or not isinstance(driver, Supervised):
                 continue
             try:
