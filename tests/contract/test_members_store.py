@@ -106,6 +106,21 @@ def test_parallel_allocations_never_overcommit(members: MemberStore) -> None:
         members.allocate("default", "late", Request(), ["m1"])
 
 
+def test_a_refusal_is_said_on_the_store_as_it_is_now(members: MemberStore) -> None:
+    """A scheduler whose copy saw m2 evacuated (up to max_age old) still places on it once
+    m2 is restored: it re-reads before it refuses; a real refusal stays one."""
+    three(members)
+    members.update("m2", state="evacuated")
+    scheduler = Scheduler(members, max_age=3600)
+    target = Request(Resources(1, GiB), target="m2")
+    with pytest.raises(NoMemberFits, match="1 evacuated"):
+        scheduler.allocate("default", "early", target)
+    members.update("m2", state="online")   # restored, by another member
+    assert scheduler.allocate("default", "held", target) == "m2"
+    with pytest.raises(NoMemberFits, match="lack memory"):
+        scheduler.allocate("default", "big", Request(Resources(1, 64 * GiB)))
+
+
 def test_strict_spread_holds_under_races(members: MemberStore) -> None:
     three(members, memory=64)
     members.create_group("default", "web", "spread", strict=True)

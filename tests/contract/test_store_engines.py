@@ -7,13 +7,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 
 from cumulo.domain.acl import AclRule, SecurityGroup
 from cumulo.domain.models import Image, Instance, Network, Nic
@@ -43,10 +45,27 @@ def store(store_url: str) -> Iterator[Store]:
     s.close()
 
 
-def _alembic(url: str, *steps: tuple[str, str]) -> None:
-    engine = make_engine(url)
+@pytest.fixture
+def other_url(store_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A second empty database on the same engine as ``store_url``."""
+    if store_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'other.db'}"
+        return
+    server = request.getfixturevalue("pg_server")
+    url: str = server.create_database()
+    yield url
+    server.drop_database(url)
+
+
+def _config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def _alembic(url: str, *steps: tuple[str, str]) -> None:
+    engine = make_engine(url)
+    cfg = _config()
     try:
         for verb, rev in steps:
             with engine.begin() as conn:
@@ -68,6 +87,45 @@ def test_migrations_match_the_tables(store_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+def _schema(url: str) -> dict[str, Any]:
+    """Every table's columns, keys, indexes and unique constraints, as the engine reports
+    them (server defaults left out: revisions give them to fill added columns of old rows)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            insp = inspect(conn)
+            return {t: (
+                sorted((c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t)),
+                insp.get_pk_constraint(t)["constrained_columns"],
+                sorted((f["constrained_columns"], f["referred_table"],
+                        f["referred_columns"], (f.get("options") or {}).get("ondelete"))
+                       for f in insp.get_foreign_keys(t)),
+                sorted((i["column_names"], bool(i["unique"])) for i in insp.get_indexes(t)),
+                sorted(u["column_names"] for u in insp.get_unique_constraints(t)))
+                for t in sorted(insp.get_table_names())}
+    finally:
+        engine.dispose()
+
+
+def test_a_new_database_gets_the_schema_the_revisions_build(store_url: str,
+                                                            other_url: str) -> None:
+    """A fresh store is made from tables.py at once and stamped (not every revision
+    replayed): the same tables, keys and indexes as the revisions build, and later
+    revisions apply to it as to a replayed one."""
+    Store(store_url).close()
+    _alembic(other_url, ("upgrade", "head"))
+    assert _schema(store_url) == _schema(other_url)
+    engine = make_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert MigrationContext.configure(conn).get_current_revision() == \
+                ScriptDirectory.from_config(_config()).get_current_head()
+    finally:
+        engine.dispose()
+    _alembic(store_url, ("downgrade", "-1"), ("upgrade", "head"))
+    Store(store_url).close()
 
 
 def test_migrations_go_down_and_up_again(store_url: str) -> None:

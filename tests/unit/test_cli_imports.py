@@ -126,3 +126,14 @@ def test_a_table_prints_data_as_it_is_without_rich_emoji_table() -> None:
     assert "web[b]1" in r.stdout and "running :smile:" in r.stdout, r.stdout
     mods = set(json.loads(r.stderr.splitlines()[-1]))
     assert "rich.table" in mods and "rich._emoji_codes" not in mods
+
+
+def test_the_daemon_starts_without_numpy() -> None:
+    """numpy (a tenth of a second to import) is for placing and evacuating in a cluster:
+    a daemon's start, a test's every daemon, does not pay for it."""
+    r = subprocess.run([sys.executable, "-c", "import json, sys, cumulo.daemon, cumulo.api.app;"
+                        " print(json.dumps(sorted(sys.modules)))"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    mods = set(json.loads(r.stdout.splitlines()[-1]))
+    assert "fastapi" in mods and not any(m.split(".")[0] == "numpy" for m in mods)

@@ -111,8 +111,9 @@ def test_meta_knows_which_docker_containers_run(tmp_path: Path) -> None:
     from cumulo.docker.meta import Meta
 
     meta = Meta(tmp_path)
-    assert meta.running() == set()
+    assert meta.running() == set() and not meta.any_containers()   # (no thread woken)
     meta.put_container("default_a", {"Id": "1", "Running": True})
+    assert meta.any_containers()
     meta.put_container("default_b", {"Id": "2", "Running": False})
     assert meta.running() == {"default_a"}
     meta.update_container(Instance(project="default", name="a", type="container",

@@ -13,8 +13,10 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from cumulo.api.app import create_app
-from cumulo.errors import InvalidInputError
+from cumulo.errors import InvalidInputError, StoreError
 from cumulo.services.host import Services
+from cumulo.store.db import Database
+from cumulo.store.identities import AuditStore
 from cumulo.store.tables import utcnow
 
 P = {"project": "beta"}
@@ -187,6 +189,42 @@ def test_an_exec_websocket_is_audited_once_as_it_starts(tcp: Any) -> None:
     got = [(r["identity"], r["action"], r["object"], r["result"]) for r in rows]
     assert got == [("b-operator", "POST /instances", "instances", 202),
                    ("b-user", "WS /instances/{name}/exec-ws", "instances/web/exec-ws", 101)]
+
+
+def test_audit_records_queued_are_written_in_order_before_a_read_and_at_close(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A request does not wait for its record: ``record_later`` queues it; ``list``
+    waits for the queue, ``close`` writes it; after ``close`` a record is written at once,
+    and one the store refuses goes to the log (the request was answered already)."""
+    db = Database(f"sqlite:///{tmp_path / 'store.db'}")
+    audit = AuditStore(db)
+    for n in range(50):
+        audit.record_later("root", "p", "POST /instances", f"instances/{n}", 202)
+    assert [e.object for e in audit.list(limit=100)] == [f"instances/{n}" for n in range(50)]
+    gate = threading.Event()
+    real = audit._write
+
+    def slow(entries: list[dict[str, Any]]) -> None:
+        gate.wait(10)
+        real(entries)
+
+    audit._write = slow   # type: ignore[method-assign]
+    audit.record_later("root", None, "DELETE /instances/{name}", "instances/a", 202)
+    audit.record_later("root", None, "DELETE /instances/{name}", "instances/b", 202)
+    gate.set()
+    audit.close()
+    audit._write = real   # type: ignore[method-assign]
+    assert [e.object for e in audit.list()][-2:] == ["instances/a", "instances/b"]
+    audit.record_later("root", None, "DELETE /instances/{name}", "instances/c", 202)
+    assert audit.list()[-1].object == "instances/c"
+
+    def refused(entries: list[dict[str, Any]]) -> None:
+        raise StoreError("database error: the disk is full")
+
+    audit._write = refused   # type: ignore[method-assign]
+    audit.record_later("root", None, "DELETE /instances/{name}", "instances/d", 202)
+    assert "1 audit record(s) not written: database error: the disk is full" in caplog.text
+    db.close()
 
 
 def test_websocket_ends_when_its_identity_goes_elsewhere(

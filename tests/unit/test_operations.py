@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from cumulo.domain.models import OpStatus
-from cumulo.errors import InvalidStateError, status_of_type
+import pytest
+
+from cumulo.domain.lifecycle import State
+from cumulo.domain.models import Image, Instance, Operation, OpStatus
+from cumulo.errors import InvalidStateError, NotFoundError, status_of_type
 from cumulo.services.operations import Operations, Progress
 from cumulo.store.repo import Store
 
@@ -99,3 +102,71 @@ def test_a_failed_operation_keeps_its_error_class_and_the_client_its_status() ->
     assert [status_of_type(n) for n in ("InvalidStateError", "ConflictError",
                                         "QuotaExceededError", "NotFoundError",
                                         "InternalError", None)] == [409, 409, 403, 404, 500, 500]
+
+
+def test_work_that_succeeds_with_a_store_write_records_both_in_one_commit() -> None:
+    """``succeed``: the work's last store change and the operation's end in one commit,
+    announced before the waiters hear of the end; a commit that fails raises in the work
+    (which undoes its part) and the operation ends as that failure."""
+    store = Store("sqlite://")
+    store.put_image(Image(fingerprint="b" * 64, aliases=["busybox"]))
+    ops = Operations(store, workers=1)
+    seen: list[object] = []
+
+    def launch(name: str) -> Operation:
+        op = ops.new(f"launch instance {name}", {"instances": [f"default/{name}"]})
+        store.add_instance(Instance(project="default", name=name, type="container",
+                                    image="b" * 64), op)
+
+        def work(progress: Progress) -> None:
+            try:
+                ops.succeed(store.state_write("default", "a", State.RUNNING),
+                            then=lambda: seen.append(ops.get(op.id).status), made="it")
+            except NotFoundError:
+                seen.append("undone")
+                raise
+
+        return ops.run(op, work)
+
+    ok = ops.get(launch("a").id, wait=10)
+    assert (ok.status, ok.progress, ok.resources["made"]) == (OpStatus.SUCCESS, 1.0, "it")
+    assert store.get_instance("default", "a").state == State.RUNNING
+    assert store.get_operation(ok.id).status == OpStatus.SUCCESS
+    store.delete_instance("default", "a")
+    bad = ops.get(launch("b").id, wait=10)   # its write names "a": gone now
+    assert (bad.status, bad.error_type) == (OpStatus.FAILURE, "NotFoundError")
+    assert store.get_operation(bad.id).error == "instance 'a' not found"
+    assert seen == [OpStatus.RUNNING, "undone"]
+    with pytest.raises(RuntimeError, match="outside of a running operation"):
+        ops.succeed(store.state_write("default", "b", State.RUNNING))
+    ops.shutdown()
+    store.close()
+
+
+def test_an_announcement_that_fails_after_the_commit_still_ends_it_as_a_success() -> None:
+    """Once ``succeed`` committed, nothing may turn the work into a failure (its undo
+    would remove what the store says runs): a ``then`` that raises goes to the log."""
+    store = Store("sqlite://")
+    store.put_image(Image(fingerprint="b" * 64, aliases=["busybox"]))
+    ops = Operations(store, workers=1)
+    undone: list[str] = []
+    op = ops.new("launch instance a", {"instances": ["default/a"]})
+    store.add_instance(Instance(project="default", name="a", type="container",
+                                image="b" * 64), op)
+
+    def broken() -> None:
+        raise RuntimeError("an event bus bug")
+
+    def work(progress: Progress) -> None:
+        try:
+            ops.succeed(store.state_write("default", "a", State.RUNNING), then=broken)
+        except BaseException:
+            undone.append("a")
+            raise
+
+    done = ops.get(ops.run(op, work).id, wait=10)
+    assert (done.status, undone) == (OpStatus.SUCCESS, [])
+    assert store.get_operation(op.id).status == OpStatus.SUCCESS
+    assert store.get_instance("default", "a").state == State.RUNNING
+    ops.shutdown()
+    store.close()

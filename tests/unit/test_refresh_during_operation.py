@@ -6,14 +6,14 @@ host leave the state alone meanwhile, and take it up again once the operation en
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
 
 from cumulo.domain.lifecycle import State
-from cumulo.drivers.base import ExecRequest, ExecSession, RunState
+from cumulo.drivers.base import ExecRequest, ExecSession, RunState, RunStatus
 from cumulo.errors import InvalidStateError
 from cumulo.services.host import Services
 from cumulo.services.watchdog import Watchdog
@@ -24,6 +24,24 @@ WAIT = 15.0
 
 def stored(svc: Services, name: str) -> State:
     return svc.store.get_instance("default", name).state
+
+
+def first_look(svc: Services, monkeypatch: pytest.MonkeyPatch, name: str,
+               look: Callable[[Callable[[str], RunState], str], RunState]) -> None:
+    """The first read of ``name``'s state on the host goes through ``look`` (given the
+    real read and the host id); every other read (an operation's own too) is real."""
+    inst = svc.store.get_instance("default", name)
+    driver = svc.instances.drivers[inst.type]
+    real = driver.state
+    once = [True]
+
+    def state(host_id: str) -> RunState:
+        if host_id == inst.host_id and once:
+            once.clear()
+            return look(real, host_id)
+        return real(host_id)
+
+    monkeypatch.setattr(driver, "state", state)
 
 
 @contextmanager
@@ -76,22 +94,12 @@ def test_an_operation_begun_and_ended_during_a_look_leaves_no_state(
     """The host was read while an operation ran that had begun and ended by the time the
     refresh checked for one: what it read is still that operation's."""
     launch(api, "v1")
-    inst = svc.store.get_instance("default", "v1")
-    driver = svc.instances.drivers[inst.type]
-    real_state = driver.state
-    in_op = [False]
 
-    def state_read_mid_operation(host_id: str) -> RunState:
-        if in_op[0]:
-            return real_state(host_id)
-        in_op[0] = True
-        try:
-            with operation_pausing(svc, "v1"):
-                return real_state(host_id)
-        finally:
-            in_op[0] = False
+    def read_mid_operation(real: Callable[[str], RunState], host_id: str) -> RunState:
+        with operation_pausing(svc, "v1"):
+            return real(host_id)
 
-    monkeypatch.setattr(driver, "state", state_read_mid_operation)
+    first_look(svc, monkeypatch, "v1", read_mid_operation)
     Watchdog(svc.instances, svc.networks, interval=0).check()
     assert stored(svc, "v1") == State.RUNNING
 
@@ -134,3 +142,40 @@ def test_a_deleted_instance_leaves_no_lock_behind(api: TestClient, svc: Services
         assert op["status"] == "success", op
     left = [k for k in (*svc.instances._locks, *svc.instances._turns) if "gone" in k]
     assert left == []
+
+
+def test_an_instance_deleted_during_a_round_ends_nothing(
+        api: TestClient, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted between the watchdog's list and its look at it (its process gone, its row
+    too): the round goes on to the others instead of failing."""
+    launch(api, "v1")
+    launch(api, "v2")
+
+    def deleted_meanwhile(real: Callable[[str], RunState], host_id: str) -> RunState:
+        op = wait_op(api, api.delete("/1.0/instances/v1", params={"force": "true"}))
+        assert op["status"] == "success", op
+        return real(host_id)
+
+    first_look(svc, monkeypatch, "v1", deleted_meanwhile)
+    assert Watchdog(svc.instances, svc.networks, interval=0).check() == []
+    assert stored(svc, "v2") == State.RUNNING
+
+
+def test_an_exit_read_before_an_operation_that_ran_meanwhile_is_not_recorded(
+        api: TestClient, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog read "gone" (an ephemeral instance just placed here, not recreated
+    yet), then the recreate ran whole before it recorded the end: the instance runs, and
+    marking it stopped would have the watchdog clear (kill) what the recreate started."""
+    launch(api, "v1")
+    inst = svc.store.get_instance("default", "v1")
+    real_state = svc.instances.drivers[inst.type].state
+
+    def gone_then_recreated(real: Callable[[str], RunState], host_id: str) -> RunState:
+        with svc.instances._locked(inst):   # the recreate: an operation, begun and
+            pass                            # ended before the refresh records
+        return RunState(RunStatus.MISSING)
+
+    first_look(svc, monkeypatch, "v1", gone_then_recreated)
+    assert Watchdog(svc.instances, svc.networks, interval=0).check() == []
+    assert stored(svc, "v1") == State.RUNNING
+    assert real_state(inst.host_id).status == RunStatus.RUNNING

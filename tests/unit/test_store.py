@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
 
 from cumulo.domain.lifecycle import State
 from cumulo.domain.limits import Limits
-from cumulo.domain.models import Image, Instance, Operation, OpStatus
+from cumulo.domain.models import Image, Instance, Network, Nic, Operation, OpStatus
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import make_engine
 from cumulo.store.repo import Store
@@ -116,6 +117,50 @@ def test_operations(store: Store) -> None:
     assert store.fail_unfinished_operations("daemon stopped") == 1
     op = store.get_operation("op1")
     assert op.status == OpStatus.FAILURE and op.error == "daemon stopped"
+
+
+def test_a_launch_records_its_instance_and_operation_in_one_commit(store: Store) -> None:
+    """``add_instance(op=)`` writes both or neither; ``state_write`` goes into the
+    operation's end and fails with it (an unknown instance: neither changes)."""
+    now = datetime.now(UTC)
+    op = Operation(id="op1", description="launch instance a", created_at=now, updated_at=now)
+    store.add_instance(Instance(project="default", name="a", type="container", image=FP), op)
+    assert store.get_operation("op1").status == OpStatus.PENDING
+    with pytest.raises(ConflictError, match="already exists"):
+        store.add_instance(Instance(project="default", name="a", type="container", image=FP),
+                           Operation(id="op2", description="launch instance a"))
+    with pytest.raises(NotFoundError):
+        store.get_operation("op2")
+    ended = replace(op, status=OpStatus.SUCCESS, progress=1.0, message="m" * 300,
+                    resources={"made": "it"})
+    with pytest.raises(NotFoundError, match="instance 'b' not found"):
+        store.end_operation(ended, also=store.state_write("default", "b", State.RUNNING))
+    assert store.get_operation("op1").status == OpStatus.PENDING
+    with pytest.raises(NotFoundError, match="operation 'op3' not found"):
+        store.end_operation(replace(ended, id="op3"))
+    store.ensure_project("other")   # the same name in another project is not touched
+    store.add_instance(Instance(project="other", name="a", type="container", image=FP))
+    got = store.end_operation(ended, also=store.state_write("default", "a", State.RUNNING))
+    kept = store.get_operation("op1")
+    assert (kept.status, kept.progress, kept.resources, len(kept.message)) == (
+        OpStatus.SUCCESS, 1.0, {"made": "it"}, 255)
+    assert got == kept
+    assert store.get_instance("default", "a").state == State.RUNNING
+    assert store.get_instance("other", "a").state == State.CREATING
+
+
+def test_a_new_instance_is_returned_as_it_would_read_back(store: Store) -> None:
+    """``add_instance`` does not read its rows back: what it returns must be the same."""
+    store.add_network(Network(project="default", name="blue", subnet="10.1.0.0/24",
+                              gateway="10.1.0.1", bridge="cu-b00000001"))
+    made = store.add_instance(Instance(
+        project="default", name="web", type="container", image=FP, state=State.CREATING,
+        limits=Limits(cpu=1.5, memory=64 << 20), command=["sleep", "9"],
+        options={"a": "b"}, root={"pool": "default", "copy": False, "size": None},
+        ephemeral=True, fixed_host_id="default_web_2",
+        nics=[Nic(network="blue", index=0, mac="0a:ce:00:00:00:01", ip="10.1.0.2",
+                  host_name="cu-v00000001", groups=["g"], bandwidth={"ingress": 8})]))
+    assert made == store.get_instance("default", "web")
 
 
 def test_database_from_a_newer_version_is_a_clear_error(store_url: str) -> None:

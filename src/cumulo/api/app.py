@@ -75,6 +75,13 @@ def accepted(op: Operation) -> JSONResponse:
                         headers={"Location": location(op)})
 
 
+def checkpoint_file(request: Request, body: s.CheckpointIn) -> str | None:
+    """The checkpoint's file on the host, which only an admin may name."""
+    if body.file is not None:
+        auth.require_admin(request, "a checkpoint file on the host (file)")
+    return body.file
+
+
 def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = None,
                listen: str | None = None, reports: Path | None = None) -> FastAPI:
     """``tcp_auth``: requests over TCP need a token (the daemon; in-process tests do not,
@@ -195,12 +202,13 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
 
     @r.post("/instances/{name}/exec", response_model=s.ExecOut,
             summary="Run a command and return its output (the websocket streams instead)")
-    def exec_once(name: str, body: s.ExecIn, project: str = PROJECT) -> s.ExecOut:
+    def exec_once(name: str, body: s.ExecIn, project: str = PROJECT) -> JSONResponse:
         req = ExecRequest(command=body.command, env=body.env, cwd=body.cwd, tty=False)
         code, out, err = exec_ws.run_collect(
             svc.instances.exec(project, name, req), body.stdin.encode(), body.timeout, stopping)
-        return s.ExecOut(exit_code=code, stdout=out.decode(errors="replace"),
-                         stderr=err.decode(errors="replace"))
+        # (ExecOut's shape, without FastAPI validating and encoding it again on the loop)
+        return JSONResponse({"exit_code": code, "stdout": out.decode(errors="replace"),
+                             "stderr": err.decode(errors="replace")})
 
     @r.put("/instances/{name}/files", status_code=204, response_class=Response,
            summary="Write a file in a running instance (created or replaced)",
@@ -389,17 +397,13 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
             summary="Save a running VM's memory and device state, then stop it")
     def checkpoint(request: Request, name: str, body: s.CheckpointIn, project: str = PROJECT
                    ) -> JSONResponse:
-        if body.file is not None:
-            auth.require_admin(request, "a checkpoint file on the host (file)")
-        return accepted(svc.checkpoints.checkpoint(project, name, body.file))
+        return accepted(svc.checkpoints.checkpoint(project, name, checkpoint_file(request, body)))
 
     @r.post("/instances/{name}/restore", status_code=202, response_model=s.OperationOut,
             summary="Run a stopped VM again from its checkpoint, where it was")
     def restore(request: Request, name: str, body: s.CheckpointIn, project: str = PROJECT
                 ) -> JSONResponse:
-        if body.file is not None:
-            auth.require_admin(request, "a checkpoint file on the host (file)")
-        return accepted(svc.checkpoints.restore(project, name, body.file))
+        return accepted(svc.checkpoints.restore(project, name, checkpoint_file(request, body)))
 
     @r.post("/instances/{name}/bandwidth", response_model=s.InstanceOut,
             summary="Change the bandwidth caps of an instance's NICs (live when running)")
@@ -429,7 +433,9 @@ def create_app(svc: Services, tcp_auth: bool = False, fingerprint: str | None = 
     membership_routes.add_routes(r, svc)
     placement_routes.add_routes(r, svc)
     tpm_routes.add_routes(r, svc)
-    app.include_router(r)
+    # the routes as they are (prefix and error responses applied): include_router would
+    # build each route's models once more, a second of the daemon's start-up
+    app.router.routes.extend(r.routes)
     assets.mount(app)
 
     @app.websocket(f"/{API}/instances/{{name}}/exec-ws")

@@ -191,24 +191,17 @@ class Authorize:
                 404 if isinstance(err, NotFoundError) else 403
             await self._refuse(scope, receive, send, status, err)
             if found is not None and _audited(method, found):
-                await self._audit(caller if not isinstance(err, AuthError) else None,
-                                  project, method, found[0], scope["path"], status)
+                self._audit(caller if not isinstance(err, AuthError) else None,
+                            project, method, found[0], scope["path"], status)
             return
         scope["cumulo.caller"] = caller
         if FORWARDED in headers:   # the forwarding member audits it
             found = None
         template = found[0] if found else scope["path"]
-        if ws:
-            # audited while the session starts, not before it: the record is a store
-            # write in a worker thread, and `cumulo exec` would wait for it
-            audit = asyncio.ensure_future(self._audit(
-                caller, project, method, template, scope["path"], 101)) \
-                if _audited(method, found) else None
-            try:
-                await self._websocket(caller, scope, receive, send)
-            finally:
-                if audit is not None:
-                    await audit
+        if ws:   # audited as the session starts (the record is queued: nobody waits)
+            if _audited(method, found):
+                self._audit(caller, project, method, template, scope["path"], 101)
+            await self._websocket(caller, scope, receive, send)
             return
         if not _audited(method, found):
             await self.app(scope, receive, send)
@@ -223,7 +216,7 @@ class Authorize:
         try:
             await self.app(scope, receive, sent)
         finally:
-            await self._audit(caller, project, method, template, scope["path"], answered[0])
+            self._audit(caller, project, method, template, scope["path"], answered[0])
 
     def _spoken_for(self, member: Caller, headers: Headers) -> Caller:
         """The caller a member forwards for; only members may say whom they speak for."""
@@ -282,15 +275,13 @@ class Authorize:
             return
         await send({"type": "websocket.close", "code": 4000 + status, "reason": str(err)})
 
-    async def _audit(self, caller: Caller | None, project: str | None, method: str,
-                     template: str, path: str, result: int) -> None:
+    def _audit(self, caller: Caller | None, project: str | None, method: str,
+               template: str, path: str, result: int) -> None:
+        """Queued for the audit log's writer thread (a store error goes to its log)."""
         who = caller.name if caller is not None else "(unknown token)"
         action = f"{method} {rights.plain(template).removeprefix('/1.0')}"
-        try:
-            await run_in_threadpool(self.svc.identities.audit.record, who, project, action,
-                                    path.removeprefix("/1.0/"), result)
-        except CumuloError as err:   # the request is done; say so in the log
-            log.error("audit record failed: %s", err)
+        self.svc.identities.audit.record_later(who, project, action,
+                                               path.removeprefix("/1.0/"), result)
 
 
 def _audited(method: str, found: tuple[str, rights.Rule] | None) -> bool:

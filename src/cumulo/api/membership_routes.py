@@ -20,6 +20,7 @@ from cumulo.cluster.evacuate import Evacuation
 from cumulo.cluster.membership import JoinToken
 from cumulo.cluster.model import Resources
 from cumulo.cluster.rebalancer import MAX_MOVES, Rebalancer
+from cumulo.domain.models import Operation
 from cumulo.domain.units import parse_size, validate_name
 from cumulo.errors import InvalidInputError
 from cumulo.services.host import Services
@@ -116,6 +117,11 @@ def member_out(m: Member, u: Usage, state: str) -> MemberOut:
                      fingerprint=m.fingerprint)
 
 
+def accepted(op: Operation) -> JSONResponse:
+    """202 with the operation (app.accepted's body, without its Location header)."""
+    return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202)
+
+
 def add_routes(r: APIRouter, svc: Services) -> None:
     def evac(request: Request) -> Evacuation:
         return Evacuation(svc.cluster, svc.instances, caller_of(request).behalf)
@@ -200,9 +206,8 @@ def add_routes(r: APIRouter, svc: Services) -> None:
     @r.post("/cluster/rebalance", status_code=202, response_model=OperationOut,
             summary="Move instances (live) so that the members are evenly used")
     def rebalance(body: RebalanceIn, request: Request) -> JSONResponse:
-        op = Rebalancer(svc.cluster, svc.instances, caller_of(request).behalf).run(
-            body.max_moves)
-        return JSONResponse(operation_out(op).model_dump(mode="json"), status_code=202)
+        return accepted(Rebalancer(svc.cluster, svc.instances, caller_of(request).behalf).run(
+            body.max_moves))
 
     @r.get("/cluster/config", response_model=dict[str, str],
            summary="Cluster-wide settings (those not set at their default)")
@@ -222,10 +227,8 @@ def add_routes(r: APIRouter, svc: Services) -> None:
     @r.post("/cluster/members/{name}/evacuate", status_code=202, response_model=OperationOut,
             summary="Move every instance off a member (live when it can)")
     def evacuate(name: str, request: Request) -> JSONResponse:
-        c = svc.cluster
-        c._require()
-        return JSONResponse(operation_out(evac(request).evacuate(name)).model_dump(mode="json"),
-                            status_code=202)
+        svc.cluster._require()
+        return accepted(evac(request).evacuate(name))
 
     @r.post("/cluster/recover", status_code=204,
             summary="Recreate a stateful instance of an offline member from a snapshot held"
@@ -237,7 +240,5 @@ def add_routes(r: APIRouter, svc: Services) -> None:
     @r.post("/cluster/members/{name}/restore", status_code=202, response_model=OperationOut,
             summary="Bring back what was evacuated from a member")
     def restore(name: str, request: Request) -> JSONResponse:
-        c = svc.cluster
-        c._require()
-        return JSONResponse(operation_out(evac(request).restore(name)).model_dump(mode="json"),
-                            status_code=202)
+        svc.cluster._require()
+        return accepted(evac(request).restore(name))

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from cumulo.api import auth
 from cumulo.api.schemas import Strict
@@ -20,11 +21,14 @@ from cumulo.errors import ForbiddenError
 from cumulo.services.host import Services
 
 
-def scope(request: Request, project: str = Query(
+async def scope(request: Request, project: str = Query(
         DEFAULT, description="project (tenant) the resource belongs to")) -> str:
-    """The project a request acts in; NotFoundError (404) if there is no such project."""
-    svc: Services = request.app.state.services
-    svc.projects.check(project)
+    """The project a request acts in; NotFoundError (404) if there is no such project.
+    Async: FastAPI runs a plain function dependency in a worker thread, a hand-off per
+    request; only another project than default is looked up (in one)."""
+    if project != DEFAULT:
+        svc: Services = request.app.state.services
+        await run_in_threadpool(svc.projects.check, project)
     return project
 
 

@@ -153,16 +153,12 @@ def parse(argv: list[str]) -> Call | None:
 
 
 def _launch(c: Any, call: Call) -> int:
+    from cumulo.cli import create_request as req
+
     image, name = call.args
-    networks = call.opts.get("network")
-    nics = None if not networks else [] if networks == ["none"] else [
-        {"network": n, "ip": None, "limit_ingress": None, "limit_egress": None}
-        for n in networks]
-    c.create(name, image, type=call.opts.get("type", "container"), limits={},
-             privileged=False, command=call.rest or None, start=True,
-             project=call.opts.get("project"), options={}, networks=nics,
-             storage={"pool": None, "copy": False, "disk": None}, ssh_key=None, target=None)
-    _say(f"Launched {name}")
+    _say(req.create(c, name, image, start=True, type_=call.opts.get("type", "container"),
+                    command=call.rest, project=call.opts.get("project"),
+                    networks=req.nics(call.opts.get("network"))))
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cumulo.cli import complete, settings
+from cumulo.cli import complete, create_request, settings
 from cumulo.cli import output as o
 from cumulo.cli.complete import Image, Instance, Network
 from cumulo.cli.settings import ProjectOpt
@@ -170,18 +170,14 @@ def _limits(**kw: Any) -> dict[str, Any]:
 
 def _nics(networks: list[str] | None, ips: list[str] | None, ingress: str | None = None,
           egress: str | None = None) -> list[dict[str, Any]] | None:
-    if networks == ["none"]:
-        return []      # loopback only
-    if not networks:
-        if ips or ingress or egress:
+    if networks != ["none"]:
+        if not networks and (ips or ingress or egress):
             raise typer.BadParameter("--ip and --limit-* need a --network",
                                      param_hint="--network")
-        return None    # the daemon picks: the network "default" if there is one
-    networks, ips = list(networks), list(ips or [])
-    if len(ips) > len(networks):
-        raise typer.BadParameter("each --ip needs a --network before it", param_hint="--ip")
-    return [{"network": n, "ip": ips[i] if i < len(ips) else None, "limit_ingress": ingress,
-             "limit_egress": egress} for i, n in enumerate(networks)]
+        if len(ips or []) > len(networks or []):
+            raise typer.BadParameter("each --ip needs a --network before it",
+                                     param_hint="--ip")
+    return create_request.nics(networks, ips, ingress, egress)
 
 
 def _app_image(image: str, name: str | None, type_: str, app_path: str | None,
@@ -254,22 +250,35 @@ def _cloud_init(user_data: str | None, cloud_config: list[str] | None
     return out
 
 
-def _create(image: str, name: str, start: bool, type_: str, privileged: bool,
-            command: list[str] | None, project: str | None, options: dict[str, str | None],
-            nics: list[dict[str, Any]] | None, storage: dict[str, Any],
-            ssh_key: str | None = None, target: str | None = None, ephemeral: bool = False,
-            placement_group: str | None = None, seed: dict[str, Any] | None = None,
-            **limits: Any) -> None:
+def _create(start: bool, image: str, name: str | None, type_: str, app_path: str | None,
+            tpm: bool, cpu: float | None, cpu_weight: int | None, cpuset: str | None,
+            memory: str | None, memory_swap: str | None, pids: int | None,
+            io_weight: int | None, privileged: bool, accel: str | None, machine: str | None,
+            io: str | None, network: list[str] | None, ip: list[str] | None,
+            limit_ingress: str | None, limit_egress: str | None, pool: str | None,
+            copy: bool, disk: str | None, ssh_key: str | None, kernel: str | None,
+            firmware: str | None, secure_boot: bool, user_data: str | None,
+            cloud_config: list[str] | None, evacuate: str | None, command: list[str] | None,
+            project: str | None, target: str | None = None, ephemeral: bool = False,
+            placement_group: str | None = None) -> None:
+    """launch (``start``) and create: their options, by name."""
+    image, name, type_, command = _app_image(image, name, type_, app_path, command)
+    seed = _cloud_init(user_data, cloud_config)
+    options = {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
+               "kernel": kernel, "firmware": firmware, evacuation_mode.KEY: evacuate,
+               "security.secureboot": "true" if secure_boot else None}
+    nics = _nics(network, ip, limit_ingress, limit_egress)
     key = _ssh_key(ssh_key)
     with client() as c:
-        c.create(name, image, type=type_, limits=_limits(**limits), privileged=privileged,
-                 command=_argv(command) or None, start=start, project=project,
-                 options={k: v for k, v in options.items() if v is not None}, networks=nics,
-                 storage={**storage, **({"ephemeral": True} if ephemeral else {}),
-                          **({"placement_group": placement_group} if placement_group
-                             else {})},
-                 ssh_key=key, target=target, **(seed or {}))
-    o.say(f"{'Launched' if start else 'Created'} {name}")
+        done = create_request.create(
+            c, name, image, start=start, type_=type_, command=_argv(command),
+            project=project, networks=nics,
+            limits=_limits(cpu=cpu, cpu_weight=cpu_weight, cpuset=cpuset, memory=memory,
+                           memory_swap=memory_swap, pids=pids, io_weight=io_weight),
+            privileged=privileged, options=options, pool=pool, copy=copy, disk=disk,
+            ephemeral=ephemeral, placement_group=placement_group, ssh_key=key,
+            target=target, seed=seed)
+    o.say(done)
 
 
 @app.command()
@@ -296,16 +305,7 @@ def launch(image: Image, name: Annotated[str | None, typer.Argument()] = None,
                help="in a cluster: a placement group of the project (cumulo"
                " placement-group create)")] = None) -> None:
     """Create and start an instance from IMAGE (with --app: launch --type appvm NAME --app PATH)."""
-    image, name, type_, command = _app_image(image, name, type_, app_path, command)
-    seed = _cloud_init(user_data, cloud_config)
-    _create(image, name, True, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel, "firmware": firmware, evacuation_mode.KEY: evacuate,
-             "security.secureboot": "true" if secure_boot else None},
-            _nics(network, ip, limit_ingress, limit_egress),
-            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, target, ephemeral,
-            placement_group, seed, cpu=cpu, cpu_weight=cpu_weight, cpuset=cpuset, memory=memory,
-            memory_swap=memory_swap, pids=pids, io_weight=io_weight)
+    _create(True, **locals())   # every parameter above, by name
 
 
 @app.command()
@@ -324,16 +324,7 @@ def create(image: Image, name: Annotated[str | None, typer.Argument()] = None,
            command: Annotated[list[str] | None, typer.Argument(help="PID 1 (after --)")] = None,
            project: ProjectOpt = None) -> None:
     """Create an instance from IMAGE without starting it."""
-    image, name, type_, command = _app_image(image, name, type_, app_path, command)
-    seed = _cloud_init(user_data, cloud_config)
-    _create(image, name, False, type_, privileged, command, project,
-            {"accel": accel, "machine": machine, "io": io, "tpm": "on" if tpm else None,
-             "kernel": kernel, "firmware": firmware, evacuation_mode.KEY: evacuate,
-             "security.secureboot": "true" if secure_boot else None},
-            _nics(network, ip, limit_ingress, limit_egress),
-            {"pool": pool, "copy": copy, "disk": disk}, ssh_key, seed=seed, cpu=cpu,
-            cpu_weight=cpu_weight, cpuset=cpuset, memory=memory, memory_swap=memory_swap,
-            pids=pids, io_weight=io_weight)
+    _create(False, **locals())   # every parameter above, by name
 
 
 def _state(name: str, action: str, project: str | None, timeout: float = 30, force: bool = False

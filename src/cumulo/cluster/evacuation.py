@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cumulo.cluster.model import EVACUATED, Member, NoMemberFits, Request
-from cumulo.cluster.placement import Inventory
 
 
 def plan(members: Sequence[Member], member: str, instances: Sequence[tuple[str, Request]],
          strategy: str = "spread") -> list[tuple[str, str]]:
     """(instance, target member) for each of ``instances``, which run on ``member``."""
+    from cumulo.cluster.placement import Inventory  # numpy: only when evacuating
     inv = Inventory(members, strategy=strategy)
     inv.set_state(member, EVACUATED)
     out: list[tuple[str, str]] = []

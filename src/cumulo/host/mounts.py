@@ -56,6 +56,8 @@ def bind(source: Path, target: Path) -> None:
 
 def is_mounted(path: Path) -> bool:
     """Whether something is mounted right at ``path``."""
+    if not os.path.lexists(path):   # (a new instance's root: no read of every mount)
+        return False
     target = os.path.realpath(path)
     try:
         with open("/proc/self/mountinfo") as f:

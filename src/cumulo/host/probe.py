@@ -1,9 +1,9 @@
 """Probe what this host can do: kernel, cgroups, KVM, OCI runtimes and helper tools.
 
 `probe()` reads /proc, /sys and the tools' ``--version`` output once (no cache; the
-daemon calls it at start). Missing tools are ``None``; nothing raises. Each
-limitation becomes a sentence in ``HostInfo.notes``. The parse helpers take text so
-they can be unit-tested without the real host.
+daemon calls it at start; the tools run side by side). Missing tools are ``None``;
+nothing raises. Each limitation becomes a sentence in ``HostInfo.notes``. The parse
+helpers take text so they can be unit-tested without the real host.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +177,17 @@ def tool_version(tool: str) -> str | None:
     return parse_version(out[1])
 
 
+def _criu_facts(path: str | None) -> tuple[str | None, bool, str | None]:
+    """CRIU's version, whether ``criu check`` passes, and how it locks the network."""
+    criu = None if path is None else tool_version(path)
+    if path is None or criu is None:
+        return criu, False, None
+    check = _run([path, "check"], timeout=CRIU_CHECK_TIMEOUT)
+    if check is None or check[0] != 0:
+        return criu, False, None
+    return criu, True, network_lock(path)
+
+
 def _loaded_modules() -> set[str]:
     """Kernel modules from /sys/module (built-ins too) and /proc/modules."""
     names: set[str] = set()
@@ -293,8 +305,16 @@ def probe() -> HostInfo:
     elif not kvm_usable:
         notes.append(f"CPU has {kvm} but /dev/kvm or its module is missing: VMs will use TCG")
 
+    # the tools' versions and CRIU's checks: side by side, each one a process to wait for
+    tools = ("runc", "crun", "conmon", "qemu-system-x86_64", "swtpm", "nft")
+    criu_path = criu_binary()
+    with ThreadPoolExecutor(len(tools) + 1) as pool:
+        criu_facts = pool.submit(_criu_facts, criu_path)
+        version = dict(zip(tools, pool.map(tool_version, tools), strict=True))
+        criu, criu_check, criu_lock = criu_facts.result()
+
     # OCI runtimes
-    runtimes = {n: v for n in ("runc", "crun") if (v := tool_version(n)) is not None}
+    runtimes = {n: v for n in ("runc", "crun") if (v := version[n]) is not None}
     crun_ok = True
     if "crun" in runtimes and cg_version == 1 and _crun_hybrid_blocked(mounts):
         crun_ok = False
@@ -306,28 +326,21 @@ def probe() -> HostInfo:
     if default is None:
         notes.append("no usable OCI runtime (runc or crun): containers unavailable")
 
-    conmon = tool_version("conmon")
+    conmon = version["conmon"]
     if conmon is None:
         notes.append("conmon is not installed: containers are supervised by cumulod itself")
-    qemu = tool_version("qemu-system-x86_64")
+    qemu = version["qemu-system-x86_64"]
     if qemu is None:
         notes.append("qemu-system-x86_64 is not installed: virtual machines unavailable")
 
-    criu_path = criu_binary()
-    criu = None if criu_path is None else tool_version(criu_path)
-    criu_check, criu_lock = False, None
-    if criu_path is not None and criu is not None:
-        check = _run([criu_path, "check"], timeout=CRIU_CHECK_TIMEOUT)
-        criu_check = check is not None and check[0] == 0
-        criu_lock = network_lock(criu_path) if criu_check else None
     criu_probe = HostInfo(criu=criu, criu_check=criu_check, criu_network_lock=criu_lock)
     if (why := criu_unavailable(criu_probe, criu_path)) is not None:
         notes.append(f"checkpoint/restore unavailable: {why}")
 
-    swtpm = tool_version("swtpm")
+    swtpm = version["swtpm"]
     if swtpm is None:
         notes.append("swtpm is not installed: VMs get no TPM")
-    nftables = tool_version("nft")
+    nftables = version["nft"]
     if nftables is None:
         notes.append("nft is not installed: network isolation and NAT unavailable")
 

@@ -297,8 +297,8 @@ class InstanceService:
                 with self._locks_guard:   # an operation under way (a stop, the watchdog's
                     held = self._locks.get(inst.host_id)   # own) records the end itself
                     busy = held is not None and held.locked()
-                if busy:
-                    return now
+                if busy or self._quiet(inst) != before:   # or one began during the look
+                    return now   # (a recreate, a start): what was read is from before it
                 self.ended.add((inst.project, inst.name))   # cleared by services/watchdog.py
                 if run.exit_code is None:
                     died = "its process ended on its own with no exit status (killed?)"
@@ -430,18 +430,25 @@ class InstanceService:
                                     " booting its own disk (a vm-disk image, e.g. debian/12/vm"
                                     " with --type vm) or a system container (an image with an"
                                     " init, no command)")
+        verb = "launch" if req.start else "create"
+        op = self.ops.new(f"{verb} instance {req.name}", {"instances": [f"{project}/{req.name}"]})
         with self.networks.lock:
             fixed = self._free_host_id(project, req.name)
             nics = self.networks.plan_nics(project, fixed or default_host_id(project, req.name),
                                            list(req.networks) if req.networks is not None
                                            else self.networks.default_nics(project))
-            inst = self.store.add_instance(Instance(
+            inst = self.store.add_instance(Instance(   # and its operation: one commit
                 project=project, name=req.name, type=req.type, image=image.fingerprint,
                 state=State.CREATING, limits=limits, privileged=req.privileged,
                 command=command, options=options, nics=nics, root=root,
                 location=self.member,
-                ephemeral=req.ephemeral, fixed_host_id=fixed))
+                ephemeral=req.ephemeral, fixed_host_id=fixed), op)
             self.networks.nics_changed(project, [n.network for n in nics])
+
+        def announce() -> None:
+            self.events.lifecycle("created", project, inst.name, type=inst.type)
+            if req.start:
+                self.events.lifecycle("started", project, inst.name)
 
         def work(progress: Progress) -> dict[str, Any]:
             spec = replace(self._spec(inst), ssh_keys=req.ssh_keys, binds=binds,
@@ -464,19 +471,16 @@ class InstanceService:
                             progress(0.7, "starting")
                             driver.start(spec)
                     faults.point("create.after_driver")
-                    self.store.update_instance(project, inst.name, state=State.RUNNING
-                                               if req.start else State.STOPPED)
-                    self.events.lifecycle("created", project, inst.name, type=inst.type)
-                    if req.start:
-                        self.events.lifecycle("started", project, inst.name)
+                    # its state and the operation's end in one commit
+                    self.ops.succeed(self.store.state_write(
+                        project, inst.name, State.RUNNING if req.start else State.STOPPED),
+                        then=announce)
             except BaseException:
                 self._undo_create(driver, inst)
                 raise
             return {}
 
-        verb = "launch" if req.start else "create"
-        return self.ops.submit(f"{verb} instance {req.name}", work,
-                               {"instances": [f"{project}/{req.name}"]})
+        return self.ops.run(op, work)
 
     @staticmethod
     def _check_binds(type_: str, binds: tuple[tuple[str, str, bool], ...]

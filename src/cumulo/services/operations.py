@@ -24,7 +24,7 @@ from typing import Any
 from cumulo.domain.models import Operation, OpStatus
 from cumulo.errors import ConflictError, CumuloError, NotFoundError
 from cumulo.services.events import EventBus
-from cumulo.store.repo import Store
+from cumulo.store.repo import Store, StoreWrite
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +90,32 @@ class Operations:
         # with the op as submitted (the client then asked again)
         self._ended: OrderedDict[str, Operation] = OrderedDict()
         self._long: set[str] = set()
+        self._current = threading.local()   # .live: the operation a pool thread runs
         # finished operations by (kind, result), e.g. ("launch instance", "success")
         self.finished: Counter[tuple[str, str]] = Counter()
 
-    def submit(self, description: str, work: Work, resources: dict[str, Any] | None = None,
-               cancel_on_shutdown: bool = False, project: str | None = None) -> Operation:
-        """Run ``work`` in the pool. ``cancel_on_shutdown``: long work that a daemon stop
-        cancels (an image build) instead of waiting for it to finish. ``project``: whose
-        it is (default: that of the instances in ``resources``, else ``default``)."""
+    def new(self, description: str, resources: dict[str, Any] | None = None,
+            project: str | None = None) -> Operation:
+        """An operation neither recorded nor run yet: for a caller that writes it to the
+        store with rows of its own (one commit, ``Store.add_instance``), then ``run``s it.
+        ``project``: whose it is (default: that of the instances in ``resources``, else
+        ``default``)."""
         member = self.member()
         resources = {**(resources or {}), **({"member": member} if member else {})}
-        op = self.store.add_operation(Operation(
-            id=str(uuid.uuid4()), description=description, resources=resources,
-            project=project or _project_in(resources) or "default"))
+        now = utcnow()
+        return Operation(id=str(uuid.uuid4()), description=description, resources=resources,
+                         project=project or _project_in(resources) or "default",
+                         created_at=now, updated_at=now)
+
+    def submit(self, description: str, work: Work, resources: dict[str, Any] | None = None,
+               cancel_on_shutdown: bool = False, project: str | None = None) -> Operation:
+        """Record and run ``work`` in the pool. ``cancel_on_shutdown``: long work that a
+        daemon stop cancels (an image build) instead of waiting for it to finish."""
+        op = self.store.add_operation(self.new(description, resources, project))
+        return self.run(op, work, cancel_on_shutdown)
+
+    def run(self, op: Operation, work: Work, cancel_on_shutdown: bool = False) -> Operation:
+        """Run ``work`` in the pool as ``op``, which the store has already (``new``)."""
         live = _Live(op)
         with self._lock:
             self._live[op.id] = live
@@ -136,17 +149,21 @@ class Operations:
 
     def _end(self, live: _Live, **changes: Any) -> None:
         """The end: written to the store, then told to those who wait."""
-        op_id = live.op.id
+        op = replace(live.op, **changes)
         try:
-            op = self.store.update_operation(op_id, message=live.op.message, **changes)
+            op = self.store.end_operation(op)
         except CumuloError as err:   # the store failed: the waiters still hear of the end
-            log.error("cannot record the end of operation %s: %s", op_id, err)
-            op = replace(live.op, updated_at=utcnow(), **changes)
+            log.error("cannot record the end of operation %s: %s", op.id, err)
+            op = replace(op, updated_at=utcnow())
+        self._ended_as(live, op)
+
+    def _ended_as(self, live: _Live, op: Operation) -> None:
+        """Told to those who wait (the store has the end already, or cannot have it)."""
         self.finished[(kind_of(op.description), op.status.value)] += 1
         with self._lock:
             live.op = op
-            self._live.pop(op_id, None)
-            self._ended[op_id] = op
+            self._live.pop(op.id, None)
+            self._ended[op.id] = op
             while len(self._ended) > ENDED_KEPT:
                 self._ended.popitem(last=False)
             waiters, live.waiters = live.waiters, []
@@ -155,6 +172,26 @@ class Operations:
             with contextlib.suppress(RuntimeError):   # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, fut, op)
         self._publish(op)
+
+    def succeed(self, write: StoreWrite, then: Callable[[], None] | None = None,
+                **resources: Any) -> None:
+        """End the calling thread's operation now as a success, its record and ``write``
+        (the work's last store change, e.g. an instance's new state) in one commit:
+        for work whose last step is a store write. A failed commit raises (nothing is
+        recorded: the work undoes what it did and the operation ends as a failure).
+        ``then``: what to announce once it is recorded, before the end is told."""
+        live = getattr(self._current, "live", None)
+        if live is None or live.done.is_set():
+            raise RuntimeError("succeed() outside of a running operation's work")
+        op = self.store.end_operation(replace(
+            live.op, status=OpStatus.SUCCESS, progress=1.0,
+            resources={**live.op.resources, **resources}), also=write)
+        if then is not None:
+            try:
+                then()
+            except Exception:   # recorded already: the end is told all the same
+                log.exception("operation %s: announcing its end failed", op.id)
+        self._ended_as(live, op)
 
     def _running(self, op_id: str, project: str | None) -> _Live | None:
         """The running operation, if it is one of ``project`` (None: any)."""
@@ -186,25 +223,39 @@ class Operations:
                 self._update(live, progress=now[0], message=message)
 
         self._update(live, status=OpStatus.RUNNING)
+        self._current.live = live
         try:
             try:
                 extra = work(progress) or {}
             except CumuloError as err:
-                self._end(live, status=OpStatus.FAILURE, error=str(err),
-                          error_type=type(err).__name__)
+                if not self._ended_before(live, err):
+                    self._end(live, status=OpStatus.FAILURE, error=str(err),
+                              error_type=type(err).__name__)
             except Exception as err:  # a bug: keep the daemon alive, say what happened
                 log.exception("operation %s crashed", live.op.id)
-                self._end(live, status=OpStatus.FAILURE, error=f"internal error: {err!r}",
-                          error_type="InternalError")
+                if not self._ended_before(live, err):
+                    self._end(live, status=OpStatus.FAILURE, error=f"internal error: {err!r}",
+                              error_type="InternalError")
             else:
-                self._end(live, status=OpStatus.SUCCESS, progress=1.0,
-                          resources={**live.op.resources, **extra})
+                if not live.done.is_set():   # (else it ``succeed``ed)
+                    self._end(live, status=OpStatus.SUCCESS, progress=1.0,
+                              resources={**live.op.resources, **extra})
         finally:
+            self._current.live = None
             self._long.discard(live.op.id)
             if not live.done.is_set():   # (a BaseException went through)
                 with self._lock:
                     self._live.pop(live.op.id, None)
                 live.done.set()
+
+    @staticmethod
+    def _ended_before(live: _Live, err: Exception) -> bool:
+        """Whether the operation ``succeed``ed before its work raised ``err`` (a bug:
+        the record stays, the error goes to the log)."""
+        if live.done.is_set():
+            log.error("operation %s raised after it succeeded: %r", live.op.id, err)
+            return True
+        return False
 
     def active(self) -> int:
         """Operations submitted and not finished yet."""

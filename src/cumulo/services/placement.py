@@ -8,6 +8,8 @@ inventory is kept current by the allocations this process makes (a candidate is
 assumed taken while its transaction runs, as the Kubernetes scheduler's "assume"
 cache does, so concurrent launches here spread over members instead of queueing on one
 row lock) and reloaded when older than ``max_age`` seconds (other members allocate too).
+No member fits: said only on an inventory read afresh (a member restored or added since
+the copy).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from cumulo.cluster.model import SPREAD, Request
+from cumulo.cluster.model import SPREAD, NoMemberFits, Request
 from cumulo.errors import ConflictError
 from cumulo.store.members import Allocation, LostRace, MemberStore
 
@@ -63,7 +65,13 @@ class Scheduler:
         for round_ in range(self.rounds):
             with self._lock:
                 inv = self.inventory(fresh=round_ > 0)
-                ranked = inv.candidates(req, self.limit, strategy)
+                try:
+                    ranked = inv.candidates(req, self.limit, strategy)
+                except NoMemberFits:   # said on what the store holds now, not on a
+                    if round_ > 0:     # copy up to max_age old (a member restored since)
+                        raise
+                    inv = self.inventory(fresh=True)
+                    ranked = inv.candidates(req, self.limit, strategy)
                 inv.record(ranked[0], req)   # assumed taken, so that launches in this
                                              # process meanwhile look elsewhere
             try:

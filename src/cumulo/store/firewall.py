@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from cumulo.domain.acl import AclRule, SecurityGroup
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
+from cumulo.store.projects import named_row, project_id
 from cumulo.store.tables import (
     ForwardRow,
     InstanceRow,
@@ -50,21 +51,9 @@ class FirewallStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    @staticmethod
-    def _project_id(s: Session, name: str) -> int:
-        pid = s.scalar(select(ProjectRow.id).where(ProjectRow.name == name))
-        if pid is None:
-            raise NotFoundError("project", name)
-        return pid
-
     # --- security groups ---
     def _group_row(self, s: Session, project: str, name: str) -> SecurityGroupRow:
-        row = s.scalar(select(SecurityGroupRow).where(
-            SecurityGroupRow.project_id == self._project_id(s, project),
-            SecurityGroupRow.name == name))
-        if row is None:
-            raise NotFoundError("security group", name)
-        return row
+        return named_row(s, SecurityGroupRow, project, name, "security group")
 
     @staticmethod
     def _group(project: str, row: SecurityGroupRow) -> SecurityGroup:
@@ -75,7 +64,7 @@ class FirewallStore:
     def add_group(self, g: SecurityGroup) -> SecurityGroup:
         try:
             with self.db.session() as s:
-                row = SecurityGroupRow(project_id=self._project_id(s, g.project), name=g.name,
+                row = SecurityGroupRow(project_id=project_id(s, g.project), name=g.name,
                                        description=g.description,
                                        rules=[asdict(r) for r in g.rules])
                 s.add(row)
@@ -115,17 +104,14 @@ class FirewallStore:
         with self.db.session() as s:
             q = (select(InstanceRow.name, NicRow.idx, NicRow.groups)
                  .join(NicRow, NicRow.instance_id == InstanceRow.id)
-                 .where(InstanceRow.project_id == self._project_id(s, project)))
+                 .where(InstanceRow.project_id == project_id(s, project)))
             return sorted(f"{inst}/eth{idx}" for inst, idx, groups in s.execute(q)
                           if name in (groups or []))
 
     # --- NIC settings ---
     def _nic_rows(self, s: Session, project: str, instance: str,
                   network: str | None) -> list[NicRow]:
-        inst = s.scalar(select(InstanceRow).where(
-            InstanceRow.project_id == self._project_id(s, project), InstanceRow.name == instance))
-        if inst is None:
-            raise NotFoundError("instance", instance)
+        inst = named_row(s, InstanceRow, project, instance, "instance")
         q = (select(NicRow, NetworkRow.name).join(NetworkRow, NicRow.network_id == NetworkRow.id)
              .where(NicRow.instance_id == inst.id).order_by(NicRow.idx)
              .with_for_update(of=NicRow))  # callers merge into the rows' JSON
@@ -166,7 +152,7 @@ class FirewallStore:
     def add_forward(self, f: Forward) -> None:
         try:
             with self.db.session() as s:
-                pid = self._project_id(s, f.project)
+                pid = project_id(s, f.project)
                 net = s.scalar(select(NetworkRow).where(NetworkRow.project_id == pid,
                                                         NetworkRow.name == f.network))
                 if net is None:
@@ -213,7 +199,7 @@ class FirewallStore:
     def delete_forward(self, project: str, network: str, listen_address: str,
                        listen_port: int, protocol: str) -> None:
         with self.db.session() as s:
-            pid = self._project_id(s, project)
+            pid = project_id(s, project)
             row = s.scalar(select(ForwardRow).join(
                 NetworkRow, ForwardRow.network_id == NetworkRow.id).where(
                 NetworkRow.project_id == pid, NetworkRow.name == network,

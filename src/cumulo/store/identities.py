@@ -4,10 +4,13 @@ per project, and the audit log of mutating requests."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,6 +20,9 @@ from cumulo.store.tables import AuditRow, IdentityRoleRow, IdentityRow, utcnow
 
 CLIENT, REMOTE = "client", "remote"   # kinds: an API user; another host (migration only)
 MEMBER = "member"   # a cluster member: migrates, and forwards requests for their callers
+FLUSH_WAIT = 10.0   # seconds to wait for queued audit records to be written
+
+log = logging.getLogger(__name__)
 
 
 def digest(token: str) -> str:
@@ -144,17 +150,87 @@ class IdentityStore:
 
 
 class AuditStore:
+    """The audit log. ``record_later`` queues an entry for a writer thread, which writes
+    whatever has queued up in one commit: an answered request neither waits for its
+    record nor hands a worker thread a commit of its own. ``list`` and ``close`` wait
+    for what is queued to be written first."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._cond = threading.Condition()
+        self._pending: list[dict[str, Any]] = []
+        self._writing = False
+        self._closed = False
+        self._writer: threading.Thread | None = None
+
+    @staticmethod
+    def _entry(identity: str, project: str | None, action: str, obj: str,
+               result: int) -> dict[str, Any]:
+        return {"at": utcnow(), "identity": identity, "project": project, "action": action,
+                "object": obj[:255], "result": result}
+
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        with self.db.session() as s:
+            s.execute(insert(AuditRow), entries)
 
     def record(self, identity: str, project: str | None, action: str, obj: str,
                result: int) -> None:
-        with self.db.session() as s:
-            s.add(AuditRow(at=utcnow(), identity=identity, project=project, action=action,
-                           object=obj[:255], result=result))
+        """Written before it returns."""
+        self._write([self._entry(identity, project, action, obj, result)])
+
+    def record_later(self, identity: str, project: str | None, action: str, obj: str,
+                     result: int) -> None:
+        """Queued for the writer thread (a store error goes to the log)."""
+        entry = self._entry(identity, project, action, obj, result)
+        with self._cond:
+            if not self._closed:
+                self._pending.append(entry)
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._loop, name="audit",
+                                                    daemon=True)
+                    self._writer.start()
+                self._cond.notify_all()
+                return
+        self._write_logged([entry])   # closing: no writer any more
+
+    def _write_logged(self, entries: list[dict[str, Any]]) -> None:
+        try:
+            self._write(entries)
+        except StoreError as err:
+            log.error("%d audit record(s) not written: %s", len(entries), err)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closed)
+                if not self._pending:
+                    return
+                batch, self._pending, self._writing = self._pending, [], True
+            try:
+                self._write_logged(batch)
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+
+    def flush(self, timeout: float = FLUSH_WAIT) -> None:
+        """Wait (bounded) until what was queued is written."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._pending and not self._writing, timeout)
+
+    def close(self) -> None:
+        """Write what is queued; the writer ends (later records are written at once)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            writer = self._writer
+        if writer is not None:
+            writer.join(FLUSH_WAIT)
 
     def list(self, project: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        """The newest ``limit`` entries (of ``project``), oldest first."""
+        """The newest ``limit`` entries (of ``project``), oldest first (those queued
+        written first)."""
+        self.flush()
         with self.db.session() as s:
             q = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
             if project is not None:

@@ -52,6 +52,7 @@ from cumulo.cluster.model import (
 from cumulo.domain.units import format_size, validate_name
 from cumulo.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from cumulo.store.db import Database
+from cumulo.store.projects import project_id
 from cumulo.store.tables import (
     AllocationRow,
     MemberRow,
@@ -265,7 +266,7 @@ class MemberStore:
                                     " compact")
         try:
             with self.db.session() as s:
-                s.add(PlacementGroupRow(project_id=self._project_id(s, project), name=name,
+                s.add(PlacementGroupRow(project_id=project_id(s, project), name=name,
                                         policy=policy, strict=strict))
         except StoreError as err:
             if _integrity(err):
@@ -281,7 +282,7 @@ class MemberStore:
     def list_groups(self, project: str) -> list[tuple[PlacementGroup, list[str]]]:
         """Each group with where its instances are (``member/instance``)."""
         with self.db.session() as s:
-            pid = self._project_id(s, project)
+            pid = project_id(s, project)
             rows = s.scalars(select(PlacementGroupRow).where(
                 PlacementGroupRow.project_id == pid).order_by(PlacementGroupRow.name))
             out = []
@@ -307,19 +308,12 @@ class MemberStore:
     def _group(self, s: Session, project: str, name: str,
                lock: bool = False) -> PlacementGroupRow:
         q = select(PlacementGroupRow).where(
-            PlacementGroupRow.project_id == self._project_id(s, project),
+            PlacementGroupRow.project_id == project_id(s, project),
             PlacementGroupRow.name == name)
         row = s.scalar(q.with_for_update() if lock else q)
         if row is None:
             raise NotFoundError("placement group", name)
         return row
-
-    @staticmethod
-    def _project_id(s: Session, name: str) -> int:
-        pid = s.scalar(select(ProjectRow.id).where(ProjectRow.name == name))
-        if pid is None:
-            raise NotFoundError("project", name)
-        return pid
 
     # --- allocations ---
     def allocate(self, project: str, instance: str, req: Request,
@@ -345,7 +339,7 @@ class MemberStore:
     def _take(self, s: Session, project: str, instance: str, req: Request,
               member: str) -> str | None:
         """Allocate on ``member`` in session ``s``, or say why not (nothing written)."""
-        pid = self._project_id(s, project)
+        pid = project_id(s, project)
         group = None
         if req.placement_group is not None:   # first the group: its rule spans members
             group = self._group(s, project, req.placement_group.name.rsplit("/", 1)[-1],
@@ -435,7 +429,7 @@ class MemberStore:
     def allocation(self, project: str, instance: str) -> Allocation | None:
         """An instance's allocation (None: it has none, made before the cluster)."""
         with self.db.session() as s:
-            pid = self._project_id(s, project)
+            pid = project_id(s, project)
             row = s.scalar(select(AllocationRow).where(AllocationRow.project_id == pid,
                                                        AllocationRow.instance == instance))
             return None if row is None else self._allocation_out(s, project, row)
@@ -449,7 +443,7 @@ class MemberStore:
 
     def _allocation(self, s: Session, project: str, instance: str) -> AllocationRow:
         row = s.scalar(select(AllocationRow).where(
-            AllocationRow.project_id == self._project_id(s, project),
+            AllocationRow.project_id == project_id(s, project),
             AllocationRow.instance == instance).with_for_update())
         if row is None:
             raise NotFoundError("allocation", instance)

@@ -10,6 +10,7 @@ are serialized there, so a quota cannot be overshot.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +43,28 @@ def project_row(s: Session, name: str, lock: bool = False) -> ProjectRow:
     row = s.scalar(q.with_for_update() if lock else q)
     if row is None:
         raise NotFoundError("project", name)
+    return row
+
+
+def project_id(s: Session, name: str) -> int:
+    """The project's id (no lock), for the rows that name it."""
+    pid = s.scalar(select(ProjectRow.id).where(ProjectRow.name == name))
+    if pid is None:
+        raise NotFoundError("project", name)
+    return pid
+
+
+NamedRow = TypeVar("NamedRow", InstanceRow, NetworkRow, SecurityGroupRow, VolumeRow)
+
+
+def named_row(s: Session, table: type[NamedRow], project: str, name: str,
+              what: str) -> NamedRow:
+    """The row of ``table`` called ``name`` in ``project``; NotFoundError(``what``)
+    without one (or without the project)."""
+    row = s.scalar(select(table).where(table.project_id == project_id(s, project),
+                                       table.name == name))
+    if row is None:
+        raise NotFoundError(what, name)
     return row
 
 

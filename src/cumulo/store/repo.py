@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,7 +28,7 @@ from cumulo.domain.models import (
 from cumulo.domain.projects import Need, instance_need, private_images
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
-from cumulo.store.projects import ProjectStore, admit, project_row
+from cumulo.store.projects import ProjectStore, admit, named_row, project_id, project_row
 from cumulo.store.tables import (
     AllocationRow,
     ImageAliasRow,
@@ -41,6 +43,9 @@ from cumulo.store.tables import (
 )
 
 DEFAULT_PROJECT = "default"
+
+# a change that goes into another store call's transaction (made by a ``*_write`` method)
+StoreWrite = Callable[[Session], None]
 
 
 def _more(row: InstanceRow, limits: Limits) -> Need:
@@ -75,19 +80,13 @@ class Store:
     def list_projects(self) -> list[Project]:
         return self.projects.list()
 
-    def _project_id(self, s: Session, name: str) -> int:
-        pid = s.scalar(select(ProjectRow.id).where(ProjectRow.name == name))
-        if pid is None:
-            raise NotFoundError("project", name)
-        return pid
-
     # images: each belongs to a project; a project without features.images uses default's
     def _images_pid(self, s: Session, project: str) -> int:
         """The id of the project whose images ``project`` sees."""
         row = project_row(s, project)
         if private_images(row.name, dict(row.config or {})):
             return row.id
-        return row.id if row.name == DEFAULT_PROJECT else self._project_id(s, DEFAULT_PROJECT)
+        return row.id if row.name == DEFAULT_PROJECT else project_id(s, DEFAULT_PROJECT)
 
     def _image_row(self, s: Session, ref: str, pid: int) -> ImageRow:
         row = s.scalar(
@@ -197,11 +196,7 @@ class Store:
 
     # instances
     def _instance_row(self, s: Session, project: str, name: str) -> InstanceRow:
-        row = s.scalar(select(InstanceRow).where(
-            InstanceRow.project_id == self._project_id(s, project), InstanceRow.name == name))
-        if row is None:
-            raise NotFoundError("instance", name)
-        return row
+        return named_row(s, InstanceRow, project, name, "instance")
 
     def _instance(self, s: Session, row: InstanceRow,
                   names: tuple[str, str] | None = None, nics: list[Nic] | None = None
@@ -245,9 +240,10 @@ class Store:
                 groups=list(n.groups or []), bandwidth=dict(n.bandwidth or {})))
         return out
 
-    def add_instance(self, inst: Instance) -> Instance:
+    def add_instance(self, inst: Instance, op: Operation | None = None) -> Instance:
         """Insert a new instance; a duplicate name in the project is a ConflictError, one
-        past a quota of the project a QuotaExceededError (checked under its row lock)."""
+        past a quota of the project a QuotaExceededError (checked under its row lock).
+        ``op``: the operation that will create it, recorded in the same commit."""
         need = instance_need(inst.type, inst.limits.cpu, inst.limits.memory,
                              (inst.root or {}).get("size"))
         try:
@@ -271,8 +267,12 @@ class Store:
                 s.flush()
                 for nic in inst.nics:
                     self._add_nic_row(s, row.id, inst.project, nic)
+                if op is not None:
+                    s.add(self._operation_row(op))
                 s.flush()
-                return self._instance(s, row)
+                # as written: not read back (a query for its NICs, an ORM object built)
+                return replace(inst, created_at=row.created_at, nics=list(inst.nics),
+                               exit_code=None, last_error=None, origin=None)
         except StoreError as err:
             cause = err.__cause__
             if isinstance(cause, IntegrityError):
@@ -290,7 +290,7 @@ class Store:
                 .join(ImageRow, InstanceRow.image_id == ImageRow.id)
                 .where(ProjectRow.name == project, InstanceRow.name == name)).first()
             if hit is None:
-                self._project_id(s, project)   # an unknown project says so
+                project_id(s, project)   # an unknown project says so
                 raise NotFoundError("instance", name)
             return self._instance(s, hit[0], (project, hit[1]))
 
@@ -303,7 +303,7 @@ class Store:
                  .join(ImageRow, InstanceRow.image_id == ImageRow.id)
                  .order_by(InstanceRow.project_id, InstanceRow.name))
             if project is not None:
-                q = q.where(InstanceRow.project_id == self._project_id(s, project))
+                q = q.where(InstanceRow.project_id == project_id(s, project))
             hits = s.execute(q).all()
             nics = self._nics_of(s, [row.id for row, _, _ in hits])
             return [self._instance(s, row, (pname, fp), nics.get(row.id, []))
@@ -329,6 +329,19 @@ class Store:
                 setattr(row, key, value)
             s.flush()
             return self._instance(s, row)
+
+    @staticmethod
+    def state_write(project: str, name: str, state: State) -> StoreWrite:
+        """The instance's new state, as a change for another call's transaction (an
+        operation's end: ``end_operation(also=...)``); one UPDATE, no read."""
+        def write(s: Session) -> None:
+            pid = select(ProjectRow.id).where(ProjectRow.name == project).scalar_subquery()
+            hit = s.execute(update(InstanceRow).where(
+                InstanceRow.project_id == pid, InstanceRow.name == name
+            ).values(state=State(state).value).execution_options(synchronize_session=False))
+            if getattr(hit, "rowcount", 0) != 1:
+                raise NotFoundError("instance", name)
+        return write
 
     def rename_instance(self, project: str, name: str, new: str) -> Instance:
         """Give the instance another name; its host id stays what it was (a taken name is
@@ -368,11 +381,7 @@ class Store:
 
     # networks
     def _network_row(self, s: Session, project: str, name: str) -> NetworkRow:
-        row = s.scalar(select(NetworkRow).where(
-            NetworkRow.project_id == self._project_id(s, project), NetworkRow.name == name))
-        if row is None:
-            raise NotFoundError("network", name)
-        return row
+        return named_row(s, NetworkRow, project, name, "network")
 
     def _network(self, s: Session, row: NetworkRow) -> Network:
         project = s.get(ProjectRow, row.project_id)
@@ -451,7 +460,7 @@ class Store:
         with self.db.session() as s:
             q = select(NetworkRow).order_by(NetworkRow.project_id, NetworkRow.name)
             if project is not None:
-                q = q.where(NetworkRow.project_id == self._project_id(s, project))
+                q = q.where(NetworkRow.project_id == project_id(s, project))
             return [self._network(s, r) for r in s.scalars(q)]
 
     def network_users(self, project: str, name: str) -> list[str]:
@@ -532,13 +541,18 @@ class Store:
             project=row.project, error_type=row.error_type,
         )
 
+    @staticmethod
+    def _operation_row(op: Operation) -> OperationRow:
+        return OperationRow(
+            id=op.id, description=op.description, status=op.status.value,
+            progress=op.progress, message=op.message, error=op.error,
+            resources=op.resources, project=op.project,
+            **({"created_at": op.created_at, "updated_at": op.updated_at or op.created_at}
+               if op.created_at is not None else {}))
+
     def add_operation(self, op: Operation) -> Operation:
         with self.db.session() as s:
-            row = OperationRow(
-                id=op.id, description=op.description, status=op.status.value,
-                progress=op.progress, message=op.message, error=op.error,
-                resources=op.resources, project=op.project,
-            )
+            row = self._operation_row(op)
             s.add(row)
             s.flush()
             return self._operation(row)
@@ -559,6 +573,23 @@ class Store:
             row.updated_at = utcnow()
             s.flush()
             return self._operation(row)
+
+    def end_operation(self, op: Operation, also: StoreWrite | None = None) -> Operation:
+        """Record ``op`` as it ended (status, progress, message, error, resources): one
+        UPDATE, nothing read back; ``also``: another change in the same commit. The
+        operation as stored (message and error cut to their columns)."""
+        op = replace(op, updated_at=utcnow(), message=str(op.message)[:255],
+                     error=None if op.error is None else str(op.error)[:2048])
+        with self.db.session() as s:
+            if also is not None:
+                also(s)
+            hit = s.execute(update(OperationRow).where(OperationRow.id == op.id).values(
+                status=OpStatus(op.status).value, progress=op.progress, message=op.message,
+                error=op.error, error_type=op.error_type, resources=op.resources,
+                updated_at=op.updated_at).execution_options(synchronize_session=False))
+            if getattr(hit, "rowcount", 0) != 1:
+                raise NotFoundError("operation", op.id)
+        return op
 
     def get_operation(self, op_id: str, project: str | None = None) -> Operation:
         """The operation; with ``project``, only one of that project (else not found)."""

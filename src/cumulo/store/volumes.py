@@ -10,8 +10,8 @@ from cumulo.domain.projects import Need
 from cumulo.domain.volumes import Attachment, Volume
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
-from cumulo.store.projects import admit
-from cumulo.store.tables import InstanceRow, ProjectRow, VolumeAttachmentRow, VolumeRow
+from cumulo.store.projects import admit, named_row, project_id
+from cumulo.store.tables import InstanceRow, VolumeAttachmentRow, VolumeRow
 
 
 class VolumeStore:
@@ -20,19 +20,8 @@ class VolumeStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    @staticmethod
-    def _project_id(s: Session, name: str) -> int:
-        pid = s.scalar(select(ProjectRow.id).where(ProjectRow.name == name))
-        if pid is None:
-            raise NotFoundError("project", name)
-        return pid
-
     def _row(self, s: Session, project: str, name: str) -> VolumeRow:
-        row = s.scalar(select(VolumeRow).where(
-            VolumeRow.project_id == self._project_id(s, project), VolumeRow.name == name))
-        if row is None:
-            raise NotFoundError("volume", name)
-        return row
+        return named_row(s, VolumeRow, project, name, "volume")
 
     @staticmethod
     def _volume(s: Session, project: str, row: VolumeRow) -> Volume:
@@ -64,7 +53,7 @@ class VolumeStore:
     def list_in(self, project: str) -> list[Volume]:
         with self.db.session() as s:
             rows = s.scalars(select(VolumeRow).where(
-                VolumeRow.project_id == self._project_id(s, project)).order_by(VolumeRow.name))
+                VolumeRow.project_id == project_id(s, project)).order_by(VolumeRow.name))
             return [self._volume(s, project, r) for r in rows]
 
     def set_size(self, project: str, name: str, size: int) -> Volume:
@@ -111,6 +100,6 @@ class VolumeStore:
             q = (select(VolumeRow).join(VolumeAttachmentRow,
                                         VolumeAttachmentRow.volume_id == VolumeRow.id)
                  .join(InstanceRow, VolumeAttachmentRow.instance_id == InstanceRow.id)
-                 .where(InstanceRow.project_id == self._project_id(s, project),
+                 .where(InstanceRow.project_id == project_id(s, project),
                         InstanceRow.name == instance).order_by(VolumeRow.name))
             return [self._volume(s, project, r) for r in s.scalars(q)]
