@@ -86,3 +86,22 @@ def test_a_qemu_that_stops_answering_while_sending_is_a_stall(
     with pytest.raises(DriverError, match="stalled .* QEMU does not answer"):
         migration.send(SOCK, "tcp:10.0.0.2:1", live=True)
     assert asked.count("query-migrate") > 1 and "migrate_cancel" not in asked
+
+
+def test_a_qemu_that_stops_answering_when_the_stall_is_cancelled_is_a_stall(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """QEMU answered query-migrate (nothing moving), then blocked before migrate_cancel:
+    the user is told it stalled, not that a QMP command timed out."""
+    for name in ("migrate_set_capabilities", "migrate_set_parameters", "migrate"):
+        monkeypatch.setattr(qmp, name, lambda *a, **kw: None)
+
+    def cancel(sock: Path) -> None:
+        raise qmp.QmpTimeout("QMP migrate_cancel failed: QEMU did not answer in 5s")
+
+    monkeypatch.setattr(qmp, "migrate_cancel", cancel)
+    monkeypatch.setattr(migration, "_stats", lambda sock: migration.MigrationStats(
+        status="active", transferred=1))
+    monkeypatch.setattr(migration, "STALL_TIMEOUT", 0.3)
+    monkeypatch.setattr(migration, "POLL", 0.01)
+    with pytest.raises(DriverError, match="stalled .* QEMU does not answer"):
+        migration.send(SOCK, "tcp:10.0.0.2:1", live=True)

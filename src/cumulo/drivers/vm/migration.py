@@ -137,10 +137,7 @@ def send(sock: Path, uri: str, *, live: bool, bandwidth: int | None = None,
             # QEMU blocked (a drain waiting on the disk mirror's cut NBD link): no
             # progress either; the recovery settles it once QEMU answers again
             if time.monotonic() - moved_at > STALL_TIMEOUT:
-                raise DriverError(f"the migration stalled (nothing went through for"
-                                  f" {STALL_TIMEOUT:.0f}s: is the link down?) and QEMU does"
-                                  f" not answer (it waits on the link); it is settled once"
-                                  f" QEMU answers again") from err
+                raise _stalled_unanswered() from err
             continue
         if st.transferred != moved:
             moved, moved_at = st.transferred, time.monotonic()
@@ -159,7 +156,10 @@ def send(sock: Path, uri: str, *, live: bool, bandwidth: int | None = None,
                 raise DriverError(f"post-copy did not finish in {timeout:.0f}s ({st.status})")
         elif not asked_cancel and st.status == "active" and \
                 time.monotonic() - moved_at > STALL_TIMEOUT:
-            qmp.migrate_cancel(sock)
+            try:
+                qmp.migrate_cancel(sock)
+            except qmp.QmpTimeout as err:   # it blocked between the two questions
+                raise _stalled_unanswered() from err
             asked_cancel = stalled = True
         elif not asked_cancel and (cancelled() or time.monotonic() > deadline):
             qmp.migrate_cancel(sock)
@@ -172,6 +172,12 @@ def send(sock: Path, uri: str, *, live: bool, bandwidth: int | None = None,
         if on_progress is not None:
             on_progress(replace(st, postcopy=switched))
         time.sleep(POLL)
+
+
+def _stalled_unanswered() -> DriverError:
+    return DriverError(f"the migration stalled (nothing went through for {STALL_TIMEOUT:.0f}s:"
+                       " is the link down?) and QEMU does not answer (it waits on the link);"
+                       " it is settled once QEMU answers again")
 
 
 def settle(sock: Path, timeout: float = SETTLE_TIMEOUT) -> str:
