@@ -182,6 +182,12 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
+def slow(route: Any) -> None:
+    """A page module that loads late (a busy host): whatever comes meanwhile comes first."""
+    time.sleep(1)
+    route.continue_()
+
+
 def test_sign_in_with_a_token(web: tuple[Daemon, str], tab: Page) -> None:
     d, base = web
     page = tab.page
@@ -197,10 +203,15 @@ def test_sign_in_with_a_token(web: tuple[Daemon, str], tab: Page) -> None:
     page.wait_for_selector("#live.on")
     page.wait_for_selector("h1:text('Instances')")
     tab.shot("signed-in")
-    # a revoked token: the next call is refused and the page asks to sign in again
+    # a revoked token: the next call is refused and the page asks to sign in again, even
+    # when the refusal (the events websocket's closing) comes while a page is loading
+    page.route("**/js/pages/images.js", slow)
     d.cli("identity", "revoke", "browser")
     page.evaluate("location.hash = '#/images'")
     page.wait_for_selector("form.signin .msg.error:text('no longer accepted')")
+    page.unroute("**/js/pages/images.js")
+    page.wait_for_timeout(500)   # the slowed page has loaded by now: the form stays
+    assert page.is_visible("form.signin .msg.error:text('no longer accepted')")
     # the token of `cumulo ui` is taken from the URL's fragment and dropped from it
     signed_in(d, base, tab)
     assert "token=" not in page.url

@@ -57,6 +57,9 @@ async function show() {
 /** Sign in with a token: an identity's (`cumulo identity create`) or `cumulo ui`'s URL. */
 function signIn(message) {
   document.body.classList.add("signed-out");
+  shown++;   // a page still loading (a 401 came meanwhile) must not replace the form
+  if (cleanup) cleanup();
+  cleanup = null;
   if (events) events.close();
   const input = h("input#token", { type: "password", autocomplete: "off", required: true,
     placeholder: "token", "aria-describedby": "token-help" });
