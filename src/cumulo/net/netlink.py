@@ -80,15 +80,20 @@ def create_bridge(name: str, mac: str | None = None) -> None:
         ipr.link("set", index=idx, state="up")
 
 
+def _add_address(ipr: Any, idx: int, iface: IPv4Interface) -> None:
+    """``iface`` on link ``idx``, kept if already there."""
+    have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+    if str(iface.ip) not in have:
+        ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+
 def set_address(name: str, iface: IPv4Interface, netns: Path | None = None) -> None:
     """Give link ``name`` the address ``iface`` (kept if already there)."""
     with _ipr(netns, f"address of {name}") as ipr:
         idx = _index(ipr, name)
         if idx is None:
             raise DriverError(f"link {name} does not exist")
-        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
-        if str(iface.ip) not in have:
-            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        _add_address(ipr, idx, iface)
 
 
 def delete_link(name: str, netns: Path | None = None) -> None:
@@ -181,9 +186,7 @@ def configure_nic(netns: Path, name: str, iface: IPv4Interface, gateway: IPv4Add
         idx = _index(ipr, name)
         if idx is None:
             raise DriverError(f"link {name} is missing in {netns}")
-        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
-        if str(iface.ip) not in have:
-            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        _add_address(ipr, idx, iface)
         ipr.link("set", index=idx, state="up")
         if not ipr.get_default_routes(family=2):
             ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)

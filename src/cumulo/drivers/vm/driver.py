@@ -692,18 +692,29 @@ class VmDriver:
         """Run a command in the guest through its QEMU guest agent (qemu-guest-agent in a
         VM booted from its disk, guest_qga.py in a busybox VM); with -t and a terminal
         port or console, on a terminal of its own (qga_tty.py)."""
+        return self._agent_exec(host_id, request, f"VM {host_id!r} was created with an"
+                                " older exec agent that is gone")
+
+    def _agent_exec(self, host_id: str, request: ExecRequest, no_agent: str,
+                    relay: Callable[[ExecRequest, int, str], str] = qga_tty.relay_script,
+                    argv: Callable[[ExecRequest], list[str]] | None = None) -> ExecSession:
+        """An exec session through the guest agent, for this driver and its subclasses:
+        ``no_agent`` says why a VM without one cannot exec; ``relay`` runs a -t session
+        on a terminal port, ``argv`` gives what the guest runs otherwise (default: ``sh
+        -c`` of the command), as in qga_tty.TtySession and qga.QgaSession."""
         require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
         vm = self._vmspec(host_id)
         if not vm.qga:
-            raise UnsupportedError(f"VM {host_id!r} was created with an older exec agent"
-                                   " that is gone: recreate it to exec into it")
+            raise UnsupportedError(f"{no_agent}: recreate it to exec into it")
         if request.tty and vm.tty_ports:
-            return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request, vm.tty_ports)
+            return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request, vm.tty_ports,
+                                      relay)
         if request.tty and vm.hvc_ports:     # a busybox VM: its virtio consoles
             return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request, vm.hvc_ports,
                                       qga_tty.hvc_script, qga_tty.HVC)
         # -t in a VM created before it had terminals: one stream, no pty
-        return qga.QgaSession(vm.qmp_socket.parent, host_id, request)
+        return qga.QgaSession(vm.qmp_socket.parent, host_id, request,
+                              argv(request) if argv else None)
 
     # --- files through qemu-guest-agent (FileTransfer); others go through exec ------
     def write_file(self, host_id: str, path: str, data: bytes, mode: int) -> bool:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
-from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec, RunStatus, require
-from cumulo.drivers.vm import image_guest, initramfs, qga, qga_tty
+from cumulo.drivers.base import ExecRequest, ExecSession, InstanceSpec
+from cumulo.drivers.vm import image_guest, initramfs
 from cumulo.drivers.vm.appvm import AppVmDriver
 from cumulo.errors import InvalidInputError, UnsupportedError
 
@@ -82,16 +82,9 @@ class ImageVmDriver(AppVmDriver):
     def exec(self, host_id: str, request: ExecRequest) -> ExecSession:
         """The command in the image's tree, through the guest agent; ``-t`` on the VM's
         serial terminal line (one session at a time)."""
-        require(self.state(host_id), host_id, "exec", RunStatus.RUNNING)
-        vm = self._vmspec(host_id)
-        if not vm.qga:
-            raise UnsupportedError(f"image VM {host_id!r} was created before image VMs had a"
-                                   " guest agent: recreate it to exec into it")
-        if request.tty and vm.tty_ports:
-            return qga_tty.TtySession(vm.qmp_socket.parent, host_id, request, vm.tty_ports,
-                                      image_guest.tty_relay)
-        return qga.QgaSession(vm.qmp_socket.parent, host_id, request,
-                              image_guest.exec_argv(request))
+        return self._agent_exec(host_id, request, f"image VM {host_id!r} was created before"
+                                " image VMs had a guest agent", image_guest.tty_relay,
+                                image_guest.exec_argv)
 
     def write_file(self, host_id: str, path: str, data: bytes, mode: int) -> bool:
         return super().write_file(host_id, in_image(path), data, mode)
