@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import pg
+from tests import costs, pg
 
 # Seconds a module took in a serial run on the 2-core CI host (TCG), to start the longest
 # modules first when workers share them out: longest first ends the run soonest. Only an
@@ -22,7 +22,7 @@ from tests import pg
 _MODULE_SECONDS = {
     # (the Debian VM disk built once and cached; ~300 s more the first time, in the
     # first of them to start)
-    "system/test_vm_measured_boot.py": 420, "system/test_vm_cloud_init.py": 240,
+    "system/test_vm_debian_guest.py": 480,
     "system/test_cluster_cli.py": 200, "system/test_overlay_cli.py": 180,
     "system/test_migration_faults.py": 160, "system/test_fault_points.py": 150,
     "system/test_bench_cli.py": 150, "system/test_image_build.py": 100,
@@ -212,7 +212,25 @@ _SPENT: dict[str, float] = {}
 _WORKERS: dict[str, float] = {}
 
 
+_KINDS: dict[str, list[float]] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    report = yield
+    # the steps' costs ride on the report to the process that prints the summary
+    report.user_properties.append(("costs", costs.take()))
+    return report
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties:
+        if name == "costs":
+            for kind, (n, seconds) in value.items():
+                entry = _KINDS.setdefault(kind, [0, 0.0])
+                entry[0] += n
+                entry[1] += seconds
     module = report.nodeid.split("::", 1)[0]
     _SPENT[module] = _SPENT.get(module, 0.0) + report.duration
     node = getattr(report, "node", None)   # the xdist worker that ran it
@@ -229,3 +247,7 @@ def _print_module_times(terminalreporter: pytest.TerminalReporter) -> None:
     # the busiest worker bounds the run: a spread here means the order hints are stale
     terminalreporter.write_line("busy seconds per worker: " + ", ".join(
         f"{w} {s:.0f}" for w, s in sorted(_WORKERS.items())) + f" (all {sum(_SPENT.values()):.0f})")
+    if _KINDS:   # the steps every module repeats (tests/costs.py)
+        terminalreporter.write_line("of which: " + ", ".join(
+            f"{kind} {int(n)}x {s:.0f} s" for kind, (n, s) in sorted(
+                _KINDS.items(), key=lambda kv: -kv[1][1])))

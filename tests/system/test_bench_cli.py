@@ -153,6 +153,9 @@ def test_vm_boot(daemon: Daemon, tmp_path: Path) -> None:
 
 @pytest.mark.qemu
 @pytest.mark.slow
+# the first run on a machine builds kernel/app (or waits for test_appvm_kernel.py's build
+# in another worker, under the cache's lock): tens of minutes on a busy 2-core host
+@pytest.mark.timeout(3600)
 def test_app_vm_on_the_kernel_built_for_it_is_footprint_only(module_daemon: Daemon,
                                                              tmp_path: Path) -> None:
     """A real app VM (busybox-static as PID 1 on kernel/app, a cache hit once built on
@@ -161,7 +164,7 @@ def test_app_vm_on_the_kernel_built_for_it_is_footprint_only(module_daemon: Daem
     daemon = module_daemon   # (nothing is left on it at the end)
     out = tmp_path / "app.json"
     r = daemon.cli("bench", "run", "--repeat", "1", "--platforms", "appvm-app", "--suites",
-                   "cpu,boot,footprint", "--output", str(out), timeout=900)
+                   "cpu,boot,footprint", "--output", str(out), timeout=3500)
     assert "appvm-app: cpu skipped" in r.stderr, r.stderr
     nothing_left(daemon)
     res = schema.load(out)

@@ -182,11 +182,12 @@ def test_an_image_follows_a_launch_to_a_member_without_it(
                         )["fingerprint"]
         assert (m1.state_dir / "images" / fp).is_dir()
         assert not (m3.state_dir / "images" / fp).exists()
+        before = subscribers(m3)
         watch = subprocess.Popen([str(BIN / "cumulo"), "monitor", "--type", "operation",
                                   "--type", "lifecycle", "--format", "json"], env=m3.env,
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
-            # m3's monitor listens once it has seen an instance made there
+            listening(m3, before)
             m3.cli("launch", "busybox", "ready", "--target", "m3", "--", "sleep", "1000")
             events(watch, "instance-created", 1)
             m2.cli("launch", "marked", "follows", "--target", "m3", "--", "sleep", "1000",
@@ -545,10 +546,13 @@ def test_rebalance_moves_the_fewest_instances(small_members: list[Daemon]) -> No
     extra ones and stops: no move can lower the score further."""
     m1, m2, m3 = small_members
     # every member's lifecycle events, as they come (a round publishes on its member)
+    before = [subscribers(d) for d in small_members]
     watch = [subprocess.Popen([str(BIN / "cumulo"), "monitor", "--type", "lifecycle",
                                "--format", "json"], env=d.env, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True) for d in small_members]
     try:
+        for d, n in zip(small_members, before, strict=True):
+            listening(d, n)
         rebalance_asked_and_automatic(small_members, watch)
     finally:
         for p in watch:
@@ -556,6 +560,23 @@ def test_rebalance_moves_the_fewest_instances(small_members: list[Daemon]) -> No
             p.wait(timeout=30)
             if p.stdout:
                 p.stdout.close()
+
+
+def subscribers(d: Daemon) -> float:
+    """How many event streams ``d`` serves now (its metrics)."""
+    with d.client() as c:
+        m = re.search(r"^cumulo_event_subscribers (\S+)$", c.metrics(), re.M)
+    assert m, "no cumulo_event_subscribers in the metrics"
+    return float(m.group(1))
+
+
+def listening(d: Daemon, before: float, timeout: float = 60) -> None:
+    """Once the `cumulo monitor` started for ``d`` (which served ``before`` streams then) is
+    subscribed: a CLI that starts faster than the monitor must not act before it listens."""
+    deadline = time.monotonic() + timeout
+    while subscribers(d) <= before:
+        assert time.monotonic() < deadline, "the monitor did not subscribe"
+        time.sleep(0.1)
 
 
 def events(p: subprocess.Popen[str], action: str, count: int) -> list[dict[str, object]]:

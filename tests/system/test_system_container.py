@@ -21,7 +21,9 @@ from cumulo.images import debian
 from cumulo.images.files import ImageFiles
 from tests.system.conftest import Daemon, netns_daemon
 
-pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.slow]
+# the first run on a machine builds the Debian root (minutes on a busy 2-core host)
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.slow,
+              pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,12 @@ import cumulo.images.system
 from cumulo.images import debian
 from cumulo.images.files import ImageFiles
 from tests.system import image_cache
+from tests.system.cloudinit import cloud_init_done, keygen
 from tests.system.conftest import Daemon, netns_daemon
-from tests.system.test_vm_cloud_init import _cloud_init_done, _keygen
 
-pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.slow]
+# the first run on a machine builds the Debian root (minutes on a busy 2-core host)
+pytestmark = [pytest.mark.system, pytest.mark.root, pytest.mark.runtime, pytest.mark.slow,
+              pytest.mark.timeout(1800)]
 
 PACKAGES = ["systemd-sysv", "cloud-init"]
 CLOUD_INIT_WAIT = 300.0       # four stages, each a Python start: seconds in a container
@@ -68,7 +70,7 @@ def _exec(d: Daemon, *command: str) -> str:
 def booted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Booted]:
     tmp = tmp_path_factory.mktemp("ctinit")
     tarball = _cloud_init_tarball()
-    key = _keygen(tmp / "id_ed25519")
+    key = keygen(tmp / "id_ed25519")
     (tmp / "user-data").write_text(USER_DATA)
     with netns_daemon(tmp, "cti") as d:
         d.cli("network", "create", "lan", "--subnet", "10.92.0.0/24")
@@ -76,7 +78,7 @@ def booted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Booted]:
         d.cli("launch", "debian-ci", "ci1", "--network", "lan", "--ssh-key", f"{key}.pub",
               "--user-data", str(tmp / "user-data"),
               "--cloud-config", "write_files=[{path: /etc/cumulo-note, content: noted}]")
-        status = _cloud_init_done(d, "ci1", CLOUD_INIT_WAIT, 1.0)
+        status = cloud_init_done(d, "ci1", CLOUD_INIT_WAIT, 1.0)
         assert "status: done" in status, status + _exec(d, "tail", "-n", "30",
                                                          "/var/log/cloud-init.log")
         yield Booted(d, key, tmp)
@@ -110,7 +112,7 @@ def test_a_restart_keeps_the_instance_id_and_runs_nothing_again(booted: Booted) 
     d = booted.d
     d.cli("stop", "ci1", "--timeout", "60")
     d.cli("start", "ci1")
-    status = _cloud_init_done(d, "ci1", CLOUD_INIT_WAIT, 1.0)
+    status = cloud_init_done(d, "ci1", CLOUD_INIT_WAIT, 1.0)
     assert "status: done" in status, status
     assert _exec(d, "cat", "/root/runcmd.txt") == "made-by-runcmd\n"   # once per instance
 

@@ -4,10 +4,11 @@ The disk (Debian's kernel, initramfs and GRUB, made by ``image build debian/12 -
 is built once (the same builder the daemon runs, from the Debian mirror) and kept in
 ``/var/cache/cumulo/test-images`` under a key of the sources that make it, so a run
 only builds it again when those change. Its boots are tested where a guest is booted
-anyway (a Debian boot on TCG takes minutes): through SeaBIOS, with DHCP, exec, file
-push/pull and a clean ACPI power-off in test_vm_cloud_init.py; through UEFI with a
-vTPM in test_vm_measured_boot.py. Here: a disk with nothing to boot fails with the
-console's words, leaving nothing. The daemon runs in its own netns.
+anyway (a Debian boot on TCG takes minutes): one guest through UEFI with secure boot,
+a vTPM and cloud-init (DHCP, exec, file push/pull, migration, a clean ACPI power-off)
+and GRUB's part through SeaBIOS, in test_vm_debian_guest.py. Here: a disk with nothing
+to boot fails with the console's words, leaving nothing. The daemon runs in its own
+netns.
 """
 
 from __future__ import annotations
