@@ -14,7 +14,6 @@ from __future__ import annotations
 import binascii
 import contextlib
 import os
-import socket
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from cumulo.errors import CumuloError
 
 TYPE_CHECKING = False   # as typing's, without importing typing: ~4 ms of the CLI fast path
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Iterator
 
     from cumulo.wsclient import WebSocket

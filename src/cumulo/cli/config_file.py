@@ -10,9 +10,9 @@ global ``cumulo --project P``, else ``CUMULO_PROJECT``, else the one switched to
 
 from __future__ import annotations
 
-import json
 import os
 
+from cumulo import jsonlite
 from cumulo.errors import CumuloError
 
 TYPE_CHECKING = False   # as typing's, without importing typing: ~4 ms of the CLI fast path
@@ -41,7 +41,7 @@ def path() -> Path:
 def load() -> dict[str, Any]:
     try:
         with open(_file()) as f:
-            data = json.loads(f.read())
+            data = jsonlite.loads(f.read())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as err:
@@ -50,6 +50,8 @@ def load() -> dict[str, Any]:
 
 
 def save(data: dict[str, Any]) -> None:
+    import json  # (indented and sorted: not jsonlite's)
+
     p = path()
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
