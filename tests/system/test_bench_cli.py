@@ -74,6 +74,7 @@ def test_quick_run_native_and_container_then_report(daemon: Daemon, tmp_path: Pa
 @pytest.mark.slow
 def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
+    in_tmp = set(Path("/tmp").iterdir())   # the native side's temp files go with it
     # far more repetitions than the test waits for: the run cannot end before the Ctrl-C
     with subprocess.Popen(
             [str(BIN / "cumulo"), "bench", "run", "--quick", "--repeat", "1000", "--platforms",
@@ -96,6 +97,8 @@ def test_interrupted_run_leaves_no_instance(daemon: Daemon, tmp_path: Path) -> N
     assert "interrupted: cleaning up" in "".join(seen), seen
     nothing_left(daemon)
     assert not out.exists()
+    assert [p for p in set(Path("/tmp").iterdir()) - in_tmp   # (hpcc's was left once)
+            if p.name.startswith("cumulo-lab-native-") or (p / "hpccinf.txt").exists()] == []
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -233,8 +233,10 @@ def test_operation_cancel_command(daemon: Daemon) -> None:
 
 
 def test_failed_debian_build_says_why_and_leaves_nothing(daemon: Daemon) -> None:
+    gpg_homes = set(Path("/tmp").glob("mmdebstrap.*"))   # (another run's may be there)
     r = daemon.cli("image", "build", "debian/12", "--packages", "no-such-package-cumulo",
                    check=False, timeout=300)
+    assert set(Path("/tmp").glob("mmdebstrap.*")) <= gpg_homes   # its temp files: its own
     assert r.returncode == 1 and r.stderr.startswith("Error: mmdebstrap failed: "), r.stderr
     assert "no-such-package-cumulo" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     with daemon.client() as c:

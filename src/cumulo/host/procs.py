@@ -9,8 +9,12 @@ nothing waits on another process's init.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import time
+from typing import Any
 
 POLL = 0.02
 
@@ -41,3 +45,16 @@ def wait_dead(pid: int, timeout: float) -> bool:
             return False
         time.sleep(POLL)
     return True
+
+
+def kill_group(proc: subprocess.Popen[Any], wait: float = 10.0) -> None:
+    """SIGTERM ``proc``'s process group (it leads one: ``start_new_session``), SIGKILL after
+    ``wait`` seconds; always reaped."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

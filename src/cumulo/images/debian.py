@@ -20,15 +20,15 @@ import fcntl
 import os
 import re
 import selectors
-import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cumulo.errors import DriverError, InvalidInputError, UnsupportedError
+from cumulo.host.procs import kill_group
 from cumulo.host.tools import not_installed
 from cumulo.images import bootdisk, kinds, system
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
@@ -159,18 +159,6 @@ def cache_lock(cache: Path, progress: Progress = _noop) -> Iterator[None]:
         yield
 
 
-def kill_group(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM the build's process group, SIGKILL after 10 s; always reaped."""
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _error_line(lines: list[str]) -> str:
     """The most telling line of a failed run: apt's E: first, then mmdebstrap's."""
     for prefix in ("E: Unable to locate package", "E: Package", "E: "):
@@ -180,12 +168,21 @@ def _error_line(lines: list[str]) -> str:
     return lines[-1] if lines else "no output"
 
 
-def run_mmdebstrap(argv: list[str], progress: Progress, timeout: float = TIMEOUT) -> None:
-    """Run it, turning its stage lines into progress; ``progress`` may raise to cancel."""
+def run_mmdebstrap(argv: list[str], progress: Progress, staging: Path,
+                   timeout: float = TIMEOUT) -> None:
+    """Run it, turning its stage lines into progress; ``progress`` may raise to cancel.
+    Its temp files (a gpg home, ...) go to a dir of its own in the build's ``staging``
+    dir, removed afterwards: a killed mmdebstrap leaves them behind, and a killed daemon
+    its staging dir, which the next start removes."""
+    with tempfile.TemporaryDirectory(prefix=".mmdebstrap-tmp-", dir=staging) as tmp:
+        _run_mmdebstrap(argv, progress, timeout, tmp)
+
+
+def _run_mmdebstrap(argv: list[str], progress: Progress, timeout: float, tmp: str) -> None:
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                env={**os.environ, "LC_ALL": "C.UTF-8"})
+                                env={**os.environ, "LC_ALL": "C.UTF-8", "TMPDIR": tmp})
     except OSError as err:
         raise DriverError(f"cannot run {argv[0]}: {err}") from err
     lines: list[str] = []
@@ -254,7 +251,7 @@ def build_debian(files: ImageFiles, spec: DebianSpec, progress: Progress | None 
         rootfs = staging / kinds.ROOTFS
         cache = CACHE_ROOT / spec.suite
         with cache_lock(cache, report):
-            run_mmdebstrap(mmdebstrap_argv(spec, rootfs, cache), report)
+            run_mmdebstrap(mmdebstrap_argv(spec, rootfs, cache), report, staging)
         report(0.94, "tidying /etc")
         _tidy(rootfs)
         boot = system.prepare(rootfs)   # with systemd-sysv: a system image
@@ -284,7 +281,7 @@ def _build_vm(files: ImageFiles, spec: DebianSpec, report: Progress,
         tree = staging / "tree"
         cache = CACHE_ROOT / spec.suite
         with cache_lock(cache, report):
-            run_mmdebstrap(mmdebstrap_argv(spec, tree, cache), report)
+            run_mmdebstrap(mmdebstrap_argv(spec, tree, cache), report, staging)
         report(0.90, "making the bootable disk")
         _tidy(tree)
         system.prepare_vm(tree)

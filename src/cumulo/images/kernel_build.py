@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.errors import DriverError, UnsupportedError
+from cumulo.host.procs import kill_group
 from cumulo.host.tools import not_installed
 from cumulo.images import kernel_config, kernel_elf
-from cumulo.images.debian import cache_lock, kill_group
+from cumulo.images.debian import cache_lock
 from cumulo.images.files import ImageFiles, ImageMeta, ImageRecord, remove_tree
 
 Progress = Callable[[float, str], None]

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -28,6 +29,7 @@ from typing import Any
 
 from cumulo.client import APIError, Client
 from cumulo.errors import DriverError
+from cumulo.host.procs import kill_group
 
 # how long the daemon waits for a booting VM's guest agent before it answers an exec
 # (drivers/vm/qga.py READY_TIMEOUT)
@@ -81,11 +83,15 @@ KINDS: dict[str, Kind] = {
 
 
 class Platform:
-    """The bare host: scripts run with /bin/sh in the lab's own process tree."""
+    """The bare host: scripts run with /bin/sh in the lab's own process tree, each in a
+    process group of its own (an interrupted or timed-out run ends all of it, not just
+    the shell), with a temp dir of the platform's own as TMPDIR (what a killed script
+    leaves there goes at teardown)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.kind = KINDS[name]
+        self._tmp: str | None = None
 
     def setup(self) -> None:
         pass
@@ -94,17 +100,28 @@ class Platform:
         """After setup (and after the idle footprint is taken): make the tools runnable."""
 
     def teardown(self) -> None:
-        pass
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def run(self, script: str, *, stdin: str = "", env: dict[str, str] | None = None,
             timeout: float = 600) -> Exec:
-        try:
-            proc = subprocess.run(["/bin/sh", "-c", script], input=stdin, text=True,
-                                  capture_output=True, timeout=timeout, cwd="/tmp",
-                                  env={**os.environ, **(env or {})})
-        except subprocess.TimeoutExpired as err:
-            raise DriverError(f"native: {script.split()[0]} ran over {timeout:.0f}s") from err
-        return Exec(proc.returncode, proc.stdout, proc.stderr)
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="cumulo-lab-native-")
+        with subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd="/tmp", start_new_session=True,
+                              env={**os.environ, **(env or {}), "TMPDIR": self._tmp}) as proc:
+            try:
+                out, err = proc.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                kill_group(proc, wait=5.0)
+                raise DriverError(f"native: {script.split()[0]} ran over {timeout:.0f}s"
+                                  ) from exc
+            except BaseException:   # interrupted (Ctrl-C): the script's processes go too
+                kill_group(proc, wait=5.0)
+                raise
+        return Exec(proc.returncode, out, err)
 
 
 class InstancePlatform(Platform):

@@ -119,6 +119,7 @@ class Lab:
         self.client, self.plan, self.progress = client, plan, progress
         self.tag = uuid.uuid4().hex[:6]
         self.launched: list[str] = []
+        self.hosts: list[Platform] = []   # bare-host platforms made: their temp dirs
         self.built_image = False
         self.app_image: str | None = None      # the app VMs' app image (busybox-static)
         self.built_app = False                 # ... imported by the lab (deleted at the end)
@@ -258,7 +259,8 @@ class Lab:
     def platform(self, name: str, n: int | str = 0) -> Platform:
         """The platform's instance (on the lab's network when the network suite runs)."""
         if KINDS[name].type is None:
-            return Platform(name)
+            self.hosts.append(Platform(name))
+            return self.hosts[-1]
         q = self.instance(name, n)
         if self.network and q.kind.runs_workloads:
             q.networks = [{"network": self.network, "ip": None}]
@@ -559,6 +561,8 @@ class Lab:
         from cumulo.lab.platforms import delete_instance
 
         failed = []
+        for host in self.hosts:   # (an interrupted run skipped their teardown)
+            host.teardown()
         for name in list(self.launched):
             try:
                 delete_instance(self.client, name)
