@@ -315,9 +315,13 @@ def clear_ingress(name: str) -> None:
 FLOOD_MAC = "00:00:00:00:00:00"   # a VXLAN FDB entry for every unknown or broadcast frame
 
 
-def create_vxlan(name: str, vni: int, local: str, port: int, bridge: str, mtu: int) -> None:
+def create_vxlan(name: str, vni: int, local: str, port: int, bridge: str, mtu: int,
+                 stale: str | None = None) -> None:
     """A VXLAN device ``name`` (id ``vni``, sending from ``local`` to UDP ``port``,
-    learning off) on ``bridge``, up, with ``mtu``; one with other settings is made again."""
+    learning off) on ``bridge``, up, with ``mtu``; one with other settings is made again.
+    The kernel takes one device per id, address and port: another one named ``stale*``
+    with this id is a leftover (a deleted network's whose id went to this one, not yet
+    cleaned up here) and is removed."""
     _check_name(name)
     with _ipr(None, f"vxlan {name}") as ipr:
         idx, br = _index(ipr, name), _index(ipr, bridge)
@@ -330,11 +334,33 @@ def create_vxlan(name: str, vni: int, local: str, port: int, bridge: str, mtu: i
                 ipr.link("del", index=idx)
                 idx = None
         if idx is None:
-            ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local,
-                     vxlan_port=port, vxlan_learning=0)
+            def add() -> None:
+                ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local,
+                         vxlan_port=port, vxlan_learning=0)
+
+            try:
+                add()
+            except NetlinkError as err:
+                if err.code != errno.EEXIST or not stale or not _drop_vxlans(ipr, vni, stale):
+                    raise
+                add()
             idx = _index(ipr, name)
         ipr.link("set", index=idx, master=br, mtu=mtu, state="up")
         ipr.link("set", index=br, mtu=mtu)
+
+
+def _drop_vxlans(ipr: Any, vni: int, prefix: str) -> bool:
+    """Delete the VXLAN devices with id ``vni`` named ``prefix*``; whether there was one."""
+    found = False
+    for link in ipr.get_links():
+        info = link.get_attr("IFLA_LINKINFO")
+        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+        if (str(link.get_attr("IFLA_IFNAME")).startswith(prefix) and data is not None
+                and info.get_attr("IFLA_INFO_KIND") == "vxlan"
+                and data.get_attr("IFLA_VXLAN_ID") == vni):
+            ipr.link("del", index=link["index"])
+            found = True
+    return found
 
 
 def flood_peers(name: str) -> list[str] | None:

@@ -28,14 +28,21 @@ class TunnelPlan:
     mtu: int
 
 
+PREFIX = "cu-x"
+
+
 def device_name(bridge: str) -> str:
     """``cu-b1234abcd`` -> ``cu-x1234abcd``: the tunnel goes with its bridge."""
-    return "cu-x" + bridge.removeprefix("cu-b")
+    return PREFIX + bridge.removeprefix("cu-b")
 
 
 def ensure(plan: TunnelPlan) -> None:
+    """The tunnel as planned. A tunnel of ours with the same VNI is a deleted network's
+    (the store gives a VNI to one network at a time) whose removal here has not come yet
+    (the sync after a heartbeat): it goes, instead of failing with "File exists"."""
     dev = device_name(plan.bridge)
-    netlink.create_vxlan(dev, plan.vni, plan.local, PORT, plan.bridge, plan.mtu)
+    netlink.create_vxlan(dev, plan.vni, plan.local, PORT, plan.bridge, plan.mtu,
+                         stale=PREFIX)
     netlink.set_flood_peers(dev, list(plan.peers))
 
 
