@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 
-from cumulo.errors import CumuloError, InvalidInputError
+from cumulo.errors import CumuloError, InvalidInputError, NotFoundError
 from cumulo.net.fake import FakeNetwork
 from cumulo.services.host import Services
 from cumulo.services.networks import NetworkService
@@ -183,3 +186,30 @@ def test_another_projects_subnet_gets_a_namespace_of_its_own(api: TestClient, sv
     assert r.status_code == 201 and not svc.networks.get("other", "y").own_netns
     assert api.delete("/1.0/networks/theirs?project=other").status_code in (200, 204)
     assert theirs.bridge not in net.apart and theirs.bridge not in net.dns
+
+
+def test_a_network_deleted_during_the_dns_reconcile_is_no_error(
+        svc: Services, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listed, then deleted through another member before its NICs were read (CI saw
+    "cannot start DHCP and DNS of network green: network 'green' not found" as an ERROR
+    on a member): it is passed over, and the next network still gets its dnsmasq."""
+    svc.networks.create("default", "green", subnet="10.61.0.0/24")
+    svc.networks.create("default", "blue", subnet="10.62.0.0/24")
+    nics = svc.store.network_nics
+
+    def gone(project: str, name: str) -> Any:
+        if name == "green":
+            raise NotFoundError("network", name)
+        return nics(project, name)
+
+    monkeypatch.setattr(svc.store, "network_nics", gone)
+    started: list[str] = []
+    monkeypatch.setattr(svc.networks.host_net, "ensure_dns",
+                        lambda settings, hosts: started.append(settings.bridge))
+    with caplog.at_level(logging.INFO, logger="cumulo.services.networks"):
+        svc.networks.reconcile_dns()
+        svc.networks.refresh_dns("default", ["green", "blue"])
+    assert [r.levelname for r in caplog.records if "green" in r.getMessage()] == ["INFO"] * 2
+    blue = svc.networks.get("default", "blue").bridge
+    assert started == [blue, blue]

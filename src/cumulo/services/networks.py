@@ -17,7 +17,13 @@ from pathlib import Path
 from cumulo import faults
 from cumulo.domain.models import Instance, Network, Nic, Tunnel
 from cumulo.domain.units import validate_name
-from cumulo.errors import ConflictError, CumuloError, InvalidInputError, UnsupportedError
+from cumulo.errors import (
+    ConflictError,
+    CumuloError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
 from cumulo.net import ipam, l3ns, tc
 from cumulo.net.base import INSIDE_PREFIX, HostNetwork, NicCounters, NicPlan, OwnNetns
 from cumulo.net.dnsmasq import DEFAULT_DOMAIN, DnsHost, DnsSettings, check_domain
@@ -366,6 +372,8 @@ class NetworkService:
                     network = self.store.get_network(project, name)
                     self.host_net.ensure_dns(self._dns_settings(network),
                                              self._dns_hosts(network))
+                except NotFoundError:   # deleted meanwhile (through another member)
+                    log.info("network %s is gone: no DHCP and DNS to reload", name)
                 except CumuloError as err:
                     log.error("cannot reload DHCP and DNS of network %s: %s", name, err)
 
@@ -375,6 +383,8 @@ class NetworkService:
         for n in networks:
             try:
                 self.host_net.ensure_dns(self._dns_settings(n), self._dns_hosts(n))
+            except NotFoundError:   # deleted since the list (through another member)
+                log.info("network %s is gone: no DHCP and DNS to start", n.name)
             except CumuloError as err:
                 log.error("cannot start DHCP and DNS of network %s: %s", n.name, err)
         known = {n.bridge for n in networks}
