@@ -74,25 +74,3 @@ def test_it_does_not_import_json_or_re() -> None:
                          check=True).stdout
     assert out.strip() == "[]"
 
-
-@given(st.dictionaries(st.text(min_size=1), st.none() | st.booleans() | st.integers()
-                       | st.text(), max_size=4))
-def test_the_clients_query_reads_back_as_urlencode_would_say_it(params: dict[str, Any]
-                                                                 ) -> None:
-    """(The client's other standard-library stand-in: its query string, without
-    urllib.parse.)"""
-    from urllib.parse import parse_qsl, urlencode
-
-    from cumulo.client import _query
-
-    sent = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()
-            if v is not None}
-    got = _query(params)
-    assert got == ("?" + urlencode(sent, quote_via=lambda s, *a: _pct(s)) if params else "")
-    assert parse_qsl(got[1:], keep_blank_values=True) == [(k, str(v)) for k, v in sent.items()]
-
-
-def _pct(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="")

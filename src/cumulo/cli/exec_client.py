@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import termios
 import threading
 
 from cumulo import jsonlite
@@ -77,7 +78,6 @@ def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
     saved = None
     if tty_mode and stdin_is_tty:   # (signal imports enum: only here)
         import signal
-        import termios
         import tty
 
         saved = termios.tcgetattr(sys.stdin.fileno())
@@ -109,8 +109,6 @@ def run_exec(client: Client, name: str, command: list[str], *, tty_mode: bool,
                 raise APIError(ctl["error"], int(ctl.get("status", 500)), ctl.get("type", ""))
     finally:
         if saved is not None:
-            import termios
-
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
         ws.close()
     if code is None:
