@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # imported where used: the CLI's quick commands pay for neith
 
 DEFAULT_SOCKET = "/run/cumulo/cumulo.sock"
 API = "/1.0"
+ONE_WRITE = 1 << 16   # bytes of a body sent in its head's write
 _DEFAULT = object()   # "the client's timeout", as opposed to None: no timeout
 
 _BY_NAME: dict[str, type[e.CumuloError]] = {
@@ -272,7 +273,11 @@ class Client:
                        [h11.EndOfMessage()])
         try:
             try:
-                for event in events:
+                if isinstance(body, bytes) and len(body) <= ONE_WRITE:
+                    # head and body in one write: the server reads the request at once,
+                    # not its head first and then, woken again, its body
+                    sock.sendall(b"".join(conn.send(event) or b"" for event in events))
+                for event in events:   # (what is left of them)
                     if data := conn.send(event):   # b"": no send (EPIPE once answered)
                         sock.sendall(data)
             except OSError:
