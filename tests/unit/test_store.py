@@ -73,15 +73,49 @@ def test_instance_update_and_delete(store: Store) -> None:
         store.get_instance("default", "a")
 
 
-def test_host_ids_of_every_project_with_renamed_ones(store: Store) -> None:
-    """What a launch checks its new host id against: derived from project and name, or
-    the one a renamed instance kept."""
+def test_the_host_ids_a_launch_checks_are_those_renamed_instances_kept(store: Store
+                                                                        ) -> None:
+    """A new instance's derived host id (project_name) is taken only by one that a
+    renamed instance kept, or is one such an id was made from (project_name_N)."""
     store.ensure_project("other")
     store.add_instance(Instance(project="default", name="a", type="container", image=FP))
-    store.add_instance(Instance(project="other", name="a", type="container", image=FP))
+    store.add_instance(Instance(project="other", name="b", type="container", image=FP))
     store.add_instance(Instance(project="default", name="b", type="container", image=FP))
     store.rename_instance("default", "b", "c")
-    assert store.host_ids() == {"default_a", "other_a", "default_b"}
+    store.add_instance(Instance(project="default", name="b", type="container", image=FP,
+                                fixed_host_id="default_b_2"))
+    store.add_instance(Instance(project="default", name="bb", type="container", image=FP))
+    store.rename_instance("default", "bb", "d")   # keeps default_bb: not one of b's
+    store.add_instance(Instance(project="default", name="e", type="container", image=FP,
+                                fixed_host_id="defaultxb"))   # '_' is no LIKE wildcard
+    assert store.host_ids_from("default_b") == {"default_b", "default_b_2"}
+    assert store.host_ids_from("default_a") == set()
+    assert store.host_ids_from("other_b") == set()
+
+
+def test_an_exec_reads_four_columns_of_its_instance(store: Store) -> None:
+    store.add_instance(Instance(project="default", name="a", type="container", image=FP,
+                                state=State.RUNNING, location="m1"))
+    store.add_instance(Instance(project="default", name="b", type="vm", image=FP))
+    store.rename_instance("default", "b", "c")
+    assert store.exec_target("default", "a") == ("container", "default_a", State.RUNNING,
+                                                 "m1")
+    assert store.exec_target("default", "c") == ("vm", "default_b", State.CREATING, None)
+    with pytest.raises(NotFoundError, match="instance 'b'"):
+        store.exec_target("default", "b")
+    with pytest.raises(NotFoundError, match="project 'nope'"):
+        store.exec_target("nope", "a")
+
+
+def test_a_launch_reads_its_image_and_project_at_once(store: Store) -> None:
+    store.ensure_project("other")
+    image, project = store.launch_reads("busybox", "other")   # default's images
+    assert (image.fingerprint, image.aliases, project.name) == (FP, [], "other")
+    assert store.get_image("busybox").aliases == ["busybox"]
+    with pytest.raises(NotFoundError, match="image 'nope'"):
+        store.launch_reads("nope", "default")
+    with pytest.raises(NotFoundError, match="project 'nope'"):
+        store.launch_reads("busybox", "nope")
 
 
 def test_image_by_alias_fingerprint_and_prefix(store: Store) -> None:

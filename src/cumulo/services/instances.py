@@ -170,7 +170,9 @@ class InstanceService:
     def driver_of(self, inst: Instance) -> InstanceDriver:
         return self._driver(inst.type)
 
-    def _spec(self, inst: Instance) -> InstanceSpec:
+    def _spec(self, inst: Instance, volumes: bool = True) -> InstanceSpec:
+        """``volumes=False``: an instance being created, which has none (attaching
+        waits until it is), so its volumes are not looked up."""
         return InstanceSpec(
             host_id=inst.host_id, hostname=inst.name,
             instance_dir=self.instances_dir / inst.host_id,
@@ -185,8 +187,9 @@ class InstanceService:
             resolv_conf=self.networks.resolv_conf(inst),
             root=self.storage.root_spec(inst) if self.storage else None,
             volumes=self.storage.container_mounts(inst)
-            if self.storage and inst.type == "container" else (),
-            disks=self.storage.vm_disks(inst) if self.storage and inst.type == "vm" else (),
+            if volumes and self.storage and inst.type == "container" else (),
+            disks=self.storage.vm_disks(inst) if volumes and self.storage and inst.type == "vm"
+            else (),
             boot_disk=next((self.image_root / inst.image / name for name in kinds.DISKS
                             if (self.image_root / inst.image / name).is_file()), None),
         )
@@ -249,7 +252,11 @@ class InstanceService:
 
     def local(self, inst: Instance) -> bool:
         """Whether this daemon drives the instance (in a cluster: it runs on this member)."""
-        return self.cluster is None or self.cluster.is_local(inst.location)
+        return self.local_at(inst.location)
+
+    def local_at(self, location: str | None) -> bool:
+        """Whether an instance at ``location`` runs here."""
+        return self.cluster is None or self.cluster.is_local(location)
 
     # reads
     def get(self, project: str, name: str) -> Instance:
@@ -375,12 +382,12 @@ class InstanceService:
         """Validate everything first, then do the host work as an operation."""
         validate_name(req.name)
         driver = self._driver(req.type)
-        image = self.store.get_image(req.image, project)
+        image, proj = self.store.launch_reads(req.image, project)
         if req.type == "container" and image.kind not in kinds.ROOTFS_KINDS:
             raise InvalidInputError(
                 f"image {req.image!r} is a {image.kind} image: a container needs a root "
                 f"filesystem image ({', '.join(sorted(kinds.ROOTFS_KINDS))})")
-        config = self.store.projects.get(project).config
+        config = proj.config
         projects.check_instance(project, config, req.type, req.privileged, req.options)
         binds = self._check_binds(req.type, req.binds)
         projects.check_binds(project, config, [str(s) for s, _d, _ro in binds])
@@ -451,8 +458,9 @@ class InstanceService:
                 self.events.lifecycle("started", project, inst.name)
 
         def work(progress: Progress) -> dict[str, Any]:
-            spec = replace(self._spec(inst), ssh_keys=req.ssh_keys, binds=binds,
-                           user_data=req.user_data, cloud_config=dict(req.cloud_config))
+            spec = replace(self._spec(inst, volumes=False), ssh_keys=req.ssh_keys,
+                           binds=binds, user_data=req.user_data,
+                           cloud_config=dict(req.cloud_config))
             if req.process is not None:
                 p = req.process
                 spec = replace(spec, env=dict(p.env), cwd=p.cwd, user=p.user,
@@ -504,8 +512,9 @@ class InstanceService:
     def _free_host_id(self, project: str, name: str) -> str | None:
         """None (the derived host id) unless a renamed instance still holds it: then the
         first free ``<derived>_<n>``."""
-        taken = self.store.host_ids()
         derived = default_host_id(project, name)
+        # (another instance's own derived id is never this one: names have no '_')
+        taken = self.store.host_ids_from(derived)
         if derived not in taken:
             return None
         return next(f"{derived}_{n}" for n in itertools.count(2)
@@ -658,16 +667,20 @@ class InstanceService:
 
     # exec and console
     def exec(self, project: str, name: str, request: ExecRequest) -> ExecSession:
-        inst = self._mine(self.store.get_instance(project, name))
-        if inst.state != State.RUNNING:   # the store may lag the host: a guest paused
-            inst = self.refresh(inst)     # and resumed outside of our operations, say
-        guard(name, inst.state, Action.EXEC)
+        # the columns an exec needs; the whole instance only when it is not running here
+        type_, host_id, state, location = self.store.exec_target(project, name)
+        if state != State.RUNNING or not self.local_at(location):
+            inst = self._mine(self.store.get_instance(project, name))
+            # the store may lag the host: a guest paused and resumed outside of our
+            # operations, say
+            state = self.refresh(inst).state
+        guard(name, state, Action.EXEC)
         if not request.command:
             raise InvalidInputError("exec needs a command")
         # the driver looks at the live state itself: not once more here (a refresh)
         # unless it refuses, so that the store learns why and the error names the instance
         try:
-            return self._driver(inst.type).exec(inst.host_id, request)
+            return self._driver(type_).exec(host_id, request)
         except InvalidStateError as err:
             guard(name, self.get(project, name).state, Action.EXEC)
             # the store keeps its state while an operation holds the instance (a stateful

@@ -203,7 +203,7 @@ class NetworkService:
 
     def default_nics(self, project: str) -> list[NicRequest]:
         """No NIC asked for: one on the project's network ``default`` if it has one."""
-        if any(n.name == DEFAULT_NETWORK for n in self.store.list_networks(project)):
+        if self.store.has_network(project, DEFAULT_NETWORK):
             return [NicRequest(DEFAULT_NETWORK)]
         return []
 

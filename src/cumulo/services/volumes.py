@@ -104,6 +104,9 @@ class VolumeService:
                shared: bool = False) -> Volume:
         vol = self.store.get(project, name)
         inst = self.instances.get(project, instance)
+        if inst.state == State.CREATING:   # (its launch does not look for volumes)
+            raise ConflictError(f"instance {instance!r} is still being created: attach"
+                                " the volume once it is")
         if any(a.instance == instance for a in vol.attachments):
             raise ConflictError(f"volume {name!r} is already attached to {instance!r}")
         if inst.type == "container":

@@ -32,7 +32,7 @@ from cumulo.store.tables import (
 )
 
 
-def _project(row: ProjectRow) -> Project:
+def project_of(row: ProjectRow) -> Project:
     return Project(row.name, row.description, row.created_at, dict(row.config or {}))
 
 
@@ -119,7 +119,7 @@ class ProjectStore:
                 row = ProjectRow(name=name, description=description, config=dict(config or {}))
                 s.add(row)
                 s.flush()
-                return _project(row)
+                return project_of(row)
         except StoreError as err:
             if isinstance(err.__cause__, IntegrityError):
                 raise ConflictError(f"project {name!r} already exists") from err
@@ -127,11 +127,11 @@ class ProjectStore:
 
     def get(self, name: str) -> Project:
         with self.db.session() as s:
-            return _project(project_row(s, name))
+            return project_of(project_row(s, name))
 
     def list(self) -> list[Project]:
         with self.db.session() as s:
-            return [_project(r) for r in s.scalars(select(ProjectRow).order_by(ProjectRow.name))]
+            return [project_of(r) for r in s.scalars(select(ProjectRow).order_by(ProjectRow.name))]
 
     def usage(self, name: str) -> rules.Usage:
         with self.db.session() as s:
@@ -164,7 +164,7 @@ class ProjectStore:
             if description is not None:
                 row.description = description
             s.flush()
-            return _project(row)
+            return project_of(row)
 
     def delete(self, name: str) -> None:
         """Only an empty project goes; its finished operations and the roles identities

@@ -28,7 +28,14 @@ from cumulo.domain.models import (
 from cumulo.domain.projects import Need, instance_need, private_images
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
-from cumulo.store.projects import ProjectStore, admit, named_row, project_id, project_row
+from cumulo.store.projects import (
+    ProjectStore,
+    admit,
+    named_row,
+    project_id,
+    project_of,
+    project_row,
+)
 from cumulo.store.tables import (
     AllocationRow,
     ImageAliasRow,
@@ -83,7 +90,10 @@ class Store:
     # images: each belongs to a project; a project without features.images uses default's
     def _images_pid(self, s: Session, project: str) -> int:
         """The id of the project whose images ``project`` sees."""
-        row = project_row(s, project)
+        return self._images_pid_of(s, project_row(s, project))
+
+    @staticmethod
+    def _images_pid_of(s: Session, row: ProjectRow) -> int:
         if private_images(row.name, dict(row.config or {})):
             return row.id
         return row.id if row.name == DEFAULT_PROJECT else project_id(s, DEFAULT_PROJECT)
@@ -104,15 +114,16 @@ class Store:
             raise NotFoundError("image", ref)
         return row
 
-    def _image(self, s: Session, row: ImageRow) -> Image:
-        aliases = list(s.scalars(
+    def _image(self, s: Session, row: ImageRow, aliases: bool = True) -> Image:
+        """``aliases=False``: without them (one query less), for a caller that uses none."""
+        names = list(s.scalars(
             select(ImageAliasRow.name).where(ImageAliasRow.image_id == row.id)
             .order_by(ImageAliasRow.name)
-        ))
+        )) if aliases else []
         return Image(
             fingerprint=row.fingerprint, kind=row.kind, os=row.os, release=row.release,
             architecture=row.architecture, description=row.description, size=row.size,
-            command=list(row.command), aliases=aliases, created_at=row.created_at,
+            command=list(row.command), aliases=names, created_at=row.created_at,
             properties=dict(row.properties or {}),
         )
 
@@ -148,6 +159,16 @@ class Store:
         the images ``project`` sees."""
         with self.db.session() as s:
             return self._image(s, self._image_row(s, ref, self._images_pid(s, project)))
+
+    def launch_reads(self, ref: str, project: str) -> tuple[Image, Project]:
+        """What a launch checks first, read in one transaction: the image ``ref`` among
+        those ``project`` sees (its aliases left out), and the project. On a CPU that
+        was idle, each transaction costs ~0.3 ms and each query ~0.5 ms before its
+        rows."""
+        with self.db.session() as s:
+            row = project_row(s, project)
+            image = self._image_row(s, ref, self._images_pid_of(s, row))
+            return self._image(s, image, aliases=False), project_of(row)
 
     def list_images(self, project: str = DEFAULT_PROJECT) -> list[Image]:
         with self.db.session() as s:
@@ -294,6 +315,21 @@ class Store:
                 raise NotFoundError("instance", name)
             return self._instance(s, hit[0], (project, hit[1]))
 
+    def exec_target(self, project: str, name: str) -> tuple[str, str, State, str | None]:
+        """(type, host id, state, location) of an instance: what an exec needs, in one
+        query of four columns (a whole instance is two queries and its NICs)."""
+        with self.db.session() as s:
+            hit = s.execute(
+                select(InstanceRow.type, InstanceRow.host_id, InstanceRow.state,
+                       InstanceRow.location)
+                .join(ProjectRow, InstanceRow.project_id == ProjectRow.id)
+                .where(ProjectRow.name == project, InstanceRow.name == name)).first()
+            if hit is None:
+                project_id(s, project)   # an unknown project says so
+                raise NotFoundError("instance", name)
+            type_, fixed, state, location = hit
+            return type_, fixed or default_host_id(project, name), State(state), location
+
     def list_instances(self, project: str | None = None) -> list[Instance]:
         """Two queries however many there are (the rows with their names, then every NIC):
         the watchdog and the metrics history list them all every few seconds."""
@@ -362,14 +398,13 @@ class Store:
                 raise ConflictError(f"instance {new!r} already exists") from err
             raise
 
-    def host_ids(self) -> set[str]:
-        """The host ids of all instances (of every project): one query (each launch asks;
-        reading every instance whole for it took a query per instance)."""
+    def host_ids_from(self, host_id: str) -> set[str]:
+        """Of the host ids that instances keep from a former name, ``host_id`` and those
+        made from it (``<host_id>_<n>``): one query of an index's worth of rows."""
         with self.db.session() as s:
-            q = select(ProjectRow.name, InstanceRow.name, InstanceRow.host_id).join(
-                ProjectRow, InstanceRow.project_id == ProjectRow.id)
-            return {fixed or default_host_id(project, name) for project, name, fixed
-                    in s.execute(q)}
+            return {h for h in s.scalars(select(InstanceRow.host_id).where(
+                InstanceRow.host_id.startswith(host_id, autoescape=True)))
+                if h is not None and (h == host_id or h.startswith(host_id + "_"))}
 
     def delete_instance(self, project: str, name: str) -> None:
         with self.db.session() as s:
@@ -450,6 +485,12 @@ class Store:
                              .order_by(TunnelRow.member))
             return [Tunnel(member=r.member, state=r.state, device=r.device, local=r.local,
                            peers=tuple(r.peers or ())) for r in rows]
+
+    def has_network(self, project: str, name: str) -> bool:
+        with self.db.session() as s:
+            return s.scalar(select(NetworkRow.id).where(
+                NetworkRow.project_id == project_id(s, project),
+                NetworkRow.name == name)) is not None
 
     def get_network(self, project: str, name: str) -> Network:
         with self.db.session() as s:
