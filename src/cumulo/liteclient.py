@@ -40,8 +40,20 @@ class BadAnswer(Exception):
 class LiteClient(Client):
     """A ``Client`` on a unix socket whose requests and websockets need no h11 or wsproto."""
 
+    def _open(self, timeout: float | None) -> tuple[socket.socket, str, Any]:
+        """A new connection for each request (a quick command makes one or two)."""
+        try:
+            sock, host = self._connect(timeout)
+        except OSError as err:
+            raise self._unreachable(err) from err
+        return sock, host, None
+
+    def _done(self, sock: socket.socket, host: str, conn: Any) -> None:
+        sock.close()
+
     def _http(self, sock: socket.socket, host: str, method: str, target: str,
-              hdrs: dict[str, str], body: Any) -> tuple[Response, Iterator[bytes]]:
+              hdrs: dict[str, str], body: Any, conn: Any = None
+              ) -> tuple[Response, Iterator[bytes]]:
         if body is not None and not isinstance(body, bytes):
             raise TypeError("LiteClient sends bytes bodies only")
         head = [f"{method} {target} HTTP/1.1", f"host: {host}", "connection: close",

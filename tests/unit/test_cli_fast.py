@@ -158,8 +158,9 @@ class FakeDaemon:
         status, out = self.answer(method, target, parsed)
         payload = out if isinstance(out, bytes) else json.dumps(out).encode()
         ctype = "text/plain" if isinstance(out, bytes) else "application/json"
-        conn.sendall(h.send(h11.Response(status_code=status, headers=[
-            ("content-type", ctype), ("content-length", str(len(payload)))])) or b"")
+        conn.sendall(h.send(h11.Response(status_code=status, headers=[   # (one a connection)
+            ("content-type", ctype), ("content-length", str(len(payload))),
+            ("connection", "close")])) or b"")
         conn.sendall(h.send(h11.Data(data=payload)) or b"")
         conn.sendall(h.send(h11.EndOfMessage()) or b"")
 
