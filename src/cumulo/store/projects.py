@@ -97,13 +97,13 @@ def _count(s: Session, table: type[NetworkRow] | type[SecurityGroupRow] | type[I
         table.project_id == pid)) or 0)
 
 
-def admit(s: Session, project: str, need: rules.Need) -> int:
-    """Lock the project, check ``need`` against its quotas; its id."""
+def admit(s: Session, project: str, need: rules.Need) -> ProjectRow:
+    """Lock the project, check ``need`` against its quotas; its row."""
     row = project_row(s, project, lock=True)
     config = dict(row.config or {})
     if any(k in config for k in rules.LIMITS):
         rules.check_quota(project, config, usage_of(s, row.id), need)
-    return row.id
+    return row
 
 
 class ProjectStore:

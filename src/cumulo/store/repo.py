@@ -269,14 +269,14 @@ class Store:
                              (inst.root or {}).get("size"))
         try:
             with self.db.session(modify=True) as s:
-                project_id = admit(s, inst.project, need)
+                project = admit(s, inst.project, need)
                 image = s.scalar(select(ImageRow).where(
-                    ImageRow.project_id == self._images_pid(s, inst.project),
+                    ImageRow.project_id == self._images_pid_of(s, project),
                     ImageRow.fingerprint == inst.image))
                 if image is None:
                     raise NotFoundError("image", inst.image)
                 row = InstanceRow(
-                    project_id=project_id, name=inst.name,
+                    project_id=project.id, name=inst.name,
                     type=inst.type, image_id=image.id, state=inst.state.value,
                     limits=inst.limits.to_dict(), privileged=inst.privileged,
                     command=list(inst.command), options=dict(inst.options),
@@ -433,7 +433,7 @@ class Store:
         the project's limits.networks a QuotaExceededError."""
         try:
             with self.db.session(modify=True) as s:
-                row = NetworkRow(project_id=admit(s, net.project, Need(networks=1)),
+                row = NetworkRow(project_id=admit(s, net.project, Need(networks=1)).id,
                                  name=net.name,
                                  subnet=net.subnet, gateway=net.gateway, bridge=net.bridge,
                                  isolated=net.isolated, dns_domain=net.dns_domain,

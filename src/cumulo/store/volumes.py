@@ -35,7 +35,7 @@ class VolumeStore:
     def add(self, vol: Volume) -> Volume:
         try:
             with self.db.session(modify=True) as s:   # limits.disk: under the project's lock
-                row = VolumeRow(project_id=admit(s, vol.project, Need(disk=vol.size)),
+                row = VolumeRow(project_id=admit(s, vol.project, Need(disk=vol.size)).id,
                                 name=vol.name,
                                 pool=vol.pool, size=vol.size)
                 s.add(row)

@@ -172,7 +172,7 @@ class ContainerDriver:
                 return
             data["mounts"] = want
         tmp = config.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
+        tmp.write_text(json.dumps(data))   # (json's C encoder: not with an indent)
         tmp.rename(config)
 
     def start(self, spec: InstanceSpec) -> RunState:
