@@ -45,6 +45,7 @@ from typing import Any
 
 import psutil
 
+from bench import cgroup_attach
 from bench.daemon import BIN, bench_daemon, daemon_of, unpack
 from cumulo.client import Client
 from cumulo.host import cgroups, mounts
@@ -214,6 +215,8 @@ def main() -> None:
             ours_api(before, "warmup")
         c.build_image("busybox")
         ours_api(c, "warmup")
+        moved = cgroup_attach.attach_after_idle(parent)
+        results["cgroup_move_after_idle_s"] = moved
         sides = ("raw", "raw_shared", "api", "api_before", "cli_launch", "cli_exec",
                  "full_launch", "full_exec", "typer", "python", "podman")
         times: dict[str, list[float]] = {side: [] for side in sides}
@@ -280,6 +283,7 @@ def main() -> None:
             times[floor] = [a + 2 * t for a, t in zip(times["api"], times[start], strict=True)
                             ] if times[start] else []
         raw_med = statistics.median(times["raw"])
+        print(cgroup_attach.describe(moved))
         print("launch + first exec (median, ± half range; ratios to raw runc on a fresh root:"
               " of the medians, and the median of the per-round ratios):")
         print(f"  raw runc run -d + exec : {summary(times['raw'])}")

@@ -131,6 +131,7 @@ def test_a_connection_the_daemon_closed_is_not_reused(tmp_path: Path) -> None:
             while c._kept is not None and not _closed(c) and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert c.get("/x")["n"] == n
+    assert daemon.accepted == 3
 
 
 def test_an_old_connection_or_a_parents_is_not_reused(tmp_path: Path,
