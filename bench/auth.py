@@ -62,13 +62,17 @@ def main() -> None:
                         timeout=120)
         sides = {"unix socket": local, "https+token": remote}
         reads: dict[str, list[float]] = {k: [] for k in sides}
+        # a new connection for each request, as a CLI command makes (the client would
+        # keep one between requests): c.close() drops the kept one, outside the timing
         for _ in range(args.reads):   # interleaved: the machine's noise hits both
             for side, c in sides.items():
+                c.close()
                 reads[side].append(timed(lambda c=c: c.instances()))
         launches: dict[str, list[float]] = {k: [] for k in sides}
         for i in range(args.launches):
             for side, c in sides.items():
                 name = f"b{i}-{'u' if c is local else 'h'}"
+                c.close()
                 launches[side].append(timed(lambda c=c, n=name: c.create(n, "busybox",
                                                                           start=True)))
                 local.delete(name, force=True)

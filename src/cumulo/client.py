@@ -339,7 +339,8 @@ class Client:
         if None); the answer's head and its body's pieces."""
         import h11
 
-        conn = conn or h11.Connection(h11.CLIENT)
+        if conn is None:
+            conn = h11.Connection(h11.CLIENT)
         request = h11.Request(method=method, target=target,
                               headers=[("host", host), *hdrs.items()])
         events = chain([request], (h11.Data(data=c) for c in _chunks(body)),
