@@ -216,6 +216,15 @@ class Client:
         if kept is not None:
             kept.sock.close()
 
+    def __del__(self) -> None:
+        # a client let go without close(): its kept connection goes with it (not left
+        # for the socket's own finalizer, which warns of a socket never closed); no
+        # module global used, as at the interpreter's exit they may be gone
+        try:   # noqa: SIM105  (contextlib's suppress is a module global)
+            self.close()
+        except Exception:   # half made, or the interpreter is exiting
+            pass
+
     def _take_kept(self) -> _Kept | None:
         """The kept connection if it is fresh, of this process, and not closed by the
         daemon (nothing may be readable on an idle one: its end, or a restart's)."""

@@ -6,11 +6,13 @@ kept by the process this one was forked from."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import select
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import h11
@@ -156,6 +158,19 @@ def test_an_answer_not_read_to_its_end_closes_its_connection(tmp_path: Path) -> 
         assert c._kept is None
         c.get("/x")
     assert daemon.accepted == 2
+
+
+def test_a_client_let_go_closes_its_kept_connection(tmp_path: Path) -> None:
+    Daemon(str(tmp_path / "s"))
+    c = Client(socket=str(tmp_path / "s"))
+    c.get("/x")
+    kept = c._kept
+    assert kept is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # a socket's finalizer would warn of it
+        del c
+        gc.collect()
+    assert kept.sock.fileno() == -1
 
 
 def _closed(c: Client) -> bool:
