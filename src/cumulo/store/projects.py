@@ -10,9 +10,9 @@ are serialized there, so a quota cannot be overshot.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from cumulo.domain.models import Project
 from cumulo.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from cumulo.store.db import Database
 from cumulo.store.tables import (
+    Base,
     IdentityRoleRow,
     ImageRow,
     InstanceRow,
@@ -31,8 +32,12 @@ from cumulo.store.tables import (
     VolumeRow,
 )
 
+# the projects table for Core statements: the launch path's reads and locks (on an idle
+# CPU the ORM's own work was ~0.5 ms a statement, SQLite's 0.02-0.15 ms)
+PROJECTS = Base.metadata.tables["projects"]
 
-def project_of(row: ProjectRow) -> Project:
+
+def project_of(row: ProjectRow | Row[Any]) -> Project:
     return Project(row.name, row.description, row.created_at, dict(row.config or {}))
 
 
@@ -97,9 +102,12 @@ def _count(s: Session, table: type[NetworkRow] | type[SecurityGroupRow] | type[I
         table.project_id == pid)) or 0)
 
 
-def admit(s: Session, project: str, need: rules.Need) -> ProjectRow:
-    """Lock the project, check ``need`` against its quotas; its row."""
-    row = project_row(s, project, lock=True)
+def admit(s: Session, project: str, need: rules.Need) -> Row[Any]:
+    """Lock the project, check ``need`` against its quotas; its row (id, name, config...)."""
+    row = s.execute(select(PROJECTS).where(PROJECTS.c.name == project).with_for_update()
+                    ).first()
+    if row is None:
+        raise NotFoundError("project", project)
     config = dict(row.config or {})
     if any(k in config for k in rules.LIMITS):
         rules.check_quota(project, config, usage_of(s, row.id), need)
