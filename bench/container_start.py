@@ -285,7 +285,7 @@ def main() -> None:
         raw_med = statistics.median(times["raw"])
         print(cgroup_attach.describe(moved))
         print("launch + first exec (median, ± half range; ratios to raw runc on a fresh root:"
-              " of the medians, and the median of the per-round ratios):")
+              " of the medians, and the medians of the per-round ratios and differences):")
         print(f"  raw runc run -d + exec : {summary(times['raw'])}")
         for side, label in (("raw_shared", "raw, shared root"), ("api", "cumulo API"),
                             ("api_before", f"API of {args.before}"),
@@ -301,9 +301,13 @@ def main() -> None:
             if times[side]:
                 paired = statistics.median(a / b for a, b in zip(times[side], times["raw"],
                                                                  strict=True))
+                # (and what it adds to raw runc, per round: steadier than the ratio,
+                # which follows the machine's speed of the moment)
+                excess = statistics.median(a - b for a, b in zip(times[side], times["raw"],
+                                                                 strict=True))
                 print(f"  {label:23s}: {summary(times[side])}  "
                       f"ratio {statistics.median(times[side]) / raw_med:.2f}x"
-                      f" (per round {paired:.2f}x)")
+                      f" (per round {paired:.2f}x, {excess * 1000:+.1f} ms)")
         if podman is None and not args.api_only:
             print("  podman                 : not installed (scripts/install.sh installs it)")
         results["launch_exec_s"] = times
