@@ -2,11 +2,11 @@
 
 Every ``runc run``, ``runc create`` and ``runc exec`` moves its process into the
 container's cgroup (``cgroup.procs``, once per v1 hierarchy). Unless the cgroup
-hierarchy was mounted with ``favordynmods``, the first such move after a quiet spell
-waits for an RCU grace period: ~10 ms on this 2-CPU guest (HZ=250), under 1 ms when a
-move came just before. A raw ``runc run -d`` + ``runc exec`` pays it once (the exec
-follows at once); an exec that comes one API request later pays it again. So this
-figure moves launch ratios by ~0.2x, and the container benchmark prints it beside them.
+hierarchy was mounted with ``favordynmods``, such a move after a quiet spell waits for
+an RCU grace period: ~10 ms on this 2-CPU guest (HZ=250). A raw ``runc exec`` that
+follows ``runc run -d`` at once mostly escapes it, an exec one API request later pays it
+(docs/launch-path.md, tenth round). So this figure moves launch ratios by ~0.2x, and the
+container benchmark prints it beside them.
 """
 
 from __future__ import annotations
