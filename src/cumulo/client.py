@@ -324,11 +324,14 @@ class Client:
         if kept is not None:
             kept.sock.settimeout(timeout)
             return kept.sock, kept.host, kept.conn
+        return (*self._dial(timeout), h11.Connection(h11.CLIENT))
+
+    def _dial(self, timeout: float | None) -> tuple[socket.socket, str]:
+        """A new connection and its Host header; DaemonUnreachable if there is none."""
         try:
-            sock, host = self._connect(timeout)
+            return self._connect(timeout)
         except OSError as err:
             raise self._unreachable(err) from err
-        return sock, host, h11.Connection(h11.CLIENT)
 
     def _done(self, sock: socket.socket, host: str, conn: Any) -> None:
         """After a request: its connection is kept for the next one if both sides are

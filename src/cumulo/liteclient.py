@@ -42,11 +42,7 @@ class LiteClient(Client):
 
     def _open(self, timeout: float | None) -> tuple[socket.socket, str, Any]:
         """A new connection for each request (a quick command makes one or two)."""
-        try:
-            sock, host = self._connect(timeout)
-        except OSError as err:
-            raise self._unreachable(err) from err
-        return sock, host, None
+        return (*self._dial(timeout), None)
 
     def _done(self, sock: socket.socket, host: str, conn: Any) -> None:
         sock.close()

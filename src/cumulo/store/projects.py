@@ -21,7 +21,7 @@ from cumulo.domain.models import Project
 from cumulo.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from cumulo.store.db import Database
 from cumulo.store.tables import (
-    Base,
+    PROJECTS,
     IdentityRoleRow,
     ImageRow,
     InstanceRow,
@@ -31,10 +31,6 @@ from cumulo.store.tables import (
     SecurityGroupRow,
     VolumeRow,
 )
-
-# the projects table for Core statements: the launch path's reads and locks (on an idle
-# CPU the ORM's own work was ~0.5 ms a statement, SQLite's 0.02-0.15 ms)
-PROJECTS = Base.metadata.tables["projects"]
 
 
 def project_of(row: ProjectRow | Row[Any]) -> Project:

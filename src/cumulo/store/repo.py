@@ -29,7 +29,6 @@ from cumulo.domain.projects import Need, instance_need, private_images
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
 from cumulo.store.projects import (
-    PROJECTS,
     ProjectStore,
     admit,
     named_row,
@@ -38,8 +37,13 @@ from cumulo.store.projects import (
     project_row,
 )
 from cumulo.store.tables import (
+    ALIASES,
+    IMAGES,
+    INSTANCES,
+    NETWORKS,
+    OPERATIONS,
+    PROJECTS,
     AllocationRow,
-    Base,
     ImageAliasRow,
     ImageRow,
     InstanceRow,
@@ -52,11 +56,6 @@ from cumulo.store.tables import (
 )
 
 DEFAULT_PROJECT = "default"
-# tables for the Core statements of a launch's and an exec's path (on an idle CPU the
-# ORM's own work was ~0.5 ms a statement, SQLite's 0.02-0.15 ms)
-IMAGES, ALIASES = Base.metadata.tables["images"], Base.metadata.tables["image_aliases"]
-INSTANCES, NETWORKS = Base.metadata.tables["instances"], Base.metadata.tables["networks"]
-OPERATIONS = Base.metadata.tables["operations"]
 
 # a change that goes into another store call's transaction (made by a ``*_write`` method)
 StoreWrite = Callable[[Session], None]
@@ -169,9 +168,7 @@ class Store:
 
     def launch_reads(self, ref: str, project: str) -> tuple[Image, Project]:
         """What a launch checks first, read in one transaction: the image ``ref`` among
-        those ``project`` sees (its aliases left out), and the project. On a CPU that
-        was idle, each transaction costs ~0.3 ms and each query ~0.5 ms before its
-        rows."""
+        those ``project`` sees (its aliases left out), and the project."""
         with self.db.session() as s:
             row = s.execute(select(PROJECTS).where(PROJECTS.c.name == project)).first()
             if row is None:
