@@ -73,24 +73,28 @@ def test_instance_update_and_delete(store: Store) -> None:
         store.get_instance("default", "a")
 
 
-def test_the_host_ids_a_launch_checks_are_those_renamed_instances_kept(store: Store
-                                                                        ) -> None:
+def test_a_new_instance_gets_a_host_id_no_renamed_instance_kept(store: Store) -> None:
     """A new instance's derived host id (project_name) is taken only by one that a
-    renamed instance kept, or is one such an id was made from (project_name_N)."""
+    renamed instance kept, or is one such an id was made from (project_name_N): then it
+    gets the first free project_name_N, in the insert's own transaction."""
+    def add(project: str, name: str) -> str:
+        return store.add_instance(Instance(project=project, name=name, type="container",
+                                           image=FP)).host_id
+
     store.ensure_project("other")
-    store.add_instance(Instance(project="default", name="a", type="container", image=FP))
-    store.add_instance(Instance(project="other", name="b", type="container", image=FP))
-    store.add_instance(Instance(project="default", name="b", type="container", image=FP))
-    store.rename_instance("default", "b", "c")
-    store.add_instance(Instance(project="default", name="b", type="container", image=FP,
-                                fixed_host_id="default_b_2"))
-    store.add_instance(Instance(project="default", name="bb", type="container", image=FP))
-    store.rename_instance("default", "bb", "d")   # keeps default_bb: not one of b's
-    store.add_instance(Instance(project="default", name="e", type="container", image=FP,
+    assert add("default", "a") == "default_a"
+    assert add("other", "b") == "other_b"
+    assert add("default", "b") == "default_b"
+    store.rename_instance("default", "b", "c")   # keeps default_b
+    assert add("default", "b") == "default_b_2"
+    assert store.get_instance("default", "b").host_id == "default_b_2"
+    store.rename_instance("default", "b", "d")   # keeps default_b_2
+    assert add("default", "bb") == "default_bb"
+    store.rename_instance("default", "bb", "e")   # keeps default_bb: not one of b's
+    store.add_instance(Instance(project="default", name="f", type="container", image=FP,
                                 fixed_host_id="defaultxb"))   # '_' is no LIKE wildcard
-    assert store.host_ids_from("default_b") == {"default_b", "default_b_2"}
-    assert store.host_ids_from("default_a") == set()
-    assert store.host_ids_from("other_b") == set()
+    assert add("default", "b") == "default_b_3"
+    assert add("other", "c") == "other_c"
 
 
 def test_an_exec_reads_four_columns_of_its_instance(store: Store) -> None:
@@ -109,13 +113,18 @@ def test_an_exec_reads_four_columns_of_its_instance(store: Store) -> None:
 
 def test_a_launch_reads_its_image_and_project_at_once(store: Store) -> None:
     store.ensure_project("other")
-    image, project = store.launch_reads("busybox", "other")   # default's images
-    assert (image.fingerprint, image.aliases, project.name) == (FP, [], "other")
+    image, project, net = store.launch_reads("busybox", "other")   # default's images
+    assert (image.fingerprint, image.aliases, project.name, net) == (FP, [], "other", False)
     assert store.get_image("busybox").aliases == ["busybox"]
+    store.add_network(Network(project="other", name="lan", subnet="10.9.0.0/24",
+                              gateway="10.9.0.1", bridge="cu-b00000009"))
+    assert store.launch_reads("busybox", "other", "lan")[2]
+    assert not store.launch_reads("busybox", "other", "wan")[2]
+    assert not store.launch_reads("busybox", "default", "lan")[2]   # other's, not default's
     with pytest.raises(NotFoundError, match="image 'nope'"):
         store.launch_reads("nope", "default")
     with pytest.raises(NotFoundError, match="project 'nope'"):
-        store.launch_reads("busybox", "nope")
+        store.launch_reads("busybox", "nope", "lan")
 
 
 def test_image_by_alias_fingerprint_and_prefix(store: Store) -> None:

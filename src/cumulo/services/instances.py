@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import shutil
 import socket
@@ -51,7 +50,7 @@ from cumulo.host import probe
 from cumulo.host.info import HostInfo
 from cumulo.images import kinds
 from cumulo.images import system as system_image
-from cumulo.services.networks import NetworkService, NicRequest
+from cumulo.services.networks import DEFAULT_NETWORK, NetworkService, NicRequest
 from cumulo.services.operations import Operations, Progress
 from cumulo.services.storage import StorageService
 from cumulo.store.repo import Store
@@ -382,7 +381,8 @@ class InstanceService:
         """Validate everything first, then do the host work as an operation."""
         validate_name(req.name)
         driver = self._driver(req.type)
-        image, proj = self.store.launch_reads(req.image, project)
+        image, proj, default_net = self.store.launch_reads(
+            req.image, project, DEFAULT_NETWORK if req.networks is None else None)
         if req.type == "container" and image.kind not in kinds.ROOTFS_KINDS:
             raise InvalidInputError(
                 f"image {req.image!r} is a {image.kind} image: a container needs a root "
@@ -440,16 +440,16 @@ class InstanceService:
         verb = "launch" if req.start else "create"
         op = self.ops.new(f"{verb} instance {req.name}", {"instances": [f"{project}/{req.name}"]})
         with self.networks.lock:
-            fixed = self._free_host_id(project, req.name)
-            nics = self.networks.plan_nics(project, fixed or default_host_id(project, req.name),
+            nics = self.networks.plan_nics(project, default_host_id(project, req.name),
                                            list(req.networks) if req.networks is not None
-                                           else self.networks.default_nics(project))
+                                           else [NicRequest(DEFAULT_NETWORK)] if default_net
+                                           else [])
             inst = self.store.add_instance(Instance(   # and its operation: one commit
                 project=project, name=req.name, type=req.type, image=image.fingerprint,
                 state=State.CREATING, limits=limits, privileged=req.privileged,
                 command=command, options=options, nics=nics, root=root,
                 location=self.member,
-                ephemeral=req.ephemeral, fixed_host_id=fixed), op)
+                ephemeral=req.ephemeral), op)
             self.networks.nics_changed(project, [n.network for n in nics])
 
         def announce() -> None:
@@ -508,17 +508,6 @@ class InstanceService:
                 raise NotFoundError("bind source path", source)
             out.append((real, path, ro))
         return tuple(out)
-
-    def _free_host_id(self, project: str, name: str) -> str | None:
-        """None (the derived host id) unless a renamed instance still holds it: then the
-        first free ``<derived>_<n>``."""
-        derived = default_host_id(project, name)
-        # (another instance's own derived id is never this one: names have no '_')
-        taken = self.store.host_ids_from(derived)
-        if derived not in taken:
-            return None
-        return next(f"{derived}_{n}" for n in itertools.count(2)
-                    if f"{derived}_{n}" not in taken)
 
     def rename(self, project: str, name: str, new: str) -> Instance:
         """Another name for the instance, running or not: on the host (runtime, cgroups,

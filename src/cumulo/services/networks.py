@@ -201,12 +201,6 @@ class NetworkService:
                 return
         marker.touch()
 
-    def default_nics(self, project: str) -> list[NicRequest]:
-        """No NIC asked for: one on the project's network ``default`` if it has one."""
-        if self.store.has_network(project, DEFAULT_NETWORK):
-            return [NicRequest(DEFAULT_NETWORK)]
-        return []
-
     # NICs
     def plan_nics(self, project: str, host_id: str, requests: list[NicRequest]) -> list[Nic]:
         """MAC and IP for each requested NIC, checked now so bad input changes nothing.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -166,11 +167,16 @@ class Store:
         with self.db.session() as s:
             return self._image(s, self._image_row(s, ref, self._images_pid(s, project)))
 
-    def launch_reads(self, ref: str, project: str) -> tuple[Image, Project]:
+    def launch_reads(self, ref: str, project: str, network: str | None = None
+                     ) -> tuple[Image, Project, bool]:
         """What a launch checks first, read in one transaction: the image ``ref`` among
-        those ``project`` sees (its aliases left out), and the project."""
+        those ``project`` sees (its aliases left out), the project, and whether it has a
+        network named ``network`` (False for None)."""
         with self.db.session() as s:
-            row = s.execute(select(PROJECTS).where(PROJECTS.c.name == project)).first()
+            row = s.execute(select(PROJECTS, NETWORKS.c.id.label("network_id")).outerjoin(
+                NETWORKS, and_(NETWORKS.c.project_id == PROJECTS.c.id,
+                               NETWORKS.c.name == (network or "")))
+                .where(PROJECTS.c.name == project)).first()
             if row is None:
                 raise NotFoundError("project", project)
             pid = self._images_pid_of(s, row)
@@ -178,7 +184,8 @@ class Store:
                 select(IMAGES).join(ALIASES, ALIASES.c.image_id == IMAGES.c.id)
                 .where(ALIASES.c.project_id == pid, ALIASES.c.name == ref)).first()
             return (self._image(s, image if image is not None else self._image_row(s, ref, pid),
-                                aliases=False), project_of(row))
+                                aliases=False), project_of(row),
+                    network is not None and row.network_id is not None)
 
     def list_images(self, project: str = DEFAULT_PROJECT) -> list[Image]:
         with self.db.session() as s:
@@ -274,7 +281,8 @@ class Store:
     def add_instance(self, inst: Instance, op: Operation | None = None) -> Instance:
         """Insert a new instance; a duplicate name in the project is a ConflictError, one
         past a quota of the project a QuotaExceededError (checked under its row lock).
-        ``op``: the operation that will create it, recorded in the same commit."""
+        ``op``: the operation that will create it, recorded in the same commit. Without a
+        ``fixed_host_id`` it gets a free one if a renamed instance kept its derived one."""
         need = instance_need(inst.type, inst.limits.cpu, inst.limits.memory,
                              (inst.root or {}).get("size"))
         try:
@@ -285,6 +293,7 @@ class Store:
                     IMAGES.c.fingerprint == inst.image))
                 if image_id is None:
                     raise NotFoundError("image", inst.image)
+                fixed = inst.fixed_host_id or self._free_host_id(s, inst.project, inst.name)
                 created = utcnow()
                 row_id = s.scalar(insert(INSTANCES).values(
                     project_id=project.id, name=inst.name,
@@ -293,7 +302,7 @@ class Store:
                     command=list(inst.command), options=dict(inst.options),
                     root=dict(inst.root) if inst.root is not None else None,
                     location=inst.location, ephemeral=inst.ephemeral,
-                    host_id=inst.fixed_host_id, created_at=created,
+                    host_id=fixed, created_at=created,
                 ).returning(INSTANCES.c.id))
                 for nic in inst.nics:
                     self._add_nic_row(s, row_id, inst.project, nic)
@@ -302,7 +311,8 @@ class Store:
                 s.flush()
                 # as written: not read back (a query for its NICs, an ORM object built)
                 return replace(inst, created_at=created, nics=list(inst.nics),
-                               exit_code=None, last_error=None, origin=None)
+                               exit_code=None, last_error=None, origin=None,
+                               fixed_host_id=fixed)
         except StoreError as err:
             cause = err.__cause__
             if isinstance(cause, IntegrityError):
@@ -407,13 +417,19 @@ class Store:
                 raise ConflictError(f"instance {new!r} already exists") from err
             raise
 
-    def host_ids_from(self, host_id: str) -> set[str]:
-        """Of the host ids that instances keep from a former name, ``host_id`` and those
-        made from it (``<host_id>_<n>``): one query of an index's worth of rows."""
-        with self.db.session() as s:
-            return {h for h in s.scalars(select(INSTANCES.c.host_id).where(
-                INSTANCES.c.host_id.startswith(host_id, autoescape=True)))
-                if h is not None and (h == host_id or h.startswith(host_id + "_"))}
+    @staticmethod
+    def _free_host_id(s: Session, project: str, name: str) -> str | None:
+        """None (the derived host id) unless an instance that kept it from a former name
+        holds it: then the first free ``<derived>_<n>``. One query of an index's worth of
+        rows (another instance's own derived id is never this one: names have no '_')."""
+        derived = default_host_id(project, name)
+        taken = {h for h in s.scalars(select(INSTANCES.c.host_id).where(
+            INSTANCES.c.host_id.startswith(derived, autoescape=True)))
+            if h is not None and (h == derived or h.startswith(derived + "_"))}
+        if derived not in taken:
+            return None
+        return next(f"{derived}_{n}" for n in itertools.count(2)
+                    if f"{derived}_{n}" not in taken)
 
     def delete_instance(self, project: str, name: str) -> None:
         with self.db.session() as s:
@@ -494,15 +510,6 @@ class Store:
                              .order_by(TunnelRow.member))
             return [Tunnel(member=r.member, state=r.state, device=r.device, local=r.local,
                            peers=tuple(r.peers or ())) for r in rows]
-
-    def has_network(self, project: str, name: str) -> bool:
-        with self.db.session() as s:   # the project (or not found) and the network: one query
-            hit = s.execute(select(PROJECTS.c.id, NETWORKS.c.id).outerjoin(NETWORKS, and_(
-                NETWORKS.c.project_id == PROJECTS.c.id, NETWORKS.c.name == name))
-                .where(PROJECTS.c.name == project)).first()
-            if hit is None:
-                raise NotFoundError("project", project)
-            return hit[1] is not None
 
     def get_network(self, project: str, name: str) -> Network:
         with self.db.session() as s:
