@@ -6,6 +6,7 @@ Needs root, runc and conmon. Each test has its own temp dir and cgroup parent
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import pytest
 
 from cumulo.domain.limits import Limits
 from cumulo.drivers.base import ExecRequest, InstanceSpec, RunStatus
+from cumulo.drivers.container import driver as driver_module
 from cumulo.drivers.container.driver import ContainerDriver
 from cumulo.drivers.container.oci_spec import IDMAP_BASE
 from cumulo.drivers.registry import DriverContext
@@ -199,6 +201,29 @@ def test_launch_of_a_missing_program_fails_and_delete_leaves_nothing(env: Env) -
     with open("/proc/self/mountinfo") as f:
         assert str(spec.instance_dir) not in f.read()
     assert not spec.instance_dir.exists()
+
+
+def test_a_launch_failing_while_its_conmon_waits_kills_that_conmon(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch starts conmon before it mounts the root (conmon waits on its start pipe
+    meanwhile): one that fails in between kills that conmon, reaps it, and leaves nothing."""
+    spec = env.spec()
+    waiting: list[tuple[psutil.Process, str]] = []
+
+    def failing_mount(_spec: InstanceSpec) -> None:
+        waiting.extend((c, c.name()) for c in psutil.Process().children()
+                       if spec.host_id in " ".join(c.cmdline()))
+        raise OSError(errno.EIO, "the mount failed")
+
+    monkeypatch.setattr(driver_module.rootfs, "mount_root", failing_mount)
+    with pytest.raises(DriverError, match="the mount failed"):
+        env.driver.launch(spec)
+    assert [name for _p, name in waiting] == ["conmon"]   # it was started, and waited
+    assert not waiting[0][0].is_running()   # killed and reaped: no zombie either
+    for proc in psutil.process_iter(["cmdline"]):
+        assert spec.host_id not in " ".join(proc.info["cmdline"] or [])
+    assert not spec.instance_dir.exists()
+    assert spec.host_id not in env.driver.list_host_ids()
 
 
 def test_mount_errors_name_the_target_and_the_reason(tmp_path: Path) -> None:

@@ -121,14 +121,23 @@ class ContainerDriver:
 
     # --- lifecycle --------------------------------------------------------
     def create(self, spec: InstanceSpec) -> None:
+        self._create(spec, early=False)
+
+    def _create(self, spec: InstanceSpec, early: bool) -> monitor.Pending | None:
+        """``early``: conmon starts as soon as the instance dir is there and waits on its
+        start pipe while the rest is made (returned, for ``_run_prepared``)."""
         self._check_limits(spec.limits)
         if self._records.get(spec.host_id) is not None:
             raise ConflictError(f"instance {spec.host_id!r} already exists on this host")
         if not spec.rootfs.is_dir():
             raise NotFoundError("root filesystem", str(spec.rootfs))
+        pending = None
         try:
             spec.instance_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(spec.instance_dir, 0o711)
+            if early:
+                pending = self._conmon(spec.host_id, spec.instance_dir, spec.stdin,
+                                       spec.terminal)
             self._records.put(spec.host_id, {"instance_dir": str(spec.instance_dir),
                                              "rootfs": str(spec.rootfs),
                                              "privileged": spec.privileged,
@@ -143,11 +152,19 @@ class ContainerDriver:
                            0 if spec.privileged else IDMAP_BASE)
             faults.point("create.after_rootfs")
         except BaseException as err:
+            if pending is not None:
+                pending.cancel()
             with contextlib.suppress(CumuloError):
                 self.delete(spec.host_id, spec.instance_dir)
             if isinstance(err, OSError):
                 raise DriverError(f"cannot create instance {spec.host_id!r}: {err}") from err
             raise
+        return pending
+
+    def _conmon(self, host_id: str, instance_dir: Path, stdin: bool, terminal: bool
+                ) -> monitor.Pending:
+        return monitor.Pending(self.runtime, host_id, instance_dir,
+                               self._paths(host_id, instance_dir), stdio=(stdin, terminal))
 
     def _prepare(self, spec: InstanceSpec) -> None:
         """Mount the rootfs and write config.json unless already there (idempotent)."""
@@ -189,19 +206,23 @@ class ContainerDriver:
     def launch(self, spec: InstanceSpec) -> RunState:
         """``create`` then ``start``, without start's state check, runtime clean-up and
         preparation again: the instance was prepared a moment ago and has never run."""
-        self.create(spec)
-        return self._run_prepared(spec, spec.instance_dir)
+        pending = self._create(spec, early=True)
+        return self._run_prepared(spec, spec.instance_dir, pending)
 
-    def _run_prepared(self, spec: InstanceSpec, instance_dir: Path) -> RunState:
-        """conmon (``runtime create``), the NICs, then ``runtime start``."""
+    def _run_prepared(self, spec: InstanceSpec, instance_dir: Path,
+                      pending: monitor.Pending | None = None) -> RunState:
+        """conmon (``runtime create``), the NICs, then ``runtime start``. ``pending``: a
+        conmon started already, waiting to go."""
         host_id = spec.host_id
         paths = self._paths(host_id, instance_dir)
-        for stale in (paths.exit_file, paths.exit_dir / host_id, self._started(host_id)):
-            stale.unlink(missing_ok=True)
         try:
-            rec = self._records.get(host_id) or {}
-            pid = monitor.start_conmon(self.runtime, host_id, instance_dir, paths, stdio=(
-                bool(rec.get("stdin")), bool(rec.get("terminal"))))
+            for stale in (paths.exit_file, paths.exit_dir / host_id, self._started(host_id)):
+                stale.unlink(missing_ok=True)
+            if pending is None:
+                rec = self._records.get(host_id) or {}
+                pending = self._conmon(host_id, instance_dir, bool(rec.get("stdin")),
+                                       bool(rec.get("terminal")))
+            pid = pending.go()
             if system.is_system(spec.options):   # its init makes its own sub-cgroups
                 owner = 0 if spec.privileged else IDMAP_BASE
                 system.delegate(self._cgroup(host_id), owner, owner)
@@ -211,6 +232,8 @@ class ContainerDriver:
             self.runtime.start(host_id, pid)
             self._started(host_id).touch()
         except BaseException:
+            if pending is not None:   # (one that never went)
+                pending.cancel()
             with contextlib.suppress(CumuloError):
                 self.runtime.delete(host_id)
             raise

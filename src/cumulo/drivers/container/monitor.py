@@ -9,6 +9,7 @@ the daemon, every fact about a container is read back from these files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import shutil
@@ -21,6 +22,8 @@ from cumulo.drivers.container.runtime import OciRuntime
 from cumulo.errors import DriverError, RuntimeToolError
 from cumulo.host import keys, procs
 from cumulo.host.tools import not_installed
+
+log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT = 30.0
 # what ``runtime restore`` needs besides the images: the same options the dump used
@@ -102,6 +105,84 @@ def _read_sync(fd: int, deadline: float) -> dict[str, object]:
     raise DriverError(f"conmon gave no pid on its sync pipe (got {buf[:200]!r})")
 
 
+class Pending:
+    """A conmon started early, blocked on its start pipe before it forks or runs anything
+    (``_OCI_STARTPIPE``, as Podman uses it): its exec and dynamic linking (~3 ms) overlap
+    the caller's last preparations. ``go`` lets it run ``create``; ``cancel`` kills it.
+
+    If the daemon dies before ``go``, conmon reads end-of-file and goes on: ``create``
+    fails without the bundle's ``config.json`` (written last), or makes the container that
+    the restart removes with the rest of the half-created instance."""
+
+    def __init__(self, runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths,
+                 restore: Path | None = None, runtime_args: tuple[str, ...] = (),
+                 stdio: tuple[bool, bool] = (False, False)) -> None:
+        self.runtime, self.bundle, self.restore = runtime, bundle, restore
+        for d in (paths.exit_dir, paths.socket_dir, paths.persist_dir, runtime.root):
+            d.mkdir(parents=True, exist_ok=True)
+        self.argv = command_line(runtime, cid, bundle, paths, restore, runtime_args, stdio)
+        self.cid = cid
+        start_r, self._start = os.pipe()
+        self._sync, sync_w = os.pipe()
+        env = {**os.environ, "_OCI_STARTPIPE": str(start_r), "_OCI_SYNCPIPE": str(sync_w)}
+        try:
+            self.proc = subprocess.Popen(
+                # cwd: conmon writes a relative "oom" file there after an OOM kill
+                self.argv, env=env, pass_fds=(start_r, sync_w), stdin=subprocess.DEVNULL,
+                cwd=bundle, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except OSError as err:
+            os.close(self._start)
+            os.close(self._sync)
+            raise DriverError(f"conmon failed to start: {err}") from err
+        finally:   # conmon has its own ends now
+            os.close(start_r)
+            os.close(sync_w)
+
+    def go(self) -> int:
+        """Let conmon run ``create`` (or ``restore``): PID 1's host pid once it is made."""
+        try:
+            try:
+                os.write(self._start, b"0")
+            except OSError as err:   # conmon died waiting (its error is on its stderr)
+                log.debug("conmon's start pipe: %s", err)
+            os.close(self._start)
+            self._start = -1
+            try:
+                _out, err_text = self.proc.communicate(timeout=SYNC_TIMEOUT)
+            except subprocess.TimeoutExpired as err:
+                self.proc.kill()
+                self.proc.communicate()
+                raise DriverError(f"conmon failed to start: {err}") from err
+            if self.proc.returncode != 0:
+                raise RuntimeToolError("conmon", self.argv[1:], self.proc.returncode, err_text)
+            msg = _read_sync(self._sync, time.monotonic() + SYNC_TIMEOUT)
+        finally:
+            self._close()
+        pid = msg.get("data")
+        if not isinstance(pid, int) or pid <= 0:
+            detail = str(msg.get("message") or msg).removeprefix(
+                f"{self.runtime.name} create failed: ")
+            if keys.is_quota_error(detail):
+                raise DriverError(f"cannot start {self.cid!r}: "
+                                  f"{keys.quota_message(root_uid(self.bundle))}")
+            raise RuntimeToolError(self.runtime.name, [
+                "restore" if self.restore else "create", self.cid], 1, detail)
+        return pid
+
+    def cancel(self) -> None:
+        """Kill the conmon that never went (it had not forked: nothing else to undo)."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self.proc.communicate()
+        self._close()
+
+    def _close(self) -> None:
+        for fd in (self._start, self._sync):
+            if fd >= 0:
+                os.close(fd)
+        self._start = self._sync = -1
+
+
 def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths,
                  restore: Path | None = None, runtime_args: tuple[str, ...] = (),
                  stdio: tuple[bool, bool] = (False, False)) -> int:
@@ -110,37 +191,7 @@ def start_conmon(runtime: OciRuntime, cid: str, bundle: Path, paths: ConmonPaths
     With ``restore`` the runtime restores the CRIU images there instead: PID 1 is
     running, where it was, when this returns.
     """
-    for d in (paths.exit_dir, paths.socket_dir, paths.persist_dir, runtime.root):
-        d.mkdir(parents=True, exist_ok=True)
-    argv = command_line(runtime, cid, bundle, paths, restore, runtime_args, stdio)
-    rfd, wfd = os.pipe()
-    try:
-        env = {**os.environ, "_OCI_SYNCPIPE": str(wfd)}
-        try:
-            proc = subprocess.run(
-                # cwd: conmon writes a relative "oom" file there after an OOM kill
-                argv, env=env, pass_fds=(wfd,), stdin=subprocess.DEVNULL, cwd=bundle,
-                capture_output=True, text=True, timeout=SYNC_TIMEOUT, check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise DriverError(f"conmon failed to start: {err}") from err
-        os.close(wfd)
-        wfd = -1
-        if proc.returncode != 0:
-            raise RuntimeToolError("conmon", argv[1:], proc.returncode, proc.stderr)
-        msg = _read_sync(rfd, time.monotonic() + SYNC_TIMEOUT)
-    finally:
-        os.close(rfd)
-        if wfd >= 0:
-            os.close(wfd)
-    pid = msg.get("data")
-    if not isinstance(pid, int) or pid <= 0:
-        detail = str(msg.get("message") or msg).removeprefix(f"{runtime.name} create failed: ")
-        if keys.is_quota_error(detail):
-            raise DriverError(f"cannot start {cid!r}: {keys.quota_message(root_uid(bundle))}")
-        raise RuntimeToolError(runtime.name, ["restore" if restore else "create", cid], 1,
-                               detail)
-    return pid
+    return Pending(runtime, cid, bundle, paths, restore, runtime_args, stdio).go()
 
 
 def root_uid(bundle: Path) -> int:
