@@ -52,8 +52,9 @@ else:
 
 parent = os.getppid()
 server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-server.bind(sys.argv[1])
+server.bind(sys.argv[1] + ".new")   # its name once it listens: never a refused connect
 server.listen(64)
+os.rename(sys.argv[1] + ".new", sys.argv[1])
 sel = selectors.DefaultSelector()
 sel.register(server, selectors.EVENT_READ)
 children = {}   # pidfd -> (pid, connection)
@@ -103,17 +104,24 @@ while os.getppid() == parent:
     for key, _ in sel.select(timeout=1):
         if key.fileobj is server:
             conn, _ = server.accept()
-            data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            try:   # a caller gone before its pid was sent does not end the zygote
+                data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            except OSError:
+                conn.close()
+                continue
             pid = os.fork()
             if pid == 0:
                 (cli if KIND == "cli" else daemon)(json.loads(data), fds)
                 sys.exit(0)
             for fd in fds:
                 os.close(fd)
-            conn.sendall(f"{pid}\n".encode())
             pidfd = os.pidfd_open(pid)
             children[pidfd] = (pid, conn)
             sel.register(pidfd, selectors.EVENT_READ)
+            try:
+                conn.sendall(f"{pid}\n".encode())
+            except OSError:
+                pass   # reaped and reported (to nobody) all the same
         else:
             pid, conn = children.pop(key.fd)
             sel.unregister(key.fd)
@@ -134,11 +142,15 @@ def forking() -> bool:
     return os.environ.get("CUMULO_TEST_FORK") != "0"
 
 
-def _socket(kind: str) -> str:
-    """The socket of this pytest process's zygote of ``kind`` (started at its first use)."""
+def _socket(kind: str, fresh: bool = False) -> str:
+    """The socket of this pytest process's zygote of ``kind`` (started at its first use);
+    ``fresh``: a new zygote (the last one refused a connection: it is ending)."""
     with _lock:
         if kind in _zygotes and _zygotes[kind][0].poll() is None:
-            return _zygotes[kind][1]
+            if not fresh:
+                return _zygotes[kind][1]
+            proc, old = _zygotes.pop(kind)
+            _stop(proc, os.path.dirname(old))
         path = os.path.join(tempfile.mkdtemp(prefix=f"cu-{kind}-"), "zygote.sock")
         proc = subprocess.Popen([sys.executable, "-c", SERVER, path, kind],
                                 stdin=subprocess.DEVNULL)
@@ -169,7 +181,14 @@ class Forked:
         self.returncode: int | None = None
         self._answer = bytearray()
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.conn.connect(_socket(kind))
+        try:
+            try:
+                self.conn.connect(_socket(kind))
+            except (ConnectionRefusedError, FileNotFoundError):   # it died: a new one
+                self.conn.connect(_socket(kind, fresh=True))
+        except BaseException:
+            self.conn.close()
+            raise
         call = {"argv": argv, "env": env, "cwd": os.getcwd(), "netns": netns}
         socket.send_fds(self.conn, [json.dumps(call).encode()], fds)
         while b"\n" not in self._answer:
