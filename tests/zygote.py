@@ -49,6 +49,11 @@ if KIND == "cli":
     import rich.console, rich.table
 else:
     import cumulo.daemon, cumulo.faults
+    # and what a daemon's start imports on its way: its drivers, uvicorn's protocols, and
+    # what FastAPI loads while it builds the routes (an app made once here does that)
+    import cumulo.api.app, cumulo.drivers.container.driver, cumulo.drivers.vm.driver
+    import uvicorn.lifespan.on, uvicorn.protocols.http.h11_impl, websockets.server
+    cumulo.api.app.create_app(None)
 
 parent = os.getppid()
 server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
