@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, delete, func, select
+from sqlalchemy import Row, bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -98,10 +98,13 @@ def _count(s: Session, table: type[NetworkRow] | type[SecurityGroupRow] | type[I
         table.project_id == pid)) or 0)
 
 
+# made once, executed with its parameter (store/repo.py says why)
+ADMIT = select(PROJECTS).where(PROJECTS.c.name == bindparam("project")).with_for_update()
+
+
 def admit(s: Session, project: str, need: rules.Need) -> Row[Any]:
     """Lock the project, check ``need`` against its quotas; its row (id, name, config...)."""
-    row = s.execute(select(PROJECTS).where(PROJECTS.c.name == project).with_for_update()
-                    ).first()
+    row = s.execute(ADMIT, {"project": project}).first()
     if row is None:
         raise NotFoundError("project", project)
     config = dict(row.config or {})
