@@ -172,7 +172,7 @@ def main() -> None:
         booted = Path(tmp) / "vmlinux"
         shutil.copyfile(state / "images" / k["fingerprint"] / "boot" / "vmlinux", booted)
         kernels = {"specialised": booted, "padded": result / "vmlinux",
-                   "generic": generic.for_machine(True)}
+                   "generic": generic.boot}
         sizes = {"specialised": ((result / "bzImage").stat().st_size, booted.stat().st_size),
                  "padded": ((result / "bzImage").stat().st_size,
                             (result / "vmlinux").stat().st_size),

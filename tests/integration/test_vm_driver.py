@@ -90,7 +90,18 @@ def test_default_machine_is_microvm_and_pc_when_emulated_devices_are_asked(env: 
         env.driver.create(spec)
     assert env.driver._vmspec(plain.host_id).machine == Machine.MICROVM
     vm = env.driver._vmspec(emulated.host_id)
-    assert (vm.machine, vm.kernel.name) == (Machine.PC, "vmlinuz")
+    assert (vm.machine, vm.kernel.name) == (Machine.PC, "vmlinux")   # PVH, as microvm
+    # a pc guest booted from vmlinuz by an older cumulod moves here on the same loader
+    # (another option ROM would not match the migration stream)
+    mine = env.driver.signature(emulated.host_id)
+    assert "/kernel+pvh/" in mine
+    older = mine.replace("/kernel+pvh/", "/kernel/")
+    env.driver.match_source(emulated.host_id, older)
+    assert env.driver._vmspec(emulated.host_id).kernel.name == "vmlinuz"
+    assert env.driver.signature(emulated.host_id) == older
+    env.driver.match_source(emulated.host_id, mine)
+    assert env.driver.signature(emulated.host_id) == mine
+    assert "/kernel/" in env.driver.signature(plain.host_id)   # microvm's, as before
     for spec in (plain, emulated):
         env.driver.delete(spec.host_id, spec.instance_dir)
 

@@ -78,7 +78,7 @@ def _spec(tmp: Path, initrd: Path, hop: int) -> VmSpec:
     tsc = f" tsc_early_khz={khz} {TSC_RELIABLE}" if khz else ""
     return VmSpec(name="memcheck", memory=128 * MIB, vcpus=1, accel=Accel.TCG,
                   machine=Machine.MICROVM, io=Io.PARAVIRT,
-                  kernel=initramfs.find_kernel().for_machine(True), initrd=initrd,
+                  kernel=initramfs.find_kernel().boot, initrd=initrd,
                   append=f"console=ttyS0 quiet panic=-1 rdinit=/memcheck MIB=48{tsc}",
                   serial_log=run / "console.log", qmp_socket=run / "qmp.sock",
                   pidfile=run / "qemu.pid", ram_pad=ram_pad(Accel.TCG))

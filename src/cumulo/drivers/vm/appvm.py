@@ -99,7 +99,7 @@ def _kernel(boot: Path | None, needs: tuple[str, ...] = ()) -> Path:
         for need in needs:
             raise InvalidInputError(_no_driver(need, "Debian's kernel has it as a module,"
                                                      " and an app VM loads none"))
-        return initramfs.find_kernel().for_machine(True)
+        return initramfs.find_kernel().boot
     if not (boot / "vmlinux").is_file():
         raise NotFoundError("kernel image", str(boot.parent.name[:12]))
     config = set((boot / "config").read_text().splitlines())

@@ -100,10 +100,11 @@ CONSOLE_CONNECT_TIMEOUT = 5.0
 BALLOON_MIN = 64 * MIB      # below this the Debian kernel and our agent get OOM-killed
 CMDLINE_MAX = 2000          # x86 COMMAND_LINE_SIZE is 2048
 # disk: an existing raw or .qcow2 file to attach; nic: "on" adds a NIC on an isolated hub
-# machine: microvm by default (on TCG it reaches a first exec in about half the time of pc:
-# no firmware, PVH boot of vmlinux, see bench/vm_launch.py); pc when --io emulated asks for
-# an IDE disk and e1000 (microvm has only virtio-mmio). microvm has no hot-plug: volumes go
-# on while it is stopped. On TCG microvm needs tsc_early_khz (no HPET/PM timer to calibrate)
+# machine: microvm by default (on TCG it reaches a first exec in 0.8x the time of pc, whose
+# firmware it lacks; both boot vmlinux through PVH, see bench/vm_launch.py); pc when --io
+# emulated asks for an IDE disk and e1000 (microvm has only virtio-mmio). microvm has no
+# hot-plug: volumes go on while it is stopped. On TCG microvm needs tsc_early_khz (no
+# HPET/PM timer to calibrate)
 OPTIONS = {"accel": "auto", "machine": "microvm", "io": "paravirt", "disk": "", "nic": "off"}
 OPTIONS["tpm"] = "off"      # on: an swtpm per VM, a TPM 2.0 in the guest (tpm.py)
 OPTIONS["firmware"] = ""    # bios or uefi: a VM booted from its image's disk (firmware.py)
@@ -135,6 +136,13 @@ def kernel_append(spec: InstanceSpec) -> str:
                                 f" a VM ({len(append)} bytes on the kernel command line,"
                                 f" at most {CMDLINE_MAX})")
     return append
+
+
+def _boot_kind(vm: VmSpec) -> str:
+    """How a direct-kernel VM boots, for its signature: pc and q35 through PVH or not
+    (microvm always where it can, as before pc and q35 could)."""
+    pvh = vm.machine != Machine.MICROVM and vm.kernel.name == "vmlinux"
+    return "kernel+pvh" if pvh else "kernel"
 
 
 def console_tail(path: Path) -> bytes:
@@ -248,7 +256,8 @@ class VmDriver:
             vm = VmSpec(
                 name=spec.host_id, memory=spec.limits.memory or DEFAULT_MEMORY,
                 vcpus=max(1, math.ceil(spec.limits.cpu or 1)), accel=choice.accel,
-                machine=machine, io=io, kernel=kernel.for_machine(machine == Machine.MICROVM),
+                machine=machine, io=io,
+                kernel=kernel.for_machine(machine == Machine.MICROVM, opts["tpm"] == "on"),
                 initrd=initrd, append=append,
                 serial_log=spec.instance_dir / "console.log", qmp_socket=run / "qmp.sock",
                 pidfile=run / "qemu.pid", disk=Path(opts["disk"]) if opts["disk"] else None,
@@ -806,7 +815,7 @@ class VmDriver:
         vm = self._vmspec(host_id)
         return (f"{vm.machine.value}/{vm.io.value}/{vm.accel.value}/{vm.kernel.parent.name}/"
                 f"{vm.initrd.name}/{vm.memory}/{vm.vcpus}/{vm.nic}/"
-                f"{'disk' if vm.root_disk else 'nodisk'}/{vm.firmware or 'kernel'}/"
+                f"{'disk' if vm.root_disk else 'nodisk'}/{vm.firmware or _boot_kind(vm)}/"
                 f"{'tpm' if vm.tpm_socket else 'notpm'}{'/secureboot' if vm.secure_boot else ''}"
                 f"/tty{vm.tty_ports}{f'/hvc{vm.hvc_ports}' if vm.hvc_ports else ''}"
                 f"{'/oldagent' if vm.agent_ports else ''}"
@@ -815,12 +824,21 @@ class VmDriver:
     def match_source(self, host_id: str, theirs: str) -> None:
         """An incoming VM takes the source's RAM padding (qemu_cmd.TCG_RAM_PAD): one
         booted before the padding (none) can still move here (with its vCPUs stopped,
-        see ``send``); its next cold start pads it. Only the two known sizes."""
+        see ``send``); its next cold start pads it. Only the two known sizes. A pc or q35
+        guest booted from vmlinuz (before PVH boot there) keeps it: the two loaders are
+        other option ROMs, which the migration stream must find."""
         vm = self._vmspec(host_id)
         m = re.search(r"/ram\+(\d+)$", theirs)
         pad = int(m.group(1)) if m else 0
         if pad != vm.ram_pad and pad in (0, ram_pad(vm.accel)):
-            self._put_vm(replace(vm, ram_pad=pad))
+            vm = self._put_vm(replace(vm, ram_pad=pad))
+        if vm.firmware or vm.machine == Machine.MICROVM:
+            return
+        kind = next((k for k in ("/kernel/", "/kernel+pvh/") if k in theirs), None)
+        if kind is not None and kind.strip("/") != _boot_kind(vm):
+            name = "vmlinux" if kind == "/kernel+pvh/" else "vmlinuz"
+            if (vm.kernel.parent / name).is_file():
+                self._put_vm(replace(vm, kernel=vm.kernel.parent / name))
 
     def prepare_incoming(self, spec: InstanceSpec, address: str) -> str:
         host_id = spec.host_id
