@@ -15,31 +15,37 @@ import pytest
 
 from tests import costs, pg
 
-# Seconds a module took in a serial run on the 2-core CI host (TCG), to start the longest
+# Seconds a module took on the 2-core CI host (TCG), to start the longest
 # modules first when workers share them out: longest first ends the run soonest. Only an
-# order: a stale figure costs a little time, nothing else. Figures: the "slowest modules"
-# summary of a CI run (session 20), the new modules estimated.
+# order: a stale figure costs a little time, nothing else. Figures: each module's seconds in
+# the junit report of a CI run (2026-12-06, 3 workers); smaller ones by their marks.
 _MODULE_SECONDS = {
     # (the Debian VM disk built once and cached; ~300 s more the first time, in the
     # first of them to start)
-    "system/test_vm_debian_guest.py": 480,
-    "system/test_cluster_cli.py": 200, "system/test_overlay_cli.py": 180,
-    "system/test_migration_faults.py": 160, "system/test_fault_points.py": 150,
-    "system/test_bench_cli.py": 150, "system/test_image_build.py": 100,
-    "system/test_appvm_kernel.py": 90, "system/test_system_container.py": 80,
-    "system/test_api_fuzz_daemon.py": 70, "integration/test_vm_driver.py": 67,
-    "system/test_migration_cli.py": 60, "system/test_web_console.py": 60,
-    "system/test_container_migration_cli.py": 53, "integration/test_vm_root_disk.py": 53,
-    "system/test_system_container_cloud_init.py": 50, "system/test_image_io.py": 50,
-    "integration/test_firewall.py": 45, "system/test_appvm_cli.py": 40,
-    "system/test_exec_interrupt.py": 40, "integration/test_networks.py": 40,
-    "system/test_vm_console.py": 35, "integration/test_vm_network.py": 35,
-    "system/test_cli.py": 35, "system/test_vm_cli.py": 30, "system/test_path_tricks.py": 30,
-    "system/test_snapshot_stateful_cli.py": 30, "integration/test_bandwidth.py": 30,
-    "system/test_vm_boot_disk.py": 30, "system/test_vm_storage_cli.py": 25,
-    "integration/test_vm_migration.py": 24, "system/test_vm_checkpoint_cli.py": 22,
-    "system/test_clone_footprint.py": 17, "integration/test_vm_microvm.py": 15,
-    "system/test_storage_cli.py": 14,
+    "system/test_vm_debian_guest.py": 309, "system/test_bench_cli.py": 134,
+    "system/test_cluster_cli.py": 116, "system/test_migration_faults.py": 114,
+    "system/test_overlay_cli.py": 110, "system/test_fault_points.py": 86,
+    "system/test_image_build.py": 84, "integration/test_firewall.py": 61,
+    "system/test_readme.py": 60, "system/test_docker_cli.py": 52,
+    "system/test_appvm_kernel.py": 51, "system/test_migration_cli.py": 47,
+    "integration/test_vm_driver.py": 47, "system/test_system_container.py": 39,
+    "integration/test_vm_root_disk.py": 38, "system/test_vm_console.py": 37,
+    "system/test_container_migration_cli.py": 37, "integration/test_vm_network.py": 36,
+    "system/test_soak.py": 32, "system/test_web_console.py": 32, "unit/test_api_fuzz.py": 30,
+    "system/test_network_attach_cli.py": 27, "system/test_observability_cli.py": 25,
+    "integration/test_bandwidth.py": 24, "integration/test_vm_agent.py": 23,
+    "system/test_cli.py": 22, "system/test_concurrency.py": 21,
+    "integration/test_vm_migration.py": 21, "system/test_system_container_cloud_init.py": 20,
+    "system/test_vm_migration_memory.py": 19, "system/test_snapshot_stateful_cli.py": 18,
+    "integration/test_networks.py": 17, "system/test_exec_interrupt.py": 17,
+    "system/test_docker_vm_exec.py": 16, "system/test_vm_checkpoint_cli.py": 16,
+    "system/test_vm_exec_tty.py": 16, "system/test_vm_storage_cli.py": 16,
+    "system/test_full_disks.py": 15, "system/test_api_fuzz_daemon.py": 14,
+    "unit/test_web_console_api.py": 14, "unit/test_api.py": 13,
+    "system/test_bench_cleanup.py": 12, "unit/test_store.py": 12,
+    "system/test_tls_identities.py": 12, "integration/test_vm_microvm.py": 12,
+    "integration/test_vm_cgroup.py": 11, "system/test_image_io.py": 11,
+    "system/test_appvm_cli.py": 10, "system/test_clone_footprint.py": 10,
 }
 # Otherwise a rough cost of one test by its marks.
 _WEIGHTS = (("qemu", 15.0), ("slow", 10.0), ("system", 3.0), ("runtime", 2.0), ("root", 1.0))
