@@ -4,6 +4,7 @@ instead of a boot, and what a client may send that ours does not."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -11,6 +12,7 @@ import select
 import socket
 import subprocess
 import threading
+import time
 import tty
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +96,36 @@ def test_bad_json_is_an_error_and_the_agent_goes_on(agent_dir: Path) -> None:
         assert json.loads(lines.readline()) == {"return": 5}
         sock.sendall(b"\xff\xff junk {\"execute\": \"guest-ping\"}\n")
         assert json.loads(lines.readline()) == {"return": {}}
+
+
+def test_a_status_of_an_older_command_does_not_hand_its_number_to_the_next(
+        agent_dir: Path) -> None:
+    """Each guest-exec keeps its own files: a status asked about an earlier command that
+    still runs, then a new guest-exec, leave a later command that still runs alone (the
+    counter of commands once went back to the asked one's, so the new command shared the
+    next one's files: its exit code went to that one's status, and its own said killed)."""
+    def status(agent: qga.Qga, pid: int) -> dict[str, object]:
+        return agent.call("guest-exec-status", pid=pid)  # type: ignore[no-any-return]
+
+    long_ones: list[int] = []
+    try:
+        with qga.connect(agent_dir, "host-agent") as agent:
+            for _ in range(2):
+                long_ones.append(int(agent.call("guest-exec", path="/bin/sh", arg=[
+                    "-c", "exec sleep 600"], **{"capture-output": True})["pid"]))
+            first, second = long_ones
+            assert status(agent, first)["exited"] is False
+            pid = int(agent.call("guest-exec", path="/bin/sh", arg=["-c", "echo c; exit 3"],
+                                 **{"capture-output": True})["pid"])
+            deadline = time.monotonic() + 20
+            while Path(f"/proc/{pid}").exists():   # it ended; its status not asked yet
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert status(agent, second)["exited"] is False     # (it said: exit code 3)
+            got = status(agent, pid)                            # (it said: killed)
+            assert (got["exited"], got.get("exitcode"),
+                    base64.b64decode(str(got["out-data"]))) == (True, 3, b"c\n"), got
+    finally:
+        for pid in long_ones:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, 9)

@@ -190,9 +190,9 @@ new() {  # TAG FILE OFFSET-VAR: output written since the last status, a JSON mem
 }
 do_status() {
   case "$pid" in *[!0-9]*|"") pid=none ;; esac
-  eval "n=\${x_$pid:-}"
-  [ -n "$n" ] || { fail GenericError "Invalid parameter 'pid'"; return; }
-  x=$d/x/$n
+  eval "k=\${x_$pid:-}"   # (not n: the count of commands, the next one's files)
+  [ -n "$k" ] || { fail GenericError "Invalid parameter 'pid'"; return; }
+  x=$d/x/$k
   if [ ! -f $x.code ]; then
     st=""
     read -r st < /proc/$pid/stat 2>/dev/null
