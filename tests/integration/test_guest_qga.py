@@ -96,6 +96,15 @@ def test_bad_json_is_an_error_and_the_agent_goes_on(agent_dir: Path) -> None:
         assert json.loads(lines.readline()) == {"return": 5}
         sock.sendall(b"\xff\xff junk {\"execute\": \"guest-ping\"}\n")
         assert json.loads(lines.readline()) == {"return": {}}
+        # a member no command here takes is refused: it would have been a sh variable of
+        # the agent's (its count of commands, its dir), not only an argument
+        for member in (b'"n": 1', b'"d": "/"', b'"x": "y"'):
+            sock.sendall(b'{"execute": "guest-exec", "arguments": {"path": "/bin/true", '
+                         + member + b'}}\n')
+            reply = json.loads(lines.readline())
+            assert reply["error"]["desc"] == "Invalid or unsupported JSON", (member, reply)
+        sock.sendall(b'{"execute": "guest-sync", "arguments": {"id": 6}}\n')
+        assert json.loads(lines.readline()) == {"return": 6}
 
 
 def test_a_status_of_an_older_command_does_not_hand_its_number_to_the_next(

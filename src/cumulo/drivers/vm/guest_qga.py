@@ -76,7 +76,14 @@ function str(   out, c, n, m) {
   }
 }
 function quote(v) { gsub(/'/, "'\\''", v); return "'" v "'" }
-function name(k) { gsub(/-/, "_", k); if (k !~ /^[a-z_][a-z0-9_]*$/) bad(); return k }
+# only the names of QGA's members that these commands take: each becomes a sh variable,
+# and another ("n", "d", "x") would overwrite the agent's own
+function name(k) {
+  gsub(/-/, "_", k)
+  if (k !~ /^(execute|arguments|id|pid|handle|count|mode|path)$/ &&
+      k !~ /^(arg|env|input_data|capture_output|buf_b64)$/) bad()
+  return k
+}
 function save(f, v) { printf "%s", v > f; close(f) }
 function val(k,   c, v, words) {
   ws()
